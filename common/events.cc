@@ -1,0 +1,62 @@
+#include "common/events.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+namespace qlorad::events {
+
+using nlohmann::json;
+
+namespace {
+// NaN/Inf are not JSON; a diverged loss is reported as null rather than breaking the line.
+json Number(double v) {
+  return std::isfinite(v) ? json(v) : json(nullptr);
+}
+}  // namespace
+
+std::string StartedLine(int64_t pid, int64_t total_steps, const std::string& device, int rank,
+                        int world_size) {
+  return json{{"event", "started"}, {"pid", pid},   {"total_steps", total_steps},
+              {"device", device},   {"rank", rank}, {"world_size", world_size}}
+      .dump();
+}
+
+std::string MetricsLine(const Metrics& m) {
+  return json{{"event", "metrics"},
+              {"step", m.step},
+              {"total_steps", m.total_steps},
+              {"loss", Number(m.loss)},
+              {"lr", m.lr},
+              {"grad_norm", Number(m.grad_norm)},
+              {"tokens_per_s", m.tokens_per_s},
+              {"vram_allocated_bytes", m.vram_allocated_bytes},
+              {"vram_reserved_bytes", m.vram_reserved_bytes},
+              {"vram_peak_bytes", m.vram_peak_bytes},
+              {"wall_time_s", m.wall_time_s},
+              {"rank", m.rank}}
+      .dump();
+}
+
+std::string LogLine(const std::string& level, const std::string& message) {
+  return json{{"event", "log"}, {"level", level}, {"message", message}}.dump(
+      -1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string CheckpointLine(int64_t step, const std::string& path) {
+  return json{{"event", "checkpoint"}, {"step", step}, {"path", path}}.dump();
+}
+
+std::string DoneLine(int64_t steps, const std::string& adapter_path, double final_loss) {
+  return json{{"event", "done"},
+              {"steps", steps},
+              {"adapter_path", adapter_path},
+              {"final_loss", Number(final_loss)}}
+      .dump();
+}
+
+std::string ErrorLine(const std::string& message, const std::string& field) {
+  return json{{"event", "error"}, {"message", message}, {"field", field}}.dump(
+      -1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace qlorad::events

@@ -1,0 +1,115 @@
+// The job spec: one YAML file that works for `qloractl submit` and `qlorad-train run`.
+// Parsing validates everything up front; an unknown key or a bad value is an INVALID_ARGUMENT
+// whose message starts with the dotted field name ("train.lr: must be > 0, got -1").
+// Relative paths are kept as written; they resolve against the working directory of the
+// process that runs the trainer.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace qlorad {
+
+struct ModelSpec {
+  std::string path;  // a Hugging Face model directory
+};
+
+struct QuantizationSpec {
+  std::string type = "nf4";  // nf4 | none
+  bool double_quant = true;
+  int block_size = 64;
+};
+
+struct LoraSpec {
+  int r = 16;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                             "gate_proj", "up_proj", "down_proj"};
+  std::optional<std::string> init_from;  // a PEFT adapter directory
+  bool use_rslora = false;
+
+  // alpha / r, or alpha / sqrt(r) with rsLoRA.
+  double Scale() const;
+};
+
+struct DataSpec {
+  std::string path;
+  std::string format =
+      "auto";  // auto | text | input_ids | alpaca | messages | sharegpt | prompt_completion
+  int64_t max_seq_len = 2048;
+  bool packing = true;
+  bool shuffle = true;
+  uint64_t seed = 0;
+  bool train_on_completions_only = true;
+  std::string chat_template = "auto";
+  bool skip_bad_lines = false;
+};
+
+struct TrainSpec {
+  int64_t max_steps = 100;
+  int64_t micro_batch_size = 4;
+  int64_t grad_accum = 1;
+  double lr = 2.0e-4;
+  std::string scheduler = "cosine";  // cosine | linear | constant
+  int64_t warmup_steps = 10;
+  double weight_decay = 0.0;
+  std::array<double, 2> betas = {0.9, 0.999};
+  double eps = 1.0e-8;
+  std::optional<double> max_grad_norm = 1.0;  // null disables clipping
+  uint64_t seed = 0;
+  std::string precision = "bf16";  // bf16 | fp16 | fp32
+  bool activation_checkpointing = true;
+  int64_t loss_chunk_size = 0;  // 0 = auto
+};
+
+struct ResourcesSpec {
+  int gpus = 1;                 // world size
+  std::string device = "auto";  // auto | cuda | cpu
+};
+
+struct SchedulingSpec {
+  int priority = 50;  // higher runs first
+  int max_restarts = 3;
+};
+
+struct ParallelSpec {
+  std::string strategy = "auto";  // auto | single | ddp | fsdp
+  bool reshard_after_forward = true;
+  bool cpu_offload = false;
+};
+
+struct CheckpointSpec {
+  int64_t every_steps = 50;  // 0 disables periodic checkpoints
+  int keep = 3;
+  std::string output_dir;  // default: runs/<name>
+};
+
+struct JobSpec {
+  std::string name;
+  ModelSpec model;
+  QuantizationSpec quantization;
+  LoraSpec lora;
+  DataSpec data;
+  TrainSpec train;
+  ResourcesSpec resources;
+  SchedulingSpec scheduling;
+  ParallelSpec parallel;
+  CheckpointSpec checkpoint;
+};
+
+// Parses and validates a spec. Does not touch the file system (the coordinator may not see the
+// worker's files); see CheckJobSpecFiles for that.
+StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text);
+StatusOr<JobSpec> LoadJobSpecFile(const std::string& path);
+
+// Checks that the files the spec names exist where this process would read them
+// (model.path with a config.json, data.path, lora.init_from). Errors name the field.
+Status CheckJobSpecFiles(const JobSpec& spec);
+
+}  // namespace qlorad

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs everything qlorad needs to build, run and test, on Debian 12 / Ubuntu 24.04.
+# Idempotent and quick when all is present. Used by `make demo` and `make test`.
+#   Debian packages: compilers, gRPC, protobuf, spdlog, SQLite, yaml-cpp, ... (apt-get)
+#   Python: a virtualenv (QLORAD_VENV, default ~/.cache/qlorad/venv) with torch==2.11.0, whose
+#           wheel carries LibTorch's headers, libraries and TorchConfig.cmake, plus grpcio and pytest.
+set -euo pipefail
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+  libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
+  libcpp-httplib-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
+)
+PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml)
+
+VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
+
+log() { printf '\033[1m[deps]\033[0m %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+  log "creating the Python environment at $VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.qlorad-deps"
+want="$(printf '%s\n' "${PY_PACKAGES[@]}")"
+if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+  log "installing Python packages (torch is large: a few minutes the first time)"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q "${PY_PACKAGES[@]}"
+  printf '%s' "$want" >"$stamp"
+fi
+echo "$VENV"

@@ -1,0 +1,53 @@
+#include "common/events.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+#include <nlohmann/json.hpp>
+
+namespace qlorad::events {
+namespace {
+
+using nlohmann::json;
+
+TEST(Events, MetricsLineIsOneJsonObjectWithEveryField) {
+  Metrics m;
+  m.step = 3;
+  m.total_steps = 10;
+  m.loss = 2.5;
+  m.lr = 1e-4;
+  m.vram_peak_bytes = 1234;
+  const std::string line = MetricsLine(m);
+  EXPECT_EQ(line.find('\n'), std::string::npos);
+  const json j = json::parse(line);
+  EXPECT_EQ(j["event"], "metrics");
+  EXPECT_EQ(j["step"], 3);
+  EXPECT_EQ(j["total_steps"], 10);
+  EXPECT_DOUBLE_EQ(j["loss"].get<double>(), 2.5);
+  EXPECT_EQ(j["vram_peak_bytes"], 1234);
+  for (const char* key : {"lr", "grad_norm", "tokens_per_s", "vram_allocated_bytes",
+                          "vram_reserved_bytes", "wall_time_s", "rank"}) {
+    EXPECT_TRUE(j.contains(key)) << key;
+  }
+}
+
+TEST(Events, NonFiniteLossBecomesNull) {
+  Metrics m;
+  m.loss = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_TRUE(json::parse(MetricsLine(m))["loss"].is_null());
+}
+
+TEST(Events, TextIsEscapedAndInvalidUtf8Replaced) {
+  const json j = json::parse(LogLine("info", "a \"quoted\"\nline \xff"));
+  EXPECT_EQ(j["event"], "log");
+  EXPECT_EQ(j["message"].get<std::string>().substr(0, 16), "a \"quoted\"\nline ");
+  EXPECT_EQ(j["message"].get<std::string>().substr(16), "\xEF\xBF\xBD");  // U+FFFD
+  const json e = json::parse(ErrorLine("bad lr", "train.lr"));
+  EXPECT_EQ(e["field"], "train.lr");
+  EXPECT_EQ(json::parse(DoneLine(5, "/x/adapter", 1.5))["adapter_path"], "/x/adapter");
+  EXPECT_EQ(json::parse(CheckpointLine(5, "/x/c"))["step"], 5);
+  EXPECT_EQ(json::parse(StartedLine(42, 10, "cpu", 0, 1))["pid"], 42);
+}
+
+}  // namespace
+}  // namespace qlorad::events

@@ -1,0 +1,116 @@
+#include "common/jobspec.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+namespace qlorad {
+namespace {
+
+const char* kMinimal = R"(
+name: demo
+model: {path: /models/tiny}
+data: {path: data/train.jsonl}
+)";
+
+std::string ErrorOf(const std::string& yaml) {
+  auto spec = ParseJobSpec(yaml);
+  EXPECT_FALSE(spec.ok()) << "expected an error for:\n" << yaml;
+  return spec.ok() ? "" : spec.status().message();
+}
+
+TEST(JobSpec, MinimalSpecGetsTheDocumentedDefaults) {
+  auto spec = ParseJobSpec(kMinimal);
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->name, "demo");
+  EXPECT_EQ(spec->quantization.type, "nf4");
+  EXPECT_TRUE(spec->quantization.double_quant);
+  EXPECT_EQ(spec->quantization.block_size, 64);
+  EXPECT_EQ(spec->lora.r, 16);
+  EXPECT_EQ(spec->lora.target_modules.size(), 7u);
+  EXPECT_DOUBLE_EQ(spec->train.lr, 2e-4);
+  ASSERT_TRUE(spec->train.max_grad_norm.has_value());
+  EXPECT_DOUBLE_EQ(*spec->train.max_grad_norm, 1.0);
+  EXPECT_EQ(spec->train.loss_chunk_size, 0);
+  EXPECT_EQ(spec->checkpoint.output_dir, "runs/demo");
+  EXPECT_EQ(spec->scheduling.max_restarts, 3);
+}
+
+TEST(JobSpec, FullSpecFromTheDesignParses) {
+  auto spec = ParseJobSpec(R"(
+name: llama3-alpaca
+model: {path: /models/Llama-3.2-1B}
+quantization: {type: nf4, double_quant: true, block_size: 64}
+lora: {r: 8, alpha: 32, dropout: 0.05, target_modules: [q_proj, v_proj], init_from: null, use_rslora: true}
+data: {path: data/train.jsonl, format: auto, max_seq_len: 512, packing: true, shuffle: false, seed: 3,
+       train_on_completions_only: true, chat_template: auto}
+train: {max_steps: 10, micro_batch_size: 2, grad_accum: 2, lr: 1.0e-3, scheduler: linear, warmup_steps: 1,
+        weight_decay: 0.01, betas: [0.8, 0.95], eps: 1.0e-6, max_grad_norm: null, seed: 7,
+        precision: fp32, activation_checkpointing: false, loss_chunk_size: 4096}
+resources: {gpus: 2, device: cpu}
+scheduling: {priority: 70, max_restarts: 1}
+parallel: {strategy: fsdp, reshard_after_forward: false, cpu_offload: true}
+checkpoint: {every_steps: 0, keep: 2, output_dir: out/x}
+)");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->lora.r, 8);
+  EXPECT_NEAR(spec->lora.Scale(), 32.0 / std::sqrt(8.0), 1e-12);
+  EXPECT_FALSE(spec->train.max_grad_norm.has_value());
+  EXPECT_EQ(spec->train.loss_chunk_size, 4096);
+  EXPECT_DOUBLE_EQ(spec->train.betas[1], 0.95);
+  EXPECT_EQ(spec->resources.gpus, 2);
+  EXPECT_EQ(spec->parallel.strategy, "fsdp");
+  EXPECT_EQ(spec->checkpoint.every_steps, 0);
+  EXPECT_EQ(spec->checkpoint.output_dir, "out/x");
+  EXPECT_EQ(spec->data.seed, 3u);
+  EXPECT_EQ(spec->train.seed, 7u);
+}
+
+TEST(JobSpec, ErrorsNameTheField) {
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {lr: -1}"), "train.lr: must be > 0, got -1");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {learning_rate: 1}"),
+            "train.learning_rate: unknown key");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "optimizer: {}"), "optimizer: unknown key");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {max_steps: many}"),
+            "train.max_steps: expected an integer, got 'many'");
+  EXPECT_EQ(ErrorOf("name: x\ndata: {path: d}\n"),
+            "model.path: is required (a Hugging Face model directory)");
+  EXPECT_NE(ErrorOf(std::string(kMinimal) + "lora: {target_modules: [qproj]}")
+                .find("lora.target_modules: must be one of"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(std::string(kMinimal) + "quantization: {type: int8}").find("quantization.type"),
+            std::string::npos);
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {loss_chunk_size: big}"),
+            "train.loss_chunk_size: must be 'auto' or a positive integer, got 'big'");
+  EXPECT_EQ(ErrorOf("name: x\nmodel: {path: /m, revision: main}\ndata: {path: d}\n"),
+            "model.revision: unknown key");
+}
+
+TEST(JobSpec, MalformedYamlNamesTheLine) {
+  const std::string msg = ErrorOf("name: x\nmodel: {path: [unclosed\n");
+  EXPECT_NE(msg.find("malformed YAML at line"), std::string::npos) << msg;
+  EXPECT_EQ(ErrorOf(""), "the spec is empty");
+  EXPECT_EQ(ErrorOf("- a\n- b\n"), "the spec must be a YAML mapping of sections");
+}
+
+TEST(JobSpec, CheckFilesNamesTheMissingOne) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("jobspec_test_" + std::to_string(::getpid()));
+  fs::create_directories(dir / "model");
+  auto spec = ParseJobSpec(std::string("name: x\nmodel: {path: ") + (dir / "model").string() +
+                           "}\ndata: {path: " + (dir / "d.jsonl").string() + "}\n");
+  ASSERT_TRUE(spec.ok());
+  EXPECT_NE(CheckJobSpecFiles(*spec).message().find("model.path: no config.json"),
+            std::string::npos);
+  std::ofstream(dir / "model" / "config.json") << "{}";
+  EXPECT_NE(CheckJobSpecFiles(*spec).message().find("data.path: no such file"), std::string::npos);
+  std::ofstream(dir / "d.jsonl") << "{}\n";
+  EXPECT_TRUE(CheckJobSpecFiles(*spec).ok());
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace qlorad
