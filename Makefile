@@ -1,0 +1,37 @@
+# The two commands of the README, and their parts. Each installs what it needs (scripts/deps.sh).
+#   make demo   a demo fine-tuning job through coordinator, worker and trainer (GPU if present)
+#   make test   every test that runs without a GPU (what CI runs)
+# Both share one build folder, so the second is incremental after the first.
+
+BUILD ?= build
+VENV ?= $(HOME)/.cache/qlorad/venv
+# One CUDA architecture keeps CI builds short: the GPU's own when there is one, else Hopper.
+CUDA_ARCHS ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . | grep -E '^[0-9]+$$' || echo 90)
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc)
+
+export QLORAD_VENV := $(VENV)
+
+.PHONY: demo test deps configure build unit-test py-test format clean
+
+demo: build
+	scripts/demo.sh $(BUILD)
+
+test: build
+	scripts/test.sh $(BUILD)
+
+deps:
+	scripts/deps.sh >/dev/null
+
+configure: deps
+	cmake -S . -B $(BUILD) -G Ninja -DQLORAD_PYTHON=$(VENV)/bin/python \
+	  -DQLORAD_CUDA_ARCHS="$(CUDA_ARCHS)" $(CMAKE_FLAGS) >/dev/null
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+format:
+	git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD)

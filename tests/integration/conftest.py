@@ -1,0 +1,132 @@
+"""Fixtures that run the real processes: qlorad, qlorad-worker, qlorad-train and qloractl from
+the build folder (QLORAD_BIN_DIR), on loopback ports the coordinator picks itself."""
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("QLORAD_BIN_DIR", REPO / "build" / "bin"))
+
+
+def binary(name: str) -> Path:
+    path = BIN / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: build first (make build) or set QLORAD_BIN_DIR")
+    return path
+
+
+def wait_for_line(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 20.0) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists():
+            m = re.search(pattern, log.read_text(errors="replace"))
+            if m:
+                return m
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no line matching {pattern!r} in {log} after {timeout}s:\n{log.read_text()}")
+
+
+class Cluster:
+    """A coordinator and one CPU worker, stopped at teardown."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.procs: list[subprocess.Popen] = []
+        self.addr = ""
+
+    def _spawn(self, args, log_name):
+        log = self.root / log_name
+        proc = subprocess.Popen([str(a) for a in args], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc, log
+
+    def start_coordinator(self):
+        proc, log = self._spawn([binary("qlorad"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                                 "--db", self.root / "qlorad.db"], "qlorad.log")
+        self.coordinator, self.coordinator_log = proc, log
+        self.addr = wait_for_line(log, r"listening on (127\.0\.0\.1:\d+)", proc).group(1)
+        return self
+
+    def start_worker(self, work_dir: Path):
+        work_dir.mkdir(parents=True, exist_ok=True)
+        proc, log = self._spawn([binary("qlorad-worker"), "--coordinator", self.addr, "--cpu",
+                                 "--name", "test-cpu", "--work-dir", work_dir,
+                                 "--grace-period-s", "5"], "worker.log")
+        self.worker, self.worker_log = proc, log
+        return self
+
+    def ctl(self, *args, timeout=300, check=False) -> subprocess.CompletedProcess:
+        cmd = [str(binary("qloractl")), "--server", self.addr, *map(str, args)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{cmd} -> {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
+        return res
+
+    def job(self, job_id: str) -> dict:
+        return json.loads(self.ctl("--json", "status", job_id, check=True).stdout)
+
+    def wait_state(self, job_id: str, states, timeout=240.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job["state"] in states:
+                return job
+            time.sleep(0.2)
+        raise AssertionError(f"{job_id} never reached {states}: {job}\n{self.logs()}")
+
+    def logs(self) -> str:
+        out = []
+        for log in sorted(self.root.glob("*.log")):
+            out.append(f"--- {log.name}\n{log.read_text(errors='replace')[-4000:]}")
+        return "\n".join(out)
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    subprocess.run([str(binary("qlorad-train")), "make-tiny-model", "--out", str(out)], check=True,
+                   capture_output=True, timeout=120)
+    return out
+
+
+@pytest.fixture()
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    c.start_coordinator()
+    c.start_worker(tmp_path / "work")
+    yield c
+    c.stop()
+
+
+def write_spec(path: Path, model: Path, data: Path, out: Path, **train) -> Path:
+    steps = train.pop("max_steps", 6)
+    lines = [
+        f"name: {path.stem}",
+        f"model: {{path: {model}}}",
+        "quantization: {type: nf4, double_quant: true, block_size: 64}",
+        "lora: {r: 4, alpha: 8}",
+        f"data: {{path: {data}, format: text, max_seq_len: 64}}",
+        f"train: {{max_steps: {steps}, micro_batch_size: 2, lr: 2.0e-3, warmup_steps: 1, precision: fp32"
+        + "".join(f", {k}: {v}" for k, v in train.items()) + "}",
+        "scheduling: {max_restarts: 0}",
+        f"checkpoint: {{every_steps: 0, output_dir: {out}}}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
