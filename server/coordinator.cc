@@ -1,0 +1,602 @@
+#include "server/coordinator.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "server/ids.h"
+#include "server/job_validation.h"
+
+namespace qlorad::server {
+namespace {
+
+// Exit code the trainer uses for bad input (spec, files, data): retrying cannot help.
+constexpr int kBadInputExitCode = 2;
+constexpr int kDefaultListLimit = 100;
+
+std::string DeviceSummary(const v1::RegisterRequest& request) {
+  std::string summary;
+  for (const auto& d : request.devices()) {
+    if (!summary.empty()) summary += ", ";
+    summary += fmt::format("{}:{} {}", d.kind(), d.index(), d.name());
+  }
+  return summary;
+}
+
+spdlog::level::level_enum SpdlogLevel(const std::string& level) {
+  if (level == "error") return spdlog::level::err;
+  if (level == "warning") return spdlog::level::warn;
+  if (level == "debug") return spdlog::level::debug;
+  return spdlog::level::info;
+}
+
+std::string DescribeExit(const v1::TrainerEvent::Exit& exit, const std::string& error_message) {
+  std::string what = exit.signal() != 0
+                         ? fmt::format("trainer killed by signal {}", exit.signal())
+                         : fmt::format("trainer exited with code {}", exit.exit_code());
+  if (exit.cancelled()) what += " after a cancel nobody asked for";
+  if (!error_message.empty()) what += ": " + error_message;
+  return what;
+}
+
+}  // namespace
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(CoordinatorOptions options) {
+  QLORAD_ASSIGN_OR_RETURN(auto store, Store::Open(options.db_path));
+  std::unique_ptr<Coordinator> c(new Coordinator(std::move(options), std::move(store)));
+  // Workers of a previous coordinator must register again; until then none is online.
+  QLORAD_RETURN_IF_ERROR(c->store_->MarkAllWorkersOffline());
+  QLORAD_RETURN_IF_ERROR(c->RecoverJobsLeftRunning());
+  return c;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      metrics_hub_(options_.subscriber_queue_capacity),
+      log_hub_(options_.subscriber_queue_capacity) {}
+
+Coordinator::~Coordinator() {
+  Stop();
+}
+
+void Coordinator::Start() {
+  tick_thread_ = std::thread([this] {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopped_) {
+      tick_cv_.wait_for(lock, options_.tick);
+      if (stopped_) break;
+      lock.unlock();
+      Tick();
+      lock.lock();
+    }
+  });
+}
+
+void Coordinator::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+  }
+  tick_cv_.notify_all();
+  orders_cv_.notify_all();
+  metrics_hub_.Close();
+  log_hub_.Close();
+  if (tick_thread_.joinable()) tick_thread_.join();
+}
+
+bool Coordinator::stopped() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopped_;
+}
+
+Status Coordinator::Mutate(const std::function<Status(Published&)>& body) {
+  Published out;
+  Status status = store_->Transaction([&] { return body(out); });
+  if (status.ok()) PublishLocked(out);
+  return status;
+}
+
+void Coordinator::PublishLocked(const Published& out) {
+  for (const auto& m : out.metrics) metrics_hub_.Publish(m.value.job_id(), m.cursor, m.value);
+  for (const auto& line : out.logs) log_hub_.Publish(line.job_id(), line.seq(), line);
+  for (const auto& job_id : out.finished_jobs) {
+    metrics_hub_.Finish(job_id);
+    log_hub_.Finish(job_id);
+  }
+}
+
+Status Coordinator::Log(const std::string& job_id, const std::string& level,
+                        const std::string& message, Published& out) {
+  spdlog::log(SpdlogLevel(level), "{}: {}", job_id, message);
+  v1::LogLine line;
+  line.set_job_id(job_id);
+  line.set_level(level);
+  line.set_message(message);
+  line.set_source("coordinator");
+  line.set_unix_ms(NowUnixMs());
+  QLORAD_ASSIGN_OR_RETURN(v1::LogLine stored, store_->AppendLog(std::move(line)));
+  out.logs.push_back(std::move(stored));
+  return Status::Ok();
+}
+
+Status Coordinator::RecoverJobsLeftRunning() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return Mutate([&](Published& out) -> Status {
+    QLORAD_ASSIGN_OR_RETURN(auto running, store_->ListJobs({v1::JOB_STATE_RUNNING}, 0));
+    for (JobRecord& record : running) {
+      if (record.cancel_requested) {
+        QLORAD_RETURN_IF_ERROR(
+            Log(record.job.id(), "info", "cancelled: the coordinator restarted meanwhile", out));
+        QLORAD_RETURN_IF_ERROR(Finish(record, v1::JOB_STATE_CANCELLED, "", out));
+        continue;
+      }
+      v1::Job& job = record.job;
+      job.set_attempt(job.attempt() + 1);
+      job.set_state(v1::JOB_STATE_QUEUED);
+      job.set_worker_id("");
+      QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+      QLORAD_RETURN_IF_ERROR(Log(
+          job.id(), "warning",
+          fmt::format(
+              "the coordinator restarted while the job ran; requeued as attempt {}{}",
+              job.attempt(),
+              record.last_checkpoint.empty() ? "" : ", resuming from " + record.last_checkpoint),
+          out));
+    }
+    return Status::Ok();
+  });
+}
+
+StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
+  auto record = NewJobFromSpec(spec_yaml, NowUnixMs());
+  if (!record.ok()) {
+    spdlog::info("rejected a job: {}", record.status().message());
+    return record.status();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const v1::Job& job = record->job;
+  Status written = Mutate([&](Published& out) -> Status {
+    QLORAD_RETURN_IF_ERROR(store_->InsertJob(*record));
+    return Log(
+        job.id(), "info",
+        fmt::format("submitted '{}' (priority {}, {} GPU(s), {} steps, max {} restarts)",
+                    job.name(), job.priority(), job.gpus(), job.total_steps(), job.max_restarts()),
+        out);
+  });
+  if (!written.ok()) return written;
+  Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
+  if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
+  return job;
+}
+
+StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
+  if (job_id.empty()) return InvalidArgument("job_id: is required");
+  QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
+  return record.job;
+}
+
+StatusOr<std::vector<v1::Job>> Coordinator::ListJobs(const std::vector<v1::JobState>& states,
+                                                     int limit) {
+  if (limit < 0) return InvalidArgument("limit: must be >= 0, got " + std::to_string(limit));
+  QLORAD_ASSIGN_OR_RETURN(auto records,
+                          store_->ListJobs(states, limit == 0 ? kDefaultListLimit : limit));
+  std::vector<v1::Job> jobs;
+  for (auto& r : records) jobs.push_back(std::move(r.job));
+  return jobs;
+}
+
+StatusOr<v1::Job> Coordinator::CancelJob(const std::string& job_id) {
+  if (job_id.empty()) return InvalidArgument("job_id: is required");
+  std::lock_guard<std::mutex> lock(mu_);
+  QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
+  const v1::JobState state = record.job.state();
+  if (IsTerminal(state)) {
+    return FailedPrecondition("job " + job_id + " is already " + JobStateName(state));
+  }
+  Status written = Mutate([&](Published& out) -> Status {
+    if (state == v1::JOB_STATE_QUEUED) {
+      QLORAD_RETURN_IF_ERROR(Log(job_id, "info", "cancelled by a client while queued", out));
+      return Finish(record, v1::JOB_STATE_CANCELLED, "", out);
+    }
+    if (record.cancel_requested) return Status::Ok();
+    record.cancel_requested = true;
+    QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+    auto run = runs_.find(job_id);
+    if (run != runs_.end()) SendCancels(job_id, record.job.attempt(), run->second);
+    return Log(job_id, "info", "cancel requested by a client; waiting for the trainer to exit",
+               out);
+  });
+  if (!written.ok()) return written;
+  return record.job;
+}
+
+StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterRequest& request) {
+  if (request.name().empty()) return InvalidArgument("name: is required");
+  std::lock_guard<std::mutex> lock(mu_);
+  WorkerState worker;
+  worker.id = RandomId("worker-");
+  worker.name = request.name();
+  worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
+  worker.last_heartbeat = Clock::now();
+  Status written = Mutate([&](Published& out) -> Status {
+    std::vector<std::string> same_name;
+    for (const auto& [id, w] : workers_) {
+      if (w.name == request.name()) same_name.push_back(id);
+    }
+    for (const auto& id : same_name) {
+      QLORAD_RETURN_IF_ERROR(DropWorker(id, "it registered again", out));
+    }
+    WorkerRecord stored{
+        worker.id,   worker.name, worker.hostname, DeviceSummary(request), request.version(),
+        NowUnixMs(), true};
+    return store_->UpsertWorker(stored);
+  });
+  if (!written.ok()) return written;
+  spdlog::info("worker {} registered as {} on {} ({})", worker.name, worker.id, worker.hostname,
+               DeviceSummary(request));
+  v1::RegisterResponse response;
+  response.set_worker_id(worker.id);
+  const auto interval = options_.heartbeat_interval.count() > 0 ? options_.heartbeat_interval
+                                                                : options_.heartbeat_timeout / 3;
+  response.set_heartbeat_interval_ms(static_cast<int32_t>(std::max<int64_t>(interval.count(), 1)));
+  workers_.emplace(worker.id, std::move(worker));
+  return response;
+}
+
+bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(request.worker_id());
+  if (it == workers_.end()) return false;
+  it->second.last_heartbeat = Clock::now();
+  return true;
+}
+
+StatusOr<uint64_t> Coordinator::AttachOrders(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return NotFound("worker_id: " + worker_id + " is not registered");
+  const uint64_t generation = next_generation_++;
+  it->second.generation = generation;
+  orders_cv_.notify_all();  // an older stream of this worker sees it was replaced and ends
+  Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
+  if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
+  return generation;
+}
+
+void Coordinator::DetachOrders(const std::string& worker_id, uint64_t generation) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it != workers_.end() && it->second.generation == generation) it->second.generation = 0;
+}
+
+StatusOr<std::optional<v1::Assignment>> Coordinator::PeekOrder(const std::string& worker_id,
+                                                               uint64_t generation,
+                                                               std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mu_);
+  auto ready = [&] {
+    auto it = workers_.find(worker_id);
+    return stopped_ || it == workers_.end() || it->second.generation != generation ||
+           !it->second.outbox.empty();
+  };
+  orders_cv_.wait_for(lock, timeout, ready);
+  if (stopped_) return Status(StatusCode::kCancelled, "the coordinator is shutting down");
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return NotFound("worker_id: " + worker_id + " is not registered");
+  if (it->second.generation != generation) {
+    return Status(StatusCode::kCancelled, "replaced by a newer Assignments stream");
+  }
+  if (it->second.outbox.empty()) return std::optional<v1::Assignment>();
+  return std::optional<v1::Assignment>(it->second.outbox.front());
+}
+
+void Coordinator::PopOrder(const std::string& worker_id, uint64_t generation) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end() || it->second.generation != generation) return;
+  if (!it->second.outbox.empty()) it->second.outbox.pop_front();
+}
+
+void Coordinator::SendOrder(const std::string& worker_id, v1::Assignment order) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return;
+  it->second.outbox.push_back(std::move(order));
+  orders_cv_.notify_all();
+}
+
+Status Coordinator::ReportEvents(const v1::ReportEventsRequest& request) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto worker = workers_.find(request.worker_id());
+  if (worker == workers_.end()) {
+    return NotFound("worker_id: " + request.worker_id() + " is not registered");
+  }
+  worker->second.last_heartbeat = Clock::now();  // a report is as good as a heartbeat
+  return Mutate([&](Published& out) -> Status {
+    for (const auto& event : request.events()) {
+      QLORAD_RETURN_IF_ERROR(ApplyEvent(request.worker_id(), event, out));
+    }
+    return Schedule(out);
+  });
+}
+
+Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEvent& event,
+                               Published& out) {
+  auto found = store_->GetJob(event.job_id());
+  if (!found.ok()) {
+    spdlog::warn("worker {} reported an event for unknown job '{}'", worker_id, event.job_id());
+    return Status::Ok();
+  }
+  JobRecord& record = *found;
+  v1::Job& job = record.job;
+  if (event.has_exit()) workers_[worker_id].running.erase({event.job_id(), event.attempt()});
+  auto run_it = runs_.find(job.id());
+  const bool current = job.state() == v1::JOB_STATE_RUNNING && event.attempt() == job.attempt() &&
+                       run_it != runs_.end() && event.rank() >= 0 &&
+                       event.rank() < static_cast<int>(run_it->second.rank_workers.size()) &&
+                       run_it->second.rank_workers[event.rank()] == worker_id;
+  if (!current) {
+    // Events of an attempt that already ended (a retry began, or the job was cancelled).
+    spdlog::debug("ignoring an event of {} attempt {} from worker {}", job.id(), event.attempt(),
+                  worker_id);
+    return Status::Ok();
+  }
+  Run& run = run_it->second;
+  switch (event.payload_case()) {
+    case v1::TrainerEvent::kMetrics: {
+      v1::StepMetrics m = event.metrics();
+      m.set_job_id(job.id());
+      m.set_attempt(event.attempt());
+      m.set_rank(event.rank());
+      if (m.total_steps() == 0) m.set_total_steps(job.total_steps());
+      QLORAD_ASSIGN_OR_RETURN(int64_t cursor, store_->AppendMetrics(m));
+      if (event.rank() == 0) {
+        job.set_last_step(m.step());
+        job.set_last_loss(m.loss());
+        QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+      }
+      out.metrics.push_back({cursor, std::move(m)});
+      return Status::Ok();
+    }
+    case v1::TrainerEvent::kLog: {
+      v1::LogLine line = event.log();
+      line.set_job_id(job.id());
+      line.set_rank(event.rank());
+      if (line.source().empty()) line.set_source("trainer");
+      if (line.level().empty()) line.set_level("info");
+      if (line.unix_ms() == 0) line.set_unix_ms(NowUnixMs());
+      QLORAD_ASSIGN_OR_RETURN(v1::LogLine stored, store_->AppendLog(std::move(line)));
+      out.logs.push_back(std::move(stored));
+      return Status::Ok();
+    }
+    case v1::TrainerEvent::kCheckpoint:
+      record.last_checkpoint = event.checkpoint().path();
+      return store_->UpdateJob(record);
+    case v1::TrainerEvent::kDone:
+      run.done = true;
+      job.set_adapter_path(event.done().adapter_path());
+      return store_->UpdateJob(record);
+    case v1::TrainerEvent::kError:
+      run.error_message = event.error().message();
+      run.error_field = event.error().field();
+      return Log(job.id(), "error", "trainer error: " + event.error().message(), out);
+    case v1::TrainerEvent::kStarted:
+      return Log(job.id(), "info",
+                 fmt::format("trainer started on worker {} (rank {}, pid {})", worker_id,
+                             event.rank(), event.started().pid()),
+                 out);
+    case v1::TrainerEvent::kExit:
+      return ApplyExit(record, run, event.rank(), event.exit(), out);
+    case v1::TrainerEvent::PAYLOAD_NOT_SET:
+      break;
+  }
+  return Status::Ok();
+}
+
+Status Coordinator::ApplyExit(JobRecord& record, Run& run, int rank,
+                              const v1::TrainerEvent::Exit& exit, Published& out) {
+  run.exited[rank] = true;
+  const bool all_exited =
+      std::all_of(run.exited.begin(), run.exited.end(), [](bool e) { return e; });
+  const bool clean = exit.exit_code() == 0 && exit.signal() == 0;
+  if (record.cancel_requested) {
+    if (!all_exited) return Status::Ok();
+    if (run.done && clean) {
+      QLORAD_RETURN_IF_ERROR(
+          Log(record.job.id(), "info", "completed before the cancel landed", out));
+      return Finish(record, v1::JOB_STATE_COMPLETED, "", out);
+    }
+    QLORAD_RETURN_IF_ERROR(Log(record.job.id(), "info", "cancelled", out));
+    return Finish(record, v1::JOB_STATE_CANCELLED, "", out);
+  }
+  if (clean && !exit.cancelled()) {
+    if (!all_exited) return Status::Ok();
+    if (!run.done) {
+      return RetryOrFail(record, "trainer exited 0 without reporting done", true,
+                         exit.stderr_tail(), out);
+    }
+    QLORAD_RETURN_IF_ERROR(
+        Log(record.job.id(), "info", "completed; adapter at " + record.job.adapter_path(), out));
+    return Finish(record, v1::JOB_STATE_COMPLETED, "", out);
+  }
+  if (exit.exit_code() == kBadInputExitCode) {
+    std::string reason = "invalid job (trainer exit code 2)";
+    if (!run.error_message.empty()) reason += ": " + run.error_message;
+    if (!run.error_field.empty()) reason += " (field " + run.error_field + ")";
+    return RetryOrFail(record, reason, false, exit.stderr_tail(), out);
+  }
+  return RetryOrFail(record, DescribeExit(exit, run.error_message), true, exit.stderr_tail(), out);
+}
+
+Status Coordinator::RetryOrFail(JobRecord& record, const std::string& reason, bool retryable,
+                                const std::string& stderr_tail, Published& out) {
+  v1::Job& job = record.job;
+  if (!retryable || job.attempt() >= job.max_restarts()) {
+    std::string error = reason;
+    if (retryable) error += fmt::format(" (after {} restart(s))", job.attempt());
+    QLORAD_RETURN_IF_ERROR(Log(job.id(), "error", "failed: " + error, out));
+    if (!stderr_tail.empty()) error += "\nstderr:\n" + stderr_tail;
+    return Finish(record, v1::JOB_STATE_FAILED, error, out);
+  }
+  EndRun(job.id(), job.attempt());
+  const int failed_attempt = job.attempt();
+  job.set_attempt(failed_attempt + 1);
+  job.set_state(v1::JOB_STATE_QUEUED);
+  job.set_worker_id("");
+  QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+  return Log(
+      job.id(), "warning",
+      fmt::format("attempt {} failed: {}; retrying as attempt {} of {}{}", failed_attempt, reason,
+                  job.attempt(), job.max_restarts(),
+                  record.last_checkpoint.empty() ? " from the start"
+                                                 : ", resuming from " + record.last_checkpoint),
+      out);
+}
+
+Status Coordinator::Finish(JobRecord& record, v1::JobState state, const std::string& error,
+                           Published& out) {
+  EndRun(record.job.id(), record.job.attempt());
+  record.job.set_state(state);
+  record.job.set_error(error);
+  record.job.set_finished_unix_ms(NowUnixMs());
+  QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+  out.finished_jobs.push_back(record.job.id());
+  return Status::Ok();
+}
+
+void Coordinator::EndRun(const std::string& job_id, int attempt) {
+  auto it = runs_.find(job_id);
+  if (it == runs_.end()) return;
+  SendCancels(job_id, attempt, it->second);
+  runs_.erase(it);
+}
+
+void Coordinator::SendCancels(const std::string& job_id, int attempt, const Run& run) {
+  for (size_t rank = 0; rank < run.rank_workers.size(); ++rank) {
+    if (run.exited[rank]) continue;
+    v1::Assignment order;
+    order.set_kind(v1::Assignment::KIND_CANCEL);
+    order.set_job_id(job_id);
+    order.set_attempt(attempt);
+    order.set_rank(static_cast<int32_t>(rank));
+    SendOrder(run.rank_workers[rank], std::move(order));
+  }
+}
+
+Status Coordinator::DropWorker(const std::string& worker_id, const std::string& why,
+                               Published& out) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return Status::Ok();
+  const WorkerState worker = std::move(it->second);
+  workers_.erase(it);
+  orders_cv_.notify_all();  // its Assignments stream ends
+  spdlog::warn("dropping worker {} ({}): {}", worker.name, worker.id, why);
+  QLORAD_RETURN_IF_ERROR(store_->SetWorkerOnline(worker.id, false));
+  for (const auto& [job_id, attempt] : worker.running) {
+    QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
+    auto run = runs_.find(job_id);
+    if (record.job.state() != v1::JOB_STATE_RUNNING || record.job.attempt() != attempt ||
+        run == runs_.end()) {
+      continue;
+    }
+    for (size_t rank = 0; rank < run->second.rank_workers.size(); ++rank) {
+      if (run->second.rank_workers[rank] == worker.id) run->second.exited[rank] = true;
+    }
+    const std::string reason = fmt::format("worker {} lost: {}", worker.name, why);
+    if (record.cancel_requested) {
+      QLORAD_RETURN_IF_ERROR(Log(job_id, "info", "cancelled (" + reason + ")", out));
+      QLORAD_RETURN_IF_ERROR(Finish(record, v1::JOB_STATE_CANCELLED, "", out));
+      continue;
+    }
+    QLORAD_RETURN_IF_ERROR(RetryOrFail(record, reason, true, "", out));
+  }
+  return Status::Ok();
+}
+
+void Coordinator::Tick() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopped_) return;
+  const auto now = Clock::now();
+  std::vector<std::string> silent;
+  for (const auto& [id, w] : workers_) {
+    if (now - w.last_heartbeat > options_.heartbeat_timeout) silent.push_back(id);
+  }
+  Status status = Mutate([&](Published& out) -> Status {
+    for (const auto& id : silent) {
+      QLORAD_RETURN_IF_ERROR(DropWorker(
+          id, fmt::format("no heartbeat for {} ms", options_.heartbeat_timeout.count()), out));
+    }
+    return Schedule(out);
+  });
+  if (!status.ok()) spdlog::error("coordinator tick failed: {}", status.ToString());
+}
+
+Status Coordinator::Schedule(Published& out) {
+  if (stopped_) return Status::Ok();
+  std::vector<FreeWorker> free;
+  for (const auto& [id, w] : workers_) {
+    if (w.generation != 0 && w.running.empty()) free.push_back({id, w.hostname});
+  }
+  if (free.empty()) return Status::Ok();
+  QLORAD_ASSIGN_OR_RETURN(auto queued_records, store_->ListJobs({v1::JOB_STATE_QUEUED}, 0));
+  std::map<std::string, JobRecord> queued;
+  std::vector<QueuedJob> candidates;
+  for (auto& r : queued_records) {
+    candidates.push_back({r.job.id(), r.job.priority(), r.job.created_unix_ms(), r.job.gpus()});
+    queued.emplace(r.job.id(), std::move(r));
+  }
+  const auto placements = PlanPlacements(std::move(candidates), std::move(free),
+                                         static_cast<int>(workers_.size()), options_.pick_port);
+  for (const Placement& p : placements) {
+    JobRecord& record = queued.at(p.job_id);
+    v1::Job& job = record.job;
+    job.set_state(v1::JOB_STATE_RUNNING);
+    job.set_worker_id(p.worker_ids.front());
+    job.set_started_unix_ms(NowUnixMs());
+    QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+    const int world_size = static_cast<int>(p.worker_ids.size());
+    runs_[job.id()] =
+        Run{p.worker_ids, std::vector<bool>(p.worker_ids.size(), false), false, "", ""};
+    for (int rank = 0; rank < world_size; ++rank) {
+      WorkerState& worker = workers_.at(p.worker_ids[rank]);
+      worker.running.insert({job.id(), job.attempt()});
+      v1::Assignment order;
+      order.set_kind(v1::Assignment::KIND_START);
+      order.set_job_id(job.id());
+      order.set_attempt(job.attempt());
+      order.set_spec_yaml(job.spec_yaml());
+      order.set_rank(rank);
+      order.set_world_size(world_size);
+      order.set_rendezvous(p.rendezvous);
+      order.set_resume_from(record.last_checkpoint);
+      SendOrder(worker.id, std::move(order));
+      QLORAD_RETURN_IF_ERROR(Log(
+          job.id(), "info",
+          fmt::format(
+              "attempt {} assigned to worker {} ({}) as rank {} of {}{}", job.attempt(),
+              worker.name, worker.id, rank, world_size,
+              record.last_checkpoint.empty() ? "" : ", resuming from " + record.last_checkpoint),
+          out));
+    }
+  }
+  return Status::Ok();
+}
+
+int Coordinator::online_workers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(workers_.size());
+}
+
+int Coordinator::busy_workers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(std::count_if(workers_.begin(), workers_.end(),
+                                        [](const auto& w) { return !w.second.running.empty(); }));
+}
+
+}  // namespace qlorad::server

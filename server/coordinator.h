@@ -1,0 +1,161 @@
+// The coordinator's state machine, free of gRPC: jobs move QUEUED -> RUNNING -> COMPLETED /
+// FAILED / CANCELLED (or back to QUEUED for a retry), workers register, heartbeat, receive
+// orders and report trainer events. The gRPC services are thin adapters over this class.
+//
+// Locking: mu_ guards the in-memory worker and run tables and serializes job-state changes
+// with their store writes and hub publishes, so streams see events in commit order. Streams
+// read the store without mu_.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "qlorad/v1/jobs.pb.h"
+#include "qlorad/v1/workers.pb.h"
+#include "server/metrics_hub.h"
+#include "server/scheduler.h"
+#include "server/store.h"
+
+namespace qlorad::server {
+
+struct CoordinatorOptions {
+  std::string db_path = "qlorad.db";
+  std::chrono::milliseconds heartbeat_timeout{10000};
+  // How often workers are asked to heartbeat; 0: a third of the timeout.
+  std::chrono::milliseconds heartbeat_interval{0};
+  // How often timeouts are checked and the queue is rescheduled as a safety net.
+  std::chrono::milliseconds tick{200};
+  size_t subscriber_queue_capacity = 1024;
+  PortPicker pick_port = PickLocalFreePort;
+};
+
+using MetricsHub = Hub<v1::StepMetrics>;
+using LogHub = Hub<v1::LogLine>;
+
+class Coordinator {
+ public:
+  // Opens the store and requeues the jobs a previous coordinator left RUNNING.
+  static StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options);
+  ~Coordinator();
+
+  // Starts the timeout/scheduling thread. Stop() ends it and wakes every stream.
+  void Start();
+  void Stop();
+  bool stopped() const;
+
+  // JobService.
+  StatusOr<v1::Job> SubmitJob(const std::string& spec_yaml);
+  StatusOr<v1::Job> GetJob(const std::string& job_id);
+  StatusOr<std::vector<v1::Job>> ListJobs(const std::vector<v1::JobState>& states, int limit);
+  StatusOr<v1::Job> CancelJob(const std::string& job_id);
+
+  // WorkerService.
+  StatusOr<v1::RegisterResponse> RegisterWorker(const v1::RegisterRequest& request);
+  bool Heartbeat(const v1::HeartbeatRequest& request);
+  // An Assignments stream attaches; returns its generation (a newer stream replaces older ones).
+  StatusOr<uint64_t> AttachOrders(const std::string& worker_id);
+  void DetachOrders(const std::string& worker_id, uint64_t generation);
+  // The next order for this stream without removing it; nullopt after `timeout` with nothing.
+  // NOT_FOUND / CANCELLED when the worker is gone or the stream was replaced.
+  StatusOr<std::optional<v1::Assignment>> PeekOrder(const std::string& worker_id,
+                                                    uint64_t generation,
+                                                    std::chrono::milliseconds timeout);
+  // The order PeekOrder returned was written to the stream.
+  void PopOrder(const std::string& worker_id, uint64_t generation);
+  Status ReportEvents(const v1::ReportEventsRequest& request);
+
+  // Drops workers silent past the heartbeat timeout and schedules the queue. Runs on the tick
+  // thread; public so tests can drive it.
+  void Tick();
+
+  Store& store() { return *store_; }
+  MetricsHub& metrics_hub() { return metrics_hub_; }
+  LogHub& log_hub() { return log_hub_; }
+  int online_workers();
+  int busy_workers();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+
+  struct WorkerState {
+    std::string id;
+    std::string name;
+    std::string hostname;
+    Clock::time_point last_heartbeat;
+    uint64_t generation = 0;  // of the attached Assignments stream; 0: none attached
+    std::deque<v1::Assignment> outbox;
+    // (job id, attempt) it was told to start and has not reported the exit of.
+    std::set<std::pair<std::string, int>> running;
+  };
+
+  // The live attempt of a RUNNING job.
+  struct Run {
+    std::vector<std::string> rank_workers;
+    std::vector<bool> exited;
+    bool done = false;
+    std::string error_message;  // from the trainer's `error` event
+    std::string error_field;
+  };
+
+  // What a report changed, published to the hubs once its transaction committed.
+  struct Published {
+    std::vector<Stored<v1::StepMetrics>> metrics;
+    std::vector<v1::LogLine> logs;
+    std::vector<std::string> finished_jobs;
+  };
+
+  Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  Status RecoverJobsLeftRunning();
+
+  // All of these run with mu_ held and inside a store transaction.
+  Status Log(const std::string& job_id, const std::string& level, const std::string& message,
+             Published& out);
+  Status ApplyEvent(const std::string& worker_id, const v1::TrainerEvent& event, Published& out);
+  Status ApplyExit(JobRecord& record, Run& run, int rank, const v1::TrainerEvent::Exit& exit,
+                   Published& out);
+  // The attempt ended badly: queue the next attempt (resuming from the last checkpoint) while
+  // restarts remain and the failure is retryable, else FAILED with reason + stderr tail.
+  Status RetryOrFail(JobRecord& record, const std::string& reason, bool retryable,
+                     const std::string& stderr_tail, Published& out);
+  Status Finish(JobRecord& record, v1::JobState state, const std::string& error, Published& out);
+  // The attempt is over: ranks still running get CANCEL for it; their exits only free workers.
+  void EndRun(const std::string& job_id, int attempt);
+  // CANCEL orders for the ranks of the attempt that have not exited yet.
+  void SendCancels(const std::string& job_id, int attempt, const Run& run);
+  void SendOrder(const std::string& worker_id, v1::Assignment order);
+  Status DropWorker(const std::string& worker_id, const std::string& why, Published& out);
+  Status Schedule(Published& out);
+  void PublishLocked(const Published& out);
+  // Runs body in one transaction and publishes what it produced once committed.
+  Status Mutate(const std::function<Status(Published&)>& body);
+
+  const CoordinatorOptions options_;
+  std::unique_ptr<Store> store_;
+  MetricsHub metrics_hub_;
+  LogHub log_hub_;
+
+  mutable std::mutex mu_;
+  std::condition_variable orders_cv_;
+  std::condition_variable tick_cv_;
+  bool stopped_ = false;
+  uint64_t next_generation_ = 1;
+  std::map<std::string, WorkerState> workers_;  // by id
+  std::map<std::string, Run> runs_;             // by job id
+  std::thread tick_thread_;
+};
+
+int64_t NowUnixMs();
+
+}  // namespace qlorad::server

@@ -1,0 +1,146 @@
+#include "server/dashboard.h"
+
+#include "server/store.h"
+
+namespace qlorad::server {
+
+const std::string& DashboardHtml() {
+  static const std::string html = R"html(<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>qlorad</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+  table { border-collapse: collapse; margin-bottom: 2em; }
+  th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
+  .state-RUNNING { color: #0a58ca; } .state-COMPLETED { color: #198754; }
+  .state-FAILED { color: #dc3545; } .state-CANCELLED { color: #6c757d; }
+  .chart { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
+  .chart svg { border: 1px solid #ccc; background: #fafafa; }
+  .error { color: #dc3545; white-space: pre-wrap; font-size: 0.85em; }
+</style>
+</head>
+<body>
+<h1>qlorad</h1>
+<p id="status">loading&hellip;</p>
+<table id="jobs"><thead><tr><th>job</th><th>name</th><th>state</th><th>attempt</th>
+<th>step</th><th>loss</th><th>worker</th></tr></thead><tbody></tbody></table>
+<div id="charts"></div>
+<script>
+"use strict";
+const W = 360, H = 180, PAD = 30;
+
+function text(tag, value, cls) {
+  const el = document.createElement(tag);
+  el.textContent = value;
+  if (cls) el.className = cls;
+  return el;
+}
+
+function lossChart(job) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", W); svg.setAttribute("height", H);
+  const pts = job.loss_curve;
+  if (pts.length > 0) {
+    const steps = pts.map(p => p[0]), losses = pts.map(p => p[1]);
+    const x0 = Math.min(...steps), x1 = Math.max(...steps, x0 + 1);
+    const y0 = Math.min(...losses), y1 = Math.max(...losses, y0 + 1e-9);
+    const sx = s => PAD + (s - x0) / (x1 - x0) * (W - 2 * PAD);
+    const sy = l => H - PAD - (l - y0) / (y1 - y0) * (H - 2 * PAD);
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", "#0a58ca");
+    line.setAttribute("points", pts.map(p => sx(p[0]) + "," + sy(p[1])).join(" "));
+    svg.appendChild(line);
+    const labels = [[4, 14, y1.toFixed(3)], [4, H - PAD, y0.toFixed(3)],
+                    [PAD, H - 8, "step " + x0], [W - PAD - 60, H - 8, "step " + x1]];
+    for (const [x, y, t] of labels) {
+      const el = document.createElementNS(ns, "text");
+      el.setAttribute("x", x); el.setAttribute("y", y); el.setAttribute("font-size", "10");
+      el.textContent = t;
+      svg.appendChild(el);
+    }
+  }
+  const box = document.createElement("div");
+  box.className = "chart";
+  box.appendChild(text("div", job.name + " (" + job.id + ")"));
+  box.appendChild(svg);
+  return box;
+}
+
+async function refresh() {
+  try {
+    const res = await fetch("/api/jobs");
+    const data = await res.json();
+    const body = document.querySelector("#jobs tbody");
+    body.replaceChildren();
+    const charts = document.getElementById("charts");
+    charts.replaceChildren();
+    for (const job of data.jobs) {
+      const row = document.createElement("tr");
+      row.appendChild(text("td", job.id));
+      row.appendChild(text("td", job.name));
+      const state = text("td", job.state, "state-" + job.state);
+      if (job.error) state.appendChild(text("div", job.error, "error"));
+      row.appendChild(state);
+      row.appendChild(text("td", job.attempt));
+      row.appendChild(text("td", job.step + " / " + job.total_steps));
+      row.appendChild(text("td", job.step > 0 ? job.loss.toFixed(4) : ""));
+      row.appendChild(text("td", job.worker_id));
+      body.appendChild(row);
+      if (job.loss_curve.length > 0) charts.appendChild(lossChart(job));
+    }
+    document.getElementById("status").textContent =
+        data.jobs.length + " job(s), updated " + new Date().toLocaleTimeString();
+  } catch (e) {
+    document.getElementById("status").textContent = "cannot reach qlorad: " + e;
+  }
+}
+refresh();
+setInterval(refresh, 2000);
+</script>
+</body>
+</html>
+)html";
+  return html;
+}
+
+LossCurve Downsample(const LossCurve& curve, size_t max_points) {
+  if (curve.size() <= max_points || max_points < 2) return curve;
+  LossCurve out;
+  const double stride = static_cast<double>(curve.size() - 1) / static_cast<double>(max_points - 1);
+  for (size_t i = 0; i < max_points; ++i) {
+    out.push_back(curve[static_cast<size_t>(static_cast<double>(i) * stride + 0.5)]);
+  }
+  out.back() = curve.back();
+  return out;
+}
+
+nlohmann::json JobsJson(const std::vector<v1::Job>& jobs,
+                        const std::map<std::string, LossCurve>& curves) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const v1::Job& job : jobs) {
+    auto curve = curves.find(job.id());
+    nlohmann::json points = nlohmann::json::array();
+    if (curve != curves.end()) {
+      for (const auto& [step, loss] : curve->second) points.push_back({step, loss});
+    }
+    list.push_back({{"id", job.id()},
+                    {"name", job.name()},
+                    {"state", JobStateName(job.state())},
+                    {"attempt", job.attempt()},
+                    {"step", job.last_step()},
+                    {"total_steps", job.total_steps()},
+                    {"loss", job.last_loss()},
+                    {"error", job.error()},
+                    {"worker_id", job.worker_id()},
+                    {"created_unix_ms", job.created_unix_ms()},
+                    {"finished_unix_ms", job.finished_unix_ms()},
+                    {"adapter_path", job.adapter_path()},
+                    {"loss_curve", std::move(points)}});
+  }
+  return {{"jobs", std::move(list)}};
+}
+
+}  // namespace qlorad::server

@@ -1,0 +1,80 @@
+#include "server/http.h"
+
+#include <httplib.h>
+#include <spdlog/spdlog.h>
+
+#include "server/dashboard.h"
+#include "server/prometheus.h"
+
+namespace qlorad::server {
+namespace {
+
+void Reply(const StatusOr<std::string>& body, const char* content_type, httplib::Response& res) {
+  if (body.ok()) {
+    res.set_content(*body, content_type);
+    return;
+  }
+  spdlog::error("http: {}", body.status().ToString());
+  res.status = 500;
+  res.set_content(body.status().ToString(), "text/plain");
+}
+
+}  // namespace
+
+HttpServer::HttpServer(Coordinator& coordinator)
+    : coordinator_(coordinator), server_(std::make_unique<httplib::Server>()) {
+  server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(DashboardHtml(), "text/html; charset=utf-8");
+  });
+  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    Reply(MetricsText(), "text/plain; version=0.0.4", res);
+  });
+  server_->Get("/api/jobs", [this](const httplib::Request&, httplib::Response& res) {
+    Reply(JobsJsonText(), "application/json", res);
+  });
+}
+
+HttpServer::~HttpServer() {
+  Stop();
+}
+
+StatusOr<int> HttpServer::Start(const std::string& host, int port) {
+  int bound = port;
+  if (port == 0) {
+    bound = server_->bind_to_any_port(host);
+    if (bound < 0) return Unavailable("http: cannot bind " + host + ":0");
+  } else if (!server_->bind_to_port(host, port)) {
+    return Unavailable("http: cannot bind " + host + ":" + std::to_string(port));
+  }
+  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  return bound;
+}
+
+void HttpServer::Stop() {
+  if (!thread_.joinable()) return;
+  server_->stop();
+  thread_.join();
+}
+
+StatusOr<std::string> HttpServer::MetricsText() {
+  PrometheusSnapshot snapshot;
+  snapshot.workers_online = coordinator_.online_workers();
+  snapshot.workers_busy = coordinator_.busy_workers();
+  Store& store = coordinator_.store();
+  QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, store.CountJobsByState());
+  QLORAD_ASSIGN_OR_RETURN(snapshot.jobs, coordinator_.ListJobs({}, kJobsShown));
+  QLORAD_ASSIGN_OR_RETURN(snapshot.latest_metrics, store.LatestMetricsPerJob());
+  return RenderPrometheus(snapshot);
+}
+
+StatusOr<std::string> HttpServer::JobsJsonText() {
+  QLORAD_ASSIGN_OR_RETURN(auto jobs, coordinator_.ListJobs({}, kJobsShown));
+  std::map<std::string, LossCurve> curves;
+  for (const auto& job : jobs) {
+    QLORAD_ASSIGN_OR_RETURN(LossCurve curve, coordinator_.store().ReadLossCurve(job.id()));
+    curves[job.id()] = Downsample(curve, kChartPoints);
+  }
+  return JobsJson(jobs, curves).dump();
+}
+
+}  // namespace qlorad::server

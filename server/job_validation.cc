@@ -1,0 +1,25 @@
+#include "server/job_validation.h"
+
+#include "common/jobspec.h"
+#include "server/ids.h"
+
+namespace qlorad::server {
+
+StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_unix_ms) {
+  if (spec_yaml.empty()) return InvalidArgument("spec_yaml: empty spec");
+  QLORAD_ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(spec_yaml));
+  JobRecord record;
+  v1::Job& job = record.job;
+  job.set_id(RandomId("job-"));
+  job.set_name(spec.name);
+  job.set_state(v1::JOB_STATE_QUEUED);
+  job.set_spec_yaml(spec_yaml);
+  job.set_priority(spec.scheduling.priority);
+  job.set_max_restarts(spec.scheduling.max_restarts);
+  job.set_total_steps(spec.train.max_steps);
+  job.set_gpus(spec.resources.gpus);
+  job.set_created_unix_ms(now_unix_ms);
+  return record;
+}
+
+}  // namespace qlorad::server

@@ -1,0 +1,64 @@
+// qlorad: the coordinator. Flags, logging, signals; everything else is in qlorad_server.
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+
+#include "server/server.h"
+
+int main(int argc, char** argv) {
+  qlorad::server::ServerOptions options;
+  int64_t heartbeat_timeout_ms = 10000;
+  double grace_period_s = 5.0;
+  std::string log_level = "info";
+
+  CLI::App app{"qlorad: the QLoRA fine-tuning coordinator"};
+  app.add_option("--listen", options.listen, "gRPC address (host:port; port 0 picks one)")
+      ->capture_default_str();
+  app.add_option("--http", options.http, "HTTP address for /metrics and the dashboard, or off")
+      ->capture_default_str();
+  app.add_option("--db", options.coordinator.db_path, "SQLite job store")->capture_default_str();
+  app.add_option("--heartbeat-timeout-ms", heartbeat_timeout_ms,
+                 "drop a worker silent this long and retry its jobs")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--grace-period-s", grace_period_s,
+                 "on shutdown, how long in-flight calls get before they are cancelled")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  CLI11_PARSE(app, argc, argv);
+
+  options.coordinator.db_path =
+      options.coordinator.db_path.empty() ? "qlorad.db" : options.coordinator.db_path;
+  options.coordinator.heartbeat_timeout = std::chrono::milliseconds(heartbeat_timeout_ms);
+  options.grace_period = std::chrono::milliseconds(static_cast<int64_t>(grace_period_s * 1000));
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  // Block the signals before any thread starts so every thread inherits the mask and only
+  // sigwait below sees them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = qlorad::server::QloradServer::Start(options);
+  if (!server.ok()) {
+    std::cerr << "qlorad: " << server.status().ToString() << "\n";
+    return 1;
+  }
+  std::string http = (*server)->http_address().empty() ? "off" : (*server)->http_address();
+  std::cout << "qlorad listening on " << (*server)->grpc_address() << " (http " << http << ")"
+            << std::endl;
+
+  int received = 0;
+  sigwait(&signals, &received);
+  spdlog::info("received signal {}, shutting down", received);
+  (*server)->Shutdown();
+  return 0;
+}

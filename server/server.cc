@@ -1,0 +1,71 @@
+#include "server/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+
+namespace qlorad::server {
+
+StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address,
+                                                    const std::string& flag) {
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return InvalidArgument(flag + ": expected host:port, got '" + address + "'");
+  }
+  int port = -1;
+  const char* begin = address.data() + colon + 1;
+  const char* end = address.data() + address.size();
+  auto [ptr, ec] = std::from_chars(begin, end, port);
+  if (ec != std::errc() || ptr != end || port < 0 || port > 65535) {
+    return InvalidArgument(flag + ": bad port in '" + address + "'");
+  }
+  return std::make_pair(address.substr(0, colon), port);
+}
+
+StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions options) {
+  QLORAD_ASSIGN_OR_RETURN(auto listen, SplitHostPort(options.listen, "--listen"));
+  std::unique_ptr<QloradServer> server(new QloradServer());
+  server->options_ = options;
+  QLORAD_ASSIGN_OR_RETURN(server->coordinator_, Coordinator::Create(options.coordinator));
+  server->job_service_ = std::make_unique<JobServiceImpl>(*server->coordinator_);
+  server->worker_service_ = std::make_unique<WorkerServiceImpl>(*server->coordinator_);
+
+  int grpc_port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(server->job_service_.get());
+  builder.RegisterService(server->worker_service_.get());
+  server->grpc_server_ = builder.BuildAndStart();
+  if (!server->grpc_server_ || grpc_port == 0) {
+    return Unavailable("--listen: cannot listen on " + options.listen);
+  }
+  server->grpc_address_ = listen.first + ":" + std::to_string(grpc_port);
+
+  if (options.http != "off") {
+    QLORAD_ASSIGN_OR_RETURN(auto http, SplitHostPort(options.http, "--http"));
+    server->http_server_ = std::make_unique<HttpServer>(*server->coordinator_);
+    QLORAD_ASSIGN_OR_RETURN(int http_port, server->http_server_->Start(http.first, http.second));
+    server->http_address_ = http.first + ":" + std::to_string(http_port);
+  }
+  server->coordinator_->Start();
+  return server;
+}
+
+QloradServer::~QloradServer() {
+  Shutdown();
+}
+
+void QloradServer::Shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  // Streams poll the coordinator, so stopping it first lets them end inside the grace period.
+  if (coordinator_) coordinator_->Stop();
+  if (grpc_server_) {
+    grpc_server_->Shutdown(std::chrono::system_clock::now() + options_.grace_period);
+    grpc_server_->Wait();
+  }
+  if (http_server_) http_server_->Stop();
+  spdlog::info("qlorad stopped");
+}
+
+}  // namespace qlorad::server

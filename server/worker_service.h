@@ -1,0 +1,27 @@
+// WorkerService over gRPC (sync API): thin handlers over Coordinator. The Assignments stream
+// polls the worker's outbox and removes an order only once it was written.
+#pragma once
+
+#include "qlorad/v1/workers.grpc.pb.h"
+#include "server/coordinator.h"
+
+namespace qlorad::server {
+
+class WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  explicit WorkerServiceImpl(Coordinator& coordinator) : coordinator_(coordinator) {}
+
+  grpc::Status Register(grpc::ServerContext* context, const v1::RegisterRequest* request,
+                        v1::RegisterResponse* response) override;
+  grpc::Status Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
+                         v1::HeartbeatResponse* response) override;
+  grpc::Status Assignments(grpc::ServerContext* context, const v1::AssignmentsRequest* request,
+                           grpc::ServerWriter<v1::Assignment>* writer) override;
+  grpc::Status ReportEvents(grpc::ServerContext* context, const v1::ReportEventsRequest* request,
+                            v1::ReportEventsResponse* response) override;
+
+ private:
+  Coordinator& coordinator_;
+};
+
+}  // namespace qlorad::server
