@@ -1,0 +1,91 @@
+#include "client/cli/args.h"
+
+#include <CLI/CLI.hpp>
+
+#include "client/cli/exit_codes.h"
+
+namespace qlorad::cli {
+namespace {
+
+void AddJobId(CLI::App* cmd, CliOptions& o) {
+  cmd->add_option("id", o.job_id, "Job id, as printed by submit or jobs")->required();
+}
+
+ParsedArgs UsageError(std::ostream& err, const std::string& what) {
+  err << "error: " << what << "\nRun 'qloractl --help' for usage.\n";
+  return {std::nullopt, kExitUsage};
+}
+
+}  // namespace
+
+ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  CliOptions o;
+  CLI::App app{"qloractl: submit and watch QLoRA fine-tuning jobs on a qlorad coordinator",
+               "qloractl"};
+  app.add_option("--server", o.server, "Coordinator address host:port")
+      ->envname("QLORAD_SERVER")
+      ->capture_default_str();
+  app.add_flag("--json", o.json, "Machine-readable output: one JSON object per line");
+  // At most one command; "none" is reported after parsing, so that an unknown word is named
+  // ("not expected: frobnicate") instead of hidden behind "a command is required".
+  app.require_subcommand(0, 1);
+  app.footer(
+      "Exit codes: 0 success (watch: the job completed), 1 server error or the job failed or was\n"
+      "cancelled, 2 usage error or unreadable spec file, 3 coordinator unreachable.");
+  // Global options may also follow the command: `qloractl jobs --json`.
+  app.fallthrough();
+
+  auto* submit = app.add_subcommand("submit", "Submit a job spec (YAML) and print its id");
+  submit->add_option("file", o.spec_file, "Job spec YAML file")->required();
+  submit->add_flag("--follow,-f", o.follow, "Watch the job after submitting it");
+
+  auto* jobs = app.add_subcommand("jobs", "List jobs as a table");
+  jobs->add_option("--state", o.states, "Only jobs in these states (repeat or comma-separate)")
+      ->delimiter(',')
+      ->transform(CLI::IsMember({"queued", "running", "completed", "failed", "cancelled"},
+                                CLI::ignore_case));
+  jobs->add_option("--limit", o.limit, "At most this many jobs (0: the server's default)")
+      ->check(CLI::NonNegativeNumber);
+
+  auto* status = app.add_subcommand("status", "Show every field of a job, its error included");
+  AddJobId(status, o);
+
+  auto* cancel = app.add_subcommand("cancel", "Cancel a queued or running job");
+  AddJobId(cancel, o);
+
+  auto* watch = app.add_subcommand(
+      "watch", "Follow a job's training steps until it ends; exit 0 if it completed, 1 if not");
+  AddJobId(watch, o);
+  watch->add_option("--from-step", o.from_step, "First step to show")
+      ->check(CLI::NonNegativeNumber);
+
+  auto* logs = app.add_subcommand(
+      "logs", "Print a job's log lines; without --follow stop after the stored ones");
+  AddJobId(logs, o);
+  logs->add_flag("--follow,-f", o.follow, "Keep printing new lines until the job ends");
+  logs->add_option("--from-seq", o.from_seq, "First log sequence number to show")
+      ->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return {std::nullopt, app.exit(e, out, err)};
+  } catch (const CLI::CallForAllHelp& e) {
+    return {std::nullopt, app.exit(e, out, err)};
+  } catch (const CLI::ParseError& e) {
+    return UsageError(err, e.what());
+  }
+
+  if (app.get_subcommands().empty()) {
+    return UsageError(err, "a command is required (submit, jobs, status, cancel, watch, logs)");
+  }
+  const std::pair<CLI::App*, Command> commands[] = {
+      {submit, Command::kSubmit}, {jobs, Command::kJobs},   {status, Command::kStatus},
+      {cancel, Command::kCancel}, {watch, Command::kWatch}, {logs, Command::kLogs}};
+  for (const auto& [cmd, command] : commands) {
+    if (cmd->parsed()) o.command = command;
+  }
+  return {o, kExitOk};
+}
+
+}  // namespace qlorad::cli

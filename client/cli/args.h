@@ -1,0 +1,36 @@
+// qloractl's command line: global options, one command, its arguments. Parsing is separate from
+// running so that usage errors (exit code 2) are unit-tested without a server.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace qlorad::cli {
+
+enum class Command { kSubmit, kJobs, kStatus, kCancel, kWatch, kLogs };
+
+struct CliOptions {
+  std::string server = "127.0.0.1:50051";  // --server, or QLORAD_SERVER
+  bool json = false;                       // --json: one JSON object per line
+  Command command = Command::kJobs;
+  std::string spec_file;            // submit FILE
+  bool follow = false;              // submit --follow, logs --follow
+  std::vector<std::string> states;  // jobs --state (lower case, validated)
+  int limit = 0;                    // jobs --limit (0: the server's default)
+  std::string job_id;               // status, cancel, watch, logs
+  int64_t from_step = 0;            // watch --from-step
+  int64_t from_seq = 0;             // logs --from-seq
+};
+
+struct ParsedArgs {
+  std::optional<CliOptions> options;  // set when a command should run
+  int exit_code = 0;                  // otherwise: 0 after --help, 2 after a usage error
+};
+
+// Help goes to out; usage errors go to err as "error: <what>" plus a hint to run --help.
+ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::ostream& err);
+
+}  // namespace qlorad::cli

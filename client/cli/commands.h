@@ -1,0 +1,25 @@
+// qloractl's commands. Each returns the process exit code (exit_codes.h) and prints to the
+// context's streams only, so they run the same from main() and from tests.
+#pragma once
+
+#include <iosfwd>
+
+#include "client/cli/args.h"
+#include "client/cli/command_context.h"
+
+namespace qlorad::cli {
+
+int Submit(const CommandContext& ctx);
+int ListJobs(const CommandContext& ctx);
+int ShowStatus(const CommandContext& ctx);
+int Cancel(const CommandContext& ctx);
+int Watch(const CommandContext& ctx, const std::string& job_id, int64_t from_step);
+int Logs(const CommandContext& ctx);
+
+// Connects to options.server and runs options.command.
+int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty);
+
+// A job as JSON (one line) or in its detailed text form.
+void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job);
+
+}  // namespace qlorad::cli

@@ -1,0 +1,135 @@
+// submit, jobs, status, cancel: one unary call each.
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "client/cli/commands.h"
+#include "client/cli/exit_codes.h"
+#include "client/cli/job_text.h"
+#include "client/cli/json_output.h"
+#include "client/cli/rpc.h"
+
+namespace qlorad::cli {
+namespace {
+
+using Stub = qlorad::v1::JobService::StubInterface;
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Reads the whole spec file, or says which file could not be read and why.
+std::optional<std::string> ReadSpecFile(const std::string& path, std::ostream& err) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    err << "error: job spec file '" << path << "' is a directory\n";
+    return std::nullopt;
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    err << "error: cannot read job spec file '" << path << "': " << std::strerror(errno) << "\n";
+    return std::nullopt;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job) {
+  if (ctx.options.json) {
+    ctx.out << ToJson(job).dump() << "\n";
+  } else {
+    ctx.out << FormatJobDetails(job, NowUnixMs());
+  }
+}
+
+int Submit(const CommandContext& ctx) {
+  const auto spec = ReadSpecFile(ctx.options.spec_file, ctx.err);
+  if (!spec) return kExitUsage;
+  qlorad::v1::SubmitJobRequest request;
+  request.set_spec_yaml(*spec);
+  qlorad::v1::Job job;
+  if (auto failed = CallUnary(ctx, &Stub::SubmitJob, request, &job)) return *failed;
+  if (ctx.options.json) {
+    ctx.out << ToJson(job).dump() << "\n";
+  } else {
+    ctx.out << "submitted " << job.id() << " (" << job.name() << ")\n";
+  }
+  ctx.out.flush();
+  if (!ctx.options.follow) return kExitOk;
+  return Watch(ctx, job.id(), 0);
+}
+
+int ListJobs(const CommandContext& ctx) {
+  qlorad::v1::ListJobsRequest request;
+  for (const auto& name : ctx.options.states) {
+    // Names were checked by the argument parser, so this always finds the state.
+    if (auto state = ParseJobState(name)) request.add_states(*state);
+  }
+  request.set_limit(ctx.options.limit);
+  qlorad::v1::ListJobsResponse response;
+  if (auto failed = CallUnary(ctx, &Stub::ListJobs, request, &response)) return *failed;
+  if (ctx.options.json) {
+    for (const auto& job : response.jobs()) ctx.out << ToJson(job).dump() << "\n";
+  } else {
+    const std::vector<qlorad::v1::Job> jobs(response.jobs().begin(), response.jobs().end());
+    ctx.out << FormatJobTable(jobs, NowUnixMs());
+  }
+  return kExitOk;
+}
+
+int ShowStatus(const CommandContext& ctx) {
+  qlorad::v1::GetJobRequest request;
+  request.set_job_id(ctx.options.job_id);
+  qlorad::v1::Job job;
+  if (auto failed = CallUnary(ctx, &Stub::GetJob, request, &job)) return *failed;
+  PrintJob(ctx, job);
+  return kExitOk;
+}
+
+int Cancel(const CommandContext& ctx) {
+  qlorad::v1::CancelJobRequest request;
+  request.set_job_id(ctx.options.job_id);
+  qlorad::v1::Job job;
+  if (auto failed = CallUnary(ctx, &Stub::CancelJob, request, &job)) return *failed;
+  if (ctx.options.json) {
+    ctx.out << ToJson(job).dump() << "\n";
+  } else if (job.state() == qlorad::v1::JOB_STATE_CANCELLED) {
+    ctx.out << "cancelled " << job.id() << "\n";
+  } else {
+    // A running job is stopped by its worker (SIGTERM, then SIGKILL), which takes a moment.
+    ctx.out << "cancelling " << job.id() << " (now " << JobStateName(job.state())
+            << "; `qloractl watch " << job.id() << "` shows when it has stopped)\n";
+  }
+  return kExitOk;
+}
+
+int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
+  auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
+  auto stub = qlorad::v1::JobService::NewStub(channel);
+  const CommandContext ctx{options, *stub, out, err, tty};
+  switch (options.command) {
+    case Command::kSubmit:
+      return Submit(ctx);
+    case Command::kJobs:
+      return ListJobs(ctx);
+    case Command::kStatus:
+      return ShowStatus(ctx);
+    case Command::kCancel:
+      return Cancel(ctx);
+    case Command::kWatch:
+      return Watch(ctx, options.job_id, options.from_step);
+    case Command::kLogs:
+      return Logs(ctx);
+  }
+  return kExitUsage;
+}
+
+}  // namespace qlorad::cli

@@ -1,0 +1,123 @@
+#include "client/cli/job_text.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+
+#include "client/cli/units.h"
+
+namespace qlorad::cli {
+namespace {
+
+constexpr std::string_view kStatePrefix = "JOB_STATE_";
+
+std::string StepOfTotal(const qlorad::v1::Job& job) {
+  if (job.total_steps() <= 0) return fmt::format("{}/?", job.last_step());
+  return fmt::format("{}/{}", job.last_step(), job.total_steps());
+}
+
+// No loss exists before the first step; 0.0000 would look like a real value.
+std::string Loss(const qlorad::v1::Job& job) {
+  return job.last_step() > 0 ? fmt::format("{:.4f}", job.last_loss()) : "-";
+}
+
+std::string OrDash(const std::string& s) {
+  return s.empty() ? "-" : s;
+}
+
+}  // namespace
+
+std::string JobStateName(qlorad::v1::JobState state) {
+  std::string name = qlorad::v1::JobState_Name(state);
+  if (name.starts_with(kStatePrefix)) name.erase(0, kStatePrefix.size());
+  return name.empty() ? fmt::format("STATE_{}", static_cast<int>(state)) : name;
+}
+
+std::optional<qlorad::v1::JobState> ParseJobState(const std::string& name) {
+  std::string upper(kStatePrefix);
+  for (char c : name) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  qlorad::v1::JobState state;
+  if (!qlorad::v1::JobState_Parse(upper, &state) || state == qlorad::v1::JOB_STATE_UNSPECIFIED) {
+    return std::nullopt;
+  }
+  return state;
+}
+
+bool IsTerminal(qlorad::v1::JobState state) {
+  return state == qlorad::v1::JOB_STATE_COMPLETED || state == qlorad::v1::JOB_STATE_FAILED ||
+         state == qlorad::v1::JOB_STATE_CANCELLED;
+}
+
+std::string FormatJobTable(const std::vector<qlorad::v1::Job>& jobs, int64_t now_unix_ms) {
+  using Row = std::array<std::string, 7>;
+  std::vector<Row> rows = {{"ID", "NAME", "STATE", "STEP/TOTAL", "LOSS", "WORKER", "AGE"}};
+  for (const auto& job : jobs) {
+    rows.push_back({job.id(), job.name(), JobStateName(job.state()), StepOfTotal(job), Loss(job),
+                    OrDash(job.worker_id()), FormatAge(job.created_unix_ms(), now_unix_ms)});
+  }
+  std::array<size_t, 7> widths{};
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t c = 0; c < row.size(); ++c) {
+      line += row[c];
+      if (c + 1 < row.size()) line += std::string(widths[c] - row[c].size() + 2, ' ');
+    }
+    line.erase(line.find_last_not_of(' ') + 1);
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
+  std::string created = FormatTimestamp(job.created_unix_ms());
+  if (job.created_unix_ms() > 0) {
+    created += fmt::format(" ({} ago)", FormatAge(job.created_unix_ms(), now_unix_ms));
+  }
+  const std::array<std::pair<const char*, std::string>, 14> fields = {{
+      {"id", job.id()},
+      {"name", job.name()},
+      {"state", JobStateName(job.state())},
+      {"step", StepOfTotal(job)},
+      {"loss", Loss(job)},
+      {"attempt", fmt::format("{} (max restarts {})", job.attempt(), job.max_restarts())},
+      {"priority", std::to_string(job.priority())},
+      {"gpus", std::to_string(job.gpus())},
+      {"worker", OrDash(job.worker_id())},
+      {"created", created},
+      {"started", FormatTimestamp(job.started_unix_ms())},
+      {"finished", FormatTimestamp(job.finished_unix_ms())},
+      {"adapter", OrDash(job.adapter_path())},
+      {"error", OrDash(job.error())},
+  }};
+  std::string out;
+  for (const auto& [key, value] : fields) out += fmt::format("{:<10}{}\n", key, value);
+  return out;
+}
+
+std::string FormatFinalState(const qlorad::v1::Job& job) {
+  std::string out = fmt::format("job {} {}", job.id(), JobStateName(job.state()));
+  if (job.last_step() > 0) {
+    out += fmt::format(" at step {} (loss {:.4f})", StepOfTotal(job), job.last_loss());
+  }
+  out += "\n";
+  if (job.state() == qlorad::v1::JOB_STATE_COMPLETED && !job.adapter_path().empty()) {
+    out += fmt::format("adapter written to {}\n", job.adapter_path());
+  }
+  if (job.state() == qlorad::v1::JOB_STATE_FAILED) {
+    out += fmt::format("error: {}\n", job.error().empty() ? "(no error reported)" : job.error());
+  }
+  return out;
+}
+
+std::string FormatLogLine(const qlorad::v1::LogLine& line) {
+  return fmt::format("{}  {:<7}  {}[{}]  {}", FormatTimestampMillis(line.unix_ms()), line.level(),
+                     line.source(), line.rank(), line.message());
+}
+
+}  // namespace qlorad::cli

@@ -1,0 +1,64 @@
+#include "client/cli/progress.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "client/cli/units.h"
+
+namespace qlorad::cli {
+namespace {
+
+std::string StepOfTotal(int64_t step, int64_t total) {
+  if (total <= 0) return fmt::format("{}/?", step);
+  return fmt::format("{}/{}", step, total);
+}
+
+std::string Eta(std::optional<double> eta_s) {
+  return "ETA " + FormatDuration(eta_s.value_or(-1));
+}
+
+}  // namespace
+
+std::string RenderProgressBar(int64_t step, int64_t total, int width) {
+  int64_t filled = 0;
+  if (total > 0) filled = std::clamp<int64_t>(step * width / total, 0, width);
+  return "[" + std::string(static_cast<size_t>(filled), '#') +
+         std::string(static_cast<size_t>(width - filled), '.') + "]";
+}
+
+void EtaEstimator::Observe(const qlorad::v1::StepMetrics& m) {
+  total_steps_ = m.total_steps();
+  if (m.attempt() != attempt_ || m.step() < last_step_) {
+    attempt_ = m.attempt();
+    first_step_ = m.step();
+    first_wall_s_ = m.wall_time_s();
+  }
+  last_step_ = m.step();
+  last_wall_s_ = m.wall_time_s();
+}
+
+std::optional<double> EtaEstimator::SecondsLeft() const {
+  if (attempt_ < 0 || total_steps_ <= 0 || last_step_ <= first_step_) return std::nullopt;
+  const double per_step =
+      (last_wall_s_ - first_wall_s_) / static_cast<double>(last_step_ - first_step_);
+  if (per_step < 0) return std::nullopt;
+  return per_step * static_cast<double>(std::max<int64_t>(0, total_steps_ - last_step_));
+}
+
+std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
+                               int bar_width) {
+  return fmt::format(
+      "{} {}  loss {:.4f}  {} tok/s  {}", RenderProgressBar(m.step(), m.total_steps(), bar_width),
+      StepOfTotal(m.step(), m.total_steps()), m.loss(), FormatRate(m.tokens_per_s()), Eta(eta_s));
+}
+
+std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s) {
+  std::string line = fmt::format("step {}  loss {:.4f}  lr {:.2e}  grad_norm {:.4f}  {} tok/s",
+                                 StepOfTotal(m.step(), m.total_steps()), m.loss(), m.lr(),
+                                 m.grad_norm(), FormatRate(m.tokens_per_s()));
+  if (m.vram_peak_bytes() > 0) line += "  vram " + FormatBytes(m.vram_peak_bytes());
+  return line + "  " + Eta(eta_s);
+}
+
+}  // namespace qlorad::cli

@@ -1,0 +1,42 @@
+// What `qloractl watch` shows for each training step: a progress bar redrawn in place on a
+// terminal, or one plain line per step when stdout is a pipe or a file.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "qlorad/v1/common.pb.h"
+
+namespace qlorad::cli {
+
+// "[####......]" for 40 of 100 steps at width 10. An unknown total (0) shows an empty bar.
+std::string RenderProgressBar(int64_t step, int64_t total, int width);
+
+// Estimates the time left from the trainer's own clock (wall_time_s), so replayed steps
+// (watch --from-step) give the same estimate as live ones. A restart (new attempt) or a step
+// that goes backwards starts a new estimate: the trainer's clock restarts with the process.
+class EtaEstimator {
+ public:
+  void Observe(const qlorad::v1::StepMetrics& m);
+  // Seconds until total_steps, or nothing until two steps of the same attempt have been seen.
+  std::optional<double> SecondsLeft() const;
+
+ private:
+  int32_t attempt_ = -1;
+  int64_t first_step_ = 0;
+  double first_wall_s_ = 0;
+  int64_t last_step_ = 0;
+  double last_wall_s_ = 0;
+  int64_t total_steps_ = 0;
+};
+
+// "[#####.....] 40/100  loss 2.3412  1.2k tok/s  ETA 0:35"
+std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
+                               int bar_width);
+
+// "step 40/100  loss 2.3412  lr 2.00e-04  grad_norm 0.8123  1.2k tok/s  vram 1.5 GiB  ETA 0:35"
+// (vram only when the trainer reported any: CPU runs report 0).
+std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s);
+
+}  // namespace qlorad::cli

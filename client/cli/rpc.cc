@@ -1,0 +1,70 @@
+#include "client/cli/rpc.h"
+
+#include "client/cli/exit_codes.h"
+
+namespace qlorad::cli {
+
+const char* GrpcCodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      break;
+  }
+  return "UNKNOWN";
+}
+
+int ReportRpcError(const grpc::Status& status, const std::string& server, std::ostream& err) {
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE:
+      err << "error: cannot reach qlorad at " << server << ": " << status.error_message() << "\n";
+      return kExitUnreachable;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      // Only unary calls have deadlines; a coordinator that does not answer one is as good as gone.
+      err << "error: no answer from qlorad at " << server << " within " << kUnaryDeadline.count()
+          << "s\n";
+      return kExitUnreachable;
+    default:
+      err << "error: " << GrpcCodeName(status.error_code()) << ": " << status.error_message()
+          << "\n";
+      return kExitFailed;
+  }
+}
+
+void SetUnaryDeadline(grpc::ClientContext& context) {
+  context.set_deadline(std::chrono::system_clock::now() + kUnaryDeadline);
+}
+
+}  // namespace qlorad::cli

@@ -1,0 +1,131 @@
+#include "client/cli/args.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <sstream>
+
+namespace qlorad::cli {
+namespace {
+
+struct Result {
+  ParsedArgs parsed;
+  std::string out;
+  std::string err;
+};
+
+Result Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "qloractl");
+  std::ostringstream out, err;
+  ParsedArgs parsed = ParseArgs(static_cast<int>(args.size()), args.data(), out, err);
+  return {parsed, out.str(), err.str()};
+}
+
+class ArgsTest : public ::testing::Test {
+ protected:
+  // QLORAD_SERVER from the environment running the tests must not leak in.
+  void SetUp() override { unsetenv("QLORAD_SERVER"); }
+  void TearDown() override { unsetenv("QLORAD_SERVER"); }
+};
+
+TEST_F(ArgsTest, SubmitWithFollowAndDefaults) {
+  const Result r = Parse({"submit", "job.yaml", "--follow"});
+  ASSERT_TRUE(r.parsed.options.has_value()) << r.err;
+  EXPECT_EQ(r.parsed.options->command, Command::kSubmit);
+  EXPECT_EQ(r.parsed.options->spec_file, "job.yaml");
+  EXPECT_TRUE(r.parsed.options->follow);
+  EXPECT_EQ(r.parsed.options->server, "127.0.0.1:50051");
+  EXPECT_FALSE(r.parsed.options->json);
+}
+
+TEST_F(ArgsTest, GlobalOptionsBeforeOrAfterTheCommand) {
+  const Result before = Parse({"--server", "host:1234", "--json", "status", "job-1"});
+  ASSERT_TRUE(before.parsed.options.has_value()) << before.err;
+  EXPECT_EQ(before.parsed.options->server, "host:1234");
+  EXPECT_TRUE(before.parsed.options->json);
+  EXPECT_EQ(before.parsed.options->command, Command::kStatus);
+  EXPECT_EQ(before.parsed.options->job_id, "job-1");
+
+  const Result after = Parse({"cancel", "job-2", "--json", "--server", "other:1"});
+  ASSERT_TRUE(after.parsed.options.has_value()) << after.err;
+  EXPECT_EQ(after.parsed.options->command, Command::kCancel);
+  EXPECT_EQ(after.parsed.options->server, "other:1");
+  EXPECT_TRUE(after.parsed.options->json);
+}
+
+TEST_F(ArgsTest, ServerFromTheEnvironmentUnlessGiven) {
+  setenv("QLORAD_SERVER", "envhost:7", 1);
+  EXPECT_EQ(Parse({"jobs"}).parsed.options->server, "envhost:7");
+  EXPECT_EQ(Parse({"--server", "flag:8", "jobs"}).parsed.options->server, "flag:8");
+}
+
+TEST_F(ArgsTest, StatesRepeatedOrCommaSeparatedAnyCase) {
+  const Result r = Parse({"jobs", "--state", "queued,RUNNING", "--state", "failed"});
+  ASSERT_TRUE(r.parsed.options.has_value()) << r.err;
+  EXPECT_EQ(r.parsed.options->states, (std::vector<std::string>{"queued", "running", "failed"}));
+}
+
+TEST_F(ArgsTest, WatchAndLogsOptions) {
+  const Result watch = Parse({"watch", "job-3", "--from-step", "17"});
+  ASSERT_TRUE(watch.parsed.options.has_value()) << watch.err;
+  EXPECT_EQ(watch.parsed.options->command, Command::kWatch);
+  EXPECT_EQ(watch.parsed.options->from_step, 17);
+
+  const Result logs = Parse({"logs", "job-3", "-f", "--from-seq", "5"});
+  ASSERT_TRUE(logs.parsed.options.has_value()) << logs.err;
+  EXPECT_EQ(logs.parsed.options->command, Command::kLogs);
+  EXPECT_TRUE(logs.parsed.options->follow);
+  EXPECT_EQ(logs.parsed.options->from_seq, 5);
+}
+
+TEST_F(ArgsTest, UnknownCommandIsAUsageErrorNamingIt) {
+  const Result r = Parse({"frobnicate"});
+  EXPECT_FALSE(r.parsed.options.has_value());
+  EXPECT_EQ(r.parsed.exit_code, 2);
+  EXPECT_EQ(r.err,
+            "error: The following argument was not expected: frobnicate\n"
+            "Run 'qloractl --help' for usage.\n");
+}
+
+TEST_F(ArgsTest, NoCommandIsAUsageError) {
+  const Result r = Parse({"--json"});
+  EXPECT_EQ(r.parsed.exit_code, 2);
+  EXPECT_EQ(r.err,
+            "error: a command is required (submit, jobs, status, cancel, watch, logs)\n"
+            "Run 'qloractl --help' for usage.\n");
+}
+
+TEST_F(ArgsTest, BadArgumentsAreUsageErrors) {
+  for (const auto& args : std::vector<std::vector<const char*>>{
+           {"watch"},                                 // missing id
+           {"submit"},                                // missing file
+           {"jobs", "--state", "sleeping"},           // not a state
+           {"watch", "job-1", "--from-step", "-1"},   // negative
+           {"watch", "job-1", "--from-step", "ten"},  // not a number
+           {"status", "job-1", "job-2"},              // one id only
+           {"jobs", "submit", "x.yaml"}}) {           // one command only
+    const Result r = Parse(args);
+    EXPECT_FALSE(r.parsed.options.has_value()) << args[0];
+    EXPECT_EQ(r.parsed.exit_code, 2) << args[0];
+    EXPECT_TRUE(r.err.starts_with("error: ")) << r.err;
+  }
+}
+
+TEST_F(ArgsTest, BadStateErrorNamesTheOptionAndTheValue) {
+  const Result r = Parse({"jobs", "--state", "sleeping"});
+  EXPECT_NE(r.err.find("--state"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("sleeping"), std::string::npos) << r.err;
+}
+
+TEST_F(ArgsTest, HelpExitsZeroAndListsTheCommands) {
+  const Result r = Parse({"--help"});
+  EXPECT_FALSE(r.parsed.options.has_value());
+  EXPECT_EQ(r.parsed.exit_code, 0);
+  for (const char* word : {"submit", "jobs", "status", "cancel", "watch", "logs", "Exit codes"}) {
+    EXPECT_NE(r.out.find(word), std::string::npos) << word;
+  }
+  EXPECT_EQ(r.err, "");
+}
+
+}  // namespace
+}  // namespace qlorad::cli
