@@ -1,0 +1,125 @@
+"""qlorad.Client: the coordinator's JobService from Python."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Union
+
+import grpc
+
+from qlorad._stubs import jobs_pb2, jobs_pb2_grpc
+from qlorad.errors import DeadlineExceeded, from_rpc_error, translate_rpc_errors
+from qlorad.types import Job, JobState, LogLine, StepMetrics
+
+Spec = Union[str, "os.PathLike[str]", Mapping[str, Any]]
+
+_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def spec_text(spec: Spec) -> str:
+    """The YAML text to submit for `spec`:
+    - a mapping: serialized as JSON, which is valid YAML (so no YAML library is needed);
+    - a path object, or a one-line string ending in .yaml/.yml/.json or naming a file: the file;
+    - any other string: YAML text as it is.
+    A path that does not exist raises FileNotFoundError naming it."""
+    if isinstance(spec, Mapping):
+        return json.dumps(spec, indent=2)
+    if isinstance(spec, os.PathLike):
+        return Path(spec).read_text()
+    if not isinstance(spec, str):
+        raise TypeError(f"spec must be YAML text, a path or a dict, not {type(spec).__name__}")
+    looks_like_path = "\n" not in spec and (spec.endswith(_SPEC_SUFFIXES) or os.path.isfile(spec))
+    return Path(spec).read_text() if looks_like_path else spec
+
+
+class Client:
+    """A connection to a qlorad coordinator. Calls raise qlorad.QloradError (with .code) when the
+    server refuses them and qlorad.ServerUnavailable when no server answers."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float = 30.0):
+        self.address = address
+        self.timeout = timeout  # for unary calls; streams have none
+        self._channel = grpc.insecure_channel(address)
+        self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"qlorad.Client({self.address!r})"
+
+    def submit(self, spec: Spec) -> Job:
+        request = jobs_pb2.SubmitJobRequest(spec_yaml=spec_text(spec))
+        with translate_rpc_errors(self.address):
+            return Job.from_proto(self._stub.SubmitJob(request, timeout=self.timeout))
+
+    def get(self, job_id: str) -> Job:
+        with translate_rpc_errors(self.address):
+            return Job.from_proto(
+                self._stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=self.timeout))
+
+    def list(self, states: Iterable[JobState | str] | None = None, limit: int = 0) -> list[Job]:
+        """Jobs in any of `states` (all when None), at most `limit` (0: the server's default)."""
+        wanted = [f"JOB_STATE_{JobState.parse(s).value}" for s in (states or [])]
+        request = jobs_pb2.ListJobsRequest(states=wanted, limit=limit)
+        with translate_rpc_errors(self.address):
+            response = self._stub.ListJobs(request, timeout=self.timeout)
+        return [Job.from_proto(j) for j in response.jobs]
+
+    def cancel(self, job_id: str) -> Job:
+        """Queued jobs are CANCELLED at once; running ones stop shortly after (see wait)."""
+        with translate_rpc_errors(self.address):
+            return Job.from_proto(
+                self._stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), timeout=self.timeout))
+
+    def metrics(self, job_id: str, from_step: int = 0) -> Iterator[StepMetrics]:
+        """Every stored step >= from_step, then live ones, for every rank; ends when the job has
+        ended and every step was sent."""
+        request = jobs_pb2.StreamMetricsRequest(job_id=job_id, from_step=from_step)
+        return self._stream(self._stub.StreamMetrics(request), StepMetrics.from_proto)
+
+    def logs(self, job_id: str, from_seq: int = 0) -> Iterator[LogLine]:
+        """Every stored log line with seq >= from_seq, then live ones; ends when the job has ended."""
+        request = jobs_pb2.StreamLogsRequest(job_id=job_id, from_seq=from_seq)
+        return self._stream(self._stub.StreamLogs(request), LogLine.from_proto)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Blocks until the job has ended and returns it; DeadlineExceeded after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.state.terminal:
+                return job
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise DeadlineExceeded("DEADLINE_EXCEEDED",
+                                       f"job {job_id} still {job.state.value} after {timeout} s")
+            # The metrics stream ends when the job does; start after the steps already seen.
+            request = jobs_pb2.StreamMetricsRequest(job_id=job_id, from_step=job.last_step + 1)
+            call = self._stub.StreamMetrics(request, timeout=remaining)
+            try:
+                for _ in call:
+                    pass
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                    raise from_rpc_error(e, self.address) from None
+                # Out of time: the next get() decides between "ended just now" and a timeout.
+
+    def _stream(self, call, convert) -> Iterator:
+        try:
+            for message in call:
+                yield convert(message)
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.address) from None
+        finally:
+            # A caller that stops iterating early must not leave the stream open on the server.
+            call.cancel()
