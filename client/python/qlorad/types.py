@@ -34,19 +34,22 @@ class JobState(str, enum.Enum):
 _STATE_PREFIX = "JOB_STATE_"
 
 
-def _from_proto(cls, message):
-    values = {}
-    for field in dataclasses.fields(cls):
-        value = getattr(message, field.name)
-        if field.name == "state":
-            name = type(message).DESCRIPTOR.fields_by_name["state"].enum_type.values_by_number[value].name
-            value = JobState(name[len(_STATE_PREFIX):])
-        values[field.name] = value
-    return cls(**values)
+class _FromProto:
+    @classmethod
+    def from_proto(cls, message):
+        """The dataclass with every field copied from the message of the same name."""
+        values = {}
+        for field in dataclasses.fields(cls):
+            value = getattr(message, field.name)
+            if field.name == "state":
+                enum = type(message).DESCRIPTOR.fields_by_name["state"].enum_type
+                value = JobState(enum.values_by_number[value].name[len(_STATE_PREFIX):])
+            values[field.name] = value
+        return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
-class Job:
+class Job(_FromProto):
     id: str
     name: str
     state: JobState
@@ -65,13 +68,9 @@ class Job:
     adapter_path: str
     gpus: int
 
-    @classmethod
-    def from_proto(cls, message) -> Job:
-        return _from_proto(cls, message)
-
 
 @dataclasses.dataclass(frozen=True)
-class StepMetrics:
+class StepMetrics(_FromProto):
     job_id: str
     rank: int
     step: int
@@ -86,13 +85,9 @@ class StepMetrics:
     wall_time_s: float
     attempt: int
 
-    @classmethod
-    def from_proto(cls, message) -> StepMetrics:
-        return _from_proto(cls, message)
-
 
 @dataclasses.dataclass(frozen=True)
-class LogLine:
+class LogLine(_FromProto):
     job_id: str
     seq: int
     level: str
@@ -100,7 +95,3 @@ class LogLine:
     source: str
     unix_ms: int
     rank: int
-
-    @classmethod
-    def from_proto(cls, message) -> LogLine:
-        return _from_proto(cls, message)
