@@ -1,0 +1,98 @@
+#include "kernels/torch/nf4_checks.h"
+
+#include <string>
+
+#include "kernels/nf4_format.h"
+#include "kernels/nf4_ref.h"
+
+namespace qlorad::ops::detail {
+namespace {
+
+// The names Python users know ("float16"), not c10's ("Half").
+std::string DTypeName(at::ScalarType t) {
+  switch (t) {
+    case at::kByte:
+      return "uint8";
+    case at::kFloat:
+      return "float32";
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kDouble:
+      return "float64";
+    default:
+      return c10::toString(t);
+  }
+}
+
+bool IsFloatFormat(at::ScalarType t) {
+  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
+}
+
+void CheckTensor(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,
+                 int64_t numel, const at::Device& device) {
+  TORCH_CHECK(t.defined(), op, ": ", name, ": expected a tensor, got None");
+  TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, ": expected ", DTypeName(dtype), ", got ",
+              DTypeName(t.scalar_type()));
+  TORCH_CHECK(t.numel() == numel, op, ": ", name, ": expected ", numel, " elements, got ",
+              t.numel(), " (shape ", t.sizes(), ")");
+  TORCH_CHECK(t.is_contiguous(), op, ": ", name, ": expected a contiguous tensor");
+  TORCH_CHECK(t.device() == device, op, ": ", name, ": expected a tensor on ", device,
+              " like packed, got one on ", t.device());
+}
+
+}  // namespace
+
+int64_t NumelOf(at::IntArrayRef shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    TORCH_CHECK(d >= 0, "qlorad NF4: shape: expected non-negative sizes, got ", shape);
+    n *= d;
+  }
+  return n;
+}
+
+void CheckQuantizeInputs(const at::Tensor& weight, int64_t blocksize) {
+  const Status s = kernels::ref::CheckBlocksize(blocksize);
+  TORCH_CHECK(s.ok(), "qlorad::nf4_quantize: ", s.message());
+  TORCH_CHECK(weight.defined(), "qlorad::nf4_quantize: weight: expected a tensor, got None");
+  TORCH_CHECK(IsFloatFormat(weight.scalar_type()),
+              "qlorad::nf4_quantize: weight: expected float32, float16 or bfloat16, got ",
+              DTypeName(weight.scalar_type()));
+}
+
+bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtype) {
+  const Status s = kernels::ref::CheckBlocksize(w.blocksize);
+  TORCH_CHECK(s.ok(), op, ": ", s.message());
+  TORCH_CHECK(IsFloatFormat(dtype), op, ": dtype: expected float32, float16 or bfloat16, got ",
+              DTypeName(dtype));
+  const int64_t numel = NumelOf(w.shape);
+  const at::Device device = w.packed.device();
+  CheckTensor(op, "packed", w.packed, at::kByte, kernels::ref::PackedBytes(numel), device);
+
+  const int given =
+      int{w.nested_absmax.has_value()} + int{w.nested_code.has_value()} + int{w.offset.has_value()};
+  TORCH_CHECK(given == 0 || given == 3, op,
+              ": nested_absmax, nested_code and offset: expected all three (double quantization) "
+              "or none, got ",
+              given);
+  const bool double_quant = given == 3;
+  const int64_t n_blocks = kernels::ref::NumBlocks(numel, w.blocksize);
+  if (!double_quant) {
+    CheckTensor(op, "absmax", w.absmax, at::kFloat, n_blocks, device);
+    return false;
+  }
+  CheckTensor(op, "absmax", w.absmax, at::kByte, n_blocks, device);
+  CheckTensor(op, "nested_absmax", *w.nested_absmax, at::kFloat,
+              kernels::ref::NumBlocks(n_blocks, kernels::kNestedBlocksize), device);
+  CheckTensor(op, "nested_code", *w.nested_code, at::kFloat, 256, device);
+  CheckTensor(op, "offset", *w.offset, at::kFloat, 1, device);
+  return true;
+}
+
+void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::Tensor& out) {
+  CheckTensor(op, "out", out, dtype, NumelOf(w.shape), w.packed.device());
+}
+
+}  // namespace qlorad::ops::detail
