@@ -12,6 +12,7 @@ namespace qlorad::cli {
 namespace {
 
 constexpr std::string_view kStatePrefix = "JOB_STATE_";
+constexpr size_t kDetailsKeyWidth = 10;
 
 std::string StepOfTotal(const qlorad::v1::Job& job) {
   if (job.total_steps() <= 0) return fmt::format("{}/?", job.last_step());
@@ -96,7 +97,15 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
       {"error", OrDash(job.error())},
   }};
   std::string out;
-  for (const auto& [key, value] : fields) out += fmt::format("{:<10}{}\n", key, value);
+  for (const auto& [key, value] : fields) {
+    // Errors can span lines (the server appends the trainer's stderr); keep them in the column.
+    std::string indented = value;
+    for (size_t at = indented.find('\n'); at != std::string::npos;
+         at = indented.find('\n', at + 1)) {
+      indented.insert(at + 1, std::string(kDetailsKeyWidth, ' '));
+    }
+    out += fmt::format("{:<{}}{}\n", key, kDetailsKeyWidth, indented);
+  }
   return out;
 }
 

@@ -94,6 +94,17 @@ TEST(FormatJobDetails, EveryFieldErrorIncluded) {
             "error     data.path: no such file: data/train.jsonl\n");
 }
 
+TEST(FormatJobDetails, MultiLineErrorsStayInTheirColumn) {
+  qlorad::v1::Job job = QueuedJob();
+  job.set_error("trainer exited with code 1\nstderr:\nTraceback");
+  const std::string details = FormatJobDetails(job, kNow);
+  EXPECT_TRUE(
+      details.ends_with("error     trainer exited with code 1\n"
+                        "          stderr:\n"
+                        "          Traceback\n"))
+      << details;
+}
+
 TEST(FormatFinalState, CompletedNamesTheAdapter) {
   qlorad::v1::Job job = RunningJob();
   job.set_state(qlorad::v1::JOB_STATE_COMPLETED);
