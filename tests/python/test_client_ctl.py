@@ -1,0 +1,135 @@
+"""qloractl against a real coordinator, with jobs driven through the real WorkerService by a
+scripted worker (see test_client_training.py): what watch and logs print and how they exit.
+qloractl comes from $QLORACTL, else QLORAD_BIN_DIR; the tests skip when it is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_client import BIN_DIR, client, server, spec  # noqa: F401  (fixtures)
+from test_client_training import LOSSES, ScriptedWorker, completed_job_spec, crash_on_bad_data, \
+    train_and_finish
+
+from qlorad._gen.v1 import common_pb2, workers_pb2  # noqa: E402
+
+QLORACTL = Path(os.environ.get("QLORACTL", BIN_DIR / "qloractl"))
+
+
+@pytest.fixture()
+def ctl(server):  # noqa: F811
+    if not QLORACTL.exists():
+        pytest.skip(f"{QLORACTL} is missing: build the qloractl target or set QLORACTL")
+
+    def run(*args, timeout=60):
+        return subprocess.run([str(QLORACTL), "--server", server, *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+def test_watch_prints_each_step_then_the_adapter_and_exits_zero(server, client, ctl):  # noqa: F811
+    job = client.submit(completed_job_spec("watched"))
+    worker = ScriptedWorker(server, train_and_finish)
+    res = ctl("watch", job.id)
+    worker.join()
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "step 1/5  loss 2.5000  lr 1.00e-04  grad_norm 0.0000  1.5k tok/s  ETA --:--"
+    # Steps are 0.5 s apart on the trainer's clock: 3 steps left at step 2 is 1.5 s.
+    assert lines[1] == "step 2/5  loss 2.0000  lr 1.00e-04  grad_norm 0.0000  1.5k tok/s  ETA 0:02"
+    assert len(lines) == len(LOSSES) + 2
+    assert lines[-2:] == [f"job {job.id} COMPLETED at step 5/5 (loss 1.2500)",
+                          "adapter written to /runs/x/adapter"]
+
+
+def test_watch_of_a_failed_job_prints_the_error_and_exits_one(server, client, ctl):  # noqa: F811
+    job = client.submit(completed_job_spec("fails"))
+    worker = ScriptedWorker(server, crash_on_bad_data)
+    res = ctl("watch", job.id)
+    worker.join()
+    assert res.returncode == 1, res.stderr
+    assert f"job {job.id} FAILED at step 1/5 (loss 3.0000)" in res.stdout
+    assert "error: trainer exited with code 1: data.path: line 7 is not JSON" in res.stdout
+
+
+def test_watch_json_gives_one_object_per_step_then_the_job(server, client, ctl):  # noqa: F811
+    job = client.submit(completed_job_spec("json"))
+    worker = ScriptedWorker(server, train_and_finish)
+    res = ctl("--json", "watch", job.id, "--from-step", "3")
+    worker.join()
+    assert res.returncode == 0, res.stderr
+    objects = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [(o["step"], o["loss"]) for o in objects[:-1]] == [(3, 1.75), (4, 1.5), (5, 1.25)]
+    assert objects[-1]["id"] == job.id and objects[-1]["state"] == "COMPLETED"
+    assert objects[-1]["last_step"] == 5
+
+
+def test_watch_of_a_cancelled_job_exits_one(client, ctl):  # noqa: F811
+    job = client.submit(spec("cancelled"))
+    client.cancel(job.id)
+    res = ctl("watch", job.id)
+    assert res.returncode == 1
+    assert res.stdout == f"job {job.id} CANCELLED\n"
+
+
+def test_logs_of_a_running_job_stop_after_the_stored_lines(server, client, ctl):  # noqa: F811
+    job = client.submit(completed_job_spec("logs"))
+    reported, finish = threading.Event(), threading.Event()
+
+    def start_then_hold(report, start):
+        report(start, started=workers_pb2.TrainerEvent.Started(pid=77))
+        # ReportEvents returns once the coordinator has stored the events.
+        report(start, log=common_pb2.LogLine(message="loading model", level="info"))
+        reported.set()
+        finish.wait(30)
+        train_and_finish(report, start)
+
+    worker = ScriptedWorker(server, start_then_hold)
+    assert reported.wait(20), "the scripted worker never got its assignment"
+    try:
+        start = time.monotonic()
+        res = ctl("logs", job.id)  # the job is RUNNING: no end of stream from the server
+        elapsed = time.monotonic() - start
+        assert res.returncode == 0, res.stderr
+        assert "loading model" in res.stdout and "trainer[0]" in res.stdout
+        assert elapsed < 15, f"logs without --follow took {elapsed:.1f} s"
+        assert client.get(job.id).state.value == "RUNNING"
+    finally:
+        finish.set()
+        worker.join()
+
+
+def test_logs_follow_ends_with_the_job(server, client, ctl):  # noqa: F811
+    job = client.submit(completed_job_spec("follow"))
+    worker = ScriptedWorker(server, train_and_finish)
+    res = ctl("--json", "logs", job.id, "--follow")
+    worker.join()
+    assert res.returncode == 0, res.stderr
+    messages = [json.loads(line)["message"] for line in res.stdout.splitlines()]
+    assert messages[-1].startswith("completed; adapter at /runs/x/adapter"), messages
+
+
+def test_jobs_table_and_state_filter(client, ctl):  # noqa: F811
+    queued = client.submit(spec("queued-one"))
+    cancelled = client.submit(spec("cancelled-one"))
+    client.cancel(cancelled.id)
+    table = ctl("jobs").stdout.splitlines()
+    assert table[0].split() == ["ID", "NAME", "STATE", "STEP/TOTAL", "LOSS", "WORKER", "AGE"]
+    assert sorted(line.split()[0] for line in table[1:]) == sorted([queued.id, cancelled.id])
+    only = ctl("--json", "jobs", "--state", "queued")
+    assert [json.loads(line)["id"] for line in only.stdout.splitlines()] == [queued.id]
+
+
+def test_submit_errors_name_the_field_and_exit_one(ctl, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nmodel: {path: /m}\ndata: {path: d.jsonl}\ntrain: {lr: -1}\n")
+    res = ctl("submit", bad)
+    assert res.returncode == 1
+    assert res.stderr == "error: INVALID_ARGUMENT: train.lr: must be > 0, got -1\n"
