@@ -2,7 +2,9 @@
 // context's streams only, so they run the same from main() and from tests.
 #pragma once
 
+#include <cstdint>
 #include <iosfwd>
+#include <string>
 
 #include "client/cli/args.h"
 #include "client/cli/command_context.h"
@@ -18,8 +20,5 @@ int Logs(const CommandContext& ctx);
 
 // Connects to options.server and runs options.command.
 int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty);
-
-// A job as JSON (one line) or in its detailed text form.
-void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job);
 
 }  // namespace qlorad::cli

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "client/cli/commands.h"
@@ -40,8 +41,7 @@ std::optional<std::string> ReadSpecFile(const std::string& path, std::ostream& e
   return text.str();
 }
 
-}  // namespace
-
+// The detailed text form, or one JSON line.
 void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job) {
   if (ctx.options.json) {
     ctx.out << ToJson(job).dump() << "\n";
@@ -49,6 +49,8 @@ void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job) {
     ctx.out << FormatJobDetails(job, NowUnixMs());
   }
 }
+
+}  // namespace
 
 int Submit(const CommandContext& ctx) {
   const auto spec = ReadSpecFile(ctx.options.spec_file, ctx.err);
@@ -109,27 +111,6 @@ int Cancel(const CommandContext& ctx) {
             << "; `qloractl watch " << job.id() << "` shows when it has stopped)\n";
   }
   return kExitOk;
-}
-
-int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
-  auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
-  auto stub = qlorad::v1::JobService::NewStub(channel);
-  const CommandContext ctx{options, *stub, out, err, tty};
-  switch (options.command) {
-    case Command::kSubmit:
-      return Submit(ctx);
-    case Command::kJobs:
-      return ListJobs(ctx);
-    case Command::kStatus:
-      return ShowStatus(ctx);
-    case Command::kCancel:
-      return Cancel(ctx);
-    case Command::kWatch:
-      return Watch(ctx, options.job_id, options.from_step);
-    case Command::kLogs:
-      return Logs(ctx);
-  }
-  return kExitUsage;
 }
 
 }  // namespace qlorad::cli

@@ -1,0 +1,30 @@
+// Connects to the coordinator and runs the parsed command.
+#include <grpcpp/grpcpp.h>
+
+#include "client/cli/commands.h"
+#include "client/cli/exit_codes.h"
+
+namespace qlorad::cli {
+
+int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
+  auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
+  auto stub = qlorad::v1::JobService::NewStub(channel);
+  const CommandContext ctx{options, *stub, out, err, tty};
+  switch (options.command) {
+    case Command::kSubmit:
+      return Submit(ctx);
+    case Command::kJobs:
+      return ListJobs(ctx);
+    case Command::kStatus:
+      return ShowStatus(ctx);
+    case Command::kCancel:
+      return Cancel(ctx);
+    case Command::kWatch:
+      return Watch(ctx, options.job_id, options.from_step);
+    case Command::kLogs:
+      return Logs(ctx);
+  }
+  return kExitUsage;
+}
+
+}  // namespace qlorad::cli
