@@ -1,0 +1,207 @@
+#include "worker/agent/agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace qlorad::agent {
+namespace {
+
+constexpr auto kRpcDeadline = std::chrono::seconds(10);
+constexpr auto kInitialBackoff = std::chrono::milliseconds(100);
+
+std::chrono::system_clock::time_point RpcDeadline() {
+  return std::chrono::system_clock::now() + kRpcDeadline;
+}
+
+std::shared_ptr<grpc::Channel> MakeChannel(const AgentOptions& options) {
+  grpc::ChannelArguments args;
+  // gRPC's own reconnect backoff grows to two minutes; a restarted coordinator should see its
+  // workers back within our own backoff instead.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
+  // Notice a coordinator host that vanished without closing the connection.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  return grpc::CreateCustomChannel(options.coordinator, grpc::InsecureChannelCredentials(), args);
+}
+
+std::string Describe(const grpc::Status& s) {
+  return std::to_string(static_cast<int>(s.error_code())) + " " + s.error_message();
+}
+
+}  // namespace
+
+Agent::Agent(AgentOptions options)
+    : options_(std::move(options)),
+      channel_(MakeChannel(options_)),
+      stub_(v1::WorkerService::NewStub(channel_)),
+      reporter_([this](const std::vector<v1::TrainerEvent>& batch) { return SendEvents(batch); },
+                EventReporter::Options{.max_backoff = options_.max_backoff}),
+      slot_(options_.trainer, options_.grace_period,
+            [this](v1::TrainerEvent event) { reporter_.Push(std::move(event)); }) {}
+
+Agent::~Agent() {
+  Stop();
+}
+
+void Agent::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stopping_) return;
+  stopping_ = true;
+  if (stream_context_ != nullptr) stream_context_->TryCancel();
+  cv_.notify_all();
+}
+
+bool Agent::Stopping() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stopping_;
+}
+
+bool Agent::SleepUnlessStopping(std::chrono::milliseconds d) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return !cv_.wait_for(lock, d, [this] { return stopping_; });
+}
+
+std::string Agent::WorkerId() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return worker_id_;
+}
+
+bool Agent::Register(std::chrono::milliseconds& backoff) {
+  v1::RegisterRequest request;
+  request.set_name(options_.name);
+  request.set_hostname(options_.hostname);
+  *request.add_devices() = options_.device;
+  request.set_version(options_.version);
+  bool warned = false;
+  while (!Stopping()) {
+    grpc::ClientContext context;
+    context.set_deadline(RpcDeadline());
+    v1::RegisterResponse response;
+    const grpc::Status status = stub_->Register(&context, request, &response);
+    if (status.ok()) {
+      std::lock_guard<std::mutex> lock(mu_);
+      worker_id_ = response.worker_id();
+      if (response.heartbeat_interval_ms() > 0) {
+        heartbeat_interval_ = std::chrono::milliseconds(response.heartbeat_interval_ms());
+      }
+      spdlog::info("registered with {} as {} (worker id {}, heartbeat every {} ms)",
+                   options_.coordinator, options_.name, worker_id_, heartbeat_interval_.count());
+      cv_.notify_all();
+      backoff = kInitialBackoff;
+      return true;
+    }
+    // Say it once at warning level; a coordinator that is down for an hour should not flood logs.
+    if (!warned) {
+      spdlog::warn("cannot register with {}: {}; retrying", options_.coordinator, Describe(status));
+      warned = true;
+    } else {
+      spdlog::debug("register: {}", Describe(status));
+    }
+    if (!SleepUnlessStopping(backoff)) return false;
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  return false;
+}
+
+grpc::Status Agent::ReadAssignments() {
+  grpc::ClientContext context;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return grpc::Status::CANCELLED;
+    stream_context_ = &context;
+  }
+  v1::AssignmentsRequest request;
+  request.set_worker_id(WorkerId());
+  std::unique_ptr<grpc::ClientReader<v1::Assignment>> reader =
+      stub_->Assignments(&context, request);
+  v1::Assignment assignment;
+  while (reader->Read(&assignment)) {
+    spdlog::info("assignment {} for job {} attempt {}",
+                 v1::Assignment::Kind_Name(assignment.kind()), assignment.job_id(),
+                 assignment.attempt());
+    slot_.Handle(assignment);
+  }
+  const grpc::Status status = reader->Finish();
+  std::lock_guard<std::mutex> lock(mu_);
+  stream_context_ = nullptr;
+  return status;
+}
+
+void Agent::HeartbeatLoop() {
+  while (true) {
+    std::chrono::milliseconds interval;
+    std::string worker_id;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      interval = heartbeat_interval_;
+      if (cv_.wait_for(lock, interval, [this] { return stopping_; })) return;
+      worker_id = worker_id_;
+    }
+    if (worker_id.empty()) continue;
+    v1::HeartbeatRequest request;
+    request.set_worker_id(worker_id);
+    for (const std::string& id : slot_.RunningJobIds()) request.add_running_job_ids(id);
+    grpc::ClientContext context;
+    context.set_deadline(RpcDeadline());
+    v1::HeartbeatResponse response;
+    const grpc::Status status = stub_->Heartbeat(&context, request, &response);
+    if (!status.ok()) {
+      spdlog::debug("heartbeat: {}", Describe(status));
+      continue;
+    }
+    if (!response.known()) {
+      // The coordinator restarted and forgot us: end the stream so the session registers again.
+      spdlog::warn("coordinator does not know worker id {}; registering again", worker_id);
+      std::lock_guard<std::mutex> lock(mu_);
+      if (worker_id_ == worker_id) worker_id_.clear();
+      if (stream_context_ != nullptr) stream_context_->TryCancel();
+    }
+  }
+}
+
+Status Agent::SendEvents(const std::vector<v1::TrainerEvent>& batch) {
+  const std::string worker_id = WorkerId();
+  if (worker_id.empty()) return Unavailable("not registered with the coordinator");
+  v1::ReportEventsRequest request;
+  request.set_worker_id(worker_id);
+  for (const v1::TrainerEvent& event : batch) *request.add_events() = event;
+  grpc::ClientContext context;
+  context.set_deadline(RpcDeadline());
+  v1::ReportEventsResponse response;
+  const grpc::Status status = stub_->ReportEvents(&context, request, &response);
+  if (!status.ok()) return Unavailable("ReportEvents: " + Describe(status));
+  return Status::Ok();
+}
+
+Status Agent::Run() {
+  spdlog::info("qlorad-worker {} ({} {} '{}', {} bytes) for coordinator {}", options_.name,
+               options_.device.kind(), options_.device.index(), options_.device.name(),
+               options_.device.total_memory_bytes(), options_.coordinator);
+  std::thread heartbeat([this] { HeartbeatLoop(); });
+  std::chrono::milliseconds backoff = kInitialBackoff;
+  // Every new stream starts with a Register: it is how a restarted coordinator learns about us,
+  // and re-registering under the same name replaces the old entry.
+  while (Register(backoff)) {
+    const grpc::Status ended = ReadAssignments();
+    if (Stopping()) break;
+    spdlog::warn("assignments stream ended ({}); reconnecting", Describe(ended));
+    if (!SleepUnlessStopping(backoff)) break;
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+  heartbeat.join();
+  slot_.CancelAndWait();
+  const std::size_t lost =
+      reporter_.Stop(std::chrono::steady_clock::now() + options_.shutdown_flush);
+  if (lost > 0) {
+    return Unavailable(std::to_string(lost) + " trainer events could not be delivered to " +
+                       options_.coordinator + " before shutdown");
+  }
+  spdlog::info("stopped");
+  return Status::Ok();
+}
+
+}  // namespace qlorad::agent

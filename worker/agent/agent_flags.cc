@@ -1,0 +1,102 @@
+#include "worker/agent/agent_flags.h"
+
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <system_error>
+
+#include "worker/agent/device_probe.h"
+
+namespace qlorad::agent {
+namespace {
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "localhost";
+  return buf;
+}
+
+// qlorad-train lands in the same bin/ folder as qlorad-worker (see CMAKE_RUNTIME_OUTPUT_DIRECTORY).
+StatusOr<std::filesystem::path> TrainerNextToThisExecutable() {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return FailedPrecondition("--trainer: cannot read /proc/self/exe: " + ec.message());
+  return self.parent_path() / "qlorad-train";
+}
+
+}  // namespace
+
+std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
+  CLI::App app{
+      "qlorad-worker: runs qlorad-train jobs for a qlorad coordinator, one GPU (or the "
+      "CPU) per agent"};
+  app.add_option("--coordinator", flags->coordinator, "coordinator address host:port")
+      ->capture_default_str();
+  bool cpu_flag = false;
+  CLI::Option* cpu = app.add_flag("--cpu", cpu_flag, "train on the CPU (the default)");
+  int gpu = 0;
+  CLI::Option* gpu_opt = app.add_option("--gpu", gpu, "train on GPU N (sets CUDA_VISIBLE_DEVICES)")
+                             ->check(CLI::NonNegativeNumber);
+  cpu->excludes(gpu_opt);
+  app.add_option("--name", flags->name, "worker name (default <hostname>-cpu / <hostname>-gpuN)");
+  app.add_option("--work-dir", flags->work_dir, "where job specs and trainer outputs land")
+      ->capture_default_str();
+  app.add_option("--trainer", flags->trainer,
+                 "the qlorad-train executable (default: next to this executable)");
+  app.add_option("--grace-period-s", flags->grace_period_s,
+                 "seconds between SIGTERM and SIGKILL when cancelling a trainer")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (gpu_opt->count() > 0) flags->gpu = gpu;
+  return std::nullopt;
+}
+
+StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
+  AgentOptions options;
+  options.coordinator = flags.coordinator;
+  options.hostname = Hostname();
+  options.name =
+      !flags.name.empty()
+          ? flags.name
+          : options.hostname + (flags.gpu ? "-gpu" + std::to_string(*flags.gpu) : "-cpu");
+  options.grace_period =
+      std::chrono::milliseconds(static_cast<int64_t>(flags.grace_period_s * 1000));
+  options.version = QLORAD_VERSION;
+
+  std::error_code ec;
+  std::filesystem::create_directories(flags.work_dir, ec);
+  if (ec)
+    return InvalidArgument("--work-dir: cannot create " + flags.work_dir + ": " + ec.message());
+  // Absolute, because it is both the trainer's cwd and the prefix of the spec path passed to it.
+  options.trainer.work_dir = std::filesystem::canonical(flags.work_dir, ec);
+  if (ec) return InvalidArgument("--work-dir: " + flags.work_dir + ": " + ec.message());
+
+  if (!flags.trainer.empty()) {
+    options.trainer.trainer = std::filesystem::absolute(flags.trainer);
+  } else {
+    QLORAD_ASSIGN_OR_RETURN(options.trainer.trainer, TrainerNextToThisExecutable());
+  }
+  if (::access(options.trainer.trainer.c_str(), X_OK) != 0) {
+    return InvalidArgument("--trainer: " + options.trainer.trainer.string() +
+                           " is not an executable file");
+  }
+
+  options.trainer.gpu = flags.gpu;
+  if (flags.gpu) {
+    QLORAD_ASSIGN_OR_RETURN(options.device, DetectGpuDevice(*flags.gpu));
+  } else {
+    QLORAD_ASSIGN_OR_RETURN(options.device, DetectCpuDevice());
+  }
+  return options;
+}
+
+}  // namespace qlorad::agent

@@ -1,0 +1,29 @@
+// qlorad-worker's command line, and the defaults that depend on the machine (name, trainer path).
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "worker/agent/agent.h"
+
+namespace qlorad::agent {
+
+struct AgentFlags {
+  std::string coordinator = "127.0.0.1:50051";
+  std::optional<int> gpu;  // nullopt: --cpu
+  std::string name;        // empty: <hostname>-cpu or <hostname>-gpu<N>
+  std::string work_dir = "./qlorad-work";
+  std::string trainer;  // empty: qlorad-train next to this executable
+  double grace_period_s = 10;
+  std::string log_level = "info";
+};
+
+// Parses argv. Returns nullopt to go on; otherwise the exit code (0 after --help, 2 for a usage
+// error; CLI11 has printed the message).
+std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags);
+
+// Fills in the defaults, creates the work directory and finds the device. Errors name the flag.
+StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags);
+
+}  // namespace qlorad::agent

@@ -1,0 +1,144 @@
+#include "worker/agent/device_probe.h"
+
+#include <sys/utsname.h>
+
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "worker/agent/process_supervisor.h"
+
+namespace qlorad::agent {
+namespace {
+
+constexpr auto kNvidiaSmiTimeout = std::chrono::seconds(30);
+
+std::string_view Trim(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t");
+  if (first == std::string_view::npos) return {};
+  const auto last = s.find_last_not_of(" \t");
+  return s.substr(first, last - first + 1);
+}
+
+// The value of the first "key<spaces>: value" line of a /proc file, or nullopt.
+std::optional<std::string_view> ProcField(std::string_view text, std::string_view key) {
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string_view::npos) end = text.size();
+    const std::string_view line = text.substr(pos, end - pos);
+    pos = end + 1;
+    const std::size_t colon = line.find(':');
+    if (colon != std::string_view::npos && Trim(line.substr(0, colon)) == key) {
+      return Trim(line.substr(colon + 1));
+    }
+  }
+  return std::nullopt;
+}
+
+StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+std::string CpuModelName(std::string_view cpuinfo) {
+  if (auto name = ProcField(cpuinfo, "model name"); name && !name->empty()) {
+    return std::string(*name);
+  }
+  // ARM kernels print no "model name"; the architecture is still worth reporting.
+  utsname u{};
+  ::uname(&u);
+  return std::string("CPU (") + u.machine + ")";
+}
+
+StatusOr<int64_t> ParseMemTotalBytes(std::string_view meminfo) {
+  auto value = ProcField(meminfo, "MemTotal");
+  if (!value) return InvalidArgument("meminfo: no MemTotal line");
+  int64_t kib = 0;
+  const auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), kib);
+  if (ec != std::errc() || Trim(std::string_view(end, value->data() + value->size())) != "kB" ||
+      kib <= 0) {
+    return InvalidArgument("meminfo: MemTotal: expected '<n> kB', got '" + std::string(*value) +
+                           "'");
+  }
+  return kib * 1024;
+}
+
+StatusOr<v1::DeviceInfo> DetectCpuDevice(const std::string& cpuinfo_path,
+                                         const std::string& meminfo_path) {
+  QLORAD_ASSIGN_OR_RETURN(const std::string cpuinfo, ReadFile(cpuinfo_path));
+  QLORAD_ASSIGN_OR_RETURN(const std::string meminfo, ReadFile(meminfo_path));
+  auto total = ParseMemTotalBytes(meminfo);
+  if (!total.ok()) return InvalidArgument(meminfo_path + ": " + total.status().message());
+  v1::DeviceInfo device;
+  device.set_kind("cpu");
+  device.set_index(0);
+  device.set_name(CpuModelName(cpuinfo));
+  device.set_total_memory_bytes(*total);
+  return device;
+}
+
+StatusOr<v1::DeviceInfo> ParseNvidiaSmiLine(std::string_view line, int index) {
+  const std::size_t comma = line.rfind(',');
+  const std::string_view name = comma == std::string_view::npos ? "" : Trim(line.substr(0, comma));
+  const std::string_view mib_text =
+      comma == std::string_view::npos ? "" : Trim(line.substr(comma + 1));
+  int64_t mib = 0;
+  const auto [end, ec] = std::from_chars(mib_text.data(), mib_text.data() + mib_text.size(), mib);
+  if (name.empty() || ec != std::errc() || end != mib_text.data() + mib_text.size() || mib <= 0) {
+    return InvalidArgument("nvidia-smi: expected '<name>, <memory MiB>', got '" +
+                           std::string(line) + "'");
+  }
+  v1::DeviceInfo device;
+  device.set_kind("cuda");
+  device.set_index(index);
+  device.set_name(std::string(name));
+  device.set_total_memory_bytes(mib * 1024 * 1024);
+  return device;
+}
+
+StatusOr<v1::DeviceInfo> DetectGpuDevice(int index, const std::string& nvidia_smi) {
+  if (index < 0) return InvalidArgument("--gpu: must be >= 0, got " + std::to_string(index));
+  SpawnSpec spec;
+  spec.argv = {nvidia_smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i",
+               std::to_string(index)};
+  spec.search_path = true;
+  std::vector<std::string> out;
+  std::string err;
+  ProcessCallbacks callbacks;
+  callbacks.on_stdout_line = [&out](std::string_view line) {
+    if (!Trim(line).empty()) out.emplace_back(line);
+  };
+  // nvidia-smi prints its reasons ("No devices were found") on stdout or stderr.
+  callbacks.on_stderr_line = [&err](std::string_view line) { err.append(line).append(" "); };
+  const std::string what = "--gpu " + std::to_string(index) + ": " + nvidia_smi;
+  auto started = ProcessSupervisor::Start(spec, std::move(callbacks));
+  if (!started.ok()) return FailedPrecondition(what + ": " + started.status().message());
+  std::optional<ProcessExit> exit = (*started)->WaitFor(kNvidiaSmiTimeout);
+  if (!exit) {
+    (*started)->Cancel(std::chrono::milliseconds(0));
+    return Unavailable(what + ": no answer within 30 s");
+  }
+  if (exit->exit_code != 0) {
+    std::string said = err;
+    for (const std::string& line : out) said += line + " ";
+    return FailedPrecondition(
+        what + " failed (exit " + std::to_string(exit->exit_code) +
+        (exit->signal != 0 ? ", signal " + std::to_string(exit->signal) : "") +
+        "): " + std::string(Trim(said)));
+  }
+  if (out.size() != 1) {
+    return FailedPrecondition(what + ": expected one line for GPU " + std::to_string(index) +
+                              ", got " + std::to_string(out.size()));
+  }
+  auto device = ParseNvidiaSmiLine(out[0], index);
+  if (!device.ok()) return FailedPrecondition(what + ": " + device.status().message());
+  return device;
+}
+
+}  // namespace qlorad::agent

@@ -1,0 +1,101 @@
+#include "worker/agent/job_slot.h"
+
+#include <spdlog/spdlog.h>
+
+namespace qlorad::agent {
+namespace {
+
+constexpr int kCouldNotRunExitCode = 127;
+
+EventContext ContextOf(const v1::Assignment& a) {
+  return {a.job_id(), a.attempt(), a.rank()};
+}
+
+}  // namespace
+
+void JobSlot::Handle(const v1::Assignment& assignment) {
+  switch (assignment.kind()) {
+    case v1::Assignment::KIND_START:
+      Start(assignment);
+      return;
+    case v1::Assignment::KIND_CANCEL:
+      Cancel(assignment);
+      return;
+    default:
+      spdlog::warn("ignoring assignment of unknown kind {} for job {}",
+                   static_cast<int>(assignment.kind()), assignment.job_id());
+  }
+}
+
+void JobSlot::Start(const v1::Assignment& start) {
+  const EventContext ctx = ContextOf(start);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (run_ && !run_->Finished()) {
+    const std::string why = "worker busy with job " + run_->context().job_id + " attempt " +
+                            std::to_string(run_->context().attempt) + "; START of job " +
+                            ctx.job_id + " attempt " + std::to_string(ctx.attempt) + " ignored";
+    spdlog::warn("{}", why);
+    sink_(LogEvent(ctx, "warning", why, "worker", UnixMillisNow()));
+    return;
+  }
+  run_.reset();  // joins the finished trainer's supervisor thread
+  auto spec_path = WriteJobSpec(setup_, start);
+  if (!spec_path.ok()) {
+    ReportStartFailure(ctx, spec_path.status());
+    return;
+  }
+  const SpawnSpec spawn = TrainerSpawnSpec(setup_, start, *spec_path);
+  auto run = TrainerRun::Start(spawn, ctx, sink_);
+  if (!run.ok()) {
+    ReportStartFailure(ctx, run.status());
+    return;
+  }
+  run_ = std::move(run).value();
+  spdlog::info("job {} attempt {} rank {}: started {} (pid {})", ctx.job_id, ctx.attempt, ctx.rank,
+               setup_.trainer.string(), run_->pid());
+}
+
+void JobSlot::ReportStartFailure(const EventContext& ctx, const Status& why) {
+  spdlog::error("job {} attempt {}: cannot start the trainer: {}", ctx.job_id, ctx.attempt,
+                why.ToString());
+  v1::TrainerEvent error;
+  error.set_job_id(ctx.job_id);
+  error.set_attempt(ctx.attempt);
+  error.set_rank(ctx.rank);
+  error.mutable_error()->set_message("worker cannot start the trainer: " + why.message());
+  sink_(error);
+  v1::TrainerEvent exit = error;
+  exit.mutable_exit()->set_exit_code(kCouldNotRunExitCode);
+  exit.mutable_exit()->set_stderr_tail(why.message() + "\n");
+  sink_(exit);
+}
+
+void JobSlot::Cancel(const v1::Assignment& cancel) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!run_ || run_->Finished() || run_->context().job_id != cancel.job_id()) {
+    spdlog::info("CANCEL of job {}: not running here, nothing to do", cancel.job_id());
+    return;
+  }
+  spdlog::info("job {}: cancelling (SIGTERM, SIGKILL after {} ms)", cancel.job_id(),
+               grace_period_.count());
+  run_->Cancel(grace_period_);
+}
+
+std::vector<std::string> JobSlot::RunningJobIds() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (run_ && !run_->Finished()) return {run_->context().job_id};
+  return {};
+}
+
+void JobSlot::CancelAndWait() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!run_) return;
+  if (!run_->Finished()) {
+    spdlog::info("job {}: stopping its trainer (SIGTERM, SIGKILL after {} ms)",
+                 run_->context().job_id, grace_period_.count());
+    run_->Cancel(grace_period_);
+  }
+  run_->Wait();
+}
+
+}  // namespace qlorad::agent

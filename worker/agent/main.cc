@@ -1,0 +1,46 @@
+// qlorad-worker: the per-GPU agent. Flags in agent_flags.h, behaviour in agent.h.
+#include <pthread.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "worker/agent/agent.h"
+#include "worker/agent/agent_flags.h"
+
+int main(int argc, char** argv) {
+  qlorad::agent::AgentFlags flags;
+  if (auto exit_code = qlorad::agent::ParseAgentFlags(argc, argv, &flags)) return *exit_code;
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
+
+  auto options = qlorad::agent::ResolveAgentOptions(flags);
+  if (!options.ok()) {
+    spdlog::error("{}", options.status().ToString());
+    return 2;
+  }
+
+  // SIGINT/SIGTERM are taken by one thread with sigwait, so shutdown can do real work (cancel
+  // the trainer, flush events). Blocked before any other thread exists, so all inherit the mask.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  qlorad::agent::Agent agent(std::move(options).value());
+  std::thread([&agent, stop_signals] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&stop_signals, &sig) != 0) continue;
+      spdlog::info("signal {}: stopping", sig);
+      agent.Stop();
+    }
+  }).detach();
+
+  const qlorad::Status status = agent.Run();
+  if (!status.ok()) {
+    spdlog::error("{}", status.ToString());
+    return 1;
+  }
+  return 0;
+}

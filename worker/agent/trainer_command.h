@@ -1,0 +1,34 @@
+// How a START order becomes a qlorad-train process: where its job spec is written and the exact
+// command line and environment it runs with.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+#include "qlorad/v1/workers.pb.h"
+#include "worker/agent/process_supervisor.h"
+
+namespace qlorad::agent {
+
+struct TrainerSetup {
+  std::filesystem::path trainer;   // the qlorad-train executable
+  std::filesystem::path work_dir;  // absolute; the trainer's cwd, job specs and outputs land here
+  std::optional<int> gpu;          // nullopt: --cpu
+};
+
+// <work_dir>/jobs/<job_id>/attempt-<n>/job.yaml. The job id must be one path component.
+StatusOr<std::filesystem::path> JobSpecPath(const std::filesystem::path& work_dir,
+                                            const std::string& job_id, int attempt);
+
+// Writes spec_yaml to JobSpecPath, creating the folders.
+StatusOr<std::filesystem::path> WriteJobSpec(const TrainerSetup& setup,
+                                             const v1::Assignment& start);
+
+// `qlorad-train run <spec> --json --device cpu|cuda [--resume DIR] --rank R --world-size W
+// [--rendezvous host:port]`, in work_dir, with CUDA_VISIBLE_DEVICES=N for a GPU agent.
+SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignment& start,
+                           const std::filesystem::path& spec_path);
+
+}  // namespace qlorad::agent
