@@ -14,7 +14,7 @@ import pytest
 from test_client import client, run_with_timeout, server, spec  # noqa: F401  (fixtures)
 
 import qlorad.notebook  # noqa: E402
-from qlorad import JobState  # noqa: E402
+from qlorad import JobState, StepMetrics  # noqa: E402
 from qlorad._gen.v1 import common_pb2, workers_pb2, workers_pb2_grpc  # noqa: E402
 
 LOSSES = [2.5, 2.0, 1.75, 1.5, 1.25]
@@ -142,9 +142,52 @@ def test_notebook_watch_prints_each_step_and_the_adapter(server, client):  # noq
                           "adapter written to /runs/x/adapter"]
 
 
-def test_notebook_watch_plots_when_asked(server, client):  # noqa: F811
+@pytest.fixture()
+def ipython_displays():
+    """An in-process IPython shell whose display publisher records what would be shown."""
     pytest.importorskip("matplotlib", reason="matplotlib is not installed in this environment")
     pytest.importorskip("IPython", reason="IPython is not installed in this environment")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from IPython.core.displaypub import DisplayPublisher
+    from IPython.core.interactiveshell import InteractiveShell
+
+    class Recorder(DisplayPublisher):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.published = []
+
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False,
+                    **kwargs):
+            self.published.append({"mimetypes": sorted(data), "transient": transient or {},
+                                   "update": update})
+
+    shell = InteractiveShell.instance()
+    saved = shell.display_pub
+    shell.display_pub = Recorder(shell=shell)
+    yield shell.display_pub.published
+    shell.display_pub = saved
+    InteractiveShell.clear_instance()
+
+
+def test_loss_plot_holds_every_step_and_updates_one_display(ipython_displays):
+    plot = qlorad.notebook._LossPlot("job-x")
+    for step, loss in enumerate(LOSSES, start=1):
+        plot.add(StepMetrics(job_id="job-x", rank=0, step=step, total_steps=5, loss=loss, lr=0,
+                             grad_norm=0, tokens_per_s=0, vram_allocated_bytes=0,
+                             vram_reserved_bytes=0, vram_peak_bytes=0, wall_time_s=0, attempt=0))
+    plot.redraw(title="job-x: COMPLETED")
+    assert list(plot.line.get_xdata()) == [1, 2, 3, 4, 5]
+    assert list(plot.line.get_ydata()) == LOSSES
+    assert plot.axes.get_title() == "job-x: COMPLETED"
+    plot.close()
+    first, *updates = ipython_displays
+    assert not first["update"] and all(u["update"] for u in updates) and updates
+    assert {d["transient"]["display_id"] for d in ipython_displays} == {first["transient"]["display_id"]}
+
+
+def test_notebook_watch_plots_instead_of_printing_steps(server, client, ipython_displays):  # noqa: F811
     job = client.submit(completed_job_spec("plotted"))
     worker = ScriptedWorker(server, train_and_finish)
     out = io.StringIO()
@@ -152,4 +195,11 @@ def test_notebook_watch_plots_when_asked(server, client):  # noqa: F811
                              timeout=60)
     worker.join()
     assert final.state is JobState.COMPLETED
-    assert "step 1/5" not in out.getvalue()  # steps went to the plot, not to text
+    assert out.getvalue() == (f"job {job.id} COMPLETED at step 5 (loss 1.2500)\n"
+                              "adapter written to /runs/x/adapter\n")
+    assert len(ipython_displays) >= 2 and ipython_displays[-1]["update"]
+
+
+def test_notebook_watch_plot_outside_ipython_says_what_is_missing(client):  # noqa: F811
+    with pytest.raises(RuntimeError, match=r"watch\(plot=True\) needs matplotlib and a running IPython"):
+        qlorad.notebook.watch(client, "job-x", plot=True)

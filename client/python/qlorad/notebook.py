@@ -18,12 +18,16 @@ from qlorad.types import Job, StepMetrics
 _REDRAW_INTERVAL_S = 0.5
 
 
-def _in_jupyter_kernel() -> bool:
+def _ipython_shell():
     try:
         from IPython import get_ipython
     except ImportError:
-        return False
-    shell = get_ipython()
+        return None
+    return get_ipython()
+
+
+def _in_jupyter_kernel() -> bool:
+    shell = _ipython_shell()
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
@@ -89,6 +93,10 @@ def watch(client: Client, job_id: str, from_step: int = 0, *, plot: bool | None 
     out = file or sys.stdout
     if plot is None:
         plot = _in_jupyter_kernel() and _has_matplotlib()
+    elif plot and (_ipython_shell() is None or not _has_matplotlib()):
+        # Outside IPython there is no display to update in place.
+        raise RuntimeError("qlorad.notebook.watch(plot=True) needs matplotlib and a running "
+                           "IPython/Jupyter shell; use plot=False for text")
     view = _LossPlot(job_id) if plot else None
     try:
         for m in client.metrics(job_id, from_step):
