@@ -1,5 +1,7 @@
 // WorkerService over gRPC (sync API): thin handlers over Coordinator. The Assignments stream
-// polls the worker's outbox and removes an order only once it was written.
+// polls the worker's outbox and removes an order only once it was written, so delivery is at
+// least once: when a stream breaks just as an order goes out, the next stream repeats it, and
+// the agent ignores a START for a (job, attempt) it already runs.
 #pragma once
 
 #include "qlorad/v1/workers.grpc.pb.h"

@@ -1,0 +1,76 @@
+// The HTTP side over a real socket: Prometheus text, the jobs JSON the dashboard polls, and
+// the dashboard page itself.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "server/dashboard.h"
+#include "server/prometheus.h"
+#include "tests/unit/server/test_util.h"
+
+namespace qlorad::server::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(HttpTest, ServesMetricsJobsJsonAndDashboard) {
+  TempDir dir;
+  TestServer server(dir.File("qlorad.db"), 30s, 1024, "127.0.0.1:0");
+  FakeWorker worker(server.channel(), "host-gpu0");
+  worker.Connect();
+  const v1::Job running = server.Submit(SpecYaml({.name = "running"}));
+  auto start = worker.NextOrder();
+  ASSERT_TRUE(start.has_value());
+  server.Submit(SpecYaml({.name = "waiting"}));  // no free worker left: stays queued
+  ASSERT_TRUE(worker.Report({MetricsEvent(*start, 1, 2.5), MetricsEvent(*start, 2, 2.25)}).ok());
+
+  auto [host, port] = SplitHostPort(server.server().http_address(), "http").value();
+  httplib::Client client(host, port);
+  auto metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_EQ(metrics->status, 200);
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_jobs{state=\"running\"} 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_jobs{state=\"queued\"} 1\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_workers{state=\"busy\"} 1\n"));
+  const std::string labels = "{job=\"" + running.id() + "\",name=\"running\"}";
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_loss" + labels + " 2.25\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_step" + labels + " 2\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_tokens_per_second" + labels + " 1002\n"));
+
+  auto jobs = client.Get("/api/jobs");
+  ASSERT_TRUE(jobs);
+  EXPECT_EQ(jobs->status, 200);
+  const auto json = nlohmann::json::parse(jobs->body);
+  ASSERT_EQ(json["jobs"].size(), 2u);
+  const auto& first = json["jobs"][1];  // newest first: the running job is second
+  EXPECT_EQ(first["id"], running.id());
+  EXPECT_EQ(first["state"], "RUNNING");
+  EXPECT_EQ(first["loss_curve"], nlohmann::json::parse("[[1, 2.5], [2, 2.25]]"));
+
+  auto page = client.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_THAT(page->body, HasSubstr("/api/jobs"));
+  EXPECT_THAT(page->body, ::testing::Not(HasSubstr("http://cdn")));
+  EXPECT_THAT(page->body, ::testing::Not(HasSubstr("<script src")));
+}
+
+TEST(DashboardTest, DownsampleKeepsEndsAndBound) {
+  LossCurve curve;
+  for (int i = 0; i < 1000; ++i) curve.push_back({i, 1.0 / (i + 1)});
+  LossCurve small = Downsample(curve, 200);
+  ASSERT_EQ(small.size(), 200u);
+  EXPECT_EQ(small.front().first, 0);
+  EXPECT_EQ(small.back().first, 999);
+  for (size_t i = 1; i < small.size(); ++i) EXPECT_LT(small[i - 1].first, small[i].first);
+  EXPECT_EQ(Downsample(LossCurve{{1, 2.0}}, 200).size(), 1u);
+}
+
+TEST(PrometheusTest, EscapesLabelValues) {
+  EXPECT_EQ(EscapeLabel("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+}  // namespace
+}  // namespace qlorad::server::testing

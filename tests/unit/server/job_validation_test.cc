@@ -1,0 +1,71 @@
+// Submitted specs: a bad one is INVALID_ARGUMENT naming the field; a good one becomes a QUEUED
+// job whose fields come from the spec.
+#include "server/job_validation.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "tests/unit/server/test_util.h"
+
+namespace qlorad::server::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+Status Reject(const std::string& yaml) {
+  auto record = NewJobFromSpec(yaml, 1);
+  EXPECT_FALSE(record.ok()) << "accepted:\n" << yaml;
+  return record.ok() ? Status::Ok() : record.status();
+}
+
+TEST(JobValidationTest, MalformedYamlSaysWhere) {
+  Status s = Reject("name: x\nmodel: {path: /m\n");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("malformed YAML"));
+  EXPECT_THAT(s.message(), HasSubstr("line"));
+}
+
+TEST(JobValidationTest, UnknownKeyIsNamedWithItsSection) {
+  std::string yaml = SpecYaml();
+  yaml.replace(yaml.find("lr:"), 3, "lrr:");
+  Status s = Reject(yaml);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("train.lrr"));
+}
+
+TEST(JobValidationTest, NegativeLearningRateNamesTrainLr) {
+  std::string yaml = SpecYaml();
+  yaml.replace(yaml.find("lr: 1.0e-4"), 10, "lr: -0.1");
+  Status s = Reject(yaml);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("train.lr"));
+}
+
+TEST(JobValidationTest, EmptySpecNamesTheRequestField) {
+  Status s = Reject("");
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("spec_yaml"));
+}
+
+TEST(JobValidationTest, GoodSpecBecomesAQueuedJob) {
+  const std::string yaml =
+      SpecYaml({.name = "llama", .priority = 80, .max_restarts = 5, .gpus = 4, .max_steps = 250});
+  auto record = NewJobFromSpec(yaml, 123456);
+  ASSERT_TRUE(record.ok()) << record.status().ToString();
+  const v1::Job& job = record->job;
+  EXPECT_THAT(job.id(), ::testing::MatchesRegex("job-[0-9a-f]{8}"));
+  EXPECT_EQ(job.name(), "llama");
+  EXPECT_EQ(job.state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(job.priority(), 80);
+  EXPECT_EQ(job.max_restarts(), 5);
+  EXPECT_EQ(job.gpus(), 4);
+  EXPECT_EQ(job.total_steps(), 250);
+  EXPECT_EQ(job.created_unix_ms(), 123456);
+  EXPECT_EQ(job.attempt(), 0);
+  EXPECT_EQ(job.spec_yaml(), yaml);
+  EXPECT_EQ(record->last_checkpoint, "");
+  EXPECT_NE(NewJobFromSpec(yaml, 1)->job.id(), job.id()) << "ids are fresh";
+}
+
+}  // namespace
+}  // namespace qlorad::server::testing

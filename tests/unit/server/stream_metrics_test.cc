@@ -1,0 +1,171 @@
+// StreamMetrics / StreamLogs: replay from a step (or seq), then live events, then the end once
+// the job is terminal; a reader too slow for its queue still gets every step exactly once.
+#include <gtest/gtest.h>
+
+#include "tests/unit/server/test_util.h"
+
+namespace qlorad::server::testing {
+namespace {
+
+// Reads a metrics stream on a thread, so the test can keep reporting while it follows.
+class MetricsReader {
+ public:
+  MetricsReader(v1::JobService::Stub& stub, const std::string& job_id, int64_t from_step,
+                std::chrono::milliseconds delay_per_read = 0ms) {
+    thread_ = std::thread([this, &stub, job_id, from_step, delay_per_read] {
+      v1::StreamMetricsRequest request;
+      request.set_job_id(job_id);
+      request.set_from_step(from_step);
+      context_.set_deadline(std::chrono::system_clock::now() + 20s);
+      auto reader = stub.StreamMetrics(&context_, request);
+      v1::StepMetrics m;
+      while (reader->Read(&m)) {
+        std::this_thread::sleep_for(delay_per_read);
+        std::lock_guard<std::mutex> lock(mu_);
+        steps_.push_back(m.step());
+      }
+      grpc::Status status = reader->Finish();
+      std::lock_guard<std::mutex> lock(mu_);
+      status_ = status;
+      ended_ = true;
+    });
+  }
+  ~MetricsReader() {
+    if (thread_.joinable()) {
+      context_.TryCancel();
+      thread_.join();
+    }
+  }
+
+  std::vector<int64_t> steps() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return steps_;
+  }
+  bool ended() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ended_;
+  }
+  grpc::Status Join() {
+    thread_.join();
+    return status_;
+  }
+
+ private:
+  grpc::ClientContext context_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::vector<int64_t> steps_;
+  bool ended_ = false;
+  grpc::Status status_;
+};
+
+std::vector<int64_t> Range(int64_t first, int64_t last) {
+  std::vector<int64_t> r;
+  for (int64_t s = first; s <= last; ++s) r.push_back(s);
+  return r;
+}
+
+TEST(StreamMetricsTest, ReplaysFromStepThenFollowsLiveThenEndsAtTerminal) {
+  OneWorker env;
+  TestServer& server = env.server;
+  FakeWorker& worker = env.worker;
+  const auto [job, start] = env.StartJob();
+  std::vector<v1::TrainerEvent> first;
+  for (int step = 1; step <= 5; ++step) first.push_back(MetricsEvent(start, step, 5.0 - step));
+  ASSERT_TRUE(worker.Report(first).ok());
+
+  MetricsReader reader(server.jobs(), job.id(), /*from_step=*/3);
+  ASSERT_TRUE(WaitFor([&] { return reader.steps() == Range(3, 5); })) << "replay of steps 3..5";
+  ASSERT_TRUE(worker.Report({MetricsEvent(start, 6, 0.5), MetricsEvent(start, 7, 0.4)}).ok());
+  ASSERT_TRUE(WaitFor([&] { return reader.steps() == Range(3, 7); })) << "live steps 6, 7";
+  EXPECT_FALSE(reader.ended()) << "the job still runs, so the stream stays open";
+
+  ASSERT_TRUE(
+      worker.Report({MetricsEvent(start, 8, 0.3), DoneEvent(start, "/a"), ExitEvent(start, 0)})
+          .ok());
+  grpc::Status status = reader.Join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reader.steps(), Range(3, 8));
+}
+
+TEST(StreamMetricsTest, StreamOfAFinishedJobReplaysAndEnds) {
+  OneWorker env;
+  TestServer& server = env.server;
+  FakeWorker& worker = env.worker;
+  const auto [job, start] = env.StartJob();
+  ASSERT_TRUE(worker
+                  .Report({MetricsEvent(start, 1, 1.0), MetricsEvent(start, 2, 0.9),
+                           DoneEvent(start, "/a"), ExitEvent(start, 0)})
+                  .ok());
+  MetricsReader reader(server.jobs(), job.id(), /*from_step=*/0);
+  EXPECT_TRUE(reader.Join().ok());
+  EXPECT_EQ(reader.steps(), Range(1, 2));
+}
+
+TEST(StreamMetricsTest, UnknownJobIsNotFound) {
+  TempDir dir;
+  TestServer server(dir.File("qlorad.db"));
+  MetricsReader reader(server.jobs(), "job-00000000", 0);
+  EXPECT_EQ(reader.Join().error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(StreamMetricsTest, SlowReaderGetsEveryStepOnceAndNeverSlowsReports) {
+  // A queue of 4 overflows at once; the stream must fall back to reading SQLite.
+  OneWorker env(30s, /*queue_capacity=*/4);
+  TestServer& server = env.server;
+  FakeWorker& worker = env.worker;
+  const auto [job, start] = env.StartJob();
+  ASSERT_TRUE(worker.Report({MetricsEvent(start, 1, 1.0)}).ok());
+
+  MetricsReader reader(server.jobs(), job.id(), 0, /*delay_per_read=*/1ms);
+  ASSERT_TRUE(WaitFor([&] { return !reader.steps().empty(); }));
+  const auto before = std::chrono::steady_clock::now();
+  constexpr int kSteps = 400;
+  for (int step = 2; step <= kSteps; step += 10) {
+    std::vector<v1::TrainerEvent> batch;
+    for (int s = step; s < step + 10 && s <= kSteps; ++s)
+      batch.push_back(MetricsEvent(start, s, 1.0));
+    ASSERT_TRUE(worker.Report(batch).ok());
+  }
+  const auto reporting = std::chrono::steady_clock::now() - before;
+  // 400 reads at >= 1 ms each take >= 400 ms; reports must not have waited for them.
+  EXPECT_LT(reporting, 400ms);
+  ASSERT_TRUE(worker.Report({DoneEvent(start, "/a"), ExitEvent(start, 0)}).ok());
+  EXPECT_TRUE(reader.Join().ok());
+  EXPECT_EQ(reader.steps(), Range(1, kSteps));
+}
+
+TEST(StreamLogsTest, ReplaysFromSeqAndEndsAtTerminal) {
+  OneWorker env;
+  TestServer& server = env.server;
+  FakeWorker& worker = env.worker;
+  const auto [job, start] = env.StartJob();
+  v1::TrainerEvent log = EventFor(start);
+  log.mutable_log()->set_level("info");
+  log.mutable_log()->set_message("loading model");
+  ASSERT_TRUE(worker.Report({log, DoneEvent(start, "/a"), ExitEvent(start, 0)}).ok());
+
+  const auto all = server.Logs(job.id());
+  ASSERT_GE(all.size(), 3u);  // submitted, assigned, the trainer's line, completed
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i].seq(), static_cast<int64_t>(i + 1));
+  bool saw_trainer_line = false;
+  for (const auto& l : all) {
+    if (l.source() == "trainer" && l.message() == "loading model") saw_trainer_line = true;
+  }
+  EXPECT_TRUE(saw_trainer_line);
+
+  grpc::ClientContext ctx;
+  v1::StreamLogsRequest request;
+  request.set_job_id(job.id());
+  request.set_from_seq(2);
+  auto reader = server.jobs().StreamLogs(&ctx, request);
+  std::vector<int64_t> seqs;
+  v1::LogLine line;
+  while (reader->Read(&line)) seqs.push_back(line.seq());
+  EXPECT_TRUE(reader->Finish().ok());
+  ASSERT_EQ(seqs.size(), all.size() - 1);
+  EXPECT_EQ(seqs.front(), 2);
+}
+
+}  // namespace
+}  // namespace qlorad::server::testing
