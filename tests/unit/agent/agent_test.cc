@@ -1,0 +1,274 @@
+// The agent against a fake coordinator: a real grpc::Server on a loopback port that implements
+// WorkerService, hands out one START, and records registrations, heartbeats and events.
+#include "worker/agent/agent.h"
+
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <deque>
+#include <mutex>
+
+#include "tests/unit/agent/script_fixture.h"
+
+namespace qlorad::agent {
+namespace {
+
+using testing::TempDir;
+using testing::WaitUntil;
+using namespace std::chrono_literals;
+
+class FakeCoordinator final : public v1::WorkerService::Service {
+ public:
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+                        v1::RegisterResponse* resp) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    registrations_.push_back(*req);
+    resp->set_worker_id("w" + std::to_string(registrations_.size()));
+    resp->set_heartbeat_interval_ms(100);
+    return grpc::Status::OK;
+  }
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                         v1::HeartbeatResponse* resp) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    heartbeats_.push_back(*req);
+    resp->set_known(!forget_workers_);
+    return grpc::Status::OK;
+  }
+  grpc::Status Assignments(grpc::ServerContext* ctx, const v1::AssignmentsRequest* req,
+                           grpc::ServerWriter<v1::Assignment>* writer) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    streams_for_.push_back(req->worker_id());
+    while (!ctx->IsCancelled()) {
+      if (!pending_.empty()) {
+        v1::Assignment a = pending_.front();
+        pending_.pop_front();
+        lock.unlock();
+        writer->Write(a);
+        lock.lock();
+        continue;
+      }
+      cv_.wait_for(lock, 20ms);
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest* req,
+                            v1::ReportEventsResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& e : req->events()) events_.push_back(e);
+    return grpc::Status::OK;
+  }
+
+  void Send(v1::Assignment a) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.push_back(std::move(a));
+    cv_.notify_all();
+  }
+  void ForgetWorkers(bool forget) {
+    std::lock_guard<std::mutex> lock(mu_);
+    forget_workers_ = forget;
+  }
+  std::vector<v1::RegisterRequest> Registrations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return registrations_;
+  }
+  std::vector<v1::HeartbeatRequest> Heartbeats() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return heartbeats_;
+  }
+  std::vector<v1::TrainerEvent> Events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool forget_workers_ = false;
+  std::deque<v1::Assignment> pending_;
+  std::vector<std::string> streams_for_;
+  std::vector<v1::RegisterRequest> registrations_;
+  std::vector<v1::HeartbeatRequest> heartbeats_;
+  std::vector<v1::TrainerEvent> events_;
+};
+
+// The fake coordinator served on 127.0.0.1:<port> (port 0 picks a free one).
+class Served {
+ public:
+  Served(FakeCoordinator* service, int port) {
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
+                             &port_);
+    builder.RegisterService(service);
+    server_ = builder.BuildAndStart();
+  }
+  ~Served() { server_->Shutdown(std::chrono::system_clock::now() + 200ms); }
+  int port() const { return port_; }
+
+ private:
+  int port_ = 0;
+  std::unique_ptr<grpc::Server> server_;
+};
+
+// An Agent running on its own thread; stopped and joined when it goes out of scope, so a failed
+// ASSERT does not leave a thread behind.
+class RunningAgent {
+ public:
+  explicit RunningAgent(AgentOptions options)
+      : agent_(std::move(options)), thread_([this] { status_ = agent_.Run(); }) {}
+  ~RunningAgent() { Stop(); }
+  Status Stop() {
+    agent_.Stop();
+    if (thread_.joinable()) thread_.join();
+    return status_;
+  }
+
+ private:
+  Agent agent_;
+  Status status_;
+  std::thread thread_;
+};
+
+class AgentTest : public ::testing::Test {
+ protected:
+  AgentOptions Options(int port) {
+    AgentOptions o;
+    o.coordinator = "127.0.0.1:" + std::to_string(port);
+    o.name = "test-cpu";
+    o.hostname = "test";
+    o.device.set_kind("cpu");
+    o.device.set_name("test cpu");
+    o.device.set_total_memory_bytes(1 << 30);
+    o.trainer = {trainer_, dir_.path(), std::nullopt};
+    o.grace_period = 2s;
+    o.max_backoff = 200ms;
+    o.shutdown_flush = 3s;
+    o.version = "test";
+    return o;
+  }
+
+  TempDir dir_;
+  // Prints its progress like qlorad-train, then exits 0; on SIGTERM it checkpoints and exits.
+  std::filesystem::path trainer_ = dir_.Script("qlorad-train", R"(
+trap 'echo "{\"event\":\"checkpoint\",\"step\":1,\"path\":\"/ck\"}"; exit 0' TERM
+echo '{"event":"started","pid":'$$',"total_steps":2}'
+echo '{"event":"metrics","step":1,"total_steps":2,"loss":3.0}'
+echo 'tokenizer warning' >&2
+if [ -n "$QLORAD_FAKE_HANG" ] || grep -q hang "$2"; then
+  while true; do sleep 0.05; done
+fi
+echo '{"event":"done","steps":2,"adapter_path":"/ad","final_loss":2.0}'
+)");
+};
+
+v1::Assignment StartOrder(const std::string& job_id, const std::string& spec) {
+  v1::Assignment a;
+  a.set_kind(v1::Assignment::KIND_START);
+  a.set_job_id(job_id);
+  a.set_spec_yaml(spec);
+  a.set_world_size(1);
+  return a;
+}
+
+bool HasExitFor(FakeCoordinator& c, const std::string& job_id) {
+  for (const auto& e : c.Events()) {
+    if (e.job_id() == job_id && e.has_exit()) return true;
+  }
+  return false;
+}
+
+TEST_F(AgentTest, RunsAnAssignedJobAndReportsEveryEventThenExits) {
+  FakeCoordinator coordinator;
+  Served served(&coordinator, 0);
+  RunningAgent agent(Options(served.port()));
+
+  ASSERT_TRUE(WaitUntil([&] { return !coordinator.Registrations().empty(); }));
+  const v1::RegisterRequest reg = coordinator.Registrations()[0];
+  EXPECT_EQ(reg.name(), "test-cpu");
+  ASSERT_EQ(reg.devices_size(), 1);
+  EXPECT_EQ(reg.devices(0).kind(), "cpu");
+
+  coordinator.Send(StartOrder("job-1", "name: quick\n"));
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(coordinator, "job-1"); }));
+  std::vector<std::string> kinds;
+  for (const auto& e : coordinator.Events()) {
+    EXPECT_EQ(e.job_id(), "job-1");
+    if (e.has_started()) kinds.push_back("started");
+    if (e.has_metrics()) kinds.push_back("metrics");
+    if (e.has_log()) kinds.push_back("log");
+    if (e.has_done()) kinds.push_back("done");
+    if (e.has_exit()) kinds.push_back("exit");
+  }
+  // stderr and stdout are separate pipes: the stderr log line may land anywhere before exit.
+  ASSERT_EQ(kinds.size(), 5u);
+  EXPECT_EQ(kinds.back(), "exit");
+  std::vector<std::string> stdout_kinds;
+  for (const auto& k : kinds) {
+    if (k != "log") stdout_kinds.push_back(k);
+  }
+  EXPECT_EQ(stdout_kinds, (std::vector<std::string>{"started", "metrics", "done", "exit"}));
+  EXPECT_EQ(coordinator.Events().back().exit().exit_code(), 0);
+  EXPECT_EQ(coordinator.Events().back().exit().stderr_tail(), "tokenizer warning\n");
+
+  ASSERT_TRUE(WaitUntil([&] { return coordinator.Heartbeats().size() >= 2; }));
+  EXPECT_EQ(coordinator.Heartbeats().back().worker_id(), "w1");
+
+  EXPECT_TRUE(agent.Stop().ok());
+}
+
+TEST_F(AgentTest, StopCancelsTheRunningTrainerAndFlushesItsEvents) {
+  FakeCoordinator coordinator;
+  Served served(&coordinator, 0);
+  RunningAgent agent(Options(served.port()));
+  coordinator.Send(StartOrder("job-h", "name: hang\n"));
+  ASSERT_TRUE(WaitUntil([&] {
+    for (const auto& e : coordinator.Events()) {
+      if (e.has_metrics()) return true;
+    }
+    return false;
+  }));
+  EXPECT_TRUE(agent.Stop().ok());
+  const auto events = coordinator.Events();
+  ASSERT_FALSE(events.empty());
+  ASSERT_TRUE(events.back().has_exit());
+  EXPECT_TRUE(events.back().exit().cancelled());
+  std::vector<v1::TrainerEvent> from_stdout;
+  for (const auto& e : events) {
+    if (!e.has_log()) from_stdout.push_back(e);
+  }
+  ASSERT_GE(from_stdout.size(), 2u);
+  EXPECT_TRUE(from_stdout[from_stdout.size() - 2].has_checkpoint()) << "SIGTERM let it checkpoint";
+}
+
+TEST_F(AgentTest, SurvivesACoordinatorRestartAndRegistersAgain) {
+  FakeCoordinator first;
+  auto served = std::make_unique<Served>(&first, 0);
+  const int port = served->port();
+  RunningAgent agent(Options(port));
+  ASSERT_TRUE(WaitUntil([&] { return first.Registrations().size() == 1; }));
+
+  served.reset();  // the coordinator goes away
+  std::this_thread::sleep_for(500ms);
+  FakeCoordinator second;
+  Served again(&second, port);
+  ASSERT_EQ(again.port(), port);
+  ASSERT_TRUE(WaitUntil([&] { return !second.Registrations().empty(); }));
+
+  second.Send(StartOrder("job-2", "name: after restart\n"));
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(second, "job-2"); }));
+  EXPECT_TRUE(agent.Stop().ok());
+}
+
+TEST_F(AgentTest, RegistersAgainWhenTheCoordinatorForgetsIt) {
+  FakeCoordinator coordinator;
+  Served served(&coordinator, 0);
+  RunningAgent agent(Options(served.port()));
+  ASSERT_TRUE(WaitUntil([&] { return coordinator.Registrations().size() == 1; }));
+  coordinator.ForgetWorkers(true);
+  ASSERT_TRUE(WaitUntil([&] { return coordinator.Registrations().size() >= 2; }));
+  coordinator.ForgetWorkers(false);
+  EXPECT_TRUE(agent.Stop().ok());
+}
+
+}  // namespace
+}  // namespace qlorad::agent

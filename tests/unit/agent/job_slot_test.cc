@@ -1,0 +1,102 @@
+#include "worker/agent/job_slot.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "tests/unit/agent/script_fixture.h"
+
+namespace qlorad::agent {
+namespace {
+
+using testing::EventLog;
+using ::testing::HasSubstr;
+using testing::TempDir;
+using testing::WaitUntil;
+using namespace std::chrono_literals;
+
+v1::Assignment Order(v1::Assignment::Kind kind, const std::string& job_id) {
+  v1::Assignment a;
+  a.set_kind(kind);
+  a.set_job_id(job_id);
+  a.set_attempt(1);
+  a.set_spec_yaml("name: t\n");
+  a.set_world_size(1);
+  return a;
+}
+
+std::string ReadAll(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+TEST(JobSlotTest, StartRunsTheTrainerInTheWorkDirWithTheWrittenSpec) {
+  TempDir dir;
+  const auto trainer = dir.Script("qlorad-train", R"(echo "$PWD $*" > args.txt
+cat "$2" > spec-seen.yaml
+echo '{"event":"done","steps":1,"adapter_path":"/a","final_loss":1.0}'
+)");
+  EventLog events;
+  JobSlot slot({trainer, dir.path(), std::nullopt}, 1s, events.Sink());
+  slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
+  ASSERT_TRUE(WaitUntil([&] { return events.EndsWithExit(); }));
+  const auto all = events.Events();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_TRUE(all[0].has_done());
+  EXPECT_EQ(all[1].exit().exit_code(), 0);
+  const auto spec = dir.path() / "jobs/job-a/attempt-1/job.yaml";
+  EXPECT_EQ(ReadAll(dir.path() / "args.txt"), dir.path().string() + " run " + spec.string() +
+                                                  " --json --device cpu --rank 0 --world-size 1\n");
+  EXPECT_EQ(ReadAll(dir.path() / "spec-seen.yaml"), "name: t\n");
+  EXPECT_TRUE(WaitUntil([&] { return slot.RunningJobIds().empty(); }));
+}
+
+TEST(JobSlotTest, StartWhileBusyIsRefusedAndCancelStopsTheRunningJob) {
+  TempDir dir;
+  const auto trainer = dir.Script("qlorad-train", R"(trap 'exit 0' TERM
+echo '{"event":"started","pid":1}'
+while true; do sleep 0.05; done
+)");
+  EventLog events;
+  JobSlot slot({trainer, dir.path(), std::nullopt}, 5s, events.Sink());
+  slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
+  ASSERT_TRUE(WaitUntil([&] { return !events.Events().empty(); }));
+  EXPECT_EQ(slot.RunningJobIds(), std::vector<std::string>{"job-a"});
+
+  slot.Handle(Order(v1::Assignment::KIND_START, "job-b"));
+  auto all = events.Events();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[1].job_id(), "job-b");
+  EXPECT_EQ(all[1].log().source(), "worker");
+  EXPECT_THAT(all[1].log().message(), HasSubstr("busy with job job-a"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "jobs/job-b"));
+
+  slot.Handle(Order(v1::Assignment::KIND_CANCEL, "job-other"));  // not ours: no effect
+  slot.Handle(Order(v1::Assignment::KIND_CANCEL, "job-a"));
+  ASSERT_TRUE(WaitUntil([&] { return events.EndsWithExit(); }));
+  all = events.Events();
+  EXPECT_EQ(all.back().job_id(), "job-a");
+  EXPECT_TRUE(all.back().exit().cancelled());
+  EXPECT_EQ(all.back().exit().exit_code(), 0);
+}
+
+TEST(JobSlotTest, MissingTrainerIsReportedAsAnErrorAndExit127) {
+  TempDir dir;
+  EventLog events;
+  JobSlot slot({dir.path() / "no-trainer", dir.path(), std::nullopt}, 1s, events.Sink());
+  slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
+  const auto all = events.Events();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_THAT(all[0].error().message(), HasSubstr("no-trainer"));
+  EXPECT_EQ(all[1].exit().exit_code(), 127);
+  EXPECT_THAT(all[1].exit().stderr_tail(), HasSubstr("no-trainer"));
+  EXPECT_TRUE(slot.RunningJobIds().empty());
+}
+
+}  // namespace
+}  // namespace qlorad::agent

@@ -1,0 +1,80 @@
+// Test helpers: a private temporary folder and executable /bin/sh scripts written into it, so
+// the agent's process handling is tested against real child processes; an event recorder.
+#pragma once
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "worker/agent/trainer_run.h"
+
+namespace qlorad::agent::testing {
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string pattern = (std::filesystem::temp_directory_path() / "qlorad-agent-XXXXXX").string();
+    path_ = ::mkdtemp(pattern.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::filesystem::path& path() const { return path_; }
+
+  // Writes `body` after a "#!/bin/sh" line and makes it executable.
+  std::filesystem::path Script(const std::string& name, const std::string& body) const {
+    const std::filesystem::path file = path_ / name;
+    std::ofstream(file) << "#!/bin/sh\n" << body;
+    ::chmod(file.c_str(), 0755);
+    return file;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Polls `done` until it holds or `timeout` passes; returns whether it held.
+inline bool WaitUntil(const std::function<bool()>& done,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return done();
+}
+
+// An EventSink that keeps every event it is given, for the test thread to look at.
+class EventLog {
+ public:
+  EventSink Sink() {
+    return [this](v1::TrainerEvent e) {
+      std::lock_guard<std::mutex> lock(mu_);
+      events_.push_back(std::move(e));
+    };
+  }
+  std::vector<v1::TrainerEvent> Events() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_;
+  }
+  bool EndsWithExit() {
+    auto all = Events();
+    return !all.empty() && all.back().has_exit();
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<v1::TrainerEvent> events_;
+};
+
+}  // namespace qlorad::agent::testing
