@@ -1,0 +1,23 @@
+// The PEFT adapter format: adapter_config.json + adapter_model.safetensors with keys
+// "base_model.model.<module>.lora_A.weight" [r, in] and "...lora_B.weight" [out, r] in fp32,
+// which peft.PeftModel.from_pretrained loads.
+#pragma once
+
+#include <string>
+
+#include "common/jobspec.h"
+#include "common/status.h"
+#include "worker/trainer/llama_model.h"
+
+namespace qlorad::trainer {
+
+std::string AdapterKey(const std::string& module_name, bool lora_a);
+
+// Writes the adapter of `model` into `dir` (created if needed).
+Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir);
+
+// Copies adapter weights from `dir` into the model's LoRA parameters; every adapted layer must be
+// present with matching shapes (errors name the file and the key).
+Status LoadAdapter(LlamaModel& model, const std::string& dir);
+
+}  // namespace qlorad::trainer

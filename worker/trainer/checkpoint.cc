@@ -1,0 +1,119 @@
+#include "worker/trainer/checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "worker/trainer/adapter.h"
+
+namespace qlorad::trainer {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kStepPrefix = "step-";
+
+// Step number of a "step-N" directory name, or -1.
+int64_t StepOf(const fs::path& dir) {
+  const std::string name = dir.filename().string();
+  if (name.rfind(kStepPrefix, 0) != 0) return -1;
+  const std::string digits = name.substr(std::string(kStepPrefix).size());
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
+  return std::stoll(digits);
+}
+
+// step-N directories under `dir`, oldest first.
+std::vector<fs::path> StepDirs(const fs::path& dir) {
+  std::vector<fs::path> dirs;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.is_directory() && StepOf(entry.path()) >= 0) dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end(),
+            [](const fs::path& a, const fs::path& b) { return StepOf(a) < StepOf(b); });
+  return dirs;
+}
+
+}  // namespace
+
+uint64_t StepSeed(uint64_t seed, int64_t step) {
+  return seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step) + 1;
+}
+
+StatusOr<std::string> SaveCheckpoint(const std::string& checkpoints_dir, const LlamaModel& model,
+                                     torch::optim::Optimizer& optimizer, const JobSpec& spec,
+                                     const CheckpointState& state, int keep) {
+  const fs::path root = fs::absolute(checkpoints_dir);
+  const fs::path final_dir = root / (kStepPrefix + std::to_string(state.step));
+  const fs::path tmp_dir = root / ("." + final_dir.filename().string() + ".tmp");
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
+  fs::create_directories(tmp_dir, ec);
+  if (ec) return Internal(tmp_dir.string() + ": cannot create directory: " + ec.message());
+  QLORAD_RETURN_IF_ERROR(SaveAdapter(model, spec, (tmp_dir / "adapter").string()));
+  try {
+    torch::save(optimizer, (tmp_dir / "optimizer.pt").string());
+  } catch (const c10::Error& e) {
+    return Internal(tmp_dir.string() + "/optimizer.pt: " + e.what_without_backtrace());
+  }
+  const json state_json = {{"step", state.step},
+                           {"data", {{"epoch", state.data.epoch}, {"row", state.data.row}}},
+                           {"seed", state.seed},
+                           {"rng", "dropout reseeded per step from (seed, step)"}};
+  {
+    std::ofstream out(tmp_dir / "state.json", std::ios::trunc);
+    out << state_json.dump(2) << "\n";
+    if (!out) return Internal((tmp_dir / "state.json").string() + ": write failed");
+  }
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec)
+    return Internal(final_dir.string() + ": cannot move checkpoint into place: " + ec.message());
+  std::vector<fs::path> dirs = StepDirs(root);
+  for (size_t i = 0; i + static_cast<size_t>(std::max(keep, 1)) < dirs.size(); ++i) {
+    fs::remove_all(dirs[i], ec);
+  }
+  return final_dir.string();
+}
+
+StatusOr<std::string> ResolveCheckpoint(const std::string& dir) {
+  const fs::path path(dir);
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return NotFound("--resume: not a directory: " + dir);
+  if (StepOf(path) >= 0 && fs::exists(path / "state.json")) return fs::absolute(path).string();
+  for (const fs::path& candidate : {path / "checkpoints", path}) {
+    std::vector<fs::path> dirs = StepDirs(candidate);
+    if (!dirs.empty()) return fs::absolute(dirs.back()).string();
+  }
+  return NotFound("--resume: no step-N checkpoint in " + dir);
+}
+
+StatusOr<CheckpointState> LoadCheckpoint(const std::string& checkpoint_dir, LlamaModel& model,
+                                         torch::optim::Optimizer& optimizer) {
+  const std::string state_path = checkpoint_dir + "/state.json";
+  std::ifstream in(state_path);
+  if (!in) return NotFound(state_path + ": cannot open");
+  CheckpointState state;
+  try {
+    const json j = json::parse(in);
+    state.step = j.at("step").get<int64_t>();
+    state.data.epoch = j.at("data").at("epoch").get<int64_t>();
+    state.data.row = j.at("data").at("row").get<int64_t>();
+    state.seed = j.at("seed").get<uint64_t>();
+  } catch (const json::exception& e) {
+    return DataLoss(state_path + ": " + e.what());
+  }
+  QLORAD_RETURN_IF_ERROR(LoadAdapter(model, checkpoint_dir + "/adapter"));
+  try {
+    torch::load(optimizer, checkpoint_dir + "/optimizer.pt");
+  } catch (const c10::Error& e) {
+    return DataLoss(checkpoint_dir + "/optimizer.pt: " + e.what_without_backtrace());
+  }
+  return state;
+}
+
+}  // namespace qlorad::trainer

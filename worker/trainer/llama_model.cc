@@ -1,0 +1,173 @@
+#include "worker/trainer/llama_model.h"
+
+namespace qlorad::trainer {
+
+RMSNormImpl::RMSNormImpl(at::Tensor weight, double eps) : weight_(std::move(weight)), eps_(eps) {
+  register_buffer("weight", weight_);
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight_ * normed.to(x.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, int64_t head_dim, double theta,
+                                               at::Device device) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  // Same arithmetic as HF (1 / theta^(2i/d) in fp32 from an int64 arange), so angles match it
+  // bit for bit rather than a more exact fp64 table.
+  at::Tensor exponents = at::arange(0, head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) /
+                         static_cast<double>(head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(theta, exponents);
+  at::Tensor positions = at::arange(seq_len, f32.dtype(at::kLong)).to(at::kFloat);
+  at::Tensor freqs = at::outer(positions, inv_freq);
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  at::Tensor x32 = x.to(at::kFloat);
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x32.narrow(-1, half, half), x32.narrow(-1, 0, half)}, -1);
+  return (x32 * cos + rotated * sin).to(x.scalar_type());
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k,
+                                       at::Tensor v, at::Tensor o)
+    : q_proj(register_module("q_proj", QLoraLinear(std::move(q)))),
+      k_proj(register_module("k_proj", QLoraLinear(std::move(k)))),
+      v_proj(register_module("v_proj", QLoraLinear(std::move(v)))),
+      o_proj(register_module("o_proj", QLoraLinear(std::move(o)))),
+      heads_(config.num_attention_heads),
+      kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim) {}
+
+at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                       const at::Tensor& sin) {
+  const int64_t batch = x.size(0), seq = x.size(1);
+  at::Tensor q = q_proj->forward(x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k = k_proj->forward(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v = v_proj->forward(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  q = ApplyRotary(q, cos, sin);
+  k = ApplyRotary(k, cos, sin);
+  at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                    /*is_causal=*/true, /*scale=*/std::nullopt,
+                                                    /*enable_gqa=*/kv_heads_ != heads_);
+  return o_proj->forward(out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_}));
+}
+
+LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down)
+    : gate_proj(register_module("gate_proj", QLoraLinear(std::move(gate)))),
+      up_proj(register_module("up_proj", QLoraLinear(std::move(up)))),
+      down_proj(register_module("down_proj", QLoraLinear(std::move(down)))) {}
+
+at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
+  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp_in,
+                                             RMSNorm input_norm, RMSNorm post_attention_norm)
+    : self_attn(register_module("self_attn", std::move(attention))),
+      mlp(register_module("mlp", std::move(mlp_in))),
+      input_layernorm(register_module("input_layernorm", std::move(input_norm))),
+      post_attention_layernorm(
+          register_module("post_attention_layernorm", std::move(post_attention_norm))) {}
+
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                          const at::Tensor& sin) {
+  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
+                               std::vector<LlamaDecoderLayer> layers, RMSNorm norm,
+                               at::Tensor lm_head)
+    : config_(config),
+      embed_(std::move(embed)),
+      layers_(std::move(layers)),
+      norm_(register_module("norm", std::move(norm))),
+      lm_head_(std::move(lm_head)) {
+  register_buffer("embed_tokens", embed_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    register_module("layers_" + std::to_string(i), layers_[i]);
+  }
+  if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
+}
+
+at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids) {
+  at::Tensor h = at::embedding(embed_, input_ids);
+  auto [cos, sin] = RotaryCosSin(input_ids.size(1), config_.head_dim, config_.rope_theta, device());
+  for (auto& layer : layers_) h = layer->forward(h, cos, sin);
+  return norm_->forward(h);
+}
+
+at::Tensor LlamaModelImpl::Logits(const at::Tensor& hidden) const {
+  return at::linear(hidden, lm_head_).to(at::kFloat);
+}
+
+std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLinears() const {
+  std::vector<std::pair<std::string, QLoraLinear>> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const auto& a = layers_[i]->self_attn;
+    const auto& m = layers_[i]->mlp;
+    out.emplace_back(p + "self_attn.q_proj", a->q_proj);
+    out.emplace_back(p + "self_attn.k_proj", a->k_proj);
+    out.emplace_back(p + "self_attn.v_proj", a->v_proj);
+    out.emplace_back(p + "self_attn.o_proj", a->o_proj);
+    out.emplace_back(p + "mlp.gate_proj", m->gate_proj);
+    out.emplace_back(p + "mlp.up_proj", m->up_proj);
+    out.emplace_back(p + "mlp.down_proj", m->down_proj);
+  }
+  return out;
+}
+
+StatusOr<LlamaModel> BuildLlamaModel(const LlamaConfig& c, const WeightSource& weights,
+                                     at::Device device, at::ScalarType dtype) {
+  auto fetch = [&](const std::string& name,
+                   const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor t, weights(name, shape));
+    if (!at::isFloatingType(t.scalar_type())) {
+      return InvalidArgument("tensor '" + name + "': expected a floating-point weight, got " +
+                             c10::toString(t.scalar_type()));
+    }
+    return t.to(device, dtype).requires_grad_(false);
+  };
+  const int64_t q_out = c.num_attention_heads * c.head_dim;
+  const int64_t kv_out = c.num_key_value_heads * c.head_dim;
+  QLORAD_ASSIGN_OR_RETURN(at::Tensor embed,
+                          fetch("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}));
+  std::vector<LlamaDecoderLayer> layers;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor q,
+                            fetch(p + "self_attn.q_proj.weight", {q_out, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor k,
+                            fetch(p + "self_attn.k_proj.weight", {kv_out, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor v,
+                            fetch(p + "self_attn.v_proj.weight", {kv_out, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor o,
+                            fetch(p + "self_attn.o_proj.weight", {c.hidden_size, q_out}));
+    QLORAD_ASSIGN_OR_RETURN(
+        at::Tensor gate, fetch(p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor up,
+                            fetch(p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(
+        at::Tensor down, fetch(p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor in_norm,
+                            fetch(p + "input_layernorm.weight", {c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor post_norm,
+                            fetch(p + "post_attention_layernorm.weight", {c.hidden_size}));
+    layers.emplace_back(LlamaAttention(c, q, k, v, o), LlamaMlp(gate, up, down),
+                        RMSNorm(in_norm, c.rms_norm_eps), RMSNorm(post_norm, c.rms_norm_eps));
+  }
+  QLORAD_ASSIGN_OR_RETURN(at::Tensor norm, fetch("model.norm.weight", {c.hidden_size}));
+  at::Tensor lm_head = embed;
+  if (!c.tie_word_embeddings) {
+    QLORAD_ASSIGN_OR_RETURN(lm_head, fetch("lm_head.weight", {c.vocab_size, c.hidden_size}));
+  }
+  return LlamaModel(c, embed, std::move(layers), RMSNorm(norm, c.rms_norm_eps), lm_head);
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,107 @@
+// The Llama decoder (Hugging Face LlamaForCausalLM semantics): embedding, pre-norm decoder layers
+// with rotary GQA attention and a SwiGLU MLP, final RMSNorm and lm_head. Every projection inside
+// the layers is a QLoraLinear; LoRA and quantization are applied from outside (see lora.h), and
+// the model holds no parallelism code.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/trainer/model_config.h"
+#include "worker/trainer/qlora_linear.h"
+
+namespace qlorad::trainer {
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(at::Tensor weight, double eps);
+  // Normalizes in fp32 whatever the activation dtype, then scales in the activation dtype.
+  at::Tensor forward(const at::Tensor& x);
+
+ private:
+  at::Tensor weight_;
+  double eps_;
+};
+TORCH_MODULE(RMSNorm);
+
+// cos and sin [seq_len, head_dim] in fp32 for positions 0..seq_len-1 (HF layout: the half-size
+// frequency table repeated twice, for the rotate_half convention).
+std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, int64_t head_dim, double theta,
+                                               at::Device device);
+// x [batch, heads, seq, head_dim]; computed in fp32, returned in x's dtype.
+at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k, at::Tensor v,
+                     at::Tensor o);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+  QLoraLinear q_proj, k_proj, v_proj, o_proj;
+
+ private:
+  int64_t heads_, kv_heads_, head_dim_;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMlpImpl : public torch::nn::Module {
+ public:
+  LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down);
+  at::Tensor forward(const at::Tensor& x);
+
+  QLoraLinear gate_proj, up_proj, down_proj;
+};
+TORCH_MODULE(LlamaMlp);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp, RMSNorm input_norm,
+                        RMSNorm post_attention_norm);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+  LlamaAttention self_attn;
+  LlamaMlp mlp;
+  RMSNorm input_layernorm, post_attention_layernorm;
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  LlamaModelImpl(const LlamaConfig& config, at::Tensor embed, std::vector<LlamaDecoderLayer> layers,
+                 RMSNorm norm, at::Tensor lm_head);
+
+  // input_ids [batch, seq] (int64) -> final hidden states [batch, seq, hidden].
+  at::Tensor forward(const at::Tensor& input_ids);
+  // hidden [.., hidden] -> fp32 logits [.., vocab].
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+  // Every projection inside the layers with its HF module name ("model.layers.0.self_attn.q_proj").
+  std::vector<std::pair<std::string, QLoraLinear>> NamedLinears() const;
+  const LlamaConfig& config() const { return config_; }
+  at::ScalarType dtype() const { return embed_.scalar_type(); }
+  at::Device device() const { return embed_.device(); }
+
+ private:
+  LlamaConfig config_;
+  at::Tensor embed_;
+  std::vector<LlamaDecoderLayer> layers_;
+  RMSNorm norm_;
+  at::Tensor lm_head_;  // the same tensor as embed_ when tied
+};
+TORCH_MODULE(LlamaModel);
+
+// Fetches a weight by its HF name, checking the shape; returns a CPU tensor of any float dtype.
+using WeightSource =
+    std::function<StatusOr<at::Tensor>(const std::string& name, const std::vector<int64_t>& shape)>;
+
+// Builds the model with every weight moved to `device` in `dtype`. Weights are fetched one at a
+// time, so a host only ever holds one unquantized weight beyond the model itself.
+StatusOr<LlamaModel> BuildLlamaModel(const LlamaConfig& config, const WeightSource& weights,
+                                     at::Device device, at::ScalarType dtype);
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,63 @@
+#include "worker/trainer/qlora.h"
+
+#include <set>
+
+namespace qlorad::trainer {
+
+namespace {
+
+// "model.layers.0.self_attn.q_proj" -> "q_proj": PEFT matches target_modules on the last name.
+std::string LeafName(const std::string& name) {
+  return name.substr(name.rfind('.') + 1);
+}
+
+}  // namespace
+
+StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& quantization,
+                                  const LoraSpec& lora, uint64_t seed) {
+  auto linears = model->NamedLinears();
+  std::set<std::string> known;
+  for (const auto& [name, linear] : linears) known.insert(LeafName(name));
+  for (const auto& target : lora.target_modules) {
+    if (known.count(target) == 0) {
+      std::string list;
+      for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      return InvalidArgument("lora.target_modules: '" + target +
+                             "' matches no module (known: " + list + ")");
+    }
+  }
+  const bool nf4 = quantization.type == "nf4";
+  if (nf4 && !Nf4OpsAvailable()) {
+    return FailedPrecondition(
+        "quantization.type: nf4 needs the qlorad_ops library, which this build lacks; use "
+        "type: none or rebuild with the kernels");
+  }
+  QLoraSummary summary;
+  at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const std::set<std::string> targets(lora.target_modules.begin(), lora.target_modules.end());
+  const LoraOptions options{lora.r, lora.Scale(), lora.dropout};
+  for (auto& [name, linear] : linears) {
+    if (nf4) {
+      linear->QuantizeNF4(quantization.block_size, quantization.double_quant);
+      ++summary.quantized_layers;
+    }
+    if (targets.count(LeafName(name)) != 0) {
+      linear->AddLora(options, generator);
+      ++summary.lora_layers;
+      summary.trainable_parameters += lora.r * (linear->in_features() + linear->out_features());
+    }
+  }
+  return summary;
+}
+
+std::vector<at::Tensor> LoraParameters(const LlamaModel& model) {
+  std::vector<at::Tensor> params;
+  for (const auto& [name, linear] : model->NamedLinears()) {
+    if (!linear->has_lora()) continue;
+    params.push_back(linear->lora_a());
+    params.push_back(linear->lora_b());
+  }
+  return params;
+}
+
+}  // namespace qlorad::trainer

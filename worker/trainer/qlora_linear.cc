@@ -1,0 +1,57 @@
+#include "worker/trainer/qlora_linear.h"
+
+#include <cmath>
+
+namespace qlorad::trainer {
+
+bool Nf4OpsAvailable() {
+#ifdef QLORAD_HAVE_NF4_OPS
+  return true;
+#else
+  return false;
+#endif
+}
+
+QLoraLinearImpl::QLoraLinearImpl(at::Tensor weight)
+    : out_features_(weight.size(0)), in_features_(weight.size(1)), dense_(std::move(weight)) {
+  dense_.requires_grad_(false);
+}
+
+void QLoraLinearImpl::QuantizeNF4([[maybe_unused]] int64_t block_size,
+                                  [[maybe_unused]] bool double_quant) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  nf4_ = ops::QuantizeNF4(dense_, block_size, double_quant);
+  dense_ = at::Tensor();
+#else
+  TORCH_CHECK(false, "NF4 quantization needs the qlorad_ops library, which this build lacks");
+#endif
+}
+
+void QLoraLinearImpl::AddLora(const LoraOptions& options, at::Generator generator) {
+  lora_ = options;
+  const auto device = nf4_ ? nf4_->packed.device() : dense_.device();
+  const double bound = 1.0 / std::sqrt(static_cast<double>(in_features_));
+  at::Tensor a =
+      at::empty({options.r, in_features_}, at::kFloat).uniform_(-bound, bound, generator);
+  lora_a_ = register_parameter("lora_A", a.to(device));
+  lora_b_ =
+      register_parameter("lora_B", at::zeros({out_features_, options.r}, at::kFloat).to(device));
+}
+
+at::Tensor QLoraLinearImpl::BaseWeight(at::ScalarType dtype) const {
+#ifdef QLORAD_HAVE_NF4_OPS
+  if (nf4_) return ops::DequantizeNF4(*nf4_, dtype);
+#endif
+  return dense_.scalar_type() == dtype ? dense_ : dense_.to(dtype);
+}
+
+at::Tensor QLoraLinearImpl::forward(const at::Tensor& x) {
+  at::Tensor y = at::linear(x, BaseWeight(x.scalar_type()));
+  if (!has_lora()) return y;
+  at::Tensor h = x.to(at::kFloat);
+  if (lora_.dropout > 0 && is_training()) h = at::dropout(h, lora_.dropout, /*train=*/true);
+  at::Tensor update = at::linear(at::linear(h, lora_a_), lora_b_) * lora_.scale;
+  return y + update.to(y.scalar_type());
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,57 @@
+// A linear layer whose base weight is frozen (dense, or NF4-packed through qlorad::ops) with an
+// optional trainable LoRA adapter: y = x W^T + scale * B(A(dropout(x))).
+// The adapter computes in fp32 (its parameters are fp32, as in PEFT with QLoRA) and its output is
+// cast back to the activation dtype before the add.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "kernels/torch/nf4_ops.h"
+
+namespace qlorad::trainer {
+
+struct LoraOptions {
+  int64_t r = 16;
+  double scale = 1.0;  // alpha / r, or alpha / sqrt(r) with rsLoRA
+  double dropout = 0.0;
+};
+
+class QLoraLinearImpl : public torch::nn::Module {
+ public:
+  // `weight` [out, in], already on its device in the compute dtype.
+  explicit QLoraLinearImpl(at::Tensor weight);
+  // Replaces the dense weight by its NF4 form; the dense copy is freed.
+  void QuantizeNF4(int64_t block_size, bool double_quant);
+  // Adds A [r, in] ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5), PEFT's choice)
+  // drawn from `generator` on the CPU, so CPU and GPU runs start from the same adapter, and B = 0.
+  void AddLora(const LoraOptions& options, at::Generator generator);
+
+  at::Tensor forward(const at::Tensor& x);
+
+  int64_t in_features() const { return in_features_; }
+  int64_t out_features() const { return out_features_; }
+  bool quantized() const { return nf4_.has_value(); }
+  bool has_lora() const { return lora_a_.defined(); }
+  const LoraOptions& lora_options() const { return lora_; }
+  const at::Tensor& lora_a() const { return lora_a_; }
+  const at::Tensor& lora_b() const { return lora_b_; }
+  // The frozen weight in `dtype` (dequantized when NF4).
+  at::Tensor BaseWeight(at::ScalarType dtype) const;
+
+ private:
+  int64_t out_features_ = 0;
+  int64_t in_features_ = 0;
+  at::Tensor dense_;  // undefined once quantized
+  std::optional<ops::NF4Weight> nf4_;
+  LoraOptions lora_;
+  at::Tensor lora_a_;
+  at::Tensor lora_b_;
+};
+TORCH_MODULE(QLoraLinear);
+
+// Whether this build can quantize (the qlorad_ops library was linked in).
+bool Nf4OpsAvailable();
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,249 @@
+#include "worker/trainer/trainer.h"
+
+#include <ATen/DeviceAccelerator.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "worker/trainer/adapter.h"
+#include "worker/trainer/batcher.h"
+#include "worker/trainer/checkpoint.h"
+#include "worker/trainer/dataset.h"
+#include "worker/trainer/hf_weights.h"
+#include "worker/trainer/llama_model.h"
+#include "worker/trainer/lr_schedule.h"
+#include "worker/trainer/model_config.h"
+#include "worker/trainer/qlora.h"
+
+namespace qlorad::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+StatusOr<at::Device> ResolveDevice(const std::string& requested) {
+  if (requested == "cpu") return at::Device(at::kCPU);
+  const bool cuda = torch::cuda::is_available();
+  if (requested == "cuda") {
+    if (!cuda)
+      return FailedPrecondition("resources.device: cuda requested but no CUDA device is visible");
+    return at::Device(at::kCUDA, 0);
+  }
+  if (requested == "auto") return cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  return InvalidArgument("resources.device: expected auto, cpu or cuda, got '" + requested + "'");
+}
+
+at::ScalarType ComputeDtype(const std::string& precision) {
+  if (precision == "fp32") return at::kFloat;
+  if (precision == "fp16") return at::kHalf;
+  return at::kBFloat16;
+}
+
+void FillVram(at::Device device, events::Metrics* m) {
+  if (!device.is_cuda()) return;  // the CPU has no caching allocator to report; stays 0
+  const auto stats = at::accelerator::getDeviceStats(device.index());
+  constexpr size_t kAllPools = 0;  // StatType::AGGREGATE
+  m->vram_allocated_bytes = stats.allocated_bytes[kAllPools].current;
+  m->vram_reserved_bytes = stats.reserved_bytes[kAllPools].current;
+  m->vram_peak_bytes = stats.allocated_bytes[kAllPools].peak;
+}
+
+at::Tensor ToDevice(const std::vector<int64_t>& values, int64_t rows, int64_t cols,
+                    at::Device device) {
+  return at::tensor(values, at::kLong).view({rows, cols}).to(device);
+}
+
+// Everything a run holds between steps.
+struct Session {
+  LlamaModel model{nullptr};
+  std::optional<Batcher> batcher;
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  std::vector<at::Tensor> params;
+  at::Device device{at::kCPU};
+};
+
+StatusOr<Session> Prepare(const JobSpec& spec, at::Device device, EventSink& events) {
+  Session s;
+  s.device = device;
+  const at::ScalarType dtype = ComputeDtype(spec.train.precision);
+
+  QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(spec.model.path));
+  // Data first: a bad dataset line should not wait for a multi-GB model to load.
+  QLORAD_ASSIGN_OR_RETURN(Dataset dataset, LoadJsonlDataset(spec.data, config.vocab_size));
+  if (dataset.skipped_lines > 0) {
+    events.Log("warning", "skipped " + std::to_string(dataset.skipped_lines) + " bad lines in " +
+                              spec.data.path + " (data.skip_bad_lines)");
+  }
+  const size_t documents = dataset.documents.size();
+  QLORAD_ASSIGN_OR_RETURN(
+      Batcher batcher,
+      Batcher::Create(std::move(dataset.documents), {spec.data.max_seq_len, spec.data.packing,
+                                                     spec.data.shuffle, spec.data.seed}));
+  events.Log("info", "data: " + std::to_string(documents) + " examples, " +
+                         std::to_string(batcher.rows_per_epoch()) + " rows of up to " +
+                         std::to_string(spec.data.max_seq_len) + " tokens per epoch");
+  s.batcher.emplace(std::move(batcher));
+
+  events.Log("info", "loading model from " + spec.model.path + " onto " + s.device.str());
+  QLORAD_ASSIGN_OR_RETURN(HfWeights weights, HfWeights::Open(spec.model.path));
+  QLORAD_ASSIGN_OR_RETURN(s.model,
+                          BuildLlamaModel(
+                              config,
+                              [&](const std::string& name, const std::vector<int64_t>& shape) {
+                                return weights.Get(name, shape, at::kFloat);
+                              },
+                              s.device, dtype));
+  QLORAD_ASSIGN_OR_RETURN(const QLoraSummary summary,
+                          ApplyQLora(s.model, spec.quantization, spec.lora, spec.train.seed));
+  events.Log("info", "quantized " + std::to_string(summary.quantized_layers) + " linear layers (" +
+                         spec.quantization.type + "), LoRA on " +
+                         std::to_string(summary.lora_layers) + " layers, " +
+                         std::to_string(summary.trainable_parameters) + " trainable parameters");
+  if (spec.lora.init_from) {
+    QLORAD_RETURN_IF_ERROR(LoadAdapter(s.model, *spec.lora.init_from));
+    events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
+  }
+  s.params = LoraParameters(s.model);
+  if (s.params.empty()) return InvalidArgument("lora.target_modules: no trainable parameters");
+  s.optimizer = std::make_unique<torch::optim::AdamW>(
+      s.params, torch::optim::AdamWOptions(spec.train.lr)
+                    .betas({spec.train.betas[0], spec.train.betas[1]})
+                    .eps(spec.train.eps)
+                    .weight_decay(spec.train.weight_decay));
+  return s;
+}
+
+// Forward and backward over one optimizer step's micro-batches. The loss is the mean over every
+// valid token of the step (not a mean of per-micro-batch means), so grad_accum changes nothing
+// but memory.
+double AccumulateGradients(Session& s, const std::vector<Batch>& batches) {
+  int64_t valid = 0;
+  for (const Batch& b : batches) valid += b.valid_labels;
+  const double denominator = static_cast<double>(std::max<int64_t>(valid, 1));
+  at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+  const int64_t vocab = s.model->config().vocab_size;
+  for (const Batch& b : batches) {
+    at::Tensor inputs = ToDevice(b.inputs, b.rows, b.seq_len, s.device);
+    at::Tensor labels = ToDevice(b.labels, b.rows, b.seq_len, s.device);
+    at::Tensor logits = s.model->Logits(s.model->forward(inputs));
+    at::Tensor loss = at::cross_entropy_loss(logits.view({-1, vocab}), labels.view({-1}),
+                                             /*weight=*/{}, at::Reduction::Sum, kIgnoreLabel) /
+                      denominator;
+    loss.backward();
+    total += loss.detach().to(at::kDouble);
+  }
+  return total.item<double>();
+}
+
+}  // namespace
+
+StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, EventSink& events) {
+  if (options.world_size > 1 || spec.resources.gpus > 1) {
+    return InvalidArgument("resources.gpus: multi-process training (world size " +
+                           std::to_string(std::max(options.world_size, spec.resources.gpus)) +
+                           ") is not supported yet; use gpus: 1");
+  }
+  const auto started = Clock::now();
+  QLORAD_ASSIGN_OR_RETURN(
+      const at::Device device,
+      ResolveDevice(options.device.empty() ? spec.resources.device : options.device));
+  // Announced before loading: the agent learns the process is alive while a large model loads.
+  events.Started(spec.train.max_steps, device.str(), options.rank, options.world_size);
+  QLORAD_ASSIGN_OR_RETURN(Session s, Prepare(spec, device, events));
+  const fs::path output_dir = fs::absolute(spec.checkpoint.output_dir);
+  const std::string checkpoints_dir = (output_dir / "checkpoints").string();
+
+  CheckpointState state{0, s.batcher->position(), spec.train.seed};
+  if (options.resume) {
+    QLORAD_ASSIGN_OR_RETURN(const std::string dir, ResolveCheckpoint(*options.resume));
+    QLORAD_ASSIGN_OR_RETURN(state, LoadCheckpoint(dir, s.model, *s.optimizer));
+    if (state.seed != spec.train.seed) {
+      return InvalidArgument("train.seed: the checkpoint " + dir + " was made with seed " +
+                             std::to_string(state.seed) + ", the spec says " +
+                             std::to_string(spec.train.seed));
+    }
+    s.batcher->Seek(state.data);
+    events.Log("info", "resumed from " + dir + " at step " + std::to_string(state.step));
+  }
+
+  TrainResult result;
+  result.steps = state.step;
+  const int64_t total_steps = spec.train.max_steps;
+  s.model->train();
+  if (s.device.is_cuda()) at::accelerator::resetPeakStats(s.device.index());
+
+  auto checkpoint = [&]() -> Status {
+    state.data = s.batcher->position();
+    QLORAD_ASSIGN_OR_RETURN(
+        const std::string path,
+        SaveCheckpoint(checkpoints_dir, s.model, *s.optimizer, spec, state, spec.checkpoint.keep));
+    events.Checkpoint(state.step, path);
+    return Status::Ok();
+  };
+
+  for (int64_t step = state.step; step < total_steps; ++step) {
+    const auto step_started = Clock::now();
+    const double lr = LearningRateAt(spec.train, step);
+    for (auto& group : s.optimizer->param_groups()) group.options().set_lr(lr);
+
+    std::vector<Batch> batches;
+    int64_t tokens = 0;
+    for (int64_t i = 0; i < spec.train.grad_accum; ++i) {
+      batches.push_back(s.batcher->Next(spec.train.micro_batch_size));
+      tokens += batches.back().tokens;
+    }
+    s.optimizer->zero_grad();
+    torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
+    const double loss = AccumulateGradients(s, batches);
+    // An infinite bound measures the norm without changing the gradients (they are scaled by 1).
+    const double max_norm =
+        spec.train.max_grad_norm.value_or(std::numeric_limits<double>::infinity());
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(s.params, max_norm);
+    s.optimizer->step();
+    state.step = step + 1;
+    result.steps = state.step;
+    result.losses.push_back(loss);
+
+    events::Metrics m;
+    m.step = state.step;
+    m.total_steps = total_steps;
+    m.loss = loss;
+    m.lr = lr;
+    m.grad_norm = grad_norm;
+    m.tokens_per_s = static_cast<double>(tokens) / std::max(SecondsSince(step_started), 1e-9);
+    FillVram(s.device, &m);
+    m.wall_time_s = SecondsSince(started);
+    m.rank = options.rank;
+    events.Metrics(m);
+    if (!std::isfinite(loss)) {
+      return Internal("training diverged: loss is " + std::to_string(loss) + " at step " +
+                      std::to_string(state.step) + " (try a lower train.lr or fp32 precision)");
+    }
+
+    if (options.should_stop()) {
+      QLORAD_RETURN_IF_ERROR(checkpoint());
+      result.stopped = true;
+      return result;
+    }
+    const int64_t every = spec.checkpoint.every_steps;
+    if (every > 0 && state.step % every == 0 && state.step < total_steps) {
+      QLORAD_RETURN_IF_ERROR(checkpoint());
+    }
+  }
+
+  const std::string adapter_dir = (output_dir / "adapter").string();
+  QLORAD_RETURN_IF_ERROR(SaveAdapter(s.model, spec, adapter_dir));
+  result.adapter_path = adapter_dir;
+  events.Done(result.steps, adapter_dir, result.losses.empty() ? 0.0 : result.losses.back());
+  return result;
+}
+
+}  // namespace qlorad::trainer
