@@ -9,6 +9,7 @@ namespace {
 
 constexpr auto kRpcDeadline = std::chrono::seconds(10);
 constexpr auto kInitialBackoff = std::chrono::milliseconds(100);
+constexpr auto kHealthyStream = std::chrono::seconds(10);
 
 std::chrono::system_clock::time_point RpcDeadline() {
   return std::chrono::system_clock::now() + kRpcDeadline;
@@ -70,7 +71,8 @@ std::string Agent::WorkerId() {
   return worker_id_;
 }
 
-bool Agent::Register(std::chrono::milliseconds& backoff) {
+bool Agent::Register() {
+  std::chrono::milliseconds backoff = kInitialBackoff;
   v1::RegisterRequest request;
   request.set_name(options_.name);
   request.set_hostname(options_.hostname);
@@ -91,7 +93,6 @@ bool Agent::Register(std::chrono::milliseconds& backoff) {
       spdlog::info("registered with {} as {} (worker id {}, heartbeat every {} ms)",
                    options_.coordinator, options_.name, worker_id_, heartbeat_interval_.count());
       cv_.notify_all();
-      backoff = kInitialBackoff;
       return true;
     }
     // Say it once at warning level; a coordinator that is down for an hour should not flood logs.
@@ -138,7 +139,12 @@ void Agent::HeartbeatLoop() {
     {
       std::unique_lock<std::mutex> lock(mu_);
       interval = heartbeat_interval_;
-      if (cv_.wait_for(lock, interval, [this] { return stopping_; })) return;
+      const std::string seen = worker_id_;
+      // A (re)registration wakes us: its response may have brought a new interval.
+      if (cv_.wait_for(lock, interval, [&] { return stopping_ || worker_id_ != seen; })) {
+        if (stopping_) return;
+        continue;
+      }
       worker_id = worker_id_;
     }
     if (worker_id.empty()) continue;
@@ -185,9 +191,13 @@ Status Agent::Run() {
   std::chrono::milliseconds backoff = kInitialBackoff;
   // Every new stream starts with a Register: it is how a restarted coordinator learns about us,
   // and re-registering under the same name replaces the old entry.
-  while (Register(backoff)) {
+  while (Register()) {
+    const auto opened = std::chrono::steady_clock::now();
     const grpc::Status ended = ReadAssignments();
     if (Stopping()) break;
+    // A stream that lived a while was healthy: the next failure starts the backoff afresh. One
+    // that fails at once (a coordinator that keeps refusing it) backs off further each time.
+    if (std::chrono::steady_clock::now() - opened > kHealthyStream) backoff = kInitialBackoff;
     spdlog::warn("assignments stream ended ({}); reconnecting", Describe(ended));
     if (!SleepUnlessStopping(backoff)) break;
     backoff = std::min(backoff * 2, options_.max_backoff);

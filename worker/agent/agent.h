@@ -49,7 +49,7 @@ class Agent {
   // Sleeps up to `d`, returning early (false) when stopping.
   bool SleepUnlessStopping(std::chrono::milliseconds d);
   // Registers, retrying with backoff until it works; false when stopping.
-  bool Register(std::chrono::milliseconds& backoff);
+  bool Register();
   // Reads START/CANCEL orders until the stream ends; returns how it ended.
   grpc::Status ReadAssignments();
   void HeartbeatLoop();
