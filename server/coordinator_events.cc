@@ -1,0 +1,221 @@
+// How trainer events and lost workers move a job: metrics, logs, checkpoints and exits are
+// applied to the job's record; an attempt that ends badly is retried from its last checkpoint
+// or fails; a finished job releases its streams.
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "server/coordinator.h"
+
+namespace qlorad::server {
+namespace {
+
+// Exit code the trainer uses for bad input (spec, files, data): retrying cannot help.
+constexpr int kBadInputExitCode = 2;
+
+std::string DescribeExit(const v1::TrainerEvent::Exit& exit, const std::string& error_message) {
+  std::string what = exit.signal() != 0
+                         ? fmt::format("trainer killed by signal {}", exit.signal())
+                         : fmt::format("trainer exited with code {}", exit.exit_code());
+  if (exit.cancelled()) what += " after a cancel nobody asked for";
+  if (!error_message.empty()) what += ": " + error_message;
+  return what;
+}
+
+}  // namespace
+
+Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEvent& event,
+                               Published& out) {
+  auto found = store_->GetJob(event.job_id());
+  if (!found.ok()) {
+    spdlog::warn("worker {} reported an event for unknown job '{}'", worker_id, event.job_id());
+    return Status::Ok();
+  }
+  JobRecord& record = *found;
+  v1::Job& job = record.job;
+  if (event.has_exit()) workers_[worker_id].running.erase({event.job_id(), event.attempt()});
+  auto run_it = runs_.find(job.id());
+  const bool current = job.state() == v1::JOB_STATE_RUNNING && event.attempt() == job.attempt() &&
+                       run_it != runs_.end() && event.rank() >= 0 &&
+                       event.rank() < static_cast<int>(run_it->second.rank_workers.size()) &&
+                       run_it->second.rank_workers[event.rank()] == worker_id;
+  if (!current) {
+    // Events of an attempt that already ended (a retry began, or the job was cancelled).
+    spdlog::debug("ignoring an event of {} attempt {} from worker {}", job.id(), event.attempt(),
+                  worker_id);
+    return Status::Ok();
+  }
+  Run& run = run_it->second;
+  switch (event.payload_case()) {
+    case v1::TrainerEvent::kMetrics: {
+      v1::StepMetrics m = event.metrics();
+      m.set_job_id(job.id());
+      m.set_attempt(event.attempt());
+      m.set_rank(event.rank());
+      if (m.total_steps() == 0) m.set_total_steps(job.total_steps());
+      QLORAD_ASSIGN_OR_RETURN(int64_t cursor, store_->AppendMetrics(m));
+      if (event.rank() == 0) {
+        job.set_last_step(m.step());
+        job.set_last_loss(m.loss());
+        QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+      }
+      out.metrics.push_back({cursor, std::move(m)});
+      return Status::Ok();
+    }
+    case v1::TrainerEvent::kLog: {
+      v1::LogLine line = event.log();
+      line.set_job_id(job.id());
+      line.set_rank(event.rank());
+      if (line.source().empty()) line.set_source("trainer");
+      if (line.level().empty()) line.set_level("info");
+      if (line.unix_ms() == 0) line.set_unix_ms(NowUnixMs());
+      QLORAD_ASSIGN_OR_RETURN(v1::LogLine stored, store_->AppendLog(std::move(line)));
+      out.logs.push_back(std::move(stored));
+      return Status::Ok();
+    }
+    case v1::TrainerEvent::kCheckpoint:
+      record.last_checkpoint = event.checkpoint().path();
+      return store_->UpdateJob(record);
+    case v1::TrainerEvent::kDone:
+      run.done = true;
+      job.set_adapter_path(event.done().adapter_path());
+      return store_->UpdateJob(record);
+    case v1::TrainerEvent::kError:
+      run.error_message = event.error().message();
+      run.error_field = event.error().field();
+      return Log(job.id(), "error", "trainer error: " + event.error().message(), out);
+    case v1::TrainerEvent::kStarted:
+      return Log(job.id(), "info",
+                 fmt::format("trainer started on worker {} (rank {}, pid {})", worker_id,
+                             event.rank(), event.started().pid()),
+                 out);
+    case v1::TrainerEvent::kExit:
+      return ApplyExit(record, run, event.rank(), event.exit(), out);
+    case v1::TrainerEvent::PAYLOAD_NOT_SET:
+      break;
+  }
+  return Status::Ok();
+}
+
+Status Coordinator::ApplyExit(JobRecord& record, Run& run, int rank,
+                              const v1::TrainerEvent::Exit& exit, Published& out) {
+  run.exited[rank] = true;
+  const bool all_exited =
+      std::all_of(run.exited.begin(), run.exited.end(), [](bool e) { return e; });
+  const bool clean = exit.exit_code() == 0 && exit.signal() == 0;
+  if (record.cancel_requested) {
+    if (!all_exited) return Status::Ok();
+    if (run.done && clean) {
+      QLORAD_RETURN_IF_ERROR(
+          Log(record.job.id(), "info", "completed before the cancel landed", out));
+      return Finish(record, v1::JOB_STATE_COMPLETED, "", out);
+    }
+    QLORAD_RETURN_IF_ERROR(Log(record.job.id(), "info", "cancelled", out));
+    return Finish(record, v1::JOB_STATE_CANCELLED, "", out);
+  }
+  if (clean && !exit.cancelled()) {
+    if (!all_exited) return Status::Ok();
+    if (!run.done) {
+      return RetryOrFail(record, "trainer exited 0 without reporting done", true,
+                         exit.stderr_tail(), out);
+    }
+    QLORAD_RETURN_IF_ERROR(
+        Log(record.job.id(), "info", "completed; adapter at " + record.job.adapter_path(), out));
+    return Finish(record, v1::JOB_STATE_COMPLETED, "", out);
+  }
+  if (exit.exit_code() == kBadInputExitCode) {
+    std::string reason = "invalid job (trainer exit code 2)";
+    if (!run.error_message.empty()) reason += ": " + run.error_message;
+    if (!run.error_field.empty()) reason += " (field " + run.error_field + ")";
+    return RetryOrFail(record, reason, false, exit.stderr_tail(), out);
+  }
+  return RetryOrFail(record, DescribeExit(exit, run.error_message), true, exit.stderr_tail(), out);
+}
+
+Status Coordinator::RetryOrFail(JobRecord& record, const std::string& reason, bool retryable,
+                                const std::string& stderr_tail, Published& out) {
+  v1::Job& job = record.job;
+  if (!retryable || job.attempt() >= job.max_restarts()) {
+    std::string error = reason;
+    if (retryable) error += fmt::format(" (after {} restart(s))", job.attempt());
+    QLORAD_RETURN_IF_ERROR(Log(job.id(), "error", "failed: " + error, out));
+    if (!stderr_tail.empty()) error += "\nstderr:\n" + stderr_tail;
+    return Finish(record, v1::JOB_STATE_FAILED, error, out);
+  }
+  EndRun(job.id(), job.attempt());
+  const int failed_attempt = job.attempt();
+  job.set_attempt(failed_attempt + 1);
+  job.set_state(v1::JOB_STATE_QUEUED);
+  job.set_worker_id("");
+  QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+  return Log(
+      job.id(), "warning",
+      fmt::format("attempt {} failed: {}; retrying as attempt {} of {}{}", failed_attempt, reason,
+                  job.attempt(), job.max_restarts(),
+                  record.last_checkpoint.empty() ? " from the start"
+                                                 : ", resuming from " + record.last_checkpoint),
+      out);
+}
+
+Status Coordinator::Finish(JobRecord& record, v1::JobState state, const std::string& error,
+                           Published& out) {
+  EndRun(record.job.id(), record.job.attempt());
+  record.job.set_state(state);
+  record.job.set_error(error);
+  record.job.set_finished_unix_ms(NowUnixMs());
+  QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+  out.finished_jobs.push_back(record.job.id());
+  return Status::Ok();
+}
+
+void Coordinator::EndRun(const std::string& job_id, int attempt) {
+  auto it = runs_.find(job_id);
+  if (it == runs_.end()) return;
+  SendCancels(job_id, attempt, it->second);
+  runs_.erase(it);
+}
+
+void Coordinator::SendCancels(const std::string& job_id, int attempt, const Run& run) {
+  for (size_t rank = 0; rank < run.rank_workers.size(); ++rank) {
+    if (run.exited[rank]) continue;
+    v1::Assignment order;
+    order.set_kind(v1::Assignment::KIND_CANCEL);
+    order.set_job_id(job_id);
+    order.set_attempt(attempt);
+    order.set_rank(static_cast<int32_t>(rank));
+    SendOrder(run.rank_workers[rank], std::move(order));
+  }
+}
+
+Status Coordinator::DropWorker(const std::string& worker_id, const std::string& why,
+                               Published& out) {
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return Status::Ok();
+  const WorkerState worker = std::move(it->second);
+  workers_.erase(it);
+  orders_cv_.notify_all();  // its Assignments stream ends
+  spdlog::warn("dropping worker {} ({}): {}", worker.name, worker.id, why);
+  QLORAD_RETURN_IF_ERROR(store_->SetWorkerOnline(worker.id, false));
+  for (const auto& [job_id, attempt] : worker.running) {
+    QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
+    auto run = runs_.find(job_id);
+    if (record.job.state() != v1::JOB_STATE_RUNNING || record.job.attempt() != attempt ||
+        run == runs_.end()) {
+      continue;
+    }
+    for (size_t rank = 0; rank < run->second.rank_workers.size(); ++rank) {
+      if (run->second.rank_workers[rank] == worker.id) run->second.exited[rank] = true;
+    }
+    const std::string reason = fmt::format("worker {} lost: {}", worker.name, why);
+    if (record.cancel_requested) {
+      QLORAD_RETURN_IF_ERROR(Log(job_id, "info", "cancelled (" + reason + ")", out));
+      QLORAD_RETURN_IF_ERROR(Finish(record, v1::JOB_STATE_CANCELLED, "", out));
+      continue;
+    }
+    QLORAD_RETURN_IF_ERROR(RetryOrFail(record, reason, true, "", out));
+  }
+  return Status::Ok();
+}
+
+}  // namespace qlorad::server
