@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "kernels/nf4_decisions.h"
 #include "kernels/nf4_format.h"
 
 namespace qlorad::kernels::ref {
@@ -84,39 +85,11 @@ int64_t NumBlocks(int64_t numel, int64_t blocksize) {
 }
 
 uint8_t NF4CodeOf(float normalized) {
-  uint8_t code = 0;
-  for (float threshold : kNF4Thresholds) code += normalized > threshold ? 1 : 0;
-  return code;
+  return static_cast<uint8_t>(CountThresholdsBelow(kNF4Thresholds, normalized));
 }
 
 uint8_t DynamicCodeOf(const float* code, float x) {
-  int pivot = 127;
-  int upper_pivot = 255;
-  int lower_pivot = 0;
-  float lower = -1.0f;
-  float upper = 1.0f;
-  float val = code[pivot];
-  for (int step = 64; step > 0; step >>= 1) {
-    if (x > val) {
-      lower_pivot = pivot;
-      lower = val;
-      pivot += step;
-    } else {
-      upper_pivot = pivot;
-      upper = val;
-      pivot -= step;
-    }
-    val = code[pivot];
-  }
-  // The search starts with +-1 as the bounds; the table's own end entries replace them if reached.
-  if (upper_pivot == 255) upper = code[255];
-  if (lower_pivot == 0) lower = code[0];
-  if (x > val) {
-    const float midpoint = (upper + val) * 0.5f;
-    return static_cast<uint8_t>(x > midpoint ? upper_pivot : pivot);
-  }
-  const float midpoint = (lower + val) * 0.5f;
-  return static_cast<uint8_t>(x < midpoint ? lower_pivot : pivot);
+  return static_cast<uint8_t>(SearchDynamicCode(code, x));
 }
 
 Status QuantizeNF4(const float* weight, int64_t numel, int64_t blocksize, uint8_t* packed,

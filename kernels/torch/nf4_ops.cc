@@ -17,11 +17,12 @@ TORCH_LIBRARY(qlorad, m) {
   m.def(
       "nf4_dequantize(Tensor packed, Tensor absmax, Tensor? nested_absmax, Tensor? nested_code, "
       "Tensor? offset, int[] shape, int blocksize, ScalarType dtype) -> Tensor");
+  // The out= form returns nothing: torch.compile functionalizes a custom op that mutates an
+  // argument, but not one that also returns an alias of it.
   m.def(
-      "nf4_dequantize.out(Tensor packed, Tensor absmax, Tensor? nested_absmax, Tensor? "
-      "nested_code, "
-      "Tensor? offset, int[] shape, int blocksize, ScalarType dtype, *, Tensor(a!) out) -> "
-      "Tensor(a!)");
+      "nf4_dequantize.out(Tensor packed, Tensor absmax, Tensor? nested_absmax, "
+      "Tensor? nested_code, Tensor? offset, int[] shape, int blocksize, ScalarType dtype, *, "
+      "Tensor(a!) out) -> ()");
 }
 
 namespace qlorad::ops {
@@ -85,9 +86,9 @@ void DequantizeNF4Out(const NF4Weight& w, at::Tensor& out) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("qlorad::nf4_dequantize", "out")
-          .typed<at::Tensor&(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                             at::IntArrayRef, int64_t, at::ScalarType, at::Tensor&)>();
+          .typed<void(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                      const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                      at::IntArrayRef, int64_t, at::ScalarType, at::Tensor&)>();
   op.call(w.packed, w.absmax, IfDoubleQuant(w, w.nested_absmax), IfDoubleQuant(w, w.nested_code),
           IfDoubleQuant(w, w.offset), w.shape, w.blocksize, out.scalar_type(), out);
 }

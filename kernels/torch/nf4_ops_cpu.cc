@@ -58,11 +58,11 @@ ref::FloatFormat FormatOf(at::ScalarType dtype) {
   }
 }
 
-at::Tensor& DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
-                             const std::optional<at::Tensor>& nested_absmax,
-                             const std::optional<at::Tensor>& nested_code,
-                             const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
-                             int64_t blocksize, at::ScalarType dtype, at::Tensor& out) {
+void DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
+                      const std::optional<at::Tensor>& nested_absmax,
+                      const std::optional<at::Tensor>& nested_code,
+                      const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
+                      int64_t blocksize, at::ScalarType dtype, at::Tensor& out) {
   const char* op = "qlorad::nf4_dequantize";
   const detail::NF4Args args{packed, absmax, nested_absmax, nested_code, offset, shape, blocksize};
   const bool double_quant = detail::CheckDequantizeInputs(op, args, dtype);
@@ -81,7 +81,6 @@ at::Tensor& DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
     view.absmax = absmax.data_ptr<float>();
   }
   ThrowIfError(op, ref::DequantizeNF4(view, FormatOf(dtype), out.data_ptr()));
-  return out;
 }
 
 at::Tensor DequantizeCpu(const at::Tensor& packed, const at::Tensor& absmax,
@@ -90,8 +89,9 @@ at::Tensor DequantizeCpu(const at::Tensor& packed, const at::Tensor& absmax,
                          const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
                          int64_t blocksize, at::ScalarType dtype) {
   at::Tensor out = at::empty(shape, packed.options().dtype(dtype));
-  return DequantizeOutCpu(packed, absmax, nested_absmax, nested_code, offset, shape, blocksize,
-                          dtype, out);
+  DequantizeOutCpu(packed, absmax, nested_absmax, nested_code, offset, shape, blocksize, dtype,
+                   out);
+  return out;
 }
 
 }  // namespace

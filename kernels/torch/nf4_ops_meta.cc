@@ -28,15 +28,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> QuantizeM
           at::empty({256}, floats), at::empty({}, floats)};
 }
 
-at::Tensor& DequantizeOutMeta(const at::Tensor& packed, const at::Tensor& absmax,
-                              const std::optional<at::Tensor>& nested_absmax,
-                              const std::optional<at::Tensor>& nested_code,
-                              const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
-                              int64_t blocksize, at::ScalarType dtype, at::Tensor& out) {
+void DequantizeOutMeta(const at::Tensor& packed, const at::Tensor& absmax,
+                       const std::optional<at::Tensor>& nested_absmax,
+                       const std::optional<at::Tensor>& nested_code,
+                       const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
+                       int64_t blocksize, at::ScalarType dtype, at::Tensor& out) {
   const detail::NF4Args args{packed, absmax, nested_absmax, nested_code, offset, shape, blocksize};
   detail::CheckDequantizeInputs("qlorad::nf4_dequantize", args, dtype);
   detail::CheckOut("qlorad::nf4_dequantize", args, dtype, out);
-  return out;
 }
 
 at::Tensor DequantizeMeta(const at::Tensor& packed, const at::Tensor& absmax,

@@ -48,7 +48,7 @@ TEST(NF4OpsSchema, IsRegisteredWithCpuAndMetaKernels) {
   EXPECT_TRUE(quantize->hasKernelForDispatchKey(c10::DispatchKey::Meta));
   const auto& out_schema = dispatcher.findSchema({"qlorad::nf4_dequantize", "out"})->schema();
   EXPECT_TRUE(out_schema.is_mutable());
-  EXPECT_EQ(out_schema.returns().size(), 1u);
+  EXPECT_TRUE(out_schema.returns().empty());  // see nf4_ops.cc: compile-friendly
 }
 
 TEST(NF4OpsCpu, QuantizeMatchesTheReferenceByteForByte) {

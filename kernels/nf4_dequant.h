@@ -1,0 +1,38 @@
+// NF4 dequantization on the GPU: one launch that rebuilds each block's absmax from its 8-bit code
+// (double quantization) and expands the packed 4-bit codes to fp16, bf16 or fp32, bit-equal to
+// bitsandbytes and to the CPU reference (nf4_ref.h). The hot path of every QLoRA layer, so the
+// kernel streams: 16-byte loads of packed bytes and 16-byte stores of the output, both marked
+// evict-first (.cs), while the small tables and absmax codes stay cached.
+// Torch-free: parameters are raw pointers and sizes; kernels live in nf4_dequant_kernels.cuh and
+// the launchers in nf4_dequant.cu.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "common/status.h"
+
+namespace qlorad::kernels {
+
+enum class OutFormat { kFloat32, kFloat16, kBFloat16 };
+
+struct NF4DequantParams {
+  const uint8_t* packed = nullptr;  // ceil(numel / 2) bytes, element 2k in the high nibble
+  int64_t numel = 0;
+  int64_t blocksize = 64;  // power of two in [32, 4096]
+  bool double_quant = true;
+  const float* absmax = nullptr;          // fp32 [n_blocks], when !double_quant
+  const uint8_t* absmax_codes = nullptr;  // uint8 [n_blocks] into nested_code, when double_quant
+  const float* nested_absmax = nullptr;   // fp32 [ceil(n_blocks / 256)]
+  const float* nested_code = nullptr;     // fp32 [256]
+  const float* offset = nullptr;          // fp32 scalar, on the device (read there: no sync)
+  void* out = nullptr;                    // numel values of `format`
+  OutFormat format = OutFormat::kBFloat16;
+};
+
+// Enqueues the dequantization on `stream`; never synchronizes and allocates nothing, so it can be
+// captured in a CUDA graph. Fails on a bad blocksize, a missing pointer or a failed launch.
+Status LaunchNF4Dequantize(const NF4DequantParams& p, cudaStream_t stream);
+
+}  // namespace qlorad::kernels

@@ -1,0 +1,197 @@
+// Device code of NF4 dequantization (launchers: nf4_dequant.cu; API: nf4_dequant.h).
+//
+// Work split: a thread takes one chunk of 16 packed bytes = 32 elements, i.e. one 16-byte load. A
+// chunk never straddles two quantization blocks (blocksize >= 32 and chunks are 32-aligned), so it
+// needs one absmax. Elements past the last full chunk, and every element when a pointer is not
+// 16-byte aligned, go through a one-element-per-thread path.
+//
+// Rounding follows bitsandbytes step by step (__fmul_rn / __fadd_rn, which the compiler may not
+// contract into an FMA): absmax = fp32(fp32(code[c] * nested_absmax) + offset), then
+// value = fp32(nf4[q] * absmax), then one rounding to the output format.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "kernels/nf4_dequant.h"
+
+namespace qlorad::kernels::cuda {
+
+inline constexpr int kDequantThreads = 256;
+inline constexpr int kElementsPerChunk = 32;  // one uint4 of packed bytes
+
+// The 16 NF4 values travel as a kernel parameter (constant bank) and are copied to shared memory,
+// where 16 entries sit in 16 distinct banks: lookups by any lanes never conflict.
+struct NF4Table {
+  float value[16];
+};
+
+// Packed bytes are read once: stream them (.cs, evict-first) so they do not push the tables and
+// absmax codes, which every chunk of a block reads again, out of the caches.
+__device__ __forceinline__ uint4 dLoadStreaming(const uint8_t* p) {
+  uint4 v;
+  asm("ld.global.cs.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+// Store with .cs: the output is not read again by this kernel.
+__device__ __forceinline__ void dStoreStreaming(void* p, uint4 v) {
+  asm volatile("st.global.cs.v4.u32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(v.x), "r"(v.y), "r"(v.z),
+               "r"(v.w)
+               : "memory");
+}
+
+// Absmax codes and nested absmax are re-read by neighbouring chunks: keep them (evict-last).
+__device__ __forceinline__ uint32_t dLoadResidentByte(const uint8_t* p) {
+  uint32_t v;
+  asm("ld.global.nc.L1::evict_last.u8 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float dLoadResidentFloat(const float* p) {
+  float v;
+  asm("ld.global.nc.L1::evict_last.f32 %0, [%1];" : "=f"(v) : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float dBlockAbsmax(const NF4DequantParams& p, const float* s_code,
+                                              int64_t block, float offset) {
+  if (!p.double_quant) return dLoadResidentFloat(p.absmax + block);
+  const uint32_t code = dLoadResidentByte(p.absmax_codes + block);
+  const float nested = dLoadResidentFloat(p.nested_absmax + (block >> 8));
+  return __fadd_rn(__fmul_rn(s_code[code], nested), offset);
+}
+
+// How two dequantized values become one 32-bit word of the output (element 2k in the low half,
+// which is the lower address) and how one value is stored alone.
+template <typename OutT>
+struct dOut;
+
+template <>
+struct dOut<__half> {
+  static constexpr int kWordsPerChunk = 16;
+  __device__ static uint32_t Pair(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  __device__ static void StoreOne(void* out, int64_t i, float v) {
+    static_cast<__half*>(out)[i] = __float2half_rn(v);
+  }
+};
+
+template <>
+struct dOut<__nv_bfloat16> {
+  static constexpr int kWordsPerChunk = 16;
+  __device__ static uint32_t Pair(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  __device__ static void StoreOne(void* out, int64_t i, float v) {
+    static_cast<__nv_bfloat16*>(out)[i] = __float2bfloat16_rn(v);
+  }
+};
+
+template <>
+struct dOut<float> {
+  static constexpr int kWordsPerChunk = 32;
+  __device__ static void StoreOne(void* out, int64_t i, float v) {
+    static_cast<float*>(out)[i] = v;
+  }
+};
+
+// Dequantizes the 32 elements of one chunk into `words` (the output's bytes as 32-bit words).
+template <typename OutT>
+__device__ __forceinline__ void dDequantizeChunk(uint4 bytes, float absmax, const float* s_nf4,
+                                                 uint32_t (&words)[dOut<OutT>::kWordsPerChunk]) {
+  const uint32_t quads[4] = {bytes.x, bytes.y, bytes.z, bytes.w};
+#pragma unroll
+  for (int b = 0; b < 16; ++b) {
+    const uint32_t byte = (quads[b / 4] >> (8 * (b % 4))) & 0xFFu;
+    const float hi = __fmul_rn(s_nf4[byte >> 4], absmax);     // element 2b
+    const float lo = __fmul_rn(s_nf4[byte & 0x0Fu], absmax);  // element 2b + 1
+    if constexpr (dOut<OutT>::kWordsPerChunk == 16) {
+      words[b] = dOut<OutT>::Pair(hi, lo);
+    } else {
+      words[2 * b] = __float_as_uint(hi);
+      words[2 * b + 1] = __float_as_uint(lo);
+    }
+  }
+}
+
+// kStaged: the 32 lanes of a warp hand their chunks' output through shared memory so that each
+// 16-byte store instruction of the warp writes 512 contiguous bytes (without staging, lane i's
+// stores sit 64 or 128 bytes apart and every instruction touches 4x as many cache lines).
+// kVector: false when a pointer is not 16-byte aligned; then every element takes the scalar path.
+template <typename OutT, bool kStaged, bool kVector>
+__global__ void __launch_bounds__(kDequantThreads)
+    kDequantizeNF4(NF4DequantParams p, NF4Table table, int log2_blocksize) {
+  constexpr int kWords = dOut<OutT>::kWordsPerChunk;
+  constexpr int kVecs = kWords / 4;  // 16-byte stores per chunk
+  __shared__ float s_nf4[16];
+  __shared__ float s_code[256];
+  __shared__ uint4 s_stage[kStaged ? kDequantThreads * kVecs : 1];
+
+  if (threadIdx.x < 16) s_nf4[threadIdx.x] = table.value[threadIdx.x];
+  if (p.double_quant) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) s_code[i] = p.nested_code[i];
+  }
+  const float offset = p.double_quant ? dLoadResidentFloat(p.offset) : 0.0f;
+  __syncthreads();
+
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t n_chunks = kVector ? p.numel / kElementsPerChunk : 0;
+  const int lane = threadIdx.x % 32;
+  uint4* stage = s_stage + (threadIdx.x / 32) * 32 * kVecs;
+
+  // Warp-uniform loop bound (the first lane's chunk), so that the whole warp meets at __syncwarp.
+  for (int64_t c = tid; c - lane < n_chunks; c += stride) {
+    const bool active = c < n_chunks;
+    uint32_t words[kWords];
+    if (active) {
+      const uint4 bytes = dLoadStreaming(p.packed + c * (kElementsPerChunk / 2));
+      const float absmax =
+          dBlockAbsmax(p, s_code, (c * kElementsPerChunk) >> log2_blocksize, offset);
+      dDequantizeChunk<OutT>(bytes, absmax, s_nf4, words);
+    }
+    uint4* out_chunk0 =
+        reinterpret_cast<uint4*>(p.out) + (c - lane) * kVecs;  // the warp's first chunk
+    if constexpr (kStaged) {
+      if (active) {
+#pragma unroll
+        for (int v = 0; v < kVecs; ++v) {
+          stage[lane * kVecs + v] =
+              make_uint4(words[4 * v], words[4 * v + 1], words[4 * v + 2], words[4 * v + 3]);
+        }
+      }
+      __syncwarp();
+#pragma unroll
+      for (int v = 0; v < kVecs; ++v) {
+        const int slot = v * 32 + lane;
+        if ((c - lane) + slot / kVecs < n_chunks) dStoreStreaming(out_chunk0 + slot, stage[slot]);
+      }
+      __syncwarp();
+    } else if (active) {
+#pragma unroll
+      for (int v = 0; v < kVecs; ++v) {
+        dStoreStreaming(
+            out_chunk0 + lane * kVecs + v,
+            make_uint4(words[4 * v], words[4 * v + 1], words[4 * v + 2], words[4 * v + 3]));
+      }
+    }
+  }
+
+  // The tail after the last full chunk (fewer than 32 elements), or everything when unaligned.
+  for (int64_t i = n_chunks * kElementsPerChunk + tid; i < p.numel; i += stride) {
+    const uint32_t byte = p.packed[i / 2];
+    const uint32_t q = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0Fu);
+    const float absmax = dBlockAbsmax(p, s_code, i >> log2_blocksize, offset);
+    dOut<OutT>::StoreOne(p.out, i, __fmul_rn(s_nf4[q], absmax));
+  }
+}
+
+}  // namespace qlorad::kernels::cuda

@@ -1,0 +1,27 @@
+// NF4 quantization on the GPU, bit-equal to bitsandbytes' quantize_4bit and to the CPU reference
+// (nf4_ref.h), in two launches: the NF4 codes with an fp32 absmax per block, then (for double
+// quantization) the 8-bit codes of (absmax - *offset) with the signed dynamic map in blocks of 256.
+// The caller computes *offset = mean(absmax) on the device between the two, as bitsandbytes does
+// with torch. Not a hot path (weights are quantized once, at load), so the kernels are plain.
+// Torch-free: kernels in nf4_quant_kernels.cuh, launchers in nf4_quant.cu.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "common/status.h"
+
+namespace qlorad::kernels {
+
+enum class InFormat { kFloat32, kFloat16, kBFloat16 };
+
+// The weights must be finite: the caller checks, since the kernel cannot report it without a sync.
+Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int64_t blocksize,
+                         uint8_t* packed, float* absmax, cudaStream_t stream);
+
+Status LaunchDoubleQuantizeAbsmax(const float* absmax, int64_t n_blocks, const float* offset,
+                                  const float* code, uint8_t* codes, float* nested_absmax,
+                                  cudaStream_t stream);
+
+}  // namespace qlorad::kernels

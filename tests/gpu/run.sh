@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GPU checks of the NF4 kernels, in one go on the GPU machine (see /work/shared/GPU.md):
+#   1. builds the torch side (no gRPC there) with the benchmark,
+#   2. runs the CUDA-vs-CPU-reference gtests and the CPU unit tests of the kernels,
+#   3. runs the Python tests (torch.ops.load_library, torch.compile fullgraph, bitsandbytes parity
+#      when bitsandbytes is importable, e.g. from a carried wheel on PYTHONPATH),
+#   4. runs compute-sanitizer (memcheck, racecheck) on the kernels,
+#   5. runs bench/nf4 and, with bitsandbytes, bench/nf4/bnb_side_by_side.py.
+# Usage: tests/gpu/run.sh [OUT_DIR]   (results and logs are written there; default ./gpu-out)
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+OUT="${1:-$ROOT/gpu-out}"
+BUILD="$ROOT/build-gpu"
+mkdir -p "$OUT"
+PY="$(command -v python3)"
+status=0
+step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
+fail() { echo "FAILED: $*"; status=1; }
+
+step "configure + build"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+cmake -S "$ROOT" -B "$BUILD" -G Ninja -DQLORAD_WITH_SERVICE=OFF -DQLORAD_CUDA_ARCHS=90 -DQLORAD_PYTHON="$PY" \
+  -DQLORAD_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+ninja -C "$BUILD" -j "$(nproc)" qlorad_ops nf4_cuda_test nf4_ref_test nf4_ops_test nf4_bench > "$OUT/build.log" 2>&1 \
+  || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; }
+
+step "gtest: CUDA against the CPU reference, and the CPU tests"
+"$BUILD/bin/nf4_cuda_test" --gtest_brief=1 2>&1 | tail -25 || fail nf4_cuda_test
+"$BUILD/bin/nf4_ref_test" --gtest_brief=1 2>&1 | tail -5 || fail nf4_ref_test
+"$BUILD/bin/nf4_ops_test" --gtest_brief=1 2>&1 | tail -5 || fail nf4_ops_test
+
+step "pytest: load_library, torch.compile(fullgraph=True), bitsandbytes parity"
+python3 -c "import bitsandbytes, sys; print('bitsandbytes', bitsandbytes.__version__)" 2>/dev/null \
+  || echo "bitsandbytes not importable: parity tests skip"
+QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 -m pytest -q -p no:cacheprovider \
+  "$ROOT/tests/gpu/test_nf4_ops.py" 2>&1 | tail -25 || fail pytest
+
+step "compute-sanitizer"
+SAN="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+if [ -x "$SAN" ]; then
+  FILTER='NF4Cuda.DequantizeEqualsTheReferenceInEveryFormat:NF4Cuda.UnalignedPointers*:NF4Cuda.QuantizeEqualsTheReference'
+  for tool in memcheck racecheck; do
+    "$SAN" --tool "$tool" --error-exitcode 9 "$BUILD/bin/nf4_cuda_test" --gtest_filter="$FILTER" --gtest_brief=1 \
+      > "$OUT/sanitizer-$tool.log" 2>&1 && echo "$tool: clean" || { tail -20 "$OUT/sanitizer-$tool.log"; fail "$tool"; }
+  done
+else
+  fail "compute-sanitizer not found"
+fi
+
+step "bench/nf4"
+"$BUILD/bin/nf4_bench" --json "$OUT/nf4_bench.json" || fail nf4_bench
+if python3 -c "import bitsandbytes" 2>/dev/null; then
+  QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 "$ROOT/bench/nf4/bnb_side_by_side.py" \
+    --json "$OUT/nf4_vs_bnb.json" || fail bnb_side_by_side
+fi
+echo
+[ "$status" = 0 ] && echo "ALL GPU CHECKS PASSED" || echo "SOME GPU CHECKS FAILED"
+exit "$status"

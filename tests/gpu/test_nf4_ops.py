@@ -1,0 +1,135 @@
+"""Python-side tests of libqlorad_ops.so: loading it with torch.ops.load_library, the ops under
+torch.compile(fullgraph=True) (no graph break, same result as eager), and, where bitsandbytes is
+importable, byte-for-byte parity with bitsandbytes' quantize_4bit / dequantize_4bit.
+
+QLORAD_OPS_LIB names the library (default: build-gpu/kernels/libqlorad_ops.so). Runs on CUDA when
+there is a GPU, else on CPU.
+"""
+import os
+import pathlib
+
+import pytest
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+LIB = os.environ.get("QLORAD_OPS_LIB", str(ROOT / "build-gpu" / "kernels" / "libqlorad_ops.so"))
+torch.ops.load_library(LIB)
+ops = torch.ops.qlorad
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+CHALLENGE_SHAPES = [
+    ((8192, 2048), torch.float16),
+    ((2048, 8192), torch.float16),
+    ((4096, 1024), torch.bfloat16),
+    ((1024, 4096), torch.bfloat16),
+    ((14336, 4096), torch.bfloat16),
+    ((4096, 14336), torch.bfloat16),
+]
+
+
+def random_weight(shape, dtype, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=gen) * 0.02).to(dtype).to(DEVICE)
+
+
+def dequantize(q, shape, dtype, blocksize=64):
+    packed, absmax, nested_absmax, nested_code, offset = q
+    return ops.nf4_dequantize(packed, absmax, nested_absmax, nested_code, offset, list(shape), blocksize, dtype)
+
+
+def test_schemas_are_registered():
+    assert "int blocksize=64, bool double_quant=True" in str(ops.nf4_quantize.default._schema)
+    schema = str(ops.nf4_dequantize.out._schema)
+    assert "Tensor(a!) out) -> ()" in schema
+
+
+def test_device_result_equals_cpu_reference():
+    w = random_weight((1000, 65), torch.bfloat16, seed=1)
+    q = ops.nf4_quantize(w, 64, False)
+    q_cpu = ops.nf4_quantize(w.cpu(), 64, False)
+    assert torch.equal(q[0].cpu(), q_cpu[0])
+    assert torch.equal(q[1].cpu(), q_cpu[1])
+    out = ops.nf4_dequantize(q[0], q[1], None, None, None, [1000, 65], 64, torch.bfloat16)
+    ref = ops.nf4_dequantize(q_cpu[0], q_cpu[1], None, None, None, [1000, 65], 64, torch.bfloat16)
+    assert torch.equal(out.cpu(), ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_compile_fullgraph_matches_eager(dtype):
+    torch._dynamo.reset()
+    shape = (512, 256)
+    w = random_weight(shape, dtype, seed=2)
+    q = ops.nf4_quantize(w, 64, True)
+    x = random_weight((8, 256), dtype, seed=3)
+
+    def layer(x, packed, absmax, nested_absmax, nested_code, offset):
+        weight = ops.nf4_dequantize(packed, absmax, nested_absmax, nested_code, offset, [512, 256], 64, dtype)
+        return x @ weight.t(), weight
+
+    compiled = torch.compile(layer, fullgraph=True)
+    y_eager, w_eager = layer(x, *q)
+    y_compiled, w_compiled = compiled(x, *q)
+    assert torch.equal(w_compiled, w_eager)
+    # The matmul itself may be scheduled differently: allow bf16/fp16 rounding of the product.
+    torch.testing.assert_close(y_compiled, y_eager, rtol=1e-2, atol=1e-3)
+    assert w_eager.dtype == dtype and w_eager.shape == shape
+
+
+def test_compile_fullgraph_out_variant():
+    torch._dynamo.reset()
+    w = random_weight((256, 128), torch.bfloat16, seed=4)
+    q = ops.nf4_quantize(w, 64, True)
+    buffer = torch.empty((256, 128), dtype=torch.bfloat16, device=DEVICE)
+
+    def into(buffer, packed, absmax, nested_absmax, nested_code, offset):
+        ops.nf4_dequantize.out(packed, absmax, nested_absmax, nested_code, offset, [256, 128], 64,
+                               torch.bfloat16, out=buffer)
+        return buffer * 2
+
+    doubled = torch.compile(into, fullgraph=True)(buffer, *q)
+    expected = dequantize(q, (256, 128), torch.bfloat16)
+    assert torch.equal(buffer, expected)
+    assert torch.equal(doubled, expected * 2)
+
+
+def test_nan_weight_error_names_the_element():
+    w = random_weight((10, 10), torch.float16, seed=5)
+    w.view(-1)[37] = float("nan")
+    with pytest.raises(RuntimeError, match="element 37 is NaN"):
+        ops.nf4_quantize(w, 64, True)
+
+
+bnb = pytest.importorskip("bitsandbytes") if DEVICE == "cuda" else None
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="bitsandbytes parity runs on the GPU")
+def test_dynamic_map_equals_bitsandbytes():
+    import bitsandbytes.functional as F
+
+    ours = ops.nf4_quantize(random_weight((64,), torch.float32), 64, True)[3]
+    assert torch.equal(ours.cpu(), F.create_dynamic_map(signed=True).float())
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="bitsandbytes parity runs on the GPU")
+@pytest.mark.parametrize("shape,dtype", CHALLENGE_SHAPES + [((63,), torch.float16), ((1, 65), torch.bfloat16)])
+@pytest.mark.parametrize("double_quant", [True, False])
+def test_bitsandbytes_parity(shape, dtype, double_quant):
+    import bitsandbytes.functional as F
+
+    w = random_weight(shape, dtype, seed=6)
+    packed_b, state = F.quantize_4bit(w, blocksize=64, compress_statistics=double_quant, quant_type="nf4")
+    ours = ops.nf4_quantize(w, 64, double_quant)
+    assert torch.equal(ours[0], packed_b.view(-1)), "packed bytes differ from bitsandbytes"
+    if double_quant:
+        assert torch.equal(ours[4], state.offset.reshape(())), "offset differs"
+        assert torch.equal(ours[1], state.absmax), "absmax codes differ"
+        assert torch.equal(ours[2], state.state2.absmax), "nested absmax differs"
+        assert torch.equal(ours[3], state.state2.code), "nested code differs"
+        nested = (state.state2.absmax, state.state2.code, state.offset.reshape(()))
+    else:
+        assert torch.equal(ours[1], state.absmax), "absmax differs"
+        nested = (None, None, None)
+    expected = F.dequantize_4bit(packed_b, state)
+    # bitsandbytes' own tensors go straight into our op: loading a bnb checkpoint needs no requantizing.
+    got = ops.nf4_dequantize(packed_b.view(-1), state.absmax, *nested, list(shape), 64, dtype)
+    assert torch.equal(got, expected), "dequantized values differ from bitsandbytes"
