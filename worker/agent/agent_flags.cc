@@ -54,7 +54,9 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 gives each kind of usage error its own code; callers get one: 2.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : 2;
   }
   if (gpu_opt->count() > 0) flags->gpu = gpu;
   return std::nullopt;
@@ -72,14 +74,6 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
       std::chrono::milliseconds(static_cast<int64_t>(flags.grace_period_s * 1000));
   options.version = QLORAD_VERSION;
 
-  std::error_code ec;
-  std::filesystem::create_directories(flags.work_dir, ec);
-  if (ec)
-    return InvalidArgument("--work-dir: cannot create " + flags.work_dir + ": " + ec.message());
-  // Absolute, because it is both the trainer's cwd and the prefix of the spec path passed to it.
-  options.trainer.work_dir = std::filesystem::canonical(flags.work_dir, ec);
-  if (ec) return InvalidArgument("--work-dir: " + flags.work_dir + ": " + ec.message());
-
   if (!flags.trainer.empty()) {
     options.trainer.trainer = std::filesystem::absolute(flags.trainer);
   } else {
@@ -96,6 +90,15 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   } else {
     QLORAD_ASSIGN_OR_RETURN(options.device, DetectCpuDevice());
   }
+
+  std::error_code ec;
+  std::filesystem::create_directories(flags.work_dir, ec);
+  if (ec)
+    return InvalidArgument("--work-dir: cannot create " + flags.work_dir + ": " + ec.message());
+  // Absolute, because it is both the trainer's cwd and the prefix of the spec path passed to it.
+  options.trainer.work_dir = std::filesystem::canonical(flags.work_dir, ec);
+  if (ec) return InvalidArgument("--work-dir: " + flags.work_dir + ": " + ec.message());
+
   return options;
 }
 

@@ -1,5 +1,7 @@
 #include "worker/agent/trainer_run.h"
 
+#include <spdlog/spdlog.h>
+
 namespace qlorad::agent {
 
 void LineTail::Push(std::string line) {
@@ -29,6 +31,9 @@ StatusOr<std::unique_ptr<TrainerRun>> TrainerRun::Start(const SpawnSpec& spawn,
     self->sink_(LogEvent(self->ctx_, "info", std::string(line), "trainer", UnixMillisNow()));
   };
   callbacks.on_exit = [self](const ProcessExit& exit) {
+    spdlog::info("job {} attempt {} rank {}: trainer exited (code {}, signal {}{})",
+                 self->ctx_.job_id, self->ctx_.attempt, self->ctx_.rank, exit.exit_code,
+                 exit.signal, exit.cancelled ? ", cancelled" : "");
     v1::TrainerEvent event;
     event.set_job_id(self->ctx_.job_id);
     event.set_attempt(self->ctx_.attempt);

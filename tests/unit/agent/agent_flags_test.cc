@@ -1,0 +1,76 @@
+#include "worker/agent/agent_flags.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "tests/unit/agent/script_fixture.h"
+
+namespace qlorad::agent {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+// Parses a command line given as strings (CLI11 wants mutable char*).
+std::optional<int> Parse(std::vector<std::string> args, AgentFlags* flags) {
+  args.insert(args.begin(), "qlorad-worker");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return ParseAgentFlags(static_cast<int>(argv.size()), argv.data(), flags);
+}
+
+TEST(AgentFlagsTest, Defaults) {
+  AgentFlags flags;
+  EXPECT_EQ(Parse({}, &flags), std::nullopt);
+  EXPECT_EQ(flags.coordinator, "127.0.0.1:50051");
+  EXPECT_FALSE(flags.gpu.has_value());
+  EXPECT_EQ(flags.work_dir, "./qlorad-work");
+  EXPECT_DOUBLE_EQ(flags.grace_period_s, 10);
+}
+
+TEST(AgentFlagsTest, GpuAndCpuAreExclusiveAndUsageErrorsExitWithTwo) {
+  AgentFlags flags;
+  EXPECT_EQ(Parse({"--gpu", "3", "--grace-period-s", "2.5"}, &flags), std::nullopt);
+  EXPECT_EQ(flags.gpu, 3);
+  EXPECT_DOUBLE_EQ(flags.grace_period_s, 2.5);
+  AgentFlags both;
+  EXPECT_EQ(Parse({"--cpu", "--gpu", "0"}, &both), 2);
+  AgentFlags negative;
+  EXPECT_EQ(Parse({"--gpu", "-1"}, &negative), 2);
+  AgentFlags level;
+  EXPECT_EQ(Parse({"--log-level", "loud"}, &level), 2);
+}
+
+TEST(AgentFlagsTest, ResolveFillsTheNameAndAnAbsoluteWorkDir) {
+  TempDir dir;
+  const auto trainer = dir.Script("qlorad-train", "exit 0\n");
+  AgentFlags flags;
+  flags.trainer = trainer.string();
+  flags.work_dir = (dir.path() / "work" / ".." / "work").string();
+  auto options = ResolveAgentOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  EXPECT_EQ(options->trainer.work_dir, dir.path() / "work");
+  EXPECT_TRUE(std::filesystem::is_directory(dir.path() / "work"));
+  EXPECT_EQ(options->trainer.trainer, trainer);
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  EXPECT_EQ(options->name, std::string(host) + "-cpu");
+  EXPECT_EQ(options->device.kind(), "cpu");
+  EXPECT_EQ(options->grace_period, std::chrono::milliseconds(10000));
+}
+
+TEST(AgentFlagsTest, MissingTrainerIsAnErrorNamingTheFlag) {
+  TempDir dir;
+  AgentFlags flags;
+  flags.trainer = (dir.path() / "nope").string();
+  flags.work_dir = (dir.path() / "work").string();
+  auto options = ResolveAgentOptions(flags);
+  ASSERT_FALSE(options.ok());
+  EXPECT_THAT(options.status().message(), HasSubstr("--trainer"));
+  EXPECT_THAT(options.status().message(), HasSubstr(flags.trainer));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "work")) << "nothing created on a bad flag";
+}
+
+}  // namespace
+}  // namespace qlorad::agent
