@@ -1,114 +1,23 @@
-// The agent against a fake coordinator: a real grpc::Server on a loopback port that implements
-// WorkerService, hands out one START, and records registrations, heartbeats and events.
+// The agent against a fake coordinator (fake_coordinator.h): a real gRPC server on loopback.
 #include "worker/agent/agent.h"
 
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
-#include <deque>
-#include <mutex>
-
+#include "tests/unit/agent/fake_coordinator.h"
 #include "tests/unit/agent/script_fixture.h"
 
 namespace qlorad::agent {
 namespace {
 
+using testing::FakeCoordinator;
+using testing::HasExitFor;
+using testing::Served;
+using testing::StartOrder;
 using testing::TempDir;
 using testing::WaitUntil;
 using namespace std::chrono_literals;
-
-class FakeCoordinator final : public v1::WorkerService::Service {
- public:
-  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest* req,
-                        v1::RegisterResponse* resp) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    registrations_.push_back(*req);
-    resp->set_worker_id("w" + std::to_string(registrations_.size()));
-    resp->set_heartbeat_interval_ms(100);
-    return grpc::Status::OK;
-  }
-  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
-                         v1::HeartbeatResponse* resp) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    heartbeats_.push_back(*req);
-    resp->set_known(!forget_workers_);
-    return grpc::Status::OK;
-  }
-  grpc::Status Assignments(grpc::ServerContext* ctx, const v1::AssignmentsRequest* req,
-                           grpc::ServerWriter<v1::Assignment>* writer) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    streams_for_.push_back(req->worker_id());
-    while (!ctx->IsCancelled()) {
-      if (!pending_.empty()) {
-        v1::Assignment a = pending_.front();
-        pending_.pop_front();
-        lock.unlock();
-        writer->Write(a);
-        lock.lock();
-        continue;
-      }
-      cv_.wait_for(lock, 20ms);
-    }
-    return grpc::Status::OK;
-  }
-  grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest* req,
-                            v1::ReportEventsResponse*) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& e : req->events()) events_.push_back(e);
-    return grpc::Status::OK;
-  }
-
-  void Send(v1::Assignment a) {
-    std::lock_guard<std::mutex> lock(mu_);
-    pending_.push_back(std::move(a));
-    cv_.notify_all();
-  }
-  void ForgetWorkers(bool forget) {
-    std::lock_guard<std::mutex> lock(mu_);
-    forget_workers_ = forget;
-  }
-  std::vector<v1::RegisterRequest> Registrations() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return registrations_;
-  }
-  std::vector<v1::HeartbeatRequest> Heartbeats() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return heartbeats_;
-  }
-  std::vector<v1::TrainerEvent> Events() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool forget_workers_ = false;
-  std::deque<v1::Assignment> pending_;
-  std::vector<std::string> streams_for_;
-  std::vector<v1::RegisterRequest> registrations_;
-  std::vector<v1::HeartbeatRequest> heartbeats_;
-  std::vector<v1::TrainerEvent> events_;
-};
-
-// The fake coordinator served on 127.0.0.1:<port> (port 0 picks a free one).
-class Served {
- public:
-  Served(FakeCoordinator* service, int port) {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
-                             &port_);
-    builder.RegisterService(service);
-    server_ = builder.BuildAndStart();
-  }
-  ~Served() { server_->Shutdown(std::chrono::system_clock::now() + 200ms); }
-  int port() const { return port_; }
-
- private:
-  int port_ = 0;
-  std::unique_ptr<grpc::Server> server_;
-};
 
 // An Agent running on its own thread; stopped and joined when it goes out of scope, so a failed
 // ASSERT does not leave a thread behind.
@@ -148,34 +57,8 @@ class AgentTest : public ::testing::Test {
   }
 
   TempDir dir_;
-  // Prints its progress like qlorad-train, then exits 0; on SIGTERM it checkpoints and exits.
-  std::filesystem::path trainer_ = dir_.Script("qlorad-train", R"(
-trap 'echo "{\"event\":\"checkpoint\",\"step\":1,\"path\":\"/ck\"}"; exit 0' TERM
-echo '{"event":"started","pid":'$$',"total_steps":2}'
-echo '{"event":"metrics","step":1,"total_steps":2,"loss":3.0}'
-echo 'tokenizer warning' >&2
-if [ -n "$QLORAD_FAKE_HANG" ] || grep -q hang "$2"; then
-  while true; do sleep 0.05; done
-fi
-echo '{"event":"done","steps":2,"adapter_path":"/ad","final_loss":2.0}'
-)");
+  std::filesystem::path trainer_ = dir_.Script("qlorad-train", testing::kFakeQloradTrain);
 };
-
-v1::Assignment StartOrder(const std::string& job_id, const std::string& spec) {
-  v1::Assignment a;
-  a.set_kind(v1::Assignment::KIND_START);
-  a.set_job_id(job_id);
-  a.set_spec_yaml(spec);
-  a.set_world_size(1);
-  return a;
-}
-
-bool HasExitFor(FakeCoordinator& c, const std::string& job_id) {
-  for (const auto& e : c.Events()) {
-    if (e.job_id() == job_id && e.has_exit()) return true;
-  }
-  return false;
-}
 
 TEST_F(AgentTest, RunsAnAssignedJobAndReportsEveryEventThenExits) {
   FakeCoordinator coordinator;

@@ -43,6 +43,19 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// Prints its progress like qlorad-train and exits 0; a spec containing "hang" makes it run until
+// SIGTERM, on which it checkpoints and exits 0.
+inline constexpr const char* kFakeQloradTrain = R"(
+trap 'echo "{\"event\":\"checkpoint\",\"step\":1,\"path\":\"/ck\"}"; exit 0' TERM
+echo '{"event":"started","pid":'$$',"total_steps":2}'
+echo '{"event":"metrics","step":1,"total_steps":2,"loss":3.0}'
+echo 'tokenizer warning' >&2
+if grep -q hang "$2"; then
+  while true; do sleep 0.05; done
+fi
+echo '{"event":"done","steps":2,"adapter_path":"/ad","final_loss":2.0}'
+)";
+
 // Polls `done` until it holds or `timeout` passes; returns whether it held.
 inline bool WaitUntil(const std::function<bool()>& done,
                       std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
