@@ -30,10 +30,19 @@ step "gtest: CUDA against the CPU reference, and the CPU tests"
 "$BUILD/bin/nf4_ops_test" --gtest_brief=1 2>&1 | tail -5 || fail nf4_ops_test
 
 step "pytest: load_library, torch.compile(fullgraph=True), bitsandbytes parity"
-python3 -c "import bitsandbytes, sys; print('bitsandbytes', bitsandbytes.__version__)" 2>/dev/null \
+# Each file in its own process, -X faulthandler, full log kept: a crash names its test and frames.
+python3 -c "import bitsandbytes; print('bitsandbytes', bitsandbytes.__version__)" 2>/dev/null \
   || echo "bitsandbytes not importable: parity tests skip"
-QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 -m pytest -q -p no:cacheprovider \
-  "$ROOT/tests/gpu/test_nf4_ops.py" 2>&1 | tail -25 || fail pytest
+for t in test_nf4_ops test_nf4_bnb_parity; do
+  QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 -X faulthandler -m pytest -v -p no:cacheprovider \
+    "$ROOT/tests/gpu/$t.py" > "$OUT/$t.log" 2>&1
+  rc=$?
+  grep -E "PASSED|FAILED|SKIPPED|ERROR| passed| failed|skipped" "$OUT/$t.log" | grep -v "^tests/gpu.*PASSED" | tail -15
+  if [ "$rc" != 0 ]; then
+    grep -E "Fatal Python error|test_nf4|File .*nf4" "$OUT/$t.log" | head -20
+    fail "pytest $t (rc $rc)"
+  fi
+done
 
 step "compute-sanitizer"
 SAN="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"

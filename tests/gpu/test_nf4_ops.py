@@ -1,6 +1,6 @@
 """Python-side tests of libqlorad_ops.so: loading it with torch.ops.load_library, the ops under
-torch.compile(fullgraph=True) (no graph break, same result as eager), and, where bitsandbytes is
-importable, byte-for-byte parity with bitsandbytes' quantize_4bit / dequantize_4bit.
+torch.compile(fullgraph=True) (no graph break, same result as eager), device against CPU, errors.
+Parity with bitsandbytes itself: test_nf4_bnb_parity.py.
 
 QLORAD_OPS_LIB names the library (default: build-gpu/kernels/libqlorad_ops.so). Runs on CUDA when
 there is a GPU, else on CPU.
@@ -16,15 +16,6 @@ LIB = os.environ.get("QLORAD_OPS_LIB", str(ROOT / "build-gpu" / "kernels" / "lib
 torch.ops.load_library(LIB)
 ops = torch.ops.qlorad
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-CHALLENGE_SHAPES = [
-    ((8192, 2048), torch.float16),
-    ((2048, 8192), torch.float16),
-    ((4096, 1024), torch.bfloat16),
-    ((1024, 4096), torch.bfloat16),
-    ((14336, 4096), torch.bfloat16),
-    ((4096, 14336), torch.bfloat16),
-]
 
 
 def random_weight(shape, dtype, seed=0):
@@ -97,39 +88,3 @@ def test_nan_weight_error_names_the_element():
     w.view(-1)[37] = float("nan")
     with pytest.raises(RuntimeError, match="element 37 is NaN"):
         ops.nf4_quantize(w, 64, True)
-
-
-bnb = pytest.importorskip("bitsandbytes") if DEVICE == "cuda" else None
-
-
-@pytest.mark.skipif(DEVICE != "cuda", reason="bitsandbytes parity runs on the GPU")
-def test_dynamic_map_equals_bitsandbytes():
-    import bitsandbytes.functional as F
-
-    ours = ops.nf4_quantize(random_weight((64,), torch.float32), 64, True)[3]
-    assert torch.equal(ours.cpu(), F.create_dynamic_map(signed=True).float())
-
-
-@pytest.mark.skipif(DEVICE != "cuda", reason="bitsandbytes parity runs on the GPU")
-@pytest.mark.parametrize("shape,dtype", CHALLENGE_SHAPES + [((63,), torch.float16), ((1, 65), torch.bfloat16)])
-@pytest.mark.parametrize("double_quant", [True, False])
-def test_bitsandbytes_parity(shape, dtype, double_quant):
-    import bitsandbytes.functional as F
-
-    w = random_weight(shape, dtype, seed=6)
-    packed_b, state = F.quantize_4bit(w, blocksize=64, compress_statistics=double_quant, quant_type="nf4")
-    ours = ops.nf4_quantize(w, 64, double_quant)
-    assert torch.equal(ours[0], packed_b.view(-1)), "packed bytes differ from bitsandbytes"
-    if double_quant:
-        assert torch.equal(ours[4], state.offset.reshape(())), "offset differs"
-        assert torch.equal(ours[1], state.absmax), "absmax codes differ"
-        assert torch.equal(ours[2], state.state2.absmax), "nested absmax differs"
-        assert torch.equal(ours[3], state.state2.code), "nested code differs"
-        nested = (state.state2.absmax, state.state2.code, state.offset.reshape(()))
-    else:
-        assert torch.equal(ours[1], state.absmax), "absmax differs"
-        nested = (None, None, None)
-    expected = F.dequantize_4bit(packed_b, state)
-    # bitsandbytes' own tensors go straight into our op: loading a bnb checkpoint needs no requantizing.
-    got = ops.nf4_dequantize(packed_b.view(-1), state.absmax, *nested, list(shape), 64, dtype)
-    assert torch.equal(got, expected), "dequantized values differ from bitsandbytes"
