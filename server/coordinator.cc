@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "server/ids.h"
 #include "server/job_validation.h"
@@ -240,11 +241,37 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   return response;
 }
 
+bool Coordinator::WorkerState::Runs(const std::string& job_id) const {
+  auto it = running.lower_bound({job_id, std::numeric_limits<int>::min()});
+  return it != running.end() && it->first == job_id;
+}
+
 bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(request.worker_id());
   if (it == workers_.end()) return false;
-  it->second.last_heartbeat = Clock::now();
+  WorkerState& worker = it->second;
+  worker.last_heartbeat = Clock::now();
+  std::set<std::string> foreign;
+  for (const auto& job_id : request.running_job_ids()) {
+    if (!worker.Runs(job_id)) foreign.insert(job_id);
+  }
+  for (const auto& job_id : foreign) {
+    if (worker.foreign_jobs.count(job_id)) continue;
+    spdlog::warn("worker {} runs job {} that it was not given here; cancelling it", worker.name,
+                 job_id);
+    v1::Assignment order;
+    order.set_kind(v1::Assignment::KIND_CANCEL);
+    order.set_job_id(job_id);
+    order.set_attempt(-1);  // whatever attempt it runs
+    SendOrder(worker.id, std::move(order));
+  }
+  const bool freed = !worker.foreign_jobs.empty() && foreign.empty();
+  worker.foreign_jobs = std::move(foreign);
+  if (freed) {
+    Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
+    if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
+  }
   return true;
 }
 
@@ -284,11 +311,14 @@ StatusOr<std::optional<v1::Assignment>> Coordinator::PeekOrder(const std::string
   }
   // An order for an attempt this worker already reported the exit of is stale: a repeated
   // START would train again, a CANCEL would have nothing to stop.
+  const WorkerState& worker = it->second;
+  auto still_wanted = [&](const v1::Assignment& order) {
+    if (worker.running.count({order.job_id(), order.attempt()})) return true;
+    return order.kind() == v1::Assignment::KIND_CANCEL &&
+           worker.foreign_jobs.count(order.job_id()) && !worker.Runs(order.job_id());
+  };
   auto& outbox = it->second.outbox;
-  while (!outbox.empty() &&
-         !it->second.running.count({outbox.front().job_id(), outbox.front().attempt()})) {
-    outbox.pop_front();
-  }
+  while (!outbox.empty() && !still_wanted(outbox.front())) outbox.pop_front();
   if (outbox.empty()) return std::optional<v1::Assignment>();
   return std::optional<v1::Assignment>(outbox.front());
 }
@@ -344,7 +374,7 @@ Status Coordinator::Schedule(Published& out) {
   if (stopped_) return Status::Ok();
   std::vector<FreeWorker> free;
   for (const auto& [id, w] : workers_) {
-    if (w.generation != 0 && w.running.empty()) free.push_back({id, w.hostname});
+    if (w.Free()) free.push_back({id, w.hostname});
   }
   if (free.empty()) return Status::Ok();
   QLORAD_ASSIGN_OR_RETURN(auto queued_records, store_->ListJobs({v1::JOB_STATE_QUEUED}, 0));
@@ -398,8 +428,9 @@ int Coordinator::online_workers() {
 
 int Coordinator::busy_workers() {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(std::count_if(workers_.begin(), workers_.end(),
-                                        [](const auto& w) { return !w.second.running.empty(); }));
+  return static_cast<int>(std::count_if(workers_.begin(), workers_.end(), [](const auto& w) {
+    return !w.second.running.empty() || !w.second.foreign_jobs.empty();
+  }));
 }
 
 }  // namespace qlorad::server

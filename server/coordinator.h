@@ -63,6 +63,7 @@ class Coordinator {
 
   // WorkerService.
   StatusOr<v1::RegisterResponse> RegisterWorker(const v1::RegisterRequest& request);
+  // Refreshes the worker's deadline and reconciles the jobs it says it runs; false if unknown.
   bool Heartbeat(const v1::HeartbeatRequest& request);
   // An Assignments stream attaches; returns its generation (a newer stream replaces older ones).
   StatusOr<uint64_t> AttachOrders(const std::string& worker_id);
@@ -98,6 +99,13 @@ class Coordinator {
     std::deque<v1::Assignment> outbox;
     // (job id, attempt) it was told to start and has not reported the exit of.
     std::set<std::pair<std::string, int>> running;
+    // Jobs its heartbeat says it runs that the coordinator did not give it (a trainer left over
+    // from before a coordinator restart): they get a CANCEL, and the worker takes no new job
+    // until a heartbeat no longer lists them.
+    std::set<std::string> foreign_jobs;
+
+    bool Free() const { return generation != 0 && running.empty() && foreign_jobs.empty(); }
+    bool Runs(const std::string& job_id) const;
   };
 
   // The live attempt of a RUNNING job.

@@ -89,5 +89,29 @@ TEST(HeartbeatTest, OrdersWaitForAWorkerWhoseStreamDropped) {
   EXPECT_EQ(cancel->job_id(), job.id());
 }
 
+TEST(HeartbeatTest, ALeftoverTrainerIsCancelledAndKeepsItsWorkerBusy) {
+  OneWorker env;
+  // The worker still runs a trainer from before (e.g. before a coordinator restart).
+  ASSERT_TRUE(env.worker.Heartbeat({"job-left0ver"}));
+  auto cancel = env.worker.NextOrder();
+  ASSERT_TRUE(cancel.has_value());
+  EXPECT_EQ(cancel->kind(), v1::Assignment::KIND_CANCEL);
+  EXPECT_EQ(cancel->job_id(), "job-left0ver");
+
+  const v1::Job job = env.server.Submit(SpecYaml());
+  EXPECT_FALSE(env.worker.NextOrder(200ms).has_value()) << "busy with the leftover";
+  ASSERT_TRUE(env.worker.Heartbeat({"job-left0ver"}));
+  EXPECT_FALSE(env.worker.NextOrder(100ms).has_value()) << "cancelled once, not on every beat";
+
+  ASSERT_TRUE(env.worker.Heartbeat({}));  // the leftover is gone
+  auto start = env.worker.NextOrder();
+  ASSERT_TRUE(start.has_value());
+  EXPECT_EQ(start->kind(), v1::Assignment::KIND_START);
+  EXPECT_EQ(start->job_id(), job.id());
+  // A heartbeat that lists the job it was given is not a leftover.
+  ASSERT_TRUE(env.worker.Heartbeat({job.id()}));
+  EXPECT_FALSE(env.worker.NextOrder(100ms).has_value());
+}
+
 }  // namespace
 }  // namespace qlorad::server::testing

@@ -227,10 +227,11 @@ class FakeWorker {
     return stub_->ReportEvents(&ctx, request, &response);
   }
 
-  bool Heartbeat() {
+  bool Heartbeat(const std::vector<std::string>& running_job_ids = {}) {
     grpc::ClientContext ctx;
     v1::HeartbeatRequest request;
     request.set_worker_id(worker_id_);
+    for (const auto& id : running_job_ids) request.add_running_job_ids(id);
     v1::HeartbeatResponse response;
     EXPECT_TRUE(stub_->Heartbeat(&ctx, request, &response).ok());
     return response.known();
