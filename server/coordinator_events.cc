@@ -87,8 +87,8 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
       return Log(job.id(), "error", "trainer error: " + event.error().message(), out);
     case v1::TrainerEvent::kStarted:
       return Log(job.id(), "info",
-                 fmt::format("trainer started on worker {} (rank {}, pid {})", worker_id,
-                             event.rank(), event.started().pid()),
+                 fmt::format("trainer started on worker {} (rank {}, pid {})",
+                             workers_[worker_id].name, event.rank(), event.started().pid()),
                  out);
     case v1::TrainerEvent::kExit:
       return ApplyExit(record, run, event.rank(), event.exit(), out);
