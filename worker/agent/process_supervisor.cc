@@ -182,7 +182,7 @@ void ProcessSupervisor::Cancel(std::chrono::milliseconds grace) {
   [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));
 }
 
-int ProcessSupervisor::PollTimeoutMs() {
+int ProcessSupervisor::KillIfGraceOver() {
   std::lock_guard<std::mutex> lock(mu_);
   if (!kill_deadline_ || killed_ || reaped_) return -1;
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(*kill_deadline_ -
@@ -230,7 +230,7 @@ void ProcessSupervisor::Loop() {
                                {stderr_fd_, POLLIN, 0},
                                {pid_fd_, POLLIN, 0},
                                {wake_fd_, POLLIN, 0}}};
-    int timeout_ms = PollTimeoutMs();
+    int timeout_ms = KillIfGraceOver();
     if (drain_deadline) timeout_ms = kDrainPollMs;
     const int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0 && errno == EINTR) continue;

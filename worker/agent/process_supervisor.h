@@ -71,7 +71,9 @@ class ProcessSupervisor {
   // Signals the group unless the child is already reaped (its pid could then belong to another
   // process). Caller holds mu_.
   void SignalGroupLocked(int sig);
-  int PollTimeoutMs();
+  // SIGKILLs the group once a cancel's grace period is over; returns how long poll may wait
+  // before that deadline (-1: no deadline pending).
+  int KillIfGraceOver();
 
   const pid_t pid_;
   int stdout_fd_;
