@@ -4,7 +4,6 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sqlite3.h>
 
 #include "tests/unit/server/test_util.h"
 
@@ -135,35 +134,31 @@ TEST(StoreTest, ReadMetricsFiltersByStepAndResumesAfterCursor) {
   for (const auto& row : *next) EXPECT_EQ(row.value.job_id(), "job-1");
 }
 
+// What another connection to the file reads: the first column of the first row.
+std::string QueryOtherConnection(const std::string& db, const std::string& sql) {
+  auto conn = Database::Open(db);
+  EXPECT_TRUE(conn.ok());
+  auto stmt = (*conn)->Prepare(sql);
+  EXPECT_TRUE(stmt.ok()) << stmt.status().ToString();
+  auto row = (*stmt)->Step();
+  EXPECT_TRUE(row.ok() && *row) << sql;
+  return (*stmt)->Text(0);
+}
+
 TEST(StoreTest, UsesWalAndRecordsTheSchemaVersion) {
   TempDir dir;
   const std::string db = dir.File("q.db");
   OpenStore(db);
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
-  auto query = [&](const char* sql) {
-    sqlite3_stmt* stmt = nullptr;
-    EXPECT_EQ(sqlite3_prepare_v2(raw, sql, -1, &stmt, nullptr), SQLITE_OK);
-    EXPECT_EQ(sqlite3_step(stmt), SQLITE_ROW);
-    std::string value = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-    sqlite3_finalize(stmt);
-    return value;
-  };
-  EXPECT_EQ(query("PRAGMA journal_mode"), "wal");
-  EXPECT_EQ(query("SELECT MAX(version) FROM schema_version"),
+  EXPECT_EQ(QueryOtherConnection(db, "PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(QueryOtherConnection(db, "SELECT MAX(version) FROM schema_version"),
             std::to_string(Store::kSchemaVersion));
-  sqlite3_close(raw);
 }
 
 TEST(StoreTest, RefusesADatabaseFromANewerQlorad) {
   TempDir dir;
   const std::string db = dir.File("q.db");
   OpenStore(db);
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(db.c_str(), &raw), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(raw, "INSERT INTO schema_version VALUES (99)", nullptr, nullptr, nullptr),
-            SQLITE_OK);
-  sqlite3_close(raw);
+  ASSERT_TRUE((*Database::Open(db))->Exec("INSERT INTO schema_version VALUES (99)").ok());
   auto store = Store::Open(db);
   ASSERT_FALSE(store.ok());
   EXPECT_EQ(store.status().code(), StatusCode::kFailedPrecondition);
