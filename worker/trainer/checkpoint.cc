@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "worker/trainer/adapter.h"
+#include "worker/trainer/file_util.h"
 
 namespace qlorad::trainer {
 
@@ -51,7 +52,7 @@ StatusOr<std::string> SaveCheckpoint(const std::string& checkpoints_dir, const L
   const fs::path final_dir = root / (kStepPrefix + std::to_string(state.step));
   const fs::path tmp_dir = root / ("." + final_dir.filename().string() + ".tmp");
   std::error_code ec;
-  fs::remove_all(tmp_dir, ec);
+  QLORAD_RETURN_IF_ERROR(RemoveTree(tmp_dir.string()));
   fs::create_directories(tmp_dir, ec);
   if (ec) return Internal(tmp_dir.string() + ": cannot create directory: " + ec.message());
   QLORAD_RETURN_IF_ERROR(SaveAdapter(model, spec, (tmp_dir / "adapter").string()));
@@ -69,13 +70,13 @@ StatusOr<std::string> SaveCheckpoint(const std::string& checkpoints_dir, const L
     out << state_json.dump(2) << "\n";
     if (!out) return Internal((tmp_dir / "state.json").string() + ": write failed");
   }
-  fs::remove_all(final_dir, ec);
+  QLORAD_RETURN_IF_ERROR(RemoveTree(final_dir.string()));
   fs::rename(tmp_dir, final_dir, ec);
   if (ec)
     return Internal(final_dir.string() + ": cannot move checkpoint into place: " + ec.message());
   std::vector<fs::path> dirs = StepDirs(root);
   for (size_t i = 0; i + static_cast<size_t>(std::max(keep, 1)) < dirs.size(); ++i) {
-    fs::remove_all(dirs[i], ec);
+    QLORAD_RETURN_IF_ERROR(RemoveTree(dirs[i].string()));
   }
   return final_dir.string();
 }

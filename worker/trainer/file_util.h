@@ -1,0 +1,18 @@
+// File-system helpers for code that runs in a LibTorch process.
+//
+// Why not std::filesystem::remove_all: the torch 2.11 wheel's libtorch.so exports its own copy of
+// libstdc++'s std::filesystem, which the dynamic linker binds ahead of libstdc++, and its
+// remove_all jumps through a null pointer (seen: SIGSEGV deleting a non-empty directory).
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+
+namespace qlorad::trainer {
+
+// Deletes `path` and everything below it (symlinks are removed, never followed). A missing path
+// is not an error.
+Status RemoveTree(const std::string& path);
+
+}  // namespace qlorad::trainer
