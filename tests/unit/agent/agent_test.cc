@@ -142,6 +142,35 @@ TEST_F(AgentTest, SurvivesACoordinatorRestartAndRegistersAgain) {
   EXPECT_TRUE(agent.Stop().ok());
 }
 
+TEST_F(AgentTest, EventsOfAJobThatEndsWhileTheCoordinatorIsDownAreDeliveredLater) {
+  FakeCoordinator first;
+  auto served = std::make_unique<Served>(&first, 0);
+  const int port = served->port();
+  RunningAgent agent(Options(port));
+  first.Send(StartOrder("job-3", "name: slow\n"));
+  ASSERT_TRUE(WaitUntil([&] { return !first.Events().empty(); }));
+
+  served.reset();  // down while the trainer finishes (it takes a second)
+  std::this_thread::sleep_for(1500ms);
+  FakeCoordinator second;
+  Served again(&second, port);
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(second, "job-3"); }));
+
+  // Nothing lost, nothing out of order: the two coordinators together saw the whole run.
+  std::vector<v1::TrainerEvent> all = first.Events();
+  for (const auto& e : second.Events()) all.push_back(e);
+  std::vector<std::string> from_stdout;
+  for (const auto& e : all) {
+    if (e.has_started()) from_stdout.push_back("started");
+    if (e.has_metrics()) from_stdout.push_back("metrics");
+    if (e.has_done()) from_stdout.push_back("done");
+    if (e.has_exit()) from_stdout.push_back("exit");
+  }
+  EXPECT_EQ(from_stdout, (std::vector<std::string>{"started", "metrics", "done", "exit"}));
+  EXPECT_EQ(all.size(), 5u);  // and the stderr line
+  EXPECT_TRUE(agent.Stop().ok());
+}
+
 TEST_F(AgentTest, RegistersAgainWhenTheCoordinatorForgetsIt) {
   FakeCoordinator coordinator;
   Served served(&coordinator, 0);

@@ -44,12 +44,13 @@ class TempDir {
 };
 
 // Prints its progress like qlorad-train and exits 0; a spec containing "hang" makes it run until
-// SIGTERM, on which it checkpoints and exits 0.
+// SIGTERM, on which it checkpoints and exits 0; one containing "slow" takes a second to finish.
 inline constexpr const char* kFakeQloradTrain = R"(
 trap 'echo "{\"event\":\"checkpoint\",\"step\":1,\"path\":\"/ck\"}"; exit 0' TERM
 echo '{"event":"started","pid":'$$',"total_steps":2}'
 echo '{"event":"metrics","step":1,"total_steps":2,"loss":3.0}'
 echo 'tokenizer warning' >&2
+if grep -q slow "$2"; then sleep 1; fi
 if grep -q hang "$2"; then
   while true; do sleep 0.05; done
 fi
