@@ -19,13 +19,15 @@ dim3 GridFor(int64_t warps) {
 }  // namespace
 
 Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int64_t blocksize,
-                         uint8_t* packed, float* absmax, cudaStream_t stream) {
+                         uint8_t* packed, float* absmax, unsigned long long* first_non_finite,
+                         cudaStream_t stream) {
   QLORAD_RETURN_IF_ERROR(ref::CheckBlocksize(blocksize));
   if (numel < 0)
     return InvalidArgument("nf4 quantize: numel: expected >= 0, got " + std::to_string(numel));
   if (numel == 0) return Status::Ok();
-  if (weight == nullptr || packed == nullptr || absmax == nullptr) {
-    return InvalidArgument("nf4 quantize: weight, packed and absmax are required");
+  if (weight == nullptr || packed == nullptr || absmax == nullptr || first_non_finite == nullptr) {
+    return InvalidArgument(
+        "nf4 quantize: weight, packed, absmax and first_non_finite are required");
   }
   cuda::NF4Thresholds thresholds;
   for (int k = 0; k < 15; ++k) thresholds.value[k] = kNF4Thresholds[k];
@@ -33,15 +35,18 @@ Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int
   switch (format) {
     case InFormat::kFloat32:
       cuda::kQuantizeNF4<<<grid, cuda::kQuantThreads, 0, stream>>>(
-          static_cast<const float*>(weight), numel, blocksize, packed, absmax, thresholds);
+          static_cast<const float*>(weight), numel, blocksize, packed, absmax, first_non_finite,
+          thresholds);
       break;
     case InFormat::kFloat16:
       cuda::kQuantizeNF4<<<grid, cuda::kQuantThreads, 0, stream>>>(
-          static_cast<const __half*>(weight), numel, blocksize, packed, absmax, thresholds);
+          static_cast<const __half*>(weight), numel, blocksize, packed, absmax, first_non_finite,
+          thresholds);
       break;
     case InFormat::kBFloat16:
       cuda::kQuantizeNF4<<<grid, cuda::kQuantThreads, 0, stream>>>(
-          static_cast<const __nv_bfloat16*>(weight), numel, blocksize, packed, absmax, thresholds);
+          static_cast<const __nv_bfloat16*>(weight), numel, blocksize, packed, absmax,
+          first_non_finite, thresholds);
       break;
   }
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());

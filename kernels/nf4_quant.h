@@ -16,9 +16,13 @@ namespace qlorad::kernels {
 
 enum class InFormat { kFloat32, kFloat16, kBFloat16 };
 
-// The weights must be finite: the caller checks, since the kernel cannot report it without a sync.
+// NaN or Inf weights: the kernel lowers *first_non_finite (device memory, set to kNoNonFinite by
+// the caller) to 2 * index + (1 if infinite, 0 if NaN) of the first such element; the caller reads
+// it back and fails (a sync, acceptable for quantization).
+inline constexpr unsigned long long kNoNonFinite = ~0ull;
 Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int64_t blocksize,
-                         uint8_t* packed, float* absmax, cudaStream_t stream);
+                         uint8_t* packed, float* absmax, unsigned long long* first_non_finite,
+                         cudaStream_t stream);
 
 Status LaunchDoubleQuantizeAbsmax(const float* absmax, int64_t n_blocks, const float* offset,
                                   const float* code, uint8_t* codes, float* nested_absmax,

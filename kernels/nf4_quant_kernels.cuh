@@ -45,7 +45,7 @@ __device__ __forceinline__ uint32_t dNF4Code(float normalized, const NF4Threshol
 template <typename InT>
 __global__ void __launch_bounds__(kQuantThreads)
     kQuantizeNF4(const InT* weight, int64_t numel, int64_t blocksize, uint8_t* packed,
-                 float* absmax, NF4Thresholds thresholds) {
+                 float* absmax, unsigned long long* first_non_finite, NF4Thresholds thresholds) {
   const int lane = threadIdx.x % 32;
   const int64_t n_blocks = (numel + blocksize - 1) / blocksize;
   const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * kWarpsPerQuantBlock;
@@ -54,7 +54,12 @@ __global__ void __launch_bounds__(kQuantThreads)
     const int64_t begin = b * blocksize;
     const int64_t end = min(numel, begin + blocksize);
     float m = 0.0f;
-    for (int64_t i = begin + lane; i < end; i += 32) m = fmaxf(m, fabsf(dToFloat(weight[i])));
+    for (int64_t i = begin + lane; i < end; i += 32) {
+      const float x = dToFloat(weight[i]);
+      if (!isfinite(x))
+        atomicMin(first_non_finite, 2ull * static_cast<unsigned long long>(i) + (isinf(x) ? 1 : 0));
+      m = fmaxf(m, fabsf(x));
+    }
     m = dWarpMax(m);
     if (lane == 0) absmax[b] = m;
     // An all-zero block gives inf here and NaN codes below, which become code 0 as in bitsandbytes.

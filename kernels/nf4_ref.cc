@@ -97,11 +97,7 @@ Status QuantizeNF4(const float* weight, int64_t numel, int64_t blocksize, uint8_
   QLORAD_RETURN_IF_ERROR(CheckBlocksize(blocksize));
   if (numel < 0) return InvalidArgument("numel: expected >= 0, got " + std::to_string(numel));
   for (int64_t i = 0; i < numel; ++i) {
-    if (!std::isfinite(weight[i])) {
-      return InvalidArgument("weight: element " + std::to_string(i) + " is " +
-                             (std::isnan(weight[i]) ? "NaN" : "infinite") +
-                             "; NF4 can only quantize finite values");
-    }
+    if (!std::isfinite(weight[i])) return NonFiniteWeight(i, std::isnan(weight[i]));
   }
   const int64_t n_blocks = NumBlocks(numel, blocksize);
   for (int64_t b = 0; b < n_blocks; ++b) {
@@ -120,6 +116,11 @@ Status QuantizeNF4(const float* weight, int64_t numel, int64_t blocksize, uint8_
     }
   }
   return Status::Ok();
+}
+
+Status NonFiniteWeight(int64_t index, bool is_nan) {
+  return InvalidArgument("weight: element " + std::to_string(index) + " is " +
+                         (is_nan ? "NaN" : "infinite") + "; NF4 can only quantize finite values");
 }
 
 float MeanOf(const float* values, int64_t n) {

@@ -41,6 +41,9 @@ uint8_t DynamicCodeOf(const float* code, float normalized);
 Status QuantizeNF4(const float* weight, int64_t numel, int64_t blocksize, uint8_t* packed,
                    float* absmax);
 
+// The error for a weight that NF4 cannot quantize (CPU and CUDA report it the same way).
+Status NonFiniteWeight(int64_t index, bool is_nan);
+
 // Mean of the absmax values (the double-quantization offset), summed in double. bitsandbytes takes
 // torch's mean, whose summation order differs per device; the torch ops pass torch's own value.
 float MeanOf(const float* values, int64_t n);

@@ -1,6 +1,5 @@
 #include "kernels/torch/nf4_checks.h"
 
-#include <cmath>
 #include <string>
 
 #include "kernels/nf4_format.h"
@@ -61,15 +60,6 @@ void CheckQuantizeInputs(const at::Tensor& weight, int64_t blocksize) {
   TORCH_CHECK(IsFloatFormat(weight.scalar_type()),
               "qlorad::nf4_quantize: weight: expected float32, float16 or bfloat16, got ",
               DTypeName(weight.scalar_type()));
-}
-
-void CheckFinite(const char* op, const at::Tensor& weight) {
-  const at::Tensor finite = at::isfinite(weight.reshape(-1));
-  if (finite.all().item<bool>()) return;
-  const int64_t index = at::argmin(finite.to(at::kByte)).item<int64_t>();
-  const bool nan = std::isnan(weight.reshape(-1)[index].item<double>());
-  TORCH_CHECK(false, op, ": weight: element ", index, " is ", nan ? "NaN" : "infinite",
-              "; NF4 can only quantize finite values");
 }
 
 bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtype) {

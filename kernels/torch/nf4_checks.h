@@ -26,10 +26,6 @@ int64_t NumelOf(at::IntArrayRef shape);
 // values are read (the reference on CPU, the kernel on CUDA).
 void CheckQuantizeInputs(const at::Tensor& weight, int64_t blocksize);
 
-// Fails, naming the first offending element, when `weight` holds a NaN or an infinity (same message
-// as the CPU reference). Reads the values back on the host: only for the quantize path.
-void CheckFinite(const char* op, const at::Tensor& weight);
-
 // Checks dtypes, sizes, contiguity and devices of the quantized weight and returns whether it is
 // double quantized (nested_absmax, nested_code and offset all given) or not (none given).
 bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtype);

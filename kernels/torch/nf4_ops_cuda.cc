@@ -48,8 +48,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> QuantizeC
   detail::CheckQuantizeInputs(weight, blocksize);
   const c10::cuda::CUDAGuard guard(weight.device());
   const at::Tensor w = weight.contiguous();
-  // Quantization happens once per weight, at load: a sync to report a bad value by index is fine.
-  detail::CheckFinite("qlorad::nf4_quantize", w);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t numel = w.numel();
   const int64_t n_blocks = ref::NumBlocks(numel, blocksize);
@@ -57,10 +55,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> QuantizeC
   const auto floats = w.options().dtype(at::kFloat);
   at::Tensor packed = at::empty({ref::PackedBytes(numel)}, bytes);
   at::Tensor absmax = at::empty({n_blocks}, floats);
+  at::Tensor first_non_finite =
+      at::full({}, static_cast<int64_t>(kernels::kNoNonFinite), w.options().dtype(at::kLong));
   ThrowIfError(
       "qlorad::nf4_quantize",
-      kernels::LaunchNF4Quantize(w.data_ptr(), InFormatOf(w.scalar_type()), numel, blocksize,
-                                 packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(), stream));
+      kernels::LaunchNF4Quantize(
+          w.data_ptr(), InFormatOf(w.scalar_type()), numel, blocksize, packed.data_ptr<uint8_t>(),
+          absmax.data_ptr<float>(),
+          reinterpret_cast<unsigned long long*>(first_non_finite.data_ptr<int64_t>()), stream));
+  // Quantization happens once per weight, at load: a sync to report a bad value by index is fine.
+  const auto bad = static_cast<unsigned long long>(first_non_finite.item<int64_t>());
+  if (bad != kernels::kNoNonFinite) {
+    ThrowIfError("qlorad::nf4_quantize",
+                 ref::NonFiniteWeight(static_cast<int64_t>(bad / 2), /*is_nan=*/bad % 2 == 0));
+  }
   if (!double_quant)
     return {packed, absmax, at::empty({0}, floats), at::empty({0}, floats), at::empty({0}, floats)};
 

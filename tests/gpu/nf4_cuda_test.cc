@@ -155,16 +155,25 @@ TEST_F(NF4Cuda, DeterministicOnRerun) {
   EXPECT_TRUE(at::equal(w.absmax, again.absmax));
 }
 
-TEST_F(NF4Cuda, NaNWeightIsAnErrorNamingTheElement) {
-  at::Tensor w = RandomWeight({1000}, at::kBFloat16, 23).cuda();
-  w[321] = std::numeric_limits<float>::quiet_NaN();
+// Expects quantizing `w` to fail with a message containing `needle`.
+void ExpectQuantizeError(const at::Tensor& w, const std::string& needle) {
   try {
     QuantizeNF4(w);
-    ADD_FAILURE() << "expected an error";
+    ADD_FAILURE() << "expected an error containing " << needle;
   } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what_without_backtrace()).find("element 321 is NaN"), std::string::npos)
+    EXPECT_NE(std::string(e.what_without_backtrace()).find(needle), std::string::npos)
         << e.what_without_backtrace();
   }
+}
+
+TEST_F(NF4Cuda, NonFiniteWeightIsAnErrorNamingTheFirstSuchElement) {
+  at::Tensor w = RandomWeight({100000}, at::kBFloat16, 23).cuda();
+  w[70001] = std::numeric_limits<float>::quiet_NaN();
+  ExpectQuantizeError(w, "qlorad::nf4_quantize: weight: element 70001 is NaN");
+  w[321] = -std::numeric_limits<float>::infinity();
+  ExpectQuantizeError(w, "element 321 is infinite");
+  // The same weight on the CPU names the same element.
+  ExpectQuantizeError(w.cpu(), "element 321 is infinite");
 }
 
 TEST_F(NF4Cuda, RunsOnTheCurrentStream) {
