@@ -1,5 +1,6 @@
 #include "worker/trainer/adapter.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,15 @@ namespace qlorad::trainer {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+namespace {
+
+// PEFT writes lora_alpha as an integer; keep that form whenever the value is one.
+json LoraAlphaJson(double alpha) {
+  return alpha == std::floor(alpha) ? json(static_cast<int64_t>(alpha)) : json(alpha);
+}
+
+}  // namespace
 
 std::string AdapterKey(const std::string& module_name, bool lora_a) {
   return "base_model.model." + module_name + (lora_a ? ".lora_A.weight" : ".lora_B.weight");
@@ -30,7 +40,7 @@ Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::stri
   const json config = {{"peft_type", "LORA"},
                        {"task_type", "CAUSAL_LM"},
                        {"r", spec.lora.r},
-                       {"lora_alpha", spec.lora.alpha},
+                       {"lora_alpha", LoraAlphaJson(spec.lora.alpha)},
                        {"lora_dropout", spec.lora.dropout},
                        {"target_modules", spec.lora.target_modules},
                        {"use_rslora", spec.lora.use_rslora},

@@ -27,10 +27,11 @@ StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& qua
     }
   }
   const bool nf4 = quantization.type == "nf4";
-  if (nf4 && !Nf4OpsAvailable()) {
-    return FailedPrecondition(
-        "quantization.type: nf4 needs the qlorad_ops library, which this build lacks; use "
-        "type: none or rebuild with the kernels");
+  if (nf4 && !Nf4OpsAvailable(model->device().type())) {
+    return FailedPrecondition("quantization.type: nf4 on " + model->device().str() +
+                              " needs the qlorad_ops library with kernels for that device, which "
+                              "this build lacks (CUDA kernels need QLORAD_WITH_CUDA=ON); use "
+                              "type: none or another build");
   }
   QLoraSummary summary;
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);

@@ -4,8 +4,13 @@
 
 namespace qlorad::trainer {
 
-bool Nf4OpsAvailable() {
+bool Nf4OpsAvailable([[maybe_unused]] at::DeviceType device) {
 #ifdef QLORAD_HAVE_NF4_OPS
+  const c10::DispatchKey key = device == at::kCUDA ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU;
+  for (const char* name : {"qlorad::nf4_quantize", "qlorad::nf4_dequantize"}) {
+    const auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+    if (!op || !op->hasKernelForDispatchKey(key)) return false;
+  }
   return true;
 #else
   return false;

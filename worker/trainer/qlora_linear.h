@@ -51,7 +51,8 @@ class QLoraLinearImpl : public torch::nn::Module {
 };
 TORCH_MODULE(QLoraLinear);
 
-// Whether this build can quantize (the qlorad_ops library was linked in).
-bool Nf4OpsAvailable();
+// Whether NF4 weights can live on `device`: qlorad_ops is linked in and has kernels registered
+// for that device type (a CPU-only kernels build has no CUDA ones).
+bool Nf4OpsAvailable(at::DeviceType device);
 
 }  // namespace qlorad::trainer

@@ -149,7 +149,8 @@ TEST_F(TrainerTest, AdapterHasPeftKeysShapesAndConfig) {
   EXPECT_EQ(config["peft_type"], "LORA");
   EXPECT_EQ(config["task_type"], "CAUSAL_LM");
   EXPECT_EQ(config["r"], 4);
-  EXPECT_EQ(config["lora_alpha"], 8.0);
+  EXPECT_TRUE(config["lora_alpha"].is_number_integer());
+  EXPECT_EQ(config["lora_alpha"], 8);
   EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "v_proj", "down_proj"}));
   EXPECT_EQ(config["bias"], "none");
   EXPECT_EQ(config["fan_in_fan_out"], false);
@@ -184,6 +185,18 @@ TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
   }
   EXPECT_EQ(ReadFile(out / "full/adapter/adapter_model.safetensors"),
             ReadFile(out / "part/adapter/adapter_model.safetensors"));
+}
+
+TEST_F(TrainerTest, ResumeWithoutACheckpointIsAClearError) {
+  TempDir out;
+  fs::create_directories(out / "empty");
+  TrainOptions resume;
+  resume.resume = out / "empty";
+  auto result = Run(Spec(out / "run"), resume);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(result.status().message(),
+              HasSubstr("--resume: no step-N checkpoint in " + out / "empty"));
 }
 
 TEST_F(TrainerTest, PeriodicCheckpointsKeepTheNewest) {
@@ -249,14 +262,27 @@ TEST_F(TrainerTest, BadInputsNameTheFieldOrFile) {
 }
 
 TEST_F(TrainerTest, Nf4TrainingRunsAndLearns) {
-  if (!Nf4OpsAvailable()) GTEST_SKIP() << "qlorad_ops not built";
+#ifndef QLORAD_HAVE_NF4_OPS
+  GTEST_SKIP() << "built without qlorad_ops";
+#endif
+  ASSERT_TRUE(Nf4OpsAvailable(at::kCPU));
   TempDir out;
-  auto result = Run(Spec(out / "nf4",
-                         "{max_steps: 6, micro_batch_size: 2, lr: 2.0e-2, scheduler: constant, "
-                         "warmup_steps: 0, precision: fp32}",
-                         "", "", "{type: nf4, double_quant: true, block_size: 64}"));
-  ASSERT_TRUE(result.ok()) << result.status().ToString();
-  EXPECT_LT(result->losses.back(), result->losses.front());
+  const std::string train =
+      "{max_steps: 6, micro_batch_size: 2, lr: 2.0e-2, scheduler: constant, warmup_steps: 0, "
+      "precision: fp32}";
+  std::string events;
+  auto nf4 =
+      Run(Spec(out / "nf4", train, "", "", "{type: nf4, double_quant: true, block_size: 64}"), {},
+          &events);
+  ASSERT_TRUE(nf4.ok()) << nf4.status().ToString();
+  EXPECT_THAT(events, HasSubstr("quantized 14 linear layers (nf4)"));
+  EXPECT_LT(nf4->losses.back(), nf4->losses.front() - 0.2);
+  // Same data and adapter init on dense weights: NF4 rounding (4 bits per weight) must move the
+  // first loss a little, never a lot.
+  auto dense = Run(Spec(out / "dense", train));
+  ASSERT_TRUE(dense.ok());
+  EXPECT_NE(nf4->losses[0], dense->losses[0]);
+  EXPECT_NEAR(nf4->losses[0], dense->losses[0], 0.02 * dense->losses[0]);
 }
 
 }  // namespace
