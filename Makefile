@@ -7,10 +7,14 @@ BUILD ?= build
 VENV ?= $(HOME)/.cache/qlorad/venv
 # One CUDA architecture keeps CI builds short: the GPU's own when there is one, else Hopper.
 CUDA_ARCHS ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . | grep -E '^[0-9]+$$' || echo 90)
+# nvcc is often installed without being on PATH.
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc)
 
 export QLORAD_VENV := $(VENV)
+# Lets ccache share objects between clones of the repository (CI builds a fresh clone).
+export CCACHE_BASEDIR := $(CURDIR)
 
 .PHONY: demo test deps configure build unit-test py-test format clean
 
@@ -25,7 +29,8 @@ deps:
 
 configure: deps
 	cmake -S . -B $(BUILD) -G Ninja -DQLORAD_PYTHON=$(VENV)/bin/python \
-	  -DQLORAD_CUDA_ARCHS="$(CUDA_ARCHS)" $(CMAKE_FLAGS) >/dev/null
+	  -DQLORAD_CUDA_ARCHS="$(CUDA_ARCHS)" $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) \
+	  $(CMAKE_FLAGS) >/dev/null
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)

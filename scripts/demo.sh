@@ -31,8 +31,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [[ -n "$addr" ]] || { echo "the coordinator did not start; see $RUN/qlorad.log" >&2; exit 1; }
-http=$(grep -oE 'http://[0-9.]+:[0-9]+' "$RUN/qlorad.log" | head -1 || true)
-echo "== coordinator on $addr${http:+ (dashboard $http)}"
+http=$(grep -oE '\(http [0-9.]+:[0-9]+\)' "$RUN/qlorad.log" | head -1 | tr -d '()' | awk '{print $2}' || true)
+echo "== coordinator on $addr${http:+ (dashboard: http://$http/)}"
 
 device="--cpu"
 if nvidia-smi -L >/dev/null 2>&1; then device="--gpu 0"; fi
