@@ -15,6 +15,9 @@ JOBS ?= $(shell nproc)
 export QLORAD_VENV := $(VENV)
 # Lets ccache share objects between clones of the repository (CI builds a fresh clone).
 export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_NOHASHDIR := 1
+# The torch side compiles against a precompiled header, which ccache caches only with these.
+export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 
 .PHONY: demo test deps configure build unit-test py-test format clean
 
@@ -27,10 +30,14 @@ test: build
 deps:
 	scripts/deps.sh >/dev/null
 
+# LibTorch's CMake config prints warnings we cannot act on; its output is kept in the build
+# folder and shown only when configuring fails.
 configure: deps
-	cmake -S . -B $(BUILD) -G Ninja -DQLORAD_PYTHON=$(VENV)/bin/python \
+	@mkdir -p $(BUILD)
+	@cmake -S . -B $(BUILD) -G Ninja -DQLORAD_PYTHON=$(VENV)/bin/python \
 	  -DQLORAD_CUDA_ARCHS="$(CUDA_ARCHS)" $(if $(NVCC),-DCMAKE_CUDA_COMPILER=$(NVCC)) \
-	  $(CMAKE_FLAGS) >/dev/null
+	  $(CMAKE_FLAGS) >$(BUILD)/configure.log 2>&1 || { cat $(BUILD)/configure.log; exit 1; }
+	@echo "configured $(BUILD) (CUDA archs $(CUDA_ARCHS); log in $(BUILD)/configure.log)"
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)

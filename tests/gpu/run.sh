@@ -62,6 +62,21 @@ if python3 -c "import bitsandbytes" 2>/dev/null; then
   QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 "$ROOT/bench/nf4/bnb_side_by_side.py" \
     --json "$OUT/nf4_vs_bnb.json" || fail bnb_side_by_side
 fi
+step "trainer: the demo job on the GPU (NF4 through the CUDA kernels)"
+if ninja -C "$BUILD" -j "$(nproc)" qlorad-train >> "$OUT/build.log" 2>&1; then
+  TRAIN_DIR="$OUT/trainer"
+  mkdir -p "$TRAIN_DIR"
+  "$BUILD/bin/qlorad-train" make-tiny-model --out "$TRAIN_DIR/model" > /dev/null
+  sed -e "s|runs/demo/model|$TRAIN_DIR/model|" -e "s|runs/demo/out|$TRAIN_DIR/out|" \
+    -e "s|examples/data|$ROOT/examples/data|" "$ROOT/examples/demo.yaml" > "$TRAIN_DIR/demo.yaml"
+  "$BUILD/bin/qlorad-train" run "$TRAIN_DIR/demo.yaml" --device cuda --json > "$TRAIN_DIR/events.jsonl" 2> "$TRAIN_DIR/stderr.log"
+  rc=$?
+  grep '"event":"metrics"' "$TRAIN_DIR/events.jsonl" | sed -n '1p;$p'
+  grep '"event":"done"' "$TRAIN_DIR/events.jsonl" || { tail -5 "$TRAIN_DIR/stderr.log"; fail "trainer on cuda (rc $rc)"; }
+else
+  fail "building qlorad-train"
+fi
+
 echo
 [ "$status" = 0 ] && echo "ALL GPU CHECKS PASSED" || echo "SOME GPU CHECKS FAILED"
 exit "$status"
