@@ -12,7 +12,8 @@ APT_PACKAGES=(
   libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libcpp-httplib-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
-PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml)
+PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
+             tokenizers==0.23.3 bitsandbytes==0.50.2)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 

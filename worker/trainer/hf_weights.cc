@@ -84,4 +84,17 @@ StatusOr<at::Tensor> HfWeights::Get(const std::string& name, const std::vector<i
   return t.to(dtype);
 }
 
+StatusOr<at::Tensor> HfWeights::GetStored(const std::string& name) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) {
+    return InvalidArgument("model.path: " + dir_ + ": tensor '" + name + "' is missing");
+  }
+  return ReadTensor(*it->second.first, *it->second.second);
+}
+
+std::string HfWeights::FileOf(const std::string& name) const {
+  auto it = where_.find(name);
+  return it == where_.end() ? dir_ : it->second.first->path();
+}
+
 }  // namespace qlorad::trainer

@@ -23,6 +23,11 @@ class HfWeights {
   // A CPU tensor converted to `dtype`; errors name the file and the tensor.
   StatusOr<at::Tensor> Get(const std::string& name, const std::vector<int64_t>& shape,
                            at::ScalarType dtype) const;
+  // The tensor exactly as stored (its own dtype and shape): bitsandbytes keeps packed bytes and
+  // quantization state next to the weights.
+  StatusOr<at::Tensor> GetStored(const std::string& name) const;
+  // The file that holds `name`, or the model directory when none does (for error messages).
+  std::string FileOf(const std::string& name) const;
 
  private:
   std::string dir_;

@@ -32,6 +32,18 @@ void QLoraLinearImpl::QuantizeNF4([[maybe_unused]] int64_t block_size,
 #endif
 }
 
+void QLoraLinearImpl::UseNF4([[maybe_unused]] const ops::NF4Weight& weight) {
+  TORCH_CHECK(weight.shape == std::vector<int64_t>({out_features_, in_features_}),
+              "UseNF4: NF4 weight of shape ", at::IntArrayRef(weight.shape), " for a [",
+              out_features_, ", ", in_features_, "] layer");
+#ifdef QLORAD_HAVE_NF4_OPS
+  nf4_ = weight.to(dense_.device());
+  dense_ = at::Tensor();
+#else
+  TORCH_CHECK(false, "NF4 weights need the qlorad_ops library, which this build lacks");
+#endif
+}
+
 void QLoraLinearImpl::AddLora(const LoraOptions& options, at::Generator generator) {
   lora_ = options;
   const auto device = nf4_ ? nf4_->packed.device() : dense_.device();

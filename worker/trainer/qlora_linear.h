@@ -24,6 +24,9 @@ class QLoraLinearImpl : public torch::nn::Module {
   explicit QLoraLinearImpl(at::Tensor weight);
   // Replaces the dense weight by its NF4 form; the dense copy is freed.
   void QuantizeNF4(int64_t block_size, bool double_quant);
+  // Replaces the dense weight (a placeholder) by a stored NF4 weight of the same [out, in] shape,
+  // moved to the layer's device: pre-quantized checkpoints are used as stored.
+  void UseNF4(const ops::NF4Weight& weight);
   // Adds A [r, in] ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5), PEFT's choice)
   // drawn from `generator` on the CPU, so CPU and GPU runs start from the same adapter, and B = 0.
   void AddLora(const LoraOptions& options, at::Generator generator);

@@ -10,12 +10,13 @@
 
 #include "worker/trainer/adapter.h"
 #include "worker/trainer/batcher.h"
+#include "worker/trainer/bnb_checkpoint.h"
 #include "worker/trainer/checkpoint.h"
 #include "worker/trainer/dataset.h"
-#include "worker/trainer/hf_weights.h"
 #include "worker/trainer/llama_model.h"
 #include "worker/trainer/lr_schedule.h"
 #include "worker/trainer/model_config.h"
+#include "worker/trainer/model_loader.h"
 #include "worker/trainer/qlora.h"
 
 namespace qlorad::trainer {
@@ -93,17 +94,31 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device, EventSink& eve
                          std::to_string(spec.data.max_seq_len) + " tokens per epoch");
   s.batcher.emplace(std::move(batcher));
 
+  // A bitsandbytes 4-bit checkpoint trains on its stored NF4 weights. With quantization.type none
+  // it is refused rather than dequantized: the user asked for a dense base the files do not hold.
+  QLORAD_ASSIGN_OR_RETURN(const std::optional<BnbQuantization> bnb,
+                          ReadBnbQuantization(spec.model.path));
+  QuantizationSpec quantization = spec.quantization;
+  if (bnb) {
+    if (quantization.type != "nf4") {
+      return InvalidArgument("quantization.type: '" + quantization.type + "', but model.path " +
+                             spec.model.path +
+                             " is a bitsandbytes 4-bit nf4 checkpoint; use type: nf4 (its stored "
+                             "quantization is used) or an unquantized model");
+    }
+    events.Log("info", std::string("model is pre-quantized (bitsandbytes nf4, double_quant ") +
+                           (bnb->double_quant ? "true" : "false") +
+                           "): using its stored quantization; quantization.block_size and "
+                           "double_quant do not apply");
+    quantization.type = "none";  // nothing left to quantize
+  }
   events.Log("info", "loading model from " + spec.model.path + " onto " + s.device.str());
-  QLORAD_ASSIGN_OR_RETURN(HfWeights weights, HfWeights::Open(spec.model.path));
-  QLORAD_ASSIGN_OR_RETURN(s.model,
-                          BuildLlamaModel(
-                              config,
-                              [&](const std::string& name, const std::vector<int64_t>& shape) {
-                                return weights.Get(name, shape, at::kFloat);
-                              },
-                              s.device, dtype));
-  QLORAD_ASSIGN_OR_RETURN(const QLoraSummary summary,
-                          ApplyQLora(s.model, spec.quantization, spec.lora, spec.train.seed));
+  QLORAD_ASSIGN_OR_RETURN(LoadedModel loaded, LoadLlamaModel(spec.model.path, config,
+                                                             bnb.has_value(), s.device, dtype));
+  s.model = loaded.model;
+  QLORAD_ASSIGN_OR_RETURN(QLoraSummary summary,
+                          ApplyQLora(s.model, quantization, spec.lora, spec.train.seed));
+  summary.quantized_layers += loaded.prequantized_layers;
   events.Log("info", "quantized " + std::to_string(summary.quantized_layers) + " linear layers (" +
                          spec.quantization.type + "), LoRA on " +
                          std::to_string(summary.lora_layers) + " layers, " +
