@@ -13,7 +13,7 @@ APT_PACKAGES=(
   libcpp-httplib-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
-             bitsandbytes==0.50.2)
+             tokenizers==0.23.3 bitsandbytes==0.50.2)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 

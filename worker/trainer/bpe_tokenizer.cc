@@ -1,0 +1,72 @@
+#include "worker/trainer/bpe_tokenizer.h"
+
+#include <fstream>
+#include <sstream>
+
+namespace qlorad::trainer {
+
+StatusOr<BpeTokenizer> BpeTokenizer::Load(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound(path + ": cannot open the tokenizer file");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  nlohmann::json config = nlohmann::json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
+  if (config.is_discarded()) return InvalidArgument(path + ": not valid JSON");
+  return FromJson(config, path);
+}
+
+StatusOr<BpeTokenizer> BpeTokenizer::FromJson(const nlohmann::json& config,
+                                              const std::string& file) {
+  if (!config.is_object()) return InvalidArgument(file + ": expected a JSON object");
+  // Wrongly typed fields deep inside make nlohmann throw; they are bad input, not a crash.
+  try {
+    QLORAD_ASSIGN_OR_RETURN(
+        auto normalizer, Normalizer::FromJson(config.value("normalizer", nlohmann::json()), file));
+    QLORAD_ASSIGN_OR_RETURN(
+        auto added, AddedTokens::FromJson(config.value("added_tokens", nlohmann::json()), file));
+    QLORAD_ASSIGN_OR_RETURN(
+        auto pre, PreTokenizer::FromJson(config.value("pre_tokenizer", nlohmann::json()), file));
+    if (!config.contains("model")) return InvalidArgument(file + ": model is missing");
+    QLORAD_ASSIGN_OR_RETURN(auto model, BpeModel::FromJson(config["model"], file));
+    QLORAD_ASSIGN_OR_RETURN(
+        auto affixes, ParsePostProcessor(config.value("post_processor", nlohmann::json()), file));
+    return BpeTokenizer(std::move(added), std::move(normalizer), std::move(pre), std::move(model),
+                        std::move(affixes));
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgument(file + ": unexpected JSON layout: " + e.what());
+  }
+}
+
+StatusOr<std::vector<int64_t>> BpeTokenizer::Encode(std::string_view text, bool add_special) const {
+  std::vector<int64_t> ids;
+  if (add_special) ids = affixes_.prefix;
+  for (const AddedTokens::Segment& segment :
+       added_.Split(text, /*normalized=*/false, add_special)) {
+    if (segment.id >= 0) {
+      ids.push_back(segment.id);
+      continue;
+    }
+    const bool at_text_start = segment.text.data() == text.data();
+    QLORAD_RETURN_IF_ERROR(EncodePlain(segment.text, add_special, at_text_start, ids));
+  }
+  if (add_special) ids.insert(ids.end(), affixes_.suffix.begin(), affixes_.suffix.end());
+  return ids;
+}
+
+Status BpeTokenizer::EncodePlain(std::string_view text, bool add_special, bool at_text_start,
+                                 std::vector<int64_t>& ids) const {
+  const std::string normalized = normalizer_.Apply(text);
+  for (const AddedTokens::Segment& segment :
+       added_.Split(normalized, /*normalized=*/true, add_special)) {
+    if (segment.id >= 0) {
+      ids.push_back(segment.id);
+      continue;
+    }
+    const bool first = at_text_start && segment.text.data() == normalized.data();
+    QLORAD_ASSIGN_OR_RETURN(auto pieces, pre_.Split(segment.text, first));
+    for (const std::string& piece : pieces) model_.Encode(piece, ids);
+  }
+  return Status();
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,49 @@
+// A tokenizer loaded from a Hugging Face tokenizer.json: added tokens, then the normalizer and
+// the pre-tokenizer, then BPE, then the post-processor's special tokens (BOS). Covers byte-level
+// BPE as Llama 3 uses it and BPE with byte fallback and Metaspace (Llama 2, Mistral); an
+// unsupported component is an error naming it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "worker/trainer/bpe_tokenizer_added.h"
+#include "worker/trainer/bpe_tokenizer_model.h"
+#include "worker/trainer/bpe_tokenizer_normalizer.h"
+#include "worker/trainer/bpe_tokenizer_post.h"
+#include "worker/trainer/pretokenizer.h"
+
+namespace qlorad::trainer {
+
+class BpeTokenizer {
+ public:
+  static StatusOr<BpeTokenizer> Load(const std::string& path);
+  // `file` names the source in errors.
+  static StatusOr<BpeTokenizer> FromJson(const nlohmann::json& config, const std::string& file);
+
+  // The ids of `text` (UTF-8). With `add_special`, the post-processor's tokens (BOS) are added and
+  // special-token text becomes its token; without, special-token text is encoded as plain text
+  // (Hugging Face: encode_special_tokens=True, add_special_tokens=False).
+  StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_special) const;
+
+ private:
+  BpeTokenizer(AddedTokens added, Normalizer normalizer, PreTokenizer pre, BpeModel model,
+               SpecialAffixes affixes)
+      : added_(std::move(added)),
+        normalizer_(std::move(normalizer)),
+        pre_(std::move(pre)),
+        model_(std::move(model)),
+        affixes_(std::move(affixes)) {}
+  Status EncodePlain(std::string_view text, bool add_special, bool at_text_start,
+                     std::vector<int64_t>& ids) const;
+  AddedTokens added_;
+  Normalizer normalizer_;
+  PreTokenizer pre_;
+  BpeModel model_;
+  SpecialAffixes affixes_;  // the post-processor's ids around the text
+};
+
+}  // namespace qlorad::trainer
