@@ -79,6 +79,8 @@ class LlamaModelImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids);
   // hidden [.., hidden] -> fp32 logits [.., vocab].
   at::Tensor Logits(const at::Tensor& hidden) const;
+  // [vocab, hidden]: the embedding when tied; frozen (a buffer), so never trained here.
+  const at::Tensor& lm_head() const { return lm_head_; }
 
   // Every projection inside the layers with its HF module name ("model.layers.0.self_attn.q_proj").
   std::vector<std::pair<std::string, QLoraLinear>> NamedLinears() const;

@@ -12,6 +12,7 @@
 #include "worker/trainer/batcher.h"
 #include "worker/trainer/bnb_checkpoint.h"
 #include "worker/trainer/checkpoint.h"
+#include "worker/trainer/chunked_loss.h"
 #include "worker/trainer/dataset.h"
 #include "worker/trainer/llama_model.h"
 #include "worker/trainer/lr_schedule.h"
@@ -70,6 +71,7 @@ struct Session {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::vector<at::Tensor> params;
   at::Device device{at::kCPU};
+  int64_t loss_chunk_rows = 1;  // tokens per lm_head + loss chunk (train.loss_chunk_size)
 };
 
 StatusOr<Session> Prepare(const JobSpec& spec, at::Device device, EventSink& events) {
@@ -127,6 +129,7 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device, EventSink& eve
     QLORAD_RETURN_IF_ERROR(LoadAdapter(s.model, *spec.lora.init_from));
     events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   }
+  s.loss_chunk_rows = ResolveLossChunkRows(spec.train.loss_chunk_size, config.vocab_size);
   s.params = LoraParameters(s.model);
   if (s.params.empty()) return InvalidArgument("lora.target_modules: no trainable parameters");
   s.optimizer = std::make_unique<torch::optim::AdamW>(
@@ -145,14 +148,16 @@ double AccumulateGradients(Session& s, const std::vector<Batch>& batches) {
   for (const Batch& b : batches) valid += b.valid_labels;
   const double denominator = static_cast<double>(std::max<int64_t>(valid, 1));
   at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
-  const int64_t vocab = s.model->config().vocab_size;
   for (const Batch& b : batches) {
     at::Tensor inputs = ToDevice(b.inputs, b.rows, b.seq_len, s.device);
     at::Tensor labels = ToDevice(b.labels, b.rows, b.seq_len, s.device);
-    at::Tensor logits = s.model->Logits(s.model->forward(inputs));
-    at::Tensor loss = at::cross_entropy_loss(logits.view({-1, vocab}), labels.view({-1}),
-                                             /*weight=*/{}, at::Reduction::Sum, kIgnoreLabel) /
-                      denominator;
+    // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
+    at::Tensor hidden = s.model->forward(inputs);
+    at::Tensor loss =
+        ChunkedCrossEntropy(hidden.reshape({-1, hidden.size(-1)}), s.model->lm_head(),
+                            labels.view({-1}), {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+            .sum /
+        denominator;
     loss.backward();
     total += loss.detach().to(at::kDouble);
   }

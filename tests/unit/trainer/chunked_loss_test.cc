@@ -1,0 +1,227 @@
+// The chunked lm_head + loss against the naive full-logits computation in fp64, and the trainer's
+// loss curve with and without chunking.
+#include "worker/trainer/chunked_loss.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "tests/unit/trainer/test_util.h"
+#include "worker/trainer/tiny_model.h"
+#include "worker/trainer/trainer.h"
+
+namespace qlorad::trainer {
+namespace {
+
+using testing::TempDir;
+using testing::WriteFile;
+
+// Odd sizes so no chunk size divides the token count evenly.
+constexpr int64_t kTokens = 37, kHidden = 19, kVocab = 53;
+
+struct Inputs {
+  at::Tensor hidden, weight, labels;
+};
+
+Inputs MakeInputs(at::ScalarType dtype, uint64_t seed = 7) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  Inputs in;
+  in.hidden = at::randn({kTokens, kHidden}, gen, at::kDouble).to(dtype);
+  in.weight = (at::randn({kVocab, kHidden}, gen, at::kDouble) * 0.5).to(dtype);
+  in.labels = at::randint(kVocab, {kTokens}, gen, at::kLong);
+  for (int64_t i : {0, 5, 6, 20, 36}) in.labels[i] = -100;
+  return in;
+}
+
+// Naive reference: every logit at once, in fp64, each formula written out.
+struct Reference {
+  double loss;
+  at::Tensor grad_hidden, grad_weight;
+};
+
+Reference NaiveCrossEntropy(const Inputs& in, const CrossEntropyOptions& o, double grad_scale) {
+  at::Tensor h = in.hidden.to(at::kDouble).detach().requires_grad_(true);
+  at::Tensor w = in.weight.to(at::kDouble).detach().requires_grad_(true);
+  at::Tensor logits = h.matmul(w.t());
+  at::Tensor lse = at::logsumexp(logits, -1);
+  at::Tensor valid = in.labels.ne(o.ignore_index);
+  at::Tensor safe_labels = at::where(valid, in.labels, at::zeros_like(in.labels));
+  at::Tensor nll = lse - logits.gather(1, safe_labels.unsqueeze(1)).squeeze(1);
+  at::Tensor uniform = lse - logits.mean(-1);  // mean over classes of -log p
+  at::Tensor per_token =
+      (1.0 - o.label_smoothing) * nll + o.label_smoothing * uniform + o.z_loss * lse.square();
+  at::Tensor loss = (per_token * valid.to(at::kDouble)).sum();
+  (loss * grad_scale).backward();
+  return {loss.item<double>(), h.grad(), w.grad()};
+}
+
+void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double tol,
+                 const std::string& what) {
+  ASSERT_TRUE(actual.defined()) << what;
+  const double err = (actual.to(at::kDouble) - expected).abs().max().item<double>();
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LE(err, tol * std::max(scale, 1.0)) << what << " (max |expected| " << scale << ")";
+}
+
+// Runs the chunked loss, scales it (so backward sees a grad_output that is not 1) and compares
+// value and both gradients with the fp64 reference.
+void CheckAgainstNaive(at::ScalarType dtype, const CrossEntropyOptions& o, int64_t chunk_rows,
+                       double tol) {
+  SCOPED_TRACE("chunk_rows " + std::to_string(chunk_rows));
+  const Inputs in = MakeInputs(dtype);
+  const double grad_scale = 0.37;
+  const Reference ref = NaiveCrossEntropy(in, o, grad_scale);
+  at::Tensor h = in.hidden.detach().requires_grad_(true);
+  at::Tensor w = in.weight.detach().requires_grad_(true);
+  LinearCrossEntropy out = ChunkedCrossEntropy(h, w, in.labels, o, chunk_rows);
+  EXPECT_EQ(out.valid_tokens, kTokens - 5);
+  EXPECT_EQ(out.sum.scalar_type(), at::kDouble);
+  EXPECT_NEAR(out.sum.item<double>(), ref.loss, tol * std::abs(ref.loss));
+  (out.sum * grad_scale).backward();
+  EXPECT_EQ(h.grad().scalar_type(), dtype);
+  EXPECT_EQ(w.grad().scalar_type(), dtype);
+  ExpectClose(h.grad(), ref.grad_hidden, tol, "grad hidden");
+  ExpectClose(w.grad(), ref.grad_weight, tol, "grad weight");
+}
+
+const std::vector<int64_t> kChunkSizes = {1, 7, kTokens, 1000};
+
+TEST(ChunkedLossTest, CrossEntropyEqualsNaiveFp64ForEveryChunkSize) {
+  for (int64_t rows : kChunkSizes) CheckAgainstNaive(at::kDouble, {}, rows, 1e-12);
+}
+
+TEST(ChunkedLossTest, Fp32InputsWithinFp32Tolerance) {
+  for (int64_t rows : kChunkSizes) CheckAgainstNaive(at::kFloat, {}, rows, 1e-5);
+}
+
+TEST(ChunkedLossTest, Bf16InputsWithinBf16Tolerance) {
+  // The reference uses the same bf16 values in fp64; what differs is the bf16 matmul (8 bits of
+  // mantissa) and the bf16 gradients, so a few bf16 ulps.
+  for (int64_t rows : kChunkSizes) CheckAgainstNaive(at::kBFloat16, {}, rows, 3e-2);
+}
+
+TEST(ChunkedLossTest, ZLossAndLabelSmoothingMatchTheirFormulas) {
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.1;
+  o.z_loss = 1e-2;
+  for (int64_t rows : kChunkSizes) CheckAgainstNaive(at::kDouble, o, rows, 1e-12);
+  o.label_smoothing = 0.0;
+  CheckAgainstNaive(at::kDouble, o, 7, 1e-12);
+  o.label_smoothing = 0.25;
+  o.z_loss = 0.0;
+  CheckAgainstNaive(at::kDouble, o, 7, 1e-12);
+}
+
+TEST(ChunkedLossTest, IgnoredTokensGetNoLossAndNoGradient) {
+  Inputs in = MakeInputs(at::kDouble);
+  in.labels.fill_(-100);
+  in.labels[3] = 4;
+  at::Tensor h = in.hidden.detach().requires_grad_(true);
+  LinearCrossEntropy out = ChunkedCrossEntropy(h, in.weight, in.labels, {}, 7);
+  EXPECT_EQ(out.valid_tokens, 1);
+  out.sum.backward();
+  at::Tensor row_has_grad = h.grad().abs().sum(1).ne(0);
+  EXPECT_TRUE(row_has_grad[3].item<bool>());
+  EXPECT_EQ(row_has_grad.sum().item<int64_t>(), 1);
+
+  in.labels.fill_(-100);  // a micro-batch of padding: sum 0, not NaN
+  LinearCrossEntropy none = ChunkedCrossEntropy(in.hidden, in.weight, in.labels, {}, 7);
+  EXPECT_EQ(none.valid_tokens, 0);
+  EXPECT_EQ(none.sum.item<double>(), 0.0);
+}
+
+TEST(ChunkedLossTest, FrozenWeightGetsNoGradientAndHiddenStillMatches) {
+  const Inputs in = MakeInputs(at::kDouble);
+  const Reference ref = NaiveCrossEntropy(in, {}, 1.0);
+  at::Tensor h = in.hidden.detach().requires_grad_(true);
+  at::Tensor w = in.weight.detach();  // a frozen lm_head
+  ChunkedCrossEntropy(h, w, in.labels, {}, 7).sum.backward();
+  EXPECT_FALSE(w.grad().defined());
+  ExpectClose(h.grad(), ref.grad_hidden, 1e-12, "grad hidden");
+}
+
+TEST(ChunkedLossTest, GenericPathTakesAnyLossForExampleKlToReferenceLogits) {
+  // Forward KL(ref || model) per token, written as plain LibTorch code: its gradient comes from
+  // autograd on each chunk. Targets are reference logits [tokens, vocab].
+  const Inputs in = MakeInputs(at::kDouble);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(11);
+  const at::Tensor ref_logits = at::randn({kTokens, kVocab}, gen, at::kDouble);
+  auto kl = [](const at::Tensor& logits, const at::Tensor& reference) {
+    at::Tensor ref_logp = at::log_softmax(reference, -1);
+    return (ref_logp.exp() * (ref_logp - at::log_softmax(logits, -1))).sum();
+  };
+  at::Tensor h_ref = in.hidden.detach().requires_grad_(true);
+  at::Tensor w_ref = in.weight.detach().requires_grad_(true);
+  at::Tensor expected = kl(h_ref.matmul(w_ref.t()), ref_logits);
+  expected.backward();
+  for (int64_t rows : kChunkSizes) {
+    SCOPED_TRACE("chunk_rows " + std::to_string(rows));
+    at::Tensor h = in.hidden.detach().requires_grad_(true);
+    at::Tensor w = in.weight.detach().requires_grad_(true);
+    at::Tensor got = ChunkedLinearLoss(h, w, ref_logits, kl, rows);
+    EXPECT_NEAR(got.item<double>(), expected.item<double>(), 1e-12 * expected.item<double>());
+    got.backward();
+    ExpectClose(h.grad(), h_ref.grad(), 1e-12, "grad hidden");
+    ExpectClose(w.grad(), w_ref.grad(), 1e-12, "grad weight");
+  }
+}
+
+TEST(ChunkedLossTest, AutoChunkKeepsFp32LogitsUnderTheBudget) {
+  EXPECT_EQ(ResolveLossChunkRows(5, 128256), 5);
+  const int64_t rows = ResolveLossChunkRows(0, 128256);
+  EXPECT_LE(rows * 128256 * 4, kDefaultLossChunkBudgetBytes);
+  EXPECT_GT((rows + 1) * 128256 * 4, kDefaultLossChunkBudgetBytes);
+  EXPECT_EQ(ResolveLossChunkRows(0, 1000, 100), 1);  // never zero rows
+}
+
+TEST(ChunkedLossTest, BadShapesAreClearErrors) {
+  const Inputs in = MakeInputs(at::kFloat);
+  EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight.t(), in.labels, {}, 7), c10::Error);
+  EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels.narrow(0, 0, 3), {}, 7),
+               c10::Error);
+  EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels, {}, 0), c10::Error);
+}
+
+TEST(ChunkedLossTest, TinyModelTrainingMatchesUnchunkedLossCurve) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTinyModel(dir / "model", 0).ok());
+  std::string data;
+  for (int i = 0; i < 12; ++i) {
+    data += "{\"text\": \"the fox " + std::to_string(i * 7) + " jumps over dog " +
+            std::to_string(i) + "\"}\n";
+  }
+  WriteFile(dir / "data.jsonl", data);
+  auto run = [&](const std::string& chunk) {
+    const std::string yaml =
+        "name: chunked\nmodel: {path: " + dir / "model" +
+        "}\nquantization: {type: none}\n"
+        "lora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj, down_proj]}\n"
+        "data: {path: " +
+        dir / "data.jsonl" +
+        ", max_seq_len: 24, packing: false, shuffle: true, seed: 1}\n"
+        "train: {max_steps: 8, micro_batch_size: 2, grad_accum: 2, lr: 1.0e-2, scheduler: "
+        "constant, warmup_steps: 0, precision: fp32, seed: 3, loss_chunk_size: " +
+        chunk + "}\nresources: {device: cpu}\ncheckpoint: {every_steps: 0, keep: 1, output_dir: " +
+        dir / ("out-" + chunk) + "}\n";
+    auto spec = ParseJobSpec(yaml);
+    EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+    std::ostringstream out, err;
+    EventSink events(true, out, err);
+    auto result = Train(*spec, {}, events);
+    EXPECT_TRUE(result.ok()) << result.status().ToString();
+    return result.ok() ? result->losses : std::vector<double>{};
+  };
+  const std::vector<double> whole = run("100000"), chunked = run("7"), automatic = run("auto");
+  ASSERT_EQ(whole.size(), 8u);
+  ASSERT_EQ(chunked.size(), 8u);
+  ASSERT_EQ(automatic.size(), 8u);
+  for (size_t i = 0; i < whole.size(); ++i) {
+    EXPECT_NEAR(chunked[i], whole[i], 1e-5 * whole[i]) << "step " << i + 1;
+    EXPECT_EQ(automatic[i], whole[i]) << "step " << i + 1;  // auto: one chunk here, same math
+  }
+  EXPECT_LT(whole.back(), whole.front());
+}
+
+}  // namespace
+}  // namespace qlorad::trainer
