@@ -11,9 +11,10 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libcpp-httplib-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
 )
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
-             tokenizers==0.23.3 bitsandbytes==0.50.2)
+             tokenizers==0.23.3 bitsandbytes==0.50.2 transformers==5.17.0 peft==0.21.0)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 
