@@ -1,6 +1,7 @@
 // Launchers of NF4 dequantization (kernels: nf4_dequant_kernels.cuh).
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda_check.h"
 #include "kernels/nf4_dequant.h"
@@ -33,45 +34,85 @@ Status CheckParams(const NF4DequantParams& p) {
   return Status::Ok();
 }
 
-template <typename OutT>
-void Launch(const NF4DequantParams& p, bool vector, cudaStream_t stream) {
-  cuda::NF4Table table;
-  for (int i = 0; i < 16; ++i) table.value[i] = kNF4Code[i];
-  int log2_blocksize = 0;
-  while ((int64_t{1} << log2_blocksize) < p.blocksize) ++log2_blocksize;
-  // One thread per 32-element chunk (or per element on the unaligned path); the kernels loop
-  // grid-stride, so the grid is capped where a launch would stop helping.
+int Log2(int64_t blocksize) {
+  int log2 = 0;
+  while ((int64_t{1} << log2) < blocksize) ++log2;
+  return log2;
+}
+
+// Thread blocks for one weight: one thread per 32-element chunk (or per element on the unaligned
+// path). The kernel loops grid-stride within a weight, so a huge weight is capped where more
+// blocks would stop helping.
+int32_t BlocksFor(const NF4DequantParams& p, bool vector) {
   const int64_t work =
       vector ? (p.numel + cuda::kElementsPerChunk - 1) / cuda::kElementsPerChunk : p.numel;
-  const int64_t blocks =
-      std::min<int64_t>((work + cuda::kDequantThreads - 1) / cuda::kDequantThreads, 1 << 20);
-  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(blocks, 1)));
-  if (vector) {
-    cuda::kDequantizeNF4<OutT, true, true>
-        <<<grid, cuda::kDequantThreads, 0, stream>>>(p, table, log2_blocksize);
-  } else {
-    cuda::kDequantizeNF4<OutT, false, false>
-        <<<grid, cuda::kDequantThreads, 0, stream>>>(p, table, log2_blocksize);
+  return static_cast<int32_t>(std::clamp<int64_t>(
+      (work + cuda::kDequantThreads - 1) / cuda::kDequantThreads, 1, int64_t{1} << 20));
+}
+
+template <typename OutT, bool kVector, int kCapacity>
+void LaunchGroup(const NF4DequantParams* const* weights, int count, cudaStream_t stream) {
+  cuda::NF4Table table;
+  for (int i = 0; i < 16; ++i) table.value[i] = kNF4Code[i];
+  cuda::NF4DequantGroup<kCapacity> group{};
+  int32_t blocks = 0;
+  for (int i = 0; i < count; ++i) {
+    group.weights[i] = *weights[i];
+    group.log2_blocksize[i] = Log2(weights[i]->blocksize);
+    group.first_block[i] = blocks;
+    blocks += BlocksFor(*weights[i], kVector);
   }
+  group.first_block[count] = blocks;
+  group.count = count;
+  // Staging pays only with 16-byte stores, i.e. on the vector path.
+  cuda::kDequantizeNF4<OutT, kVector, kVector, kCapacity>
+      <<<blocks, cuda::kDequantThreads, 0, stream>>>(group, table);
+}
+
+// A single weight takes the one-slot form: a smaller parameter block to copy at launch.
+template <typename OutT, bool kVector>
+void LaunchSlices(const std::vector<const NF4DequantParams*>& weights, cudaStream_t stream) {
+  for (size_t first = 0; first < weights.size(); first += kMaxDequantGroup) {
+    const int n = static_cast<int>(std::min<size_t>(kMaxDequantGroup, weights.size() - first));
+    if (n == 1) {
+      LaunchGroup<OutT, kVector, 1>(&weights[first], n, stream);
+    } else {
+      LaunchGroup<OutT, kVector, kMaxDequantGroup>(&weights[first], n, stream);
+    }
+  }
+}
+
+template <typename OutT>
+void LaunchFormat(const NF4DequantParams* weights, int count, OutFormat format,
+                  cudaStream_t stream) {
+  std::vector<const NF4DequantParams*> vector, scalar;
+  for (int i = 0; i < count; ++i) {
+    const NF4DequantParams& p = weights[i];
+    if (p.format != format || p.numel == 0) continue;
+    (Aligned16(p.packed) && Aligned16(p.out) ? vector : scalar).push_back(&p);
+  }
+  if (!vector.empty()) LaunchSlices<OutT, true>(vector, stream);
+  if (!scalar.empty()) LaunchSlices<OutT, false>(scalar, stream);
 }
 
 }  // namespace
 
 Status LaunchNF4Dequantize(const NF4DequantParams& p, cudaStream_t stream) {
-  QLORAD_RETURN_IF_ERROR(CheckParams(p));
-  if (p.numel == 0) return Status::Ok();
-  const bool vector = Aligned16(p.packed) && Aligned16(p.out);
-  switch (p.format) {
-    case OutFormat::kFloat16:
-      Launch<__half>(p, vector, stream);
-      break;
-    case OutFormat::kBFloat16:
-      Launch<__nv_bfloat16>(p, vector, stream);
-      break;
-    case OutFormat::kFloat32:
-      Launch<float>(p, vector, stream);
-      break;
+  return LaunchNF4DequantizeMany(&p, 1, stream);
+}
+
+Status LaunchNF4DequantizeMany(const NF4DequantParams* weights, int count, cudaStream_t stream) {
+  if (count < 0 || (count > 0 && weights == nullptr))
+    return InvalidArgument("nf4 dequantize: expected count >= 0 weights");
+  for (int i = 0; i < count; ++i) {
+    if (Status s = CheckParams(weights[i]); !s.ok()) {
+      return count == 1 ? s
+                        : Status(s.code(), "weight " + std::to_string(i) + ": " + s.message());
+    }
   }
+  LaunchFormat<__half>(weights, count, OutFormat::kFloat16, stream);
+  LaunchFormat<__nv_bfloat16>(weights, count, OutFormat::kBFloat16, stream);
+  LaunchFormat<float>(weights, count, OutFormat::kFloat32, stream);
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
 }

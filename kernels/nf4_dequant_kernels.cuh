@@ -122,18 +122,38 @@ __device__ __forceinline__ void dDequantizeChunk(uint4 bytes, float absmax, cons
   }
 }
 
+// Thread blocks [first_block[i], first_block[i + 1]) of a launch serve weights[i], so one launch
+// dequantizes several weights (a layer's projections) without a gap between them, and a small
+// weight's tail wave is filled by the next weight's blocks. Passed as a __grid_constant__
+// parameter: indexed in place, never copied to local memory.
+template <int kCapacity>
+struct NF4DequantGroup {
+  NF4DequantParams weights[kCapacity];
+  int32_t first_block[kCapacity + 1];
+  int32_t log2_blocksize[kCapacity];
+  int32_t count;
+};
+
 // kStaged: the 32 lanes of a warp hand their chunks' output through shared memory so that each
 // 16-byte store instruction of the warp writes 512 contiguous bytes (without staging, lane i's
 // stores sit 64 or 128 bytes apart and every instruction touches 4x as many cache lines).
 // kVector: false when a pointer is not 16-byte aligned; then every element takes the scalar path.
-template <typename OutT, bool kStaged, bool kVector>
+template <typename OutT, bool kStaged, bool kVector, int kCapacity>
 __global__ void __launch_bounds__(kDequantThreads)
-    kDequantizeNF4(NF4DequantParams p, NF4Table table, int log2_blocksize) {
+    kDequantizeNF4(const __grid_constant__ NF4DequantGroup<kCapacity> group, NF4Table table) {
   constexpr int kWords = dOut<OutT>::kWordsPerChunk;
   constexpr int kVecs = kWords / 4;  // 16-byte stores per chunk
   __shared__ float s_nf4[16];
   __shared__ float s_code[256];
   __shared__ uint4 s_stage[kStaged ? kDequantThreads * kVecs : 1];
+
+  // Block-uniform: every thread of a block picks the same weight.
+  int w = 0;
+  while (w + 1 < group.count && static_cast<int32_t>(blockIdx.x) >= group.first_block[w + 1]) ++w;
+  const NF4DequantParams& p = group.weights[w];
+  const int log2_blocksize = group.log2_blocksize[w];
+  const int64_t block = static_cast<int64_t>(blockIdx.x) - group.first_block[w];
+  const int64_t blocks = group.first_block[w + 1] - group.first_block[w];
 
   if (threadIdx.x < 16) s_nf4[threadIdx.x] = table.value[threadIdx.x];
   if (p.double_quant) {
@@ -142,8 +162,8 @@ __global__ void __launch_bounds__(kDequantThreads)
   const float offset = p.double_quant ? dLoadResidentFloat(p.offset) : 0.0f;
   __syncthreads();
 
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t stride = blocks * blockDim.x;
+  const int64_t tid = block * blockDim.x + threadIdx.x;
   const int64_t n_chunks = kVector ? p.numel / kElementsPerChunk : 0;
   const int lane = threadIdx.x % 32;
   uint4* stage = s_stage + (threadIdx.x / 32) * 32 * kVecs;

@@ -6,8 +6,8 @@ both libraries dequantize those same tensors (results checked equal first). Time
   bnb graph    the same call captured in a CUDA graph (its raw kernels, no Python)
   ours eager   torch.ops.qlorad.nf4_dequantize
   ours graph   nf4_dequantize.out captured in a CUDA graph
-plus one pass over the nine weights each way, and a device-to-device copy as the bandwidth
-reference. Inputs rotate over copies exceeding the L2 cache several times.
+plus one pass over the nine weights each way, and also through nf4_dequantize_many (one call, one
+launch per output format), and a device-to-device copy as the bandwidth reference. Inputs rotate over copies exceeding the L2 cache several times.
   QLORAD_OPS_LIB=build-gpu/kernels/libqlorad_ops.so python3 bench/nf4/bnb_side_by_side.py --json out.json
 """
 import argparse
@@ -106,6 +106,14 @@ class Weight:
         ops.nf4_dequantize.out(*self._args(i), out=self.sets[i][2])
 
 
+def ours_many_out(weights, i):
+    """One nf4_dequantize_many call over the weights' set i: one launch per output format."""
+    args = [w._args(i) for w in weights]
+    ops.nf4_dequantize_many.out([a[0] for a in args], [a[1] for a in args], [a[2] for a in args],
+                                [a[3] for a in args], [a[4] for a in args], [a[6] for a in args],
+                                out=[w.sets[i][2] for w in weights])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--json")
@@ -155,13 +163,27 @@ def main():
     nine_ours = median_us(lambda: [w.ours(0) for w in weights], 1, n)
     g_nine = graph_of(lambda: [w.ours_out(0) for w in weights])
     nine_ours_graph = median_us(g_nine.replay, 1, n)
-    print(f"nine-weight pass: bnb dequantize_4bit {nine_bnb:.1f} us, ours eager {nine_ours:.1f} us "
-          f"({nine_bnb / nine_ours:.2f}x), ours graph {nine_ours_graph:.1f} us ({nine_bnb / nine_ours_graph:.2f}x)")
+    for w in weights:
+        w.sets[0][2].zero_()
+    ours_many_out(weights, 0)
+    for w in weights:
+        assert torch.equal(w.sets[0][2], w.bnb(0)), f"{w.name}: grouped output differs from bitsandbytes"
+    nine_many = median_us(lambda: ours_many_out(weights, 0), 1, n)
+    g_many = graph_of(lambda: ours_many_out(weights, 0))
+    nine_many_graph = median_us(g_many.replay, 1, n)
+    nine_bytes = sum(w.bytes for w in weights)
+    floor_us = nine_bytes / (copy_gbps * 1e3)
+    print(f"nine-weight pass ({nine_bytes / 1e6:.0f} MB; {floor_us:.1f} us at copy bandwidth): "
+          f"bnb dequantize_4bit x9 {nine_bnb:.1f} us")
+    for label, us in [("ours nf4_dequantize x9, eager", nine_ours), ("ours nf4_dequantize.out x9, graph", nine_ours_graph),
+                      ("ours nf4_dequantize_many, eager", nine_many), ("ours nf4_dequantize_many, graph", nine_many_graph)]:
+        print(f"  {label:36} {us:7.1f} us  {nine_bnb / us:5.2f}x bnb  {100 * floor_us / us:5.1f}% of copy")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(device=torch.cuda.get_device_name(), bitsandbytes=bitsandbytes.__version__,
-                           copy_gbps=copy_gbps, weights=rows, nine_pass_bnb_us=nine_bnb, nine_pass_ours_us=nine_ours,
-                           nine_pass_ours_graph_us=nine_ours_graph), f, indent=1)
+                           copy_gbps=copy_gbps, weights=rows, nine_pass_bytes=nine_bytes, nine_pass_bnb_us=nine_bnb,
+                           nine_pass_ours_us=nine_ours, nine_pass_ours_graph_us=nine_ours_graph,
+                           nine_pass_many_us=nine_many, nine_pass_many_graph_us=nine_many_graph), f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
-// NF4 dequantization benchmark (GPU machine): our kernel, in its chosen form (warp-staged 16-byte
-// stores) and the experimental direct-store form, on the nine weights of the NF4 challenge and one
-// large weight, next to a device-to-device copy as the bandwidth reference.
+// NF4 dequantization benchmark (GPU machine): our kernel on each of the nine weights of the NF4
+// challenge and one large weight, then one pass over the nine weights as nine launches and as one
+// grouped launch (LaunchNF4DequantizeMany), next to a device-to-device copy as the bandwidth
+// reference. (The direct-store form, without warp staging, was measured 1.5x slower on an H100 and
+// dropped: bench/results/2026-11-25-h100-1e9550b.txt.)
 //
 // Method: every output is first checked bit for bit against the CPU reference; inputs and outputs
 // rotate over enough copies to exceed the L2 cache several times; warm-up, then the median over
@@ -18,7 +20,6 @@
 #include <vector>
 
 #include "kernels/nf4_dequant.h"
-#include "kernels/nf4_dequant_kernels.cuh"
 #include "kernels/nf4_dynamic_map.h"
 #include "kernels/nf4_format.h"
 #include "kernels/nf4_ref.h"
@@ -117,31 +118,6 @@ int64_t BytesMoved(const DeviceWeight& d) {
   const int64_t n_blocks = ref::NumBlocks(d.params.numel, 64);
   return ref::PackedBytes(d.params.numel) + n_blocks + ref::NumBlocks(n_blocks, 256) * 4 + 256 * 4 +
          d.params.numel * OutBytesPerElement(d.params.format);
-}
-
-// The direct-store variant is an experiment: launched here from the kernel header, not offered by
-// the library's launcher.
-template <typename OutT>
-void LaunchDirect(const NF4DequantParams& p, cudaStream_t stream) {
-  cuda::NF4Table table;
-  for (int i = 0; i < 16; ++i) table.value[i] = kNF4Code[i];
-  const int64_t chunks = (p.numel + 31) / 32;
-  const dim3 grid(
-      static_cast<unsigned>((chunks + cuda::kDequantThreads - 1) / cuda::kDequantThreads));
-  cuda::kDequantizeNF4<OutT, false, true><<<grid, cuda::kDequantThreads, 0, stream>>>(p, table, 6);
-}
-
-enum class Variant { kLibrary, kDirect };
-
-void Launch(Variant v, const NF4DequantParams& p, cudaStream_t stream) {
-  if (v == Variant::kLibrary) {
-    CheckOk(LaunchNF4Dequantize(p, stream), "launch");
-    return;
-  }
-  if (p.format == OutFormat::kFloat16) LaunchDirect<__half>(p, stream);
-  if (p.format == OutFormat::kBFloat16) LaunchDirect<__nv_bfloat16>(p, stream);
-  if (p.format == OutFormat::kFloat32) LaunchDirect<float>(p, stream);
-  CHECK_CUDA(cudaGetLastError());
 }
 
 // Median time per call (us) of `launch(i)` over the rotating sets.
@@ -247,39 +223,36 @@ int main(int argc, char** argv) {
   std::string json = "{\"device\": \"" + std::string(prop.name) +
                      "\", \"copy_gbps\": " + std::to_string(copy_gbs) + ", \"shapes\": [";
   std::vector<std::vector<DeviceWeight>> all_sets;
-  double pass_us[2] = {0, 0};
-  std::printf("%-20s %-5s %12s %9s %7s %12s %9s %7s\n", "weight", "dtype", "staged us", "GB/s",
-              "%copy", "direct us", "GB/s", "%copy");
+  std::vector<HostWeight> nine_hosts;
+  std::printf("%-20s %-5s %9s %9s %7s\n", "weight", "dtype", "us", "GB/s", "%copy");
+  int64_t nine_bytes = 0;
   for (size_t s = 0; s < shapes.size(); ++s) {
     const Shape& shape = shapes[s];
     const int64_t numel = shape.rows * shape.cols;
-    const HostWeight h = QuantizeOnHost(numel, static_cast<uint32_t>(s + 1));
+    HostWeight h = QuantizeOnHost(numel, static_cast<uint32_t>(s + 1));
     std::vector<DeviceWeight> sets;
     sets.push_back(UploadWeight(h, numel, shape.format));
     const int64_t bytes = BytesMoved(sets[0]);
     const int n_sets = static_cast<int>(std::clamp<int64_t>((4 * l2 + bytes - 1) / bytes, 2, 64));
     for (int i = 1; i < n_sets; ++i) sets.push_back(UploadWeight(h, numel, shape.format));
-    double us[2];
-    for (Variant v : {Variant::kLibrary, Variant::kDirect}) {
-      CHECK_CUDA(
-          cudaMemsetAsync(sets[0].params.out, 0, numel * OutBytesPerElement(shape.format), stream));
-      Launch(v, sets[0].params, stream);
-      CHECK_CUDA(cudaStreamSynchronize(stream));
-      VerifyAgainstReference(h, sets[0], shape.name.c_str());
-      us[static_cast<int>(v)] =
-          MedianMicros(n_sets, samples, stream, [&](int i) { Launch(v, sets[i].params, stream); });
-    }
-    const double gbs0 = bytes / (us[0] * 1e3), gbs1 = bytes / (us[1] * 1e3);
-    std::printf("%-20s %-5s %12.1f %9.0f %6.1f%% %12.1f %9.0f %6.1f%%\n", shape.name.c_str(),
-                FormatName(shape.format), us[0], gbs0, 100 * gbs0 / copy_gbs, us[1], gbs1,
-                100 * gbs1 / copy_gbs);
+    CHECK_CUDA(
+        cudaMemsetAsync(sets[0].params.out, 0, numel * OutBytesPerElement(shape.format), stream));
+    CheckOk(LaunchNF4Dequantize(sets[0].params, stream), "launch");
+    CHECK_CUDA(cudaStreamSynchronize(stream));
+    VerifyAgainstReference(h, sets[0], shape.name.c_str());
+    const double us = MedianMicros(n_sets, samples, stream, [&](int i) {
+      CheckOk(LaunchNF4Dequantize(sets[i].params, stream), "launch");
+    });
+    const double gbs = bytes / (us * 1e3);
+    std::printf("%-20s %-5s %9.1f %9.0f %6.1f%%\n", shape.name.c_str(), FormatName(shape.format),
+                us, gbs, 100 * gbs / copy_gbs);
     json += std::string(s ? ", " : "") + "{\"name\": \"" + shape.name + "\", \"dtype\": \"" +
             FormatName(shape.format) + "\", \"bytes\": " + std::to_string(bytes) +
-            ", \"staged_us\": " + std::to_string(us[0]) +
-            ", \"direct_us\": " + std::to_string(us[1]) +
-            ", \"staged_pct_copy\": " + std::to_string(100 * gbs0 / copy_gbs) +
-            ", \"direct_pct_copy\": " + std::to_string(100 * gbs1 / copy_gbs) + "}";
+            ", \"us\": " + std::to_string(us) +
+            ", \"pct_copy\": " + std::to_string(100 * gbs / copy_gbs) + "}";
     if (s < 9) {
+      nine_bytes += bytes;
+      nine_hosts.push_back(std::move(h));
       all_sets.push_back(std::move(sets));
     } else {
       for (auto& d : sets) {
@@ -287,15 +260,40 @@ int main(int argc, char** argv) {
       }
     }
   }
-  // One pass over the nine challenge weights, back to back (different copies each pass).
-  for (Variant v : {Variant::kLibrary, Variant::kDirect}) {
-    pass_us[static_cast<int>(v)] = MedianMicros(2, samples, stream, [&](int i) {
-      for (auto& sets : all_sets) Launch(v, sets[i % sets.size()].params, stream);
-    });
+
+  // One pass over the nine challenge weights (a different copy of each per pass): nine launches,
+  // then one grouped launch (two, in fact: one per output format), checked against the reference.
+  auto group_of = [&](int i) {
+    std::vector<NF4DequantParams> group;
+    for (auto& sets : all_sets) group.push_back(sets[i % sets.size()].params);
+    return group;
+  };
+  const std::vector<NF4DequantParams> groups[2] = {group_of(0), group_of(1)};
+  for (auto& sets : all_sets) {
+    CHECK_CUDA(cudaMemsetAsync(sets[0].params.out, 0,
+                               sets[0].params.numel * OutBytesPerElement(sets[0].params.format),
+                               stream));
   }
-  std::printf("nine-weight pass: staged %.1f us, direct %.1f us\n", pass_us[0], pass_us[1]);
-  json += "], \"nine_pass_staged_us\": " + std::to_string(pass_us[0]) +
-          ", \"nine_pass_direct_us\": " + std::to_string(pass_us[1]) + "}\n";
+  CheckOk(LaunchNF4DequantizeMany(groups[0].data(), 9, stream), "grouped launch");
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  for (size_t w = 0; w < all_sets.size(); ++w) {
+    VerifyAgainstReference(nine_hosts[w], all_sets[w][0], ("grouped " + shapes[w].name).c_str());
+  }
+  const double nine_us = MedianMicros(2, samples, stream, [&](int i) {
+    for (const NF4DequantParams& p : groups[i]) CheckOk(LaunchNF4Dequantize(p, stream), "launch");
+  });
+  const double grouped_us = MedianMicros(2, samples, stream, [&](int i) {
+    CheckOk(LaunchNF4DequantizeMany(groups[i].data(), 9, stream), "grouped launch");
+  });
+  const double floor_us = nine_bytes / (copy_gbs * 1e3);
+  std::printf(
+      "nine-weight pass (%.0f MB, %.1f us at copy bandwidth): nine launches %.1f us (%.1f%% of "
+      "copy), one grouped launch %.1f us (%.1f%% of copy)\n",
+      nine_bytes / 1e6, floor_us, nine_us, 100 * floor_us / nine_us, grouped_us,
+      100 * floor_us / grouped_us);
+  json += "], \"nine_pass_bytes\": " + std::to_string(nine_bytes) +
+          ", \"nine_pass_launches_us\": " + std::to_string(nine_us) +
+          ", \"nine_pass_grouped_us\": " + std::to_string(grouped_us) + "}\n";
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (f == nullptr) {

@@ -95,4 +95,20 @@ void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::
   CheckTensor(op, "out", out, dtype, NumelOf(w.shape), w.packed.device());
 }
 
+void CheckManyLengths(at::TensorList packed, at::TensorList absmax,
+                      const c10::List<std::optional<at::Tensor>>& nested_absmax,
+                      const c10::List<std::optional<at::Tensor>>& nested_code,
+                      const c10::List<std::optional<at::Tensor>>& offset,
+                      at::IntArrayRef blocksize, at::TensorList out) {
+  const size_t n = out.size();
+  const std::pair<const char*, size_t> lists[] = {
+      {"packed", packed.size()},          {"absmax", absmax.size()},
+      {"nested_absmax", nested_absmax.size()}, {"nested_code", nested_code.size()},
+      {"offset", offset.size()},          {"blocksize", blocksize.size()}};
+  for (const auto& [name, size] : lists) {
+    TORCH_CHECK(size == n, "qlorad::nf4_dequantize_many: ", name, ": expected ", n,
+                " entries (one per out tensor), got ", size);
+  }
+}
+
 }  // namespace qlorad::ops::detail

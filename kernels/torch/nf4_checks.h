@@ -34,4 +34,11 @@ bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtyp
 // on the weight's device.
 void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::Tensor& out);
 
+// Checks that the lists of nf4_dequantize_many have one entry per weight.
+void CheckManyLengths(at::TensorList packed, at::TensorList absmax,
+                      const c10::List<std::optional<at::Tensor>>& nested_absmax,
+                      const c10::List<std::optional<at::Tensor>>& nested_code,
+                      const c10::List<std::optional<at::Tensor>>& offset,
+                      at::IntArrayRef blocksize, at::TensorList out);
+
 }  // namespace qlorad::ops::detail

@@ -42,4 +42,8 @@ at::Tensor DequantizeNF4(const NF4Weight& w, at::ScalarType dtype);
 // Dequantizes into `out` (contiguous, numel() elements): allocates nothing and never synchronizes.
 void DequantizeNF4Out(const NF4Weight& w, at::Tensor& out);
 
+// Dequantizes weights[i] into out[i] (each contiguous, of its weight's numel), all on one device;
+// on CUDA in one launch per output format. Allocates nothing and never synchronizes.
+void DequantizeNF4ManyOut(const std::vector<const NF4Weight*>& weights, at::TensorList out);
+
 }  // namespace qlorad::ops

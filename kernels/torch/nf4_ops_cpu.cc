@@ -83,22 +83,10 @@ void DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
   ThrowIfError(op, ref::DequantizeNF4(view, FormatOf(dtype), out.data_ptr()));
 }
 
-at::Tensor DequantizeCpu(const at::Tensor& packed, const at::Tensor& absmax,
-                         const std::optional<at::Tensor>& nested_absmax,
-                         const std::optional<at::Tensor>& nested_code,
-                         const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
-                         int64_t blocksize, at::ScalarType dtype) {
-  at::Tensor out = at::empty(shape, packed.options().dtype(dtype));
-  DequantizeOutCpu(packed, absmax, nested_absmax, nested_code, offset, shape, blocksize, dtype,
-                   out);
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CPU, m) {
   m.impl("nf4_quantize", &QuantizeCpu);
-  m.impl("nf4_dequantize", &DequantizeCpu);
   m.impl("nf4_dequantize.out", &DequantizeOutCpu);
 }
 

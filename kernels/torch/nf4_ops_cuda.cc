@@ -87,6 +87,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> QuantizeC
   return {packed, codes, nested_absmax, code, offset};
 }
 
+// Validates one weight and its out tensor and describes them to the launcher.
+kernels::NF4DequantParams ParamsOf(const char* op, const detail::NF4Args& args,
+                                   at::ScalarType dtype, at::Tensor& out) {
+  const bool double_quant = detail::CheckDequantizeInputs(op, args, dtype);
+  detail::CheckOut(op, args, dtype, out);
+  kernels::NF4DequantParams p;
+  p.packed = args.packed.data_ptr<uint8_t>();
+  p.numel = out.numel();
+  p.blocksize = args.blocksize;
+  p.double_quant = double_quant;
+  if (double_quant) {
+    p.absmax_codes = args.absmax.data_ptr<uint8_t>();
+    p.nested_absmax = args.nested_absmax->data_ptr<float>();
+    p.nested_code = args.nested_code->data_ptr<float>();
+    p.offset = args.offset->data_ptr<float>();
+  } else {
+    p.absmax = args.absmax.data_ptr<float>();
+  }
+  p.out = out.data_ptr();
+  p.format = OutFormatOf(dtype);
+  return p;
+}
+
 void DequantizeOutCuda(const at::Tensor& packed, const at::Tensor& absmax,
                        const std::optional<at::Tensor>& nested_absmax,
                        const std::optional<at::Tensor>& nested_code,
@@ -94,44 +117,43 @@ void DequantizeOutCuda(const at::Tensor& packed, const at::Tensor& absmax,
                        int64_t blocksize, at::ScalarType dtype, at::Tensor& out) {
   const char* op = "qlorad::nf4_dequantize";
   const detail::NF4Args args{packed, absmax, nested_absmax, nested_code, offset, shape, blocksize};
-  const bool double_quant = detail::CheckDequantizeInputs(op, args, dtype);
-  detail::CheckOut(op, args, dtype, out);
+  const kernels::NF4DequantParams p = ParamsOf(op, args, dtype, out);
   const c10::cuda::CUDAGuard guard(packed.device());
-  kernels::NF4DequantParams p;
-  p.packed = packed.data_ptr<uint8_t>();
-  p.numel = out.numel();
-  p.blocksize = blocksize;
-  p.double_quant = double_quant;
-  if (double_quant) {
-    p.absmax_codes = absmax.data_ptr<uint8_t>();
-    p.nested_absmax = nested_absmax->data_ptr<float>();
-    p.nested_code = nested_code->data_ptr<float>();
-    p.offset = offset->data_ptr<float>();
-  } else {
-    p.absmax = absmax.data_ptr<float>();
-  }
-  p.out = out.data_ptr();
-  p.format = OutFormatOf(dtype);
   ThrowIfError(op, kernels::LaunchNF4Dequantize(p, c10::cuda::getCurrentCUDAStream()));
 }
 
-at::Tensor DequantizeCuda(const at::Tensor& packed, const at::Tensor& absmax,
-                          const std::optional<at::Tensor>& nested_absmax,
-                          const std::optional<at::Tensor>& nested_code,
-                          const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
-                          int64_t blocksize, at::ScalarType dtype) {
-  at::Tensor out = at::empty(shape, packed.options().dtype(dtype));
-  DequantizeOutCuda(packed, absmax, nested_absmax, nested_code, offset, shape, blocksize, dtype,
-                    out);
-  return out;
+void DequantizeManyOutCuda(at::TensorList packed, at::TensorList absmax,
+                           const c10::List<std::optional<at::Tensor>>& nested_absmax,
+                           const c10::List<std::optional<at::Tensor>>& nested_code,
+                           const c10::List<std::optional<at::Tensor>>& offset,
+                           at::IntArrayRef blocksize, at::TensorList out) {
+  const char* op = "qlorad::nf4_dequantize_many";
+  detail::CheckManyLengths(packed, absmax, nested_absmax, nested_code, offset, blocksize, out);
+  if (out.empty()) return;
+  std::vector<kernels::NF4DequantParams> params;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const std::optional<at::Tensor> nested_absmax_i = nested_absmax[i];
+    const std::optional<at::Tensor> nested_code_i = nested_code[i];
+    const std::optional<at::Tensor> offset_i = offset[i];
+    at::Tensor out_i = out[i];
+    const detail::NF4Args args{packed[i], absmax[i],      nested_absmax_i, nested_code_i,
+                               offset_i,  out_i.sizes(), blocksize[i]};
+    const std::string what = std::string(op) + ": weight " + std::to_string(i);
+    params.push_back(ParamsOf(what.c_str(), args, out_i.scalar_type(), out_i));
+    TORCH_CHECK(out_i.device() == out[0].device(), op, ": out[", i, "] is on ", out_i.device(),
+                ", out[0] on ", out[0].device(), ": one call serves one device");
+  }
+  const c10::cuda::CUDAGuard guard(out[0].device());
+  ThrowIfError(op, kernels::LaunchNF4DequantizeMany(params.data(), static_cast<int>(params.size()),
+                                                   c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CUDA, m) {
   m.impl("nf4_quantize", &QuantizeCuda);
-  m.impl("nf4_dequantize", &DequantizeCuda);
   m.impl("nf4_dequantize.out", &DequantizeOutCuda);
+  m.impl("nf4_dequantize_many.out", &DequantizeManyOutCuda);
 }
 
 }  // namespace qlorad::ops

@@ -38,21 +38,10 @@ void DequantizeOutMeta(const at::Tensor& packed, const at::Tensor& absmax,
   detail::CheckOut("qlorad::nf4_dequantize", args, dtype, out);
 }
 
-at::Tensor DequantizeMeta(const at::Tensor& packed, const at::Tensor& absmax,
-                          const std::optional<at::Tensor>& nested_absmax,
-                          const std::optional<at::Tensor>& nested_code,
-                          const std::optional<at::Tensor>& offset, at::IntArrayRef shape,
-                          int64_t blocksize, at::ScalarType dtype) {
-  const detail::NF4Args args{packed, absmax, nested_absmax, nested_code, offset, shape, blocksize};
-  detail::CheckDequantizeInputs("qlorad::nf4_dequantize", args, dtype);
-  return at::empty(shape, packed.options().dtype(dtype));
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, Meta, m) {
   m.impl("nf4_quantize", &QuantizeMeta);
-  m.impl("nf4_dequantize", &DequantizeMeta);
   m.impl("nf4_dequantize.out", &DequantizeOutMeta);
 }
 

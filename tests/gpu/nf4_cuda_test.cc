@@ -176,6 +176,35 @@ TEST_F(NF4Cuda, NonFiniteWeightIsAnErrorNamingTheFirstSuchElement) {
   ExpectQuantizeError(w.cpu(), "element 321 is infinite");
 }
 
+// The grouped launch must give each weight exactly what its own launch gives: mixed formats
+// (one launch each), more weights than one launch holds, an unaligned one, an empty one.
+TEST_F(NF4Cuda, ManyEqualsOneAtATimeAcrossFormatsAndGroups) {
+  std::vector<NF4Weight> weights;
+  std::vector<at::Tensor> outs;
+  const at::ScalarType dtypes[] = {at::kHalf, at::kBFloat16, at::kFloat};
+  for (int i = 0; i < 37; ++i) {
+    const int64_t n = (i % 5 == 0) ? 64 * 1024 + 31 : 1 + 97 * i;
+    const bool double_quant = i % 7 != 3;
+    weights.push_back(
+        QuantizeNF4(RandomWeight({n}, at::kFloat, 100 + i).cuda(), 64, double_quant));
+    outs.push_back(at::full({n}, 3.0, at::TensorOptions().dtype(dtypes[i % 3]).device(at::kCUDA)));
+  }
+  // An unaligned out (the scalar path) and an empty weight ride along.
+  at::Tensor unaligned_storage =
+      at::zeros({weights[4].numel() + 1}, at::TensorOptions().dtype(at::kHalf).device(at::kCUDA));
+  outs[4] = unaligned_storage.narrow(0, 1, weights[4].numel());
+  weights.push_back(QuantizeNF4(at::empty({0}, at::kFloat).cuda(), 64, true));
+  outs.push_back(at::empty({0}, at::TensorOptions().dtype(at::kBFloat16).device(at::kCUDA)));
+
+  std::vector<const NF4Weight*> pointers;
+  for (const NF4Weight& w : weights) pointers.push_back(&w);
+  DequantizeNF4ManyOut(pointers, outs);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor expected = DequantizeNF4(weights[i], outs[i].scalar_type());
+    ExpectBitEqual(outs[i], expected.cpu(), "weight " + std::to_string(i));
+  }
+}
+
 TEST_F(NF4Cuda, RunsOnTheCurrentStream) {
   const NF4Weight w = QuantizeNF4(RandomWeight({2048, 2048}, at::kHalf, 29).cuda());
   auto stream = c10::cuda::getStreamFromPool();

@@ -86,6 +86,32 @@ def test_compile_fullgraph_out_variant():
     assert torch.equal(doubled, expected * 2)
 
 
+def _many_out(qs, blocksizes, outs):
+    ops.nf4_dequantize_many.out([q[0] for q in qs], [q[1] for q in qs], [q[2] for q in qs],
+                                [q[3] for q in qs], [q[4] for q in qs], blocksizes, out=outs)
+
+
+def test_many_equals_one_at_a_time_eager_and_compiled():
+    torch._dynamo.reset()
+    shapes = [((64, 33), torch.float16), ((7,), torch.bfloat16), ((128, 128), torch.bfloat16), ((5, 3), torch.float32)]
+    qs = [ops.nf4_quantize(random_weight(shape, dtype, seed=10 + i), 64, True) for i, (shape, dtype) in enumerate(shapes)]
+    expected = [dequantize(q, shape, dtype) for q, (shape, dtype) in zip(qs, shapes)]
+    outs = [torch.empty(shape, dtype=dtype, device=DEVICE) for shape, dtype in shapes]
+    _many_out(qs, [64] * len(qs), outs)
+    for got, want in zip(outs, expected):
+        assert torch.equal(got, want)
+
+    def layer(outs, qs):
+        _many_out(qs, [64] * len(qs), outs)
+        return [o.float().sum() for o in outs]
+
+    fresh = [torch.zeros_like(o) for o in outs]
+    sums = torch.compile(layer, fullgraph=True)(fresh, qs)
+    for got, want, total in zip(fresh, expected, sums):
+        assert torch.equal(got, want)
+        torch.testing.assert_close(total, want.float().sum())
+
+
 def test_nan_weight_error_names_the_element():
     w = random_weight((10, 10), torch.float16, seed=5)
     w.view(-1)[37] = float("nan")

@@ -36,11 +36,17 @@ void ExpectErrorContaining(Fn fn, const std::string& needle) {
 
 TEST(NF4OpsSchema, IsRegisteredWithCpuAndMetaKernels) {
   auto& dispatcher = c10::Dispatcher::singleton();
-  for (const char* overload : {"", "out"}) {
-    auto op = dispatcher.findSchema({"qlorad::nf4_dequantize", overload});
-    ASSERT_TRUE(op.has_value()) << overload;
-    EXPECT_TRUE(op->hasKernelForDispatchKey(c10::DispatchKey::CPU));
-    EXPECT_TRUE(op->hasKernelForDispatchKey(c10::DispatchKey::Meta));
+  // The out= form has a kernel per backend; the functional and grouped forms are built on it once
+  // (CompositeExplicitAutograd), and CUDA adds its grouped launch.
+  for (const auto& [name, overload, key] :
+       {std::tuple{"qlorad::nf4_dequantize", "out", c10::DispatchKey::CPU},
+        std::tuple{"qlorad::nf4_dequantize", "out", c10::DispatchKey::Meta},
+        std::tuple{"qlorad::nf4_dequantize", "", c10::DispatchKey::CompositeExplicitAutograd},
+        std::tuple{"qlorad::nf4_dequantize_many", "out",
+                   c10::DispatchKey::CompositeExplicitAutograd}}) {
+    auto op = dispatcher.findSchema({name, overload});
+    ASSERT_TRUE(op.has_value()) << name << "." << overload;
+    EXPECT_TRUE(op->hasKernelForDispatchKey(key)) << name << "." << overload << " " << key;
   }
   auto quantize = dispatcher.findSchema({"qlorad::nf4_quantize", ""});
   ASSERT_TRUE(quantize.has_value());
@@ -237,6 +243,48 @@ TEST(NF4OpsErrors, PartialDoubleQuantStateIsRejected) {
         op.call(q.packed, q.absmax, q.nested_absmax, std::nullopt, q.offset, {64}, 64, at::kHalf);
       },
       "expected all three (double quantization) or none, got 2");
+}
+
+// Weights of mixed dtypes, sizes and quantization states, for the grouped op.
+std::vector<NF4Weight> MixedWeights() {
+  std::vector<NF4Weight> weights;
+  weights.push_back(QuantizeNF4(RandomWeight({37, 65}, at::kBFloat16, 11), 64, true));
+  weights.push_back(QuantizeNF4(RandomWeight({1}, at::kHalf, 12), 64, true));
+  weights.push_back(QuantizeNF4(RandomWeight({128, 3}, at::kFloat, 13), 32, false));
+  weights.push_back(QuantizeNF4(RandomWeight({63}, at::kBFloat16, 14), 256, true));
+  return weights;
+}
+
+TEST(NF4OpsCpu, ManyEqualsOneAtATime) {
+  const std::vector<NF4Weight> weights = MixedWeights();
+  const at::ScalarType dtypes[] = {at::kBFloat16, at::kHalf, at::kFloat, at::kFloat};
+  std::vector<const NF4Weight*> pointers;
+  std::vector<at::Tensor> outs;
+  for (size_t i = 0; i < weights.size(); ++i) {
+    pointers.push_back(&weights[i]);
+    outs.push_back(at::full(weights[i].shape, 7.0, at::TensorOptions().dtype(dtypes[i])));
+  }
+  DequantizeNF4ManyOut(pointers, outs);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::Tensor expected = DequantizeNF4(weights[i], dtypes[i]);
+    EXPECT_TRUE(at::equal(outs[i], expected)) << "weight " << i;
+  }
+}
+
+TEST(NF4OpsErrors, ManyNamesTheWeightAndTheListLengths) {
+  const std::vector<NF4Weight> weights = MixedWeights();
+  std::vector<at::Tensor> outs = {at::empty(weights[0].shape, at::kBFloat16),
+                                  at::empty({5}, at::kBFloat16)};  // weight 1 has 1 element
+  ExpectErrorContaining(
+      [&] {
+        DequantizeNF4ManyOut({&weights[0], &weights[1]}, outs);
+      },
+      "qlorad::nf4_dequantize_many: weight 1: packed: expected 3 elements, got 1");
+  ExpectErrorContaining(
+      [&] {
+        DequantizeNF4ManyOut({&weights[0]}, outs);
+      },
+      "qlorad::nf4_dequantize_many: packed: expected 2 entries (one per out tensor), got 1");
 }
 
 TEST(NF4Weight, ToMovesEveryTensor) {
