@@ -3,40 +3,68 @@
 #include <algorithm>
 #include <utility>
 
+#include "worker/trainer/fused_linear_ce.h"
+
 namespace qlorad::trainer {
 
 namespace {
 
-// Carries the per-chunk loss from forward to backward inside the autograd context, which only
-// stores IValues.
+// Carries what backward needs beyond tensors (the loss, the LoRA scale) and the targets, which
+// never get a gradient, from forward to backward inside the autograd context (it stores IValues).
 struct ChunkLossHolder : torch::CustomClassHolder {
-  explicit ChunkLossHolder(ChunkLossFn f) : fn(std::move(f)) {}
+  ChunkLossHolder(ChunkLossFn f, ChunkTargets t, bool lora, double scale)
+      : fn(std::move(f)), targets(std::move(t)), has_lora(lora), lora_scale(scale) {}
   ChunkLossFn fn;
+  ChunkTargets targets;
+  bool has_lora;  // without LoRA, lora_a and lora_b are empty placeholders
+  double lora_scale;
+
+  ChunkTargets Rows(int64_t start, int64_t rows) const {
+    ChunkTargets chunk;
+    chunk.reserve(targets.size());
+    for (const at::Tensor& t : targets) chunk.push_back(t.narrow(0, start, rows));
+    return chunk;
+  }
 };
 
-at::Tensor ChunkLogits(const at::Tensor& hidden_chunk, const at::Tensor& weight) {
+at::Tensor ChunkLogits(const at::Tensor& hidden_chunk, const at::Tensor& weight,
+                       const at::Tensor& lora_a, const at::Tensor& lora_b, bool has_lora,
+                       double lora_scale) {
   // The matmul runs in the activation dtype (as the unchunked lm_head did); the loss in at least
   // fp32 (fp64 inputs stay fp64, which the reference tests rely on).
-  at::Tensor logits = at::linear(hidden_chunk, weight);
+  at::Tensor logits = at::linear(hidden_chunk, weight.to(hidden_chunk.scalar_type()));
+  if (has_lora) {
+    const at::ScalarType t = hidden_chunk.scalar_type();
+    logits = logits + at::linear(at::linear(hidden_chunk, lora_a.to(t)), lora_b.to(t)) * lora_scale;
+  }
   return logits.to(at::promote_types(logits.scalar_type(), at::kFloat));
+}
+
+// Gradients are summed over chunks in at least fp32 even for bf16/fp16 tensors, so that many
+// chunks do not round away.
+at::Tensor GradAccumulator(const at::Tensor& t, bool needed) {
+  if (!needed) return {};
+  return at::zeros(t.sizes(), t.options().dtype(at::promote_types(t.scalar_type(), at::kFloat)));
 }
 
 class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinearLossFunction> {
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden,
-                            const at::Tensor& weight, const at::Tensor& targets,
-                            const std::shared_ptr<const ChunkLossFn>& loss, int64_t chunk_rows) {
+                            const at::Tensor& weight, const at::Tensor& lora_a,
+                            const at::Tensor& lora_b,
+                            const c10::intrusive_ptr<ChunkLossHolder>& holder, int64_t chunk_rows) {
     const int64_t n = hidden.size(0);
     // Chunk sums are added in fp64 so the result does not depend on the chunk size beyond the
     // fp32 rounding inside each chunk.
     at::Tensor total = at::zeros({}, hidden.options().dtype(at::kDouble));
     for (int64_t start = 0; start < n; start += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - start);
-      at::Tensor logits = ChunkLogits(hidden.narrow(0, start, rows), weight);
-      total += (*loss)(logits, targets.narrow(0, start, rows)).to(at::kDouble);
+      at::Tensor logits = ChunkLogits(hidden.narrow(0, start, rows), weight, lora_a, lora_b,
+                                      holder->has_lora, holder->lora_scale);
+      total += holder->fn(logits, holder->Rows(start, rows)).to(at::kDouble);
     }
-    ctx->save_for_backward({hidden, weight, targets});
-    ctx->saved_data["loss"] = at::IValue::make_capsule(c10::make_intrusive<ChunkLossHolder>(*loss));
+    ctx->save_for_backward({hidden, weight, lora_a, lora_b});
+    ctx->saved_data["holder"] = at::IValue::make_capsule(holder);
     ctx->saved_data["chunk_rows"] = chunk_rows;
     return total;
   }
@@ -44,49 +72,82 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor& hidden = saved[0];
-    const at::Tensor& weight = saved[1];
-    const at::Tensor& targets = saved[2];
     const auto holder =
-        c10::static_intrusive_pointer_cast<ChunkLossHolder>(ctx->saved_data["loss"].toCapsule());
+        c10::static_intrusive_pointer_cast<ChunkLossHolder>(ctx->saved_data["holder"].toCapsule());
     const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
-    const bool need_hidden = ctx->needs_input_grad(0);
-    const bool need_weight = ctx->needs_input_grad(1);
-
-    at::Tensor grad_hidden = need_hidden ? at::zeros_like(hidden) : at::Tensor();
-    // Summed over chunks in at least fp32 even for bf16/fp16 weights, so many chunks do not round
-    // away.
-    const at::ScalarType accumulate = at::promote_types(weight.scalar_type(), at::kFloat);
-    at::Tensor grad_weight =
-        need_weight ? at::zeros(weight.sizes(), weight.options().dtype(accumulate)) : at::Tensor();
-    if (need_hidden || need_weight) {
+    const at::Tensor& hidden = saved[0];
+    // Which of hidden, weight, lora_a, lora_b need a gradient; their accumulators.
+    std::vector<bool> need(4, false);
+    std::vector<at::Tensor> leaves(4), sums(4);
+    bool any = false;
+    for (size_t i = 0; i < 4; ++i) {
+      need[i] = (i < 2 || holder->has_lora) && ctx->needs_input_grad(i);
+      any = any || need[i];
+      leaves[i] = saved[i].detach();
+      if (i > 0) sums[i] = GradAccumulator(saved[i], need[i]);
+    }
+    if (need[0]) sums[0] = at::zeros_like(hidden);
+    if (any) {
       torch::AutoGradMode enable_grad(true);
-      const at::Tensor w = weight.detach().requires_grad_(need_weight);
+      for (size_t i = 1; i < 4; ++i) {
+        if (need[i]) leaves[i].requires_grad_(true);
+      }
       const int64_t n = hidden.size(0);
       for (int64_t start = 0; start < n; start += chunk_rows) {
         const int64_t rows = std::min(chunk_rows, n - start);
-        const at::Tensor h = hidden.narrow(0, start, rows).detach().requires_grad_(need_hidden);
-        const at::Tensor chunk_loss = holder->fn(ChunkLogits(h, w), targets.narrow(0, start, rows));
+        const at::Tensor h = leaves[0].narrow(0, start, rows).detach().requires_grad_(need[0]);
+        const at::Tensor chunk_loss = holder->fn(
+            ChunkLogits(h, leaves[1], leaves[2], leaves[3], holder->has_lora, holder->lora_scale),
+            holder->Rows(start, rows));
         torch::autograd::variable_list inputs;
-        if (need_hidden) inputs.push_back(h);
-        if (need_weight) inputs.push_back(w);
+        std::vector<size_t> which;
+        for (size_t i = 0; i < 4; ++i) {
+          if (!need[i]) continue;
+          inputs.push_back(i == 0 ? h : leaves[i]);
+          which.push_back(i);
+        }
         const auto grads =
             torch::autograd::grad({chunk_loss}, inputs, {grad_outputs[0].to(chunk_loss.dtype())},
                                   /*retain_graph=*/false, /*create_graph=*/false,
                                   /*allow_unused=*/true);
-        size_t i = 0;
-        if (need_hidden) {
-          if (grads[i].defined()) grad_hidden.narrow(0, start, rows).copy_(grads[i]);
-          ++i;
+        for (size_t k = 0; k < which.size(); ++k) {
+          if (!grads[k].defined()) continue;
+          if (which[k] == 0) {
+            sums[0].narrow(0, start, rows).copy_(grads[k]);
+          } else {
+            sums[which[k]] += grads[k].to(sums[which[k]].scalar_type());
+          }
         }
-        if (need_weight && grads[i].defined()) grad_weight += grads[i].to(accumulate);
       }
     }
-    if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
-    // One gradient per forward argument; the targets, the loss and chunk_rows get none.
-    return {grad_hidden, grad_weight, at::Tensor(), at::Tensor(), at::Tensor()};
+    for (size_t i = 1; i < 4; ++i) {
+      if (need[i]) sums[i] = sums[i].to(saved[i].scalar_type());
+    }
+    // One gradient per forward argument; the holder and chunk_rows get none.
+    return {
+        need[0] ? sums[0] : at::Tensor(), sums[1], sums[2], sums[3], at::Tensor(), at::Tensor()};
   }
 };
+
+void CheckHeadAndRows(const at::Tensor& hidden, const LinearHead& head, int64_t chunk_rows) {
+  TORCH_CHECK(hidden.dim() == 2, "ChunkedLinearLoss: hidden must be [tokens, d], got ",
+              hidden.sizes());
+  TORCH_CHECK(head.weight.dim() == 2 && head.weight.size(1) == hidden.size(1),
+              "ChunkedLinearLoss: weight must be [vocab, ", hidden.size(1), "], got ",
+              head.weight.sizes());
+  TORCH_CHECK(head.lora_a.defined() == head.lora_b.defined(),
+              "ChunkedLinearLoss: lora_a and lora_b come together");
+  if (head.has_lora()) {
+    TORCH_CHECK(head.lora_a.dim() == 2 && head.lora_a.size(1) == hidden.size(1),
+                "ChunkedLinearLoss: lora_a must be [r, ", hidden.size(1), "], got ",
+                head.lora_a.sizes());
+    TORCH_CHECK(head.lora_b.dim() == 2 && head.lora_b.size(0) == head.weight.size(0) &&
+                    head.lora_b.size(1) == head.lora_a.size(0),
+                "ChunkedLinearLoss: lora_b must be [", head.weight.size(0), ", ",
+                head.lora_a.size(0), "], got ", head.lora_b.sizes());
+  }
+  TORCH_CHECK(chunk_rows > 0, "ChunkedLinearLoss: chunk_rows must be positive, got ", chunk_rows);
+}
 
 }  // namespace
 
@@ -96,23 +157,27 @@ int64_t ResolveLossChunkRows(int64_t requested, int64_t vocab, int64_t budget_by
   return std::max<int64_t>(1, budget_bytes / row_bytes);
 }
 
-at::Tensor ChunkedLinearLoss(const at::Tensor& hidden, const at::Tensor& weight,
-                             const at::Tensor& targets, ChunkLossFn loss, int64_t chunk_rows) {
-  TORCH_CHECK(hidden.dim() == 2, "ChunkedLinearLoss: hidden must be [tokens, d], got ",
-              hidden.sizes());
-  TORCH_CHECK(weight.dim() == 2 && weight.size(1) == hidden.size(1),
-              "ChunkedLinearLoss: weight must be [vocab, ", hidden.size(1), "], got ",
-              weight.sizes());
-  TORCH_CHECK(targets.dim() >= 1 && targets.size(0) == hidden.size(0),
-              "ChunkedLinearLoss: targets must have ", hidden.size(0), " rows, got ",
-              targets.sizes());
-  TORCH_CHECK(chunk_rows > 0, "ChunkedLinearLoss: chunk_rows must be positive, got ", chunk_rows);
+at::Tensor ChunkedLinearLoss(const at::Tensor& hidden, const LinearHead& head, ChunkTargets targets,
+                             ChunkLossFn loss, int64_t chunk_rows) {
+  CheckHeadAndRows(hidden, head, chunk_rows);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    TORCH_CHECK(targets[i].dim() >= 1 && targets[i].size(0) == hidden.size(0),
+                "ChunkedLinearLoss: targets[", i, "] must have ", hidden.size(0), " rows, got ",
+                targets[i].sizes());
+  }
+  // Autograd's inputs must be defined tensors: without LoRA, empty placeholders stand in.
+  const at::Tensor none = at::empty({0}, hidden.options());
   return ChunkedLinearLossFunction::apply(
-      hidden, weight, targets, std::make_shared<const ChunkLossFn>(std::move(loss)), chunk_rows);
+      hidden, head.weight, head.has_lora() ? head.lora_a : none,
+      head.has_lora() ? head.lora_b : none,
+      c10::make_intrusive<ChunkLossHolder>(std::move(loss), std::move(targets), head.has_lora(),
+                                           head.lora_scale),
+      chunk_rows);
 }
 
 ChunkLossFn CrossEntropyChunkLoss(const CrossEntropyOptions& options) {
-  return [options](const at::Tensor& logits, const at::Tensor& labels) {
+  return [options](const at::Tensor& logits, const ChunkTargets& targets) {
+    const at::Tensor& labels = targets.at(0);
     at::Tensor loss = at::cross_entropy_loss(logits, labels, /*weight=*/{}, at::Reduction::Sum,
                                              options.ignore_index, options.label_smoothing);
     if (options.z_loss != 0.0) {
@@ -123,14 +188,27 @@ ChunkLossFn CrossEntropyChunkLoss(const CrossEntropyOptions& options) {
   };
 }
 
-LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& weight,
+LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHead& head,
                                        const at::Tensor& labels, const CrossEntropyOptions& options,
-                                       int64_t chunk_rows) {
+                                       int64_t chunk_rows, LossPath path) {
   TORCH_CHECK(labels.dim() == 1 && labels.scalar_type() == at::kLong,
               "ChunkedCrossEntropy: labels must be int64 [tokens], got ", labels.scalar_type(), " ",
               labels.sizes());
+  TORCH_CHECK(labels.size(0) == hidden.size(0), "ChunkedCrossEntropy: labels must have ",
+              hidden.size(0), " rows, got ", labels.sizes());
+  if (path == LossPath::kAuto) {
+    path = hidden.is_cuda() && !head.has_lora() && FusedLinearCrossEntropyAvailable()
+               ? LossPath::kFused
+               : LossPath::kGeneric;
+  }
   LinearCrossEntropy out;
-  out.sum = ChunkedLinearLoss(hidden, weight, labels, CrossEntropyChunkLoss(options), chunk_rows);
+  if (path == LossPath::kFused) {
+    CheckHeadAndRows(hidden, head, chunk_rows);
+    TORCH_CHECK(!head.has_lora(), "ChunkedCrossEntropy: the fused path takes no LoRA head");
+    out.sum = FusedLinearCrossEntropy(hidden, head.weight, labels, options, chunk_rows);
+  } else {
+    out.sum = ChunkedLinearLoss(hidden, head, {labels}, CrossEntropyChunkLoss(options), chunk_rows);
+  }
   out.valid_tokens = labels.ne(options.ignore_index).sum().item<int64_t>();
   return out;
 }

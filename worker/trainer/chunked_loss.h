@@ -2,20 +2,42 @@
 // once. Tokens are cut into chunks of rows; forward computes each chunk's logits, upcasts them to
 // fp32, applies a per-chunk loss and frees them; backward recomputes each chunk and takes its
 // gradient from autograd on that chunk, so any loss written as ordinary LibTorch code works
-// without a hand-written derivative.
+// without a hand-written derivative (the generic path). Plain cross-entropy on CUDA has a fast
+// path instead: a fused kernel writes loss and gradient in one sweep over each chunk's logits
+// (kernels/ce_loss.h), and the lm_head's gradients come from two matmuls per chunk.
+// The losses beyond cross-entropy (distillation KL, GRPO) live in losses.h.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace qlorad::trainer {
 
+// Per-token tensors a loss needs (labels, reference logits, masks, advantages, ...), each with the
+// tokens along dim 0; every chunk sees the same rows of each.
+using ChunkTargets = std::vector<at::Tensor>;
+
 // A chunk's loss: fp32 logits [rows, vocab] and that chunk's rows of the targets -> a scalar SUM
 // over the chunk's tokens (never a mean: chunks are summed, the caller divides once per step).
-// `targets` is whatever the loss needs, sliced along dim 0 (labels, reference logits, ...).
-using ChunkLossFn = std::function<at::Tensor(const at::Tensor& logits, const at::Tensor& targets)>;
+using ChunkLossFn =
+    std::function<at::Tensor(const at::Tensor& logits, const ChunkTargets& targets)>;
+
+// The lm_head: logits = hidden @ weight^T [+ lora_scale * (hidden @ lora_a^T) @ lora_b^T].
+// weight [V, d] is the lm_head or, tied, the embedding table itself (its gradient then adds to
+// the embedding's). With LoRA (lora_a [r, d], lora_b [V, r] defined) weight is usually frozen
+// and the gradients flow to lora_a and lora_b. Each tensor gets a gradient only if it requires one.
+struct LinearHead {
+  LinearHead(at::Tensor w) : weight(std::move(w)) {}  // NOLINT: a bare weight is a head
+  LinearHead(at::Tensor w, at::Tensor a, at::Tensor b, double scale)
+      : weight(std::move(w)), lora_a(std::move(a)), lora_b(std::move(b)), lora_scale(scale) {}
+  at::Tensor weight;
+  at::Tensor lora_a, lora_b;  // undefined without LoRA
+  double lora_scale = 0.0;
+  bool has_lora() const { return lora_a.defined(); }
+};
 
 // Rows per chunk when train.loss_chunk_size is auto: a chunk's fp32 logits stay under this.
 inline constexpr int64_t kDefaultLossChunkBudgetBytes = int64_t{256} << 20;
@@ -24,11 +46,11 @@ inline constexpr int64_t kDefaultLossChunkBudgetBytes = int64_t{256} << 20;
 int64_t ResolveLossChunkRows(int64_t requested, int64_t vocab,
                              int64_t budget_bytes = kDefaultLossChunkBudgetBytes);
 
-// Sum over chunks of loss(fp32(hidden_chunk @ weight^T), targets_chunk), as an fp64 scalar.
-// hidden [N, d] (requires grad or not), weight [V, d] (its gradient is computed only when it
-// requires grad), targets [N, ...]. Differentiable once with respect to hidden and weight.
-at::Tensor ChunkedLinearLoss(const at::Tensor& hidden, const at::Tensor& weight,
-                             const at::Tensor& targets, ChunkLossFn loss, int64_t chunk_rows);
+// Sum over chunks of loss(fp32(head(hidden_chunk)), targets_chunk), as an fp64 scalar.
+// hidden [N, d] (requires grad or not), targets each [N, ...]. Differentiable once with respect
+// to hidden and the head's tensors.
+at::Tensor ChunkedLinearLoss(const at::Tensor& hidden, const LinearHead& head, ChunkTargets targets,
+                             ChunkLossFn loss, int64_t chunk_rows);
 
 struct CrossEntropyOptions {
   int64_t ignore_index = -100;
@@ -36,7 +58,7 @@ struct CrossEntropyOptions {
   double z_loss = 0.0;           // adds z_loss * logsumexp(logits)^2 per valid token (PaLM)
 };
 
-// The per-chunk cross-entropy (sum over tokens whose label is not ignore_index).
+// The per-chunk cross-entropy (sum over tokens whose label, targets[0], is not ignore_index).
 ChunkLossFn CrossEntropyChunkLoss(const CrossEntropyOptions& options);
 
 struct LinearCrossEntropy {
@@ -44,9 +66,13 @@ struct LinearCrossEntropy {
   int64_t valid_tokens = 0;  // labels != ignore_index in this call
 };
 
-// Chunked cross-entropy of labels [N] (int64) given hidden [N, d] and lm_head weight [V, d].
-LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& weight,
+// kAuto: the fused kernel when the tensors are on CUDA and the head has no LoRA, else generic.
+// kFused elsewhere runs the same driver with the kernel's CPU reference (what CI tests).
+enum class LossPath { kAuto, kGeneric, kFused };
+
+// Chunked cross-entropy of labels [N] (int64) given hidden [N, d] and the lm_head.
+LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHead& head,
                                        const at::Tensor& labels, const CrossEntropyOptions& options,
-                                       int64_t chunk_rows);
+                                       int64_t chunk_rows, LossPath path = LossPath::kAuto);
 
 }  // namespace qlorad::trainer
