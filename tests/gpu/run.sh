@@ -5,7 +5,9 @@
 #   3. runs the Python tests (torch.ops.load_library, torch.compile fullgraph, bitsandbytes parity
 #      when bitsandbytes is importable, e.g. from a carried wheel on PYTHONPATH),
 #   4. runs compute-sanitizer (memcheck, racecheck) on the kernels,
-#   5. runs bench/nf4 and, with bitsandbytes, bench/nf4/bnb_side_by_side.py.
+#   5. runs bench/nf4 and, with bitsandbytes, bench/nf4/bnb_side_by_side.py,
+#   6. runs bench/loss/loss_bench.py (Liger Kernel and Cut Cross-Entropy side by side when they
+#      are importable, e.g. from carried wheels on PYTHONPATH).
 # Usage: tests/gpu/run.sh [OUT_DIR]   (results and logs are written there; default ./gpu-out)
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -33,7 +35,7 @@ step "pytest: load_library, torch.compile(fullgraph=True), bitsandbytes parity"
 # Each file in its own process, -X faulthandler, full log kept: a crash names its test and frames.
 python3 -c "import bitsandbytes; print('bitsandbytes', bitsandbytes.__version__)" 2>/dev/null \
   || echo "bitsandbytes not importable: parity tests skip"
-for t in test_nf4_ops test_nf4_bnb_parity; do
+for t in test_nf4_ops test_nf4_bnb_parity test_ce_ops; do
   QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 -X faulthandler -m pytest -v -p no:cacheprovider \
     "$ROOT/tests/gpu/$t.py" > "$OUT/$t.log" 2>&1
   rc=$?
@@ -62,6 +64,10 @@ if python3 -c "import bitsandbytes" 2>/dev/null; then
   QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 "$ROOT/bench/nf4/bnb_side_by_side.py" \
     --json "$OUT/nf4_vs_bnb.json" || fail bnb_side_by_side
 fi
+step "bench/loss: lm_head + cross-entropy, naive / ours generic / ours fused / Liger / CCE"
+QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 "$ROOT/bench/loss/loss_bench.py" --out "$OUT" \
+  > "$OUT/loss_bench.log" 2>&1 || { tail -20 "$OUT/loss_bench.log"; fail loss_bench; }
+grep -E "ratios|memory" "$OUT/loss_bench.log"
 step "trainer: the demo job on the GPU (NF4 through the CUDA kernels)"
 if ninja -C "$BUILD" -j "$(nproc)" qlorad-train >> "$OUT/build.log" 2>&1; then
   TRAIN_DIR="$OUT/trainer"

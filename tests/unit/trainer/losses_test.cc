@@ -211,9 +211,8 @@ GrpoBatch MakeGrpoBatch(const Head& h) {
   // log-ratios of +-0.05 (inside the clip range) and +-0.6 (outside, either side): far from the
   // clip edges (log 0.8, log 1.28), where bf16 rounding of the logits (~0.02 in logp) could move a
   // token across an edge, a jump in the gradient that no tolerance covers.
-  const at::Tensor log_ratio =
-      at::tensor({0.05, -0.05, 0.6, -0.6}, at::kDouble)
-          .index_select(0, at::randint(4, {kTokens}, gen, at::kLong));
+  const at::Tensor log_ratio = at::tensor({0.05, -0.05, 0.6, -0.6}, at::kDouble)
+                                   .index_select(0, at::randint(4, {kTokens}, gen, at::kLong));
   b.old_logp = (logp - log_ratio).to(at::kFloat);
   b.ref_logp = (logp + at::randn({kTokens}, gen, at::kDouble) * 0.3).to(at::kFloat);
   // An ignored token's inputs are garbage and must not matter.

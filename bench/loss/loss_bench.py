@@ -1,0 +1,215 @@
+"""lm_head + cross-entropy, forward and backward, five ways side by side in one run:
+  naive         logits = hidden @ W^T in bf16, upcast to fp32, F.cross_entropy (as transformers does)
+  ours generic  chunked, per-chunk autograd (worker/trainer/chunked_loss.cc's algorithm)
+  ours fused    chunked, matmul + qlorad::ce_loss_grad_ (the CUDA kernel) + two matmuls per chunk
+                (worker/trainer/fused_linear_ce.cc's algorithm)
+  liger         Liger Kernel's LigerFusedLinearCrossEntropyLoss
+  cce           Apple's Cut Cross-Entropy, linear_cross_entropy
+Our two drivers are the trainer's C++ loops written again in Python around the same operator, so
+that all five run in one process on the same tensors. Inputs: bf16 hidden [N, d] (requires grad),
+bf16 lm_head W [V, d] (frozen, as in QLoRA; --train-weight makes it trainable), labels with ~5%
+ignored. Per case: the peak of memory allocated during forward + backward above what the inputs
+hold, and the median time of forward + backward (CUDA events). Each result is checked against the
+naive loss and hidden gradient first.
+  QLORAD_OPS_LIB=build-gpu/kernels/libqlorad_ops.so python3 bench/loss/loss_bench.py --out DIR
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+torch.ops.load_library(os.environ.get("QLORAD_OPS_LIB", "build-gpu/kernels/libqlorad_ops.so"))
+IGNORE = -100
+
+
+def chunk_rows_auto(vocab, budget=256 << 20):
+    # ResolveLossChunkRows(0, V): the most rows whose fp32 logits fit 256 MiB.
+    return max(1, budget // (vocab * 4))
+
+
+class GenericChunked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, rows):
+        total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        for s in range(0, hidden.shape[0], rows):
+            logits = F.linear(hidden[s:s + rows], weight).float()
+            total += F.cross_entropy(logits, labels[s:s + rows], ignore_index=IGNORE,
+                                     reduction="sum").double()
+        ctx.save_for_backward(hidden, weight, labels)
+        ctx.rows = rows
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight, labels = ctx.saved_tensors
+        need_w = ctx.needs_input_grad[1]
+        grad_h = torch.zeros_like(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        w = weight.detach().requires_grad_(need_w)
+        with torch.enable_grad():
+            for s in range(0, hidden.shape[0], ctx.rows):
+                h = hidden[s:s + ctx.rows].detach().requires_grad_(True)
+                loss = F.cross_entropy(F.linear(h, w).float(), labels[s:s + ctx.rows],
+                                       ignore_index=IGNORE, reduction="sum")
+                inputs = [h, w] if need_w else [h]
+                grads = torch.autograd.grad(loss, inputs, grad.float())
+                grad_h[s:s + ctx.rows] = grads[0]
+                if need_w:
+                    grad_w += grads[1]
+        return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None
+
+
+class FusedChunked(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, rows):
+        need_w = weight.requires_grad
+        grad_h = torch.empty_like(hidden)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+        for s in range(0, hidden.shape[0], rows):
+            h = hidden[s:s + rows]
+            logits = F.linear(h, weight)  # becomes d(loss)/d(logits)
+            total += torch.ops.qlorad.ce_loss_grad_(logits, labels[s:s + rows], IGNORE).sum(dtype=torch.float64)
+            torch.mm(logits, weight, out=grad_h[s:s + rows])
+            if need_w:
+                grad_w += (logits.t() @ h).float()
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if need_w else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad.to(grad_h.dtype), (grad_w * grad.to(grad_w.dtype) if grad_w is not None else None), None, None
+
+
+def naive(h, w, y):
+    return F.cross_entropy(F.linear(h, w).float(), y, ignore_index=IGNORE)
+
+
+def ours(fn, rows):
+    def run(h, w, y):
+        return fn.apply(h, w, y, rows) / (y != IGNORE).sum()
+    return run
+
+
+def methods(vocab, rows):
+    out = {"naive": naive, "ours_generic": ours(GenericChunked, rows),
+           "ours_fused": ours(FusedChunked, rows)}
+    try:
+        from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+        liger = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE)
+        out["liger"] = lambda h, w, y: liger(w, h, y)
+    except Exception as e:  # noqa: BLE001 - report, then go on without it
+        print(f"liger-kernel not importable: {e}", file=sys.stderr)
+    try:
+        from cut_cross_entropy import linear_cross_entropy
+        out["cce"] = lambda h, w, y: linear_cross_entropy(h, w, y, ignore_index=IGNORE)
+    except Exception as e:  # noqa: BLE001
+        print(f"cut-cross-entropy not importable: {e}", file=sys.stderr)
+    return out
+
+
+def measure(fn, h, w, y, iters):
+    def step():
+        h.grad = None
+        w.grad = None
+        loss = fn(h, w, y)
+        loss.backward()
+        return loss
+    loss = step()  # warm-up (Triton compiles, cuBLAS picks)
+    torch.cuda.synchronize()
+    grad = h.grad.float().clone()
+    h.grad = None
+    w.grad = None
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - base
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        step()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    h.grad = None
+    w.grad = None
+    return loss.item(), grad, peak, statistics.median(times)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--vocab", type=int, default=128256)
+    ap.add_argument("--dims", type=int, nargs="+", default=[2048, 4096])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[8192, 16384, 32768])
+    ap.add_argument("--chunk-rows", type=int, default=0, help="0: the trainer's auto size")
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--train-weight", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    rows = args.chunk_rows or chunk_rows_auto(args.vocab)
+    results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "vocab": args.vocab,
+               "chunk_rows": rows, "weight_trainable": args.train_weight, "cases": []}
+    for d in args.dims:
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        w = (torch.randn(args.vocab, d, device="cuda", generator=gen) * d ** -0.5).bfloat16()
+        w.requires_grad_(args.train_weight)
+        for n in args.tokens:
+            h = torch.randn(n, d, device="cuda", generator=gen).bfloat16().requires_grad_(True)
+            y = torch.randint(args.vocab, (n,), device="cuda", generator=gen)
+            y[torch.rand(n, device="cuda", generator=gen) < 0.05] = IGNORE
+            case = {"d": d, "tokens": n, "methods": {}}
+            ref_loss, ref_grad = None, None
+            for name, fn in methods(args.vocab, rows).items():
+                try:
+                    loss, grad, peak, ms = measure(fn, h, w, y, args.iters)
+                except torch.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    case["methods"][name] = {"error": "out of memory"}
+                    print(f"d={d} N={n} {name}: out of memory", flush=True)
+                    continue
+                if ref_loss is None:
+                    ref_loss, ref_grad = loss, grad
+                err = ((grad - ref_grad).abs().max() / ref_grad.abs().max()).item()
+                case["methods"][name] = {"loss": loss, "loss_diff": loss - ref_loss,
+                                         "grad_hidden_rel_err": err, "peak_bytes": peak, "ms": ms}
+                del grad
+                torch.cuda.empty_cache()
+                print(f"d={d} N={n} {name:13s} loss {loss:.6f} (diff {loss - ref_loss:+.2e}, grad err "
+                      f"{err:.1e})  peak {peak / 2**30:7.3f} GiB  {ms:8.2f} ms", flush=True)
+            m = case["methods"]
+            ok = {k: v for k, v in m.items() if "error" not in v}
+            if "naive" in ok:
+                for k, v in ok.items():
+                    v["mem_vs_naive"] = v["peak_bytes"] / ok["naive"]["peak_bytes"]
+                    v["time_vs_naive"] = v["ms"] / ok["naive"]["ms"]
+            others = [ok[k] for k in ("liger", "cce") if k in ok]
+            if others and "ours_fused" in ok:
+                f = ok["ours_fused"]
+                f["mem_vs_best_other"] = f["peak_bytes"] / min(o["peak_bytes"] for o in others)
+                f["time_vs_best_other"] = f["ms"] / min(o["ms"] for o in others)
+            print("  ratios: " + ", ".join(
+                f"{k} mem {v.get('mem_vs_naive', float('nan')):.3f}x time {v.get('time_vs_naive', float('nan')):.2f}x"
+                for k, v in ok.items()) + (
+                f"; fused vs best(liger, cce): mem {ok['ours_fused']['mem_vs_best_other']:.2f}x time "
+                f"{ok['ours_fused']['time_vs_best_other']:.2f}x" if "mem_vs_best_other" in ok.get("ours_fused", {}) else ""),
+                flush=True)
+            results["cases"].append(case)
+            # Written after every case, so that a run cut short still leaves what it measured.
+            with open(os.path.join(args.out, "loss_bench.json"), "w") as f:
+                json.dump(results, f, indent=1)
+            del h, y
+            torch.cuda.empty_cache()
+        del w
+
+
+if __name__ == "__main__":
+    main()
