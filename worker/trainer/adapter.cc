@@ -26,15 +26,20 @@ std::string AdapterKey(const std::string& module_name, bool lora_a) {
 }
 
 Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return Internal(dir + ": cannot create directory: " + ec.message());
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, linear] : model->NamedLinears()) {
     if (!linear->has_lora()) continue;
     tensors.emplace_back(AdapterKey(name, true), linear->lora_a().to(at::kFloat));
     tensors.emplace_back(AdapterKey(name, false), linear->lora_b().to(at::kFloat));
   }
+  return SaveAdapterTensors(tensors, spec, dir);
+}
+
+Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                          const JobSpec& spec, const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Internal(dir + ": cannot create directory: " + ec.message());
   QLORAD_RETURN_IF_ERROR(
       SaveTensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}}));
   const json config = {{"peft_type", "LORA"},

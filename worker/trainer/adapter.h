@@ -4,6 +4,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/jobspec.h"
 #include "common/status.h"
@@ -15,6 +17,9 @@ std::string AdapterKey(const std::string& module_name, bool lora_a);
 
 // Writes the adapter of `model` into `dir` (created if needed).
 Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir);
+// The same from tensors already keyed by AdapterKey (gathered from ranks, see parallel/).
+Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                          const JobSpec& spec, const std::string& dir);
 
 // Copies adapter weights from `dir` into the model's LoRA parameters; every adapted layer must be
 // present with matching shapes (errors name the file and the key).

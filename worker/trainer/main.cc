@@ -11,6 +11,7 @@
 #include "worker/trainer/bpe_tokenizer.h"
 #include "worker/trainer/event_sink.h"
 #include "worker/trainer/exit_codes.h"
+#include "worker/trainer/parallel/launch.h"
 #include "worker/trainer/tiny_model.h"
 #include "worker/trainer/trainer.h"
 
@@ -108,6 +109,16 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   run->add_option("--rendezvous", rendezvous, "HOST:PORT of the c10d store (world size > 1)");
 
+  auto* launch = app.add_subcommand("launch", "run a job as N local ranks (real processes)");
+  qlorad::trainer::parallel::LaunchOptions launch_options;
+  launch->add_option("--nproc", launch_options.nproc, "number of ranks")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  launch->add_option("spec", launch_options.spec_path, "job spec (YAML)")->required();
+  launch->add_flag("--json", launch_options.json, "one JSON event per line on stdout (rank 0's)");
+  launch->add_option("--device", launch_options.device, "auto | cpu | cuda, passed to each rank")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+
   auto* tiny =
       app.add_subcommand("make-tiny-model", "write a deterministic tiny Llama (HF format)");
   std::string tiny_out;
@@ -133,8 +144,13 @@ int main(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? 0 : qlorad::trainer::kExitBadInput;
   }
+  if (launch->parsed()) {
+    launch_options.self = std::filesystem::read_symlink("/proc/self/exe").string();
+    return qlorad::trainer::parallel::Launch(launch_options);
+  }
   if (run->parsed()) {
     if (!resume.empty()) options.resume = resume;
+    options.rendezvous = rendezvous;
     options.should_stop = [] { return g_stop_requested.load(); };
     return RunJob(spec_path, options, run_json);
   }

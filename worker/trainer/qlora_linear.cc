@@ -7,8 +7,10 @@ namespace qlorad::trainer {
 bool Nf4OpsAvailable([[maybe_unused]] at::DeviceType device) {
 #ifdef QLORAD_HAVE_NF4_OPS
   const c10::DispatchKey key = device == at::kCUDA ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU;
-  for (const char* name : {"qlorad::nf4_quantize", "qlorad::nf4_dequantize"}) {
-    const auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+  // The device kernels: the functional nf4_dequantize is composite, on top of its .out overload.
+  for (const auto& [name, overload] :
+       {std::pair{"qlorad::nf4_quantize", ""}, std::pair{"qlorad::nf4_dequantize", "out"}}) {
+    const auto op = c10::Dispatcher::singleton().findSchema({name, overload});
     if (!op || !op->hasKernelForDispatchKey(key)) return false;
   }
   return true;
@@ -62,12 +64,25 @@ at::Tensor QLoraLinearImpl::BaseWeight(at::ScalarType dtype) const {
   return dense_.scalar_type() == dtype ? dense_ : dense_.to(dtype);
 }
 
+void QLoraLinearImpl::UseExternalWeights(ExternalWeights weights) {
+  external_ = std::move(weights);
+  nf4_.reset();
+  dense_ = at::Tensor();
+  if (has_lora()) {
+    // Emptied in place: the registered parameters stay the same tensors, holding nothing.
+    at::NoGradGuard no_grad;
+    lora_a_.set_(at::empty({0}, lora_a_.options()));
+    lora_b_.set_(at::empty({0}, lora_b_.options()));
+  }
+}
+
 at::Tensor QLoraLinearImpl::forward(const at::Tensor& x) {
-  at::Tensor y = at::linear(x, BaseWeight(x.scalar_type()));
+  at::Tensor y = external_ ? external_->base(x) : at::linear(x, BaseWeight(x.scalar_type()));
   if (!has_lora()) return y;
+  const auto [a, b] = external_ ? external_->lora() : std::make_pair(lora_a_, lora_b_);
   at::Tensor h = x.to(at::kFloat);
   if (lora_.dropout > 0 && is_training()) h = at::dropout(h, lora_.dropout, /*train=*/true);
-  at::Tensor update = at::linear(at::linear(h, lora_a_), lora_b_) * lora_.scale;
+  at::Tensor update = at::linear(at::linear(h, a), b) * lora_.scale;
   return y + update.to(y.scalar_type());
 }
 

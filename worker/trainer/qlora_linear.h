@@ -6,7 +6,9 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <optional>
+#include <utility>
 
 #include "kernels/torch/nf4_ops.h"
 
@@ -16,6 +18,13 @@ struct LoraOptions {
   int64_t r = 16;
   double scale = 1.0;  // alpha / r, or alpha / sqrt(r) with rsLoRA
   double dropout = 0.0;
+};
+
+// Where a layer's weights come from when they live elsewhere (parallelize() keeps them as shards
+// across ranks): the layer itself knows nothing of ranks.
+struct ExternalWeights {
+  std::function<at::Tensor(const at::Tensor& x)> base;      // x W^T with the frozen weight
+  std::function<std::pair<at::Tensor, at::Tensor>()> lora;  // full A and B for this forward
 };
 
 class QLoraLinearImpl : public torch::nn::Module {
@@ -31,6 +40,10 @@ class QLoraLinearImpl : public torch::nn::Module {
   // drawn from `generator` on the CPU, so CPU and GPU runs start from the same adapter, and B = 0.
   void AddLora(const LoraOptions& options, at::Generator generator);
 
+  // From now on the forward takes its weights from `weights`; the layer's own frozen weight and
+  // LoRA parameters are freed (lora_a() and lora_b() become empty).
+  void UseExternalWeights(ExternalWeights weights);
+
   at::Tensor forward(const at::Tensor& x);
 
   int64_t in_features() const { return in_features_; }
@@ -42,6 +55,9 @@ class QLoraLinearImpl : public torch::nn::Module {
   const at::Tensor& lora_b() const { return lora_b_; }
   // The frozen weight in `dtype` (dequantized when NF4).
   at::Tensor BaseWeight(at::ScalarType dtype) const;
+  // The NF4 form of the frozen weight, if quantized; else the dense one.
+  const std::optional<ops::NF4Weight>& nf4_weight() const { return nf4_; }
+  const at::Tensor& dense_weight() const { return dense_; }
 
  private:
   int64_t out_features_ = 0;
@@ -51,6 +67,7 @@ class QLoraLinearImpl : public torch::nn::Module {
   LoraOptions lora_;
   at::Tensor lora_a_;
   at::Tensor lora_b_;
+  std::optional<ExternalWeights> external_;
 };
 TORCH_MODULE(QLoraLinear);
 

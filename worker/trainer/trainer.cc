@@ -18,6 +18,8 @@
 #include "worker/trainer/lr_schedule.h"
 #include "worker/trainer/model_config.h"
 #include "worker/trainer/model_loader.h"
+#include "worker/trainer/parallel/communicator.h"
+#include "worker/trainer/parallel/parallelize.h"
 #include "worker/trainer/qlora.h"
 
 namespace qlorad::trainer {
@@ -32,15 +34,25 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// Local ranks started by `qlorad-train launch` share a host: rank r takes GPU r (mod count).
+// A rank started by a worker sees only its own GPU.
+c10::DeviceIndex LocalCudaIndex() {
+  const char* local_rank = std::getenv("QLORAD_LOCAL_RANK");
+  const int count = static_cast<int>(torch::cuda::device_count());
+  if (local_rank == nullptr || count == 0) return 0;
+  return static_cast<c10::DeviceIndex>(std::atoi(local_rank) % count);
+}
+
 StatusOr<at::Device> ResolveDevice(const std::string& requested) {
   if (requested == "cpu") return at::Device(at::kCPU);
   const bool cuda = torch::cuda::is_available();
   if (requested == "cuda") {
     if (!cuda)
       return FailedPrecondition("resources.device: cuda requested but no CUDA device is visible");
-    return at::Device(at::kCUDA, 0);
+    return at::Device(at::kCUDA, LocalCudaIndex());
   }
-  if (requested == "auto") return cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  if (requested == "auto")
+    return cuda ? at::Device(at::kCUDA, LocalCudaIndex()) : at::Device(at::kCPU);
   return InvalidArgument("resources.device: expected auto, cpu or cuda, got '" + requested + "'");
 }
 
@@ -69,14 +81,17 @@ struct Session {
   LlamaModel model{nullptr};
   std::optional<Batcher> batcher;
   std::unique_ptr<torch::optim::AdamW> optimizer;
-  std::vector<at::Tensor> params;
+  std::shared_ptr<parallel::Communicator> comm;
+  std::unique_ptr<parallel::DataParallel> parallel;  // after model: it hooks the model's layers
   at::Device device{at::kCPU};
   int64_t loss_chunk_rows = 1;  // tokens per lm_head + loss chunk (train.loss_chunk_size)
 };
 
-StatusOr<Session> Prepare(const JobSpec& spec, at::Device device, EventSink& events) {
+StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
+                          std::shared_ptr<parallel::Communicator> comm, EventSink& events) {
   Session s;
   s.device = device;
+  s.comm = std::move(comm);
   const at::ScalarType dtype = ComputeDtype(spec.train.precision);
 
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(spec.model.path));
@@ -130,22 +145,50 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device, EventSink& eve
     events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   }
   s.loss_chunk_rows = ResolveLossChunkRows(spec.train.loss_chunk_size, config.vocab_size);
-  s.params = LoraParameters(s.model);
-  if (s.params.empty()) return InvalidArgument("lora.target_modules: no trainable parameters");
+  if (LoraParameters(s.model).empty()) {
+    return InvalidArgument("lora.target_modules: no trainable parameters");
+  }
+  // Every rank built the same model and LoRA init (same seeds); parallelizing cuts its part.
+  QLORAD_ASSIGN_OR_RETURN(const parallel::Strategy strategy,
+                          parallel::ResolveStrategy(spec.parallel, s.comm->world_size()));
+  QLORAD_ASSIGN_OR_RETURN(s.parallel,
+                          parallel::Parallelize(s.model, strategy, spec.parallel, s.comm));
+  if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
+    events.Log("info", std::string("parallel: ") + parallel::StrategyName(strategy) + " over " +
+                           std::to_string(s.comm->world_size()) + " ranks (" + s.comm->backend() +
+                           ")");
+  }
   s.optimizer = std::make_unique<torch::optim::AdamW>(
-      s.params, torch::optim::AdamWOptions(spec.train.lr)
-                    .betas({spec.train.betas[0], spec.train.betas[1]})
-                    .eps(spec.train.eps)
-                    .weight_decay(spec.train.weight_decay));
+      s.parallel->Parameters(), torch::optim::AdamWOptions(spec.train.lr)
+                                    .betas({spec.train.betas[0], spec.train.betas[1]})
+                                    .eps(spec.train.eps)
+                                    .weight_decay(spec.train.weight_decay));
   return s;
 }
 
-// Forward and backward over one optimizer step's micro-batches. The loss is the mean over every
-// valid token of the step (not a mean of per-micro-batch means), so grad_accum changes nothing
-// but memory.
-double AccumulateGradients(Session& s, const std::vector<Batch>& batches) {
-  int64_t valid = 0;
-  for (const Batch& b : batches) valid += b.valid_labels;
+// This rank's micro-batches of one optimizer step. Every rank draws the whole global batch
+// (micro_batch_size x grad_accum x world_size rows, in the order one rank would draw them) and
+// keeps micro-batch i * world_size + rank, so N ranks train on exactly the rows of one; drawing
+// is cheap next to the model. `global_valid` counts the valid labels of all of them, which is
+// what the loss divides by, on every rank alike, with no collective.
+std::vector<Batch> DrawStepBatches(Batcher& batcher, const TrainSpec& train, int rank, int world,
+                                   int64_t* global_valid, int64_t* global_tokens) {
+  std::vector<Batch> mine;
+  for (int64_t i = 0; i < train.grad_accum; ++i) {
+    for (int r = 0; r < world; ++r) {
+      Batch b = batcher.Next(train.micro_batch_size);
+      *global_valid += b.valid_labels;
+      *global_tokens += b.tokens;
+      if (r == rank) mine.push_back(std::move(b));
+    }
+  }
+  return mine;
+}
+
+// Forward and backward over this rank's micro-batches of one optimizer step. The loss is the mean
+// over every valid token of the step on all ranks (not a mean of per-micro-batch means), so
+// grad_accum and the world size change nothing but memory; returns this rank's part of it.
+double AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_t valid) {
   const double denominator = static_cast<double>(std::max<int64_t>(valid, 1));
   at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   for (const Batch& b : batches) {
@@ -167,10 +210,15 @@ double AccumulateGradients(Session& s, const std::vector<Batch>& batches) {
 }  // namespace
 
 StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, EventSink& events) {
-  if (options.world_size > 1 || spec.resources.gpus > 1) {
-    return InvalidArgument("resources.gpus: multi-process training (world size " +
-                           std::to_string(std::max(options.world_size, spec.resources.gpus)) +
-                           ") is not supported yet; use gpus: 1");
+  if (spec.resources.gpus > 1 && options.world_size == 1) {
+    return InvalidArgument("resources.gpus: " + std::to_string(spec.resources.gpus) +
+                           " ranks, but this process is a world of one; run it with "
+                           "`qlorad-train launch --nproc " +
+                           std::to_string(spec.resources.gpus) + "` or through the coordinator");
+  }
+  if (options.world_size > 1 && options.rendezvous.empty()) {
+    return InvalidArgument("--rendezvous: world size " + std::to_string(options.world_size) +
+                           " needs HOST:PORT of the ranks' store");
   }
   const auto started = Clock::now();
   QLORAD_ASSIGN_OR_RETURN(
@@ -184,7 +232,29 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   }
   // Announced before loading: the agent learns the process is alive while a large model loads.
   events.Started(spec.train.max_steps, device.str(), options.rank, options.world_size);
-  QLORAD_ASSIGN_OR_RETURN(Session s, Prepare(spec, device, events));
+  std::shared_ptr<parallel::Communicator> comm = parallel::MakeLocalCommunicator(device);
+  if (!options.rendezvous.empty()) {
+    // Before loading: a missing peer fails the job now, not after a multi-GB load.
+    QLORAD_ASSIGN_OR_RETURN(comm, parallel::Rendezvous({.address = options.rendezvous,
+                                                        .rank = options.rank,
+                                                        .world_size = options.world_size,
+                                                        .device = device}));
+  }
+  QLORAD_ASSIGN_OR_RETURN(Session s, Prepare(spec, device, std::move(comm), events));
+  const bool rank0 = options.rank == 0;
+  // Replicated runs checkpoint from rank 0 (every rank holds the same state). fsdp keeps its
+  // optimizer state in shards, and sharded checkpoints are not written yet (issue #6).
+  const bool sharded = s.parallel->sharded();
+  if (sharded && options.resume) {
+    return InvalidArgument(
+        "--resume: parallel.strategy fsdp cannot resume yet (sharded "
+        "checkpoints are not implemented); use ddp");
+  }
+  if (sharded && spec.checkpoint.every_steps > 0) {
+    events.Log("warning",
+               "checkpoint.every_steps: fsdp writes no checkpoints yet (only the final "
+               "adapter); use ddp for resumable runs");
+  }
   const fs::path output_dir = fs::absolute(spec.checkpoint.output_dir);
   const std::string checkpoints_dir = (output_dir / "checkpoints").string();
 
@@ -208,6 +278,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   if (s.device.is_cuda()) at::accelerator::resetPeakStats(s.device.index());
 
   auto checkpoint = [&]() -> Status {
+    if (sharded || !rank0) return Status::Ok();
     state.data = s.batcher->position();
     QLORAD_ASSIGN_OR_RETURN(
         const std::string path,
@@ -221,19 +292,21 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     const double lr = LearningRateAt(spec.train, step);
     for (auto& group : s.optimizer->param_groups()) group.options().set_lr(lr);
 
-    std::vector<Batch> batches;
+    int64_t valid = 0;
     int64_t tokens = 0;
-    for (int64_t i = 0; i < spec.train.grad_accum; ++i) {
-      batches.push_back(s.batcher->Next(spec.train.micro_batch_size));
-      tokens += batches.back().tokens;
-    }
+    const std::vector<Batch> batches =
+        DrawStepBatches(*s.batcher, spec.train, options.rank, options.world_size, &valid, &tokens);
     s.optimizer->zero_grad();
     torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
-    const double loss = AccumulateGradients(s, batches);
+    at::Tensor step_loss = at::full({1}, AccumulateGradients(s, batches, valid),
+                                    at::dtype(at::kDouble).device(s.device));
+    QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(step_loss)->Wait());
+    const double loss = step_loss.item<double>();
+    QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
     // An infinite bound measures the norm without changing the gradients (they are scaled by 1).
     const double max_norm =
         spec.train.max_grad_norm.value_or(std::numeric_limits<double>::infinity());
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(s.params, max_norm);
+    QLORAD_ASSIGN_OR_RETURN(const double grad_norm, s.parallel->ClipGradNorm(max_norm));
     s.optimizer->step();
     state.step = step + 1;
     result.steps = state.step;
@@ -255,7 +328,11 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
                       std::to_string(state.step) + " (try a lower train.lr or fp32 precision)");
     }
 
-    if (options.should_stop()) {
+    // Ranks see a stop signal at different moments; they stop together, at the same step.
+    at::Tensor stop =
+        at::full({1}, options.should_stop() ? 1 : 0, at::dtype(at::kInt).device(s.device));
+    QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(stop)->Wait());
+    if (stop.item<int>() > 0) {
       QLORAD_RETURN_IF_ERROR(checkpoint());
       result.stopped = true;
       return result;
@@ -266,8 +343,15 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     }
   }
 
+  // Rank 0 alone writes the adapter, receiving it one gathered tensor at a time.
   const std::string adapter_dir = (output_dir / "adapter").string();
-  QLORAD_RETURN_IF_ERROR(SaveAdapter(s.model, spec, adapter_dir));
+  std::vector<std::pair<std::string, at::Tensor>> adapter;
+  QLORAD_RETURN_IF_ERROR(s.parallel->ForEachAdapterTensor(
+      [&](const std::string& module, bool lora_a, const at::Tensor& value) {
+        adapter.emplace_back(AdapterKey(module, lora_a), value.to(at::kFloat));
+        return Status::Ok();
+      }));
+  if (rank0) QLORAD_RETURN_IF_ERROR(SaveAdapterTensors(adapter, spec, adapter_dir));
   result.adapter_path = adapter_dir;
   events.Done(result.steps, adapter_dir, result.losses.empty() ? 0.0 : result.losses.back());
   return result;

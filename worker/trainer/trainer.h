@@ -19,6 +19,7 @@ struct TrainOptions {
   std::optional<std::string> resume;  // see ResolveCheckpoint
   int rank = 0;
   int world_size = 1;
+  std::string rendezvous;  // HOST:PORT of the ranks' TCPStore; needed when world_size > 1
   // Polled after every optimizer step; true checkpoints and stops (SIGTERM).
   std::function<bool()> should_stop = [] { return false; };
 };

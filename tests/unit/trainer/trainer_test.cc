@@ -258,7 +258,7 @@ TEST_F(TrainerTest, BadInputsNameTheFieldOrFile) {
 
   JobSpec multi = Spec(out / "r");
   multi.resources.gpus = 2;
-  EXPECT_THAT(Run(multi).status().message(), HasSubstr("not supported yet"));
+  EXPECT_THAT(Run(multi).status().message(), HasSubstr("launch --nproc 2"));
 }
 
 TEST_F(TrainerTest, Nf4TrainingRunsAndLearns) {

@@ -1,0 +1,151 @@
+// Sharding math of worker/trainer/parallel, and the fsdp code path in a world of one (the local
+// communicator) against the single-process trainer. Multi-process runs (Gloo, 2 and 4 ranks) are
+// in tests/python/test_parallel_launch.py.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "tests/unit/trainer/test_util.h"
+#include "worker/trainer/parallel/parallelize.h"
+#include "worker/trainer/parallel/shard.h"
+#include "worker/trainer/safetensors.h"
+#include "worker/trainer/safetensors_torch.h"
+#include "worker/trainer/tiny_model.h"
+#include "worker/trainer/trainer.h"
+
+namespace qlorad::trainer::parallel {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::TempDir;
+
+// Every rank's shard, concatenated in rank order: what an all-gather returns.
+at::Tensor GatherAll(const at::Tensor& tensor, const ShardSpec& spec, int world) {
+  std::vector<at::Tensor> shards;
+  for (int r = 0; r < world; ++r) shards.push_back(ShardOf(tensor, spec, r));
+  return at::cat(shards);
+}
+
+TEST(ShardTest, DenseRowsRoundTripWithZeroPadding) {
+  const at::Tensor w = at::randn({7, 5});
+  for (int world = 1; world <= 4; ++world) {
+    const ShardSpec spec = MakeShardSpec(w, 5, world);
+    EXPECT_EQ(spec.rows, 7);
+    EXPECT_EQ(spec.rows_per_rank, (7 + world - 1) / world);
+    EXPECT_TRUE(at::equal(Unshard(GatherAll(w, spec, world), spec), w)) << world;
+    // The last rank's padding rows are zeros.
+    const at::Tensor last = ShardOf(w, spec, world - 1);
+    const int64_t real = 7 * 5 - (world - 1) * spec.shard_numel();
+    EXPECT_EQ(last.narrow(0, real, last.numel() - real).abs().sum().item<float>(), 0.0f);
+  }
+}
+
+TEST(ShardTest, Nf4ShardsHoldWholeBlocksAndRoundTripExactly) {
+  // 7 x 100 = 700 elements: 11 blocks of 64, the last one partial.
+  const at::Tensor w = at::randn({7, 100});
+  for (bool double_quant : {false, true}) {
+    const ops::NF4Weight nf4 = ops::QuantizeNF4(w, 64, double_quant);
+    const at::Tensor reference = ops::DequantizeNF4(nf4, at::kFloat);
+    for (int world = 1; world <= 4; ++world) {
+      const NF4Shards shards = MakeNF4Shards(nf4, world);
+      EXPECT_EQ(shards.packed.unit, 32);  // one block's packed bytes
+      EXPECT_EQ(shards.packed.rows, 11);
+      EXPECT_EQ(shards.absmax.rows, 11);
+      EXPECT_EQ(shards.packed.rows_per_rank, shards.absmax.rows_per_rank);
+      std::vector<at::Tensor> packed, absmax;
+      for (int r = 0; r < world; ++r) {
+        auto [p, a] = NF4ShardOf(nf4, shards, r);
+        EXPECT_EQ(p.numel(), shards.packed.rows_per_rank * 32);
+        EXPECT_EQ(a.numel(), shards.packed.rows_per_rank);
+        packed.push_back(p);
+        absmax.push_back(a);
+      }
+      const ops::NF4Weight back = UnshardNF4(shards, at::cat(packed), at::cat(absmax));
+      EXPECT_TRUE(at::equal(back.packed, nf4.packed)) << world << " " << double_quant;
+      EXPECT_TRUE(at::equal(back.absmax, nf4.absmax)) << world << " " << double_quant;
+      EXPECT_EQ(back.shape, nf4.shape);
+      EXPECT_TRUE(at::equal(ops::DequantizeNF4(back, at::kFloat), reference));
+    }
+  }
+}
+
+TEST(StrategyTest, AutoShardsManyRanksAndSingleRefusesThem) {
+  ParallelSpec spec;
+  EXPECT_EQ(*ResolveStrategy(spec, 1), Strategy::kSingle);
+  EXPECT_EQ(*ResolveStrategy(spec, 4), Strategy::kFsdp);
+  spec.strategy = "ddp";
+  EXPECT_EQ(*ResolveStrategy(spec, 2), Strategy::kDdp);
+  spec.strategy = "single";
+  EXPECT_THAT(ResolveStrategy(spec, 2).status().message(), HasSubstr("parallel.strategy"));
+  spec.strategy = "zero";
+  EXPECT_THAT(ResolveStrategy(spec, 2).status().message(), HasSubstr("'zero'"));
+  const auto dims = ParallelDims::Create(Strategy::kFsdp, 4);
+  EXPECT_EQ(dims->shard, 4);
+  EXPECT_EQ(dims->replicate, 1);
+  EXPECT_EQ(ParallelDims::Create(Strategy::kDdp, 3)->replicate, 3);
+}
+
+// fsdp over a world of one runs every sharded path (gather, dequantize, no saved weight,
+// reduce-scatter, global clip) with identity collectives: it must train like single.
+class FsdpWorldOfOneTest : public ::testing::TestWithParam<std::tuple<std::string, bool>> {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    ASSERT_TRUE(MakeTinyModel(*dir_ / "model", 0).ok());
+    std::ostringstream data;
+    for (int i = 0; i < 16; ++i) data << "{\"text\": \"row " << i << " of the fsdp test set\"}\n";
+    testing::WriteFile(*dir_ / "data.jsonl", data.str());
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  TrainResult Run(const std::string& out, const std::string& strategy) {
+    const auto& [quantization, reshard] = GetParam();
+    auto spec = ParseJobSpec(
+        "name: fsdp1\nmodel: {path: " + *dir_ / "model" +
+        "}\nquantization: {type: " + quantization +
+        "}\nlora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj, up_proj, "
+        "down_proj]}\n" +
+        "data: {path: " + *dir_ / "data.jsonl" + ", max_seq_len: 16, seed: 2}\n" +
+        "train: {max_steps: 4, micro_batch_size: 2, grad_accum: 2, lr: 2.0e-2, precision: fp32, "
+        "max_grad_norm: 0.5}\nresources: {device: cpu}\nparallel: {strategy: " +
+        strategy + ", reshard_after_forward: " + (reshard ? "true" : "false") +
+        "}\ncheckpoint: {every_steps: 0, output_dir: " + out + "}\n");
+    EXPECT_TRUE(spec.ok()) << spec.status().ToString();
+    std::ostringstream events_out, events_err;
+    EventSink events(true, events_out, events_err);
+    auto result = Train(*spec, {}, events);
+    EXPECT_TRUE(result.ok()) << result.status().ToString();
+    return result.ok() ? *result : TrainResult{};
+  }
+
+  static TempDir* dir_;
+};
+TempDir* FsdpWorldOfOneTest::dir_ = nullptr;
+
+TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
+  TempDir out;
+  const TrainResult single = Run(out / "single", "single");
+  const TrainResult fsdp = Run(out / "fsdp", "fsdp");
+  ASSERT_EQ(single.losses.size(), 4u);
+  ASSERT_EQ(fsdp.losses.size(), 4u);
+  for (size_t i = 0; i < 4; ++i)
+    EXPECT_NEAR(fsdp.losses[i], single.losses[i], 1e-5 * single.losses[i]);
+  auto a = SafetensorsFile::Open(single.adapter_path + "/adapter_model.safetensors");
+  auto b = SafetensorsFile::Open(fsdp.adapter_path + "/adapter_model.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_EQ(a->tensors().size(), b->tensors().size());
+  for (const auto& info : a->tensors()) {
+    const auto* other = b->Find(info.name);
+    ASSERT_NE(other, nullptr) << info.name;
+    const at::Tensor x = *ReadTensor(*a, info);
+    const at::Tensor y = *ReadTensor(*b, *other);
+    EXPECT_TRUE(at::allclose(x, y, 1e-5, 1e-6)) << info.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Quantization, FsdpWorldOfOneTest,
+                         ::testing::Combine(::testing::Values("none", "nf4"), ::testing::Bool()));
+
+}  // namespace
+}  // namespace qlorad::trainer::parallel

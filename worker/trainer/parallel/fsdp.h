@@ -1,0 +1,26 @@
+// FSDP2-style sharding of a QLoRA Llama, one unit per decoder layer.
+//
+// Each rank keeps dim-0 shards of the layer's frozen weights (as bytes: NF4 packed blocks and
+// their absmax, or dense rows) and of its LoRA A/B (fp32 leaves, the optimizer's parameters).
+// The layer's projections take their weights from the unit (ExternalWeights):
+//  - forward: the first projection to run gathers the unit (one all-gather of frozen bytes, one
+//    of LoRA fp32 through an autograd function); each base matmul dequantizes its gathered weight,
+//    multiplies, and drops the dense copy. After the last projection the frozen bytes are freed
+//    (reshard_after_forward: true, ZeRO-3) or kept until backward (false, ZeRO-2).
+//  - backward: a base matmul saves no weight; it gathers its unit again if freed and frees the
+//    units after it (backward runs layer by layer, last to first). The LoRA gather's backward
+//    reduce-scatters the gradients (fp32 sum) into the shards' .grad.
+// Collectives run in the order of the ops that trigger them, which every rank replays alike.
+#pragma once
+
+#include <memory>
+
+#include "common/jobspec.h"
+#include "worker/trainer/parallel/parallelize.h"
+
+namespace qlorad::trainer::parallel {
+
+std::unique_ptr<DataParallel> MakeFsdp(LlamaModel& model, const ParallelSpec& spec,
+                                       std::shared_ptr<Communicator> comm);
+
+}  // namespace qlorad::trainer::parallel

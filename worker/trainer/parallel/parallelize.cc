@@ -1,0 +1,136 @@
+#include "worker/trainer/parallel/parallelize.h"
+
+#include <cmath>
+
+#include "worker/trainer/parallel/fsdp.h"
+#include "worker/trainer/qlora.h"
+
+namespace qlorad::trainer::parallel {
+
+namespace {
+
+// single and ddp: the model keeps its own parameters; ddp sums their gradients across ranks.
+class Replicated : public DataParallel {
+ public:
+  Replicated(LlamaModel& model, std::shared_ptr<Communicator> comm)
+      : DataParallel(std::move(comm), /*sharded=*/false), model_(model) {}
+
+  std::vector<at::Tensor> Parameters() const override { return LoraParameters(model_); }
+
+  Status FinishBackward() override {
+    if (comm().world_size() == 1) return Status::Ok();
+    // One all-reduce for all LoRA gradients: they are small, and every rank has them all now.
+    std::vector<at::Tensor> grads;
+    for (const at::Tensor& p : Parameters()) {
+      grads.push_back(p.grad().defined() ? p.grad().reshape({-1})
+                                         : at::zeros({p.numel()}, p.options()));
+    }
+    at::Tensor flat = at::cat(grads);
+    QLORAD_RETURN_IF_ERROR(comm().AllReduceSum(flat)->Wait());
+    int64_t offset = 0;
+    for (at::Tensor& p : Parameters()) {
+      at::Tensor sum = flat.narrow(0, offset, p.numel()).view(p.sizes());
+      if (p.grad().defined()) {
+        p.mutable_grad().copy_(sum);
+      } else {
+        p.mutable_grad() = sum.clone();
+      }
+      offset += p.numel();
+    }
+    return Status::Ok();
+  }
+
+  Status ForEachAdapterTensor(const TensorWriter& write) override {
+    if (comm().rank() != 0) return Status::Ok();
+    for (const auto& [name, linear] : model_->NamedLinears()) {
+      if (!linear->has_lora()) continue;
+      QLORAD_RETURN_IF_ERROR(write(name, true, linear->lora_a()));
+      QLORAD_RETURN_IF_ERROR(write(name, false, linear->lora_b()));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  LlamaModel model_;
+};
+
+}  // namespace
+
+StatusOr<Strategy> ResolveStrategy(const ParallelSpec& spec, int world_size) {
+  if (spec.strategy == "auto") return world_size > 1 ? Strategy::kFsdp : Strategy::kSingle;
+  if (spec.strategy == "ddp") return Strategy::kDdp;
+  if (spec.strategy == "fsdp") return Strategy::kFsdp;
+  if (spec.strategy == "single") {
+    if (world_size > 1) {
+      return InvalidArgument("parallel.strategy: single runs one rank, but the world size is " +
+                             std::to_string(world_size) + "; use ddp or fsdp");
+    }
+    return Strategy::kSingle;
+  }
+  return InvalidArgument("parallel.strategy: expected auto, single, ddp or fsdp, got '" +
+                         spec.strategy + "'");
+}
+
+const char* StrategyName(Strategy strategy) {
+  switch (strategy) {
+    case Strategy::kSingle:
+      return "single";
+    case Strategy::kDdp:
+      return "ddp";
+    case Strategy::kFsdp:
+      return "fsdp";
+  }
+  return "?";
+}
+
+StatusOr<ParallelDims> ParallelDims::Create(Strategy strategy, int world_size) {
+  if (world_size < 1) return InvalidArgument("world size " + std::to_string(world_size));
+  ParallelDims dims;
+  (strategy == Strategy::kFsdp ? dims.shard : dims.replicate) = world_size;
+  if (dims.world_size() != world_size) {
+    return InvalidArgument("parallel degrees replicate " + std::to_string(dims.replicate) +
+                           " x shard " + std::to_string(dims.shard) + " != world size " +
+                           std::to_string(world_size));
+  }
+  return dims;
+}
+
+StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
+  const std::vector<at::Tensor> params = Parameters();
+  if (params.empty()) return 0.0;
+  // Squares summed in fp64, so the norm does not depend on how the gradients are split.
+  at::Tensor squares = at::zeros({1}, params[0].options().dtype(at::kDouble));
+  for (const at::Tensor& p : params) {
+    if (p.grad().defined()) squares += p.grad().to(at::kDouble).pow(2).sum();
+  }
+  if (sharded_) QLORAD_RETURN_IF_ERROR(comm_->AllReduceSum(squares)->Wait());
+  const double norm = std::sqrt(squares.item<double>());
+  const double coefficient = max_norm / (norm + 1e-6);  // torch::nn::utils::clip_grad_norm_
+  if (coefficient < 1.0) {
+    at::NoGradGuard no_grad;
+    for (const at::Tensor& p : params) {
+      if (p.grad().defined()) p.grad().mul_(coefficient);
+    }
+  }
+  return norm;
+}
+
+StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
+                                                    const ParallelSpec& spec,
+                                                    std::shared_ptr<Communicator> comm) {
+  QLORAD_ASSIGN_OR_RETURN(const ParallelDims dims,
+                          ParallelDims::Create(strategy, comm->world_size()));
+  if (spec.cpu_offload) {
+    return InvalidArgument("parallel.cpu_offload: not implemented yet (issue #6); use false");
+  }
+  if (strategy == Strategy::kSingle && dims.world_size() != 1) {
+    return InvalidArgument("parallel.strategy: single with world size " +
+                           std::to_string(dims.world_size()));
+  }
+  // Order: LoRA and quantization are already applied (the shards are cut from their result);
+  // sharding comes last, because it replaces each projection's weights by shards.
+  if (strategy == Strategy::kFsdp) return MakeFsdp(model, spec, std::move(comm));
+  return std::unique_ptr<DataParallel>(std::make_unique<Replicated>(model, std::move(comm)));
+}
+
+}  // namespace qlorad::trainer::parallel

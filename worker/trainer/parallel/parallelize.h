@@ -1,0 +1,79 @@
+// Applies a data-parallel strategy to a built model (LoRA attached, base quantized). The model
+// holds no parallelism code: Parallelize() is the one place that decides what is replicated, what
+// is sharded, and when gradients cross ranks.
+//
+//   single  one rank; the model's own parameters.
+//   ddp     every rank holds the whole model; LoRA gradients are all-reduced (summed) once per
+//           optimizer step, before clipping.
+//   fsdp    each decoder layer's frozen weights (NF4 packed bytes + absmax, or dense rows) and
+//           LoRA weights are dim-0 shards (see shard.h); a layer gathers them when it runs and
+//           reduce-scatters its LoRA gradients in backward (see fsdp.h). Embedding, final norm and
+//           lm_head stay replicated.
+//
+// The loss is normalized by the global count of valid tokens, so gradients are summed, never
+// averaged, across ranks.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/jobspec.h"
+#include "common/status.h"
+#include "worker/trainer/llama_model.h"
+#include "worker/trainer/parallel/communicator.h"
+
+namespace qlorad::trainer::parallel {
+
+enum class Strategy { kSingle, kDdp, kFsdp };
+
+// parallel.strategy: auto is fsdp when world_size > 1, else single; single needs world size 1.
+StatusOr<Strategy> ResolveStrategy(const ParallelSpec& spec, int world_size);
+const char* StrategyName(Strategy strategy);
+
+// Degrees of data parallelism; replicate x shard is the world size.
+struct ParallelDims {
+  int replicate = 1;  // ddp degree
+  int shard = 1;      // fsdp degree
+
+  static StatusOr<ParallelDims> Create(Strategy strategy, int world_size);
+  int world_size() const { return replicate * shard; }
+};
+
+// What the training loop asks of a parallelized model.
+class DataParallel {
+ public:
+  virtual ~DataParallel() = default;
+
+  // What this rank's optimizer steps (local shards under fsdp).
+  virtual std::vector<at::Tensor> Parameters() const = 0;
+  // After the last backward of an optimizer step: gradients are then final on every rank.
+  virtual Status FinishBackward() = 0;
+  // Clips by the norm over every rank's gradients, as one process would (torch's
+  // clip_grad_norm_ coefficient); returns that norm.
+  StatusOr<double> ClipGradNorm(double max_norm);
+  // Hands each full LoRA tensor, one at a time, to `write` on rank 0 (every rank must call this:
+  // under fsdp each tensor is gathered).
+  using TensorWriter =
+      std::function<Status(const std::string& module_name, bool lora_a, const at::Tensor& value)>;
+  virtual Status ForEachAdapterTensor(const TensorWriter& write) = 0;
+
+  Communicator& comm() const { return *comm_; }
+  // Parameters and optimizer state differ per rank (fsdp).
+  bool sharded() const { return sharded_; }
+
+ protected:
+  DataParallel(std::shared_ptr<Communicator> comm, bool sharded)
+      : comm_(std::move(comm)), sharded_(sharded) {}
+
+ private:
+  std::shared_ptr<Communicator> comm_;
+  bool sharded_;  // parameters differ per rank, so the norm needs an all-reduce
+};
+
+StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
+                                                    const ParallelSpec& spec,
+                                                    std::shared_ptr<Communicator> comm);
+
+}  // namespace qlorad::trainer::parallel
