@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "worker/trainer/safetensors_torch.h"
 
@@ -63,27 +64,131 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
   return Status::Ok();
 }
 
+StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir) {
+  const std::string path = dir + "/adapter_config.json";
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    return InvalidArgument(path + ": not valid JSON: " + e.what());
+  }
+  if (!j.is_object()) return InvalidArgument(path + ": expected a JSON object");
+  if (j.value("peft_type", std::string("LORA")) != "LORA") {
+    return InvalidArgument(path + ": peft_type: only LORA adapters are supported, got " +
+                           j["peft_type"].dump());
+  }
+  auto unsupported = [&](const char* key, const json& allowed) -> Status {
+    if (!j.contains(key) || j[key].is_null() || j[key] == allowed) return Status::Ok();
+    if (j[key].is_object() && j[key].empty()) return Status::Ok();
+    return InvalidArgument(path + ": " + key + ": " + j[key].dump() + " is not supported");
+  };
+  QLORAD_RETURN_IF_ERROR(unsupported("use_dora", false));
+  QLORAD_RETURN_IF_ERROR(unsupported("bias", "none"));
+  QLORAD_RETURN_IF_ERROR(unsupported("fan_in_fan_out", false));
+  QLORAD_RETURN_IF_ERROR(unsupported("rank_pattern", json::object()));
+  QLORAD_RETURN_IF_ERROR(unsupported("alpha_pattern", json::object()));
+  QLORAD_RETURN_IF_ERROR(unsupported("modules_to_save", nullptr));
+  QLORAD_RETURN_IF_ERROR(unsupported("layers_to_transform", nullptr));
+  QLORAD_RETURN_IF_ERROR(unsupported("exclude_modules", nullptr));
+  QLORAD_RETURN_IF_ERROR(unsupported("layer_replication", nullptr));
+  QLORAD_RETURN_IF_ERROR(unsupported("lora_bias", false));
+  LoraSpec lora;
+  try {
+    lora.r = j.at("r").get<int>();
+    lora.alpha = j.at("lora_alpha").get<double>();
+    lora.dropout = j.value("lora_dropout", 0.0);
+    lora.use_rslora = j.value("use_rslora", false);
+    const json& targets = j.at("target_modules");
+    if (targets == "all-linear") {
+      // PEFT's all-linear is every linear layer but the output head: our seven projections.
+      lora.target_modules = LoraSpec{}.target_modules;
+    } else if (targets.is_array()) {
+      lora.target_modules = targets.get<std::vector<std::string>>();
+    } else {
+      return InvalidArgument(path +
+                             ": target_modules: expected a list of module names or "
+                             "\"all-linear\" (regular expressions are not supported), got " +
+                             targets.dump());
+    }
+  } catch (const json::exception& e) {
+    return InvalidArgument(path + ": " + e.what());
+  }
+  if (lora.r <= 0) return InvalidArgument(path + ": r: must be positive");
+  return lora;
+}
+
+namespace {
+
+// The file's name for `key`: as written, or with PEFT's ".default" adapter name before "weight".
+const SafetensorsTensorInfo* FindAdapterTensor(const SafetensorsFile& file, const std::string& key,
+                                               std::string* found) {
+  const std::string named = key.substr(0, key.size() - 6) + "default.weight";
+  for (const std::string& candidate : {key, named}) {
+    if (const SafetensorsTensorInfo* info = file.Find(candidate)) {
+      *found = candidate;
+      return info;
+    }
+  }
+  return nullptr;
+}
+
+Status CheckScale(const LlamaModel& model, const std::string& dir) {
+  if (!fs::exists(dir + "/adapter_config.json")) return Status::Ok();
+  QLORAD_ASSIGN_OR_RETURN(const LoraSpec lora, ReadAdapterConfig(dir));
+  for (const auto& [name, linear] : model->NamedLinears()) {
+    if (!linear->has_lora()) continue;
+    const double scale = linear->lora_options().scale;
+    if (std::abs(lora.Scale() - scale) > 1e-12 * std::abs(scale)) {
+      return InvalidArgument(dir + "/adapter_config.json: lora_alpha " +
+                             std::to_string(lora.alpha) + " with r " + std::to_string(lora.r) +
+                             (lora.use_rslora ? " (rsLoRA)" : "") + " gives scale " +
+                             std::to_string(lora.Scale()) + ", the model's LoRA has " +
+                             std::to_string(scale) + " (set lora.alpha/use_rslora to match)");
+    }
+    break;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status LoadAdapter(LlamaModel& model, const std::string& dir) {
   const std::string path = dir + "/adapter_model.safetensors";
   QLORAD_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(path));
   at::NoGradGuard no_grad;
+  std::set<std::string> used;
   for (const auto& [name, linear] : model->NamedLinears()) {
     if (!linear->has_lora()) continue;
     for (bool is_a : {true, false}) {
       const std::string key = AdapterKey(name, is_a);
-      const SafetensorsTensorInfo* info = file.Find(key);
+      std::string found;
+      const SafetensorsTensorInfo* info = FindAdapterTensor(file, key, &found);
       if (info == nullptr) return InvalidArgument(path + ": tensor '" + key + "' is missing");
+      used.insert(found);
       const at::Tensor& param = is_a ? linear->lora_a() : linear->lora_b();
       if (info->shape != param.sizes().vec()) {
-        return InvalidArgument(path + ": tensor '" + key + "' has shape " +
+        return InvalidArgument(path + ": tensor '" + found + "' has shape " +
                                c10::str(c10::IntArrayRef(info->shape)) + ", the model needs " +
                                c10::str(param.sizes()) + " (different lora.r?)");
       }
       QLORAD_ASSIGN_OR_RETURN(at::Tensor value, ReadTensor(file, *info));
+      if (!at::isFloatingType(value.scalar_type())) {
+        return InvalidArgument(path + ": tensor '" + found + "' is not a float tensor");
+      }
       param.copy_(value);
     }
   }
-  return Status::Ok();
+  for (const auto& info : file.tensors()) {
+    if (used.count(info.name) == 0) {
+      return InvalidArgument(path + ": tensor '" + info.name +
+                             "' belongs to no adapted layer of the model (lora.target_modules "
+                             "differ from the adapter's?)");
+    }
+  }
+  // After the shapes: a different r is reported as such, not as the scale it implies.
+  return CheckScale(model, dir);
 }
 
 }  // namespace qlorad::trainer

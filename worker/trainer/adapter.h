@@ -21,8 +21,17 @@ Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::stri
 Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                           const JobSpec& spec, const std::string& dir);
 
-// Copies adapter weights from `dir` into the model's LoRA parameters; every adapted layer must be
-// present with matching shapes (errors name the file and the key).
+// The LoRA settings of a PEFT adapter_config.json (r, lora_alpha, use_rslora, lora_dropout,
+// target_modules as a list or "all-linear"). Settings this trainer cannot reproduce (DoRA,
+// per-module rank/alpha patterns, trained biases, modules_to_save, fan_in_fan_out,
+// layers_to_transform) are refused naming the file and the field.
+StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir);
+
+// Copies adapter weights from `dir` into the model's LoRA parameters. Keys may carry PEFT's
+// adapter name (".lora_A.default.weight") or not; any float dtype. Every adapted layer must be
+// present with matching shapes, every LoRA tensor in the file must belong to an adapted layer,
+// and when adapter_config.json is there its scale must match the model's (errors name the file
+// and the key).
 Status LoadAdapter(LlamaModel& model, const std::string& dir);
 
 }  // namespace qlorad::trainer

@@ -1,5 +1,8 @@
 #include "worker/trainer/llama_model.h"
 
+#include <cmath>
+#include <optional>
+
 namespace qlorad::trainer {
 
 RMSNormImpl::RMSNormImpl(at::Tensor weight, double eps) : weight_(std::move(weight)), eps_(eps) {
@@ -12,14 +15,32 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   return weight_ * normed.to(x.scalar_type());
 }
 
-std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, int64_t head_dim, double theta,
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& c, at::Device device) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  // Same arithmetic as HF (1 / theta^(2i/d) in fp32 from an int64 arange, scaling in fp32 with
+  // double scalars), so angles match it bit for bit rather than a more exact fp64 table.
+  at::Tensor exponents = at::arange(0, c.head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) /
+                         static_cast<double>(c.head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(c.rope_theta, exponents);
+  const RopeScaling& r = c.rope_scaling;
+  if (r.type == "linear") return inv_freq / r.factor;
+  if (r.type != "llama3") return inv_freq;
+  const double context = static_cast<double>(r.original_max_position_embeddings);
+  const double low_freq_wavelen = context / r.low_freq_factor;
+  const double high_freq_wavelen = context / r.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
+  at::Tensor smooth =
+      (context / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, const LlamaConfig& config,
                                                at::Device device) {
   const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
-  // Same arithmetic as HF (1 / theta^(2i/d) in fp32 from an int64 arange), so angles match it
-  // bit for bit rather than a more exact fp64 table.
-  at::Tensor exponents = at::arange(0, head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) /
-                         static_cast<double>(head_dim);
-  at::Tensor inv_freq = 1.0 / at::pow(theta, exponents);
+  at::Tensor inv_freq = RotaryInverseFrequencies(config, device);
   at::Tensor positions = at::arange(seq_len, f32.dtype(at::kLong)).to(at::kFloat);
   at::Tensor freqs = at::outer(positions, inv_freq);
   at::Tensor emb = at::cat({freqs, freqs}, -1);
@@ -33,37 +54,78 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Ten
   return (x32 * cos + rotated * sin).to(x.scalar_type());
 }
 
-LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k,
-                                       at::Tensor v, at::Tensor o)
+namespace {
+
+// The projection's output plus its frozen bias, when it has one.
+at::Tensor Project(QLoraLinear& linear, const ProjectionBiases& biases, const char* name,
+                   const at::Tensor& x) {
+  at::Tensor y = linear->forward(x);
+  auto it = biases.find(name);
+  return it == biases.end() ? y : y + it->second;
+}
+
+void RegisterBiases(torch::nn::Module& module, const ProjectionBiases& biases) {
+  for (const auto& [name, bias] : biases) module.register_buffer(name + "_bias", bias);
+}
+
+}  // namespace
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t sliding_window,
+                                       at::Tensor q, at::Tensor k, at::Tensor v, at::Tensor o,
+                                       ProjectionBiases biases_in)
     : q_proj(register_module("q_proj", QLoraLinear(std::move(q)))),
       k_proj(register_module("k_proj", QLoraLinear(std::move(k)))),
       v_proj(register_module("v_proj", QLoraLinear(std::move(v)))),
       o_proj(register_module("o_proj", QLoraLinear(std::move(o)))),
+      biases(std::move(biases_in)),
       heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads),
-      head_dim_(config.head_dim) {}
-
-at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
-                                       const at::Tensor& sin) {
-  const int64_t batch = x.size(0), seq = x.size(1);
-  at::Tensor q = q_proj->forward(x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
-  at::Tensor k = k_proj->forward(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  at::Tensor v = v_proj->forward(x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  q = ApplyRotary(q, cos, sin);
-  k = ApplyRotary(k, cos, sin);
-  at::Tensor out = at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                    /*is_causal=*/true, /*scale=*/std::nullopt,
-                                                    /*enable_gqa=*/kv_heads_ != heads_);
-  return o_proj->forward(out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_}));
+      head_dim_(config.head_dim),
+      sliding_window_(sliding_window) {
+  RegisterBiases(*this, biases);
 }
 
-LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down)
+at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                       const at::Tensor& sin, const at::Tensor& document_mask) {
+  const int64_t batch = x.size(0), seq = x.size(1);
+  at::Tensor q =
+      Project(q_proj, biases, "q_proj", x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k =
+      Project(k_proj, biases, "k_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v =
+      Project(v_proj, biases, "v_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  q = ApplyRotary(q, cos, sin);
+  k = ApplyRotary(k, cos, sin);
+  std::optional<at::Tensor> mask;
+  if (sliding_window_ > 0 && sliding_window_ < seq) {
+    // Query i sees keys j with i - window < j <= i (HF's sliding_window_overlay on the causal
+    // mask).
+    at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(x.device()));
+    at::Tensor j = i.unsqueeze(0);
+    i = i.unsqueeze(1);
+    mask = (j <= i).logical_and(j > i - sliding_window_);
+  }
+  if (document_mask.defined()) mask = mask ? document_mask.logical_and(*mask) : document_mask;
+  at::Tensor out = at::scaled_dot_product_attention(
+      q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/!mask.has_value(), /*scale=*/std::nullopt,
+      /*enable_gqa=*/kv_heads_ != heads_);
+  return Project(o_proj, biases, "o_proj",
+                 out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_}));
+}
+
+LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
+                           ProjectionBiases biases_in)
     : gate_proj(register_module("gate_proj", QLoraLinear(std::move(gate)))),
       up_proj(register_module("up_proj", QLoraLinear(std::move(up)))),
-      down_proj(register_module("down_proj", QLoraLinear(std::move(down)))) {}
+      down_proj(register_module("down_proj", QLoraLinear(std::move(down)))),
+      biases(std::move(biases_in)) {
+  RegisterBiases(*this, biases);
+}
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
-  return down_proj->forward(at::silu(gate_proj->forward(x)) * up_proj->forward(x));
+  at::Tensor gated =
+      at::silu(Project(gate_proj, biases, "gate_proj", x)) * Project(up_proj, biases, "up_proj", x);
+  return Project(down_proj, biases, "down_proj", gated);
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp_in,
@@ -75,8 +137,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp 
           register_module("post_attention_layernorm", std::move(post_attention_norm))) {}
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
-                                          const at::Tensor& sin) {
-  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin);
+                                          const at::Tensor& sin, const at::Tensor& document_mask) {
+  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, document_mask);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -95,10 +157,21 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
   if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
 }
 
-at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids) {
+at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions) {
   at::Tensor h = at::embedding(embed_, input_ids);
-  auto [cos, sin] = RotaryCosSin(input_ids.size(1), config_.head_dim, config_.rope_theta, device());
-  for (auto& layer : layers_) h = layer->forward(h, cos, sin);
+  auto [cos, sin] = RotaryCosSin(input_ids.size(1), config_, device());
+  at::Tensor document_mask;
+  if (positions.defined()) {
+    // Positions never exceed the row length, so the table rows are picked per token.
+    const int64_t batch = input_ids.size(0), seq = input_ids.size(1);
+    cos = cos.index_select(0, positions.reshape({-1})).view({batch, 1, seq, -1});
+    sin = sin.index_select(0, positions.reshape({-1})).view({batch, 1, seq, -1});
+    // A document starts where its position is 0; query i sees key j of its own document, j <= i.
+    at::Tensor document = positions.eq(0).cumsum(1);
+    at::Tensor causal = at::ones({seq, seq}, positions.options().dtype(at::kBool)).tril();
+    document_mask = document.unsqueeze(2).eq(document.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+  }
+  for (auto& layer : layers_) h = layer->forward(h, cos, sin, document_mask);
   return norm_->forward(h);
 }
 
@@ -120,6 +193,25 @@ std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLinears() 
     out.emplace_back(p + "mlp.up_proj", m->up_proj);
     out.emplace_back(p + "mlp.down_proj", m->down_proj);
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaModelImpl::NamedFrozenTensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out = {{"model.embed_tokens.weight", embed_}};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& [name, bias] : layers_[i]->self_attn->biases) {
+      out.emplace_back(p + "self_attn." + name + ".bias", bias);
+    }
+    for (const auto& [name, bias] : layers_[i]->mlp->biases) {
+      out.emplace_back(p + "mlp." + name + ".bias", bias);
+    }
+    out.emplace_back(p + "input_layernorm.weight", layers_[i]->input_layernorm->weight());
+    out.emplace_back(p + "post_attention_layernorm.weight",
+                     layers_[i]->post_attention_layernorm->weight());
+  }
+  out.emplace_back("model.norm.weight", norm_->weight());
+  if (!config_.tie_word_embeddings) out.emplace_back("lm_head.weight", lm_head_);
   return out;
 }
 
@@ -159,7 +251,30 @@ StatusOr<LlamaModel> BuildLlamaModel(const LlamaConfig& c, const WeightSource& w
                             fetch(p + "input_layernorm.weight", {c.hidden_size}));
     QLORAD_ASSIGN_OR_RETURN(at::Tensor post_norm,
                             fetch(p + "post_attention_layernorm.weight", {c.hidden_size}));
-    layers.emplace_back(LlamaAttention(c, q, k, v, o), LlamaMlp(gate, up, down),
+    ProjectionBiases attention_biases, mlp_biases;
+    if (c.qkv_bias) {
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["q_proj"],
+                              fetch(p + "self_attn.q_proj.bias", {q_out}));
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["k_proj"],
+                              fetch(p + "self_attn.k_proj.bias", {kv_out}));
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["v_proj"],
+                              fetch(p + "self_attn.v_proj.bias", {kv_out}));
+    }
+    if (c.o_bias) {
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["o_proj"],
+                              fetch(p + "self_attn.o_proj.bias", {c.hidden_size}));
+    }
+    if (c.mlp_bias) {
+      QLORAD_ASSIGN_OR_RETURN(mlp_biases["gate_proj"],
+                              fetch(p + "mlp.gate_proj.bias", {c.intermediate_size}));
+      QLORAD_ASSIGN_OR_RETURN(mlp_biases["up_proj"],
+                              fetch(p + "mlp.up_proj.bias", {c.intermediate_size}));
+      QLORAD_ASSIGN_OR_RETURN(mlp_biases["down_proj"],
+                              fetch(p + "mlp.down_proj.bias", {c.hidden_size}));
+    }
+    const int64_t window = c.sliding_windows.empty() ? 0 : c.sliding_windows[i];
+    layers.emplace_back(LlamaAttention(c, window, q, k, v, o, std::move(attention_biases)),
+                        LlamaMlp(gate, up, down, std::move(mlp_biases)),
                         RMSNorm(in_norm, c.rms_norm_eps), RMSNorm(post_norm, c.rms_norm_eps));
   }
   QLORAD_ASSIGN_OR_RETURN(at::Tensor norm, fetch("model.norm.weight", {c.hidden_size}));

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@ class RMSNormImpl : public torch::nn::Module {
   RMSNormImpl(at::Tensor weight, double eps);
   // Normalizes in fp32 whatever the activation dtype, then scales in the activation dtype.
   at::Tensor forward(const at::Tensor& x);
+  const at::Tensor& weight() const { return weight_; }
 
  private:
   at::Tensor weight_;
@@ -29,32 +31,43 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
+// The rotary inverse frequencies [head_dim / 2] in fp32, with the config's rope scaling applied.
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& config, at::Device device);
 // cos and sin [seq_len, head_dim] in fp32 for positions 0..seq_len-1 (HF layout: the half-size
 // frequency table repeated twice, for the rotate_half convention).
-std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, int64_t head_dim, double theta,
+std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, const LlamaConfig& config,
                                                at::Device device);
+
+// Frozen projection biases by projection name ("q_proj"); absent when the architecture has none.
+using ProjectionBiases = std::map<std::string, at::Tensor>;
 // x [batch, heads, seq, head_dim]; computed in fp32, returned in x's dtype.
 at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k, at::Tensor v,
-                     at::Tensor o);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+  // `sliding_window` 0 attends causally to every earlier token, w > 0 to the last w only.
+  LlamaAttentionImpl(const LlamaConfig& config, int64_t sliding_window, at::Tensor q, at::Tensor k,
+                     at::Tensor v, at::Tensor o, ProjectionBiases biases = {});
+  // `document_mask` (optional, [batch, 1, seq, seq] bool): which keys each query may see, for
+  // packed rows; without it attention is plainly causal.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& document_mask = {});
 
   QLoraLinear q_proj, k_proj, v_proj, o_proj;
+  ProjectionBiases biases;
 
  private:
-  int64_t heads_, kv_heads_, head_dim_;
+  int64_t heads_, kv_heads_, head_dim_, sliding_window_;
 };
 TORCH_MODULE(LlamaAttention);
 
 class LlamaMlpImpl : public torch::nn::Module {
  public:
-  LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down);
+  LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down, ProjectionBiases biases = {});
   at::Tensor forward(const at::Tensor& x);
 
   QLoraLinear gate_proj, up_proj, down_proj;
+  ProjectionBiases biases;
 };
 TORCH_MODULE(LlamaMlp);
 
@@ -62,7 +75,10 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp, RMSNorm input_norm,
                         RMSNorm post_attention_norm);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+  // `document_mask` (optional, [batch, 1, seq, seq] bool): which keys each query may see, for
+  // packed rows; without it attention is plainly causal.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                     const at::Tensor& document_mask = {});
 
   LlamaAttention self_attn;
   LlamaMlp mlp;
@@ -76,7 +92,10 @@ class LlamaModelImpl : public torch::nn::Module {
                  RMSNorm norm, at::Tensor lm_head);
 
   // input_ids [batch, seq] (int64) -> final hidden states [batch, seq, hidden].
-  at::Tensor forward(const at::Tensor& input_ids);
+  // `positions` (optional, [batch, seq] int64): each token's position in its document, 0 where a
+  // packed document starts. Given, rotary angles follow it and attention is block-diagonal causal,
+  // so each document in a packed row is computed as if it were alone.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions = {});
   // hidden [.., hidden] -> fp32 logits [.., vocab].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // [vocab, hidden]: the embedding when tied; frozen (a buffer), so never trained here.
@@ -84,6 +103,8 @@ class LlamaModelImpl : public torch::nn::Module {
 
   // Every projection inside the layers with its HF module name ("model.layers.0.self_attn.q_proj").
   std::vector<std::pair<std::string, QLoraLinear>> NamedLinears() const;
+  // Every other tensor by its HF name: embedding, norms, projection biases, lm_head when untied.
+  std::vector<std::pair<std::string, at::Tensor>> NamedFrozenTensors() const;
   const LlamaConfig& config() const { return config_; }
   at::ScalarType dtype() const { return embed_.scalar_type(); }
   at::Device device() const { return embed_.device(); }

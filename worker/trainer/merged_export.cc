@@ -1,0 +1,169 @@
+#include "worker/trainer/merged_export.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+
+#include "worker/trainer/inference_model.h"
+#include "worker/trainer/safetensors_torch.h"
+
+namespace qlorad::trainer {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Files of a model directory that describe how to use it rather than its weights.
+constexpr const char* kCopiedFiles[] = {"tokenizer.json",      "tokenizer_config.json",
+                                        "tokenizer.model",     "special_tokens_map.json",
+                                        "added_tokens.json",   "vocab.json",
+                                        "merges.txt",          "generation_config.json",
+                                        "chat_template.jinja", "chat_template.json"};
+
+struct OutputTensor {
+  std::string name;
+  int64_t bytes = 0;
+  std::function<at::Tensor()>
+      make;  // the tensor in the output dtype, made when its shard is written
+};
+
+StatusOr<at::ScalarType> OutputDtype(const std::string& name) {
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp16") return at::kHalf;
+  if (name == "fp32") return at::kFloat;
+  return InvalidArgument("--dtype: expected bf16, fp16 or fp32, got '" + name + "'");
+}
+
+std::string HfDtypeName(at::ScalarType type) {
+  if (type == at::kBFloat16) return "bfloat16";
+  if (type == at::kHalf) return "float16";
+  return "float32";
+}
+
+std::vector<OutputTensor> PlanTensors(const LlamaModel& model, at::ScalarType dtype,
+                                      int64_t* merged_layers) {
+  std::vector<OutputTensor> out;
+  const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+  for (const auto& [name, tensor] : model->NamedFrozenTensors()) {
+    at::Tensor t = tensor;
+    out.push_back({name, t.numel() * element, [t, dtype] { return t.to(dtype).contiguous(); }});
+  }
+  for (const auto& [name, linear_ref] : model->NamedLinears()) {
+    QLoraLinear linear = linear_ref;
+    if (linear->has_lora()) ++*merged_layers;
+    out.push_back({name + ".weight", linear->out_features() * linear->in_features() * element,
+                   [linear, dtype] {
+                     at::NoGradGuard no_grad;
+                     at::Tensor w = linear->BaseWeight(at::kFloat);
+                     if (linear->has_lora()) {
+                       // PEFT's merge: W + scale * B @ A, in fp32 before the output cast.
+                       w = w + linear->lora_options().scale *
+                                   at::matmul(linear->lora_b().to(at::kFloat),
+                                              linear->lora_a().to(at::kFloat));
+                     }
+                     return w.to(dtype).contiguous();
+                   }});
+  }
+  return out;
+}
+
+// Greedy in order: a shard closes before the tensor that would take it over the limit.
+std::vector<std::vector<const OutputTensor*>> Shard(const std::vector<OutputTensor>& tensors,
+                                                    int64_t max_bytes) {
+  std::vector<std::vector<const OutputTensor*>> shards(1);
+  int64_t in_shard = 0;
+  for (const OutputTensor& t : tensors) {
+    if (!shards.back().empty() && in_shard + t.bytes > max_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(&t);
+    in_shard += t.bytes;
+  }
+  return shards;
+}
+
+std::string ShardName(size_t index, size_t count) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", index + 1, count);
+  return name;
+}
+
+Status WriteJson(const std::string& path, const json& j) {
+  std::ofstream out(path, std::ios::trunc);
+  out << j.dump(2) << "\n";
+  out.close();
+  if (!out) return Internal(path + ": write failed");
+  return Status::Ok();
+}
+
+Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at::ScalarType dtype) {
+  const std::string path = model_dir + "/config.json";
+  std::ifstream in(path);
+  if (!in) return NotFound(path + ": cannot open");
+  json config;
+  try {
+    config = json::parse(in);
+  } catch (const json::exception& e) {
+    return InvalidArgument(path + ": not valid JSON: " + e.what());
+  }
+  config.erase("quantization_config");  // the merged weights are dense
+  config["dtype"] = HfDtypeName(dtype);
+  if (config.contains("torch_dtype")) config["torch_dtype"] = HfDtypeName(dtype);
+  return WriteJson(out_dir + "/config.json", config);
+}
+
+}  // namespace
+
+StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
+  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype, OutputDtype(options.dtype));
+  if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
+  std::error_code ec;
+  if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {
+    // Shards of an earlier export would mix with these ones.
+    return InvalidArgument("--out: " + options.out_dir + " exists and is not empty");
+  }
+  // The base loads in fp32 (NF4 projections stay packed until their shard is written).
+  QLORAD_ASSIGN_OR_RETURN(
+      LlamaModel model,
+      LoadModelForInference(options.model_dir, options.adapter_dir, at::kCPU, at::kFloat));
+  fs::create_directories(options.out_dir, ec);
+  if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());
+
+  ExportResult result;
+  const std::vector<OutputTensor> tensors = PlanTensors(model, dtype, &result.merged_layers);
+  const auto shards = Shard(tensors, options.max_shard_bytes);
+  json weight_map = json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = shards.size() == 1 ? "model.safetensors" : ShardName(s, shards.size());
+    std::vector<std::pair<std::string, at::Tensor>> contents;
+    for (const OutputTensor* t : shards[s]) {
+      contents.emplace_back(t->name, t->make());
+      weight_map[t->name] = file;
+      result.total_bytes += t->bytes;
+    }
+    QLORAD_RETURN_IF_ERROR(SaveTensors(options.out_dir + "/" + file, contents, {{"format", "pt"}}));
+  }
+  result.tensors = static_cast<int64_t>(tensors.size());
+  result.shards = static_cast<int64_t>(shards.size());
+  if (shards.size() > 1) {
+    QLORAD_RETURN_IF_ERROR(WriteJson(
+        options.out_dir + "/model.safetensors.index.json",
+        {{"metadata", {{"total_size", result.total_bytes}}}, {"weight_map", weight_map}}));
+  }
+  QLORAD_RETURN_IF_ERROR(WriteConfig(options.model_dir, options.out_dir, dtype));
+  for (const char* name : kCopiedFiles) {
+    const fs::path from = fs::path(options.model_dir) / name;
+    if (!fs::is_regular_file(from)) continue;
+    fs::copy_file(from, fs::path(options.out_dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return Internal(from.string() + ": cannot copy: " + ec.message());
+  }
+  return result;
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,33 @@
+// `qlorad-train export`: a base model with its LoRA adapter merged in (W + scale * B @ A, the base
+// dequantized first when it is a bitsandbytes 4-bit checkpoint), written as a plain Hugging Face
+// checkpoint that transformers loads without peft: config.json (quantization_config dropped,
+// dtype set), the tokenizer and generation files copied, and safetensors sharded with a
+// model.safetensors.index.json when the weights exceed one shard.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "common/status.h"
+
+namespace qlorad::trainer {
+
+struct ExportOptions {
+  std::string model_dir;
+  std::optional<std::string> adapter_dir;  // none: the base alone (e.g. a bnb checkpoint dense)
+  std::string out_dir;
+  std::string dtype = "bf16";  // bf16 | fp16 | fp32
+  int64_t max_shard_bytes = 5'000'000'000;
+};
+
+struct ExportResult {
+  int64_t tensors = 0;
+  int64_t merged_layers = 0;
+  int64_t shards = 0;
+  int64_t total_bytes = 0;
+};
+
+StatusOr<ExportResult> ExportMerged(const ExportOptions& options);
+
+}  // namespace qlorad::trainer
