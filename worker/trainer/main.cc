@@ -11,6 +11,7 @@
 #include "worker/trainer/bpe_tokenizer.h"
 #include "worker/trainer/event_sink.h"
 #include "worker/trainer/exit_codes.h"
+#include "worker/trainer/model_cli.h"
 #include "worker/trainer/parallel/launch.h"
 #include "worker/trainer/tiny_model.h"
 #include "worker/trainer/trainer.h"
@@ -128,6 +129,9 @@ int main(int argc, char** argv) {
   tiny->add_option("--seed", tiny_seed, "weight seed");
   tiny->add_flag("--json", tiny_json, "one JSON event per line on stdout");
 
+  qlorad::trainer::ModelCli model_cli;
+  qlorad::trainer::AddModelSubcommands(app, model_cli);
+
   auto* tokenize =
       app.add_subcommand("tokenize", "encode stdin with a Hugging Face tokenizer.json");
   std::string tokenizer_path;
@@ -155,5 +159,9 @@ int main(int argc, char** argv) {
     return RunJob(spec_path, options, run_json);
   }
   if (tokenize->parsed()) return Tokenize(tokenizer_path, no_special, tokenize_json);
+  if (std::optional<qlorad::Status> done = qlorad::trainer::RunModelSubcommand(model_cli)) {
+    EventSink events(model_cli.json, std::cout, std::cerr);
+    return done->ok() ? qlorad::trainer::kExitDone : Fail(events, *done);
+  }
   return MakeTinyModel(tiny_out, tiny_seed, tiny_json);
 }
