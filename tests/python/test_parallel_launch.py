@@ -94,3 +94,23 @@ def test_a_failing_job_fails_the_launch_with_its_message(workdir):
                           text=True, timeout=120)
     assert proc.returncode != 0
     assert "missing.jsonl" in proc.stdout + proc.stderr
+
+
+def test_a_killed_rank_fails_the_whole_launch(workdir):
+    """SIGKILL one rank mid-run: its peer's next collective fails (Gloo sees the closed socket), the
+    launcher stops what is left and exits non-zero well within the collective timeout."""
+    job = spec(workdir, "killed", 2, "fsdp")
+    job.write_text(job.read_text().replace(f"max_steps: {STEPS}", "max_steps: 100000"))
+    proc = subprocess.Popen([TRAIN, "launch", "--nproc", "2", job, "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    victim = None
+    for line in proc.stderr:  # rank 1's events come prefixed on stderr
+        if line.startswith("[rank 1] {") and '"started"' in line:
+            victim = json.loads(line.split(" ", 2)[2])["pid"]
+        if victim and line.startswith("[rank 1] {") and '"metrics"' in line:
+            break
+    assert victim is not None
+    os.kill(victim, 9)
+    _, rest = proc.communicate(timeout=90)
+    assert proc.returncode != 0
+    assert "rank 1 exited with 137" in rest
