@@ -197,7 +197,9 @@ LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHea
   TORCH_CHECK(labels.size(0) == hidden.size(0), "ChunkedCrossEntropy: labels must have ",
               hidden.size(0), " rows, got ", labels.sizes());
   if (path == LossPath::kAuto) {
-    path = hidden.is_cuda() && !head.has_lora() && FusedLinearCrossEntropyAvailable()
+    // The CUDA kernel takes fp32, fp16 and bf16 logits; fp64 stays on the generic path.
+    path = hidden.is_cuda() && hidden.scalar_type() != at::kDouble && !head.has_lora() &&
+                   FusedLinearCrossEntropyAvailable()
                ? LossPath::kFused
                : LossPath::kGeneric;
   }
