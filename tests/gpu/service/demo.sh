@@ -22,46 +22,18 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
 
-pids=()
-stop_all() {  # workers first (they stop their trainers), the coordinator last
-  local i rc
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill -TERM "${pids[i]}" 2>/dev/null || continue
-    for _ in $(seq 1 100); do kill -0 "${pids[i]}" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "${pids[i]}" 2>/dev/null && { echo "pid ${pids[i]} ignored SIGTERM for 10 s"; kill -KILL "${pids[i]}"; }
-    wait "${pids[i]}"
-    rc=$?
-    echo "stopped pid ${pids[i]}: exit $rc"
-  done
-  pids=()
-}
+# shellcheck source=lib.sh
+source "$ROOT/tests/gpu/service/lib.sh"
 trap stop_all EXIT
 
 step "tiny model"
 "$BIN/qlorad-train" make-tiny-model --out "$RUN/model" > /dev/null || exit 1
 
 step "coordinator"
-"$BIN/qlorad" --listen 127.0.0.1:0 --http 127.0.0.1:0 --db "$RUN/qlorad.db" > "$RUN/qlorad.log" 2>&1 &
-pids=($!)
-addr=""
-for _ in $(seq 1 100); do
-  addr=$(grep -oE 'listening on [0-9.]+:[0-9]+' "$RUN/qlorad.log" | head -1 | awk '{print $3}')
-  [[ -n "$addr" ]] && break
-  sleep 0.1
-done
-[[ -n "$addr" ]] || { cat "$RUN/qlorad.log"; exit 1; }
-echo "coordinator on $addr"
+start_coordinator || exit 1
 
 nworkers=$((GPUS > 0 ? GPUS : ${QLORAD_DEMO_CPU_WORKERS:-1}))
-for ((i = 0; i < nworkers; i++)); do
-  device=(--gpu "$i" --name "$(hostname)-gpu$i")
-  ((GPUS == 0)) && device=(--cpu --name "$(hostname)-cpu$i")  # a name per worker: one each
-  mkdir -p "$RUN/worker-$i"
-  "$BIN/qlorad-worker" --coordinator "$addr" "${device[@]}" --work-dir "$RUN/worker-$i" \
-    > "$RUN/worker-$i.log" 2>&1 &
-  pids+=($!)
-  echo "worker $i: ${device[*]}"
-done
+start_workers "$nworkers" "$GPUS"
 
 # One spec per worker; paths made absolute, so the workers' folders do not matter.
 for ((i = 0; i < nworkers; i++)); do

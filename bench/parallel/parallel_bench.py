@@ -1,0 +1,194 @@
+"""Data-parallel QLoRA training, side by side in one run: one process against ddp and fsdp on N ranks.
+
+Writes a Llama-3.2-1B-shaped model (random bf16 weights, Hugging Face layout) and a random-token
+dataset, then trains the same job (same global batch, same seed) with
+  single  1 rank                       (micro_batch_size m, grad_accum N)
+  ddp     N ranks, replicated model    (micro_batch_size m, grad_accum 1 on each rank)
+  fsdp    N ranks, sharded model       (same)
+through `qlorad-train launch --nproc N`, and prints per-step loss agreement with the single run,
+time per step, tokens/s (total and per GPU, with the scaling efficiency), per-rank peak memory, and
+the bytes an fsdp step gathers as packed NF4 against what bf16 FSDP would move for the same weights
+(computed from the shapes). Writes JSON to --out.
+
+  python3 bench/parallel/parallel_bench.py --bin build-gpu/bin --nproc 2 --out OUT [--device cuda]
+"""
+import argparse
+import json
+import math
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from safetensors.torch import save_file
+
+# Llama-3.2-1B's shapes (tied embeddings, GQA 32/8, head_dim 64).
+LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=64, vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0,
+                max_position_embeddings=131072, tie_word_embeddings=True)
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def projection_shapes(c):
+    h, i, d = c["hidden_size"], c["intermediate_size"], c["head_dim"]
+    q, kv = c["num_attention_heads"] * d, c["num_key_value_heads"] * d
+    return {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, q),
+            "gate_proj": (i, h), "up_proj": (i, h), "down_proj": (h, i)}
+
+
+def make_model(path, config, device, layers=None):
+    c = dict(config)
+    if layers:
+        c["num_hidden_layers"] = layers
+    path.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def rand(*shape):
+        return (torch.randn(shape, generator=gen, device=device) * 0.02).to(torch.bfloat16).cpu()
+
+    tensors = {"model.embed_tokens.weight": rand(c["vocab_size"], c["hidden_size"]),
+               "model.norm.weight": torch.ones(c["hidden_size"], dtype=torch.bfloat16)}
+    for layer in range(c["num_hidden_layers"]):
+        prefix = f"model.layers.{layer}."
+        for name, shape in projection_shapes(c).items():
+            group = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+            tensors[f"{prefix}{group}.{name}.weight"] = rand(*shape)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            tensors[f"{prefix}{norm}.weight"] = torch.ones(c["hidden_size"], dtype=torch.bfloat16)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(dict(c, architectures=["LlamaForCausalLM"], model_type="llama",
+                                                      torch_dtype="bfloat16", hidden_act="silu")))
+    return c
+
+
+def make_data(path, vocab, rows, seq_len):
+    gen = torch.Generator().manual_seed(1)
+    with open(path, "w") as f:
+        for _ in range(rows):
+            ids = torch.randint(0, vocab, (seq_len + 1,), generator=gen).tolist()
+            f.write(json.dumps({"input_ids": ids}) + "\n")
+
+
+def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision):
+    path.write_text(f"""name: parallel-{strategy}-{nproc}
+model: {{path: {model}}}
+quantization: {{type: nf4, double_quant: true, block_size: 64}}
+lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}]}}
+data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, shuffle: true, seed: 0}}
+train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: 1.0e-4, scheduler: constant,
+        warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision}}}
+resources: {{gpus: {nproc}, device: auto}}
+parallel: {{strategy: {strategy}, reshard_after_forward: true}}
+checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}
+""")
+
+
+def parse_events(stdout, stderr):
+    """Metrics of every rank: rank 0's on stdout, the others' on stderr as '[rank R] {...}'."""
+    metrics = {}
+    lines = [(0, l) for l in stdout.splitlines()]
+    for l in stderr.splitlines():
+        if l.startswith("[rank "):
+            rank, _, rest = l[len("[rank "):].partition("] ")
+            lines.append((int(rank), rest))
+    for rank, line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if event.get("event") == "metrics":
+            metrics.setdefault(event.get("rank", rank), []).append(event)
+    return metrics
+
+
+def run(bin_dir, spec, nproc, device, log):
+    cmd = [str(bin_dir / "qlorad-train"), "launch", "--nproc", str(nproc), str(spec), "--json", "--device", device]
+    started = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log.write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); last stderr:\n" + "\n".join(proc.stderr.splitlines()[-20:]))
+    return parse_events(proc.stdout, proc.stderr), time.time() - started
+
+
+def nf4_bytes(numel):
+    # packed nibbles + one absmax code per 64 + one fp32 nested absmax per 256 blocks
+    blocks = math.ceil(numel / 64)
+    return math.ceil(numel / 2) + blocks + 4 * math.ceil(blocks / 256)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, type=pathlib.Path)
+    ap.add_argument("--out", required=True, type=pathlib.Path)
+    ap.add_argument("--nproc", type=int, default=2)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--micro", type=int, default=2, help="rows per rank per micro-batch")
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--layers", type=int, default=None, help="fewer layers than the 1B model (for CPU tries)")
+    ap.add_argument("--precision", default="bf16")
+    ap.add_argument("--strategies", default="ddp,fsdp")
+    args = ap.parse_args()
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "work"
+    work.mkdir(exist_ok=True)
+    gen_device = "cuda" if torch.cuda.is_available() else "cpu"
+    config = make_model(work / "model", LLAMA_1B, gen_device, args.layers)
+    n, steps = args.nproc, args.steps
+    make_data(work / "data.jsonl", config["vocab_size"], rows=n * args.micro * steps, seq_len=args.seq_len)
+    tokens_per_step = n * args.micro * args.seq_len
+
+    runs = [("single", 1, n)] + [(s, n, 1) for s in args.strategies.split(",")]
+    results = {}
+    for strategy, nproc, accum in runs:
+        spec = work / f"{strategy}.yaml"
+        write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy, nproc, args.micro,
+                   accum, steps, args.seq_len, args.precision)
+        metrics, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log")
+        rank0 = metrics.get(0, [])
+        if len(rank0) != steps:
+            sys.exit(f"{strategy}: expected {steps} metrics from rank 0, got {len(rank0)}")
+        step_times = [b["wall_time_s"] - a["wall_time_s"] for a, b in zip(rank0, rank0[1:])]
+        step_s = statistics.median(step_times[len(step_times) // 4:])  # past the warm-up steps
+        results[strategy] = dict(nproc=nproc, wall_s=wall, losses=[m["loss"] for m in rank0], step_s=step_s,
+                                 tokens_per_s=tokens_per_step / step_s,
+                                 peak_bytes={r: max(m.get("vram_peak_bytes", 0) for m in ms) for r, ms in metrics.items()})
+        print(f"{strategy}: {nproc} rank(s), {step_s * 1e3:.0f} ms/step, final loss {rank0[-1]['loss']:.4f}", flush=True)
+
+    base = results["single"]
+    print(f"\nLlama-3.2-1B shapes{' (%d layers)' % args.layers if args.layers else ''}, global batch "
+          f"{n * args.micro} x {args.seq_len} tokens, {steps} steps, {args.precision}, device {args.device}"
+          f"{' (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else ''}")
+    print(f"{'run':8} {'ranks':>5} {'ms/step':>8} {'tok/s':>8} {'tok/s/GPU':>9} {'scaling':>8} "
+          f"{'peak GiB/rank':>14} {'max rel loss diff':>18}")
+    for name, r in results.items():
+        diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(r["losses"], base["losses"]))
+        r["max_rel_loss_diff_vs_single"] = diff
+        per_gpu = r["tokens_per_s"] / r["nproc"]
+        r["scaling_vs_single"] = per_gpu / base["tokens_per_s"]
+        peaks = "/".join(f"{v / 2**30:.1f}" for _, v in sorted(r["peak_bytes"].items()))
+        print(f"{name:8} {r['nproc']:5d} {r['step_s'] * 1e3:8.0f} {r['tokens_per_s']:8.0f} {per_gpu:9.0f} "
+              f"{r['scaling_vs_single']:7.2f}x {peaks:>14} {diff:18.2e}")
+
+    # What one fsdp step gathers per rank (forward + backward regather, reshard_after_forward true).
+    per_layer = {k: a * b for k, (a, b) in projection_shapes(config).items()}
+    layers = config["num_hidden_layers"]
+    nf4 = layers * sum(nf4_bytes(v) for v in per_layer.values())
+    bf16 = layers * sum(2 * v for v in per_layer.values())
+    share = (n - 1) / n  # the part of each gathered tensor that comes from other ranks
+    gathered = 2 * nf4 * share
+    print(f"\nfsdp frozen-weight traffic per rank per step (computed, fwd + bwd regather): packed NF4 "
+          f"{gathered / 2**20:.0f} MiB vs bf16 FSDP {2 * bf16 * share / 2**20:.0f} MiB ({bf16 / nf4:.2f}x less)")
+    summary = dict(config=config, nproc=n, steps=steps, micro=args.micro, seq_len=args.seq_len,
+                   precision=args.precision, runs=results,
+                   fsdp_gather_bytes_per_rank_step=gathered, bf16_fsdp_gather_bytes_per_rank_step=2 * bf16 * share)
+    (out / "parallel_bench.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
