@@ -10,7 +10,7 @@ APT_PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git python3 python3-venv
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-  libcpp-httplib-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libcpp-httplib-dev libpcre2-dev libicu-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
 )
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml

@@ -148,13 +148,21 @@ def save(tok, path, string_merges=False):
         ).ids
 
 
-def ours(path, text, no_special):
-    args = [str(TRAIN), "tokenize", "--tokenizer", str(path), "--json"]
+def ours_many(path, texts, no_special):
+    """One qlorad-train process for all the strings (tokenize --jsonl)."""
+    args = [str(TRAIN), "tokenize", "--tokenizer", str(path), "--jsonl"]
     if no_special:
         args.append("--no-special")
-    proc = subprocess.run(args, input=text.encode("utf-8"), capture_output=True, timeout=60)
+    stdin = "".join(json.dumps(t) + "\n" for t in texts)
+    proc = subprocess.run(args, input=stdin.encode("utf-8"), capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr.decode() + proc.stdout.decode()
-    return json.loads(proc.stdout)["ids"]
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == len(texts)
+    return [json.loads(line)["ids"] for line in lines]
+
+
+def ours(path, text, no_special):
+    return ours_many(path, [text], no_special)[0]
 
 
 def theirs(tok, text, no_special):
@@ -166,10 +174,10 @@ def theirs(tok, text, no_special):
 
 
 def assert_same_ids(tok, path, texts, no_special):
+    got_all = ours_many(path, texts, no_special)
     mismatches = []
-    for text in texts:
+    for text, got in zip(texts, got_all):
         want = theirs(tok, text, no_special)
-        got = ours(path, text, no_special)
         if got != want:
             mismatches.append((text, want, got))
     assert not mismatches, mismatches
@@ -186,6 +194,18 @@ def test_ids_match_tokenizers(tmp_path, ignore_merges, llama3_split, string_merg
     path = tmp_path / "tokenizer.json"
     save(tok, path, string_merges)
     assert_same_ids(tok, path, TRICKY, no_special)
+
+
+@pytest.mark.parametrize("no_special", [False, True], ids=["special", "no-special"])
+def test_nfc_normalizer_matches_tokenizers(tmp_path, no_special):
+    """Qwen2's tokenizer.json: NFC, then the byte-level split. Decomposed input must compose."""
+    tok = train(True, True)
+    tok.normalizer = normalizers.NFC()
+    path = tmp_path / "tokenizer.json"
+    save(tok, path)
+    composed = ["Cafe\u0301", "\u212b ngstr\u00f6m", "\u1100\u1161\u11a8", "o\u0308\u0301"]
+    assert tok.encode("Cafe\u0301").ids == tok.encode("Caf\u00e9").ids  # NFC really runs
+    assert_same_ids(tok, path, TRICKY + composed, no_special)
 
 
 @pytest.mark.parametrize("metaspace", [True, False], ids=["metaspace", "prepend-replace"])

@@ -47,25 +47,35 @@ void Batcher::BuildEpoch(int64_t epoch) {
   const std::vector<size_t> order =
       EpochOrder(documents_.size(), options_.shuffle, options_.seed, epoch);
   if (options_.packing) {
-    std::vector<int64_t> ids, labels;
+    // Each document contributes its (input, next-token target) pairs; the last token predicts
+    // nothing, since what follows it belongs to another document. The pairs of all documents
+    // are cut into rows of `len`, so every target is trained exactly once per epoch; positions
+    // restart where a document (or the piece of it a row holds) starts.
+    Row row;
     for (size_t i : order) {
-      ids.insert(ids.end(), documents_[i].input_ids.begin(), documents_[i].input_ids.end());
-      labels.insert(labels.end(), documents_[i].labels.begin(), documents_[i].labels.end());
+      const Document& d = documents_[i];
+      for (size_t t = 0; t + 1 < d.input_ids.size(); ++t) {
+        const bool starts = t == 0 || row.inputs.empty();
+        row.positions.push_back(starts ? 0 : row.positions.back() + 1);
+        row.inputs.push_back(d.input_ids[t]);
+        row.labels.push_back(d.labels[t + 1]);
+        if (static_cast<int64_t>(row.inputs.size()) == len) {
+          rows_.push_back(std::move(row));
+          row = {};
+        }
+      }
     }
-    // Windows of len + 1 tokens that overlap by one, so every token after the first is a target
-    // exactly once per epoch.
-    for (int64_t start = 0; start + 1 < static_cast<int64_t>(ids.size()); start += len) {
-      const int64_t end = std::min<int64_t>(start + len + 1, static_cast<int64_t>(ids.size()));
-      rows_.push_back({{ids.begin() + start, ids.begin() + end - 1},
-                       {labels.begin() + start + 1, labels.begin() + end}});
-    }
+    if (!row.inputs.empty()) rows_.push_back(std::move(row));
   } else {
     for (size_t i : order) {
       const Document& d = documents_[i];
       const int64_t n = std::min<int64_t>(static_cast<int64_t>(d.input_ids.size()), len + 1);
       if (n < 2) continue;
-      rows_.push_back({{d.input_ids.begin(), d.input_ids.begin() + n - 1},
-                       {d.labels.begin() + 1, d.labels.begin() + n}});
+      Row row{{d.input_ids.begin(), d.input_ids.begin() + n - 1},
+              {d.labels.begin() + 1, d.labels.begin() + n},
+              std::vector<int64_t>(static_cast<size_t>(n - 1))};
+      std::iota(row.positions.begin(), row.positions.end(), int64_t{0});
+      rows_.push_back(std::move(row));
     }
   }
   position_ = {epoch, 0};
@@ -87,13 +97,22 @@ Batch Batcher::Next(int64_t rows) {
   for (const Row* r : picked) batch.seq_len = std::max<int64_t>(batch.seq_len, r->inputs.size());
   batch.inputs.assign(static_cast<size_t>(rows * batch.seq_len), kPadInput);
   batch.labels.assign(static_cast<size_t>(rows * batch.seq_len), kIgnoreLabel);
+  batch.positions.resize(static_cast<size_t>(rows * batch.seq_len));
   for (size_t r = 0; r < picked.size(); ++r) {
-    const size_t offset = r * static_cast<size_t>(batch.seq_len);
-    std::copy(picked[r]->inputs.begin(), picked[r]->inputs.end(), batch.inputs.begin() + offset);
-    std::copy(picked[r]->labels.begin(), picked[r]->labels.end(), batch.labels.begin() + offset);
-    batch.tokens += static_cast<int64_t>(picked[r]->inputs.size());
-    batch.valid_labels += std::count_if(picked[r]->labels.begin(), picked[r]->labels.end(),
+    const Row& row = *picked[r];
+    const auto offset = static_cast<std::ptrdiff_t>(r * static_cast<size_t>(batch.seq_len));
+    std::copy(row.inputs.begin(), row.inputs.end(), batch.inputs.begin() + offset);
+    std::copy(row.labels.begin(), row.labels.end(), batch.labels.begin() + offset);
+    std::copy(row.positions.begin(), row.positions.end(), batch.positions.begin() + offset);
+    const auto real = static_cast<std::ptrdiff_t>(row.inputs.size());
+    std::iota(batch.positions.begin() + offset + real,
+              batch.positions.begin() + offset + batch.seq_len,
+              row.positions.empty() ? 0 : row.positions.back() + 1);
+    batch.tokens += static_cast<int64_t>(row.inputs.size());
+    batch.valid_labels += std::count_if(row.labels.begin(), row.labels.end(),
                                         [](int64_t l) { return l != kIgnoreLabel; });
+    batch.packed_documents =
+        batch.packed_documents || std::count(row.positions.begin(), row.positions.end(), 0) > 1;
   }
   return batch;
 }

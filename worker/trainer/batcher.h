@@ -22,6 +22,12 @@ struct Batch {
   int64_t seq_len = 0;
   std::vector<int64_t> inputs;
   std::vector<int64_t> labels;  // already shifted: labels[t] is the target for inputs[t]
+  // Each token's position in its document: 0 where a (piece of a) document starts in the row, so a
+  // packed row restarts its rotary positions per document. Padding continues the last document.
+  std::vector<int64_t> positions;
+  // Some row holds several documents: attention must then be block-diagonal causal (each token
+  // sees only its own document), which the model derives from `positions`.
+  bool packed_documents = false;
   int64_t valid_labels = 0;     // labels that are not kIgnoreLabel
   int64_t tokens = 0;           // real (non-padding) input tokens
 };
@@ -47,6 +53,7 @@ class Batcher {
   struct Row {
     std::vector<int64_t> inputs;
     std::vector<int64_t> labels;
+    std::vector<int64_t> positions;
   };
   Batcher(std::vector<Document> documents, const BatcherOptions& options);
   void BuildEpoch(int64_t epoch);

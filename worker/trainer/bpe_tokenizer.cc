@@ -37,27 +37,28 @@ StatusOr<BpeTokenizer> BpeTokenizer::FromJson(const nlohmann::json& config,
   }
 }
 
-StatusOr<std::vector<int64_t>> BpeTokenizer::Encode(std::string_view text, bool add_special) const {
+StatusOr<std::vector<int64_t>> BpeTokenizer::Encode(std::string_view text, bool add_affixes,
+                                                    bool match_special) const {
   std::vector<int64_t> ids;
-  if (add_special) ids = affixes_.prefix;
+  if (add_affixes) ids = affixes_.prefix;
   for (const AddedTokens::Segment& segment :
-       added_.Split(text, /*normalized=*/false, add_special)) {
+       added_.Split(text, /*normalized=*/false, match_special)) {
     if (segment.id >= 0) {
       ids.push_back(segment.id);
       continue;
     }
     const bool at_text_start = segment.text.data() == text.data();
-    QLORAD_RETURN_IF_ERROR(EncodePlain(segment.text, add_special, at_text_start, ids));
+    QLORAD_RETURN_IF_ERROR(EncodePlain(segment.text, match_special, at_text_start, ids));
   }
-  if (add_special) ids.insert(ids.end(), affixes_.suffix.begin(), affixes_.suffix.end());
+  if (add_affixes) ids.insert(ids.end(), affixes_.suffix.begin(), affixes_.suffix.end());
   return ids;
 }
 
-Status BpeTokenizer::EncodePlain(std::string_view text, bool add_special, bool at_text_start,
+Status BpeTokenizer::EncodePlain(std::string_view text, bool match_special, bool at_text_start,
                                  std::vector<int64_t>& ids) const {
   const std::string normalized = normalizer_.Apply(text);
   for (const AddedTokens::Segment& segment :
-       added_.Split(normalized, /*normalized=*/true, add_special)) {
+       added_.Split(normalized, /*normalized=*/true, match_special)) {
     if (segment.id >= 0) {
       ids.push_back(segment.id);
       continue;

@@ -27,7 +27,13 @@ class BpeTokenizer {
   // The ids of `text` (UTF-8). With `add_special`, the post-processor's tokens (BOS) are added and
   // special-token text becomes its token; without, special-token text is encoded as plain text
   // (Hugging Face: encode_special_tokens=True, add_special_tokens=False).
-  StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_special) const;
+  StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_special) const {
+    return Encode(text, add_special, add_special);
+  }
+  // `add_affixes`: the post-processor's tokens; `match_special`: special-token text becomes its
+  // token. Chat text is encoded with match_special alone (apply_chat_template's tokenization).
+  StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_affixes,
+                                        bool match_special) const;
 
  private:
   BpeTokenizer(AddedTokens added, Normalizer normalizer, PreTokenizer pre, BpeModel model,
@@ -37,7 +43,7 @@ class BpeTokenizer {
         pre_(std::move(pre)),
         model_(std::move(model)),
         affixes_(std::move(affixes)) {}
-  Status EncodePlain(std::string_view text, bool add_special, bool at_text_start,
+  Status EncodePlain(std::string_view text, bool match_special, bool at_text_start,
                      std::vector<int64_t>& ids) const;
   AddedTokens added_;
   Normalizer normalizer_;

@@ -1,8 +1,30 @@
 #include "worker/trainer/bpe_tokenizer_normalizer.h"
 
+#include <unicode/normalizer2.h>
+#include <unicode/unistr.h>
+
 #include "worker/trainer/bpe_tokenizer_sequence.h"
 
 namespace qlorad::trainer {
+
+namespace {
+
+// Unicode canonical composition (ICU). Text reaches here as UTF-8 read from JSON, so it is valid.
+std::string Nfc(const std::string& text) {
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(status);
+  if (U_FAILURE(status)) return text;  // ICU's data is built in; this does not happen
+  const icu::UnicodeString in = icu::UnicodeString::fromUTF8(text);
+  if (nfc->isNormalized(in, status) && U_SUCCESS(status)) return text;
+  status = U_ZERO_ERROR;
+  const icu::UnicodeString out = nfc->normalize(in, status);
+  if (U_FAILURE(status)) return text;
+  std::string utf8;
+  out.toUTF8String(utf8);
+  return utf8;
+}
+
+}  // namespace
 
 StatusOr<Normalizer> Normalizer::FromJson(const nlohmann::json& config, const std::string& file) {
   Normalizer result;
@@ -25,6 +47,10 @@ Status Normalizer::AddSteps(const nlohmann::json& config, const std::string& whe
     steps.push_back({Step::Kind::kPrepend, "", config.value("prepend", "")});
     return Status();
   }
+  if (type == "NFC") {
+    steps.push_back({Step::Kind::kNfc, "", ""});
+    return Status();
+  }
   if (type == "Replace") {
     const nlohmann::json& pattern = config.value("pattern", nlohmann::json());
     if (!pattern.contains("String") || !pattern["String"].is_string() ||
@@ -40,6 +66,10 @@ Status Normalizer::AddSteps(const nlohmann::json& config, const std::string& whe
 std::string Normalizer::Apply(std::string_view text) const {
   std::string out(text);
   for (const Step& step : steps_) {
+    if (step.kind == Step::Kind::kNfc) {
+      out = Nfc(out);
+      continue;
+    }
     if (step.kind == Step::Kind::kPrepend) {
       if (!out.empty()) out.insert(0, step.content);  // Hugging Face leaves empty text empty
       continue;

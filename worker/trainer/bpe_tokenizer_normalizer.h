@@ -1,6 +1,7 @@
 // The normalizer of a Hugging Face tokenizer.json, run on each stretch of text between added
-// tokens. Supported: null, Prepend and Replace (with a literal pattern), and a Sequence of those:
-// what Llama 2 and Mistral files use to turn spaces into "▁". Others are an error naming them.
+// tokens. Supported: null, Prepend and Replace (with a literal pattern), NFC, and a Sequence of
+// those: what Llama 2 and Mistral files use to turn spaces into "▁", and Qwen2's NFC. Others are an
+// error naming them.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -21,7 +22,7 @@ class Normalizer {
 
  private:
   struct Step {
-    enum class Kind { kPrepend, kReplace } kind;
+    enum class Kind { kPrepend, kReplace, kNfc } kind;
     std::string pattern;  // kReplace: what is replaced
     std::string content;  // what is prepended, or the replacement
   };

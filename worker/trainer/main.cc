@@ -5,10 +5,9 @@
 #include <atomic>
 #include <filesystem>
 #include <iostream>
-#include <iterator>
 
 #include "common/jobspec.h"
-#include "worker/trainer/bpe_tokenizer.h"
+#include "worker/trainer/data_cli.h"
 #include "worker/trainer/event_sink.h"
 #include "worker/trainer/exit_codes.h"
 #include "worker/trainer/model_cli.h"
@@ -67,24 +66,6 @@ int MakeTinyModel(const std::string& out, uint64_t seed, bool json) {
   return qlorad::trainer::kExitDone;
 }
 
-// Encodes all of stdin; ids go to stdout as {"ids": [...]} (json) or space-separated.
-int Tokenize(const std::string& tokenizer_path, bool no_special, bool json) {
-  EventSink events(json, std::cout, std::cerr);
-  auto tokenizer = qlorad::trainer::BpeTokenizer::Load(tokenizer_path);
-  if (!tokenizer.ok()) return Fail(events, tokenizer.status(), tokenizer_path);
-  const std::string text((std::istreambuf_iterator<char>(std::cin)),
-                         std::istreambuf_iterator<char>());
-  auto ids = tokenizer->Encode(text, !no_special);
-  if (!ids.ok()) return Fail(events, ids.status(), tokenizer_path);
-  if (json) {
-    std::cout << nlohmann::json{{"ids", *ids}}.dump() << "\n";
-  } else {
-    for (size_t i = 0; i < ids->size(); ++i) std::cout << (i ? " " : "") << (*ids)[i];
-    std::cout << "\n";
-  }
-  return qlorad::trainer::kExitDone;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,18 +110,10 @@ int main(int argc, char** argv) {
   tiny->add_option("--seed", tiny_seed, "weight seed");
   tiny->add_flag("--json", tiny_json, "one JSON event per line on stdout");
 
+  qlorad::trainer::DataCli data_cli;
+  qlorad::trainer::AddDataSubcommands(app, data_cli);
   qlorad::trainer::ModelCli model_cli;
   qlorad::trainer::AddModelSubcommands(app, model_cli);
-
-  auto* tokenize =
-      app.add_subcommand("tokenize", "encode stdin with a Hugging Face tokenizer.json");
-  std::string tokenizer_path;
-  bool no_special = false;
-  bool tokenize_json = false;
-  tokenize->add_option("--tokenizer", tokenizer_path, "tokenizer.json")->required();
-  tokenize->add_flag("--no-special", no_special,
-                     "add no BOS/EOS and encode special-token text as plain text");
-  tokenize->add_flag("--json", tokenize_json, "print {\"ids\": [...]} instead of plain ids");
 
   try {
     app.parse(argc, argv);
@@ -158,7 +131,10 @@ int main(int argc, char** argv) {
     options.should_stop = [] { return g_stop_requested.load(); };
     return RunJob(spec_path, options, run_json);
   }
-  if (tokenize->parsed()) return Tokenize(tokenizer_path, no_special, tokenize_json);
+  if (std::optional<qlorad::Status> done = qlorad::trainer::RunDataSubcommand(data_cli)) {
+    EventSink events(data_cli.json, std::cout, std::cerr);
+    return done->ok() ? qlorad::trainer::kExitDone : Fail(events, *done);
+  }
   if (std::optional<qlorad::Status> done = qlorad::trainer::RunModelSubcommand(model_cli)) {
     EventSink events(model_cli.json, std::cout, std::cerr);
     return done->ok() ? qlorad::trainer::kExitDone : Fail(events, *done);

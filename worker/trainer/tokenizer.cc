@@ -1,6 +1,52 @@
 #include "worker/trainer/tokenizer.h"
 
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "worker/trainer/bpe_tokenizer.h"
+
 namespace qlorad::trainer {
+
+namespace {
+
+using nlohmann::json;
+
+std::optional<std::string> ReadFileIfExists(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+// Special tokens appear as a plain string or as an AddedToken object {"content": ...}.
+std::string TokenText(const json& config, const char* key) {
+  if (!config.contains(key)) return "";
+  const json& v = config[key];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_object() && v.contains("content") && v["content"].is_string()) return v["content"];
+  return "";
+}
+
+// chat_template is a string, or (older files) a list of {name, template} with a "default" one.
+std::string ChatTemplateText(const json& config) {
+  if (!config.contains("chat_template")) return "";
+  const json& v = config["chat_template"];
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_array()) {
+    for (const json& t : v) {
+      if (t.is_object() && t.value("name", "") == "default" && t.contains("template") &&
+          t["template"].is_string()) {
+        return t["template"];
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace
 
 std::vector<int64_t> ByteTokenize(const std::string& text) {
   std::vector<int64_t> ids;
@@ -8,6 +54,45 @@ std::vector<int64_t> ByteTokenize(const std::string& text) {
   ids.push_back(kBosId);
   for (unsigned char c : text) ids.push_back(c);
   ids.push_back(kEosId);
+  return ids;
+}
+
+ModelTokenizer ModelTokenizer::ByteLevel() {
+  ModelTokenizer t;
+  t.eos_id_ = kEosId;
+  return t;
+}
+
+StatusOr<ModelTokenizer> ModelTokenizer::ForModelDir(const std::string& model_dir) {
+  const std::string tokenizer_path = model_dir + "/tokenizer.json";
+  if (model_dir.empty() || !std::filesystem::exists(tokenizer_path)) return ByteLevel();
+  QLORAD_ASSIGN_OR_RETURN(BpeTokenizer bpe, BpeTokenizer::Load(tokenizer_path));
+  ModelTokenizer t;
+  t.bpe_ = std::make_shared<const BpeTokenizer>(std::move(bpe));
+  const std::string config_path = model_dir + "/tokenizer_config.json";
+  if (std::optional<std::string> text = ReadFileIfExists(config_path)) {
+    const json config = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_object()) return InvalidArgument(config_path + ": not a JSON object");
+    t.bos_token_ = TokenText(config, "bos_token");
+    t.eos_token_ = TokenText(config, "eos_token");
+    t.chat_template_ = ChatTemplateText(config);
+  }
+  // transformers 4.43+ may keep the template in its own file, which then wins.
+  if (std::optional<std::string> jinja = ReadFileIfExists(model_dir + "/chat_template.jinja")) {
+    t.chat_template_ = *jinja;
+  }
+  if (!t.eos_token_.empty()) {
+    QLORAD_ASSIGN_OR_RETURN(std::vector<int64_t> eos, t.bpe_->Encode(t.eos_token_, false, true));
+    if (eos.size() == 1) t.eos_id_ = eos[0];
+  }
+  return t;
+}
+
+StatusOr<std::vector<int64_t>> ModelTokenizer::Encode(std::string_view text,
+                                                      bool add_special) const {
+  if (bpe_ != nullptr) return bpe_->Encode(text, add_special, /*match_special=*/true);
+  std::vector<int64_t> ids = ByteTokenize(std::string(text));
+  if (!add_special) ids = std::vector<int64_t>(ids.begin() + 1, ids.end() - 1);
   return ids;
 }
 

@@ -96,7 +96,8 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
 
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(spec.model.path));
   // Data first: a bad dataset line should not wait for a multi-GB model to load.
-  QLORAD_ASSIGN_OR_RETURN(Dataset dataset, LoadJsonlDataset(spec.data, config.vocab_size));
+  QLORAD_ASSIGN_OR_RETURN(Dataset dataset,
+                          LoadDataset(spec.data, spec.model.path, {config.vocab_size}));
   if (dataset.skipped_lines > 0) {
     events.Log("warning", "skipped " + std::to_string(dataset.skipped_lines) + " bad lines in " +
                               spec.data.path + " (data.skip_bad_lines)");
@@ -195,7 +196,11 @@ double AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_
     at::Tensor inputs = ToDevice(b.inputs, b.rows, b.seq_len, s.device);
     at::Tensor labels = ToDevice(b.labels, b.rows, b.seq_len, s.device);
     // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
-    at::Tensor hidden = s.model->forward(inputs);
+    // Rows holding several documents keep them apart (block-diagonal attention, positions
+    // restarting per document); others take the plain causal path.
+    at::Tensor positions =
+        b.packed_documents ? ToDevice(b.positions, b.rows, b.seq_len, s.device) : at::Tensor();
+    at::Tensor hidden = s.model->forward(inputs, positions);
     at::Tensor loss =
         ChunkedCrossEntropy(hidden.reshape({-1, hidden.size(-1)}), s.model->lm_head(),
                             labels.view({-1}), {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)

@@ -11,17 +11,20 @@ Document Doc(std::vector<int64_t> ids) {
   return {ids, ids};
 }
 
-TEST(BatcherTest, PackingCutsShiftedRowsAcrossDocuments) {
+TEST(BatcherTest, PackingKeepsDocumentBoundaries) {
   auto batcher = Batcher::Create({Doc({1, 2, 3}), Doc({4, 5, 6, 7})}, {3, true, false, 0});
   ASSERT_TRUE(batcher.ok());
-  // Stream 1..7: windows of 4 overlapping by one -> inputs {1,2,3},{4,5,6}; labels shifted.
+  // (input, target) pairs stay inside a document: 1->2, 2->3 | 4->5, 5->6, 6->7 (3 predicts
+  // nothing), cut into rows of 3; positions restart where a document starts.
   EXPECT_EQ(batcher->rows_per_epoch(), 2);
   Batch b = batcher->Next(2);
   EXPECT_EQ(b.seq_len, 3);
-  EXPECT_EQ(b.inputs, (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
-  EXPECT_EQ(b.labels, (std::vector<int64_t>{2, 3, 4, 5, 6, 7}));
-  EXPECT_EQ(b.valid_labels, 6);
-  EXPECT_EQ(b.tokens, 6);
+  EXPECT_EQ(b.inputs, (std::vector<int64_t>{1, 2, 4, 5, 6, 0}));
+  EXPECT_EQ(b.labels, (std::vector<int64_t>{2, 3, 5, 6, 7, kIgnoreLabel}));
+  EXPECT_EQ(b.positions, (std::vector<int64_t>{0, 1, 0, 0, 1, 2}));
+  EXPECT_TRUE(b.packed_documents);
+  EXPECT_EQ(b.valid_labels, 5);
+  EXPECT_EQ(b.tokens, 5);
 }
 
 TEST(BatcherTest, PackingKeepsUserLabelsAligned) {
@@ -31,6 +34,8 @@ TEST(BatcherTest, PackingKeepsUserLabelsAligned) {
   Batch b = batcher->Next(1);
   EXPECT_EQ(b.inputs, (std::vector<int64_t>{10, 11, 12}));
   EXPECT_EQ(b.labels, (std::vector<int64_t>{kIgnoreLabel, 12, 13}));
+  EXPECT_EQ(b.positions, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_FALSE(b.packed_documents);
   EXPECT_EQ(b.valid_labels, 2);
 }
 
@@ -42,6 +47,9 @@ TEST(BatcherTest, WithoutPackingPadsAndTruncatesRows) {
   EXPECT_EQ(b.inputs, (std::vector<int64_t>{1, 0, 0, 0, 3, 4, 5, 6}));
   EXPECT_EQ(b.labels,
             (std::vector<int64_t>{2, kIgnoreLabel, kIgnoreLabel, kIgnoreLabel, 4, 5, 6, 7}));
+  // Padding continues the row's document, which causal attention already keeps out of the way.
+  EXPECT_EQ(b.positions, (std::vector<int64_t>{0, 1, 2, 3, 0, 1, 2, 3}));
+  EXPECT_FALSE(b.packed_documents);
   EXPECT_EQ(b.tokens, 5);
   EXPECT_EQ(b.valid_labels, 5);
 }
@@ -71,7 +79,7 @@ TEST(BatcherTest, SeekResumesTheSameStream) {
   std::vector<Document> docs;
   for (int64_t i = 0; i < 7; ++i) docs.push_back(Doc({i, i, i}));
   auto a = Batcher::Create(docs, {2, true, true, 3});
-  for (int i = 0; i < 6; ++i) a->Next(2);  // 10 rows per epoch: crosses into epoch 1
+  for (int i = 0; i < 6; ++i) a->Next(2);  // 7 rows per epoch: crosses into epoch 1
   const DataPosition pos = a->position();
   EXPECT_EQ(pos.epoch, 1);
   auto b = Batcher::Create(docs, {2, true, true, 3});
