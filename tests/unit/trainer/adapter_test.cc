@@ -3,9 +3,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
 #include "tests/unit/trainer/test_util.h"
 #include "worker/trainer/hf_weights.h"
 #include "worker/trainer/qlora.h"
+#include "worker/trainer/safetensors_torch.h"
 #include "worker/trainer/tiny_model.h"
 
 namespace qlorad::trainer {
@@ -62,6 +67,58 @@ TEST(AdapterTest, SaveThenLoadRestoresEveryParameter) {
   ASSERT_FALSE(mismatch.ok());
   EXPECT_THAT(mismatch.message(), HasSubstr("lora_A.weight' has shape [4, 64]"));
   EXPECT_THAT(mismatch.message(), HasSubstr("adapter_model.safetensors"));
+}
+
+TEST(AdapterTest, LoadsPeftNamedKeysAndRefusesStrayTensors) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTinyModel(dir / "model", 0).ok());
+  LlamaModel source = TinyWithLora(dir / "model", 4, 1);
+  std::vector<std::pair<std::string, at::Tensor>> named;  // PEFT's in-memory names, in bf16
+  for (const auto& [name, linear] : source->NamedLinears()) {
+    named.emplace_back("base_model.model." + name + ".lora_A.default.weight",
+                       linear->lora_a().to(at::kBFloat16));
+    named.emplace_back("base_model.model." + name + ".lora_B.default.weight",
+                       linear->lora_b().to(at::kBFloat16));
+  }
+  const std::string adapter = dir / "named";
+  std::filesystem::create_directories(adapter);
+  ASSERT_TRUE(SaveTensors(adapter + "/adapter_model.safetensors", named).ok());
+  LlamaModel target = TinyWithLora(dir / "model", 4, 2);
+  ASSERT_TRUE(LoadAdapter(target, adapter).ok());
+  const auto a = LoraParameters(source), b = LoraParameters(target);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::equal(a[i].to(at::kBFloat16).to(at::kFloat), b[i])) << i;
+  }
+
+  named.emplace_back("base_model.model.lm_head.lora_A.weight", at::zeros({4, 64}));
+  ASSERT_TRUE(SaveTensors(adapter + "/adapter_model.safetensors", named).ok());
+  Status stray = LoadAdapter(target, adapter);
+  EXPECT_THAT(stray.message(), HasSubstr("'base_model.model.lm_head.lora_A.weight' belongs to no "
+                                         "adapted layer"));
+}
+
+TEST(AdapterTest, ReadsPeftConfigAndRefusesWhatItCannotReproduce) {
+  TempDir dir;
+  const std::string adapter = dir / "a";
+  std::filesystem::create_directories(adapter);
+  auto write = [&](const std::string& text) {
+    std::ofstream(adapter + "/adapter_config.json") << text;
+  };
+  write(R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "use_rslora": true,
+            "target_modules": "all-linear", "bias": "none", "use_dora": false,
+            "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": null})");
+  auto lora = ReadAdapterConfig(adapter);
+  ASSERT_TRUE(lora.ok()) << lora.status().ToString();
+  EXPECT_EQ(lora->r, 8);
+  EXPECT_TRUE(lora->use_rslora);
+  EXPECT_EQ(lora->target_modules.size(), 7u);
+  EXPECT_DOUBLE_EQ(lora->Scale(), 16.0 / std::sqrt(8.0));
+
+  write(R"({"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "use_dora": true})");
+  EXPECT_THAT(ReadAdapterConfig(adapter).status().message(),
+              HasSubstr("adapter_config.json: use_dora: true is not supported"));
+  write(R"({"r": 8, "lora_alpha": 16, "target_modules": ".*proj"})");
+  EXPECT_THAT(ReadAdapterConfig(adapter).status().message(), HasSubstr("target_modules"));
 }
 
 }  // namespace

@@ -56,5 +56,70 @@ TEST(ModelConfigTest, ErrorsNameFileAndField) {
   EXPECT_THAT(ParseLlamaConfig("{nope", "c").status().message(), HasSubstr("not valid JSON"));
 }
 
+// `{<a valid base config>, <extra fields>}`; built with append (GCC 12's -Warray-bounds misfires on
+// chains of string + literal temporaries).
+std::string WithBase(const std::string& extra) {
+  std::string json = R"({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+      "num_attention_heads": 8, "vocab_size": 100)";
+  json.append(extra);
+  json.append("}");
+  return json;
+}
+
+TEST(ModelConfigTest, ReadsLlama3RopeInBothLayouts) {
+  const std::string scaling = R"("rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+      "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})";
+  std::string newer_extra = R"(, "rope_parameters": {"rope_theta": 500000.0, )";
+  newer_extra.append(scaling);
+  std::string older_extra = R"(, "rope_theta": 500000.0, "rope_scaling": {)";
+  older_extra.append(scaling);
+  auto newer = ParseLlamaConfig(WithBase(newer_extra), "c");
+  auto older = ParseLlamaConfig(WithBase(older_extra), "c");
+  for (const auto* c : {&newer, &older}) {
+    ASSERT_TRUE(c->ok()) << c->status().ToString();
+    EXPECT_DOUBLE_EQ((*c)->rope_theta, 500000.0);
+    EXPECT_EQ((*c)->rope_scaling.type, "llama3");
+    EXPECT_DOUBLE_EQ((*c)->rope_scaling.factor, 8.0);
+    EXPECT_DOUBLE_EQ((*c)->rope_scaling.high_freq_factor, 4.0);
+    EXPECT_EQ((*c)->rope_scaling.original_max_position_embeddings, 8192);
+  }
+  EXPECT_THAT(
+      ParseLlamaConfig(WithBase(R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8.0})"), "c")
+          .status()
+          .message(),
+      HasSubstr("rope_scaling: original_max_position_embeddings: missing"));
+}
+
+TEST(ModelConfigTest, ArchitectureDifferences) {
+  auto mistral =
+      ParseLlamaConfig(WithBase(R"(, "model_type": "mistral", "sliding_window": 4096)"), "c");
+  ASSERT_TRUE(mistral.ok()) << mistral.status().ToString();
+  EXPECT_EQ(mistral->sliding_windows, (std::vector<int64_t>{4096, 4096}));
+  EXPECT_FALSE(mistral->qkv_bias);
+  auto mistral_full =
+      ParseLlamaConfig(WithBase(R"(, "model_type": "mistral", "sliding_window": null)"), "c");
+  ASSERT_TRUE(mistral_full.ok());
+  EXPECT_EQ(mistral_full->sliding_windows, (std::vector<int64_t>{0, 0}));
+
+  auto qwen = ParseLlamaConfig(
+      WithBase(R"(, "model_type": "qwen2", "sliding_window": 32, "use_sliding_window": false)"),
+      "c");
+  ASSERT_TRUE(qwen.ok());
+  EXPECT_TRUE(qwen->qkv_bias);
+  EXPECT_FALSE(qwen->o_bias);
+  EXPECT_EQ(qwen->sliding_windows, (std::vector<int64_t>{0, 0}));
+  auto qwen_sliding = ParseLlamaConfig(WithBase(R"(, "model_type": "qwen2", "sliding_window": 32,
+      "use_sliding_window": true, "max_window_layers": 1)"),
+                                       "c");
+  ASSERT_TRUE(qwen_sliding.ok());
+  EXPECT_EQ(qwen_sliding->sliding_windows, (std::vector<int64_t>{0, 32}));
+
+  auto llama = ParseLlamaConfig(WithBase(R"(, "attention_bias": true)"), "c");
+  ASSERT_TRUE(llama.ok());
+  EXPECT_TRUE(llama->qkv_bias && llama->o_bias);
+  EXPECT_THAT(ParseLlamaConfig(WithBase(R"(, "hidden_act": "gelu")"), "c").status().message(),
+              HasSubstr("hidden_act"));
+}
+
 }  // namespace
 }  // namespace qlorad::trainer
