@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kQuantThreads)
     const int64_t end = min(numel, begin + blocksize);
     float m = 0.0f;
     for (int64_t i = begin + lane; i < end; i += 32) {
-      const float x = dToFloat(weight[i]);
+      const float x = FlushSubnormal(dToFloat(weight[i]));
       if (!isfinite(x))
         atomicMin(first_non_finite, 2ull * static_cast<unsigned long long>(i) + (isinf(x) ? 1 : 0));
       m = fmaxf(m, fabsf(x));
@@ -65,9 +65,9 @@ __global__ void __launch_bounds__(kQuantThreads)
     // An all-zero block gives inf here and NaN codes below, which become code 0 as in bitsandbytes.
     const float inverse = __fdiv_rn(1.0f, m);
     for (int64_t i = begin + 2 * lane; i < end; i += 64) {
-      const float first = dToFloat(weight[i]);
-      const float second =
-          i + 1 < end ? dToFloat(weight[i + 1]) : 0.0f;  // bitsandbytes' zero padding
+      const float first = FlushSubnormal(dToFloat(weight[i]));
+      const float second = i + 1 < end ? FlushSubnormal(dToFloat(weight[i + 1]))
+                                       : 0.0f;  // bitsandbytes' zero padding
       packed[i / 2] = static_cast<uint8_t>((dNF4Code(__fmul_rn(first, inverse), thresholds) << 4) |
                                            dNF4Code(__fmul_rn(second, inverse), thresholds));
     }

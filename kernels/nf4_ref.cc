@@ -13,7 +13,7 @@ namespace {
 
 float AbsMax(const float* x, int64_t n) {
   float m = 0.0f;
-  for (int64_t i = 0; i < n; ++i) m = std::fmax(m, std::fabs(x[i]));
+  for (int64_t i = 0; i < n; ++i) m = std::fmax(m, std::fabs(FlushSubnormal(x[i])));
   return m;
 }
 
@@ -109,8 +109,8 @@ Status QuantizeNF4(const float* weight, int64_t numel, int64_t blocksize, uint8_
     const float inverse = 1.0f / absmax[b];
     for (int64_t i = begin; i < end; i += 2) {
       // The element after an odd numel is bitsandbytes' zero padding.
-      const float second = i + 1 < end ? weight[i + 1] : 0.0f;
-      const uint8_t high = NF4CodeOf(weight[i] * inverse);
+      const float second = i + 1 < end ? FlushSubnormal(weight[i + 1]) : 0.0f;
+      const uint8_t high = NF4CodeOf(FlushSubnormal(weight[i]) * inverse);
       const uint8_t low = NF4CodeOf(second * inverse);
       packed[i / 2] = static_cast<uint8_t>((high << 4) | low);
     }

@@ -234,6 +234,20 @@ TEST(Quantize, AllZeroBlockGetsCodeZeroLikeBitsandbytes) {
   for (int i = 0; i < 130; ++i) EXPECT_EQ(back[i], w[i]) << i;
 }
 
+TEST(Quantize, SubnormalWeightsCountAsZeroLikeBitsandbytes) {
+  // bitsandbytes' kernel flushes subnormals: a block of them is an all-zero block, and beside a
+  // normal value they quantize like zeros (code 7).
+  std::vector<float> w(128);
+  for (int i = 0; i < 128; ++i) w[i] = ((i % 2) ? -1.0f : 1.0f) * 1e-40f * static_cast<float>(i + 1);
+  w[64] = 0.5f;
+  const Quantized q = Quantize(w);
+  EXPECT_EQ(q.absmax[0], 0.0f);
+  for (int k = 0; k < 32; ++k) EXPECT_EQ(q.packed[k], 0x00) << k;
+  EXPECT_EQ(q.absmax[1], 0.5f);
+  EXPECT_EQ(q.packed[32], 0xF7);  // 0.5 / 0.5 = 1.0 is code 15; the subnormal beside it code 7
+  for (int k = 33; k < 64; ++k) EXPECT_EQ(q.packed[k], 0x77) << k;
+}
+
 TEST(Quantize, SingleHugeValueKeepsItselfAndFlushesTheRest) {
   std::vector<float> w = RandomWeights(64, 5, 1.0f);
   w[17] = -3.0e30f;
