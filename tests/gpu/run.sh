@@ -20,9 +20,14 @@ step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 fail() { echo "FAILED: $*"; status=1; }
 
 step "configure + build"
+# The GPU machine has no PCRE2 headers (the trainer's tokenizer needs them). Carry the Debian -dev
+# package: `mkdir -p .whl/debs && (cd .whl/debs && apt-get download libpcre2-dev)` here, `.whl/debs`
+# in the call's carry. Only headers, the .pc file and .so links land in /: the runtime library
+# (the same 10.42) is already there.
+for deb in "$ROOT"/.whl/debs/*.deb; do [ -e "$deb" ] && dpkg -x "$deb" /; done
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DQLORAD_WITH_SERVICE=OFF -DQLORAD_CUDA_ARCHS=90 -DQLORAD_PYTHON="$PY" \
-  -DQLORAD_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+  -DQLORAD_BUILD_BENCH=ON -DCMAKE_BUILD_TYPE=Release -DQLORAD_WERROR=OFF > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 ninja -C "$BUILD" -j "$(nproc)" qlorad_ops nf4_cuda_test nf4_ref_test nf4_ops_test nf4_bench > "$OUT/build.log" 2>&1 \
   || { grep -E "error|FAILED" "$OUT/build.log" | head -40; exit 1; }
 
@@ -49,7 +54,7 @@ done
 step "compute-sanitizer"
 SAN="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
 if [ -x "$SAN" ]; then
-  FILTER='NF4Cuda.DequantizeEqualsTheReferenceInEveryFormat:NF4Cuda.UnalignedPointers*:NF4Cuda.QuantizeEqualsTheReference'
+  FILTER='NF4Cuda.DequantizeEqualsTheReferenceInEveryFormat:NF4Cuda.UnalignedPointers*:NF4Cuda.QuantizeEqualsTheReference:NF4Cuda.ManyEquals*'
   for tool in memcheck racecheck; do
     "$SAN" --tool "$tool" --error-exitcode 9 "$BUILD/bin/nf4_cuda_test" --gtest_filter="$FILTER" --gtest_brief=1 \
       > "$OUT/sanitizer-$tool.log" 2>&1 && echo "$tool: clean" || { tail -20 "$OUT/sanitizer-$tool.log"; fail "$tool"; }
