@@ -16,7 +16,9 @@ StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(options.model_dir));
   DataSpec data;
   data.path = options.data_path;
-  QLORAD_ASSIGN_OR_RETURN(const Dataset dataset, LoadJsonlDataset(data, config.vocab_size));
+  // Text and chat records are encoded with the model's own tokenizer.json, as in training.
+  QLORAD_ASSIGN_OR_RETURN(const Dataset dataset,
+                          LoadDataset(data, options.model_dir, {config.vocab_size}));
   QLORAD_ASSIGN_OR_RETURN(
       LlamaModel model,
       LoadModelForInference(options.model_dir, options.adapter_dir, device, dtype));
