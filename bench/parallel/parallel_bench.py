@@ -87,8 +87,9 @@ checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}
 
 
 def parse_events(stdout, stderr):
-    """Metrics of every rank: rank 0's on stdout, the others' on stderr as '[rank R] {...}'."""
-    metrics = {}
+    """Metrics of every rank (rank 0's on stdout, the others' on stderr as '[rank R] {...}'), and
+    the bytes per step rank 0 received in collectives (its closing 'communication' log)."""
+    metrics, comm = {}, None
     lines = [(0, l) for l in stdout.splitlines()]
     for l in stderr.splitlines():
         if l.startswith("[rank "):
@@ -101,7 +102,9 @@ def parse_events(stdout, stderr):
             continue
         if event.get("event") == "metrics":
             metrics.setdefault(event.get("rank", rank), []).append(event)
-    return metrics
+        if rank == 0 and event.get("event") == "log" and event.get("message", "").startswith("communication:"):
+            comm = int(event["message"].split("(")[1].split(" ")[0])
+    return metrics, comm
 
 
 def run(bin_dir, spec, nproc, device, log):
@@ -111,7 +114,8 @@ def run(bin_dir, spec, nproc, device, log):
     log.write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); last stderr:\n" + "\n".join(proc.stderr.splitlines()[-20:]))
-    return parse_events(proc.stdout, proc.stderr), time.time() - started
+    metrics, comm = parse_events(proc.stdout, proc.stderr)
+    return metrics, comm, time.time() - started
 
 
 def nf4_bytes(numel):
@@ -149,13 +153,13 @@ def main():
         spec = work / f"{strategy}.yaml"
         write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy, nproc, args.micro,
                    accum, steps, args.seq_len, args.precision)
-        metrics, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log")
+        metrics, comm, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log")
         rank0 = metrics.get(0, [])
         if len(rank0) != steps:
             sys.exit(f"{strategy}: expected {steps} metrics from rank 0, got {len(rank0)}")
         step_times = [b["wall_time_s"] - a["wall_time_s"] for a, b in zip(rank0, rank0[1:])]
         step_s = statistics.median(step_times[len(step_times) // 4:])  # past the warm-up steps
-        results[strategy] = dict(nproc=nproc, wall_s=wall, losses=[m["loss"] for m in rank0], step_s=step_s,
+        results[strategy] = dict(nproc=nproc, wall_s=wall, comm_bytes_per_step=comm, losses=[m["loss"] for m in rank0], step_s=step_s,
                                  tokens_per_s=tokens_per_step / step_s,
                                  peak_bytes={r: max(m.get("vram_peak_bytes", 0) for m in ms) for r, ms in metrics.items()})
         print(f"{strategy}: {nproc} rank(s), {step_s * 1e3:.0f} ms/step, final loss {rank0[-1]['loss']:.4f}", flush=True)
@@ -184,6 +188,10 @@ def main():
     gathered = 2 * nf4 * share
     print(f"\nfsdp frozen-weight traffic per rank per step (computed, fwd + bwd regather): packed NF4 "
           f"{gathered / 2**20:.0f} MiB vs bf16 FSDP {2 * bf16 * share / 2**20:.0f} MiB ({bf16 / nf4:.2f}x less)")
+    for name, r in results.items():
+        if r["comm_bytes_per_step"] is not None:
+            print(f"{name}: measured {r['comm_bytes_per_step'] / 2**20:.1f} MiB received per rank per step "
+                  f"(every collective: gathers, gradient reductions, bookkeeping)")
     summary = dict(config=config, nproc=n, steps=steps, micro=args.micro, seq_len=args.seq_len,
                    precision=args.precision, runs=results,
                    fsdp_gather_bytes_per_rank_step=gathered, bf16_fsdp_gather_bytes_per_rank_step=2 * bf16 * share)

@@ -52,7 +52,7 @@ checkpoint: {{every_steps: 0, output_dir: {root / name}}}
     return path
 
 
-def run(root: Path, name: str, world: int, strategy: str) -> tuple[list[float], dict]:
+def run(root: Path, name: str, world: int, strategy: str) -> tuple[list[float], dict, list[dict]]:
     job = spec(root, name, world, strategy)
     if world == 1:
         cmd = [TRAIN, "run", job, "--json"]
@@ -66,7 +66,13 @@ def run(root: Path, name: str, world: int, strategy: str) -> tuple[list[float], 
     assert len(losses) == STEPS
     assert [e["event"] for e in events].count("done") == 1  # rank 0's stream only
     adapter = safetensors_numpy.load_file(root / name / "adapter" / "adapter_model.safetensors")
-    return losses, adapter
+    return losses, adapter, events
+
+
+def comm_bytes_per_step(events: list[dict]) -> int:
+    """What rank 0 reports it received in collectives per step (its closing 'communication' log)."""
+    [message] = [e["message"] for e in events if e["event"] == "log" and e["message"].startswith("communication:")]
+    return int(message.split("(")[1].split(" ")[0])
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +83,24 @@ def reference(workdir):
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 @pytest.mark.parametrize("world", [2, 4])
 def test_ranks_train_like_one(workdir, reference, world, strategy):
-    ref_losses, ref_adapter = reference
-    losses, adapter = run(workdir, f"{strategy}{world}", world, strategy)
+    ref_losses, ref_adapter, _ = reference
+    losses, adapter, events = run(workdir, f"{strategy}{world}", world, strategy)
     np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
     assert ref_losses[-1] < ref_losses[0] - 0.5  # it learned: the comparison is not vacuous
     assert adapter.keys() == ref_adapter.keys()
     for key, value in ref_adapter.items():
         assert adapter[key].shape == value.shape, key
         np.testing.assert_allclose(adapter[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+    if strategy == "ddp":
+        # Per step, ddp all-reduces every LoRA gradient once (a ring moves 2 (w-1)/w of the bytes
+        # into each rank), plus the step's loss (fp64) and the stop flag (int32).
+        def ring(n: int) -> int:
+            return n * (world - 1) // world
+        lora_bytes = sum(v.nbytes for v in ref_adapter.values())
+        assert comm_bytes_per_step(events) == 2 * ring(lora_bytes) + 2 * ring(8) + 2 * ring(4)
+    else:
+        # fsdp also gathers every layer's packed NF4 shards, forward and backward.
+        assert comm_bytes_per_step(events) > 2 * sum(v.nbytes for v in ref_adapter.values())
 
 
 def test_a_failing_job_fails_the_launch_with_its_message(workdir):

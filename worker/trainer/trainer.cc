@@ -292,6 +292,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     return Status::Ok();
   };
 
+  const int64_t first_step = state.step;
   for (int64_t step = state.step; step < total_steps; ++step) {
     const auto step_started = Clock::now();
     const double lr = LearningRateAt(spec.train, step);
@@ -346,6 +347,15 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     if (every > 0 && state.step % every == 0 && state.step < total_steps) {
       QLORAD_RETURN_IF_ERROR(checkpoint());
     }
+  }
+
+  const int64_t steps_run = result.steps - first_step;
+  if (s.comm->world_size() > 1 && steps_run > 0) {
+    const int64_t received = s.comm->bytes_received();
+    events.Log("info", "communication: rank " + std::to_string(options.rank) + " received " +
+                           std::to_string(received) + " bytes in collectives over " +
+                           std::to_string(steps_run) + " steps (" +
+                           std::to_string(received / steps_run) + " bytes per step)");
   }
 
   // Rank 0 alone writes the adapter, receiving it one gathered tensor at a time.

@@ -63,17 +63,21 @@ class C10dCommunicator : public Communicator {
   std::string backend() const override { return pg_->getBackendName(); }
 
   std::unique_ptr<Work> AllGather(at::Tensor& output, at::Tensor& input) override {
+    CountReceived(RingShare(output.nbytes()));
     return Wrap("all-gather", pg_->_allgather_base(output, input), {output, input});
   }
   std::unique_ptr<Work> ReduceScatterSum(at::Tensor& output, at::Tensor& input) override {
+    CountReceived(RingShare(input.nbytes()));
     return Wrap("reduce-scatter", pg_->_reduce_scatter_base(output, input), {output, input});
   }
   std::unique_ptr<Work> AllReduceSum(at::Tensor& tensor) override {
+    CountReceived(2 * RingShare(tensor.nbytes()));  // reduce-scatter, then all-gather
     std::vector<at::Tensor> tensors{tensor};
     return Wrap("all-reduce", pg_->allreduce(tensors), tensors);
   }
   std::unique_ptr<Work> Broadcast(at::Tensor& tensor, int root) override {
     std::vector<at::Tensor> tensors{tensor};
+    if (rank_ != root) CountReceived(static_cast<int64_t>(tensor.nbytes()));
     c10d::BroadcastOptions options;
     options.rootRank = root;
     return Wrap("broadcast", pg_->broadcast(tensors, options), tensors);
@@ -81,6 +85,11 @@ class C10dCommunicator : public Communicator {
   std::unique_ptr<Work> Barrier() override { return Wrap("barrier", pg_->barrier(), {}); }
 
  private:
+  // The part of a full-size tensor that comes from the other ranks.
+  int64_t RingShare(size_t full_bytes) const {
+    return static_cast<int64_t>(full_bytes) * (world_size_ - 1) / world_size_;
+  }
+
   std::unique_ptr<Work> Wrap(const std::string& what, c10::intrusive_ptr<c10d::Work> work,
                              std::vector<at::Tensor> keep) {
     return std::make_unique<C10dWork>(std::move(work),

@@ -6,6 +6,7 @@
 
 #include <ATen/ATen.h>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -35,6 +36,18 @@ class Communicator {
   virtual std::unique_ptr<Work> AllReduceSum(at::Tensor& tensor) = 0;
   virtual std::unique_ptr<Work> Broadcast(at::Tensor& tensor, int root) = 0;
   virtual std::unique_ptr<Work> Barrier() = 0;
+
+  // Bytes that ring collectives move into this rank for the calls made so far, from the tensors
+  // they were given: an all-gather or reduce-scatter (w-1)/w of the full tensor, an all-reduce
+  // twice that, a broadcast the tensor on every rank but the root. bench/parallel prints this
+  // next to the traffic it computes from the model's shapes.
+  int64_t bytes_received() const { return bytes_received_.load(); }
+
+ protected:
+  void CountReceived(int64_t bytes) { bytes_received_ += bytes; }
+
+ private:
+  std::atomic<int64_t> bytes_received_{0};  // backward may issue collectives on its own thread
 };
 
 struct RendezvousOptions {
