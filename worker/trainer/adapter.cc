@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "worker/trainer/json_file.h"
 #include "worker/trainer/safetensors_torch.h"
 
 namespace qlorad::trainer {
@@ -56,24 +57,12 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
                        {"inference_mode", true},
                        {"init_lora_weights", true},
                        {"modules_to_save", nullptr}};
-  const std::string config_path = dir + "/adapter_config.json";
-  std::ofstream out(config_path, std::ios::trunc);
-  out << config.dump(2) << "\n";
-  out.close();
-  if (!out) return Internal(config_path + ": write failed");
-  return Status::Ok();
+  return WriteJsonFile(dir + "/adapter_config.json", config);
 }
 
 StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir) {
   const std::string path = dir + "/adapter_config.json";
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    return InvalidArgument(path + ": not valid JSON: " + e.what());
-  }
+  QLORAD_ASSIGN_OR_RETURN(const json j, ReadJsonFile(path));
   if (!j.is_object()) return InvalidArgument(path + ": expected a JSON object");
   if (j.value("peft_type", std::string("LORA")) != "LORA") {
     return InvalidArgument(path + ": peft_type: only LORA adapters are supported, got " +

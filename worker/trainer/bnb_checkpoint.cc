@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/nf4_format.h"
+#include "worker/trainer/json_file.h"
 
 namespace qlorad::trainer {
 
@@ -144,14 +145,7 @@ StatusOr<bool> OptionalBool(const json& q, const std::string& key, bool fallback
 
 StatusOr<std::optional<BnbQuantization>> ReadBnbQuantization(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open");
-  json config;
-  try {
-    config = json::parse(in);
-  } catch (const json::exception& e) {
-    return InvalidArgument(path + ": not valid JSON: " + e.what());
-  }
+  QLORAD_ASSIGN_OR_RETURN(const json config, ReadJsonFile(path));
   if (!config.is_object() || !config.contains("quantization_config") ||
       config["quantization_config"].is_null()) {
     return std::optional<BnbQuantization>();

@@ -8,6 +8,7 @@
 
 #include "worker/trainer/adapter.h"
 #include "worker/trainer/file_util.h"
+#include "worker/trainer/json_file.h"
 
 namespace qlorad::trainer {
 
@@ -65,11 +66,7 @@ StatusOr<std::string> SaveCheckpoint(const std::string& checkpoints_dir, const L
                            {"data", {{"epoch", state.data.epoch}, {"row", state.data.row}}},
                            {"seed", state.seed},
                            {"rng", "dropout reseeded per step from (seed, step)"}};
-  {
-    std::ofstream out(tmp_dir / "state.json", std::ios::trunc);
-    out << state_json.dump(2) << "\n";
-    if (!out) return Internal((tmp_dir / "state.json").string() + ": write failed");
-  }
+  QLORAD_RETURN_IF_ERROR(WriteJsonFile((tmp_dir / "state.json").string(), state_json));
   QLORAD_RETURN_IF_ERROR(RemoveTree(final_dir.string()));
   fs::rename(tmp_dir, final_dir, ec);
   if (ec)

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "worker/trainer/json_file.h"
 #include "worker/trainer/safetensors_torch.h"
 
 namespace qlorad::trainer {
@@ -22,14 +23,7 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
 
 // The shard file names listed in an index's weight_map.
 StatusOr<std::vector<std::string>> ShardsFromIndex(const std::string& index_path) {
-  std::ifstream in(index_path);
-  if (!in) return NotFound(index_path + ": cannot open");
-  json index;
-  try {
-    index = json::parse(in);
-  } catch (const json::exception& e) {
-    return InvalidArgument(index_path + ": not valid JSON: " + e.what());
-  }
+  QLORAD_ASSIGN_OR_RETURN(const json index, ReadJsonFile(index_path));
   if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
     return InvalidArgument(index_path + ": weight_map: missing or not an object");
   }

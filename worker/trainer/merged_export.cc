@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/trainer/inference_model.h"
+#include "worker/trainer/json_file.h"
 #include "worker/trainer/safetensors_torch.h"
 
 namespace qlorad::trainer {
@@ -94,28 +95,12 @@ std::string ShardName(size_t index, size_t count) {
   return name;
 }
 
-Status WriteJson(const std::string& path, const json& j) {
-  std::ofstream out(path, std::ios::trunc);
-  out << j.dump(2) << "\n";
-  out.close();
-  if (!out) return Internal(path + ": write failed");
-  return Status::Ok();
-}
-
 Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at::ScalarType dtype) {
-  const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open");
-  json config;
-  try {
-    config = json::parse(in);
-  } catch (const json::exception& e) {
-    return InvalidArgument(path + ": not valid JSON: " + e.what());
-  }
+  QLORAD_ASSIGN_OR_RETURN(json config, ReadJsonFile(model_dir + "/config.json"));
   config.erase("quantization_config");  // the merged weights are dense
   config["dtype"] = HfDtypeName(dtype);
   if (config.contains("torch_dtype")) config["torch_dtype"] = HfDtypeName(dtype);
-  return WriteJson(out_dir + "/config.json", config);
+  return WriteJsonFile(out_dir + "/config.json", config);
 }
 
 }  // namespace
@@ -152,7 +137,7 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   result.tensors = static_cast<int64_t>(tensors.size());
   result.shards = static_cast<int64_t>(shards.size());
   if (shards.size() > 1) {
-    QLORAD_RETURN_IF_ERROR(WriteJson(
+    QLORAD_RETURN_IF_ERROR(WriteJsonFile(
         options.out_dir + "/model.safetensors.index.json",
         {{"metadata", {{"total_size", result.total_bytes}}}, {"weight_map", weight_map}}));
   }
