@@ -87,9 +87,10 @@ checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}
 
 
 def parse_events(stdout, stderr):
-    """Metrics of every rank (rank 0's on stdout, the others' on stderr as '[rank R] {...}'), and
-    the bytes per step rank 0 received in collectives (its closing 'communication' log)."""
-    metrics, comm = {}, None
+    """Metrics of every rank (rank 0's on stdout, the others' on stderr as '[rank R] {...}'), the
+    bytes per step rank 0 received in collectives (its closing 'communication' log) and its phase
+    timing log (with --phase-timing)."""
+    metrics, comm, phases = {}, None, None
     lines = [(0, l) for l in stdout.splitlines()]
     for l in stderr.splitlines():
         if l.startswith("[rank "):
@@ -104,18 +105,21 @@ def parse_events(stdout, stderr):
             metrics.setdefault(event.get("rank", rank), []).append(event)
         if rank == 0 and event.get("event") == "log" and event.get("message", "").startswith("communication:"):
             comm = int(event["message"].split("(")[1].split(" ")[0])
-    return metrics, comm
+        if rank == 0 and event.get("event") == "log" and event.get("message", "").startswith("phase timing:"):
+            phases = event["message"]
+    return metrics, comm, phases
 
 
-def run(bin_dir, spec, nproc, device, log):
+def run(bin_dir, spec, nproc, device, log, phase_timing):
     cmd = [str(bin_dir / "qlorad-train"), "launch", "--nproc", str(nproc), str(spec), "--json", "--device", device]
     started = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, QLORAD_PHASE_TIMING="1" if phase_timing else "0")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log.write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); last stderr:\n" + "\n".join(proc.stderr.splitlines()[-20:]))
-    metrics, comm = parse_events(proc.stdout, proc.stderr)
-    return metrics, comm, time.time() - started
+    metrics, comm, phases = parse_events(proc.stdout, proc.stderr)
+    return metrics, comm, phases, time.time() - started
 
 
 def nf4_bytes(numel):
@@ -132,10 +136,13 @@ def main():
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--micro", type=int, default=2, help="rows per rank per micro-batch")
+    ap.add_argument("--accum", type=int, default=1, help="micro-batches per rank per step (single runs N times as many)")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the 1B model (for CPU tries)")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--strategies", default="ddp,fsdp")
+    ap.add_argument("--phase-timing", action="store_true",
+                    help="also print where a step's time goes (the trainer syncs the GPU per phase: slower)")
     args = ap.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -144,16 +151,18 @@ def main():
     gen_device = "cuda" if torch.cuda.is_available() else "cpu"
     config = make_model(work / "model", LLAMA_1B, gen_device, args.layers)
     n, steps = args.nproc, args.steps
-    make_data(work / "data.jsonl", config["vocab_size"], rows=n * args.micro * steps, seq_len=args.seq_len)
-    tokens_per_step = n * args.micro * args.seq_len
+    rows_per_step = n * args.micro * args.accum
+    make_data(work / "data.jsonl", config["vocab_size"], rows=rows_per_step * steps, seq_len=args.seq_len)
+    tokens_per_step = rows_per_step * args.seq_len
 
-    runs = [("single", 1, n)] + [(s, n, 1) for s in args.strategies.split(",")]
+    runs = [("single", 1, n * args.accum)] + [(s, n, args.accum) for s in args.strategies.split(",")]
     results = {}
     for strategy, nproc, accum in runs:
         spec = work / f"{strategy}.yaml"
         write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy, nproc, args.micro,
                    accum, steps, args.seq_len, args.precision)
-        metrics, comm, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log")
+        metrics, comm, phases, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log",
+                                  args.phase_timing)
         rank0 = metrics.get(0, [])
         if len(rank0) != steps:
             sys.exit(f"{strategy}: expected {steps} metrics from rank 0, got {len(rank0)}")
@@ -163,10 +172,12 @@ def main():
                                  tokens_per_s=tokens_per_step / step_s,
                                  peak_bytes={r: max(m.get("vram_peak_bytes", 0) for m in ms) for r, ms in metrics.items()})
         print(f"{strategy}: {nproc} rank(s), {step_s * 1e3:.0f} ms/step, final loss {rank0[-1]['loss']:.4f}", flush=True)
+        if phases:
+            print(f"  rank 0 {phases}", flush=True)
 
     base = results["single"]
     print(f"\nLlama-3.2-1B shapes{' (%d layers)' % args.layers if args.layers else ''}, global batch "
-          f"{n * args.micro} x {args.seq_len} tokens, {steps} steps, {args.precision}, device {args.device}"
+          f"{rows_per_step} x {args.seq_len} tokens ({args.accum} micro-batch(es) of {args.micro} rows per rank), {steps} steps, {args.precision}, device {args.device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else ''}")
     print(f"{'run':8} {'ranks':>5} {'ms/step':>8} {'tok/s':>8} {'tok/s/GPU':>9} {'scaling':>8} "
           f"{'peak GiB/rank':>14} {'max rel loss diff':>18}")
@@ -192,7 +203,7 @@ def main():
         if r["comm_bytes_per_step"] is not None:
             print(f"{name}: measured {r['comm_bytes_per_step'] / 2**20:.1f} MiB received per rank per step "
                   f"(every collective: gathers, gradient reductions, bookkeeping)")
-    summary = dict(config=config, nproc=n, steps=steps, micro=args.micro, seq_len=args.seq_len,
+    summary = dict(config=config, nproc=n, steps=steps, micro=args.micro, accum=args.accum, seq_len=args.seq_len,
                    precision=args.precision, runs=results,
                    fsdp_gather_bytes_per_rank_step=gathered, bf16_fsdp_gather_bytes_per_rank_step=2 * bf16 * share)
     (out / "parallel_bench.json").write_text(json.dumps(summary, indent=1))

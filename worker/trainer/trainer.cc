@@ -20,6 +20,7 @@
 #include "worker/trainer/model_loader.h"
 #include "worker/trainer/parallel/communicator.h"
 #include "worker/trainer/parallel/parallelize.h"
+#include "worker/trainer/phase_timer.h"
 #include "worker/trainer/qlora.h"
 
 namespace qlorad::trainer {
@@ -293,8 +294,10 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   };
 
   const int64_t first_step = state.step;
+  PhaseTimer phases(s.device, PhaseTimingRequested());
   for (int64_t step = state.step; step < total_steps; ++step) {
     const auto step_started = Clock::now();
+    phases.StartStep();
     const double lr = LearningRateAt(spec.train, step);
     for (auto& group : s.optimizer->param_groups()) group.options().set_lr(lr);
 
@@ -304,16 +307,22 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
         DrawStepBatches(*s.batcher, spec.train, options.rank, options.world_size, &valid, &tokens);
     s.optimizer->zero_grad();
     torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
+    phases.End("data");
     at::Tensor step_loss = at::full({1}, AccumulateGradients(s, batches, valid),
                                     at::dtype(at::kDouble).device(s.device));
+    phases.End("forward+backward");
     QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(step_loss)->Wait());
     const double loss = step_loss.item<double>();
+    phases.End("loss all-reduce");
     QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
+    phases.End("gradient reduction");
     // An infinite bound measures the norm without changing the gradients (they are scaled by 1).
     const double max_norm =
         spec.train.max_grad_norm.value_or(std::numeric_limits<double>::infinity());
     QLORAD_ASSIGN_OR_RETURN(const double grad_norm, s.parallel->ClipGradNorm(max_norm));
+    phases.End("clip");
     s.optimizer->step();
+    phases.End("optimizer");
     state.step = step + 1;
     result.steps = state.step;
     result.losses.push_back(loss);
@@ -347,7 +356,9 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     if (every > 0 && state.step % every == 0 && state.step < total_steps) {
       QLORAD_RETURN_IF_ERROR(checkpoint());
     }
+    phases.End("metrics+stop+checkpoint");
   }
+  if (phases.enabled()) events.Log("info", "phase timing: " + phases.Summary());
 
   const int64_t steps_run = result.steps - first_step;
   if (s.comm->world_size() > 1 && steps_run > 0) {
