@@ -35,7 +35,7 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def spec(root: Path, name: str, world: int, strategy: str) -> Path:
+def spec(root: Path, name: str, world: int, strategy: str, steps: int = STEPS, every: int = 0) -> Path:
     path = root / f"{name}.yaml"
     path.write_text(f"""
 name: {name}
@@ -43,27 +43,30 @@ model: {{path: {root / 'model'}}}
 quantization: {{type: nf4, block_size: 64, double_quant: true}}
 lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}}
 data: {{path: {root / 'data.jsonl'}, max_seq_len: 24, packing: true, shuffle: true, seed: 5}}
-train: {{max_steps: {STEPS}, micro_batch_size: 1, grad_accum: {GLOBAL_MICRO_BATCHES // world},
+train: {{max_steps: {steps}, micro_batch_size: 1, grad_accum: {GLOBAL_MICRO_BATCHES // world},
         lr: 1.0e-2, scheduler: cosine, warmup_steps: 5, precision: fp32, seed: 7, max_grad_norm: 0.5}}
 resources: {{device: cpu}}
 parallel: {{strategy: {strategy}}}
-checkpoint: {{every_steps: 0, output_dir: {root / name}}}
+checkpoint: {{every_steps: {every}, keep: 5, output_dir: {root / name}}}
 """)
     return path
 
 
-def run(root: Path, name: str, world: int, strategy: str) -> tuple[list[float], dict, list[dict]]:
-    job = spec(root, name, world, strategy)
-    if world == 1:
-        cmd = [TRAIN, "run", job, "--json"]
-    else:
-        cmd = [TRAIN, "launch", "--nproc", str(world), job, "--json"]
+def command(job: Path, world: int, resume: Path | None = None) -> list:
+    cmd = [TRAIN, "run", job] if world == 1 else [TRAIN, "launch", "--nproc", str(world), job]
+    return cmd + ["--json"] + (["--resume", resume] if resume else [])
+
+
+def run(root: Path, name: str, world: int, strategy: str, steps: int = STEPS, every: int = 0,
+        resume: Path | None = None) -> tuple[list[float], dict, list[dict]]:
+    job = spec(root, name, world, strategy, steps, every)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(command(job, world, resume), capture_output=True, text=True, timeout=300,
+                          env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     losses = [e["loss"] for e in events if e["event"] == "metrics"]
-    assert len(losses) == STEPS
+    assert len(losses) == steps - (int(resume.name.split("-")[1]) if resume else 0)
     assert [e["event"] for e in events].count("done") == 1  # rank 0's stream only
     adapter = safetensors_numpy.load_file(root / name / "adapter" / "adapter_model.safetensors")
     return losses, adapter, events
@@ -112,21 +115,100 @@ def test_a_failing_job_fails_the_launch_with_its_message(workdir):
     assert "missing.jsonl" in proc.stdout + proc.stderr
 
 
-def test_a_killed_rank_fails_the_whole_launch(workdir):
-    """SIGKILL one rank mid-run: its peer's next collective fails (Gloo sees the closed socket), the
-    launcher stops what is left and exits non-zero well within the collective timeout."""
-    job = spec(workdir, "killed", 2, "fsdp")
-    job.write_text(job.read_text().replace(f"max_steps: {STEPS}", "max_steps: 100000"))
+# Sharded checkpoints: 24-step runs that checkpoint every 4 steps; a resume from step 4 at another
+# world size or strategy must continue exactly as the uninterrupted run did (the optimizer state is
+# restored, so the losses agree to fp32 summation order) and end with the same adapter.
+RESUME_STEPS = 24
+EVERY = 4
+
+
+@pytest.fixture(scope="module")
+def checkpointed(workdir):
+    """Uninterrupted runs that write checkpoints, one per (strategy, world), made on first use."""
+    made = {}
+
+    def get(strategy: str, world: int):
+        name = f"ckpt-{strategy}{world}"
+        if name not in made:
+            made[name] = run(workdir, name, world, strategy, RESUME_STEPS, EVERY)
+        return workdir / name, made[name]
+    return get
+
+
+def assert_continues(resumed, reference, from_step: int):
+    losses, adapter, _ = resumed
+    ref_losses, ref_adapter, _ = reference
+    np.testing.assert_allclose(losses, ref_losses[from_step:], rtol=1e-5)
+    assert adapter.keys() == ref_adapter.keys()
+    for key, value in ref_adapter.items():
+        np.testing.assert_allclose(adapter[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("source, target", [
+    (("fsdp", 2), ("single", 1)),
+    (("fsdp", 2), ("fsdp", 2)),
+    (("fsdp", 2), ("fsdp", 4)),
+    (("fsdp", 2), ("ddp", 2)),
+    (("ddp", 2), ("fsdp", 2)),
+    (("single", 1), ("fsdp", 4)),
+], ids=lambda layout: f"{layout[0]}{layout[1]}")
+def test_a_checkpoint_resumes_at_any_world_size(workdir, checkpointed, source, target):
+    source_dir, reference = checkpointed(*source)
+    checkpoints = [e["step"] for e in reference[2] if e["event"] == "checkpoint"]
+    assert checkpoints == list(range(EVERY, RESUME_STEPS, EVERY))
+    step_dir = source_dir / "checkpoints" / f"step-{EVERY}"
+    shards = source[1] if source[0] == "fsdp" else 1
+    assert sorted(p.name for p in step_dir.glob("shard-*")) == [
+        f"shard-{i:05d}-of-{shards:05d}.safetensors" for i in range(shards)]
+    name = f"resume-{source[0]}{source[1]}-{target[0]}{target[1]}"
+    resumed = run(workdir, name, target[1], target[0], RESUME_STEPS, resume=step_dir)
+    assert_continues(resumed, reference, EVERY)
+
+
+def start_and_kill_rank_1(job: Path, after_step: int) -> subprocess.CompletedProcess:
+    """Launches 2 ranks and SIGKILLs rank 1 once it has reported step `after_step`."""
     proc = subprocess.Popen([TRAIN, "launch", "--nproc", "2", job, "--json"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     victim = None
     for line in proc.stderr:  # rank 1's events come prefixed on stderr
-        if line.startswith("[rank 1] {") and '"started"' in line:
-            victim = json.loads(line.split(" ", 2)[2])["pid"]
-        if victim and line.startswith("[rank 1] {") and '"metrics"' in line:
+        if not line.startswith("[rank 1] {"):
+            continue
+        event = json.loads(line.split(" ", 2)[2])
+        if event["event"] == "started":
+            victim = event["pid"]
+        if victim and event["event"] == "metrics" and event["step"] >= after_step:
             break
     assert victim is not None
     os.kill(victim, 9)
-    _, rest = proc.communicate(timeout=90)
+    out, rest = proc.communicate(timeout=90)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, rest)
+
+
+def test_a_killed_rank_fails_the_whole_launch(workdir):
+    """SIGKILL one rank mid-run: its peer's next collective fails (Gloo sees the closed socket), the
+    launcher stops what is left and exits non-zero well within the collective timeout."""
+    job = spec(workdir, "killed", 2, "fsdp", steps=100000)
+    proc = start_and_kill_rank_1(job, after_step=1)
     assert proc.returncode != 0
-    assert "rank 1 exited with 137" in rest
+    assert "rank 1 exited with 137" in proc.stderr
+
+
+def test_a_killed_fsdp_launch_resumes_from_its_last_checkpoint(workdir, checkpointed):
+    """The killed job's rerun with --resume picks the newest complete step-N (a half-written one is a
+    hidden temporary directory) and gives the uninterrupted run's remaining losses and adapter."""
+    _, reference = checkpointed("fsdp", 2)
+    job = spec(workdir, "killed-resume", 2, "fsdp", RESUME_STEPS, EVERY)
+    proc = start_and_kill_rank_1(job, after_step=EVERY + 1)
+    assert proc.returncode != 0
+    assert "rank 1 exited with 137" in proc.stderr
+    saved = [json.loads(line)["step"] for line in proc.stdout.splitlines()
+             if json.loads(line)["event"] == "checkpoint"]
+    assert saved and saved[-1] < RESUME_STEPS  # killed mid-run, after at least one checkpoint
+    rerun = subprocess.run(command(job, 2, workdir / "killed-resume"), capture_output=True,
+                           text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
+    events = [json.loads(line) for line in rerun.stdout.splitlines()]
+    losses = [e["loss"] for e in events if e["event"] == "metrics"]
+    assert len(losses) == RESUME_STEPS - saved[-1]
+    adapter = safetensors_numpy.load_file(workdir / "killed-resume" / "adapter" / "adapter_model.safetensors")
+    assert_continues((losses, adapter, events), reference, saved[-1])

@@ -2,11 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
+#include <utility>
 #include <vector>
 
 #include "worker/trainer/adapter.h"
+#include "worker/trainer/checkpoint_shards.h"
 #include "worker/trainer/file_util.h"
 #include "worker/trainer/json_file.h"
 
@@ -46,27 +47,47 @@ uint64_t StepSeed(uint64_t seed, int64_t step) {
   return seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step) + 1;
 }
 
-StatusOr<std::string> SaveCheckpoint(const std::string& checkpoints_dir, const LlamaModel& model,
+Status SaveAdapterFromRanks(parallel::DataParallel& parallel, const JobSpec& spec,
+                            const std::string& dir) {
+  std::vector<std::pair<std::string, at::Tensor>> adapter;
+  QLORAD_RETURN_IF_ERROR(parallel.ForEachAdapterTensor(
+      [&](const std::string& module, bool lora_a, const at::Tensor& value) {
+        adapter.emplace_back(AdapterKey(module, lora_a), value.to(at::kFloat));
+        return Status::Ok();
+      }));
+  if (parallel.comm().rank() != 0) return Status::Ok();
+  return SaveAdapterTensors(adapter, spec, dir);
+}
+
+StatusOr<std::string> SaveCheckpoint(const std::string& checkpoints_dir,
+                                     parallel::DataParallel& parallel,
                                      torch::optim::Optimizer& optimizer, const JobSpec& spec,
                                      const CheckpointState& state, int keep) {
+  parallel::Communicator& comm = parallel.comm();
+  const bool rank0 = comm.rank() == 0;
   const fs::path root = fs::absolute(checkpoints_dir);
   const fs::path final_dir = root / (kStepPrefix + std::to_string(state.step));
   const fs::path tmp_dir = root / ("." + final_dir.filename().string() + ".tmp");
-  std::error_code ec;
-  QLORAD_RETURN_IF_ERROR(RemoveTree(tmp_dir.string()));
-  fs::create_directories(tmp_dir, ec);
-  if (ec) return Internal(tmp_dir.string() + ": cannot create directory: " + ec.message());
-  QLORAD_RETURN_IF_ERROR(SaveAdapter(model, spec, (tmp_dir / "adapter").string()));
-  try {
-    torch::save(optimizer, (tmp_dir / "optimizer.pt").string());
-  } catch (const c10::Error& e) {
-    return Internal(tmp_dir.string() + "/optimizer.pt: " + e.what_without_backtrace());
+  if (rank0) {
+    std::error_code ec;
+    QLORAD_RETURN_IF_ERROR(RemoveTree(tmp_dir.string()));
+    fs::create_directories(tmp_dir, ec);
+    if (ec) return Internal(tmp_dir.string() + ": cannot create directory: " + ec.message());
   }
-  const json state_json = {{"step", state.step},
-                           {"data", {{"epoch", state.data.epoch}, {"row", state.data.row}}},
-                           {"seed", state.seed},
-                           {"rng", "dropout reseeded per step from (seed, step)"}};
-  QLORAD_RETURN_IF_ERROR(WriteJsonFile((tmp_dir / "state.json").string(), state_json));
+  QLORAD_RETURN_IF_ERROR(comm.Barrier()->Wait());  // the directory exists for every rank
+  QLORAD_RETURN_IF_ERROR(SaveAdapterFromRanks(parallel, spec, (tmp_dir / "adapter").string()));
+  QLORAD_RETURN_IF_ERROR(SaveParameterShards(tmp_dir.string(), parallel, optimizer));
+  if (rank0) {
+    const json state_json = {{"step", state.step},
+                             {"data", {{"epoch", state.data.epoch}, {"row", state.data.row}}},
+                             {"seed", state.seed},
+                             {"world_size", comm.world_size()},
+                             {"rng", "dropout reseeded per step from (seed, step)"}};
+    QLORAD_RETURN_IF_ERROR(WriteJsonFile((tmp_dir / "state.json").string(), state_json));
+  }
+  QLORAD_RETURN_IF_ERROR(comm.Barrier()->Wait());  // every shard is written
+  if (!rank0) return final_dir.string();
+  std::error_code ec;
   QLORAD_RETURN_IF_ERROR(RemoveTree(final_dir.string()));
   fs::rename(tmp_dir, final_dir, ec);
   if (ec)
@@ -90,14 +111,13 @@ StatusOr<std::string> ResolveCheckpoint(const std::string& dir) {
   return NotFound("--resume: no step-N checkpoint in " + dir);
 }
 
-StatusOr<CheckpointState> LoadCheckpoint(const std::string& checkpoint_dir, LlamaModel& model,
+StatusOr<CheckpointState> LoadCheckpoint(const std::string& checkpoint_dir,
+                                         const parallel::DataParallel& parallel,
                                          torch::optim::Optimizer& optimizer) {
   const std::string state_path = checkpoint_dir + "/state.json";
-  std::ifstream in(state_path);
-  if (!in) return NotFound(state_path + ": cannot open");
+  QLORAD_ASSIGN_OR_RETURN(const json j, ReadJsonFile(state_path));
   CheckpointState state;
   try {
-    const json j = json::parse(in);
     state.step = j.at("step").get<int64_t>();
     state.data.epoch = j.at("data").at("epoch").get<int64_t>();
     state.data.row = j.at("data").at("row").get<int64_t>();
@@ -105,12 +125,7 @@ StatusOr<CheckpointState> LoadCheckpoint(const std::string& checkpoint_dir, Llam
   } catch (const json::exception& e) {
     return DataLoss(state_path + ": " + e.what());
   }
-  QLORAD_RETURN_IF_ERROR(LoadAdapter(model, checkpoint_dir + "/adapter"));
-  try {
-    torch::load(optimizer, checkpoint_dir + "/optimizer.pt");
-  } catch (const c10::Error& e) {
-    return DataLoss(checkpoint_dir + "/optimizer.pt: " + e.what_without_backtrace());
-  }
+  QLORAD_RETURN_IF_ERROR(LoadParameterShards(checkpoint_dir, parallel, optimizer));
   return state;
 }
 

@@ -100,6 +100,8 @@ int main(int argc, char** argv) {
   launch->add_flag("--json", launch_options.json, "one JSON event per line on stdout (rank 0's)");
   launch->add_option("--device", launch_options.device, "auto | cpu | cuda, passed to each rank")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  launch->add_option("--resume", launch_options.resume,
+                     "continue from a checkpoint (as run --resume), passed to each rank");
 
   auto* tiny =
       app.add_subcommand("make-tiny-model", "write a deterministic tiny Llama (HF format)");

@@ -248,26 +248,13 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   }
   QLORAD_ASSIGN_OR_RETURN(Session s, Prepare(spec, device, std::move(comm), events));
   const bool rank0 = options.rank == 0;
-  // Replicated runs checkpoint from rank 0 (every rank holds the same state). fsdp keeps its
-  // optimizer state in shards, and sharded checkpoints are not written yet (issue #6).
-  const bool sharded = s.parallel->sharded();
-  if (sharded && options.resume) {
-    return InvalidArgument(
-        "--resume: parallel.strategy fsdp cannot resume yet (sharded "
-        "checkpoints are not implemented); use ddp");
-  }
-  if (sharded && spec.checkpoint.every_steps > 0) {
-    events.Log("warning",
-               "checkpoint.every_steps: fsdp writes no checkpoints yet (only the final "
-               "adapter); use ddp for resumable runs");
-  }
   const fs::path output_dir = fs::absolute(spec.checkpoint.output_dir);
   const std::string checkpoints_dir = (output_dir / "checkpoints").string();
 
   CheckpointState state{0, s.batcher->position(), spec.train.seed};
   if (options.resume) {
     QLORAD_ASSIGN_OR_RETURN(const std::string dir, ResolveCheckpoint(*options.resume));
-    QLORAD_ASSIGN_OR_RETURN(state, LoadCheckpoint(dir, s.model, *s.optimizer));
+    QLORAD_ASSIGN_OR_RETURN(state, LoadCheckpoint(dir, *s.parallel, *s.optimizer));
     if (state.seed != spec.train.seed) {
       return InvalidArgument("train.seed: the checkpoint " + dir + " was made with seed " +
                              std::to_string(state.seed) + ", the spec says " +
@@ -283,13 +270,13 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   s.model->train();
   if (s.device.is_cuda()) at::accelerator::resetPeakStats(s.device.index());
 
+  // Every rank writes its shard (see checkpoint.h); rank 0 announces the checkpoint.
   auto checkpoint = [&]() -> Status {
-    if (sharded || !rank0) return Status::Ok();
     state.data = s.batcher->position();
-    QLORAD_ASSIGN_OR_RETURN(
-        const std::string path,
-        SaveCheckpoint(checkpoints_dir, s.model, *s.optimizer, spec, state, spec.checkpoint.keep));
-    events.Checkpoint(state.step, path);
+    QLORAD_ASSIGN_OR_RETURN(const std::string path,
+                            SaveCheckpoint(checkpoints_dir, *s.parallel, *s.optimizer, spec, state,
+                                           spec.checkpoint.keep));
+    if (rank0) events.Checkpoint(state.step, path);
     return Status::Ok();
   };
 
@@ -371,13 +358,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
 
   // Rank 0 alone writes the adapter, receiving it one gathered tensor at a time.
   const std::string adapter_dir = (output_dir / "adapter").string();
-  std::vector<std::pair<std::string, at::Tensor>> adapter;
-  QLORAD_RETURN_IF_ERROR(s.parallel->ForEachAdapterTensor(
-      [&](const std::string& module, bool lora_a, const at::Tensor& value) {
-        adapter.emplace_back(AdapterKey(module, lora_a), value.to(at::kFloat));
-        return Status::Ok();
-      }));
-  if (rank0) QLORAD_RETURN_IF_ERROR(SaveAdapterTensors(adapter, spec, adapter_dir));
+  QLORAD_RETURN_IF_ERROR(SaveAdapterFromRanks(*s.parallel, spec, adapter_dir));
   result.adapter_path = adapter_dir;
   events.Done(result.steps, adapter_dir, result.losses.empty() ? 0.0 : result.losses.back());
   return result;

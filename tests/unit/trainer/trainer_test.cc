@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -171,7 +172,8 @@ TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
   EXPECT_TRUE(stopped->stopped);
   EXPECT_EQ(stopped->steps, 3);
   EXPECT_THAT(events, HasSubstr("\"event\":\"checkpoint\""));
-  ASSERT_TRUE(fs::exists(out / "part/checkpoints/step-3/optimizer.pt"));
+  ASSERT_TRUE(fs::exists(out / "part/checkpoints/step-3/manifest.json"));
+  ASSERT_TRUE(fs::exists(out / "part/checkpoints/step-3/shard-00000-of-00001.safetensors"));
 
   TrainOptions resume;
   resume.resume = out / "part";
@@ -185,6 +187,34 @@ TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
   }
   EXPECT_EQ(ReadFile(out / "full/adapter/adapter_model.safetensors"),
             ReadFile(out / "part/adapter/adapter_model.safetensors"));
+}
+
+TEST_F(TrainerTest, MissingOrDamagedShardFilesAreErrorsNamingTheFile) {
+  TempDir out;
+  TrainOptions stop_after_2;
+  int polls = 0;
+  stop_after_2.should_stop = [&polls] { return ++polls == 2; };
+  ASSERT_TRUE(Run(Spec(out / "part"), stop_after_2).ok());
+  const fs::path step = out / "part/checkpoints/step-2";
+  const fs::path shard = step / "shard-00000-of-00001.safetensors";
+  const std::string bytes = ReadFile(shard);
+  TrainOptions resume;
+  resume.resume = step;
+
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
+  auto truncated = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_THAT(truncated.status().message(), HasSubstr(shard.string()));
+
+  fs::remove(shard);
+  auto missing = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr(shard.string() + ": cannot open"));
+
+  std::ofstream(step / "manifest.json", std::ios::trunc) << "{\"format\": 1";
+  auto manifest = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(manifest.ok());
+  EXPECT_THAT(manifest.status().message(), HasSubstr((step / "manifest.json").string()));
 }
 
 TEST_F(TrainerTest, ResumeWithoutACheckpointIsAClearError) {

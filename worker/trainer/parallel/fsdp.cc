@@ -48,6 +48,7 @@ class FsdpUnit {
            Communicator& comm, bool reshard_after_forward);
 
   const std::vector<at::Tensor>& lora_shards() const { return lora_shards_; }
+  const std::vector<ShardSpec>& lora_specs() const { return lora_specs_; }
   const std::vector<std::pair<std::string, QLoraLinear>>& linears() const { return linears_; }
 
   // The projection hooks (see ExternalWeights).
@@ -330,6 +331,17 @@ class Fsdp : public DataParallel {
       }
     }
     return Status::Ok();
+  }
+
+  std::vector<ParameterLayout> ParameterLayouts() const override {
+    std::vector<ParameterLayout> layouts;
+    for (const auto& unit : units_) {
+      for (size_t k = 0; k < unit->lora_specs().size(); ++k) {
+        layouts.push_back(
+            {unit->linears()[unit->lora_linear(k)].first, k % 2 == 0, unit->lora_specs()[k]});
+      }
+    }
+    return layouts;
   }
 
  private:

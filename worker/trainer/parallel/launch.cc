@@ -79,6 +79,7 @@ pid_t Spawn(const LaunchOptions& o, int rank, const std::string& rendezvous, int
                                    rendezvous};
   if (o.json) args.push_back("--json");
   if (!o.device.empty()) args.insert(args.end(), {"--device", o.device});
+  if (!o.resume.empty()) args.insert(args.end(), {"--resume", o.resume});
   const std::string local_rank = std::to_string(rank);
   const pid_t pid = fork();
   if (pid != 0) return pid;

@@ -13,6 +13,7 @@ struct LaunchOptions {
   std::string spec_path;
   bool json = false;
   std::string device;  // passed on as --device when set
+  std::string resume;  // passed on as --resume when set
   std::string self;    // the qlorad-train executable
 };
 

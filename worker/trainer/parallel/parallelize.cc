@@ -50,6 +50,18 @@ class Replicated : public DataParallel {
     return Status::Ok();
   }
 
+  std::vector<ParameterLayout> ParameterLayouts() const override {
+    std::vector<ParameterLayout> layouts;
+    for (const auto& [name, linear] : model_->NamedLinears()) {
+      if (!linear->has_lora()) continue;
+      for (const bool a : {true, false}) {
+        const at::Tensor& full = a ? linear->lora_a() : linear->lora_b();
+        layouts.push_back({name, a, MakeShardSpec(full, full.size(1), /*world_size=*/1)});
+      }
+    }
+    return layouts;
+  }
+
  private:
   LlamaModel model_;
 };

@@ -23,6 +23,7 @@
 #include "common/status.h"
 #include "worker/trainer/llama_model.h"
 #include "worker/trainer/parallel/communicator.h"
+#include "worker/trainer/parallel/shard.h"
 
 namespace qlorad::trainer::parallel {
 
@@ -39,6 +40,16 @@ struct ParallelDims {
 
   static StatusOr<ParallelDims> Create(Strategy strategy, int world_size);
   int world_size() const { return replicate * shard; }
+};
+
+// What one optimizer parameter is: a LoRA tensor of a projection, or this rank's dim-0 shard of
+// one. The parameter, flattened, is shard shard_index() of `spec` (padding included); replicated
+// parameters are the one shard of a split into one. Checkpoints use this to save and restore
+// parameters and optimizer state at any world size without knowing the strategy.
+struct ParameterLayout {
+  std::string module;  // "model.layers.0.self_attn.q_proj"
+  bool lora_a = true;  // else lora_B
+  ShardSpec spec;      // of the whole tensor, as split on this run's ranks
 };
 
 // What the training loop asks of a parallelized model.
@@ -58,6 +69,11 @@ class DataParallel {
   using TensorWriter =
       std::function<Status(const std::string& module_name, bool lora_a, const at::Tensor& value)>;
   virtual Status ForEachAdapterTensor(const TensorWriter& write) = 0;
+  // One entry per Parameters() element, in the same order.
+  virtual std::vector<ParameterLayout> ParameterLayouts() const = 0;
+  // Which shard of every parameter this rank holds, out of how many (replicated: 0 of 1).
+  int shard_index() const { return sharded_ ? comm_->rank() : 0; }
+  int shard_count() const { return sharded_ ? comm_->world_size() : 1; }
 
   Communicator& comm() const { return *comm_; }
   // Parameters and optimizer state differ per rank (fsdp).
