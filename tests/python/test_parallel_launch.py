@@ -212,3 +212,13 @@ def test_a_killed_fsdp_launch_resumes_from_its_last_checkpoint(workdir, checkpoi
     assert len(losses) == RESUME_STEPS - saved[-1]
     adapter = safetensors_numpy.load_file(workdir / "killed-resume" / "adapter" / "adapter_model.safetensors")
     assert_continues((losses, adapter, events), reference, saved[-1])
+
+
+def test_a_checkpoint_of_another_lora_rank_is_refused_naming_the_tensor(workdir, checkpointed):
+    source_dir, _ = checkpointed("fsdp", 2)
+    job = spec(workdir, "other-rank", 2, "fsdp", RESUME_STEPS)
+    job.write_text(job.read_text().replace("lora: {r: 4,", "lora: {r: 8,"))
+    proc = subprocess.run(command(job, 2, source_dir), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    manifest = source_dir / "checkpoints" / f"step-{RESUME_STEPS - EVERY}" / "manifest.json"
+    assert f"{manifest}: model.layers.0.self_attn.q_proj.lora_A has shape [4,64]" in proc.stdout + proc.stderr
