@@ -161,3 +161,45 @@ def test_fp4_checkpoint_is_refused_naming_the_file(models):
     message = [e for e in events if e["event"] == "error"][-1]["message"]
     assert str(tmp / "fp4" / "config.json") in message
     assert "bnb_4bit_quant_type: 'fp4'" in message
+
+
+def test_export_merges_an_adapter_into_a_bnb_base(models):
+    """`export` of the bnb-4bit copy with a PEFT adapter equals transformers + peft's
+    merge_and_unload on the dequantized fp32 twin (the same base weights, bnb-exact), and
+    transformers loads it. No --dtype: the base's own (float32 here) is the default."""
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    F, tmp, dense = models
+    make_bnb_copy(F, dense, tmp / "bnb")
+    make_dequantized_copy(F, tmp / "bnb", tmp / "twin")
+    twin = transformers.AutoModelForCausalLM.from_pretrained(tmp / "twin", dtype=torch.float32)
+    torch.manual_seed(3)
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(PROJECTIONS),
+                             lora_dropout=0.0, init_lora_weights=False, task_type="CAUSAL_LM")
+    adapted = peft.get_peft_model(twin, config)
+    adapted.save_pretrained(tmp / "adapter")
+    merged = adapted.merge_and_unload().eval()
+    want = merged.state_dict()
+    before = safetensors_torch.load_file(str(tmp / "twin" / "model.safetensors"))
+
+    proc = subprocess.run([str(TRAIN), "export", "--model", str(tmp / "bnb"), "--adapter",
+                           str(tmp / "adapter"), "--out", str(tmp / "merged")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = safetensors_torch.load_file(str(tmp / "merged" / "model.safetensors"))
+    merged_names = [n for n in got if n.rsplit(".", 2)[-2] in PROJECTIONS]
+    assert len(merged_names) == 14
+    for name, w in got.items():
+        assert w.dtype == torch.float32, name
+        # fp32 on both sides: the merge differs only in the order of B @ A's sums.
+        torch.testing.assert_close(w, want[name], msg=name)
+    # The adapter really moved the merged weights, far beyond that tolerance.
+    assert max((got[n] - before[n]).abs().max().item() for n in merged_names) > 1e-2
+
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(tmp / "merged", dtype="auto").eval()
+    assert loaded.dtype == torch.float32
+    ids = torch.randint(0, loaded.config.vocab_size, (2, 24),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, theirs = loaded(input_ids=ids).logits, merged(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4)

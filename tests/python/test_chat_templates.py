@@ -1,5 +1,5 @@
 """Chat formatting and train-on-completions-only against transformers: for each family we
-reproduce (llama3, chatml/Qwen2, mistral, llama2), a small tokenizer is trained here with the
+reproduce (llama3, llama3.1/3.2, chatml/Qwen2, mistral v0.1/v0.2/v0.3, llama2), a small tokenizer is trained here with the
 family's special tokens, saved with the family's real chat_template, and `qlorad-train
 prepare-data` must render the same text as `apply_chat_template`, produce the same ids, and train
 exactly on the assistant replies and their end-of-turn token."""
@@ -13,6 +13,13 @@ import pytest
 tokenizers = pytest.importorskip("tokenizers")
 transformers = pytest.importorskip("transformers")
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers  # noqa: E402
+
+# The later families' templates, as their model repositories' tokenizer_config.json ship them.
+REAL_TEMPLATES = json.loads((Path(__file__).parent / "hf_chat_templates.json").read_text())
+LLAMA31 = REAL_TEMPLATES["meta-llama/Llama-3.1-8B-Instruct"]
+LLAMA32 = REAL_TEMPLATES["meta-llama/Llama-3.2-1B-Instruct"]
+MISTRAL_V02 = REAL_TEMPLATES["mistralai/Mistral-7B-Instruct-v0.2"]  # its later, system-aware one
+MISTRAL_V03 = REAL_TEMPLATES["mistralai/Mistral-7B-Instruct-v0.3"]
 
 BIN_DIR = Path(os.environ.get("QLORAD_BIN_DIR", "/work/main/build/bin"))
 TRAIN = BIN_DIR / "qlorad-train"
@@ -61,13 +68,24 @@ CORPUS = [
 ] * 20
 
 # family -> (template, special tokens, bos, eos, byte-level BPE or byte-fallback Metaspace BPE)
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
+                   "<|end_header_id|>", "<|eot_id|>"]
 FAMILIES = {
-    "llama3": (LLAMA3, ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>",
-                        "<|end_header_id|>", "<|eot_id|>"], "<|begin_of_text|>", "<|eot_id|>", True),
+    "llama3": (LLAMA3, LLAMA3_SPECIALS, "<|begin_of_text|>", "<|eot_id|>", True),
+    "llama3.1": (LLAMA31, LLAMA3_SPECIALS, "<|begin_of_text|>", "<|eot_id|>", True),
+    "llama3.2": (LLAMA32, LLAMA3_SPECIALS, "<|begin_of_text|>", "<|eot_id|>", True),
     "chatml": (QWEN2, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], None, "<|im_end|>", True),
     "mistral": (MISTRAL, ["<unk>", "<s>", "</s>"], "<s>", "</s>", False),
+    "mistral-v0.2": (MISTRAL_V02, ["<unk>", "<s>", "</s>"], "<s>", "</s>", False),
+    "mistral-v0.3": (MISTRAL_V03, ["<unk>", "<s>", "</s>"], "<s>", "</s>", False),
     "llama2": (LLAMA2, ["<unk>", "<s>", "</s>"], "<s>", "</s>", False),
 }
+# data.chat_template names where they differ from the test's family names.
+NAMES = {"llama3.2": "llama3.1"}
+# Llama 3.2's template asks strftime_now for today's date before its "26 Jul 2024" fallback;
+# transformers defines strftime_now, so the test passes the date the way a caller would
+# (apply_chat_template's date_string), the same literal we take from the template.
+TEMPLATE_KWARGS = {"llama3.2": {"date_string": "26 Jul 2024"}}
 
 CONVERSATION = [
     {"role": "system", "content": "You are a helpful assistant.\n"},
@@ -116,8 +134,12 @@ def prepare(model_dir, tmp_path, records, *extra):
     return [json.loads(line) for line in proc.stdout.decode().splitlines()]
 
 
-def hf_ids(hf, messages):
-    out = hf.apply_chat_template(messages, tokenize=True)
+def hf_text(hf, family, messages):
+    return hf.apply_chat_template(messages, tokenize=False, **TEMPLATE_KWARGS.get(family, {}))
+
+
+def hf_ids(hf, messages, family=None):
+    out = hf.apply_chat_template(messages, tokenize=True, **TEMPLATE_KWARGS.get(family, {}))
     return list(out["input_ids"] if hasattr(out, "keys") else out)
 
 
@@ -130,8 +152,12 @@ def assistant_spans(family, text, messages, eos):
             continue
         content = m["content"]
         reply = {"llama3": content.strip() + "<|eot_id|>",
+                 "llama3.1": content.strip() + "<|eot_id|>",
+                 "llama3.2": content.strip() + "<|eot_id|>",
                  "chatml": content + "<|im_end|>",
                  "mistral": content + eos,
+                 "mistral-v0.2": " " + content + eos,
+                 "mistral-v0.3": " " + content.strip() + eos,
                  "llama2": " " + content.strip() + " " + eos}[family]
         start = text.index(reply, cursor)
         spans.append((start, start + len(reply)))
@@ -157,13 +183,14 @@ def test_chat_matches_transformers(tmp_path, family, named):
     model_dir, hf = make_model_dir(tmp_path, family)
     messages = CONVERSATION[1:] if family == "mistral" else CONVERSATION
     no_system = [m for m in CONVERSATION if m["role"] != "system"]
-    cases = [messages, no_system]
-    extra = ["--chat-template", family] if named else []
+    # Ending on a user turn is where Mistral v0.3 places the system text (the last user turn).
+    cases = [messages, no_system, messages[:-1]]
+    extra = ["--chat-template", NAMES.get(family, family)] if named else []
     ours = prepare(model_dir, tmp_path, [{"messages": m} for m in cases], *extra)
     for got, msgs in zip(ours, cases):
-        text = hf.apply_chat_template(msgs, tokenize=False)
+        text = hf_text(hf, family, msgs)
         assert got["text"] == text
-        ids = hf_ids(hf, msgs)
+        ids = hf_ids(hf, msgs, family)
         assert got["input_ids"] == ids
         spans = assistant_spans(family, text, msgs, FAMILIES[family][3])
         assert got["labels"] == expected_labels(hf, text, ids, spans)
@@ -195,3 +222,39 @@ def test_text_and_prompt_completion_use_the_tokenizers_bos_and_eos(tmp_path):
     assert ours[0]["input_ids"] == want
     prompt_len = len(hf("What is 2+2?")["input_ids"])
     assert ours[0]["labels"] == [-100] * prompt_len + want[prompt_len:]
+
+
+def prepare_fails(model_dir, tmp_path, records):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    proc = subprocess.run(
+        [str(TRAIN), "prepare-data", "--model", str(model_dir), "--data", str(data)],
+        capture_output=True, timeout=60)
+    assert proc.returncode != 0
+    return str(data), proc.stderr.decode() + proc.stdout.decode()
+
+
+def test_tool_turns_are_refused_naming_line_and_field(tmp_path):
+    """Tool calls and tool results are not reproduced yet: a record with either is an error that
+    names the file, the line and the field, never a conversation formatted without them."""
+    model_dir, _ = make_model_dir(tmp_path, "llama3.1")
+    call = {"role": "assistant", "content": "",
+            "tool_calls": [{"type": "function",
+                            "function": {"name": "add", "arguments": {"a": 1, "b": 2}}}]}
+    plain = {"messages": CONVERSATION}
+    path, err = prepare_fails(model_dir, tmp_path, [plain, {"messages": CONVERSATION[:2] + [call]}])
+    assert f"{path}:2: messages[2].tool_calls: tool calls are not supported" in err
+    tool = {"role": "tool", "content": "3"}
+    path, err = prepare_fails(model_dir, tmp_path, [{"messages": CONVERSATION[:2] + [tool]}])
+    assert f"{path}:1: messages[2].role: 'tool': tool turns are not supported" in err
+
+
+def test_a_template_we_do_not_reproduce_is_refused(tmp_path):
+    """Mistral Nemo's template writes "[INST]" with no space: close to v0.3, not the same, so
+    auto-detection must refuse it rather than format it as v0.3."""
+    model_dir, _ = make_model_dir(tmp_path, "mistral-v0.3")
+    config = json.loads((model_dir / "tokenizer_config.json").read_text())
+    config["chat_template"] = MISTRAL_V03.replace('"[INST] "', '"[INST]"')
+    (model_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    _, err = prepare_fails(model_dir, tmp_path, [{"messages": CONVERSATION}])
+    assert "data.chat_template: the model's chat template is not one we reproduce" in err

@@ -20,6 +20,10 @@ Status CheckRoles(const std::vector<ChatMessage>& messages) {
   if (messages.empty()) return InvalidArgument("messages: the conversation is empty");
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
+    if (role == "tool" || role == "ipython") {
+      return InvalidArgument(Where(i) + ".role: '" + role +
+                             "': tool turns are not supported yet (only system, user, assistant)");
+    }
     if (role != "system" && role != "user" && role != "assistant") {
       return InvalidArgument(Where(i) + ".role: '" + role +
                              "' is not one of system, user, assistant");
@@ -56,7 +60,20 @@ std::vector<TextSegment> RenderLlama3(const ChatTemplate& chat,
                                       const std::vector<ChatMessage>& messages) {
   std::vector<TextSegment> out;
   Add(out, chat.bos_token, false);
-  for (const ChatMessage& m : messages) {
+  size_t first = 0;
+  if (chat.family == ChatFamily::kLlama31) {
+    // The 3.1 templates write the system block even without a system message.
+    const bool has_system = messages[0].role == "system";
+    Add(out,
+        "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+        "Today Date: " +
+            chat.date_string + "\n\n" + (has_system ? Strip(messages[0].content) : "") +
+            "<|eot_id|>",
+        false);
+    first = has_system ? 1 : 0;
+  }
+  for (size_t i = first; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
     const bool trained = m.role == "assistant";
     Add(out, "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n", false);
     Add(out, Strip(m.content) + "<|eot_id|>", trained);
@@ -78,21 +95,54 @@ std::vector<TextSegment> RenderChatml(const ChatTemplate& chat,
   return out;
 }
 
+// The [INST] layouts of Mistral's templates, which differ only in spacing, trimming and where
+// (if anywhere) the system text goes.
+struct MistralLayout {
+  const char* open;        // before a user turn
+  const char* close;       // after it
+  const char* reply_lead;  // before an assistant reply
+  bool trim_reply;
+  enum { kNoSystem, kFirstUser, kLastMessage } system;
+};
+
+MistralLayout LayoutOf(ChatFamily family) {
+  switch (family) {
+    case ChatFamily::kMistralV02:
+      return {" [INST] ", " [/INST]", " ", false, MistralLayout::kFirstUser};
+    case ChatFamily::kMistralV03:
+      return {"[INST] ", "[/INST]", " ", true, MistralLayout::kLastMessage};
+    default:
+      return {"[INST] ", " [/INST]", "", false, MistralLayout::kNoSystem};
+  }
+}
+
 StatusOr<std::vector<TextSegment>> RenderMistral(const ChatTemplate& chat,
                                                  const std::vector<ChatMessage>& messages) {
-  if (messages[0].role == "system") {
+  const MistralLayout layout = LayoutOf(chat.family);
+  const bool has_system = messages[0].role == "system";
+  if (has_system && layout.system == MistralLayout::kNoSystem) {
     return InvalidArgument(Where(0) +
                            ".role: the mistral chat template has no system role (use llama2 or "
                            "fold the system text into the first user message)");
   }
-  QLORAD_RETURN_IF_ERROR(CheckAlternating(messages, 0));
+  const size_t first = has_system ? 1 : 0;
+  QLORAD_RETURN_IF_ERROR(CheckAlternating(messages, first));
   std::vector<TextSegment> out;
   Add(out, chat.bos_token, false);
-  for (const ChatMessage& m : messages) {
+  for (size_t i = first; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
     if (m.role == "user") {
-      Add(out, "[INST] " + m.content + " [/INST]", false);
+      // v0.3's template writes the system text only when a user turn is the very last message
+      // (a generation prompt), so a conversation ending in a reply drops it, as transformers does.
+      const bool with_system =
+          has_system && ((layout.system == MistralLayout::kFirstUser && i == first) ||
+                         (layout.system == MistralLayout::kLastMessage && i + 1 == messages.size()));
+      const std::string system = with_system ? messages[0].content + "\n\n" : "";
+      Add(out, layout.open + system + m.content + layout.close, false);
     } else {
-      Add(out, m.content + chat.eos_token, true);
+      Add(out, layout.reply_lead + (layout.trim_reply ? Strip(m.content) : m.content) +
+                   chat.eos_token,
+          true);
     }
   }
   return out;
@@ -122,22 +172,36 @@ StatusOr<std::vector<TextSegment>> RenderLlama2(const ChatTemplate& chat,
 
 StatusOr<ChatFamily> ChatFamilyByName(const std::string& name) {
   if (name == "llama3") return ChatFamily::kLlama3;
+  if (name == "llama3.1") return ChatFamily::kLlama31;
   if (name == "chatml") return ChatFamily::kChatml;
   if (name == "mistral") return ChatFamily::kMistral;
+  if (name == "mistral-v0.2") return ChatFamily::kMistralV02;
+  if (name == "mistral-v0.3") return ChatFamily::kMistralV03;
   if (name == "llama2") return ChatFamily::kLlama2;
   return InvalidArgument("data.chat_template: '" + name +
-                         "' is not one of auto, llama3, chatml, mistral, llama2");
+                         "' is not one of auto, llama3, llama3.1, chatml, mistral, mistral-v0.2, "
+                         "mistral-v0.3, llama2");
 }
 
 StatusOr<ChatFamily> ChatFamilyOfTemplate(const std::string& jinja) {
+  const auto has = [&jinja](const char* text) { return jinja.find(text) != std::string::npos; };
+  const Status unknown = InvalidArgument(
+      "data.chat_template: the model's chat template is not one we reproduce (llama3, llama3.1, "
+      "chatml, mistral, mistral-v0.2, mistral-v0.3, llama2); name one of those in "
+      "data.chat_template");
   // Each family's turn markers; checked from the most specific, since templates quote others'.
-  if (jinja.find("<|start_header_id|>") != std::string::npos) return ChatFamily::kLlama3;
-  if (jinja.find("<|im_start|>") != std::string::npos) return ChatFamily::kChatml;
-  if (jinja.find("<<SYS>>") != std::string::npos) return ChatFamily::kLlama2;
-  if (jinja.find("[INST]") != std::string::npos) return ChatFamily::kMistral;
-  return InvalidArgument(
-      "data.chat_template: the model's chat template is not one we reproduce (llama3, chatml, "
-      "mistral, llama2); name one of those in data.chat_template");
+  if (has("<|start_header_id|>")) {
+    if (!has("Cutting Knowledge Date")) return ChatFamily::kLlama3;
+    return has("Cutting Knowledge Date: December 2023") ? StatusOr<ChatFamily>(ChatFamily::kLlama31)
+                                                       : StatusOr<ChatFamily>(unknown);
+  }
+  if (has("<|im_start|>")) return ChatFamily::kChatml;
+  if (has("<<SYS>>")) return ChatFamily::kLlama2;
+  // Mistral's templates told apart by the exact expression that writes a plain user turn.
+  if (has("' [INST] ' + message['content'] + ' [/INST]'")) return ChatFamily::kMistralV02;
+  if (has("\"[INST] \" + message[\"content\"] + \"[/INST]\"")) return ChatFamily::kMistralV03;
+  if (has("'[INST] ' + message['content'] + ' [/INST]'")) return ChatFamily::kMistral;
+  return unknown;
 }
 
 std::string DefaultSystemOfTemplate(const std::string& jinja) {
@@ -162,15 +226,49 @@ std::string DefaultSystemOfTemplate(const std::string& jinja) {
   return "";
 }
 
+Status ReadTemplateDefaults(const std::string& jinja, ChatTemplate& chat) {
+  if (chat.family == ChatFamily::kChatml) chat.default_system = DefaultSystemOfTemplate(jinja);
+  if (chat.family != ChatFamily::kLlama31) return Status();
+  const std::string key = "set date_string = \"";
+  const size_t at = jinja.find(key);
+  const size_t end = at == std::string::npos ? at : jinja.find('"', at + key.size());
+  if (end == std::string::npos) {
+    return InvalidArgument(
+        "data.chat_template: the model's llama3.1 template has no literal date_string fallback "
+        "(set date_string = \"...\")");
+  }
+  chat.date_string = jinja.substr(at + key.size(), end - at - key.size());
+  return Status();
+}
+
+std::string FallbackBosToken(ChatFamily family) {
+  switch (family) {
+    case ChatFamily::kLlama3:
+    case ChatFamily::kLlama31:
+      return "<|begin_of_text|>";
+    case ChatFamily::kChatml:
+      return "";
+    default:
+      return "<s>";
+  }
+}
+
+std::string FallbackEosToken(ChatFamily family) {
+  return FallbackBosToken(family) == "<s>" ? "</s>" : "";
+}
+
 StatusOr<std::vector<TextSegment>> RenderChat(const ChatTemplate& chat,
                                               const std::vector<ChatMessage>& messages) {
   QLORAD_RETURN_IF_ERROR(CheckRoles(messages));
   switch (chat.family) {
     case ChatFamily::kLlama3:
+    case ChatFamily::kLlama31:
       return RenderLlama3(chat, messages);
     case ChatFamily::kChatml:
       return RenderChatml(chat, messages);
     case ChatFamily::kMistral:
+    case ChatFamily::kMistralV02:
+    case ChatFamily::kMistralV03:
       return RenderMistral(chat, messages);
     case ChatFamily::kLlama2:
       return RenderLlama2(chat, messages);

@@ -61,6 +61,13 @@ StatusOr<std::vector<ChatMessage>> ReadConversation(const json& record, DataForm
     const std::string where = list + "[" + std::to_string(i) + "].";
     if (!turns[i].is_object()) return InvalidArgument(where.substr(0, where.size() - 1) +
                                                       ": must be an object");
+    // A tool call rides on an assistant turn whose text may be empty: formatting the text alone
+    // would silently train on a reply the model never gave.
+    if (turns[i].contains("tool_calls") && !turns[i]["tool_calls"].is_null()) {
+      return InvalidArgument(where +
+                             "tool_calls: tool calls are not supported yet (only system, user and "
+                             "assistant text turns)");
+    }
     QLORAD_ASSIGN_OR_RETURN(std::string role, StringField(turns[i], role_key, where));
     QLORAD_ASSIGN_OR_RETURN(std::string content, StringField(turns[i], content_key, where));
     if (sharegpt) {

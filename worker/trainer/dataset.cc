@@ -127,7 +127,8 @@ StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelToke
     if (jinja.empty()) {
       return InvalidArgument(
           "data.chat_template: auto, but model.path has no chat template (tokenizer_config.json "
-          "chat_template or chat_template.jinja); name one: llama3, chatml, mistral, llama2");
+          "chat_template or chat_template.jinja); name one: llama3, llama3.1, chatml, mistral, "
+          "mistral-v0.2, mistral-v0.3, llama2");
     }
     QLORAD_ASSIGN_OR_RETURN(chat.family, ChatFamilyOfTemplate(jinja));
   } else {
@@ -135,15 +136,11 @@ StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelToke
   }
   const bool model_template_is_this_family =
       !jinja.empty() && ChatFamilyOfTemplate(jinja).ok() && *ChatFamilyOfTemplate(jinja) == chat.family;
-  if (chat.family == ChatFamily::kChatml && model_template_is_this_family) {
-    chat.default_system = DefaultSystemOfTemplate(jinja);
-  }
-  const bool inst = chat.family == ChatFamily::kMistral || chat.family == ChatFamily::kLlama2;
+  if (model_template_is_this_family) QLORAD_RETURN_IF_ERROR(ReadTemplateDefaults(jinja, chat));
   chat.bos_token = !tokenizer.bos_token().empty() ? tokenizer.bos_token()
-                   : chat.family == ChatFamily::kLlama3 ? "<|begin_of_text|>"
-                   : inst                               ? "<s>"
-                                                        : "";
-  chat.eos_token = !tokenizer.eos_token().empty() ? tokenizer.eos_token() : inst ? "</s>" : "";
+                                                  : FallbackBosToken(chat.family);
+  chat.eos_token = !tokenizer.eos_token().empty() ? tokenizer.eos_token()
+                                                  : FallbackEosToken(chat.family);
   return chat;
 }
 

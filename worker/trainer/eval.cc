@@ -12,7 +12,10 @@ StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
     return FailedPrecondition("--device: cuda requested but no CUDA device is visible");
   }
   const at::Device device = options.device == "cuda" ? at::Device(at::kCUDA, 0) : at::kCPU;
-  const at::ScalarType dtype = options.precision == "bf16" ? at::kBFloat16 : at::kFloat;
+  // Logits are upcast to fp32 before the loss whatever the precision, as transformers does.
+  const at::ScalarType dtype = options.precision == "bf16"   ? at::kBFloat16
+                               : options.precision == "fp16" ? at::kHalf
+                                                             : at::kFloat;
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(options.model_dir));
   DataSpec data;
   data.path = options.data_path;

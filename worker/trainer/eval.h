@@ -16,7 +16,7 @@ struct EvalOptions {
   std::optional<std::string> adapter_dir;
   std::string data_path;
   std::string device = "cpu";      // cpu | cuda
-  std::string precision = "fp32";  // fp32 | bf16
+  std::string precision = "fp32";  // fp32 | bf16 | fp16: the weights and activations
 };
 
 struct EvalResult {

@@ -33,11 +33,22 @@ struct OutputTensor {
       make;  // the tensor in the output dtype, made when its shard is written
 };
 
-StatusOr<at::ScalarType> OutputDtype(const std::string& name) {
+StatusOr<at::ScalarType> OutputDtype(const std::string& name, const std::string& model_dir) {
   if (name == "bf16") return at::kBFloat16;
   if (name == "fp16") return at::kHalf;
   if (name == "fp32") return at::kFloat;
-  return InvalidArgument("--dtype: expected bf16, fp16 or fp32, got '" + name + "'");
+  if (!name.empty()) {
+    return InvalidArgument("--dtype: expected bf16, fp16 or fp32, got '" + name + "'");
+  }
+  QLORAD_ASSIGN_OR_RETURN(const json config, ReadJsonFile(model_dir + "/config.json"));
+  const char* key = config.contains("dtype") ? "dtype" : "torch_dtype";
+  if (!config.contains(key) || config[key].is_null()) return at::kFloat;
+  const std::string hf = config[key].is_string() ? config[key].get<std::string>() : "";
+  if (hf == "bfloat16") return at::kBFloat16;
+  if (hf == "float16") return at::kHalf;
+  if (hf == "float32") return at::kFloat;
+  return InvalidArgument(model_dir + "/config.json: " + key + ": '" + config[key].dump() +
+                         "' is not bfloat16, float16 or float32; pass --dtype");
 }
 
 std::string HfDtypeName(at::ScalarType type) {
@@ -106,7 +117,8 @@ Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at:
 }  // namespace
 
 StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
-  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype, OutputDtype(options.dtype));
+  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
+                          OutputDtype(options.dtype, options.model_dir));
   if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
   std::error_code ec;
   if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {

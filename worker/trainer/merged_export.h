@@ -17,7 +17,9 @@ struct ExportOptions {
   std::string model_dir;
   std::optional<std::string> adapter_dir;  // none: the base alone (e.g. a bnb checkpoint dense)
   std::string out_dir;
-  std::string dtype = "bf16";  // bf16 | fp16 | fp32
+  // bf16 | fp16 | fp32; empty: the base checkpoint's (config.json dtype or torch_dtype; for a
+  // bitsandbytes checkpoint that is its compute dtype), fp32 when it names none, as transformers.
+  std::string dtype;
   int64_t max_shard_bytes = 5'000'000'000;
 };
 

@@ -53,8 +53,10 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
   cli.eval->add_option("--data", cli.eval_options.data_path, "JSONL dataset")->required();
   cli.eval->add_option("--device", cli.eval_options.device, "cpu | cuda (default cpu)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  cli.eval->add_option("--precision", cli.eval_options.precision, "fp32 | bf16 (default fp32)")
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+  cli.eval
+      ->add_option("--precision,--dtype", cli.eval_options.precision,
+                   "fp32 | bf16 | fp16: weights and activations (default fp32)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cli.eval->add_flag("--json", cli.json,
                      "print {\"per_token_loss\": [[...], ...], \"mean_loss\": x} on stdout");
 
@@ -66,7 +68,8 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
   cli.export_cmd->add_option("--out", cli.export_options.out_dir, "output directory (new or empty)")
       ->required();
   cli.export_cmd
-      ->add_option("--dtype", cli.export_options.dtype, "bf16 | fp16 | fp32 (default bf16)")
+      ->add_option("--dtype", cli.export_options.dtype,
+                   "bf16 | fp16 | fp32 (default: the base checkpoint's dtype)")
       ->check(CLI::IsMember({"bf16", "fp16", "fp32"}));
   cli.export_cmd
       ->add_option("--max-shard-bytes", cli.export_options.max_shard_bytes,
