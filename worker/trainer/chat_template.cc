@@ -40,8 +40,9 @@ Status CheckAlternating(const std::vector<ChatMessage>& messages, size_t first) 
   for (size_t i = first; i < messages.size(); ++i) {
     const char* want = (i - first) % 2 == 0 ? "user" : "assistant";
     if (messages[i].role != want) {
-      return InvalidArgument(Where(i) + ".role: this chat template needs turns alternating "
-                                        "user/assistant; expected " +
+      return InvalidArgument(Where(i) +
+                             ".role: this chat template needs turns alternating "
+                             "user/assistant; expected " +
                              want + ", got " + messages[i].role);
     }
   }
@@ -135,13 +136,14 @@ StatusOr<std::vector<TextSegment>> RenderMistral(const ChatTemplate& chat,
       // v0.3's template writes the system text only when a user turn is the very last message
       // (a generation prompt), so a conversation ending in a reply drops it, as transformers does.
       const bool with_system =
-          has_system && ((layout.system == MistralLayout::kFirstUser && i == first) ||
-                         (layout.system == MistralLayout::kLastMessage && i + 1 == messages.size()));
+          has_system &&
+          ((layout.system == MistralLayout::kFirstUser && i == first) ||
+           (layout.system == MistralLayout::kLastMessage && i + 1 == messages.size()));
       const std::string system = with_system ? messages[0].content + "\n\n" : "";
       Add(out, layout.open + system + m.content + layout.close, false);
     } else {
-      Add(out, layout.reply_lead + (layout.trim_reply ? Strip(m.content) : m.content) +
-                   chat.eos_token,
+      Add(out,
+          layout.reply_lead + (layout.trim_reply ? Strip(m.content) : m.content) + chat.eos_token,
           true);
     }
   }
@@ -193,7 +195,7 @@ StatusOr<ChatFamily> ChatFamilyOfTemplate(const std::string& jinja) {
   if (has("<|start_header_id|>")) {
     if (!has("Cutting Knowledge Date")) return ChatFamily::kLlama3;
     return has("Cutting Knowledge Date: December 2023") ? StatusOr<ChatFamily>(ChatFamily::kLlama31)
-                                                       : StatusOr<ChatFamily>(unknown);
+                                                        : StatusOr<ChatFamily>(unknown);
   }
   if (has("<|im_start|>")) return ChatFamily::kChatml;
   if (has("<<SYS>>")) return ChatFamily::kLlama2;

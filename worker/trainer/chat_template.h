@@ -1,10 +1,11 @@
-// Chat formatting for the model families whose templates we reproduce: llama3, llama3.1 (3.1/3.2/3.3:
-// the dated system header), chatml (Qwen2), mistral (Instruct v0.1/v0.2 as first shipped),
-// mistral-v0.2 (its later template: the system text opens the first user turn), mistral-v0.3 (v3
-// tokenizer: the system text opens the LAST user turn) and llama2. A conversation becomes text segments, each marked as
-// trained (an assistant reply and its end-of-turn token) or not (system, user, headers), so that
-// train-on-completions-only can mask the rest. The rendered text equals what transformers'
-// apply_chat_template produces with those families' own Jinja templates (tests/python checks it).
+// Chat formatting for the model families whose templates we reproduce: llama3, llama3.1
+// (3.1/3.2/3.3: the dated system header), chatml (Qwen2), mistral (Instruct v0.1/v0.2 as first
+// shipped), mistral-v0.2 (its later template: the system text opens the first user turn),
+// mistral-v0.3 (v3 tokenizer: the system text opens the LAST user turn) and llama2. A conversation
+// becomes text segments, each marked as trained (an assistant reply and its end-of-turn token) or
+// not (system, user, headers), so that train-on-completions-only can mask the rest. The rendered
+// text equals what transformers' apply_chat_template produces with those families' own Jinja
+// templates (tests/python checks it).
 #pragma once
 
 #include <string>

@@ -137,10 +137,10 @@ StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelToke
   const bool model_template_is_this_family =
       !jinja.empty() && ChatFamilyOfTemplate(jinja).ok() && *ChatFamilyOfTemplate(jinja) == chat.family;
   if (model_template_is_this_family) QLORAD_RETURN_IF_ERROR(ReadTemplateDefaults(jinja, chat));
-  chat.bos_token = !tokenizer.bos_token().empty() ? tokenizer.bos_token()
-                                                  : FallbackBosToken(chat.family);
-  chat.eos_token = !tokenizer.eos_token().empty() ? tokenizer.eos_token()
-                                                  : FallbackEosToken(chat.family);
+  chat.bos_token =
+      !tokenizer.bos_token().empty() ? tokenizer.bos_token() : FallbackBosToken(chat.family);
+  chat.eos_token =
+      !tokenizer.eos_token().empty() ? tokenizer.eos_token() : FallbackEosToken(chat.family);
   return chat;
 }
 
