@@ -29,7 +29,7 @@ std::string AdapterKey(const std::string& module_name, bool lora_a) {
 
 Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& [name, linear] : model->NamedLinears()) {
+  for (const auto& [name, linear] : model->NamedLoraTargets()) {
     if (!linear->has_lora()) continue;
     tensors.emplace_back(AdapterKey(name, true), linear->lora_a().to(at::kFloat));
     tensors.emplace_back(AdapterKey(name, false), linear->lora_b().to(at::kFloat));
@@ -126,7 +126,7 @@ const SafetensorsTensorInfo* FindAdapterTensor(const SafetensorsFile& file, cons
 Status CheckScale(const LlamaModel& model, const std::string& dir) {
   if (!fs::exists(dir + "/adapter_config.json")) return Status::Ok();
   QLORAD_ASSIGN_OR_RETURN(const LoraSpec lora, ReadAdapterConfig(dir));
-  for (const auto& [name, linear] : model->NamedLinears()) {
+  for (const auto& [name, linear] : model->NamedLoraTargets()) {
     if (!linear->has_lora()) continue;
     const double scale = linear->lora_options().scale;
     if (std::abs(lora.Scale() - scale) > 1e-12 * std::abs(scale)) {
@@ -141,6 +141,27 @@ Status CheckScale(const LlamaModel& model, const std::string& dir) {
   return Status::Ok();
 }
 
+// PEFT saves the base lm_head next to its LoRA (save_embedding_layers); loading it would replace
+// the head. It is accepted only as the model's own head, so nothing is silently replaced.
+Status CheckSavedBaseHead(const LlamaModel& model, const SafetensorsFile& file,
+                          const std::string& path, std::set<std::string>* used) {
+  for (const std::string key : {"base_model.model.lm_head.base_layer.weight",
+                                "base_model.model.lm_head.weight"}) {
+    const SafetensorsTensorInfo* info = file.Find(key);
+    if (info == nullptr) continue;
+    QLORAD_ASSIGN_OR_RETURN(const at::Tensor saved, ReadTensor(file, *info));
+    const at::Tensor head = model->lm_head();
+    if (saved.sizes() != head.sizes() ||
+        !at::equal(saved.to(at::kFloat), head.to(at::kCPU, at::kFloat))) {
+      return InvalidArgument(path + ": tensor '" + key +
+                             "' (the base lm_head PEFT saved) differs from the model's lm_head: "
+                             "the adapter was made on another base model");
+    }
+    used->insert(key);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status LoadAdapter(LlamaModel& model, const std::string& dir) {
@@ -148,7 +169,7 @@ Status LoadAdapter(LlamaModel& model, const std::string& dir) {
   QLORAD_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(path));
   at::NoGradGuard no_grad;
   std::set<std::string> used;
-  for (const auto& [name, linear] : model->NamedLinears()) {
+  for (const auto& [name, linear] : model->NamedLoraTargets()) {
     if (!linear->has_lora()) continue;
     for (bool is_a : {true, false}) {
       const std::string key = AdapterKey(name, is_a);
@@ -169,6 +190,7 @@ Status LoadAdapter(LlamaModel& model, const std::string& dir) {
       param.copy_(value);
     }
   }
+  QLORAD_RETURN_IF_ERROR(CheckSavedBaseHead(model, file, path, &used));
   for (const auto& info : file.tensors()) {
     if (used.count(info.name) == 0) {
       return InvalidArgument(path + ": tensor '" + info.name +

@@ -23,6 +23,7 @@ StatusOr<LlamaModel> LoadModelForInference(const std::string& model_dir,
     return InvalidArgument(*adapter_dir + "/adapter_config.json: " + applied.status().message());
   }
   QLORAD_RETURN_IF_ERROR(LoadAdapter(loaded.model, *adapter_dir));
+  loaded.model->eval();  // no LoRA dropout at inference (modules start in training mode)
   return loaded.model;
 }
 

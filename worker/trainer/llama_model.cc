@@ -155,6 +155,8 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
     register_module("layers_" + std::to_string(i), layers_[i]);
   }
   if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
+  // A submodule, so train()/eval() reach its LoRA dropout; its weight is lm_head_ itself.
+  lm_head_linear_ = register_module("lm_head_linear", QLoraLinear(lm_head_));
 }
 
 at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions) {
@@ -176,7 +178,14 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
 }
 
 at::Tensor LlamaModelImpl::Logits(const at::Tensor& hidden) const {
-  return at::linear(hidden, lm_head_).to(at::kFloat);
+  QLoraLinear head = lm_head_linear_;  // a handle: forward is non-const (dropout mode)
+  return head->forward(hidden).to(at::kFloat);
+}
+
+LinearHead LlamaModelImpl::LossHead() const {
+  if (!lm_head_linear_->has_lora()) return LinearHead(lm_head_);
+  return LinearHead(lm_head_, lm_head_linear_->lora_a(), lm_head_linear_->lora_b(),
+                    lm_head_linear_->lora_options().scale);
 }
 
 std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLinears() const {
@@ -193,6 +202,12 @@ std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLinears() 
     out.emplace_back(p + "mlp.up_proj", m->up_proj);
     out.emplace_back(p + "mlp.down_proj", m->down_proj);
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLoraTargets() const {
+  auto out = NamedLinears();
+  out.emplace_back("lm_head", lm_head_linear_);
   return out;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/trainer/chunked_loss.h"
 #include "worker/trainer/model_config.h"
 #include "worker/trainer/qlora_linear.h"
 
@@ -100,9 +101,16 @@ class LlamaModelImpl : public torch::nn::Module {
   at::Tensor Logits(const at::Tensor& hidden) const;
   // [vocab, hidden]: the embedding when tied; frozen (a buffer), so never trained here.
   const at::Tensor& lm_head() const { return lm_head_; }
+  // The head as a linear layer over that same frozen tensor (never quantized): the LoRA target
+  // "lm_head" (PEFT's name). Logits() goes through it.
+  const QLoraLinear& lm_head_linear() const { return lm_head_linear_; }
+  // The head for the chunked loss: the frozen weight, plus A and B when lm_head has LoRA.
+  LinearHead LossHead() const;
 
   // Every projection inside the layers with its HF module name ("model.layers.0.self_attn.q_proj").
   std::vector<std::pair<std::string, QLoraLinear>> NamedLinears() const;
+  // What lora.target_modules can name: NamedLinears() then {"lm_head", lm_head_linear()}.
+  std::vector<std::pair<std::string, QLoraLinear>> NamedLoraTargets() const;
   // Every other tensor by its HF name: embedding, norms, projection biases, lm_head when untied.
   std::vector<std::pair<std::string, at::Tensor>> NamedFrozenTensors() const;
   const LlamaConfig& config() const { return config_; }
@@ -115,6 +123,7 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<LlamaDecoderLayer> layers_;
   RMSNorm norm_;
   at::Tensor lm_head_;  // the same tensor as embed_ when tied
+  QLoraLinear lm_head_linear_{nullptr};
 };
 TORCH_MODULE(LlamaModel);
 

@@ -61,12 +61,18 @@ std::vector<OutputTensor> PlanTensors(const LlamaModel& model, at::ScalarType dt
                                       int64_t* merged_layers) {
   std::vector<OutputTensor> out;
   const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+  const bool head_lora = model->lm_head_linear()->has_lora();
   for (const auto& [name, tensor] : model->NamedFrozenTensors()) {
+    if (head_lora && name == "lm_head.weight") continue;  // written merged below
     at::Tensor t = tensor;
     out.push_back({name, t.numel() * element, [t, dtype] { return t.to(dtype).contiguous(); }});
   }
-  for (const auto& [name, linear_ref] : model->NamedLinears()) {
+  for (const auto& [name, linear_ref] : model->NamedLoraTargets()) {
     QLoraLinear linear = linear_ref;
+    // An unadapted head is a frozen tensor above (or the embedding itself, when tied). An adapted
+    // one is written on its own even when tied, over the embedding's values: the embedding stays
+    // as it was, so the merged model computes what the base + adapter did.
+    if (name == "lm_head" && !head_lora) continue;
     if (linear->has_lora()) ++*merged_layers;
     out.push_back({name + ".weight", linear->out_features() * linear->in_features() * element,
                    [linear, dtype] {
@@ -106,9 +112,12 @@ std::string ShardName(size_t index, size_t count) {
   return name;
 }
 
-Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at::ScalarType dtype) {
+Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at::ScalarType dtype,
+                   bool separate_lm_head) {
   QLORAD_ASSIGN_OR_RETURN(json config, ReadJsonFile(model_dir + "/config.json"));
   config.erase("quantization_config");  // the merged weights are dense
+  // A merged lm_head LoRA leaves the head unlike the embedding: transformers must not re-tie them.
+  if (separate_lm_head) config["tie_word_embeddings"] = false;
   config["dtype"] = HfDtypeName(dtype);
   if (config.contains("torch_dtype")) config["torch_dtype"] = HfDtypeName(dtype);
   return WriteJsonFile(out_dir + "/config.json", config);
@@ -153,7 +162,8 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
         options.out_dir + "/model.safetensors.index.json",
         {{"metadata", {{"total_size", result.total_bytes}}}, {"weight_map", weight_map}}));
   }
-  QLORAD_RETURN_IF_ERROR(WriteConfig(options.model_dir, options.out_dir, dtype));
+  QLORAD_RETURN_IF_ERROR(WriteConfig(options.model_dir, options.out_dir, dtype,
+                                     model->lm_head_linear()->has_lora()));
   for (const char* name : kCopiedFiles) {
     const fs::path from = fs::path(options.model_dir) / name;
     if (!fs::is_regular_file(from)) continue;

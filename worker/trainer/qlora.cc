@@ -15,9 +15,11 @@ std::string LeafName(const std::string& name) {
 
 StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& quantization,
                                   const LoraSpec& lora, uint64_t seed) {
+  // Quantization covers the decoder projections; the head (a LoRA target) is never quantized.
   auto linears = model->NamedLinears();
+  auto targetable = model->NamedLoraTargets();
   std::set<std::string> known;
-  for (const auto& [name, linear] : linears) known.insert(LeafName(name));
+  for (const auto& [name, linear] : targetable) known.insert(LeafName(name));
   for (const auto& target : lora.target_modules) {
     if (known.count(target) == 0) {
       std::string list;
@@ -38,10 +40,12 @@ StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& qua
   const std::set<std::string> targets(lora.target_modules.begin(), lora.target_modules.end());
   const LoraOptions options{lora.r, lora.Scale(), lora.dropout};
   for (auto& [name, linear] : linears) {
-    if (nf4) {
-      linear->QuantizeNF4(quantization.block_size, quantization.double_quant);
-      ++summary.quantized_layers;
-    }
+    if (!nf4) break;
+    linear->QuantizeNF4(quantization.block_size, quantization.double_quant);
+    ++summary.quantized_layers;
+  }
+  // In the model's module order, the head last, so adding lm_head leaves the others' A as it was.
+  for (auto& [name, linear] : targetable) {
     if (targets.count(LeafName(name)) != 0) {
       linear->AddLora(options, generator);
       ++summary.lora_layers;
@@ -53,7 +57,7 @@ StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& qua
 
 std::vector<at::Tensor> LoraParameters(const LlamaModel& model) {
   std::vector<at::Tensor> params;
-  for (const auto& [name, linear] : model->NamedLinears()) {
+  for (const auto& [name, linear] : model->NamedLoraTargets()) {
     if (!linear->has_lora()) continue;
     params.push_back(linear->lora_a());
     params.push_back(linear->lora_b());

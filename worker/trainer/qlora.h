@@ -25,7 +25,7 @@ struct QLoraSummary {
 StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& quantization,
                                   const LoraSpec& lora, uint64_t seed);
 
-// The trainable parameters (A then B of each adapted layer, in module order).
+// The trainable parameters (A then B of each adapted layer, in module order, lm_head last).
 std::vector<at::Tensor> LoraParameters(const LlamaModel& model);
 
 }  // namespace qlorad::trainer

@@ -138,6 +138,12 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
   QLORAD_ASSIGN_OR_RETURN(QLoraSummary summary,
                           ApplyQLora(s.model, quantization, spec.lora, spec.train.seed));
   summary.quantized_layers += loaded.prequantized_layers;
+  if (s.model->lm_head_linear()->has_lora() && spec.lora.dropout > 0) {
+    // The chunked loss feeds the head's A the same hidden states as its frozen weight.
+    return InvalidArgument(
+        "lora.dropout: dropout on the lm_head LoRA is not supported yet; set lora.dropout: 0 or "
+        "drop lm_head from lora.target_modules");
+  }
   events.Log("info", "quantized " + std::to_string(summary.quantized_layers) + " linear layers (" +
                          spec.quantization.type + "), LoRA on " +
                          std::to_string(summary.lora_layers) + " layers, " +
@@ -153,6 +159,12 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
   // Every rank built the same model and LoRA init (same seeds); parallelizing cuts its part.
   QLORAD_ASSIGN_OR_RETURN(const parallel::Strategy strategy,
                           parallel::ResolveStrategy(spec.parallel, s.comm->world_size()));
+  if (strategy == parallel::Strategy::kFsdp && s.model->lm_head_linear()->has_lora()) {
+    // fsdp shards the decoder projections only; a replicated head LoRA would need its own
+    // gradient all-reduce and a place in the sharded checkpoints.
+    return InvalidArgument(
+        "lora.target_modules: lm_head with parallel.strategy fsdp is not supported yet; use ddp");
+  }
   QLORAD_ASSIGN_OR_RETURN(s.parallel,
                           parallel::Parallelize(s.model, strategy, spec.parallel, s.comm));
   if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
@@ -203,7 +215,7 @@ double AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_
         b.packed_documents ? ToDevice(b.positions, b.rows, b.seq_len, s.device) : at::Tensor();
     at::Tensor hidden = s.model->forward(inputs, positions);
     at::Tensor loss =
-        ChunkedCrossEntropy(hidden.reshape({-1, hidden.size(-1)}), s.model->lm_head(),
+        ChunkedCrossEntropy(hidden.reshape({-1, hidden.size(-1)}), s.model->LossHead(),
                             labels.view({-1}), {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
             .sum /
         denominator;
