@@ -42,7 +42,7 @@ class Replicated : public DataParallel {
 
   Status ForEachAdapterTensor(const TensorWriter& write) override {
     if (comm().rank() != 0) return Status::Ok();
-    for (const auto& [name, linear] : model_->NamedLinears()) {
+    for (const auto& [name, linear] : model_->NamedLoraTargets()) {
       if (!linear->has_lora()) continue;
       QLORAD_RETURN_IF_ERROR(write(name, true, linear->lora_a()));
       QLORAD_RETURN_IF_ERROR(write(name, false, linear->lora_b()));
@@ -52,7 +52,7 @@ class Replicated : public DataParallel {
 
   std::vector<ParameterLayout> ParameterLayouts() const override {
     std::vector<ParameterLayout> layouts;
-    for (const auto& [name, linear] : model_->NamedLinears()) {
+    for (const auto& [name, linear] : model_->NamedLoraTargets()) {
       if (!linear->has_lora()) continue;
       for (const bool a : {true, false}) {
         const at::Tensor& full = a ? linear->lora_a() : linear->lora_b();
