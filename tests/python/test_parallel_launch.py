@@ -222,3 +222,12 @@ def test_a_checkpoint_of_another_lora_rank_is_refused_naming_the_tensor(workdir,
     assert proc.returncode != 0
     manifest = source_dir / "checkpoints" / f"step-{RESUME_STEPS - EVERY}" / "manifest.json"
     assert f"{manifest}: model.layers.0.self_attn.q_proj.lora_A has shape [4,64]" in proc.stdout + proc.stderr
+
+
+def test_a_checkpoint_with_tensors_the_model_lacks_is_refused_naming_one(workdir, checkpointed):
+    source_dir, _ = checkpointed("fsdp", 2)
+    job = spec(workdir, "fewer-targets", 1, "single", RESUME_STEPS)
+    job.write_text(job.read_text().replace(", gate_proj, up_proj, down_proj]", "]"))
+    proc = subprocess.run(command(job, 1, source_dir), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "manifest.json: LoRA tensor model.layers.0.mlp.down_proj.lora_A is not in the model" in proc.stdout + proc.stderr

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -157,6 +158,15 @@ Status LoadParameterShards(const std::string& dir, const parallel::DataParallel&
   }
   const std::vector<at::Tensor> params = parallel.Parameters();
   const std::vector<ParameterLayout> layouts = parallel.ParameterLayouts();
+  std::set<std::string> model_keys;
+  for (const ParameterLayout& layout : layouts) model_keys.insert(TensorKey(layout));
+  for (const auto& [key, spec] : manifest.tensors) {
+    if (model_keys.count(key) == 0) {
+      return InvalidArgument(manifest_path + ": LoRA tensor " + key +
+                             " is not in the model (the checkpoint was trained with other "
+                             "lora.target_modules)");
+    }
+  }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) {
     const ParameterLayout& layout = layouts[i];
