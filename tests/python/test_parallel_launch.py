@@ -214,20 +214,26 @@ def test_a_killed_fsdp_launch_resumes_from_its_last_checkpoint(workdir, checkpoi
     assert_continues((losses, adapter, events), reference, saved[-1])
 
 
-def test_a_checkpoint_of_another_lora_rank_is_refused_naming_the_tensor(workdir, checkpointed):
+def refused_resume(workdir: Path, checkpointed, name: str, world: int, strategy: str,
+                   old: str, new: str) -> tuple[Path, str]:
+    """Resumes the fsdp2 run's newest checkpoint with `old` replaced by `new` in the spec, which
+    must fail; returns that checkpoint's manifest and the output."""
     source_dir, _ = checkpointed("fsdp", 2)
-    job = spec(workdir, "other-rank", 2, "fsdp", RESUME_STEPS)
-    job.write_text(job.read_text().replace("lora: {r: 4,", "lora: {r: 8,"))
-    proc = subprocess.run(command(job, 2, source_dir), capture_output=True, text=True, timeout=120)
+    job = spec(workdir, name, world, strategy, RESUME_STEPS)
+    job.write_text(job.read_text().replace(old, new))
+    proc = subprocess.run(command(job, world, source_dir), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     manifest = source_dir / "checkpoints" / f"step-{RESUME_STEPS - EVERY}" / "manifest.json"
-    assert f"{manifest}: model.layers.0.self_attn.q_proj.lora_A has shape [4,64]" in proc.stdout + proc.stderr
+    return manifest, proc.stdout + proc.stderr
+
+
+def test_a_checkpoint_of_another_lora_rank_is_refused_naming_the_tensor(workdir, checkpointed):
+    manifest, output = refused_resume(workdir, checkpointed, "other-rank", 2, "fsdp", "lora: {r: 4,",
+                                      "lora: {r: 8,")
+    assert f"{manifest}: model.layers.0.self_attn.q_proj.lora_A has shape [4,64]" in output
 
 
 def test_a_checkpoint_with_tensors_the_model_lacks_is_refused_naming_one(workdir, checkpointed):
-    source_dir, _ = checkpointed("fsdp", 2)
-    job = spec(workdir, "fewer-targets", 1, "single", RESUME_STEPS)
-    job.write_text(job.read_text().replace(", gate_proj, up_proj, down_proj]", "]"))
-    proc = subprocess.run(command(job, 1, source_dir), capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0
-    assert "manifest.json: LoRA tensor model.layers.0.mlp.down_proj.lora_A is not in the model" in proc.stdout + proc.stderr
+    manifest, output = refused_resume(workdir, checkpointed, "fewer-targets", 1, "single",
+                                      ", gate_proj, up_proj, down_proj]", "]")
+    assert f"{manifest}: LoRA tensor model.layers.0.mlp.down_proj.lora_A is not in the model" in output
