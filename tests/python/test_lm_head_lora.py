@@ -2,7 +2,8 @@
 with tied and untied embeddings, fp32 on the CPU: `eval --adapter` with a PEFT adapter whose
 targets include lm_head equals transformers + peft; transformers loads our merged export of such
 an adapter (a separate lm_head.weight, tie_word_embeddings false) and gives the same losses; a
-run with lm_head LoRA and dropout is refused.
+few training steps with lm_head among the targets lower the loss and move its B, and peft and
+transformers (merged) reproduce that adapter's losses; lm_head LoRA with dropout is refused.
 Per-token losses within 1e-4 absolute. Reuses test_hf_parity's helpers. Needs qlorad-train
 (QLORAD_BIN_DIR)."""
 
@@ -93,6 +94,36 @@ def test_merged_export_with_lm_head_lora_loads_in_transformers(tmp_path: Path):
                                                                dtype=torch.float32).eval()
     diff = hf.max_abs_diff(hf.reference_losses(merged, rows), reference)
     hf.report("transformers on our merged export with lm_head vs transformers + peft", diff)
+    assert diff < hf.ATOL
+
+
+def test_trained_lm_head_lora_loads_in_peft_and_merges_for_transformers(tmp_path: Path):
+    """A few steps on one batch with lm_head among the targets: the loss falls and the head's B
+    (zero at init) moves; peft loads the adapter and gives our eval losses, and so does
+    transformers on our merged export of it."""
+    model = hf.make_model("llama", tmp_path / "model")  # tied
+    rows = hf.write_data(tmp_path / "data.jsonl")
+    proc = hf.qlorad("run", str(write_spec(tmp_path, tmp_path / "model")), "--json",
+                     "--device", "cpu")
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    losses = [e["loss"] for e in events if e["event"] == "metrics"]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.1, losses
+    adapter = tmp_path / "run" / "adapter"
+    assert "lm_head" in json.loads((adapter / "adapter_config.json").read_text())["target_modules"]
+    tensors = safetensors_torch.load_file(adapter / "adapter_model.safetensors")
+    assert tensors[HEAD_B].abs().max().item() > 1e-3
+
+    ours = hf.evaluate(tmp_path / "model", tmp_path / "data.jsonl", adapter)
+    peft_model = peft.PeftModel.from_pretrained(model, adapter).eval()
+    diff = hf.max_abs_diff(ours, hf.reference_losses(peft_model, rows))
+    hf.report("peft loading our trained adapter with lm_head", diff)
+    assert diff < hf.ATOL
+    hf.qlorad("export", "--model", str(tmp_path / "model"), "--adapter", str(adapter),
+              "--out", str(tmp_path / "merged"), "--dtype", "fp32")
+    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged",
+                                                               dtype=torch.float32).eval()
+    diff = hf.max_abs_diff(hf.reference_losses(merged, rows), ours)
+    hf.report("transformers on our merged export of it vs our eval", diff)
     assert diff < hf.ATOL
 
 
