@@ -31,6 +31,12 @@ def chunk_rows_auto(vocab, budget=256 << 20):
     return max(1, budget // (vocab * 4))
 
 
+def fused_chunk_rows_auto(tokens, dim, vocab):
+    # FusedLossChunkRows(N, d, V) (chunked_loss.h): at least 256 rows (matmul efficiency), at most a
+    # quarter of the hidden states' size in logits, never above the generic budget.
+    return min(max(256, tokens * dim // 4 // vocab), chunk_rows_auto(vocab))
+
+
 class GenericChunked(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, rows):
@@ -76,14 +82,22 @@ class FusedChunked(torch.autograd.Function):
             total += torch.ops.qlorad.ce_loss_grad_(logits, labels[s:s + rows], IGNORE).sum(dtype=torch.float64)
             torch.mm(logits, weight, out=grad_h[s:s + rows])
             if need_w:
-                grad_w += (logits.t() @ h).float()
+                grad_w += logits.t() @ h
+            # Free this chunk before the next one's matmul allocates its own (as the C++ loop's
+            # scope does): otherwise two [rows, V] buffers are alive at once.
+            del logits
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if need_w else None)
         return total
 
     @staticmethod
     def backward(ctx, grad):
+        # Scaled in place (unpacking checks versions, so a second backward fails instead of scaling
+        # twice); the saved tensors are released after this node and become the inputs' gradients.
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad.to(grad_h.dtype), (grad_w * grad.to(grad_w.dtype) if grad_w is not None else None), None, None
+        grad_h.mul_(grad.to(grad_h.dtype))
+        if grad_w is not None:
+            grad_w.mul_(grad.to(grad_w.dtype))
+        return grad_h, grad_w, None, None
 
 
 def naive(h, w, y):
@@ -96,9 +110,11 @@ def ours(fn, rows):
     return run
 
 
-def methods(vocab, rows):
+def methods(rows, fused_rows, extra_fused_rows):
     out = {"naive": naive, "ours_generic": ours(GenericChunked, rows),
-           "ours_fused": ours(FusedChunked, rows)}
+           "ours_fused": ours(FusedChunked, fused_rows)}
+    for r in extra_fused_rows:  # the memory / time trade-off of the fused chunk size
+        out[f"ours_fused_{r}"] = ours(FusedChunked, r)
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
         liger = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE)
@@ -151,6 +167,10 @@ def main():
     ap.add_argument("--dims", type=int, nargs="+", default=[2048, 4096])
     ap.add_argument("--tokens", type=int, nargs="+", default=[8192, 16384, 32768])
     ap.add_argument("--chunk-rows", type=int, default=0, help="0: the trainer's auto size")
+    ap.add_argument("--fused-chunk-rows", type=int, default=0,
+                    help="0: the trainer's fused auto size (FusedLossChunkRows)")
+    ap.add_argument("--extra-fused-rows", type=int, nargs="*", default=[128],
+                    help="also time the fused path at these chunk sizes")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--train-weight", action="store_true")
     args = ap.parse_args()
@@ -158,6 +178,7 @@ def main():
     rows = args.chunk_rows or chunk_rows_auto(args.vocab)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "vocab": args.vocab,
                "chunk_rows": rows, "weight_trainable": args.train_weight, "cases": []}
+    summary = []
     for d in args.dims:
         gen = torch.Generator(device="cuda").manual_seed(0)
         w = (torch.randn(args.vocab, d, device="cuda", generator=gen) * d ** -0.5).bfloat16()
@@ -166,9 +187,10 @@ def main():
             h = torch.randn(n, d, device="cuda", generator=gen).bfloat16().requires_grad_(True)
             y = torch.randint(args.vocab, (n,), device="cuda", generator=gen)
             y[torch.rand(n, device="cuda", generator=gen) < 0.05] = IGNORE
-            case = {"d": d, "tokens": n, "methods": {}}
+            fused_rows = args.fused_chunk_rows or fused_chunk_rows_auto(n, d, args.vocab)
+            case = {"d": d, "tokens": n, "fused_chunk_rows": fused_rows, "methods": {}}
             ref_loss, ref_grad = None, None
-            for name, fn in methods(args.vocab, rows).items():
+            for name, fn in methods(rows, fused_rows, args.extra_fused_rows).items():
                 try:
                     loss, grad, peak, ms = measure(fn, h, w, y, args.iters)
                 except torch.OutOfMemoryError:
@@ -192,16 +214,25 @@ def main():
                     v["mem_vs_naive"] = v["peak_bytes"] / ok["naive"]["peak_bytes"]
                     v["time_vs_naive"] = v["ms"] / ok["naive"]["ms"]
             others = [ok[k] for k in ("liger", "cce") if k in ok]
-            if others and "ours_fused" in ok:
-                f = ok["ours_fused"]
-                f["mem_vs_best_other"] = f["peak_bytes"] / min(o["peak_bytes"] for o in others)
-                f["time_vs_best_other"] = f["ms"] / min(o["ms"] for o in others)
-            print("  ratios: " + ", ".join(
+            ours_names = [k for k in ok if k.startswith("ours_")]
+            if others:
+                best_mem = min(o["peak_bytes"] for o in others)
+                best_ms = min(o["ms"] for o in others)
+                for k in ours_names:
+                    ok[k]["mem_vs_best_other"] = ok[k]["peak_bytes"] / best_mem
+                    ok[k]["time_vs_best_other"] = ok[k]["ms"] / best_ms
+            print("  ratios to naive: " + ", ".join(
                 f"{k} mem {v.get('mem_vs_naive', float('nan')):.3f}x time {v.get('time_vs_naive', float('nan')):.2f}x"
-                for k, v in ok.items()) + (
-                f"; fused vs best(liger, cce): mem {ok['ours_fused']['mem_vs_best_other']:.2f}x time "
-                f"{ok['ours_fused']['time_vs_best_other']:.2f}x" if "mem_vs_best_other" in ok.get("ours_fused", {}) else ""),
-                flush=True)
+                for k, v in ok.items()), flush=True)
+            for k in ours_names:
+                v = ok[k]
+                line = (f"  d={d} N={n} {k:15s} peak {v['peak_bytes'] / 2**20:8.1f} MiB {v['ms']:8.2f} ms"
+                        f"  vs naive time {v.get('time_vs_naive', float('nan')):.2f}x")
+                if "mem_vs_best_other" in v:
+                    line += (f"  vs best(liger, cce): mem {v['mem_vs_best_other']:.2f}x"
+                             f" time {v['time_vs_best_other']:.2f}x")
+                print(line, flush=True)
+                summary.append(line)
             results["cases"].append(case)
             # Written after every case, so that a run cut short still leaves what it measured.
             with open(os.path.join(args.out, "loss_bench.json"), "w") as f:
@@ -209,6 +240,10 @@ def main():
             del h, y
             torch.cuda.empty_cache()
         del w
+    # Targets (issue #4): fused mem <= 1.2x best(liger, cce), time <= 1.2x best and <= 1.1x naive.
+    print("# summary (fused chunk rows: " + ", ".join(
+        f"d={c['d']} N={c['tokens']}: {c['fused_chunk_rows']}" for c in results["cases"]) + ")")
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,10 @@ namespace qlorad::ops {
 namespace detail {
 
 void CheckCrossEntropyInputs(const at::Tensor& logits, const at::Tensor& labels) {
+  // Metadata only, and every check before any implementation touches data, builds a guard or
+  // reads a stride-derived address: each condition below may rely only on those above it.
+  TORCH_CHECK(logits.defined() && labels.defined(),
+              "ce_loss_grad_: logits and labels are required");
   TORCH_CHECK(logits.dim() == 2, "ce_loss_grad_: expected logits [rows, vocab], got ",
               logits.sizes());
   const at::ScalarType t = logits.scalar_type();
@@ -25,15 +29,20 @@ void CheckCrossEntropyInputs(const at::Tensor& logits, const at::Tensor& labels)
                   (t == at::kDouble && !logits.is_cuda()),
               "ce_loss_grad_: expected float32, float16 or bfloat16 logits, got ", t);
   TORCH_CHECK(logits.size(1) > 0, "ce_loss_grad_: expected a non-empty vocabulary");
-  TORCH_CHECK(logits.stride(1) == 1 || logits.size(1) == 1,
-              "ce_loss_grad_: expected logits contiguous along the vocabulary, got strides ",
-              logits.strides());
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0),
-              "ce_loss_grad_: expected labels [", logits.size(0), "], got ", labels.sizes());
-  TORCH_CHECK(labels.scalar_type() == at::kLong, "ce_loss_grad_: expected int64 labels, got ",
-              labels.scalar_type());
+  // Rows must be whole and apart: the kernels address row r at r * stride(0) and write
+  // `vocab` values from there, so overlapping rows (stride(0) < vocab, e.g. a transposed or
+  // expanded tensor) would be read after being overwritten.
+  TORCH_CHECK((logits.stride(1) == 1 || logits.size(1) == 1) &&
+                  (logits.size(0) <= 1 || logits.stride(0) >= logits.size(1)),
+              "ce_loss_grad_: expected logits contiguous along the vocabulary with rows apart, "
+              "got sizes ",
+              logits.sizes(), " and strides ", logits.strides());
   TORCH_CHECK(labels.device() == logits.device(), "ce_loss_grad_: labels on ", labels.device(),
               ", logits on ", logits.device());
+  TORCH_CHECK(labels.scalar_type() == at::kLong, "ce_loss_grad_: expected int64 labels, got ",
+              labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0),
+              "ce_loss_grad_: expected labels [", logits.size(0), "], got ", labels.sizes());
 }
 
 }  // namespace detail

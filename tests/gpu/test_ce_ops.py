@@ -93,6 +93,19 @@ def test_bad_inputs_are_clear_errors():
         ops.ce_loss_grad_(logits.to(DEVICE), labels[:2].to(DEVICE))
     with pytest.raises(RuntimeError, match="contiguous along the vocabulary"):
         ops.ce_loss_grad_(logits.t().to(DEVICE), labels.to(DEVICE))
+    # The same layout with as many labels as rows: only the layout is wrong.
+    with pytest.raises(RuntimeError, match="contiguous along the vocabulary"):
+        ops.ce_loss_grad_(logits.t().to(DEVICE), torch.zeros(10, dtype=torch.long, device=DEVICE))
+    # Overlapping rows (one row expanded) would be overwritten while being read.
+    with pytest.raises(RuntimeError, match="rows apart"):
+        ops.ce_loss_grad_(logits[:1].to(DEVICE).expand(3, 10), labels.to(DEVICE))
+    with pytest.raises(RuntimeError, match="labels on"):
+        ops.ce_loss_grad_(logits.to(DEVICE), labels.to("meta"))
+    # A rejected call leaves the logits alone, on every device.
+    on_device = logits.to(DEVICE)
+    with pytest.raises(RuntimeError, match="labels"):
+        ops.ce_loss_grad_(on_device, labels[:2].to(DEVICE))
+    assert torch.equal(on_device.cpu(), logits)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -115,9 +128,15 @@ def test_chunked_fused_driver_equals_naive_full_logits(dtype, rows):
         h = h64.to(dtype).to(DEVICE).requires_grad_(True)
         w = w64.to(dtype).to(DEVICE).requires_grad_(True)
         out = fn.apply(h, w, y.to(DEVICE), rows)
-        out.backward()
+        # An upstream gradient that is not 1 (the trainer divides by the valid tokens): the fused
+        # driver scales its stored gradients in place in backward.
+        (out * 0.37).backward(retain_graph=True)
         tol = 1e-5 if dtype == torch.float32 else 3e-2
         assert abs(out.item() - ref.item()) <= tol * abs(ref.item()), fn.__name__
         for got, want in ((h.grad, ref_h.grad), (w.grad, ref_w.grad)):
+            want = want * 0.37
             err = (got.double().cpu() - want).abs().max() / want.abs().max()
             assert err <= tol, (fn.__name__, float(err))
+        if fn is loss_bench.FusedChunked:
+            with pytest.raises(RuntimeError, match="inplace"):  # would scale twice
+                out.backward()

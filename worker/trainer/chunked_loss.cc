@@ -157,6 +157,12 @@ int64_t ResolveLossChunkRows(int64_t requested, int64_t vocab, int64_t budget_by
   return std::max<int64_t>(1, budget_bytes / row_bytes);
 }
 
+int64_t FusedLossChunkRows(int64_t tokens, int64_t hidden_dim, int64_t vocab) {
+  const int64_t quarter_of_hidden = tokens * hidden_dim / 4 / std::max<int64_t>(vocab, 1);
+  return std::min(std::max(kFusedLossMinChunkRows, quarter_of_hidden),
+                  ResolveLossChunkRows(0, vocab));
+}
+
 at::Tensor ChunkedLinearLoss(const at::Tensor& hidden, const LinearHead& head, ChunkTargets targets,
                              ChunkLossFn loss, int64_t chunk_rows) {
   CheckHeadAndRows(hidden, head, chunk_rows);
@@ -188,6 +194,30 @@ ChunkLossFn CrossEntropyChunkLoss(const CrossEntropyOptions& options) {
   };
 }
 
+namespace {
+
+// kAuto's meaning while a ScopedAutoLossPath lives.
+LossPath g_auto_loss_path = LossPath::kAuto;
+
+// The reference: the whole [N, V] logits at once, upcast to fp32 (fp64 stays fp64), and plain
+// autograd through them, as transformers' LlamaForCausalLM computes its loss.
+at::Tensor NaiveCrossEntropySum(const at::Tensor& hidden, const LinearHead& head,
+                                const at::Tensor& labels, const CrossEntropyOptions& options) {
+  const at::Tensor logits =
+      ChunkLogits(hidden, head.weight, head.lora_a, head.lora_b, head.has_lora(), head.lora_scale);
+  return CrossEntropyChunkLoss(options)(logits, {labels}).to(at::kDouble);
+}
+
+}  // namespace
+
+ScopedAutoLossPath::ScopedAutoLossPath(LossPath path) {
+  g_auto_loss_path = path;
+}
+
+ScopedAutoLossPath::~ScopedAutoLossPath() {
+  g_auto_loss_path = LossPath::kAuto;
+}
+
 LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHead& head,
                                        const at::Tensor& labels, const CrossEntropyOptions& options,
                                        int64_t chunk_rows, LossPath path) {
@@ -196,6 +226,7 @@ LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHea
               labels.sizes());
   TORCH_CHECK(labels.size(0) == hidden.size(0), "ChunkedCrossEntropy: labels must have ",
               hidden.size(0), " rows, got ", labels.sizes());
+  if (path == LossPath::kAuto) path = g_auto_loss_path;
   if (path == LossPath::kAuto) {
     // The CUDA kernel takes fp32, fp16 and bf16 logits; fp64 stays on the generic path.
     path = hidden.is_cuda() && hidden.scalar_type() != at::kDouble && !head.has_lora() &&
@@ -207,7 +238,12 @@ LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHea
   if (path == LossPath::kFused) {
     CheckHeadAndRows(hidden, head, chunk_rows);
     TORCH_CHECK(!head.has_lora(), "ChunkedCrossEntropy: the fused path takes no LoRA head");
-    out.sum = FusedLinearCrossEntropy(hidden, head.weight, labels, options, chunk_rows);
+    const int64_t rows = std::min(
+        chunk_rows, FusedLossChunkRows(hidden.size(0), hidden.size(1), head.weight.size(0)));
+    out.sum = FusedLinearCrossEntropy(hidden, head.weight, labels, options, rows);
+  } else if (path == LossPath::kNaive) {
+    CheckHeadAndRows(hidden, head, chunk_rows);
+    out.sum = NaiveCrossEntropySum(hidden, head, labels, options);
   } else {
     out.sum = ChunkedLinearLoss(hidden, head, {labels}, CrossEntropyChunkLoss(options), chunk_rows);
   }

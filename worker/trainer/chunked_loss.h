@@ -46,6 +46,18 @@ inline constexpr int64_t kDefaultLossChunkBudgetBytes = int64_t{256} << 20;
 int64_t ResolveLossChunkRows(int64_t requested, int64_t vocab,
                              int64_t budget_bytes = kDefaultLossChunkBudgetBytes);
 
+// Rows per chunk of the fused path (which holds one [rows, V] buffer in the activation dtype and,
+// at all times, the [N, d] gradient of hidden). Its peak is N*d + rows*V elements, against
+// N*d + O(N) for a kernel that never stores logits (Cut Cross-Entropy), so rows is kept to:
+//  - at most tokens * hidden_dim / 4 / vocab: the chunk adds at most a quarter to the floor;
+//  - but at least kFusedLossMinChunkRows: the two matmuls of a chunk read all of the [V, d]
+//    weight, so below ~256 rows (the H100's bf16 flop-per-byte ridge is ~300) they are bound by
+//    that read and the step gets slower in proportion to the number of chunks;
+//  - and never more than the generic path's budget (ResolveLossChunkRows(0, vocab)).
+// At V = 128256, d = 2048..4096, N = 8K..32K this gives 256..261 rows (62.6..63.9 MiB of bf16).
+inline constexpr int64_t kFusedLossMinChunkRows = 256;
+int64_t FusedLossChunkRows(int64_t tokens, int64_t hidden_dim, int64_t vocab);
+
 // Sum over chunks of loss(fp32(head(hidden_chunk)), targets_chunk), as an fp64 scalar.
 // hidden [N, d] (requires grad or not), targets each [N, ...]. Differentiable once with respect
 // to hidden and the head's tensors.
@@ -68,9 +80,23 @@ struct LinearCrossEntropy {
 
 // kAuto: the fused kernel when the tensors are on CUDA and the head has no LoRA, else generic.
 // kFused elsewhere runs the same driver with the kernel's CPU reference (what CI tests).
-enum class LossPath { kAuto, kGeneric, kFused };
+// kNaive: no chunking at all, every logit at once (at::linear, fp32 upcast, at::cross_entropy, as
+// transformers computes it): the reference that tests and benchmarks compare the others with.
+enum class LossPath { kAuto, kGeneric, kFused, kNaive };
 
-// Chunked cross-entropy of labels [N] (int64) given hidden [N, d] and the lm_head.
+// Makes kAuto resolve to `path` while it lives, so a whole training run (whose loss call asks for
+// kAuto) can be repeated on the naive reference path. For tests; not thread-safe, not nestable.
+class ScopedAutoLossPath {
+ public:
+  explicit ScopedAutoLossPath(LossPath path);
+  ~ScopedAutoLossPath();
+  ScopedAutoLossPath(const ScopedAutoLossPath&) = delete;
+  ScopedAutoLossPath& operator=(const ScopedAutoLossPath&) = delete;
+};
+
+// Chunked cross-entropy of labels [N] (int64) given hidden [N, d] and the lm_head. On the fused
+// path chunk_rows is an upper bound: it uses min(chunk_rows, FusedLossChunkRows(N, d, V)), which
+// changes memory and speed only, never the result beyond rounding.
 LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHead& head,
                                        const at::Tensor& labels, const CrossEntropyOptions& options,
                                        int64_t chunk_rows, LossPath path = LossPath::kAuto);

@@ -38,7 +38,9 @@ class FusedLinearCrossEntropyFunction
     for (int64_t start = 0; start < n; start += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - start);
       const at::Tensor h = h_all.narrow(0, start, rows);
-      at::Tensor logits = at::linear(h, w);  // becomes d(loss)/d(logits) below
+      // The only [rows, V] buffer: it holds the logits, then d(loss)/d(logits), and is freed at the
+      // end of the iteration, before the next chunk's is allocated.
+      at::Tensor logits = at::linear(h, w);
       const at::Tensor losses = ops::CrossEntropyLossAndGrad_(logits, labels.narrow(0, start, rows),
                                                               kernel_options, /*grad_scale=*/1.0);
       total += losses.sum(at::kDouble);
@@ -46,7 +48,8 @@ class FusedLinearCrossEntropyFunction
         at::Tensor rows_of_grad = grad_hidden.narrow(0, start, rows);
         at::mm_out(rows_of_grad, logits, w);
       }
-      if (need_weight) grad_weight += at::mm(logits.t(), h).to(grad_weight.scalar_type());
+      // add_ promotes the activation-dtype product into the fp32 sum without an fp32 [V, d] copy.
+      if (need_weight) grad_weight.add_(at::mm(logits.t(), h));
     }
     if (need_weight) grad_weight = grad_weight.to(weight.scalar_type());
     ctx->save_for_backward({grad_hidden, grad_weight});
@@ -55,11 +58,15 @@ class FusedLinearCrossEntropyFunction
 
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
                                                  torch::autograd::variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
+    // Unpacking checks the saved tensors' versions, so a second backward through a retained graph
+    // (after the in-place scaling below) fails loudly instead of scaling twice.
+    auto saved = ctx->get_saved_variables();
     torch::autograd::variable_list grads(7);
     for (size_t i = 0; i < 2; ++i) {
-      // The loss is linear in its upstream gradient: scale what forward already computed.
-      if (saved[i].defined()) grads[i] = saved[i] * grad_outputs[0].to(saved[i].scalar_type());
+      // The loss is linear in its upstream gradient: scale what forward computed, in place, so
+      // backward allocates no second [N, d] (or [V, d]) tensor; the saved copy is released right
+      // after this node runs, and the result becomes the input's gradient as it is.
+      if (saved[i].defined()) grads[i] = saved[i].mul_(grad_outputs[0].to(saved[i].scalar_type()));
     }
     return grads;
   }
