@@ -14,6 +14,7 @@
 #include "worker/trainer/checkpoint.h"
 #include "worker/trainer/chunked_loss.h"
 #include "worker/trainer/dataset.h"
+#include "worker/trainer/fused_adamw.h"
 #include "worker/trainer/llama_model.h"
 #include "worker/trainer/lr_schedule.h"
 #include "worker/trainer/model_config.h"
@@ -320,7 +321,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
         spec.train.max_grad_norm.value_or(std::numeric_limits<double>::infinity());
     QLORAD_ASSIGN_OR_RETURN(const double grad_norm, s.parallel->ClipGradNorm(max_norm));
     phases.End("clip");
-    s.optimizer->step();
+    FusedAdamWStep(*s.optimizer);
     phases.End("optimizer");
     state.step = step + 1;
     result.steps = state.step;

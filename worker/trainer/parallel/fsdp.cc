@@ -57,7 +57,7 @@ class FsdpUnit {
 
   // For the autograd functions below.
   at::Tensor FullWeight(size_t linear, at::ScalarType dtype, Phase phase);
-  variable_list GatherLora(at::TensorList shards);
+  variable_list GatherLora(at::TensorList shards, at::ScalarType dtype);
   variable_list ReduceScatterLoraGrads(const variable_list& grads);
 
   // The full value of LoRA tensor `k` (2m: A of the m-th adapted projection, 2m + 1: its B).
@@ -69,7 +69,14 @@ class FsdpUnit {
 
  private:
   void AddPiece(const at::Tensor& shard, const ShardSpec& spec, std::vector<at::Tensor>* local);
+  // Starts the all-gather of the frozen shards unless they are gathered or on their way.
+  void StartGather();
+  // Finishes it (starting it first if needed) and unshards every weight.
   void Gather();
+  // Starts the gather of the unit at `index` (forward: the next one; backward: the previous).
+  void Prefetch(size_t index) const {
+    if (index < all_.size()) all_[index]->StartGather();
+  }
 
   const Units& all_;
   size_t index_;
@@ -88,6 +95,8 @@ class FsdpUnit {
   std::vector<std::optional<size_t>> lora_of_;  // linear -> first of its two lora tensors
 
   // Unsharded state.
+  at::Tensor in_transit_;  // [world * frozen_bytes_]: a started all-gather's output
+  std::unique_ptr<Work> transit_;
   bool gathered_ = false;
   std::vector<std::optional<ops::NF4Weight>> full_nf4_;
   std::vector<at::Tensor> full_dense_;
@@ -114,13 +123,15 @@ struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
 
 // Full LoRA tensors from the local shards (all-gather); backward reduce-scatters their gradients.
 struct LoraGather : torch::autograd::Function<LoraGather> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList shards, FsdpUnit* unit) {
+  static variable_list forward(AutogradContext* ctx, at::TensorList shards, FsdpUnit* unit,
+                               at::ScalarType dtype) {
     SavePointer(ctx, "unit", unit);
-    return unit->GatherLora(shards);
+    return unit->GatherLora(shards, dtype);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list out = LoadPointer<FsdpUnit>(ctx, "unit")->ReduceScatterLoraGrads(grads);
     out.emplace_back();  // the unit pointer
+    out.emplace_back();  // the dtype
     return out;
   }
 };
@@ -181,8 +192,12 @@ void FsdpUnit::AddPiece(const at::Tensor& shard, const ShardSpec& spec,
 }
 
 at::Tensor FsdpUnit::BaseForward(size_t linear, const at::Tensor& x) {
-  if (forward_uses_ == 0 && !lora_shards_.empty()) {
-    lora_full_ = LoraGather::apply(at::TensorList(lora_shards_), this);
+  if (forward_uses_ == 0) {
+    if (!lora_shards_.empty()) {
+      lora_full_ = LoraGather::apply(at::TensorList(lora_shards_), this, x.scalar_type());
+    }
+    StartGather();
+    Prefetch(index_ + 1);
   }
   at::Tensor y = FrozenLinear::apply(x, this, static_cast<int64_t>(linear));
   if (++forward_uses_ == linears_.size()) {  // the layer's last projection has run
@@ -201,17 +216,27 @@ at::Tensor FsdpUnit::FullWeight(size_t linear, at::ScalarType dtype, Phase phase
   if (phase == Phase::kBackward) {
     // Backward reached this layer, so every later layer is done: at most two stay unsharded.
     for (size_t j = index_ + 1; j < all_.size(); ++j) all_[j]->Free();
+    if (!gathered_) {
+      StartGather();
+      Prefetch(index_ - 1);  // index_ 0: size_t wraps, and Prefetch ignores it
+    }
   }
   if (!gathered_) Gather();
   if (const auto& nf4 = full_nf4_[linear]) return ops::DequantizeNF4(*nf4, dtype);
   return full_dense_[linear].to(dtype);
 }
 
+void FsdpUnit::StartGather() {
+  if (gathered_ || transit_) return;
+  in_transit_ = at::empty({comm_.world_size() * frozen_bytes_}, frozen_local_.options());
+  transit_ = comm_.AllGather(in_transit_, frozen_local_);
+}
+
 void FsdpUnit::Gather() {
-  const int64_t world = comm_.world_size();
-  at::Tensor out = at::empty({world * frozen_bytes_}, frozen_local_.options());
-  WaitOrThrow(comm_.AllGather(out, frozen_local_));
-  const at::Tensor rows = out.view({world, frozen_bytes_});
+  StartGather();
+  WaitOrThrow(std::move(transit_));
+  const at::Tensor rows = in_transit_.view({comm_.world_size(), frozen_bytes_});
+  in_transit_ = at::Tensor();
   std::vector<at::Tensor> full;
   for (const BytePiece& piece : pieces_) {
     const at::Tensor bytes =
@@ -239,9 +264,10 @@ void FsdpUnit::Free() {
   gathered_ = false;
 }
 
-variable_list FsdpUnit::GatherLora(at::TensorList shards) {
+variable_list FsdpUnit::GatherLora(at::TensorList shards, at::ScalarType dtype) {
   const int64_t world = comm_.world_size();
-  at::Tensor local = at::cat(shards);
+  // The projections compute in `dtype` anyway; gathering in it halves the bytes of a bf16 run.
+  at::Tensor local = at::cat(shards).to(dtype);
   const int64_t per_rank = local.numel();
   at::Tensor out = at::empty({world * per_rank}, local.options());
   WaitOrThrow(comm_.AllGather(out, local));
@@ -263,6 +289,7 @@ variable_list FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
   for (size_t i = 0; i < lora_specs_.size(); ++i) {
     const ShardSpec& spec = lora_specs_[i];
     // Padded to whole shards; the padding rows get zero gradient and stay zero under AdamW.
+    // fp32, as the shards: the gathered tensors' gradients come in the compute dtype.
     at::Tensor padded = at::zeros({world * spec.shard_numel()}, lora_shards_[i].options());
     if (grads[i].defined()) padded.narrow(0, 0, spec.numel).copy_(grads[i].reshape({-1}));
     parts.push_back(padded.view({world, spec.shard_numel()}));

@@ -110,20 +110,21 @@ StatusOr<ParallelDims> ParallelDims::Create(Strategy strategy, int world_size) {
 StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   const std::vector<at::Tensor> params = Parameters();
   if (params.empty()) return 0.0;
-  // Squares summed in fp64, so the norm does not depend on how the gradients are split.
-  at::Tensor squares = at::zeros({1}, params[0].options().dtype(at::kDouble));
+  std::vector<at::Tensor> grads;
   for (const at::Tensor& p : params) {
-    if (p.grad().defined()) squares += p.grad().to(at::kDouble).pow(2).sum();
+    if (p.grad().defined()) grads.push_back(p.grad());
   }
+  at::NoGradGuard no_grad;
+  // Squares summed in fp64, so the norm does not depend on how the gradients are split. One
+  // concatenation, not a few kernels per parameter: a LoRA has hundreds of small tensors.
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& g : grads) flat.push_back(g.reshape({-1}));
+  at::Tensor squares = at::zeros({1}, params[0].options().dtype(at::kDouble));
+  if (!flat.empty()) squares = at::cat(flat).to(at::kDouble).square().sum().reshape({1});
   if (sharded_) QLORAD_RETURN_IF_ERROR(comm_->AllReduceSum(squares)->Wait());
   const double norm = std::sqrt(squares.item<double>());
   const double coefficient = max_norm / (norm + 1e-6);  // torch::nn::utils::clip_grad_norm_
-  if (coefficient < 1.0) {
-    at::NoGradGuard no_grad;
-    for (const at::Tensor& p : params) {
-      if (p.grad().defined()) p.grad().mul_(coefficient);
-    }
-  }
+  if (coefficient < 1.0 && !grads.empty()) at::_foreach_mul_(grads, coefficient);
   return norm;
 }
 
