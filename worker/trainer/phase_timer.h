@@ -1,8 +1,9 @@
 // Where a training step's time goes, for profiling on a real GPU: with QLORAD_PHASE_TIMING=1 the
 // trainer synchronizes the device at the end of each phase of a step (data, forward+backward,
 // loss all-reduce, gradient reduction, clipping, optimizer, bookkeeping) and logs the mean
-// milliseconds per phase when the run ends. The synchronizations stop the host from running ahead
-// of the device, so the sum is an upper bound on the unprofiled step; off by default.
+// milliseconds per phase, over the steps after the first, when the run ends. The synchronizations
+// stop the host from running ahead of the device, so the sum is an upper bound on the unprofiled
+// step; off by default.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,7 +31,7 @@ class PhaseTimer {
   using Clock = std::chrono::steady_clock;
   at::Device device_;
   bool enabled_;
-  int64_t steps_ = 0;
+  int64_t started_ = 0;  // steps begun; the first is not counted
   Clock::time_point last_;
   std::vector<std::pair<std::string, double>> seconds_;  // in order of first use
 };
