@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # A job asking for N GPUs through the whole service (issue #7's service part), after build.sh:
-# a coordinator and N workers (one per GPU), the demo job with resources.gpus N and parallel ddp
-# (fsdp writes no checkpoints yet, so the retry of a killed fsdp job restarts from step 1),
-# gang-scheduled onto all N workers at once. Once it has passed its first checkpoint, one rank's
+# a coordinator and N workers (one per GPU), the demo job with resources.gpus N and parallel fsdp
+# (sharded checkpoints: every rank writes its shard), gang-scheduled onto all N workers at once. Once it has passed its first checkpoint, one rank's
 # trainer is SIGKILLed: the job must fail that attempt as a whole and the retry must resume from the
 # checkpoint and complete. Checks from what reached the client: metrics of every rank, attempt 0
 # and attempt 1 both seen, the resumed attempt starting after the checkpoint step, COMPLETED,
@@ -11,7 +10,7 @@
 # Usage: tests/gpu/service/gang.sh [BUILD_DIR] [OUT_DIR]   (defaults: build-gpu-svc, BUILD_DIR/gang)
 # Environment: QLORAD_GANG_GPUS (ranks = workers; default 2; 0: two CPU workers, for a try on a
 #              machine without a GPU), QLORAD_GANG_STEPS (default 400), QLORAD_GANG_TIMEOUT_S (600),
-#              QLORAD_GANG_STRATEGY (default ddp).
+#              QLORAD_GANG_STRATEGY (default fsdp).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 BUILD="$(realpath -m "${1:-$ROOT/build-gpu-svc}")"
@@ -40,7 +39,7 @@ sed -e "s|^name: demo|name: gang|" -e "s|runs/demo/model|$RUN/model|" \
   -e "s|max_steps: 80,|max_steps: $STEPS,|" -e "s|gpus: 1,|gpus: $RANKS,|" \
   -e "s|every_steps: 40,|every_steps: $EVERY,|" -e "s|max_restarts: 1|max_restarts: 2|" \
   "$ROOT/examples/demo.yaml" > "$RUN/gang.yaml"
-echo "parallel: {strategy: ${QLORAD_GANG_STRATEGY:-ddp}, reshard_after_forward: true}" >> "$RUN/gang.yaml"
+echo "parallel: {strategy: ${QLORAD_GANG_STRATEGY:-fsdp}, reshard_after_forward: true}" >> "$RUN/gang.yaml"
 grep -E "resources|parallel|checkpoint" "$RUN/gang.yaml"
 
 step "submit ($RANKS ranks) and watch"
