@@ -7,6 +7,9 @@
 #include <string>
 #include <vector>
 
+#ifdef QLORAD_HAVE_NF4_OPS
+#include "kernels/torch/ce_ops.h"
+#endif
 #include "tests/unit/trainer/test_util.h"
 #include "worker/trainer/tiny_model.h"
 #include "worker/trainer/trainer.h"
@@ -69,7 +72,9 @@ void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double to
 void CheckAgainstNaive(at::ScalarType dtype, const CrossEntropyOptions& o, int64_t chunk_rows,
                        double tol, LossPath path = LossPath::kGeneric) {
   SCOPED_TRACE("chunk_rows " + std::to_string(chunk_rows) +
-               (path == LossPath::kFused ? " fused" : " generic"));
+               (path == LossPath::kFused   ? " fused"
+                : path == LossPath::kNaive ? " naive"
+                                           : " generic"));
   const Inputs in = MakeInputs(dtype);
   const double grad_scale = 0.37;
   const Reference ref = NaiveCrossEntropy(in, o, grad_scale);
@@ -108,7 +113,7 @@ TEST(ChunkedLossTest, Fp16InputsWithinFp16Tolerance) {
 }
 
 TEST(ChunkedLossTest, ZLossAndLabelSmoothingMatchTheirFormulas) {
-  for (LossPath path : {LossPath::kGeneric, LossPath::kFused}) {
+  for (LossPath path : {LossPath::kGeneric, LossPath::kFused, LossPath::kNaive}) {
     CrossEntropyOptions o;
     o.label_smoothing = 0.1;
     o.z_loss = 1e-2;
@@ -145,6 +150,59 @@ TEST(ChunkedLossTest, FusedPathWithFrozenWeightAndIgnoredRows) {
                 .sum.item<double>(),
             0.0);
 }
+
+// Backward scales the gradients forward stored in place; a second backward through a retained
+// graph would scale them again, so it must fail instead.
+TEST(ChunkedLossTest, FusedPathRefusesASecondBackward) {
+  const Inputs in = MakeInputs(at::kFloat);
+  at::Tensor h = in.hidden.detach().requires_grad_(true);
+  at::Tensor loss = ChunkedCrossEntropy(h, in.weight, in.labels, {}, 7, LossPath::kFused).sum * 0.5;
+  loss.backward({}, /*retain_graph=*/true);
+  EXPECT_THROW(loss.backward(), c10::Error);
+}
+
+TEST(ChunkedLossTest, FusedChunkRowsFollowTheSizes) {
+  // The bench's shapes: 256 rows (the matmul floor) up to a quarter of the hidden states' bytes.
+  EXPECT_EQ(FusedLossChunkRows(8192, 2048, 128256), kFusedLossMinChunkRows);
+  EXPECT_EQ(FusedLossChunkRows(32768, 4096, 128256), 32768 * 4096 / 4 / 128256);
+  EXPECT_GT(FusedLossChunkRows(32768, 4096, 128256), kFusedLossMinChunkRows);
+  // Never above the generic budget: 256 MiB of fp32 logits.
+  EXPECT_EQ(FusedLossChunkRows(1 << 20, 8192, 128256), ResolveLossChunkRows(0, 128256));
+}
+
+#ifdef QLORAD_HAVE_NF4_OPS
+// The op's argument checks run before any implementation reads data (the CPU one here; the CUDA
+// and Meta ones call the same function first), and each bad argument names itself.
+TEST(ChunkedLossTest, FusedKernelOpRejectsBadArgumentsClearly) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const at::Tensor logits = at::randn({3, 10}, gen, at::kFloat);
+  const at::Tensor labels = at::randint(10, {3}, gen, at::kLong);
+  auto error_of = [](at::Tensor x, const at::Tensor& y) -> std::string {
+    try {
+      ops::CrossEntropyLossAndGrad_(x, y, {}, 1.0);
+    } catch (const c10::Error& e) {
+      return e.what_without_backtrace();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of(logits.clone(), labels.to(at::kInt)).find("int64 labels"), std::string::npos);
+  EXPECT_NE(error_of(logits.clone(), labels.narrow(0, 0, 2)).find("expected labels [3]"),
+            std::string::npos);
+  // Transposed: [10, 3] with strides (1, 10); with 3 labels and with 10, the layout is named.
+  const at::Tensor transposed = logits.clone().t();
+  for (const at::Tensor& y : {labels, at::zeros({10}, at::kLong)}) {
+    EXPECT_NE(error_of(transposed, y).find("contiguous along the vocabulary"), std::string::npos);
+  }
+  // Rows that overlap (an expanded row) would be overwritten while being read.
+  EXPECT_NE(error_of(logits.narrow(0, 0, 1).expand({3, 10}), labels).find("rows apart"),
+            std::string::npos);
+  EXPECT_NE(error_of(logits.flatten(), labels).find("[rows, vocab]"), std::string::npos);
+  // None of these touched the logits.
+  const at::Tensor before = logits.clone();
+  error_of(logits, labels.narrow(0, 0, 2));
+  EXPECT_TRUE(at::equal(logits, before));
+}
+#endif
 
 TEST(ChunkedLossTest, IgnoredTokensGetNoLossAndNoGradient) {
   Inputs in = MakeInputs(at::kDouble);
@@ -216,10 +274,11 @@ TEST(ChunkedLossTest, BadShapesAreClearErrors) {
   EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels, {}, 0), c10::Error);
 }
 
-// 60 optimizer steps on the tiny model: the loss curve with many chunks equals the one whose
-// single chunk holds every token's logits at once (the naive computation), step by step within
-// fp32 rounding, so chunking changes no step's update beyond rounding.
-TEST(ChunkedLossTest, TinyModelTrainingMatchesUnchunkedLossCurve) {
+// 60 optimizer steps on the tiny model: the loss curves with chunks of 7 rows, with the auto size
+// and with one chunk larger than the input each equal the naive one (every logit at once, upcast to
+// fp32, at::cross_entropy and plain autograd: LossPath::kNaive, no chunking code at all), step by
+// step within fp32 rounding, so chunking changes no step's update beyond rounding.
+TEST(ChunkedLossTest, TinyModelTrainingMatchesNaiveLossCurve) {
   TempDir dir;
   ASSERT_TRUE(MakeTinyModel(dir / "model", 0).ok());
   std::string data;
@@ -228,7 +287,7 @@ TEST(ChunkedLossTest, TinyModelTrainingMatchesUnchunkedLossCurve) {
             std::to_string(i) + "\"}\n";
   }
   WriteFile(dir / "data.jsonl", data);
-  auto run = [&](const std::string& chunk) {
+  auto run = [&](const std::string& chunk, const std::string& tag) {
     const std::string yaml =
         "name: chunked\nmodel: {path: " + dir / "model" +
         "}\nquantization: {type: none}\n"
@@ -239,7 +298,7 @@ TEST(ChunkedLossTest, TinyModelTrainingMatchesUnchunkedLossCurve) {
         "train: {max_steps: 60, micro_batch_size: 2, grad_accum: 2, lr: 1.0e-2, scheduler: "
         "constant, warmup_steps: 0, precision: fp32, seed: 3, loss_chunk_size: " +
         chunk + "}\nresources: {device: cpu}\ncheckpoint: {every_steps: 0, keep: 1, output_dir: " +
-        dir / ("out-" + chunk) + "}\n";
+        dir / ("out-" + tag) + "}\n";
     auto spec = ParseJobSpec(yaml);
     EXPECT_TRUE(spec.ok()) << spec.status().ToString();
     std::ostringstream out, err;
@@ -248,15 +307,21 @@ TEST(ChunkedLossTest, TinyModelTrainingMatchesUnchunkedLossCurve) {
     EXPECT_TRUE(result.ok()) << result.status().ToString();
     return result.ok() ? result->losses : std::vector<double>{};
   };
-  const std::vector<double> whole = run("100000"), chunked = run("7"), automatic = run("auto");
-  ASSERT_EQ(whole.size(), 60u);
-  ASSERT_EQ(chunked.size(), 60u);
-  ASSERT_EQ(automatic.size(), 60u);
-  for (size_t i = 0; i < whole.size(); ++i) {
-    EXPECT_NEAR(chunked[i], whole[i], 1e-5 * whole[i]) << "step " << i + 1;
-    EXPECT_EQ(automatic[i], whole[i]) << "step " << i + 1;  // auto: one chunk here, same math
+  std::vector<double> naive;
+  {
+    const ScopedAutoLossPath reference(LossPath::kNaive);
+    naive = run("auto", "naive");
   }
-  EXPECT_LT(whole.back(), whole.front());
+  const std::vector<double> chunked = run("7", "7"), automatic = run("auto", "auto"),
+                            whole = run("100000", "whole");
+  ASSERT_EQ(naive.size(), 60u);
+  for (const auto* curve : {&chunked, &automatic, &whole}) {
+    ASSERT_EQ(curve->size(), 60u);
+    for (size_t i = 0; i < naive.size(); ++i) {
+      EXPECT_NEAR((*curve)[i], naive[i], 1e-5 * naive[i]) << "step " << i + 1;
+    }
+  }
+  EXPECT_LT(naive.back(), naive.front());
 }
 
 }  // namespace
