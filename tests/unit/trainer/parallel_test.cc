@@ -88,7 +88,9 @@ TEST(StrategyTest, AutoShardsManyRanksAndSingleRefusesThem) {
 
 // fsdp over a world of one runs every sharded path (gather, dequantize, no saved weight,
 // reduce-scatter, global clip) with identity collectives: it must train like single.
-class FsdpWorldOfOneTest : public ::testing::TestWithParam<std::tuple<std::string, bool>> {
+// (quantization, reshard_after_forward, precision)
+class FsdpWorldOfOneTest
+    : public ::testing::TestWithParam<std::tuple<std::string, bool, std::string>> {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
@@ -100,15 +102,15 @@ class FsdpWorldOfOneTest : public ::testing::TestWithParam<std::tuple<std::strin
   static void TearDownTestSuite() { delete dir_; }
 
   TrainResult Run(const std::string& out, const std::string& strategy) {
-    const auto& [quantization, reshard] = GetParam();
+    const auto& [quantization, reshard, precision] = GetParam();
     auto spec = ParseJobSpec(
         "name: fsdp1\nmodel: {path: " + *dir_ / "model" +
         "}\nquantization: {type: " + quantization +
         "}\nlora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj, up_proj, "
         "down_proj]}\n" +
         "data: {path: " + *dir_ / "data.jsonl" + ", max_seq_len: 16, seed: 2}\n" +
-        "train: {max_steps: 4, micro_batch_size: 2, grad_accum: 2, lr: 2.0e-2, precision: fp32, "
-        "max_grad_norm: 0.5}\nresources: {device: cpu}\nparallel: {strategy: " +
+        "train: {max_steps: 4, micro_batch_size: 2, grad_accum: 2, lr: 2.0e-2, precision: " +
+        precision + ", max_grad_norm: 0.5}\nresources: {device: cpu}\nparallel: {strategy: " +
         strategy + ", reshard_after_forward: " + (reshard ? "true" : "false") +
         "}\ncheckpoint: {every_steps: 0, output_dir: " + out + "}\n");
     EXPECT_TRUE(spec.ok()) << spec.status().ToString();
@@ -145,7 +147,8 @@ TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Quantization, FsdpWorldOfOneTest,
-                         ::testing::Combine(::testing::Values("none", "nf4"), ::testing::Bool()));
+                         ::testing::Combine(::testing::Values("none", "nf4"), ::testing::Bool(),
+                                            ::testing::Values("fp32", "bf16")));
 
 }  // namespace
 }  // namespace qlorad::trainer::parallel

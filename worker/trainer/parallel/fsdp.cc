@@ -57,7 +57,7 @@ class FsdpUnit {
 
   // For the autograd functions below.
   at::Tensor FullWeight(size_t linear, at::ScalarType dtype, Phase phase);
-  variable_list GatherLora(at::TensorList shards, at::ScalarType dtype);
+  variable_list GatherLora(at::TensorList shards);
   variable_list ReduceScatterLoraGrads(const variable_list& grads);
 
   // The full value of LoRA tensor `k` (2m: A of the m-th adapted projection, 2m + 1: its B).
@@ -123,15 +123,13 @@ struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
 
 // Full LoRA tensors from the local shards (all-gather); backward reduce-scatters their gradients.
 struct LoraGather : torch::autograd::Function<LoraGather> {
-  static variable_list forward(AutogradContext* ctx, at::TensorList shards, FsdpUnit* unit,
-                               at::ScalarType dtype) {
+  static variable_list forward(AutogradContext* ctx, at::TensorList shards, FsdpUnit* unit) {
     SavePointer(ctx, "unit", unit);
-    return unit->GatherLora(shards, dtype);
+    return unit->GatherLora(shards);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     variable_list out = LoadPointer<FsdpUnit>(ctx, "unit")->ReduceScatterLoraGrads(grads);
     out.emplace_back();  // the unit pointer
-    out.emplace_back();  // the dtype
     return out;
   }
 };
@@ -194,7 +192,7 @@ void FsdpUnit::AddPiece(const at::Tensor& shard, const ShardSpec& spec,
 at::Tensor FsdpUnit::BaseForward(size_t linear, const at::Tensor& x) {
   if (forward_uses_ == 0) {
     if (!lora_shards_.empty()) {
-      lora_full_ = LoraGather::apply(at::TensorList(lora_shards_), this, x.scalar_type());
+      lora_full_ = LoraGather::apply(at::TensorList(lora_shards_), this);
     }
     StartGather();
     Prefetch(index_ + 1);
@@ -264,10 +262,11 @@ void FsdpUnit::Free() {
   gathered_ = false;
 }
 
-variable_list FsdpUnit::GatherLora(at::TensorList shards, at::ScalarType dtype) {
+variable_list FsdpUnit::GatherLora(at::TensorList shards) {
   const int64_t world = comm_.world_size();
-  // The projections compute in `dtype` anyway; gathering in it halves the bytes of a bf16 run.
-  at::Tensor local = at::cat(shards).to(dtype);
+  // fp32, not the activation dtype: the projections compute LoRA in fp32 (as single and ddp do),
+  // and LoRA is under 3% of a layer's gathered bytes next to its packed NF4 weights.
+  at::Tensor local = at::cat(shards);
   const int64_t per_rank = local.numel();
   at::Tensor out = at::empty({world * per_rank}, local.options());
   WaitOrThrow(comm_.AllGather(out, local));
@@ -289,7 +288,6 @@ variable_list FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
   for (size_t i = 0; i < lora_specs_.size(); ++i) {
     const ShardSpec& spec = lora_specs_[i];
     // Padded to whole shards; the padding rows get zero gradient and stay zero under AdamW.
-    // fp32, as the shards: the gathered tensors' gradients come in the compute dtype.
     at::Tensor padded = at::zeros({world * spec.shard_numel()}, lora_shards_[i].options());
     if (grads[i].defined()) padded.narrow(0, 0, spec.numel).copy_(grads[i].reshape({-1}));
     parts.push_back(padded.view({world, spec.shard_numel()}));

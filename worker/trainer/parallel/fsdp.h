@@ -4,15 +4,13 @@
 // their absmax, or dense rows) and of its LoRA A/B (fp32 leaves, the optimizer's parameters).
 // The layer's projections take their weights from the unit (ExternalWeights):
 //  - forward: the first projection to run gathers the unit (one all-gather of frozen bytes, one
-//    of LoRA through an autograd function, in the activation dtype: bf16 in a bf16 run) and starts
-//    the next unit's frozen all-gather, so it travels while this layer computes (prefetch); each
-//    base matmul dequantizes its gathered weight, multiplies, and drops the dense copy. After the
-//    last projection the frozen bytes are freed (reshard_after_forward: true, ZeRO-3) or kept
-//    until backward (false, ZeRO-2).
+//    of LoRA fp32 through an autograd function) and starts the next unit's frozen all-gather, so
+//    it travels while this layer computes (prefetch); each base matmul dequantizes its gathered
+//    weight, multiplies, and drops the dense copy. After the last projection the frozen bytes are
+//    freed (reshard_after_forward: true, ZeRO-3) or kept until backward (false, ZeRO-2).
 //  - backward: a base matmul saves no weight; it gathers its unit again if freed, frees the units
 //    after it and starts the previous unit's gather (backward runs layer by layer, last to first).
-//    The LoRA gather's backward reduce-scatters the gradients, upcast to fp32 so the sum is fp32,
-//    into the shards' .grad.
+//    The LoRA gather's backward reduce-scatters the gradients (fp32 sum) into the shards' .grad.
 // Collectives run in the order of the ops that trigger them, which every rank replays alike. On
 // NCCL a gather runs on the communicator's stream and waiting on it only orders the compute
 // stream after it, so a gather started one layer ahead overlaps that layer's compute; with the
