@@ -5,6 +5,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <string>
+
 TORCH_LIBRARY_FRAGMENT(qlorad, m) {
   // Mutates logits into their gradient and returns the per-row loss (a new tensor, never an
   // alias, so torch.compile can functionalize it).
@@ -17,13 +19,28 @@ namespace qlorad::ops {
 
 namespace detail {
 
+namespace {
+
+// "[3, 10]". The messages below carry numbers only as strings: on the GPU machine (Ubuntu 24.04,
+// g++ 13.3) streaming an int64 into a TORCH_CHECK message from this library crashed inside
+// libstdc++'s integer insertion (tests/gpu/test_ce_ops.py), while strings went through.
+std::string Dims(at::IntArrayRef dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) {
+    out += (i == 0 ? "" : ", ") + std::to_string(dims[i]);
+  }
+  return out + "]";
+}
+
+}  // namespace
+
 void CheckCrossEntropyInputs(const at::Tensor& logits, const at::Tensor& labels) {
   // Metadata only, and every check before any implementation touches data, builds a guard or
   // reads a stride-derived address: each condition below may rely only on those above it.
   TORCH_CHECK(logits.defined() && labels.defined(),
               "ce_loss_grad_: logits and labels are required");
   TORCH_CHECK(logits.dim() == 2, "ce_loss_grad_: expected logits [rows, vocab], got ",
-              logits.sizes());
+              Dims(logits.sizes()));
   const at::ScalarType t = logits.scalar_type();
   TORCH_CHECK(t == at::kFloat || t == at::kHalf || t == at::kBFloat16 ||
                   (t == at::kDouble && !logits.is_cuda()),
@@ -36,13 +53,14 @@ void CheckCrossEntropyInputs(const at::Tensor& logits, const at::Tensor& labels)
                   (logits.size(0) <= 1 || logits.stride(0) >= logits.size(1)),
               "ce_loss_grad_: expected logits contiguous along the vocabulary with rows apart, "
               "got sizes ",
-              logits.sizes(), " and strides ", logits.strides());
+              Dims(logits.sizes()), " and strides ", Dims(logits.strides()));
   TORCH_CHECK(labels.device() == logits.device(), "ce_loss_grad_: labels on ", labels.device(),
               ", logits on ", logits.device());
   TORCH_CHECK(labels.scalar_type() == at::kLong, "ce_loss_grad_: expected int64 labels, got ",
               labels.scalar_type());
   TORCH_CHECK(labels.dim() == 1 && labels.size(0) == logits.size(0),
-              "ce_loss_grad_: expected labels [", logits.size(0), "], got ", labels.sizes());
+              "ce_loss_grad_: expected labels [", std::to_string(logits.size(0)), "], got ",
+              Dims(labels.sizes()));
 }
 
 }  // namespace detail
