@@ -12,19 +12,10 @@
 #              try on a machine without a GPU), QLORAD_DEMO_TIMEOUT_S (default 300).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
-BUILD="$(realpath -m "${1:-$ROOT/build-gpu-svc}")"
-RUN="$(realpath -m "${2:-$BUILD/demo}")"
-BIN="$BUILD/bin"
-GPUS="${QLORAD_DEMO_GPUS:-1}"
-# shellcheck source=/dev/null
-[[ -f "$BUILD/deps-env.sh" ]] && source "$BUILD/deps-env.sh"
-rm -rf "$RUN"
-mkdir -p "$RUN"
-step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
-
 # shellcheck source=lib.sh
 source "$ROOT/tests/gpu/service/lib.sh"
-trap stop_all EXIT
+setup_run "${1:-}" "${2:-}" demo
+GPUS="${QLORAD_DEMO_GPUS:-1}"
 
 step "tiny model"
 "$BIN/qlorad-train" make-tiny-model --out "$RUN/model" > /dev/null || exit 1

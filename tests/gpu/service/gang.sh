@@ -13,21 +13,13 @@
 #              QLORAD_GANG_STRATEGY (default fsdp).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
-BUILD="$(realpath -m "${1:-$ROOT/build-gpu-svc}")"
-RUN="$(realpath -m "${2:-$BUILD/gang}")"
-BIN="$BUILD/bin"
+# shellcheck source=lib.sh
+source "$ROOT/tests/gpu/service/lib.sh"
+setup_run "${1:-}" "${2:-}" gang
 GPUS="${QLORAD_GANG_GPUS:-2}"
 RANKS=$((GPUS > 0 ? GPUS : 2))
 STEPS="${QLORAD_GANG_STEPS:-400}"
 EVERY=50
-# shellcheck source=/dev/null
-[[ -f "$BUILD/deps-env.sh" ]] && source "$BUILD/deps-env.sh"
-rm -rf "$RUN"
-mkdir -p "$RUN"
-step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
-# shellcheck source=lib.sh
-source "$ROOT/tests/gpu/service/lib.sh"
-trap stop_all EXIT
 
 step "tiny model, coordinator, $RANKS workers"
 "$BIN/qlorad-train" make-tiny-model --out "$RUN/model" > /dev/null || exit 1

@@ -1,5 +1,21 @@
-# Shared by demo.sh and gang.sh: start a coordinator and workers in the background, stop them.
-# Source it after setting BIN (the build's bin folder) and RUN (a scratch folder).
+# Shared by demo.sh and gang.sh: set up a run, start a coordinator and workers in the background,
+# stop them. Source it after setting ROOT (the repository), then call setup_run.
+
+step() { echo "=== $* ($(date -u +%H:%M:%S))"; }
+
+# setup_run [BUILD_DIR] [RUN_DIR] NAME: sets BUILD (default ROOT/build-gpu-svc), BIN and RUN
+# (default BUILD/NAME, emptied), takes the build's environment (deps-env.sh, from build.sh) and
+# stops the daemons on exit.
+setup_run() {
+  BUILD="$(realpath -m "${1:-$ROOT/build-gpu-svc}")"
+  RUN="$(realpath -m "${2:-$BUILD/$3}")"
+  BIN="$BUILD/bin"
+  # shellcheck source=/dev/null
+  [[ -f "$BUILD/deps-env.sh" ]] && source "$BUILD/deps-env.sh"
+  rm -rf "$RUN"
+  mkdir -p "$RUN"
+  trap stop_all EXIT
+}
 
 pids=()
 stop_all() {  # workers first (they stop their trainers), the coordinator last
