@@ -32,8 +32,8 @@ StatusOr<std::vector<int64_t>> ReadIds(const json& value, const char* key, int64
     const auto id = v.get<int64_t>();
     const bool ignored = allow_ignore && id == kIgnoreLabel;
     if (!ignored && (id < 0 || id >= vocab_size)) {
-      return InvalidArgument(std::string(key) + "[" + std::to_string(i) + "] = " +
-                             std::to_string(id) + " is outside the vocabulary " +
+      return InvalidArgument(std::string(key) + "[" + std::to_string(i) +
+                             "] = " + std::to_string(id) + " is outside the vocabulary " +
                              Range(vocab_size));
     }
     ids.push_back(id);
@@ -109,8 +109,8 @@ StatusOr<Document> TextDocument(const RecordText& record, const ModelTokenizer& 
   }
   for (int64_t id : doc.input_ids) {
     if (id >= options.vocab_size) {
-      return InvalidArgument("token id " + std::to_string(id) + " is outside the model's "
-                             "vocabulary " + Range(options.vocab_size) +
+      return InvalidArgument("token id " + std::to_string(id) +
+                             " is outside the model's vocabulary " + Range(options.vocab_size) +
                              ": the tokenizer does not belong to this model");
     }
   }
@@ -123,6 +123,7 @@ StatusOr<Document> TextDocument(const RecordText& record, const ModelTokenizer& 
 StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelTokenizer& tokenizer) {
   ChatTemplate chat;
   const std::string& jinja = tokenizer.chat_template();
+  const StatusOr<ChatFamily> model_family = ChatFamilyOfTemplate(jinja);
   if (spec.chat_template == "auto") {
     if (jinja.empty()) {
       return InvalidArgument(
@@ -130,12 +131,11 @@ StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelToke
           "chat_template or chat_template.jinja); name one: llama3, llama3.1, chatml, mistral, "
           "mistral-v0.2, mistral-v0.3, llama2");
     }
-    QLORAD_ASSIGN_OR_RETURN(chat.family, ChatFamilyOfTemplate(jinja));
+    QLORAD_ASSIGN_OR_RETURN(chat.family, model_family);
   } else {
     QLORAD_ASSIGN_OR_RETURN(chat.family, ChatFamilyByName(spec.chat_template));
   }
-  const bool model_template_is_this_family =
-      !jinja.empty() && ChatFamilyOfTemplate(jinja).ok() && *ChatFamilyOfTemplate(jinja) == chat.family;
+  const bool model_template_is_this_family = model_family.ok() && *model_family == chat.family;
   if (model_template_is_this_family) QLORAD_RETURN_IF_ERROR(ReadTemplateDefaults(jinja, chat));
   chat.bos_token =
       !tokenizer.bos_token().empty() ? tokenizer.bos_token() : FallbackBosToken(chat.family);
