@@ -4,7 +4,6 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 
 #include "worker/trainer/chat_template.h"
 #include "worker/trainer/data_formats.h"
@@ -153,9 +152,7 @@ Status ForEachRecord(const std::string& path, const RecordFn& each) {
   if (!in) return NotFound("data.path: cannot open " + path);
   in >> std::ws;
   if (in.peek() == '[') {  // a JSON array of records
-    std::stringstream buffer;
-    buffer << in.rdbuf();
-    const json all = json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
+    const json all = json::parse(in, nullptr, /*allow_exceptions=*/false);
     if (all.is_discarded()) return InvalidArgument(path + ": not a valid JSON array");
     for (size_t i = 0; i < all.size(); ++i) {
       QLORAD_RETURN_IF_ERROR(each(path + ": record " + std::to_string(i + 1), all[i]));
