@@ -77,12 +77,12 @@ void AddDataSubcommands(CLI::App& app, DataCli& cli) {
 
   cli.prepare = app.add_subcommand(
       "prepare-data", "print the documents a job would train on (ids, labels, rendered text)");
-  cli.prepare->add_option("--model", cli.model_dir, "model directory (its tokenizer)")
-      ->required();
+  cli.prepare->add_option("--model", cli.model_dir, "model directory (its tokenizer)")->required();
   cli.prepare->add_option("--data", cli.data.path, "JSONL or JSON-array dataset")->required();
   cli.prepare->add_option("--format", cli.data.format, "data.format (default auto)");
   cli.prepare->add_option("--chat-template", cli.data.chat_template,
-                          "data.chat_template: auto | llama3 | chatml | mistral | llama2");
+                          "data.chat_template: auto | llama3 | llama3.1 | chatml | mistral | "
+                          "mistral-v0.2 | mistral-v0.3 | llama2");
   cli.prepare->add_flag("--all-tokens", cli.all_tokens,
                         "label every token (data.train_on_completions_only: false)");
   cli.prepare->add_flag("--skip-bad-lines", cli.data.skip_bad_lines, "data.skip_bad_lines");
