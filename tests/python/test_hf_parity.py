@@ -106,6 +106,13 @@ def evaluate(model_dir: Path, data: Path, adapter: Path | None = None) -> list[l
     return result["per_token_loss"]
 
 
+def export_fp32(model_dir: Path, adapter: Path, out: Path, *extra: str):
+    """Our merged fp32 export of `adapter` onto `model_dir`, as transformers loads it."""
+    qlorad("export", "--model", str(model_dir), "--adapter", str(adapter), "--out", str(out),
+           "--dtype", "fp32", *extra)
+    return transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+
+
 def max_abs_diff(ours, theirs) -> float:
     assert [len(r) for r in ours] == [len(r) for r in theirs]
     return max(abs(a - b) for ro, rt in zip(ours, theirs) for a, b in zip(ro, rt))
@@ -229,11 +236,9 @@ def test_transformers_loads_our_merged_export(tmp_path: Path):
     peft_model = make_peft_adapter(model, tmp_path / "adapter", use_rslora=True).eval()
     reference = reference_losses(peft_model, rows)
     # Small shards force the sharded layout with an index.
-    qlorad("export", "--model", str(tmp_path / "model"), "--adapter", str(tmp_path / "adapter"),
-           "--out", str(tmp_path / "merged"), "--dtype", "fp32", "--max-shard-bytes", "60000")
+    merged = export_fp32(tmp_path / "model", tmp_path / "adapter", tmp_path / "merged",
+                         "--max-shard-bytes", "60000")
     assert (tmp_path / "merged" / "model.safetensors.index.json").exists()
-    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged",
-                                                               dtype=torch.float32).eval()
     diff = max_abs_diff(reference_losses(merged, rows), reference)
     report("transformers on our merged export vs transformers + peft", diff)
     assert diff < ATOL

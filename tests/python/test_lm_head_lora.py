@@ -83,15 +83,12 @@ def test_merged_export_with_lm_head_lora_loads_in_transformers(tmp_path: Path):
     rows = hf.write_data(tmp_path / "data.jsonl")
     peft_model = make_head_adapter(model, tmp_path / "adapter", [*hf.PROJECTIONS, "lm_head"])
     reference = hf.reference_losses(peft_model, rows)
-    hf.qlorad("export", "--model", str(tmp_path / "model"), "--adapter", str(tmp_path / "adapter"),
-              "--out", str(tmp_path / "merged"), "--dtype", "fp32")
+    merged = hf.export_fp32(tmp_path / "model", tmp_path / "adapter", tmp_path / "merged")
     merged_config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert merged_config["tie_word_embeddings"] is False
     weights = safetensors_torch.load_file(tmp_path / "merged" / "model.safetensors")
     assert torch.equal(weights["model.embed_tokens.weight"], embed)
     assert not torch.equal(weights["lm_head.weight"], embed)
-    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged",
-                                                               dtype=torch.float32).eval()
     diff = hf.max_abs_diff(hf.reference_losses(merged, rows), reference)
     hf.report("transformers on our merged export with lm_head vs transformers + peft", diff)
     assert diff < hf.ATOL
@@ -118,10 +115,7 @@ def test_trained_lm_head_lora_loads_in_peft_and_merges_for_transformers(tmp_path
     diff = hf.max_abs_diff(ours, hf.reference_losses(peft_model, rows))
     hf.report("peft loading our trained adapter with lm_head", diff)
     assert diff < hf.ATOL
-    hf.qlorad("export", "--model", str(tmp_path / "model"), "--adapter", str(adapter),
-              "--out", str(tmp_path / "merged"), "--dtype", "fp32")
-    merged = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged",
-                                                               dtype=torch.float32).eval()
+    merged = hf.export_fp32(tmp_path / "model", adapter, tmp_path / "merged")
     diff = hf.max_abs_diff(hf.reference_losses(merged, rows), ours)
     hf.report("transformers on our merged export of it vs our eval", diff)
     assert diff < hf.ATOL
