@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "worker/trainer/inference_model.h"
 #include "worker/trainer/json_file.h"
@@ -33,21 +34,22 @@ struct OutputTensor {
       make;  // the tensor in the output dtype, made when its shard is written
 };
 
-StatusOr<at::ScalarType> OutputDtype(const std::string& name, const std::string& model_dir) {
+// `config` is the base's config.json, read from `config_path`.
+StatusOr<at::ScalarType> OutputDtype(const std::string& name, const json& config,
+                                     const std::string& config_path) {
   if (name == "bf16") return at::kBFloat16;
   if (name == "fp16") return at::kHalf;
   if (name == "fp32") return at::kFloat;
   if (!name.empty()) {
     return InvalidArgument("--dtype: expected bf16, fp16 or fp32, got '" + name + "'");
   }
-  QLORAD_ASSIGN_OR_RETURN(const json config, ReadJsonFile(model_dir + "/config.json"));
   const char* key = config.contains("dtype") ? "dtype" : "torch_dtype";
   if (!config.contains(key) || config[key].is_null()) return at::kFloat;
   const std::string hf = config[key].is_string() ? config[key].get<std::string>() : "";
   if (hf == "bfloat16") return at::kBFloat16;
   if (hf == "float16") return at::kHalf;
   if (hf == "float32") return at::kFloat;
-  return InvalidArgument(model_dir + "/config.json: " + key + ": '" + config[key].dump() +
+  return InvalidArgument(config_path + ": " + key + ": '" + config[key].dump() +
                          "' is not bfloat16, float16 or float32; pass --dtype");
 }
 
@@ -112,9 +114,9 @@ std::string ShardName(size_t index, size_t count) {
   return name;
 }
 
-Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at::ScalarType dtype,
+// The base's config.json as the merged checkpoint's.
+Status WriteConfig(json config, const std::string& out_dir, at::ScalarType dtype,
                    bool separate_lm_head) {
-  QLORAD_ASSIGN_OR_RETURN(json config, ReadJsonFile(model_dir + "/config.json"));
   config.erase("quantization_config");  // the merged weights are dense
   // A merged lm_head LoRA leaves the head unlike the embedding: transformers must not re-tie them.
   if (separate_lm_head) config["tie_word_embeddings"] = false;
@@ -126,8 +128,11 @@ Status WriteConfig(const std::string& model_dir, const std::string& out_dir, at:
 }  // namespace
 
 StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
+  // Read once: it gives the default dtype and becomes the output's config.json.
+  const std::string config_path = options.model_dir + "/config.json";
+  QLORAD_ASSIGN_OR_RETURN(json config, ReadJsonFile(config_path));
   QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
-                          OutputDtype(options.dtype, options.model_dir));
+                          OutputDtype(options.dtype, config, config_path));
   if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
   std::error_code ec;
   if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {
@@ -162,8 +167,8 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
         options.out_dir + "/model.safetensors.index.json",
         {{"metadata", {{"total_size", result.total_bytes}}}, {"weight_map", weight_map}}));
   }
-  QLORAD_RETURN_IF_ERROR(WriteConfig(options.model_dir, options.out_dir, dtype,
-                                     model->lm_head_linear()->has_lora()));
+  QLORAD_RETURN_IF_ERROR(
+      WriteConfig(std::move(config), options.out_dir, dtype, model->lm_head_linear()->has_lora()));
   for (const char* name : kCopiedFiles) {
     const fs::path from = fs::path(options.model_dir) / name;
     if (!fs::is_regular_file(from)) continue;
