@@ -39,9 +39,5 @@ struct DatasetOptions {
 // text. An empty dataset is an error naming data.path.
 StatusOr<Dataset> LoadDataset(const DataSpec& spec, const std::string& model_dir,
                               const DatasetOptions& options);
-// The byte-level tokenizer's view (no model directory); kept for callers not yet passing one.
-inline StatusOr<Dataset> LoadJsonlDataset(const DataSpec& spec, int64_t vocab_size) {
-  return LoadDataset(spec, "", {vocab_size});
-}
 
 }  // namespace qlorad::trainer
