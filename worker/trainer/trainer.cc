@@ -202,10 +202,11 @@ std::vector<Batch> DrawStepBatches(Batcher& batcher, const TrainSpec& train, int
 
 // Forward and backward over this rank's micro-batches of one optimizer step. The loss is the mean
 // over every valid token of the step on all ranks (not a mean of per-micro-batch means), so
-// grad_accum and the world size change nothing but memory; returns this rank's part of it.
-double AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_t valid) {
+// grad_accum and the world size change nothing but memory; returns this rank's part of it, on
+// the device ([1], fp64), ready for the all-reduce: the step reads it back once, after that.
+at::Tensor AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_t valid) {
   const double denominator = static_cast<double>(std::max<int64_t>(valid, 1));
-  at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   for (const Batch& b : batches) {
     at::Tensor inputs = ToDevice(b.inputs, b.rows, b.seq_len, s.device);
     at::Tensor labels = ToDevice(b.labels, b.rows, b.seq_len, s.device);
@@ -223,7 +224,7 @@ double AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_
     loss.backward();
     total += loss.detach().to(at::kDouble);
   }
-  return total.item<double>();
+  return total;
 }
 
 }  // namespace
@@ -308,8 +309,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     s.optimizer->zero_grad();
     torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
     phases.End("data");
-    at::Tensor step_loss = at::full({1}, AccumulateGradients(s, batches, valid),
-                                    at::dtype(at::kDouble).device(s.device));
+    at::Tensor step_loss = AccumulateGradients(s, batches, valid);
     phases.End("forward+backward");
     QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(step_loss)->Wait());
     const double loss = step_loss.item<double>();
