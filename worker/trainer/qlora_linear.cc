@@ -23,7 +23,10 @@ bool Nf4OpsAvailable([[maybe_unused]] at::DeviceType device) {
 }
 
 QLoraLinearImpl::QLoraLinearImpl(at::Tensor weight)
-    : out_features_(weight.size(0)), in_features_(weight.size(1)), dense_(std::move(weight)) {
+    : out_features_(weight.size(0)),
+      in_features_(weight.size(1)),
+      dense_(std::move(weight)),
+      own_weight_([this](at::ScalarType dtype, bool) { return BaseWeight(dtype); }) {
   dense_.requires_grad_(false);
 }
 
@@ -84,30 +87,27 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// x W^T for the frozen base weight, saving no weight for backward: backward dequantizes (or
-// casts) it again. With at::linear, autograd would keep every projection's dense copy alive from
-// forward to backward, about 2 bytes per base parameter in a bf16 run: the memory a 4-bit base
-// is meant to save (bitsandbytes' 4-bit matmul likewise keeps only the quantized state). The
-// cost is one more dequantization per projection in backward, which fsdp's gathered weights pay
-// anyway (parallel/fsdp.cc).
-struct FrozenBaseLinear : torch::autograd::Function<FrozenBaseLinear> {
+struct FrozenLinearFunction : torch::autograd::Function<FrozenLinearFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x,
-                            const QLoraLinearImpl* layer) {
-    // The layer outlives every graph built through it.
-    ctx->saved_data["layer"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(layer));
-    return at::linear(x, layer->BaseWeight(x.scalar_type()));
+                            const FrozenWeightSource* source) {
+    ctx->saved_data["source"] = static_cast<int64_t>(reinterpret_cast<intptr_t>(source));
+    return at::linear(x, (*source)(x.scalar_type(), /*backward=*/false));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto* layer = reinterpret_cast<const QLoraLinearImpl*>(
-        static_cast<intptr_t>(ctx->saved_data["layer"].toInt()));
-    return {grads[0].matmul(layer->BaseWeight(grads[0].scalar_type())), at::Tensor()};
+    const auto* source = reinterpret_cast<const FrozenWeightSource*>(
+        static_cast<intptr_t>(ctx->saved_data["source"].toInt()));
+    return {grads[0].matmul((*source)(grads[0].scalar_type(), /*backward=*/true)), at::Tensor()};
   }
 };
 
 }  // namespace
 
+at::Tensor FrozenLinear(const at::Tensor& x, const FrozenWeightSource& source) {
+  return FrozenLinearFunction::apply(x, &source);
+}
+
 at::Tensor QLoraLinearImpl::forward(const at::Tensor& x) {
-  at::Tensor y = external_ ? external_->base(x) : FrozenBaseLinear::apply(x, this);
+  at::Tensor y = external_ ? external_->base(x) : FrozenLinear(x, own_weight_);
   if (!has_lora()) return y;
   const auto [a, b] = external_ ? external_->lora() : std::make_pair(lora_a_, lora_b_);
   at::Tensor h = x.to(at::kFloat);

@@ -20,6 +20,16 @@ struct LoraOptions {
   double dropout = 0.0;
 };
 
+// A frozen weight in the compute dtype, from wherever it lives (dequantized, cast, gathered);
+// `backward` says backward is asking, not forward.
+using FrozenWeightSource = std::function<at::Tensor(at::ScalarType dtype, bool backward)>;
+
+// x W^T for a frozen W that autograd never keeps: backward asks `source` for W again. Keeping it
+// would hold every projection's dense copy from forward to backward, about 2 bytes per base
+// parameter in a bf16 run: the memory a 4-bit (or sharded) base is meant to save. bitsandbytes'
+// 4-bit matmul likewise keeps only the quantized state. `source` must outlive the graph.
+at::Tensor FrozenLinear(const at::Tensor& x, const FrozenWeightSource& source);
+
 // Where a layer's weights come from when they live elsewhere (parallelize() keeps them as shards
 // across ranks): the layer itself knows nothing of ranks.
 struct ExternalWeights {
@@ -68,6 +78,7 @@ class QLoraLinearImpl : public torch::nn::Module {
   at::Tensor lora_a_;
   at::Tensor lora_b_;
   std::optional<ExternalWeights> external_;
+  FrozenWeightSource own_weight_;  // BaseWeight(), for FrozenLinear
 };
 TORCH_MODULE(QLoraLinear);
 

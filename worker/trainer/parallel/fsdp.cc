@@ -84,7 +84,8 @@ class FsdpUnit {
   Communicator& comm_;
   bool reshard_after_forward_;
 
-  std::vector<FrozenWeight> frozen_;  // per linear
+  std::vector<FrozenWeight> frozen_;                // per linear
+  std::vector<FrozenWeightSource> weight_sources_;  // per linear: FullWeight, for FrozenLinear
   std::vector<BytePiece> pieces_;
   at::Tensor frozen_local_;  // uint8: this rank's shard of every piece, back to back
   int64_t frozen_bytes_ = 0;
@@ -102,23 +103,6 @@ class FsdpUnit {
   std::vector<at::Tensor> full_dense_;
   variable_list lora_full_;  // this forward's gathered A and B, outputs of LoraGather
   size_t forward_uses_ = 0;
-};
-
-// Base projection x W^T that saves no weight: backward gathers the frozen shards again.
-struct FrozenLinear : torch::autograd::Function<FrozenLinear> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, FsdpUnit* unit,
-                            int64_t linear) {
-    SavePointer(ctx, "unit", unit);
-    ctx->saved_data["linear"] = linear;
-    return at::linear(
-        x, unit->FullWeight(static_cast<size_t>(linear), x.scalar_type(), Phase::kForward));
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    auto* unit = LoadPointer<FsdpUnit>(ctx, "unit");
-    const auto linear = static_cast<size_t>(ctx->saved_data["linear"].toInt());
-    const at::Tensor w = unit->FullWeight(linear, grads[0].scalar_type(), Phase::kBackward);
-    return {grads[0].matmul(w), at::Tensor(), at::Tensor()};
-  }
 };
 
 // Full LoRA tensors from the local shards (all-gather); backward reduce-scatters their gradients.
@@ -175,6 +159,11 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
   frozen_local_ = at::cat(local);
   frozen_bytes_ = frozen_local_.numel();
   for (size_t i = 0; i < linears_.size(); ++i) {
+    weight_sources_.emplace_back([this, i](at::ScalarType dtype, bool backward) {
+      return FullWeight(i, dtype, backward ? Phase::kBackward : Phase::kForward);
+    });
+  }
+  for (size_t i = 0; i < linears_.size(); ++i) {
     linears_[i].second->UseExternalWeights(
         {[this, i](const at::Tensor& x) { return BaseForward(i, x); },
          [this, i] { return Lora(i); }});
@@ -197,7 +186,8 @@ at::Tensor FsdpUnit::BaseForward(size_t linear, const at::Tensor& x) {
     StartGather();
     Prefetch(index_ + 1);
   }
-  at::Tensor y = FrozenLinear::apply(x, this, static_cast<int64_t>(linear));
+  // Saves no weight: backward gathers the frozen shards again (FullWeight in backward).
+  at::Tensor y = FrozenLinear(x, weight_sources_[linear]);
   if (++forward_uses_ == linears_.size()) {  // the layer's last projection has run
     forward_uses_ = 0;
     if (reshard_after_forward_) Free();
