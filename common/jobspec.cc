@@ -254,7 +254,11 @@ Status ParseParallel(Section s, ParallelSpec* p) {
   QLORAD_RETURN_IF_ERROR(s.Get("strategy", &p->strategy));
   QLORAD_RETURN_IF_ERROR(s.Get("reshard_after_forward", &p->reshard_after_forward));
   QLORAD_RETURN_IF_ERROR(s.Get("cpu_offload", &p->cpu_offload));
+  QLORAD_RETURN_IF_ERROR(s.Get("timeout_s", &p->timeout_s));
   QLORAD_RETURN_IF_ERROR(s.Validate());
+  QLORAD_RETURN_IF_ERROR(
+      Require(std::isfinite(p->timeout_s) && p->timeout_s > 0, s.Field("timeout_s"),
+              "must be a positive number of seconds, got " + Show(p->timeout_s)));
   return OneOf(p->strategy, {"auto", "single", "ddp", "fsdp"}, s.Field("strategy"));
 }
 

@@ -82,6 +82,10 @@ struct ParallelSpec {
   std::string strategy = "auto";  // auto | single | ddp | fsdp
   bool reshard_after_forward = true;
   bool cpu_offload = false;
+  // Seconds a rank may wait in one collective, and may go without finishing a step (the trainer's
+  // watchdog), before it fails the job; torch's NCCL default. A hung rank then costs this long,
+  // not forever.
+  double timeout_s = 600;
 };
 
 struct CheckpointSpec {

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +37,10 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def spec(root: Path, name: str, world: int, strategy: str, steps: int = STEPS, every: int = 0) -> Path:
+def spec(root: Path, name: str, world: int, strategy: str, steps: int = STEPS, every: int = 0,
+         timeout_s: float | None = None) -> Path:
     path = root / f"{name}.yaml"
+    timeout = f", timeout_s: {timeout_s}" if timeout_s else ""
     path.write_text(f"""
 name: {name}
 model: {{path: {root / 'model'}}}
@@ -46,7 +50,7 @@ data: {{path: {root / 'data.jsonl'}, max_seq_len: 24, packing: true, shuffle: tr
 train: {{max_steps: {steps}, micro_batch_size: 1, grad_accum: {GLOBAL_MICRO_BATCHES // world},
         lr: 1.0e-2, scheduler: cosine, warmup_steps: 5, precision: fp32, seed: 7, max_grad_norm: 0.5}}
 resources: {{device: cpu}}
-parallel: {{strategy: {strategy}}}
+parallel: {{strategy: {strategy}{timeout}}}
 checkpoint: {{every_steps: {every}, keep: 5, output_dir: {root / name}}}
 """)
     return path
@@ -165,8 +169,10 @@ def test_a_checkpoint_resumes_at_any_world_size(workdir, checkpointed, source, t
     assert_continues(resumed, reference, EVERY)
 
 
-def start_and_kill_rank_1(job: Path, after_step: int) -> subprocess.CompletedProcess:
-    """Launches 2 ranks and SIGKILLs rank 1 once it has reported step `after_step`."""
+def start_and_signal_rank_1(job: Path, after_step: int,
+                            sig: int = signal.SIGKILL) -> tuple[subprocess.CompletedProcess, float]:
+    """Launches 2 ranks and sends rank 1 `sig` once it has reported step `after_step`; returns the
+    finished launch and the seconds it ran after the signal."""
     proc = subprocess.Popen([TRAIN, "launch", "--nproc", "2", job, "--json"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     victim = None
@@ -179,38 +185,62 @@ def start_and_kill_rank_1(job: Path, after_step: int) -> subprocess.CompletedPro
         if victim and event["event"] == "metrics" and event["step"] >= after_step:
             break
     assert victim is not None
-    os.kill(victim, 9)
+    os.kill(victim, sig)
+    signalled = time.monotonic()
     out, rest = proc.communicate(timeout=90)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, rest)
+    return (subprocess.CompletedProcess(proc.args, proc.returncode, out, rest),
+            time.monotonic() - signalled)
 
 
 def test_a_killed_rank_fails_the_whole_launch(workdir):
     """SIGKILL one rank mid-run: its peer's next collective fails (Gloo sees the closed socket), the
     launcher stops what is left and exits non-zero well within the collective timeout."""
     job = spec(workdir, "killed", 2, "fsdp", steps=100000)
-    proc = start_and_kill_rank_1(job, after_step=1)
+    proc, _ = start_and_signal_rank_1(job, after_step=1)
     assert proc.returncode != 0
     assert "rank 1 exited with 137" in proc.stderr
 
 
-def test_a_killed_fsdp_launch_resumes_from_its_last_checkpoint(workdir, checkpointed):
-    """The killed job's rerun with --resume picks the newest complete step-N (a half-written one is a
+# A stopped rank closes nothing: its peers learn of it only by waiting parallel.timeout_s.
+TIMEOUT_S = 5
+
+
+def test_a_stopped_rank_fails_the_whole_launch_within_the_timeout(workdir):
+    """SIGSTOP one rank mid-run: its peer waits in a collective until parallel.timeout_s, then its
+    watchdog (or the collective's own timeout) ends it naming the field; the launcher SIGKILLs the
+    stopped rank, which cannot act on SIGTERM, and exits non-zero instead of waiting forever."""
+    job = spec(workdir, "stopped", 2, "fsdp", steps=100000, timeout_s=TIMEOUT_S)
+    proc, seconds = start_and_signal_rank_1(job, after_step=1, sig=signal.SIGSTOP)
+    assert proc.returncode != 0
+    assert "rank 0 exited with" in proc.stderr, proc.stderr[-4000:]
+    assert "parallel.timeout_s" in proc.stdout + proc.stderr
+    assert seconds < TIMEOUT_S + 30  # generous: a loaded 2-core machine; a hang would be forever
+
+
+@pytest.mark.parametrize("sig, first_failure", [
+    (signal.SIGKILL, "rank 1 exited with 137"),
+    (signal.SIGSTOP, "rank 0 exited with"),  # the stopped rank's peer times out first
+], ids=["killed", "stopped"])
+def test_a_failed_fsdp_launch_resumes_from_its_last_checkpoint(workdir, checkpointed, sig,
+                                                               first_failure):
+    """The failed job's rerun with --resume picks the newest complete step-N (a half-written one is a
     hidden temporary directory) and gives the uninterrupted run's remaining losses and adapter."""
     _, reference = checkpointed("fsdp", 2)
-    job = spec(workdir, "killed-resume", 2, "fsdp", RESUME_STEPS, EVERY)
-    proc = start_and_kill_rank_1(job, after_step=EVERY + 1)
+    name = f"{signal.Signals(sig).name.lower()}-resume"
+    job = spec(workdir, name, 2, "fsdp", RESUME_STEPS, EVERY, timeout_s=TIMEOUT_S)
+    proc, _ = start_and_signal_rank_1(job, after_step=EVERY + 1, sig=sig)
     assert proc.returncode != 0
-    assert "rank 1 exited with 137" in proc.stderr
+    assert first_failure in proc.stderr, proc.stderr[-4000:]
     saved = [json.loads(line)["step"] for line in proc.stdout.splitlines()
              if json.loads(line)["event"] == "checkpoint"]
     assert saved and saved[-1] < RESUME_STEPS  # killed mid-run, after at least one checkpoint
-    rerun = subprocess.run(command(job, 2, workdir / "killed-resume"), capture_output=True,
+    rerun = subprocess.run(command(job, 2, workdir / name), capture_output=True,
                            text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-4000:]
     events = [json.loads(line) for line in rerun.stdout.splitlines()]
     losses = [e["loss"] for e in events if e["event"] == "metrics"]
     assert len(losses) == RESUME_STEPS - saved[-1]
-    adapter = safetensors_numpy.load_file(workdir / "killed-resume" / "adapter" / "adapter_model.safetensors")
+    adapter = safetensors_numpy.load_file(workdir / name / "adapter" / "adapter_model.safetensors")
     assert_continues((losses, adapter, events), reference, saved[-1])
 
 

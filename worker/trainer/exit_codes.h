@@ -1,5 +1,6 @@
 // How qlorad-train ends, which the worker agent and coordinator rely on: 0 done, 1 any other
-// failure, 2 bad input (do not retry), 3 stopped by SIGTERM after a checkpoint (resume later).
+// failure, 2 bad input (do not retry), 3 stopped by SIGTERM after a checkpoint (resume later),
+// 4 no progress within parallel.timeout_s (the watchdog; retry from the last checkpoint).
 #pragma once
 
 #include <string>
@@ -12,6 +13,7 @@ inline constexpr int kExitDone = 0;
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitBadInput = 2;
 inline constexpr int kExitStopped = 3;
+inline constexpr int kExitHung = 4;
 
 int ExitCodeFor(const Status& status);
 

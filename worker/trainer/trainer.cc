@@ -23,6 +23,7 @@
 #include "worker/trainer/parallel/parallelize.h"
 #include "worker/trainer/phase_timer.h"
 #include "worker/trainer/qlora.h"
+#include "worker/trainer/watchdog.h"
 
 namespace qlorad::trainer {
 
@@ -255,18 +256,35 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   std::shared_ptr<parallel::Communicator> comm = parallel::MakeLocalCommunicator(device);
   if (!options.rendezvous.empty()) {
     // Before loading: a missing peer fails the job now, not after a multi-GB load.
+    const auto collective_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::duration<double>(spec.parallel.timeout_s));
     QLORAD_ASSIGN_OR_RETURN(comm, parallel::Rendezvous({.address = options.rendezvous,
                                                         .rank = options.rank,
                                                         .world_size = options.world_size,
-                                                        .device = device}));
+                                                        .device = device,
+                                                        .collective_timeout = collective_timeout}));
   }
   QLORAD_ASSIGN_OR_RETURN(Session s, Prepare(spec, device, std::move(comm), events));
   const bool rank0 = options.rank == 0;
+  // Started after the model loaded (ranks load at their own pace; collectives there have their
+  // own timeout). Only with peers: then a step that outlives parallel.timeout_s already fails
+  // their collectives, so the watchdog adds no limit of its own, while a single rank may
+  // legitimately take long steps (a large model on a CPU) and has no peer to hold up.
+  std::optional<Watchdog> watchdog;
+  if (s.comm->world_size() > 1) {
+    watchdog.emplace(options.rank, spec.parallel.timeout_s, [&events](const std::string& line) {
+      events.Error(line, "parallel.timeout_s");
+    });
+  }
+  CheckpointState state{0, s.batcher->position(), spec.train.seed};
+  auto beat = [&](const std::string& doing) {
+    if (watchdog) watchdog->Beat(doing, state.step);
+  };
   const fs::path output_dir = fs::absolute(spec.checkpoint.output_dir);
   const std::string checkpoints_dir = (output_dir / "checkpoints").string();
 
-  CheckpointState state{0, s.batcher->position(), spec.train.seed};
   if (options.resume) {
+    beat("loading the checkpoint");
     QLORAD_ASSIGN_OR_RETURN(const std::string dir, ResolveCheckpoint(*options.resume));
     QLORAD_ASSIGN_OR_RETURN(state, LoadCheckpoint(dir, *s.parallel, *s.optimizer));
     if (state.seed != spec.train.seed) {
@@ -287,6 +305,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   // Every rank writes its shard (see checkpoint.h); rank 0 announces the checkpoint.
   auto checkpoint = [&]() -> Status {
     state.data = s.batcher->position();
+    beat("saving the checkpoint of step " + std::to_string(state.step));
     QLORAD_ASSIGN_OR_RETURN(const std::string path,
                             SaveCheckpoint(checkpoints_dir, *s.parallel, *s.optimizer, spec, state,
                                            spec.checkpoint.keep));
@@ -298,6 +317,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   PhaseTimer phases(s.device, PhaseTimingRequested());
   for (int64_t step = state.step; step < total_steps; ++step) {
     const auto step_started = Clock::now();
+    beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
     phases.StartStep();
     const double lr = LearningRateAt(spec.train, step);
     for (auto& group : s.optimizer->param_groups()) group.options().set_lr(lr);
@@ -371,6 +391,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
 
   // Rank 0 alone writes the adapter, receiving it one gathered tensor at a time.
   const std::string adapter_dir = (output_dir / "adapter").string();
+  beat("saving the adapter");
   QLORAD_RETURN_IF_ERROR(SaveAdapterFromRanks(*s.parallel, spec, adapter_dir));
   result.adapter_path = adapter_dir;
   events.Done(result.steps, adapter_dir, result.losses.empty() ? 0.0 : result.losses.back());

@@ -5,12 +5,14 @@
 # trainer is SIGKILLed: the job must fail that attempt as a whole and the retry must resume from the
 # checkpoint and complete. Checks from what reached the client: metrics of every rank, attempt 0
 # and attempt 1 both seen, the resumed attempt starting after the checkpoint step, COMPLETED,
-# adapter written.
+# adapter written. QLORAD_GANG_SIGNAL=STOP SIGSTOPs the rank instead (a hung rank: nothing closes,
+# its peers fail after parallel.timeout_s, the worker SIGKILLs it after its grace period).
 #
 # Usage: tests/gpu/service/gang.sh [BUILD_DIR] [OUT_DIR]   (defaults: build-gpu-svc, BUILD_DIR/gang)
 # Environment: QLORAD_GANG_GPUS (ranks = workers; default 2; 0: two CPU workers, for a try on a
 #              machine without a GPU), QLORAD_GANG_STEPS (default 400), QLORAD_GANG_TIMEOUT_S (600),
-#              QLORAD_GANG_STRATEGY (default fsdp).
+#              QLORAD_GANG_STRATEGY (default fsdp), QLORAD_GANG_SIGNAL (KILL or STOP; default
+#              KILL), QLORAD_GANG_PARALLEL_TIMEOUT_S (parallel.timeout_s; default 600, 20 with STOP).
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
 # shellcheck source=lib.sh
@@ -19,6 +21,8 @@ setup_run "${1:-}" "${2:-}" gang
 GPUS="${QLORAD_GANG_GPUS:-2}"
 RANKS=$((GPUS > 0 ? GPUS : 2))
 STEPS="${QLORAD_GANG_STEPS:-400}"
+SIGNAL="${QLORAD_GANG_SIGNAL:-KILL}"
+PARALLEL_TIMEOUT_S="${QLORAD_GANG_PARALLEL_TIMEOUT_S:-$([[ $SIGNAL == STOP ]] && echo 20 || echo 600)}"
 EVERY=50
 
 step "tiny model, coordinator, $RANKS workers"
@@ -31,7 +35,8 @@ sed -e "s|^name: demo|name: gang|" -e "s|runs/demo/model|$RUN/model|" \
   -e "s|max_steps: 80,|max_steps: $STEPS,|" -e "s|gpus: 1,|gpus: $RANKS,|" \
   -e "s|every_steps: 40,|every_steps: $EVERY,|" -e "s|max_restarts: 1|max_restarts: 2|" \
   "$ROOT/examples/demo.yaml" > "$RUN/gang.yaml"
-echo "parallel: {strategy: ${QLORAD_GANG_STRATEGY:-fsdp}, reshard_after_forward: true}" >> "$RUN/gang.yaml"
+echo "parallel: {strategy: ${QLORAD_GANG_STRATEGY:-fsdp}, reshard_after_forward: true," \
+  "timeout_s: $PARALLEL_TIMEOUT_S}" >> "$RUN/gang.yaml"
 grep -E "resources|parallel|checkpoint" "$RUN/gang.yaml"
 
 step "submit ($RANKS ranks) and watch"
@@ -41,7 +46,7 @@ timeout "${QLORAD_GANG_TIMEOUT_S:-600}" "$BIN/qloractl" --server "$addr" --json 
   > "$RUN/client.jsonl" &
 watcher=$!
 
-# Kill the last rank's trainer once a step past the first checkpoint has been reported.
+# Kill (or stop) the last rank's trainer once a step past the first checkpoint has been reported.
 victim=$((RANKS - 1))
 killed=""
 for _ in $(seq 1 1200); do
@@ -52,8 +57,8 @@ sys.exit(0 if steps and max(steps) > int(sys.argv[2]) + 5 else 1)
 PY
     pid=$(pgrep -f "qlorad-train run .*--rank $victim( |$)" | head -1)
     if [[ -n "$pid" ]]; then
-      kill -KILL "$pid" && killed="$pid"
-      echo "SIGKILLed rank $victim's trainer (pid $pid)"
+      kill "-$SIGNAL" "$pid" && killed="$pid"
+      echo "SIG$SIGNAL sent to rank $victim's trainer (pid $pid)"
       break
     fi
   fi

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <utility>
+#include <vector>
 
 namespace qlorad {
 namespace {
@@ -87,6 +89,26 @@ TEST(JobSpec, ErrorsNameTheField) {
             "train.loss_chunk_size: must be 'auto' or a positive integer, got 'big'");
   EXPECT_EQ(ErrorOf("name: x\nmodel: {path: /m, revision: main}\ndata: {path: d}\n"),
             "model.revision: unknown key");
+}
+
+TEST(JobSpec, ParallelTimeoutIsAPositiveNumberOfSeconds) {
+  auto defaults = ParseJobSpec(kMinimal);
+  ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();
+  EXPECT_DOUBLE_EQ(defaults->parallel.timeout_s, 600);
+  for (const auto& [yaml, seconds] : std::vector<std::pair<std::string, double>>{
+           {"parallel: {timeout_s: 5}", 5}, {"parallel: {timeout_s: 0.5}", 0.5}}) {
+    auto spec = ParseJobSpec(std::string(kMinimal) + yaml);
+    ASSERT_TRUE(spec.ok()) << yaml << ": " << spec.status().ToString();
+    EXPECT_DOUBLE_EQ(spec->parallel.timeout_s, seconds) << yaml;
+  }
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "parallel: {timeout_s: 0}"),
+            "parallel.timeout_s: must be a positive number of seconds, got 0");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "parallel: {timeout_s: -3}"),
+            "parallel.timeout_s: must be a positive number of seconds, got -3");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "parallel: {timeout_s: .inf}"),
+            "parallel.timeout_s: must be a positive number of seconds, got inf");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "parallel: {timeout_s: soon}"),
+            "parallel.timeout_s: expected a number, got 'soon'");
 }
 
 TEST(JobSpec, MalformedYamlNamesTheLine) {

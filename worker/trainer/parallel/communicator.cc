@@ -1,6 +1,7 @@
 #include "worker/trainer/parallel/communicator.h"
 
 #include <charconv>
+#include <sstream>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "worker/trainer/parallel/c10d_backends.h"
@@ -8,6 +9,13 @@
 namespace qlorad::trainer::parallel {
 
 namespace {
+
+// "5", "0.5": as the spec would say it.
+std::string FormatSeconds(std::chrono::milliseconds duration) {
+  std::ostringstream out;
+  out << static_cast<double>(duration.count()) / 1000.0;
+  return out.str();
+}
 
 class DoneWork : public Work {
  public:
@@ -56,8 +64,12 @@ class C10dWork : public Work {
 class C10dCommunicator : public Communicator {
  public:
   C10dCommunicator(c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::Backend> pg,
-                   int rank, int world_size)
-      : store_(std::move(store)), pg_(std::move(pg)), rank_(rank), world_size_(world_size) {}
+                   int rank, int world_size, std::chrono::milliseconds timeout)
+      : store_(std::move(store)),
+        pg_(std::move(pg)),
+        rank_(rank),
+        world_size_(world_size),
+        timeout_(timeout) {}
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
   std::string backend() const override { return pg_->getBackendName(); }
@@ -92,17 +104,20 @@ class C10dCommunicator : public Communicator {
 
   std::unique_ptr<Work> Wrap(const std::string& what, c10::intrusive_ptr<c10d::Work> work,
                              std::vector<at::Tensor> keep) {
-    return std::make_unique<C10dWork>(std::move(work),
-                                      "rank " + std::to_string(rank_) + " of " +
-                                          std::to_string(world_size_) + ": " + backend() + " " +
-                                          what,
-                                      std::move(keep));
+    // The timeout is in the message: a peer that stopped answering shows up as a timed-out
+    // collective here, and the user needs the spec field that bounds it.
+    return std::make_unique<C10dWork>(
+        std::move(work),
+        "rank " + std::to_string(rank_) + " of " + std::to_string(world_size_) + ": " + backend() +
+            " " + what + " (parallel.timeout_s: " + FormatSeconds(timeout_) + ")",
+        std::move(keep));
   }
 
   c10::intrusive_ptr<c10d::Store> store_;  // the process group keeps using it
   c10::intrusive_ptr<c10d::Backend> pg_;
   int rank_;
   int world_size_;
+  std::chrono::milliseconds timeout_;
 };
 
 StatusOr<std::pair<std::string, uint16_t>> SplitAddress(const std::string& address) {
@@ -147,21 +162,21 @@ StatusOr<std::unique_ptr<Communicator>> Rendezvous(const RendezvousOptions& opti
     c10::intrusive_ptr<c10d::Backend> pg;
     if (options.device.is_cuda()) {
 #ifdef QLORAD_HAVE_NCCL
-      pg = MakeNcclBackend(store, options.rank, options.world_size, options.timeout);
+      pg = MakeNcclBackend(store, options.rank, options.world_size, options.collective_timeout);
 #else
       return FailedPrecondition(who + ": CUDA ranks need NCCL, which this build lacks");
 #endif
     } else {
 #ifdef QLORAD_HAVE_GLOO
       pg = MakeGlooBackend(store, host_port.first, options.rank, options.world_size,
-                           options.timeout);
+                           options.collective_timeout);
 #else
       return FailedPrecondition(
           who + ": CPU ranks need Gloo, and this build found no gloo headers (libgloo-dev)");
 #endif
     }
-    return std::unique_ptr<Communicator>(
-        std::make_unique<C10dCommunicator>(store, pg, options.rank, options.world_size));
+    return std::unique_ptr<Communicator>(std::make_unique<C10dCommunicator>(
+        store, pg, options.rank, options.world_size, options.collective_timeout));
   } catch (const std::exception& e) {
     return Unavailable(who + ": process group over " + options.address + " failed: " + e.what());
   }

@@ -55,7 +55,11 @@ struct RendezvousOptions {
   int rank = 0;
   int world_size = 1;
   at::Device device{at::kCPU};  // CPU -> Gloo, CUDA -> NCCL
+  // How long the ranks wait for each other to join (the store); ranks start at different times.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+  // How long one collective may wait for a peer (parallel.timeout_s) before it fails: Gloo's
+  // wait() throws; NCCL's own watchdog tears the process down (see c10d_nccl.cc).
+  std::chrono::milliseconds collective_timeout{std::chrono::minutes(10)};
 };
 
 // A world of one needs no rendezvous: collectives are copies.

@@ -47,6 +47,7 @@ struct Rank {
   int err = -1;
   std::string out_partial, err_partial;
   bool running = true;
+  bool stopped = false;  // SIGSTOP / SIGTSTP: it cannot act on SIGTERM until continued
   int exit_code = 0;
 };
 
@@ -168,7 +169,15 @@ int Launch(const LaunchOptions& o) {
     }
     for (int r = 0; r < o.nproc; ++r) {
       int status = 0;
-      if (!ranks[r].running || waitpid(ranks[r].pid, &status, WNOHANG) != ranks[r].pid) continue;
+      if (!ranks[r].running ||
+          waitpid(ranks[r].pid, &status, WNOHANG | WUNTRACED | WCONTINUED) != ranks[r].pid) {
+        continue;
+      }
+      if (WIFSTOPPED(status) || WIFCONTINUED(status)) {
+        ranks[r].stopped = WIFSTOPPED(status);
+        if (failed && ranks[r].stopped) kill(ranks[r].pid, SIGKILL);
+        continue;
+      }
       ranks[r].running = false;
       --running;
       const int code = ExitCodeOf(status);
@@ -180,7 +189,8 @@ int Launch(const LaunchOptions& o) {
         result = code;
         std::cerr << "launch: rank " << r << " exited with " << code << "; stopping the others\n";
         for (const Rank& other : ranks) {
-          if (other.running) kill(other.pid, SIGTERM);
+          // A stopped rank (the usual cause of a peer's timeout) would sit on SIGTERM forever.
+          if (other.running) kill(other.pid, other.stopped ? SIGKILL : SIGTERM);
         }
       }
     }
