@@ -1,16 +1,12 @@
 #include "worker/trainer/bpe_tokenizer.h"
 
-#include <fstream>
-#include <sstream>
+#include "worker/trainer/file_util.h"
 
 namespace qlorad::trainer {
 
 StatusOr<BpeTokenizer> BpeTokenizer::Load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound(path + ": cannot open the tokenizer file");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  nlohmann::json config = nlohmann::json::parse(buffer.str(), nullptr, /*allow_exceptions=*/false);
+  QLORAD_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  nlohmann::json config = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (config.is_discarded()) return InvalidArgument(path + ": not valid JSON");
   return FromJson(config, path);
 }

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 namespace qlorad::trainer {
 
@@ -26,6 +28,15 @@ Status RemoveTree(const std::string& path) {
     return Internal(path + ": cannot remove: " + std::strerror(rc > 0 ? rc : errno));
   }
   return Status::Ok();
+}
+
+StatusOr<std::string> ReadFileToString(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound(path + ": cannot open");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return Internal(path + ": read failed");
+  return text.str();
 }
 
 }  // namespace qlorad::trainer

@@ -1,4 +1,5 @@
-// File-system helpers for code that runs in a LibTorch process.
+// File-system helpers for code that runs in a LibTorch process (and the torch-free tokenizer and
+// dataset code, which shares them).
 //
 // Why not std::filesystem::remove_all: the torch 2.11 wheel's libtorch.so exports its own copy of
 // libstdc++'s std::filesystem, which the dynamic linker binds ahead of libstdc++, and its
@@ -14,5 +15,8 @@ namespace qlorad::trainer {
 // Deletes `path` and everything below it (symlinks are removed, never followed). A missing path
 // is not an error.
 Status RemoveTree(const std::string& path);
+
+// The whole file as bytes (no newline translation); NOT_FOUND "PATH: cannot open".
+StatusOr<std::string> ReadFileToString(const std::string& path);
 
 }  // namespace qlorad::trainer

@@ -1,9 +1,9 @@
 #include "worker/trainer/model_config.h"
 
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
+
+#include "worker/trainer/file_util.h"
 
 namespace qlorad::trainer {
 
@@ -188,11 +188,8 @@ StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text, const std::
 
 StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseLlamaConfig(text.str(), path);
+  QLORAD_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(path));
+  return ParseLlamaConfig(text, path);
 }
 
 std::string LlamaConfigJson(const LlamaConfig& c) {

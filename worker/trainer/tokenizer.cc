@@ -1,25 +1,16 @@
 #include "worker/trainer/tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "worker/trainer/bpe_tokenizer.h"
+#include "worker/trainer/file_util.h"
 
 namespace qlorad::trainer {
 
 namespace {
 
 using nlohmann::json;
-
-std::optional<std::string> ReadFileIfExists(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
 
 // Special tokens appear as a plain string or as an AddedToken object {"content": ...}.
 std::string TokenText(const json& config, const char* key) {
@@ -70,16 +61,18 @@ StatusOr<ModelTokenizer> ModelTokenizer::ForModelDir(const std::string& model_di
   ModelTokenizer t;
   t.bpe_ = std::make_shared<const BpeTokenizer>(std::move(bpe));
   const std::string config_path = model_dir + "/tokenizer_config.json";
-  if (std::optional<std::string> text = ReadFileIfExists(config_path)) {
-    const json config = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (std::filesystem::exists(config_path)) {
+    QLORAD_ASSIGN_OR_RETURN(const std::string text, ReadFileToString(config_path));
+    const json config = json::parse(text, nullptr, /*allow_exceptions=*/false);
     if (!config.is_object()) return InvalidArgument(config_path + ": not a JSON object");
     t.bos_token_ = TokenText(config, "bos_token");
     t.eos_token_ = TokenText(config, "eos_token");
     t.chat_template_ = ChatTemplateText(config);
   }
   // transformers 4.43+ may keep the template in its own file, which then wins.
-  if (std::optional<std::string> jinja = ReadFileIfExists(model_dir + "/chat_template.jinja")) {
-    t.chat_template_ = *jinja;
+  const std::string jinja_path = model_dir + "/chat_template.jinja";
+  if (std::filesystem::exists(jinja_path)) {
+    QLORAD_ASSIGN_OR_RETURN(t.chat_template_, ReadFileToString(jinja_path));
   }
   if (!t.eos_token_.empty()) {
     QLORAD_ASSIGN_OR_RETURN(std::vector<int64_t> eos, t.bpe_->Encode(t.eos_token_, false, true));

@@ -26,5 +26,25 @@ TEST(FileUtilTest, RemoveTreeDeletesNestedDirectoriesButNotSymlinkTargets) {
   EXPECT_TRUE(RemoveTree(dir / "never-existed").ok());
 }
 
+TEST(FileUtilTest, ReadFileToStringKeepsEveryByteAndNamesAMissingFile) {
+  testing::TempDir dir;
+  const std::string bytes("line\r\n\0\xff end", 12);
+  testing::WriteFile(dir / "data.bin", bytes);
+  StatusOr<std::string> read = ReadFileToString(dir / "data.bin");
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(*read, bytes);
+
+  testing::WriteFile(dir / "empty", "");
+  StatusOr<std::string> empty = ReadFileToString(dir / "empty");
+  ASSERT_TRUE(empty.ok()) << empty.status().ToString();
+  EXPECT_EQ(*empty, "");
+
+  const std::string missing_path = dir / "missing.json";
+  StatusOr<std::string> missing = ReadFileToString(missing_path);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), missing_path + ": cannot open");
+}
+
 }  // namespace
 }  // namespace qlorad::trainer
