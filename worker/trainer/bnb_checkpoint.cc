@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kernels/nf4_format.h"
+#include "worker/trainer/dtype_names.h"
 #include "worker/trainer/json_file.h"
 
 namespace qlorad::trainer {
@@ -59,9 +60,7 @@ struct QuantStateFields {
 };
 
 StatusOr<at::ScalarType> TorchDtypeFromBnb(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "float16") return at::kHalf;
-  if (name == "bfloat16") return at::kBFloat16;
+  if (std::optional<at::ScalarType> type = DtypeFromTorchName(name)) return *type;
   return InvalidArgument("dtype: '" + name + "' is not float32, float16 or bfloat16");
 }
 

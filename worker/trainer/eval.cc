@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "worker/trainer/dataset.h"
+#include "worker/trainer/dtype_names.h"
 #include "worker/trainer/inference_model.h"
 
 namespace qlorad::trainer {
@@ -13,9 +14,8 @@ StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
   }
   const at::Device device = options.device == "cuda" ? at::Device(at::kCUDA, 0) : at::kCPU;
   // Logits are upcast to fp32 before the loss whatever the precision, as transformers does.
-  const at::ScalarType dtype = options.precision == "bf16"   ? at::kBFloat16
-                               : options.precision == "fp16" ? at::kHalf
-                                                             : at::kFloat;
+  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
+                          ParsePrecision(options.precision, "--precision"));
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(options.model_dir));
   DataSpec data;
   data.path = options.data_path;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "worker/trainer/dtype_names.h"
 #include "worker/trainer/inference_model.h"
 #include "worker/trainer/json_file.h"
 #include "worker/trainer/safetensors_torch.h"
@@ -37,26 +38,13 @@ struct OutputTensor {
 // `config` is the base's config.json, read from `config_path`.
 StatusOr<at::ScalarType> OutputDtype(const std::string& name, const json& config,
                                      const std::string& config_path) {
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp16") return at::kHalf;
-  if (name == "fp32") return at::kFloat;
-  if (!name.empty()) {
-    return InvalidArgument("--dtype: expected bf16, fp16 or fp32, got '" + name + "'");
-  }
+  if (!name.empty()) return ParsePrecision(name, "--dtype");
   const char* key = config.contains("dtype") ? "dtype" : "torch_dtype";
   if (!config.contains(key) || config[key].is_null()) return at::kFloat;
   const std::string hf = config[key].is_string() ? config[key].get<std::string>() : "";
-  if (hf == "bfloat16") return at::kBFloat16;
-  if (hf == "float16") return at::kHalf;
-  if (hf == "float32") return at::kFloat;
+  if (std::optional<at::ScalarType> type = DtypeFromTorchName(hf)) return *type;
   return InvalidArgument(config_path + ": " + key + ": '" + config[key].dump() +
                          "' is not bfloat16, float16 or float32; pass --dtype");
-}
-
-std::string HfDtypeName(at::ScalarType type) {
-  if (type == at::kBFloat16) return "bfloat16";
-  if (type == at::kHalf) return "float16";
-  return "float32";
 }
 
 std::vector<OutputTensor> PlanTensors(const LlamaModel& model, at::ScalarType dtype,
@@ -120,8 +108,8 @@ Status WriteConfig(json config, const std::string& out_dir, at::ScalarType dtype
   config.erase("quantization_config");  // the merged weights are dense
   // A merged lm_head LoRA leaves the head unlike the embedding: transformers must not re-tie them.
   if (separate_lm_head) config["tie_word_embeddings"] = false;
-  config["dtype"] = HfDtypeName(dtype);
-  if (config.contains("torch_dtype")) config["torch_dtype"] = HfDtypeName(dtype);
+  config["dtype"] = TorchDtypeName(dtype);
+  if (config.contains("torch_dtype")) config["torch_dtype"] = TorchDtypeName(dtype);
   return WriteJsonFile(out_dir + "/config.json", config);
 }
 

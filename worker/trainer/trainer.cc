@@ -14,6 +14,7 @@
 #include "worker/trainer/checkpoint.h"
 #include "worker/trainer/chunked_loss.h"
 #include "worker/trainer/dataset.h"
+#include "worker/trainer/dtype_names.h"
 #include "worker/trainer/fused_adamw.h"
 #include "worker/trainer/llama_model.h"
 #include "worker/trainer/lr_schedule.h"
@@ -59,12 +60,6 @@ StatusOr<at::Device> ResolveDevice(const std::string& requested) {
   return InvalidArgument("resources.device: expected auto, cpu or cuda, got '" + requested + "'");
 }
 
-at::ScalarType ComputeDtype(const std::string& precision) {
-  if (precision == "fp32") return at::kFloat;
-  if (precision == "fp16") return at::kHalf;
-  return at::kBFloat16;
-}
-
 void FillVram(at::Device device, events::Metrics* m) {
   if (!device.is_cuda()) return;  // the CPU has no caching allocator to report; stays 0
   const auto stats = at::accelerator::getDeviceStats(device.index());
@@ -95,7 +90,8 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
   Session s;
   s.device = device;
   s.comm = std::move(comm);
-  const at::ScalarType dtype = ComputeDtype(spec.train.precision);
+  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
+                          ParsePrecision(spec.train.precision, "train.precision"));
 
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(spec.model.path));
   // Data first: a bad dataset line should not wait for a multi-GB model to load.
