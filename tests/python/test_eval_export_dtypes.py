@@ -113,3 +113,22 @@ def test_export_defaults_to_the_base_checkpoints_dtype(base, tmp_path):
            "--out", str(tmp_path / "from-bf16"))
     assert stored_dtypes(tmp_path / "from-bf16") == {"BF16"}
     assert json.loads((tmp_path / "from-bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("keys", [{"dtype": "bfloat16", "torch_dtype": "float16"},
+                                  {"dtype": None, "torch_dtype": "bfloat16"},
+                                  {"torch_dtype": "float16"}])
+def test_export_reads_dtype_and_torch_dtype_as_transformers_does(base, tmp_path, keys):
+    """transformers 5 writes `dtype`, older checkpoints `torch_dtype`; some carry both."""
+    tmp, model, _, _ = base
+    model.save_pretrained(tmp_path / "base")
+    config_path = tmp_path / "base" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("dtype", None)
+    config.update(keys)
+    config_path.write_text(json.dumps(config))
+    want = transformers.AutoConfig.from_pretrained(tmp_path / "base").dtype
+    qlorad("export", "--model", str(tmp_path / "base"), "--adapter", str(tmp / "adapter"),
+           "--out", str(tmp_path / "merged"))
+    name = {v: k for k, v in DTYPES.items()}[want]
+    assert stored_dtypes(tmp_path / "merged") == {SAFETENSORS_NAMES[name]}

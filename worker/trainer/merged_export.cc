@@ -12,6 +12,7 @@
 #include "worker/trainer/dtype_names.h"
 #include "worker/trainer/inference_model.h"
 #include "worker/trainer/json_file.h"
+#include "worker/trainer/model_config.h"
 #include "worker/trainer/safetensors_torch.h"
 
 namespace qlorad::trainer {
@@ -35,15 +36,12 @@ struct OutputTensor {
       make;  // the tensor in the output dtype, made when its shard is written
 };
 
-// `config` is the base's config.json, read from `config_path`.
-StatusOr<at::ScalarType> OutputDtype(const std::string& name, const json& config,
+// `name` (--dtype) when given, else the dtype of `base`, read from `config_path`.
+StatusOr<at::ScalarType> OutputDtype(const std::string& name, const LlamaConfig& base,
                                      const std::string& config_path) {
   if (!name.empty()) return ParsePrecision(name, "--dtype");
-  const char* key = config.contains("dtype") ? "dtype" : "torch_dtype";
-  if (!config.contains(key) || config[key].is_null()) return at::kFloat;
-  const std::string hf = config[key].is_string() ? config[key].get<std::string>() : "";
-  if (std::optional<at::ScalarType> type = DtypeFromTorchName(hf)) return *type;
-  return InvalidArgument(config_path + ": " + key + ": '" + config[key].dump() +
+  if (std::optional<at::ScalarType> type = DtypeFromTorchName(base.torch_dtype)) return *type;
+  return InvalidArgument(config_path + ": dtype: '" + base.torch_dtype +
                          "' is not bfloat16, float16 or float32; pass --dtype");
 }
 
@@ -119,8 +117,9 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   // Read once: it gives the default dtype and becomes the output's config.json.
   const std::string config_path = options.model_dir + "/config.json";
   QLORAD_ASSIGN_OR_RETURN(json config, ReadJsonFile(config_path));
+  QLORAD_ASSIGN_OR_RETURN(const LlamaConfig base, LlamaConfigFromJson(config, config_path));
   QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
-                          OutputDtype(options.dtype, config, config_path));
+                          OutputDtype(options.dtype, base, config_path));
   if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
   std::error_code ec;
   if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {

@@ -127,6 +127,10 @@ StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text, const std::
   } catch (const json::exception& e) {
     return InvalidArgument(source + ": not valid JSON: " + e.what());
   }
+  return LlamaConfigFromJson(j, source);
+}
+
+StatusOr<LlamaConfig> LlamaConfigFromJson(const json& j, const std::string& source) {
   if (!j.is_object()) return InvalidArgument(source + ": expected a JSON object");
   LlamaConfig c;
   if (j.contains("model_type")) {
@@ -180,8 +184,13 @@ StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text, const std::
     QLORAD_RETURN_IF_ERROR(ReadBool(j, source, "mlp_bias", &c.mlp_bias));
   }
   QLORAD_RETURN_IF_ERROR(ReadSlidingWindows(j, source, &c));
-  if (j.contains("torch_dtype") && j["torch_dtype"].is_string()) {
-    c.torch_dtype = j["torch_dtype"].get<std::string>();
+  for (const char* key : {"dtype", "torch_dtype"}) {  // the first one set, as transformers reads
+    if (!j.contains(key) || j[key].is_null()) continue;
+    if (!j[key].is_string()) {
+      return InvalidArgument(source + ": " + key + ": expected a string, got " + j[key].dump());
+    }
+    c.torch_dtype = j[key].get<std::string>();
+    break;
   }
   return c;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -41,11 +42,15 @@ struct LlamaConfig {
   // Per layer: 0 attends to every earlier token, w > 0 only to the last w (Mistral's
   // sliding_window, Qwen2's sliding_attention layers). Empty means 0 for every layer.
   std::vector<int64_t> sliding_windows;
+  // config.json's dtype (transformers 5 writes that) or torch_dtype (older files); as transformers
+  // reads them, a non-null dtype wins. float32 when neither is set.
   std::string torch_dtype = "float32";
 };
 
 // `source` names the file in error messages ("/models/x/config.json: num_key_value_heads: ...").
 StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text, const std::string& source);
+// The same for config.json already parsed.
+StatusOr<LlamaConfig> LlamaConfigFromJson(const nlohmann::json& config, const std::string& source);
 StatusOr<LlamaConfig> LoadLlamaConfig(const std::string& model_dir);
 // The config.json text that ParseLlamaConfig reads back to `config`.
 std::string LlamaConfigJson(const LlamaConfig& config);

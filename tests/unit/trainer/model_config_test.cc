@@ -66,6 +66,26 @@ std::string WithBase(const std::string& extra) {
   return json;
 }
 
+// transformers 5 writes dtype, older files torch_dtype; transformers reads a non-null dtype
+// before torch_dtype (PretrainedConfig.__post_init__), and so do we.
+TEST(ModelConfigTest, ReadsDtypeBeforeTorchDtype) {
+  const std::pair<const char*, const char*> kCases[] = {
+      {"", "float32"},
+      {R"(, "torch_dtype": "float16")", "float16"},
+      {R"(, "dtype": "bfloat16")", "bfloat16"},
+      {R"(, "dtype": "bfloat16", "torch_dtype": "float16")", "bfloat16"},
+      {R"(, "dtype": null, "torch_dtype": "float16")", "float16"},
+  };
+  for (const auto& [extra, want] : kCases) {
+    auto c = ParseLlamaConfig(WithBase(extra), "c");
+    ASSERT_TRUE(c.ok()) << extra << ": " << c.status().ToString();
+    EXPECT_EQ(c->torch_dtype, want) << extra;
+  }
+  auto bad = ParseLlamaConfig(WithBase(R"(, "dtype": 16)"), "cfg.json");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("cfg.json: dtype: expected a string"));
+}
+
 TEST(ModelConfigTest, ReadsLlama3RopeInBothLayouts) {
   const std::string scaling = R"("rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})";
