@@ -1,6 +1,7 @@
 #include "worker/trainer/llama_model.h"
 
 #include <cmath>
+#include <map>
 #include <optional>
 
 namespace qlorad::trainer {
@@ -68,11 +69,25 @@ void RegisterBiases(torch::nn::Module& module, const ProjectionBiases& biases) {
   for (const auto& [name, bias] : biases) module.register_buffer(name + "_bias", bias);
 }
 
+// Which keys each of `seq` queries may see in a layer whose sliding window is `window` (0: every
+// earlier token): `document_mask` (optional, [batch, 1, seq, seq] bool, packed rows) narrowed to
+// the last `window` keys (HF's sliding_window_overlay on the causal mask). Undefined when attention
+// is plainly causal: no documents, and no window or one that covers the row.
+at::Tensor AttentionMask(const at::Tensor& document_mask, int64_t window, int64_t seq,
+                         at::Device device) {
+  if (window <= 0 || window >= seq) return document_mask;
+  // Query i sees keys j with i - window < j <= i.
+  at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor j = i.unsqueeze(0);
+  i = i.unsqueeze(1);
+  at::Tensor sliding = (j <= i).logical_and(j > i - window);
+  return document_mask.defined() ? document_mask.logical_and(sliding) : sliding;
+}
+
 }  // namespace
 
-LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t sliding_window,
-                                       at::Tensor q, at::Tensor k, at::Tensor v, at::Tensor o,
-                                       ProjectionBiases biases_in)
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k,
+                                       at::Tensor v, at::Tensor o, ProjectionBiases biases_in)
     : q_proj(register_module("q_proj", QLoraLinear(std::move(q)))),
       k_proj(register_module("k_proj", QLoraLinear(std::move(k)))),
       v_proj(register_module("v_proj", QLoraLinear(std::move(v)))),
@@ -80,13 +95,12 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, int64_t slidin
       biases(std::move(biases_in)),
       heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads),
-      head_dim_(config.head_dim),
-      sliding_window_(sliding_window) {
+      head_dim_(config.head_dim) {
   RegisterBiases(*this, biases);
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
-                                       const at::Tensor& sin, const at::Tensor& document_mask) {
+                                       const at::Tensor& sin, const at::Tensor& attention_mask) {
   const int64_t batch = x.size(0), seq = x.size(1);
   at::Tensor q =
       Project(q_proj, biases, "q_proj", x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
@@ -97,15 +111,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   q = ApplyRotary(q, cos, sin);
   k = ApplyRotary(k, cos, sin);
   std::optional<at::Tensor> mask;
-  if (sliding_window_ > 0 && sliding_window_ < seq) {
-    // Query i sees keys j with i - window < j <= i (HF's sliding_window_overlay on the causal
-    // mask).
-    at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(x.device()));
-    at::Tensor j = i.unsqueeze(0);
-    i = i.unsqueeze(1);
-    mask = (j <= i).logical_and(j > i - sliding_window_);
-  }
-  if (document_mask.defined()) mask = mask ? document_mask.logical_and(*mask) : document_mask;
+  if (attention_mask.defined()) mask = attention_mask;
   at::Tensor out = at::scaled_dot_product_attention(
       q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/!mask.has_value(), /*scale=*/std::nullopt,
       /*enable_gqa=*/kv_heads_ != heads_);
@@ -137,8 +143,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp 
           register_module("post_attention_layernorm", std::move(post_attention_norm))) {}
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
-                                          const at::Tensor& sin, const at::Tensor& document_mask) {
-  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, document_mask);
+                                          const at::Tensor& sin, const at::Tensor& attention_mask) {
+  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, attention_mask);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -171,9 +177,18 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
     // A document starts where its position is 0; query i sees key j of its own document, j <= i.
     at::Tensor document = positions.eq(0).cumsum(1);
     at::Tensor causal = at::ones({seq, seq}, positions.options().dtype(at::kBool)).tril();
-    document_mask = document.unsqueeze(2).eq(document.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+    document_mask =
+        document.unsqueeze(2).eq(document.unsqueeze(1)).logical_and(causal).unsqueeze(1);
   }
-  for (auto& layer : layers_) h = layer->forward(h, cos, sin, document_mask);
+  // Built once per forward for each distinct window (Mistral: one; Qwen2: up to two), not again
+  // in every layer.
+  std::map<int64_t, at::Tensor> masks;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const int64_t window = config_.sliding_windows.empty() ? 0 : config_.sliding_windows[i];
+    auto [mask, added] = masks.try_emplace(window);
+    if (added) mask->second = AttentionMask(document_mask, window, input_ids.size(1), device());
+    h = layers_[i]->forward(h, cos, sin, mask->second);
+  }
   return norm_->forward(h);
 }
 
@@ -287,8 +302,7 @@ StatusOr<LlamaModel> BuildLlamaModel(const LlamaConfig& c, const WeightSource& w
       QLORAD_ASSIGN_OR_RETURN(mlp_biases["down_proj"],
                               fetch(p + "mlp.down_proj.bias", {c.hidden_size}));
     }
-    const int64_t window = c.sliding_windows.empty() ? 0 : c.sliding_windows[i];
-    layers.emplace_back(LlamaAttention(c, window, q, k, v, o, std::move(attention_biases)),
+    layers.emplace_back(LlamaAttention(c, q, k, v, o, std::move(attention_biases)),
                         LlamaMlp(gate, up, down, std::move(mlp_biases)),
                         RMSNorm(in_norm, c.rms_norm_eps), RMSNorm(post_norm, c.rms_norm_eps));
   }

@@ -46,19 +46,18 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Ten
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  // `sliding_window` 0 attends causally to every earlier token, w > 0 to the last w only.
-  LlamaAttentionImpl(const LlamaConfig& config, int64_t sliding_window, at::Tensor q, at::Tensor k,
-                     at::Tensor v, at::Tensor o, ProjectionBiases biases = {});
-  // `document_mask` (optional, [batch, 1, seq, seq] bool): which keys each query may see, for
-  // packed rows; without it attention is plainly causal.
+  LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k, at::Tensor v,
+                     at::Tensor o, ProjectionBiases biases = {});
+  // `attention_mask` (optional, bool, [seq, seq] or [batch, 1, seq, seq]): which keys each query
+  // may see (packed documents, a sliding window); without it attention is plainly causal.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& document_mask = {});
+                     const at::Tensor& attention_mask = {});
 
   QLoraLinear q_proj, k_proj, v_proj, o_proj;
   ProjectionBiases biases;
 
  private:
-  int64_t heads_, kv_heads_, head_dim_, sliding_window_;
+  int64_t heads_, kv_heads_, head_dim_;
 };
 TORCH_MODULE(LlamaAttention);
 
@@ -76,10 +75,9 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp, RMSNorm input_norm,
                         RMSNorm post_attention_norm);
-  // `document_mask` (optional, [batch, 1, seq, seq] bool): which keys each query may see, for
-  // packed rows; without it attention is plainly causal.
+  // `attention_mask`: as LlamaAttentionImpl::forward's.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& document_mask = {});
+                     const at::Tensor& attention_mask = {});
 
   LlamaAttention self_attn;
   LlamaMlp mlp;

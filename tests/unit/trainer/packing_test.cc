@@ -24,33 +24,48 @@ at::Tensor RowLosses(LlamaModel& model, const Batch& b, bool with_positions) {
                                 at::Reduction::None, kIgnoreLabel);
 }
 
-TEST(PackingTest, PackedRowGivesEachDocumentsLossesAlone) {
-  testing::TempDir dir;
-  ASSERT_TRUE(MakeTinyModel(dir.path(), 11).ok());
-  auto loaded = LoadLlamaModel(dir.path(), TinyLlamaConfig(), false, at::kCPU, at::kFloat);
-  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
-  LlamaModel model = loaded->model;
-  at::NoGradGuard no_grad;
-  const std::vector<Document> docs = {
-      {{256, 72, 105, 33, 257}, {256, 72, 105, 33, 257}},
-      {{256, 87, 111, 114, 108, 100, 257}, {-100, -100, -100, 114, 108, 100, 257}},
-      {{256, 79, 107, 257}, {256, 79, 107, 257}},
-  };
-  // One row holds all three: 4 + 6 + 3 (input, target) pairs.
-  auto packed = Batcher::Create(docs, {13, true, false, 0});
-  ASSERT_TRUE(packed.ok());
-  ASSERT_EQ(packed->rows_per_epoch(), 1);
-  const Batch row = packed->Next(1);
-  ASSERT_TRUE(row.packed_documents);
-  const at::Tensor got = RowLosses(model, row, true);
+const std::vector<Document> kDocs = {
+    {{256, 72, 105, 33, 257}, {256, 72, 105, 33, 257}},
+    {{256, 87, 111, 114, 108, 100, 257}, {-100, -100, -100, 114, 108, 100, 257}},
+    {{256, 79, 107, 257}, {256, 79, 107, 257}},
+};
 
+// The tiny model in fp32 under `config` (TinyLlamaConfig, perhaps with sliding windows).
+LlamaModel TinyModel(const testing::TempDir& dir, const LlamaConfig& config) {
+  EXPECT_TRUE(MakeTinyModel(dir.path(), 11).ok());
+  auto loaded = LoadLlamaModel(dir.path(), config, false, at::kCPU, at::kFloat);
+  EXPECT_TRUE(loaded.ok()) << loaded.status().ToString();
+  return loaded->model;
+}
+
+// kDocs packed into one row (4 + 6 + 3 (input, target) pairs).
+Batch PackedRow() {
+  auto packed = Batcher::Create(kDocs, {13, true, false, 0});
+  EXPECT_TRUE(packed.ok());
+  EXPECT_EQ(packed->rows_per_epoch(), 1);
+  const Batch row = packed->Next(1);
+  EXPECT_TRUE(row.packed_documents);
+  return row;
+}
+
+// Each document of kDocs on its own, the per-token losses concatenated.
+at::Tensor LossesAlone(LlamaModel& model) {
   std::vector<at::Tensor> alone;
-  for (const Document& d : docs) {
+  for (const Document& d : kDocs) {
     auto single = Batcher::Create({d}, {13, true, false, 0});
-    ASSERT_TRUE(single.ok());
+    EXPECT_TRUE(single.ok());
     alone.push_back(RowLosses(model, single->Next(1), false));
   }
-  const at::Tensor want = at::cat(alone);
+  return at::cat(alone);
+}
+
+TEST(PackingTest, PackedRowGivesEachDocumentsLossesAlone) {
+  testing::TempDir dir;
+  LlamaModel model = TinyModel(dir, TinyLlamaConfig());
+  at::NoGradGuard no_grad;
+  const Batch row = PackedRow();
+  const at::Tensor got = RowLosses(model, row, true);
+  const at::Tensor want = LossesAlone(model);
   ASSERT_EQ(got.sizes(), want.sizes());
   // fp32 against fp32 through the same kernels but a masked instead of a causal attention call.
   EXPECT_TRUE(at::allclose(got, want, /*rtol=*/0, /*atol=*/1e-5))
@@ -58,6 +73,25 @@ TEST(PackingTest, PackedRowGivesEachDocumentsLossesAlone) {
   // The same row without the document boundaries differs: the check above is not vacuous.
   const at::Tensor leaky = RowLosses(model, row, false);
   EXPECT_GT((leaky - want).abs().max().item<double>(), 1e-3);
+}
+
+// Sliding windows narrower than a document, one layer windowed and one not (as Qwen2's
+// max_window_layers gives): packed, each document still sees only its own last `window` keys.
+TEST(PackingTest, PackedRowKeepsEachLayersSlidingWindow) {
+  testing::TempDir dir;
+  LlamaConfig config = TinyLlamaConfig();
+  config.sliding_windows = {0, 3};
+  LlamaModel model = TinyModel(dir, config);
+  at::NoGradGuard no_grad;
+  const at::Tensor got = RowLosses(model, PackedRow(), true);
+  const at::Tensor want = LossesAlone(model);
+  ASSERT_EQ(got.sizes(), want.sizes());
+  EXPECT_TRUE(at::allclose(got, want, /*rtol=*/0, /*atol=*/1e-5))
+      << (got - want).abs().max().item<double>();
+  // The window matters for these documents: without it the losses differ.
+  testing::TempDir full_dir;
+  LlamaModel full = TinyModel(full_dir, TinyLlamaConfig());
+  EXPECT_GT((LossesAlone(full) - want).abs().max().item<double>(), 1e-3);
 }
 
 }  // namespace
