@@ -177,6 +177,16 @@ def expected_labels(hf, text, ids, spans):
     return labels
 
 
+def assert_matches_transformers(hf, family, ours, cases):
+    for got, msgs in zip(ours, cases, strict=True):
+        text = hf_text(hf, family, msgs)
+        assert got["text"] == text
+        ids = hf_ids(hf, msgs, family)
+        assert got["input_ids"] == ids
+        spans = assistant_spans(family, text, msgs, FAMILIES[family][3])
+        assert got["labels"] == expected_labels(hf, text, ids, spans)
+
+
 @pytest.mark.parametrize("family", list(FAMILIES))
 @pytest.mark.parametrize("named", [False, True], ids=["from-template", "by-name"])
 def test_chat_matches_transformers(tmp_path, family, named):
@@ -187,18 +197,26 @@ def test_chat_matches_transformers(tmp_path, family, named):
     cases = [messages, no_system, messages[:-1]]
     extra = ["--chat-template", NAMES.get(family, family)] if named else []
     ours = prepare(model_dir, tmp_path, [{"messages": m} for m in cases], *extra)
-    for got, msgs in zip(ours, cases):
-        text = hf_text(hf, family, msgs)
-        assert got["text"] == text
-        ids = hf_ids(hf, msgs, family)
-        assert got["input_ids"] == ids
-        spans = assistant_spans(family, text, msgs, FAMILIES[family][3])
-        assert got["labels"] == expected_labels(hf, text, ids, spans)
+    assert_matches_transformers(hf, family, ours, cases)
     # Guards against a trivially agreeing setup: the specials really are single tokens, and
     # something is masked and something trained.
     eot = FAMILIES[family][3]
     assert hf.convert_tokens_to_ids(eot) in ours[0]["labels"]
     assert -100 in ours[0]["labels"]
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_long_chat_matches_transformers(tmp_path, family):
+    """Many turns, so many boundaries between trained and untrained text, each placed as
+    transformers' offsets place it."""
+    model_dir, hf = make_model_dir(tmp_path, family)
+    turns = [m for _ in range(30) for m in CONVERSATION[1:]]
+    cases = [turns, turns[:-1]]
+    if family != "mistral":
+        cases.append(CONVERSATION[:1] + turns)
+    ours = prepare(model_dir, tmp_path, [{"messages": m} for m in cases])
+    assert_matches_transformers(hf, family, ours, cases)
+    assert sum(label != -100 for label in ours[0]["labels"]) > 30
 
 
 def test_sharegpt_renders_like_messages(tmp_path):

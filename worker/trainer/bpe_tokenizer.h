@@ -32,8 +32,25 @@ class BpeTokenizer {
   }
   // `add_affixes`: the post-processor's tokens; `match_special`: special-token text becomes its
   // token. Chat text is encoded with match_special alone (apply_chat_template's tokenization).
-  StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_affixes,
-                                        bool match_special) const;
+  // With `matches`, the added tokens matched in `text` (not those found after normalization) are
+  // listed there in order, for EncodeSuffix.
+  StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_affixes, bool match_special,
+                                        std::vector<AddedTokenMatch>* matches = nullptr) const;
+
+  // Encode(text.substr(offset), add_affixes, match_special) as `head` followed by
+  // whole[joins_at..], where `whole` and `matches` are what Encode(text, add_affixes,
+  // match_special, &matches) gave. Only the text from `offset` to the next added token is encoded
+  // again: added tokens are found left to right by position alone, so from the first one at or
+  // after `offset` the suffix is cut (and encoded) as the whole text was, unless a token matched in
+  // the whole text runs over `offset` (then the suffix is encoded in full).
+  struct SuffixIds {
+    std::vector<int64_t> head;
+    size_t joins_at = 0;
+  };
+  StatusOr<SuffixIds> EncodeSuffix(std::string_view text, size_t offset,
+                                   const std::vector<int64_t>& whole,
+                                   const std::vector<AddedTokenMatch>& matches, bool add_affixes,
+                                   bool match_special) const;
 
  private:
   BpeTokenizer(AddedTokens added, Normalizer normalizer, PreTokenizer pre, BpeModel model,

@@ -13,6 +13,12 @@
 
 namespace qlorad::trainer {
 
+// An added token an encoding matched in its text: the bytes [begin, end) it took (with the
+// whitespace that lstrip/rstrip swallowed) and its index among the ids.
+struct AddedTokenMatch {
+  size_t begin = 0, end = 0, index = 0;
+};
+
 class AddedTokens {
  public:
   // `config` is tokenizer.json's "added_tokens" (absent: none); `file` names it in errors.

@@ -59,22 +59,20 @@ StatusOr<Document> IdsDocument(const json& record, int64_t vocab_size) {
   return doc;
 }
 
-size_t CommonSuffix(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
-  size_t n = 0;
-  while (n < a.size() && n < b.size() && a[a.size() - 1 - n] == b[b.size() - 1 - n]) ++n;
-  return n;
-}
-
 // Encodes the whole text at once, so the ids are exactly the tokenizer's (Hugging Face encodes
 // the rendered chat in one piece too). Where a trained stretch starts or ends is found by
 // encoding the rest of the text from there: the ids at the end that this encoding reproduces
 // belong to the rest. A token that spans the boundary goes to the part where it starts.
+// (SharedSuffix answers that from the whole text's encoding, re-encoding only up to the next
+// special token, so the cost does not grow with the square of the number of turns.)
 StatusOr<Document> TextDocument(const RecordText& record, const ModelTokenizer& tokenizer,
                                 bool completions_only, const DatasetOptions& options) {
   std::string text;
   for (const TextSegment& s : record.segments) text += s.text;
   Document doc;
-  QLORAD_ASSIGN_OR_RETURN(doc.input_ids, tokenizer.Encode(text, record.add_special));
+  QLORAD_ASSIGN_OR_RETURN(const ModelTokenizer::Encoding whole,
+                          tokenizer.EncodeForSuffixes(text, record.add_special));
+  doc.input_ids = whole.ids;
   doc.labels.assign(doc.input_ids.size(), kIgnoreLabel);
   size_t token = 0, offset = 0;
   for (size_t i = 0; i < record.segments.size(); ++i) {
@@ -84,9 +82,9 @@ StatusOr<Document> TextDocument(const RecordText& record, const ModelTokenizer& 
     const bool last = i + 1 == record.segments.size();
     if (!last && segment.trained == record.segments[i + 1].trained) continue;  // one stretch
     if (!last) {
-      QLORAD_ASSIGN_OR_RETURN(std::vector<int64_t> rest,
-                              tokenizer.Encode(text.substr(offset), record.add_special));
-      end = std::max(token, doc.input_ids.size() - CommonSuffix(rest, doc.input_ids));
+      QLORAD_ASSIGN_OR_RETURN(const size_t shared,
+                              tokenizer.SharedSuffix(text, offset, whole, record.add_special));
+      end = std::max(token, doc.input_ids.size() - shared);
     }
     if (segment.trained || !completions_only) {
       std::copy(doc.input_ids.begin() + static_cast<std::ptrdiff_t>(token),

@@ -81,6 +81,39 @@ StatusOr<ModelTokenizer> ModelTokenizer::ForModelDir(const std::string& model_di
   return t;
 }
 
+StatusOr<ModelTokenizer::Encoding> ModelTokenizer::EncodeForSuffixes(std::string_view text,
+                                                                     bool add_special) const {
+  Encoding out;
+  if (bpe_ == nullptr) {
+    QLORAD_ASSIGN_OR_RETURN(out.ids, Encode(text, add_special));
+  } else {
+    QLORAD_ASSIGN_OR_RETURN(out.ids,
+                            bpe_->Encode(text, add_special, /*match_special=*/true, &out.added));
+  }
+  return out;
+}
+
+StatusOr<size_t> ModelTokenizer::SharedSuffix(std::string_view text, size_t offset,
+                                              const Encoding& whole, bool add_special) const {
+  // The suffix's ids are `head` then whole.ids[joins_at..]: those are shared, and so are as many
+  // of head's last ids as whole.ids has just before joins_at.
+  BpeTokenizer::SuffixIds suffix;
+  if (bpe_ == nullptr) {
+    // One id per byte, BOS first: the suffix's bytes are the whole text's from `offset` on.
+    if (add_special) suffix.head = {kBosId};
+    suffix.joins_at = offset + (add_special ? 1 : 0);
+  } else {
+    QLORAD_ASSIGN_OR_RETURN(suffix, bpe_->EncodeSuffix(text, offset, whole.ids, whole.added,
+                                                       add_special, /*match_special=*/true));
+  }
+  size_t shared = whole.ids.size() - suffix.joins_at;
+  for (size_t i = 0; i < suffix.head.size() && i < suffix.joins_at; ++i) {
+    if (suffix.head[suffix.head.size() - 1 - i] != whole.ids[suffix.joins_at - 1 - i]) break;
+    ++shared;
+  }
+  return shared;
+}
+
 StatusOr<std::vector<int64_t>> ModelTokenizer::Encode(std::string_view text,
                                                       bool add_special) const {
   if (bpe_ != nullptr) return bpe_->Encode(text, add_special, /*match_special=*/true);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/trainer/bpe_tokenizer_added.h"
 
 namespace qlorad::trainer {
 
@@ -36,6 +37,19 @@ class ModelTokenizer {
   // tokenizer's own additions (BOS from the post-processor; BOS and EOS for the byte tokenizer)
   // are added, as Hugging Face's add_special_tokens=True does.
   StatusOr<std::vector<int64_t>> Encode(std::string_view text, bool add_special) const;
+
+  // A text's ids with what lets SharedSuffix reuse them.
+  struct Encoding {
+    std::vector<int64_t> ids;
+    std::vector<AddedTokenMatch> added;  // where added tokens matched (BPE tokenizers)
+  };
+  StatusOr<Encoding> EncodeForSuffixes(std::string_view text, bool add_special) const;
+  // How many of the last ids of `whole` (EncodeForSuffixes(text, add_special)) the encoding of
+  // text.substr(offset) ends with too, without encoding all of that suffix again: what a dataset
+  // asks at every boundary between trained and untrained text, so a long chat costs one encoding
+  // and not one per turn.
+  StatusOr<size_t> SharedSuffix(std::string_view text, size_t offset, const Encoding& whole,
+                                bool add_special) const;
 
   // From tokenizer_config.json (empty when unknown); chat_template is the Jinja text.
   const std::string& bos_token() const { return bos_token_; }

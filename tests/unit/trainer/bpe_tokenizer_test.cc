@@ -122,6 +122,45 @@ TEST(BpeTokenizerTest, TemplatePostProcessorAddsBos) {
   EXPECT_THAT(Ids(config, "", /*add_special=*/false), ElementsAre());
 }
 
+// EncodeSuffix re-encodes only up to the next added token and reuses the whole text's ids from
+// there: at every offset (inside an added token, inside the spaces an lstrip token swallows, at
+// either end) it must give what encoding the suffix on its own gives, with and without BOS.
+TEST(BpeTokenizerTest, EncodeSuffixEqualsEncodingTheSuffixAlone) {
+  json config = AbcTokenizer(json::array({"a b", "b c", "ab c"}), false);
+  for (const char* c : {" ", "[", "E", "]"})
+    config["model"]["vocab"][c] = config["model"]["vocab"].size();
+  config["added_tokens"] =
+      json::array({{{"id", 9}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
+                   {{"id", 20},
+                    {"content", "[E]"},
+                    {"lstrip", true},
+                    {"rstrip", true},
+                    {"normalized", false}}});
+  config["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
+                              {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+      {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {9}}}}}}};
+  auto tokenizer = BpeTokenizer::FromJson(config, "tokenizer.json");
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status().message();
+  const std::string text = "<s>ab [E]  abc<s>cab  [E]bc<s";
+  for (const bool affixes : {false, true}) {
+    std::vector<AddedTokenMatch> matches;
+    auto whole = tokenizer->Encode(text, affixes, /*match_special=*/true, &matches);
+    ASSERT_TRUE(whole.ok()) << whole.status().message();
+    ASSERT_EQ(matches.size(), 4u);
+    for (size_t offset = 0; offset <= text.size(); ++offset) {
+      auto suffix = tokenizer->EncodeSuffix(text, offset, *whole, matches, affixes, true);
+      auto alone = tokenizer->Encode(std::string_view(text).substr(offset), affixes, true);
+      ASSERT_TRUE(suffix.ok() && alone.ok());
+      std::vector<int64_t> joined = suffix->head;
+      joined.insert(joined.end(), whole->begin() + static_cast<std::ptrdiff_t>(suffix->joins_at),
+                    whole->end());
+      EXPECT_EQ(joined, *alone) << "offset " << offset << ", BOS " << affixes;
+    }
+  }
+}
+
 TEST(BpeTokenizerTest, ByteLevelAlphabetMapsEveryByte) {
   EXPECT_EQ(ByteLevelCodePoint('A'), U'A');
   EXPECT_EQ(ByteLevelCodePoint(' '), U'\u0120');   // "Ġ"
