@@ -1,5 +1,6 @@
 #include "worker/trainer/checkpoint_shards.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -62,18 +63,19 @@ StatusOr<Manifest> ReadManifest(const std::string& path) {
     if (manifest.shards < 1) return DataLoss(path + ": shards must be at least 1");
     for (const json& entry : j.at("tensors")) {
       const std::string key = entry.at("tensor").get<std::string>();
-      ShardSpec spec;
-      spec.shape = entry.at("shape").get<std::vector<int64_t>>();
-      spec.numel = 1;
-      for (int64_t d : spec.shape) spec.numel *= d;
-      spec.unit = entry.at("unit").get<int64_t>();
-      spec.rows_per_rank = entry.at("rows_per_rank").get<int64_t>();
-      if (spec.unit < 1 || spec.numel < 0) return DataLoss(path + ": " + key + ": bad shape/unit");
-      spec.rows = (spec.numel + spec.unit - 1) / spec.unit;
-      if (spec.rows_per_rank * manifest.shards < spec.rows) {
-        return DataLoss(path + ": " + key + ": " + std::to_string(manifest.shards) + " shards of " +
-                        std::to_string(spec.rows_per_rank) + " rows cannot hold " +
-                        std::to_string(spec.rows) + " rows");
+      const auto shape = entry.at("shape").get<std::vector<int64_t>>();
+      const int64_t unit = entry.at("unit").get<int64_t>();
+      if (unit < 1 || std::any_of(shape.begin(), shape.end(), [](int64_t d) { return d < 0; })) {
+        return DataLoss(path + ": " + key + ": bad shape/unit");
+      }
+      // The split SaveParameterShards wrote: MakeShardSpec's over `shards` ranks.
+      ShardSpec spec = parallel::MakeShardSpec(shape, unit, manifest.shards);
+      const int64_t rows_per_rank = entry.at("rows_per_rank").get<int64_t>();
+      if (rows_per_rank != spec.rows_per_rank) {
+        return DataLoss(path + ": " + key + ": rows_per_rank " + std::to_string(rows_per_rank) +
+                        ", but " + std::to_string(spec.rows) + " rows in " +
+                        std::to_string(manifest.shards) + " shards make " +
+                        std::to_string(spec.rows_per_rank));
       }
       manifest.tensors[key] = std::move(spec);
     }

@@ -211,6 +211,16 @@ TEST_F(TrainerTest, MissingOrDamagedShardFilesAreErrorsNamingTheFile) {
   ASSERT_FALSE(missing.ok());
   EXPECT_THAT(missing.status().message(), HasSubstr(shard.string() + ": cannot open"));
 
+  // A split other than the one MakeShardSpec gives for that many shards.
+  nlohmann::json layout = nlohmann::json::parse(ReadFile(step / "manifest.json"));
+  layout["tensors"][0]["rows_per_rank"] = layout["tensors"][0]["rows_per_rank"].get<int>() + 1;
+  std::ofstream(step / "manifest.json", std::ios::trunc) << layout.dump();
+  auto split = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(split.ok());
+  EXPECT_THAT(split.status().message(),
+              HasSubstr((step / "manifest.json").string() + ": " +
+                        layout["tensors"][0]["tensor"].get<std::string>() + ": rows_per_rank"));
+
   std::ofstream(step / "manifest.json", std::ios::trunc) << "{\"format\": 1";
   auto manifest = Run(Spec(out / "again"), resume);
   ASSERT_FALSE(manifest.ok());

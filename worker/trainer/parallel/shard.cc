@@ -5,11 +5,15 @@
 namespace qlorad::trainer::parallel {
 
 ShardSpec MakeShardSpec(const at::Tensor& tensor, int64_t unit, int world_size) {
+  return MakeShardSpec(tensor.sizes().vec(), unit, world_size);
+}
+
+ShardSpec MakeShardSpec(std::vector<int64_t> shape, int64_t unit, int world_size) {
   TORCH_CHECK(unit > 0 && world_size > 0, "MakeShardSpec: unit ", unit, ", world size ",
               world_size);
   ShardSpec spec;
-  spec.shape = tensor.sizes().vec();
-  spec.numel = tensor.numel();
+  spec.shape = std::move(shape);
+  spec.numel = c10::multiply_integers(spec.shape);
   spec.unit = unit;
   spec.rows = (spec.numel + unit - 1) / unit;
   spec.rows_per_rank = (spec.rows + world_size - 1) / world_size;

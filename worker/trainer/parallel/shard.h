@@ -24,6 +24,8 @@ struct ShardSpec {
 };
 
 ShardSpec MakeShardSpec(const at::Tensor& tensor, int64_t unit, int world_size);
+// The same for a tensor known by its shape (a checkpoint's manifest).
+ShardSpec MakeShardSpec(std::vector<int64_t> shape, int64_t unit, int world_size);
 // This rank's rows, zero-padded, as a new contiguous 1-D tensor of shard_numel() elements.
 at::Tensor ShardOf(const at::Tensor& tensor, const ShardSpec& spec, int rank);
 // `gathered`: every rank's shard concatenated in rank order (world_size * shard_numel()).
