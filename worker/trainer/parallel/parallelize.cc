@@ -27,16 +27,20 @@ class Replicated : public DataParallel {
     }
     at::Tensor flat = at::cat(grads);
     QLORAD_RETURN_IF_ERROR(comm().AllReduceSum(flat)->Wait());
+    // Back into the gradients in one batched copy rather than a kernel per tensor.
+    std::vector<at::Tensor> grads_out, sums;
     int64_t offset = 0;
     for (at::Tensor& p : Parameters()) {
       at::Tensor sum = flat.narrow(0, offset, p.numel()).view(p.sizes());
       if (p.grad().defined()) {
-        p.mutable_grad().copy_(sum);
+        grads_out.push_back(p.mutable_grad());
+        sums.push_back(sum);
       } else {
-        p.mutable_grad() = sum.clone();
+        p.mutable_grad() = sum.clone();  // no gradient here (unused on this rank): a new one
       }
       offset += p.numel();
     }
+    if (!grads_out.empty()) at::_foreach_copy_(grads_out, sums);
     return Status::Ok();
   }
 
