@@ -136,7 +136,10 @@ Status ParseLora(Section s, LoraSpec* l) {
   QLORAD_RETURN_IF_ERROR(s.Get("target_modules", &l->target_modules));
   QLORAD_RETURN_IF_ERROR(s.GetOptional("init_from", &l->init_from));
   QLORAD_RETURN_IF_ERROR(s.Get("use_rslora", &l->use_rslora));
+  QLORAD_RETURN_IF_ERROR(s.Get("compute_precision", &l->compute_precision));
   QLORAD_RETURN_IF_ERROR(s.Validate());
+  QLORAD_RETURN_IF_ERROR(
+      OneOf(l->compute_precision, {"fp32", "bf16", "fp16"}, s.Field("compute_precision")));
   QLORAD_RETURN_IF_ERROR(Require(l->r > 0, s.Field("r"), "must be > 0, got " + Show(l->r)));
   QLORAD_RETURN_IF_ERROR(
       Require(l->alpha > 0, s.Field("alpha"), "must be > 0, got " + Show(l->alpha)));
@@ -303,6 +306,14 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
   QLORAD_RETURN_IF_ERROR(ParseCheckpoint(top.Child("checkpoint"), &spec.checkpoint));
   QLORAD_RETURN_IF_ERROR(top.Validate());
 
+  if (spec.lora.compute_precision != "fp32" &&
+      spec.lora.compute_precision != spec.train.precision) {
+    return InvalidArgument(
+        "lora.compute_precision: " + spec.lora.compute_precision +
+        " needs train.precision: " + spec.lora.compute_precision +
+        " (the adapters take the activations as they are), got train.precision: " +
+        spec.train.precision + "; use fp32 or " + spec.train.precision);
+  }
   if (spec.name.empty()) return InvalidArgument("name: is required");
   for (char c : spec.name) {
     const bool ok = std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';

@@ -38,17 +38,18 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def spec(root: Path, name: str, world: int, strategy: str, steps: int = STEPS, every: int = 0,
-         timeout_s: float | None = None) -> Path:
+         timeout_s: float | None = None, precision: str = "fp32", lora_precision: str = "fp32") -> Path:
     path = root / f"{name}.yaml"
     timeout = f", timeout_s: {timeout_s}" if timeout_s else ""
     path.write_text(f"""
 name: {name}
 model: {{path: {root / 'model'}}}
 quantization: {{type: nf4, block_size: 64, double_quant: true}}
-lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj]}}
+lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj],
+       compute_precision: {lora_precision}}}
 data: {{path: {root / 'data.jsonl'}, max_seq_len: 24, packing: true, shuffle: true, seed: 5}}
 train: {{max_steps: {steps}, micro_batch_size: 1, grad_accum: {GLOBAL_MICRO_BATCHES // world},
-        lr: 1.0e-2, scheduler: cosine, warmup_steps: 5, precision: fp32, seed: 7, max_grad_norm: 0.5}}
+        lr: 1.0e-2, scheduler: cosine, warmup_steps: 5, precision: {precision}, seed: 7, max_grad_norm: 0.5}}
 resources: {{device: cpu}}
 parallel: {{strategy: {strategy}{timeout}}}
 checkpoint: {{every_steps: {every}, keep: 5, output_dir: {root / name}}}
@@ -62,8 +63,8 @@ def command(job: Path, world: int, resume: Path | None = None) -> list:
 
 
 def run(root: Path, name: str, world: int, strategy: str, steps: int = STEPS, every: int = 0,
-        resume: Path | None = None) -> tuple[list[float], dict, list[dict]]:
-    job = spec(root, name, world, strategy, steps, every)
+        resume: Path | None = None, **precisions) -> tuple[list[float], dict, list[dict]]:
+    job = spec(root, name, world, strategy, steps, every, **precisions)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(command(job, world, resume), capture_output=True, text=True, timeout=300,
                           env=env)
@@ -108,6 +109,21 @@ def test_ranks_train_like_one(workdir, reference, world, strategy):
     else:
         # fsdp also gathers every layer's packed NF4 shards, forward and backward.
         assert comm_bytes_per_step(events) > 2 * sum(v.nbytes for v in ref_adapter.values())
+
+
+def test_fsdp_gathers_bf16_lora_and_trains_like_one_rank(workdir):
+    """lora.compute_precision: bf16 under bf16 training: fsdp gathers the adapters in bf16 (half
+    the LoRA bytes of an fp32 gather) and reduces their gradients in fp32; one rank computes the
+    same bf16 adapters, so the runs agree within the bf16 tolerance (1e-2 relative)."""
+    bf16 = dict(precision="bf16", lora_precision="bf16")
+    steps = 20
+    ref_losses, _, _ = run(workdir, "single_bf16", 1, "single", steps=steps, **bf16)
+    losses, _, events = run(workdir, "fsdp2_bf16", 2, "fsdp", steps=steps, **bf16)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-2)
+    assert ref_losses[-1] < ref_losses[0] - 0.5
+    _, _, fp32_events = run(workdir, "fsdp2_bf16_fp32lora", 2, "fsdp", steps=steps,
+                            precision="bf16", lora_precision="fp32")
+    assert comm_bytes_per_step(events) < comm_bytes_per_step(fp32_events)
 
 
 def test_a_failing_job_fails_the_launch_with_its_message(workdir):

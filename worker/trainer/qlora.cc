@@ -14,7 +14,8 @@ std::string LeafName(const std::string& name) {
 }  // namespace
 
 StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& quantization,
-                                  const LoraSpec& lora, uint64_t seed) {
+                                  const LoraSpec& lora, uint64_t seed,
+                                  at::ScalarType lora_compute_dtype) {
   // Quantization covers the decoder projections; the head (a LoRA target) is never quantized.
   auto linears = model->NamedLinears();
   auto targetable = model->NamedLoraTargets();
@@ -38,7 +39,7 @@ StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& qua
   QLoraSummary summary;
   at::Generator generator = at::make_generator<at::CPUGeneratorImpl>(seed);
   const std::set<std::string> targets(lora.target_modules.begin(), lora.target_modules.end());
-  const LoraOptions options{lora.r, lora.Scale(), lora.dropout};
+  const LoraOptions options{lora.r, lora.Scale(), lora.dropout, lora_compute_dtype};
   for (auto& [name, linear] : linears) {
     if (!nf4) break;
     linear->QuantizeNF4(quantization.block_size, quantization.double_quant);
@@ -47,7 +48,10 @@ StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& qua
   // In the model's module order, the head last, so adding lm_head leaves the others' A as it was.
   for (auto& [name, linear] : targetable) {
     if (targets.count(LeafName(name)) != 0) {
-      linear->AddLora(options, generator);
+      LoraOptions layer_options = options;
+      // The head's adapter runs inside the fp32 loss (LinearHead), so it computes in fp32.
+      if (LeafName(name) == "lm_head") layer_options.compute_dtype = at::kFloat;
+      linear->AddLora(layer_options, generator);
       ++summary.lora_layers;
       summary.trainable_parameters += lora.r * (linear->in_features() + linear->out_features());
     }

@@ -21,9 +21,10 @@ struct QLoraSummary {
 };
 
 // Errors name the field: an unknown lora.target_modules entry, quantization without the ops
-// library.
+// library. The adapters compute in `lora_compute_dtype` (lora.compute_precision).
 StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& quantization,
-                                  const LoraSpec& lora, uint64_t seed);
+                                  const LoraSpec& lora, uint64_t seed,
+                                  at::ScalarType lora_compute_dtype = at::kFloat);
 
 // The trainable parameters (A then B of each adapted layer, in module order, lm_head last).
 std::vector<at::Tensor> LoraParameters(const LlamaModel& model);

@@ -110,9 +110,10 @@ at::Tensor QLoraLinearImpl::forward(const at::Tensor& x) {
   at::Tensor y = external_ ? external_->base(x) : FrozenLinear(x, own_weight_);
   if (!has_lora()) return y;
   const auto [a, b] = external_ ? external_->lora() : std::make_pair(lora_a_, lora_b_);
-  at::Tensor h = x.to(at::kFloat);
+  const at::ScalarType dtype = lora_.compute_dtype;
+  at::Tensor h = x.to(dtype);
   if (lora_.dropout > 0 && is_training()) h = at::dropout(h, lora_.dropout, /*train=*/true);
-  at::Tensor update = at::linear(at::linear(h, a), b) * lora_.scale;
+  at::Tensor update = at::linear(at::linear(h, a.to(dtype)), b.to(dtype)) * lora_.scale;
   return y + update.to(y.scalar_type());
 }
 

@@ -1,7 +1,8 @@
 // A linear layer whose base weight is frozen (dense, or NF4-packed through qlorad::ops) with an
 // optional trainable LoRA adapter: y = x W^T + scale * B(A(dropout(x))).
-// The adapter computes in fp32 (its parameters are fp32, as in PEFT with QLoRA) and its output is
-// cast back to the activation dtype before the add.
+// The adapter's parameters are fp32; it computes in LoraOptions::compute_dtype: fp32 by default
+// (the input upcast, as in PEFT with QLoRA) or the activations' dtype. Its output is cast back to
+// the activation dtype before the add.
 #pragma once
 
 #include <torch/torch.h>
@@ -18,6 +19,7 @@ struct LoraOptions {
   int64_t r = 16;
   double scale = 1.0;  // alpha / r, or alpha / sqrt(r) with rsLoRA
   double dropout = 0.0;
+  at::ScalarType compute_dtype = at::kFloat;  // of the adapter's matmuls (lora.compute_precision)
 };
 
 // A frozen weight in the compute dtype, from wherever it lives (dequantized, cast, gathered);

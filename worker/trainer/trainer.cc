@@ -133,8 +133,10 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
   QLORAD_ASSIGN_OR_RETURN(LoadedModel loaded, LoadLlamaModel(spec.model.path, config,
                                                              bnb.has_value(), s.device, dtype));
   s.model = loaded.model;
-  QLORAD_ASSIGN_OR_RETURN(QLoraSummary summary,
-                          ApplyQLora(s.model, quantization, spec.lora, spec.train.seed));
+  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType lora_dtype,
+                          ParsePrecision(spec.lora.compute_precision, "lora.compute_precision"));
+  QLORAD_ASSIGN_OR_RETURN(QLoraSummary summary, ApplyQLora(s.model, quantization, spec.lora,
+                                                           spec.train.seed, lora_dtype));
   summary.quantized_layers += loaded.prequantized_layers;
   if (s.model->lm_head_linear()->has_lora() && spec.lora.dropout > 0) {
     // The chunked loss feeds the head's A the same hidden states as its frozen weight.

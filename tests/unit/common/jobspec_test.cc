@@ -111,6 +111,20 @@ TEST(JobSpec, ParallelTimeoutIsAPositiveNumberOfSeconds) {
             "parallel.timeout_s: expected a number, got 'soon'");
 }
 
+TEST(JobSpec, LoraComputePrecisionIsFp32OrTheTrainingPrecision) {
+  EXPECT_EQ(ParseJobSpec(kMinimal)->lora.compute_precision, "fp32");
+  auto bf16 = ParseJobSpec(std::string(kMinimal) + "lora: {compute_precision: bf16}");
+  ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();  // train.precision defaults to bf16
+  EXPECT_EQ(bf16->lora.compute_precision, "bf16");
+  EXPECT_NE(ErrorOf(std::string(kMinimal) + "lora: {compute_precision: fp8}")
+                .find("lora.compute_precision: must be one of"),
+            std::string::npos);
+  EXPECT_EQ(
+      ErrorOf(std::string(kMinimal) + "lora: {compute_precision: bf16}\ntrain: {precision: fp16}"),
+      "lora.compute_precision: bf16 needs train.precision: bf16 (the adapters take the "
+      "activations as they are), got train.precision: fp16; use fp32 or fp16");
+}
+
 TEST(JobSpec, MalformedYamlNamesTheLine) {
   const std::string msg = ErrorOf("name: x\nmodel: {path: [unclosed\n");
   EXPECT_NE(msg.find("malformed YAML at line"), std::string::npos) << msg;

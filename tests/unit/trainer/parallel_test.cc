@@ -103,14 +103,19 @@ class FsdpWorldOfOneTest
 
   TrainResult Run(const std::string& out, const std::string& strategy) {
     const auto& [quantization, reshard, precision] = GetParam();
+    // "bf16+lora": bf16 training whose adapters compute in bf16 (fsdp gathers them in bf16).
+    const bool lora_in_train_precision = precision.ends_with("+lora");
+    const std::string train_precision = precision.substr(0, precision.find('+'));
+    const std::string lora_precision = lora_in_train_precision ? train_precision : "fp32";
     auto spec = ParseJobSpec(
         "name: fsdp1\nmodel: {path: " + *dir_ / "model" +
         "}\nquantization: {type: " + quantization +
         "}\nlora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj, up_proj, "
-        "down_proj]}\n" +
-        "data: {path: " + *dir_ / "data.jsonl" + ", max_seq_len: 16, seed: 2}\n" +
+        "down_proj], compute_precision: " +
+        lora_precision + "}\n" + "data: {path: " + *dir_ / "data.jsonl" +
+        ", max_seq_len: 16, seed: 2}\n" +
         "train: {max_steps: 4, micro_batch_size: 2, grad_accum: 2, lr: 2.0e-2, precision: " +
-        precision + ", max_grad_norm: 0.5}\nresources: {device: cpu}\nparallel: {strategy: " +
+        train_precision + ", max_grad_norm: 0.5}\nresources: {device: cpu}\nparallel: {strategy: " +
         strategy + ", reshard_after_forward: " + (reshard ? "true" : "false") +
         "}\ncheckpoint: {every_steps: 0, output_dir: " + out + "}\n");
     EXPECT_TRUE(spec.ok()) << spec.status().ToString();
@@ -148,7 +153,7 @@ TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
 
 INSTANTIATE_TEST_SUITE_P(Quantization, FsdpWorldOfOneTest,
                          ::testing::Combine(::testing::Values("none", "nf4"), ::testing::Bool(),
-                                            ::testing::Values("fp32", "bf16")));
+                                            ::testing::Values("fp32", "bf16", "bf16+lora")));
 
 }  // namespace
 }  // namespace qlorad::trainer::parallel

@@ -41,6 +41,36 @@ TEST(QLoraLinearTest, ForwardIsBasePlusScaledLowRankUpdate) {
   EXPECT_LT((got - expected).abs().max().item<double>(), 1e-5);
 }
 
+// lora.compute_precision: bf16 multiplies bf16 activations by bf16 copies of the fp32 adapter
+// (no upcast): within bf16 rounding of the fp64 result, and the gradients reach the fp32
+// parameters as fp32.
+TEST(QLoraLinearTest, Bf16ComputeMatchesFp64WithinBf16RoundingAndTrainsFp32Parameters) {
+  at::Tensor w = at::randn({32, 48}, Gen(11)).to(at::kBFloat16);
+  QLoraLinear layer(w.clone());
+  layer->AddLora({8, 2.0, 0.0, at::kBFloat16}, Gen(12));
+  {
+    at::NoGradGuard no_grad;
+    layer->lora_b().copy_(at::randn({32, 8}, Gen(13)));
+  }
+  const at::Tensor x = at::randn({6, 48}, Gen(14)).to(at::kBFloat16);
+  const at::Tensor got = layer->forward(x);
+  EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+  const at::Tensor xd = x.to(at::kDouble);
+  const at::Tensor a = layer->lora_a().detach().to(at::kDouble);
+  const at::Tensor b = layer->lora_b().detach().to(at::kDouble);
+  const at::Tensor expected =
+      at::matmul(xd, w.to(at::kDouble).t()) + 2.0 * at::matmul(at::matmul(xd, a.t()), b.t());
+  // A few bf16 roundings (the inputs of each matmul, its output, the add): 2^-8 each, relative
+  // to the largest magnitude.
+  const double scale = expected.abs().max().item<double>();
+  EXPECT_LT((got.to(at::kDouble) - expected).abs().max().item<double>(), 4 * scale / 256);
+  got.to(at::kFloat).sum().backward();
+  ASSERT_TRUE(layer->lora_a().grad().defined());
+  EXPECT_EQ(layer->lora_a().grad().scalar_type(), at::kFloat);
+  EXPECT_EQ(layer->lora_b().grad().scalar_type(), at::kFloat);
+  EXPECT_GT(layer->lora_b().grad().abs().max().item<float>(), 0.0f);
+}
+
 TEST(QLoraLinearTest, InitFollowsPeftShapesAndBounds) {
   QLoraLinear layer(at::zeros({10, 64}));
   layer->AddLora({8, 1.0, 0.0}, Gen(8));

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <optional>
+#include <utility>
 
 #include "worker/trainer/parallel/shard.h"
 
@@ -57,8 +58,10 @@ class FsdpUnit {
 
   // For the autograd functions below.
   at::Tensor FullWeight(size_t linear, at::ScalarType dtype, Phase phase);
-  variable_list GatherLora(at::TensorList shards);
-  variable_list ReduceScatterLoraGrads(const variable_list& grads);
+  variable_list GatherLora();
+  void ReduceScatterLoraGrads(const variable_list& grads);
+  // Waits for this step's reduce-scatters and adds their sums into the shards' .grad.
+  Status AccumulateLoraGrads();
 
   // The full value of LoRA tensor `k` (2m: A of the m-th adapted projection, 2m + 1: its B).
   StatusOr<at::Tensor> GatherLoraTensor(size_t k);
@@ -69,14 +72,19 @@ class FsdpUnit {
 
  private:
   void AddPiece(const at::Tensor& shard, const ShardSpec& spec, std::vector<at::Tensor>* local);
-  // Starts the all-gather of the frozen shards unless they are gathered or on their way.
-  void StartGather();
+  // Starts the all-gather of the frozen shards unless they are gathered or on their way; a
+  // forward gather carries the LoRA shards in the same collective (backward has its LoRA saved).
+  void StartGather(Phase phase);
   // Finishes it (starting it first if needed) and unshards every weight.
-  void Gather();
+  void Gather(Phase phase);
   // Starts the gather of the unit at `index` (forward: the next one; backward: the previous).
-  void Prefetch(size_t index) const {
-    if (index < all_.size()) all_[index]->StartGather();
+  void Prefetch(size_t index, Phase phase) const {
+    if (index < all_.size()) all_[index]->StartGather(phase);
   }
+  // Copies the LoRA shards, in the gather dtype, behind the frozen bytes of the send buffer.
+  void PackLora();
+  // The gathered LoRA tensors from [world, row_bytes] gathered rows whose LoRA starts at `offset`.
+  variable_list UnpackLora(const at::Tensor& rows, int64_t offset) const;
 
   const Units& all_;
   size_t index_;
@@ -87,34 +95,52 @@ class FsdpUnit {
   std::vector<FrozenWeight> frozen_;                // per linear
   std::vector<FrozenWeightSource> weight_sources_;  // per linear: FullWeight, for FrozenLinear
   std::vector<BytePiece> pieces_;
-  at::Tensor frozen_local_;  // uint8: this rank's shard of every piece, back to back
+  // uint8, this rank's part of a gather: the shard of every frozen piece back to back
+  // (frozen_bytes_), then, padded to 8 bytes, every LoRA shard in lora_dtype_ (lora_bytes_).
+  at::Tensor send_;
   int64_t frozen_bytes_ = 0;
+  int64_t lora_offset_ = 0;
+  int64_t lora_bytes_ = 0;
 
   std::vector<at::Tensor> lora_shards_;  // fp32 leaves [rows_per_rank * unit]
   std::vector<ShardSpec> lora_specs_;
   std::vector<size_t> lora_owner_;              // lora tensor -> linear
   std::vector<std::optional<size_t>> lora_of_;  // linear -> first of its two lora tensors
+  at::ScalarType lora_dtype_;                   // gathered in the adapters' compute dtype
 
   // Unsharded state.
-  at::Tensor in_transit_;  // [world * frozen_bytes_]: a started all-gather's output
+  at::Tensor in_transit_;  // [world * row bytes]: a started all-gather's output
   std::unique_ptr<Work> transit_;
+  bool transit_has_lora_ = false;
   bool gathered_ = false;
   std::vector<std::optional<ops::NF4Weight>> full_nf4_;
   std::vector<at::Tensor> full_dense_;
-  variable_list lora_full_;  // this forward's gathered A and B, outputs of LoraGather
+  variable_list gathered_lora_;  // from a forward gather, until LoraGather takes it
+  variable_list lora_full_;      // this forward's gathered A and B, outputs of LoraGather
   size_t forward_uses_ = 0;
+
+  // Gradient reduce-scatters in flight: nothing waits on them until the step's last backward is
+  // done, so a layer's backward never stalls on its own gradients' collective.
+  struct PendingReduce {
+    std::unique_ptr<Work> work;
+    at::Tensor input;   // kept alive until the collective is done
+    at::Tensor output;  // this rank's fp32 sums, every LoRA shard back to back
+  };
+  std::vector<PendingReduce> pending_reduces_;
 };
 
-// Full LoRA tensors from the local shards (all-gather); backward reduce-scatters their gradients.
+// Full LoRA tensors from the local shards (all-gathered with the unit's frozen bytes). Backward
+// starts the reduce-scatter of their gradients and returns none: the unit adds the reduced sums
+// into the shards' .grad once the step's backward is over (FinishBackward).
 struct LoraGather : torch::autograd::Function<LoraGather> {
   static variable_list forward(AutogradContext* ctx, at::TensorList shards, FsdpUnit* unit) {
     SavePointer(ctx, "unit", unit);
-    return unit->GatherLora(shards);
+    ctx->saved_data["shards"] = static_cast<int64_t>(shards.size());
+    return unit->GatherLora();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    variable_list out = LoadPointer<FsdpUnit>(ctx, "unit")->ReduceScatterLoraGrads(grads);
-    out.emplace_back();  // the unit pointer
-    return out;
+    LoadPointer<FsdpUnit>(ctx, "unit")->ReduceScatterLoraGrads(grads);
+    return variable_list(ctx->saved_data["shards"].toInt() + 1);  // + the unit pointer
   }
 };
 
@@ -125,7 +151,8 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
       index_(index),
       linears_(std::move(linears)),
       comm_(comm),
-      reshard_after_forward_(reshard_after_forward) {
+      reshard_after_forward_(reshard_after_forward),
+      lora_dtype_(at::kFloat) {
   const int world = comm_.world_size();
   const int rank = comm_.rank();
   std::vector<at::Tensor> local;
@@ -146,6 +173,7 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
     }
     frozen_.push_back(std::move(frozen));
     if (layer.has_lora()) {
+      lora_dtype_ = layer.lora_options().compute_dtype;  // one LoraOptions for every projection
       lora_of_[i] = lora_shards_.size();
       for (const at::Tensor& full : {layer.lora_a(), layer.lora_b()}) {
         // A [r, in] and B [out, r] split on their rows.
@@ -156,8 +184,12 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
       }
     }
   }
-  frozen_local_ = at::cat(local);
-  frozen_bytes_ = frozen_local_.numel();
+  lora_offset_ = (frozen_bytes_ + 7) / 8 * 8;  // so the LoRA region can be viewed as its dtype
+  for (const ShardSpec& spec : lora_specs_) {
+    lora_bytes_ += spec.shard_numel() * static_cast<int64_t>(c10::elementSize(lora_dtype_));
+  }
+  send_ = at::zeros({lora_offset_ + lora_bytes_}, local.front().options());
+  send_.narrow(0, 0, frozen_bytes_).copy_(at::cat(local));
   for (size_t i = 0; i < linears_.size(); ++i) {
     weight_sources_.emplace_back([this, i](at::ScalarType dtype, bool backward) {
       return FullWeight(i, dtype, backward ? Phase::kBackward : Phase::kForward);
@@ -180,17 +212,18 @@ void FsdpUnit::AddPiece(const at::Tensor& shard, const ShardSpec& spec,
 
 at::Tensor FsdpUnit::BaseForward(size_t linear, const at::Tensor& x) {
   if (forward_uses_ == 0) {
+    StartGather(Phase::kForward);
+    Prefetch(index_ + 1, Phase::kForward);
     if (!lora_shards_.empty()) {
       lora_full_ = LoraGather::apply(at::TensorList(lora_shards_), this);
     }
-    StartGather();
-    Prefetch(index_ + 1);
   }
   // Saves no weight: backward gathers the frozen shards again (FullWeight in backward).
   at::Tensor y = FrozenLinear(x, weight_sources_[linear]);
   if (++forward_uses_ == linears_.size()) {  // the layer's last projection has run
     forward_uses_ = 0;
-    if (reshard_after_forward_) Free();
+    // The last unit stays: backward starts with it (as FSDP2 keeps the root's last layer).
+    if (reshard_after_forward_ && index_ + 1 != all_.size()) Free();
   }
   return y;
 }
@@ -204,26 +237,34 @@ at::Tensor FsdpUnit::FullWeight(size_t linear, at::ScalarType dtype, Phase phase
   if (phase == Phase::kBackward) {
     // Backward reached this layer, so every later layer is done: at most two stay unsharded.
     for (size_t j = index_ + 1; j < all_.size(); ++j) all_[j]->Free();
-    if (!gathered_) {
-      StartGather();
-      Prefetch(index_ - 1);  // index_ 0: size_t wraps, and Prefetch ignores it
-    }
+    StartGather(phase);
+    Prefetch(index_ - 1, phase);  // index_ 0: size_t wraps, and Prefetch ignores it
   }
-  if (!gathered_) Gather();
+  if (!gathered_) Gather(phase);
   if (const auto& nf4 = full_nf4_[linear]) return ops::DequantizeNF4(*nf4, dtype);
   return full_dense_[linear].to(dtype);
 }
 
-void FsdpUnit::StartGather() {
-  if (gathered_ || transit_) return;
-  in_transit_ = at::empty({comm_.world_size() * frozen_bytes_}, frozen_local_.options());
-  transit_ = comm_.AllGather(in_transit_, frozen_local_);
+void FsdpUnit::PackLora() {
+  if (lora_shards_.empty()) return;
+  std::vector<at::Tensor> flat;
+  for (const at::Tensor& shard : lora_shards_) flat.push_back(shard.detach());
+  send_.narrow(0, lora_offset_, lora_bytes_).view(lora_dtype_).copy_(at::cat(flat));
 }
 
-void FsdpUnit::Gather() {
-  StartGather();
+void FsdpUnit::StartGather(Phase phase) {
+  if (gathered_ || transit_) return;
+  transit_has_lora_ = phase == Phase::kForward && !lora_shards_.empty();
+  if (transit_has_lora_) PackLora();
+  at::Tensor send = send_.narrow(0, 0, transit_has_lora_ ? send_.numel() : frozen_bytes_);
+  in_transit_ = at::empty({comm_.world_size() * send.numel()}, send.options());
+  transit_ = comm_.AllGather(in_transit_, send);
+}
+
+void FsdpUnit::Gather(Phase phase) {
+  StartGather(phase);
   WaitOrThrow(std::move(transit_));
-  const at::Tensor rows = in_transit_.view({comm_.world_size(), frozen_bytes_});
+  const at::Tensor rows = in_transit_.view({comm_.world_size(), -1});
   in_transit_ = at::Tensor();
   std::vector<at::Tensor> full;
   for (const BytePiece& piece : pieces_) {
@@ -242,6 +283,7 @@ void FsdpUnit::Gather() {
       full_dense_[i] = full[frozen.first_piece];
     }
   }
+  if (transit_has_lora_) gathered_lora_ = UnpackLora(rows, lora_offset_);
   gathered_ = true;
 }
 
@@ -249,49 +291,74 @@ void FsdpUnit::Free() {
   if (!gathered_) return;
   full_nf4_.clear();
   full_dense_.clear();
+  gathered_lora_.clear();
   gathered_ = false;
 }
 
-variable_list FsdpUnit::GatherLora(at::TensorList shards) {
-  const int64_t world = comm_.world_size();
-  // fp32, not the activation dtype: the projections compute LoRA in fp32 (as single and ddp do),
-  // and LoRA is under 3% of a layer's gathered bytes next to its packed NF4 weights.
-  at::Tensor local = at::cat(shards);
-  const int64_t per_rank = local.numel();
-  at::Tensor out = at::empty({world * per_rank}, local.options());
-  WaitOrThrow(comm_.AllGather(out, local));
-  const at::Tensor rows = out.view({world, per_rank});
+variable_list FsdpUnit::UnpackLora(const at::Tensor& rows, int64_t offset) const {
+  const int64_t element = static_cast<int64_t>(c10::elementSize(lora_dtype_));
   variable_list full;
-  int64_t offset = 0;
   for (const ShardSpec& spec : lora_specs_) {
-    const at::Tensor part =
-        rows.narrow(1, offset, spec.shard_numel()).clone(at::MemoryFormat::Contiguous);
-    full.push_back(Unshard(part, spec));
-    offset += spec.shard_numel();
+    const int64_t bytes = spec.shard_numel() * element;
+    const at::Tensor part = rows.narrow(1, offset, bytes).clone(at::MemoryFormat::Contiguous);
+    full.push_back(Unshard(part.view(lora_dtype_), spec));
+    offset += bytes;
   }
   return full;
 }
 
-variable_list FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
+variable_list FsdpUnit::GatherLora() {
+  if (!gathered_) Gather(Phase::kForward);
+  if (!gathered_lora_.empty()) return std::exchange(gathered_lora_, {});
+  // The frozen bytes were already here (kept from the previous micro-batch's backward), so the
+  // LoRA shards travel alone.
+  PackLora();
+  at::Tensor send = send_.narrow(0, lora_offset_, lora_bytes_);
+  at::Tensor out = at::empty({comm_.world_size() * lora_bytes_}, send.options());
+  WaitOrThrow(comm_.AllGather(out, send));
+  return UnpackLora(out.view({comm_.world_size(), lora_bytes_}), 0);
+}
+
+void FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
   const int64_t world = comm_.world_size();
-  std::vector<at::Tensor> parts;
+  int64_t per_rank = 0;
+  for (const ShardSpec& spec : lora_specs_) per_rank += spec.shard_numel();
+  // Rank-major fp32 (the reduction stays fp32 whatever the gather dtype): rank r's slice holds
+  // its rows of every tensor. Padding rows get zero gradient and stay zero under AdamW.
+  at::Tensor input = at::zeros({world, per_rank}, lora_shards_.front().options());
+  int64_t offset = 0;
   for (size_t i = 0; i < lora_specs_.size(); ++i) {
     const ShardSpec& spec = lora_specs_[i];
-    // Padded to whole shards; the padding rows get zero gradient and stay zero under AdamW.
-    at::Tensor padded = at::zeros({world * spec.shard_numel()}, lora_shards_[i].options());
-    if (grads[i].defined()) padded.narrow(0, 0, spec.numel).copy_(grads[i].reshape({-1}));
-    parts.push_back(padded.view({world, spec.shard_numel()}));
-  }
-  at::Tensor input = at::cat(parts, 1).reshape({-1});  // rank-major: rank r's slice is its shards
-  at::Tensor out = at::empty({input.numel() / world}, input.options());
-  WaitOrThrow(comm_.ReduceScatterSum(out, input));
-  variable_list shard_grads;
-  int64_t offset = 0;
-  for (const ShardSpec& spec : lora_specs_) {
-    shard_grads.push_back(out.narrow(0, offset, spec.shard_numel()).clone());
+    if (grads[i].defined()) {
+      at::Tensor padded = at::zeros({world * spec.shard_numel()}, input.options());
+      padded.narrow(0, 0, spec.numel).copy_(grads[i].reshape({-1}));
+      input.narrow(1, offset, spec.shard_numel()).copy_(padded.view({world, -1}));
+    }
     offset += spec.shard_numel();
   }
-  return shard_grads;
+  at::Tensor flat = input.view({-1});
+  at::Tensor output = at::empty({per_rank}, input.options());
+  pending_reduces_.push_back({comm_.ReduceScatterSum(output, flat), input, output});
+}
+
+Status FsdpUnit::AccumulateLoraGrads() {
+  for (PendingReduce& reduce : pending_reduces_) {
+    QLORAD_RETURN_IF_ERROR(reduce.work->Wait());
+    int64_t offset = 0;
+    for (size_t i = 0; i < lora_specs_.size(); ++i) {
+      const int64_t n = lora_specs_[i].shard_numel();
+      const at::Tensor sum = reduce.output.narrow(0, offset, n);
+      at::Tensor& grad = lora_shards_[i].mutable_grad();
+      if (grad.defined()) {
+        grad.add_(sum);
+      } else {
+        grad = sum.clone();
+      }
+      offset += n;
+    }
+  }
+  pending_reduces_.clear();
+  return Status::Ok();
 }
 
 StatusOr<at::Tensor> FsdpUnit::GatherLoraTensor(size_t k) {
@@ -332,6 +399,7 @@ class Fsdp : public DataParallel {
     for (const auto& unit : units_) {
       unit->Free();
       unit->ReleaseLora();
+      QLORAD_RETURN_IF_ERROR(unit->AccumulateLoraGrads());
     }
     return Status::Ok();
   }

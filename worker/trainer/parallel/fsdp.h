@@ -3,14 +3,17 @@
 // Each rank keeps dim-0 shards of the layer's frozen weights (as bytes: NF4 packed blocks and
 // their absmax, or dense rows) and of its LoRA A/B (fp32 leaves, the optimizer's parameters).
 // The layer's projections take their weights from the unit (ExternalWeights):
-//  - forward: the first projection to run gathers the unit (one all-gather of frozen bytes, one
-//    of LoRA fp32 through an autograd function) and starts the next unit's frozen all-gather, so
-//    it travels while this layer computes (prefetch); each base matmul dequantizes its gathered
-//    weight, multiplies, and drops the dense copy. After the last projection the frozen bytes are
-//    freed (reshard_after_forward: true, ZeRO-3) or kept until backward (false, ZeRO-2).
-//  - backward: a base matmul saves no weight; it gathers its unit again if freed, frees the units
-//    after it and starts the previous unit's gather (backward runs layer by layer, last to first).
-//    The LoRA gather's backward reduce-scatters the gradients (fp32 sum) into the shards' .grad.
+//  - forward: the first projection to run gathers the unit: one all-gather carries its frozen
+//    bytes and its LoRA shards (in the adapters' compute dtype, lora.compute_precision), then the
+//    next unit's gather starts, so it travels while this layer computes (prefetch). Each base
+//    matmul dequantizes its gathered weight, multiplies, and drops the dense copy. After the last
+//    projection the frozen bytes are freed (reshard_after_forward: true, ZeRO-3; the last layer
+//    is kept, backward starts there) or kept until backward (false, ZeRO-2).
+//  - backward: a base matmul saves no weight; it gathers its unit again if freed (frozen bytes
+//    only: autograd kept the LoRA tensors), frees the units after it and starts the previous
+//    unit's gather (backward runs layer by layer, last to first). The LoRA gather's backward
+//    starts an fp32 reduce-scatter of the gradients and returns; FinishBackward waits for them
+//    and adds the sums into the shards' .grad, so no layer's backward waits on a collective.
 // Collectives run in the order of the ops that trigger them, which every rank replays alike. On
 // NCCL a gather runs on the communicator's stream and waiting on it only orders the compute
 // stream after it, so a gather started one layer ahead overlaps that layer's compute; with the
