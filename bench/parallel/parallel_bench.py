@@ -72,11 +72,11 @@ def make_data(path, vocab, rows, seq_len):
             f.write(json.dumps({"input_ids": ids}) + "\n")
 
 
-def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision):
+def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision, lora_precision):
     path.write_text(f"""name: parallel-{strategy}-{nproc}
 model: {{path: {model}}}
 quantization: {{type: nf4, double_quant: true, block_size: 64}}
-lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}]}}
+lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}], compute_precision: {lora_precision}}}
 data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, shuffle: true, seed: 0}}
 train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: 1.0e-4, scheduler: constant,
         warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision}}}
@@ -110,10 +110,12 @@ def parse_events(stdout, stderr):
     return metrics, comm, phases
 
 
-def run(bin_dir, spec, nproc, device, log, phase_timing):
+def run(bin_dir, spec, nproc, device, log, phase_timing, profile):
     cmd = [str(bin_dir / "qlorad-train"), "launch", "--nproc", str(nproc), str(spec), "--json", "--device", device]
     started = time.time()
     env = dict(os.environ, QLORAD_PHASE_TIMING="1" if phase_timing else "0")
+    if profile:
+        env.update(QLORAD_PROFILE=str(profile), QLORAD_PROFILE_FIRST="5", QLORAD_PROFILE_STEPS="3")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     log.write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
     if proc.returncode != 0:
@@ -141,6 +143,9 @@ def main():
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the 1B model (for CPU tries)")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--strategies", default="ddp,fsdp")
+    ap.add_argument("--lora-precision", default="fp32", help="lora.compute_precision (fp32, or the training precision)")
+    ap.add_argument("--profile", action="store_true",
+                    help="record a Kineto trace of steps 5-7 of every run and print trace_summary.py's reading of rank 0's")
     ap.add_argument("--phase-timing", action="store_true",
                     help="also print where a step's time goes (the trainer syncs the GPU per phase: slower)")
     args = ap.parse_args()
@@ -160,9 +165,10 @@ def main():
     for strategy, nproc, accum in runs:
         spec = work / f"{strategy}.yaml"
         write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy, nproc, args.micro,
-                   accum, steps, args.seq_len, args.precision)
+                   accum, steps, args.seq_len, args.precision, args.lora_precision)
+        profile = out / f"trace-{strategy}" if args.profile else None
         metrics, comm, phases, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log",
-                                  args.phase_timing)
+                                          args.phase_timing, profile)
         rank0 = metrics.get(0, [])
         if len(rank0) != steps:
             sys.exit(f"{strategy}: expected {steps} metrics from rank 0, got {len(rank0)}")
@@ -174,10 +180,15 @@ def main():
         print(f"{strategy}: {nproc} rank(s), {step_s * 1e3:.0f} ms/step, final loss {rank0[-1]['loss']:.4f}", flush=True)
         if phases:
             print(f"  rank 0 {phases}", flush=True)
+        trace = out / f"trace-{strategy}-rank0.json"
+        if profile and trace.exists():
+            summary = subprocess.run([sys.executable, str(pathlib.Path(__file__).with_name("trace_summary.py")),
+                                      str(trace), "--steps", "3"], capture_output=True, text=True)
+            print("\n".join("  " + l for l in (summary.stdout + summary.stderr).splitlines()), flush=True)
 
     base = results["single"]
     print(f"\nLlama-3.2-1B shapes{' (%d layers)' % args.layers if args.layers else ''}, global batch "
-          f"{rows_per_step} x {args.seq_len} tokens ({args.accum} micro-batch(es) of {args.micro} rows per rank), {steps} steps, {args.precision}, device {args.device}"
+          f"{rows_per_step} x {args.seq_len} tokens ({args.accum} micro-batch(es) of {args.micro} rows per rank), {steps} steps, {args.precision} (LoRA computes in {args.lora_precision}), device {args.device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else ''}")
     print(f"{'run':8} {'ranks':>5} {'ms/step':>8} {'tok/s':>8} {'tok/s/GPU':>9} {'scaling':>8} "
           f"{'peak GiB/rank':>14} {'max rel loss diff':>18}")
@@ -204,7 +215,7 @@ def main():
             print(f"{name}: measured {r['comm_bytes_per_step'] / 2**20:.1f} MiB received per rank per step "
                   f"(every collective: gathers, gradient reductions, bookkeeping)")
     summary = dict(config=config, nproc=n, steps=steps, micro=args.micro, accum=args.accum, seq_len=args.seq_len,
-                   precision=args.precision, runs=results,
+                   precision=args.precision, lora_precision=args.lora_precision, runs=results,
                    fsdp_gather_bytes_per_rank_step=gathered, bf16_fsdp_gather_bytes_per_rank_step=2 * bf16 * share)
     (out / "parallel_bench.json").write_text(json.dumps(summary, indent=1))
 

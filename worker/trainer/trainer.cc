@@ -24,6 +24,7 @@
 #include "worker/trainer/parallel/parallelize.h"
 #include "worker/trainer/phase_timer.h"
 #include "worker/trainer/qlora.h"
+#include "worker/trainer/step_profiler.h"
 #include "worker/trainer/watchdog.h"
 
 namespace qlorad::trainer {
@@ -313,10 +314,12 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
 
   const int64_t first_step = state.step;
   PhaseTimer phases(s.device, PhaseTimingRequested());
+  StepProfiler profiler(options.rank, first_step, s.device);
   for (int64_t step = state.step; step < total_steps; ++step) {
     const auto step_started = Clock::now();
     beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
     phases.StartStep();
+    profiler.BeginStep(step);
     const double lr = LearningRateAt(spec.train, step);
     for (auto& group : s.optimizer->param_groups()) group.options().set_lr(lr);
 
@@ -375,6 +378,8 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
       QLORAD_RETURN_IF_ERROR(checkpoint());
     }
     phases.End("metrics+stop+checkpoint");
+    const std::string trace = profiler.EndStep(step);
+    if (!trace.empty()) events.Log("info", "Kineto profile written to " + trace);
   }
   if (phases.enabled()) events.Log("info", "phase timing: " + phases.Summary());
 
