@@ -34,6 +34,17 @@ class FsdpUnit;
 using Units = std::vector<std::unique_ptr<FsdpUnit>>;
 
 // Saves a pointer in an autograd context: the unit outlives every graph built through it.
+// Copies each range of columns of `rows` [world, total] out as its own contiguous [world, size]
+// tensor: on CUDA one kernel for all of them (split_with_sizes_copy, as FSDP2 unpacks its
+// all-gathers), not one copy per tensor.
+std::vector<at::Tensor> SplitColumns(const at::Tensor& rows, const std::vector<int64_t>& sizes) {
+  std::vector<at::Tensor> columns;
+  for (const int64_t size : sizes)
+    columns.push_back(at::empty({rows.size(0), size}, rows.options()));
+  at::split_with_sizes_copy_out(columns, rows, sizes, /*dim=*/1);
+  return columns;
+}
+
 template <typename T>
 void SavePointer(AutogradContext* ctx, const char* key, T* p) {
   ctx->saved_data[key] = static_cast<int64_t>(reinterpret_cast<intptr_t>(p));
@@ -83,8 +94,10 @@ class FsdpUnit {
   }
   // Copies the LoRA shards, in the gather dtype, behind the frozen bytes of the send buffer.
   void PackLora();
-  // The gathered LoRA tensors from [world, row_bytes] gathered rows whose LoRA starts at `offset`.
-  variable_list UnpackLora(const at::Tensor& rows, int64_t offset) const;
+  // Bytes per rank of each LoRA shard in the gather dtype.
+  std::vector<int64_t> LoraColumnBytes() const;
+  // The gathered LoRA tensors from `columns[first...]`, each [world, that shard's bytes].
+  variable_list UnpackLora(const std::vector<at::Tensor>& columns, size_t first) const;
 
   const Units& all_;
   size_t index_;
@@ -266,11 +279,16 @@ void FsdpUnit::Gather(Phase phase) {
   WaitOrThrow(std::move(transit_));
   const at::Tensor rows = in_transit_.view({comm_.world_size(), -1});
   in_transit_ = at::Tensor();
+  std::vector<int64_t> sizes;
+  for (const BytePiece& piece : pieces_) sizes.push_back(piece.bytes);
+  if (transit_has_lora_) {
+    sizes.push_back(lora_offset_ - frozen_bytes_);  // alignment padding
+    for (const int64_t bytes : LoraColumnBytes()) sizes.push_back(bytes);
+  }
+  const std::vector<at::Tensor> columns = SplitColumns(rows, sizes);
   std::vector<at::Tensor> full;
-  for (const BytePiece& piece : pieces_) {
-    const at::Tensor bytes =
-        rows.narrow(1, piece.offset, piece.bytes).clone(at::MemoryFormat::Contiguous);
-    full.push_back(Unshard(bytes.view(piece.dtype), piece.spec));
+  for (size_t p = 0; p < pieces_.size(); ++p) {
+    full.push_back(Unshard(columns[p].view(pieces_[p].dtype), pieces_[p].spec));
   }
   full_nf4_.assign(linears_.size(), std::nullopt);
   full_dense_.assign(linears_.size(), at::Tensor());
@@ -283,7 +301,7 @@ void FsdpUnit::Gather(Phase phase) {
       full_dense_[i] = full[frozen.first_piece];
     }
   }
-  if (transit_has_lora_) gathered_lora_ = UnpackLora(rows, lora_offset_);
+  if (transit_has_lora_) gathered_lora_ = UnpackLora(columns, pieces_.size() + 1);
   gathered_ = true;
 }
 
@@ -295,14 +313,18 @@ void FsdpUnit::Free() {
   gathered_ = false;
 }
 
-variable_list FsdpUnit::UnpackLora(const at::Tensor& rows, int64_t offset) const {
-  const int64_t element = static_cast<int64_t>(c10::elementSize(lora_dtype_));
-  variable_list full;
+std::vector<int64_t> FsdpUnit::LoraColumnBytes() const {
+  std::vector<int64_t> bytes;
   for (const ShardSpec& spec : lora_specs_) {
-    const int64_t bytes = spec.shard_numel() * element;
-    const at::Tensor part = rows.narrow(1, offset, bytes).clone(at::MemoryFormat::Contiguous);
-    full.push_back(Unshard(part.view(lora_dtype_), spec));
-    offset += bytes;
+    bytes.push_back(spec.shard_numel() * static_cast<int64_t>(c10::elementSize(lora_dtype_)));
+  }
+  return bytes;
+}
+
+variable_list FsdpUnit::UnpackLora(const std::vector<at::Tensor>& columns, size_t first) const {
+  variable_list full;
+  for (size_t k = 0; k < lora_specs_.size(); ++k) {
+    full.push_back(Unshard(columns[first + k].view(lora_dtype_), lora_specs_[k]));
   }
   return full;
 }
@@ -316,46 +338,45 @@ variable_list FsdpUnit::GatherLora() {
   at::Tensor send = send_.narrow(0, lora_offset_, lora_bytes_);
   at::Tensor out = at::empty({comm_.world_size() * lora_bytes_}, send.options());
   WaitOrThrow(comm_.AllGather(out, send));
-  return UnpackLora(out.view({comm_.world_size(), lora_bytes_}), 0);
+  return UnpackLora(SplitColumns(out.view({comm_.world_size(), -1}), LoraColumnBytes()), 0);
 }
 
 void FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
-  const int64_t world = comm_.world_size();
-  int64_t per_rank = 0;
-  for (const ShardSpec& spec : lora_specs_) per_rank += spec.shard_numel();
-  // Rank-major fp32 (the reduction stays fp32 whatever the gather dtype): rank r's slice holds
-  // its rows of every tensor. Padding rows get zero gradient and stay zero under AdamW.
-  at::Tensor input = at::zeros({world, per_rank}, lora_shards_.front().options());
-  int64_t offset = 0;
+  // Each gradient as its rows, padded to whole shards and laid out rank-major ([world, per rank]:
+  // rank r's slice holds its rows of every tensor) by one _chunk_cat, as FSDP2 packs its
+  // reduce-scatter input. Padding rows get zero gradient and stay zero under AdamW.
+  std::vector<at::Tensor> rows;
   for (size_t i = 0; i < lora_specs_.size(); ++i) {
     const ShardSpec& spec = lora_specs_[i];
-    if (grads[i].defined()) {
-      at::Tensor padded = at::zeros({world * spec.shard_numel()}, input.options());
-      padded.narrow(0, 0, spec.numel).copy_(grads[i].reshape({-1}));
-      input.narrow(1, offset, spec.shard_numel()).copy_(padded.view({world, -1}));
-    }
-    offset += spec.shard_numel();
+    const at::Tensor grad =
+        grads[i].defined() ? grads[i] : at::zeros(spec.shape, send_.options().dtype(lora_dtype_));
+    rows.push_back(grad.reshape({spec.rows, spec.unit}));
   }
+  // The reduction is fp32 whatever the gather dtype.
+  at::Tensor input = at::_chunk_cat(rows, /*dim=*/0, comm_.world_size()).to(at::kFloat);
   at::Tensor flat = input.view({-1});
-  at::Tensor output = at::empty({per_rank}, input.options());
+  at::Tensor output = at::empty({input.size(1)}, input.options());
   pending_reduces_.push_back({comm_.ReduceScatterSum(output, flat), input, output});
 }
 
 Status FsdpUnit::AccumulateLoraGrads() {
+  std::vector<int64_t> sizes;
+  for (const ShardSpec& spec : lora_specs_) sizes.push_back(spec.shard_numel());
   for (PendingReduce& reduce : pending_reduces_) {
     QLORAD_RETURN_IF_ERROR(reduce.work->Wait());
-    int64_t offset = 0;
+    // Separate tensors, not views of the output: the optimizer's zero_grad detaches them.
+    std::vector<at::Tensor> sums = at::split_with_sizes_copy(reduce.output, sizes);
+    std::vector<at::Tensor> grads, addends;
     for (size_t i = 0; i < lora_specs_.size(); ++i) {
-      const int64_t n = lora_specs_[i].shard_numel();
-      const at::Tensor sum = reduce.output.narrow(0, offset, n);
       at::Tensor& grad = lora_shards_[i].mutable_grad();
       if (grad.defined()) {
-        grad.add_(sum);
+        grads.push_back(grad);
+        addends.push_back(sums[i]);
       } else {
-        grad = sum.clone();
+        grad = std::move(sums[i]);
       }
-      offset += n;
     }
+    if (!grads.empty()) at::_foreach_add_(grads, addends);
   }
   pending_reduces_.clear();
   return Status::Ok();
