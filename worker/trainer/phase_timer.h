@@ -1,6 +1,6 @@
 // Where a training step's time goes, for profiling on a real GPU: with QLORAD_PHASE_TIMING=1 the
 // trainer synchronizes the device at the end of each phase of a step (data, forward+backward,
-// loss all-reduce, gradient reduction, clipping, optimizer, bookkeeping) and logs the mean
+// gradient reduction, clipping, optimizer, all-reduce+readback, bookkeeping) and logs the mean
 // milliseconds per phase, over the steps after the first, when the run ends. The synchronizations
 // stop the host from running ahead of the device, so the sum is an upper bound on the unprofiled
 // step; off by default.

@@ -330,20 +330,29 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     s.optimizer->zero_grad();
     torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
     phases.End("data");
-    at::Tensor step_loss = AccumulateGradients(s, batches, valid);
+    const at::Tensor step_loss = AccumulateGradients(s, batches, valid);
     phases.End("forward+backward");
-    QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(step_loss)->Wait());
-    const double loss = step_loss.item<double>();
-    phases.End("loss all-reduce");
     QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
     phases.End("gradient reduction");
-    // An infinite bound measures the norm without changing the gradients (they are scaled by 1).
+    // An infinite bound measures the norm without changing the gradients.
     const double max_norm =
         spec.train.max_grad_norm.value_or(std::numeric_limits<double>::infinity());
-    QLORAD_ASSIGN_OR_RETURN(const double grad_norm, s.parallel->ClipGradNorm(max_norm));
+    QLORAD_ASSIGN_OR_RETURN(const at::Tensor grad_norm_on_device,
+                            s.parallel->ClipGradNorm(max_norm));
     phases.End("clip");
     FusedAdamWStep(*s.optimizer);
     phases.End("optimizer");
+    // The host waits for the device once per step, here, after the whole step is queued: one
+    // all-reduce carries the loss and the stop request (ranks see a stop signal at different
+    // moments and must stop at the same step), and one copy brings them back with the norm.
+    at::Tensor shared =
+        at::cat({step_loss, at::full({1}, options.should_stop() ? 1.0 : 0.0, step_loss.options())});
+    QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(shared)->Wait());
+    const at::Tensor readback = at::cat({shared, grad_norm_on_device.to(shared.device())}).cpu();
+    const double loss = readback[0].item<double>();
+    const bool stop_requested = readback[1].item<double>() > 0;
+    const double grad_norm = readback[2].item<double>();
+    phases.End("all-reduce+readback");
     state.step = step + 1;
     result.steps = state.step;
     result.losses.push_back(loss);
@@ -364,11 +373,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
                       std::to_string(state.step) + " (try a lower train.lr or fp32 precision)");
     }
 
-    // Ranks see a stop signal at different moments; they stop together, at the same step.
-    at::Tensor stop =
-        at::full({1}, options.should_stop() ? 1 : 0, at::dtype(at::kInt).device(s.device));
-    QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(stop)->Wait());
-    if (stop.item<int>() > 0) {
+    if (stop_requested) {
       QLORAD_RETURN_IF_ERROR(checkpoint());
       result.stopped = true;
       return result;
@@ -377,7 +382,7 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
     if (every > 0 && state.step % every == 0 && state.step < total_steps) {
       QLORAD_RETURN_IF_ERROR(checkpoint());
     }
-    phases.End("metrics+stop+checkpoint");
+    phases.End("metrics+checkpoint");
     const std::string trace = profiler.EndStep(step);
     if (!trace.empty()) events.Log("info", "Kineto profile written to " + trace);
   }

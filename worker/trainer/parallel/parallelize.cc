@@ -111,9 +111,9 @@ StatusOr<ParallelDims> ParallelDims::Create(Strategy strategy, int world_size) {
   return dims;
 }
 
-StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
+StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
   const std::vector<at::Tensor> params = Parameters();
-  if (params.empty()) return 0.0;
+  if (params.empty()) return at::zeros({1}, at::kDouble);
   std::vector<at::Tensor> grads;
   for (const at::Tensor& p : params) {
     if (p.grad().defined()) grads.push_back(p.grad());
@@ -126,9 +126,14 @@ StatusOr<double> DataParallel::ClipGradNorm(double max_norm) {
   at::Tensor squares = at::zeros({1}, params[0].options().dtype(at::kDouble));
   if (!flat.empty()) squares = at::cat(flat).to(at::kDouble).square().sum().reshape({1});
   if (sharded_) QLORAD_RETURN_IF_ERROR(comm_->AllReduceSum(squares)->Wait());
-  const double norm = std::sqrt(squares.item<double>());
-  const double coefficient = max_norm / (norm + 1e-6);  // torch::nn::utils::clip_grad_norm_
-  if (coefficient < 1.0 && !grads.empty()) at::_foreach_mul_(grads, coefficient);
+  const at::Tensor norm = squares.sqrt();
+  if (std::isfinite(max_norm) && !grads.empty()) {
+    // torch::nn::utils::clip_grad_norm_'s coefficient, clamped to 1 (a multiplication by 1 is
+    // exact), computed on the device: the host never waits here.
+    const at::Tensor coefficient =
+        (max_norm / (norm + 1e-6)).clamp_max(1.0).to(grads[0].dtype()).reshape({});
+    at::_foreach_mul_(grads, coefficient);
+  }
   return norm;
 }
 

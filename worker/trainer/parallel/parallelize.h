@@ -62,8 +62,9 @@ class DataParallel {
   // After the last backward of an optimizer step: gradients are then final on every rank.
   virtual Status FinishBackward() = 0;
   // Clips by the norm over every rank's gradients, as one process would (torch's
-  // clip_grad_norm_ coefficient); returns that norm.
-  StatusOr<double> ClipGradNorm(double max_norm);
+  // clip_grad_norm_ coefficient; an infinite max_norm only measures); returns that norm, [1] fp64
+  // on the gradients' device, without waiting for it.
+  StatusOr<at::Tensor> ClipGradNorm(double max_norm);
   // Hands each full LoRA tensor, one at a time, to `write` on rank 0 (every rank must call this:
   // under fsdp each tensor is gathered).
   using TensorWriter =
