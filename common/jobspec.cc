@@ -139,7 +139,7 @@ Status ParseLora(Section s, LoraSpec* l) {
   QLORAD_RETURN_IF_ERROR(s.Get("compute_precision", &l->compute_precision));
   QLORAD_RETURN_IF_ERROR(s.Validate());
   QLORAD_RETURN_IF_ERROR(
-      OneOf(l->compute_precision, {"fp32", "bf16", "fp16"}, s.Field("compute_precision")));
+      OneOf(l->compute_precision, {"auto", "fp32", "bf16", "fp16"}, s.Field("compute_precision")));
   QLORAD_RETURN_IF_ERROR(Require(l->r > 0, s.Field("r"), "must be > 0, got " + Show(l->r)));
   QLORAD_RETURN_IF_ERROR(
       Require(l->alpha > 0, s.Field("alpha"), "must be > 0, got " + Show(l->alpha)));
@@ -306,6 +306,7 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
   QLORAD_RETURN_IF_ERROR(ParseCheckpoint(top.Child("checkpoint"), &spec.checkpoint));
   QLORAD_RETURN_IF_ERROR(top.Validate());
 
+  if (spec.lora.compute_precision == "auto") spec.lora.compute_precision = spec.train.precision;
   if (spec.lora.compute_precision != "fp32" &&
       spec.lora.compute_precision != spec.train.precision) {
     return InvalidArgument(

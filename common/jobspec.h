@@ -33,9 +33,10 @@ struct LoraSpec {
                                              "gate_proj", "up_proj", "down_proj"};
   std::optional<std::string> init_from;  // a PEFT adapter directory
   bool use_rslora = false;
-  // The adapters' matmuls: fp32 (PEFT's choice for QLoRA: the input is upcast) or the training
-  // precision (bf16/fp16: no upcast; fsdp then gathers LoRA in that dtype, reducing in fp32).
-  std::string compute_precision = "fp32";
+  // The adapters' matmuls: auto (resolved to train.precision by the parser: what autocast gives
+  // a Hugging Face Trainer run, and fsdp then gathers LoRA in that dtype, reducing in fp32), or
+  // fp32 (PEFT's choice without autocast: the input is upcast; slower, more memory).
+  std::string compute_precision = "auto";
 
   // alpha / r, or alpha / sqrt(r) with rsLoRA.
   double Scale() const;

@@ -143,7 +143,7 @@ def main():
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the 1B model (for CPU tries)")
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--strategies", default="ddp,fsdp")
-    ap.add_argument("--lora-precision", default="fp32", help="lora.compute_precision (fp32, or the training precision)")
+    ap.add_argument("--lora-precision", default="auto", help="lora.compute_precision (auto: the training precision; or fp32)")
     ap.add_argument("--profile", action="store_true",
                     help="record a Kineto trace of steps 5-7 of every run and print trace_summary.py's reading of rank 0's")
     ap.add_argument("--phase-timing", action="store_true",

@@ -112,7 +112,14 @@ TEST(JobSpec, ParallelTimeoutIsAPositiveNumberOfSeconds) {
 }
 
 TEST(JobSpec, LoraComputePrecisionIsFp32OrTheTrainingPrecision) {
-  EXPECT_EQ(ParseJobSpec(kMinimal)->lora.compute_precision, "fp32");
+  // auto: the training precision.
+  EXPECT_EQ(ParseJobSpec(kMinimal)->lora.compute_precision, "bf16");
+  EXPECT_EQ(
+      ParseJobSpec(std::string(kMinimal) + "train: {precision: fp16}")->lora.compute_precision,
+      "fp16");
+  auto fp32 = ParseJobSpec(std::string(kMinimal) + "lora: {compute_precision: fp32}");
+  ASSERT_TRUE(fp32.ok()) << fp32.status().ToString();
+  EXPECT_EQ(fp32->lora.compute_precision, "fp32");
   auto bf16 = ParseJobSpec(std::string(kMinimal) + "lora: {compute_precision: bf16}");
   ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();  // train.precision defaults to bf16
   EXPECT_EQ(bf16->lora.compute_precision, "bf16");
