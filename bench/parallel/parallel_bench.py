@@ -145,7 +145,8 @@ def main():
     ap.add_argument("--strategies", default="ddp,fsdp")
     ap.add_argument("--lora-precision", default="auto", help="lora.compute_precision (auto: the training precision; or fp32)")
     ap.add_argument("--profile", action="store_true",
-                    help="record a Kineto trace of steps 5-7 of every run and print trace_summary.py's reading of rank 0's")
+                    help="record a Kineto trace of steps 5-7 of every run and print trace_summary.py's reading of rank 0's "
+                         "(the later steps run slower: time without it)")
     ap.add_argument("--phase-timing", action="store_true",
                     help="also print where a step's time goes (the trainer syncs the GPU per phase: slower)")
     args = ap.parse_args()
