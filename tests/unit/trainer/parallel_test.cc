@@ -101,7 +101,9 @@ class FsdpWorldOfOneTest
   }
   static void TearDownTestSuite() { delete dir_; }
 
-  TrainResult Run(const std::string& out, const std::string& strategy) {
+  // `parallel_extra`: more keys for the parallel section (", cpu_offload: true").
+  StatusOr<TrainResult> TryRun(const std::string& out, const std::string& strategy,
+                               const std::string& parallel_extra = "") {
     const auto& [quantization, reshard, precision] = GetParam();
     // "bf16+lora": bf16 training whose adapters compute in bf16 (fsdp gathers them in bf16).
     const bool lora_in_train_precision = precision.ends_with("+lora");
@@ -116,12 +118,16 @@ class FsdpWorldOfOneTest
         ", max_seq_len: 16, seed: 2}\n" +
         "train: {max_steps: 4, micro_batch_size: 2, grad_accum: 2, lr: 2.0e-2, precision: " +
         train_precision + ", max_grad_norm: 0.5}\nresources: {device: cpu}\nparallel: {strategy: " +
-        strategy + ", reshard_after_forward: " + (reshard ? "true" : "false") +
+        strategy + ", reshard_after_forward: " + (reshard ? "true" : "false") + parallel_extra +
         "}\ncheckpoint: {every_steps: 0, output_dir: " + out + "}\n");
     EXPECT_TRUE(spec.ok()) << spec.status().ToString();
     std::ostringstream events_out, events_err;
     EventSink events(true, events_out, events_err);
-    auto result = Train(*spec, {}, events);
+    return Train(*spec, {}, events);
+  }
+  TrainResult Run(const std::string& out, const std::string& strategy,
+                  const std::string& parallel_extra = "") {
+    auto result = TryRun(out, strategy, parallel_extra);
     EXPECT_TRUE(result.ok()) << result.status().ToString();
     return result.ok() ? *result : TrainResult{};
   }
@@ -148,6 +154,23 @@ TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
     const at::Tensor x = *ReadTensor(*a, info);
     const at::Tensor y = *ReadTensor(*b, *other);
     EXPECT_TRUE(at::allclose(x, y, 1e-5, 1e-6)) << info.name;
+  }
+}
+
+// cpu_offload moves fsdp's sharded state to host memory; on a CPU run it already is there, so
+// the run is unchanged (tests/gpu/test_fsdp_offload.py checks CUDA). Without sharded state (ddp,
+// single) there is nothing to offload: an error naming the field.
+TEST_P(FsdpWorldOfOneTest, CpuOffloadIsFsdpOnlyAndChangesNothingOnTheCpu) {
+  if (std::get<0>(GetParam()) != "nf4" || std::get<2>(GetParam()) != "fp32") GTEST_SKIP();
+  TempDir out;
+  const TrainResult resident = Run(out / "resident", "fsdp");
+  const TrainResult offloaded = Run(out / "offloaded", "fsdp", ", cpu_offload: true");
+  ASSERT_EQ(offloaded.losses.size(), 4u);
+  EXPECT_EQ(offloaded.losses, resident.losses);
+  for (const char* strategy : {"ddp", "single"}) {
+    const auto refused = TryRun(out / strategy, strategy, ", cpu_offload: true");
+    ASSERT_FALSE(refused.ok()) << strategy;
+    EXPECT_THAT(refused.status().message(), HasSubstr("parallel.cpu_offload")) << strategy;
   }
 }
 

@@ -57,7 +57,7 @@ T* LoadPointer(AutogradContext* ctx, const char* key) {
 class FsdpUnit {
  public:
   FsdpUnit(const Units& all, size_t index, std::vector<std::pair<std::string, QLoraLinear>> linears,
-           Communicator& comm, bool reshard_after_forward);
+           Communicator& comm, bool reshard_after_forward, bool cpu_offload);
 
   const std::vector<at::Tensor>& lora_shards() const { return lora_shards_; }
   const std::vector<ShardSpec>& lora_specs() const { return lora_specs_; }
@@ -94,6 +94,11 @@ class FsdpUnit {
   }
   // Copies the LoRA shards, in the gather dtype, behind the frozen bytes of the send buffer.
   void PackLora();
+  // `t` where the collectives run: offloaded state is copied up (asynchronously from pinned
+  // memory, ordered before the collective on the current stream).
+  at::Tensor OnDevice(const at::Tensor& t) const {
+    return offload_ ? t.to(device_, /*non_blocking=*/true) : t;
+  }
   // Bytes per rank of each LoRA shard in the gather dtype.
   std::vector<int64_t> LoraColumnBytes() const;
   // The gathered LoRA tensors from `columns[first...]`, each [world, that shard's bytes].
@@ -104,6 +109,10 @@ class FsdpUnit {
   std::vector<std::pair<std::string, QLoraLinear>> linears_;
   Communicator& comm_;
   bool reshard_after_forward_;
+  at::Device device_{at::kCPU};  // where the layer computes and the collectives run
+  // Sharded state (send_, the LoRA shards, their gradients and so AdamW's state) lives in host
+  // memory; gathers stage through the device and reduced gradients come back to the host.
+  bool offload_ = false;
 
   std::vector<FrozenWeight> frozen_;                // per linear
   std::vector<FrozenWeightSource> weight_sources_;  // per linear: FullWeight, for FrozenLinear
@@ -159,7 +168,7 @@ struct LoraGather : torch::autograd::Function<LoraGather> {
 
 FsdpUnit::FsdpUnit(const Units& all, size_t index,
                    std::vector<std::pair<std::string, QLoraLinear>> linears, Communicator& comm,
-                   bool reshard_after_forward)
+                   bool reshard_after_forward, bool cpu_offload)
     : all_(all),
       index_(index),
       linears_(std::move(linears)),
@@ -168,6 +177,10 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
       lora_dtype_(at::kFloat) {
   const int world = comm_.world_size();
   const int rank = comm_.rank();
+  const QLoraLinearImpl& first = *linears_.front().second;
+  device_ =
+      first.nf4_weight() ? first.nf4_weight()->packed.device() : first.dense_weight().device();
+  offload_ = cpu_offload && device_.is_cuda();  // on a CPU run everything is in host memory
   std::vector<at::Tensor> local;
   lora_of_.resize(linears_.size());
   for (size_t i = 0; i < linears_.size(); ++i) {
@@ -191,7 +204,9 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
       for (const at::Tensor& full : {layer.lora_a(), layer.lora_b()}) {
         // A [r, in] and B [out, r] split on their rows.
         const ShardSpec spec = MakeShardSpec(full, full.size(1), world);
-        lora_shards_.push_back(ShardOf(full.detach(), spec, rank).requires_grad_(true));
+        at::Tensor shard = ShardOf(full.detach(), spec, rank);
+        if (offload_) shard = shard.to(at::kCPU);
+        lora_shards_.push_back(shard.requires_grad_(true));
         lora_specs_.push_back(spec);
         lora_owner_.push_back(i);
       }
@@ -201,7 +216,10 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
   for (const ShardSpec& spec : lora_specs_) {
     lora_bytes_ += spec.shard_numel() * static_cast<int64_t>(c10::elementSize(lora_dtype_));
   }
-  send_ = at::zeros({lora_offset_ + lora_bytes_}, local.front().options());
+  // Pinned when offloaded, so each gather's copy to the device is asynchronous.
+  send_ = at::zeros(
+      {lora_offset_ + lora_bytes_},
+      local.front().options().device(offload_ ? at::kCPU : device_).pinned_memory(offload_));
   send_.narrow(0, 0, frozen_bytes_).copy_(at::cat(local));
   for (size_t i = 0; i < linears_.size(); ++i) {
     weight_sources_.emplace_back([this, i](at::ScalarType dtype, bool backward) {
@@ -269,7 +287,7 @@ void FsdpUnit::StartGather(Phase phase) {
   if (gathered_ || transit_) return;
   transit_has_lora_ = phase == Phase::kForward && !lora_shards_.empty();
   if (transit_has_lora_) PackLora();
-  at::Tensor send = send_.narrow(0, 0, transit_has_lora_ ? send_.numel() : frozen_bytes_);
+  at::Tensor send = OnDevice(send_.narrow(0, 0, transit_has_lora_ ? send_.numel() : frozen_bytes_));
   in_transit_ = at::empty({comm_.world_size() * send.numel()}, send.options());
   transit_ = comm_.AllGather(in_transit_, send);
 }
@@ -335,7 +353,7 @@ variable_list FsdpUnit::GatherLora() {
   // The frozen bytes were already here (kept from the previous micro-batch's backward), so the
   // LoRA shards travel alone.
   PackLora();
-  at::Tensor send = send_.narrow(0, lora_offset_, lora_bytes_);
+  at::Tensor send = OnDevice(send_.narrow(0, lora_offset_, lora_bytes_));
   at::Tensor out = at::empty({comm_.world_size() * lora_bytes_}, send.options());
   WaitOrThrow(comm_.AllGather(out, send));
   return UnpackLora(SplitColumns(out.view({comm_.world_size(), -1}), LoraColumnBytes()), 0);
@@ -349,7 +367,8 @@ void FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
   for (size_t i = 0; i < lora_specs_.size(); ++i) {
     const ShardSpec& spec = lora_specs_[i];
     const at::Tensor grad =
-        grads[i].defined() ? grads[i] : at::zeros(spec.shape, send_.options().dtype(lora_dtype_));
+        grads[i].defined() ? grads[i]
+                           : at::zeros(spec.shape, at::TensorOptions(device_).dtype(lora_dtype_));
     rows.push_back(grad.reshape({spec.rows, spec.unit}));
   }
   // The reduction is fp32 whatever the gather dtype.
@@ -365,7 +384,8 @@ Status FsdpUnit::AccumulateLoraGrads() {
   for (PendingReduce& reduce : pending_reduces_) {
     QLORAD_RETURN_IF_ERROR(reduce.work->Wait());
     // Separate tensors, not views of the output: the optimizer's zero_grad detaches them.
-    std::vector<at::Tensor> sums = at::split_with_sizes_copy(reduce.output, sizes);
+    std::vector<at::Tensor> sums =
+        at::split_with_sizes_copy(offload_ ? reduce.output.to(at::kCPU) : reduce.output, sizes);
     std::vector<at::Tensor> grads, addends;
     for (size_t i = 0; i < lora_specs_.size(); ++i) {
       at::Tensor& grad = lora_shards_[i].mutable_grad();
@@ -384,7 +404,7 @@ Status FsdpUnit::AccumulateLoraGrads() {
 
 StatusOr<at::Tensor> FsdpUnit::GatherLoraTensor(size_t k) {
   const ShardSpec& spec = lora_specs_[k];
-  at::Tensor local = lora_shards_[k].detach();
+  at::Tensor local = OnDevice(lora_shards_[k].detach());
   at::Tensor out = at::empty({comm_.world_size() * spec.shard_numel()}, local.options());
   QLORAD_RETURN_IF_ERROR(comm_.AllGather(out, local)->Wait());
   return Unshard(out, spec);
@@ -393,7 +413,7 @@ StatusOr<at::Tensor> FsdpUnit::GatherLoraTensor(size_t k) {
 class Fsdp : public DataParallel {
  public:
   Fsdp(LlamaModel& model, const ParallelSpec& spec, std::shared_ptr<Communicator> comm)
-      : DataParallel(std::move(comm), /*sharded=*/true) {
+      : DataParallel(std::move(comm), /*sharded=*/true, model->device()) {
     // Group the projections by decoder layer ("model.layers.<i>.").
     std::map<int64_t, std::vector<std::pair<std::string, QLoraLinear>>> layers;
     for (auto& [name, linear] : model->NamedLinears()) {
@@ -404,7 +424,8 @@ class Fsdp : public DataParallel {
     }
     for (auto& [index, linears] : layers) {
       units_.push_back(std::make_unique<FsdpUnit>(units_, units_.size(), std::move(linears),
-                                                  this->comm(), spec.reshard_after_forward));
+                                                  this->comm(), spec.reshard_after_forward,
+                                                  spec.cpu_offload));
     }
   }
 

@@ -13,7 +13,7 @@ namespace {
 class Replicated : public DataParallel {
  public:
   Replicated(LlamaModel& model, std::shared_ptr<Communicator> comm)
-      : DataParallel(std::move(comm), /*sharded=*/false), model_(model) {}
+      : DataParallel(std::move(comm), /*sharded=*/false, model->device()), model_(model) {}
 
   std::vector<at::Tensor> Parameters() const override { return LoraParameters(model_); }
 
@@ -125,13 +125,16 @@ StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
   for (const at::Tensor& g : grads) flat.push_back(g.reshape({-1}));
   at::Tensor squares = at::zeros({1}, params[0].options().dtype(at::kDouble));
   if (!flat.empty()) squares = at::cat(flat).to(at::kDouble).square().sum().reshape({1});
+  squares = squares.to(collective_device_);
   if (sharded_) QLORAD_RETURN_IF_ERROR(comm_->AllReduceSum(squares)->Wait());
   const at::Tensor norm = squares.sqrt();
   if (std::isfinite(max_norm) && !grads.empty()) {
     // torch::nn::utils::clip_grad_norm_'s coefficient, clamped to 1 (a multiplication by 1 is
     // exact), computed on the device: the host never waits here.
-    const at::Tensor coefficient =
-        (max_norm / (norm + 1e-6)).clamp_max(1.0).to(grads[0].dtype()).reshape({});
+    const at::Tensor coefficient = (max_norm / (norm + 1e-6))
+                                       .clamp_max(1.0)
+                                       .to(grads[0].device(), grads[0].dtype())
+                                       .reshape({});
     at::_foreach_mul_(grads, coefficient);
   }
   return norm;
@@ -142,8 +145,10 @@ StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy 
                                                     std::shared_ptr<Communicator> comm) {
   QLORAD_ASSIGN_OR_RETURN(const ParallelDims dims,
                           ParallelDims::Create(strategy, comm->world_size()));
-  if (spec.cpu_offload) {
-    return InvalidArgument("parallel.cpu_offload: not implemented yet (issue #6); use false");
+  if (spec.cpu_offload && strategy != Strategy::kFsdp) {
+    return InvalidArgument(std::string("parallel.cpu_offload: offloads fsdp's sharded state; with "
+                                       "strategy ") +
+                           StrategyName(strategy) + " there is none to offload; use fsdp or false");
   }
   if (strategy == Strategy::kSingle && dims.world_size() != 1) {
     return InvalidArgument("parallel.strategy: single with world size " +

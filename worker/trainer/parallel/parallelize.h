@@ -63,7 +63,7 @@ class DataParallel {
   virtual Status FinishBackward() = 0;
   // Clips by the norm over every rank's gradients, as one process would (torch's
   // clip_grad_norm_ coefficient; an infinite max_norm only measures); returns that norm, [1] fp64
-  // on the gradients' device, without waiting for it.
+  // on the collective device, without waiting for it (unless the gradients live elsewhere).
   StatusOr<at::Tensor> ClipGradNorm(double max_norm);
   // Hands each full LoRA tensor, one at a time, to `write` on rank 0 (every rank must call this:
   // under fsdp each tensor is gathered).
@@ -81,12 +81,15 @@ class DataParallel {
   bool sharded() const { return sharded_; }
 
  protected:
-  DataParallel(std::shared_ptr<Communicator> comm, bool sharded)
-      : comm_(std::move(comm)), sharded_(sharded) {}
+  // `collective_device`: where tensors must be for comm() (the model's device; sharded state may
+  // live elsewhere, as with fsdp's CPU offload).
+  DataParallel(std::shared_ptr<Communicator> comm, bool sharded, at::Device collective_device)
+      : comm_(std::move(comm)), sharded_(sharded), collective_device_(collective_device) {}
 
  private:
   std::shared_ptr<Communicator> comm_;
   bool sharded_;  // parameters differ per rank, so the norm needs an all-reduce
+  at::Device collective_device_;
 };
 
 StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
