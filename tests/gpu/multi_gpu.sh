@@ -5,7 +5,7 @@
 # against ddp and fsdp on N GPUs, Llama-3.2-1B shapes, 60 steps) and, while the build is there, the
 # GPU tests that need only libqlorad_ops.so.
 # Usage: tests/gpu/multi_gpu.sh OUT_DIR [SVC_DEBS]   (SVC_DEBS: the fetched .whl/svc folder)
-# Environment: QLORAD_MULTI_GPU_PARTS (default "build gang ops parallel"; a device call is limited
+# Environment: QLORAD_MULTI_GPU_PARTS (default "build gang ops offload parallel"; a device call is limited
 #              to 10 minutes, so a run may be split: "build gang ops", then "parallel" on the same
 #              warm machine, which keeps the build), QLORAD_PARALLEL_PRECISIONS (default "bf16 fp32").
 set -uo pipefail
@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 status=0
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
-PARTS=" ${QLORAD_MULTI_GPU_PARTS:-build gang ops parallel} "
+PARTS=" ${QLORAD_MULTI_GPU_PARTS:-build gang ops offload parallel} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 
@@ -45,6 +45,13 @@ if want ops; then
     grep -E "FAILED|ERROR|Fatal|File \"/.*tests/gpu| passed| failed" "/tmp/$t.log" | head -n 12
   done
   cat /tmp/test_ce_ops.log /tmp/test_nf4_bnb_parity.log > "$OUT/gpu_tests.log"
+fi
+
+if want offload; then
+  step "fsdp with parallel.cpu_offload on 1 and 2 GPUs (tests/gpu/test_fsdp_offload.py)"
+  QLORAD_BIN_DIR="$BUILD/bin" timeout 400 python3 -m pytest -v -s -p no:cacheprovider \
+    "$ROOT/tests/gpu/test_fsdp_offload.py" > "$OUT/test_fsdp_offload.log" 2>&1 || status=1
+  grep -E "PASSED|FAILED|ERROR|peak GPU memory| passed| failed" "$OUT/test_fsdp_offload.log" | head -n 8
 fi
 
 # bf16 (the loss-parity bound is 1e-2 relative), then fp32 (1e-4), both 60 steps.
