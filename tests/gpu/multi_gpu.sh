@@ -48,10 +48,10 @@ if want ops; then
 fi
 
 if want offload; then
-  step "fsdp with parallel.cpu_offload on 1 and 2 GPUs (tests/gpu/test_fsdp_offload.py)"
+  step "GPU memory: the load peak, fsdp with parallel.cpu_offload on 1 and 2 GPUs (tests/gpu/test_gpu_memory.py)"
   QLORAD_BIN_DIR="$BUILD/bin" timeout 400 python3 -m pytest -v -s -p no:cacheprovider \
-    "$ROOT/tests/gpu/test_fsdp_offload.py" > "$OUT/test_fsdp_offload.log" 2>&1 || status=1
-  grep -E "PASSED|FAILED|ERROR|peak GPU memory| passed| failed" "$OUT/test_fsdp_offload.log" | head -n 8
+    "$ROOT/tests/gpu/test_gpu_memory.py" > "$OUT/test_gpu_memory.log" 2>&1 || status=1
+  grep -E "PASSED|FAILED|ERROR|peak| passed| failed" "$OUT/test_gpu_memory.log" | head -n 8
 fi
 
 # bf16 (the loss-parity bound is 1e-2 relative), then fp32 (1e-4), both 60 steps.

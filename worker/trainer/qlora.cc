@@ -42,7 +42,9 @@ StatusOr<QLoraSummary> ApplyQLora(LlamaModel& model, const QuantizationSpec& qua
   const LoraOptions options{lora.r, lora.Scale(), lora.dropout, lora_compute_dtype};
   for (auto& [name, linear] : linears) {
     if (!nf4) break;
-    linear->QuantizeNF4(quantization.block_size, quantization.double_quant);
+    // Already NF4 when the loader quantized it on the way in (QuantizeOnLoad).
+    if (!linear->quantized())
+      linear->QuantizeNF4(quantization.block_size, quantization.double_quant);
     ++summary.quantized_layers;
   }
   // In the model's module order, the head last, so adding lm_head leaves the others' A as it was.

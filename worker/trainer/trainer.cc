@@ -131,8 +131,13 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
     quantization.type = "none";  // nothing left to quantize
   }
   events.Log("info", "loading model from " + spec.model.path + " onto " + s.device.str());
-  QLORAD_ASSIGN_OR_RETURN(LoadedModel loaded, LoadLlamaModel(spec.model.path, config,
-                                                             bnb.has_value(), s.device, dtype));
+  std::optional<QuantizeOnLoad> quantize_on_load;
+  if (quantization.type == "nf4" && Nf4OpsAvailable(s.device.type())) {
+    quantize_on_load = QuantizeOnLoad{quantization.block_size, quantization.double_quant};
+  }
+  QLORAD_ASSIGN_OR_RETURN(
+      LoadedModel loaded,
+      LoadLlamaModel(spec.model.path, config, bnb.has_value(), s.device, dtype, quantize_on_load));
   s.model = loaded.model;
   QLORAD_ASSIGN_OR_RETURN(const at::ScalarType lora_dtype,
                           ParsePrecision(spec.lora.compute_precision, "lora.compute_precision"));

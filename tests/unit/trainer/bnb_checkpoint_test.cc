@@ -296,6 +296,42 @@ TEST_F(BnbCheckpointTest, PrequantizedModelEqualsQuantizingTheOriginal) {
   EXPECT_THAT(odd.status().message(), HasSubstr("'model.norm.weight' is stored in bitsandbytes"));
 }
 
+// Quantizing the projections as they load (what the trainer does for quantization nf4) gives the
+// very model that loading dense and then quantizing gives, in fp32 and in bf16; the embedding,
+// norms and head stay dense, and ApplyQLora leaves the already-quantized layers as they are.
+TEST_F(BnbCheckpointTest, QuantizingOnLoadEqualsQuantizingAfterLoading) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
+  const LlamaConfig config = TinyLlamaConfig();
+  for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    auto on_load =
+        LoadLlamaModel(dir / "dense", config, false, at::kCPU, dtype, QuantizeOnLoad{64, true});
+    ASSERT_TRUE(on_load.ok()) << on_load.status().ToString();
+    EXPECT_EQ(on_load->prequantized_layers, 0);  // quantized here, not stored quantized
+    auto summary = ApplyQLora(on_load->model, {"nf4", true, 64}, {}, 0);
+    ASSERT_TRUE(summary.ok());
+    EXPECT_EQ(summary->quantized_layers, 7 * config.num_hidden_layers);
+    auto after = LoadLlamaModel(dir / "dense", config, false, at::kCPU, dtype);
+    ASSERT_TRUE(after.ok());
+    ASSERT_TRUE(ApplyQLora(after->model, {"nf4", true, 64}, {}, 0).ok());
+    const auto a = on_load->model->NamedLinears(), b = after->model->NamedLinears();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_TRUE(a[i].second->quantized()) << a[i].first;
+      EXPECT_TRUE(at::equal(a[i].second->nf4_weight()->packed, b[i].second->nf4_weight()->packed))
+          << a[i].first;
+      EXPECT_TRUE(
+          BitEqual(a[i].second->BaseWeight(at::kFloat), b[i].second->BaseWeight(at::kFloat)))
+          << a[i].first;
+    }
+    EXPECT_FALSE(on_load->model->lm_head_linear()->quantized());
+    at::Tensor ids = at::arange(0, 24, at::kLong).view({2, 12});
+    at::NoGradGuard no_grad;
+    EXPECT_TRUE(BitEqual(on_load->model->forward(ids), after->model->forward(ids)))
+        << c10::toString(dtype);
+  }
+}
+
 // Training on the bnb copy with quantization nf4 reproduces training on the original with
 // quantization nf4 step for step (same seed); type none on the bnb copy is refused.
 TEST_F(BnbCheckpointTest, TrainingOnThePrequantizedCopyMatchesQuantizingAtLoad) {

@@ -1,4 +1,10 @@
-"""fsdp with `parallel.cpu_offload: true` (issue #6) on one GPU through the NCCL code path: the
+"""GPU memory of training (issue #6), on Llama-3.2-1B-shaped models with few layers.
+
+Loading: the trainer quantizes each projection as it reads it, so the GPU never holds the dense
+model: the peak of a short run with tiny activations stays under the embedding, the NF4 layers
+and half the dense projections (loading dense and then quantizing would hold them all).
+
+fsdp with `parallel.cpu_offload: true` on one GPU through the NCCL code path: the
 sharded state (packed NF4 shards, LoRA shards, their gradients and AdamW's moments) lives in
 pinned host memory, each gather copies it up, reduced gradients come back and AdamW steps on the
 CPU. Against the same run without offload on a 4-layer Llama-3.2-1B-shaped model (fp32, so the
@@ -70,6 +76,34 @@ def test_two_offloaded_ranks_train_like_two_resident_ranks(workdir):
     tmp, _ = workdir
     assert_same_losses([m["loss"] for m in train(tmp, False, 2)],
                        [m["loss"] for m in train(tmp, True, 2)])
+
+
+def test_loading_never_holds_the_dense_projections(tmp_path):
+    layers = 8
+    config = bench.make_model(tmp_path / "model", bench.LLAMA_1B, "cuda", layers)
+    bench.make_data(tmp_path / "data.jsonl", config["vocab_size"], rows=8, seq_len=64)
+    job = tmp_path / "load.yaml"
+    job.write_text(f"""name: load
+model: {{path: {tmp_path / 'model'}}}
+quantization: {{type: nf4, double_quant: true, block_size: 64}}
+lora: {{r: 16, alpha: 16, target_modules: [{", ".join(bench.PROJECTIONS)}]}}
+data: {{path: {tmp_path / 'data.jsonl'}, format: input_ids, max_seq_len: 64, packing: true}}
+train: {{max_steps: 2, micro_batch_size: 1, warmup_steps: 0}}
+resources: {{device: cuda}}
+checkpoint: {{every_steps: 0, output_dir: {tmp_path / 'out'}}}
+""")
+    proc = subprocess.run([BIN_DIR / "qlorad-train", "run", str(job), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    metrics = [e for e in map(json.loads, proc.stdout.splitlines()) if e["event"] == "metrics"]
+    peak = max(m["vram_peak_bytes"] for m in metrics)
+    shapes = bench.projection_shapes(config).values()
+    dense = layers * sum(2 * o * i for o, i in shapes)  # bf16
+    nf4 = layers * sum(bench.nf4_bytes(o * i) for o, i in shapes)
+    embedding = 2 * config["vocab_size"] * config["hidden_size"]  # tied: the head too
+    print(f"peak {peak / 2**20:.0f} MiB: embedding {embedding / 2**20:.0f}, NF4 layers "
+          f"{nf4 / 2**20:.0f}, dense projections {dense / 2**20:.0f} MiB")
+    assert peak < embedding + nf4 + dense / 2
 
 
 def test_offloaded_fsdp_trains_like_resident_fsdp_in_less_gpu_memory(workdir):
