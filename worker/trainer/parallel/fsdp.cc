@@ -17,11 +17,11 @@ using torch::autograd::variable_list;
 
 enum class Phase { kForward, kBackward };
 
-// One frozen tensor inside a unit's byte buffer: every rank's shard of it sits at the same offset.
+// One frozen tensor inside a unit's byte buffer: every rank's shard of it sits at the same
+// place, after the pieces before it.
 struct BytePiece {
   ShardSpec spec;
   at::ScalarType dtype = at::kByte;
-  int64_t offset = 0;  // bytes into one rank's buffer
   int64_t bytes = 0;
 };
 
@@ -33,7 +33,6 @@ struct FrozenWeight {
 class FsdpUnit;
 using Units = std::vector<std::unique_ptr<FsdpUnit>>;
 
-// Saves a pointer in an autograd context: the unit outlives every graph built through it.
 // Copies each range of columns of `rows` [world, total] out as its own contiguous [world, size]
 // tensor: on CUDA one kernel for all of them (split_with_sizes_copy, as FSDP2 unpacks its
 // all-gathers), not one copy per tensor.
@@ -45,6 +44,7 @@ std::vector<at::Tensor> SplitColumns(const at::Tensor& rows, const std::vector<i
   return columns;
 }
 
+// Saves a pointer in an autograd context: the unit outlives every graph built through it.
 template <typename T>
 void SavePointer(AutogradContext* ctx, const char* key, T* p) {
   ctx->saved_data[key] = static_cast<int64_t>(reinterpret_cast<intptr_t>(p));
@@ -99,8 +99,6 @@ class FsdpUnit {
   at::Tensor OnDevice(const at::Tensor& t) const {
     return offload_ ? t.to(device_, /*non_blocking=*/true) : t;
   }
-  // Bytes per rank of each LoRA shard in the gather dtype.
-  std::vector<int64_t> LoraColumnBytes() const;
   // The gathered LoRA tensors from `columns[first...]`, each [world, that shard's bytes].
   variable_list UnpackLora(const std::vector<at::Tensor>& columns, size_t first) const;
 
@@ -123,6 +121,10 @@ class FsdpUnit {
   int64_t frozen_bytes_ = 0;
   int64_t lora_offset_ = 0;
   int64_t lora_bytes_ = 0;
+  // Bytes per rank of each range of columns of a gather, for SplitColumns.
+  std::vector<int64_t> frozen_columns_;   // the frozen pieces (a backward gather)
+  std::vector<int64_t> lora_columns_;     // each LoRA shard in lora_dtype_ (a LoRA-only gather)
+  std::vector<int64_t> forward_columns_;  // frozen_columns_, the alignment padding, lora_columns_
 
   std::vector<at::Tensor> lora_shards_;  // fp32 leaves [rows_per_rank * unit]
   std::vector<ShardSpec> lora_specs_;
@@ -157,12 +159,12 @@ class FsdpUnit {
 struct LoraGather : torch::autograd::Function<LoraGather> {
   static variable_list forward(AutogradContext* ctx, at::TensorList shards, FsdpUnit* unit) {
     SavePointer(ctx, "unit", unit);
-    ctx->saved_data["shards"] = static_cast<int64_t>(shards.size());
-    return unit->GatherLora();
+    TORCH_CHECK(shards.size() == unit->lora_shards().size(), "LoraGather: another unit's shards");
+    return unit->GatherLora();  // one full tensor per shard
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     LoadPointer<FsdpUnit>(ctx, "unit")->ReduceScatterLoraGrads(grads);
-    return variable_list(ctx->saved_data["shards"].toInt() + 1);  // + the unit pointer
+    return variable_list(grads.size() + 1);  // none for the shards (one per output); the pointer
   }
 };
 
@@ -213,9 +215,15 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
     }
   }
   lora_offset_ = (frozen_bytes_ + 7) / 8 * 8;  // so the LoRA region can be viewed as its dtype
+  for (const BytePiece& piece : pieces_) frozen_columns_.push_back(piece.bytes);
   for (const ShardSpec& spec : lora_specs_) {
-    lora_bytes_ += spec.shard_numel() * static_cast<int64_t>(c10::elementSize(lora_dtype_));
+    lora_columns_.push_back(spec.shard_numel() *
+                            static_cast<int64_t>(c10::elementSize(lora_dtype_)));
+    lora_bytes_ += lora_columns_.back();
   }
+  forward_columns_ = frozen_columns_;
+  forward_columns_.push_back(lora_offset_ - frozen_bytes_);
+  forward_columns_.insert(forward_columns_.end(), lora_columns_.begin(), lora_columns_.end());
   // Pinned when offloaded, so each gather's copy to the device is asynchronous.
   send_ = at::zeros(
       {lora_offset_ + lora_bytes_},
@@ -235,7 +243,7 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
 
 void FsdpUnit::AddPiece(const at::Tensor& shard, const ShardSpec& spec,
                         std::vector<at::Tensor>* local) {
-  BytePiece piece{spec, shard.scalar_type(), frozen_bytes_, shard.numel() * shard.element_size()};
+  BytePiece piece{spec, shard.scalar_type(), shard.numel() * shard.element_size()};
   frozen_bytes_ += piece.bytes;
   pieces_.push_back(piece);
   local->push_back(shard.view(at::kByte));
@@ -297,13 +305,8 @@ void FsdpUnit::Gather(Phase phase) {
   WaitOrThrow(std::move(transit_));
   const at::Tensor rows = in_transit_.view({comm_.world_size(), -1});
   in_transit_ = at::Tensor();
-  std::vector<int64_t> sizes;
-  for (const BytePiece& piece : pieces_) sizes.push_back(piece.bytes);
-  if (transit_has_lora_) {
-    sizes.push_back(lora_offset_ - frozen_bytes_);  // alignment padding
-    for (const int64_t bytes : LoraColumnBytes()) sizes.push_back(bytes);
-  }
-  const std::vector<at::Tensor> columns = SplitColumns(rows, sizes);
+  const std::vector<at::Tensor> columns =
+      SplitColumns(rows, transit_has_lora_ ? forward_columns_ : frozen_columns_);
   std::vector<at::Tensor> full;
   for (size_t p = 0; p < pieces_.size(); ++p) {
     full.push_back(Unshard(columns[p].view(pieces_[p].dtype), pieces_[p].spec));
@@ -331,14 +334,6 @@ void FsdpUnit::Free() {
   gathered_ = false;
 }
 
-std::vector<int64_t> FsdpUnit::LoraColumnBytes() const {
-  std::vector<int64_t> bytes;
-  for (const ShardSpec& spec : lora_specs_) {
-    bytes.push_back(spec.shard_numel() * static_cast<int64_t>(c10::elementSize(lora_dtype_)));
-  }
-  return bytes;
-}
-
 variable_list FsdpUnit::UnpackLora(const std::vector<at::Tensor>& columns, size_t first) const {
   variable_list full;
   for (size_t k = 0; k < lora_specs_.size(); ++k) {
@@ -356,7 +351,7 @@ variable_list FsdpUnit::GatherLora() {
   at::Tensor send = OnDevice(send_.narrow(0, lora_offset_, lora_bytes_));
   at::Tensor out = at::empty({comm_.world_size() * lora_bytes_}, send.options());
   WaitOrThrow(comm_.AllGather(out, send));
-  return UnpackLora(SplitColumns(out.view({comm_.world_size(), -1}), LoraColumnBytes()), 0);
+  return UnpackLora(SplitColumns(out.view({comm_.world_size(), -1}), lora_columns_), 0);
 }
 
 void FsdpUnit::ReduceScatterLoraGrads(const variable_list& grads) {
