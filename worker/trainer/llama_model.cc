@@ -84,6 +84,15 @@ at::Tensor AttentionMask(const at::Tensor& document_mask, int64_t window, int64_
   return document_mask.defined() ? document_mask.logical_and(sliding) : sliding;
 }
 
+// Whether backward has anything to do in `module`: a frozen layer fed by frozen layers needs
+// neither a graph nor a checkpoint.
+bool HasTrainableParameter(const torch::nn::Module& module) {
+  for (const at::Tensor& p : module.parameters()) {
+    if (p.requires_grad()) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k,
@@ -159,6 +168,10 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
   register_buffer("embed_tokens", embed_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     register_module("layers_" + std::to_string(i), layers_[i]);
+    layer_functions_.emplace_back(
+        [layer = layers_[i].get()](const at::Tensor& x, at::TensorList extras) {
+          return layer->forward(x, extras[0], extras[1], extras[2]);
+        });
   }
   if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
   // A submodule, so train()/eval() reach its LoRA dropout; its weight is lm_head_ itself.
@@ -183,11 +196,16 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
   // Built once per forward for each distinct window (Mistral: one; Qwen2: up to two), not again
   // in every layer.
   std::map<int64_t, at::Tensor> masks;
+  const bool checkpoint = checkpoint_layers_ && at::GradMode::is_enabled();
   for (size_t i = 0; i < layers_.size(); ++i) {
     const int64_t window = config_.sliding_windows.empty() ? 0 : config_.sliding_windows[i];
     auto [mask, added] = masks.try_emplace(window);
     if (added) mask->second = AttentionMask(document_mask, window, input_ids.size(1), device());
-    h = layers_[i]->forward(h, cos, sin, mask->second);
+    if (checkpoint && (h.requires_grad() || HasTrainableParameter(*layers_[i]))) {
+      h = Checkpoint(layer_functions_[i], h, {cos, sin, mask->second});
+    } else {
+      h = layers_[i]->forward(h, cos, sin, mask->second);
+    }
   }
   return norm_->forward(h);
 }

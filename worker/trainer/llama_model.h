@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/trainer/activation_checkpoint.h"
 #include "worker/trainer/chunked_loss.h"
 #include "worker/trainer/model_config.h"
 #include "worker/trainer/qlora_linear.h"
@@ -95,6 +96,12 @@ class LlamaModelImpl : public torch::nn::Module {
   // packed document starts. Given, rotary angles follow it and attention is block-diagonal causal,
   // so each document in a packed row is computed as if it were alone.
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions = {});
+  // Activation checkpointing (train.activation_checkpointing): while grad mode is on, each
+  // decoder layer keeps only its input and runs again in backward (activation_checkpoint.h),
+  // one more forward per layer for the memory of its activations. No-grad forwards (eval) are
+  // unchanged.
+  void SetActivationCheckpointing(bool enabled) { checkpoint_layers_ = enabled; }
+  bool activation_checkpointing() const { return checkpoint_layers_; }
   // hidden [.., hidden] -> fp32 logits [.., vocab].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // [vocab, hidden]: the embedding when tied; frozen (a buffer), so never trained here.
@@ -119,6 +126,9 @@ class LlamaModelImpl : public torch::nn::Module {
   LlamaConfig config_;
   at::Tensor embed_;
   std::vector<LlamaDecoderLayer> layers_;
+  // layers_[i]->forward for Checkpoint, which needs a function that outlives the graph.
+  std::vector<CheckpointedFunction> layer_functions_;
+  bool checkpoint_layers_ = false;
   RMSNorm norm_;
   at::Tensor lm_head_;  // the same tensor as embed_ when tied
   QLoraLinear lm_head_linear_{nullptr};

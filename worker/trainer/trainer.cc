@@ -154,6 +154,11 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
                          spec.quantization.type + "), LoRA on " +
                          std::to_string(summary.lora_layers) + " layers, " +
                          std::to_string(summary.trainable_parameters) + " trainable parameters");
+  s.model->SetActivationCheckpointing(spec.train.activation_checkpointing);
+  events.Log("info", spec.train.activation_checkpointing
+                         ? "activation checkpointing: on (train.activation_checkpointing); each "
+                           "decoder layer keeps its input only and runs again in backward"
+                         : "activation checkpointing: off (train.activation_checkpointing)");
   if (spec.lora.init_from) {
     QLORAD_RETURN_IF_ERROR(LoadAdapter(s.model, *spec.lora.init_from));
     events.Log("info", "LoRA initialized from " + *spec.lora.init_from);

@@ -9,6 +9,10 @@
 
 #include <vector>
 
+#include "worker/trainer/llama_model.h"
+#include "worker/trainer/qlora.h"
+#include "worker/trainer/tiny_model.h"
+
 namespace qlorad::trainer {
 namespace {
 
@@ -102,6 +106,122 @@ TEST(ActivationCheckpointTest, ExtrasThatRequireGradAreRefused) {
   };
   const at::Tensor scale = toy.scale.clone().requires_grad_(true);
   EXPECT_THROW(Checkpoint(fn, at::randn({4, 6}), {scale}), c10::Error);
+}
+
+// The tiny model (2 layers, GQA), fp32 on the CPU, LoRA on every projection with B drawn nonzero
+// so that every A has a gradient too.
+LlamaModel TinyModelWithLora(double dropout) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(21);
+  auto model = BuildLlamaModel(
+      TinyLlamaConfig(),
+      [&](const std::string& name, const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
+        const bool norm = name.find("norm") != std::string::npos;
+        at::Tensor t = at::randn(shape, gen, at::kFloat) * (norm ? 0.1 : 0.2);
+        return norm ? t + 1.0 : t;
+      },
+      at::kCPU, at::kFloat);
+  EXPECT_TRUE(model.ok()) << model.status().ToString();
+  LoraSpec lora;
+  lora.r = 4;
+  lora.alpha = 8;
+  lora.dropout = dropout;
+  EXPECT_TRUE(ApplyQLora(*model, QuantizationSpec{"none", true, 64}, lora, /*seed=*/3).ok());
+  at::NoGradGuard no_grad;
+  for (const auto& [name, linear] : (*model)->NamedLinears()) {
+    linear->lora_b().copy_(at::randn(linear->lora_b().sizes(), gen, at::kFloat) * 0.1);
+  }
+  return *model;
+}
+
+struct Batch {
+  at::Tensor ids, labels, positions;
+};
+
+// Two rows of 16 tokens; packed: the first row holds three documents.
+Batch MakeBatch(bool packed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(8);
+  const int64_t vocab = TinyLlamaConfig().vocab_size;
+  Batch b{at::randint(vocab, {2, 16}, gen, at::kLong), at::randint(vocab, {2, 16}, gen, at::kLong),
+          at::Tensor()};
+  if (packed) {
+    std::vector<int64_t> positions;
+    for (int64_t length : {5, 7, 4}) {
+      for (int64_t p = 0; p < length; ++p) positions.push_back(p);
+    }
+    for (int64_t p = 0; p < 16; ++p) positions.push_back(p);
+    b.positions = at::tensor(positions, at::kLong).view({2, 16});
+  }
+  return b;
+}
+
+at::Tensor Loss(LlamaModel& model, const Batch& b) {
+  const at::Tensor hidden = model->forward(b.ids, b.positions);
+  return at::cross_entropy_loss(model->Logits(hidden).view({-1, model->config().vocab_size}),
+                                b.labels.view({-1}));
+}
+
+struct Step {
+  at::Tensor loss;
+  std::vector<at::Tensor> grads;
+};
+
+Step LossAndGrads(LlamaModel& model, const Batch& b, bool checkpoint) {
+  model->SetActivationCheckpointing(checkpoint);
+  for (at::Tensor& p : LoraParameters(model)) p.mutable_grad() = at::Tensor();
+  torch::manual_seed(5);  // the dropout masks
+  at::Tensor loss = Loss(model, b);
+  loss.backward();
+  Step step{loss.detach(), {}};
+  for (const at::Tensor& p : LoraParameters(model)) step.grads.push_back(p.grad().clone());
+  return step;
+}
+
+class LlamaCheckpointingTest : public ::testing::TestWithParam<std::tuple<double, bool>> {};
+
+TEST_P(LlamaCheckpointingTest, LossAndEveryLoraGradientEqualTheUncheckpointedModel) {
+  const auto [dropout, packed] = GetParam();
+  LlamaModel model = TinyModelWithLora(dropout);
+  const Batch b = MakeBatch(packed);
+  const Step direct = LossAndGrads(model, b, false);
+  const Step checkpointed = LossAndGrads(model, b, true);
+  ExpectClose(checkpointed.loss, direct.loss, "loss");
+  const auto names = model->NamedLinears();
+  ASSERT_EQ(direct.grads.size(), 2 * names.size());
+  for (size_t i = 0; i < direct.grads.size(); ++i) {
+    ExpectClose(checkpointed.grads[i], direct.grads[i],
+                names[i / 2].first + (i % 2 == 0 ? ".lora_A" : ".lora_B"));
+  }
+  if (dropout > 0) {
+    // Not vacuous: other masks give other gradients.
+    torch::manual_seed(6);
+    model->SetActivationCheckpointing(false);
+    for (at::Tensor& p : LoraParameters(model)) p.mutable_grad() = at::Tensor();
+    Loss(model, b).backward();
+    EXPECT_GT((LoraParameters(model)[0].grad() - direct.grads[0]).abs().max().item<double>(),
+              1e-3 * direct.grads[0].abs().max().item<double>());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DropoutAndPacking, LlamaCheckpointingTest,
+                         ::testing::Combine(::testing::Values(0.0, 0.1), ::testing::Bool()));
+
+TEST(LlamaCheckpointingTest, NoGradAndEvalForwardsAreUnchanged) {
+  LlamaModel model = TinyModelWithLora(0.1);
+  const Batch b = MakeBatch(true);
+  model->eval();
+  at::Tensor expected, actual;
+  {
+    at::NoGradGuard no_grad;
+    model->SetActivationCheckpointing(false);
+    expected = model->forward(b.ids, b.positions);
+    model->SetActivationCheckpointing(true);
+    actual = model->forward(b.ids, b.positions);
+  }
+  EXPECT_EQ(actual.grad_fn(), nullptr);
+  EXPECT_TRUE(actual.equal(expected));
+  // Grad mode on but evaluating: still checkpointed (the LoRA parameters require grad), same
+  // values.
+  ExpectClose(model->forward(b.ids, b.positions).detach(), expected, "eval with grad mode");
 }
 
 }  // namespace
