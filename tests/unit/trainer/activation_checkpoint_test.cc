@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "worker/trainer/llama_model.h"
+#include "worker/trainer/parallel/communicator.h"
+#include "worker/trainer/parallel/parallelize.h"
 #include "worker/trainer/qlora.h"
 #include "worker/trainer/tiny_model.h"
 
@@ -223,6 +225,45 @@ TEST(LlamaCheckpointingTest, NoGradAndEvalForwardsAreUnchanged) {
   // values.
   ExpectClose(model->forward(b.ids, b.positions).detach(), expected, "eval with grad mode");
 }
+
+// fsdp over a world of one: the layer's recompute gathers it again and records the one LoRA
+// gather whose backward reduce-scatters, so each LoRA gradient arrives once (a doubled one would
+// be twice the reference).
+class FsdpCheckpointingTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(FsdpCheckpointingTest, ReducedLoraGradientsEqualTheUncheckpointedRun) {
+  const Batch b = MakeBatch(true);
+  std::vector<std::vector<at::Tensor>> grads;
+  std::vector<at::Tensor> losses;
+  for (const bool checkpoint : {false, true}) {
+    LlamaModel model = TinyModelWithLora(0.1);
+    ParallelSpec spec;
+    spec.strategy = "fsdp";
+    spec.reshard_after_forward = GetParam();
+    auto fsdp = parallel::Parallelize(model, parallel::Strategy::kFsdp, spec,
+                                      parallel::MakeLocalCommunicator(at::kCPU));
+    ASSERT_TRUE(fsdp.ok()) << fsdp.status().ToString();
+    model->SetActivationCheckpointing(checkpoint);
+    torch::manual_seed(5);
+    at::Tensor total = at::zeros({});
+    for (int micro_batch = 0; micro_batch < 2; ++micro_batch) {  // grad_accum 2
+      at::Tensor loss = Loss(model, b);
+      loss.backward();
+      total += loss.detach();
+    }
+    ASSERT_TRUE((*fsdp)->FinishBackward().ok());
+    losses.push_back(total);
+    grads.emplace_back();
+    for (const at::Tensor& p : (*fsdp)->Parameters()) grads.back().push_back(p.grad());
+  }
+  ExpectClose(losses[1], losses[0], "loss");
+  ASSERT_EQ(grads[0].size(), grads[1].size());
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    ExpectClose(grads[1][i], grads[0][i], "parameter " + std::to_string(i));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(ReshardAfterForward, FsdpCheckpointingTest, ::testing::Bool());
 
 }  // namespace
 }  // namespace qlorad::trainer

@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "worker/trainer/activation_checkpoint.h"
 #include "worker/trainer/parallel/shard.h"
 
 namespace qlorad::trainer::parallel {
@@ -88,7 +89,13 @@ class FsdpUnit {
   void StartGather(Phase phase);
   // Finishes it (starting it first if needed) and unshards every weight.
   void Gather(Phase phase);
-  // Starts the gather of the unit at `index` (forward: the next one; backward: the previous).
+  // Backward reached this unit, so every later one is done: at most two stay unsharded, this one
+  // and the previous one's prefetch.
+  void FreeLaterUnits() const {
+    for (size_t j = index_ + 1; j < all_.size(); ++j) all_[j]->Free();
+  }
+  // Starts the gather of the unit at `index` (forward: the next one; backward: the previous;
+  // index_ - 1 of unit 0 wraps around and is ignored).
   void Prefetch(size_t index, Phase phase) const {
     if (index < all_.size()) all_[index]->StartGather(phase);
   }
@@ -250,9 +257,18 @@ void FsdpUnit::AddPiece(const at::Tensor& shard, const ShardSpec& spec,
 }
 
 at::Tensor FsdpUnit::BaseForward(size_t linear, const at::Tensor& x) {
+  // A checkpointed layer running again in backward (activation_checkpoint.h): its graph's
+  // backward follows at once, so this is backward's turn at the unit, in backward's order.
+  const bool recompute = InActivationRecompute();
   if (forward_uses_ == 0) {
+    if (recompute) FreeLaterUnits();
+    // Frozen bytes and LoRA alike: the recomputed graph needs its own LoraGather node (the
+    // checkpointed forward ran without grad and recorded none), whose backward reduce-scatters
+    // the LoRA gradients, once.
     StartGather(Phase::kForward);
-    Prefetch(index_ + 1, Phase::kForward);
+    // Recomputing, the previous unit is next, and it too will be recomputed: its prefetch
+    // carries its LoRA shards as a forward gather does, saving a LoRA-only gather.
+    Prefetch(recompute ? index_ - 1 : index_ + 1, Phase::kForward);
     if (!lora_shards_.empty()) {
       lora_full_ = LoraGather::apply(at::TensorList(lora_shards_), this);
     }
@@ -261,8 +277,9 @@ at::Tensor FsdpUnit::BaseForward(size_t linear, const at::Tensor& x) {
   at::Tensor y = FrozenLinear(x, weight_sources_[linear]);
   if (++forward_uses_ == linears_.size()) {  // the layer's last projection has run
     forward_uses_ = 0;
-    // The last unit stays: backward starts with it (as FSDP2 keeps the root's last layer).
-    if (reshard_after_forward_ && index_ + 1 != all_.size()) Free();
+    // The last unit stays: backward starts with it (as FSDP2 keeps the root's last layer). A
+    // recomputed unit stays too: the backward that follows uses it.
+    if (reshard_after_forward_ && index_ + 1 != all_.size() && !recompute) Free();
   }
   return y;
 }
@@ -274,10 +291,9 @@ std::pair<at::Tensor, at::Tensor> FsdpUnit::Lora(size_t linear) const {
 
 at::Tensor FsdpUnit::FullWeight(size_t linear, at::ScalarType dtype, Phase phase) {
   if (phase == Phase::kBackward) {
-    // Backward reached this layer, so every later layer is done: at most two stay unsharded.
-    for (size_t j = index_ + 1; j < all_.size(); ++j) all_[j]->Free();
+    FreeLaterUnits();
     StartGather(phase);
-    Prefetch(index_ - 1, phase);  // index_ 0: size_t wraps, and Prefetch ignores it
+    Prefetch(index_ - 1, phase);
   }
   if (!gathered_) Gather(phase);
   if (const auto& nf4 = full_nf4_[linear]) return ops::DequantizeNF4(*nf4, dtype);

@@ -14,6 +14,12 @@
 //    unit's gather (backward runs layer by layer, last to first). The LoRA gather's backward
 //    starts an fp32 reduce-scatter of the gradients and returns; FinishBackward waits for them
 //    and adds the sums into the shards' .grad, so no layer's backward waits on a collective.
+//  - activation checkpointing (activation_checkpoint.h): a checkpointed layer's forward runs
+//    without grad, so its LoRA gather records no node, and runs again when backward reaches it.
+//    That recompute frees the later units, gathers the unit with its LoRA (the recomputed
+//    graph's LoRA gather is the one whose backward reduce-scatters, once per micro-batch),
+//    prefetches the previous unit, LoRA included (it is recomputed next), and keeps the unit
+//    gathered for the backward that follows at once.
 // Collectives run in the order of the ops that trigger them, which every rank replays alike. On
 // NCCL a gather runs on the communicator's stream and waiting on it only orders the compute
 // stream after it, so a gather started one layer ahead overlaps that layer's compute; with the
