@@ -68,6 +68,8 @@ struct TrainSpec {
   std::optional<double> max_grad_norm = 1.0;  // null disables clipping
   uint64_t seed = 0;
   std::string precision = "bf16";  // bf16 | fp16 | fp32
+  // Each decoder layer keeps only its input in forward and runs again in backward (Hugging Face's
+  // gradient_checkpointing): activation memory for one more forward per layer per step.
   bool activation_checkpointing = true;
   int64_t loss_chunk_size = 0;  // 0 = auto
 };
