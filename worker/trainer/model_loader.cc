@@ -19,11 +19,42 @@ bool IsDecoderProjectionWeight(const std::string& name) {
   return std::regex_match(name, kProjection);
 }
 
+// A tensor of `shape` that holds one element: it stands in for a weight kept elsewhere, and the
+// model takes it as it is (already in `dtype` on `device`, so no copy is made).
+at::Tensor Placeholder(at::IntArrayRef shape, at::ScalarType dtype, at::Device device) {
+  return at::zeros({}, at::TensorOptions().dtype(dtype).device(device)).expand(shape);
+}
+
+void KeepShard(const std::string& module, parallel::FrozenShard cut, const ShardOnLoad& shard,
+               parallel::FrozenShards* shards) {
+  if (shard.on_host) {
+    for (auto& piece : cut.pieces) piece.local = piece.local.to(at::kCPU);
+  }
+  (*shards)[module] = std::move(cut);
+}
+
+// Keeps this rank's shard of `weight` (on the device, with its nested state) in `shards` and
+// returns the weight with placeholders for its packed bytes and absmax.
+ops::NF4Weight KeepNF4Shard(const std::string& module, const ops::NF4Weight& weight,
+                            const ShardOnLoad& shard, parallel::FrozenShards* shards) {
+  KeepShard(module, parallel::ShardNF4Weight(weight, shard.rank, shard.world_size), shard, shards);
+  ops::NF4Weight placeholder = weight;
+  const at::Device device = weight.packed.device();
+  placeholder.packed = Placeholder(weight.packed.sizes(), weight.packed.scalar_type(), device);
+  placeholder.absmax = Placeholder(weight.absmax.sizes(), weight.absmax.scalar_type(), device);
+  return placeholder;
+}
+
+std::string ModuleOf(const std::string& weight_name) {
+  return weight_name.substr(0, weight_name.size() - std::string(".weight").size());
+}
+
 }  // namespace
 
 StatusOr<LoadedModel> LoadLlamaModel(const std::string& model_dir, const LlamaConfig& config,
                                      bool prequantized, at::Device device, at::ScalarType dtype,
-                                     std::optional<QuantizeOnLoad> quantize) {
+                                     std::optional<QuantizeOnLoad> quantize,
+                                     std::optional<ShardOnLoad> shard) {
   if (prequantized && !Nf4OpsAvailable(device.type())) {
     return FailedPrecondition("model.path: " + model_dir +
                               " is a bitsandbytes 4-bit checkpoint, and NF4 weights on " +
@@ -32,31 +63,46 @@ StatusOr<LoadedModel> LoadLlamaModel(const std::string& model_dir, const LlamaCo
                               "that device, which this build lacks");
   }
   QLORAD_ASSIGN_OR_RETURN(HfWeights weights, HfWeights::Open(model_dir));
+  LoadedModel loaded;
   std::map<std::string, ops::NF4Weight> stored;
   std::set<std::string> quantized_here;
+  // Stores an NF4 projection for UseNF4 below: whole, or this rank's shard and a placeholder.
+  auto store = [&](const std::string& name, const ops::NF4Weight& weight) {
+    stored.emplace(
+        name, shard ? KeepNF4Shard(ModuleOf(name), weight.to(device), *shard, &loaded.frozen_shards)
+                    : weight);
+  };
   auto source = [&](const std::string& name,
                     const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
     if (!prequantized || !IsBnb4bitWeight(weights, name)) {
       QLORAD_ASSIGN_OR_RETURN(at::Tensor dense, weights.Get(name, shape, at::kFloat));
-      if (!quantize || !IsDecoderProjectionWeight(name)) return dense;
+      if (!IsDecoderProjectionWeight(name)) return dense;
+      if (!quantize) {
+        if (!shard) return dense;
+        // A dense frozen projection (quantization none): its rows, cut from the tensor the model
+        // would have held (BuildLlamaModel's conversion).
+        KeepShard(
+            ModuleOf(name),
+            parallel::ShardDenseWeight(dense.to(device, dtype), shard->rank, shard->world_size),
+            *shard, &loaded.frozen_shards);
+        return Placeholder(shape, dtype, device);
+      }
 #ifdef QLORAD_HAVE_NF4_OPS
       // The tensor QLoraLinear would have held (BuildLlamaModel's conversion), through the same
       // quantizer it would have called.
-      stored.emplace(name, ops::QuantizeNF4(dense.to(device, dtype), quantize->block_size,
-                                            quantize->double_quant));
+      store(name, ops::QuantizeNF4(dense.to(device, dtype), quantize->block_size,
+                                   quantize->double_quant));
       quantized_here.insert(name);
 #else
       return dense;  // no quantizer in this build: ApplyQLora reports it
 #endif
     } else {
       QLORAD_ASSIGN_OR_RETURN(ops::NF4Weight w, LoadBnbNF4Weight(weights, name, shape));
-      stored.emplace(name, std::move(w));
+      store(name, w);
     }
-    // A zero-stride placeholder already in `dtype` on `device`: the model takes it without a
-    // copy, and UseNF4 below swaps in the stored weight, so no dense copy is ever made.
-    return at::zeros({}, at::TensorOptions().dtype(dtype).device(device)).expand(shape);
+    // UseNF4 below swaps in the stored weight, so no dense copy is ever made.
+    return Placeholder(shape, dtype, device);
   };
-  LoadedModel loaded;
   QLORAD_ASSIGN_OR_RETURN(loaded.model, BuildLlamaModel(config, source, device, dtype));
   for (auto& [name, linear] : loaded.model->NamedLinears()) {
     auto it = stored.find(name + ".weight");

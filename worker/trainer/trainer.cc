@@ -130,14 +130,27 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
                            "double_quant do not apply");
     quantization.type = "none";  // nothing left to quantize
   }
-  events.Log("info", "loading model from " + spec.model.path + " onto " + s.device.str());
+  QLORAD_ASSIGN_OR_RETURN(const parallel::Strategy strategy,
+                          parallel::ResolveStrategy(spec.parallel, s.comm->world_size()));
+  // Under fsdp each rank keeps only its shard of the decoder as it loads, so a model whose NF4
+  // weights exceed one GPU still loads on N of them.
+  std::optional<ShardOnLoad> shard_on_load;
+  if (strategy == parallel::Strategy::kFsdp) {
+    shard_on_load = ShardOnLoad{s.comm->rank(), s.comm->world_size(),
+                                spec.parallel.cpu_offload && s.device.is_cuda()};
+  }
+  events.Log("info", "loading model from " + spec.model.path + " onto " + s.device.str() +
+                         (shard_on_load && shard_on_load->world_size > 1
+                              ? " (this rank keeps 1/" + std::to_string(s.comm->world_size()) +
+                                    " of the decoder weights)"
+                              : ""));
   std::optional<QuantizeOnLoad> quantize_on_load;
   if (quantization.type == "nf4" && Nf4OpsAvailable(s.device.type())) {
     quantize_on_load = QuantizeOnLoad{quantization.block_size, quantization.double_quant};
   }
-  QLORAD_ASSIGN_OR_RETURN(
-      LoadedModel loaded,
-      LoadLlamaModel(spec.model.path, config, bnb.has_value(), s.device, dtype, quantize_on_load));
+  QLORAD_ASSIGN_OR_RETURN(LoadedModel loaded,
+                          LoadLlamaModel(spec.model.path, config, bnb.has_value(), s.device, dtype,
+                                         quantize_on_load, shard_on_load));
   s.model = loaded.model;
   QLORAD_ASSIGN_OR_RETURN(const at::ScalarType lora_dtype,
                           ParsePrecision(spec.lora.compute_precision, "lora.compute_precision"));
@@ -167,9 +180,8 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
   if (LoraParameters(s.model).empty()) {
     return InvalidArgument("lora.target_modules: no trainable parameters");
   }
-  // Every rank built the same model and LoRA init (same seeds); parallelizing cuts its part.
-  QLORAD_ASSIGN_OR_RETURN(const parallel::Strategy strategy,
-                          parallel::ResolveStrategy(spec.parallel, s.comm->world_size()));
+  // Every rank built the same LoRA init (same seeds); parallelizing cuts its part, and takes the
+  // frozen shards the load cut.
   if (strategy == parallel::Strategy::kFsdp && s.model->lm_head_linear()->has_lora()) {
     // fsdp shards the decoder projections only; a replicated head LoRA would need its own
     // gradient all-reduce and a place in the sharded checkpoints.
@@ -177,7 +189,8 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
         "lora.target_modules: lm_head with parallel.strategy fsdp is not supported yet; use ddp");
   }
   QLORAD_ASSIGN_OR_RETURN(s.parallel,
-                          parallel::Parallelize(s.model, strategy, spec.parallel, s.comm));
+                          parallel::Parallelize(s.model, strategy, spec.parallel, s.comm,
+                                                std::move(loaded.frozen_shards)));
   if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
     events.Log("info", std::string("parallel: ") + parallel::StrategyName(strategy) + " over " +
                            std::to_string(s.comm->world_size()) + " ranks (" + s.comm->backend() +

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <sstream>
 
 #include "kernels/nf4_format.h"
@@ -329,6 +330,75 @@ TEST_F(BnbCheckpointTest, QuantizingOnLoadEqualsQuantizingAfterLoading) {
     at::NoGradGuard no_grad;
     EXPECT_TRUE(BitEqual(on_load->model->forward(ids), after->model->forward(ids)))
         << c10::toString(dtype);
+  }
+}
+
+// A tensor that stands in for a weight kept elsewhere holds one element, whatever its shape.
+bool IsPlaceholder(const at::Tensor& t) {
+  return t.numel() > 1 && t.storage().nbytes() == static_cast<size_t>(t.element_size());
+}
+
+// A sharded load (fsdp) keeps, for each decoder projection, exactly the rank's shard that cutting
+// the unsharded load's weight gives, and leaves a placeholder in the layer: for the stored NF4 of
+// a bnb checkpoint, for NF4 quantized as it loads, and for a dense projection. Three ranks, so
+// the blocks do not split evenly and the last shard is padded. The rest of the model is whole.
+TEST_F(BnbCheckpointTest, ShardedLoadKeepsOnlyTheRanksShardOfEachProjection) {
+  TempDir dir;
+  ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
+  MakeBnbTinyModel(dir / "dense", dir / "bnb");
+  const LlamaConfig config = TinyLlamaConfig();
+  constexpr int kWorld = 3;
+  struct Case {
+    const char* model;
+    bool prequantized;
+    std::optional<QuantizeOnLoad> quantize;
+  };
+  for (const Case& c : {Case{"bnb", true, std::nullopt}, Case{"dense", false, QuantizeOnLoad{}},
+                        Case{"dense", false, std::nullopt}}) {
+    SCOPED_TRACE(std::string(c.model) + (c.quantize ? " quantized on load" : ""));
+    auto whole =
+        LoadLlamaModel(dir / c.model, config, c.prequantized, at::kCPU, at::kBFloat16, c.quantize);
+    ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+    EXPECT_TRUE(whole->frozen_shards.empty());
+    for (int rank = 0; rank < kWorld; ++rank) {
+      auto sharded = LoadLlamaModel(dir / c.model, config, c.prequantized, at::kCPU, at::kBFloat16,
+                                    c.quantize, ShardOnLoad{rank, kWorld});
+      ASSERT_TRUE(sharded.ok()) << sharded.status().ToString();
+      EXPECT_EQ(sharded->prequantized_layers, whole->prequantized_layers);
+      const auto mine = sharded->model->NamedLinears(), all = whole->model->NamedLinears();
+      ASSERT_EQ(mine.size(), all.size());
+      EXPECT_EQ(sharded->frozen_shards.size(), mine.size());
+      for (size_t i = 0; i < mine.size(); ++i) {
+        const auto& [name, layer] = mine[i];
+        const QLoraLinearImpl& reference = *all[i].second;
+        ASSERT_EQ(layer->quantized(), reference.quantized()) << name;
+        const auto it = sharded->frozen_shards.find(name);
+        ASSERT_NE(it, sharded->frozen_shards.end()) << name;
+        const parallel::FrozenShard expected =
+            reference.quantized()
+                ? parallel::ShardNF4Weight(*reference.nf4_weight(), rank, kWorld)
+                : parallel::ShardDenseWeight(reference.dense_weight(), rank, kWorld);
+        ASSERT_EQ(it->second.pieces.size(), expected.pieces.size()) << name;
+        EXPECT_EQ(it->second.nf4.has_value(), expected.nf4.has_value()) << name;
+        for (size_t p = 0; p < expected.pieces.size(); ++p) {
+          EXPECT_TRUE(at::equal(it->second.pieces[p].local, expected.pieces[p].local))
+              << name << " piece " << p << " rank " << rank;
+          EXPECT_EQ(it->second.pieces[p].spec.rows_per_rank, expected.pieces[p].spec.rows_per_rank)
+              << name;
+        }
+        if (layer->quantized()) {
+          EXPECT_TRUE(IsPlaceholder(layer->nf4_weight()->packed)) << name;
+          EXPECT_TRUE(IsPlaceholder(layer->nf4_weight()->absmax)) << name;
+          EXPECT_TRUE(
+              at::equal(layer->nf4_weight()->nested_absmax, reference.nf4_weight()->nested_absmax))
+              << name;
+        } else {
+          EXPECT_TRUE(IsPlaceholder(layer->dense_weight())) << name;
+        }
+      }
+      EXPECT_TRUE(BitEqual(sharded->model->lm_head_linear()->dense_weight(),
+                           whole->model->lm_head_linear()->dense_weight()));
+    }
   }
 }
 

@@ -57,8 +57,9 @@ T* LoadPointer(AutogradContext* ctx, const char* key) {
 
 class FsdpUnit {
  public:
+  // Takes each projection's entry out of `pre_cut`, if there, else cuts the layer's own weight.
   FsdpUnit(const Units& all, size_t index, std::vector<std::pair<std::string, QLoraLinear>> linears,
-           Communicator& comm, bool reshard_after_forward, bool cpu_offload);
+           FrozenShards& pre_cut, Communicator& comm, bool reshard_after_forward, bool cpu_offload);
 
   const std::vector<at::Tensor>& lora_shards() const { return lora_shards_; }
   const std::vector<ShardSpec>& lora_specs() const { return lora_specs_; }
@@ -176,8 +177,8 @@ struct LoraGather : torch::autograd::Function<LoraGather> {
 };
 
 FsdpUnit::FsdpUnit(const Units& all, size_t index,
-                   std::vector<std::pair<std::string, QLoraLinear>> linears, Communicator& comm,
-                   bool reshard_after_forward, bool cpu_offload)
+                   std::vector<std::pair<std::string, QLoraLinear>> linears, FrozenShards& pre_cut,
+                   Communicator& comm, bool reshard_after_forward, bool cpu_offload)
     : all_(all),
       index_(index),
       linears_(std::move(linears)),
@@ -194,19 +195,20 @@ FsdpUnit::FsdpUnit(const Units& all, size_t index,
   lora_of_.resize(linears_.size());
   for (size_t i = 0; i < linears_.size(); ++i) {
     QLoraLinearImpl& layer = *linears_[i].second;
-    FrozenWeight frozen;
-    frozen.first_piece = pieces_.size();
-    if (const auto& nf4 = layer.nf4_weight()) {
-      frozen.nf4 = MakeNF4Shards(*nf4, world);
-      const auto [packed, absmax] = NF4ShardOf(*nf4, *frozen.nf4, rank);
-      AddPiece(packed, frozen.nf4->packed, &local);
-      AddPiece(absmax, frozen.nf4->absmax, &local);
+    // Cut by a sharded load (the layer then holds a placeholder), or here from the whole weight.
+    FrozenShard frozen;
+    if (auto it = pre_cut.find(linears_[i].first); it != pre_cut.end()) {
+      frozen = std::move(it->second);
+      pre_cut.erase(it);
+    } else if (const auto& nf4 = layer.nf4_weight()) {
+      frozen = ShardNF4Weight(*nf4, rank, world);
     } else {
-      const at::Tensor& dense = layer.dense_weight();
-      const ShardSpec spec = MakeShardSpec(dense, layer.in_features(), world);
-      AddPiece(ShardOf(dense, spec, rank), spec, &local);
+      frozen = ShardDenseWeight(layer.dense_weight(), rank, world);
     }
-    frozen_.push_back(std::move(frozen));
+    TORCH_CHECK(frozen.nf4.has_value() == layer.quantized(), linears_[i].first,
+                ": the frozen shard's form (NF4 or dense) differs from the layer's");
+    frozen_.push_back({std::move(frozen.nf4), pieces_.size()});
+    for (const FrozenShard::Piece& piece : frozen.pieces) AddPiece(piece.local, piece.spec, &local);
     if (layer.has_lora()) {
       lora_dtype_ = layer.lora_options().compute_dtype;  // one LoraOptions for every projection
       lora_of_[i] = lora_shards_.size();
@@ -423,7 +425,8 @@ StatusOr<at::Tensor> FsdpUnit::GatherLoraTensor(size_t k) {
 
 class Fsdp : public DataParallel {
  public:
-  Fsdp(LlamaModel& model, const ParallelSpec& spec, std::shared_ptr<Communicator> comm)
+  Fsdp(LlamaModel& model, const ParallelSpec& spec, std::shared_ptr<Communicator> comm,
+       FrozenShards pre_cut)
       : DataParallel(std::move(comm), /*sharded=*/true, model->device()) {
     // Group the projections by decoder layer ("model.layers.<i>.").
     std::map<int64_t, std::vector<std::pair<std::string, QLoraLinear>>> layers;
@@ -435,9 +438,11 @@ class Fsdp : public DataParallel {
     }
     for (auto& [index, linears] : layers) {
       units_.push_back(std::make_unique<FsdpUnit>(units_, units_.size(), std::move(linears),
-                                                  this->comm(), spec.reshard_after_forward,
+                                                  pre_cut, this->comm(), spec.reshard_after_forward,
                                                   spec.cpu_offload));
     }
+    TORCH_CHECK(pre_cut.empty(), "fsdp: a frozen shard for '", pre_cut.begin()->first,
+                "', which is no decoder projection");
   }
 
   std::vector<at::Tensor> Parameters() const override {
@@ -487,8 +492,8 @@ class Fsdp : public DataParallel {
 }  // namespace
 
 std::unique_ptr<DataParallel> MakeFsdp(LlamaModel& model, const ParallelSpec& spec,
-                                       std::shared_ptr<Communicator> comm) {
-  return std::make_unique<Fsdp>(model, spec, std::move(comm));
+                                       std::shared_ptr<Communicator> comm, FrozenShards pre_cut) {
+  return std::make_unique<Fsdp>(model, spec, std::move(comm), std::move(pre_cut));
 }
 
 }  // namespace qlorad::trainer::parallel

@@ -33,7 +33,8 @@
 
 namespace qlorad::trainer::parallel {
 
+// `pre_cut`: this rank's frozen shards from a sharded load (see Parallelize).
 std::unique_ptr<DataParallel> MakeFsdp(LlamaModel& model, const ParallelSpec& spec,
-                                       std::shared_ptr<Communicator> comm);
+                                       std::shared_ptr<Communicator> comm, FrozenShards pre_cut);
 
 }  // namespace qlorad::trainer::parallel

@@ -142,7 +142,8 @@ StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
 
 StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
                                                     const ParallelSpec& spec,
-                                                    std::shared_ptr<Communicator> comm) {
+                                                    std::shared_ptr<Communicator> comm,
+                                                    FrozenShards pre_cut) {
   QLORAD_ASSIGN_OR_RETURN(const ParallelDims dims,
                           ParallelDims::Create(strategy, comm->world_size()));
   if (spec.cpu_offload && strategy != Strategy::kFsdp) {
@@ -156,7 +157,12 @@ StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy 
   }
   // Order: LoRA and quantization are already applied (the shards are cut from their result);
   // sharding comes last, because it replaces each projection's weights by shards.
-  if (strategy == Strategy::kFsdp) return MakeFsdp(model, spec, std::move(comm));
+  if (strategy == Strategy::kFsdp)
+    return MakeFsdp(model, spec, std::move(comm), std::move(pre_cut));
+  if (!pre_cut.empty()) {
+    return FailedPrecondition(std::string("parallel.strategy: ") + StrategyName(strategy) +
+                              " needs every rank's whole model, but it was loaded sharded");
+  }
   return std::unique_ptr<DataParallel>(std::make_unique<Replicated>(model, std::move(comm)));
 }
 

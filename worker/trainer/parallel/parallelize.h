@@ -92,8 +92,12 @@ class DataParallel {
   at::Device collective_device_;
 };
 
+// `pre_cut`: with fsdp, this rank's frozen shards as a sharded load cut them (LoadLlamaModel's
+// ShardOnLoad); the projections named there hold placeholders. Projections not named are cut
+// here from the weights they hold.
 StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
                                                     const ParallelSpec& spec,
-                                                    std::shared_ptr<Communicator> comm);
+                                                    std::shared_ptr<Communicator> comm,
+                                                    FrozenShards pre_cut = {});
 
 }  // namespace qlorad::trainer::parallel

@@ -64,4 +64,21 @@ ops::NF4Weight UnshardNF4(const NF4Shards& shards, const at::Tensor& gathered_pa
   return weight;
 }
 
+FrozenShard ShardNF4Weight(const ops::NF4Weight& weight, int rank, int world_size) {
+  FrozenShard shard;
+  shard.nf4 = MakeNF4Shards(weight, world_size);
+  const auto [packed, absmax] = NF4ShardOf(weight, *shard.nf4, rank);
+  shard.pieces.push_back({packed, shard.nf4->packed});
+  shard.pieces.push_back({absmax, shard.nf4->absmax});
+  return shard;
+}
+
+FrozenShard ShardDenseWeight(const at::Tensor& weight, int rank, int world_size) {
+  TORCH_CHECK(weight.dim() == 2, "ShardDenseWeight: a [out, in] weight, got ", weight.sizes());
+  const ShardSpec spec = MakeShardSpec(weight, weight.size(1), world_size);
+  FrozenShard shard;
+  shard.pieces.push_back({ShardOf(weight, spec, rank), spec});
+  return shard;
+}
+
 }  // namespace qlorad::trainer::parallel

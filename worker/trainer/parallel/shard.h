@@ -7,6 +7,9 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "kernels/torch/nf4_ops.h"
@@ -47,5 +50,23 @@ std::pair<at::Tensor, at::Tensor> NF4ShardOf(const ops::NF4Weight& weight, const
 // Reassembles the weight from the gathered packed bytes and absmax entries (rank order).
 ops::NF4Weight UnshardNF4(const NF4Shards& shards, const at::Tensor& gathered_packed,
                           const at::Tensor& gathered_absmax);
+
+// One projection's frozen weight as one rank keeps it under fsdp: its pieces, each this rank's
+// shard of a flat tensor. NF4: the packed blocks, then their absmax entries; dense: its rows.
+struct FrozenShard {
+  struct Piece {
+    at::Tensor local;  // 1-D, spec.shard_numel() elements
+    ShardSpec spec;
+  };
+  std::optional<NF4Shards> nf4;  // the NF4 layout; absent for a dense weight
+  std::vector<Piece> pieces;
+};
+
+FrozenShard ShardNF4Weight(const ops::NF4Weight& weight, int rank, int world_size);
+// `weight` [out, in], split on its rows.
+FrozenShard ShardDenseWeight(const at::Tensor& weight, int rank, int world_size);
+// Each projection's frozen shard by module name ("model.layers.0.self_attn.q_proj"): what a
+// sharded load hands to fsdp.
+using FrozenShards = std::map<std::string, FrozenShard>;
 
 }  // namespace qlorad::trainer::parallel
