@@ -72,7 +72,8 @@ def make_data(path, vocab, rows, seq_len):
             f.write(json.dumps({"input_ids": ids}) + "\n")
 
 
-def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision, lora_precision):
+def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision, lora_precision,
+               cpu_offload=False):
     path.write_text(f"""name: parallel-{strategy}-{nproc}
 model: {{path: {model}}}
 quantization: {{type: nf4, double_quant: true, block_size: 64}}
@@ -81,7 +82,7 @@ data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, 
 train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: 1.0e-4, scheduler: constant,
         warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision}}}
 resources: {{gpus: {nproc}, device: auto}}
-parallel: {{strategy: {strategy}, reshard_after_forward: true}}
+parallel: {{strategy: {strategy}, reshard_after_forward: true, cpu_offload: {str(cpu_offload).lower()}}}
 checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}
 """)
 
@@ -142,7 +143,8 @@ def main():
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--layers", type=int, default=None, help="fewer layers than the 1B model (for CPU tries)")
     ap.add_argument("--precision", default="bf16")
-    ap.add_argument("--strategies", default="ddp,fsdp")
+    ap.add_argument("--strategies", default="ddp,fsdp",
+                    help="comma-separated; fsdp+offload is fsdp with parallel.cpu_offload: true")
     ap.add_argument("--lora-precision", default="auto", help="lora.compute_precision (auto: the training precision; or fp32)")
     ap.add_argument("--profile", action="store_true",
                     help="record a Kineto trace of steps 5-7 of every run and print trace_summary.py's reading of rank 0's "
@@ -165,8 +167,9 @@ def main():
     results = {}
     for strategy, nproc, accum in runs:
         spec = work / f"{strategy}.yaml"
-        write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy, nproc, args.micro,
-                   accum, steps, args.seq_len, args.precision, args.lora_precision)
+        write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy.split("+")[0], nproc,
+                   args.micro, accum, steps, args.seq_len, args.precision, args.lora_precision,
+                   cpu_offload=strategy.endswith("+offload"))
         profile = out / f"trace-{strategy}" if args.profile else None
         metrics, comm, phases, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log",
                                           args.phase_timing, profile)
@@ -191,7 +194,7 @@ def main():
     print(f"\nLlama-3.2-1B shapes{' (%d layers)' % args.layers if args.layers else ''}, global batch "
           f"{rows_per_step} x {args.seq_len} tokens ({args.accum} micro-batch(es) of {args.micro} rows per rank), {steps} steps, {args.precision} (LoRA computes in {args.lora_precision}), device {args.device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else ''}")
-    print(f"{'run':8} {'ranks':>5} {'ms/step':>8} {'tok/s':>8} {'tok/s/GPU':>9} {'scaling':>8} "
+    print(f"{'run':12} {'ranks':>5} {'ms/step':>8} {'tok/s':>8} {'tok/s/GPU':>9} {'scaling':>8} "
           f"{'peak GiB/rank':>14} {'max rel loss diff':>18}")
     for name, r in results.items():
         diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(r["losses"], base["losses"]))
@@ -199,7 +202,7 @@ def main():
         per_gpu = r["tokens_per_s"] / r["nproc"]
         r["scaling_vs_single"] = per_gpu / base["tokens_per_s"]
         peaks = "/".join(f"{v / 2**30:.1f}" for _, v in sorted(r["peak_bytes"].items()))
-        print(f"{name:8} {r['nproc']:5d} {r['step_s'] * 1e3:8.0f} {r['tokens_per_s']:8.0f} {per_gpu:9.0f} "
+        print(f"{name:12} {r['nproc']:5d} {r['step_s'] * 1e3:8.0f} {r['tokens_per_s']:8.0f} {per_gpu:9.0f} "
               f"{r['scaling_vs_single']:7.2f}x {peaks:>14} {diff:18.2e}")
 
     # What one fsdp step gathers per rank (forward + backward regather, reshard_after_forward true).
