@@ -13,6 +13,7 @@
 #include "worker/trainer/bnb_checkpoint.h"
 #include "worker/trainer/checkpoint.h"
 #include "worker/trainer/chunked_loss.h"
+#include "worker/trainer/cpu_threads.h"
 #include "worker/trainer/dataset.h"
 #include "worker/trainer/dtype_names.h"
 #include "worker/trainer/fused_adamw.h"
@@ -267,11 +268,8 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   QLORAD_ASSIGN_OR_RETURN(
       const at::Device device,
       ResolveDevice(options.device.empty() ? spec.resources.device : options.device));
-  if (device.is_cpu() && std::getenv("OMP_NUM_THREADS") == nullptr) {
-    // Torch's OpenMP pool busy-waits at every barrier and collapses when its cores are shared (by
-    // other trainers of a --cpu worker, or a build): on a busy 2-core host 10 demo steps took
-    // 2.2 s of CPU with one thread and 15-19 s with two. OMP_NUM_THREADS overrides this.
-    at::set_num_threads(1);
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // else torch took it
+    at::set_num_threads(CpuThreadsPerRank(device.is_cpu(), HostCpus(), LocalRanks()));
   }
   // Announced before loading: the agent learns the process is alive while a large model loads.
   events.Started(spec.train.max_steps, device.str(), options.rank, options.world_size);

@@ -82,6 +82,7 @@ pid_t Spawn(const LaunchOptions& o, int rank, const std::string& rendezvous, int
   if (!o.device.empty()) args.insert(args.end(), {"--device", o.device});
   if (!o.resume.empty()) args.insert(args.end(), {"--resume", o.resume});
   const std::string local_rank = std::to_string(rank);
+  const std::string local_world_size = std::to_string(o.nproc);
   const pid_t pid = fork();
   if (pid != 0) return pid;
   // Child: only async-signal-safe calls until exec.
@@ -90,6 +91,7 @@ pid_t Spawn(const LaunchOptions& o, int rank, const std::string& rendezvous, int
   close(out[0]);
   close(err[0]);
   setenv("QLORAD_LOCAL_RANK", local_rank.c_str(), 1);
+  setenv("QLORAD_LOCAL_WORLD_SIZE", local_world_size.c_str(), 1);  // see cpu_threads.h
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
