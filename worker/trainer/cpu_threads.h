@@ -4,7 +4,7 @@
 // they run on: on a busy 2-core host 10 demo steps took 2.2 s of CPU with one thread and 15-19 s
 // with two; on a 32-core host with two GPU ranks of fsdp with CPU offload (AdamW steps on the
 // CPU), torch's default of one thread per core in each rank made a step 3.8 s against 0.13 s
-// with 4 threads (bench/results/2026-11-26-h200x2-*-offload_threads.txt).
+// with 4 threads (bench/results/2026-11-26-h200x2-818c6a0-offload_threads.txt).
 #pragma once
 
 namespace qlorad::trainer {
