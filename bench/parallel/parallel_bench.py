@@ -73,14 +73,15 @@ def make_data(path, vocab, rows, seq_len):
 
 
 def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision, lora_precision,
-               cpu_offload=False):
+               cpu_offload=False, activation_checkpointing=True):
     path.write_text(f"""name: parallel-{strategy}-{nproc}
 model: {{path: {model}}}
 quantization: {{type: nf4, double_quant: true, block_size: 64}}
 lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}], compute_precision: {lora_precision}}}
 data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, shuffle: true, seed: 0}}
 train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: 1.0e-4, scheduler: constant,
-        warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision}}}
+        warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision},
+        activation_checkpointing: {str(activation_checkpointing).lower()}}}
 resources: {{gpus: {nproc}, device: auto}}
 parallel: {{strategy: {strategy}, reshard_after_forward: true, cpu_offload: {str(cpu_offload).lower()}}}
 checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}
@@ -145,6 +146,8 @@ def main():
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--strategies", default="ddp,fsdp",
                     help="comma-separated; fsdp+offload is fsdp with parallel.cpu_offload: true")
+    ap.add_argument("--activation-checkpointing", choices=["true", "false"], default="true",
+                    help="train.activation_checkpointing (the trainer's default: true)")
     ap.add_argument("--lora-precision", default="auto", help="lora.compute_precision (auto: the training precision; or fp32)")
     ap.add_argument("--profile", action="store_true",
                     help="record a Kineto trace of steps 5-7 of every run and print trace_summary.py's reading of rank 0's "
@@ -169,7 +172,8 @@ def main():
         spec = work / f"{strategy}.yaml"
         write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy.split("+")[0], nproc,
                    args.micro, accum, steps, args.seq_len, args.precision, args.lora_precision,
-                   cpu_offload=strategy.endswith("+offload"))
+                   cpu_offload=strategy.endswith("+offload"),
+                   activation_checkpointing=args.activation_checkpointing == "true")
         profile = out / f"trace-{strategy}" if args.profile else None
         metrics, comm, phases, wall = run(args.bin.resolve(), spec, nproc, args.device, out / f"{strategy}.log",
                                           args.phase_timing, profile)
@@ -192,7 +196,7 @@ def main():
 
     base = results["single"]
     print(f"\nLlama-3.2-1B shapes{' (%d layers)' % args.layers if args.layers else ''}, global batch "
-          f"{rows_per_step} x {args.seq_len} tokens ({args.accum} micro-batch(es) of {args.micro} rows per rank), {steps} steps, {args.precision} (LoRA computes in {args.lora_precision}), device {args.device}"
+          f"{rows_per_step} x {args.seq_len} tokens ({args.accum} micro-batch(es) of {args.micro} rows per rank), {steps} steps, {args.precision} (LoRA computes in {args.lora_precision}), activation checkpointing {args.activation_checkpointing}, device {args.device}"
           f"{' (' + torch.cuda.get_device_name() + ')' if torch.cuda.is_available() else ''}")
     print(f"{'run':12} {'ranks':>5} {'ms/step':>8} {'tok/s':>8} {'tok/s/GPU':>9} {'scaling':>8} "
           f"{'peak GiB/rank':>14} {'max rel loss diff':>18}")
