@@ -177,6 +177,10 @@ void ProcessSupervisor::Cancel(std::chrono::milliseconds grace) {
     const auto deadline = std::chrono::steady_clock::now() + grace;
     if (!kill_deadline_ || deadline < *kill_deadline_) kill_deadline_ = deadline;
     SignalGroupLocked(SIGTERM);
+    // A stopped process (SIGSTOP, a debugger, a hung rank frozen by its launcher) leaves SIGTERM
+    // pending until it runs again: continue it so it can checkpoint and exit now rather than be
+    // killed when the grace period ends (systemd does the same).
+    SignalGroupLocked(SIGCONT);
   }
   const uint64_t one = 1;
   [[maybe_unused]] ssize_t n = ::write(wake_fd_, &one, sizeof(one));

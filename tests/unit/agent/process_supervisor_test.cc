@@ -153,6 +153,24 @@ TEST(ProcessSupervisorTest, CancelledChildThatTrapsSigtermExitsOnItsOwn) {
   EXPECT_THAT(rec.NonStderrLines(), ElementsAre("out:ready", "out:checkpointing", "exit"));
 }
 
+// A stopped child cannot act on SIGTERM; cancelling also continues it, so it still checkpoints
+// and exits instead of waiting out the grace period for SIGKILL.
+TEST(ProcessSupervisorTest, CancelledStoppedChildIsContinuedAndExitsOnItsOwn) {
+  TempDir dir;
+  Recorder rec;
+  auto proc = StartLoopingChild(dir, "trap 'echo checkpointing; exit 3'", rec);
+  ASSERT_NE(proc, nullptr);
+  ASSERT_EQ(::kill(-proc->pid(), SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  proc->Cancel(30s);
+  const ProcessExit exit = proc->Wait();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "should not have needed SIGKILL";
+  EXPECT_EQ(exit.exit_code, 3);
+  EXPECT_EQ(exit.signal, 0);
+  EXPECT_TRUE(exit.cancelled);
+  EXPECT_THAT(rec.NonStderrLines(), ElementsAre("out:ready", "out:checkpointing", "exit"));
+}
+
 TEST(ProcessSupervisorTest, CancelledChildThatIgnoresSigtermIsKilledAfterTheGracePeriod) {
   TempDir dir;
   Recorder rec;
