@@ -155,8 +155,9 @@ StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy 
     return InvalidArgument("parallel.strategy: single with world size " +
                            std::to_string(dims.world_size()));
   }
-  // Order: LoRA and quantization are already applied (the shards are cut from their result);
-  // sharding comes last, because it replaces each projection's weights by shards.
+  // Order: LoRA and quantization are already applied (the shards are cut from their result; a
+  // sharded load cut the frozen ones from the quantized weights as they loaded); sharding comes
+  // last, because it replaces each projection's weights by shards.
   if (strategy == Strategy::kFsdp)
     return MakeFsdp(model, spec, std::move(comm), std::move(pre_cut));
   if (!pre_cut.empty()) {
