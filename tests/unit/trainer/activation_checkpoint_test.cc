@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "worker/trainer/llama_model.h"
@@ -264,6 +266,72 @@ TEST_P(FsdpCheckpointingTest, ReducedLoraGradientsEqualTheUncheckpointedRun) {
 }
 
 INSTANTIATE_TEST_SUITE_P(ReshardAfterForward, FsdpCheckpointingTest, ::testing::Bool());
+
+// The local stand-in for a world of one, adding up the bytes its all-gathers bring in.
+class GatherCountingCommunicator : public parallel::Communicator {
+ public:
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+  std::string backend() const override { return local_->backend(); }
+  std::unique_ptr<parallel::Work> AllGather(at::Tensor& output, at::Tensor& input) override {
+    gathered_bytes += static_cast<int64_t>(output.nbytes());
+    return local_->AllGather(output, input);
+  }
+  std::unique_ptr<parallel::Work> ReduceScatterSum(at::Tensor& output, at::Tensor& input) override {
+    return local_->ReduceScatterSum(output, input);
+  }
+  std::unique_ptr<parallel::Work> AllReduceSum(at::Tensor& tensor) override {
+    return local_->AllReduceSum(tensor);
+  }
+  std::unique_ptr<parallel::Work> Broadcast(at::Tensor& tensor, int root) override {
+    return local_->Broadcast(tensor, root);
+  }
+  std::unique_ptr<parallel::Work> Barrier() override { return local_->Barrier(); }
+
+  int64_t gathered_bytes = 0;
+
+ private:
+  std::unique_ptr<parallel::Communicator> local_ = parallel::MakeLocalCommunicator(at::kCPU);
+};
+
+// On CUDA the autograd engine runs backward on a device thread, not the thread that ran forward,
+// so the unit must read InActivationRecompute() on the thread that recomputes. Here backward runs
+// on a thread of its own and the unit gathers exactly what it does when backward runs on the
+// forward's thread: one more LoRA gather per layer than without checkpointing (plus at most the
+// 8-byte alignment of the LoRA behind the frozen bytes). A recompute taken for a forward would
+// free the unit after it and gather its frozen bytes again, far more than that.
+TEST(FsdpCheckpointingThreadTest, BackwardOnAnotherThreadGathersAsOnTheForwardThread) {
+  const Batch b = MakeBatch(true);
+  int64_t lora_bytes = 0;
+  auto gathered = [&](bool checkpoint, bool backward_on_another_thread) -> int64_t {
+    LlamaModel model = TinyModelWithLora(0.1);
+    ParallelSpec spec;
+    spec.strategy = "fsdp";
+    spec.reshard_after_forward = true;
+    auto comm = std::make_shared<GatherCountingCommunicator>();
+    auto fsdp = parallel::Parallelize(model, parallel::Strategy::kFsdp, spec, comm);
+    EXPECT_TRUE(fsdp.ok()) << fsdp.status().ToString();
+    if (!fsdp.ok()) return -1;
+    lora_bytes = 0;
+    for (const at::Tensor& p : (*fsdp)->Parameters()) lora_bytes += p.numel() * p.element_size();
+    model->SetActivationCheckpointing(checkpoint);
+    torch::manual_seed(5);
+    const int64_t before = comm->gathered_bytes;
+    at::Tensor loss = Loss(model, b);
+    if (backward_on_another_thread) {
+      std::thread([&loss] { loss.backward(); }).join();
+    } else {
+      loss.backward();
+    }
+    EXPECT_TRUE((*fsdp)->FinishBackward().ok());
+    return comm->gathered_bytes - before;
+  };
+  const int64_t off = gathered(false, false);
+  const int64_t on = gathered(true, false);
+  EXPECT_GE(on - off, lora_bytes);
+  EXPECT_LT(on - off, lora_bytes + 8);
+  EXPECT_EQ(gathered(true, true), on);
+}
 
 }  // namespace
 }  // namespace qlorad::trainer
