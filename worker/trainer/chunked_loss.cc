@@ -12,12 +12,17 @@ namespace {
 // Carries what backward needs beyond tensors (the loss, the LoRA scale) and the targets, which
 // never get a gradient, from forward to backward inside the autograd context (it stores IValues).
 struct ChunkLossHolder : torch::CustomClassHolder {
-  ChunkLossHolder(ChunkLossFn f, ChunkTargets t, bool lora, double scale)
-      : fn(std::move(f)), targets(std::move(t)), has_lora(lora), lora_scale(scale) {}
+  ChunkLossHolder(ChunkLossFn f, ChunkTargets t, bool lora, double scale, bool input)
+      : fn(std::move(f)),
+        targets(std::move(t)),
+        has_lora(lora),
+        lora_scale(scale),
+        has_lora_input(input) {}
   ChunkLossFn fn;
   ChunkTargets targets;
   bool has_lora;  // without LoRA, lora_a and lora_b are empty placeholders
   double lora_scale;
+  bool has_lora_input;  // without it, lora_input is an empty placeholder and A sees hidden
 
   ChunkTargets Rows(int64_t start, int64_t rows) const {
     ChunkTargets chunk;
@@ -27,15 +32,16 @@ struct ChunkLossHolder : torch::CustomClassHolder {
   }
 };
 
-at::Tensor ChunkLogits(const at::Tensor& hidden_chunk, const at::Tensor& weight,
-                       const at::Tensor& lora_a, const at::Tensor& lora_b, bool has_lora,
-                       double lora_scale) {
+// `lora_chunk`: the adapter's input rows (hidden_chunk itself unless the head has a lora_input).
+at::Tensor ChunkLogits(const at::Tensor& hidden_chunk, const at::Tensor& lora_chunk,
+                       const at::Tensor& weight, const at::Tensor& lora_a, const at::Tensor& lora_b,
+                       bool has_lora, double lora_scale) {
   // The matmul runs in the activation dtype (as the unchunked lm_head did); the loss in at least
   // fp32 (fp64 inputs stay fp64, which the reference tests rely on).
   at::Tensor logits = at::linear(hidden_chunk, weight.to(hidden_chunk.scalar_type()));
   if (has_lora) {
     const at::ScalarType t = hidden_chunk.scalar_type();
-    logits = logits + at::linear(at::linear(hidden_chunk, lora_a.to(t)), lora_b.to(t)) * lora_scale;
+    logits = logits + at::linear(at::linear(lora_chunk, lora_a.to(t)), lora_b.to(t)) * lora_scale;
   }
   return logits.to(at::promote_types(logits.scalar_type(), at::kFloat));
 }
@@ -51,7 +57,7 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
  public:
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& hidden,
                             const at::Tensor& weight, const at::Tensor& lora_a,
-                            const at::Tensor& lora_b,
+                            const at::Tensor& lora_b, const at::Tensor& lora_input,
                             const c10::intrusive_ptr<ChunkLossHolder>& holder, int64_t chunk_rows) {
     const int64_t n = hidden.size(0);
     // Chunk sums are added in fp64 so the result does not depend on the chunk size beyond the
@@ -59,11 +65,13 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
     at::Tensor total = at::zeros({}, hidden.options().dtype(at::kDouble));
     for (int64_t start = 0; start < n; start += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - start);
-      at::Tensor logits = ChunkLogits(hidden.narrow(0, start, rows), weight, lora_a, lora_b,
-                                      holder->has_lora, holder->lora_scale);
+      const at::Tensor h = hidden.narrow(0, start, rows);
+      const at::Tensor x = holder->has_lora_input ? lora_input.narrow(0, start, rows) : h;
+      at::Tensor logits =
+          ChunkLogits(h, x, weight, lora_a, lora_b, holder->has_lora, holder->lora_scale);
       total += holder->fn(logits, holder->Rows(start, rows)).to(at::kDouble);
     }
-    ctx->save_for_backward({hidden, weight, lora_a, lora_b});
+    ctx->save_for_backward({hidden, weight, lora_a, lora_b, lora_input});
     ctx->saved_data["holder"] = at::IValue::make_capsule(holder);
     ctx->saved_data["chunk_rows"] = chunk_rows;
     return total;
@@ -76,17 +84,21 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
         c10::static_intrusive_pointer_cast<ChunkLossHolder>(ctx->saved_data["holder"].toCapsule());
     const int64_t chunk_rows = ctx->saved_data["chunk_rows"].toInt();
     const at::Tensor& hidden = saved[0];
-    // Which of hidden, weight, lora_a, lora_b need a gradient; their accumulators.
-    std::vector<bool> need(4, false);
-    std::vector<at::Tensor> leaves(4), sums(4);
+    // Which of hidden, weight, lora_a, lora_b, lora_input need a gradient; their accumulators.
+    // hidden and lora_input are per row (each chunk writes its own rows); the others are summed.
+    const auto per_row = [](size_t i) { return i == 0 || i == 4; };
+    std::vector<bool> need(5, false);
+    std::vector<at::Tensor> leaves(5), sums(5);
     bool any = false;
-    for (size_t i = 0; i < 4; ++i) {
-      need[i] = (i < 2 || holder->has_lora) && ctx->needs_input_grad(i);
+    for (size_t i = 0; i < 5; ++i) {
+      const bool present = i < 2 || (holder->has_lora && (i < 4 || holder->has_lora_input));
+      need[i] = present && ctx->needs_input_grad(i);
       any = any || need[i];
       leaves[i] = saved[i].detach();
-      if (i > 0) sums[i] = GradAccumulator(saved[i], need[i]);
+      if (need[i]) {
+        sums[i] = per_row(i) ? at::zeros_like(saved[i]) : GradAccumulator(saved[i], true);
+      }
     }
-    if (need[0]) sums[0] = at::zeros_like(hidden);
     if (any) {
       torch::AutoGradMode enable_grad(true);
       for (size_t i = 1; i < 4; ++i) {
@@ -96,14 +108,17 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
       for (int64_t start = 0; start < n; start += chunk_rows) {
         const int64_t rows = std::min(chunk_rows, n - start);
         const at::Tensor h = leaves[0].narrow(0, start, rows).detach().requires_grad_(need[0]);
-        const at::Tensor chunk_loss = holder->fn(
-            ChunkLogits(h, leaves[1], leaves[2], leaves[3], holder->has_lora, holder->lora_scale),
-            holder->Rows(start, rows));
+        const at::Tensor x = holder->has_lora_input
+                                 ? leaves[4].narrow(0, start, rows).detach().requires_grad_(need[4])
+                                 : h;
+        const at::Tensor chunk_loss = holder->fn(ChunkLogits(h, x, leaves[1], leaves[2], leaves[3],
+                                                             holder->has_lora, holder->lora_scale),
+                                                 holder->Rows(start, rows));
         torch::autograd::variable_list inputs;
         std::vector<size_t> which;
-        for (size_t i = 0; i < 4; ++i) {
+        for (size_t i = 0; i < 5; ++i) {
           if (!need[i]) continue;
-          inputs.push_back(i == 0 ? h : leaves[i]);
+          inputs.push_back(i == 0 ? h : i == 4 ? x : leaves[i]);
           which.push_back(i);
         }
         const auto grads =
@@ -112,8 +127,8 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
                                   /*allow_unused=*/true);
         for (size_t k = 0; k < which.size(); ++k) {
           if (!grads[k].defined()) continue;
-          if (which[k] == 0) {
-            sums[0].narrow(0, start, rows).copy_(grads[k]);
+          if (per_row(which[k])) {
+            sums[which[k]].narrow(0, start, rows).copy_(grads[k]);
           } else {
             sums[which[k]] += grads[k].to(sums[which[k]].scalar_type());
           }
@@ -124,8 +139,7 @@ class ChunkedLinearLossFunction : public torch::autograd::Function<ChunkedLinear
       if (need[i]) sums[i] = sums[i].to(saved[i].scalar_type());
     }
     // One gradient per forward argument; the holder and chunk_rows get none.
-    return {
-        need[0] ? sums[0] : at::Tensor(), sums[1], sums[2], sums[3], at::Tensor(), at::Tensor()};
+    return {sums[0], sums[1], sums[2], sums[3], sums[4], at::Tensor(), at::Tensor()};
   }
 };
 
@@ -145,6 +159,13 @@ void CheckHeadAndRows(const at::Tensor& hidden, const LinearHead& head, int64_t 
                     head.lora_b.size(1) == head.lora_a.size(0),
                 "ChunkedLinearLoss: lora_b must be [", head.weight.size(0), ", ",
                 head.lora_a.size(0), "], got ", head.lora_b.sizes());
+  }
+  if (head.has_lora_input()) {
+    TORCH_CHECK(head.has_lora(), "ChunkedLinearLoss: lora_input needs lora_a and lora_b");
+    TORCH_CHECK(head.lora_input.sizes() == hidden.sizes() &&
+                    head.lora_input.scalar_type() == hidden.scalar_type(),
+                "ChunkedLinearLoss: lora_input must be ", hidden.scalar_type(), " ", hidden.sizes(),
+                " as hidden, got ", head.lora_input.scalar_type(), " ", head.lora_input.sizes());
   }
   TORCH_CHECK(chunk_rows > 0, "ChunkedLinearLoss: chunk_rows must be positive, got ", chunk_rows);
 }
@@ -175,9 +196,9 @@ at::Tensor ChunkedLinearLoss(const at::Tensor& hidden, const LinearHead& head, C
   const at::Tensor none = at::empty({0}, hidden.options());
   return ChunkedLinearLossFunction::apply(
       hidden, head.weight, head.has_lora() ? head.lora_a : none,
-      head.has_lora() ? head.lora_b : none,
+      head.has_lora() ? head.lora_b : none, head.has_lora_input() ? head.lora_input : none,
       c10::make_intrusive<ChunkLossHolder>(std::move(loss), std::move(targets), head.has_lora(),
-                                           head.lora_scale),
+                                           head.lora_scale, head.has_lora_input()),
       chunk_rows);
 }
 
@@ -204,7 +225,8 @@ LossPath g_auto_loss_path = LossPath::kAuto;
 at::Tensor NaiveCrossEntropySum(const at::Tensor& hidden, const LinearHead& head,
                                 const at::Tensor& labels, const CrossEntropyOptions& options) {
   const at::Tensor logits =
-      ChunkLogits(hidden, head.weight, head.lora_a, head.lora_b, head.has_lora(), head.lora_scale);
+      ChunkLogits(hidden, head.has_lora_input() ? head.lora_input : hidden, head.weight,
+                  head.lora_a, head.lora_b, head.has_lora(), head.lora_scale);
   return CrossEntropyChunkLoss(options)(logits, {labels}).to(at::kDouble);
 }
 

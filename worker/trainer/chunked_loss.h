@@ -25,10 +25,15 @@ using ChunkTargets = std::vector<at::Tensor>;
 using ChunkLossFn =
     std::function<at::Tensor(const at::Tensor& logits, const ChunkTargets& targets)>;
 
-// The lm_head: logits = hidden @ weight^T [+ lora_scale * (hidden @ lora_a^T) @ lora_b^T].
+// The lm_head: logits = hidden @ weight^T [+ lora_scale * (lora_input @ lora_a^T) @ lora_b^T].
 // weight [V, d] is the lm_head or, tied, the embedding table itself (its gradient then adds to
 // the embedding's). With LoRA (lora_a [r, d], lora_b [V, r] defined) weight is usually frozen
 // and the gradients flow to lora_a and lora_b. Each tensor gets a gradient only if it requires one.
+// lora_input is what the adapter sees, PEFT's dropout(hidden) (y = h W^T + s * B(A(dropout(h))));
+// undefined, the adapter sees hidden itself and nothing beyond it is held or computed. Defined
+// ([N, d], hidden's dtype), it gets the gradient of the A path and hidden that of the W path
+// (autograd carries the former back through the dropout), and it costs memory: the one [N, d]
+// tensor, kept until backward (plus the [N, d] mask that autograd keeps for the dropout itself).
 struct LinearHead {
   LinearHead(at::Tensor w) : weight(std::move(w)) {}  // NOLINT: a bare weight is a head
   LinearHead(at::Tensor w, at::Tensor a, at::Tensor b, double scale)
@@ -36,7 +41,9 @@ struct LinearHead {
   at::Tensor weight;
   at::Tensor lora_a, lora_b;  // undefined without LoRA
   double lora_scale = 0.0;
+  at::Tensor lora_input;  // undefined: hidden itself (no dropout)
   bool has_lora() const { return lora_a.defined(); }
+  bool has_lora_input() const { return lora_input.defined(); }
 };
 
 // Rows per chunk when train.loss_chunk_size is auto: a chunk's fp32 logits stay under this.

@@ -28,6 +28,7 @@ at::Generator Gen(uint64_t seed) {
 // values in fp64, so what differs is only the arithmetic of that dtype.
 struct Head {
   at::Tensor hidden, weight, lora_a, lora_b;  // lora_* undefined without LoRA
+  at::Tensor lora_input;                      // what A sees; undefined: hidden itself
 };
 
 Head MakeHead(bool lora, uint64_t seed = 7) {
@@ -42,9 +43,17 @@ Head MakeHead(bool lora, uint64_t seed = 7) {
   return h;
 }
 
+// A LoRA head whose A sees a dropped copy of hidden, as LoRA dropout gives it: a fixed mask
+// (about p of the entries zero), the rest scaled by 1 / (1 - p).
+Head WithDroppedInput(Head h, double p = 0.3) {
+  const at::Tensor keep = at::rand(h.hidden.sizes(), Gen(29), at::kDouble).ge(p);
+  h.lora_input = h.hidden * keep.to(at::kDouble) / (1.0 - p);
+  return h;
+}
+
 Head Cast(const Head& h, at::ScalarType t) {
   auto cast = [t](const at::Tensor& x) { return x.defined() ? x.to(t) : x; };
-  return {cast(h.hidden), cast(h.weight), cast(h.lora_a), cast(h.lora_b)};
+  return {cast(h.hidden), cast(h.weight), cast(h.lora_a), cast(h.lora_b), cast(h.lora_input)};
 }
 
 struct Trainable {
@@ -60,6 +69,7 @@ Head Leaves(const Head& h, Trainable tr) {
     l.lora_a = h.lora_a.detach().requires_grad_(true);
     l.lora_b = h.lora_b.detach().requires_grad_(true);
   }
+  if (h.lora_input.defined()) l.lora_input = h.lora_input.detach().requires_grad_(true);
   return l;
 }
 
@@ -75,7 +85,8 @@ void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double to
 }
 
 // Runs ChunkedLinearLoss for every chunk size in `dtype` and compares value and gradients (hidden,
-// weight when trainable, lora_a and lora_b when present) with the naive fp64 loss on all logits.
+// weight when trainable, lora_a, lora_b and lora_input when present) with the naive fp64 loss on
+// all logits.
 void CheckAgainstNaive(const Head& fp64, at::ScalarType dtype, Trainable tr,
                        const ChunkTargets& targets, const ChunkLossFn& loss, const NaiveLoss& naive,
                        double tol) {
@@ -84,7 +95,8 @@ void CheckAgainstNaive(const Head& fp64, at::ScalarType dtype, Trainable tr,
   const Head ref = Leaves(Cast(typed, at::kDouble), tr);
   at::Tensor logits = ref.hidden.matmul(ref.weight.t());
   if (ref.lora_a.defined()) {
-    logits = logits + kLoraScale * ref.hidden.matmul(ref.lora_a.t()).matmul(ref.lora_b.t());
+    const at::Tensor& x = ref.lora_input.defined() ? ref.lora_input : ref.hidden;
+    logits = logits + kLoraScale * x.matmul(ref.lora_a.t()).matmul(ref.lora_b.t());
   }
   const at::Tensor expected = naive(logits);
   (expected * grad_scale).backward();
@@ -92,9 +104,10 @@ void CheckAgainstNaive(const Head& fp64, at::ScalarType dtype, Trainable tr,
     SCOPED_TRACE("chunk_rows " + std::to_string(rows) + " dtype " +
                  std::string(c10::toString(dtype)));
     const Head ours = Leaves(typed, tr);
-    const LinearHead head = ours.lora_a.defined()
-                                ? LinearHead(ours.weight, ours.lora_a, ours.lora_b, kLoraScale)
-                                : LinearHead(ours.weight);
+    LinearHead head = ours.lora_a.defined()
+                          ? LinearHead(ours.weight, ours.lora_a, ours.lora_b, kLoraScale)
+                          : LinearHead(ours.weight);
+    head.lora_input = ours.lora_input;
     const at::Tensor got = ChunkedLinearLoss(ours.hidden, head, targets, loss, rows);
     EXPECT_EQ(got.scalar_type(), at::kDouble);
     const double want = expected.item<double>();
@@ -111,6 +124,10 @@ void CheckAgainstNaive(const Head& fp64, at::ScalarType dtype, Trainable tr,
     if (ours.lora_a.defined()) {
       ExpectClose(ours.lora_a.grad(), ref.lora_a.grad(), tol, "grad lora_a");
       ExpectClose(ours.lora_b.grad(), ref.lora_b.grad(), tol, "grad lora_b");
+    }
+    if (ours.lora_input.defined()) {
+      ExpectClose(ours.lora_input.grad(), ref.lora_input.grad(), tol, "grad lora_input");
+      EXPECT_EQ(ours.lora_input.grad().scalar_type(), dtype);
     }
   }
 }
@@ -326,6 +343,59 @@ TEST(LossesTest, LoraHeadGradientsReachAAndBWithTheBaseFrozen) {
       1e-11);
 }
 
+// LoRA dropout on the head: A sees dropout(hidden), W sees hidden; hidden gets the W path's
+// gradient and lora_input the A path's (the dropout's backward is autograd's, outside).
+TEST(LossesTest, LoraHeadWithDroppedInputEqualsNaiveForEveryLoss) {
+  const at::Tensor labels = Labels();
+  const Head dropped = WithDroppedInput(MakeHead(true));
+  for (const Precision& p : kPrecisions) {
+    CheckAgainstNaive(
+        dropped, p.dtype, {.weight = false}, {labels}, CrossEntropyChunkLoss({}),
+        [&](const at::Tensor& l) { return NaiveCrossEntropy(l, labels); }, p.tol);
+  }
+  // The base weight trainable too; distillation and GRPO through the same head.
+  CheckAgainstNaive(
+      dropped, at::kDouble, {}, {labels}, CrossEntropyChunkLoss({}),
+      [&](const at::Tensor& l) { return NaiveCrossEntropy(l, labels); }, 1e-11);
+  const at::Tensor reference = ReferenceLogits();
+  CheckAgainstNaive(
+      dropped, at::kDouble, {}, {reference, TokenMask()}, KlDivergenceChunkLoss({}),
+      [&](const at::Tensor& l) {
+        return NaiveKl(l, reference, KlDirection::kForward, 1.0, TokenMask());
+      },
+      1e-11);
+  const GrpoBatch b = MakeGrpoBatch(dropped);
+  const GrpoOptions o;
+  CheckAgainstNaive(
+      dropped, at::kDouble, {}, {b.tokens, b.advantages, b.old_logp, b.ref_logp, b.weights},
+      GrpoChunkLoss(o), [&](const at::Tensor& l) { return NaiveGrpo(l, b, o, true); }, 1e-11);
+}
+
+// Through at::dropout itself: hidden's gradient is the W path's plus the A path's brought back
+// through the mask, as autograd on the full logits gives it; the naive path takes the same input.
+TEST(LossesTest, LoraHeadDropoutGradientReachesHiddenThroughTheMask) {
+  const Head h = MakeHead(true);
+  const at::Tensor labels = Labels();
+  const at::Tensor hidden = h.hidden.detach().requires_grad_(true);
+  torch::manual_seed(31);
+  LinearHead head(h.weight, h.lora_a, h.lora_b, kLoraScale);
+  head.lora_input = at::dropout(hidden, 0.25, /*train=*/true);
+  const at::Tensor keep = head.lora_input.detach().ne(0).to(at::kDouble);
+  ASSERT_GT(keep.sum().item<double>(), 0.5 * keep.numel());
+  ASSERT_LT(keep.sum().item<double>(), keep.numel());
+  ChunkedCrossEntropy(hidden, head, labels, {}, 7, LossPath::kGeneric).sum.backward();
+
+  const at::Tensor ref = h.hidden.detach().requires_grad_(true);
+  const at::Tensor logits =
+      ref.matmul(h.weight.t()) +
+      kLoraScale * (ref * keep / 0.75).matmul(h.lora_a.t()).matmul(h.lora_b.t());
+  NaiveCrossEntropy(logits, labels).backward();
+  ExpectClose(hidden.grad(), ref.grad(), 1e-11, "grad hidden");
+  const double naive =
+      ChunkedCrossEntropy(h.hidden, head, labels, {}, 7, LossPath::kNaive).sum.item<double>();
+  EXPECT_NEAR(naive, NaiveCrossEntropy(logits, labels).item<double>(), 1e-11 * std::abs(naive));
+}
+
 TEST(LossesTest, LoraHeadTakesTheGenericPathAndMatchesIt) {
   const Head h = MakeHead(true);
   const at::Tensor labels = Labels();
@@ -338,6 +408,18 @@ TEST(LossesTest, LoraHeadTakesTheGenericPathAndMatchesIt) {
   EXPECT_THROW(ChunkedLinearLoss(h.hidden, LinearHead(h.weight, h.lora_a.t(), h.lora_b, 1.0),
                                  {labels}, CrossEntropyChunkLoss({}), 7),
                c10::Error);
+  // A dropped input takes the generic path too; it must match hidden and needs a LoRA.
+  LinearHead dropped = head;
+  dropped.lora_input = WithDroppedInput(h).lora_input;
+  EXPECT_EQ(
+      ChunkedCrossEntropy(h.hidden, dropped, labels, {}, 7).sum.item<double>(),
+      ChunkedCrossEntropy(h.hidden, dropped, labels, {}, 7, LossPath::kGeneric).sum.item<double>());
+  EXPECT_THROW(ChunkedCrossEntropy(h.hidden, dropped, labels, {}, 7, LossPath::kFused), c10::Error);
+  dropped.lora_input = dropped.lora_input.narrow(0, 0, kTokens - 1);
+  EXPECT_THROW(ChunkedCrossEntropy(h.hidden, dropped, labels, {}, 7), c10::Error);
+  LinearHead no_lora(h.weight);
+  no_lora.lora_input = h.hidden;
+  EXPECT_THROW(ChunkedCrossEntropy(h.hidden, no_lora, labels, {}, 7), c10::Error);
 }
 
 // A tied lm_head is the embedding table: its gradient is the sum of the lookup's and the head's.
