@@ -221,6 +221,13 @@ LinearHead LlamaModelImpl::LossHead() const {
                     lm_head_linear_->lora_options().scale);
 }
 
+LinearHead LlamaModelImpl::LossHead(const at::Tensor& hidden) const {
+  LinearHead head = LossHead();
+  const double p = head.has_lora() ? lm_head_linear_->lora_options().dropout : 0.0;
+  if (p > 0 && lm_head_linear_->is_training()) head.lora_input = at::dropout(hidden, p, true);
+  return head;
+}
+
 std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLinears() const {
   std::vector<std::pair<std::string, QLoraLinear>> out;
   for (size_t i = 0; i < layers_.size(); ++i) {

@@ -111,6 +111,10 @@ class LlamaModelImpl : public torch::nn::Module {
   const QLoraLinear& lm_head_linear() const { return lm_head_linear_; }
   // The head for the chunked loss: the frozen weight, plus A and B when lm_head has LoRA.
   LinearHead LossHead() const;
+  // The same for a loss over `hidden` [N, hidden]: with a head LoRA that has dropout, and in
+  // training mode (as QLoraLinear's own forward), its lora_input is dropout(hidden), drawn here
+  // once per call; otherwise as LossHead().
+  LinearHead LossHead(const at::Tensor& hidden) const;
 
   // Every projection inside the layers with its HF module name ("model.layers.0.self_attn.q_proj").
   std::vector<std::pair<std::string, QLoraLinear>> NamedLinears() const;

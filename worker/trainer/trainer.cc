@@ -158,12 +158,6 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
   QLORAD_ASSIGN_OR_RETURN(QLoraSummary summary, ApplyQLora(s.model, quantization, spec.lora,
                                                            spec.train.seed, lora_dtype));
   summary.quantized_layers += loaded.prequantized_layers;
-  if (s.model->lm_head_linear()->has_lora() && spec.lora.dropout > 0) {
-    // The chunked loss feeds the head's A the same hidden states as its frozen weight.
-    return InvalidArgument(
-        "lora.dropout: dropout on the lm_head LoRA is not supported yet; set lora.dropout: 0 or "
-        "drop lm_head from lora.target_modules");
-  }
   events.Log("info", "quantized " + std::to_string(summary.quantized_layers) + " linear layers (" +
                          spec.quantization.type + "), LoRA on " +
                          std::to_string(summary.lora_layers) + " layers, " +
@@ -239,12 +233,13 @@ at::Tensor AccumulateGradients(Session& s, const std::vector<Batch>& batches, in
     // restarting per document); others take the plain causal path.
     at::Tensor positions =
         b.packed_documents ? ToDevice(b.positions, b.rows, b.seq_len, s.device) : at::Tensor();
-    at::Tensor hidden = s.model->forward(inputs, positions);
-    at::Tensor loss =
-        ChunkedCrossEntropy(hidden.reshape({-1, hidden.size(-1)}), s.model->LossHead(),
-                            labels.view({-1}), {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
-            .sum /
-        denominator;
+    const at::Tensor hidden = s.model->forward(inputs, positions);
+    const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
+    // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHead(flat)).
+    at::Tensor loss = ChunkedCrossEntropy(flat, s.model->LossHead(flat), labels.view({-1}),
+                                          {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+                          .sum /
+                      denominator;
     loss.backward();
     total += loss.detach().to(at::kDouble);
   }

@@ -11,14 +11,12 @@
 #include "kernels/torch/ce_ops.h"
 #endif
 #include "tests/unit/trainer/test_util.h"
-#include "worker/trainer/tiny_model.h"
-#include "worker/trainer/trainer.h"
+#include "tests/unit/trainer/tiny_run.h"
 
 namespace qlorad::trainer {
 namespace {
 
 using testing::TempDir;
-using testing::WriteFile;
 
 // Odd sizes so no chunk size divides the token count evenly.
 constexpr int64_t kTokens = 37, kHidden = 19, kVocab = 53;
@@ -280,32 +278,11 @@ TEST(ChunkedLossTest, BadShapesAreClearErrors) {
 // step within fp32 rounding, so chunking changes no step's update beyond rounding.
 TEST(ChunkedLossTest, TinyModelTrainingMatchesNaiveLossCurve) {
   TempDir dir;
-  ASSERT_TRUE(MakeTinyModel(dir / "model", 0).ok());
-  std::string data;
-  for (int i = 0; i < 12; ++i) {
-    data += "{\"text\": \"the fox " + std::to_string(i * 7) + " jumps over dog " +
-            std::to_string(i) + "\"}\n";
-  }
-  WriteFile(dir / "data.jsonl", data);
+  testing::WriteTinyModelAndText(dir);
   auto run = [&](const std::string& chunk, const std::string& tag) {
-    const std::string yaml =
-        "name: chunked\nmodel: {path: " + dir / "model" +
-        "}\nquantization: {type: none}\n"
-        "lora: {r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj, down_proj]}\n"
-        "data: {path: " +
-        dir / "data.jsonl" +
-        ", max_seq_len: 24, packing: false, shuffle: true, seed: 1}\n"
-        "train: {max_steps: 60, micro_batch_size: 2, grad_accum: 2, lr: 1.0e-2, scheduler: "
-        "constant, warmup_steps: 0, precision: fp32, seed: 3, loss_chunk_size: " +
-        chunk + "}\nresources: {device: cpu}\ncheckpoint: {every_steps: 0, keep: 1, output_dir: " +
-        dir / ("out-" + tag) + "}\n";
-    auto spec = ParseJobSpec(yaml);
-    EXPECT_TRUE(spec.ok()) << spec.status().ToString();
-    std::ostringstream out, err;
-    EventSink events(true, out, err);
-    auto result = Train(*spec, {}, events);
-    EXPECT_TRUE(result.ok()) << result.status().ToString();
-    return result.ok() ? result->losses : std::vector<double>{};
+    return testing::TinyRunLosses(
+        dir, "{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj, down_proj]}", 60,
+        chunk, tag);
   };
   std::vector<double> naive;
   {

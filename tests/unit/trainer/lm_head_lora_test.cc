@@ -1,7 +1,13 @@
 // LoRA on lm_head: the model's head LoRA (shapes, init, place among the trainable parameters) and
-// its gradients through the chunked loss against plain fp64 autograd on the full logits.
+// its gradients through the chunked loss against plain fp64 autograd on the full logits; its
+// dropout (drawn in training mode only) and a tiny-model run that trains with it.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "tests/unit/trainer/tiny_run.h"
 #include "worker/trainer/chunked_loss.h"
 #include "worker/trainer/llama_model.h"
 #include "worker/trainer/qlora.h"
@@ -22,7 +28,7 @@ LlamaConfig TinyConfig(bool tied) {
   return c;
 }
 
-LlamaModel BuildWithLora(bool tied, const std::vector<std::string>& targets) {
+LlamaModel BuildWithLora(bool tied, const std::vector<std::string>& targets, double dropout = 0.0) {
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(5);
   auto model = BuildLlamaModel(
       TinyConfig(tied),
@@ -38,6 +44,7 @@ LlamaModel BuildWithLora(bool tied, const std::vector<std::string>& targets) {
   lora.alpha = 8;
   lora.use_rslora = true;
   lora.target_modules = targets;
+  lora.dropout = dropout;
   EXPECT_TRUE(ApplyQLora(*model, none, lora, /*seed=*/3).ok());
   return *model;
 }
@@ -91,6 +98,68 @@ TEST(LmHeadLoraTest, ChunkedLossGradientsEqualFp64AutogradOnFullLogits) {
     at::NoGradGuard no_grad;
     EXPECT_TRUE(at::allclose(model->Logits(hidden).to(at::kDouble), logits, 1e-5, 1e-5));
   }
+}
+
+// The head's adapter input: dropout(hidden) in training mode when it has dropout (each entry 0 or
+// scaled by 1 / (1 - p), a fresh draw per call); hidden itself (undefined) in eval mode, without
+// dropout or without a head LoRA. The gradient of hidden then goes through that mask.
+TEST(LmHeadLoraTest, LossHeadDrawsTheHeadDropoutInTrainingOnly) {
+  const double p = 0.25;
+  LlamaModel model = BuildWithLora(false, {"lm_head"}, p);
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(13);
+  const at::Tensor hidden = at::randn({64, 16}, gen, at::kDouble);
+  model->train();
+  torch::manual_seed(1);
+  const LinearHead head = model->LossHead(hidden);
+  ASSERT_TRUE(head.has_lora_input());
+  const at::Tensor kept = head.lora_input.ne(0);
+  EXPECT_TRUE(at::allclose(head.lora_input, at::where(kept, hidden / (1 - p), 0.0), 1e-15, 0));
+  const double kept_share = kept.to(at::kDouble).mean().item<double>();
+  EXPECT_NEAR(kept_share, 1 - p, 0.06);  // 1024 draws: ~4.4 standard deviations
+  EXPECT_FALSE(model->LossHead(hidden).lora_input.equal(head.lora_input));  // drawn per call
+  EXPECT_TRUE(head.lora_a.is_same(model->LossHead().lora_a));
+
+  model->eval();
+  EXPECT_FALSE(model->LossHead(hidden).has_lora_input());
+  model->train();
+  EXPECT_FALSE(BuildWithLora(false, {"lm_head"})->LossHead(hidden).has_lora_input());
+  EXPECT_FALSE(BuildWithLora(false, {"q_proj"}, p)->LossHead(hidden).has_lora_input());
+}
+
+// A tiny-model run with lm_head among the targets and lora.dropout 0.1 (once refused) trains: the
+// loss stays finite and falls, and the curve equals the one on the naive loss path (every logit at
+// once, no chunking code) within fp32 rounding, both drawing the same dropout masks. With only the
+// head targeted, dropout 0 and 0.1 give the same first step (B starts at zero, so the head's LoRA
+// adds nothing yet) and different later ones (the head's dropout is applied).
+TEST(LmHeadLoraTest, TinyModelTrainsWithHeadDropout) {
+  testing::TempDir dir;
+  testing::WriteTinyModelAndText(dir);
+  auto run = [&](const std::string& dropout, const std::string& targets, const std::string& tag) {
+    return testing::TinyRunLosses(
+        dir, "{r: 4, alpha: 8, dropout: " + dropout + ", target_modules: [" + targets + "]}", 30,
+        "7", tag);
+  };
+  const std::string all = "q_proj, v_proj, lm_head";
+  const std::vector<double> chunked = run("0.1", all, "chunked");
+  std::vector<double> naive;
+  {
+    const ScopedAutoLossPath reference(LossPath::kNaive);
+    naive = run("0.1", all, "naive");
+  }
+  ASSERT_EQ(chunked.size(), 30u);
+  ASSERT_EQ(naive.size(), 30u);
+  for (size_t i = 0; i < chunked.size(); ++i) {
+    EXPECT_TRUE(std::isfinite(chunked[i])) << "step " << i + 1;
+    EXPECT_NEAR(chunked[i], naive[i], 1e-5 * naive[i]) << "step " << i + 1;
+  }
+  EXPECT_LT(chunked.back(), 0.9 * chunked.front());
+
+  const std::vector<double> head_off = run("0.0", "lm_head", "head0");
+  const std::vector<double> head_on = run("0.1", "lm_head", "head1");
+  ASSERT_EQ(head_off.size(), 30u);
+  ASSERT_EQ(head_on.size(), 30u);
+  EXPECT_EQ(head_on[0], head_off[0]);
+  EXPECT_NE(head_on.back(), head_off.back());
 }
 
 }  // namespace
