@@ -101,7 +101,6 @@ class LlamaModelImpl : public torch::nn::Module {
   // one more forward per layer for the memory of its activations. No-grad forwards (eval) are
   // unchanged.
   void SetActivationCheckpointing(bool enabled) { checkpoint_layers_ = enabled; }
-  bool activation_checkpointing() const { return checkpoint_layers_; }
   // hidden [.., hidden] -> fp32 logits [.., vocab].
   at::Tensor Logits(const at::Tensor& hidden) const;
   // [vocab, hidden]: the embedding when tied; frozen (a buffer), so never trained here.
