@@ -257,6 +257,24 @@ TEST_F(BnbCheckpointTest, QuantizationConfigIsReadAndOnlyNf4Accepted) {
               HasSubstr("quantization_config.load_in_4bit"));
 }
 
+// Every projection of `a` is NF4 and dequantizes to exactly what `b`'s does; with
+// `same_packing`, their packed bytes are equal too.
+void ExpectSameQuantizedProjections(const LlamaModel& a, const LlamaModel& b, bool same_packing) {
+  const auto mine = a->NamedLinears(), reference = b->NamedLinears();
+  ASSERT_EQ(mine.size(), reference.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const auto& [name, layer] = mine[i];
+    ASSERT_TRUE(layer->quantized()) << name;
+    if (same_packing) {
+      EXPECT_TRUE(at::equal(layer->nf4_weight()->packed, reference[i].second->nf4_weight()->packed))
+          << name;
+    }
+    EXPECT_TRUE(
+        BitEqual(layer->BaseWeight(at::kFloat), reference[i].second->BaseWeight(at::kFloat)))
+        << name;
+  }
+}
+
 // Loading the bnb copy must give the very model that loading the dense original and quantizing
 // it gives: same NF4 bytes in every projection, the other tensors untouched.
 TEST_F(BnbCheckpointTest, PrequantizedModelEqualsQuantizingTheOriginal) {
@@ -270,13 +288,7 @@ TEST_F(BnbCheckpointTest, PrequantizedModelEqualsQuantizingTheOriginal) {
   auto dense = LoadLlamaModel(dir / "dense", config, false, at::kCPU, at::kFloat);
   ASSERT_TRUE(dense.ok());
   ASSERT_TRUE(ApplyQLora(dense->model, {"nf4", true, 64}, {}, 0).ok());
-  const auto a = bnb->model->NamedLinears(), b = dense->model->NamedLinears();
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(a[i].second->quantized()) << a[i].first;
-    EXPECT_TRUE(BitEqual(a[i].second->BaseWeight(at::kFloat), b[i].second->BaseWeight(at::kFloat)))
-        << a[i].first;
-  }
+  ExpectSameQuantizedProjections(bnb->model, dense->model, /*same_packing=*/false);
   at::Tensor ids = at::arange(0, 24, at::kLong).view({2, 12});
   at::NoGradGuard no_grad;
   EXPECT_TRUE(BitEqual(bnb->model->forward(ids), dense->model->forward(ids)));
@@ -315,16 +327,7 @@ TEST_F(BnbCheckpointTest, QuantizingOnLoadEqualsQuantizingAfterLoading) {
     auto after = LoadLlamaModel(dir / "dense", config, false, at::kCPU, dtype);
     ASSERT_TRUE(after.ok());
     ASSERT_TRUE(ApplyQLora(after->model, {"nf4", true, 64}, {}, 0).ok());
-    const auto a = on_load->model->NamedLinears(), b = after->model->NamedLinears();
-    ASSERT_EQ(a.size(), b.size());
-    for (size_t i = 0; i < a.size(); ++i) {
-      ASSERT_TRUE(a[i].second->quantized()) << a[i].first;
-      EXPECT_TRUE(at::equal(a[i].second->nf4_weight()->packed, b[i].second->nf4_weight()->packed))
-          << a[i].first;
-      EXPECT_TRUE(
-          BitEqual(a[i].second->BaseWeight(at::kFloat), b[i].second->BaseWeight(at::kFloat)))
-          << a[i].first;
-    }
+    ExpectSameQuantizedProjections(on_load->model, after->model, /*same_packing=*/true);
     EXPECT_FALSE(on_load->model->lm_head_linear()->quantized());
     at::Tensor ids = at::arange(0, 24, at::kLong).view({2, 12});
     at::NoGradGuard no_grad;
