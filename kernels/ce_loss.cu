@@ -43,17 +43,7 @@ void Launch(const CrossEntropyParams& p, cudaStream_t stream) {
 Status LaunchCrossEntropyLossGrad(const CrossEntropyParams& p, cudaStream_t stream) {
   QLORAD_RETURN_IF_ERROR(CheckParams(p));
   if (p.rows == 0) return Status::Ok();
-  switch (p.format) {
-    case LogitFormat::kFloat32:
-      Launch<float>(p, stream);
-      break;
-    case LogitFormat::kFloat16:
-      Launch<__half>(p, stream);
-      break;
-    case LogitFormat::kBFloat16:
-      Launch<__nv_bfloat16>(p, stream);
-      break;
-  }
+  cuda::WithLogitType(p.format, [&](auto t) { Launch<decltype(t)>(p, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
 }

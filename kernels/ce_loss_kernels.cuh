@@ -49,6 +49,22 @@ __device__ __forceinline__ __nv_bfloat16 dFromFloat<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+// Host side, for the launchers: calls f(T{}) with T the element type of `format`.
+template <typename F>
+void WithLogitType(LogitFormat format, F&& f) {
+  switch (format) {
+    case LogitFormat::kFloat32:
+      f(float{});
+      break;
+    case LogitFormat::kFloat16:
+      f(__half{});
+      break;
+    case LogitFormat::kBFloat16:
+      f(__nv_bfloat16{});
+      break;
+  }
+}
+
 template <typename T, int kVec>
 struct alignas(sizeof(T) * kVec) Pack {
   T v[kVec];

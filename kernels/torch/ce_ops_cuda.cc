@@ -6,20 +6,10 @@
 
 #include "kernels/ce_loss.h"
 #include "kernels/torch/ce_ops.h"
+#include "kernels/torch/logit_format.h"
 
 namespace qlorad::ops {
 namespace {
-
-kernels::LogitFormat LogitFormatOf(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf:
-      return kernels::LogitFormat::kFloat16;
-    case at::kBFloat16:
-      return kernels::LogitFormat::kBFloat16;
-    default:
-      return kernels::LogitFormat::kFloat32;
-  }
-}
 
 at::Tensor LossGradCuda(at::Tensor& logits, const at::Tensor& labels, int64_t ignore_index,
                         double label_smoothing, double z_loss, double grad_scale) {

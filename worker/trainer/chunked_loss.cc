@@ -1,6 +1,7 @@
 #include "worker/trainer/chunked_loss.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "worker/trainer/fused_linear_ce.h"
@@ -256,18 +257,28 @@ LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHea
                ? LossPath::kFused
                : LossPath::kGeneric;
   }
+  TORCH_CHECK(chunk_rows >= 0, "ChunkedCrossEntropy: chunk_rows must be >= 0 (0: auto), got ",
+              chunk_rows);
+  const int64_t vocab = head.weight.dim() == 2 ? head.weight.size(0) : 1;
+  // Explicit rows are the generic path's size and the fused path's upper bound.
+  const int64_t generic_rows = ResolveLossChunkRows(chunk_rows, vocab);
   LinearCrossEntropy out;
   if (path == LossPath::kFused) {
-    CheckHeadAndRows(hidden, head, chunk_rows);
+    CheckHeadAndRows(hidden, head, generic_rows);
     TORCH_CHECK(!head.has_lora(), "ChunkedCrossEntropy: the fused path takes no LoRA head");
-    const int64_t rows = std::min(
-        chunk_rows, FusedLossChunkRows(hidden.size(0), hidden.size(1), head.weight.size(0)));
-    out.sum = FusedLinearCrossEntropy(hidden, head.weight, labels, options, rows);
+    // A frozen head goes through the online kernel, which sizes its own chunks and tiles.
+    const int64_t fused_rows = head.weight.requires_grad()
+                                   ? FusedLossChunkRows(hidden.size(0), hidden.size(1), vocab)
+                                   : std::numeric_limits<int64_t>::max();
+    out.sum =
+        FusedLinearCrossEntropy(hidden, head.weight, labels, options,
+                                chunk_rows > 0 ? std::min(chunk_rows, fused_rows) : fused_rows);
   } else if (path == LossPath::kNaive) {
-    CheckHeadAndRows(hidden, head, chunk_rows);
+    CheckHeadAndRows(hidden, head, generic_rows);
     out.sum = NaiveCrossEntropySum(hidden, head, labels, options);
   } else {
-    out.sum = ChunkedLinearLoss(hidden, head, {labels}, CrossEntropyChunkLoss(options), chunk_rows);
+    out.sum =
+        ChunkedLinearLoss(hidden, head, {labels}, CrossEntropyChunkLoss(options), generic_rows);
   }
   out.valid_tokens = labels.ne(options.ignore_index).sum().item<int64_t>();
   return out;

@@ -85,8 +85,8 @@ struct LinearCrossEntropy {
   int64_t valid_tokens = 0;  // labels != ignore_index in this call
 };
 
-// kAuto: the fused kernel when the tensors are on CUDA and the head has no LoRA, else generic.
-// kFused elsewhere runs the same driver with the kernel's CPU reference (what CI tests).
+// kAuto: the fused kernels when the tensors are on CUDA and the head has no LoRA, else generic.
+// kFused elsewhere runs the same drivers with the kernels' CPU references (what CI tests).
 // kNaive: no chunking at all, every logit at once (at::linear, fp32 upcast, at::cross_entropy, as
 // transformers computes it): the reference that tests and benchmarks compare the others with.
 enum class LossPath { kAuto, kGeneric, kFused, kNaive };
@@ -101,9 +101,12 @@ class ScopedAutoLossPath {
   ScopedAutoLossPath& operator=(const ScopedAutoLossPath&) = delete;
 };
 
-// Chunked cross-entropy of labels [N] (int64) given hidden [N, d] and the lm_head. On the fused
-// path chunk_rows is an upper bound: it uses min(chunk_rows, FusedLossChunkRows(N, d, V)), which
-// changes memory and speed only, never the result beyond rounding.
+// Chunked cross-entropy of labels [N] (int64) given hidden [N, d] and the lm_head. chunk_rows 0
+// (train.loss_chunk_size auto) lets each path size its chunks: the generic path
+// ResolveLossChunkRows(0, V), the fused path with a trainable W FusedLossChunkRows(N, d, V), with a
+// frozen W the online kernel's OnlineCeTilingFor (kernels/torch/ce_online_ops.h). A positive
+// chunk_rows is the generic path's size and an upper bound on the fused path's, which changes
+// memory and speed only, never the result beyond rounding.
 LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHead& head,
                                        const at::Tensor& labels, const CrossEntropyOptions& options,
                                        int64_t chunk_rows, LossPath path = LossPath::kAuto);

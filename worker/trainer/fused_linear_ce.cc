@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #ifdef QLORAD_HAVE_NF4_OPS
+#include "kernels/torch/ce_online_ops.h"
 #include "kernels/torch/ce_ops.h"
 #endif
 
@@ -26,6 +27,18 @@ class FusedLinearCrossEntropyFunction
     const at::Tensor w = weight.detach().to(hidden.scalar_type());
     const ops::CrossEntropyKernelOptions kernel_options{
         .ignore_index = ignore_index, .label_smoothing = label_smoothing, .z_loss = z_loss};
+    if (!need_weight) {
+      // A frozen head (QLoRA's): the online kernel never holds a [rows, V] buffer, in the same two
+      // matmuls (ce_online_ops.h). Its own sizes, capped by the caller's rows.
+      const int64_t rows = std::min(
+          chunk_rows,
+          ops::OnlineCeTilingFor(h_all.size(0), h_all.size(1), w.size(0), h_all.element_size())
+              .rows);
+      auto [losses, grad_hidden] = ops::LinearCrossEntropyOnline(
+          h_all, w, labels, kernel_options, rows, /*cols=*/0, /*compute_grad=*/need_hidden);
+      ctx->save_for_backward({need_hidden ? grad_hidden : at::Tensor(), at::Tensor()});
+      return losses.sum(at::kDouble);
+    }
     at::Tensor grad_hidden = need_hidden ? at::empty(h_all.sizes(), h_all.options()) : at::Tensor();
     // W's gradient is summed over chunks in at least fp32, so that many chunks do not round away.
     at::Tensor grad_weight =

@@ -1,8 +1,11 @@
-// The fast path of the chunked cross-entropy (chunked_loss.h): per chunk of rows, logits =
-// hidden @ W^T in the activation dtype, then one kernel (qlorad::ce_loss_grad_, kernels/ce_loss.h)
-// writes each row's loss and, over the logits in place, d(loss)/d(logits); two matmuls turn that
-// into the chunk's gradient of hidden and of W. All of it runs in forward (no recompute), so
-// backward only scales the stored gradients by the upstream one.
+// The fast path of the chunked cross-entropy (chunked_loss.h). All of it runs in forward (no
+// recompute), so backward only scales the stored gradients by the upstream one.
+//  - Frozen W (QLoRA's lm_head): qlorad::linear_ce_online (kernels/torch/ce_online_ops.h) walks the
+//    vocabulary in tiles with an online softmax and never holds a [rows, V] buffer.
+//  - Trainable W (a tied embedding, an unfrozen head), whose gradient needs each logit's final
+//    softmax: per chunk of rows, logits = hidden @ W^T in the activation dtype, then one kernel
+//    (qlorad::ce_loss_grad_, kernels/ce_loss.h) writes each row's loss and, over the logits in
+//    place, d(loss)/d(logits); two matmuls turn that into the chunk's gradient of hidden and of W.
 #pragma once
 
 #include <torch/torch.h>
@@ -18,7 +21,8 @@ bool FusedLinearCrossEntropyAvailable();
 
 // Sum over rows of the cross-entropy, an fp64 scalar differentiable with respect to hidden [N, d]
 // and weight [V, d] (each only if it requires grad). Same value and gradients as the generic path
-// with CrossEntropyChunkLoss(options), within the precision of the inputs.
+// with CrossEntropyChunkLoss(options), within the precision of the inputs. chunk_rows bounds the
+// rows per chunk (a frozen W's online kernel may take fewer, by its own sizing).
 at::Tensor FusedLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& weight,
                                    const at::Tensor& labels, const CrossEntropyOptions& options,
                                    int64_t chunk_rows);

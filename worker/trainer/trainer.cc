@@ -84,7 +84,8 @@ struct Session {
   std::shared_ptr<parallel::Communicator> comm;
   std::unique_ptr<parallel::DataParallel> parallel;  // after model: it hooks the model's layers
   at::Device device{at::kCPU};
-  int64_t loss_chunk_rows = 1;  // tokens per lm_head + loss chunk (train.loss_chunk_size)
+  // Tokens per lm_head + loss chunk (train.loss_chunk_size); 0: auto, each loss path its own size.
+  int64_t loss_chunk_rows = 0;
 };
 
 StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
@@ -171,7 +172,7 @@ StatusOr<Session> Prepare(const JobSpec& spec, at::Device device,
     QLORAD_RETURN_IF_ERROR(LoadAdapter(s.model, *spec.lora.init_from));
     events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   }
-  s.loss_chunk_rows = ResolveLossChunkRows(spec.train.loss_chunk_size, config.vocab_size);
+  s.loss_chunk_rows = spec.train.loss_chunk_size;
   if (LoraParameters(s.model).empty()) {
     return InvalidArgument("lora.target_modules: no trainable parameters");
   }

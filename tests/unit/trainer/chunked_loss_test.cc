@@ -8,6 +8,7 @@
 #include <vector>
 
 #ifdef QLORAD_HAVE_NF4_OPS
+#include "kernels/torch/ce_online_ops.h"
 #include "kernels/torch/ce_ops.h"
 #endif
 #include "tests/unit/trainer/test_util.h"
@@ -39,6 +40,7 @@ Inputs MakeInputs(at::ScalarType dtype, uint64_t seed = 7) {
 struct Reference {
   double loss;
   at::Tensor grad_hidden, grad_weight;
+  at::Tensor losses;  // per token, 0 where ignored
 };
 
 Reference NaiveCrossEntropy(const Inputs& in, const CrossEntropyOptions& o, double grad_scale) {
@@ -52,9 +54,10 @@ Reference NaiveCrossEntropy(const Inputs& in, const CrossEntropyOptions& o, doub
   at::Tensor uniform = lse - logits.mean(-1);  // mean over classes of -log p
   at::Tensor per_token =
       (1.0 - o.label_smoothing) * nll + o.label_smoothing * uniform + o.z_loss * lse.square();
-  at::Tensor loss = (per_token * valid.to(at::kDouble)).sum();
+  at::Tensor losses = per_token * valid.to(at::kDouble);
+  at::Tensor loss = losses.sum();
   (loss * grad_scale).backward();
-  return {loss.item<double>(), h.grad(), w.grad()};
+  return {loss.item<double>(), h.grad(), w.grad(), losses.detach()};
 }
 
 void ExpectClose(const at::Tensor& actual, const at::Tensor& expected, double tol,
@@ -148,6 +151,35 @@ TEST(ChunkedLossTest, FusedPathWithFrozenWeightAndIgnoredRows) {
                 .sum.item<double>(),
             0.0);
 }
+
+#ifdef QLORAD_HAVE_NF4_OPS
+// A frozen weight takes the online op (qlorad::linear_ce_online); with the trainer's chunk sizes
+// its automatic tile covers this small vocabulary at once, so the op is also called directly with
+// tiles of 1, 5 and 13 of the 53 columns: the online softmax state then carries across tiles.
+TEST(ChunkedLossTest, FrozenWeightFusedPathWalksVocabularyTilesLikeNaive) {
+  CrossEntropyOptions o;
+  o.label_smoothing = 0.1;
+  o.z_loss = 1e-2;
+  const Inputs in = MakeInputs(at::kDouble);
+  const Reference ref = NaiveCrossEntropy(in, o, 1.0);
+  for (int64_t rows : {1, 7}) {
+    SCOPED_TRACE("chunk_rows " + std::to_string(rows));
+    at::Tensor h = in.hidden.detach().requires_grad_(true);
+    LinearCrossEntropy out = ChunkedCrossEntropy(h, in.weight, in.labels, o, rows, LossPath::kFused);
+    out.sum.backward();
+    EXPECT_NEAR(out.sum.item<double>(), ref.loss, 1e-10 * ref.loss);
+    ExpectClose(h.grad(), ref.grad_hidden, 1e-10, "grad hidden");
+    for (int64_t cols : {1, 5, 13}) {
+      SCOPED_TRACE("cols " + std::to_string(cols));
+      const auto [losses, grad] = ops::LinearCrossEntropyOnline(
+          in.hidden, in.weight, in.labels, {o.ignore_index, o.label_smoothing, o.z_loss}, rows, cols);
+      EXPECT_EQ(losses.scalar_type(), at::kDouble);
+      ExpectClose(losses, ref.losses, 1e-10, "losses");
+      ExpectClose(grad, ref.grad_hidden, 1e-10, "grad hidden");
+    }
+  }
+}
+#endif
 
 // Backward scales the gradients forward stored in place; a second backward through a retained
 // graph would scale them again, so it must fail instead.
@@ -269,7 +301,11 @@ TEST(ChunkedLossTest, BadShapesAreClearErrors) {
   EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight.t(), in.labels, {}, 7), c10::Error);
   EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels.narrow(0, 0, 3), {}, 7),
                c10::Error);
-  EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels, {}, 0), c10::Error);
+  EXPECT_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels, {}, -1), c10::Error);
+  // 0 is train.loss_chunk_size auto: every path picks its own size.
+  for (LossPath path : {LossPath::kGeneric, LossPath::kFused}) {
+    EXPECT_NO_THROW(ChunkedCrossEntropy(in.hidden, in.weight, in.labels, {}, 0, path));
+  }
 }
 
 // 60 optimizer steps on the tiny model: the loss curves with chunks of 7 rows, with the auto size

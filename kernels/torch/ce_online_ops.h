@@ -1,0 +1,48 @@
+// qlorad::linear_ce_online: linear + cross-entropy for a frozen lm_head that never holds a
+// [rows, V] logits buffer. Per chunk of rows the vocabulary is walked in tiles of columns with an
+// online softmax whose weighted sum of W's rows accumulates the gradient of hidden (the algorithm:
+// kernels/ce_online.h). Memory beyond the [N, d] gradient: one [rows, cols] tile in the activation
+// dtype and one [rows, d] fp32 accumulator. Compute: the two matmuls of Liger-style chunking (the
+// logits, then their gradient times W), nothing recomputed.
+//
+// Registered once for CPU and CUDA (CompositeExplicitAutograd); the per-tile step and the finish
+// are device ops: CUDA kernels + cuBLAS (ce_online_ops_cuda.cc), and the fp64-accumulating CPU
+// reference (ce_online_ops_cpu.cc) that CI tests.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <tuple>
+
+#include "kernels/torch/ce_ops.h"
+
+namespace qlorad::ops {
+
+struct OnlineCeTiling {
+  int64_t rows = 0;  // tokens per chunk
+  int64_t cols = 0;  // vocabulary entries per tile
+};
+
+// Sizes when the caller leaves them to the op. cols is 4 * dim (rounded up to 256, at most V): a
+// tile's matmuls then have the shapes of a transformer's MLP. rows is what fits, with the fp32
+// accumulator, into a sixth of the [N, d] gradient that any linear cross-entropy must return (so
+// the op's peak stays within ~1.2x of that floor), as a multiple of 64 in [128, 4096].
+OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes);
+
+// Per-row losses [N] (fp32; fp64 for fp64 inputs; 0 where ignored, NaN for a label outside
+// [0, V)) and, if compute_grad, d(sum of losses)/d(hidden) [N, d] in hidden's dtype (else an
+// empty tensor). hidden [N, d], weight [V, d]: same dtype (fp32, fp16, bf16; fp64 on CPU) and
+// device; labels int64 [N]. rows, cols: 0 for OnlineCeTilingFor's, else the sizes to use.
+std::tuple<at::Tensor, at::Tensor> LinearCrossEntropyOnline(
+    const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
+    const CrossEntropyKernelOptions& options, int64_t rows = 0, int64_t cols = 0,
+    bool compute_grad = true);
+
+namespace detail {
+// Validation of linear_ce_online's arguments ("linear_ce_online: ..." messages).
+void CheckOnlineInputs(const at::Tensor& hidden, const at::Tensor& weight, const at::Tensor& labels,
+                       int64_t rows, int64_t cols);
+}  // namespace detail
+
+}  // namespace qlorad::ops
