@@ -40,7 +40,7 @@ step "pytest: load_library, torch.compile(fullgraph=True), bitsandbytes parity"
 # Each file in its own process, -X faulthandler, full log kept: a crash names its test and frames.
 python3 -c "import bitsandbytes; print('bitsandbytes', bitsandbytes.__version__)" 2>/dev/null \
   || echo "bitsandbytes not importable: parity tests skip"
-for t in test_nf4_ops test_nf4_bnb_parity test_ce_ops; do
+for t in test_nf4_ops test_nf4_bnb_parity test_ce_ops test_ce_online; do
   QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 -X faulthandler -m pytest -v -p no:cacheprovider \
     "$ROOT/tests/gpu/$t.py" > "$OUT/$t.log" 2>&1
   rc=$?
@@ -69,7 +69,7 @@ if python3 -c "import bitsandbytes" 2>/dev/null; then
   QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 "$ROOT/bench/nf4/bnb_side_by_side.py" \
     --json "$OUT/nf4_vs_bnb.json" || fail bnb_side_by_side
 fi
-step "bench/loss: lm_head + cross-entropy, naive / ours generic / ours fused / Liger / CCE"
+step "bench/loss: lm_head + cross-entropy, naive / ours generic / ours fused / ours online / Liger / CCE"
 QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so" python3 "$ROOT/bench/loss/loss_bench.py" --out "$OUT" \
   > "$OUT/loss_bench.log" 2>&1 || { tail -20 "$OUT/loss_bench.log"; fail loss_bench; }
 grep -E "ratios|memory" "$OUT/loss_bench.log"
