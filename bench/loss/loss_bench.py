@@ -1,17 +1,22 @@
-"""lm_head + cross-entropy, forward and backward, five ways side by side in one run:
+"""lm_head + cross-entropy, forward and backward, six ways side by side in one run:
   naive         logits = hidden @ W^T in bf16, upcast to fp32, F.cross_entropy (as transformers does)
   ours generic  chunked, per-chunk autograd (worker/trainer/chunked_loss.cc's algorithm)
   ours fused    chunked, matmul + qlorad::ce_loss_grad_ (the CUDA kernel) + two matmuls per chunk
-                (worker/trainer/fused_linear_ce.cc's algorithm)
+                (worker/trainer/fused_linear_ce.cc's algorithm for a trainable W)
+  ours online   qlorad::linear_ce_online: per chunk of rows, the vocabulary in tiles with an online
+                softmax, never a [rows, V] buffer (the trainer's fused path for a frozen W); its
+                automatic tile sizes, and with --online-tiles R:C ... also "ours_online_R_C"
+                (rows R, columns C per tile). Not run with --train-weight (no gradient of W).
   liger         Liger Kernel's LigerFusedLinearCrossEntropyLoss
   cce           Apple's Cut Cross-Entropy, linear_cross_entropy
-Our two drivers are the trainer's C++ loops written again in Python around the same operator, so
-that all five run in one process on the same tensors. Inputs: bf16 hidden [N, d] (requires grad),
+Our drivers are the trainer's C++ loops written again in Python around the same operators, so
+that all six run in one process on the same tensors. Inputs: bf16 hidden [N, d] (requires grad),
 bf16 lm_head W [V, d] (frozen, as in QLoRA; --train-weight makes it trainable), labels with ~5%
 ignored. Per case: the peak of memory allocated during forward + backward above what the inputs
 hold, and the median time of forward + backward (CUDA events). Each result is checked against the
 naive loss and hidden gradient first.
-  QLORAD_OPS_LIB=build-gpu/kernels/libqlorad_ops.so python3 bench/loss/loss_bench.py --out DIR
+  QLORAD_OPS_LIB=build-gpu/kernels/libqlorad_ops.so python3 bench/loss/loss_bench.py --out DIR \
+      [--online-tiles 256:8192 128:16384 512:4096]
 """
 import argparse
 import json
@@ -22,8 +27,12 @@ import sys
 import torch
 import torch.nn.functional as F
 
-torch.ops.load_library(os.environ.get("QLORAD_OPS_LIB", "build-gpu/kernels/libqlorad_ops.so"))
 IGNORE = -100
+
+
+def load_ops():
+    # Called by main() (so that --help needs no library); importers load the library themselves.
+    torch.ops.load_library(os.environ.get("QLORAD_OPS_LIB", "build-gpu/kernels/libqlorad_ops.so"))
 
 
 def chunk_rows_auto(vocab, budget=256 << 20):
@@ -100,21 +109,50 @@ class FusedChunked(torch.autograd.Function):
         return grad_h, grad_w, None, None
 
 
+class FusedOnline(torch.autograd.Function):
+    """qlorad::linear_ce_online for a frozen W: losses and d(loss)/d(hidden) in forward, like
+    FusedChunked; rows, cols 0 are the op's automatic sizes."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, rows, cols):
+        losses, grad_h = torch.ops.qlorad.linear_ce_online(hidden, weight, labels, IGNORE, rows=rows,
+                                                           cols=cols)
+        ctx.save_for_backward(grad_h)
+        return losses.sum(dtype=torch.float64)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (grad_h,) = ctx.saved_tensors  # scaled in place, as in FusedChunked
+        grad_h.mul_(grad.to(grad_h.dtype))
+        return grad_h, None, None, None, None
+
+
+def parse_tile(text):
+    rows, sep, cols = text.partition(":")
+    if not sep or not rows.isdigit() or not cols.isdigit() or int(rows) == 0 or int(cols) == 0:
+        raise argparse.ArgumentTypeError(f"expected ROWS:COLS (positive integers), got {text!r}")
+    return int(rows), int(cols)
+
+
 def naive(h, w, y):
     return F.cross_entropy(F.linear(h, w).float(), y, ignore_index=IGNORE)
 
 
-def ours(fn, rows):
+def ours(fn, *sizes):
     def run(h, w, y):
-        return fn.apply(h, w, y, rows) / (y != IGNORE).sum()
+        return fn.apply(h, w, y, *sizes) / (y != IGNORE).sum()
     return run
 
 
-def methods(rows, fused_rows, extra_fused_rows):
+def methods(rows, fused_rows, extra_fused_rows, online_tiles, train_weight):
     out = {"naive": naive, "ours_generic": ours(GenericChunked, rows),
            "ours_fused": ours(FusedChunked, fused_rows)}
     for r in extra_fused_rows:  # the memory / time trade-off of the fused chunk size
         out[f"ours_fused_{r}"] = ours(FusedChunked, r)
+    if not train_weight:  # the online op gives no gradient of W
+        out["ours_online"] = ours(FusedOnline, 0, 0)
+        for r, c in online_tiles:
+            out[f"ours_online_{r}_{c}"] = ours(FusedOnline, r, c)
     try:
         from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
         liger = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE)
@@ -171,9 +209,12 @@ def main():
                     help="0: the trainer's fused auto size (FusedLossChunkRows)")
     ap.add_argument("--extra-fused-rows", type=int, nargs="*", default=[128],
                     help="also time the fused path at these chunk sizes")
+    ap.add_argument("--online-tiles", type=parse_tile, nargs="*", default=[], metavar="ROWS:COLS",
+                    help="also time qlorad::linear_ce_online at these tile sizes (ours_online_R_C)")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--train-weight", action="store_true")
     args = ap.parse_args()
+    load_ops()
     os.makedirs(args.out, exist_ok=True)
     rows = args.chunk_rows or chunk_rows_auto(args.vocab)
     results = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "vocab": args.vocab,
@@ -190,7 +231,8 @@ def main():
             fused_rows = args.fused_chunk_rows or fused_chunk_rows_auto(n, d, args.vocab)
             case = {"d": d, "tokens": n, "fused_chunk_rows": fused_rows, "methods": {}}
             ref_loss, ref_grad = None, None
-            for name, fn in methods(rows, fused_rows, args.extra_fused_rows).items():
+            for name, fn in methods(rows, fused_rows, args.extra_fused_rows, args.online_tiles,
+                                       args.train_weight).items():
                 try:
                     loss, grad, peak, ms = measure(fn, h, w, y, args.iters)
                 except torch.OutOfMemoryError:
@@ -205,7 +247,7 @@ def main():
                                          "grad_hidden_rel_err": err, "peak_bytes": peak, "ms": ms}
                 del grad
                 torch.cuda.empty_cache()
-                print(f"d={d} N={n} {name:13s} loss {loss:.6f} (diff {loss - ref_loss:+.2e}, grad err "
+                print(f"d={d} N={n} {name:20s} loss {loss:.6f} (diff {loss - ref_loss:+.2e}, grad err "
                       f"{err:.1e})  peak {peak / 2**30:7.3f} GiB  {ms:8.2f} ms", flush=True)
             m = case["methods"]
             ok = {k: v for k, v in m.items() if "error" not in v}
@@ -226,7 +268,7 @@ def main():
                 for k, v in ok.items()), flush=True)
             for k in ours_names:
                 v = ok[k]
-                line = (f"  d={d} N={n} {k:15s} peak {v['peak_bytes'] / 2**20:8.1f} MiB {v['ms']:8.2f} ms"
+                line = (f"  d={d} N={n} {k:20s} peak {v['peak_bytes'] / 2**20:8.1f} MiB {v['ms']:8.2f} ms"
                         f"  vs naive time {v.get('time_vs_naive', float('nan')):.2f}x")
                 if "mem_vs_best_other" in v:
                     line += (f"  vs best(liger, cce): mem {v['mem_vs_best_other']:.2f}x"
