@@ -2,8 +2,9 @@
 // row state: ce_online.h).
 //
 // One block per row in both kernels. The tile kernel makes two sweeps over its row of the tile
-// (max and sums, then P written in place; the second rereads what the block just read, from L1/L2)
-// and, when the row's reference max moves, one pass over the row of acc.
+// (max and sums, then P written in place; between them each thread keeps its first packs in
+// registers, and rereads the rest from L1/L2) and, when the row's reference max moves, one pass
+// over the row of acc.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -20,8 +21,8 @@ namespace qlorad::kernels::cuda {
 inline constexpr int kOnlineThreads = 256;
 inline constexpr int kOnlineWarps = kOnlineThreads / 32;
 
-// Block-wide max or sum; every thread gets the result. `scratch` holds kOnlineWarps floats and is
-// free again when this returns (the trailing barrier), so calls may follow each other.
+// Block-wide sum (kMax: max); every thread gets the result. `scratch` holds kOnlineWarps floats and
+// is free again when this returns (the trailing barrier), so calls may follow each other.
 template <bool kMax>
 __device__ __forceinline__ float dOnlineBlockReduce(float v, float* scratch) {
   for (int offset = 16; offset > 0; offset >>= 1) {
@@ -37,10 +38,38 @@ __device__ __forceinline__ float dOnlineBlockReduce(float v, float* scratch) {
   return v;
 }
 
+// Block-wide (max, sum) of every thread's pair in one round of barriers; every thread gets both.
+__device__ __forceinline__ void dOnlineBlockMaxSum(float& mx, float& sum, float2* scratch) {
+  for (int offset = 16; offset > 0; offset >>= 1) {
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, offset));
+    sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = make_float2(mx, sum);
+  __syncthreads();
+  mx = scratch[0].x;
+  sum = scratch[0].y;
+  for (int w = 1; w < kOnlineWarps; ++w) {
+    mx = fmaxf(mx, scratch[w].x);
+    sum += scratch[w].y;
+  }
+  __syncthreads();
+}
+
+// A thread keeps its first kOnlineCachedPacks packs of the row in registers between the two sweeps
+// (all of a bf16 row of up to 8192 columns), so the second sweep rereads only what did not fit.
+inline constexpr int kOnlineCachedPacks = 4;
+
+__device__ __forceinline__ float dWeight(float x, float m) {
+  // A -inf logit weighs 0, also while m is still -inf (where exp(-inf - -inf) would be NaN).
+  return x == -INFINITY ? 0.0f : expf(x - m);
+}
+
 template <typename T, int kVec>
 __global__ void __launch_bounds__(kOnlineThreads) kOnlineCeTile(OnlineCeTileParams p) {
   using P = Pack<T, kVec>;
-  __shared__ float scratch[kOnlineWarps];
+  __shared__ float2 scratch[kOnlineWarps];
+  __shared__ float scratch_sum[kOnlineWarps];
   const int64_t row = blockIdx.x;
   T* x = static_cast<T*>(p.logits) + row * p.cols;
   P* packs = reinterpret_cast<P*>(x);
@@ -52,18 +81,29 @@ __global__ void __launch_bounds__(kOnlineThreads) kOnlineCeTile(OnlineCeTilePara
                            ? dToFloat(x[local_label])
                            : NAN;
 
+  P cached[kOnlineCachedPacks];
   float tile_max = -INFINITY, tile_sum_x = 0.0f;
-  for (int64_t i = threadIdx.x; i < n_packs; i += kOnlineThreads) {
-    const P v = packs[i];
+  const auto fold = [&](const P& v) {
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
       const float f = dToFloat(v.v[k]);
       tile_max = fmaxf(tile_max, f);
       tile_sum_x += f;
     }
+  };
+#pragma unroll
+  for (int c = 0; c < kOnlineCachedPacks; ++c) {
+    const int64_t i = threadIdx.x + int64_t{c} * kOnlineThreads;
+    if (i < n_packs) {
+      cached[c] = packs[i];
+      fold(cached[c]);
+    }
   }
-  tile_max = dOnlineBlockReduce<true>(tile_max, scratch);
-  tile_sum_x = dOnlineBlockReduce<false>(tile_sum_x, scratch);
+  for (int64_t i = threadIdx.x + int64_t{kOnlineCachedPacks} * kOnlineThreads; i < n_packs;
+       i += kOnlineThreads) {
+    fold(packs[i]);
+  }
+  dOnlineBlockMaxSum(tile_max, tile_sum_x, scratch);
 
   const float m_old = p.first_tile ? -INFINITY : state[0];
   float m = m_old, alpha = 1.0f;
@@ -78,19 +118,25 @@ __global__ void __launch_bounds__(kOnlineThreads) kOnlineCeTile(OnlineCeTilePara
   // put T's rounding, ~1e-3 for bf16, into every loss); the gradient's weights then sum to 1 only
   // within that rounding, as the logits' own gradient does on the chunked path.
   float l_tile = 0.0f;
-  for (int64_t i = threadIdx.x; i < n_packs; i += kOnlineThreads) {
-    P v = packs[i];
+  const auto weigh = [&](P v) {
 #pragma unroll
     for (int k = 0; k < kVec; ++k) {
-      const float f = dToFloat(v.v[k]);
-      // A -inf logit weighs 0, also while m is still -inf (where exp(-inf - -inf) would be NaN).
-      const float e = f == -INFINITY ? 0.0f : expf(f - m);
+      const float e = dWeight(dToFloat(v.v[k]), m);
       v.v[k] = dFromFloat<T>(e);
       l_tile += e;
     }
-    packs[i] = v;
+    return v;
+  };
+#pragma unroll
+  for (int c = 0; c < kOnlineCachedPacks; ++c) {
+    const int64_t i = threadIdx.x + int64_t{c} * kOnlineThreads;
+    if (i < n_packs) packs[i] = weigh(cached[c]);
   }
-  l_tile = dOnlineBlockReduce<false>(l_tile, scratch);
+  for (int64_t i = threadIdx.x + int64_t{kOnlineCachedPacks} * kOnlineThreads; i < n_packs;
+       i += kOnlineThreads) {
+    packs[i] = weigh(packs[i]);
+  }
+  l_tile = dOnlineBlockReduce<false>(l_tile, scratch_sum);
 
   if (alpha != 1.0f && p.acc != nullptr && !p.first_tile) {
     float* acc = p.acc + row * p.dim;

@@ -1,6 +1,6 @@
-// linear_ce_online's schema, validation, sizes and driver (the loop over chunks and tiles, the same
-// for every device), and the C++ API of ce_online_ops.h. The two device steps it calls are
-// internal ops with CPU and CUDA implementations (ce_online_ops_cpu.cc, ce_online_ops_cuda.cc).
+// linear_ce_online's schema, validation, sizes, Meta implementation and driver (the loop over
+// chunks and tiles, the same for every device: ce_online_steps.h), and the C++ API of
+// ce_online_ops.h. CPU and CUDA register the op with their steps (ce_online_ops_{cpu,cuda}.cc).
 #include "kernels/torch/ce_online_ops.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -10,23 +10,13 @@
 #include <string>
 
 #include "kernels/ce_online.h"
+#include "kernels/torch/ce_online_steps.h"
 
 TORCH_LIBRARY_FRAGMENT(qlorad, m) {
   m.def(
       "linear_ce_online(Tensor hidden, Tensor weight, Tensor labels, int ignore_index=-100, "
       "float label_smoothing=0.0, float z_loss=0.0, int rows=0, int cols=0, "
       "bool compute_grad=True) -> (Tensor, Tensor)");
-  // One tile of one chunk: tile = hidden @ weight_tile^T, folded into state and overwritten with
-  // P; acc = P @ weight_tile (first tile) or acc * rescale + P @ weight_tile. An empty acc: losses
-  // only, no second matmul.
-  m.def(
-      "_linear_ce_online_tile_(Tensor hidden, Tensor weight_tile, Tensor labels, int vocab_offset, "
-      "bool first_tile, Tensor(a!) tile, Tensor(b!) state, Tensor(c!) acc) -> ()");
-  // Each row's loss into losses and, if acc is not empty, its gradient into grad.
-  m.def(
-      "_linear_ce_online_finish_(Tensor state, Tensor acc, Tensor labels, Tensor weight, "
-      "Tensor weight_colsum, int ignore_index, float label_smoothing, float z_loss, "
-      "Tensor(a!) losses, Tensor(b!) grad) -> ()");
 }
 
 namespace qlorad::ops {
@@ -67,91 +57,75 @@ void CheckOnlineInputs(const at::Tensor& hidden, const at::Tensor& weight, const
 }  // namespace detail
 
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes) {
-  constexpr int64_t kColAlign = 256, kRowAlign = 64, kMinRows = 128, kMaxRows = 4096;
+  constexpr int64_t kMinRows = 512, kMaxRows = 4096, kNarrowCols = 4096, kWideCols = 8192;
+  const int64_t budget = tokens * dim * elem_bytes / 5;
+  const auto scratch = [&](int64_t rows, int64_t cols) {
+    return rows * (cols * elem_bytes + dim * static_cast<int64_t>(sizeof(float)));
+  };
   OnlineCeTiling t;
-  t.cols = std::min(std::max<int64_t>(vocab, 1), (4 * dim + kColAlign - 1) / kColAlign * kColAlign);
-  const int64_t budget = tokens * dim * elem_bytes / 6;
-  const int64_t row_bytes = t.cols * elem_bytes + dim * static_cast<int64_t>(sizeof(float));
-  const int64_t fit = budget / std::max<int64_t>(row_bytes, 1) / kRowAlign * kRowAlign;
-  t.rows = std::clamp(fit, kMinRows, kMaxRows);
+  t.cols = scratch(kMinRows, kWideCols) <= budget ? kWideCols : kNarrowCols;
+  t.rows = kMinRows;
+  while (t.rows < kMaxRows && scratch(2 * t.rows, t.cols) <= budget) t.rows *= 2;
+  t.cols = std::min(t.cols, std::max<int64_t>(vocab, 1));
   return t;
 }
 
-namespace {
+namespace detail {
 
-void TileStep(const at::Tensor& hidden, const at::Tensor& weight_tile, const at::Tensor& labels,
-              int64_t vocab_offset, bool first_tile, at::Tensor& tile, at::Tensor& state,
-              at::Tensor& acc) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("qlorad::_linear_ce_online_tile_", "")
-                       .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                                   bool, at::Tensor&, at::Tensor&, at::Tensor&)>();
-  op.call(hidden, weight_tile, labels, vocab_offset, first_tile, tile, state, acc);
-}
-
-void Finish(const at::Tensor& state, const at::Tensor& acc, const at::Tensor& labels,
-            const at::Tensor& weight, const at::Tensor& colsum,
-            const CrossEntropyKernelOptions& options, at::Tensor& losses, at::Tensor& grad) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("qlorad::_linear_ce_online_finish_", "")
-          .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                      const at::Tensor&, int64_t, double, double, at::Tensor&, at::Tensor&)>();
-  op.call(state, acc, labels, weight, colsum, options.ignore_index, options.label_smoothing,
-          options.z_loss, losses, grad);
-}
-
-std::tuple<at::Tensor, at::Tensor> LinearCeOnlineImpl(const at::Tensor& hidden_in,
-                                                      const at::Tensor& weight_in,
-                                                      const at::Tensor& labels_in,
-                                                      int64_t ignore_index, double label_smoothing,
-                                                      double z_loss, int64_t rows, int64_t cols,
-                                                      bool compute_grad) {
-  detail::CheckOnlineInputs(hidden_in, weight_in, labels_in, rows, cols);
-  const at::Tensor hidden = hidden_in.contiguous();
-  const at::Tensor weight = weight_in.contiguous();
-  const at::Tensor labels = labels_in.contiguous();
-  const int64_t n = hidden.size(0), dim = hidden.size(1), vocab = weight.size(0);
-  const OnlineCeTiling automatic = OnlineCeTilingFor(n, dim, vocab, hidden.element_size());
+std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
+    const at::Tensor& hidden_in, const at::Tensor& weight_in, const at::Tensor& labels_in,
+    int64_t ignore_index, double label_smoothing, double z_loss, int64_t rows, int64_t cols,
+    bool compute_grad, OnlineCeStepsFactory make_steps) {
+  CheckOnlineInputs(hidden_in, weight_in, labels_in, rows, cols);
+  OnlineCeBuffers b;
+  b.hidden = hidden_in.contiguous();
+  b.weight = weight_in.contiguous();
+  b.labels = labels_in.contiguous();
+  const int64_t n = b.hidden.size(0), dim = b.hidden.size(1), vocab = b.weight.size(0);
+  const OnlineCeTiling automatic = OnlineCeTilingFor(n, dim, vocab, b.hidden.element_size());
   const int64_t chunk = std::max<int64_t>(1, std::min(rows > 0 ? rows : automatic.rows, n));
   const int64_t width = std::min(cols > 0 ? cols : automatic.cols, vocab);
-  const at::ScalarType acc_type = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::TensorOptions acc_options = hidden.options().dtype(acc_type);
-  const CrossEntropyKernelOptions options{
-      .ignore_index = ignore_index, .label_smoothing = label_smoothing, .z_loss = z_loss};
-
-  at::Tensor losses = at::empty({n}, acc_options);
-  at::Tensor grad = at::empty(compute_grad ? hidden.sizes() : at::IntArrayRef{0}, hidden.options());
-  // Label smoothing spreads eps / V over every class: its gradient term is the mean row of W.
-  const at::Tensor colsum = compute_grad && label_smoothing != 0.0
-                                ? weight.sum(0, /*keepdim=*/false, acc_type)
-                                : at::empty({0}, acc_options);
-  at::Tensor state = at::empty({chunk, kernels::kOnlineCeStateWidth}, acc_options);
-  at::Tensor acc =
-      at::empty(compute_grad ? at::IntArrayRef{chunk, dim} : at::IntArrayRef{0}, acc_options);
-  at::Tensor tile_buffer = at::empty({chunk * width}, hidden.options());
+  const at::ScalarType acc_type = b.hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::TensorOptions acc_options = b.hidden.options().dtype(acc_type);
+  b.options = {.ignore_index = ignore_index, .label_smoothing = label_smoothing, .z_loss = z_loss};
+  b.losses = at::empty({n}, acc_options);
+  b.grad = at::empty(compute_grad ? b.hidden.sizes() : at::IntArrayRef{0}, b.hidden.options());
+  // Label smoothing spreads eps / V over every class: its gradient term is the sum of W's rows.
+  b.weight_colsum = compute_grad && label_smoothing != 0.0
+                        ? b.weight.sum(0, /*keepdim=*/false, acc_type)
+                        : at::empty({0}, acc_options);
+  b.state = at::empty({chunk, kernels::kOnlineCeStateWidth}, acc_options);
+  b.acc = at::empty(compute_grad ? at::IntArrayRef{chunk, dim} : at::IntArrayRef{0}, acc_options);
+  b.tile = at::empty({chunk * width}, b.hidden.options());
+  const std::unique_ptr<OnlineCeSteps> steps = make_steps(b);
   for (int64_t start = 0; start < n; start += chunk) {
     const int64_t r = std::min(chunk, n - start);
-    const at::Tensor h = hidden.narrow(0, start, r);
-    const at::Tensor y = labels.narrow(0, start, r);
-    at::Tensor s = state.narrow(0, 0, r);
-    at::Tensor a = compute_grad ? acc.narrow(0, 0, r) : acc;
-    for (int64_t v0 = 0; v0 < vocab; v0 += width) {
-      const int64_t c = std::min(width, vocab - v0);
-      at::Tensor tile = tile_buffer.narrow(0, 0, r * c).view({r, c});
-      TileStep(h, weight.narrow(0, v0, c), y, v0, v0 == 0, tile, s, a);
-    }
-    at::Tensor l = losses.narrow(0, start, r);
-    at::Tensor g = compute_grad ? grad.narrow(0, start, r) : grad;
-    Finish(s, a, y, weight, colsum, options, l, g);
+    for (int64_t v0 = 0; v0 < vocab; v0 += width)
+      steps->Tile(start, r, v0, std::min(width, vocab - v0));
+    steps->Finish(start, r);
   }
-  return {losses, grad};
+  return {b.losses, b.grad};
+}
+
+}  // namespace detail
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> LinearCeOnlineMeta(const at::Tensor& hidden,
+                                                      const at::Tensor& weight,
+                                                      const at::Tensor& labels, int64_t, double,
+                                                      double, int64_t rows, int64_t cols,
+                                                      bool compute_grad) {
+  detail::CheckOnlineInputs(hidden, weight, labels, rows, cols);
+  const at::ScalarType acc_type = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return {at::empty({hidden.size(0)}, hidden.options().dtype(acc_type)),
+          at::empty(compute_grad ? hidden.sizes() : at::IntArrayRef{0}, hidden.options())};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(qlorad, CompositeExplicitAutograd, m) {
-  m.impl("linear_ce_online", &LinearCeOnlineImpl);
+TORCH_LIBRARY_IMPL(qlorad, Meta, m) {
+  m.impl("linear_ce_online", &LinearCeOnlineMeta);
 }
 
 std::tuple<at::Tensor, at::Tensor> LinearCrossEntropyOnline(

@@ -24,10 +24,12 @@ struct OnlineCeTiling {
   int64_t cols = 0;  // vocabulary entries per tile
 };
 
-// Sizes when the caller leaves them to the op. cols is 4 * dim (rounded up to 256, at most V): a
-// tile's matmuls then have the shapes of a transformer's MLP. rows is what fits, with the fp32
-// accumulator, into a sixth of the [N, d] gradient that any linear cross-entropy must return (so
-// the op's peak stays within ~1.2x of that floor), as a multiple of 64 in [128, 4096].
+// Sizes when the caller leaves them to the op. The scratch, [rows, cols] in the activation dtype
+// plus [rows, d] fp32, is kept within a fifth of the [N, d] gradient that any linear cross-entropy
+// returns (so the op's peak stays within ~1.2x of that floor), but never below 512 x 4096: on
+// H100/H200 smaller tiles leave the matmuls short of full rate or the host launching slower than
+// the GPU works (bench/results/2026-11-26-h200-*-loss_bench*). Within that: 8192 columns if 512
+// rows of them fit, and rows doubled from 512 while they fit, up to 4096.
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes);
 
 // Per-row losses [N] (fp32; fp64 for fp64 inputs; 0 where ignored, NaN for a label outside

@@ -1,5 +1,5 @@
-// CPU implementation of linear_ce_online's device steps: the reference of the CUDA kernels
-// (ce_online_kernels.cuh), the same algorithm (reference max with its lag, P rounded to the
+// CPU implementation of linear_ce_online (its steps: ce_online_steps.h), the reference of the CUDA
+// kernels (ce_online_kernels.cuh): the same algorithm (reference max with its lag, P rounded to the
 // activation dtype for the matmul, l summed before rounding) with fp64 arithmetic per value. State
 // and acc are fp32, or fp64 for fp64 inputs.
 #include <ATen/Dispatch.h>
@@ -8,10 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <tuple>
 #include <vector>
 
 #include "kernels/ce_online.h"
 #include "kernels/torch/ce_online_ops.h"
+#include "kernels/torch/ce_online_steps.h"
 
 namespace qlorad::ops {
 namespace {
@@ -110,28 +113,68 @@ void FinishRows(const S* state, const S* acc, int64_t rows, int64_t dim, int64_t
 }
 
 void FinishCpu(const at::Tensor& state, const at::Tensor& acc, const at::Tensor& labels,
-               const at::Tensor& weight, const at::Tensor& colsum, int64_t ignore_index,
-               double label_smoothing, double z_loss, at::Tensor& losses, at::Tensor& grad) {
+               const at::Tensor& weight, const at::Tensor& colsum,
+               const CrossEntropyKernelOptions& o, at::Tensor& losses, at::Tensor& grad) {
   const bool with_grad = acc.numel() > 0;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, weight.scalar_type(), "online finish", [&] {
         using T = scalar_t;
         AT_DISPATCH_FLOATING_TYPES(state.scalar_type(), "online finish state", [&] {
           using S = scalar_t;
-          FinishRows<T, S>(
-              state.data_ptr<S>(), with_grad ? acc.data_ptr<S>() : nullptr, state.size(0),
-              weight.size(1), weight.size(0), labels.data_ptr<int64_t>(), weight.data_ptr<T>(),
-              colsum.numel() > 0 ? colsum.data_ptr<S>() : nullptr, ignore_index, label_smoothing,
-              z_loss, losses.data_ptr<S>(), with_grad ? grad.data_ptr<T>() : nullptr);
+          FinishRows<T, S>(state.data_ptr<S>(), with_grad ? acc.data_ptr<S>() : nullptr,
+                           state.size(0), weight.size(1), weight.size(0),
+                           labels.data_ptr<int64_t>(), weight.data_ptr<T>(),
+                           colsum.numel() > 0 ? colsum.data_ptr<S>() : nullptr, o.ignore_index,
+                           o.label_smoothing, o.z_loss, losses.data_ptr<S>(),
+                           with_grad ? grad.data_ptr<T>() : nullptr);
         });
       });
+}
+
+// The steps on views of the call's buffers (the per-tile cost here is the arithmetic anyway).
+class CpuSteps final : public detail::OnlineCeSteps {
+ public:
+  explicit CpuSteps(const detail::OnlineCeBuffers& b) : b_(b) {}
+
+  void Tile(int64_t start, int64_t rows, int64_t v0, int64_t cols) override {
+    at::Tensor tile = b_.tile.narrow(0, 0, rows * cols).view({rows, cols});
+    at::Tensor state = b_.state.narrow(0, 0, rows);
+    at::Tensor acc = b_.acc.numel() > 0 ? b_.acc.narrow(0, 0, rows) : b_.acc;
+    TileCpu(b_.hidden.narrow(0, start, rows), b_.weight.narrow(0, v0, cols),
+            b_.labels.narrow(0, start, rows), v0, v0 == 0, tile, state, acc);
+  }
+
+  void Finish(int64_t start, int64_t rows) override {
+    const bool with_grad = b_.acc.numel() > 0;
+    at::Tensor losses = b_.losses.narrow(0, start, rows);
+    at::Tensor grad = with_grad ? b_.grad.narrow(0, start, rows) : b_.grad;
+    FinishCpu(b_.state.narrow(0, 0, rows), with_grad ? b_.acc.narrow(0, 0, rows) : b_.acc,
+              b_.labels.narrow(0, start, rows), b_.weight, b_.weight_colsum, b_.options, losses,
+              grad);
+  }
+
+ private:
+  const detail::OnlineCeBuffers& b_;
+};
+
+std::unique_ptr<detail::OnlineCeSteps> MakeCpuSteps(const detail::OnlineCeBuffers& b) {
+  return std::make_unique<CpuSteps>(b);
+}
+
+std::tuple<at::Tensor, at::Tensor> LinearCeOnlineCpu(const at::Tensor& hidden,
+                                                     const at::Tensor& weight,
+                                                     const at::Tensor& labels, int64_t ignore_index,
+                                                     double label_smoothing, double z_loss,
+                                                     int64_t rows, int64_t cols,
+                                                     bool compute_grad) {
+  return detail::RunLinearCeOnline(hidden, weight, labels, ignore_index, label_smoothing, z_loss,
+                                   rows, cols, compute_grad, &MakeCpuSteps);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CPU, m) {
-  m.impl("_linear_ce_online_tile_", &TileCpu);
-  m.impl("_linear_ce_online_finish_", &FinishCpu);
+  m.impl("linear_ce_online", &LinearCeOnlineCpu);
 }
 
 }  // namespace qlorad::ops

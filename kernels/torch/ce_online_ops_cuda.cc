@@ -1,5 +1,5 @@
-// CUDA implementation of linear_ce_online's device steps: two cuBLAS matmuls around the tile
-// kernel, and the finishing kernel (kernels/ce_online.h), on the current stream, without
+// CUDA implementation of linear_ce_online (its steps: ce_online_steps.h): two cuBLAS matmuls around
+// the tile kernel, and the finishing kernel (kernels/ce_online.h), on the current stream, without
 // synchronizing.
 //
 // The second matmul accumulates bf16/fp16 products into the fp32 acc (beta = 1), which no ATen op
@@ -15,10 +15,13 @@
 #include <dlfcn.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <string>
+#include <tuple>
 
 #include "kernels/ce_online.h"
 #include "kernels/torch/ce_online_ops.h"
+#include "kernels/torch/ce_online_steps.h"
 #include "kernels/torch/logit_format.h"
 
 namespace qlorad::ops {
@@ -57,15 +60,13 @@ cudaDataType_t CudaTypeOf(at::ScalarType t) {
 // Row-major C[m, n] = beta * C + A[m, k] @ op(B), with op(B) = B^T for B [n, k] (transpose_b) or B
 // for B [k, n]; A, B contiguous in `in_type`, C contiguous in `out_type`. cuBLAS is column-major,
 // so it computes C^T = op(B)^T A^T.
-void RowMajorGemm(const void* a, const void* b, void* c, int64_t m, int64_t n, int64_t k,
-                  bool transpose_b, cudaDataType_t in_type, cudaDataType_t out_type, float beta) {
+void RowMajorGemm(cublasHandle_t handle, cublasComputeType_t compute, const void* a, const void* b,
+                  void* c, int64_t m, int64_t n, int64_t k, bool transpose_b,
+                  cudaDataType_t in_type, cudaDataType_t out_type, float beta) {
   const float alpha = 1.0f;
-  const cublasComputeType_t compute = in_type == CUDA_R_32F && at::globalContext().allowTF32CuBLAS()
-                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                          : CUBLAS_COMPUTE_32F;
   const cublasStatus_t s = TorchCublasGemmEx()(
-      at::cuda::getCurrentCUDABlasHandle(), transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
-      static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, in_type,
+      handle, transpose_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(n),
+      static_cast<int>(m), static_cast<int>(k), &alpha, b, in_type,
       static_cast<int>(transpose_b ? k : n), a, in_type, static_cast<int>(k), &beta, c, out_type,
       static_cast<int>(n), compute, CUBLAS_GEMM_DEFAULT);
   TORCH_CHECK(s == CUBLAS_STATUS_SUCCESS, "linear_ce_online: cublasGemmEx failed with status ",
@@ -73,61 +74,108 @@ void RowMajorGemm(const void* a, const void* b, void* c, int64_t m, int64_t n, i
               " n=", std::to_string(n), " k=", std::to_string(k));
 }
 
-void TileCuda(const at::Tensor& hidden, const at::Tensor& weight_tile, const at::Tensor& labels,
-              int64_t vocab_offset, bool first_tile, at::Tensor& tile, at::Tensor& state,
-              at::Tensor& acc) {
-  const c10::cuda::CUDAGuard guard(tile.device());
-  const int64_t rows = tile.size(0), cols = tile.size(1), dim = hidden.size(1);
-  const cudaDataType_t type = CudaTypeOf(hidden.scalar_type());
-  RowMajorGemm(hidden.data_ptr(), weight_tile.data_ptr(), tile.data_ptr(), rows, cols, dim,
-               /*transpose_b=*/true, type, type, 0.0f);
-  kernels::OnlineCeTileParams p;
-  p.logits = tile.data_ptr();
-  p.rows = rows;
-  p.cols = cols;
-  p.format = LogitFormatOf(tile.scalar_type());
-  p.vocab_offset = vocab_offset;
-  p.first_tile = first_tile;
-  p.labels = labels.data_ptr<int64_t>();
-  p.state = state.data_ptr<float>();
-  p.acc = acc.numel() > 0 ? acc.data_ptr<float>() : nullptr;
-  p.dim = dim;
-  const Status s = kernels::LaunchOnlineCeTile(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(s.ok(), "linear_ce_online: ", s.message());
-  if (acc.numel() == 0) return;
-  // beta = 0 on the first tile: acc is fresh memory, which cuBLAS then never reads.
-  RowMajorGemm(tile.data_ptr(), weight_tile.data_ptr(), acc.data_ptr(), rows, dim, cols,
-               /*transpose_b=*/false, type, CUDA_R_32F, first_tile ? 0.0f : 1.0f);
+// Everything a tile needs that does not change within a call, looked up once: LibTorch's cuBLAS
+// handle (bound to the current stream and its workspace), the compute type (TF32 only if torch
+// allows it for fp32), raw pointers and the kernels' parameters.
+class CudaSteps final : public detail::OnlineCeSteps {
+ public:
+  explicit CudaSteps(const detail::OnlineCeBuffers& b)
+      : guard_(b.hidden.device()),
+        stream_(c10::cuda::getCurrentCUDAStream()),
+        handle_(at::cuda::getCurrentCUDABlasHandle()),
+        type_(CudaTypeOf(b.hidden.scalar_type())),
+        compute_(type_ == CUDA_R_32F && at::globalContext().allowTF32CuBLAS()
+                     ? CUBLAS_COMPUTE_32F_FAST_TF32
+                     : CUBLAS_COMPUTE_32F),
+        elem_(b.hidden.element_size()),
+        dim_(b.hidden.size(1)),
+        hidden_(static_cast<const char*>(b.hidden.data_ptr())),
+        weight_(static_cast<const char*>(b.weight.data_ptr())),
+        labels_(b.labels.data_ptr<int64_t>()),
+        acc_(b.acc.numel() > 0 ? b.acc.data_ptr<float>() : nullptr),
+        losses_(b.losses.data_ptr<float>()),
+        grad_(b.acc.numel() > 0 ? static_cast<char*>(b.grad.data_ptr()) : nullptr) {
+    tile_.logits = b.tile.data_ptr();
+    tile_.format = LogitFormatOf(b.hidden.scalar_type());
+    tile_.state = b.state.data_ptr<float>();
+    tile_.acc = acc_;
+    tile_.dim = dim_;
+    finish_.state = tile_.state;
+    finish_.acc = acc_;
+    finish_.dim = dim_;
+    finish_.vocab = b.weight.size(0);
+    finish_.weight = weight_;
+    finish_.weight_colsum =
+        b.weight_colsum.numel() > 0 ? b.weight_colsum.data_ptr<float>() : nullptr;
+    finish_.format = tile_.format;
+    finish_.ignore_index = b.options.ignore_index;
+    finish_.label_smoothing = static_cast<float>(b.options.label_smoothing);
+    finish_.z_loss = static_cast<float>(b.options.z_loss);
+  }
+
+  void Tile(int64_t start, int64_t rows, int64_t v0, int64_t cols) override {
+    const char* h = hidden_ + start * dim_ * elem_;
+    const char* w = weight_ + v0 * dim_ * elem_;
+    RowMajorGemm(handle_, compute_, h, w, tile_.logits, rows, cols, dim_, /*transpose_b=*/true,
+                 type_, type_, 0.0f);
+    tile_.rows = rows;
+    tile_.cols = cols;
+    tile_.vocab_offset = v0;
+    tile_.first_tile = v0 == 0;
+    tile_.labels = labels_ + start;
+    const Status s = kernels::LaunchOnlineCeTile(tile_, stream_);
+    TORCH_CHECK(s.ok(), "linear_ce_online: ", s.message());
+    if (acc_ == nullptr) return;
+    // beta = 0 on the first tile: acc holds the previous chunk's values, which cuBLAS then never
+    // reads.
+    RowMajorGemm(handle_, compute_, tile_.logits, w, acc_, rows, dim_, cols,
+                 /*transpose_b=*/false, type_, CUDA_R_32F, v0 == 0 ? 0.0f : 1.0f);
+  }
+
+  void Finish(int64_t start, int64_t rows) override {
+    finish_.rows = rows;
+    finish_.labels = labels_ + start;
+    finish_.loss = losses_ + start;
+    finish_.grad = grad_ != nullptr ? grad_ + start * dim_ * elem_ : nullptr;
+    const Status s = kernels::LaunchOnlineCeFinish(finish_, stream_);
+    TORCH_CHECK(s.ok(), "linear_ce_online: ", s.message());
+  }
+
+ private:
+  const c10::cuda::CUDAGuard guard_;
+  const cudaStream_t stream_;
+  const cublasHandle_t handle_;
+  const cudaDataType_t type_;
+  const cublasComputeType_t compute_;
+  const int64_t elem_, dim_;
+  const char* const hidden_;
+  const char* const weight_;
+  const int64_t* const labels_;
+  float* const acc_;
+  float* const losses_;
+  char* const grad_;
+  kernels::OnlineCeTileParams tile_;
+  kernels::OnlineCeFinishParams finish_;
+};
+
+std::unique_ptr<detail::OnlineCeSteps> MakeCudaSteps(const detail::OnlineCeBuffers& b) {
+  return std::make_unique<CudaSteps>(b);
 }
 
-void FinishCuda(const at::Tensor& state, const at::Tensor& acc, const at::Tensor& labels,
-                const at::Tensor& weight, const at::Tensor& colsum, int64_t ignore_index,
-                double label_smoothing, double z_loss, at::Tensor& losses, at::Tensor& grad) {
-  const c10::cuda::CUDAGuard guard(state.device());
-  kernels::OnlineCeFinishParams p;
-  p.state = state.data_ptr<float>();
-  p.acc = acc.numel() > 0 ? acc.data_ptr<float>() : nullptr;
-  p.rows = state.size(0);
-  p.dim = weight.size(1);
-  p.vocab = weight.size(0);
-  p.labels = labels.data_ptr<int64_t>();
-  p.weight = weight.data_ptr();
-  p.weight_colsum = colsum.numel() > 0 ? colsum.data_ptr<float>() : nullptr;
-  p.format = LogitFormatOf(weight.scalar_type());
-  p.ignore_index = ignore_index;
-  p.label_smoothing = static_cast<float>(label_smoothing);
-  p.z_loss = static_cast<float>(z_loss);
-  p.loss = losses.data_ptr<float>();
-  p.grad = acc.numel() > 0 ? grad.data_ptr() : nullptr;
-  const Status s = kernels::LaunchOnlineCeFinish(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(s.ok(), "linear_ce_online: ", s.message());
+std::tuple<at::Tensor, at::Tensor> LinearCeOnlineCuda(const at::Tensor& hidden,
+                                                      const at::Tensor& weight,
+                                                      const at::Tensor& labels,
+                                                      int64_t ignore_index, double label_smoothing,
+                                                      double z_loss, int64_t rows, int64_t cols,
+                                                      bool compute_grad) {
+  return detail::RunLinearCeOnline(hidden, weight, labels, ignore_index, label_smoothing, z_loss,
+                                   rows, cols, compute_grad, &MakeCudaSteps);
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CUDA, m) {
-  m.impl("_linear_ce_online_tile_", &TileCuda);
-  m.impl("_linear_ce_online_finish_", &FinishCuda);
+  m.impl("linear_ce_online", &LinearCeOnlineCuda);
 }
 
 }  // namespace qlorad::ops
