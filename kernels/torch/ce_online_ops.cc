@@ -77,6 +77,9 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
     int64_t ignore_index, double label_smoothing, double z_loss, int64_t rows, int64_t cols,
     bool compute_grad, OnlineCeStepsFactory make_steps) {
   CheckOnlineInputs(hidden_in, weight_in, labels_in, rows, cols);
+  // The op has no autograd formula (callers wrap it, as the trainer's FusedLinearCrossEntropy
+  // does): its inner matmuls must not try to record a graph for inputs that require grad.
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
   OnlineCeBuffers b;
   b.hidden = hidden_in.contiguous();
   b.weight = weight_in.contiguous();
