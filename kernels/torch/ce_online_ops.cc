@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
 #include "kernels/ce_online.h"
 #include "kernels/torch/ce_online_steps.h"
@@ -56,21 +57,57 @@ void CheckOnlineInputs(const at::Tensor& hidden, const at::Tensor& weight, const
 
 }  // namespace detail
 
-OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes) {
-  constexpr int64_t kMinRows = 512, kMaxRows = 4096, kNarrowCols = 4096, kWideCols = 8192;
-  const int64_t budget = tokens * dim * elem_bytes / 5;
+namespace {
+
+// The largest tile whose scratch ([rows, cols] in the activation dtype + [rows, d] in fp32) fits
+// `budget`, but never below 512 x min(4096, V); min(8192, V) columns where 512 rows of them fit,
+// rows doubled from 512 up to max_rows.
+OnlineCeTiling TilingWithin(int64_t budget, int64_t dim, int64_t vocab, int64_t elem_bytes,
+                            int64_t max_rows) {
+  constexpr int64_t kMinRows = 512, kNarrowCols = 4096, kWideCols = 8192;
   const auto scratch = [&](int64_t rows, int64_t cols) {
     return rows * (cols * elem_bytes + dim * static_cast<int64_t>(sizeof(float)));
   };
+  const int64_t wide = std::min(kWideCols, vocab), narrow = std::min(kNarrowCols, vocab);
   OnlineCeTiling t;
-  t.cols = scratch(kMinRows, kWideCols) <= budget ? kWideCols : kNarrowCols;
+  t.cols = scratch(kMinRows, wide) <= budget ? wide : narrow;
   t.rows = kMinRows;
-  while (t.rows < kMaxRows && scratch(2 * t.rows, t.cols) <= budget) t.rows *= 2;
-  t.cols = std::min(t.cols, std::max<int64_t>(vocab, 1));
+  while (t.rows < max_rows && scratch(2 * t.rows, t.cols) <= budget) t.rows *= 2;
   return t;
 }
 
+int64_t ScratchBytes(const OnlineCeTiling& t, int64_t dim, int64_t elem_bytes,
+                     int64_t acc_elem_bytes) {
+  return t.rows * (t.cols * elem_bytes + dim * acc_elem_bytes);
+}
+
+}  // namespace
+
+OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes) {
+  return TilingWithin(tokens * dim * elem_bytes / 5, dim, vocab, elem_bytes, /*max_rows=*/4096);
+}
+
 namespace detail {
+
+namespace {
+
+// One pass of the loop over rows [begin, end) with one tiling, on the given scratch.
+void RunRows(OnlineCeBuffers& b, OnlineCeStepsFactory make_steps, int64_t begin, int64_t end,
+             const OnlineCeTiling& t, at::Tensor tile, at::Tensor acc) {
+  b.state = at::empty({t.rows, kernels::kOnlineCeStateWidth}, b.losses.options());
+  b.tile = std::move(tile);
+  b.acc = std::move(acc);
+  const int64_t vocab = b.weight.size(0);
+  const std::unique_ptr<OnlineCeSteps> steps = make_steps(b);
+  for (int64_t start = begin; start < end; start += t.rows) {
+    const int64_t r = std::min(t.rows, end - start);
+    for (int64_t v0 = 0; v0 < vocab; v0 += t.cols)
+      steps->Tile(start, r, v0, std::min(t.cols, vocab - v0));
+    steps->Finish(start, r);
+  }
+}
+
+}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
     const at::Tensor& hidden_in, const at::Tensor& weight_in, const at::Tensor& labels_in,
@@ -85,11 +122,10 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
   b.weight = weight_in.contiguous();
   b.labels = labels_in.contiguous();
   const int64_t n = b.hidden.size(0), dim = b.hidden.size(1), vocab = b.weight.size(0);
-  const OnlineCeTiling automatic = OnlineCeTilingFor(n, dim, vocab, b.hidden.element_size());
-  const int64_t chunk = std::max<int64_t>(1, std::min(rows > 0 ? rows : automatic.rows, n));
-  const int64_t width = std::min(cols > 0 ? cols : automatic.cols, vocab);
+  const int64_t elem = b.hidden.element_size();
   const at::ScalarType acc_type = b.hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::TensorOptions acc_options = b.hidden.options().dtype(acc_type);
+  const int64_t acc_elem = c10::elementSize(acc_type);
   b.options = {.ignore_index = ignore_index, .label_smoothing = label_smoothing, .z_loss = z_loss};
   b.losses = at::empty({n}, acc_options);
   b.grad = at::empty(compute_grad ? b.hidden.sizes() : at::IntArrayRef{0}, b.hidden.options());
@@ -97,15 +133,43 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
   b.weight_colsum = compute_grad && label_smoothing != 0.0
                         ? b.weight.sum(0, /*keepdim=*/false, acc_type)
                         : at::empty({0}, acc_options);
-  b.state = at::empty({chunk, kernels::kOnlineCeStateWidth}, acc_options);
-  b.acc = at::empty(compute_grad ? at::IntArrayRef{chunk, dim} : at::IntArrayRef{0}, acc_options);
-  b.tile = at::empty({chunk * width}, b.hidden.options());
-  const std::unique_ptr<OnlineCeSteps> steps = make_steps(b);
-  for (int64_t start = 0; start < n; start += chunk) {
-    const int64_t r = std::min(chunk, n - start);
-    for (int64_t v0 = 0; v0 < vocab; v0 += width)
-      steps->Tile(start, r, v0, std::min(width, vocab - v0));
-    steps->Finish(start, r);
+  const auto own_scratch = [&](const OnlineCeTiling& t) {
+    return std::pair{
+        at::empty({t.rows * t.cols}, b.hidden.options()),
+        at::empty(compute_grad ? at::IntArrayRef{t.rows, dim} : at::IntArrayRef{0}, acc_options)};
+  };
+
+  OnlineCeTiling own = OnlineCeTilingFor(n, dim, vocab, elem);
+  if (rows > 0) own.rows = rows;
+  if (cols > 0) own.cols = std::min(cols, vocab);
+  own.rows = std::max<int64_t>(1, std::min(own.rows, n));
+  int64_t begin = 0;
+  if (compute_grad && rows == 0 && cols == 0) {
+    // While most of the gradient is still unwritten, its last rows are free memory: a larger tile
+    // (faster matmuls, fewer launches) works there at no cost in peak, on the rows ahead of it.
+    // The rows it occupies come last, on the op's own (smaller) scratch.
+    const int64_t total = n * dim * elem;
+    const OnlineCeTiling big = TilingWithin(total / 2, dim, vocab, elem, /*max_rows=*/1024);
+    const int64_t big_bytes = ScratchBytes(big, dim, elem, acc_elem);
+    if (big_bytes > ScratchBytes(own, dim, elem, acc_elem) && big_bytes <= total / 2) {
+      const int64_t offset = (total - big_bytes) / 256 * 256;  // cuBLAS prefers 256-byte starts
+      const int64_t tail_rows = n - offset / (dim * elem);
+      const int64_t end = (n - tail_rows) / big.rows * big.rows;
+      if (end > 0) {
+        const at::Tensor bytes = b.grad.view({-1}).view(at::kByte);
+        const int64_t tile_bytes = big.rows * big.cols * elem;
+        RunRows(b, make_steps, 0, end, big,
+                bytes.narrow(0, offset, tile_bytes).view(b.hidden.scalar_type()),
+                bytes.narrow(0, offset + tile_bytes, big.rows * dim * acc_elem)
+                    .view(acc_type)
+                    .view({big.rows, dim}));
+        begin = end;
+      }
+    }
+  }
+  if (begin < n) {
+    auto [tile, acc] = own_scratch(own);
+    RunRows(b, make_steps, begin, n, own, std::move(tile), std::move(acc));
   }
   return {b.losses, b.grad};
 }

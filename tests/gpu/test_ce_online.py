@@ -215,6 +215,24 @@ def test_running_max_moves_across_tiles(dtype):
                      loss_tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_automatic_sizes_with_scratch_in_the_unwritten_gradient(dtype):
+    """With automatic sizes and a gradient of at least twice a 1024-row tile's scratch, the op
+    first walks the rows ahead of the gradient's last rows with that larger tile, its scratch in
+    those still unwritten rows, then the rest with its own scratch (ce_online_ops.cc). N=4096, V=64,
+    d=256 in fp32 takes rows [0, 2048) that way. The result must be that of one explicit tiling
+    (row for row the same arithmetic) and of fp64 autograd."""
+    hidden, weight, labels = make(4096, 64, 256, dtype, ignored=range(0, 4096, 7))
+    losses, grad = online(hidden, weight, labels, label_smoothing=0.1, z_loss=1e-3)
+    ref_loss, ref_grad, logits = reference(hidden, weight, labels, 0.1, 1e-3)
+    expect_close(losses, grad, ref_loss, ref_grad, logits, weight, dtype, "automatic sizes")
+    one_tiling, one_grad = online(hidden, weight, labels, label_smoothing=0.1, z_loss=1e-3,
+                                  rows=512, cols=64)
+    torch.testing.assert_close(losses, one_tiling, rtol=1e-6, atol=1e-6)
+    expect_close(losses, grad, one_tiling.double().cpu(), one_grad.double().cpu(), logits, weight,
+                 dtype, "one tiling")
+
+
 def test_logits_of_magnitude_1e3_in_fp32():
     hidden, weight, labels = make(37, 1000, 24, torch.float32, logit_std=300.0)
     ref_loss, ref_grad, logits = reference(hidden, weight, labels, 0.1, 1e-3)

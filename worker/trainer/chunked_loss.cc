@@ -1,7 +1,6 @@
 #include "worker/trainer/chunked_loss.h"
 
 #include <algorithm>
-#include <limits>
 #include <utility>
 
 #include "worker/trainer/fused_linear_ce.h"
@@ -266,13 +265,7 @@ LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHea
   if (path == LossPath::kFused) {
     CheckHeadAndRows(hidden, head, generic_rows);
     TORCH_CHECK(!head.has_lora(), "ChunkedCrossEntropy: the fused path takes no LoRA head");
-    // A frozen head goes through the online kernel, which sizes its own chunks and tiles.
-    const int64_t fused_rows = head.weight.requires_grad()
-                                   ? FusedLossChunkRows(hidden.size(0), hidden.size(1), vocab)
-                                   : std::numeric_limits<int64_t>::max();
-    out.sum =
-        FusedLinearCrossEntropy(hidden, head.weight, labels, options,
-                                chunk_rows > 0 ? std::min(chunk_rows, fused_rows) : fused_rows);
+    out.sum = FusedLinearCrossEntropy(hidden, head.weight, labels, options, chunk_rows);
   } else if (path == LossPath::kNaive) {
     CheckHeadAndRows(hidden, head, generic_rows);
     out.sum = NaiveCrossEntropySum(hidden, head, labels, options);

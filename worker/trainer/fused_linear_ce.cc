@@ -29,11 +29,13 @@ class FusedLinearCrossEntropyFunction
         .ignore_index = ignore_index, .label_smoothing = label_smoothing, .z_loss = z_loss};
     if (!need_weight) {
       // A frozen head (QLoRA's): the online kernel never holds a [rows, V] buffer, in the same two
-      // matmuls (ce_online_ops.h). Its own sizes, capped by the caller's rows.
-      const int64_t rows = std::min(
-          chunk_rows,
-          ops::OnlineCeTilingFor(h_all.size(0), h_all.size(1), w.size(0), h_all.element_size())
-              .rows);
+      // matmuls (ce_online_ops.h). Auto (0): its own sizes; else its rows capped by the caller's.
+      const int64_t rows =
+          chunk_rows > 0
+              ? std::min(chunk_rows, ops::OnlineCeTilingFor(h_all.size(0), h_all.size(1), w.size(0),
+                                                            h_all.element_size())
+                                         .rows)
+              : 0;
       auto [losses, grad_hidden] = ops::LinearCrossEntropyOnline(
           h_all, w, labels, kernel_options, rows, /*cols=*/0, /*compute_grad=*/need_hidden);
       ctx->save_for_backward({need_hidden ? grad_hidden : at::Tensor(), at::Tensor()});
@@ -48,6 +50,8 @@ class FusedLinearCrossEntropyFunction
             : at::Tensor();
     at::Tensor total = at::zeros({}, hidden.options().dtype(at::kDouble));
     const int64_t n = hidden.size(0);
+    const int64_t auto_rows = FusedLossChunkRows(n, hidden.size(1), w.size(0));
+    chunk_rows = chunk_rows > 0 ? std::min(chunk_rows, auto_rows) : auto_rows;
     for (int64_t start = 0; start < n; start += chunk_rows) {
       const int64_t rows = std::min(chunk_rows, n - start);
       const at::Tensor h = h_all.narrow(0, start, rows);

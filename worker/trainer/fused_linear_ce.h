@@ -21,8 +21,9 @@ bool FusedLinearCrossEntropyAvailable();
 
 // Sum over rows of the cross-entropy, an fp64 scalar differentiable with respect to hidden [N, d]
 // and weight [V, d] (each only if it requires grad). Same value and gradients as the generic path
-// with CrossEntropyChunkLoss(options), within the precision of the inputs. chunk_rows bounds the
-// rows per chunk (a frozen W's online kernel may take fewer, by its own sizing).
+// with CrossEntropyChunkLoss(options), within the precision of the inputs. chunk_rows 0: each
+// path's own sizes (FusedLossChunkRows; the online kernel's OnlineCeTilingFor); else an upper
+// bound on the rows per chunk.
 at::Tensor FusedLinearCrossEntropy(const at::Tensor& hidden, const at::Tensor& weight,
                                    const at::Tensor& labels, const CrossEntropyOptions& options,
                                    int64_t chunk_rows);
