@@ -29,7 +29,10 @@ struct OnlineCeTiling {
 // returns (so the op's peak stays within ~1.2x of that floor), but never below 512 x 4096: on
 // H100/H200 smaller tiles leave the matmuls short of full rate or the host launching slower than
 // the GPU works (bench/results/2026-11-26-h200-*-loss_bench*). Within that: 8192 columns if 512
-// rows of them fit, and rows doubled from 512 while they fit, up to 4096.
+// rows of them fit, and rows doubled from 512 while they fit, up to 4096. With both sizes
+// automatic, the op first works with a larger tile (scratch up to half the gradient, rows up to
+// 1024) whose scratch lives in the gradient's last rows, unwritten until the end, on the rows ahead
+// of them; the peak stays that of the tile above.
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes);
 
 // Per-row losses [N] (fp32; fp64 for fp64 inputs; 0 where ignored, NaN for a label outside
