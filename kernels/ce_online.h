@@ -24,11 +24,9 @@
 
 #include "common/status.h"
 #include "kernels/ce_loss.h"
+#include "kernels/ce_online_format.h"
 
 namespace qlorad::kernels {
-
-inline constexpr float kOnlineCeMaxLag = 8.0f;
-inline constexpr int kOnlineCeStateWidth = 4;  // m, l, x_t, sum of logits
 
 struct OnlineCeTileParams {
   void* logits = nullptr;  // [rows, cols] of `format`, contiguous; read, then overwritten with P

@@ -10,7 +10,7 @@
 #include <string>
 #include <utility>
 
-#include "kernels/ce_online.h"
+#include "kernels/ce_online_format.h"
 #include "kernels/torch/ce_online_steps.h"
 
 TORCH_LIBRARY_FRAGMENT(qlorad, m) {
@@ -59,32 +59,33 @@ void CheckOnlineInputs(const at::Tensor& hidden, const at::Tensor& weight, const
 
 namespace {
 
-// The largest tile whose scratch ([rows, cols] in the activation dtype + [rows, d] in fp32) fits
-// `budget`, but never below 512 x min(4096, V); min(8192, V) columns where 512 rows of them fit,
-// rows doubled from 512 up to max_rows.
-OnlineCeTiling TilingWithin(int64_t budget, int64_t dim, int64_t vocab, int64_t elem_bytes,
-                            int64_t max_rows) {
-  constexpr int64_t kMinRows = 512, kNarrowCols = 4096, kWideCols = 8192;
-  const auto scratch = [&](int64_t rows, int64_t cols) {
-    return rows * (cols * elem_bytes + dim * static_cast<int64_t>(sizeof(float)));
-  };
-  const int64_t wide = std::min(kWideCols, vocab), narrow = std::min(kNarrowCols, vocab);
-  OnlineCeTiling t;
-  t.cols = scratch(kMinRows, wide) <= budget ? wide : narrow;
-  t.rows = kMinRows;
-  while (t.rows < max_rows && scratch(2 * t.rows, t.cols) <= budget) t.rows *= 2;
-  return t;
-}
-
 int64_t ScratchBytes(const OnlineCeTiling& t, int64_t dim, int64_t elem_bytes,
                      int64_t acc_elem_bytes) {
   return t.rows * (t.cols * elem_bytes + dim * acc_elem_bytes);
 }
 
+// The largest tile whose scratch ([rows, cols] in the activation dtype + [rows, d] of acc) fits
+// `budget`, but never below 512 x min(4096, V); min(8192, V) columns where 512 rows of them fit
+// (or `fixed_cols` when given), rows doubled from 512 up to max_rows.
+OnlineCeTiling TilingWithin(int64_t budget, int64_t dim, int64_t vocab, int64_t elem_bytes,
+                            int64_t acc_elem_bytes, int64_t max_rows, int64_t fixed_cols = 0) {
+  constexpr int64_t kMinRows = 512, kNarrowCols = 4096, kWideCols = 8192;
+  const auto fits = [&](int64_t rows, int64_t cols) {
+    return ScratchBytes({.rows = rows, .cols = cols}, dim, elem_bytes, acc_elem_bytes) <= budget;
+  };
+  const int64_t wide = std::min(kWideCols, vocab), narrow = std::min(kNarrowCols, vocab);
+  OnlineCeTiling t;
+  t.cols = fixed_cols > 0 ? std::min(fixed_cols, vocab) : fits(kMinRows, wide) ? wide : narrow;
+  t.rows = kMinRows;
+  while (t.rows < max_rows && fits(2 * t.rows, t.cols)) t.rows *= 2;
+  return t;
+}
+
 }  // namespace
 
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes) {
-  return TilingWithin(tokens * dim * elem_bytes / 5, dim, vocab, elem_bytes, /*max_rows=*/4096);
+  return TilingWithin(tokens * dim * elem_bytes / 5, dim, vocab, elem_bytes, sizeof(float),
+                      /*max_rows=*/4096);
 }
 
 namespace detail {
@@ -139,9 +140,10 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
         at::empty(compute_grad ? at::IntArrayRef{t.rows, dim} : at::IntArrayRef{0}, acc_options)};
   };
 
-  OnlineCeTiling own = OnlineCeTilingFor(n, dim, vocab, elem);
+  // Automatic rows for the given (or automatic) columns.
+  OnlineCeTiling own =
+      TilingWithin(n * dim * elem / 5, dim, vocab, elem, acc_elem, /*max_rows=*/4096, cols);
   if (rows > 0) own.rows = rows;
-  if (cols > 0) own.cols = std::min(cols, vocab);
   own.rows = std::max<int64_t>(1, std::min(own.rows, n));
   int64_t begin = 0;
   if (compute_grad && rows == 0 && cols == 0) {
@@ -149,7 +151,8 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
     // (faster matmuls, fewer launches) works there at no cost in peak, on the rows ahead of it.
     // The rows it occupies come last, on the op's own (smaller) scratch.
     const int64_t total = n * dim * elem;
-    const OnlineCeTiling big = TilingWithin(total / 2, dim, vocab, elem, /*max_rows=*/1024);
+    const OnlineCeTiling big =
+        TilingWithin(total / 2, dim, vocab, elem, acc_elem, /*max_rows=*/1024);
     const int64_t big_bytes = ScratchBytes(big, dim, elem, acc_elem);
     if (big_bytes > ScratchBytes(own, dim, elem, acc_elem) && big_bytes <= total / 2) {
       const int64_t offset = (total - big_bytes) / 256 * 256;  // cuBLAS prefers 256-byte starts

@@ -5,9 +5,9 @@
 // dtype and one [rows, d] fp32 accumulator. Compute: the two matmuls of Liger-style chunking (the
 // logits, then their gradient times W), nothing recomputed.
 //
-// Registered once for CPU and CUDA (CompositeExplicitAutograd); the per-tile step and the finish
-// are device ops: CUDA kernels + cuBLAS (ce_online_ops_cuda.cc), and the fp64-accumulating CPU
-// reference (ce_online_ops_cpu.cc) that CI tests.
+// One loop for every device (ce_online_steps.h); each device registers the op with its steps:
+// CUDA kernels + cuBLAS (ce_online_ops_cuda.cc), and the fp64-arithmetic CPU reference
+// (ce_online_ops_cpu.cc) that CI tests. Meta gives shapes only.
 #pragma once
 
 #include <ATen/ATen.h>

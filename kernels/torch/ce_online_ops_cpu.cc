@@ -12,7 +12,7 @@
 #include <tuple>
 #include <vector>
 
-#include "kernels/ce_online.h"
+#include "kernels/ce_online_format.h"
 #include "kernels/torch/ce_online_ops.h"
 #include "kernels/torch/ce_online_steps.h"
 

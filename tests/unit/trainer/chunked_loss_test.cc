@@ -136,6 +136,9 @@ TEST(ChunkedLossTest, FusedPathEqualsNaiveInEveryPrecision) {
     CheckAgainstNaive(at::kHalf, {}, rows, 5e-3, LossPath::kFused);
     CheckAgainstNaive(at::kBFloat16, {}, rows, 3e-2, LossPath::kFused);
   }
+  // 0 is train.loss_chunk_size auto: each path (here the trainable head's) picks its own rows.
+  CheckAgainstNaive(at::kDouble, {}, 0, 1e-12, LossPath::kFused);
+  CheckAgainstNaive(at::kDouble, {}, 0, 1e-12, LossPath::kGeneric);
 }
 
 TEST(ChunkedLossTest, FusedPathWithFrozenWeightAndIgnoredRows) {
