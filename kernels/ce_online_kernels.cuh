@@ -21,20 +21,14 @@ namespace qlorad::kernels::cuda {
 inline constexpr int kOnlineThreads = 256;
 inline constexpr int kOnlineWarps = kOnlineThreads / 32;
 
-// Block-wide sum (kMax: max); every thread gets the result. `scratch` holds kOnlineWarps floats and
-// is free again when this returns (the trailing barrier), so calls may follow each other.
-template <bool kMax>
-__device__ __forceinline__ float dOnlineBlockReduce(float v, float* scratch) {
-  for (int offset = 16; offset > 0; offset >>= 1) {
-    const float o = __shfl_xor_sync(0xffffffffu, v, offset);
-    v = kMax ? fmaxf(v, o) : v + o;
-  }
+// Block-wide sum; every thread gets the result. `scratch` holds kOnlineWarps floats.
+__device__ __forceinline__ float dOnlineBlockSum(float v, float* scratch) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) scratch[warp] = v;
   __syncthreads();
   v = scratch[0];
-  for (int w = 1; w < kOnlineWarps; ++w) v = kMax ? fmaxf(v, scratch[w]) : v + scratch[w];
-  __syncthreads();
+  for (int w = 1; w < kOnlineWarps; ++w) v += scratch[w];
   return v;
 }
 
@@ -136,7 +130,7 @@ __global__ void __launch_bounds__(kOnlineThreads) kOnlineCeTile(OnlineCeTilePara
        i += kOnlineThreads) {
     packs[i] = weigh(packs[i]);
   }
-  l_tile = dOnlineBlockReduce<false>(l_tile, scratch_sum);
+  l_tile = dOnlineBlockSum(l_tile, scratch_sum);
 
   if (alpha != 1.0f && p.acc != nullptr && !p.first_tile) {
     float* acc = p.acc + row * p.dim;

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <limits>
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "kernels/ce_online_format.h"
@@ -161,20 +160,10 @@ std::unique_ptr<detail::OnlineCeSteps> MakeCpuSteps(const detail::OnlineCeBuffer
   return std::make_unique<CpuSteps>(b);
 }
 
-std::tuple<at::Tensor, at::Tensor> LinearCeOnlineCpu(const at::Tensor& hidden,
-                                                     const at::Tensor& weight,
-                                                     const at::Tensor& labels, int64_t ignore_index,
-                                                     double label_smoothing, double z_loss,
-                                                     int64_t rows, int64_t cols,
-                                                     bool compute_grad) {
-  return detail::RunLinearCeOnline(hidden, weight, labels, ignore_index, label_smoothing, z_loss,
-                                   rows, cols, compute_grad, &MakeCpuSteps);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CPU, m) {
-  m.impl("linear_ce_online", &LinearCeOnlineCpu);
+  m.impl("linear_ce_online", &detail::LinearCeOnlineWith<&MakeCpuSteps>);
 }
 
 }  // namespace qlorad::ops

@@ -17,7 +17,6 @@
 
 #include <memory>
 #include <string>
-#include <tuple>
 
 #include "kernels/ce_online.h"
 #include "kernels/torch/ce_online_ops.h"
@@ -162,20 +161,10 @@ std::unique_ptr<detail::OnlineCeSteps> MakeCudaSteps(const detail::OnlineCeBuffe
   return std::make_unique<CudaSteps>(b);
 }
 
-std::tuple<at::Tensor, at::Tensor> LinearCeOnlineCuda(const at::Tensor& hidden,
-                                                      const at::Tensor& weight,
-                                                      const at::Tensor& labels,
-                                                      int64_t ignore_index, double label_smoothing,
-                                                      double z_loss, int64_t rows, int64_t cols,
-                                                      bool compute_grad) {
-  return detail::RunLinearCeOnline(hidden, weight, labels, ignore_index, label_smoothing, z_loss,
-                                   rows, cols, compute_grad, &MakeCudaSteps);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CUDA, m) {
-  m.impl("linear_ce_online", &LinearCeOnlineCuda);
+  m.impl("linear_ce_online", &detail::LinearCeOnlineWith<&MakeCudaSteps>);
 }
 
 }  // namespace qlorad::ops

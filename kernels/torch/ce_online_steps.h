@@ -50,4 +50,16 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(const at::Tensor& hidden,
                                                      int64_t rows, int64_t cols, bool compute_grad,
                                                      OnlineCeStepsFactory make_steps);
 
+// The op's kernel for a device whose steps kMakeSteps makes: what each device registers.
+template <OnlineCeStepsFactory kMakeSteps>
+std::tuple<at::Tensor, at::Tensor> LinearCeOnlineWith(const at::Tensor& hidden,
+                                                      const at::Tensor& weight,
+                                                      const at::Tensor& labels,
+                                                      int64_t ignore_index, double label_smoothing,
+                                                      double z_loss, int64_t rows, int64_t cols,
+                                                      bool compute_grad) {
+  return RunLinearCeOnline(hidden, weight, labels, ignore_index, label_smoothing, z_loss, rows,
+                           cols, compute_grad, kMakeSteps);
+}
+
 }  // namespace qlorad::ops::detail
