@@ -112,6 +112,20 @@ Status OneOf(const std::string& value, const std::set<std::string>& allowed,
   return InvalidArgument(field + ": must be one of " + list + ", got '" + value + "'");
 }
 
+// Reads `key` as one of E's names (spec_choices.h); the error lists them.
+template <typename E>
+Status GetChoice(Section& s, const std::string& key, E* out) {
+  std::string name = NameOf(*out);
+  QLORAD_RETURN_IF_ERROR(s.Get(key, &name));
+  const std::optional<E> value = ChoiceNamed<E>(name);
+  if (!value) {
+    return InvalidArgument(s.Field(key) + ": must be one of " + ChoiceList<E>() + ", got '" + name +
+                           "'");
+  }
+  *out = *value;
+  return Status::Ok();
+}
+
 Status ParseModel(Section s, ModelSpec* m) {
   QLORAD_RETURN_IF_ERROR(s.Get("path", &m->path));
   QLORAD_RETURN_IF_ERROR(s.Validate());
@@ -119,11 +133,10 @@ Status ParseModel(Section s, ModelSpec* m) {
 }
 
 Status ParseQuantization(Section s, QuantizationSpec* q) {
-  QLORAD_RETURN_IF_ERROR(s.Get("type", &q->type));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "type", &q->type));
   QLORAD_RETURN_IF_ERROR(s.Get("double_quant", &q->double_quant));
   QLORAD_RETURN_IF_ERROR(s.Get("block_size", &q->block_size));
   QLORAD_RETURN_IF_ERROR(s.Validate());
-  QLORAD_RETURN_IF_ERROR(OneOf(q->type, {"nf4", "none"}, s.Field("type")));
   static const std::set<int> kBlockSizes = {32, 64, 128, 256, 512, 1024, 2048, 4096};
   return Require(kBlockSizes.count(q->block_size) > 0, s.Field("block_size"),
                  "must be a power of two from 32 to 4096, got " + Show(q->block_size));
@@ -136,10 +149,14 @@ Status ParseLora(Section s, LoraSpec* l) {
   QLORAD_RETURN_IF_ERROR(s.Get("target_modules", &l->target_modules));
   QLORAD_RETURN_IF_ERROR(s.GetOptional("init_from", &l->init_from));
   QLORAD_RETURN_IF_ERROR(s.Get("use_rslora", &l->use_rslora));
-  QLORAD_RETURN_IF_ERROR(s.Get("compute_precision", &l->compute_precision));
+  std::string compute_precision = l->compute_precision ? NameOf(*l->compute_precision) : "auto";
+  QLORAD_RETURN_IF_ERROR(s.Get("compute_precision", &compute_precision));
   QLORAD_RETURN_IF_ERROR(s.Validate());
-  QLORAD_RETURN_IF_ERROR(
-      OneOf(l->compute_precision, {"auto", "fp32", "bf16", "fp16"}, s.Field("compute_precision")));
+  l->compute_precision = ChoiceNamed<Precision>(compute_precision);
+  if (!l->compute_precision && compute_precision != "auto") {
+    return InvalidArgument(s.Field("compute_precision") + ": must be one of auto, " +
+                           ChoiceList<Precision>() + ", got '" + compute_precision + "'");
+  }
   QLORAD_RETURN_IF_ERROR(Require(l->r > 0, s.Field("r"), "must be > 0, got " + Show(l->r)));
   QLORAD_RETURN_IF_ERROR(
       Require(l->alpha > 0, s.Field("alpha"), "must be > 0, got " + Show(l->alpha)));
@@ -180,7 +197,7 @@ Status ParseTrain(Section s, TrainSpec* t) {
   QLORAD_RETURN_IF_ERROR(s.Get("micro_batch_size", &t->micro_batch_size));
   QLORAD_RETURN_IF_ERROR(s.Get("grad_accum", &t->grad_accum));
   QLORAD_RETURN_IF_ERROR(s.Get("lr", &t->lr));
-  QLORAD_RETURN_IF_ERROR(s.Get("scheduler", &t->scheduler));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "scheduler", &t->scheduler));
   QLORAD_RETURN_IF_ERROR(s.Get("warmup_steps", &t->warmup_steps));
   QLORAD_RETURN_IF_ERROR(s.Get("weight_decay", &t->weight_decay));
   std::vector<double> betas = {t->betas[0], t->betas[1]};
@@ -188,7 +205,7 @@ Status ParseTrain(Section s, TrainSpec* t) {
   QLORAD_RETURN_IF_ERROR(s.Get("eps", &t->eps));
   QLORAD_RETURN_IF_ERROR(s.GetOptional("max_grad_norm", &t->max_grad_norm));
   QLORAD_RETURN_IF_ERROR(s.Get("seed", &t->seed));
-  QLORAD_RETURN_IF_ERROR(s.Get("precision", &t->precision));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "precision", &t->precision));
   QLORAD_RETURN_IF_ERROR(s.Get("activation_checkpointing", &t->activation_checkpointing));
   // loss_chunk_size: auto | N
   std::string chunk = "auto";
@@ -214,8 +231,6 @@ Status ParseTrain(Section s, TrainSpec* t) {
       Require(t->grad_accum > 0, s.Field("grad_accum"), "must be > 0, got " + Show(t->grad_accum)));
   QLORAD_RETURN_IF_ERROR(
       Require(std::isfinite(t->lr) && t->lr > 0, s.Field("lr"), "must be > 0, got " + Show(t->lr)));
-  QLORAD_RETURN_IF_ERROR(
-      OneOf(t->scheduler, {"cosine", "linear", "constant"}, s.Field("scheduler")));
   QLORAD_RETURN_IF_ERROR(Require(t->warmup_steps >= 0, s.Field("warmup_steps"),
                                  "must be >= 0, got " + Show(t->warmup_steps)));
   QLORAD_RETURN_IF_ERROR(Require(t->weight_decay >= 0, s.Field("weight_decay"),
@@ -231,16 +246,15 @@ Status ParseTrain(Section s, TrainSpec* t) {
     QLORAD_RETURN_IF_ERROR(Require(*t->max_grad_norm > 0, s.Field("max_grad_norm"),
                                    "must be > 0 or null, got " + Show(*t->max_grad_norm)));
   }
-  return OneOf(t->precision, {"bf16", "fp16", "fp32"}, s.Field("precision"));
+  return Status::Ok();
 }
 
 Status ParseResources(Section s, ResourcesSpec* r) {
   QLORAD_RETURN_IF_ERROR(s.Get("gpus", &r->gpus));
-  QLORAD_RETURN_IF_ERROR(s.Get("device", &r->device));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "device", &r->device));
   QLORAD_RETURN_IF_ERROR(s.Validate());
-  QLORAD_RETURN_IF_ERROR(Require(r->gpus >= 1 && r->gpus <= 1024, s.Field("gpus"),
-                                 "must be in [1, 1024], got " + Show(r->gpus)));
-  return OneOf(r->device, {"auto", "cuda", "cpu"}, s.Field("device"));
+  return Require(r->gpus >= 1 && r->gpus <= 1024, s.Field("gpus"),
+                 "must be in [1, 1024], got " + Show(r->gpus));
 }
 
 Status ParseScheduling(Section s, SchedulingSpec* sc) {
@@ -254,15 +268,13 @@ Status ParseScheduling(Section s, SchedulingSpec* sc) {
 }
 
 Status ParseParallel(Section s, ParallelSpec* p) {
-  QLORAD_RETURN_IF_ERROR(s.Get("strategy", &p->strategy));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "strategy", &p->strategy));
   QLORAD_RETURN_IF_ERROR(s.Get("reshard_after_forward", &p->reshard_after_forward));
   QLORAD_RETURN_IF_ERROR(s.Get("cpu_offload", &p->cpu_offload));
   QLORAD_RETURN_IF_ERROR(s.Get("timeout_s", &p->timeout_s));
   QLORAD_RETURN_IF_ERROR(s.Validate());
-  QLORAD_RETURN_IF_ERROR(
-      Require(std::isfinite(p->timeout_s) && p->timeout_s > 0, s.Field("timeout_s"),
-              "must be a positive number of seconds, got " + Show(p->timeout_s)));
-  return OneOf(p->strategy, {"auto", "single", "ddp", "fsdp"}, s.Field("strategy"));
+  return Require(std::isfinite(p->timeout_s) && p->timeout_s > 0, s.Field("timeout_s"),
+                 "must be a positive number of seconds, got " + Show(p->timeout_s));
 }
 
 Status ParseCheckpoint(Section s, CheckpointSpec* c) {
@@ -306,14 +318,15 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
   QLORAD_RETURN_IF_ERROR(ParseCheckpoint(top.Child("checkpoint"), &spec.checkpoint));
   QLORAD_RETURN_IF_ERROR(top.Validate());
 
-  if (spec.lora.compute_precision == "auto") spec.lora.compute_precision = spec.train.precision;
-  if (spec.lora.compute_precision != "fp32" &&
-      spec.lora.compute_precision != spec.train.precision) {
-    return InvalidArgument(
-        "lora.compute_precision: " + spec.lora.compute_precision +
-        " needs train.precision: " + spec.lora.compute_precision +
-        " (the adapters take the activations as they are), got train.precision: " +
-        spec.train.precision + "; use fp32 or " + spec.train.precision);
+  if (!spec.lora.compute_precision) spec.lora.compute_precision = spec.train.precision;
+  const Precision lora = *spec.lora.compute_precision;
+  if (lora != Precision::kFp32 && lora != spec.train.precision) {
+    const std::string train = NameOf(spec.train.precision);
+    return InvalidArgument("lora.compute_precision: " + NameOf(lora) +
+                           " needs train.precision: " + NameOf(lora) +
+                           " (the adapters take the activations as they are), got "
+                           "train.precision: " +
+                           train + "; use fp32 or " + train);
   }
   if (spec.name.empty()) return InvalidArgument("name: is required");
   for (char c : spec.name) {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "common/spec_choices.h"
 #include "common/status.h"
 
 namespace qlorad {
@@ -20,7 +21,7 @@ struct ModelSpec {
 };
 
 struct QuantizationSpec {
-  std::string type = "nf4";  // nf4 | none
+  QuantizationType type = QuantizationType::kNf4;
   bool double_quant = true;
   int block_size = 64;
 };
@@ -36,7 +37,8 @@ struct LoraSpec {
   // The adapters' matmuls: auto (resolved to train.precision by the parser: what autocast gives
   // a Hugging Face Trainer run, and fsdp then gathers LoRA in that dtype, reducing in fp32), or
   // fp32 (PEFT's choice without autocast: the input is upcast; slower, more memory).
-  std::string compute_precision = "auto";
+  // nullopt is auto, which only a spec built in code keeps: the parser resolves it.
+  std::optional<Precision> compute_precision;
 
   // alpha / r, or alpha / sqrt(r) with rsLoRA.
   double Scale() const;
@@ -60,14 +62,14 @@ struct TrainSpec {
   int64_t micro_batch_size = 4;
   int64_t grad_accum = 1;
   double lr = 2.0e-4;
-  std::string scheduler = "cosine";  // cosine | linear | constant
+  Scheduler scheduler = Scheduler::kCosine;
   int64_t warmup_steps = 10;
   double weight_decay = 0.0;
   std::array<double, 2> betas = {0.9, 0.999};
   double eps = 1.0e-8;
   std::optional<double> max_grad_norm = 1.0;  // null disables clipping
   uint64_t seed = 0;
-  std::string precision = "bf16";  // bf16 | fp16 | fp32
+  Precision precision = Precision::kBf16;
   // Each decoder layer keeps only its input in forward and runs again in backward (Hugging Face's
   // gradient_checkpointing): activation memory for one more forward per layer per step.
   bool activation_checkpointing = true;
@@ -75,8 +77,8 @@ struct TrainSpec {
 };
 
 struct ResourcesSpec {
-  int gpus = 1;                 // world size
-  std::string device = "auto";  // auto | cuda | cpu
+  int gpus = 1;  // world size
+  DeviceChoice device = DeviceChoice::kAuto;
 };
 
 struct SchedulingSpec {
@@ -85,7 +87,7 @@ struct SchedulingSpec {
 };
 
 struct ParallelSpec {
-  std::string strategy = "auto";  // auto | single | ddp | fsdp
+  StrategyChoice strategy = StrategyChoice::kAuto;
   bool reshard_after_forward = true;
   bool cpu_offload = false;
   // Seconds a rank may wait in one collective, and may go without finishing a step (the trainer's

@@ -1,5 +1,5 @@
 // Fused cross-entropy over a chunk of logits, the fast path of the trainer's chunked lm_head loss
-// (worker/trainer/chunked_loss.h). One thread block per row: a first sweep over the vocabulary
+// (worker/trainer/loss/chunked_loss.h). One thread block per row: a first sweep over the vocabulary
 // keeps an online log-sum-exp (running max and rescaled sum) and the sum of the logits; a second
 // sweep writes d(loss)/d(logits) over the logits in place, so the chunk needs no second [rows, V]
 // buffer. Per row, with lse = log sum_j exp(x_j), p_j = exp(x_j - lse), eps = label_smoothing,

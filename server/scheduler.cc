@@ -1,12 +1,10 @@
 #include "server/scheduler.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <map>
 #include <tuple>
+
+#include "common/process/free_port.h"
 
 namespace qlorad::server {
 namespace {
@@ -25,20 +23,8 @@ void OrderByHost(std::vector<FreeWorker>& free) {
 }  // namespace
 
 int PickLocalFreePort(const std::string& /*host*/) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return 0;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
-  addr.sin_port = 0;
-  int port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
+  const StatusOr<int> port = process::FreeTcpPort();
+  return port.ok() ? *port : 0;
 }
 
 std::vector<Placement> PlanPlacements(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,

@@ -1,8 +1,8 @@
 """lm_head + cross-entropy, forward and backward, six ways side by side in one run:
   naive         logits = hidden @ W^T in bf16, upcast to fp32, F.cross_entropy (as transformers does)
-  ours generic  chunked, per-chunk autograd (worker/trainer/chunked_loss.cc's algorithm)
+  ours generic  chunked, per-chunk autograd (worker/trainer/loss/chunked_loss.cc's algorithm)
   ours fused    chunked, matmul + qlorad::ce_loss_grad_ (the CUDA kernel) + two matmuls per chunk
-                (worker/trainer/fused_linear_ce.cc's algorithm for a trainable W)
+                (worker/trainer/loss/fused_linear_ce.cc's algorithm for a trainable W)
   ours online   qlorad::linear_ce_online: per chunk of rows, the vocabulary in tiles with an online
                 softmax, never a [rows, V] buffer (the trainer's fused path for a frozen W); its
                 automatic tile sizes, and with --online-tiles R:C ... also "ours_online_R_C"
@@ -282,7 +282,7 @@ def main():
             del h, y
             torch.cuda.empty_cache()
         del w
-    # Targets (issue #4): fused mem <= 1.2x best(liger, cce), time <= 1.2x best and <= 1.1x naive.
+    # Targets: fused mem <= 1.2x best(liger, cce), time <= 1.2x best and <= 1.1x naive.
     print("# summary (fused chunk rows: " + ", ".join(
         f"d={c['d']} N={c['tokens']}: {c['fused_chunk_rows']}" for c in results["cases"]) + ")")
     print("\n".join(summary))

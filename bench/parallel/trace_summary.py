@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Condenses a Kineto trace the trainer wrote (QLORAD_PROFILE=<prefix>, see
-worker/trainer/step_profiler.h) into where the GPU's time went, per profiled step:
+worker/trainer/runtime/step_profiler.h) into where the GPU's time went, per profiled step:
 
   - per CUDA stream: busy time (the union of its kernels and copies) and kernel count;
   - the compute stream (the busiest): idle time inside the window, in gaps of each size class,

@@ -1,8 +1,8 @@
-"""`qlorad-train eval --device cuda` (issue #5: eval on CUDA/bf16 never ran) against transformers
-(+ peft) run on the same device, on the tiny random Llama of tests/python/test_hf_parity.py:
-fp32 per-token losses within its 1e-4 (and equal to our own CPU fp32 eval); bf16 within twice
-transformers' own bf16 error against its fp32 forward (as test_eval_export_dtypes.py does on the
-CPU); a PEFT adapter with non-zero B in fp32 within 1e-4.
+"""`qlorad-train eval --device cuda` against transformers (+ peft) run on the same device, on the
+tiny random Llama of tests/python/test_hf_parity.py: fp32 per-token losses within its 1e-4 (and
+equal to our own CPU fp32 eval); bf16 within twice transformers' own bf16 error against its fp32
+forward (as test_eval_export_dtypes.py does on the CPU); a PEFT adapter with non-zero B in fp32
+within 1e-4.
 
 QLORAD_BIN_DIR names the build's bin directory; QLORAD_TEST_DEVICE the device (default cuda; the
 file is skipped when that is cuda and torch sees none; `cpu` checks the test itself anywhere)."""

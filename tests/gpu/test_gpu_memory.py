@@ -1,4 +1,4 @@
-"""GPU memory of training (issue #6), on Llama-3.2-1B-shaped models with few layers.
+"""GPU memory of training, on Llama-3.2-1B-shaped models with few layers.
 
 Loading: the trainer quantizes each projection as it reads it, so the GPU never holds the dense
 model: the peak of a short run with tiny activations stays under the embedding, the NF4 layers

@@ -1,4 +1,4 @@
-"""LoRA dropout on lm_head (issue #4) on CUDA: with lm_head among the targets and lora.dropout 0.1
+"""LoRA dropout on lm_head on CUDA: with lm_head among the targets and lora.dropout 0.1
 the head's A sees dropout(hidden) through the generic chunked loss (a LoRA'd head never takes the
 fused kernel). A few steps on the tiny random Llama of tests/python/test_hf_parity.py in fp32 and
 bf16: the loss stays finite and falls; the fp32 adapter, evaluated by us and by peft on the CPU

@@ -101,8 +101,8 @@ def test_trained_lm_head_lora_loads_in_peft_and_merges_for_transformers(tmp_path
                                                                         dropout: float):
     """A few steps on one batch with lm_head among the targets: the loss falls and the head's B
     (zero at init) moves; peft loads the adapter and gives our eval losses, and so does
-    transformers on our merged export of it. With lora.dropout 0.1 (refused before issue #4's
-    head dropout) the head's A sees dropout(hidden) in training; eval draws none on either side."""
+    transformers on our merged export of it. With lora.dropout 0.1 the head's A sees
+    dropout(hidden) in training; eval draws none on either side."""
     model = hf.make_model("llama", tmp_path / "model")  # tied
     rows = hf.write_data(tmp_path / "data.jsonl")
     proc = hf.qlorad("run", str(write_spec(tmp_path, tmp_path / "model", dropout=dropout)),

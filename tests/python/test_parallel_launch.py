@@ -223,8 +223,9 @@ TIMEOUT_S = 5
 
 def test_a_stopped_rank_fails_the_whole_launch_within_the_timeout(workdir):
     """SIGSTOP one rank mid-run: its peer waits in a collective until parallel.timeout_s, then its
-    watchdog (or the collective's own timeout) ends it naming the field; the launcher SIGKILLs the
-    stopped rank, which cannot act on SIGTERM, and exits non-zero instead of waiting forever."""
+    watchdog (or the collective's own timeout) ends it naming the field; the launcher continues the
+    stopped rank along with its SIGTERM (SIGKILL would follow after 10 s) and exits non-zero
+    instead of waiting forever."""
     job = spec(workdir, "stopped", 2, "fsdp", steps=100000, timeout_s=TIMEOUT_S)
     proc, seconds = start_and_signal_rank_1(job, after_step=1, sig=signal.SIGSTOP)
     assert proc.returncode != 0

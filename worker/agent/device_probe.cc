@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "worker/agent/process_supervisor.h"
+#include "common/process/process_supervisor.h"
 
 namespace qlorad::agent {
 namespace {
@@ -104,22 +104,22 @@ StatusOr<v1::DeviceInfo> ParseNvidiaSmiLine(std::string_view line, int index) {
 
 StatusOr<v1::DeviceInfo> DetectGpuDevice(int index, const std::string& nvidia_smi) {
   if (index < 0) return InvalidArgument("--gpu: must be >= 0, got " + std::to_string(index));
-  SpawnSpec spec;
+  process::SpawnSpec spec;
   spec.argv = {nvidia_smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i",
                std::to_string(index)};
   spec.search_path = true;
   std::vector<std::string> out;
   std::string err;
-  ProcessCallbacks callbacks;
+  process::ProcessCallbacks callbacks;
   callbacks.on_stdout_line = [&out](std::string_view line) {
     if (!Trim(line).empty()) out.emplace_back(line);
   };
   // nvidia-smi prints its reasons ("No devices were found") on stdout or stderr.
   callbacks.on_stderr_line = [&err](std::string_view line) { err.append(line).append(" "); };
   const std::string what = "--gpu " + std::to_string(index) + ": " + nvidia_smi;
-  auto started = ProcessSupervisor::Start(spec, std::move(callbacks));
+  auto started = process::ProcessSupervisor::Start(spec, std::move(callbacks));
   if (!started.ok()) return FailedPrecondition(what + ": " + started.status().message());
-  std::optional<ProcessExit> exit = (*started)->WaitFor(kNvidiaSmiTimeout);
+  std::optional<process::ProcessExit> exit = (*started)->WaitFor(kNvidiaSmiTimeout);
   if (!exit) {
     (*started)->Cancel(std::chrono::milliseconds(0));
     return Unavailable(what + ": no answer within 30 s");

@@ -44,7 +44,7 @@ void JobSlot::Start(const v1::Assignment& start) {
     ReportStartFailure(ctx, spec_path.status());
     return;
   }
-  const SpawnSpec spawn = TrainerSpawnSpec(setup_, start, *spec_path);
+  const process::SpawnSpec spawn = TrainerSpawnSpec(setup_, start, *spec_path);
   auto run = TrainerRun::Start(spawn, ctx, sink_);
   if (!run.ok()) {
     ReportStartFailure(ctx, run.status());

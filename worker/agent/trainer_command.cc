@@ -30,9 +30,9 @@ StatusOr<std::filesystem::path> WriteJobSpec(const TrainerSetup& setup,
   return path;
 }
 
-SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignment& start,
-                           const std::filesystem::path& spec_path) {
-  SpawnSpec spec;
+process::SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignment& start,
+                                    const std::filesystem::path& spec_path) {
+  process::SpawnSpec spec;
   spec.argv = {setup.trainer.string(),    "run", spec_path.string(), "--json", "--device",
                setup.gpu ? "cuda" : "cpu"};
   if (!start.resume_from().empty()) {

@@ -6,9 +6,9 @@
 #include <optional>
 #include <string>
 
+#include "common/process/process_supervisor.h"
 #include "common/status.h"
 #include "qlorad/v1/workers.pb.h"
-#include "worker/agent/process_supervisor.h"
 
 namespace qlorad::agent {
 
@@ -28,7 +28,7 @@ StatusOr<std::filesystem::path> WriteJobSpec(const TrainerSetup& setup,
 
 // `qlorad-train run <spec> --json --device cpu|cuda [--resume DIR] --rank R --world-size W
 // [--rendezvous host:port]`, in work_dir, with CUDA_VISIBLE_DEVICES=N for a GPU agent.
-SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignment& start,
-                           const std::filesystem::path& spec_path);
+process::SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignment& start,
+                                    const std::filesystem::path& spec_path);
 
 }  // namespace qlorad::agent

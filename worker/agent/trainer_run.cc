@@ -18,11 +18,11 @@ std::string LineTail::Joined() const {
   return out;
 }
 
-StatusOr<std::unique_ptr<TrainerRun>> TrainerRun::Start(const SpawnSpec& spawn,
+StatusOr<std::unique_ptr<TrainerRun>> TrainerRun::Start(const process::SpawnSpec& spawn,
                                                         const EventContext& ctx, EventSink sink) {
   std::unique_ptr<TrainerRun> run(new TrainerRun(ctx, std::move(sink)));
   TrainerRun* self = run.get();
-  ProcessCallbacks callbacks;
+  process::ProcessCallbacks callbacks;
   callbacks.on_stdout_line = [self](std::string_view line) {
     self->sink_(TrainerEventFromLine(line, self->ctx_, UnixMillisNow()));
   };
@@ -30,7 +30,7 @@ StatusOr<std::unique_ptr<TrainerRun>> TrainerRun::Start(const SpawnSpec& spawn,
     self->stderr_tail_.Push(std::string(line));
     self->sink_(LogEvent(self->ctx_, "info", std::string(line), "trainer", UnixMillisNow()));
   };
-  callbacks.on_exit = [self](const ProcessExit& exit) {
+  callbacks.on_exit = [self](const process::ProcessExit& exit) {
     spdlog::info("job {} attempt {} rank {}: trainer exited (code {}, signal {}{})",
                  self->ctx_.job_id, self->ctx_.attempt, self->ctx_.rank, exit.exit_code,
                  exit.signal, exit.cancelled ? ", cancelled" : "");
@@ -45,7 +45,8 @@ StatusOr<std::unique_ptr<TrainerRun>> TrainerRun::Start(const SpawnSpec& spawn,
     e->set_cancelled(exit.cancelled);
     self->sink_(std::move(event));
   };
-  QLORAD_ASSIGN_OR_RETURN(run->process_, ProcessSupervisor::Start(spawn, std::move(callbacks)));
+  QLORAD_ASSIGN_OR_RETURN(run->process_,
+                          process::ProcessSupervisor::Start(spawn, std::move(callbacks)));
   return run;
 }
 

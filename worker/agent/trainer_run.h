@@ -8,8 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "common/process/process_supervisor.h"
 #include "common/status.h"
-#include "worker/agent/process_supervisor.h"
 #include "worker/agent/trainer_event.h"
 
 namespace qlorad::agent {
@@ -35,7 +35,7 @@ class TrainerRun {
   static constexpr std::size_t kStderrTailLines = 40;
 
   // Spawns the trainer; the Exit event is the last one the sink receives.
-  static StatusOr<std::unique_ptr<TrainerRun>> Start(const SpawnSpec& spawn,
+  static StatusOr<std::unique_ptr<TrainerRun>> Start(const process::SpawnSpec& spawn,
                                                      const EventContext& ctx, EventSink sink);
 
   const EventContext& context() const { return ctx_; }
@@ -44,7 +44,7 @@ class TrainerRun {
   void Cancel(std::chrono::milliseconds grace) { process_->Cancel(grace); }
   bool Finished() const { return process_->Finished(); }
   // Returns once the Exit event has gone to the sink.
-  ProcessExit Wait() { return process_->Wait(); }
+  process::ProcessExit Wait() { return process_->Wait(); }
 
  private:
   TrainerRun(EventContext ctx, EventSink sink) : ctx_(std::move(ctx)), sink_(std::move(sink)) {}
@@ -52,7 +52,7 @@ class TrainerRun {
   EventContext ctx_;
   EventSink sink_;
   LineTail stderr_tail_{kStderrTailLines};  // touched only on the supervisor's thread
-  std::unique_ptr<ProcessSupervisor> process_;
+  std::unique_ptr<process::ProcessSupervisor> process_;
 };
 
 }  // namespace qlorad::agent

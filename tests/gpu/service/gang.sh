@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A job asking for N GPUs through the whole service (issue #7's service part), after build.sh:
+# A job asking for N GPUs through the whole service, after build.sh:
 # a coordinator and N workers (one per GPU), the demo job with resources.gpus N and parallel fsdp
 # (sharded checkpoints: every rank writes its shard), gang-scheduled onto all N workers at once. Once it has passed its first checkpoint, one rank's
 # trainer is SIGKILLed: the job must fail that attempt as a whole and the retry must resume from the

@@ -1,47 +1,19 @@
-// Test helpers: a private temporary folder and executable /bin/sh scripts written into it, so
-// the agent's process handling is tested against real child processes; an event recorder.
+// Test helpers: a private temporary folder and executable /bin/sh scripts written into it (from
+// tests/unit/common/process/), so the agent's process handling is tested against real child
+// processes; a fake qlorad-train; an event recorder.
 #pragma once
 
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <functional>
 #include <mutex>
-#include <string>
-#include <thread>
+#include <utility>
 #include <vector>
 
+#include "tests/unit/common/process/script_fixture.h"
 #include "worker/agent/trainer_run.h"
 
 namespace qlorad::agent::testing {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string pattern = (std::filesystem::temp_directory_path() / "qlorad-agent-XXXXXX").string();
-    path_ = ::mkdtemp(pattern.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::filesystem::path& path() const { return path_; }
-
-  // Writes `body` after a "#!/bin/sh" line and makes it executable.
-  std::filesystem::path Script(const std::string& name, const std::string& body) const {
-    const std::filesystem::path file = path_ / name;
-    std::ofstream(file) << "#!/bin/sh\n" << body;
-    ::chmod(file.c_str(), 0755);
-    return file;
-  }
-
- private:
-  std::filesystem::path path_;
-};
+using process::testing::TempDir;
+using process::testing::WaitUntil;
 
 // Prints its progress like qlorad-train and exits 0; a spec containing "hang" makes it run until
 // SIGTERM, on which it checkpoints and exits 0; one containing "slow" takes a second to finish.
@@ -56,17 +28,6 @@ if grep -q hang "$2"; then
 fi
 echo '{"event":"done","steps":2,"adapter_path":"/ad","final_loss":2.0}'
 )";
-
-// Polls `done` until it holds or `timeout` passes; returns whether it held.
-inline bool WaitUntil(const std::function<bool()>& done,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return done();
-}
 
 // An EventSink that keeps every event it is given, for the test thread to look at.
 class EventLog {

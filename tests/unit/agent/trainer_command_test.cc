@@ -48,7 +48,8 @@ TEST(TrainerCommandTest, JobIdsThatWouldEscapeTheWorkDirAreRefused) {
 
 TEST(TrainerCommandTest, CpuCommandLine) {
   const TrainerSetup setup{"/bin/qlorad-train", "/work", std::nullopt};
-  const SpawnSpec spec = TrainerSpawnSpec(setup, Start("j", 0), "/work/jobs/j/attempt-0/job.yaml");
+  const process::SpawnSpec spec =
+      TrainerSpawnSpec(setup, Start("j", 0), "/work/jobs/j/attempt-0/job.yaml");
   EXPECT_THAT(spec.argv,
               ElementsAre("/bin/qlorad-train", "run", "/work/jobs/j/attempt-0/job.yaml", "--json",
                           "--device", "cpu", "--rank", "0", "--world-size", "1"));
@@ -63,7 +64,7 @@ TEST(TrainerCommandTest, GpuRankOfAMultiRankResumedJob) {
   a.set_world_size(4);
   a.set_rendezvous("10.0.0.5:29500");
   a.set_resume_from("/work/runs/j/checkpoint-50");
-  const SpawnSpec spec = TrainerSpawnSpec(setup, a, "/s.yaml");
+  const process::SpawnSpec spec = TrainerSpawnSpec(setup, a, "/s.yaml");
   EXPECT_THAT(spec.argv, ElementsAre("/bin/qlorad-train", "run", "/s.yaml", "--json", "--device",
                                      "cuda", "--resume", "/work/runs/j/checkpoint-50", "--rank",
                                      "1", "--world-size", "4", "--rendezvous", "10.0.0.5:29500"));

@@ -5,9 +5,9 @@
 
 #include <mutex>
 
+#include "common/process/process_supervisor.h"
 #include "tests/unit/agent/fake_coordinator.h"
 #include "tests/unit/agent/script_fixture.h"
-#include "worker/agent/process_supervisor.h"
 
 namespace qlorad::agent {
 namespace {
@@ -23,7 +23,7 @@ using namespace std::chrono_literals;
 // qlorad-worker's stderr (its log), gathered while it runs.
 class Output {
  public:
-  ProcessCallbacks Callbacks() {
+  process::ProcessCallbacks Callbacks() {
     auto add = [this](std::string_view line) {
       std::lock_guard<std::mutex> lock(mu_);
       text_.append(line).append("\n");
@@ -46,7 +46,7 @@ TEST(WorkerBinaryTest, SigtermCancelsTheTrainerFlushesItsEventsAndExitsZero) {
   FakeCoordinator coordinator;
   Served served(&coordinator, 0);
   Output output;
-  auto worker = ProcessSupervisor::Start(
+  auto worker = process::ProcessSupervisor::Start(
       {.argv = {QLORAD_WORKER_BIN, "--coordinator", "127.0.0.1:" + std::to_string(served.port()),
                 "--cpu", "--name", "binary-test", "--work-dir", (dir.path() / "work").string(),
                 "--trainer", trainer.string(), "--grace-period-s", "5"}},
@@ -67,7 +67,7 @@ TEST(WorkerBinaryTest, SigtermCancelsTheTrainerFlushesItsEventsAndExitsZero) {
       std::filesystem::exists(dir.path() / "work" / "jobs" / "job-s" / "attempt-0" / "job.yaml"));
 
   (*worker)->Cancel(20s);  // SIGTERM to qlorad-worker (its trainer has a process group of its own)
-  const ProcessExit exit = (*worker)->Wait();
+  const process::ProcessExit exit = (*worker)->Wait();
   EXPECT_EQ(exit.exit_code, 0) << output.Text();
   EXPECT_EQ(exit.signal, 0);
   const auto events = coordinator.Events();
@@ -80,7 +80,7 @@ TEST(WorkerBinaryTest, SigtermCancelsTheTrainerFlushesItsEventsAndExitsZero) {
 TEST(WorkerBinaryTest, BadFlagsExitTwoWithAClearMessage) {
   TempDir dir;
   Output output;
-  auto worker = ProcessSupervisor::Start(
+  auto worker = process::ProcessSupervisor::Start(
       {.argv = {QLORAD_WORKER_BIN, "--trainer", (dir.path() / "missing-train").string(),
                 "--work-dir", (dir.path() / "work").string()}},
       output.Callbacks());
@@ -90,8 +90,8 @@ TEST(WorkerBinaryTest, BadFlagsExitTwoWithAClearMessage) {
   EXPECT_THAT(output.Text(), HasSubstr("missing-train"));
 
   Output both;
-  auto conflicting = ProcessSupervisor::Start({.argv = {QLORAD_WORKER_BIN, "--cpu", "--gpu", "0"}},
-                                              both.Callbacks());
+  auto conflicting = process::ProcessSupervisor::Start(
+      {.argv = {QLORAD_WORKER_BIN, "--cpu", "--gpu", "0"}}, both.Callbacks());
   ASSERT_TRUE(conflicting.ok());
   EXPECT_EQ((*conflicting)->Wait().exit_code, 2);
   EXPECT_THAT(both.Text(), HasSubstr("--cpu excludes --gpu"));

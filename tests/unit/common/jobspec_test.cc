@@ -28,7 +28,7 @@ TEST(JobSpec, MinimalSpecGetsTheDocumentedDefaults) {
   auto spec = ParseJobSpec(kMinimal);
   ASSERT_TRUE(spec.ok()) << spec.status().ToString();
   EXPECT_EQ(spec->name, "demo");
-  EXPECT_EQ(spec->quantization.type, "nf4");
+  EXPECT_EQ(spec->quantization.type, QuantizationType::kNf4);
   EXPECT_TRUE(spec->quantization.double_quant);
   EXPECT_EQ(spec->quantization.block_size, 64);
   EXPECT_EQ(spec->lora.r, 16);
@@ -64,11 +64,52 @@ checkpoint: {every_steps: 0, keep: 2, output_dir: out/x}
   EXPECT_EQ(spec->train.loss_chunk_size, 4096);
   EXPECT_DOUBLE_EQ(spec->train.betas[1], 0.95);
   EXPECT_EQ(spec->resources.gpus, 2);
-  EXPECT_EQ(spec->parallel.strategy, "fsdp");
+  EXPECT_EQ(spec->parallel.strategy, StrategyChoice::kFsdp);
   EXPECT_EQ(spec->checkpoint.every_steps, 0);
   EXPECT_EQ(spec->checkpoint.output_dir, "out/x");
   EXPECT_EQ(spec->data.seed, 3u);
   EXPECT_EQ(spec->train.seed, 7u);
+}
+
+// The named choices become types once, here; a bad name lists the good ones.
+TEST(JobSpec, ChoicesParseToTheirTypesAndBadNamesListTheChoices) {
+  auto spec = ParseJobSpec(std::string(kMinimal) +
+                           "quantization: {type: none}\ntrain: {scheduler: constant, precision: "
+                           "fp32}\nresources: {device: cpu}\nparallel: {strategy: ddp}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->quantization.type, QuantizationType::kNone);
+  EXPECT_EQ(spec->train.scheduler, Scheduler::kConstant);
+  EXPECT_EQ(spec->train.precision, Precision::kFp32);
+  EXPECT_EQ(spec->lora.compute_precision, Precision::kFp32);  // auto: the training precision
+  EXPECT_EQ(spec->resources.device, DeviceChoice::kCpu);
+  EXPECT_EQ(spec->parallel.strategy, StrategyChoice::kDdp);
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "parallel: {strategy: zero}"),
+            "parallel.strategy: must be one of auto, ddp, fsdp, single, got 'zero'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "resources: {device: tpu}"),
+            "resources.device: must be one of auto, cpu, cuda, got 'tpu'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {scheduler: step}"),
+            "train.scheduler: must be one of constant, cosine, linear, got 'step'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {precision: fp8}"),
+            "train.precision: must be one of bf16, fp16, fp32, got 'fp8'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "quantization: {type: int8}"),
+            "quantization.type: must be one of nf4, none, got 'int8'");
+}
+
+template <typename E>
+void ExpectNamesRoundTrip() {
+  for (const auto& [name, value] : ChoiceNames<E>::kNames) {
+    EXPECT_EQ(NameOf(value), name);
+    EXPECT_EQ(ChoiceNamed<E>(name), value);
+  }
+  EXPECT_EQ(ChoiceNamed<E>("no such name"), std::nullopt);
+}
+
+TEST(JobSpec, EveryChoiceNameRoundTrips) {
+  ExpectNamesRoundTrip<QuantizationType>();
+  ExpectNamesRoundTrip<Precision>();
+  ExpectNamesRoundTrip<Scheduler>();
+  ExpectNamesRoundTrip<DeviceChoice>();
+  ExpectNamesRoundTrip<StrategyChoice>();
 }
 
 TEST(JobSpec, ErrorsNameTheField) {
@@ -113,16 +154,16 @@ TEST(JobSpec, ParallelTimeoutIsAPositiveNumberOfSeconds) {
 
 TEST(JobSpec, LoraComputePrecisionIsFp32OrTheTrainingPrecision) {
   // auto: the training precision.
-  EXPECT_EQ(ParseJobSpec(kMinimal)->lora.compute_precision, "bf16");
+  EXPECT_EQ(ParseJobSpec(kMinimal)->lora.compute_precision, Precision::kBf16);
   EXPECT_EQ(
       ParseJobSpec(std::string(kMinimal) + "train: {precision: fp16}")->lora.compute_precision,
-      "fp16");
+      Precision::kFp16);
   auto fp32 = ParseJobSpec(std::string(kMinimal) + "lora: {compute_precision: fp32}");
   ASSERT_TRUE(fp32.ok()) << fp32.status().ToString();
-  EXPECT_EQ(fp32->lora.compute_precision, "fp32");
+  EXPECT_EQ(fp32->lora.compute_precision, Precision::kFp32);
   auto bf16 = ParseJobSpec(std::string(kMinimal) + "lora: {compute_precision: bf16}");
   ASSERT_TRUE(bf16.ok()) << bf16.status().ToString();  // train.precision defaults to bf16
-  EXPECT_EQ(bf16->lora.compute_precision, "bf16");
+  EXPECT_EQ(bf16->lora.compute_precision, Precision::kBf16);
   EXPECT_NE(ErrorOf(std::string(kMinimal) + "lora: {compute_precision: fp8}")
                 .find("lora.compute_precision: must be one of"),
             std::string::npos);

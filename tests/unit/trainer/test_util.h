@@ -7,7 +7,7 @@
 #include <fstream>
 #include <string>
 
-#include "worker/trainer/file_util.h"
+#include "worker/trainer/io/file_util.h"
 
 namespace qlorad::trainer::testing {
 

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "tests/unit/trainer/test_util.h"
-#include "worker/trainer/tiny_model.h"
-#include "worker/trainer/trainer.h"
+#include "worker/trainer/model/tiny_model.h"
+#include "worker/trainer/train/trainer.h"
 
 namespace qlorad::trainer::testing {
 

@@ -14,7 +14,7 @@
 //    unit's gather (backward runs layer by layer, last to first). The LoRA gather's backward
 //    starts an fp32 reduce-scatter of the gradients and returns; FinishBackward waits for them
 //    and adds the sums into the shards' .grad, so no layer's backward waits on a collective.
-//  - activation checkpointing (activation_checkpoint.h): a checkpointed layer's forward runs
+//  - activation recompute (activation_recompute.h): a checkpointed layer's forward runs
 //    without grad, so its LoRA gather records no node, and runs again when backward reaches it.
 //    That recompute frees the later units, gathers the unit with its LoRA (the recomputed
 //    graph's LoRA gather is the one whose backward reduce-scatters, once per micro-batch),
@@ -24,6 +24,12 @@
 // NCCL a gather runs on the communicator's stream and waiting on it only orders the compute
 // stream after it, so a gather started one layer ahead overlaps that layer's compute; with the
 // prefetched one in flight at most two units' frozen weights are unsharded, plus one in transit.
+//
+// In fsdp.cc an FsdpUnit keeps this schedule and the projections' hooks, and knows its
+// neighbours (none before the first layer, none after the last) for the prefetches; what a
+// rank's part of a gather holds and how the gathered bytes become weights is FsdpFlatBuffer's
+// (fsdp_flat_buffer.h), and the reduce-scatters in flight until FinishBackward are
+// FsdpGradientReducer's (fsdp_gradient_reducer.h).
 #pragma once
 
 #include <memory>

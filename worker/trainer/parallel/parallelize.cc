@@ -2,8 +2,9 @@
 
 #include <cmath>
 
+#include "worker/trainer/model/adapter.h"
+#include "worker/trainer/parallel/activation_recompute.h"
 #include "worker/trainer/parallel/fsdp.h"
-#include "worker/trainer/qlora.h"
 
 namespace qlorad::trainer::parallel {
 
@@ -73,18 +74,21 @@ class Replicated : public DataParallel {
 }  // namespace
 
 StatusOr<Strategy> ResolveStrategy(const ParallelSpec& spec, int world_size) {
-  if (spec.strategy == "auto") return world_size > 1 ? Strategy::kFsdp : Strategy::kSingle;
-  if (spec.strategy == "ddp") return Strategy::kDdp;
-  if (spec.strategy == "fsdp") return Strategy::kFsdp;
-  if (spec.strategy == "single") {
-    if (world_size > 1) {
-      return InvalidArgument("parallel.strategy: single runs one rank, but the world size is " +
-                             std::to_string(world_size) + "; use ddp or fsdp");
-    }
-    return Strategy::kSingle;
+  switch (spec.strategy) {
+    case StrategyChoice::kAuto:
+      return world_size > 1 ? Strategy::kFsdp : Strategy::kSingle;
+    case StrategyChoice::kDdp:
+      return Strategy::kDdp;
+    case StrategyChoice::kFsdp:
+      return Strategy::kFsdp;
+    case StrategyChoice::kSingle:
+      break;
   }
-  return InvalidArgument("parallel.strategy: expected auto, single, ddp or fsdp, got '" +
-                         spec.strategy + "'");
+  if (world_size > 1) {
+    return InvalidArgument("parallel.strategy: single runs one rank, but the world size is " +
+                           std::to_string(world_size) + "; use ddp or fsdp");
+  }
+  return Strategy::kSingle;
 }
 
 const char* StrategyName(Strategy strategy) {
@@ -99,16 +103,28 @@ const char* StrategyName(Strategy strategy) {
   return "?";
 }
 
-StatusOr<ParallelDims> ParallelDims::Create(Strategy strategy, int world_size) {
-  if (world_size < 1) return InvalidArgument("world size " + std::to_string(world_size));
-  ParallelDims dims;
-  (strategy == Strategy::kFsdp ? dims.shard : dims.replicate) = world_size;
-  if (dims.world_size() != world_size) {
-    return InvalidArgument("parallel degrees replicate " + std::to_string(dims.replicate) +
-                           " x shard " + std::to_string(dims.shard) + " != world size " +
-                           std::to_string(world_size));
+StatusOr<ParallelDims> ParallelDims::Create(int replicate, int shard, int world_size) {
+  if (replicate < 1 || shard < 1) {
+    return InvalidArgument("parallel degrees must be at least 1, got replicate " +
+                           std::to_string(replicate) + " x shard " + std::to_string(shard));
   }
-  return dims;
+  if (static_cast<int64_t>(replicate) * shard != world_size) {
+    return InvalidArgument("parallel degrees replicate " + std::to_string(replicate) + " x shard " +
+                           std::to_string(shard) + " != world size " + std::to_string(world_size));
+  }
+  return ParallelDims{replicate, shard};
+}
+
+StatusOr<ParallelDims> ParallelDims::For(Strategy strategy, int world_size) {
+  switch (strategy) {
+    case Strategy::kSingle:
+      return Create(1, 1, world_size);
+    case Strategy::kDdp:
+      return Create(world_size, 1, world_size);
+    case Strategy::kFsdp:
+      return Create(1, world_size, world_size);
+  }
+  return InvalidArgument("parallel.strategy: unknown");
 }
 
 StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
@@ -140,31 +156,61 @@ StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
   return norm;
 }
 
-StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
-                                                    const ParallelSpec& spec,
-                                                    std::shared_ptr<Communicator> comm,
-                                                    FrozenShards pre_cut) {
-  QLORAD_ASSIGN_OR_RETURN(const ParallelDims dims,
-                          ParallelDims::Create(strategy, comm->world_size()));
+StatusOr<std::unique_ptr<DataParallel>> ApplyDataParallel(LlamaModel& model, Strategy strategy,
+                                                          const ParallelSpec& spec,
+                                                          std::shared_ptr<Communicator> comm,
+                                                          FrozenShards pre_cut) {
+  const StatusOr<ParallelDims> dims = ParallelDims::For(strategy, comm->world_size());
+  if (!dims.ok()) {
+    return InvalidArgument(std::string("parallel.strategy: ") + StrategyName(strategy) + " on " +
+                           std::to_string(comm->world_size()) +
+                           " ranks: " + dims.status().message());
+  }
   if (spec.cpu_offload && strategy != Strategy::kFsdp) {
     return InvalidArgument(std::string("parallel.cpu_offload: offloads fsdp's sharded state; with "
                                        "strategy ") +
                            StrategyName(strategy) + " there is none to offload; use fsdp or false");
   }
-  if (strategy == Strategy::kSingle && dims.world_size() != 1) {
-    return InvalidArgument("parallel.strategy: single with world size " +
-                           std::to_string(dims.world_size()));
-  }
-  // Order: LoRA and quantization are already applied (the shards are cut from their result; a
-  // sharded load cut the frozen ones from the quantized weights as they loaded); sharding comes
-  // last, because it replaces each projection's weights by shards.
-  if (strategy == Strategy::kFsdp)
+  // Sharding comes last: it replaces each projection's weights by shards, cut from the
+  // quantized weights with LoRA attached (a sharded load cut the frozen ones as they loaded).
+  if (strategy == Strategy::kFsdp) {
     return MakeFsdp(model, spec, std::move(comm), std::move(pre_cut));
+  }
   if (!pre_cut.empty()) {
     return FailedPrecondition(std::string("parallel.strategy: ") + StrategyName(strategy) +
                               " needs every rank's whole model, but it was loaded sharded");
   }
   return std::unique_ptr<DataParallel>(std::make_unique<Replicated>(model, std::move(comm)));
+}
+
+StatusOr<Parallelized> Parallelize(LlamaModel& model, const ParallelizeOptions& options,
+                                   std::shared_ptr<Communicator> comm, FrozenShards pre_cut) {
+  Parallelized out;
+  // 1. Quantize, then LoRA: LoRA's A is drawn in module order from one seeded generator, so
+  //    every rank builds the same adapters, and sharding (4) cuts its part of them.
+  QLORAD_ASSIGN_OR_RETURN(out.qlora, ApplyQLora(model, options.quantization, options.lora,
+                                                options.seed, options.lora_dtype));
+  // 2. A starting adapter replaces the drawn one while every rank still holds it whole.
+  if (options.lora.init_from) {
+    QLORAD_RETURN_IF_ERROR(LoadAdapter(model, *options.lora.init_from));
+  }
+  if (LoraParameters(model).empty()) {
+    return InvalidArgument("lora.target_modules: no trainable parameters");
+  }
+  if (options.strategy == Strategy::kFsdp && model->lm_head_linear()->has_lora()) {
+    // fsdp shards the decoder projections only; a replicated head LoRA would need its own
+    // gradient all-reduce and a place in the sharded checkpoints.
+    return InvalidArgument(
+        "lora.target_modules: lm_head with parallel.strategy fsdp is not supported; use ddp");
+  }
+  // 3. Recompute wraps whole decoder layers, whatever holds their weights: fsdp's gathers run
+  //    inside the layer, so the recompute gathers again (fsdp.h).
+  if (options.activation_recompute) ApplyActivationRecompute(model);
+  // 4. Replicate or shard (with fsdp's offload).
+  QLORAD_ASSIGN_OR_RETURN(out.data_parallel,
+                          ApplyDataParallel(model, options.strategy, options.parallel,
+                                            std::move(comm), std::move(pre_cut)));
+  return out;
 }
 
 }  // namespace qlorad::trainer::parallel

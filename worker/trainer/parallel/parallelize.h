@@ -1,6 +1,10 @@
-// Applies a data-parallel strategy to a built model (LoRA attached, base quantized). The model
-// holds no parallelism code: Parallelize() is the one place that decides what is replicated, what
-// is sharded, and when gradients cross ranks.
+// Turns a loaded Llama into the model a rank trains. The model holds no parallelism code:
+// Parallelize() is the one place that applies, in this order (each step says why it comes there):
+//   1. quantize the frozen projections to NF4 and attach LoRA (model/qlora.h);
+//   2. load lora.init_from into the adapters;
+//   3. activation recompute (activation_recompute.h), when train.activation_checkpointing;
+//   4. data parallelism: replicate or shard (fsdp.h), with fsdp's CPU offload.
+// and so decides what is replicated, what is sharded, and when gradients cross ranks.
 //
 //   single  one rank; the model's own parameters.
 //   ddp     every rank holds the whole model; LoRA gradients are all-reduced (summed) once per
@@ -21,7 +25,8 @@
 
 #include "common/jobspec.h"
 #include "common/status.h"
-#include "worker/trainer/llama_model.h"
+#include "worker/trainer/model/llama_model.h"
+#include "worker/trainer/model/qlora.h"
 #include "worker/trainer/parallel/communicator.h"
 #include "worker/trainer/parallel/shard.h"
 
@@ -38,7 +43,10 @@ struct ParallelDims {
   int replicate = 1;  // ddp degree
   int shard = 1;      // fsdp degree
 
-  static StatusOr<ParallelDims> Create(Strategy strategy, int world_size);
+  // Checks that both degrees are at least 1 and multiply to `world_size`.
+  static StatusOr<ParallelDims> Create(int replicate, int shard, int world_size);
+  // The degrees `strategy` asks for on `world_size` ranks: single 1 x 1, ddp W x 1, fsdp 1 x W.
+  static StatusOr<ParallelDims> For(Strategy strategy, int world_size);
   int world_size() const { return replicate * shard; }
 };
 
@@ -92,12 +100,33 @@ class DataParallel {
   at::Device collective_device_;
 };
 
-// `pre_cut`: with fsdp, this rank's frozen shards as a sharded load cut them (LoadLlamaModel's
-// ShardOnLoad); the projections named there hold placeholders. Projections not named are cut
-// here from the weights they hold.
-StatusOr<std::unique_ptr<DataParallel>> Parallelize(LlamaModel& model, Strategy strategy,
-                                                    const ParallelSpec& spec,
-                                                    std::shared_ptr<Communicator> comm,
-                                                    FrozenShards pre_cut = {});
+// What Parallelize applies, from the job spec.
+struct ParallelizeOptions {
+  Strategy strategy = Strategy::kSingle;
+  // What is left to quantize: type none for a model that loaded quantized.
+  QuantizationSpec quantization;
+  LoraSpec lora;
+  uint64_t seed = 0;                       // train.seed: LoRA A's draws
+  at::ScalarType lora_dtype = at::kFloat;  // lora.compute_precision
+  bool activation_recompute = false;       // train.activation_checkpointing
+  ParallelSpec parallel;
+};
+
+struct Parallelized {
+  std::unique_ptr<DataParallel> data_parallel;
+  QLoraSummary qlora;  // what step 1 did
+};
+
+// `pre_cut`: with fsdp, this rank's frozen shards as a sharded load cut them (shard_on_load.h);
+// the projections named there hold placeholders. Errors name the spec field.
+StatusOr<Parallelized> Parallelize(LlamaModel& model, const ParallelizeOptions& options,
+                                   std::shared_ptr<Communicator> comm, FrozenShards pre_cut = {});
+
+// Step 4 alone, for a model whose LoRA is already attached: projections not in `pre_cut` are cut
+// here (fsdp) from the weights they hold.
+StatusOr<std::unique_ptr<DataParallel>> ApplyDataParallel(LlamaModel& model, Strategy strategy,
+                                                          const ParallelSpec& spec,
+                                                          std::shared_ptr<Communicator> comm,
+                                                          FrozenShards pre_cut = {});
 
 }  // namespace qlorad::trainer::parallel

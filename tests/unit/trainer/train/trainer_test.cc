@@ -1,0 +1,329 @@
+// End-to-end runs of the trainer on the tiny model, in process, on the CPU.
+#include "worker/trainer/train/trainer.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "tests/unit/trainer/test_util.h"
+#include "worker/trainer/io/safetensors.h"
+#include "worker/trainer/model/adapter.h"
+#include "worker/trainer/model/qlora_linear.h"
+#include "worker/trainer/model/tiny_model.h"
+
+namespace qlorad::trainer {
+namespace {
+
+using ::testing::HasSubstr;
+using testing::ReadFile;
+using testing::TempDir;
+using testing::WriteFile;
+namespace fs = std::filesystem;
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    ASSERT_TRUE(MakeTinyModel(*dir_ / "model", 0).ok());
+    std::string data;
+    const char* words[] = {"alpha", "beta", "gamma", "delta", "epsilon", "zeta"};
+    for (int i = 0; i < 24; ++i) {
+      data += std::string("{\"text\": \"the ") + words[i % 6] + " fox jumps over the " +
+              words[(i + 1) % 6] + " dog\"}\n";
+    }
+    WriteFile(*dir_ / "data.jsonl", data);
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  // A spec for the tiny model; `extra` replaces whole sections (YAML flow maps).
+  static JobSpec Spec(const std::string& out, const std::string& train = "",
+                      const std::string& lora = "", const std::string& data = "",
+                      const std::string& quantization = "{type: none}") {
+    const std::string yaml =
+        "name: unit\n"
+        "model: {path: " +
+        *dir_ / "model" +
+        "}\n"
+        "quantization: " +
+        quantization +
+        "\n"
+        "lora: " +
+        (lora.empty()
+             ? "{r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, v_proj, down_proj]}"
+             : lora) +
+        "\n"
+        "data: " +
+        (data.empty() ? "{path: " + *dir_ / "data.jsonl" +
+                            ", max_seq_len: 32, packing: true, shuffle: true, seed: 1}"
+                      : data) +
+        "\n"
+        "train: " +
+        (train.empty() ? "{max_steps: 6, micro_batch_size: 2, grad_accum: 2, lr: 1.0e-2, "
+                         "scheduler: constant, warmup_steps: 0, precision: fp32, seed: 3}"
+                       : train) +
+        "\n"
+        "resources: {device: cpu}\n"
+        "checkpoint: {every_steps: 0, keep: 2, output_dir: " +
+        out + "}\n";
+    auto spec = ParseJobSpec(yaml);
+    EXPECT_TRUE(spec.ok()) << spec.status().ToString() << "\n" << yaml;
+    return *spec;
+  }
+
+  static StatusOr<TrainResult> Run(const JobSpec& spec, TrainOptions options = {},
+                                   std::string* events_out = nullptr) {
+    std::ostringstream out, err;
+    EventSink events(true, out, err);
+    auto result = Train(spec, options, events);
+    if (events_out != nullptr) *events_out = out.str();
+    return result;
+  }
+
+  static TempDir* dir_;
+};
+TempDir* TrainerTest::dir_ = nullptr;
+
+TEST_F(TrainerTest, LossGoesDownAndRerunIsBitwiseIdentical) {
+  TempDir out;
+  const std::string train =
+      "{max_steps: 10, micro_batch_size: 2, grad_accum: 2, lr: 2.0e-2, scheduler: cosine, "
+      "warmup_steps: 2, precision: bf16, seed: 3}";
+  std::string events;
+  auto first = Run(Spec(out / "a", train), {}, &events);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  auto second = Run(Spec(out / "b", train));
+  ASSERT_TRUE(second.ok());
+  ASSERT_EQ(first->losses.size(), 10u);
+  EXPECT_EQ(first->losses, second->losses);  // bitwise: same seed, same data order, same masks
+  // Random init on 320 classes starts near ln(320) = 5.77; a few steps on repetitive text must
+  // cut that clearly.
+  EXPECT_GT(first->losses.front(), 4.5);
+  EXPECT_LT(first->losses.back(), first->losses.front() - 0.5);
+
+  int metrics = 0;
+  nlohmann::json done;
+  std::istringstream lines(events);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["event"] == "metrics") {
+      ++metrics;
+      EXPECT_EQ(j["step"], metrics);
+      EXPECT_EQ(j["total_steps"], 10);
+      EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);
+      EXPECT_EQ(j["vram_allocated_bytes"], 0);  // CPU
+    }
+    if (j["event"] == "done") done = j;
+  }
+  EXPECT_EQ(metrics, 10);
+  EXPECT_EQ(done["adapter_path"], fs::absolute(out / "a/adapter").string());
+  EXPECT_EQ(done["final_loss"].get<double>(), first->losses.back());
+}
+
+TEST_F(TrainerTest, AdapterHasPeftKeysShapesAndConfig) {
+  TempDir out;
+  auto result =
+      Run(Spec(out / "run", "{max_steps: 2, micro_batch_size: 2, lr: 1.0e-2, precision: fp32}"));
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  auto file = SafetensorsFile::Open(result->adapter_path + "/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  EXPECT_EQ(file->tensors().size(), 2u * 3 * 2);  // layers x target modules x {A, B}
+  auto shape = [&](const std::string& key) {
+    const auto* t = file->Find(key);
+    EXPECT_NE(t, nullptr) << key;
+    if (t != nullptr) {
+      EXPECT_EQ(t->dtype, "F32");
+    }
+    return t == nullptr ? std::vector<int64_t>{} : t->shape;
+  };
+  const std::string p = "base_model.model.model.layers.";
+  EXPECT_EQ(shape(p + "0.self_attn.q_proj.lora_A.weight"), (std::vector<int64_t>{4, 64}));
+  EXPECT_EQ(shape(p + "0.self_attn.q_proj.lora_B.weight"), (std::vector<int64_t>{64, 4}));
+  EXPECT_EQ(shape(p + "1.self_attn.v_proj.lora_B.weight"), (std::vector<int64_t>{32, 4}));
+  EXPECT_EQ(shape(p + "1.mlp.down_proj.lora_A.weight"), (std::vector<int64_t>{4, 176}));
+  EXPECT_EQ(shape(p + "1.mlp.down_proj.lora_B.weight"), (std::vector<int64_t>{64, 4}));
+  EXPECT_EQ(file->Find(p + "0.self_attn.k_proj.lora_A.weight"), nullptr);  // not a target
+  auto config = nlohmann::json::parse(ReadFile(result->adapter_path + "/adapter_config.json"));
+  EXPECT_EQ(config["peft_type"], "LORA");
+  EXPECT_EQ(config["task_type"], "CAUSAL_LM");
+  EXPECT_EQ(config["r"], 4);
+  EXPECT_TRUE(config["lora_alpha"].is_number_integer());
+  EXPECT_EQ(config["lora_alpha"], 8);
+  EXPECT_EQ(config["target_modules"], (nlohmann::json{"q_proj", "v_proj", "down_proj"}));
+  EXPECT_EQ(config["bias"], "none");
+  EXPECT_EQ(config["fan_in_fan_out"], false);
+  EXPECT_EQ(config["base_model_name_or_path"], *dir_ / "model");
+}
+
+TEST_F(TrainerTest, ResumeFromCheckpointMatchesUninterruptedRun) {
+  TempDir out;
+  auto full = Run(Spec(out / "full"));
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+
+  TrainOptions stop_after_3;
+  int polls = 0;
+  stop_after_3.should_stop = [&polls] { return ++polls == 3; };
+  std::string events;
+  auto stopped = Run(Spec(out / "part"), stop_after_3, &events);
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
+  EXPECT_TRUE(stopped->stopped);
+  EXPECT_EQ(stopped->steps, 3);
+  EXPECT_THAT(events, HasSubstr("\"event\":\"checkpoint\""));
+  ASSERT_TRUE(fs::exists(out / "part/checkpoints/step-3/manifest.json"));
+  ASSERT_TRUE(fs::exists(out / "part/checkpoints/step-3/shard-00000-of-00001.safetensors"));
+
+  TrainOptions resume;
+  resume.resume = out / "part";
+  auto resumed = Run(Spec(out / "part"), resume);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->steps, 6);
+  ASSERT_EQ(resumed->losses.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(stopped->losses[i], full->losses[i]);
+    EXPECT_EQ(resumed->losses[i], full->losses[i + 3]) << "step " << i + 4;
+  }
+  EXPECT_EQ(ReadFile(out / "full/adapter/adapter_model.safetensors"),
+            ReadFile(out / "part/adapter/adapter_model.safetensors"));
+}
+
+TEST_F(TrainerTest, MissingOrDamagedShardFilesAreErrorsNamingTheFile) {
+  TempDir out;
+  TrainOptions stop_after_2;
+  int polls = 0;
+  stop_after_2.should_stop = [&polls] { return ++polls == 2; };
+  ASSERT_TRUE(Run(Spec(out / "part"), stop_after_2).ok());
+  const fs::path step = out / "part/checkpoints/step-2";
+  const fs::path shard = step / "shard-00000-of-00001.safetensors";
+  const std::string bytes = ReadFile(shard);
+  TrainOptions resume;
+  resume.resume = step;
+
+  std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() / 2);
+  auto truncated = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_THAT(truncated.status().message(), HasSubstr(shard.string()));
+
+  fs::remove(shard);
+  auto missing = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr(shard.string() + ": cannot open"));
+
+  // A split other than the one MakeShardSpec gives for that many shards.
+  nlohmann::json layout = nlohmann::json::parse(ReadFile(step / "manifest.json"));
+  layout["tensors"][0]["rows_per_rank"] = layout["tensors"][0]["rows_per_rank"].get<int>() + 1;
+  std::ofstream(step / "manifest.json", std::ios::trunc) << layout.dump();
+  auto split = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(split.ok());
+  EXPECT_THAT(split.status().message(),
+              HasSubstr((step / "manifest.json").string() + ": " +
+                        layout["tensors"][0]["tensor"].get<std::string>() + ": rows_per_rank"));
+
+  std::ofstream(step / "manifest.json", std::ios::trunc) << "{\"format\": 1";
+  auto manifest = Run(Spec(out / "again"), resume);
+  ASSERT_FALSE(manifest.ok());
+  EXPECT_THAT(manifest.status().message(), HasSubstr((step / "manifest.json").string()));
+}
+
+TEST_F(TrainerTest, ResumeWithoutACheckpointIsAClearError) {
+  TempDir out;
+  fs::create_directories(out / "empty");
+  TrainOptions resume;
+  resume.resume = out / "empty";
+  auto result = Run(Spec(out / "run"), resume);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(result.status().message(),
+              HasSubstr("--resume: no step-N checkpoint in " + out / "empty"));
+}
+
+TEST_F(TrainerTest, PeriodicCheckpointsKeepTheNewest) {
+  TempDir out;
+  JobSpec spec =
+      Spec(out / "run", "{max_steps: 7, micro_batch_size: 1, lr: 1.0e-3, precision: fp32}");
+  spec.checkpoint.every_steps = 2;
+  spec.checkpoint.keep = 2;
+  ASSERT_TRUE(Run(spec).ok());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(out / "run/checkpoints")) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"step-4", "step-6"}));
+}
+
+TEST_F(TrainerTest, LossIsTheMeanOverAllTokensOfTheStep) {
+  // Without packing, rows have different lengths, so a mean of micro-batch means would differ
+  // from one big batch; the token mean must not.
+  TempDir out;
+  const std::string data =
+      "{path: " + *dir_ / "data.jsonl" + ", max_seq_len: 64, packing: false, shuffle: false}";
+  const std::string lora = "{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj]}";
+  auto one =
+      Run(Spec(out / "a", "{max_steps: 1, micro_batch_size: 4, grad_accum: 1, precision: fp32}",
+               lora, data));
+  auto four =
+      Run(Spec(out / "b", "{max_steps: 1, micro_batch_size: 1, grad_accum: 4, precision: fp32}",
+               lora, data));
+  ASSERT_TRUE(one.ok() && four.ok());
+  EXPECT_NEAR(one->losses[0], four->losses[0], 1e-5);
+}
+
+TEST_F(TrainerTest, BadInputsNameTheFieldOrFile) {
+  TempDir out;
+  WriteFile(out / "bad.jsonl", "{\"text\": \"fine\"}\n{\"text\": 5}\n");
+  auto bad_line = Run(Spec(out / "r", "", "", "{path: " + out / "bad.jsonl" + "}"));
+  ASSERT_FALSE(bad_line.ok());
+  EXPECT_EQ(bad_line.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad_line.status().message(), HasSubstr(out / "bad.jsonl" + ":2: "));
+
+  JobSpec bad_target_spec = Spec(out / "r");
+  bad_target_spec.lora.target_modules = {"q_proj", "qproj"};  // the spec parser would refuse it
+  auto bad_target = Run(bad_target_spec);
+  EXPECT_THAT(bad_target.status().message(), HasSubstr("lora.target_modules: 'qproj'"));
+
+  // A truncated weights file is DataLoss naming the file.
+  fs::copy(*dir_ / "model", out / "model");
+  const std::string weights = out / "model/model.safetensors";
+  const std::string bytes = ReadFile(weights);
+  WriteFile(weights, bytes.substr(0, bytes.size() / 2));
+  JobSpec spec = Spec(out / "r");
+  spec.model.path = out / "model";
+  auto truncated = Run(spec);
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().code(), StatusCode::kDataLoss);
+  EXPECT_THAT(truncated.status().message(), HasSubstr(weights));
+
+  JobSpec multi = Spec(out / "r");
+  multi.resources.gpus = 2;
+  EXPECT_THAT(Run(multi).status().message(), HasSubstr("launch --nproc 2"));
+}
+
+TEST_F(TrainerTest, Nf4TrainingRunsAndLearns) {
+#ifndef QLORAD_HAVE_NF4_OPS
+  GTEST_SKIP() << "built without qlorad_ops";
+#endif
+  ASSERT_TRUE(Nf4OpsAvailable(at::kCPU));
+  TempDir out;
+  const std::string train =
+      "{max_steps: 6, micro_batch_size: 2, lr: 2.0e-2, scheduler: constant, warmup_steps: 0, "
+      "precision: fp32}";
+  std::string events;
+  auto nf4 =
+      Run(Spec(out / "nf4", train, "", "", "{type: nf4, double_quant: true, block_size: 64}"), {},
+          &events);
+  ASSERT_TRUE(nf4.ok()) << nf4.status().ToString();
+  EXPECT_THAT(events, HasSubstr("quantized 14 linear layers (nf4)"));
+  EXPECT_LT(nf4->losses.back(), nf4->losses.front() - 0.2);
+  // Same data and adapter init on dense weights: NF4 rounding (4 bits per weight) must move the
+  // first loss a little, never a lot.
+  auto dense = Run(Spec(out / "dense", train));
+  ASSERT_TRUE(dense.ok());
+  EXPECT_NE(nf4->losses[0], dense->losses[0]);
+  EXPECT_NEAR(nf4->losses[0], dense->losses[0], 0.02 * dense->losses[0]);
+}
+
+}  // namespace
+}  // namespace qlorad::trainer

@@ -1,0 +1,329 @@
+#include "worker/trainer/model/llama_model.h"
+
+#include <cmath>
+#include <map>
+#include <optional>
+
+namespace qlorad::trainer {
+
+RMSNormImpl::RMSNormImpl(at::Tensor weight, double eps) : weight_(std::move(weight)), eps_(eps) {
+  register_buffer("weight", weight_);
+}
+
+at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight_ * normed.to(x.scalar_type());
+}
+
+at::Tensor RotaryInverseFrequencies(const LlamaConfig& c, at::Device device) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  // Same arithmetic as HF (1 / theta^(2i/d) in fp32 from an int64 arange, scaling in fp32 with
+  // double scalars), so angles match it bit for bit rather than a more exact fp64 table.
+  at::Tensor exponents = at::arange(0, c.head_dim, 2, f32.dtype(at::kLong)).to(at::kFloat) /
+                         static_cast<double>(c.head_dim);
+  at::Tensor inv_freq = 1.0 / at::pow(c.rope_theta, exponents);
+  const RopeScaling& r = c.rope_scaling;
+  if (r.type == "linear") return inv_freq / r.factor;
+  if (r.type != "llama3") return inv_freq;
+  const double context = static_cast<double>(r.original_max_position_embeddings);
+  const double low_freq_wavelen = context / r.low_freq_factor;
+  const double high_freq_wavelen = context / r.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / r.factor, inv_freq);
+  at::Tensor smooth =
+      (context / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  at::Tensor medium = (wavelen >= high_freq_wavelen).logical_and(wavelen <= low_freq_wavelen);
+  return at::where(medium, smoothed, scaled);
+}
+
+std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, const LlamaConfig& config,
+                                               at::Device device) {
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  at::Tensor inv_freq = RotaryInverseFrequencies(config, device);
+  at::Tensor positions = at::arange(seq_len, f32.dtype(at::kLong)).to(at::kFloat);
+  at::Tensor freqs = at::outer(positions, inv_freq);
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  return {emb.cos(), emb.sin()};
+}
+
+at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  at::Tensor x32 = x.to(at::kFloat);
+  const int64_t half = x.size(-1) / 2;
+  at::Tensor rotated = at::cat({-x32.narrow(-1, half, half), x32.narrow(-1, 0, half)}, -1);
+  return (x32 * cos + rotated * sin).to(x.scalar_type());
+}
+
+namespace {
+
+// The projection's output plus its frozen bias, when it has one.
+at::Tensor Project(QLoraLinear& linear, const ProjectionBiases& biases, const char* name,
+                   const at::Tensor& x) {
+  at::Tensor y = linear->forward(x);
+  auto it = biases.find(name);
+  return it == biases.end() ? y : y + it->second;
+}
+
+void RegisterBiases(torch::nn::Module& module, const ProjectionBiases& biases) {
+  for (const auto& [name, bias] : biases) module.register_buffer(name + "_bias", bias);
+}
+
+// Which keys each of `seq` queries may see in a layer whose sliding window is `window` (0: every
+// earlier token): `document_mask` (optional, [batch, 1, seq, seq] bool, packed rows) narrowed to
+// the last `window` keys (HF's sliding_window_overlay on the causal mask). Undefined when attention
+// is plainly causal: no documents, and no window or one that covers the row.
+at::Tensor AttentionMask(const at::Tensor& document_mask, int64_t window, int64_t seq,
+                         at::Device device) {
+  if (window <= 0 || window >= seq) return document_mask;
+  // Query i sees keys j with i - window < j <= i.
+  at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor j = i.unsqueeze(0);
+  i = i.unsqueeze(1);
+  at::Tensor sliding = (j <= i).logical_and(j > i - window);
+  return document_mask.defined() ? document_mask.logical_and(sliding) : sliding;
+}
+
+// Whether backward has anything to do in `module`: a frozen layer fed by frozen layers needs
+// neither a graph nor a checkpoint.
+
+}  // namespace
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k,
+                                       at::Tensor v, at::Tensor o, ProjectionBiases biases_in)
+    : q_proj(register_module("q_proj", QLoraLinear(std::move(q)))),
+      k_proj(register_module("k_proj", QLoraLinear(std::move(k)))),
+      v_proj(register_module("v_proj", QLoraLinear(std::move(v)))),
+      o_proj(register_module("o_proj", QLoraLinear(std::move(o)))),
+      biases(std::move(biases_in)),
+      heads_(config.num_attention_heads),
+      kv_heads_(config.num_key_value_heads),
+      head_dim_(config.head_dim) {
+  RegisterBiases(*this, biases);
+}
+
+at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                       const at::Tensor& sin, const at::Tensor& attention_mask) {
+  const int64_t batch = x.size(0), seq = x.size(1);
+  at::Tensor q =
+      Project(q_proj, biases, "q_proj", x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
+  at::Tensor k =
+      Project(k_proj, biases, "k_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  at::Tensor v =
+      Project(v_proj, biases, "v_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
+  q = ApplyRotary(q, cos, sin);
+  k = ApplyRotary(k, cos, sin);
+  std::optional<at::Tensor> mask;
+  if (attention_mask.defined()) mask = attention_mask;
+  at::Tensor out = at::scaled_dot_product_attention(
+      q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/!mask.has_value(), /*scale=*/std::nullopt,
+      /*enable_gqa=*/kv_heads_ != heads_);
+  return Project(o_proj, biases, "o_proj",
+                 out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_}));
+}
+
+LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
+                           ProjectionBiases biases_in)
+    : gate_proj(register_module("gate_proj", QLoraLinear(std::move(gate)))),
+      up_proj(register_module("up_proj", QLoraLinear(std::move(up)))),
+      down_proj(register_module("down_proj", QLoraLinear(std::move(down)))),
+      biases(std::move(biases_in)) {
+  RegisterBiases(*this, biases);
+}
+
+at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
+  at::Tensor gated =
+      at::silu(Project(gate_proj, biases, "gate_proj", x)) * Project(up_proj, biases, "up_proj", x);
+  return Project(down_proj, biases, "down_proj", gated);
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp_in,
+                                             RMSNorm input_norm, RMSNorm post_attention_norm)
+    : self_attn(register_module("self_attn", std::move(attention))),
+      mlp(register_module("mlp", std::move(mlp_in))),
+      input_layernorm(register_module("input_layernorm", std::move(input_norm))),
+      post_attention_layernorm(
+          register_module("post_attention_layernorm", std::move(post_attention_norm))) {}
+
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                          const at::Tensor& sin, const at::Tensor& attention_mask) {
+  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, attention_mask);
+  return h + mlp->forward(post_attention_layernorm->forward(h));
+}
+
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
+                               std::vector<LlamaDecoderLayer> layers, RMSNorm norm,
+                               at::Tensor lm_head)
+    : config_(config),
+      embed_(std::move(embed)),
+      layers_(std::move(layers)),
+      norm_(register_module("norm", std::move(norm))),
+      lm_head_(std::move(lm_head)) {
+  register_buffer("embed_tokens", embed_);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    register_module("layers_" + std::to_string(i), layers_[i]);
+    layer_functions_.emplace_back(
+        [layer = layers_[i].get()](const at::Tensor& x, at::TensorList extras) {
+          return layer->forward(x, extras[0], extras[1], extras[2]);
+        });
+  }
+  if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
+  // A submodule, so train()/eval() reach its LoRA dropout; its weight is lm_head_ itself.
+  lm_head_linear_ = register_module("lm_head_linear", QLoraLinear(lm_head_));
+}
+
+at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions) {
+  at::Tensor h = at::embedding(embed_, input_ids);
+  auto [cos, sin] = RotaryCosSin(input_ids.size(1), config_, device());
+  at::Tensor document_mask;
+  if (positions.defined()) {
+    // Positions never exceed the row length, so the table rows are picked per token.
+    const int64_t batch = input_ids.size(0), seq = input_ids.size(1);
+    cos = cos.index_select(0, positions.reshape({-1})).view({batch, 1, seq, -1});
+    sin = sin.index_select(0, positions.reshape({-1})).view({batch, 1, seq, -1});
+    // A document starts where its position is 0; query i sees key j of its own document, j <= i.
+    at::Tensor document = positions.eq(0).cumsum(1);
+    at::Tensor causal = at::ones({seq, seq}, positions.options().dtype(at::kBool)).tril();
+    document_mask =
+        document.unsqueeze(2).eq(document.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+  }
+  // Built once per forward for each distinct window (Mistral: one; Qwen2: up to two), not again
+  // in every layer.
+  std::map<int64_t, at::Tensor> masks;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const int64_t window = config_.sliding_windows.empty() ? 0 : config_.sliding_windows[i];
+    auto [mask, added] = masks.try_emplace(window);
+    if (added) mask->second = AttentionMask(document_mask, window, input_ids.size(1), device());
+    if (layer_runner_) {
+      h = layer_runner_(*layers_[i], layer_functions_[i], h, {cos, sin, mask->second});
+    } else {
+      h = layers_[i]->forward(h, cos, sin, mask->second);
+    }
+  }
+  return norm_->forward(h);
+}
+
+at::Tensor LlamaModelImpl::Logits(const at::Tensor& hidden) const {
+  QLoraLinear head = lm_head_linear_;  // a handle: forward is non-const (dropout mode)
+  return head->forward(hidden).to(at::kFloat);
+}
+
+std::vector<std::vector<std::pair<std::string, QLoraLinear>>> LlamaModelImpl::NamedLinearsByLayer()
+    const {
+  std::vector<std::vector<std::pair<std::string, QLoraLinear>>> out(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    const auto& a = layers_[i]->self_attn;
+    const auto& m = layers_[i]->mlp;
+    out[i] = {{p + "self_attn.q_proj", a->q_proj}, {p + "self_attn.k_proj", a->k_proj},
+              {p + "self_attn.v_proj", a->v_proj}, {p + "self_attn.o_proj", a->o_proj},
+              {p + "mlp.gate_proj", m->gate_proj}, {p + "mlp.up_proj", m->up_proj},
+              {p + "mlp.down_proj", m->down_proj}};
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLinears() const {
+  std::vector<std::pair<std::string, QLoraLinear>> out;
+  for (auto& layer : NamedLinearsByLayer()) {
+    out.insert(out.end(), std::make_move_iterator(layer.begin()),
+               std::make_move_iterator(layer.end()));
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, QLoraLinear>> LlamaModelImpl::NamedLoraTargets() const {
+  auto out = NamedLinears();
+  out.emplace_back("lm_head", lm_head_linear_);
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> LlamaModelImpl::NamedFrozenTensors() const {
+  std::vector<std::pair<std::string, at::Tensor>> out = {{"model.embed_tokens.weight", embed_}};
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    for (const auto& [name, bias] : layers_[i]->self_attn->biases) {
+      out.emplace_back(p + "self_attn." + name + ".bias", bias);
+    }
+    for (const auto& [name, bias] : layers_[i]->mlp->biases) {
+      out.emplace_back(p + "mlp." + name + ".bias", bias);
+    }
+    out.emplace_back(p + "input_layernorm.weight", layers_[i]->input_layernorm->weight());
+    out.emplace_back(p + "post_attention_layernorm.weight",
+                     layers_[i]->post_attention_layernorm->weight());
+  }
+  out.emplace_back("model.norm.weight", norm_->weight());
+  if (!config_.tie_word_embeddings) out.emplace_back("lm_head.weight", lm_head_);
+  return out;
+}
+
+StatusOr<LlamaModel> BuildLlamaModel(const LlamaConfig& c, const WeightSource& weights,
+                                     at::Device device, at::ScalarType dtype) {
+  auto fetch = [&](const std::string& name,
+                   const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor t, weights(name, shape));
+    if (!at::isFloatingType(t.scalar_type())) {
+      return InvalidArgument("tensor '" + name + "': expected a floating-point weight, got " +
+                             c10::toString(t.scalar_type()));
+    }
+    return t.to(device, dtype).requires_grad_(false);
+  };
+  const int64_t q_out = c.num_attention_heads * c.head_dim;
+  const int64_t kv_out = c.num_key_value_heads * c.head_dim;
+  QLORAD_ASSIGN_OR_RETURN(at::Tensor embed,
+                          fetch("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}));
+  std::vector<LlamaDecoderLayer> layers;
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string p = "model.layers." + std::to_string(i) + ".";
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor q,
+                            fetch(p + "self_attn.q_proj.weight", {q_out, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor k,
+                            fetch(p + "self_attn.k_proj.weight", {kv_out, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor v,
+                            fetch(p + "self_attn.v_proj.weight", {kv_out, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor o,
+                            fetch(p + "self_attn.o_proj.weight", {c.hidden_size, q_out}));
+    QLORAD_ASSIGN_OR_RETURN(
+        at::Tensor gate, fetch(p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor up,
+                            fetch(p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(
+        at::Tensor down, fetch(p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor in_norm,
+                            fetch(p + "input_layernorm.weight", {c.hidden_size}));
+    QLORAD_ASSIGN_OR_RETURN(at::Tensor post_norm,
+                            fetch(p + "post_attention_layernorm.weight", {c.hidden_size}));
+    ProjectionBiases attention_biases, mlp_biases;
+    if (c.qkv_bias) {
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["q_proj"],
+                              fetch(p + "self_attn.q_proj.bias", {q_out}));
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["k_proj"],
+                              fetch(p + "self_attn.k_proj.bias", {kv_out}));
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["v_proj"],
+                              fetch(p + "self_attn.v_proj.bias", {kv_out}));
+    }
+    if (c.o_bias) {
+      QLORAD_ASSIGN_OR_RETURN(attention_biases["o_proj"],
+                              fetch(p + "self_attn.o_proj.bias", {c.hidden_size}));
+    }
+    if (c.mlp_bias) {
+      QLORAD_ASSIGN_OR_RETURN(mlp_biases["gate_proj"],
+                              fetch(p + "mlp.gate_proj.bias", {c.intermediate_size}));
+      QLORAD_ASSIGN_OR_RETURN(mlp_biases["up_proj"],
+                              fetch(p + "mlp.up_proj.bias", {c.intermediate_size}));
+      QLORAD_ASSIGN_OR_RETURN(mlp_biases["down_proj"],
+                              fetch(p + "mlp.down_proj.bias", {c.hidden_size}));
+    }
+    layers.emplace_back(LlamaAttention(c, q, k, v, o, std::move(attention_biases)),
+                        LlamaMlp(gate, up, down, std::move(mlp_biases)),
+                        RMSNorm(in_norm, c.rms_norm_eps), RMSNorm(post_norm, c.rms_norm_eps));
+  }
+  QLORAD_ASSIGN_OR_RETURN(at::Tensor norm, fetch("model.norm.weight", {c.hidden_size}));
+  at::Tensor lm_head = embed;
+  if (!c.tie_word_embeddings) {
+    QLORAD_ASSIGN_OR_RETURN(lm_head, fetch("lm_head.weight", {c.vocab_size, c.hidden_size}));
+  }
+  return LlamaModel(c, embed, std::move(layers), RMSNorm(norm, c.rms_norm_eps), lm_head);
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,182 @@
+#include "worker/trainer/parallel/activation_recompute.h"
+
+#include <ATen/Context.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "worker/trainer/runtime/autograd_context.h"
+
+namespace qlorad::trainer {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+thread_local bool recomputing = false;
+
+// Marks this thread as recomputing while it lives.
+class RecomputeScope {
+ public:
+  RecomputeScope() : outer_(recomputing) { recomputing = true; }
+  ~RecomputeScope() { recomputing = outer_; }
+  RecomputeScope(const RecomputeScope&) = delete;
+  RecomputeScope& operator=(const RecomputeScope&) = delete;
+
+ private:
+  bool outer_;
+};
+
+// The default generators a function computing on `device` draws from: the CPU's always (CPU
+// tensors, and host-side draws of CUDA code), the device's own when it is a GPU.
+std::vector<at::Generator> DefaultGenerators(at::Device device) {
+  std::vector<at::Generator> generators = {at::globalContext().defaultGenerator(at::kCPU)};
+  if (device.is_cuda()) generators.push_back(at::globalContext().defaultGenerator(device));
+  return generators;
+}
+
+std::vector<at::Tensor> GetStates(std::vector<at::Generator>& generators) {
+  std::vector<at::Tensor> states;
+  for (at::Generator& generator : generators) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    states.push_back(generator.get_state());
+  }
+  return states;
+}
+
+void SetStates(std::vector<at::Generator>& generators, const std::vector<at::Tensor>& states) {
+  for (size_t i = 0; i < generators.size(); ++i) {
+    std::lock_guard<std::mutex> lock(generators[i].mutex());
+    generators[i].set_state(states[i]);
+  }
+}
+
+// Puts the generators in the states of the checkpointed forward while it lives, then back where
+// they were: the recompute draws the forward's masks, and the draws after backward do not
+// depend on whether checkpointing was on.
+class ReplayedRng {
+ public:
+  ReplayedRng(at::Device device, const std::vector<at::Tensor>& forward_states)
+      : generators_(DefaultGenerators(device)), current_(GetStates(generators_)) {
+    SetStates(generators_, forward_states);
+  }
+  ~ReplayedRng() { SetStates(generators_, current_); }
+  ReplayedRng(const ReplayedRng&) = delete;
+  ReplayedRng& operator=(const ReplayedRng&) = delete;
+
+ private:
+  std::vector<at::Generator> generators_;
+  std::vector<at::Tensor> current_;
+};
+
+// The extras as the function takes them: `given` (the defined ones, which autograd can hold) with
+// an undefined tensor put back at each position of `undefined_at`.
+std::vector<at::Tensor> Extras(at::TensorList given, const std::vector<int64_t>& undefined_at) {
+  std::vector<at::Tensor> extras(given.size() + undefined_at.size());
+  size_t next_given = 0, next_undefined = 0;  // undefined_at is ascending
+  for (size_t i = 0; i < extras.size(); ++i) {
+    if (next_undefined < undefined_at.size() &&
+        undefined_at[next_undefined] == static_cast<int64_t>(i)) {
+      ++next_undefined;
+    } else {
+      extras[i] = given[next_given++];
+    }
+  }
+  return extras;
+}
+
+// Inputs: x, each defined extra, where the undefined ones go, the anchor (when x needs no
+// gradient), the function. Only x takes a gradient; backward returns none for the others.
+struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList extras,
+                            const std::vector<int64_t>& undefined_at,
+                            const std::optional<at::Tensor>& /*anchor*/, const LayerFunction* fn) {
+    SaveBorrowed(ctx, "fn", fn);
+    ctx->saved_data["undefined_at"] = undefined_at;
+    std::vector<at::Generator> generators = DefaultGenerators(x.device());
+    ctx->saved_data["rng"] = GetStates(generators);
+    variable_list kept = {x};
+    kept.insert(kept.end(), extras.begin(), extras.end());
+    ctx->save_for_backward(kept);
+    // Function::apply already runs forward without grad; this is the point of checkpointing, so
+    // it is stated here too: nothing inside fn is recorded, so nothing inside it is kept.
+    at::NoGradGuard no_graph;
+    return (*fn)(x, Extras(extras, undefined_at));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto* fn = LoadBorrowed<const LayerFunction>(ctx, "fn");
+    const variable_list kept = ctx->get_saved_variables();
+    // A leaf of its own, so the inner backward stops here and leaves its gradient in .grad.
+    at::Tensor x = kept[0].detach().requires_grad_(ctx->needs_input_grad(0));
+    const std::vector<at::Tensor> extras =
+        Extras(at::TensorList(kept).slice(1), ctx->saved_data["undefined_at"].toIntVector());
+    at::Tensor y;
+    {
+      ReplayedRng rng(x.device(), ctx->saved_data["rng"].toTensorVector());
+      RecomputeScope recompute;
+      at::AutoGradMode grad(true);  // the engine runs backward with grad off
+      y = (*fn)(x, extras);
+    }
+    // Reentrant: accumulates into every leaf the recomputed graph reaches (LoRA A and B), as the
+    // non-checkpointed backward would have.
+    if (y.requires_grad()) torch::autograd::backward({y}, {grads[0]});
+    variable_list out(kept.size() + 3);  // x, the defined extras, undefined_at, anchor, function
+    if (x.requires_grad()) out[0] = x.grad();
+    return out;
+  }
+};
+
+bool HasTrainableParameter(const torch::nn::Module& module) {
+  for (const at::Tensor& p : module.parameters()) {
+    if (p.requires_grad()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
+                               at::TensorList extras) {
+  for (const at::Tensor& extra : extras) {
+    TORCH_CHECK(!extra.defined() || !extra.requires_grad(),
+                "RecomputeInBackward: an extra input requires grad; only x is differentiated");
+  }
+  // The leaves inside fn are out of autograd's sight until the recompute. If no input required
+  // grad, the output would not join the graph and backward would never come back for them (the
+  // first decoder layer's input, a frozen embedding's output): an empty leaf that does links it.
+  std::optional<at::Tensor> anchor;
+  if (!x.requires_grad()) {
+    anchor = at::empty({0}, x.options().dtype(at::kFloat)).requires_grad_(true);
+  }
+  // Autograd takes no undefined input (an absent attention mask): those travel as positions.
+  std::vector<at::Tensor> defined;
+  std::vector<int64_t> undefined_at;
+  for (size_t i = 0; i < extras.size(); ++i) {
+    if (extras[i].defined()) {
+      defined.push_back(extras[i]);
+    } else {
+      undefined_at.push_back(static_cast<int64_t>(i));
+    }
+  }
+  return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn);
+}
+
+void ApplyActivationRecompute(LlamaModel& model) {
+  model->SetLayerRunner([](const LlamaDecoderLayerImpl& layer, const LayerFunction& function,
+                           const at::Tensor& x, at::TensorList extras) {
+    if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
+      return RecomputeInBackward(function, x, extras);
+    }
+    return function(x, extras);
+  });
+}
+
+bool InActivationRecompute() {
+  return recomputing;
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,37 @@
+// Activation recompute (train.activation_checkpointing), as PyTorch's reentrant
+// torch.utils.checkpoint (what Hugging Face's gradient_checkpointing uses): forward runs a function
+// without building a graph and keeps only its input; backward runs it again from that input with
+// grad enabled and backpropagates the incoming gradient through the recomputed graph. Memory for
+// one extra forward of the function.
+//
+// The inner backward accumulates into every leaf the function reaches (the LoRA parameters), as
+// the reentrant flavour does; the checkpoint hands autograd the input's gradient only.
+// Random draws (dropout) repeat: the default generators of the CPU, and of the input's CUDA
+// device, are saved before the forward and replayed for the recompute, then put back.
+#pragma once
+
+#include <torch/torch.h>
+
+#include "worker/trainer/model/llama_model.h"
+
+namespace qlorad::trainer {
+
+// fn(x, extras) with only x and `extras` kept for backward. Gradients reach the leaves inside fn
+// even when x needs none (a frozen embedding's output). `extras` take no gradient and are handed
+// back as given; fn must draw random numbers only from the default generators (see above) and
+// must outlive the graph (as FrozenLinear's source).
+at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
+                               at::TensorList extras = {});
+
+// From now on, while grad mode is on, each decoder layer of `model` that has something to train
+// (its input needs a gradient, or it holds a trainable parameter) keeps only its input and runs
+// again in backward: one more forward per layer for the memory of its activations. No-grad
+// forwards (eval) are unchanged.
+void ApplyActivationRecompute(LlamaModel& model);
+
+// Whether this thread is running a recomputed function again for backward. Code that behaves
+// differently in forward and backward (fsdp's gathers) reads it: the recompute is a forward
+// whose graph backward consumes at once.
+bool InActivationRecompute();
+
+}  // namespace qlorad::trainer

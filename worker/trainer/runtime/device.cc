@@ -1,0 +1,46 @@
+#include "worker/trainer/runtime/device.h"
+
+#include <ATen/DeviceAccelerator.h>
+#include <torch/cuda.h>
+
+#include <cstdlib>
+
+namespace qlorad::trainer {
+
+namespace {
+
+c10::DeviceIndex LocalCudaIndex() {
+  const char* local_rank = std::getenv("QLORAD_LOCAL_RANK");
+  const int count = static_cast<int>(torch::cuda::device_count());
+  if (local_rank == nullptr || count == 0) return 0;
+  return static_cast<c10::DeviceIndex>(std::atoi(local_rank) % count);
+}
+
+}  // namespace
+
+StatusOr<at::Device> ResolveDevice(DeviceChoice requested, const std::string& field) {
+  const bool cuda = torch::cuda::is_available();
+  switch (requested) {
+    case DeviceChoice::kCpu:
+      return at::Device(at::kCPU);
+    case DeviceChoice::kCuda:
+      if (!cuda) {
+        return FailedPrecondition(field + ": cuda requested but no CUDA device is visible");
+      }
+      return at::Device(at::kCUDA, LocalCudaIndex());
+    case DeviceChoice::kAuto:
+      break;
+  }
+  return cuda ? at::Device(at::kCUDA, LocalCudaIndex()) : at::Device(at::kCPU);
+}
+
+void FillVram(at::Device device, events::Metrics* metrics) {
+  if (!device.is_cuda()) return;
+  const auto stats = at::accelerator::getDeviceStats(device.index());
+  constexpr size_t kAllPools = 0;  // StatType::AGGREGATE
+  metrics->vram_allocated_bytes = stats.allocated_bytes[kAllPools].current;
+  metrics->vram_reserved_bytes = stats.reserved_bytes[kAllPools].current;
+  metrics->vram_peak_bytes = stats.allocated_bytes[kAllPools].peak;
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,23 @@
+// Which device a rank runs on, and what it reports of its memory.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+
+#include "common/events.h"
+#include "common/spec_choices.h"
+#include "common/status.h"
+
+namespace qlorad::trainer {
+
+// resources.device (or --device) -> the device. Local ranks started by `qlorad-train launch`
+// share a host: rank r takes GPU r (mod count); a rank started by a worker sees only its own GPU.
+// `field` names where the choice came from, for the error when cuda is asked of a host without.
+StatusOr<at::Device> ResolveDevice(DeviceChoice requested, const std::string& field);
+
+// The caching allocator's current, reserved and peak bytes into `metrics`; the CPU has no such
+// allocator to report, so a CPU run leaves them 0.
+void FillVram(at::Device device, events::Metrics* metrics);
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,168 @@
+#include "worker/trainer/train/merged_export.h"
+
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <utility>
+
+#include "worker/trainer/io/json_file.h"
+#include "worker/trainer/model/model_config.h"
+#include "worker/trainer/runtime/dtype_names.h"
+#include "worker/trainer/train/inference_model.h"
+#include "worker/trainer/weights/safetensors_torch.h"
+
+namespace qlorad::trainer {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// Files of a model directory that describe how to use it rather than its weights.
+constexpr const char* kCopiedFiles[] = {"tokenizer.json",      "tokenizer_config.json",
+                                        "tokenizer.model",     "special_tokens_map.json",
+                                        "added_tokens.json",   "vocab.json",
+                                        "merges.txt",          "generation_config.json",
+                                        "chat_template.jinja", "chat_template.json"};
+
+struct OutputTensor {
+  std::string name;
+  int64_t bytes = 0;
+  std::function<at::Tensor()>
+      make;  // the tensor in the output dtype, made when its shard is written
+};
+
+// `name` (--dtype) when given, else the dtype of `base`, read from `config_path`.
+StatusOr<at::ScalarType> OutputDtype(const std::string& name, const LlamaConfig& base,
+                                     const std::string& config_path) {
+  if (!name.empty()) return ParsePrecision(name, "--dtype");
+  if (std::optional<at::ScalarType> type = DtypeFromTorchName(base.torch_dtype)) return *type;
+  return InvalidArgument(config_path + ": dtype: '" + base.torch_dtype +
+                         "' is not bfloat16, float16 or float32; pass --dtype");
+}
+
+std::vector<OutputTensor> PlanTensors(const LlamaModel& model, at::ScalarType dtype,
+                                      int64_t* merged_layers) {
+  std::vector<OutputTensor> out;
+  const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
+  const bool head_lora = model->lm_head_linear()->has_lora();
+  for (const auto& [name, tensor] : model->NamedFrozenTensors()) {
+    if (head_lora && name == "lm_head.weight") continue;  // written merged below
+    at::Tensor t = tensor;
+    out.push_back({name, t.numel() * element, [t, dtype] { return t.to(dtype).contiguous(); }});
+  }
+  for (const auto& [name, linear_ref] : model->NamedLoraTargets()) {
+    QLoraLinear linear = linear_ref;
+    // An unadapted head is a frozen tensor above (or the embedding itself, when tied). An adapted
+    // one is written on its own even when tied, over the embedding's values: the embedding stays
+    // as it was, so the merged model computes what the base + adapter did.
+    if (name == "lm_head" && !head_lora) continue;
+    if (linear->has_lora()) ++*merged_layers;
+    out.push_back({name + ".weight", linear->out_features() * linear->in_features() * element,
+                   [linear, dtype] {
+                     at::NoGradGuard no_grad;
+                     at::Tensor w = linear->BaseWeight(at::kFloat);
+                     if (linear->has_lora()) {
+                       // PEFT's merge: W + scale * B @ A, in fp32 before the output cast.
+                       w = w + linear->lora_options().scale *
+                                   at::matmul(linear->lora_b().to(at::kFloat),
+                                              linear->lora_a().to(at::kFloat));
+                     }
+                     return w.to(dtype).contiguous();
+                   }});
+  }
+  return out;
+}
+
+// Greedy in order: a shard closes before the tensor that would take it over the limit.
+std::vector<std::vector<const OutputTensor*>> Shard(const std::vector<OutputTensor>& tensors,
+                                                    int64_t max_bytes) {
+  std::vector<std::vector<const OutputTensor*>> shards(1);
+  int64_t in_shard = 0;
+  for (const OutputTensor& t : tensors) {
+    if (!shards.back().empty() && in_shard + t.bytes > max_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(&t);
+    in_shard += t.bytes;
+  }
+  return shards;
+}
+
+std::string ShardName(size_t index, size_t count) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "model-%05zu-of-%05zu.safetensors", index + 1, count);
+  return name;
+}
+
+// The base's config.json as the merged checkpoint's.
+Status WriteConfig(json config, const std::string& out_dir, at::ScalarType dtype,
+                   bool separate_lm_head) {
+  config.erase("quantization_config");  // the merged weights are dense
+  // A merged lm_head LoRA leaves the head unlike the embedding: transformers must not re-tie them.
+  if (separate_lm_head) config["tie_word_embeddings"] = false;
+  config["dtype"] = TorchDtypeName(dtype);
+  if (config.contains("torch_dtype")) config["torch_dtype"] = TorchDtypeName(dtype);
+  return WriteJsonFile(out_dir + "/config.json", config);
+}
+
+}  // namespace
+
+StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
+  // Read once: it gives the default dtype and becomes the output's config.json.
+  const std::string config_path = options.model_dir + "/config.json";
+  QLORAD_ASSIGN_OR_RETURN(json config, ReadJsonFile(config_path));
+  QLORAD_ASSIGN_OR_RETURN(const LlamaConfig base, LlamaConfigFromJson(config, config_path));
+  QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
+                          OutputDtype(options.dtype, base, config_path));
+  if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
+  std::error_code ec;
+  if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {
+    // Shards of an earlier export would mix with these ones.
+    return InvalidArgument("--out: " + options.out_dir + " exists and is not empty");
+  }
+  // The base loads in fp32 (NF4 projections stay packed until their shard is written).
+  QLORAD_ASSIGN_OR_RETURN(
+      LlamaModel model,
+      LoadModelForInference(options.model_dir, options.adapter_dir, at::kCPU, at::kFloat));
+  fs::create_directories(options.out_dir, ec);
+  if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());
+
+  ExportResult result;
+  const std::vector<OutputTensor> tensors = PlanTensors(model, dtype, &result.merged_layers);
+  const auto shards = Shard(tensors, options.max_shard_bytes);
+  json weight_map = json::object();
+  for (size_t s = 0; s < shards.size(); ++s) {
+    const std::string file = shards.size() == 1 ? "model.safetensors" : ShardName(s, shards.size());
+    std::vector<std::pair<std::string, at::Tensor>> contents;
+    for (const OutputTensor* t : shards[s]) {
+      contents.emplace_back(t->name, t->make());
+      weight_map[t->name] = file;
+      result.total_bytes += t->bytes;
+    }
+    QLORAD_RETURN_IF_ERROR(SaveTensors(options.out_dir + "/" + file, contents, {{"format", "pt"}}));
+  }
+  result.tensors = static_cast<int64_t>(tensors.size());
+  result.shards = static_cast<int64_t>(shards.size());
+  if (shards.size() > 1) {
+    QLORAD_RETURN_IF_ERROR(WriteJsonFile(
+        options.out_dir + "/model.safetensors.index.json",
+        {{"metadata", {{"total_size", result.total_bytes}}}, {"weight_map", weight_map}}));
+  }
+  QLORAD_RETURN_IF_ERROR(
+      WriteConfig(std::move(config), options.out_dir, dtype, model->lm_head_linear()->has_lora()));
+  for (const char* name : kCopiedFiles) {
+    const fs::path from = fs::path(options.model_dir) / name;
+    if (!fs::is_regular_file(from)) continue;
+    fs::copy_file(from, fs::path(options.out_dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return Internal(from.string() + ": cannot copy: " + ec.message());
+  }
+  return result;
+}
+
+}  // namespace qlorad::trainer

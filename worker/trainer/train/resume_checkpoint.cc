@@ -1,0 +1,132 @@
+#include "worker/trainer/train/resume_checkpoint.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <utility>
+#include <vector>
+
+#include "worker/trainer/io/file_util.h"
+#include "worker/trainer/io/json_file.h"
+#include "worker/trainer/model/adapter.h"
+#include "worker/trainer/train/resume_checkpoint_shards.h"
+
+namespace qlorad::trainer {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kStepPrefix = "step-";
+
+// Step number of a "step-N" directory name, or -1.
+int64_t StepOf(const fs::path& dir) {
+  const std::string name = dir.filename().string();
+  if (name.rfind(kStepPrefix, 0) != 0) return -1;
+  const std::string digits = name.substr(std::string(kStepPrefix).size());
+  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
+  return std::stoll(digits);
+}
+
+// step-N directories under `dir`, oldest first.
+std::vector<fs::path> StepDirs(const fs::path& dir) {
+  std::vector<fs::path> dirs;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.is_directory() && StepOf(entry.path()) >= 0) dirs.push_back(entry.path());
+  }
+  std::sort(dirs.begin(), dirs.end(),
+            [](const fs::path& a, const fs::path& b) { return StepOf(a) < StepOf(b); });
+  return dirs;
+}
+
+}  // namespace
+
+uint64_t StepSeed(uint64_t seed, int64_t step) {
+  return seed * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(step) + 1;
+}
+
+Status SaveAdapterFromRanks(parallel::DataParallel& parallel, const JobSpec& spec,
+                            const std::string& dir) {
+  std::vector<std::pair<std::string, at::Tensor>> adapter;
+  QLORAD_RETURN_IF_ERROR(parallel.ForEachAdapterTensor(
+      [&](const std::string& module, bool lora_a, const at::Tensor& value) {
+        adapter.emplace_back(AdapterKey(module, lora_a), value.to(at::kFloat));
+        return Status::Ok();
+      }));
+  if (parallel.comm().rank() != 0) return Status::Ok();
+  return SaveAdapterTensors(adapter, spec, dir);
+}
+
+StatusOr<std::string> SaveResumeCheckpoint(const std::string& checkpoints_dir,
+                                           parallel::DataParallel& parallel,
+                                           torch::optim::Optimizer& optimizer, const JobSpec& spec,
+                                           const ResumeState& state, int keep) {
+  parallel::Communicator& comm = parallel.comm();
+  const bool rank0 = comm.rank() == 0;
+  const fs::path root = fs::absolute(checkpoints_dir);
+  const fs::path final_dir = root / (kStepPrefix + std::to_string(state.step));
+  const fs::path tmp_dir = root / ("." + final_dir.filename().string() + ".tmp");
+  if (rank0) {
+    std::error_code ec;
+    QLORAD_RETURN_IF_ERROR(RemoveTree(tmp_dir.string()));
+    fs::create_directories(tmp_dir, ec);
+    if (ec) return Internal(tmp_dir.string() + ": cannot create directory: " + ec.message());
+  }
+  QLORAD_RETURN_IF_ERROR(comm.Barrier()->Wait());  // the directory exists for every rank
+  QLORAD_RETURN_IF_ERROR(SaveAdapterFromRanks(parallel, spec, (tmp_dir / "adapter").string()));
+  QLORAD_RETURN_IF_ERROR(SaveParameterShards(tmp_dir.string(), parallel, optimizer));
+  if (rank0) {
+    const json state_json = {{"step", state.step},
+                             {"data", {{"epoch", state.data.epoch}, {"row", state.data.row}}},
+                             {"seed", state.seed},
+                             {"world_size", comm.world_size()},
+                             {"rng", "dropout reseeded per step from (seed, step)"}};
+    QLORAD_RETURN_IF_ERROR(WriteJsonFile((tmp_dir / "state.json").string(), state_json));
+  }
+  QLORAD_RETURN_IF_ERROR(comm.Barrier()->Wait());  // every shard is written
+  if (!rank0) return final_dir.string();
+  std::error_code ec;
+  QLORAD_RETURN_IF_ERROR(RemoveTree(final_dir.string()));
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec)
+    return Internal(final_dir.string() + ": cannot move checkpoint into place: " + ec.message());
+  std::vector<fs::path> dirs = StepDirs(root);
+  for (size_t i = 0; i + static_cast<size_t>(std::max(keep, 1)) < dirs.size(); ++i) {
+    QLORAD_RETURN_IF_ERROR(RemoveTree(dirs[i].string()));
+  }
+  return final_dir.string();
+}
+
+StatusOr<std::string> ResolveResumeCheckpoint(const std::string& dir) {
+  const fs::path path(dir);
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) return NotFound("--resume: not a directory: " + dir);
+  if (StepOf(path) >= 0 && fs::exists(path / "state.json")) return fs::absolute(path).string();
+  for (const fs::path& candidate : {path / "checkpoints", path}) {
+    std::vector<fs::path> dirs = StepDirs(candidate);
+    if (!dirs.empty()) return fs::absolute(dirs.back()).string();
+  }
+  return NotFound("--resume: no step-N checkpoint in " + dir);
+}
+
+StatusOr<ResumeState> LoadResumeCheckpoint(const std::string& checkpoint_dir,
+                                           const parallel::DataParallel& parallel,
+                                           torch::optim::Optimizer& optimizer) {
+  const std::string state_path = checkpoint_dir + "/state.json";
+  QLORAD_ASSIGN_OR_RETURN(const json j, ReadJsonFile(state_path));
+  ResumeState state;
+  try {
+    state.step = j.at("step").get<int64_t>();
+    state.data.epoch = j.at("data").at("epoch").get<int64_t>();
+    state.data.row = j.at("data").at("row").get<int64_t>();
+    state.seed = j.at("seed").get<uint64_t>();
+  } catch (const json::exception& e) {
+    return DataLoss(state_path + ": " + e.what());
+  }
+  QLORAD_RETURN_IF_ERROR(LoadParameterShards(checkpoint_dir, parallel, optimizer));
+  return state;
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,140 @@
+#include "worker/trainer/train/setup.h"
+
+#include <string>
+#include <utility>
+
+#include "worker/trainer/data/dataset.h"
+#include "worker/trainer/model/model_config.h"
+#include "worker/trainer/model/model_loader.h"
+#include "worker/trainer/parallel/shard_on_load.h"
+#include "worker/trainer/runtime/dtype_names.h"
+#include "worker/trainer/weights/bnb4bit_reader.h"
+
+namespace qlorad::trainer {
+
+namespace {
+
+Status SetUpData(const JobSpec& spec, const LlamaConfig& config, Session& s, EventSink& events) {
+  QLORAD_ASSIGN_OR_RETURN(Dataset dataset,
+                          LoadDataset(spec.data, spec.model.path, {config.vocab_size}));
+  if (dataset.skipped_lines > 0) {
+    events.Log("warning", "skipped " + std::to_string(dataset.skipped_lines) + " bad lines in " +
+                              spec.data.path + " (data.skip_bad_lines)");
+  }
+  const size_t documents = dataset.documents.size();
+  QLORAD_ASSIGN_OR_RETURN(
+      Batcher batcher,
+      Batcher::Create(std::move(dataset.documents), {spec.data.max_seq_len, spec.data.packing,
+                                                     spec.data.shuffle, spec.data.seed}));
+  events.Log("info", "data: " + std::to_string(documents) + " examples, " +
+                         std::to_string(batcher.rows_per_epoch()) + " rows of up to " +
+                         std::to_string(spec.data.max_seq_len) + " tokens per epoch");
+  s.batcher.emplace(std::move(batcher));
+  return Status::Ok();
+}
+
+// What is left to quantize after loading. A bitsandbytes 4-bit checkpoint trains on its stored
+// NF4 weights: nothing is left. With quantization.type none it is refused rather than
+// dequantized: the user asked for a dense base the files do not hold.
+StatusOr<QuantizationSpec> QuantizationAfterLoad(const JobSpec& spec,
+                                                 const std::optional<BnbQuantization>& bnb,
+                                                 EventSink& events) {
+  QuantizationSpec quantization = spec.quantization;
+  if (!bnb) return quantization;
+  if (quantization.type != QuantizationType::kNf4) {
+    return InvalidArgument("quantization.type: '" + NameOf(quantization.type) +
+                           "', but model.path " + spec.model.path +
+                           " is a bitsandbytes 4-bit nf4 checkpoint; use type: nf4 (its stored "
+                           "quantization is used) or an unquantized model");
+  }
+  events.Log("info", std::string("model is pre-quantized (bitsandbytes nf4, double_quant ") +
+                         (bnb->double_quant ? "true" : "false") +
+                         "): using its stored quantization; quantization.block_size and "
+                         "double_quant do not apply");
+  quantization.type = QuantizationType::kNone;
+  return quantization;
+}
+
+}  // namespace
+
+StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
+                        std::shared_ptr<parallel::Communicator> comm, EventSink& events) {
+  Session s;
+  s.device = device;
+  s.comm = std::move(comm);
+  s.loss_chunk_rows = spec.train.loss_chunk_size;
+  const at::ScalarType dtype = ScalarTypeOf(spec.train.precision);
+  const at::ScalarType lora_dtype =
+      ScalarTypeOf(spec.lora.compute_precision.value_or(spec.train.precision));
+  QLORAD_ASSIGN_OR_RETURN(const parallel::Strategy strategy,
+                          parallel::ResolveStrategy(spec.parallel, s.comm->world_size()));
+  QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(spec.model.path));
+
+  // 1. Data.
+  QLORAD_RETURN_IF_ERROR(SetUpData(spec, config, s, events));
+
+  // 2. The model.
+  QLORAD_ASSIGN_OR_RETURN(const std::optional<BnbQuantization> bnb,
+                          ReadBnbQuantization(spec.model.path));
+  QLORAD_ASSIGN_OR_RETURN(QuantizationSpec quantization, QuantizationAfterLoad(spec, bnb, events));
+  std::optional<parallel::ShardOnLoad> shard_on_load;
+  if (strategy == parallel::Strategy::kFsdp) {
+    shard_on_load.emplace(s.comm->rank(), s.comm->world_size(),
+                          spec.parallel.cpu_offload && s.device.is_cuda());
+  }
+  events.Log("info", "loading model from " + spec.model.path + " onto " + s.device.str() +
+                         (shard_on_load && s.comm->world_size() > 1
+                              ? " (this rank keeps 1/" + std::to_string(s.comm->world_size()) +
+                                    " of the decoder weights)"
+                              : ""));
+  std::optional<QuantizeOnLoad> quantize_on_load;
+  if (quantization.type == QuantizationType::kNf4 && Nf4OpsAvailable(s.device.type())) {
+    quantize_on_load = QuantizeOnLoad{quantization.block_size, quantization.double_quant};
+  }
+  QLORAD_ASSIGN_OR_RETURN(
+      const LoadedModel loaded,
+      LoadLlamaModel(spec.model.path, config, bnb.has_value(), s.device, dtype, quantize_on_load,
+                     shard_on_load ? &*shard_on_load : nullptr));
+  s.model = loaded.model;
+
+  // 3. QLoRA, recompute and data parallelism, in parallelize's order.
+  QLORAD_ASSIGN_OR_RETURN(
+      parallel::Parallelized parallelized,
+      parallel::Parallelize(
+          s.model,
+          {.strategy = strategy,
+           .quantization = quantization,
+           .lora = spec.lora,
+           .seed = spec.train.seed,
+           .lora_dtype = lora_dtype,
+           .activation_recompute = spec.train.activation_checkpointing,
+           .parallel = spec.parallel},
+          s.comm, shard_on_load ? shard_on_load->TakeShards() : parallel::FrozenShards{}));
+  s.parallel = std::move(parallelized.data_parallel);
+  const QLoraSummary& summary = parallelized.qlora;
+  events.Log("info", "quantized " +
+                         std::to_string(summary.quantized_layers + loaded.prequantized_layers) +
+                         " linear layers (" + NameOf(spec.quantization.type) + "), LoRA on " +
+                         std::to_string(summary.lora_layers) + " layers, " +
+                         std::to_string(summary.trainable_parameters) + " trainable parameters");
+  if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
+  events.Log("info", spec.train.activation_checkpointing
+                         ? "activation checkpointing: on (train.activation_checkpointing); each "
+                           "decoder layer keeps its input only and runs again in backward"
+                         : "activation checkpointing: off (train.activation_checkpointing)");
+  if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
+    events.Log("info", std::string("parallel: ") + parallel::StrategyName(strategy) + " over " +
+                           std::to_string(s.comm->world_size()) + " ranks (" + s.comm->backend() +
+                           ")");
+  }
+
+  // 4. The optimizer.
+  s.optimizer = std::make_unique<torch::optim::AdamW>(
+      s.parallel->Parameters(), torch::optim::AdamWOptions(spec.train.lr)
+                                    .betas({spec.train.betas[0], spec.train.betas[1]})
+                                    .eps(spec.train.eps)
+                                    .weight_decay(spec.train.weight_decay));
+  return s;
+}
+
+}  // namespace qlorad::trainer

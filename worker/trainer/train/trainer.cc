@@ -1,0 +1,345 @@
+#include "worker/trainer/train/trainer.h"
+
+#include <ATen/DeviceAccelerator.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <limits>
+
+#include "worker/trainer/loss/chunked_loss.h"
+#include "worker/trainer/parallel/communicator.h"
+#include "worker/trainer/runtime/cpu_threads.h"
+#include "worker/trainer/runtime/device.h"
+#include "worker/trainer/runtime/phase_timer.h"
+#include "worker/trainer/runtime/step_profiler.h"
+#include "worker/trainer/runtime/watchdog.h"
+#include "worker/trainer/train/fused_adamw.h"
+#include "worker/trainer/train/loss_head.h"
+#include "worker/trainer/train/lr_schedule.h"
+#include "worker/trainer/train/resume_checkpoint.h"
+#include "worker/trainer/train/setup.h"
+
+namespace qlorad::trainer {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+at::Tensor ToDevice(const std::vector<int64_t>& values, int64_t rows, int64_t cols,
+                    at::Device device) {
+  return at::tensor(values, at::kLong).view({rows, cols}).to(device);
+}
+
+// This rank's micro-batches of one optimizer step. Every rank draws the whole global batch
+// (micro_batch_size x grad_accum x world_size rows, in the order one rank would draw them) and
+// keeps micro-batch i * world_size + rank, so N ranks train on exactly the rows of one; drawing
+// is cheap next to the model. `global_valid` counts the valid labels of all of them, which is
+// what the loss divides by, on every rank alike, with no collective.
+std::vector<Batch> DrawStepBatches(Batcher& batcher, const TrainSpec& train, int rank, int world,
+                                   int64_t* global_valid, int64_t* global_tokens) {
+  std::vector<Batch> mine;
+  for (int64_t i = 0; i < train.grad_accum; ++i) {
+    for (int r = 0; r < world; ++r) {
+      Batch b = batcher.Next(train.micro_batch_size);
+      *global_valid += b.valid_labels;
+      *global_tokens += b.tokens;
+      if (r == rank) mine.push_back(std::move(b));
+    }
+  }
+  return mine;
+}
+
+// Forward and backward over this rank's micro-batches of one optimizer step. The loss is the mean
+// over every valid token of the step on all ranks (not a mean of per-micro-batch means), so
+// grad_accum and the world size change nothing but memory; returns this rank's part of it, on
+// the device ([1], fp64), ready for the all-reduce: the step reads it back once, after that.
+at::Tensor AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_t valid) {
+  const double denominator = static_cast<double>(std::max<int64_t>(valid, 1));
+  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+  for (const Batch& b : batches) {
+    at::Tensor inputs = ToDevice(b.inputs, b.rows, b.seq_len, s.device);
+    at::Tensor labels = ToDevice(b.labels, b.rows, b.seq_len, s.device);
+    // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
+    // Rows holding several documents keep them apart (block-diagonal attention, positions
+    // restarting per document); others take the plain causal path.
+    at::Tensor positions =
+        b.packed_documents ? ToDevice(b.positions, b.rows, b.seq_len, s.device) : at::Tensor();
+    const at::Tensor hidden = s.model->forward(inputs, positions);
+    const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
+    // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
+    at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), labels.view({-1}),
+                                          {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+                          .sum /
+                      denominator;
+    loss.backward();
+    total += loss.detach().to(at::kDouble);
+  }
+  return total;
+}
+
+// What one optimizer step reports.
+struct StepOutcome {
+  double loss = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  int64_t tokens = 0;           // of every rank's micro-batches
+  bool stop_requested = false;  // on any rank: every rank stops after this step
+};
+
+// One optimizer step (0-based `step`): draw the batches, forward and backward, reduce and clip the
+// gradients, step AdamW. The host waits for the device once, at the end.
+StatusOr<StepOutcome> RunStep(Session& s, const JobSpec& spec, const TrainOptions& options,
+                              int64_t step, PhaseTimer& phases) {
+  StepOutcome out;
+  out.lr = LearningRateAt(spec.train, step);
+  for (auto& group : s.optimizer->param_groups()) group.options().set_lr(out.lr);
+
+  int64_t valid = 0;
+  const std::vector<Batch> batches = DrawStepBatches(*s.batcher, spec.train, options.rank,
+                                                     options.world_size, &valid, &out.tokens);
+  s.optimizer->zero_grad();
+  torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
+  phases.End("data");
+  const at::Tensor step_loss = AccumulateGradients(s, batches, valid);
+  phases.End("forward+backward");
+  QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
+  phases.End("gradient reduction");
+  // An infinite bound measures the norm without changing the gradients.
+  const double max_norm =
+      spec.train.max_grad_norm.value_or(std::numeric_limits<double>::infinity());
+  QLORAD_ASSIGN_OR_RETURN(const at::Tensor grad_norm_on_device, s.parallel->ClipGradNorm(max_norm));
+  phases.End("clip");
+  FusedAdamWStep(*s.optimizer);
+  phases.End("optimizer");
+  // The host waits for the device once per step, here, after the whole step is queued: one
+  // all-reduce carries the loss and the stop request (ranks see a stop signal at different
+  // moments and must stop at the same step), and one copy brings them back with the norm.
+  at::Tensor shared =
+      at::cat({step_loss, at::full({1}, options.should_stop() ? 1.0 : 0.0, step_loss.options())});
+  QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(shared)->Wait());
+  const at::Tensor readback = at::cat({shared, grad_norm_on_device.to(shared.device())}).cpu();
+  out.loss = readback[0].item<double>();
+  out.stop_requested = readback[1].item<double>() > 0;
+  out.grad_norm = readback[2].item<double>();
+  phases.End("all-reduce+readback");
+  return out;
+}
+
+// The communicator for this rank: a world of one, or the ranks met at options.rendezvous.
+StatusOr<std::shared_ptr<parallel::Communicator>> Connect(const JobSpec& spec,
+                                                          const TrainOptions& options,
+                                                          at::Device device) {
+  if (options.rendezvous.empty()) {
+    return std::shared_ptr<parallel::Communicator>(parallel::MakeLocalCommunicator(device));
+  }
+  const auto collective_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::duration<double>(spec.parallel.timeout_s));
+  QLORAD_ASSIGN_OR_RETURN(std::unique_ptr<parallel::Communicator> comm,
+                          parallel::Rendezvous({.address = options.rendezvous,
+                                                .rank = options.rank,
+                                                .world_size = options.world_size,
+                                                .device = device,
+                                                .collective_timeout = collective_timeout}));
+  return std::shared_ptr<parallel::Communicator>(std::move(comm));
+}
+
+// --device when given, else resources.device.
+StatusOr<at::Device> DeviceFor(const JobSpec& spec, const TrainOptions& options) {
+  if (options.device.empty()) return ResolveDevice(spec.resources.device, "resources.device");
+  const std::optional<DeviceChoice> flag = ChoiceNamed<DeviceChoice>(options.device);
+  if (!flag) {
+    return InvalidArgument("--device: must be one of " + ChoiceList<DeviceChoice>() + ", got '" +
+                           options.device + "'");
+  }
+  return ResolveDevice(*flag, "--device");
+}
+
+Status CheckOptions(const JobSpec& spec, const TrainOptions& options) {
+  if (spec.resources.gpus > 1 && options.world_size == 1) {
+    return InvalidArgument("resources.gpus: " + std::to_string(spec.resources.gpus) +
+                           " ranks, but this process is a world of one; run it with "
+                           "`qlorad-train launch --nproc " +
+                           std::to_string(spec.resources.gpus) + "` or through the coordinator");
+  }
+  if (options.world_size > 1 && options.rendezvous.empty()) {
+    return InvalidArgument("--rendezvous: world size " + std::to_string(options.world_size) +
+                           " needs HOST:PORT of the ranks' store");
+  }
+  return Status::Ok();
+}
+
+void LogCommunication(const Session& s, int rank, int64_t steps_run, EventSink& events) {
+  if (s.comm->world_size() == 1 || steps_run == 0) return;
+  const int64_t received = s.comm->bytes_received();
+  events.Log("info", "communication: rank " + std::to_string(rank) + " received " +
+                         std::to_string(received) + " bytes in collectives over " +
+                         std::to_string(steps_run) + " steps (" +
+                         std::to_string(received / steps_run) + " bytes per step)");
+}
+
+// One run from its first step to its end, once SetUp has built the session: resume, the step
+// loop with its events and resume checkpoints, then the adapter.
+class TrainingRun {
+ public:
+  TrainingRun(const JobSpec& spec, const TrainOptions& options, EventSink& events, Session session,
+              Clock::time_point started)
+      : spec_(spec),
+        options_(options),
+        events_(events),
+        s_(std::move(session)),
+        started_(started),
+        output_dir_(fs::absolute(spec.checkpoint.output_dir)),
+        state_{0, s_.batcher->position(), spec.train.seed} {
+    // Only with peers: then a step that outlives parallel.timeout_s already fails their
+    // collectives, so the watchdog adds no limit of its own, while a single rank may
+    // legitimately take long steps (a large model on a CPU) and has no peer to hold up.
+    if (s_.comm->world_size() > 1) {
+      watchdog_.emplace(options.rank, spec.parallel.timeout_s, [&events](const std::string& line) {
+        events.Error(line, "parallel.timeout_s");
+      });
+    }
+  }
+
+  // --resume: parameters, optimizer state, step and data position from a resume checkpoint.
+  Status Resume() {
+    if (!options_.resume) return Status::Ok();
+    Beat("loading the checkpoint");
+    QLORAD_ASSIGN_OR_RETURN(const std::string dir, ResolveResumeCheckpoint(*options_.resume));
+    QLORAD_ASSIGN_OR_RETURN(state_, LoadResumeCheckpoint(dir, *s_.parallel, *s_.optimizer));
+    if (state_.seed != spec_.train.seed) {
+      return InvalidArgument("train.seed: the checkpoint " + dir + " was made with seed " +
+                             std::to_string(state_.seed) + ", the spec says " +
+                             std::to_string(spec_.train.seed));
+    }
+    s_.batcher->Seek(state_.data);
+    events_.Log("info", "resumed from " + dir + " at step " + std::to_string(state_.step));
+    return Status::Ok();
+  }
+
+  // Runs steps until train.max_steps, or until a stop request (then checkpoints).
+  Status Steps() {
+    result_.steps = state_.step;
+    first_step_ = state_.step;
+    s_.model->train();
+    if (s_.device.is_cuda()) at::accelerator::resetPeakStats(s_.device.index());
+    PhaseTimer phases(s_.device, PhaseTimingRequested());
+    StepProfiler profiler(options_.rank, first_step_, s_.device);
+    const int64_t total_steps = spec_.train.max_steps;
+    for (int64_t step = state_.step; step < total_steps; ++step) {
+      const auto step_started = Clock::now();
+      Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
+      phases.StartStep();
+      profiler.BeginStep(step);
+      QLORAD_ASSIGN_OR_RETURN(const StepOutcome outcome,
+                              RunStep(s_, spec_, options_, step, phases));
+      state_.step = step + 1;
+      result_.steps = state_.step;
+      result_.losses.push_back(outcome.loss);
+      ReportMetrics(outcome, SecondsSince(step_started));
+      if (!std::isfinite(outcome.loss)) {
+        return Internal("training diverged: loss is " + std::to_string(outcome.loss) + " at step " +
+                        std::to_string(state_.step) + " (try a lower train.lr or fp32 precision)");
+      }
+      if (outcome.stop_requested) {
+        QLORAD_RETURN_IF_ERROR(SaveCheckpoint());
+        result_.stopped = true;
+        return Status::Ok();
+      }
+      const int64_t every = spec_.checkpoint.every_steps;
+      if (every > 0 && state_.step % every == 0 && state_.step < total_steps) {
+        QLORAD_RETURN_IF_ERROR(SaveCheckpoint());
+      }
+      phases.End("metrics+checkpoint");
+      const std::string trace = profiler.EndStep(step);
+      if (!trace.empty()) events_.Log("info", "Kineto profile written to " + trace);
+    }
+    if (phases.enabled()) events_.Log("info", "phase timing: " + phases.Summary());
+    return Status::Ok();
+  }
+
+  // After the last step: the adapter (rank 0 writes it, receiving one gathered tensor at a time)
+  // and the done event. A stopped run ends at its checkpoint instead.
+  StatusOr<TrainResult> Finish() {
+    if (result_.stopped) return result_;
+    LogCommunication(s_, options_.rank, result_.steps - first_step_, events_);
+    const std::string adapter_dir = (output_dir_ / "adapter").string();
+    Beat("saving the adapter");
+    QLORAD_RETURN_IF_ERROR(SaveAdapterFromRanks(*s_.parallel, spec_, adapter_dir));
+    result_.adapter_path = adapter_dir;
+    events_.Done(result_.steps, adapter_dir, result_.losses.empty() ? 0.0 : result_.losses.back());
+    return result_;
+  }
+
+ private:
+  void Beat(const std::string& doing) {
+    if (watchdog_) watchdog_->Beat(doing, state_.step);
+  }
+
+  // Every rank writes its shard (see resume_checkpoint.h); rank 0 announces the checkpoint.
+  Status SaveCheckpoint() {
+    state_.data = s_.batcher->position();
+    Beat("saving the checkpoint of step " + std::to_string(state_.step));
+    QLORAD_ASSIGN_OR_RETURN(
+        const std::string path,
+        SaveResumeCheckpoint((output_dir_ / "checkpoints").string(), *s_.parallel, *s_.optimizer,
+                             spec_, state_, spec_.checkpoint.keep));
+    if (options_.rank == 0) events_.Checkpoint(state_.step, path);
+    return Status::Ok();
+  }
+
+  void ReportMetrics(const StepOutcome& outcome, double step_seconds) {
+    events::Metrics m;
+    m.step = state_.step;
+    m.total_steps = spec_.train.max_steps;
+    m.loss = outcome.loss;
+    m.lr = outcome.lr;
+    m.grad_norm = outcome.grad_norm;
+    m.tokens_per_s = static_cast<double>(outcome.tokens) / std::max(step_seconds, 1e-9);
+    FillVram(s_.device, &m);
+    m.wall_time_s = SecondsSince(started_);
+    m.rank = options_.rank;
+    events_.Metrics(m);
+  }
+
+  const JobSpec& spec_;
+  const TrainOptions& options_;
+  EventSink& events_;
+  Session s_;
+  const Clock::time_point started_;
+  const fs::path output_dir_;
+  ResumeState state_;
+  std::optional<Watchdog> watchdog_;  // after s_: it is started once the model has loaded
+  TrainResult result_;
+  int64_t first_step_ = 0;
+};
+
+}  // namespace
+
+StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, EventSink& events) {
+  QLORAD_RETURN_IF_ERROR(CheckOptions(spec, options));
+  const auto started = Clock::now();
+  QLORAD_ASSIGN_OR_RETURN(const at::Device device, DeviceFor(spec, options));
+  if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // else torch took it
+    at::set_num_threads(CpuThreadsPerRank(device.is_cpu(), HostCpus(), LocalRanks()));
+  }
+  // Announced before loading: the agent learns the process is alive while a large model loads.
+  events.Started(spec.train.max_steps, device.str(), options.rank, options.world_size);
+  // Before loading: a missing peer fails the job now, not after a multi-GB load.
+  QLORAD_ASSIGN_OR_RETURN(std::shared_ptr<parallel::Communicator> comm,
+                          Connect(spec, options, device));
+  QLORAD_ASSIGN_OR_RETURN(Session session, SetUp(spec, device, std::move(comm), events));
+  TrainingRun run(spec, options, events, std::move(session), started);
+  QLORAD_RETURN_IF_ERROR(run.Resume());
+  QLORAD_RETURN_IF_ERROR(run.Steps());
+  return run.Finish();
+}
+
+}  // namespace qlorad::trainer

@@ -1,0 +1,37 @@
+// One training run of a job spec on one device: load and quantize the model, attach LoRA, stream
+// batches, step AdamW, report events, checkpoint, and write the final adapter.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/jobspec.h"
+#include "common/status.h"
+#include "worker/trainer/runtime/event_sink.h"
+
+namespace qlorad::trainer {
+
+struct TrainOptions {
+  std::string device;                 // auto | cpu | cuda; empty: resources.device
+  std::optional<std::string> resume;  // see ResolveResumeCheckpoint
+  int rank = 0;
+  int world_size = 1;
+  std::string rendezvous;  // HOST:PORT of the ranks' TCPStore; needed when world_size > 1
+  // Polled after every optimizer step; true checkpoints and stops (SIGTERM).
+  std::function<bool()> should_stop = [] { return false; };
+};
+
+struct TrainResult {
+  int64_t steps = 0;           // optimizer steps completed, including resumed ones
+  std::vector<double> losses;  // one per step run in this call
+  std::string adapter_path;    // absolute; empty when stopped early
+  bool stopped = false;        // should_stop fired; a checkpoint was written
+};
+
+// Errors carry the field or file in their message ("data.path: ...", "/m/config.json: ...").
+StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, EventSink& events);
+
+}  // namespace qlorad::trainer
