@@ -22,10 +22,12 @@
 #include "qlorad/v1/jobs.grpc.pb.h"
 #include "qlorad/v1/workers.grpc.pb.h"
 #include "server/server.h"
+#include "tests/unit/manual_clock.h"
 
 namespace qlorad::server::testing {
 
 using namespace std::chrono_literals;
+using qlorad::testing::ManualClock;
 
 class TempDir {
  public:
@@ -70,7 +72,8 @@ inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds
   return pred();
 }
 
-// A coordinator in this process on 127.0.0.1:<free port>, HTTP off unless asked.
+// A coordinator in this process on 127.0.0.1:<free port>, HTTP off unless asked. Its heartbeat
+// deadlines run on clock(), which moves only when a test advances it.
 class TestServer {
  public:
   explicit TestServer(const std::string& db_path, std::chrono::milliseconds heartbeat_timeout = 30s,
@@ -83,6 +86,7 @@ class TestServer {
     options.coordinator.heartbeat_timeout = heartbeat_timeout;
     options.coordinator.tick = 20ms;
     options.coordinator.subscriber_queue_capacity = queue_capacity;
+    options.coordinator.now = clock_.AsFunction();
     auto server = QloradServer::Start(options);
     if (!server.ok()) throw std::runtime_error(server.status().ToString());
     server_ = std::move(server).value();
@@ -91,6 +95,7 @@ class TestServer {
   }
 
   QloradServer& server() { return *server_; }
+  ManualClock& clock() { return clock_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   v1::JobService::Stub& jobs() { return *jobs_; }
 
@@ -142,6 +147,7 @@ class TestServer {
   }
 
  private:
+  ManualClock clock_;  // before server_: the coordinator reads it until it stops
   std::unique_ptr<QloradServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
