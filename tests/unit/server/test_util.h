@@ -62,8 +62,9 @@ inline std::string SpecYaml(const SpecOptions& o = {}) {
       o.name, o.max_steps, o.gpus, o.priority, o.max_restarts);
 }
 
-// Polls until pred holds or the deadline passes; returns whether it held.
-inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5s) {
+// Polls until pred holds or the deadline passes; returns whether it held. The timeout only
+// bounds a hang: generous, so a loaded machine is never mistaken for a broken coordinator.
+inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 30s) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (pred()) return true;
@@ -226,6 +227,8 @@ class FakeWorker {
 
   grpc::Status Report(const std::vector<v1::TrainerEvent>& events) {
     grpc::ClientContext ctx;
+    // Far beyond any report's real time: one that waits on something fails instead of hanging.
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
     v1::ReportEventsRequest request;
     request.set_worker_id(worker_id_);
     for (const auto& e : events) *request.add_events() = e;
