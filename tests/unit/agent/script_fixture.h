@@ -44,22 +44,26 @@ class TempDir {
 };
 
 // Prints its progress like qlorad-train and exits 0; a spec containing "hang" makes it run until
-// SIGTERM, on which it checkpoints and exits 0; one containing "slow" takes a second to finish.
+// SIGTERM, on which it checkpoints and exits 0; one containing "gated" finishes only once a file
+// named `go` exists next to the script, so a test decides when the run ends.
 inline constexpr const char* kFakeQloradTrain = R"(
 trap 'echo "{\"event\":\"checkpoint\",\"step\":1,\"path\":\"/ck\"}"; exit 0' TERM
 echo '{"event":"started","pid":'$$',"total_steps":2}'
 echo '{"event":"metrics","step":1,"total_steps":2,"loss":3.0}'
 echo 'tokenizer warning' >&2
-if grep -q slow "$2"; then sleep 1; fi
+if grep -q gated "$2"; then
+  while [ ! -e "$(dirname "$0")/go" ]; do sleep 0.05; done
+fi
 if grep -q hang "$2"; then
   while true; do sleep 0.05; done
 fi
 echo '{"event":"done","steps":2,"adapter_path":"/ad","final_loss":2.0}'
 )";
 
-// Polls `done` until it holds or `timeout` passes; returns whether it held.
+// Polls `done` until it holds or `timeout` passes; returns whether it held. The timeout only
+// bounds a hang: generous, so a loaded machine is never mistaken for a broken agent.
 inline bool WaitUntil(const std::function<bool()>& done,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (done()) return true;
