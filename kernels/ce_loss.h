@@ -16,17 +16,16 @@
 #include <cstdint>
 
 #include "common/status.h"
+#include "kernels/float_format.h"
 
 namespace qlorad::kernels {
-
-enum class LogitFormat { kFloat32, kFloat16, kBFloat16 };
 
 struct CrossEntropyParams {
   void* logits = nullptr;  // [rows, row_stride] of `format`; read, then overwritten
   int64_t rows = 0;
   int64_t vocab = 0;
   int64_t row_stride = 0;  // elements between rows, >= vocab
-  LogitFormat format = LogitFormat::kFloat32;
+  FloatFormat format = FloatFormat::kFloat32;
   const int64_t* labels = nullptr;  // [rows]
   float* loss = nullptr;            // [rows], fp32
   int64_t ignore_index = -100;

@@ -51,15 +51,15 @@ __device__ __forceinline__ __nv_bfloat16 dFromFloat<__nv_bfloat16>(float v) {
 
 // Host side, for the launchers: calls f(T{}) with T the element type of `format`.
 template <typename F>
-void WithLogitType(LogitFormat format, F&& f) {
+void WithLogitType(FloatFormat format, F&& f) {
   switch (format) {
-    case LogitFormat::kFloat32:
+    case FloatFormat::kFloat32:
       f(float{});
       break;
-    case LogitFormat::kFloat16:
+    case FloatFormat::kFloat16:
       f(__half{});
       break;
-    case LogitFormat::kBFloat16:
+    case FloatFormat::kBFloat16:
       f(__nv_bfloat16{});
       break;
   }

@@ -25,6 +25,7 @@
 #include "common/status.h"
 #include "kernels/ce_loss.h"
 #include "kernels/ce_online_format.h"
+#include "kernels/float_format.h"
 
 namespace qlorad::kernels {
 
@@ -32,7 +33,7 @@ struct OnlineCeTileParams {
   void* logits = nullptr;  // [rows, cols] of `format`, contiguous; read, then overwritten with P
   int64_t rows = 0;
   int64_t cols = 0;
-  LogitFormat format = LogitFormat::kFloat32;
+  FloatFormat format = FloatFormat::kFloat32;
   int64_t vocab_offset = 0;         // the tile's first vocabulary index
   bool first_tile = false;          // initialises the state instead of reading it
   const int64_t* labels = nullptr;  // [rows]
@@ -50,7 +51,7 @@ struct OnlineCeFinishParams {
   const int64_t* labels = nullptr;       // [rows]
   const void* weight = nullptr;          // [vocab, dim] of `format`, contiguous
   const float* weight_colsum = nullptr;  // [dim], sum over the vocabulary; needed iff eps != 0
-  LogitFormat format = LogitFormat::kFloat32;
+  FloatFormat format = FloatFormat::kFloat32;
   int64_t ignore_index = -100;
   float label_smoothing = 0.0f;
   float z_loss = 0.0f;

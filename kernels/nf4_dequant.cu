@@ -83,7 +83,7 @@ void LaunchSlices(const std::vector<const NF4DequantParams*>& weights, cudaStrea
 }
 
 template <typename OutT>
-void LaunchFormat(const NF4DequantParams* weights, int count, OutFormat format,
+void LaunchFormat(const NF4DequantParams* weights, int count, FloatFormat format,
                   cudaStream_t stream) {
   std::vector<const NF4DequantParams*> vector, scalar;
   for (int i = 0; i < count; ++i) {
@@ -106,13 +106,12 @@ Status LaunchNF4DequantizeMany(const NF4DequantParams* weights, int count, cudaS
     return InvalidArgument("nf4 dequantize: expected count >= 0 weights");
   for (int i = 0; i < count; ++i) {
     if (Status s = CheckParams(weights[i]); !s.ok()) {
-      return count == 1 ? s
-                        : Status(s.code(), "weight " + std::to_string(i) + ": " + s.message());
+      return count == 1 ? s : Status(s.code(), "weight " + std::to_string(i) + ": " + s.message());
     }
   }
-  LaunchFormat<__half>(weights, count, OutFormat::kFloat16, stream);
-  LaunchFormat<__nv_bfloat16>(weights, count, OutFormat::kBFloat16, stream);
-  LaunchFormat<float>(weights, count, OutFormat::kFloat32, stream);
+  LaunchFormat<__half>(weights, count, FloatFormat::kFloat16, stream);
+  LaunchFormat<__nv_bfloat16>(weights, count, FloatFormat::kBFloat16, stream);
+  LaunchFormat<float>(weights, count, FloatFormat::kFloat32, stream);
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
 }

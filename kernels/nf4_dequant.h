@@ -12,10 +12,9 @@
 #include <cstdint>
 
 #include "common/status.h"
+#include "kernels/float_format.h"
 
 namespace qlorad::kernels {
-
-enum class OutFormat { kFloat32, kFloat16, kBFloat16 };
 
 struct NF4DequantParams {
   const uint8_t* packed = nullptr;  // ceil(numel / 2) bytes, element 2k in the high nibble
@@ -28,7 +27,7 @@ struct NF4DequantParams {
   const float* nested_code = nullptr;     // fp32 [256]
   const float* offset = nullptr;          // fp32 scalar, on the device (read there: no sync)
   void* out = nullptr;                    // numel values of `format`
-  OutFormat format = OutFormat::kBFloat16;
+  FloatFormat format = FloatFormat::kBFloat16;
 };
 
 // Enqueues the dequantization on `stream`; never synchronizes and allocates nothing, so it can be

@@ -18,7 +18,7 @@ dim3 GridFor(int64_t warps) {
 
 }  // namespace
 
-Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int64_t blocksize,
+Status LaunchNF4Quantize(const void* weight, FloatFormat format, int64_t numel, int64_t blocksize,
                          uint8_t* packed, float* absmax, unsigned long long* first_non_finite,
                          cudaStream_t stream) {
   QLORAD_RETURN_IF_ERROR(ref::CheckBlocksize(blocksize));
@@ -33,17 +33,17 @@ Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int
   for (int k = 0; k < 15; ++k) thresholds.value[k] = kNF4Thresholds[k];
   const dim3 grid = GridFor((numel + blocksize - 1) / blocksize);
   switch (format) {
-    case InFormat::kFloat32:
+    case FloatFormat::kFloat32:
       cuda::kQuantizeNF4<<<grid, cuda::kQuantThreads, 0, stream>>>(
           static_cast<const float*>(weight), numel, blocksize, packed, absmax, first_non_finite,
           thresholds);
       break;
-    case InFormat::kFloat16:
+    case FloatFormat::kFloat16:
       cuda::kQuantizeNF4<<<grid, cuda::kQuantThreads, 0, stream>>>(
           static_cast<const __half*>(weight), numel, blocksize, packed, absmax, first_non_finite,
           thresholds);
       break;
-    case InFormat::kBFloat16:
+    case FloatFormat::kBFloat16:
       cuda::kQuantizeNF4<<<grid, cuda::kQuantThreads, 0, stream>>>(
           static_cast<const __nv_bfloat16*>(weight), numel, blocksize, packed, absmax,
           first_non_finite, thresholds);

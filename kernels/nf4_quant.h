@@ -11,16 +11,15 @@
 #include <cstdint>
 
 #include "common/status.h"
+#include "kernels/float_format.h"
 
 namespace qlorad::kernels {
-
-enum class InFormat { kFloat32, kFloat16, kBFloat16 };
 
 // NaN or Inf weights: the kernel lowers *first_non_finite (device memory, set to kNoNonFinite by
 // the caller) to 2 * index + (1 if infinite, 0 if NaN) of the first such element; the caller reads
 // it back and fails (a sync, acceptable for quantization).
 inline constexpr unsigned long long kNoNonFinite = ~0ull;
-Status LaunchNF4Quantize(const void* weight, InFormat format, int64_t numel, int64_t blocksize,
+Status LaunchNF4Quantize(const void* weight, FloatFormat format, int64_t numel, int64_t blocksize,
                          uint8_t* packed, float* absmax, unsigned long long* first_non_finite,
                          cudaStream_t stream);
 

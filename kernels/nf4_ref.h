@@ -7,11 +7,9 @@
 #include <cstdint>
 
 #include "common/status.h"
+#include "kernels/float_format.h"
 
 namespace qlorad::kernels::ref {
-
-// Floating-point formats a weight is dequantized to. fp16 and bf16 travel as raw 16-bit patterns.
-enum class FloatFormat { kFloat32, kFloat16, kBFloat16 };
 
 // Rounds to nearest, ties to even, as CUDA's __float2half_rn / __float2bfloat16_rn do.
 uint16_t FloatToHalfBits(float x);

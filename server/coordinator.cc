@@ -215,7 +215,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.id = RandomId("worker-");
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
-  worker.last_heartbeat = Clock::now();
+  worker.last_heartbeat = options_.now();
   Status written = Mutate([&](Published& out) -> Status {
     std::vector<std::string> same_name;
     for (const auto& [id, w] : workers_) {
@@ -251,7 +251,7 @@ bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   auto it = workers_.find(request.worker_id());
   if (it == workers_.end()) return false;
   WorkerState& worker = it->second;
-  worker.last_heartbeat = Clock::now();
+  worker.last_heartbeat = options_.now();
   std::set<std::string> foreign;
   for (const auto& job_id : request.running_job_ids()) {
     if (!worker.Runs(job_id)) foreign.insert(job_id);
@@ -343,7 +343,7 @@ Status Coordinator::ReportEvents(const v1::ReportEventsRequest& request) {
   if (worker == workers_.end()) {
     return NotFound("worker_id: " + request.worker_id() + " is not registered");
   }
-  worker->second.last_heartbeat = Clock::now();  // a report is as good as a heartbeat
+  worker->second.last_heartbeat = options_.now();  // a report is as good as a heartbeat
   return Mutate([&](Published& out) -> Status {
     for (const auto& event : request.events()) {
       QLORAD_RETURN_IF_ERROR(ApplyEvent(request.worker_id(), event, out));
@@ -355,7 +355,7 @@ Status Coordinator::ReportEvents(const v1::ReportEventsRequest& request) {
 void Coordinator::Tick() {
   std::lock_guard<std::mutex> lock(mu_);
   if (stopped_) return;
-  const auto now = Clock::now();
+  const auto now = options_.now();
   std::vector<std::string> silent;
   for (const auto& [id, w] : workers_) {
     if (now - w.last_heartbeat > options_.heartbeat_timeout) silent.push_back(id);

@@ -39,6 +39,9 @@ struct CoordinatorOptions {
   std::chrono::milliseconds tick{200};
   size_t subscriber_queue_capacity = 1024;
   PortPicker pick_port = PickLocalFreePort;
+  // What heartbeat deadlines are measured on. Tests pass a clock they move by hand, so whether a
+  // worker counts as silent follows their steps, not how fast a loaded machine runs them.
+  std::function<std::chrono::steady_clock::time_point()> now = std::chrono::steady_clock::now;
 };
 
 using MetricsHub = Hub<v1::StepMetrics>;

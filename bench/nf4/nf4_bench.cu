@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/float_format.h"
 #include "kernels/nf4_dequant.h"
 #include "kernels/nf4_dynamic_map.h"
 #include "kernels/nf4_format.h"
@@ -48,14 +49,14 @@ void CheckOk(const qlorad::Status& s, const char* what) {
 struct Shape {
   std::string name;
   int64_t rows, cols;
-  OutFormat format;
+  FloatFormat format;
 };
 
-int64_t OutBytesPerElement(OutFormat f) {
-  return f == OutFormat::kFloat32 ? 4 : 2;
+int64_t OutBytesPerElement(FloatFormat f) {
+  return f == FloatFormat::kFloat32 ? 4 : 2;
 }
-const char* FormatName(OutFormat f) {
-  return f == OutFormat::kFloat32 ? "fp32" : f == OutFormat::kFloat16 ? "fp16" : "bf16";
+const char* FormatName(FloatFormat f) {
+  return f == FloatFormat::kFloat32 ? "fp32" : f == FloatFormat::kFloat16 ? "fp16" : "bf16";
 }
 
 // One quantized weight on the device, plus an output buffer.
@@ -97,7 +98,7 @@ T* Upload(const T* data, size_t count, std::vector<void*>& allocations) {
   return static_cast<T*>(d);
 }
 
-DeviceWeight UploadWeight(const HostWeight& h, int64_t numel, OutFormat format) {
+DeviceWeight UploadWeight(const HostWeight& h, int64_t numel, FloatFormat format) {
   DeviceWeight d;
   auto& p = d.params;
   p.numel = numel;
@@ -156,8 +157,7 @@ void VerifyAgainstReference(const HostWeight& h, const DeviceWeight& d, const ch
   v.offset = h.offset;
   const size_t bytes = d.params.numel * OutBytesPerElement(d.params.format);
   std::vector<uint8_t> expected(bytes), got(bytes);
-  CheckOk(ref::DequantizeNF4(v, static_cast<ref::FloatFormat>(d.params.format), expected.data()),
-          "reference");
+  CheckOk(ref::DequantizeNF4(v, d.params.format, expected.data()), "reference");
   CHECK_CUDA(cudaMemcpy(got.data(), d.params.out, bytes, cudaMemcpyDeviceToHost));
   if (std::memcmp(got.data(), expected.data(), bytes) != 0) {
     std::fprintf(stderr, "MISMATCH against the CPU reference: %s\n", what);
@@ -182,10 +182,6 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--samples") && i + 1 < argc)
       samples = std::atoi(argv[++i]);
   }
-  static_assert(static_cast<int>(OutFormat::kFloat16) ==
-                static_cast<int>(ref::FloatFormat::kFloat16));
-  static_assert(static_cast<int>(OutFormat::kBFloat16) ==
-                static_cast<int>(ref::FloatFormat::kBFloat16));
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   const int64_t l2 = prop.l2CacheSize;
@@ -206,16 +202,16 @@ int main(int argc, char** argv) {
   CHECK_CUDA(cudaFree(dst));
 
   const std::vector<Shape> shapes = {
-      {"gate 8192x2048", 8192, 2048, OutFormat::kFloat16},
-      {"up 8192x2048", 8192, 2048, OutFormat::kFloat16},
-      {"down 2048x8192", 2048, 8192, OutFormat::kFloat16},
-      {"gate 4096x1024", 4096, 1024, OutFormat::kBFloat16},
-      {"up 4096x1024", 4096, 1024, OutFormat::kBFloat16},
-      {"down 1024x4096", 1024, 4096, OutFormat::kBFloat16},
-      {"gate 14336x4096", 14336, 4096, OutFormat::kBFloat16},
-      {"up 14336x4096", 14336, 4096, OutFormat::kBFloat16},
-      {"down 4096x14336", 4096, 14336, OutFormat::kBFloat16},
-      {"large 28672x8192", 28672, 8192, OutFormat::kBFloat16},
+      {"gate 8192x2048", 8192, 2048, FloatFormat::kFloat16},
+      {"up 8192x2048", 8192, 2048, FloatFormat::kFloat16},
+      {"down 2048x8192", 2048, 8192, FloatFormat::kFloat16},
+      {"gate 4096x1024", 4096, 1024, FloatFormat::kBFloat16},
+      {"up 4096x1024", 4096, 1024, FloatFormat::kBFloat16},
+      {"down 1024x4096", 1024, 4096, FloatFormat::kBFloat16},
+      {"gate 14336x4096", 14336, 4096, FloatFormat::kBFloat16},
+      {"up 14336x4096", 14336, 4096, FloatFormat::kBFloat16},
+      {"down 4096x14336", 4096, 14336, FloatFormat::kBFloat16},
+      {"large 28672x8192", 28672, 8192, FloatFormat::kBFloat16},
   };
 
   std::printf("device: %s, L2 %lld MB, copy %.0f GB/s\n", prop.name,

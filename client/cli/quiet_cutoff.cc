@@ -2,11 +2,13 @@
 
 namespace qlorad::cli {
 
-QuietCutoff::QuietCutoff(grpc::ClientContext& context, std::chrono::milliseconds quiet)
+QuietCutoff::QuietCutoff(grpc::ClientContext& context, std::chrono::milliseconds quiet,
+                         std::function<Clock::time_point()> now)
     : context_(context),
       quiet_(quiet),
-      last_(std::chrono::steady_clock::now()),
-      thread_([this] { Run(); }) {}
+      now_(std::move(now)),
+      last_(now_()),
+      thread_(&QuietCutoff::Run, this) {}
 
 QuietCutoff::~QuietCutoff() {
   {
@@ -19,7 +21,7 @@ QuietCutoff::~QuietCutoff() {
 
 void QuietCutoff::Touch() {
   std::lock_guard lock(mu_);
-  last_ = std::chrono::steady_clock::now();
+  last_ = now_();
 }
 
 bool QuietCutoff::fired() const {
@@ -27,16 +29,25 @@ bool QuietCutoff::fired() const {
   return fired_;
 }
 
+void QuietCutoff::Check() {
+  std::lock_guard lock(mu_);
+  FireIfQuietLocked();
+}
+
+bool QuietCutoff::FireIfQuietLocked() {
+  if (!fired_ && now_() >= last_ + quiet_) {
+    fired_ = true;
+    context_.TryCancel();
+  }
+  return fired_;
+}
+
 void QuietCutoff::Run() {
   std::unique_lock lock(mu_);
-  while (!stop_) {
-    const auto deadline = last_ + quiet_;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      fired_ = true;
-      context_.TryCancel();
-      return;
-    }
-    cv_.wait_until(lock, deadline);
+  while (!stop_ && !FireIfQuietLocked()) {
+    // A wait for what is left rather than until a time point: `now_` need not be the clock
+    // condition variables wait on.
+    cv_.wait_for(lock, last_ + quiet_ - now_());
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -14,7 +15,12 @@ namespace qlorad::cli {
 
 class QuietCutoff {
  public:
-  QuietCutoff(grpc::ClientContext& context, std::chrono::milliseconds quiet);
+  using Clock = std::chrono::steady_clock;
+
+  // `now` is the clock the quiet period is measured on. Tests pass one they move by hand and call
+  // Check() after moving it, so what they assert does not depend on how fast the machine is.
+  QuietCutoff(grpc::ClientContext& context, std::chrono::milliseconds quiet,
+              std::function<Clock::time_point()> now = Clock::now);
   ~QuietCutoff();
   QuietCutoff(const QuietCutoff&) = delete;
   QuietCutoff& operator=(const QuietCutoff&) = delete;
@@ -23,15 +29,21 @@ class QuietCutoff {
   void Touch();
   // Whether the call was cancelled for being quiet (its CANCELLED status is then expected).
   bool fired() const;
+  // Cancels the call now if it has been quiet for the whole period. The cutoff's own thread does
+  // this whenever the period may have run out.
+  void Check();
 
  private:
   void Run();
+  // With mu_ held: cancels the call if the period has run out; whether it has fired.
+  bool FireIfQuietLocked();
 
   grpc::ClientContext& context_;
   const std::chrono::milliseconds quiet_;
+  const std::function<Clock::time_point()> now_;
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::chrono::steady_clock::time_point last_;
+  Clock::time_point last_;
   bool stop_ = false;
   bool fired_ = false;
   std::thread thread_;  // last: starts after every other member is ready

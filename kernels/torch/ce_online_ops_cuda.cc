@@ -21,7 +21,7 @@
 #include "kernels/ce_online.h"
 #include "kernels/torch/ce_online_ops.h"
 #include "kernels/torch/ce_online_steps.h"
-#include "kernels/torch/logit_format.h"
+#include "kernels/torch/float_format.h"
 
 namespace qlorad::ops {
 namespace {
@@ -45,15 +45,16 @@ GemmExFn TorchCublasGemmEx() {
   return fn;
 }
 
-cudaDataType_t CudaTypeOf(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf:
+cudaDataType_t CudaTypeOf(kernels::FloatFormat format) {
+  switch (format) {
+    case kernels::FloatFormat::kFloat16:
       return CUDA_R_16F;
-    case at::kBFloat16:
+    case kernels::FloatFormat::kBFloat16:
       return CUDA_R_16BF;
-    default:
-      return CUDA_R_32F;
+    case kernels::FloatFormat::kFloat32:
+      break;
   }
+  return CUDA_R_32F;
 }
 
 // Row-major C[m, n] = beta * C + A[m, k] @ op(B), with op(B) = B^T for B [n, k] (transpose_b) or B
@@ -82,7 +83,8 @@ class CudaSteps final : public detail::OnlineCeSteps {
       : guard_(b.hidden.device()),
         stream_(c10::cuda::getCurrentCUDAStream()),
         handle_(at::cuda::getCurrentCUDABlasHandle()),
-        type_(CudaTypeOf(b.hidden.scalar_type())),
+        format_(FloatFormatOf(b.hidden.scalar_type(), "linear_ce_online", "hidden")),
+        type_(CudaTypeOf(format_)),
         compute_(type_ == CUDA_R_32F && at::globalContext().allowTF32CuBLAS()
                      ? CUBLAS_COMPUTE_32F_FAST_TF32
                      : CUBLAS_COMPUTE_32F),
@@ -95,7 +97,7 @@ class CudaSteps final : public detail::OnlineCeSteps {
         losses_(b.losses.data_ptr<float>()),
         grad_(b.acc.numel() > 0 ? static_cast<char*>(b.grad.data_ptr()) : nullptr) {
     tile_.logits = b.tile.data_ptr();
-    tile_.format = LogitFormatOf(b.hidden.scalar_type());
+    tile_.format = format_;
     tile_.state = b.state.data_ptr<float>();
     tile_.acc = acc_;
     tile_.dim = dim_;
@@ -106,7 +108,7 @@ class CudaSteps final : public detail::OnlineCeSteps {
     finish_.weight = weight_;
     finish_.weight_colsum =
         b.weight_colsum.numel() > 0 ? b.weight_colsum.data_ptr<float>() : nullptr;
-    finish_.format = tile_.format;
+    finish_.format = format_;
     finish_.ignore_index = b.options.ignore_index;
     finish_.label_smoothing = static_cast<float>(b.options.label_smoothing);
     finish_.z_loss = static_cast<float>(b.options.z_loss);
@@ -144,6 +146,7 @@ class CudaSteps final : public detail::OnlineCeSteps {
   const c10::cuda::CUDAGuard guard_;
   const cudaStream_t stream_;
   const cublasHandle_t handle_;
+  const kernels::FloatFormat format_;
   const cudaDataType_t type_;
   const cublasComputeType_t compute_;
   const int64_t elem_, dim_;

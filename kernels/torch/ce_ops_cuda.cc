@@ -6,7 +6,7 @@
 
 #include "kernels/ce_loss.h"
 #include "kernels/torch/ce_ops.h"
-#include "kernels/torch/logit_format.h"
+#include "kernels/torch/float_format.h"
 
 namespace qlorad::ops {
 namespace {
@@ -22,7 +22,7 @@ at::Tensor LossGradCuda(at::Tensor& logits, const at::Tensor& labels, int64_t ig
   p.rows = logits.size(0);
   p.vocab = logits.size(1);
   p.row_stride = logits.size(0) > 1 ? logits.stride(0) : logits.size(1);
-  p.format = LogitFormatOf(logits.scalar_type());
+  p.format = FloatFormatOf(logits.scalar_type(), "ce_loss_grad_", "logits");
   p.labels = lab.data_ptr<int64_t>();
   p.loss = loss.data_ptr<float>();
   p.ignore_index = ignore_index;

@@ -4,31 +4,10 @@
 
 #include "kernels/nf4_format.h"
 #include "kernels/nf4_ref.h"
+#include "kernels/torch/float_format.h"
 
 namespace qlorad::ops::detail {
 namespace {
-
-// The names Python users know ("float16"), not c10's ("Half").
-std::string DTypeName(at::ScalarType t) {
-  switch (t) {
-    case at::kByte:
-      return "uint8";
-    case at::kFloat:
-      return "float32";
-    case at::kHalf:
-      return "float16";
-    case at::kBFloat16:
-      return "bfloat16";
-    case at::kDouble:
-      return "float64";
-    default:
-      return c10::toString(t);
-  }
-}
-
-bool IsFloatFormat(at::ScalarType t) {
-  return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
-}
 
 void CheckTensor(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,
                  int64_t numel, const at::Device& device) {
@@ -57,16 +36,13 @@ void CheckQuantizeInputs(const at::Tensor& weight, int64_t blocksize) {
   const Status s = kernels::ref::CheckBlocksize(blocksize);
   TORCH_CHECK(s.ok(), "qlorad::nf4_quantize: ", s.message());
   TORCH_CHECK(weight.defined(), "qlorad::nf4_quantize: weight: expected a tensor, got None");
-  TORCH_CHECK(IsFloatFormat(weight.scalar_type()),
-              "qlorad::nf4_quantize: weight: expected float32, float16 or bfloat16, got ",
-              DTypeName(weight.scalar_type()));
+  FloatFormatOf(weight.scalar_type(), "qlorad::nf4_quantize", "weight");
 }
 
 bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtype) {
   const Status s = kernels::ref::CheckBlocksize(w.blocksize);
   TORCH_CHECK(s.ok(), op, ": ", s.message());
-  TORCH_CHECK(IsFloatFormat(dtype), op, ": dtype: expected float32, float16 or bfloat16, got ",
-              DTypeName(dtype));
+  FloatFormatOf(dtype, op, "dtype");
   const int64_t numel = NumelOf(w.shape);
   const at::Device device = w.packed.device();
   CheckTensor(op, "packed", w.packed, at::kByte, kernels::ref::PackedBytes(numel), device);
@@ -98,13 +74,15 @@ void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::
 void CheckManyLengths(at::TensorList packed, at::TensorList absmax,
                       const c10::List<std::optional<at::Tensor>>& nested_absmax,
                       const c10::List<std::optional<at::Tensor>>& nested_code,
-                      const c10::List<std::optional<at::Tensor>>& offset,
-                      at::IntArrayRef blocksize, at::TensorList out) {
+                      const c10::List<std::optional<at::Tensor>>& offset, at::IntArrayRef blocksize,
+                      at::TensorList out) {
   const size_t n = out.size();
-  const std::pair<const char*, size_t> lists[] = {
-      {"packed", packed.size()},          {"absmax", absmax.size()},
-      {"nested_absmax", nested_absmax.size()}, {"nested_code", nested_code.size()},
-      {"offset", offset.size()},          {"blocksize", blocksize.size()}};
+  const std::pair<const char*, size_t> lists[] = {{"packed", packed.size()},
+                                                  {"absmax", absmax.size()},
+                                                  {"nested_absmax", nested_absmax.size()},
+                                                  {"nested_code", nested_code.size()},
+                                                  {"offset", offset.size()},
+                                                  {"blocksize", blocksize.size()}};
   for (const auto& [name, size] : lists) {
     TORCH_CHECK(size == n, "qlorad::nf4_dequantize_many: ", name, ": expected ", n,
                 " entries (one per out tensor), got ", size);

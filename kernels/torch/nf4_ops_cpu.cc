@@ -5,6 +5,7 @@
 #include "kernels/nf4_dynamic_map.h"
 #include "kernels/nf4_format.h"
 #include "kernels/nf4_ref.h"
+#include "kernels/torch/float_format.h"
 #include "kernels/torch/nf4_checks.h"
 
 namespace qlorad::ops {
@@ -47,17 +48,6 @@ Quantized QuantizeCpu(const at::Tensor& weight, int64_t blocksize, bool double_q
   return {packed, codes, nested_absmax, code, offset};
 }
 
-ref::FloatFormat FormatOf(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kHalf:
-      return ref::FloatFormat::kFloat16;
-    case at::kBFloat16:
-      return ref::FloatFormat::kBFloat16;
-    default:
-      return ref::FloatFormat::kFloat32;
-  }
-}
-
 void DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
                       const std::optional<at::Tensor>& nested_absmax,
                       const std::optional<at::Tensor>& nested_code,
@@ -80,7 +70,7 @@ void DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
   } else {
     view.absmax = absmax.data_ptr<float>();
   }
-  ThrowIfError(op, ref::DequantizeNF4(view, FormatOf(dtype), out.data_ptr()));
+  ThrowIfError(op, ref::DequantizeNF4(view, FloatFormatOf(dtype, op, "dtype"), out.data_ptr()));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "kernels/nf4_format.h"
 #include "kernels/nf4_quant.h"
 #include "kernels/nf4_ref.h"
+#include "kernels/torch/float_format.h"
 #include "kernels/torch/nf4_checks.h"
 
 namespace qlorad::ops {
@@ -19,28 +20,6 @@ namespace ref = kernels::ref;
 
 void ThrowIfError(const char* op, const Status& s) {
   TORCH_CHECK(s.ok(), op, ": ", s.message());
-}
-
-kernels::InFormat InFormatOf(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf:
-      return kernels::InFormat::kFloat16;
-    case at::kBFloat16:
-      return kernels::InFormat::kBFloat16;
-    default:
-      return kernels::InFormat::kFloat32;
-  }
-}
-
-kernels::OutFormat OutFormatOf(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf:
-      return kernels::OutFormat::kFloat16;
-    case at::kBFloat16:
-      return kernels::OutFormat::kBFloat16;
-    default:
-      return kernels::OutFormat::kFloat32;
-  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> QuantizeCuda(
@@ -60,8 +39,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> QuantizeC
   ThrowIfError(
       "qlorad::nf4_quantize",
       kernels::LaunchNF4Quantize(
-          w.data_ptr(), InFormatOf(w.scalar_type()), numel, blocksize, packed.data_ptr<uint8_t>(),
-          absmax.data_ptr<float>(),
+          w.data_ptr(), FloatFormatOf(w.scalar_type(), "qlorad::nf4_quantize", "weight"), numel,
+          blocksize, packed.data_ptr<uint8_t>(), absmax.data_ptr<float>(),
           reinterpret_cast<unsigned long long*>(first_non_finite.data_ptr<int64_t>()), stream));
   // Quantization happens once per weight, at load: a sync to report a bad value by index is fine.
   const auto bad = static_cast<unsigned long long>(first_non_finite.item<int64_t>());
@@ -106,7 +85,7 @@ kernels::NF4DequantParams ParamsOf(const char* op, const detail::NF4Args& args,
     p.absmax = args.absmax.data_ptr<float>();
   }
   p.out = out.data_ptr();
-  p.format = OutFormatOf(dtype);
+  p.format = FloatFormatOf(dtype, op, "dtype");
   return p;
 }
 
@@ -136,7 +115,7 @@ void DequantizeManyOutCuda(at::TensorList packed, at::TensorList absmax,
     const std::optional<at::Tensor> nested_code_i = nested_code[i];
     const std::optional<at::Tensor> offset_i = offset[i];
     at::Tensor out_i = out[i];
-    const detail::NF4Args args{packed[i], absmax[i],      nested_absmax_i, nested_code_i,
+    const detail::NF4Args args{packed[i], absmax[i],     nested_absmax_i, nested_code_i,
                                offset_i,  out_i.sizes(), blocksize[i]};
     const std::string what = std::string(op) + ": weight " + std::to_string(i);
     params.push_back(ParamsOf(what.c_str(), args, out_i.scalar_type(), out_i));
@@ -145,7 +124,7 @@ void DequantizeManyOutCuda(at::TensorList packed, at::TensorList absmax,
   }
   const c10::cuda::CUDAGuard guard(out[0].device());
   ThrowIfError(op, kernels::LaunchNF4DequantizeMany(params.data(), static_cast<int>(params.size()),
-                                                   c10::cuda::getCurrentCUDAStream()));
+                                                    c10::cuda::getCurrentCUDAStream()));
 }
 
 }  // namespace

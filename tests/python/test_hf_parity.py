@@ -175,9 +175,13 @@ def test_older_config_layout_reads_the_same(tmp_path: Path):
 
 def test_bnb_4bit_copy_matches_its_dequantized_twin(tmp_path: Path):
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_bnb_checkpoint import bnb_functional, make_bnb_copy, make_dequantized_copy
+    from test_bnb_checkpoint import (bnb_functional, make_bnb_copy, make_dequantized_copy,
+                                     skip_unless_bnb_is_a_reference)
     F = bnb_functional()
     model = make_model("llama", tmp_path / "model")
+    # o_proj and down_proj (64, 96) hold no whole blocks per row, where bnb's shaped CPU kernel is
+    # wrong with AVX-512: the guard checks bnb on these very weights.
+    skip_unless_bnb_is_a_reference(F, tmp_path / "model")
     rows = write_data(tmp_path / "data.jsonl")
     assert make_bnb_copy(F, tmp_path / "model", tmp_path / "bnb") == 14
     make_dequantized_copy(F, tmp_path / "bnb", tmp_path / "twin")

@@ -5,6 +5,9 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <memory>
+
 #include "tests/unit/agent/fake_coordinator.h"
 #include "tests/unit/agent/script_fixture.h"
 
@@ -16,6 +19,7 @@ using testing::HasExitFor;
 using testing::Served;
 using testing::StartOrder;
 using testing::TempDir;
+using testing::UnavailableCoordinator;
 using testing::WaitUntil;
 using namespace std::chrono_literals;
 
@@ -72,7 +76,7 @@ TEST_F(AgentTest, RunsAnAssignedJobAndReportsEveryEventThenExits) {
   EXPECT_EQ(reg.devices(0).kind(), "cpu");
 
   coordinator.Send(StartOrder("job-1", "name: quick\n"));
-  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(coordinator, "job-1"); }));
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(coordinator.Events(), "job-1"); }));
   std::vector<std::string> kinds;
   for (const auto& e : coordinator.Events()) {
     EXPECT_EQ(e.job_id(), "job-1");
@@ -130,15 +134,20 @@ TEST_F(AgentTest, SurvivesACoordinatorRestartAndRegistersAgain) {
   RunningAgent agent(Options(port));
   ASSERT_TRUE(WaitUntil([&] { return first.Registrations().size() == 1; }));
 
-  served.reset();  // the coordinator goes away
-  std::this_thread::sleep_for(500ms);
+  served.reset();  // the coordinator goes away, comes back refusing calls while it starts...
+  UnavailableCoordinator starting;
+  auto refusing = std::make_unique<Served>(&starting, port);
+  ASSERT_EQ(refusing->port(), port);
+  // ...and the agent keeps trying through that: a second registration came after the first failed.
+  ASSERT_TRUE(WaitUntil([&] { return starting.RefusedRegistrations() >= 2; }));
+  refusing.reset();
   FakeCoordinator second;
   Served again(&second, port);
   ASSERT_EQ(again.port(), port);
   ASSERT_TRUE(WaitUntil([&] { return !second.Registrations().empty(); }));
 
   second.Send(StartOrder("job-2", "name: after restart\n"));
-  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(second, "job-2"); }));
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(second.Events(), "job-2"); }));
   EXPECT_TRUE(agent.Stop().ok());
 }
 
@@ -147,14 +156,20 @@ TEST_F(AgentTest, EventsOfAJobThatEndsWhileTheCoordinatorIsDownAreDeliveredLater
   auto served = std::make_unique<Served>(&first, 0);
   const int port = served->port();
   RunningAgent agent(Options(port));
-  first.Send(StartOrder("job-3", "name: slow\n"));
+  first.Send(StartOrder("job-3", "name: gated\n"));
   ASSERT_TRUE(WaitUntil([&] { return !first.Events().empty(); }));
 
-  served.reset();  // down while the trainer finishes (it takes a second)
-  std::this_thread::sleep_for(1500ms);
+  served.reset();  // down while the trainer finishes
+  UnavailableCoordinator starting;
+  auto refusing = std::make_unique<Served>(&starting, port);
+  ASSERT_EQ(refusing->port(), port);
+  std::ofstream(dir_.path() / "go").close();  // the trainer may finish now
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(starting.RefusedEvents(), "job-3"); }))
+      << "the run ended while the coordinator was down";
+  refusing.reset();
   FakeCoordinator second;
   Served again(&second, port);
-  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(second, "job-3"); }));
+  ASSERT_TRUE(WaitUntil([&] { return HasExitFor(second.Events(), "job-3"); }));
 
   // Nothing lost, nothing out of order: the two coordinators together saw the whole run.
   std::vector<v1::TrainerEvent> all = first.Events();

@@ -93,10 +93,54 @@ class FakeCoordinator final : public v1::WorkerService::Service {
   std::vector<v1::TrainerEvent> events_;
 };
 
-// The fake coordinator served on 127.0.0.1:<port> (port 0 picks a free one).
+// A coordinator that is up but answers every call UNAVAILABLE, as one still starting would, and
+// keeps what it turned away: an outage whose progress a test can wait on instead of sleeping.
+class UnavailableCoordinator final : public v1::WorkerService::Service {
+ public:
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*,
+                        v1::RegisterResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++refused_registrations_;
+    return Refused();
+  }
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*,
+                         v1::HeartbeatResponse*) override {
+    return Refused();
+  }
+  grpc::Status Assignments(grpc::ServerContext*, const v1::AssignmentsRequest*,
+                           grpc::ServerWriter<v1::Assignment>*) override {
+    return Refused();
+  }
+  grpc::Status ReportEvents(grpc::ServerContext*, const v1::ReportEventsRequest* req,
+                            v1::ReportEventsResponse*) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& e : req->events()) refused_events_.push_back(e);
+    return Refused();
+  }
+
+  int RefusedRegistrations() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return refused_registrations_;
+  }
+  std::vector<v1::TrainerEvent> RefusedEvents() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return refused_events_;
+  }
+
+ private:
+  static grpc::Status Refused() {
+    return {grpc::StatusCode::UNAVAILABLE, "the coordinator is starting"};
+  }
+
+  std::mutex mu_;
+  int refused_registrations_ = 0;
+  std::vector<v1::TrainerEvent> refused_events_;
+};
+
+// A coordinator service served on 127.0.0.1:<port> (port 0 picks a free one).
 class Served {
  public:
-  Served(FakeCoordinator* service, int port) {
+  Served(v1::WorkerService::Service* service, int port) {
     grpc::ServerBuilder builder;
     builder.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
                              &port_);
@@ -120,8 +164,8 @@ inline v1::Assignment StartOrder(const std::string& job_id, const std::string& s
   return a;
 }
 
-inline bool HasExitFor(FakeCoordinator& c, const std::string& job_id) {
-  for (const auto& e : c.Events()) {
+inline bool HasExitFor(const std::vector<v1::TrainerEvent>& events, const std::string& job_id) {
+  for (const auto& e : events) {
     if (e.job_id() == job_id && e.has_exit()) return true;
   }
   return false;

@@ -16,13 +16,16 @@ using process::testing::TempDir;
 using process::testing::WaitUntil;
 
 // Prints its progress like qlorad-train and exits 0; a spec containing "hang" makes it run until
-// SIGTERM, on which it checkpoints and exits 0; one containing "slow" takes a second to finish.
+// SIGTERM, on which it checkpoints and exits 0; one containing "gated" finishes only once a file
+// named `go` exists next to the script, so a test decides when the run ends.
 inline constexpr const char* kFakeQloradTrain = R"(
 trap 'echo "{\"event\":\"checkpoint\",\"step\":1,\"path\":\"/ck\"}"; exit 0' TERM
 echo '{"event":"started","pid":'$$',"total_steps":2}'
 echo '{"event":"metrics","step":1,"total_steps":2,"loss":3.0}'
 echo 'tokenizer warning' >&2
-if grep -q slow "$2"; then sleep 1; fi
+if grep -q gated "$2"; then
+  while [ ! -e "$(dirname "$0")/go" ]; do sleep 0.05; done
+fi
 if grep -q hang "$2"; then
   while true; do sleep 0.05; done
 fi

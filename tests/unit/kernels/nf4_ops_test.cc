@@ -1,6 +1,7 @@
 // Tests of the qlorad NF4 torch ops on CPU and Meta: the schemas in the dispatcher, the C++ API of
 // kernels/torch/nf4_ops.h against the torch-free reference and against torch's own fp16/bf16
-// rounding, the out= form, shapes under Meta, and the error messages.
+// rounding, the out= form, shapes under Meta, the error messages, and the dtype-to-format mapping
+// every op shares.
 #include "kernels/torch/nf4_ops.h"
 
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -11,6 +12,7 @@
 
 #include "kernels/nf4_dynamic_map.h"
 #include "kernels/nf4_ref.h"
+#include "kernels/torch/float_format.h"
 
 namespace qlorad::ops {
 namespace {
@@ -123,7 +125,7 @@ TEST(NF4OpsCpu, DequantizeMatchesTheReferenceAndTorchsRounding) {
       v.absmax = q.absmax.data_ptr<float>();
     }
     std::vector<float> expected(q.numel());
-    ASSERT_TRUE(ref::DequantizeNF4(v, ref::FloatFormat::kFloat32, expected.data()).ok());
+    ASSERT_TRUE(ref::DequantizeNF4(v, kernels::FloatFormat::kFloat32, expected.data()).ok());
     EXPECT_EQ(std::memcmp(f32.data_ptr<float>(), expected.data(), expected.size() * sizeof(float)),
               0);
   }
@@ -230,6 +232,20 @@ TEST(NF4OpsErrors, BadInputsAreNamed) {
   ExpectErrorContaining([&] { DequantizeNF4Out(q, out); }, "out: expected 512 elements, got 504");
 }
 
+TEST(FloatFormatOf, MapsTheThreeKernelFormatsAndNamesAnyOtherDtype) {
+  EXPECT_EQ(FloatFormatOf(at::kFloat, "op", "x"), kernels::FloatFormat::kFloat32);
+  EXPECT_EQ(FloatFormatOf(at::kHalf, "op", "x"), kernels::FloatFormat::kFloat16);
+  EXPECT_EQ(FloatFormatOf(at::kBFloat16, "op", "x"), kernels::FloatFormat::kBFloat16);
+  // Any other dtype is an error naming op and argument, never a silent fp32.
+  for (const auto& [dtype, name] : {std::pair{at::kDouble, "float64"},
+                                    std::pair{at::kByte, "uint8"}, std::pair{at::kLong, "Long"}}) {
+    ExpectErrorContaining([dtype = dtype] { FloatFormatOf(dtype, "qlorad::some_op", "weight"); },
+                          std::string("qlorad::some_op: weight: expected float32, float16 or "
+                                      "bfloat16, got ") +
+                              name);
+  }
+}
+
 TEST(NF4OpsErrors, PartialDoubleQuantStateIsRejected) {
   const NF4Weight q = QuantizeNF4(RandomWeight({64}, at::kFloat, 9));
   auto op =
@@ -281,9 +297,7 @@ TEST(NF4OpsErrors, ManyNamesTheWeightAndTheListLengths) {
       },
       "qlorad::nf4_dequantize_many: weight 1: packed: expected 3 elements, got 1");
   ExpectErrorContaining(
-      [&] {
-        DequantizeNF4ManyOut({&weights[0]}, outs);
-      },
+      [&] { DequantizeNF4ManyOut({&weights[0]}, outs); },
       "qlorad::nf4_dequantize_many: packed: expected 2 entries (one per out tensor), got 1");
 }
 

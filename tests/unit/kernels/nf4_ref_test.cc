@@ -1,14 +1,19 @@
-// Tests of the torch-free NF4 reference against the format's own definitions: nearest NF4 code of
-// x / absmax (with bitsandbytes' float thresholds deciding exact ties), the nibble layout, the
-// absmax rebuild of double quantization, and round-to-nearest-even to fp16/bf16.
+// Tests of the torch-free NF4 reference: the NF4 code table against bitsandbytes' published values,
+// then the reference against the format's own definitions: nearest NF4 code of x / absmax (with
+// bitsandbytes' float thresholds deciding exact ties), the nibble layout, the absmax rebuild of
+// double quantization, and round-to-nearest-even to fp16/bf16.
 #include "kernels/nf4_ref.h"
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <iomanip>
+#include <iterator>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <vector>
 
 #include "kernels/nf4_dynamic_map.h"
@@ -68,6 +73,42 @@ bool IsNearestCode(float x, uint8_t q, float slack) {
     if (std::fabs(x - c) < d - slack) return false;
   }
   return true;
+}
+
+// The NF4 data type of QLoRA (arXiv:2305.14314) as bitsandbytes publishes it: get_4bit_type("nf4")
+// in bitsandbytes/functional.py, the same literals as its CUDA lookup table in csrc/kernels.cu.
+// Typed in here, not taken from nf4_format.h, so that a wrong entry there fails. Each value is a
+// float32 printed in full, so the table's float, widened, must equal it exactly; the bits are
+// compared too, so that code 7 is +0 (a -0 would dequantize to -0, whose fp16/bf16 bits differ).
+TEST(NF4Format, CodeTableIsBitsandbytesPublishedTable) {
+  constexpr double kPublished[16] = {
+      -1.0,
+      -0.6961928009986877,
+      -0.5250730514526367,
+      -0.39491748809814453,
+      -0.28444138169288635,
+      -0.18477343022823334,
+      -0.09105003625154495,
+      0.0,
+      0.07958029955625534,
+      0.16093020141124725,
+      0.24611230194568634,
+      0.33791524171829224,
+      0.44070982933044434,
+      0.5626170039176941,
+      0.7229568362236023,
+      1.0,
+  };
+  static_assert(std::size(kPublished) == std::size(kNF4Code));
+  for (size_t k = 0; k < std::size(kPublished); ++k) {
+    std::ostringstream what;
+    what << "code " << k << ": nf4_format.h has " << std::setprecision(17) << kNF4Code[k]
+         << ", published " << kPublished[k];
+    EXPECT_EQ(static_cast<double>(kNF4Code[k]), kPublished[k]) << what.str();
+    EXPECT_EQ(std::bit_cast<uint32_t>(kNF4Code[k]),
+              std::bit_cast<uint32_t>(static_cast<float>(kPublished[k])))
+        << what.str();
+  }
 }
 
 TEST(NF4Format, ThresholdsAreMidpointsOfNeighbouringCodes) {
@@ -238,7 +279,8 @@ TEST(Quantize, SubnormalWeightsCountAsZeroLikeBitsandbytes) {
   // bitsandbytes' kernel flushes subnormals: a block of them is an all-zero block, and beside a
   // normal value they quantize like zeros (code 7).
   std::vector<float> w(128);
-  for (int i = 0; i < 128; ++i) w[i] = ((i % 2) ? -1.0f : 1.0f) * 1e-40f * static_cast<float>(i + 1);
+  for (int i = 0; i < 128; ++i)
+    w[i] = ((i % 2) ? -1.0f : 1.0f) * 1e-40f * static_cast<float>(i + 1);
   w[64] = 0.5f;
   const Quantized q = Quantize(w);
   EXPECT_EQ(q.absmax[0], 0.0f);

@@ -19,8 +19,14 @@ TEST(HeartbeatTest, SilentWorkerIsDroppedAndItsJobRetriedElsewhere) {
   ASSERT_TRUE(first.has_value());
   ASSERT_TRUE(silent.Report({CheckpointEvent(*first, 4, "/ck/4")}).ok());
 
-  // No heartbeat from here on: the job goes back to the queue as attempt 1.
-  ASSERT_TRUE(WaitFor([&] { return server.Get(job.id()).attempt() == 1; }, 3s));
+  // No heartbeat from here on: once the timeout has passed, a tick drops the worker and the job
+  // goes back to the queue as attempt 1.
+  server.clock().Advance(250ms);
+  server.server().coordinator().Tick();
+  EXPECT_EQ(server.Get(job.id()).attempt(), 0) << "dropped before its timeout";
+  server.clock().Advance(100ms);
+  server.server().coordinator().Tick();
+  ASSERT_EQ(server.Get(job.id()).attempt(), 1);
   EXPECT_EQ(server.Get(job.id()).state(), v1::JOB_STATE_QUEUED);
   EXPECT_FALSE(silent.Heartbeat()) << "the coordinator forgot the worker";
   auto end = silent.StreamEnd();
@@ -40,9 +46,11 @@ TEST(HeartbeatTest, HeartbeatsKeepAWorkerAndItsJob) {
   OneWorker env(/*heartbeat_timeout=*/300ms);
   TestServer& server = env.server;
   const auto [job, start] = env.StartJob();
+  // 2.5 s in all, far past the timeout, but never 300 ms without a heartbeat.
   for (int i = 0; i < 10; ++i) {
     ASSERT_TRUE(env.worker.Heartbeat());
-    std::this_thread::sleep_for(100ms);
+    server.clock().Advance(250ms);
+    server.server().coordinator().Tick();
   }
   const v1::Job now = server.Get(job.id());
   EXPECT_EQ(now.state(), v1::JOB_STATE_RUNNING);

@@ -22,10 +22,12 @@
 #include "qlorad/v1/jobs.grpc.pb.h"
 #include "qlorad/v1/workers.grpc.pb.h"
 #include "server/server.h"
+#include "tests/unit/manual_clock.h"
 
 namespace qlorad::server::testing {
 
 using namespace std::chrono_literals;
+using qlorad::testing::ManualClock;
 
 class TempDir {
  public:
@@ -60,8 +62,9 @@ inline std::string SpecYaml(const SpecOptions& o = {}) {
       o.name, o.max_steps, o.gpus, o.priority, o.max_restarts);
 }
 
-// Polls until pred holds or the deadline passes; returns whether it held.
-inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 5s) {
+// Polls until pred holds or the deadline passes; returns whether it held. The timeout only
+// bounds a hang: generous, so a loaded machine is never mistaken for a broken coordinator.
+inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 30s) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (pred()) return true;
@@ -70,7 +73,8 @@ inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds
   return pred();
 }
 
-// A coordinator in this process on 127.0.0.1:<free port>, HTTP off unless asked.
+// A coordinator in this process on 127.0.0.1:<free port>, HTTP off unless asked. Its heartbeat
+// deadlines run on clock(), which moves only when a test advances it.
 class TestServer {
  public:
   explicit TestServer(const std::string& db_path, std::chrono::milliseconds heartbeat_timeout = 30s,
@@ -83,6 +87,7 @@ class TestServer {
     options.coordinator.heartbeat_timeout = heartbeat_timeout;
     options.coordinator.tick = 20ms;
     options.coordinator.subscriber_queue_capacity = queue_capacity;
+    options.coordinator.now = clock_.AsFunction();
     auto server = QloradServer::Start(options);
     if (!server.ok()) throw std::runtime_error(server.status().ToString());
     server_ = std::move(server).value();
@@ -91,6 +96,7 @@ class TestServer {
   }
 
   QloradServer& server() { return *server_; }
+  ManualClock& clock() { return clock_; }
   std::shared_ptr<grpc::Channel> channel() { return channel_; }
   v1::JobService::Stub& jobs() { return *jobs_; }
 
@@ -142,6 +148,7 @@ class TestServer {
   }
 
  private:
+  ManualClock clock_;  // before server_: the coordinator reads it until it stops
   std::unique_ptr<QloradServer> server_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::JobService::Stub> jobs_;
@@ -220,6 +227,8 @@ class FakeWorker {
 
   grpc::Status Report(const std::vector<v1::TrainerEvent>& events) {
     grpc::ClientContext ctx;
+    // Far beyond any report's real time: one that waits on something fails instead of hanging.
+    ctx.set_deadline(std::chrono::system_clock::now() + 30s);
     v1::ReportEventsRequest request;
     request.set_worker_id(worker_id_);
     for (const auto& e : events) *request.add_events() = e;

@@ -43,9 +43,10 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Polls `done` until it holds or `timeout` passes; returns whether it held.
+// Polls `done` until it holds or `timeout` passes; returns whether it held. The timeout only
+// bounds a hang: generous, so a loaded machine is never mistaken for a broken process.
 inline bool WaitUntil(const std::function<bool()>& done,
-                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+                      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (done()) return true;
