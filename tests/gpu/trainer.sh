@@ -5,6 +5,7 @@
 # recompute) and the operator tests of the kernels the trainer calls. run.sh is the kernels' and
 # benchmarks' counterpart.
 # Usage: tests/gpu/trainer.sh [OUT_DIR]   (logs are written there; default ./gpu-out)
+#        QLORAD_GPU_TESTS="test_eval_cuda ..." runs only those files of tests/gpu.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${1:-$ROOT/gpu-out}"
@@ -39,8 +40,9 @@ ninja -C "$BUILD" -j "$(nproc)" qlorad-train qlorad_ops > "$OUT/build.log" 2>&1 
 
 step "pytest: the trainer on CUDA, and the operators it calls"
 export QLORAD_BIN_DIR="$BUILD/bin" QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so"
-for t in test_eval_cuda test_lm_head_dropout_cuda test_gpu_memory test_activation_checkpointing \
-         test_nf4_ops test_ce_ops test_ce_online; do
+TESTS="${QLORAD_GPU_TESTS:-test_eval_cuda test_lm_head_dropout_cuda test_gpu_memory \
+  test_activation_checkpointing test_nf4_ops test_ce_ops test_ce_online}"
+for t in $TESTS; do
   # Each file in its own process, -X faulthandler, -s for the printed peaks; full log kept.
   python3 -X faulthandler -m pytest -v -s -p no:cacheprovider "$ROOT/tests/gpu/$t.py" \
     > "$OUT/$t.log" 2>&1
