@@ -18,17 +18,23 @@ fail() { echo "FAILED: $*"; status=1; }
 step "configure + build"
 # PCRE2 headers for the tokenizer: see run.sh (carry .whl/debs).
 for deb in "$ROOT"/.whl/debs/*.deb; do [ -e "$deb" ] && dpkg -x "$deb" /; done
-# ICU (the tokenizer's NFC normalizer): the GPU machine has the library but may lack its
-# pkg-config file; describe the installed one (headers in /usr/include/unicode, the versioned .so).
+# ICU (the tokenizer's NFC normalizer): the GPU machine has ICU's library but no headers or
+# pkg-config file. Carry Debian's ICU headers (libicu-dev's usr/include/unicode, into
+# .whl/icu/include); their symbol version is set to the installed library's (the C and C++ API
+# the normalizer uses is the same across these versions), and a pkg-config file describes both.
 if ! pkg-config --exists icu-uc 2>/dev/null; then
-  icu_lib="$(ls /usr/lib/x86_64-linux-gnu/libicuuc.so* 2>/dev/null | sort | head -1)"
-  if [ -n "$icu_lib" ] && [ -d /usr/include/unicode ]; then
-    mkdir -p "$OUT/pkgconfig"
-    printf 'Name: icu-uc\nDescription: ICU (described by trainer.sh)\nVersion: 0\nCflags:\nLibs: %s\n' \
-      "$icu_lib" > "$OUT/pkgconfig/icu-uc.pc"
-    export PKG_CONFIG_PATH="$OUT/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  icu_lib="$(ls /usr/lib/x86_64-linux-gnu/libicuuc.so.[0-9]* 2>/dev/null | sort | head -1)"
+  icu_major="$(basename "$icu_lib" | sed -E 's/libicuuc\.so\.([0-9]+).*/\1/')"
+  if [ -n "$icu_lib" ] && [ -d "$ROOT/.whl/icu/include/unicode" ]; then
+    rm -rf "$OUT/icu" && mkdir -p "$OUT/icu/pkgconfig" && cp -r "$ROOT/.whl/icu/include" "$OUT/icu/"
+    sed -i -E "s/^#define U_ICU_VERSION_MAJOR_NUM [0-9]+/#define U_ICU_VERSION_MAJOR_NUM $icu_major/; \
+               s/^#define U_ICU_VERSION_SUFFIX _[0-9]+/#define U_ICU_VERSION_SUFFIX _$icu_major/" \
+      "$OUT/icu/include/unicode/uvernum.h"
+    printf 'Name: icu-uc\nDescription: ICU (described by trainer.sh)\nVersion: %s\nCflags: -isystem %s\nLibs: %s\n' \
+      "$icu_major" "$OUT/icu/include" "$icu_lib" > "$OUT/icu/pkgconfig/icu-uc.pc"
+    export PKG_CONFIG_PATH="$OUT/icu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   else
-    echo "no ICU headers or library here: the tokenizer cannot build"
+    echo "no ICU headers (carry .whl/icu/include) or library here: the tokenizer cannot build"
   fi
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
