@@ -30,8 +30,11 @@ if ! pkg-config --exists icu-uc 2>/dev/null; then
     sed -i -E "s/^#define U_ICU_VERSION_MAJOR_NUM [0-9]+/#define U_ICU_VERSION_MAJOR_NUM $icu_major/; \
                s/^#define U_ICU_VERSION_SUFFIX _[0-9]+/#define U_ICU_VERSION_SUFFIX _$icu_major/" \
       "$OUT/icu/include/unicode/uvernum.h"
-    printf 'Name: icu-uc\nDescription: ICU (described by trainer.sh)\nVersion: %s\nCflags: -isystem %s\nLibs: %s\n' \
-      "$icu_major" "$OUT/icu/include" "$icu_lib" > "$OUT/icu/pkgconfig/icu-uc.pc"
+    # -L/-l rather than the library's path: CMake would pass a path as a link option, ahead of
+    # the objects, where --as-needed drops it.
+    mkdir -p "$OUT/icu/lib" && ln -sf "$icu_lib" "$OUT/icu/lib/libicuuc.so"
+    printf 'Name: icu-uc\nDescription: ICU (described by trainer.sh)\nVersion: %s\nCflags: -isystem %s\nLibs: -L%s -licuuc\n' \
+      "$icu_major" "$OUT/icu/include" "$OUT/icu/lib" > "$OUT/icu/pkgconfig/icu-uc.pc"
     export PKG_CONFIG_PATH="$OUT/icu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   else
     echo "no ICU headers (carry .whl/icu/include) or library here: the tokenizer cannot build"
