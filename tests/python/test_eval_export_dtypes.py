@@ -106,7 +106,7 @@ def test_export_writes_the_dtype_asked_and_transformers_agrees(base, dtype):
 
 
 def test_export_defaults_to_the_base_checkpoints_dtype(base, tmp_path):
-    """(The fp32 default is exercised by the bnb-4bit export of test_bnb_checkpoint.py.)"""
+    """(The fp32 default is exercised by the bnb-4bit export of test_bnb4bit_model.py.)"""
     tmp, model, _, _ = base
     copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp_path / "bf16-base")
     qlorad("export", "--model", str(tmp_path / "bf16-base"), "--adapter", str(tmp / "adapter"),

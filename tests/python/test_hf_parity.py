@@ -175,7 +175,7 @@ def test_older_config_layout_reads_the_same(tmp_path: Path):
 
 def test_bnb_4bit_copy_matches_its_dequantized_twin(tmp_path: Path):
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_bnb_checkpoint import (bnb_functional, make_bnb_copy, make_dequantized_copy,
+    from test_bnb4bit_model import (bnb_functional, make_bnb_copy, make_dequantized_copy,
                                      skip_unless_bnb_is_a_reference)
     F = bnb_functional()
     model = make_model("llama", tmp_path / "model")

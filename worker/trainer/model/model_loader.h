@@ -1,5 +1,6 @@
 // Loads the Llama of a model directory: plain Hugging Face weights, or a bitsandbytes 4-bit
-// checkpoint whose quantized projections are used as stored (see bnb_checkpoint.h).
+// model directory whose quantized projections are used as stored (see
+// weights/bnb4bit_reader.h).
 #pragma once
 
 #include <ATen/ATen.h>

@@ -105,7 +105,7 @@ void MakeBnbTinyModel(const std::string& dense_dir, const std::string& bnb_dir) 
   WriteFile(bnb_dir + "/config.json", config.dump(2));
 }
 
-class BnbCheckpointTest : public ::testing::Test {
+class Bnb4bitReaderTest : public ::testing::Test {
  protected:
   void SetUp() override {
 #ifndef QLORAD_HAVE_NF4_OPS
@@ -129,7 +129,7 @@ class BnbCheckpointTest : public ::testing::Test {
   TempDir dir_;
 };
 
-TEST_F(BnbCheckpointTest, StoredTensorsAreUsedBitForBit) {
+TEST_F(Bnb4bitReaderTest, StoredTensorsAreUsedBitForBit) {
   struct Case {
     std::vector<int64_t> shape;
     at::ScalarType dtype;
@@ -166,7 +166,7 @@ TEST_F(BnbCheckpointTest, StoredTensorsAreUsedBitForBit) {
   }
 }
 
-TEST_F(BnbCheckpointTest, Fp4IsRefusedNamingFileAndTensor) {
+TEST_F(Bnb4bitReaderTest, Fp4IsRefusedNamingFileAndTensor) {
   const ops::NF4Weight q = ops::QuantizeNF4(at::randn({8, 64}), 64, true);
   Tensors tensors;
   AppendBnbTensors(tensors, kName, q, "fp4");
@@ -188,7 +188,7 @@ TEST_F(BnbCheckpointTest, Fp4IsRefusedNamingFileAndTensor) {
   EXPECT_THAT(inner.status().message(), HasSubstr("quant_type: 'fp4' is not supported"));
 }
 
-TEST_F(BnbCheckpointTest, MissingCompanionIsNamed) {
+TEST_F(Bnb4bitReaderTest, MissingCompanionIsNamed) {
   const ops::NF4Weight q = ops::QuantizeNF4(at::randn({8, 64}), 64, true);
   for (const std::string suffix : {".absmax", ".nested_absmax", ".quant_map"}) {
     auto loaded = RoundTrip(q, {8, 64}, [&](Tensors& t) {
@@ -200,7 +200,7 @@ TEST_F(BnbCheckpointTest, MissingCompanionIsNamed) {
   }
 }
 
-TEST_F(BnbCheckpointTest, BadQuantStateIsAClearError) {
+TEST_F(Bnb4bitReaderTest, BadQuantStateIsAClearError) {
   const ops::NF4Weight q = ops::QuantizeNF4(at::randn({8, 64}), 64, true);
   const std::string state = std::string(kName) + ".quant_state.bitsandbytes__nf4";
   auto replace_state = [&](const std::string& text) {
@@ -231,7 +231,7 @@ TEST_F(BnbCheckpointTest, BadQuantStateIsAClearError) {
   EXPECT_THAT(other_map.status().message(), HasSubstr("not the NF4 code table"));
 }
 
-TEST_F(BnbCheckpointTest, QuantizationConfigIsReadAndOnlyNf4Accepted) {
+TEST_F(Bnb4bitReaderTest, QuantizationConfigIsReadAndOnlyNf4Accepted) {
   TempDir dir;
   ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
   auto none = ReadBnbQuantization(dir / "dense");
@@ -278,7 +278,7 @@ void ExpectSameQuantizedProjections(const LlamaModel& a, const LlamaModel& b, bo
 
 // Loading the bnb copy must give the very model that loading the dense original and quantizing
 // it gives: same NF4 bytes in every projection, the other tensors untouched.
-TEST_F(BnbCheckpointTest, PrequantizedModelEqualsQuantizingTheOriginal) {
+TEST_F(Bnb4bitReaderTest, PrequantizedModelEqualsQuantizingTheOriginal) {
   TempDir dir;
   ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
   MakeBnbTinyModel(dir / "dense", dir / "bnb");
@@ -313,7 +313,7 @@ TEST_F(BnbCheckpointTest, PrequantizedModelEqualsQuantizingTheOriginal) {
 // Quantizing the projections as they load (what the trainer does for quantization nf4) gives the
 // very model that loading dense and then quantizing gives, in fp32 and in bf16; the embedding,
 // norms and head stay dense, and ApplyQLora leaves the already-quantized layers as they are.
-TEST_F(BnbCheckpointTest, QuantizingOnLoadEqualsQuantizingAfterLoading) {
+TEST_F(Bnb4bitReaderTest, QuantizingOnLoadEqualsQuantizingAfterLoading) {
   TempDir dir;
   ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
   const LlamaConfig config = TinyLlamaConfig();
@@ -346,7 +346,7 @@ bool IsPlaceholder(const at::Tensor& t) {
 // the unsharded load's weight gives, and leaves a placeholder in the layer: for the stored NF4 of
 // a bnb checkpoint, for NF4 quantized as it loads, and for a dense projection. Three ranks, so
 // the blocks do not split evenly and the last shard is padded. The rest of the model is whole.
-TEST_F(BnbCheckpointTest, ShardedLoadKeepsOnlyTheRanksShardOfEachProjection) {
+TEST_F(Bnb4bitReaderTest, ShardedLoadKeepsOnlyTheRanksShardOfEachProjection) {
   TempDir dir;
   ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
   MakeBnbTinyModel(dir / "dense", dir / "bnb");
@@ -408,7 +408,7 @@ TEST_F(BnbCheckpointTest, ShardedLoadKeepsOnlyTheRanksShardOfEachProjection) {
 
 // Training on the bnb copy with quantization nf4 reproduces training on the original with
 // quantization nf4 step for step (same seed); type none on the bnb copy is refused.
-TEST_F(BnbCheckpointTest, TrainingOnThePrequantizedCopyMatchesQuantizingAtLoad) {
+TEST_F(Bnb4bitReaderTest, TrainingOnThePrequantizedCopyMatchesQuantizingAtLoad) {
   TempDir dir;
   ASSERT_TRUE(MakeTinyModel(dir / "dense", 0).ok());
   MakeBnbTinyModel(dir / "dense", dir / "bnb");

@@ -1,5 +1,5 @@
-"""A bitsandbytes 4-bit checkpoint made by bitsandbytes itself (its CPU quantize_4bit, saved the
-way transformers serializes a load_in_4bit model: each projection's packed weight plus
+"""A bitsandbytes 4-bit model directory made by bitsandbytes itself (its CPU quantize_4bit, saved
+the way transformers serializes a load_in_4bit model: each projection's packed weight plus
 QuantState.as_dict(packed=True)) is trained on as stored.
 
 The reference is requantization-free: a dense copy whose projections are bitsandbytes' own
@@ -139,7 +139,7 @@ def losses(events):
     return [e["loss"] for e in events if e["event"] == "metrics"]
 
 
-def test_bnb_checkpoint_trains_on_its_stored_bytes(models):
+def test_bnb4bit_model_trains_on_its_stored_bytes(models):
     F, tmp, dense = models
     skip_unless_bnb_is_a_reference(F, dense)
     bnb = tmp / "bnb"
@@ -163,7 +163,7 @@ def test_bnb_checkpoint_trains_on_its_stored_bytes(models):
     assert "quantized 14 linear layers (nf4)" in logs
 
 
-def test_type_none_on_a_bnb_checkpoint_names_the_field(models):
+def test_type_none_on_a_bnb_model_names_the_field(models):
     F, tmp, dense = models
     make_bnb_copy(F, dense, tmp / "bnb")
     proc, events = run_train(tmp, tmp / "bnb", "none", "none")
