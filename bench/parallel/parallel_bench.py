@@ -14,7 +14,6 @@ the bytes an fsdp step gathers as packed NF4 against what bf16 FSDP would move f
 """
 import argparse
 import json
-import math
 import os
 import pathlib
 import statistics
@@ -23,93 +22,11 @@ import sys
 import time
 
 import torch
-from safetensors.torch import save_file
 
-# Llama-3.2-1B's shapes (tied embeddings, GQA 32/8, head_dim 64).
-LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                num_key_value_heads=8, head_dim=64, vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0,
-                max_position_embeddings=131072, tie_word_embeddings=True)
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def projection_shapes(c):
-    h, i, d = c["hidden_size"], c["intermediate_size"], c["head_dim"]
-    q, kv = c["num_attention_heads"] * d, c["num_key_value_heads"] * d
-    return {"q_proj": (q, h), "k_proj": (kv, h), "v_proj": (kv, h), "o_proj": (h, q),
-            "gate_proj": (i, h), "up_proj": (i, h), "down_proj": (h, i)}
-
-
-def make_model(path, config, device, layers=None):
-    c = dict(config)
-    if layers:
-        c["num_hidden_layers"] = layers
-    path.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator(device=device).manual_seed(0)
-
-    def rand(*shape):
-        return (torch.randn(shape, generator=gen, device=device) * 0.02).to(torch.bfloat16).cpu()
-
-    tensors = {"model.embed_tokens.weight": rand(c["vocab_size"], c["hidden_size"]),
-               "model.norm.weight": torch.ones(c["hidden_size"], dtype=torch.bfloat16)}
-    for layer in range(c["num_hidden_layers"]):
-        prefix = f"model.layers.{layer}."
-        for name, shape in projection_shapes(c).items():
-            group = "self_attn" if name in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
-            tensors[f"{prefix}{group}.{name}.weight"] = rand(*shape)
-        for norm in ("input_layernorm", "post_attention_layernorm"):
-            tensors[f"{prefix}{norm}.weight"] = torch.ones(c["hidden_size"], dtype=torch.bfloat16)
-    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps(dict(c, architectures=["LlamaForCausalLM"], model_type="llama",
-                                                      torch_dtype="bfloat16", hidden_act="silu")))
-    return c
-
-
-def make_data(path, vocab, rows, seq_len):
-    gen = torch.Generator().manual_seed(1)
-    with open(path, "w") as f:
-        for _ in range(rows):
-            ids = torch.randint(0, vocab, (seq_len + 1,), generator=gen).tolist()
-            f.write(json.dumps({"input_ids": ids}) + "\n")
-
-
-def write_spec(path, model, data, out, strategy, nproc, micro, accum, steps, seq_len, precision, lora_precision,
-               cpu_offload=False, activation_checkpointing=True):
-    path.write_text(f"""name: parallel-{strategy}-{nproc}
-model: {{path: {model}}}
-quantization: {{type: nf4, double_quant: true, block_size: 64}}
-lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}], compute_precision: {lora_precision}}}
-data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, shuffle: true, seed: 0}}
-train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: 1.0e-4, scheduler: constant,
-        warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision},
-        activation_checkpointing: {str(activation_checkpointing).lower()}}}
-resources: {{gpus: {nproc}, device: auto}}
-parallel: {{strategy: {strategy}, reshard_after_forward: true, cpu_offload: {str(cpu_offload).lower()}}}
-checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}
-""")
-
-
-def parse_events(stdout, stderr):
-    """Metrics of every rank (rank 0's on stdout, the others' on stderr as '[rank R] {...}'), the
-    bytes per step rank 0 received in collectives (its closing 'communication' log) and its phase
-    timing log (with --phase-timing)."""
-    metrics, comm, phases = {}, None, None
-    lines = [(0, l) for l in stdout.splitlines()]
-    for l in stderr.splitlines():
-        if l.startswith("[rank "):
-            rank, _, rest = l[len("[rank "):].partition("] ")
-            lines.append((int(rank), rest))
-    for rank, line in lines:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if event.get("event") == "metrics":
-            metrics.setdefault(event.get("rank", rank), []).append(event)
-        if rank == 0 and event.get("event") == "log" and event.get("message", "").startswith("communication:"):
-            comm = int(event["message"].split("(")[1].split(" ")[0])
-        if rank == 0 and event.get("event") == "log" and event.get("message", "").startswith("phase timing:"):
-            phases = event["message"]
-    return metrics, comm, phases
+# The model, data and job writers are shared with the other benchmarks (bench/common).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "common"))
+from qlorad_job import parse_events, write_spec  # noqa: E402
+from random_llama import LLAMA_1B, make_data, make_model, nf4_bytes, projection_shapes  # noqa: E402
 
 
 def run(bin_dir, spec, nproc, device, log, phase_timing, profile):
@@ -124,12 +41,6 @@ def run(bin_dir, spec, nproc, device, log, phase_timing, profile):
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}); last stderr:\n" + "\n".join(proc.stderr.splitlines()[-20:]))
     metrics, comm, phases = parse_events(proc.stdout, proc.stderr)
     return metrics, comm, phases, time.time() - started
-
-
-def nf4_bytes(numel):
-    # packed nibbles + one absmax code per 64 + one fp32 nested absmax per 256 blocks
-    blocks = math.ceil(numel / 64)
-    return math.ceil(numel / 2) + blocks + 4 * math.ceil(blocks / 256)
 
 
 def main():
@@ -170,8 +81,9 @@ def main():
     results = {}
     for strategy, nproc, accum in runs:
         spec = work / f"{strategy}.yaml"
-        write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy.split("+")[0], nproc,
-                   args.micro, accum, steps, args.seq_len, args.precision, args.lora_precision,
+        write_spec(spec, work / "model", work / "data.jsonl", work / f"out-{strategy}", strategy=strategy.split("+")[0],
+                   nproc=nproc, micro=args.micro, accum=accum, steps=steps, seq_len=args.seq_len,
+                   precision=args.precision, lora_precision=args.lora_precision,
                    cpu_offload=strategy.endswith("+offload"),
                    activation_checkpointing=args.activation_checkpointing == "true")
         profile = out / f"trace-{strategy}" if args.profile else None

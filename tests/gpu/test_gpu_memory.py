@@ -34,7 +34,7 @@ if not torch.cuda.is_available():
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("QLORAD_BIN_DIR", ROOT / "build" / "bin"))
-spec_ = importlib.util.spec_from_file_location("parallel_bench", ROOT / "bench/parallel/parallel_bench.py")
+spec_ = importlib.util.spec_from_file_location("random_llama", ROOT / "bench/common/random_llama.py")
 bench = importlib.util.module_from_spec(spec_)
 spec_.loader.exec_module(bench)  # make_model, make_data, projection_shapes: one model writer
 LAYERS, STEPS, SEQ = 4, 12, 512
