@@ -27,6 +27,7 @@ causal attention forward and backward; recompute is not counted (flops.py has th
         [--systems hf,unsloth,qlorad] [--steps 10] [--warmup 3]
   python3 bench/e2e/e2e_bench.py --bin build/bin --out OUT --shapes tiny --device cpu --no-quant
         (a check of the harness without a GPU)
+  python3 bench/e2e/e2e_bench.py --out OUT --merge A/e2e_bench.json B/e2e_bench.json   (one table of two calls)
 """
 import argparse
 import datetime
@@ -245,6 +246,9 @@ def parse_args():
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (default: by its name)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds each system's run may take")
     ap.add_argument("--commit", default=os.environ.get("QLORAD_COMMIT"), help="qlorad's commit (default: git's HEAD)")
+    ap.add_argument("--merge", nargs="+", type=pathlib.Path, metavar="JSON",
+                    help="run nothing: print one table of these e2e_bench.json files (calls of one session on one "
+                         "GPU) and write them as one to --out")
     args = ap.parse_args()
     args.systems = args.systems.split(",")
     args.shapes = args.shapes.split(",")
@@ -260,9 +264,24 @@ def parse_args():
     return args
 
 
+def merge(files, out):
+    """One table and one JSON of several calls' results (a GPU command may run 10 minutes; an 8B
+    shape takes a call of its own)."""
+    parts = [json.loads(f.read_text()) for f in files]
+    meta = dict(parts[0]["meta"], merged_from=[dict(file=str(f), **p["meta"]) for f, p in zip(files, parts)])
+    for key in ("gpu", "commit"):
+        if len({p["meta"][key] for p in parts}) > 1:
+            print(f"WARNING: the files differ in {key}: {sorted({p['meta'][key] for p in parts})}")
+    runs = [r for p in parts for r in p["runs"]]
+    print_table(runs, meta)
+    (out / "e2e_bench.json").write_text(json.dumps(dict(meta=meta, runs=runs), indent=1))
+
+
 def main():
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        return merge(args.merge, args.out)
     (args.out / "logs").mkdir(exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     facts = gpu_facts(args.device)
