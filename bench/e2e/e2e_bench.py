@@ -48,13 +48,13 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent / "common"))
 from flops import flops_per_token, peak_tflops  # noqa: E402
 from qlorad_job import parse_events, write_spec  # noqa: E402
-from random_llama import LLAMA_1B, LLAMA_8B, make_data, make_model  # noqa: E402
+from random_llama import LLAMA_1B, LLAMA_8B, PROJECTIONS, make_data, make_model  # noqa: E402
 
 TINY = dict(LLAMA_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, vocab_size=512)
 SHAPES = {"tiny": (TINY, 2, 64), "1b": (LLAMA_1B, 4, 2048), "8b": (LLAMA_8B, 1, 2048)}  # config, batch, seq
 SYSTEMS = ("hf", "unsloth", "qlorad")
-RANK, LR = 16, 2e-4
+RANK, ALPHA, LR = 16, 16, 2e-4
 GIB = 2**30
 
 
@@ -142,7 +142,7 @@ def run_qlorad(job, args, work, log_path):
     write_spec(spec, job["model"], job["data"], work / f"out-{name}", strategy="single", nproc=1,
                micro=job["batch"], accum=1, steps=total, seq_len=job["seq"], precision="bf16",
                activation_checkpointing=job["ckpt"], lr=LR, quantization="nf4" if job["quant"] else "none",
-               name=name)
+               shuffle=False, name=name)  # the rows in file order, as torch_step.py reads them
     cmd = [str(args.bin / "qlorad-train"), "run", str(spec), "--json", "--device", args.device]
     rc, out, err = run_child(cmd, log_path, args.timeout, work)
     metrics = parse_events(out, err)[0].get(0, [])
@@ -309,7 +309,7 @@ def main():
             for system in args.systems:
                 job = dict(shape=shape, model=str(model), data=str(data), batch=batch, seq=seq, ckpt=ckpt == "on",
                            steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
-                           rank=RANK, lr=LR)
+                           rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)
                 log(f"{shape} ({batch} x {seq}) ckpt {ckpt} {system}: starting")
                 log_path = args.out / "logs" / f"{shape}-ckpt-{ckpt}-{system}.log"
                 started = time.time()

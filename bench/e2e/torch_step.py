@@ -17,9 +17,6 @@ import time
 
 import torch
 
-PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
 def load_hf(job):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -33,7 +30,7 @@ def load_hf(job):
     model.config.use_cache = False
     if job["ckpt"]:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(r=job["rank"], lora_alpha=job["rank"], lora_dropout=0.0, target_modules=PROJECTIONS,
+    lora = LoraConfig(r=job["rank"], lora_alpha=job["alpha"], lora_dropout=0.0, target_modules=job["target_modules"],
                       bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     model.train()
@@ -50,8 +47,8 @@ def load_unsloth(job):
     model, _ = FastLanguageModel.from_pretrained(model_name=job["model"], max_seq_length=job["seq"],
                                                  dtype=torch.bfloat16, load_in_4bit=True,
                                                  use_gradient_checkpointing=ckpt)
-    model = FastLanguageModel.get_peft_model(model, r=job["rank"], lora_alpha=job["rank"], lora_dropout=0.0,
-                                             target_modules=PROJECTIONS, bias="none",
+    model = FastLanguageModel.get_peft_model(model, r=job["rank"], lora_alpha=job["alpha"], lora_dropout=0.0,
+                                             target_modules=job["target_modules"], bias="none",
                                              use_gradient_checkpointing=ckpt, random_state=0)
     FastLanguageModel.for_training(model, use_gradient_checkpointing=ckpt)
     return model
