@@ -95,21 +95,31 @@ def prepare_model(work, shape, device):
 
 
 def run_child(cmd, log_path, timeout_s, cwd):
-    """Runs cmd in its own process group (a timeout ends its helpers too); returns (rc, stdout,
-    stderr), both kept in log_path."""
+    """Runs cmd in its own process group; returns (rc, stdout, stderr), all kept in log_path. The
+    output goes through files, not pipes: a helper the child leaves behind (a compile worker) would
+    hold a pipe open past the child's exit. The group is ended afterwards for the same reason."""
+    out_path, err_path = log_path.with_suffix(".stdout"), log_path.with_suffix(".stderr")
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                                start_new_session=True)
+        with open(out_path, "w") as out_file, open(err_path, "w") as err_file:
+            proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, cwd=cwd,
+                                    start_new_session=True)
     except OSError as e:
         log_path.write_text(" ".join(map(str, cmd)) + f"\n{e}\n")
         return "not started", "", str(e)
     try:
-        out, err = proc.communicate(timeout=timeout_s)
-        rc = proc.returncode
+        rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
+        rc = "timeout"
+    try:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        rc, err = "timeout", err + f"\ntimed out after {timeout_s} s"
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    out, err = out_path.read_text(errors="replace"), err_path.read_text(errors="replace")
+    out_path.unlink()
+    err_path.unlink()
+    if rc == "timeout":
+        err += f"\ntimed out after {timeout_s} s"
     log_path.write_text(" ".join(map(str, cmd)) + "\n--- stdout\n" + out + "\n--- stderr\n" + err)
     return rc, out, err
 
