@@ -10,20 +10,12 @@
 
 #include <string>
 
+#include "tests/unit/kernels/expect_error.h"
+
 namespace qlorad::ops {
 namespace {
 
-// Expects `fn` to throw a c10::Error whose message contains `needle`.
-template <typename Fn>
-void ExpectErrorContaining(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing \"" << needle << "\"";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what_without_backtrace()).find(needle), std::string::npos)
-        << e.what_without_backtrace();
-  }
-}
+using test_util::ExpectErrorContaining;
 
 // Values over silu's whole useful range, both tails included.
 at::Tensor Random(at::IntArrayRef shape, at::ScalarType dtype, uint64_t seed) {
