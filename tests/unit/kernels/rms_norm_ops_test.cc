@@ -116,6 +116,15 @@ TEST(RmsNormOpsCpu, Fp32ForwardMatchesHuggingFace) {
   }
 }
 
+// Rows whose mean square is below eps: there eps, not the values, sets the scale.
+TEST(RmsNormOpsCpu, EpsCountsForSmallRows) {
+  const at::Tensor x = Random({3, 256}, at::kFloat, 19, 1e-3);
+  const at::Tensor w = RandomWeight(256, at::kFloat, 20);
+  const auto [y, inv_rms] = RmsNormForward(x, w, kEps);
+  ExpectClose(y, HfRmsNorm(x, w, kEps), 1e-5, 0, "y");
+  ExpectClose(inv_rms, at::rsqrt(x.to(at::kDouble).pow(2).mean(-1) + kEps), 1e-6, 0, "inv_rms");
+}
+
 // In fp16 and bf16, y is HF's bit for bit except where the fp32 value h * inv_rms lies within a
 // few fp32 ulp of a rounding boundary: the row's sum is accumulated in another order than torch's
 // (and inv_rms is 1 / sqrt where CUDA's torch.rsqrt is rsqrtf), so inv_rms may differ by an fp32
