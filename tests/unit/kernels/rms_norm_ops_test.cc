@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/kernels/expect_error.h"
+
 namespace qlorad::ops {
 namespace {
 
@@ -76,17 +78,7 @@ void ExpectClose(const at::Tensor& got, const at::Tensor& want, double rtol, dou
       << ", expected " << want64.flatten()[worst].item<double>();
 }
 
-// Expects `fn` to throw a c10::Error whose message contains `needle`.
-template <typename Fn>
-void ExpectErrorContaining(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing \"" << needle << "\"";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what_without_backtrace()).find(needle), std::string::npos)
-        << e.what_without_backtrace();
-  }
-}
+using test_util::ExpectErrorContaining;
 
 TEST(RmsNormOpsSchema, IsRegisteredWithCpuAndMetaKernels) {
   auto& dispatcher = c10::Dispatcher::singleton();
