@@ -43,7 +43,7 @@ void Launch(const CrossEntropyParams& p, cudaStream_t stream) {
 Status LaunchCrossEntropyLossGrad(const CrossEntropyParams& p, cudaStream_t stream) {
   QLORAD_RETURN_IF_ERROR(CheckParams(p));
   if (p.rows == 0) return Status::Ok();
-  cuda::WithLogitType(p.format, [&](auto t) { Launch<decltype(t)>(p, stream); });
+  cuda::WithFloatType(p.format, [&](auto t) { Launch<decltype(t)>(p, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
 }

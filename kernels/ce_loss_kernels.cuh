@@ -13,62 +13,12 @@
 #include <cstdint>
 
 #include "kernels/ce_loss.h"
+#include "kernels/float_types.cuh"
 
 namespace qlorad::kernels::cuda {
 
 inline constexpr int kCeThreads = 512;
 inline constexpr int kCeWarps = kCeThreads / 32;
-
-template <typename T>
-__device__ __forceinline__ float dToFloat(T v);
-template <>
-__device__ __forceinline__ float dToFloat<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ float dToFloat<__half>(__half v) {
-  return __half2float(v);
-}
-template <>
-__device__ __forceinline__ float dToFloat<__nv_bfloat16>(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T dFromFloat(float v);
-template <>
-__device__ __forceinline__ float dFromFloat<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __half dFromFloat<__half>(float v) {
-  return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 dFromFloat<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-
-// Host side, for the launchers: calls f(T{}) with T the element type of `format`.
-template <typename F>
-void WithLogitType(FloatFormat format, F&& f) {
-  switch (format) {
-    case FloatFormat::kFloat32:
-      f(float{});
-      break;
-    case FloatFormat::kFloat16:
-      f(__half{});
-      break;
-    case FloatFormat::kBFloat16:
-      f(__nv_bfloat16{});
-      break;
-  }
-}
-
-template <typename T, int kVec>
-struct alignas(sizeof(T) * kVec) Pack {
-  T v[kVec];
-};
 
 // Adds one logit to a running (max, sum of exp(x - max)). A -inf logit (a masked token) adds
 // nothing, also while the max is still -inf, where exp(-inf - -inf) would be NaN.

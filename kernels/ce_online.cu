@@ -48,7 +48,7 @@ Status LaunchOnlineCeTile(const OnlineCeTileParams& p, cudaStream_t stream) {
   if (p.rows == 0) return Status::Ok();
   if (p.logits == nullptr || p.labels == nullptr || p.state == nullptr)
     return InvalidArgument("online cross-entropy tile: logits, labels and state are required");
-  cuda::WithLogitType(p.format, [&](auto t) { LaunchTile<decltype(t)>(p, stream); });
+  cuda::WithFloatType(p.format, [&](auto t) { LaunchTile<decltype(t)>(p, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
 }
@@ -69,7 +69,7 @@ Status LaunchOnlineCeFinish(const OnlineCeFinishParams& p, cudaStream_t stream) 
         "online cross-entropy finish: a gradient needs weight, grad and, with label smoothing, "
         "the weight's column sums");
   }
-  cuda::WithLogitType(p.format, [&](auto t) { LaunchFinish<decltype(t)>(p, stream); });
+  cuda::WithFloatType(p.format, [&](auto t) { LaunchFinish<decltype(t)>(p, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
 }

@@ -30,9 +30,17 @@ std::string DTypeName(at::ScalarType dtype) {
       return "bfloat16";
     case at::kDouble:
       return "float64";
+    case at::kLong:
+      return "int64";
     default:
       return c10::toString(dtype);
   }
+}
+
+std::string DimsText(c10::IntArrayRef dims) {
+  std::string out = "[";
+  for (size_t i = 0; i < dims.size(); ++i) out += (i == 0 ? "" : ", ") + std::to_string(dims[i]);
+  return out + "]";
 }
 
 }  // namespace qlorad::ops

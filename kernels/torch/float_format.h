@@ -3,6 +3,7 @@
 #pragma once
 
 #include <c10/core/ScalarType.h>
+#include <c10/util/ArrayRef.h>
 
 #include <string>
 
@@ -18,5 +19,9 @@ kernels::FloatFormat FloatFormatOf(at::ScalarType dtype, const char* op, const c
 
 // The names Python users know ("float16"), not c10's ("Half").
 std::string DTypeName(at::ScalarType dtype);
+
+// "[4, 2048, 32, 64]": sizes and strides for messages, built from strings (see ce_ops.cc: on the
+// GPU machine, streaming an int64 into a TORCH_CHECK message from this library crashed).
+std::string DimsText(c10::IntArrayRef dims);
 
 }  // namespace qlorad::ops

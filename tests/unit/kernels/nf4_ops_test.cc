@@ -13,27 +13,18 @@
 #include "kernels/nf4_dynamic_map.h"
 #include "kernels/nf4_ref.h"
 #include "kernels/torch/float_format.h"
+#include "tests/unit/kernels/expect_error.h"
 
 namespace qlorad::ops {
 namespace {
+
+using test_util::ExpectErrorContaining;
 
 namespace ref = kernels::ref;
 
 at::Tensor RandomWeight(std::vector<int64_t> shape, at::ScalarType dtype, uint64_t seed) {
   at::manual_seed(seed);
   return (at::randn(shape) * 0.02).to(dtype);
-}
-
-// Expects `fn` to throw a c10::Error whose message contains `needle`.
-template <typename Fn>
-void ExpectErrorContaining(Fn fn, const std::string& needle) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected an error containing \"" << needle << "\"";
-  } catch (const c10::Error& e) {
-    EXPECT_NE(std::string(e.what_without_backtrace()).find(needle), std::string::npos)
-        << e.what_without_backtrace();
-  }
 }
 
 TEST(NF4OpsSchema, IsRegisteredWithCpuAndMetaKernels) {
@@ -237,8 +228,10 @@ TEST(FloatFormatOf, MapsTheThreeKernelFormatsAndNamesAnyOtherDtype) {
   EXPECT_EQ(FloatFormatOf(at::kHalf, "op", "x"), kernels::FloatFormat::kFloat16);
   EXPECT_EQ(FloatFormatOf(at::kBFloat16, "op", "x"), kernels::FloatFormat::kBFloat16);
   // Any other dtype is an error naming op and argument, never a silent fp32.
-  for (const auto& [dtype, name] : {std::pair{at::kDouble, "float64"},
-                                    std::pair{at::kByte, "uint8"}, std::pair{at::kLong, "Long"}}) {
+  // Dtypes without a Python name here keep c10's (int32 is "Int").
+  for (const auto& [dtype, name] :
+       {std::pair{at::kDouble, "float64"}, std::pair{at::kByte, "uint8"},
+        std::pair{at::kLong, "int64"}, std::pair{at::kInt, "Int"}}) {
     ExpectErrorContaining([dtype = dtype] { FloatFormatOf(dtype, "qlorad::some_op", "weight"); },
                           std::string("qlorad::some_op: weight: expected float32, float16 or "
                                       "bfloat16, got ") +

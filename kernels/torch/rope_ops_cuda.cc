@@ -1,0 +1,27 @@
+// CUDA implementation of qlorad::rope_: tensor plumbing around the torch-free launcher
+// (kernels/rope.h), on the current stream, without synchronizing or allocating.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "kernels/rope.h"
+#include "kernels/torch/rope_checks.h"
+
+namespace qlorad::ops {
+namespace {
+
+void RopeCuda(at::Tensor& q, at::Tensor& k, const at::Tensor& cos, const at::Tensor& sin,
+              const std::optional<at::Tensor>& positions, bool inverse) {
+  const kernels::RopeParams p = detail::RopeParamsOf(q, k, cos, sin, positions, inverse);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const Status s = kernels::LaunchRope(p, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(s.ok(), "qlorad::rope_: ", s.message());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qlorad, CUDA, m) {
+  m.impl("rope_", &RopeCuda);
+}
+
+}  // namespace qlorad::ops

@@ -1,0 +1,31 @@
+// The fused SwiGLU's schemas and the C++ API of swiglu_ops.h. A fragment of the qlorad library,
+// whose main block lives in nf4_ops.cc; implementations in swiglu_ops_{cpu,cuda,meta}.cc.
+#include "kernels/torch/swiglu_ops.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY_FRAGMENT(qlorad, m) {
+  m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
+  // d(gate) and d(up) in one [..., 2I] tensor: one GEMM then gives dX for both projections.
+  m.def("swiglu_backward(Tensor dh, Tensor gate, Tensor up) -> Tensor");
+}
+
+namespace qlorad::ops {
+
+at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("qlorad::swiglu", "")
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
+  return op.call(gate, up);
+}
+
+at::Tensor SwigluBackward(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("qlorad::swiglu_backward", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  return op.call(dh, gate, up);
+}
+
+}  // namespace qlorad::ops

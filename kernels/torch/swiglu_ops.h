@@ -1,0 +1,21 @@
+// C++ entry points of the fused SwiGLU operators (schemas in swiglu_ops.cc). They go through the
+// dispatcher: the CUDA kernels (kernels/swiglu.h) for CUDA tensors, the CPU reference
+// (kernels/swiglu_ref.h) for CPU ones. Formulas and layout: kernels/swiglu_params.h.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace qlorad::ops {
+
+// h = silu(gate) * up as torch computes it in the tensors' dtype (fp32, fp16 or bf16; silu
+// rounded to the dtype, then the product). gate and up [..., I] share shape and dtype; unit stride
+// along I and one stride between rows (e.g. column slices of one [..., 2I] buffer). Returns a new
+// contiguous h [..., I].
+at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up);
+
+// Backward of SwigluForward for the gradient dh [..., I] (same rules as gate and up): returns one
+// contiguous dgu [..., 2I], d(gate) in [..., :I] and d(up) in [..., I:], so dX is one GEMM over
+// the concatenated gate|up weights. Within one ulp of torch's autograd of silu(gate) * up.
+at::Tensor SwigluBackward(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up);
+
+}  // namespace qlorad::ops

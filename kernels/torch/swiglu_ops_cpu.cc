@@ -1,0 +1,44 @@
+// CPU implementations of qlorad::swiglu and qlorad::swiglu_backward: the torch-free reference
+// (kernels/swiglu_ref.h) on the tensors' memory, its rows split over torch's CPU threads. This is
+// what CI and CPU-only training run.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "kernels/swiglu_ref.h"
+#include "kernels/torch/swiglu_checks.h"
+
+namespace qlorad::ops {
+namespace {
+
+using RowsFn = void (*)(const kernels::SwigluParams&, int64_t, int64_t);
+
+// Validates, allocates the output and runs `rows` over all rows in parallel.
+at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh,
+               RowsFn rows) {
+  kernels::SwigluParams p = detail::SwigluParamsOf(op, gate, up, dh);
+  at::Tensor out = detail::SwigluOutputFor(gate, /*backward=*/dh != nullptr);
+  p.out = out.data_ptr();
+  const int64_t grain =
+      std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, p.cols));
+  at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) { rows(p, begin, end); });
+  return out;
+}
+
+at::Tensor SwigluCpu(const at::Tensor& gate, const at::Tensor& up) {
+  return Run("qlorad::swiglu", gate, up, nullptr, &kernels::ref::SwigluForwardRows);
+}
+
+at::Tensor SwigluBackwardCpu(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {
+  return Run("qlorad::swiglu_backward", gate, up, &dh, &kernels::ref::SwigluBackwardRows);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qlorad, CPU, m) {
+  m.impl("swiglu", &SwigluCpu);
+  m.impl("swiglu_backward", &SwigluBackwardCpu);
+}
+
+}  // namespace qlorad::ops

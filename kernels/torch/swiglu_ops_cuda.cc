@@ -1,0 +1,41 @@
+// CUDA implementations of qlorad::swiglu and qlorad::swiglu_backward: tensor plumbing around the
+// torch-free launchers (kernels/swiglu.h), on the current stream, without synchronizing.
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "kernels/swiglu.h"
+#include "kernels/torch/swiglu_checks.h"
+
+namespace qlorad::ops {
+namespace {
+
+// Validates, allocates the output on gate's device and enqueues the kernel on the current stream.
+at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh) {
+  kernels::SwigluParams p = detail::SwigluParamsOf(op, gate, up, dh);
+  const c10::cuda::CUDAGuard guard(gate.device());
+  at::Tensor out = detail::SwigluOutputFor(gate, /*backward=*/dh != nullptr);
+  p.out = out.data_ptr();
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const Status s = dh != nullptr ? kernels::LaunchSwigluBackward(p, stream)
+                                 : kernels::LaunchSwigluForward(p, stream);
+  TORCH_CHECK(s.ok(), op, ": ", s.message());
+  return out;
+}
+
+at::Tensor SwigluCuda(const at::Tensor& gate, const at::Tensor& up) {
+  return Run("qlorad::swiglu", gate, up, nullptr);
+}
+
+at::Tensor SwigluBackwardCuda(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {
+  return Run("qlorad::swiglu_backward", gate, up, &dh);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qlorad, CUDA, m) {
+  m.impl("swiglu", &SwigluCuda);
+  m.impl("swiglu_backward", &SwigluBackwardCuda);
+}
+
+}  // namespace qlorad::ops

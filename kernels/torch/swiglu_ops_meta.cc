@@ -1,0 +1,27 @@
+// Meta implementations of qlorad::swiglu and qlorad::swiglu_backward: checks, shapes and dtypes
+// only, so that torch.compile (fake tensors) traces the ops without running them.
+#include <torch/library.h>
+
+#include "kernels/torch/swiglu_checks.h"
+
+namespace qlorad::ops {
+namespace {
+
+at::Tensor SwigluMeta(const at::Tensor& gate, const at::Tensor& up) {
+  detail::CheckSwigluInputs("qlorad::swiglu", gate, up, nullptr);
+  return detail::SwigluOutputFor(gate, /*backward=*/false);
+}
+
+at::Tensor SwigluBackwardMeta(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {
+  detail::CheckSwigluInputs("qlorad::swiglu_backward", gate, up, &dh);
+  return detail::SwigluOutputFor(gate, /*backward=*/true);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(qlorad, Meta, m) {
+  m.impl("swiglu", &SwigluMeta);
+  m.impl("swiglu_backward", &SwigluBackwardMeta);
+}
+
+}  // namespace qlorad::ops
