@@ -32,7 +32,7 @@ Status CheckSizes(const char* what, int64_t rows, int64_t hidden) {
 
 bool Aligned16(std::initializer_list<const void*> pointers) {
   for (const void* p : pointers) {
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+    if (!cuda::PackAligned(p, 16)) return false;
   }
   return true;
 }
@@ -122,7 +122,7 @@ Status LaunchRmsNormForward(const RmsNormForwardParams& p, cudaStream_t stream) 
     return InvalidArgument("rms_norm: x, weight, y, inv_rms (and h with a residual) are required");
   }
   const bool aligned = Aligned16({p.x, p.residual, p.h, p.weight, p.y});
-  cuda::WithLogitType(p.format,
+  cuda::WithFloatType(p.format,
                       [&](auto t) { LaunchRows<ForwardKernels, decltype(t)>(p, aligned, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();
@@ -136,7 +136,7 @@ Status LaunchRmsNormBackward(const RmsNormBackwardParams& p, cudaStream_t stream
     return InvalidArgument("rms_norm_backward: dy, x, weight, inv_rms and dx are required");
   }
   const bool aligned = Aligned16({p.dy, p.x, p.weight, p.dresidual, p.dx});
-  cuda::WithLogitType(
+  cuda::WithFloatType(
       p.format, [&](auto t) { LaunchRows<BackwardKernels, decltype(t)>(p, aligned, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::Ok();

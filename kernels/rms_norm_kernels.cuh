@@ -12,8 +12,7 @@
 
 #include <cstdint>
 
-// dToFloat, dFromFloat and Pack: the fp16/bf16 conversions the kernel families share.
-#include "kernels/ce_loss_kernels.cuh"
+#include "kernels/float_types.cuh"
 #include "kernels/rms_norm_params.h"
 
 namespace qlorad::kernels::cuda {

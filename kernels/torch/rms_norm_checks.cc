@@ -10,19 +10,11 @@ namespace {
 
 constexpr const char* kBackwardOp = "qlorad::rms_norm_backward";
 
-// "[4, 2048]". Numbers reach the messages as strings only (see ce_ops.cc: streaming an int64 into
-// a TORCH_CHECK message from this library crashed on the GPU machine).
-std::string Dims(at::IntArrayRef dims) {
-  std::string out = "[";
-  for (size_t i = 0; i < dims.size(); ++i) out += (i == 0 ? "" : ", ") + std::to_string(dims[i]);
-  return out + "]";
-}
-
 // A copy of a transposed activation would hide a slow path: refused instead.
 void CheckLastDimContiguous(const char* op, const char* name, const at::Tensor& t) {
   TORCH_CHECK(t.stride(-1) == 1 || t.size(-1) == 1, op, ": ", name,
               ": expected the last dimension contiguous (stride 1), got strides ",
-              Dims(t.strides()));
+              DimsText(t.strides()));
 }
 
 // Each check may rely on those before it (defined, then dtype, then sizes, then strides).
@@ -32,7 +24,7 @@ int64_t CheckInput(const char* op, const at::Tensor& x) {
   FloatFormatOf(x.scalar_type(), op, "x");
   const int64_t hidden = x.size(-1);
   TORCH_CHECK(hidden > 0, op, ": x: expected a non-empty last dimension, got shape ",
-              Dims(x.sizes()));
+              DimsText(x.sizes()));
   CheckLastDimContiguous(op, "x", x);
   return hidden;
 }
@@ -42,8 +34,8 @@ void CheckLikeX(const char* op, const char* name, const at::Tensor& t, const at:
   TORCH_CHECK(t.defined(), op, ": ", name, ": expected a tensor, got None");
   TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, ": expected ",
               DTypeName(x.scalar_type()), " like x, got ", DTypeName(t.scalar_type()));
-  TORCH_CHECK(t.sizes() == x.sizes(), op, ": ", name, ": expected shape ", Dims(x.sizes()),
-              " like x, got ", Dims(t.sizes()));
+  TORCH_CHECK(t.sizes() == x.sizes(), op, ": ", name, ": expected shape ", DimsText(x.sizes()),
+              " like x, got ", DimsText(t.sizes()));
   TORCH_CHECK(t.device() == x.device(), op, ": ", name, ": expected a tensor on ", x.device().str(),
               " like x, got one on ", t.device().str());
 }
@@ -53,7 +45,7 @@ void CheckWeight(const char* op, const at::Tensor& weight, const at::Tensor& x, 
   TORCH_CHECK(weight.scalar_type() == x.scalar_type(), op, ": weight: expected ",
               DTypeName(x.scalar_type()), " like x, got ", DTypeName(weight.scalar_type()));
   TORCH_CHECK(weight.dim() == 1 && weight.size(0) == hidden, op, ": weight: expected shape [",
-              std::to_string(hidden), "], got ", Dims(weight.sizes()));
+              std::to_string(hidden), "], got ", DimsText(weight.sizes()));
   TORCH_CHECK(weight.device() == x.device(), op, ": weight: expected a tensor on ",
               x.device().str(), " like x, got one on ", weight.device().str());
 }
@@ -102,7 +94,7 @@ RmsNormBackwardTensors PrepareRmsNormBackward(const at::Tensor& dy, const at::Te
   TORCH_CHECK(inv_rms.scalar_type() == at::kFloat, op, ": inv_rms: expected float32, got ",
               DTypeName(inv_rms.scalar_type()));
   TORCH_CHECK(inv_rms.dim() == 1 && inv_rms.size(0) == t.rows, op, ": inv_rms: expected shape [",
-              std::to_string(t.rows), "], got ", Dims(inv_rms.sizes()));
+              std::to_string(t.rows), "], got ", DimsText(inv_rms.sizes()));
   TORCH_CHECK(inv_rms.device() == x.device(), op, ": inv_rms: expected a tensor on ",
               x.device().str(), " like x, got one on ", inv_rms.device().str());
   const bool with_residual = dresidual.has_value() && dresidual->defined();
