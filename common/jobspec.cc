@@ -206,7 +206,7 @@ Status ParseTrain(Section s, TrainSpec* t) {
   QLORAD_RETURN_IF_ERROR(s.GetOptional("max_grad_norm", &t->max_grad_norm));
   QLORAD_RETURN_IF_ERROR(s.Get("seed", &t->seed));
   QLORAD_RETURN_IF_ERROR(GetChoice(s, "precision", &t->precision));
-  QLORAD_RETURN_IF_ERROR(s.Get("activation_checkpointing", &t->activation_checkpointing));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "activation_checkpointing", &t->activation_checkpointing));
   // loss_chunk_size: auto | N
   std::string chunk = "auto";
   if (s.Has("loss_chunk_size")) {

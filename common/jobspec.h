@@ -70,9 +70,10 @@ struct TrainSpec {
   std::optional<double> max_grad_norm = 1.0;  // null disables clipping
   uint64_t seed = 0;
   Precision precision = Precision::kBf16;
-  // Each decoder layer keeps only its input in forward and runs again in backward (Hugging Face's
-  // gradient_checkpointing): activation memory for one more forward per layer per step.
-  bool activation_checkpointing = true;
+  // true: each decoder layer keeps only its input in forward and runs again in backward (Hugging
+  // Face's gradient_checkpointing), activation memory for one more forward per layer per step;
+  // auto: off when the step fits in the device's memory without it, on otherwise.
+  CheckpointingChoice activation_checkpointing = CheckpointingChoice::kAuto;
   int64_t loss_chunk_size = 0;  // 0 = auto
 };
 

@@ -19,6 +19,7 @@ enum class Precision { kBf16, kFp16, kFp32 };               // train.precision, 
 enum class Scheduler { kCosine, kLinear, kConstant };       // train.scheduler
 enum class DeviceChoice { kAuto, kCuda, kCpu };             // resources.device, --device
 enum class StrategyChoice { kAuto, kSingle, kDdp, kFsdp };  // parallel.strategy
+enum class CheckpointingChoice { kAuto, kOn, kOff };        // train.activation_checkpointing
 
 template <typename E>
 struct ChoiceNames;  // `static constexpr std::array<std::pair<std::string_view, E>, N> kNames`
@@ -52,6 +53,14 @@ struct ChoiceNames<StrategyChoice> {
        {"single", StrategyChoice::kSingle},
        {"ddp", StrategyChoice::kDdp},
        {"fsdp", StrategyChoice::kFsdp}}};
+};
+
+template <>
+struct ChoiceNames<CheckpointingChoice> {
+  static constexpr std::array<std::pair<std::string_view, CheckpointingChoice>, 3> kNames = {
+      {{"auto", CheckpointingChoice::kAuto},
+       {"true", CheckpointingChoice::kOn},
+       {"false", CheckpointingChoice::kOff}}};
 };
 
 template <typename E>

@@ -69,6 +69,7 @@ checkpoint: {every_steps: 0, keep: 2, output_dir: out/x}
   EXPECT_EQ(spec->checkpoint.output_dir, "out/x");
   EXPECT_EQ(spec->data.seed, 3u);
   EXPECT_EQ(spec->train.seed, 7u);
+  EXPECT_EQ(spec->train.activation_checkpointing, CheckpointingChoice::kOff);
 }
 
 // The named choices become types once, here; a bad name lists the good ones.
@@ -93,6 +94,21 @@ TEST(JobSpec, ChoicesParseToTheirTypesAndBadNamesListTheChoices) {
             "train.precision: must be one of bf16, fp16, fp32, got 'fp8'");
   EXPECT_EQ(ErrorOf(std::string(kMinimal) + "quantization: {type: int8}"),
             "quantization.type: must be one of nf4, none, got 'int8'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {activation_checkpointing: maybe}"),
+            "train.activation_checkpointing: must be one of auto, false, true, got 'maybe'");
+}
+
+// auto by default: the trainer picks off when the step fits without it.
+TEST(JobSpec, ActivationCheckpointingIsAutoUnlessSaid) {
+  EXPECT_EQ(ParseJobSpec(kMinimal)->train.activation_checkpointing, CheckpointingChoice::kAuto);
+  for (const auto& [text, want] : {std::pair{"true", CheckpointingChoice::kOn},
+                                   std::pair{"false", CheckpointingChoice::kOff},
+                                   std::pair{"auto", CheckpointingChoice::kAuto}}) {
+    auto spec = ParseJobSpec(std::string(kMinimal) + "train: {activation_checkpointing: " + text +
+                             "}\n");
+    ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+    EXPECT_EQ(spec->train.activation_checkpointing, want) << text;
+  }
 }
 
 template <typename E>
@@ -108,6 +124,7 @@ TEST(JobSpec, EveryChoiceNameRoundTrips) {
   ExpectNamesRoundTrip<QuantizationType>();
   ExpectNamesRoundTrip<Precision>();
   ExpectNamesRoundTrip<Scheduler>();
+  ExpectNamesRoundTrip<CheckpointingChoice>();
   ExpectNamesRoundTrip<DeviceChoice>();
   ExpectNamesRoundTrip<StrategyChoice>();
 }

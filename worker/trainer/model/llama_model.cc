@@ -4,6 +4,9 @@
 #include <map>
 #include <optional>
 
+#include "worker/trainer/model/attention.h"
+#include "worker/trainer/model/fused_layers.h"
+
 namespace qlorad::trainer {
 
 RMSNormImpl::RMSNormImpl(at::Tensor weight, double eps) : weight_(std::move(weight)), eps_(eps) {
@@ -57,35 +60,62 @@ at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Ten
 
 namespace {
 
-// The projection's output plus its frozen bias, when it has one.
-at::Tensor Project(QLoraLinear& linear, const ProjectionBiases& biases, const char* name,
-                   const at::Tensor& x) {
-  at::Tensor y = linear->forward(x);
-  auto it = biases.find(name);
-  return it == biases.end() ? y : y + it->second;
+// Each of `fused`'s layers applied to x, side by side in one tensor [.., sum of out_features],
+// plus their frozen biases: computed as one fused projection when that applies, else undefined.
+at::Tensor ProjectFused(const FusedProjection& fused, const std::vector<std::string>& names,
+                        const ProjectionBiases& biases, const at::Tensor& x) {
+  if (!fused.Applies(x)) return at::Tensor();
+  at::Tensor y = fused.forward(x);
+  if (biases.empty()) return y;
+  std::vector<at::Tensor> parts;
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto it = biases.find(names[i]);
+    parts.push_back(it != biases.end()
+                        ? it->second
+                        : at::zeros({fused.layers()[i]->out_features()}, y.options()));
+  }
+  return y + at::cat(parts);
+}
+
+// The same, one tensor per layer: slices of the fused output, or each layer's own forward.
+std::vector<at::Tensor> Project(const FusedProjection& fused, const std::vector<std::string>& names,
+                                const ProjectionBiases& biases, const at::Tensor& x,
+                                at::Tensor fused_output = {}) {
+  const auto& layers = fused.layers();
+  if (!fused_output.defined()) fused_output = ProjectFused(fused, names, biases, x);
+  std::vector<at::Tensor> out;
+  int64_t offset = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (fused_output.defined()) {
+      out.push_back(fused_output.narrow(-1, offset, layers[i]->out_features()));
+      offset += layers[i]->out_features();
+      continue;
+    }
+    auto it = biases.find(names[i]);
+    QLoraLinear layer = layers[i];  // a handle: forward is non-const (dropout mode)
+    at::Tensor y = layer->forward(x);
+    out.push_back(it == biases.end() ? y : y + it->second);
+  }
+  return out;
+}
+
+// cos and sin [rows, head_dim] broadcast to [batch, seq, heads, head_dim]: each token's row by
+// `positions` when given, else row s for column s.
+std::pair<at::Tensor, at::Tensor> BroadcastRotary(const at::Tensor& cos, const at::Tensor& sin,
+                                                  const at::Tensor& positions, int64_t batch,
+                                                  int64_t seq) {
+  if (!positions.defined()) {
+    return {cos.narrow(0, 0, seq).view({1, seq, 1, -1}),
+            sin.narrow(0, 0, seq).view({1, seq, 1, -1})};
+  }
+  const at::Tensor rows = positions.reshape({-1});
+  return {cos.index_select(0, rows).view({batch, seq, 1, -1}),
+          sin.index_select(0, rows).view({batch, seq, 1, -1})};
 }
 
 void RegisterBiases(torch::nn::Module& module, const ProjectionBiases& biases) {
   for (const auto& [name, bias] : biases) module.register_buffer(name + "_bias", bias);
 }
-
-// Which keys each of `seq` queries may see in a layer whose sliding window is `window` (0: every
-// earlier token): `document_mask` (optional, [batch, 1, seq, seq] bool, packed rows) narrowed to
-// the last `window` keys (HF's sliding_window_overlay on the causal mask). Undefined when attention
-// is plainly causal: no documents, and no window or one that covers the row.
-at::Tensor AttentionMask(const at::Tensor& document_mask, int64_t window, int64_t seq,
-                         at::Device device) {
-  if (window <= 0 || window >= seq) return document_mask;
-  // Query i sees keys j with i - window < j <= i.
-  at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device));
-  at::Tensor j = i.unsqueeze(0);
-  i = i.unsqueeze(1);
-  at::Tensor sliding = (j <= i).logical_and(j > i - window);
-  return document_mask.defined() ? document_mask.logical_and(sliding) : sliding;
-}
-
-// Whether backward has anything to do in `module`: a frozen layer fed by frozen layers needs
-// neither a graph nor a checkpoint.
 
 }  // namespace
 
@@ -98,28 +128,36 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, 
       biases(std::move(biases_in)),
       heads_(config.num_attention_heads),
       kv_heads_(config.num_key_value_heads),
-      head_dim_(config.head_dim) {
+      head_dim_(config.head_dim),
+      qkv_({q_proj, k_proj, v_proj}),
+      o_({o_proj}) {
   RegisterBiases(*this, biases);
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
-                                       const at::Tensor& sin, const at::Tensor& attention_mask) {
+                                       const at::Tensor& sin, const at::Tensor& positions,
+                                       const at::Tensor& attention_mask,
+                                       const at::Tensor& cu_seqlens) {
   const int64_t batch = x.size(0), seq = x.size(1);
-  at::Tensor q =
-      Project(q_proj, biases, "q_proj", x).view({batch, seq, heads_, head_dim_}).transpose(1, 2);
-  at::Tensor k =
-      Project(k_proj, biases, "k_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  at::Tensor v =
-      Project(v_proj, biases, "v_proj", x).view({batch, seq, kv_heads_, head_dim_}).transpose(1, 2);
-  q = ApplyRotary(q, cos, sin);
-  k = ApplyRotary(k, cos, sin);
-  std::optional<at::Tensor> mask;
-  if (attention_mask.defined()) mask = attention_mask;
-  at::Tensor out = at::scaled_dot_product_attention(
-      q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/!mask.has_value(), /*scale=*/std::nullopt,
-      /*enable_gqa=*/kv_heads_ != heads_);
-  return Project(o_proj, biases, "o_proj",
-                 out.transpose(1, 2).reshape({batch, seq, heads_ * head_dim_}));
+  const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj"};
+  const at::Tensor qkv = ProjectFused(qkv_, names, biases, x);
+  const AttentionInputs inputs{heads_, kv_heads_, head_dim_,  cos,
+                               sin,    positions, cu_seqlens, sliding_window};
+  at::Tensor out;
+  if (qkv.defined() && FusedRotaryAttentionAvailable(qkv, inputs)) {
+    out = FusedRotaryAttention(qkv, inputs);
+  } else {
+    // [batch, seq, heads, head_dim] throughout: the projections' layout, and flash attention's.
+    const auto parts = Project(qkv_, names, biases, x, qkv);
+    const auto [cos_b, sin_b] = BroadcastRotary(cos, sin, positions, batch, seq);
+    const at::Tensor q = ApplyRotary(parts[0].view({batch, seq, heads_, head_dim_}), cos_b, sin_b);
+    const at::Tensor k =
+        ApplyRotary(parts[1].view({batch, seq, kv_heads_, head_dim_}), cos_b, sin_b);
+    const at::Tensor v = parts[2].view({batch, seq, kv_heads_, head_dim_});
+    out = CausalAttention(q, k, v, cu_seqlens, attention_mask, sliding_window)
+              .reshape({batch, seq, heads_ * head_dim_});
+  }
+  return Project(o_, {"o_proj"}, biases, out)[0];
 }
 
 LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
@@ -127,14 +165,27 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
     : gate_proj(register_module("gate_proj", QLoraLinear(std::move(gate)))),
       up_proj(register_module("up_proj", QLoraLinear(std::move(up)))),
       down_proj(register_module("down_proj", QLoraLinear(std::move(down)))),
-      biases(std::move(biases_in)) {
+      biases(std::move(biases_in)),
+      gate_up_({gate_proj, up_proj}),
+      down_({down_proj}) {
   RegisterBiases(*this, biases);
 }
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
-  at::Tensor gated =
-      at::silu(Project(gate_proj, biases, "gate_proj", x)) * Project(up_proj, biases, "up_proj", x);
-  return Project(down_proj, biases, "down_proj", gated);
+  const std::vector<std::string> names = {"gate_proj", "up_proj"};
+  const at::Tensor gate_up = ProjectFused(gate_up_, names, biases, x);
+  const bool fused = gate_up.defined() && FusedLayersAvailable(x.device(), x.scalar_type());
+  if (fused && down_.Applies(gate_up) && biases.count("down_proj") == 0) {
+    return FusedSwigluDown(gate_up, down_);
+  }
+  at::Tensor gated;
+  if (fused) {
+    gated = FusedSwiglu(gate_up);
+  } else {
+    const auto parts = Project(gate_up_, names, biases, x, gate_up);
+    gated = at::silu(parts[0]) * parts[1];
+  }
+  return Project(down_, {"down_proj"}, biases, gated)[0];
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp_in,
@@ -146,9 +197,21 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp 
           register_module("post_attention_layernorm", std::move(post_attention_norm))) {}
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
-                                          const at::Tensor& sin, const at::Tensor& attention_mask) {
-  at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, attention_mask);
-  return h + mlp->forward(post_attention_layernorm->forward(h));
+                                          const at::Tensor& sin, const at::Tensor& positions,
+                                          const at::Tensor& attention_mask,
+                                          const at::Tensor& cu_seqlens) {
+  if (!FusedLayersAvailable(x.device(), x.scalar_type())) {
+    at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, positions,
+                                          attention_mask, cu_seqlens);
+    return h + mlp->forward(post_attention_layernorm->forward(h));
+  }
+  const auto& in_norm = *input_layernorm;
+  const auto& post_norm = *post_attention_layernorm;
+  const at::Tensor attention = self_attn->forward(FusedRmsNorm(x, in_norm.weight(), in_norm.eps()),
+                                                  cos, sin, positions, attention_mask, cu_seqlens);
+  // The residual add and the next norm in one kernel.
+  const auto [h, normed] = FusedAddRmsNorm(attention, x, post_norm.weight(), post_norm.eps());
+  return h + mlp->forward(normed);
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
@@ -162,9 +225,12 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
   register_buffer("embed_tokens", embed_);
   for (size_t i = 0; i < layers_.size(); ++i) {
     register_module("layers_" + std::to_string(i), layers_[i]);
+    if (!config_.sliding_windows.empty()) {
+      layers_[i]->self_attn->sliding_window = config_.sliding_windows[i];
+    }
     layer_functions_.emplace_back(
         [layer = layers_[i].get()](const at::Tensor& x, at::TensorList extras) {
-          return layer->forward(x, extras[0], extras[1], extras[2]);
+          return layer->forward(x, extras[0], extras[1], extras[2], extras[3], extras[4]);
         });
   }
   if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
@@ -173,31 +239,29 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
 }
 
 at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions) {
+  const int64_t seq = input_ids.size(1);
   at::Tensor h = at::embedding(embed_, input_ids);
-  auto [cos, sin] = RotaryCosSin(input_ids.size(1), config_, device());
-  at::Tensor document_mask;
-  if (positions.defined()) {
-    // Positions never exceed the row length, so the table rows are picked per token.
-    const int64_t batch = input_ids.size(0), seq = input_ids.size(1);
-    cos = cos.index_select(0, positions.reshape({-1})).view({batch, 1, seq, -1});
-    sin = sin.index_select(0, positions.reshape({-1})).view({batch, 1, seq, -1});
-    // A document starts where its position is 0; query i sees key j of its own document, j <= i.
-    at::Tensor document = positions.eq(0).cumsum(1);
-    at::Tensor causal = at::ones({seq, seq}, positions.options().dtype(at::kBool)).tril();
-    document_mask =
-        document.unsqueeze(2).eq(document.unsqueeze(1)).logical_and(causal).unsqueeze(1);
-  }
-  // Built once per forward for each distinct window (Mistral: one; Qwen2: up to two), not again
-  // in every layer.
+  // Positions never exceed the row length, so a table of seq rows serves packed rows too.
+  const auto [cos, sin] = RotaryCosSin(seq, config_, device());
+  // Document bounds in the form the attention kernel takes: offsets for flash attention, a dense
+  // mask otherwise, built once per forward for each distinct window (Mistral: one; Qwen2: up to
+  // two), not again in every layer.
+  const bool flash = UsesFlashAttention(device(), h.scalar_type(), config_.head_dim);
+  at::Tensor cu_seqlens;
+  if (flash && positions.defined()) cu_seqlens = DocumentOffsets(positions);
   std::map<int64_t, at::Tensor> masks;
   for (size_t i = 0; i < layers_.size(); ++i) {
-    const int64_t window = config_.sliding_windows.empty() ? 0 : config_.sliding_windows[i];
-    auto [mask, added] = masks.try_emplace(window);
-    if (added) mask->second = AttentionMask(document_mask, window, input_ids.size(1), device());
+    const int64_t window = layers_[i]->self_attn->sliding_window;
+    auto [mask, added] = masks.try_emplace(flash ? 0 : window);
+    if (added && !flash) {
+      mask->second = positions.defined() ? DocumentMask(positions, window)
+                                         : SlidingWindowMask(seq, window, device());
+    }
     if (layer_runner_) {
-      h = layer_runner_(*layers_[i], layer_functions_[i], h, {cos, sin, mask->second});
+      h = layer_runner_(*layers_[i], layer_functions_[i], h,
+                        {cos, sin, positions, mask->second, cu_seqlens});
     } else {
-      h = layers_[i]->forward(h, cos, sin, mask->second);
+      h = layers_[i]->forward(h, cos, sin, positions, mask->second, cu_seqlens);
     }
   }
   return norm_->forward(h);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/trainer/model/fused_projection.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/model/qlora_linear.h"
 
@@ -25,6 +26,7 @@ class RMSNormImpl : public torch::nn::Module {
   // Normalizes in fp32 whatever the activation dtype, then scales in the activation dtype.
   at::Tensor forward(const at::Tensor& x);
   const at::Tensor& weight() const { return weight_; }
+  double eps() const { return eps_; }
 
  private:
   at::Tensor weight_;
@@ -41,23 +43,29 @@ std::pair<at::Tensor, at::Tensor> RotaryCosSin(int64_t seq_len, const LlamaConfi
 
 // Frozen projection biases by projection name ("q_proj"); absent when the architecture has none.
 using ProjectionBiases = std::map<std::string, at::Tensor>;
-// x [batch, heads, seq, head_dim]; computed in fp32, returned in x's dtype.
+// x [batch, seq, heads, head_dim], cos and sin broadcast to it; computed in fp32, returned in
+// x's dtype.
 at::Tensor ApplyRotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, at::Tensor k, at::Tensor v,
                      at::Tensor o, ProjectionBiases biases = {});
-  // `attention_mask` (optional, bool, [seq, seq] or [batch, 1, seq, seq]): which keys each query
-  // may see (packed documents, a sliding window); without it attention is plainly causal.
+  // cos, sin: fp32 [rows, head_dim] rotary tables (RotaryCosSin); `positions` (optional, int64
+  // [batch, seq]) picks each token's row, else column s takes row s. Packed documents are bounded
+  // by `cu_seqlens` where flash attention runs, else by `attention_mask` (bool, [seq, seq] or
+  // [batch, 1, seq, seq], which also carries the sliding window there); see attention.h.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& attention_mask = {});
+                     const at::Tensor& positions = {}, const at::Tensor& attention_mask = {},
+                     const at::Tensor& cu_seqlens = {});
 
   QLoraLinear q_proj, k_proj, v_proj, o_proj;
   ProjectionBiases biases;
+  int64_t sliding_window = 0;  // 0: every earlier token (config.sliding_windows)
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
+  FusedProjection qkv_, o_;  // the same layers, run together (fused_projection.h)
 };
 TORCH_MODULE(LlamaAttention);
 
@@ -68,6 +76,9 @@ class LlamaMlpImpl : public torch::nn::Module {
 
   QLoraLinear gate_proj, up_proj, down_proj;
   ProjectionBiases biases;
+
+ private:
+  FusedProjection gate_up_, down_;  // the same layers, run together (fused_projection.h)
 };
 TORCH_MODULE(LlamaMlp);
 
@@ -75,9 +86,10 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp, RMSNorm input_norm,
                         RMSNorm post_attention_norm);
-  // `attention_mask`: as LlamaAttentionImpl::forward's.
+  // The extras: as LlamaAttentionImpl::forward's.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                     const at::Tensor& attention_mask = {});
+                     const at::Tensor& positions = {}, const at::Tensor& attention_mask = {},
+                     const at::Tensor& cu_seqlens = {});
 
   LlamaAttention self_attn;
   LlamaMlp mlp;
@@ -86,8 +98,8 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
 TORCH_MODULE(LlamaDecoderLayer);
 
 // One decoder layer's forward as a function of its input: x -> layer(x, extras...), where
-// `extras` are the rotary tables and the attention mask. The model keeps one per layer for its
-// whole life, so a runner may keep it in an autograd graph.
+// `extras` are the rotary tables, the positions, the attention mask and the document offsets. The
+// model keeps one per layer for its whole life, so a runner may keep it in an autograd graph.
 using LayerFunction = std::function<at::Tensor(const at::Tensor& x, at::TensorList extras)>;
 // How the model runs decoder layer `layer` (whose forward is `function`) on `x`: by default it
 // just calls it; parallelize() installs activation recompute here.

@@ -62,6 +62,8 @@ class QLoraLinearImpl : public torch::nn::Module {
   int64_t out_features() const { return out_features_; }
   bool quantized() const { return nf4_.has_value(); }
   bool has_lora() const { return lora_a_.defined(); }
+  // Whether UseExternalWeights() took the weights elsewhere.
+  bool external_weights() const { return external_.has_value(); }
   const LoraOptions& lora_options() const { return lora_; }
   const at::Tensor& lora_a() const { return lora_a_; }
   const at::Tensor& lora_b() const { return lora_b_; }

@@ -43,4 +43,13 @@ void FillVram(at::Device device, events::Metrics* metrics) {
   metrics->vram_peak_bytes = stats.allocated_bytes[kAllPools].peak;
 }
 
+std::optional<DeviceMemory> MemoryOf(at::Device device) {
+  if (!device.is_cuda()) return std::nullopt;
+  constexpr size_t kAllPools = 0;  // StatType::AGGREGATE
+  const auto stats = at::accelerator::getDeviceStats(device.index());
+  const auto [free, total] = at::accelerator::getMemoryInfo(device.index());
+  (void)free;
+  return DeviceMemory{stats.allocated_bytes[kAllPools].current, static_cast<int64_t>(total)};
+}
+
 }  // namespace qlorad::trainer

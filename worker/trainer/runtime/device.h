@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 
 #include "common/events.h"
@@ -19,5 +21,13 @@ StatusOr<at::Device> ResolveDevice(DeviceChoice requested, const std::string& fi
 // The caching allocator's current, reserved and peak bytes into `metrics`; the CPU has no such
 // allocator to report, so a CPU run leaves them 0.
 void FillVram(at::Device device, events::Metrics* metrics);
+
+// What tensors hold on `device` now and the device's total memory, in bytes; nullopt on the CPU,
+// which has no caching allocator to ask.
+struct DeviceMemory {
+  int64_t allocated = 0;
+  int64_t total = 0;
+};
+std::optional<DeviceMemory> MemoryOf(at::Device device);
 
 }  // namespace qlorad::trainer

@@ -6,8 +6,10 @@
 #include "worker/trainer/data/dataset.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/model/model_loader.h"
+#include "worker/trainer/parallel/activation_recompute.h"
 #include "worker/trainer/parallel/shard_on_load.h"
 #include "worker/trainer/runtime/dtype_names.h"
+#include "worker/trainer/train/checkpointing_choice.h"
 #include "worker/trainer/weights/bnb4bit_reader.h"
 
 namespace qlorad::trainer {
@@ -107,7 +109,8 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
            .lora = spec.lora,
            .seed = spec.train.seed,
            .lora_dtype = lora_dtype,
-           .activation_recompute = spec.train.activation_checkpointing,
+           .activation_recompute =
+               spec.train.activation_checkpointing == CheckpointingChoice::kOn,
            .parallel = spec.parallel},
           s.comm, shard_on_load ? shard_on_load->TakeShards() : parallel::FrozenShards{}));
   s.parallel = std::move(parallelized.data_parallel);
@@ -118,10 +121,18 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                          std::to_string(summary.lora_layers) + " layers, " +
                          std::to_string(summary.trainable_parameters) + " trainable parameters");
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
-  events.Log("info", spec.train.activation_checkpointing
-                         ? "activation checkpointing: on (train.activation_checkpointing); each "
-                           "decoder layer keeps its input only and runs again in backward"
-                         : "activation checkpointing: off (train.activation_checkpointing)");
+  // auto measures the model as parallelized, so it comes after; an explicit on was applied there.
+  const CheckpointingDecision checkpointing =
+      DecideCheckpointing(spec.train.activation_checkpointing, s.model,
+                          spec.train.micro_batch_size, spec.data.max_seq_len, *s.comm);
+  if (checkpointing.on && spec.train.activation_checkpointing == CheckpointingChoice::kAuto) {
+    ApplyActivationRecompute(s.model);
+  }
+  events.Log("info", checkpointing.on
+                         ? "activation checkpointing: on (" + checkpointing.why +
+                               "); each decoder layer keeps its input only and runs again in "
+                               "backward"
+                         : "activation checkpointing: off (" + checkpointing.why + ")");
   if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
     events.Log("info", std::string("parallel: ") + parallel::StrategyName(strategy) + " over " +
                            std::to_string(s.comm->world_size()) + " ranks (" + s.comm->backend() +

@@ -1,0 +1,159 @@
+#include "worker/trainer/model/fused_projection.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace qlorad::trainer {
+namespace {
+
+at::Generator Gen(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+// q/k/v-like layers of unequal widths over one input, with adapters whose B is not zero (so the
+// low-rank update shows in every output and gradient).
+std::vector<QLoraLinear> MakeLayers(at::ScalarType dtype, double scale, double dropout = 0.0,
+                                    bool nf4 = false) {
+  std::vector<QLoraLinear> layers;
+  uint64_t seed = 100;
+  for (int64_t out : {24, 8, 8}) {
+    QLoraLinear layer(at::randn({out, 32}, Gen(seed++)).to(dtype));
+    if (nf4) layer->QuantizeNF4(64, true);
+    layer->AddLora({4, scale, dropout, dtype}, Gen(seed++));
+    at::NoGradGuard no_grad;
+    layer->lora_b().copy_(at::randn({out, 4}, Gen(seed++)));
+    layers.push_back(layer);
+  }
+  return layers;
+}
+
+struct Result {
+  at::Tensor y, dx;
+  std::vector<at::Tensor> grads;  // A then B of each layer
+};
+
+// Forward with the upstream gradient `dy`, then the gradients of x and every adapter.
+Result Run(const std::vector<QLoraLinear>& layers, const at::Tensor& x_in, const at::Tensor& dy,
+           bool fused) {
+  for (const auto& layer : layers) {
+    layer->lora_a().mutable_grad() = at::Tensor();
+    layer->lora_b().mutable_grad() = at::Tensor();
+  }
+  at::Tensor x = x_in.detach().clone().requires_grad_(true);
+  at::Tensor y;
+  if (fused) {
+    FusedProjection projection(layers);
+    EXPECT_TRUE(projection.Applies(x));
+    y = projection.forward(x);
+  } else {
+    std::vector<at::Tensor> outs;
+    for (QLoraLinear layer : layers) outs.push_back(layer->forward(x));  // handles: non-const
+    y = at::cat(outs, -1);
+  }
+  y.backward(dy);
+  Result r{y.detach(), x.grad(), {}};
+  for (const auto& layer : layers) r.grads.push_back(layer->lora_a().grad());
+  for (const auto& layer : layers) r.grads.push_back(layer->lora_b().grad());
+  return r;
+}
+
+double MaxRelativeError(const at::Tensor& got, const at::Tensor& want) {
+  const at::Tensor w = want.to(at::kDouble);
+  return ((got.to(at::kDouble) - w).abs().max() / w.abs().max()).item<double>();
+}
+
+void ExpectSameAsLayerByLayer(at::ScalarType dtype, bool nf4, double tolerance) {
+  const auto layers = MakeLayers(dtype, /*scale=*/0.5, 0.0, nf4);
+  const at::Tensor x = at::randn({3, 5, 32}, Gen(7)).to(dtype);
+  const at::Tensor dy = at::randn({3, 5, 40}, Gen(8)).to(dtype);
+  const Result want = Run(layers, x, dy, /*fused=*/false);
+  const Result got = Run(layers, x, dy, /*fused=*/true);
+  EXPECT_EQ(got.y.sizes(), want.y.sizes());
+  EXPECT_EQ(got.y.scalar_type(), dtype);
+  EXPECT_LT(MaxRelativeError(got.y, want.y), tolerance);
+  EXPECT_LT(MaxRelativeError(got.dx, want.dx), tolerance);
+  ASSERT_EQ(got.grads.size(), want.grads.size());
+  for (size_t i = 0; i < got.grads.size(); ++i) {
+    ASSERT_TRUE(got.grads[i].defined()) << i;
+    EXPECT_EQ(got.grads[i].scalar_type(), at::kFloat) << i;  // the parameters' dtype
+    EXPECT_LT(MaxRelativeError(got.grads[i], want.grads[i]), tolerance) << "adapter gradient " << i;
+  }
+}
+
+// fp32: the same sums in another order (one GEMM over stacked weights, the scale inside the
+// addmm), so agreement to fp32 rounding of a 32-term dot product.
+TEST(FusedProjectionTest, MatchesLayerByLayerInFp32) {
+  ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/false, 1e-5);
+}
+
+// bf16: the layer-by-layer path rounds x A, (x A) B, the scaled update and the sum separately,
+// the fused one rounds once; each rounding is 2^-8 relative, so a few of them.
+TEST(FusedProjectionTest, MatchesLayerByLayerInBf16) {
+  ExpectSameAsLayerByLayer(at::kBFloat16, /*nf4=*/false, 3e-2);
+}
+
+// The grouped NF4 dequantization gives each layer its own weight back, in place in the stack.
+TEST(FusedProjectionTest, MatchesLayerByLayerWithNf4Weights) {
+  if (!Nf4OpsAvailable(at::kCPU)) GTEST_SKIP() << "built without qlorad_ops";
+  ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/true, 1e-5);
+  const auto layers = MakeLayers(at::kFloat, 1.0, 0.0, /*nf4=*/true);
+  const at::Tensor stacked = FusedProjection(layers).StackedWeight(at::kFloat);
+  int64_t row = 0;
+  for (const auto& layer : layers) {
+    EXPECT_TRUE(
+        at::equal(stacked.narrow(0, row, layer->out_features()), layer->BaseWeight(at::kFloat)));
+    row += layer->out_features();
+  }
+}
+
+TEST(FusedProjectionTest, AGradientOfTheInputIsSkippedWhenNotWanted) {
+  const auto layers = MakeLayers(at::kFloat, 1.0);
+  FusedProjection projection(layers);
+  const at::Tensor x = at::randn({4, 32}, Gen(9));  // no requires_grad: a first layer's input
+  projection.forward(x).sum().backward();
+  for (const auto& layer : layers) {
+    EXPECT_TRUE(layer->lora_a().grad().defined());
+    EXPECT_GT(layer->lora_b().grad().abs().sum().item<double>(), 0);
+  }
+}
+
+TEST(FusedProjectionTest, FrozenLayersWithoutAdaptersGiveTheStackedLinear) {
+  std::vector<QLoraLinear> layers = {QLoraLinear(at::randn({6, 5}, Gen(1))),
+                                     QLoraLinear(at::randn({3, 5}, Gen(2)))};
+  FusedProjection projection(layers);
+  const at::Tensor x = at::randn({2, 5}, Gen(3));
+  ASSERT_TRUE(projection.Applies(x));
+  EXPECT_TRUE(at::allclose(
+      projection.forward(x),
+      at::cat({at::linear(x, layers[0]->dense_weight()), at::linear(x, layers[1]->dense_weight())},
+              -1)));
+}
+
+// Where the fused path would compute something else, it says so and the layers run themselves.
+TEST(FusedProjectionTest, DoesNotApplyToDropoutInTrainingMixedAdaptersOrAnotherComputeDtype) {
+  const at::Tensor x = at::randn({2, 32}, Gen(4));
+  auto dropout = MakeLayers(at::kFloat, 1.0, /*dropout=*/0.1);
+  EXPECT_FALSE(FusedProjection(dropout).Applies(x));
+  for (auto& layer : dropout) layer->eval();
+  EXPECT_TRUE(FusedProjection(dropout).Applies(x));  // no dropout in eval mode
+
+  auto mixed = MakeLayers(at::kFloat, 1.0);
+  mixed.push_back(QLoraLinear(at::randn({4, 32}, Gen(5))));
+  EXPECT_FALSE(FusedProjection(mixed).Applies(x));
+
+  EXPECT_FALSE(FusedProjection(MakeLayers(at::kFloat, 1.0)).Applies(x.to(at::kBFloat16)));
+}
+
+TEST(FusedProjectionTest, RefusesLayersOfDifferentInputWidths) {
+  try {
+    FusedProjection({QLoraLinear(at::randn({4, 8})), QLoraLinear(at::randn({4, 6}))});
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("inputs of 8 and 6 features"), std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace qlorad::trainer

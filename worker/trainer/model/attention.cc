@@ -1,0 +1,222 @@
+#include "worker/trainer/model/attention.h"
+
+#include <ATen/ops/_flash_attention_backward.h>
+#include <ATen/ops/_flash_attention_forward.h>
+
+#include <array>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#ifdef QLORAD_HAVE_NF4_OPS
+#include "kernels/torch/rope_ops.h"
+#endif
+
+namespace qlorad::trainer {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Flash attention's window: query i sees keys i - left <= j <= i, so HF's i - window < j is
+// left = window - 1; 0 means no window.
+std::optional<int64_t> WindowLeft(int64_t window) {
+  return window > 0 ? std::optional<int64_t>(window - 1) : std::nullopt;
+}
+std::optional<int64_t> WindowRight(int64_t window) {
+  return window > 0 ? std::optional<int64_t>(0) : std::nullopt;
+}
+
+// [batch, seq, heads, d] -> [batch * seq, heads, d] for the variable-length kernels; a view for
+// the projections' outputs (rows of one buffer), a copy otherwise.
+at::Tensor Flatten(const at::Tensor& x) {
+  return x.reshape({-1, x.size(2), x.size(3)});
+}
+
+// Flash attention's forward: what backward needs besides q, k, v.
+struct FlashState {
+  at::Tensor out, logsumexp, rng_state, unused;
+};
+
+// q [batch, seq, heads, d], k and v [batch, seq, kv_heads, d]; causal, no dropout. The output is
+// [batch * seq, heads, d] when cu_seqlens is given, else [batch, seq, heads, d].
+FlashState FlashForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                        const at::Tensor& cu_seqlens, int64_t window) {
+  const bool varlen = cu_seqlens.defined();
+  // An upper bound of the longest document is all the kernels need (it sizes their grids).
+  const int64_t max_seqlen = q.size(1);
+  std::optional<at::Tensor> cu;
+  if (varlen) cu = cu_seqlens;
+  auto [out, logsumexp, rng_state, unused, debug_mask] = at::_flash_attention_forward(
+      varlen ? Flatten(q) : q, varlen ? Flatten(k) : k, varlen ? Flatten(v) : v, cu, cu, max_seqlen,
+      max_seqlen, /*dropout_p=*/0.0, /*is_causal=*/true, /*return_debug_mask=*/false,
+      /*scale=*/std::nullopt, WindowLeft(window), WindowRight(window));
+  return {out, logsumexp, rng_state, unused};
+}
+
+// dq, dk, dv, each [batch, seq, heads or kv_heads, d].
+std::array<at::Tensor, 3> FlashBackward(const at::Tensor& grad, const at::Tensor& q,
+                                        const at::Tensor& k, const at::Tensor& v,
+                                        const FlashState& state, const at::Tensor& cu_seqlens,
+                                        int64_t window) {
+  const bool varlen = cu_seqlens.defined();
+  const int64_t max_seqlen = q.size(1);
+  // The kernel reads the gradient in the output's layout.
+  const at::Tensor grad_out = grad.reshape(state.out.sizes()).contiguous();
+  auto [dq, dk, dv] = at::_flash_attention_backward(
+      grad_out, varlen ? Flatten(q) : q, varlen ? Flatten(k) : k, varlen ? Flatten(v) : v,
+      state.out, state.logsumexp, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
+      /*dropout_p=*/0.0, /*is_causal=*/true, state.rng_state, state.unused,
+      /*scale=*/std::nullopt, WindowLeft(window), WindowRight(window));
+  return {dq.view(q.sizes()), dk.view(k.sizes()), dv.view(v.sizes())};
+}
+
+void SaveFlash(AutogradContext* ctx, std::vector<at::Tensor> tensors, const FlashState& state,
+               const at::Tensor& cu_seqlens, int64_t window) {
+  tensors.insert(tensors.end(),
+                 {state.out, state.logsumexp, state.rng_state, state.unused, cu_seqlens});
+  ctx->save_for_backward(tensors);
+  ctx->saved_data["window"] = window;
+}
+
+// The state SaveFlash kept after the first `first` tensors, and cu_seqlens.
+std::pair<FlashState, at::Tensor> LoadFlash(const variable_list& saved, size_t first) {
+  return {{saved[first], saved[first + 1], saved[first + 2], saved[first + 3]}, saved[first + 4]};
+}
+
+// Inputs: q, k, v, cu_seqlens (undefined: every row one sequence).
+struct FlashAttentionFunction : torch::autograd::Function<FlashAttentionFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                            const at::Tensor& v, const at::Tensor& cu_seqlens, int64_t window) {
+    const FlashState state = FlashForward(q, k, v, cu_seqlens, window);
+    SaveFlash(ctx, {q, k, v}, state, cu_seqlens, window);
+    return state.out.view(q.sizes());
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const auto [state, cu_seqlens] = LoadFlash(s, 3);
+    auto [dq, dk, dv] = FlashBackward(grads[0], s[0], s[1], s[2], state, cu_seqlens,
+                                      ctx->saved_data["window"].toInt());
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+  }
+};
+
+#ifdef QLORAD_HAVE_NF4_OPS
+// q, k and v: views of the fused projection's output [batch, seq, heads + 2 kv_heads, d].
+std::array<at::Tensor, 3> SplitHeads(const at::Tensor& qkv, int64_t heads, int64_t kv_heads,
+                                     int64_t head_dim) {
+  const at::Tensor all = qkv.view({qkv.size(0), qkv.size(1), heads + 2 * kv_heads, head_dim});
+  return {all.narrow(2, 0, heads), all.narrow(2, heads, kv_heads),
+          all.narrow(2, heads + kv_heads, kv_heads)};
+}
+
+// Inputs: qkv (rotated in place), then the rotary tables, positions and cu_seqlens (no gradient).
+struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& qkv, const at::Tensor& cos,
+                            const at::Tensor& sin, const at::Tensor& positions,
+                            const at::Tensor& cu_seqlens, const AttentionInputs* inputs) {
+    auto [q, k, v] = SplitHeads(qkv, inputs->heads, inputs->kv_heads, inputs->head_dim);
+    // In place: nothing else reads the projection's output (FusedProjection saves its input).
+    ops::RopeInPlace(q, k, cos, sin, positions, /*inverse=*/false);
+    const FlashState state = FlashForward(q, k, v, cu_seqlens, inputs->window);
+    SaveFlash(ctx, {qkv, cos, sin, positions}, state, cu_seqlens, inputs->window);
+    ctx->saved_data["heads"] = inputs->heads;
+    ctx->saved_data["kv_heads"] = inputs->kv_heads;
+    ctx->saved_data["head_dim"] = inputs->head_dim;
+    return state.out.view({qkv.size(0), qkv.size(1), inputs->heads * inputs->head_dim});
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const at::Tensor& qkv = s[0];
+    const int64_t heads = ctx->saved_data["heads"].toInt();
+    const int64_t kv_heads = ctx->saved_data["kv_heads"].toInt();
+    const int64_t head_dim = ctx->saved_data["head_dim"].toInt();
+    auto [q, k, v] = SplitHeads(qkv, heads, kv_heads, head_dim);
+    const auto [state, cu_seqlens] = LoadFlash(s, 4);
+    auto [dq, dk, dv] = FlashBackward(grads[0].view({qkv.size(0), qkv.size(1), heads, head_dim}), q,
+                                      k, v, state, cu_seqlens, ctx->saved_data["window"].toInt());
+    // The rotation's backward is the inverse rotation.
+    ops::RopeInPlace(dq, dk, s[1], s[2], s[3], /*inverse=*/true);
+    const int64_t batch = qkv.size(0), seq = qkv.size(1);
+    at::Tensor dqkv = at::cat(
+        {dq.reshape({batch, seq, -1}), dk.reshape({batch, seq, -1}), dv.reshape({batch, seq, -1})},
+        -1);
+    return {dqkv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+#endif
+
+}  // namespace
+
+at::Tensor DocumentOffsets(const at::Tensor& positions) {
+  at::Tensor starts = positions.eq(0);
+  starts.select(1, 0).fill_(true);
+  at::Tensor offsets = starts.flatten().nonzero().flatten();
+  at::Tensor total = at::full({1}, positions.numel(), offsets.options());
+  return at::cat({offsets, total}).to(at::kInt);
+}
+
+at::Tensor DocumentMask(const at::Tensor& positions, int64_t window) {
+  const int64_t seq = positions.size(1);
+  // A document starts where its position is 0; query i sees key j of its own document, j <= i.
+  at::Tensor document = positions.eq(0).cumsum(1);
+  at::Tensor causal = at::ones({seq, seq}, positions.options().dtype(at::kBool)).tril();
+  at::Tensor mask = document.unsqueeze(2).eq(document.unsqueeze(1)).logical_and(causal);
+  at::Tensor sliding = SlidingWindowMask(seq, window, positions.device());
+  if (sliding.defined()) mask = mask.logical_and(sliding);
+  return mask.unsqueeze(1);
+}
+
+at::Tensor SlidingWindowMask(int64_t seq, int64_t window, at::Device device) {
+  if (window <= 0 || window >= seq) return at::Tensor();
+  // Query i sees keys j with i - window < j <= i (HF's sliding_window_overlay on the causal mask).
+  at::Tensor i = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(device));
+  at::Tensor j = i.unsqueeze(0);
+  i = i.unsqueeze(1);
+  return (j <= i).logical_and(j > i - window);
+}
+
+bool UsesFlashAttention(at::Device device, at::ScalarType dtype, int64_t head_dim) {
+  // LibTorch's flash kernels: fp16/bf16, head sizes up to 256 in multiples of 8.
+  return device.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim % 8 == 0 &&
+         head_dim <= 256;
+}
+
+bool FusedRotaryAttentionAvailable(const at::Tensor& qkv, const AttentionInputs& inputs) {
+  if (!UsesFlashAttention(qkv.device(), qkv.scalar_type(), inputs.head_dim)) return false;
+#ifdef QLORAD_HAVE_NF4_OPS
+  const auto op = c10::Dispatcher::singleton().findSchema({"qlorad::rope_", ""});
+  return op && op->hasKernelForDispatchKey(c10::DispatchKey::CUDA);
+#else
+  return false;
+#endif
+}
+
+at::Tensor FusedRotaryAttention(const at::Tensor& qkv, const AttentionInputs& inputs) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  return RotaryAttentionFunction::apply(qkv, inputs.cos, inputs.sin, inputs.positions,
+                                        inputs.cu_seqlens, &inputs);
+#else
+  (void)qkv, (void)inputs;
+  TORCH_CHECK(false, "FusedRotaryAttention needs the qlorad_ops library, which this build lacks");
+#endif
+}
+
+at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& cu_seqlens, const at::Tensor& mask, int64_t window) {
+  if (UsesFlashAttention(q.device(), q.scalar_type(), q.size(-1))) {
+    return FlashAttentionFunction::apply(q, k, v, cu_seqlens, window);
+  }
+  std::optional<at::Tensor> attention_mask;
+  if (mask.defined()) attention_mask = mask;
+  const at::Tensor out = at::scaled_dot_product_attention(
+      q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attention_mask, /*dropout_p=*/0.0,
+      /*is_causal=*/!attention_mask.has_value(), /*scale=*/std::nullopt,
+      /*enable_gqa=*/k.size(2) != q.size(2));
+  return out.transpose(1, 2);
+}
+
+}  // namespace qlorad::trainer

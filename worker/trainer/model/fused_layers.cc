@@ -1,0 +1,171 @@
+#include "worker/trainer/model/fused_layers.h"
+
+#include <vector>
+
+#include "worker/trainer/runtime/autograd_context.h"
+
+#ifdef QLORAD_HAVE_NF4_OPS
+#include "kernels/torch/rms_norm_ops.h"
+#include "kernels/torch/swiglu_ops.h"
+#endif
+
+namespace qlorad::trainer {
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+[[noreturn]] void NoKernels() {
+  TORCH_CHECK(false, "fused layers need the qlorad_ops library, which this build lacks");
+}
+
+#ifdef QLORAD_HAVE_NF4_OPS
+struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            double eps) {
+    auto [y, inv_rms] = ops::RmsNormForward(x, weight, eps);
+    ctx->save_for_backward({x, weight, inv_rms});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    return {ops::RmsNormBackward(grads[0].contiguous(), s[0], s[1], s[2], at::Tensor()),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+// Outputs h = x + residual and y = norm(h); both inputs get dL/dh + norm's backward of dL/dy.
+struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& residual, const at::Tensor& weight, double eps) {
+    auto [h, y, inv_rms] = ops::AddRmsNormForward(x, residual, weight, eps);
+    ctx->save_for_backward({h, weight, inv_rms});
+    return {h, y};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const at::Tensor& dh = grads[0];
+    at::Tensor dy = grads[1];
+    at::Tensor d;
+    if (!dy.defined()) {
+      d = dh;
+    } else {
+      d = ops::RmsNormBackward(dy.contiguous(), s[0], s[1], s[2],
+                               dh.defined() ? dh.contiguous() : at::Tensor());
+    }
+    return {d, d, at::Tensor(), at::Tensor()};
+  }
+};
+
+// gate_up [.., 2I] -> its gate and up halves, as views.
+std::pair<at::Tensor, at::Tensor> GateAndUp(const at::Tensor& gate_up) {
+  const int64_t inner = gate_up.size(-1) / 2;
+  return {gate_up.narrow(-1, 0, inner), gate_up.narrow(-1, inner, inner)};
+}
+
+struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate_up) {
+    ctx->save_for_backward({gate_up});
+    const auto [gate, up] = GateAndUp(gate_up);
+    return ops::SwigluForward(gate, up);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto [gate, up] = GateAndUp(ctx->get_saved_variables()[0]);
+    return {ops::SwigluBackward(grads[0].contiguous(), gate, up)};
+  }
+};
+
+// Inputs: gate_up, then down's adapters (FusedProjection::Adapters()).
+struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate_up,
+                            at::TensorList adapters, const FusedProjection* down) {
+    SaveBorrowed(ctx, "down", down);
+    const auto [gate, up] = GateAndUp(gate_up);
+    const at::Tensor h = ops::SwigluForward(gate, up);
+    at::Tensor xa;
+    const at::Tensor y = down->Forward2d(h.reshape({-1, h.size(-1)}), adapters, &xa);
+    std::vector<at::Tensor> saved = {gate_up, xa};
+    saved.insert(saved.end(), adapters.begin(), adapters.end());
+    ctx->save_for_backward(saved);
+    auto sizes = gate_up.sizes().vec();
+    sizes.back() = down->out_features();
+    return y.view(sizes);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto* down = LoadBorrowed<const FusedProjection>(ctx, "down");
+    const variable_list saved = ctx->get_saved_variables();
+    const auto [gate, up] = GateAndUp(saved[0]);
+    const at::Tensor h = ops::SwigluForward(gate, up);  // recomputed: one elementwise pass
+    variable_list adapter_grads;
+    const at::Tensor dh = down->Backward2d(
+        h.reshape({-1, h.size(-1)}), saved[1], at::TensorList(saved).slice(2),
+        grads[0].reshape({-1, down->out_features()}), /*want_dx=*/true, &adapter_grads);
+    variable_list out = {ops::SwigluBackward(dh.view(h.sizes()), gate, up)};
+    out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
+    out.emplace_back();  // the projection pointer
+    return out;
+  }
+};
+#endif
+
+}  // namespace
+
+bool FusedLayersAvailable([[maybe_unused]] at::Device device, at::ScalarType dtype) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  const bool float_dtype = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
+  if (!float_dtype) return false;
+  const c10::DispatchKey key = device.is_cuda() ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU;
+  for (const char* name : {"qlorad::rms_norm", "qlorad::add_rms_norm", "qlorad::rms_norm_backward",
+                           "qlorad::swiglu", "qlorad::swiglu_backward"}) {
+    const auto op = c10::Dispatcher::singleton().findSchema({name, ""});
+    if (!op || !op->hasKernelForDispatchKey(key)) return false;
+  }
+  return true;
+#else
+  (void)dtype;
+  return false;
+#endif
+}
+
+at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  return RmsNormFunction::apply(x, weight, eps);
+#else
+  (void)x, (void)weight, (void)eps;
+  NoKernels();
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at::Tensor& residual,
+                                                  const at::Tensor& weight, double eps) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  auto out = AddRmsNormFunction::apply(x, residual, weight, eps);
+  return {out[0], out[1]};
+#else
+  (void)x, (void)residual, (void)weight, (void)eps;
+  NoKernels();
+#endif
+}
+
+at::Tensor FusedSwigluDown(const at::Tensor& gate_up, const FusedProjection& down) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  // As a TensorList, so that autograd sees each adapter as an input (a vector it would not).
+  const std::vector<at::Tensor> adapters = down.Adapters();
+  return SwigluDownFunction::apply(gate_up, at::TensorList(adapters), &down);
+#else
+  (void)gate_up, (void)down;
+  NoKernels();
+#endif
+}
+
+at::Tensor FusedSwiglu(const at::Tensor& gate_up) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  return SwigluFunction::apply(gate_up);
+#else
+  (void)gate_up;
+  NoKernels();
+#endif
+}
+
+}  // namespace qlorad::trainer

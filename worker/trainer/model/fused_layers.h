@@ -1,0 +1,37 @@
+// The decoder layer's elementwise parts as one kernel each way (kernels/torch/*_ops.h), with
+// hand-written backward passes that save no more than the kernels need:
+//   RMSNorm            saves its input and the fp32 inverse RMS per row
+//   residual + RMSNorm one kernel for h = x + residual and norm(h); backward adds the residual
+//                      stream's gradient inside the norm's backward kernel
+//   SwiGLU             reads gate|up as one [.., 2I] tensor (the fused gate/up projection's output)
+//                      and gives its gradient back as one [.., 2I] tensor, so neither side slices
+// (Rotary embedding and attention: attention.h, FusedRotaryAttention.)
+// Semantics are Hugging Face's (the kernels' headers say exactly how they round).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "worker/trainer/model/fused_projection.h"
+
+namespace qlorad::trainer {
+
+// Whether the fused kernels can run here: the operator library is linked in with kernels for
+// `device`, and `dtype` is one they take.
+bool FusedLayersAvailable(at::Device device, at::ScalarType dtype);
+
+// weight * norm(x) (weight frozen: no gradient for it).
+at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// (h, weight * norm(h)) for h = x + residual.
+std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at::Tensor& residual,
+                                                  const at::Tensor& weight, double eps);
+// gate_up [.., 2I] (gate then up) -> silu(gate) * up [.., I].
+at::Tensor FusedSwiglu(const at::Tensor& gate_up);
+// down(silu(gate) * up) [.., down.out_features()], where `down` Applies: SwiGLU's output [.., I],
+// the widest activation of the layer, is never kept; backward computes it again from gate|up,
+// which SwiGLU's own backward reads anyway. `down` must outlive the graph.
+at::Tensor FusedSwigluDown(const at::Tensor& gate_up, const FusedProjection& down);
+
+}  // namespace qlorad::trainer

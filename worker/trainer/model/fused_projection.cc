@@ -1,0 +1,169 @@
+#include "worker/trainer/model/fused_projection.h"
+
+#include <utility>
+
+#include "worker/trainer/runtime/autograd_context.h"
+
+namespace qlorad::trainer {
+
+FusedProjection::FusedProjection(std::vector<QLoraLinear> layers) : layers_(std::move(layers)) {
+  TORCH_CHECK(!layers_.empty(), "FusedProjection: no layers");
+  for (const auto& layer : layers_) {
+    TORCH_CHECK(layer->in_features() == layers_.front()->in_features(),
+                "FusedProjection: layers read inputs of ", layers_.front()->in_features(), " and ",
+                layer->in_features(), " features");
+    out_features_ += layer->out_features();
+  }
+}
+
+bool FusedProjection::Applies(const at::Tensor& x) const {
+  const bool lora = has_lora();
+  for (const auto& layer : layers_) {
+    if (layer->external_weights() || layer->has_lora() != lora) return false;
+    if (!lora) continue;
+    const LoraOptions& options = layer->lora_options();
+    if (options.compute_dtype != x.scalar_type()) return false;
+    if (options.dropout > 0 && layer->is_training()) return false;
+  }
+  return true;
+}
+
+at::Tensor FusedProjection::StackedWeight(at::ScalarType dtype) const {
+  if (layers_.size() == 1) return layers_.front()->BaseWeight(dtype);
+#ifdef QLORAD_HAVE_NF4_OPS
+  bool all_nf4 = true;
+  for (const auto& layer : layers_) all_nf4 = all_nf4 && layer->quantized();
+  if (all_nf4) {
+    const auto& first = *layers_.front()->nf4_weight();
+    at::Tensor stacked = at::empty({out_features_, layers_.front()->in_features()},
+                                   at::TensorOptions().dtype(dtype).device(first.packed.device()));
+    std::vector<const ops::NF4Weight*> weights;
+    std::vector<at::Tensor> rows;
+    int64_t offset = 0;
+    for (const auto& layer : layers_) {
+      weights.push_back(&*layer->nf4_weight());
+      // Rows of a contiguous matrix: each slice is itself contiguous, as the op requires.
+      rows.push_back(stacked.narrow(0, offset, layer->out_features()));
+      offset += layer->out_features();
+    }
+    ops::DequantizeNF4ManyOut(weights, rows);
+    return stacked;
+  }
+#endif
+  std::vector<at::Tensor> weights;
+  for (const auto& layer : layers_) weights.push_back(layer->BaseWeight(dtype));
+  return at::cat(weights);
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Inputs: x, then the adapters (Adapters()).
+struct FusedProjectionFunction : torch::autograd::Function<FusedProjectionFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList adapters,
+                            const FusedProjection* projection) {
+    SaveBorrowed(ctx, "projection", projection);
+    at::Tensor xa;
+    const at::Tensor y = projection->Forward2d(x.reshape({-1, x.size(-1)}), adapters, &xa);
+    std::vector<at::Tensor> saved = {x, xa};
+    saved.insert(saved.end(), adapters.begin(), adapters.end());
+    ctx->save_for_backward(saved);
+    auto sizes = x.sizes().vec();
+    sizes.back() = projection->out_features();
+    return y.view(sizes);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto* projection = LoadBorrowed<const FusedProjection>(ctx, "projection");
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::TensorList adapters = at::TensorList(saved).slice(2);
+    variable_list adapter_grads;
+    const at::Tensor dx = projection->Backward2d(x.reshape({-1, x.size(-1)}), saved[1], adapters,
+                                                 grads[0].reshape({-1, projection->out_features()}),
+                                                 ctx->needs_input_grad(0), &adapter_grads);
+    variable_list out = {dx.defined() ? dx.view(x.sizes()) : at::Tensor()};
+    out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
+    out.emplace_back();  // the projection pointer
+    return out;
+  }
+};
+
+}  // namespace
+
+std::vector<at::Tensor> FusedProjection::Adapters() const {
+  std::vector<at::Tensor> adapters;
+  if (has_lora()) {
+    for (const auto& layer : layers_) adapters.push_back(layer->lora_a());
+    for (const auto& layer : layers_) adapters.push_back(layer->lora_b());
+  }
+  return adapters;
+}
+
+at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adapters,
+                                      at::Tensor* xa) const {
+  const at::ScalarType dtype = x2d.scalar_type();
+  at::Tensor y = at::mm(x2d, StackedWeight(dtype).t());
+  *xa = at::Tensor();
+  if (adapters.empty()) return y;
+  const size_t n = layers_.size();
+  std::vector<at::Tensor> a(adapters.begin(), adapters.begin() + n);
+  *xa = at::mm(x2d, at::cat(a).to(dtype).t());
+  int64_t out = 0, r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t out_i = layers_[i]->out_features(), r_i = adapters[i].size(0);
+    // y_i += s_i xa_i B_i^T inside the GEMM: no scale, add or cast pass of its own.
+    y.narrow(1, out, out_i)
+        .addmm_(xa->narrow(1, r, r_i), adapters[n + i].to(dtype).t(), /*beta=*/1,
+                /*alpha=*/layers_[i]->lora_options().scale);
+    out += out_i;
+    r += r_i;
+  }
+  return y;
+}
+
+at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& xa,
+                                       at::TensorList adapters, const at::Tensor& dy_in,
+                                       bool want_dx, std::vector<at::Tensor>* adapter_grads) const {
+  const at::ScalarType dtype = x2d.scalar_type();
+  const at::Tensor dy = dy_in.to(dtype);
+  at::Tensor dx;
+  if (want_dx) dx = at::mm(dy, StackedWeight(dtype));
+  if (adapters.empty()) return dx;
+  const size_t n = layers_.size();
+  // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side.
+  std::vector<at::Tensor> dyb_parts, a_parts, db(n);
+  int64_t offset = 0, r_offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& a = adapters[i];
+    const at::Tensor& b = adapters[n + i];
+    const double scale = layers_[i]->lora_options().scale;
+    const at::Tensor dy_i = dy.narrow(1, offset, layers_[i]->out_features());
+    dyb_parts.push_back(at::mm(dy_i, b.to(dtype)).mul_(scale));
+    a_parts.push_back(a.to(dtype));
+    db[i] = at::mm(dy_i.t(), xa.narrow(1, r_offset, a.size(0))).to(b.scalar_type()).mul_(scale);
+    offset += layers_[i]->out_features();
+    r_offset += a.size(0);
+  }
+  const at::Tensor dyb = n == 1 ? dyb_parts[0] : at::cat(dyb_parts, 1);
+  // dX += (s dY B) A: the adapters' share of the input gradient lands in the same buffer.
+  if (want_dx) dx.addmm_(dyb, n == 1 ? a_parts[0] : at::cat(a_parts));
+  const at::Tensor da = at::mm(dyb.t(), x2d);  // every dA_i in one GEMM
+  int64_t r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)).to(adapters[i].scalar_type()));
+    r += adapters[i].size(0);
+  }
+  for (auto& g : db) adapter_grads->push_back(std::move(g));
+  return dx;
+}
+
+at::Tensor FusedProjection::forward(const at::Tensor& x) const {
+  // As a TensorList, so that autograd sees each adapter as an input (a vector it would not).
+  const std::vector<at::Tensor> adapters = Adapters();
+  return FusedProjectionFunction::apply(x, at::TensorList(adapters), this);
+}
+
+}  // namespace qlorad::trainer

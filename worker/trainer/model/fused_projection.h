@@ -1,0 +1,59 @@
+// Projections that read the same input (q/k/v; gate/up), or one alone (o; down), computed with no
+// pass over the activations beyond the GEMMs themselves:
+//   y   = x W^T                   one GEMM over the frozen weights stacked [sum out, in],
+//   dequantized
+//                                 in one grouped NF4 launch
+//   xa  = x A^T                   one GEMM over the adapters' A stacked [sum r, in]
+//   y_i += s_i * xa_i B_i^T       in place: the LoRA scale rides in the GEMM's alpha, beta = 1
+// and a hand-written backward in the same spirit (dX = dY W + (s dY B) A as one GEMM and one
+// addmm; dA for every adapter as one GEMM). Saved for backward: x and xa (r columns per adapter);
+// never a dense weight, which backward dequantizes again.
+//
+// The layers stay ordinary QLoraLinear modules (their parameters, names and adapters files are
+// unchanged); this is another way to run them, taken when Applies().
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "worker/trainer/model/qlora_linear.h"
+
+namespace qlorad::trainer {
+
+class FusedProjection {
+ public:
+  FusedProjection() = default;
+  // `layers` read the same input: equal in_features.
+  explicit FusedProjection(std::vector<QLoraLinear> layers);
+
+  // Whether forward() computes what the layers' own forwards would for `x`: every layer holds its
+  // frozen weight itself (no ExternalWeights), and either none has an adapter or each has one that
+  // computes in x's dtype with no dropout in effect.
+  bool Applies(const at::Tensor& x) const;
+  // x [..., in] -> [..., out_features()]: the layers' outputs side by side, in order.
+  at::Tensor forward(const at::Tensor& x) const;
+  // The frozen weights stacked [out_features(), in] in `dtype`.
+  at::Tensor StackedWeight(at::ScalarType dtype) const;
+
+  // The math of forward() and of its backward, for autograd functions that fuse the projection
+  // with what computes its input (FusedSwigluDown). `adapters`: Adapters(), as autograd inputs.
+  std::vector<at::Tensor> Adapters() const;  // every A, then every B; none without adapters
+  // x2d [tokens, in] -> [tokens, out_features()]; *xa = x A^T (undefined without adapters).
+  at::Tensor Forward2d(const at::Tensor& x2d, at::TensorList adapters, at::Tensor* xa) const;
+  // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
+  // (in the adapters' dtype) to *adapter_grads.
+  at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
+                        const at::Tensor& dy, bool want_dx,
+                        std::vector<at::Tensor>* adapter_grads) const;
+
+  const std::vector<QLoraLinear>& layers() const { return layers_; }
+  int64_t out_features() const { return out_features_; }
+  bool has_lora() const { return !layers_.empty() && layers_.front()->has_lora(); }
+
+ private:
+  std::vector<QLoraLinear> layers_;
+  int64_t out_features_ = 0;
+};
+
+}  // namespace qlorad::trainer
