@@ -4,25 +4,14 @@
 
 #include <vector>
 
+#include "tests/unit/trainer/data/test_documents.h"
+
 namespace qlorad::trainer {
 namespace {
 
-// Documents of 2..9 tokens, some with prompt tokens that are not trained.
-std::vector<Document> Documents() {
-  std::vector<Document> docs;
-  for (int64_t d = 0; d < 23; ++d) {
-    Document doc;
-    for (int64_t t = 0; t < 2 + d % 8; ++t) {
-      doc.input_ids.push_back(100 * d + t);
-      doc.labels.push_back(t < d % 3 ? kIgnoreLabel : 100 * d + t);
-    }
-    docs.push_back(doc);
-  }
-  return docs;
-}
-
 Batcher MakeBatcher() {
-  auto batcher = Batcher::Create(Documents(), {.max_seq_len = 6, .packing = false, .seed = 4});
+  auto batcher = Batcher::Create(testing::VariedDocuments(23, 8, 3, 100),
+                                 {.max_seq_len = 6, .packing = false, .seed = 4});
   EXPECT_TRUE(batcher.ok());
   return *batcher;
 }
