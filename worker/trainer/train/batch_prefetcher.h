@@ -2,8 +2,9 @@
 // host never waits for the device to take it. A background thread draws each step's micro-batches
 // (data/step_batches.h) and packs their token ids into a page-locked host buffer; Next(), on the
 // training thread, queues one non_blocking copy of that buffer on the current stream and records
-// an event. There are two buffers: the thread refills one only after the event of the copy that
-// read it has passed, while the other waits for the next Next().
+// an event. There are two buffers, so the thread draws at most two steps ahead: it refills one
+// only after the event of the copy that read it has passed (it waits for that, never the training
+// thread), while the other waits for the next Next().
 //
 // Determinism: the thread draws the same steps, in the same order, as drawing them inline would;
 // it only draws them earlier. So the batcher runs ahead of training, and what a checkpoint must
