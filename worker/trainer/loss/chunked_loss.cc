@@ -273,7 +273,8 @@ LinearCrossEntropy ChunkedCrossEntropy(const at::Tensor& hidden, const LinearHea
     out.sum =
         ChunkedLinearLoss(hidden, head, {labels}, CrossEntropyChunkLoss(options), generic_rows);
   }
-  out.valid_tokens = labels.ne(options.ignore_index).sum().item<int64_t>();
+  out.labels = labels;
+  out.ignore_index = options.ignore_index;
   return out;
 }
 

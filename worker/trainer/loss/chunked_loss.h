@@ -81,8 +81,13 @@ struct CrossEntropyOptions {
 ChunkLossFn CrossEntropyChunkLoss(const CrossEntropyOptions& options);
 
 struct LinearCrossEntropy {
-  at::Tensor sum;            // fp64 scalar, differentiable: divide by the step's valid tokens
-  int64_t valid_tokens = 0;  // labels != ignore_index in this call
+  at::Tensor sum;  // fp64 scalar, differentiable: divide by the step's valid tokens
+  at::Tensor labels;
+  int64_t ignore_index = -100;
+  // labels != ignore_index in this call, an int64 scalar on the labels' device, counted only when
+  // asked: the trainer divides by counts from its host-side batches instead, and reading a device
+  // count back (.item()) would make the host wait for the device in every micro-batch.
+  at::Tensor valid_tokens() const { return labels.ne(ignore_index).sum(); }
 };
 
 // kAuto: the fused kernels when the tensors are on CUDA and the head has no LoRA, else generic.

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "worker/trainer/runtime/host_staging.h"
+
 namespace qlorad::trainer {
 
 void FusedAdamWStep(torch::optim::AdamW& optimizer) {
@@ -34,10 +36,11 @@ void FusedAdamWStep(torch::optim::AdamW& optimizer) {
     if (params.empty()) continue;
     // The kernel reads the step number (for bias correction) from float tensors on the
     // parameters' device, already counting this step, as torch.optim's _fused_adamw passes them;
-    // one buffer holds them all (one copy to the device, not one per parameter).
+    // one buffer holds them all (one copy to the device, not one per parameter), staged so that
+    // the host does not wait for the step's backward to finish before it can queue the update.
     std::vector<float> counts;
     for (const auto* state : param_states) counts.push_back(static_cast<float>(state->step() + 1));
-    const at::Tensor steps = at::tensor(counts, at::kFloat).to(params[0].device());
+    const at::Tensor steps = CopyToDeviceAsync(at::tensor(counts, at::kFloat), params[0].device());
     const std::vector<at::Tensor> state_steps = steps.unbind();
     at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps,
                       options.lr(), std::get<0>(options.betas()), std::get<1>(options.betas()),

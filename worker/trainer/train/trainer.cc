@@ -15,6 +15,7 @@
 #include "worker/trainer/runtime/phase_timer.h"
 #include "worker/trainer/runtime/step_profiler.h"
 #include "worker/trainer/runtime/watchdog.h"
+#include "worker/trainer/train/batch_prefetcher.h"
 #include "worker/trainer/train/fused_adamw.h"
 #include "worker/trainer/train/loss_head.h"
 #include "worker/trainer/train/lr_schedule.h"
@@ -33,49 +34,23 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-at::Tensor ToDevice(const std::vector<int64_t>& values, int64_t rows, int64_t cols,
-                    at::Device device) {
-  return at::tensor(values, at::kLong).view({rows, cols}).to(device);
-}
-
-// This rank's micro-batches of one optimizer step. Every rank draws the whole global batch
-// (micro_batch_size x grad_accum x world_size rows, in the order one rank would draw them) and
-// keeps micro-batch i * world_size + rank, so N ranks train on exactly the rows of one; drawing
-// is cheap next to the model. `global_valid` counts the valid labels of all of them, which is
-// what the loss divides by, on every rank alike, with no collective.
-std::vector<Batch> DrawStepBatches(Batcher& batcher, const TrainSpec& train, int rank, int world,
-                                   int64_t* global_valid, int64_t* global_tokens) {
-  std::vector<Batch> mine;
-  for (int64_t i = 0; i < train.grad_accum; ++i) {
-    for (int r = 0; r < world; ++r) {
-      Batch b = batcher.Next(train.micro_batch_size);
-      *global_valid += b.valid_labels;
-      *global_tokens += b.tokens;
-      if (r == rank) mine.push_back(std::move(b));
-    }
-  }
-  return mine;
-}
-
 // Forward and backward over this rank's micro-batches of one optimizer step. The loss is the mean
 // over every valid token of the step on all ranks (not a mean of per-micro-batch means), so
-// grad_accum and the world size change nothing but memory; returns this rank's part of it, on
-// the device ([1], fp64), ready for the all-reduce: the step reads it back once, after that.
-at::Tensor AccumulateGradients(Session& s, const std::vector<Batch>& batches, int64_t valid) {
-  const double denominator = static_cast<double>(std::max<int64_t>(valid, 1));
+// grad_accum and the world size change nothing but memory; the divisor is counted on the host
+// from the labels as they were drawn (StepBatches), never read back from the device. Returns this
+// rank's part of the loss, on the device ([1], fp64), ready for the all-reduce: the step reads it
+// back once, after that.
+at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches) {
+  const double denominator = static_cast<double>(std::max<int64_t>(batches.global_valid, 1));
   at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(s.device));
-  for (const Batch& b : batches) {
-    at::Tensor inputs = ToDevice(b.inputs, b.rows, b.seq_len, s.device);
-    at::Tensor labels = ToDevice(b.labels, b.rows, b.seq_len, s.device);
+  for (const DeviceMicroBatch& b : batches.micro_batches) {
     // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
     // Rows holding several documents keep them apart (block-diagonal attention, positions
-    // restarting per document); others take the plain causal path.
-    at::Tensor positions =
-        b.packed_documents ? ToDevice(b.positions, b.rows, b.seq_len, s.device) : at::Tensor();
-    const at::Tensor hidden = s.model->forward(inputs, positions);
+    // restarting per document); others (positions undefined) take the plain causal path.
+    const at::Tensor hidden = s.model->forward(b.inputs, b.positions);
     const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
     // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
-    at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), labels.view({-1}),
+    at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
                                           {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
                           .sum /
                       denominator;
@@ -92,23 +67,26 @@ struct StepOutcome {
   double lr = 0;
   int64_t tokens = 0;           // of every rank's micro-batches
   bool stop_requested = false;  // on any rank: every rank stops after this step
+  DataPosition data_after;      // where the data continues after this step (for checkpoints)
 };
 
-// One optimizer step (0-based `step`): draw the batches, forward and backward, reduce and clip the
-// gradients, step AdamW. The host waits for the device once, at the end.
+// One optimizer step (0-based `step`): take the batches (drawn while the previous step ran),
+// forward and backward, reduce and clip the gradients, step AdamW. The host waits for the device
+// once, at the end; nothing before that reads from the device or copies to it from pageable
+// memory (either would make the host wait for everything queued so far).
 StatusOr<StepOutcome> RunStep(Session& s, const JobSpec& spec, const TrainOptions& options,
-                              int64_t step, PhaseTimer& phases) {
+                              int64_t step, BatchPrefetcher& data, PhaseTimer& phases) {
   StepOutcome out;
   out.lr = LearningRateAt(spec.train, step);
   for (auto& group : s.optimizer->param_groups()) group.options().set_lr(out.lr);
 
-  int64_t valid = 0;
-  const std::vector<Batch> batches = DrawStepBatches(*s.batcher, spec.train, options.rank,
-                                                     options.world_size, &valid, &out.tokens);
+  QLORAD_ASSIGN_OR_RETURN(const DeviceStep batches, data.Next());
+  out.tokens = batches.global_tokens;
+  out.data_after = batches.after;
   s.optimizer->zero_grad();
   torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
   phases.End("data");
-  const at::Tensor step_loss = AccumulateGradients(s, batches, valid);
+  const at::Tensor step_loss = AccumulateGradients(s, batches);
   phases.End("forward+backward");
   QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
   phases.End("gradient reduction");
@@ -233,14 +211,23 @@ class TrainingRun {
     PhaseTimer phases(s_.device, PhaseTimingRequested());
     StepProfiler profiler(options_.rank, first_step_, s_.device);
     const int64_t total_steps = spec_.train.max_steps;
+    // After Resume: the batcher is at the resumed position, and from here on only the
+    // prefetcher draws from it.
+    BatchPrefetcher data(*s_.batcher,
+                         {.micro_batch_size = spec_.train.micro_batch_size,
+                          .grad_accum = spec_.train.grad_accum,
+                          .rank = options_.rank,
+                          .world_size = options_.world_size},
+                         s_.device, state_.step, total_steps);
     for (int64_t step = state_.step; step < total_steps; ++step) {
       const auto step_started = Clock::now();
       Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
       phases.StartStep();
       profiler.BeginStep(step);
       QLORAD_ASSIGN_OR_RETURN(const StepOutcome outcome,
-                              RunStep(s_, spec_, options_, step, phases));
+                              RunStep(s_, spec_, options_, step, data, phases));
       state_.step = step + 1;
+      state_.data = outcome.data_after;
       result_.steps = state_.step;
       result_.losses.push_back(outcome.loss);
       ReportMetrics(outcome, SecondsSince(step_started));
@@ -284,8 +271,8 @@ class TrainingRun {
   }
 
   // Every rank writes its shard (see resume_checkpoint.h); rank 0 announces the checkpoint.
+  // state_.data is the position after the last step trained: the batcher is ahead of it.
   Status SaveCheckpoint() {
-    state_.data = s_.batcher->position();
     Beat("saving the checkpoint of step " + std::to_string(state_.step));
     QLORAD_ASSIGN_OR_RETURN(
         const std::string path,

@@ -90,7 +90,7 @@ TEST(LmHeadLoraTest, ChunkedLossGradientsEqualFp64AutogradOnFullLogits) {
     const at::Tensor want = at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum, -100);
     want.backward();
     EXPECT_NEAR(got.sum.item<double>(), want.item<double>(), 1e-10);
-    EXPECT_EQ(got.valid_tokens, 12);
+    EXPECT_EQ(got.valid_tokens().item<int64_t>(), 12);
     // A and B are fp32 parameters: their fp64 gradients are rounded once on the way back.
     EXPECT_TRUE(at::allclose(head.lora_a.grad().to(at::kDouble), a.grad(), 1e-6, 1e-7));
     EXPECT_TRUE(at::allclose(head.lora_b.grad().to(at::kDouble), b.grad(), 1e-6, 1e-7));
