@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "worker/trainer/model/fused_layers.h"
+
 #ifdef QLORAD_HAVE_NF4_OPS
 #include "kernels/torch/rope_ops.h"
 #endif
@@ -186,6 +188,7 @@ bool UsesFlashAttention(at::Device device, at::ScalarType dtype, int64_t head_di
 }
 
 bool FusedRotaryAttentionAvailable(const at::Tensor& qkv, const AttentionInputs& inputs) {
+  if (!FusedPathsEnabled()) return false;
   if (!UsesFlashAttention(qkv.device(), qkv.scalar_type(), inputs.head_dim)) return false;
 #ifdef QLORAD_HAVE_NF4_OPS
   const auto op = c10::Dispatcher::singleton().findSchema({"qlorad::rope_", ""});

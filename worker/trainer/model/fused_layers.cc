@@ -1,5 +1,7 @@
 #include "worker/trainer/model/fused_layers.h"
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "worker/trainer/runtime/autograd_context.h"
@@ -16,9 +18,11 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+#ifndef QLORAD_HAVE_NF4_OPS
 [[noreturn]] void NoKernels() {
   TORCH_CHECK(false, "fused layers need the qlorad_ops library, which this build lacks");
 }
+#endif
 
 #ifdef QLORAD_HAVE_NF4_OPS
 struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
@@ -111,7 +115,14 @@ struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
 
 }  // namespace
 
+bool FusedPathsEnabled() {
+  // Read on every call, not cached: a test may set it between runs in one process.
+  const char* value = std::getenv("QLORAD_FUSED");
+  return value == nullptr || std::string(value) != "0";
+}
+
 bool FusedLayersAvailable([[maybe_unused]] at::Device device, at::ScalarType dtype) {
+  if (!FusedPathsEnabled()) return false;
 #ifdef QLORAD_HAVE_NF4_OPS
   const bool float_dtype = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
   if (!float_dtype) return false;

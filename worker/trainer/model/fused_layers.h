@@ -18,6 +18,10 @@
 
 namespace qlorad::trainer {
 
+// False while QLORAD_FUSED=0 is set: every layer then runs module by module (the reference path,
+// for side-by-side comparisons); FusedProjection::Applies and the attention's fused path ask too.
+bool FusedPathsEnabled();
+
 // Whether the fused kernels can run here: the operator library is linked in with kernels for
 // `device`, and `dtype` is one they take.
 bool FusedLayersAvailable(at::Device device, at::ScalarType dtype);

@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "worker/trainer/model/fused_layers.h"
 #include "worker/trainer/runtime/autograd_context.h"
 
 namespace qlorad::trainer {
@@ -17,6 +18,7 @@ FusedProjection::FusedProjection(std::vector<QLoraLinear> layers) : layers_(std:
 }
 
 bool FusedProjection::Applies(const at::Tensor& x) const {
+  if (!FusedPathsEnabled()) return false;
   const bool lora = has_lora();
   for (const auto& layer : layers_) {
     if (layer->external_weights() || layer->has_lora() != lora) return false;

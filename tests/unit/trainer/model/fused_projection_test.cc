@@ -42,8 +42,8 @@ Result Run(const std::vector<QLoraLinear>& layers, const at::Tensor& x_in, const
   }
   at::Tensor x = x_in.detach().clone().requires_grad_(true);
   at::Tensor y;
+  FusedProjection projection(layers);  // outlives the graph, which borrows it
   if (fused) {
-    FusedProjection projection(layers);
     EXPECT_TRUE(projection.Applies(x));
     y = projection.forward(x);
   } else {

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <sstream>
 
 #include "tests/unit/trainer/test_util.h"
@@ -168,8 +169,15 @@ TempDir* FsdpWorldOfOneTest::dir_ = nullptr;
 
 TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
   TempDir out;
+  // fsdp's layers take their weights from the shards, so their projections run module by module;
+  // in bf16 the single run's fused projections round the LoRA sum once where modules round it
+  // three times, so both runs take the module path there (QLORAD_FUSED=0). In fp32 the fused
+  // single run agrees with fsdp within this tolerance.
+  const bool bf16_lora = std::get<2>(GetParam()) == "bf16+lora";
+  if (bf16_lora) setenv("QLORAD_FUSED", "0", 1);
   const TrainResult single = Run(out / "single", "single");
   const TrainResult fsdp = Run(out / "fsdp", "fsdp");
+  if (bf16_lora) unsetenv("QLORAD_FUSED");
   ASSERT_EQ(single.losses.size(), 4u);
   ASSERT_EQ(fsdp.losses.size(), 4u);
   for (size_t i = 0; i < 4; ++i)
