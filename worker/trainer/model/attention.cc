@@ -183,12 +183,11 @@ at::Tensor SlidingWindowMask(int64_t seq, int64_t window, at::Device device) {
 
 bool UsesFlashAttention(at::Device device, at::ScalarType dtype, int64_t head_dim) {
   // LibTorch's flash kernels: fp16/bf16, head sizes up to 256 in multiples of 8.
-  return device.is_cuda() && (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim % 8 == 0 &&
-         head_dim <= 256;
+  return FusedPathsEnabled(device) && device.is_cuda() &&
+         (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim % 8 == 0 && head_dim <= 256;
 }
 
 bool FusedRotaryAttentionAvailable(const at::Tensor& qkv, const AttentionInputs& inputs) {
-  if (!FusedPathsEnabled()) return false;
   if (!UsesFlashAttention(qkv.device(), qkv.scalar_type(), inputs.head_dim)) return false;
 #ifdef QLORAD_HAVE_NF4_OPS
   const auto op = c10::Dispatcher::singleton().findSchema({"qlorad::rope_", ""});
