@@ -7,20 +7,14 @@ torch.compile(fullgraph=True). Runs on CPU too (then the CPU implementation is w
 
 QLORAD_OPS_LIB names the library (default: build-gpu/kernels/libqlorad_ops.so).
 """
-import os
 import pathlib
+import sys
 
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-LIB = os.environ.get("QLORAD_OPS_LIB", str(ROOT / "build-gpu" / "kernels" / "libqlorad_ops.so"))
-torch.ops.load_library(LIB)
-# A crash inside a C++ op should show its native frames, not only the Python ones.
-if hasattr(torch._C, "_set_print_stack_traces_on_fatal_signal"):
-    torch._C._set_print_stack_traces_on_fatal_signal(True)
-ops = torch.ops.qlorad
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from ops_library import DEVICE, ops  # noqa: E402
 EPS = 1e-5
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Llama 3.2 1B and 8B rows (cached in registers, 1-2 packs a thread in bf16), odd H and H not a

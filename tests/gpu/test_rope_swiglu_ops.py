@@ -7,20 +7,15 @@ column views of one fused GEMM output, packed positions, the inverse rotation, t
 QLORAD_OPS_LIB names the library (default: build-gpu/kernels/libqlorad_ops.so). Runs on CUDA when
 there is a GPU; on the CPU the device-against-CPU tests are skipped and the rest check the CPU op.
 """
-import os
 import pathlib
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-LIB = os.environ.get("QLORAD_OPS_LIB", str(ROOT / "build-gpu" / "kernels" / "libqlorad_ops.so"))
-torch.ops.load_library(LIB)
-if hasattr(torch._C, "_set_print_stack_traces_on_fatal_signal"):
-    torch._C._set_print_stack_traces_on_fatal_signal(True)
-ops = torch.ops.qlorad
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from ops_library import DEVICE, ops  # noqa: E402
 needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="compares the CUDA kernels with the CPU op")
 
 # (batch, seq, q_heads, kv_heads, head_dim)
