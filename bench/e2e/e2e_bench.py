@@ -24,7 +24,7 @@ forward and the input gradient through each frozen weight, LoRA's forward and it
 causal attention forward and backward; recompute is not counted (flops.py has the derivation).
 
   python3 bench/e2e/e2e_bench.py --bin build-gpu/bin --out OUT [--shapes 1b,8b] [--ckpt off,on]
-        [--systems hf,unsloth,qlorad] [--steps 10] [--warmup 3]
+        [--systems hf,unsloth,qlorad[,qlorad-modules]] [--steps 10] [--warmup 3]
   python3 bench/e2e/e2e_bench.py --bin build/bin --out OUT --shapes tiny --device cpu --no-quant
         (a check of the harness without a GPU)
   python3 bench/e2e/e2e_bench.py --out OUT --merge A/e2e_bench.json B/e2e_bench.json   (one table of two calls)
@@ -53,7 +53,10 @@ from random_llama import LLAMA_1B, LLAMA_8B, PROJECTIONS, make_data, make_model 
 TINY = dict(LLAMA_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, vocab_size=512)
 SHAPES = {"tiny": (TINY, 2, 64), "1b": (LLAMA_1B, 4, 2048), "8b": (LLAMA_8B, 1, 2048)}  # config, batch, seq
-SYSTEMS = ("hf", "unsloth", "qlorad")
+# qlorad-modules: qlorad-train with its fast paths off (QLORAD_FUSED=0), every layer module by
+# module: what the fused kernels and the flash path earn, side by side. Not run by default.
+SYSTEMS = ("hf", "unsloth", "qlorad", "qlorad-modules")
+DEFAULT_SYSTEMS = ("hf", "unsloth", "qlorad")
 RANK, ALPHA, LR = 16, 16, 2e-4
 GIB = 2**30
 
@@ -94,7 +97,7 @@ def prepare_model(work, shape, device):
     return path
 
 
-def run_child(cmd, log_path, timeout_s, cwd):
+def run_child(cmd, log_path, timeout_s, cwd, env=None):
     """Runs cmd in its own process group; returns (rc, stdout, stderr), all kept in log_path. The
     output goes through files, not pipes: a helper the child leaves behind (a compile worker) would
     hold a pipe open past the child's exit. The group is ended afterwards for the same reason."""
@@ -102,7 +105,7 @@ def run_child(cmd, log_path, timeout_s, cwd):
     try:
         with open(out_path, "w") as out_file, open(err_path, "w") as err_file:
             proc = subprocess.Popen(cmd, stdout=out_file, stderr=err_file, text=True, cwd=cwd,
-                                    start_new_session=True)
+                                    start_new_session=True, env=env)
     except OSError as e:
         log_path.write_text(" ".join(map(str, cmd)) + f"\n{e}\n")
         return "not started", "", str(e)
@@ -145,7 +148,7 @@ def run_torch_system(system, job, work, log_path, timeout_s):
                 trainable_params=r["trainable_params"])
 
 
-def run_qlorad(job, args, work, log_path):
+def run_qlorad(job, args, work, log_path, fused=True):
     name = f"e2e-{job['shape']}-ckpt-{'on' if job['ckpt'] else 'off'}"
     spec = work / f"{name}.yaml"
     total = job["warmup"] + job["steps"]
@@ -154,7 +157,9 @@ def run_qlorad(job, args, work, log_path):
                activation_checkpointing=job["ckpt"], lr=LR, quantization="nf4" if job["quant"] else "none",
                shuffle=False, name=name)  # the rows in file order, as torch_step.py reads them
     cmd = [str(args.bin / "qlorad-train"), "run", str(spec), "--json", "--device", args.device]
-    rc, out, err = run_child(cmd, log_path, args.timeout, work)
+    # fused: the trainer's own choice (QLORAD_FUSED as the caller set it); else forced off.
+    env = None if fused else dict(os.environ, QLORAD_FUSED="0")
+    rc, out, err = run_child(cmd, log_path, args.timeout, work, env)
     metrics = parse_events(out, err)[0].get(0, [])
     if rc != 0 or len(metrics) != total:
         return failure(rc, err + f"\n{len(metrics)} of {total} steps reported")
@@ -217,14 +222,14 @@ def print_table(runs, meta):
           f"{meta['args']['steps']} steps after {meta['args']['warmup']} warm-up; {meta['gpu']}"
           f"{', driver ' + meta['driver'] if meta['driver'] else ''}, commit {meta['commit']}; MFU against "
           f"{fmt(meta['peak_tflops'], '.1f')} TFLOP/s")
-    print(f"{'shape':6} {'batch x seq':>11} {'ckpt':>4} {'system':8} {'ms/step':>8} {'tok/s':>8} {'peak GiB':>8} "
+    print(f"{'shape':6} {'batch x seq':>11} {'ckpt':>4} {'system':14} {'ms/step':>8} {'tok/s':>8} {'peak GiB':>8} "
           f"{'MFU':>6} {'loss first -> last':>19}")
     groups = {}
     for r in runs:
         groups.setdefault((r["shape"], r["ckpt"]), {})[r["system"]] = r
     for (shape, ckpt), by_system in groups.items():
         for system, r in by_system.items():
-            head = f"{shape:6} {r['batch']:>4} x {r['seq']:<4} {ckpt:>4} {system:8}"
+            head = f"{shape:6} {r['batch']:>4} x {r['seq']:<4} {ckpt:>4} {system:14}"
             if r["status"] != "ok":
                 print(f"{head} FAILED ({r['error']})")
                 continue
@@ -235,9 +240,9 @@ def print_table(runs, meta):
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"
-                     for ref in ("unsloth", "hf") if ref in by_system]
+                     for ref in ("unsloth", "hf", "qlorad-modules") if ref in by_system]
             if parts:
-                print(f"{'':28}qlorad " + "; ".join(parts))
+                print(f"{'':34}qlorad " + "; ".join(parts))
 
 
 def parse_args():
@@ -246,7 +251,7 @@ def parse_args():
     ap.add_argument("--bin", type=pathlib.Path, default=ROOT / "build-gpu" / "bin", help="folder with qlorad-train")
     ap.add_argument("--work", type=pathlib.Path, default=ROOT / "runs" / "e2e",
                     help="folder for the models (kept and reused: an 8B model is 16 GiB), data and qlorad's output")
-    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
     ap.add_argument("--shapes", default="1b,8b", help=f"comma-separated, of {', '.join(SHAPES)}")
     ap.add_argument("--ckpt", default="off,on", help="activation checkpointing settings to run: off, on or both")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -324,8 +329,8 @@ def main():
                 log_path = args.out / "logs" / f"{shape}-ckpt-{ckpt}-{system}.log"
                 started = time.time()
                 try:
-                    if system == "qlorad":
-                        r = run_qlorad(job, args, args.work, log_path)
+                    if system.startswith("qlorad"):
+                        r = run_qlorad(job, args, args.work, log_path, fused=system == "qlorad")
                     else:
                         r = run_torch_system(system, job, args.work, log_path, args.timeout)
                 except Exception:  # the harness's own fault with one system: the others still run

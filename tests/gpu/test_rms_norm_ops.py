@@ -116,7 +116,20 @@ def test_backward_equals_autograd_and_reference(dtype, shape):
     dx_res = ops.rms_norm_backward(dy, x, w, inv_rms, dresidual)
     assert_grad_close(dx_res, want + dresidual.double(), dtype)
     dx_ref = ops.rms_norm_backward(dy.cpu(), x.cpu(), w.cpu(), inv_rms.cpu(), dresidual.cpu())
-    assert_grad_close(dx_res, dx_ref.double(), dtype)
+    assert_rounded_alike(dx_res, dx_ref)
+
+
+def assert_rounded_alike(got, want):
+    """Two roundings of nearly the same fp32 value: the row's dot product is summed in another order
+    on the GPU than in the CPU reference, so where the fp32 result sits that close to a bf16/fp16
+    rounding boundary the two differ by one ulp (a relative 2^-7 for bf16, beyond GRAD_RTOL)."""
+    got, want = got.cpu(), want.cpu()
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if got.dtype == torch.float32:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+        return
+    assert (ordered_bits(got) - ordered_bits(want)).abs().max().item() <= 1
+    assert got.eq(want).double().mean().item() >= 0.999
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

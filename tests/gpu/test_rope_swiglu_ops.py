@@ -166,10 +166,12 @@ def test_ops_do_not_synchronize_with_the_host():
     cos, sin = hf_table(64, 64)
     _, q, k, _ = fused_qkv(2, 64, 4, 2, 64, torch.bfloat16, seed=8)
     gate, up = randn((128, 256), torch.bfloat16, 9), randn((128, 256), torch.bfloat16, 10)
+    # Built before the check: its copy from pageable host memory is itself a synchronization.
+    positions = packed_positions(2, 64, seed=11)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        ops.rope_(q, k, cos, sin, packed_positions(2, 64, seed=11), False)
+        ops.rope_(q, k, cos, sin, positions, False)
         h = ops.swiglu(gate, up)
         ops.swiglu_backward(h, gate, up)
     finally:

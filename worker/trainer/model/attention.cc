@@ -87,12 +87,17 @@ std::pair<FlashState, at::Tensor> LoadFlash(const variable_list& saved, size_t f
   return {{saved[first], saved[first + 1], saved[first + 2], saved[first + 3]}, saved[first + 4]};
 }
 
-// Inputs: q, k, v, cu_seqlens (undefined: every row one sequence).
+// Only the tensors that take a gradient are the Functions' Tensor inputs; cu_seqlens, positions
+// and the rotary tables come through a pointer. torch::autograd::Function records the device of
+// every Tensor input, and an undefined one (no cu_seqlens or positions for unpacked rows) fails
+// there with "tensor does not have a device".
+
+// Inputs: q, k, v; cu_seqlens undefined: every row one sequence.
 struct FlashAttentionFunction : torch::autograd::Function<FlashAttentionFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
-                            const at::Tensor& v, const at::Tensor& cu_seqlens, int64_t window) {
-    const FlashState state = FlashForward(q, k, v, cu_seqlens, window);
-    SaveFlash(ctx, {q, k, v}, state, cu_seqlens, window);
+                            const at::Tensor& v, const at::Tensor* cu_seqlens, int64_t window) {
+    const FlashState state = FlashForward(q, k, v, *cu_seqlens, window);
+    SaveFlash(ctx, {q, k, v}, state, *cu_seqlens, window);
     return state.out.view(q.sizes());
   }
 
@@ -114,16 +119,16 @@ std::array<at::Tensor, 3> SplitHeads(const at::Tensor& qkv, int64_t heads, int64
           all.narrow(2, heads + kv_heads, kv_heads)};
 }
 
-// Inputs: qkv (rotated in place), then the rotary tables, positions and cu_seqlens (no gradient).
+// Inputs: qkv (rotated in place); the rotary tables, positions and cu_seqlens come in `inputs`.
 struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& qkv, const at::Tensor& cos,
-                            const at::Tensor& sin, const at::Tensor& positions,
-                            const at::Tensor& cu_seqlens, const AttentionInputs* inputs) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& qkv,
+                            const AttentionInputs* inputs) {
     auto [q, k, v] = SplitHeads(qkv, inputs->heads, inputs->kv_heads, inputs->head_dim);
     // In place: nothing else reads the projection's output (FusedProjection saves its input).
-    ops::RopeInPlace(q, k, cos, sin, positions, /*inverse=*/false);
-    const FlashState state = FlashForward(q, k, v, cu_seqlens, inputs->window);
-    SaveFlash(ctx, {qkv, cos, sin, positions}, state, cu_seqlens, inputs->window);
+    ops::RopeInPlace(q, k, inputs->cos, inputs->sin, inputs->positions, /*inverse=*/false);
+    const FlashState state = FlashForward(q, k, v, inputs->cu_seqlens, inputs->window);
+    SaveFlash(ctx, {qkv, inputs->cos, inputs->sin, inputs->positions}, state, inputs->cu_seqlens,
+              inputs->window);
     ctx->saved_data["heads"] = inputs->heads;
     ctx->saved_data["kv_heads"] = inputs->kv_heads;
     ctx->saved_data["head_dim"] = inputs->head_dim;
@@ -138,15 +143,16 @@ struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFuncti
     const int64_t head_dim = ctx->saved_data["head_dim"].toInt();
     auto [q, k, v] = SplitHeads(qkv, heads, kv_heads, head_dim);
     const auto [state, cu_seqlens] = LoadFlash(s, 4);
-    auto [dq, dk, dv] = FlashBackward(grads[0].view({qkv.size(0), qkv.size(1), heads, head_dim}), q,
-                                      k, v, state, cu_seqlens, ctx->saved_data["window"].toInt());
+    auto [dq, dk, dv] =
+        FlashBackward(grads[0].reshape({qkv.size(0), qkv.size(1), heads, head_dim}), q, k, v, state,
+                      cu_seqlens, ctx->saved_data["window"].toInt());
     // The rotation's backward is the inverse rotation.
     ops::RopeInPlace(dq, dk, s[1], s[2], s[3], /*inverse=*/true);
     const int64_t batch = qkv.size(0), seq = qkv.size(1);
     at::Tensor dqkv = at::cat(
         {dq.reshape({batch, seq, -1}), dk.reshape({batch, seq, -1}), dv.reshape({batch, seq, -1})},
         -1);
-    return {dqkv, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dqkv, at::Tensor()};
   }
 };
 #endif
@@ -199,8 +205,7 @@ bool FusedRotaryAttentionAvailable(const at::Tensor& qkv, const AttentionInputs&
 
 at::Tensor FusedRotaryAttention(const at::Tensor& qkv, const AttentionInputs& inputs) {
 #ifdef QLORAD_HAVE_NF4_OPS
-  return RotaryAttentionFunction::apply(qkv, inputs.cos, inputs.sin, inputs.positions,
-                                        inputs.cu_seqlens, &inputs);
+  return RotaryAttentionFunction::apply(qkv, &inputs);
 #else
   (void)qkv, (void)inputs;
   TORCH_CHECK(false, "FusedRotaryAttention needs the qlorad_ops library, which this build lacks");
@@ -210,7 +215,7 @@ at::Tensor FusedRotaryAttention(const at::Tensor& qkv, const AttentionInputs& in
 at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                            const at::Tensor& cu_seqlens, const at::Tensor& mask, int64_t window) {
   if (UsesFlashAttention(q.device(), q.scalar_type(), q.size(-1))) {
-    return FlashAttentionFunction::apply(q, k, v, cu_seqlens, window);
+    return FlashAttentionFunction::apply(q, k, v, &cu_seqlens, window);
   }
   std::optional<at::Tensor> attention_mask;
   if (mask.defined()) attention_mask = mask;
