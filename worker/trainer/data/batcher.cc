@@ -114,6 +114,14 @@ Batch Batcher::Next(int64_t rows) {
     batch.packed_documents =
         batch.packed_documents || std::count(row.positions.begin(), row.positions.end(), 0) > 1;
   }
+  if (batch.packed_documents) {
+    for (int64_t t = 0; t < rows * batch.seq_len; ++t) {
+      if (t % batch.seq_len == 0 || batch.positions[static_cast<size_t>(t)] == 0) {
+        batch.document_offsets.push_back(t);
+      }
+    }
+    batch.document_offsets.push_back(rows * batch.seq_len);
+  }
   return batch;
 }
 

@@ -28,6 +28,11 @@ struct Batch {
   // Some row holds several documents: attention must then be block-diagonal causal (each token
   // sees only its own document), which the model derives from `positions`.
   bool packed_documents = false;
+  // With packed_documents: where each document starts in the flattened [rows * seq_len] tokens
+  // (position 0, and every row's first token), then rows * seq_len. Flash attention's
+  // variable-length kernels take these bounds (cu_seqlens); computed here, on the host, a step
+  // never reads the positions back from the device to find them. Empty otherwise.
+  std::vector<int64_t> document_offsets;
   int64_t valid_labels = 0;  // labels that are not kIgnoreLabel
   int64_t tokens = 0;        // real (non-padding) input tokens
 };

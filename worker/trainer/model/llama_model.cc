@@ -238,7 +238,8 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
   lm_head_linear_ = register_module("lm_head_linear", QLoraLinear(lm_head_));
 }
 
-at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions) {
+at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor& positions,
+                                   const at::Tensor& document_offsets) {
   const int64_t seq = input_ids.size(1);
   at::Tensor h = at::embedding(embed_, input_ids);
   // Positions never exceed the row length, so a table of seq rows serves packed rows too.
@@ -248,7 +249,9 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
   // two), not again in every layer.
   const bool flash = UsesFlashAttention(device(), h.scalar_type(), config_.head_dim);
   at::Tensor cu_seqlens;
-  if (flash && positions.defined()) cu_seqlens = DocumentOffsets(positions);
+  if (flash && positions.defined()) {
+    cu_seqlens = document_offsets.defined() ? document_offsets : DocumentOffsets(positions);
+  }
   std::map<int64_t, at::Tensor> masks;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const int64_t window = layers_[i]->self_attn->sliding_window;

@@ -115,8 +115,11 @@ class LlamaModelImpl : public torch::nn::Module {
   // input_ids [batch, seq] (int64) -> final hidden states [batch, seq, hidden].
   // `positions` (optional, [batch, seq] int64): each token's position in its document, 0 where a
   // packed document starts. Given, rotary angles follow it and attention is block-diagonal causal,
-  // so each document in a packed row is computed as if it were alone.
-  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions = {});
+  // so each document in a packed row is computed as if it were alone. `document_offsets`
+  // (optional, int32, DocumentOffsets(positions) computed ahead, e.g. on the host): saves the
+  // read-back that finding them on the device takes.
+  at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& positions = {},
+                     const at::Tensor& document_offsets = {});
   // Every decoder layer runs through `runner` from now on; an empty one calls layers directly.
   void SetLayerRunner(LayerRunner runner) { layer_runner_ = std::move(runner); }
   // hidden [.., hidden] -> fp32 logits [.., vocab].

@@ -16,14 +16,19 @@ namespace {
 // step's buffer, so the device views are as aligned as tensors of their own for vectorized loads.
 constexpr int64_t kAlignElements = 16;
 
-int64_t SegmentElements(const Batch& b) {
-  const int64_t n = b.rows * b.seq_len;
+int64_t Aligned(int64_t n) {
   return (n + kAlignElements - 1) / kAlignElements * kAlignElements;
 }
 
-// inputs, labels and, for packed rows only, positions (unpacked rows take the plain causal path).
-int64_t SegmentsOf(const Batch& b) {
-  return b.packed_documents ? 3 : 2;
+int64_t SegmentElements(const Batch& b) {
+  return Aligned(b.rows * b.seq_len);
+}
+
+// inputs, labels and, for packed rows only, positions and the document offsets (unpacked rows
+// take the plain causal path).
+int64_t ElementsOf(const Batch& b) {
+  if (!b.packed_documents) return 2 * SegmentElements(b);
+  return 3 * SegmentElements(b) + Aligned(static_cast<int64_t>(b.document_offsets.size()));
 }
 
 }  // namespace
@@ -90,7 +95,7 @@ void BatchPrefetcher::Fill(Slot& slot) {
   if (slot.copied) slot.copied->synchronize();
   slot.batches = DrawStepBatches(batcher_, shape_);
   slot.used = 0;
-  for (const Batch& b : slot.batches.mine) slot.used += SegmentElements(b) * SegmentsOf(b);
+  for (const Batch& b : slot.batches.mine) slot.used += ElementsOf(b);
   if (!slot.host.defined() || slot.host.numel() < slot.used) {
     slot.host = StagingBuffer(slot.used, at::kLong, device_);
   }
@@ -99,8 +104,11 @@ void BatchPrefetcher::Fill(Slot& slot) {
     const int64_t segment = SegmentElements(b);
     std::copy(b.inputs.begin(), b.inputs.end(), out);
     std::copy(b.labels.begin(), b.labels.end(), out + segment);
-    if (b.packed_documents) std::copy(b.positions.begin(), b.positions.end(), out + 2 * segment);
-    out += segment * SegmentsOf(b);
+    if (b.packed_documents) {
+      std::copy(b.positions.begin(), b.positions.end(), out + 2 * segment);
+      std::copy(b.document_offsets.begin(), b.document_offsets.end(), out + 3 * segment);
+    }
+    out += ElementsOf(b);
   }
 }
 
@@ -125,10 +133,14 @@ DeviceStep BatchPrefetcher::Upload(Slot& slot) {
     mb.labels = all.narrow(0, offset + segment, n);
     if (b.packed_documents) {
       mb.positions = all.narrow(0, offset + 2 * segment, n).view({b.rows, b.seq_len});
+      // int32, as the kernels take them: a cast queued on the device, no wait.
+      mb.cu_seqlens =
+          all.narrow(0, offset + 3 * segment, static_cast<int64_t>(b.document_offsets.size()))
+              .to(at::kInt);
     }
     mb.valid_labels = b.valid_labels;
     step.micro_batches.push_back(std::move(mb));
-    offset += segment * SegmentsOf(b);
+    offset += ElementsOf(b);
   }
   return step;
 }

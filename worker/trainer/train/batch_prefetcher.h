@@ -32,9 +32,10 @@ namespace qlorad::trainer {
 
 // One micro-batch on the device: int64 views into the step's one copied buffer.
 struct DeviceMicroBatch {
-  at::Tensor inputs;     // [rows, seq_len]
-  at::Tensor labels;     // [rows * seq_len], already shifted
-  at::Tensor positions;  // [rows, seq_len]; undefined unless some row packs several documents
+  at::Tensor inputs;      // [rows, seq_len]
+  at::Tensor labels;      // [rows * seq_len], already shifted
+  at::Tensor positions;   // [rows, seq_len]; undefined unless some row packs several documents
+  at::Tensor cu_seqlens;  // int32 Batch::document_offsets; defined with positions
   int64_t valid_labels = 0;
 };
 

@@ -47,7 +47,7 @@ at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches) {
     // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
     // Rows holding several documents keep them apart (block-diagonal attention, positions
     // restarting per document); others (positions undefined) take the plain causal path.
-    const at::Tensor hidden = s.model->forward(b.inputs, b.positions);
+    const at::Tensor hidden = s.model->forward(b.inputs, b.positions, b.cu_seqlens);
     const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
     // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
     at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,

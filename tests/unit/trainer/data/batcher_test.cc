@@ -23,6 +23,8 @@ TEST(BatcherTest, PackingKeepsDocumentBoundaries) {
   EXPECT_EQ(b.labels, (std::vector<int64_t>{2, 3, 5, 6, 7, kIgnoreLabel}));
   EXPECT_EQ(b.positions, (std::vector<int64_t>{0, 1, 0, 0, 1, 2}));
   EXPECT_TRUE(b.packed_documents);
+  // Documents start at tokens 0, 2 and 3 (the second row starts with the rest of [4..7]).
+  EXPECT_EQ(b.document_offsets, (std::vector<int64_t>{0, 2, 3, 6}));
   EXPECT_EQ(b.valid_labels, 5);
   EXPECT_EQ(b.tokens, 5);
 }
@@ -36,6 +38,7 @@ TEST(BatcherTest, PackingKeepsUserLabelsAligned) {
   EXPECT_EQ(b.labels, (std::vector<int64_t>{kIgnoreLabel, 12, 13}));
   EXPECT_EQ(b.positions, (std::vector<int64_t>{0, 1, 2}));
   EXPECT_FALSE(b.packed_documents);
+  EXPECT_TRUE(b.document_offsets.empty());
   EXPECT_EQ(b.valid_labels, 2);
 }
 

@@ -8,6 +8,7 @@
 
 #include "tests/unit/trainer/data/test_documents.h"
 #include "worker/trainer/loss/chunked_loss.h"
+#include "worker/trainer/model/attention.h"
 
 namespace qlorad::trainer {
 namespace {
@@ -54,8 +55,14 @@ void ExpectSameStep(const DeviceStep& got, const StepBatches& want, int64_t step
     EXPECT_EQ(Values(g.inputs), w.inputs) << "micro-batch " << i;
     EXPECT_EQ(Values(g.labels), w.labels) << "micro-batch " << i;
     EXPECT_EQ(g.positions.defined(), w.packed_documents);
+    EXPECT_EQ(g.cu_seqlens.defined(), w.packed_documents);
     if (w.packed_documents) {
       EXPECT_EQ(Values(g.positions), w.positions) << "micro-batch " << i;
+      // The batcher's host-side bounds are those the model would find on the device.
+      ASSERT_EQ(g.cu_seqlens.scalar_type(), at::kInt);
+      EXPECT_EQ(Values(g.cu_seqlens.to(at::kLong)),
+                Values(DocumentOffsets(g.positions).to(at::kLong)))
+          << "micro-batch " << i;
     }
     EXPECT_EQ(g.valid_labels, w.valid_labels);
   }
