@@ -59,12 +59,16 @@ def make_model(path, config, device, layers=None):
     return c
 
 
-def make_data(path, vocab, rows, seq_len):
-    """rows JSONL records of seq_len + 1 random ids: one packed row of seq_len inputs and targets each."""
+def make_data(path, vocab, rows, seq_len, docs_per_row=1):
+    """Random ids for `rows` rows of seq_len inputs and targets each: one JSONL record of seq_len + 1
+    ids per row, or docs_per_row records of seq_len / docs_per_row + 1 ids (a document of n + 1 ids
+    gives n input-target pairs, so they pack into full rows of that many documents)."""
+    if seq_len % docs_per_row:
+        raise ValueError(f"seq_len {seq_len} is not a multiple of docs_per_row {docs_per_row}")
     gen = torch.Generator().manual_seed(1)
     with open(path, "w") as f:
-        for _ in range(rows):
-            ids = torch.randint(0, vocab, (seq_len + 1,), generator=gen).tolist()
+        for _ in range(rows * docs_per_row):
+            ids = torch.randint(0, vocab, (seq_len // docs_per_row + 1,), generator=gen).tolist()
             f.write(json.dumps({"input_ids": ids}) + "\n")
 
 

@@ -54,8 +54,11 @@ TINY = dict(LLAMA_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2
             num_key_value_heads=2, head_dim=16, vocab_size=512)
 SHAPES = {"tiny": (TINY, 2, 64), "1b": (LLAMA_1B, 4, 2048), "8b": (LLAMA_8B, 1, 2048)}  # config, batch, seq
 # qlorad-modules: qlorad-train with its fast paths off (QLORAD_FUSED=0), every layer module by
-# module: what the fused kernels and the flash path earn, side by side. Not run by default.
-SYSTEMS = ("hf", "unsloth", "qlorad", "qlorad-modules")
+# module: what the fused kernels and the flash path earn, side by side. qlorad-packed: qlorad-train
+# on rows that each pack PACKED_DOCS documents (attention kept within each), against the unpacked
+# rows of the same length. Neither runs by default.
+SYSTEMS = ("hf", "unsloth", "qlorad", "qlorad-modules", "qlorad-packed")
+PACKED_DOCS = 4
 DEFAULT_SYSTEMS = ("hf", "unsloth", "qlorad")
 RANK, ALPHA, LR = 16, 16, 2e-4
 GIB = 2**30
@@ -149,7 +152,7 @@ def run_torch_system(system, job, work, log_path, timeout_s):
 
 
 def run_qlorad(job, args, work, log_path, fused=True):
-    name = f"e2e-{job['shape']}-ckpt-{'on' if job['ckpt'] else 'off'}"
+    name = f"e2e-{job['shape']}-ckpt-{'on' if job['ckpt'] else 'off'}{'-packed' if job['packed'] else ''}"
     spec = work / f"{name}.yaml"
     total = job["warmup"] + job["steps"]
     write_spec(spec, job["model"], job["data"], work / f"out-{name}", strategy="single", nproc=1,
@@ -240,7 +243,7 @@ def print_table(runs, meta):
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"
-                     for ref in ("unsloth", "hf", "qlorad-modules") if ref in by_system]
+                     for ref in ("unsloth", "hf", "qlorad-modules", "qlorad-packed") if ref in by_system]
             if parts:
                 print(f"{'':34}qlorad " + "; ".join(parts))
 
@@ -318,11 +321,17 @@ def main():
         model = prepare_model(args.work, shape, args.device)
         data = args.work / f"data-{shape}.jsonl"
         make_data(data, config["vocab_size"], rows=batch * (args.warmup + args.steps), seq_len=seq)
+        packed_data = args.work / f"data-{shape}-packed.jsonl"
+        if "qlorad-packed" in args.systems:
+            make_data(packed_data, config["vocab_size"], rows=batch * (args.warmup + args.steps), seq_len=seq,
+                      docs_per_row=PACKED_DOCS)
         flops = flops_per_token(config, seq, RANK)
         meta["flops_per_token"][shape] = flops
         for ckpt in args.ckpt:
             for system in args.systems:
-                job = dict(shape=shape, model=str(model), data=str(data), batch=batch, seq=seq, ckpt=ckpt == "on",
+                packed = system == "qlorad-packed"
+                job = dict(shape=shape, model=str(model), data=str(packed_data if packed else data), packed=packed,
+                           batch=batch, seq=seq, ckpt=ckpt == "on",
                            steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
                            rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)
                 log(f"{shape} ({batch} x {seq}) ckpt {ckpt} {system}: starting")
@@ -330,7 +339,7 @@ def main():
                 started = time.time()
                 try:
                     if system.startswith("qlorad"):
-                        r = run_qlorad(job, args, args.work, log_path, fused=system == "qlorad")
+                        r = run_qlorad(job, args, args.work, log_path, fused=system != "qlorad-modules")
                     else:
                         r = run_torch_system(system, job, args.work, log_path, args.timeout)
                 except Exception:  # the harness's own fault with one system: the others still run

@@ -189,7 +189,7 @@ at::Tensor SlidingWindowMask(int64_t seq, int64_t window, at::Device device) {
 
 bool UsesFlashAttention(at::Device device, at::ScalarType dtype, int64_t head_dim) {
   // LibTorch's flash kernels: fp16/bf16, head sizes up to 256 in multiples of 8.
-  return FusedPathsEnabled(device) && device.is_cuda() &&
+  return FusedPathsEnabled() && device.is_cuda() &&
          (dtype == at::kBFloat16 || dtype == at::kHalf) && head_dim % 8 == 0 && head_dim <= 256;
 }
 

@@ -115,15 +115,14 @@ struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
 
 }  // namespace
 
-bool FusedPathsEnabled(at::Device device) {
+bool FusedPathsEnabled() {
   // Read on every call, not cached: a test may set it between runs in one process.
   const char* value = std::getenv("QLORAD_FUSED");
-  if (value == nullptr) return !device.is_cuda();
-  return std::string(value) != "0";
+  return value == nullptr || std::string(value) != "0";
 }
 
 bool FusedLayersAvailable(at::Device device, at::ScalarType dtype) {
-  if (!FusedPathsEnabled(device)) return false;
+  if (!FusedPathsEnabled()) return false;
 #ifdef QLORAD_HAVE_NF4_OPS
   const bool float_dtype = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
   if (!float_dtype) return false;

@@ -18,12 +18,10 @@
 
 namespace qlorad::trainer {
 
-// Whether the fast paths may run on `device`: QLORAD_FUSED=0 turns them off (every layer then runs
-// module by module, the reference path, for side-by-side comparisons), QLORAD_FUSED=1 on. Unset:
-// on for the CPU, off for CUDA until tests/gpu/test_train_cuda.py passes there (the first GPU run,
-// 2026-12-06, failed with "tensor does not have a device"). FusedProjection::Applies and attention
-// ask too.
-bool FusedPathsEnabled(at::Device device);
+// Whether the fast paths may run: QLORAD_FUSED=0 turns them off (every layer then runs
+// module by module, the reference path, for side-by-side comparisons); unset or anything else: on.
+// FusedProjection::Applies and attention ask too.
+bool FusedPathsEnabled();
 
 // Whether the fused kernels can run here: the operator library is linked in with kernels for
 // `device`, and `dtype` is one they take.

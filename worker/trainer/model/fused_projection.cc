@@ -18,7 +18,7 @@ FusedProjection::FusedProjection(std::vector<QLoraLinear> layers) : layers_(std:
 }
 
 bool FusedProjection::Applies(const at::Tensor& x) const {
-  if (!FusedPathsEnabled(x.device())) return false;
+  if (!FusedPathsEnabled()) return false;
   const bool lora = has_lora();
   for (const auto& layer : layers_) {
     if (layer->external_weights() || layer->has_lora() != lora) return false;
