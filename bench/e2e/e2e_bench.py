@@ -49,6 +49,7 @@ sys.path.insert(0, str(HERE.parent / "common"))
 from flops import flops_per_token, peak_tflops  # noqa: E402
 from qlorad_job import parse_events, write_spec  # noqa: E402
 from random_llama import LLAMA_1B, LLAMA_8B, PROJECTIONS, make_data, make_model  # noqa: E402
+from text_data import make_text_data  # noqa: E402
 
 TINY = dict(LLAMA_1B, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, head_dim=16, vocab_size=512)
@@ -215,6 +216,31 @@ def ratio(a, b, key):
     return f"{a[key] / b[key]:.2f}x"
 
 
+CURVE_WINDOW = 10  # steps per mean: one step's loss is mostly its batch's, a mean shows the trend
+
+
+def window_means(losses):
+    n = len(losses) // CURVE_WINDOW
+    return [statistics.fmean(losses[i * CURVE_WINDOW:(i + 1) * CURVE_WINDOW]) for i in range(n)]
+
+
+def print_curve_gaps(by_system):
+    """With enough steps (--data text), how far each system's loss curve lies from hf's: the largest
+    gap between means of CURVE_WINDOW steps, next to hf's own drop over the run. Two bf16
+    implementations differ by rounding that compounds over steps; the gap between the two
+    references (unsloth vs hf) is that noise, measured in the same run, to read qlorad's against."""
+    hf = by_system.get("hf")
+    if not hf or hf["status"] != "ok" or len(hf["losses"]) < 2 * CURVE_WINDOW:
+        return
+    ref = window_means(hf["losses"])
+    for system, r in by_system.items():
+        if system == "hf" or r["status"] != "ok" or len(r["losses"]) != len(hf["losses"]):
+            continue
+        gap = max(abs(a - b) for a, b in zip(window_means(r["losses"]), ref))
+        print(f"{'':34}{system} loss curve vs hf ({CURVE_WINDOW}-step means): max gap {gap:.4f} "
+              f"(hf's drop {ref[0] - ref[-1]:.4f})")
+
+
 def print_table(runs, meta):
     for r in runs:
         if r["status"] != "ok":
@@ -246,6 +272,7 @@ def print_table(runs, meta):
                      for ref in ("unsloth", "hf", "qlorad-modules", "qlorad-packed") if ref in by_system]
             if parts:
                 print(f"{'':34}qlorad " + "; ".join(parts))
+        print_curve_gaps(by_system)
 
 
 def parse_args():
@@ -258,6 +285,9 @@ def parse_args():
     ap.add_argument("--shapes", default="1b,8b", help=f"comma-separated, of {', '.join(SHAPES)}")
     ap.add_argument("--ckpt", default="off,on", help="activation checkpointing settings to run: off, on or both")
     ap.add_argument("--steps", type=int, default=10, help="timed steps")
+    ap.add_argument("--data", choices=["random", "text"], default="random",
+                    help="random ids (timing), or real text as bytes (text_data.py): with a few hundred steps, "
+                         "the loss curves are compared with hf's (bench/e2e/README.md)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (at least 1)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--no-quant", action="store_true", help="bf16 base weights (a harness check on the CPU)")
@@ -319,8 +349,11 @@ def main():
     for shape in args.shapes:
         config, batch, seq = SHAPES[shape]
         model = prepare_model(args.work, shape, args.device)
-        data = args.work / f"data-{shape}.jsonl"
-        make_data(data, config["vocab_size"], rows=batch * (args.warmup + args.steps), seq_len=seq)
+        data = args.work / f"data-{shape}-{args.data}.jsonl"
+        if args.data == "text":
+            make_text_data(data, rows=batch * (args.warmup + args.steps), seq_len=seq)
+        else:
+            make_data(data, config["vocab_size"], rows=batch * (args.warmup + args.steps), seq_len=seq)
         packed_data = args.work / f"data-{shape}-packed.jsonl"
         if "qlorad-packed" in args.systems:
             make_data(packed_data, config["vocab_size"], rows=batch * (args.warmup + args.steps), seq_len=seq,
