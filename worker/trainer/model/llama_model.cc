@@ -261,7 +261,7 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
                                          : SlidingWindowMask(seq, window, device());
     }
     if (layer_runner_) {
-      h = layer_runner_(*layers_[i], layer_functions_[i], h,
+      h = layer_runner_(static_cast<int64_t>(i), *layers_[i], layer_functions_[i], h,
                         {cos, sin, positions, mask->second, cu_seqlens});
     } else {
       h = layers_[i]->forward(h, cos, sin, positions, mask->second, cu_seqlens);

@@ -101,11 +101,11 @@ TORCH_MODULE(LlamaDecoderLayer);
 // `extras` are the rotary tables, the positions, the attention mask and the document offsets. The
 // model keeps one per layer for its whole life, so a runner may keep it in an autograd graph.
 using LayerFunction = std::function<at::Tensor(const at::Tensor& x, at::TensorList extras)>;
-// How the model runs decoder layer `layer` (whose forward is `function`) on `x`: by default it
-// just calls it; parallelize() installs activation recompute here.
-using LayerRunner =
-    std::function<at::Tensor(const LlamaDecoderLayerImpl& layer, const LayerFunction& function,
-                             const at::Tensor& x, at::TensorList extras)>;
+// How the model runs decoder layer `layer` (the index-th, whose forward is `function`) on `x`: by
+// default it just calls it; parallelize() installs activation recompute here.
+using LayerRunner = std::function<at::Tensor(int64_t index, const LlamaDecoderLayerImpl& layer,
+                                             const LayerFunction& function, const at::Tensor& x,
+                                             at::TensorList extras)>;
 
 class LlamaModelImpl : public torch::nn::Module {
  public:

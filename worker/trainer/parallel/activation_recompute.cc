@@ -89,16 +89,22 @@ std::vector<at::Tensor> Extras(at::TensorList given, const std::vector<int64_t>&
 }
 
 // Inputs: x, each defined extra, where the undefined ones go, the anchor (when x needs no
-// gradient), the function. Only x takes a gradient; backward returns none for the others.
+// gradient), the function, the offload. Only x takes a gradient; backward returns none for the
+// others.
 struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList extras,
                             const std::vector<int64_t>& undefined_at,
-                            const std::optional<at::Tensor>& /*anchor*/, const LayerFunction* fn) {
+                            const std::optional<at::Tensor>& /*anchor*/, const LayerFunction* fn,
+                            const RecomputeOffload* offload) {
     SaveBorrowed(ctx, "fn", fn);
     ctx->saved_data["undefined_at"] = undefined_at;
     std::vector<at::Generator> generators = DefaultGenerators(x.device());
     ctx->saved_data["rng"] = GetStates(generators);
-    variable_list kept = {x};
+    // Offloaded, x is kept off the device and an undefined tensor holds its place.
+    const bool offloaded = offload != nullptr && offload->offloader != nullptr;
+    SaveBorrowed(ctx, "offloader", offloaded ? offload->offloader : nullptr);
+    if (offloaded) SaveOwned(ctx, "x", offload->offloader->Put(offload->layer, x));
+    variable_list kept = {offloaded ? at::Tensor() : x};
     kept.insert(kept.end(), extras.begin(), extras.end());
     ctx->save_for_backward(kept);
     // Function::apply already runs forward without grad; this is the point of checkpointing, so
@@ -110,8 +116,11 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto* fn = LoadBorrowed<const LayerFunction>(ctx, "fn");
     const variable_list kept = ctx->get_saved_variables();
+    auto* offloader = LoadBorrowed<ActivationOffloader>(ctx, "offloader");
+    const at::Tensor input =
+        offloader != nullptr ? offloader->Take(LoadOwned<OffloadedInput>(ctx, "x")) : kept[0];
     // A leaf of its own, so the inner backward stops here and leaves its gradient in .grad.
-    at::Tensor x = kept[0].detach().requires_grad_(ctx->needs_input_grad(0));
+    at::Tensor x = input.detach().requires_grad_(ctx->needs_input_grad(0));
     const std::vector<at::Tensor> extras =
         Extras(at::TensorList(kept).slice(1), ctx->saved_data["undefined_at"].toIntVector());
     at::Tensor y;
@@ -124,7 +133,8 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
     // Reentrant: accumulates into every leaf the recomputed graph reaches (LoRA A and B), as the
     // non-checkpointed backward would have.
     if (y.requires_grad()) torch::autograd::backward({y}, {grads[0]});
-    variable_list out(kept.size() + 3);  // x, the defined extras, undefined_at, anchor, function
+    // x, the defined extras, undefined_at, anchor, function, offload
+    variable_list out(kept.size() + 4);
     if (x.requires_grad()) out[0] = x.grad();
     return out;
   }
@@ -139,8 +149,8 @@ bool HasTrainableParameter(const torch::nn::Module& module) {
 
 }  // namespace
 
-at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
-                               at::TensorList extras) {
+at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x, at::TensorList extras,
+                               const RecomputeOffload& offload) {
   for (const at::Tensor& extra : extras) {
     TORCH_CHECK(!extra.defined() || !extra.requires_grad(),
                 "RecomputeInBackward: an extra input requires grad; only x is differentiated");
@@ -162,14 +172,17 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
       undefined_at.push_back(static_cast<int64_t>(i));
     }
   }
-  return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn);
+  return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn, &offload);
 }
 
-void ApplyActivationRecompute(LlamaModel& model) {
-  model->SetLayerRunner([](const LlamaDecoderLayerImpl& layer, const LayerFunction& function,
-                           const at::Tensor& x, at::TensorList extras) {
+void ApplyActivationRecompute(LlamaModel& model, bool offload) {
+  // Shared by the runner's copies (std::function copies it), alive as long as the runner.
+  auto offloader = offload ? std::make_shared<ActivationOffloader>() : nullptr;
+  model->SetLayerRunner([offloader](int64_t index, const LlamaDecoderLayerImpl& layer,
+                                    const LayerFunction& function, const at::Tensor& x,
+                                    at::TensorList extras) {
     if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
-      return RecomputeInBackward(function, x, extras);
+      return RecomputeInBackward(function, x, extras, {offloader.get(), index});
     }
     return function(x, extras);
   });

@@ -23,8 +23,9 @@ int64_t MeasureLayerActivations(LlamaModel& model, int64_t rows, int64_t seq) {
   int64_t measured = 0;
   {
     bool first = true;
-    model->SetLayerRunner([&first](const LlamaDecoderLayerImpl&, const LayerFunction& function,
-                                   const at::Tensor& x, at::TensorList extras) {
+    model->SetLayerRunner([&first](int64_t, const LlamaDecoderLayerImpl&,
+                                   const LayerFunction& function, const at::Tensor& x,
+                                   at::TensorList extras) {
       if (!first) return x;
       first = false;
       return function(x, extras);
@@ -47,8 +48,7 @@ CheckpointingDecision DecideFromEstimate(const ActivationEstimate& e) {
 }
 
 CheckpointingDecision DecideCheckpointing(CheckpointingChoice choice, LlamaModel& model,
-                                          int64_t rows, int64_t seq,
-                                          parallel::Communicator& comm) {
+                                          int64_t rows, int64_t seq, parallel::Communicator& comm) {
   if (choice == CheckpointingChoice::kOn) return {true, "train.activation_checkpointing"};
   if (choice == CheckpointingChoice::kOff) return {false, "train.activation_checkpointing"};
   const at::Device device = model->device();

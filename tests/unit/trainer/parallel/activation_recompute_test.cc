@@ -171,9 +171,9 @@ struct Step {
   std::vector<at::Tensor> grads;
 };
 
-Step LossAndGrads(LlamaModel& model, const Batch& b, bool checkpoint) {
+Step LossAndGrads(LlamaModel& model, const Batch& b, bool checkpoint, bool offload = false) {
   if (checkpoint) {
-    ApplyActivationRecompute(model);
+    ApplyActivationRecompute(model, offload);
   } else {
     model->SetLayerRunner({});
   }
@@ -194,12 +194,17 @@ TEST_P(LlamaCheckpointingTest, LossAndEveryLoraGradientEqualTheUncheckpointedMod
   const Batch b = MakeBatch(packed);
   const Step direct = LossAndGrads(model, b, false);
   const Step checkpointed = LossAndGrads(model, b, true);
-  ExpectClose(checkpointed.loss, direct.loss, "loss");
+  // The inputs kept in "host" memory (on the CPU, copies): the same computation again.
+  const Step offloaded = LossAndGrads(model, b, true, /*offload=*/true);
   const auto names = model->NamedLinears();
   ASSERT_EQ(direct.grads.size(), 2 * names.size());
-  for (size_t i = 0; i < direct.grads.size(); ++i) {
-    ExpectClose(checkpointed.grads[i], direct.grads[i],
-                names[i / 2].first + (i % 2 == 0 ? ".lora_A" : ".lora_B"));
+  for (const auto& [run, what] :
+       {std::pair{&checkpointed, "checkpointed "}, std::pair{&offloaded, "offloaded "}}) {
+    ExpectClose(run->loss, direct.loss, std::string(what) + "loss");
+    for (size_t i = 0; i < direct.grads.size(); ++i) {
+      ExpectClose(run->grads[i], direct.grads[i],
+                  what + names[i / 2].first + (i % 2 == 0 ? ".lora_A" : ".lora_B"));
+    }
   }
   if (dropout > 0) {
     // Not vacuous: other masks give other gradients.

@@ -1,0 +1,105 @@
+#include "worker/trainer/parallel/activation_offload.h"
+
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+
+namespace qlorad::trainer {
+
+namespace {
+
+// Stream `to` waits for what `from` has queued so far.
+void WaitFor(const c10::Stream& to, const c10::Stream& from) {
+  c10::Event event(from.device_type());
+  event.record(from);
+  to.wait(event);
+}
+
+}  // namespace
+
+c10::Stream ActivationOffloader::SideStream(at::Device device) {
+  if (!side_) {
+    side_ = c10::impl::VirtualGuardImpl(device.type()).getStreamFromGlobalPool(device);
+  }
+  return *side_;
+}
+
+c10::intrusive_ptr<OffloadedInput> ActivationOffloader::Put(int64_t layer, const at::Tensor& x) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(layer >= 0, "ActivationOffloader::Put: layer ", layer);
+  TORCH_CHECK(!device_ || *device_ == x.device(), "ActivationOffloader: inputs on ", device_->str(),
+              " and ", x.device().str());
+  device_ = x.device();
+  if (layer == 0) {
+    ++pass_;
+    by_layer_.clear();
+  }
+  auto input = c10::make_intrusive<OffloadedInput>();
+  input->layer = layer;
+  input->pass = pass_;
+  if (x.is_cuda()) {
+    const c10::impl::VirtualGuardImpl impl(x.device().type());
+    const c10::Stream compute = impl.getStream(x.device());
+    const c10::Stream side = SideStream(x.device());
+    input->host = at::empty(x.sizes(), x.options().device(at::kCPU).pinned_memory(true));
+    WaitFor(side, compute);  // x is complete
+    {
+      const c10::StreamGuard on_side(side);
+      input->host.copy_(x, /*non_blocking=*/true);
+    }
+    // x's memory goes back to the allocator when the caller drops it, maybe before the copy
+    // has run: the allocator must wait for the side stream before reusing it.
+    impl.recordDataPtrOnStream(x.storage().data_ptr(), side);
+  } else {
+    input->host = x.clone();
+  }
+  if (by_layer_.size() <= static_cast<size_t>(layer)) by_layer_.resize(layer + 1);
+  by_layer_[layer] = input;
+  return input;
+}
+
+void ActivationOffloader::Fetch(OffloadedInput& input, at::Device device) {
+  if (input.fetched()) return;
+  TORCH_CHECK(input.host.defined(), "ActivationOffloader: the input of layer ", input.layer,
+              " was already taken");
+  if (device.is_cuda()) {
+    const c10::impl::VirtualGuardImpl impl(device.type());
+    const c10::Stream compute = impl.getStream(device);
+    const c10::Stream side = SideStream(device);
+    // Allocated in the compute stream's order (where it is used), written on the side stream
+    // once the compute stream is past the allocation, and not reused before that write ends.
+    input.back = at::empty(input.host.sizes(), input.host.options().device(device));
+    WaitFor(side, compute);
+    {
+      const c10::StreamGuard on_side(side);
+      input.back.copy_(input.host, /*non_blocking=*/true);
+    }
+    impl.recordDataPtrOnStream(input.back.storage().data_ptr(), side);
+    input.back_ready.emplace(device.type());
+    input.back_ready->record(side);
+  } else {
+    input.back = input.host.clone();
+  }
+}
+
+at::Tensor ActivationOffloader::Take(const c10::intrusive_ptr<OffloadedInput>& input) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  TORCH_CHECK(device_, "ActivationOffloader::Take before any Put");
+  const at::Device device = *device_;
+  Fetch(*input, device);
+  if (input->back_ready) {
+    c10::impl::VirtualGuardImpl(device.type()).getStream(device).wait(*input->back_ready);
+  }
+  // One layer ahead: the previous layer's backward comes next.
+  const int64_t previous = input->layer - 1;
+  if (previous >= 0 && static_cast<size_t>(previous) < by_layer_.size()) {
+    const auto& next = by_layer_[previous];
+    if (next && next->pass == input->pass) Fetch(*next, device);
+  }
+  at::Tensor back = std::move(input->back);
+  input->back = at::Tensor();
+  input->host = at::Tensor();  // its copy back is queued; the host allocator waits for it
+  input->back_ready.reset();
+  return back;
+}
+
+}  // namespace qlorad::trainer

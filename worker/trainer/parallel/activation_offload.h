@@ -1,0 +1,67 @@
+// Activation offload under recompute (train.activation_offload): the one tensor a recomputed
+// decoder layer keeps for backward, its input, goes to page-locked host memory during forward and
+// comes back before that layer's backward. GPU memory for checkpoints is then about two layers'
+// inputs instead of one per layer (at 8B shapes and 128K tokens, 1 GiB a layer).
+//
+// On CUDA both copies run on a side stream, so they overlap the layers' compute: forward's copy
+// out starts once the input is produced (the allocator is told the side stream still reads it,
+// so its memory is not reused before the copy ends), and backward's copy in of layer i - 1 starts
+// as layer i's backward begins, one layer ahead, so a layer's backward waits only for a copy that
+// had a whole layer's backward to finish. Unsloth's offloaded checkpointing copies on the
+// compute stream, without that overlap.
+//
+// On the CPU the "host" copy is an ordinary one: the same bookkeeping, testable without a GPU,
+// and useless for memory (so the trainer never turns it on there).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/core/ivalue.h>
+#include <c10/core/Event.h>
+#include <c10/core/Stream.h>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+namespace qlorad::trainer {
+
+// One layer's input while it is off the device. Held by the layer's autograd node (a capsule in
+// its context), so it lives exactly as long as the graph that needs it.
+struct OffloadedInput : torch::CustomClassHolder {
+  int64_t layer = 0;
+  uint64_t pass = 0;  // which forward put it (see ActivationOffloader::Put)
+  at::Tensor host;    // the copy off the device
+  at::Tensor back;    // the copy back on the device, once fetched; handed out by Take
+  std::optional<c10::Event> back_ready;  // recorded after the copy back (GPU only)
+  bool fetched() const { return back.defined(); }
+};
+
+class ActivationOffloader {
+ public:
+  ActivationOffloader() = default;
+  ActivationOffloader(const ActivationOffloader&) = delete;
+  ActivationOffloader& operator=(const ActivationOffloader&) = delete;
+
+  // Starts moving decoder layer `layer`'s input off its device; the caller keeps the handle and
+  // drops x. Layer 0 starts a new forward: what an earlier one put and never took (a forward
+  // without backward) is no longer prefetched.
+  c10::intrusive_ptr<OffloadedInput> Put(int64_t layer, const at::Tensor& x);
+
+  // The input back on its device, ready for the current stream, and the fetch of the previous
+  // layer's input (of the same forward) started. Each input is taken once.
+  at::Tensor Take(const c10::intrusive_ptr<OffloadedInput>& input);
+
+ private:
+  // Queues the copy back of `input` (once).
+  void Fetch(OffloadedInput& input, at::Device device);
+  c10::Stream SideStream(at::Device device);
+
+  std::mutex mutex_;  // Put runs on the forward thread, Take on autograd's device thread
+  uint64_t pass_ = 0;
+  std::vector<c10::intrusive_ptr<OffloadedInput>> by_layer_;  // this pass's, by layer
+  std::optional<c10::Stream> side_;
+  std::optional<at::Device> device_;  // of every input so far (one model, one device)
+};
+
+}  // namespace qlorad::trainer
