@@ -10,11 +10,11 @@ from random_llama import PROJECTIONS
 
 def write_spec(path, model, data, out, *, strategy, nproc, micro, accum, steps, seq_len, precision,
                lora_precision="auto", cpu_offload=False, activation_checkpointing=True, lr=1.0e-4,
-               quantization="nf4", shuffle=True, name=None):
+               quantization="nf4", shuffle=True, name=None, init_from=None):
     path.write_text(f"""name: {name or f"parallel-{strategy}-{nproc}"}
 model: {{path: {model}}}
 quantization: {{type: {quantization}, double_quant: true, block_size: 64}}
-lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}], compute_precision: {lora_precision}}}
+lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)}], compute_precision: {lora_precision}{f", init_from: {init_from}" if init_from else ""}}}
 data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, shuffle: {str(shuffle).lower()}, seed: 0}}
 train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: {lr:.1e}, scheduler: constant,
         warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision},

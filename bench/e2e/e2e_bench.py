@@ -159,7 +159,8 @@ def run_qlorad(job, args, work, log_path, fused=True):
     write_spec(spec, job["model"], job["data"], work / f"out-{name}", strategy="single", nproc=1,
                micro=job["batch"], accum=1, steps=total, seq_len=job["seq"], precision="bf16",
                activation_checkpointing=job["ckpt"], lr=LR, quantization="nf4" if job["quant"] else "none",
-               shuffle=False, name=name)  # the rows in file order, as torch_step.py reads them
+               shuffle=False, name=name,  # the rows in file order, as torch_step.py reads them
+               init_from=job.get("init_from"))
     cmd = [str(args.bin / "qlorad-train"), "run", str(spec), "--json", "--device", args.device]
     # fused: the trainer's own choice (QLORAD_FUSED as the caller set it); else forced off.
     env = None if fused else dict(os.environ, QLORAD_FUSED="0")
@@ -299,6 +300,8 @@ def parse_args():
                          "GPU) and write them as one to --out")
     args = ap.parse_args()
     args.systems = args.systems.split(",")
+    if "hf" in args.systems:  # first: with --data text the others start from its adapter
+        args.systems = ["hf"] + [s for s in args.systems if s != "hf"]
     args.shapes = args.shapes.split(",")
     args.ckpt = args.ckpt.split(",")
     for values, allowed, what in ((args.systems, SYSTEMS, "system"), (args.shapes, SHAPES, "shape"),
@@ -367,6 +370,13 @@ def main():
                            batch=batch, seq=seq, ckpt=ckpt == "on",
                            steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
                            rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)
+                # Real text compares loss curves: every system it can starts from hf's adapter
+                # (hf runs first), so the curves differ by numerics, not by LoRA A's random draw.
+                init = args.work / f"init-adapter-{shape}"
+                if args.data == "text" and system == "hf":
+                    job["save_init"] = str(init)
+                if args.data == "text" and system.startswith("qlorad") and (init / "adapter_config.json").exists():
+                    job["init_from"] = str(init)
                 log(f"{shape} ({batch} x {seq}) ckpt {ckpt} {system}: starting")
                 log_path = args.out / "logs" / f"{shape}-ckpt-{ckpt}-{system}.log"
                 started = time.time()

@@ -32,7 +32,10 @@ def load_hf(job):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=job["rank"], lora_alpha=job["alpha"], lora_dropout=0.0, target_modules=job["target_modules"],
                       bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(0)  # LoRA A's draw
     model = get_peft_model(model, lora)
+    if job.get("save_init"):  # the starting adapter, for qlorad to start from too (lora.init_from)
+        model.save_pretrained(job["save_init"])
     model.train()
     return model
 
