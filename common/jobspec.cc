@@ -207,6 +207,7 @@ Status ParseTrain(Section s, TrainSpec* t) {
   QLORAD_RETURN_IF_ERROR(s.Get("seed", &t->seed));
   QLORAD_RETURN_IF_ERROR(GetChoice(s, "precision", &t->precision));
   QLORAD_RETURN_IF_ERROR(GetChoice(s, "activation_checkpointing", &t->activation_checkpointing));
+  QLORAD_RETURN_IF_ERROR(GetChoice(s, "activation_offload", &t->activation_offload));
   // loss_chunk_size: auto | N
   std::string chunk = "auto";
   if (s.Has("loss_chunk_size")) {
@@ -242,6 +243,12 @@ Status ParseTrain(Section s, TrainSpec* t) {
   }
   t->betas = {betas[0], betas[1]};
   QLORAD_RETURN_IF_ERROR(Require(t->eps > 0, s.Field("eps"), "must be > 0, got " + Show(t->eps)));
+  QLORAD_RETURN_IF_ERROR(Require(
+      !(t->activation_offload == CheckpointingChoice::kOn &&
+        t->activation_checkpointing == CheckpointingChoice::kOff),
+      s.Field("activation_offload"),
+      "true offloads the inputs checkpointing keeps, so it needs activation_checkpointing true or "
+      "auto, got false"));
   if (t->max_grad_norm) {
     QLORAD_RETURN_IF_ERROR(Require(*t->max_grad_norm > 0, s.Field("max_grad_norm"),
                                    "must be > 0 or null, got " + Show(*t->max_grad_norm)));

@@ -74,6 +74,10 @@ struct TrainSpec {
   // Face's gradient_checkpointing), activation memory for one more forward per layer per step;
   // auto: off when the step fits in the device's memory without it, on otherwise.
   CheckpointingChoice activation_checkpointing = CheckpointingChoice::kAuto;
+  // true: under checkpointing, the layers' kept inputs wait in page-locked host memory (copied on
+  // a side stream) instead of on the GPU; auto: on when checkpointing is on and the inputs would
+  // not fit on the device. Needs checkpointing (true or auto, which true then turns on).
+  CheckpointingChoice activation_offload = CheckpointingChoice::kAuto;
   int64_t loss_chunk_size = 0;  // 0 = auto
 };
 

@@ -57,8 +57,9 @@ SHAPES = {"tiny": (TINY, 2, 64), "1b": (LLAMA_1B, 4, 2048), "8b": (LLAMA_8B, 1, 
 # qlorad-modules: qlorad-train with its fast paths off (QLORAD_FUSED=0), every layer module by
 # module: what the fused kernels and the flash path earn, side by side. qlorad-packed: qlorad-train
 # on rows that each pack PACKED_DOCS documents (attention kept within each), against the unpacked
-# rows of the same length. Neither runs by default.
-SYSTEMS = ("hf", "unsloth", "qlorad", "qlorad-modules", "qlorad-packed")
+# rows of the same length. qlorad-offload: checkpointing with the kept inputs in host memory
+# (train.activation_offload: true; with --ckpt on only). None of these runs by default.
+SYSTEMS = ("hf", "unsloth", "qlorad", "qlorad-modules", "qlorad-packed", "qlorad-offload")
 PACKED_DOCS = 4
 DEFAULT_SYSTEMS = ("hf", "unsloth", "qlorad")
 RANK, ALPHA, LR = 16, 16, 2e-4
@@ -153,14 +154,15 @@ def run_torch_system(system, job, work, log_path, timeout_s):
 
 
 def run_qlorad(job, args, work, log_path, fused=True):
-    name = f"e2e-{job['shape']}-ckpt-{'on' if job['ckpt'] else 'off'}{'-packed' if job['packed'] else ''}"
+    # One name (spec, output folder) per system: no run finds another's output.
+    name = f"e2e-{job['shape']}-ckpt-{'on' if job['ckpt'] else 'off'}-{job['system']}"
     spec = work / f"{name}.yaml"
     total = job["warmup"] + job["steps"]
     write_spec(spec, job["model"], job["data"], work / f"out-{name}", strategy="single", nproc=1,
                micro=job["batch"], accum=1, steps=total, seq_len=job["seq"], precision="bf16",
                activation_checkpointing=job["ckpt"], lr=LR, quantization="nf4" if job["quant"] else "none",
                shuffle=False, name=name,  # the rows in file order, as torch_step.py reads them
-               init_from=job.get("init_from"))
+               init_from=job.get("init_from"), activation_offload="true" if job.get("offload") else "auto")
     cmd = [str(args.bin / "qlorad-train"), "run", str(spec), "--json", "--device", args.device]
     # fused: the trainer's own choice (QLORAD_FUSED as the caller set it); else forced off.
     env = None if fused else dict(os.environ, QLORAD_FUSED="0")
@@ -270,7 +272,8 @@ def print_table(runs, meta):
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"
-                     for ref in ("unsloth", "hf", "qlorad-modules", "qlorad-packed") if ref in by_system]
+                     for ref in ("unsloth", "hf", "qlorad-modules", "qlorad-packed", "qlorad-offload")
+                     if ref in by_system]
             if parts:
                 print(f"{'':34}qlorad " + "; ".join(parts))
         print_curve_gaps(by_system)
@@ -365,8 +368,12 @@ def main():
         meta["flops_per_token"][shape] = flops
         for ckpt in args.ckpt:
             for system in args.systems:
+                if system == "qlorad-offload" and ckpt == "off":
+                    continue  # offload keeps what checkpointing keeps
                 packed = system == "qlorad-packed"
+                offload = system == "qlorad-offload"
                 job = dict(shape=shape, model=str(model), data=str(packed_data if packed else data), packed=packed,
+                           offload=offload, system=system,
                            batch=batch, seq=seq, ckpt=ckpt == "on",
                            steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
                            rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)

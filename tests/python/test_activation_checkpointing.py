@@ -30,7 +30,7 @@ GRAD_ACCUM = 2
 
 
 def run(root: Path, name: str, world: int, checkpointing: bool, strategy: str = "fsdp",
-        reshard: bool = True):
+        reshard: bool = True, offload: str = "auto"):
     job = root / f"{name}.yaml"
     job.write_text(f"""
 name: {name}
@@ -41,7 +41,7 @@ lora: {{r: 4, alpha: 8, dropout: 0.1, target_modules: [q_proj, k_proj, v_proj, o
 data: {{path: {root / 'data.jsonl'}, max_seq_len: 24, packing: true, shuffle: true, seed: 3}}
 train: {{max_steps: {STEPS}, micro_batch_size: 1, grad_accum: {GRAD_ACCUM}, lr: 1.0e-2, warmup_steps: 2,
         precision: fp32, seed: 9, max_grad_norm: 0.5,
-        activation_checkpointing: {'true' if checkpointing else 'false'}}}
+        activation_checkpointing: {'true' if checkpointing else 'false'}, activation_offload: {offload}}}
 resources: {{device: cpu}}
 parallel: {{strategy: {strategy if world > 1 else 'single'}, reshard_after_forward: {'true' if reshard else 'false'}}}
 checkpoint: {{every_steps: 0, output_dir: {root / name}}}
@@ -95,3 +95,18 @@ def test_one_rank_reports_checkpointing_and_trains_the_same(workdir):
     for key in ("loss", "grad_norm"):
         np.testing.assert_allclose([m[key] for m in on], [m[key] for m in off], rtol=1e-5,
                                    err_msg=key)
+
+
+def test_offload_trains_as_checkpointing_does_and_says_so(workdir):
+    """train.activation_offload: true through the real trainer on two Gloo ranks (on the CPU its
+    "host" copies are plain copies): the same steps as checkpointing without it, and the log says
+    which; auto on a CPU stays off."""
+    on, on_logs, on_adapter = run(workdir, "offload-auto", 2, True)
+    offloaded, logs, adapter = run(workdir, "offload-true", 2, True, offload="true")
+    assert "activation offload: off (auto: on a CPU)" in on_logs
+    assert "activation offload: on (train.activation_offload); the kept inputs wait in host memory" in logs
+    for key in ("loss", "grad_norm"):
+        np.testing.assert_allclose([m[key] for m in offloaded], [m[key] for m in on], rtol=1e-5,
+                                   err_msg=key)
+    for key, value in on_adapter.items():
+        np.testing.assert_allclose(adapter[key], value, rtol=1e-5, atol=1e-6, err_msg=key)

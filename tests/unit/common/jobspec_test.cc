@@ -98,14 +98,28 @@ TEST(JobSpec, ChoicesParseToTheirTypesAndBadNamesListTheChoices) {
             "train.activation_checkpointing: must be one of auto, false, true, got 'maybe'");
 }
 
+// Offload is auto by default, and true needs checkpointing that is not false.
+TEST(JobSpec, ActivationOffloadIsAutoAndNeedsCheckpointing) {
+  EXPECT_EQ(ParseJobSpec(kMinimal)->train.activation_offload, CheckpointingChoice::kAuto);
+  auto spec = ParseJobSpec(std::string(kMinimal) + "train: {activation_offload: true}\n");
+  ASSERT_TRUE(spec.ok()) << spec.status().ToString();
+  EXPECT_EQ(spec->train.activation_offload, CheckpointingChoice::kOn);
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) +
+                    "train: {activation_offload: true, activation_checkpointing: false}"),
+            "train.activation_offload: true offloads the inputs checkpointing keeps, so it needs "
+            "activation_checkpointing true or auto, got false");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {activation_offload: yes}"),
+            "train.activation_offload: must be one of auto, false, true, got 'yes'");
+}
+
 // auto by default: the trainer picks off when the step fits without it.
 TEST(JobSpec, ActivationCheckpointingIsAutoUnlessSaid) {
   EXPECT_EQ(ParseJobSpec(kMinimal)->train.activation_checkpointing, CheckpointingChoice::kAuto);
-  for (const auto& [text, want] : {std::pair{"true", CheckpointingChoice::kOn},
-                                   std::pair{"false", CheckpointingChoice::kOff},
-                                   std::pair{"auto", CheckpointingChoice::kAuto}}) {
-    auto spec = ParseJobSpec(std::string(kMinimal) + "train: {activation_checkpointing: " + text +
-                             "}\n");
+  for (const auto& [text, want] :
+       {std::pair{"true", CheckpointingChoice::kOn}, std::pair{"false", CheckpointingChoice::kOff},
+        std::pair{"auto", CheckpointingChoice::kAuto}}) {
+    auto spec =
+        ParseJobSpec(std::string(kMinimal) + "train: {activation_checkpointing: " + text + "}\n");
     ASSERT_TRUE(spec.ok()) << spec.status().ToString();
     EXPECT_EQ(spec->train.activation_checkpointing, want) << text;
   }

@@ -30,10 +30,18 @@ struct ActivationEstimate {
 // scarce kind). Every rank of `comm` gets rank 0's decision: recompute changes the order of
 // collectives under fsdp, so ranks must agree.
 CheckpointingDecision DecideCheckpointing(CheckpointingChoice choice, LlamaModel& model,
-                                          int64_t rows, int64_t seq,
-                                          parallel::Communicator& comm);
+                                          int64_t rows, int64_t seq, parallel::Communicator& comm);
 
 // The rule, apart from the measurement: on when the estimate does not fit in 90% of the device.
 CheckpointingDecision DecideFromEstimate(const ActivationEstimate& estimate);
+
+// train.activation_offload once checkpointing is decided (parallel/activation_offload.h). auto:
+// on when checkpointing is on, on a GPU, and a step with every layer's kept input on the device
+// (allocated now + layers x one input + twice one layer's activations for the recompute) does not
+// fit in 90% of it. Rank 0's decision, as above.
+CheckpointingDecision DecideOffload(CheckpointingChoice choice, bool checkpointing_on,
+                                    LlamaModel& model, int64_t rows, int64_t seq,
+                                    parallel::Communicator& comm);
+CheckpointingDecision DecideOffloadFromEstimate(const ActivationEstimate& estimate);
 
 }  // namespace qlorad::trainer

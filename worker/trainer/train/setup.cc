@@ -109,8 +109,7 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
            .lora = spec.lora,
            .seed = spec.train.seed,
            .lora_dtype = lora_dtype,
-           .activation_recompute =
-               spec.train.activation_checkpointing == CheckpointingChoice::kOn,
+           .activation_recompute = spec.train.activation_checkpointing == CheckpointingChoice::kOn,
            .parallel = spec.parallel},
           s.comm, shard_on_load ? shard_on_load->TakeShards() : parallel::FrozenShards{}));
   s.parallel = std::move(parallelized.data_parallel);
@@ -122,17 +121,30 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                          std::to_string(summary.trainable_parameters) + " trainable parameters");
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   // auto measures the model as parallelized, so it comes after; an explicit on was applied there.
-  const CheckpointingDecision checkpointing =
-      DecideCheckpointing(spec.train.activation_checkpointing, s.model,
-                          spec.train.micro_batch_size, spec.data.max_seq_len, *s.comm);
-  if (checkpointing.on && spec.train.activation_checkpointing == CheckpointingChoice::kAuto) {
-    ApplyActivationRecompute(s.model);
+  CheckpointingDecision checkpointing =
+      DecideCheckpointing(spec.train.activation_checkpointing, s.model, spec.train.micro_batch_size,
+                          spec.data.max_seq_len, *s.comm);
+  if (!checkpointing.on && spec.train.activation_offload == CheckpointingChoice::kOn) {
+    checkpointing = {true, "train.activation_offload: true offloads what it keeps"};
+  }
+  const CheckpointingDecision offload =
+      DecideOffload(spec.train.activation_offload, checkpointing.on, s.model,
+                    spec.train.micro_batch_size, spec.data.max_seq_len, *s.comm);
+  // An explicit true was applied by Parallelize, without offload.
+  if (checkpointing.on &&
+      (spec.train.activation_checkpointing != CheckpointingChoice::kOn || offload.on)) {
+    ApplyActivationRecompute(s.model, offload.on);
   }
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +
                                "); each decoder layer keeps its input only and runs again in "
                                "backward"
                          : "activation checkpointing: off (" + checkpointing.why + ")");
+  if (checkpointing.on) {
+    events.Log("info", offload.on ? "activation offload: on (" + offload.why +
+                                        "); the kept inputs wait in host memory"
+                                  : "activation offload: off (" + offload.why + ")");
+  }
   if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
     events.Log("info", std::string("parallel: ") + parallel::StrategyName(strategy) + " over " +
                            std::to_string(s.comm->world_size()) + " ranks (" + s.comm->backend() +
