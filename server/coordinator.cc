@@ -146,7 +146,7 @@ Status Coordinator::RecoverJobsLeftRunning() {
 }
 
 StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
-  auto record = NewJobFromSpec(spec_yaml, NowUnixMs());
+  auto record = NewJobFromSpec(spec_yaml, NowUnixMs(), options_.max_spec_bytes);
   if (!record.ok()) {
     spdlog::info("rejected a job: {}", record.status().message());
     return record.status();

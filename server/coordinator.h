@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
+#include "server/job_validation.h"
 #include "server/metrics_hub.h"
 #include "server/scheduler.h"
 #include "server/store.h"
@@ -38,6 +39,8 @@ struct CoordinatorOptions {
   // How often timeouts are checked and the queue is rescheduled as a safety net.
   std::chrono::milliseconds tick{200};
   size_t subscriber_queue_capacity = 1024;
+  // Longer specs are refused at submit (job_validation.h says why).
+  size_t max_spec_bytes = kDefaultMaxSpecBytes;
   PortPicker pick_port = PickLocalFreePort;
   // What heartbeat deadlines are measured on. Tests pass a clock they move by hand, so whether a
   // worker counts as silent follows their steps, not how fast a loaded machine runs them.

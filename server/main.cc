@@ -28,6 +28,10 @@ int main(int argc, char** argv) {
                  "on shutdown, how long in-flight calls get before they are cancelled")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-spec-bytes", options.coordinator.max_spec_bytes,
+                 "refuse job specs longer than this at submit")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, qlorad::server::kMaxSpecBytesLimit));
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
