@@ -24,6 +24,7 @@
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
+#include "server/job_pages.h"
 #include "server/job_validation.h"
 #include "server/metrics_hub.h"
 #include "server/scheduler.h"
@@ -64,7 +65,9 @@ class Coordinator {
   // JobService.
   StatusOr<v1::Job> SubmitJob(const std::string& spec_yaml);
   StatusOr<v1::Job> GetJob(const std::string& job_id);
-  StatusOr<std::vector<v1::Job>> ListJobs(const std::vector<v1::JobState>& states, int limit);
+  // A page of jobs newest first, without specs (job_pages.h has the sizes and the token).
+  StatusOr<JobPage> ListJobs(const std::vector<v1::JobState>& states, int page_size,
+                             const std::string& page_token);
   StatusOr<v1::Job> CancelJob(const std::string& job_id);
 
   // WorkerService.

@@ -62,13 +62,15 @@ StatusOr<std::string> HttpServer::MetricsText() {
   snapshot.workers_busy = coordinator_.busy_workers();
   Store& store = coordinator_.store();
   QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, store.CountJobsByState());
-  QLORAD_ASSIGN_OR_RETURN(snapshot.jobs, coordinator_.ListJobs({}, kJobsShown));
+  QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, kJobsShown, ""));
+  snapshot.jobs = std::move(newest.jobs);
   QLORAD_ASSIGN_OR_RETURN(snapshot.latest_metrics, store.LatestMetricsPerJob());
   return RenderPrometheus(snapshot);
 }
 
 StatusOr<std::string> HttpServer::JobsJsonText() {
-  QLORAD_ASSIGN_OR_RETURN(auto jobs, coordinator_.ListJobs({}, kJobsShown));
+  QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, kJobsShown, ""));
+  const std::vector<v1::Job>& jobs = newest.jobs;
   std::map<std::string, LossCurve> curves;
   for (const auto& job : jobs) {
     QLORAD_ASSIGN_OR_RETURN(LossCurve curve, coordinator_.store().ReadLossCurve(job.id()));

@@ -67,3 +67,20 @@ def test_spec_over_the_cap_is_refused_naming_its_size_and_the_cap(start, tmp_pat
                               "--db", str(tmp_path / "never.db"), "--max-spec-bytes", str(4 * MIB)],
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "--max-spec-bytes" in refused.stderr, refused.stderr
+
+
+def test_listing_leaves_specs_out_so_large_specs_do_not_break_it(start, tmp_path):
+    # Five specs just under the cap add up to more than one gRPC message may carry (4 MiB):
+    # listings that carried specs failed with RESOURCE_EXHAUSTED for everyone.
+    cluster = start()
+    spec = padded_spec(tmp_path / "large.yaml", MIB - 100)
+    ids = {submit(cluster, spec) for _ in range(5)}
+    listed = cluster.ctl("--json", "jobs")
+    assert listed.returncode == 0, listed.stderr
+    jobs = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert {j["id"] for j in jobs} == ids
+    assert {j["spec_yaml"] for j in jobs} == {""}
+    table = cluster.ctl("jobs")
+    assert table.returncode == 0 and len(table.stdout.splitlines()) == 1 + 5, table.stderr
+    # GetJob still has the spec, whole.
+    assert cluster.job(next(iter(ids)))["spec_yaml"] == spec.read_text()
