@@ -46,6 +46,9 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJob
 grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
                                            const v1::StreamMetricsRequest* request,
                                            grpc::ServerWriter<v1::StepMetrics>* writer) {
+  std::string refusal;
+  const auto slot = streams_.TryAcquire(ClientOfPeer(context->peer()), &refusal);
+  if (!slot) return {grpc::StatusCode::RESOURCE_EXHAUSTED, refusal};
   const std::string job_id = request->job_id();
   const int64_t from_step = request->from_step();
   Store& store = coordinator_.store();
@@ -59,6 +62,9 @@ grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         const v1::StreamLogsRequest* request,
                                         grpc::ServerWriter<v1::LogLine>* writer) {
+  std::string refusal;
+  const auto slot = streams_.TryAcquire(ClientOfPeer(context->peer()), &refusal);
+  if (!slot) return {grpc::StatusCode::RESOURCE_EXHAUSTED, refusal};
   const std::string job_id = request->job_id();
   Store& store = coordinator_.store();
   // Log cursors are seqs: starting after from_seq - 1 sends from_seq itself.

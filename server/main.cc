@@ -32,6 +32,14 @@ int main(int argc, char** argv) {
                  "refuse job specs longer than this at submit")
       ->capture_default_str()
       ->check(CLI::Range(size_t{1}, qlorad::server::kMaxSpecBytesLimit));
+  app.add_option("--max-streams", options.streams.max_total,
+                 "metric and log streams served at once; more are refused (RESOURCE_EXHAUSTED)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-streams-per-client", options.streams.max_per_client,
+                 "metric and log streams one client (host) may hold open at once")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

@@ -27,7 +27,7 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
   std::unique_ptr<QloradServer> server(new QloradServer());
   server->options_ = options;
   QLORAD_ASSIGN_OR_RETURN(server->coordinator_, Coordinator::Create(options.coordinator));
-  server->job_service_ = std::make_unique<JobServiceImpl>(*server->coordinator_);
+  server->job_service_ = std::make_unique<JobServiceImpl>(*server->coordinator_, options.streams);
   server->worker_service_ = std::make_unique<WorkerServiceImpl>(*server->coordinator_);
 
   int grpc_port = 0;

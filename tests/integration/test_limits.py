@@ -84,3 +84,91 @@ def test_listing_leaves_specs_out_so_large_specs_do_not_break_it(start, tmp_path
     assert table.returncode == 0 and len(table.stdout.splitlines()) == 1 + 5, table.stderr
     # GetJob still has the spec, whole.
     assert cluster.job(next(iter(ids)))["spec_yaml"] == spec.read_text()
+
+
+class Follower:
+    """`qloractl logs JOB --follow`: one StreamLogs call held open. A queued job has a stored
+    "submitted" line, so the first line printed proves the coordinator took the stream."""
+
+    def __init__(self, cluster: Cluster, job_id: str):
+        self.proc = subprocess.Popen([str(binary("qloractl")), "--server", cluster.addr, "logs", job_id,
+                                      "--follow"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.first_line = ""
+        self.reader = threading.Thread(target=self._read_first_line, daemon=True)
+        self.reader.start()
+
+    def _read_first_line(self):
+        self.first_line = self.proc.stdout.readline()
+
+    def started(self, timeout=60.0) -> bool:
+        """True once a line came, False if qloractl exited without one (it was refused)."""
+        self.reader.join(timeout)
+        assert not self.reader.is_alive(), "qloractl logs printed nothing and did not exit"
+        return bool(self.first_line)
+
+    def refusal(self) -> tuple[int, str]:
+        return self.proc.wait(timeout=60), self.proc.stderr.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def two_streams_open(start, tmp_path):
+    """two_streams_open(*flags): a coordinator with `flags`, a queued job and two followers of
+    it; returns (cluster, job id, the list of followers, which the test may change). The
+    followers are stopped at teardown."""
+    followers = []
+
+    def start_two(*flags):
+        cluster = start(*flags)
+        job_id = submit(cluster, padded_spec(tmp_path / "job.yaml", 1000))
+        followers.extend(Follower(cluster, job_id) for _ in range(2))
+        for f in followers:
+            assert f.started(), f.refusal()
+        return cluster, job_id, followers
+
+    yield start_two
+    for f in followers:
+        f.stop()
+
+
+def refusal_of_a_third(cluster, job_id) -> str:
+    third = Follower(cluster, job_id)
+    assert not third.started()
+    code, err = third.refusal()
+    assert code == 1, err
+    return err
+
+
+def test_streams_past_the_per_client_cap_are_refused_until_one_closes(two_streams_open):
+    cluster, job_id, followers = two_streams_open("--max-streams-per-client", "2", "--max-streams", "100")
+    err = refusal_of_a_third(cluster, job_id)
+    assert err.startswith("error: RESOURCE_EXHAUSTED: too many streams from ipv4:127.0.0.1: 2 are "
+                          "open, the most one client may have (qlorad --max-streams-per-client)"), err
+    # Metric streams count against the same cap.
+    watch = cluster.ctl("watch", job_id, timeout=60)
+    assert watch.returncode == 1 and "RESOURCE_EXHAUSTED" in watch.stderr, watch.stderr
+    # Unary calls are not streams: the client can still list and read jobs.
+    assert cluster.job(job_id)["state"] == "QUEUED"
+
+    # A stream that ends gives its place back (noticed by the coordinator within its poll).
+    followers.pop().stop()
+    for _ in range(100):  # bounded: each refused try is one short qloractl run
+        again = Follower(cluster, job_id)
+        if again.started():
+            followers.append(again)
+            break
+        assert "RESOURCE_EXHAUSTED" in again.refusal()[1]
+    else:
+        pytest.fail("the closed stream's place never came back")
+
+
+def test_streams_past_the_total_cap_are_refused(two_streams_open):
+    cluster, job_id, _ = two_streams_open("--max-streams", "2", "--max-streams-per-client", "100")
+    err = refusal_of_a_third(cluster, job_id)
+    assert err.startswith("error: RESOURCE_EXHAUSTED: the coordinator has 2 streams open, the "
+                          "most it serves at once (qlorad --max-streams)"), err
