@@ -21,8 +21,14 @@ void Reply(const StatusOr<std::string>& body, const char* content_type, httplib:
 
 }  // namespace
 
-HttpServer::HttpServer(Coordinator& coordinator)
+HttpServer::HttpServer(Coordinator& coordinator, const HttpOptions& options)
     : coordinator_(coordinator), server_(std::make_unique<httplib::Server>()) {
+  const auto threads = static_cast<size_t>(options.threads);
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server_->set_keep_alive_timeout(options.timeout_s);
+  server_->set_read_timeout(options.timeout_s, 0);
+  server_->set_write_timeout(options.timeout_s, 0);
+  server_->set_payload_max_length(options.max_request_bytes);
   server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(DashboardHtml(), "text/html; charset=utf-8");
   });

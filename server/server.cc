@@ -43,7 +43,8 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
 
   if (options.http != "off") {
     QLORAD_ASSIGN_OR_RETURN(auto http, SplitHostPort(options.http, "--http"));
-    server->http_server_ = std::make_unique<HttpServer>(*server->coordinator_);
+    server->http_server_ =
+        std::make_unique<HttpServer>(*server->coordinator_, options.http_options);
     QLORAD_ASSIGN_OR_RETURN(int http_port, server->http_server_->Start(http.first, http.second));
     server->http_address_ = http.first + ":" + std::to_string(http_port);
   }

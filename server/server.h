@@ -23,6 +23,7 @@ struct ServerOptions {
   std::chrono::milliseconds grace_period{5000};
   CoordinatorOptions coordinator;
   StreamLimits streams;
+  HttpOptions http_options;
 };
 
 // "127.0.0.1:8080" -> host and port; INVALID_ARGUMENT naming `flag` otherwise.

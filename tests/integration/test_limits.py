@@ -172,3 +172,47 @@ def test_streams_past_the_total_cap_are_refused(two_streams_open):
     err = refusal_of_a_third(cluster, job_id)
     assert err.startswith("error: RESOURCE_EXHAUSTED: the coordinator has 2 streams open, the "
                           "most it serves at once (qlorad --max-streams)"), err
+
+
+def idle_connections(http_addr: str, n: int) -> list[socket.socket]:
+    host, port = http_addr.rsplit(":", 1)
+    return [socket.create_connection((host, int(port)), timeout=60) for _ in range(n)]
+
+
+def get(http_addr: str, path: str) -> str:
+    # The timeout only bounds a hang; the test asserts what happened, not how fast.
+    with urllib.request.urlopen(f"http://{http_addr}{path}", timeout=60) as res:
+        assert res.status == 200
+        return res.read().decode()
+
+
+def still_open(sock: socket.socket) -> bool:
+    """Not closed by the server: nothing to read right now, in particular no end of file."""
+    readable, _, _ = select.select([sock], [], [], 0)
+    return not readable or sock.recv(1) != b""
+
+
+def test_idle_http_connections_do_not_stall_metrics(start):
+    # A long idle timeout: /metrics can only be served here while the 8 idle connections are
+    # still held open, never because the server dropped them (the pool used to be 8 threads).
+    cluster = start("--http-timeout-s", "300")
+    idle = idle_connections(cluster.http_addr, 8)
+    try:
+        assert "qlorad_jobs" in get(cluster.http_addr, "/metrics")
+        assert "/api/jobs" in get(cluster.http_addr, "/")
+        assert all(still_open(s) for s in idle), "served only after idle connections were dropped"
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_idle_http_connections_are_closed_after_the_timeout(start):
+    cluster = start("--http-timeout-s", "1", "--http-threads", "2")
+    idle = idle_connections(cluster.http_addr, 2)  # every thread of the pool
+    try:
+        for s in idle:
+            assert s.recv(1) == b"", "the server closes an idle connection"  # blocks until then
+        assert "qlorad_jobs" in get(cluster.http_addr, "/metrics")
+    finally:
+        for s in idle:
+            s.close()
