@@ -216,3 +216,20 @@ def test_idle_http_connections_are_closed_after_the_timeout(start):
     finally:
         for s in idle:
             s.close()
+
+
+def test_trainer_refuses_a_billion_layers_before_allocating(tiny_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    config = json.loads((model / "config.json").read_text())
+    config["num_hidden_layers"] = 1000000000
+    (model / "config.json").write_text(json.dumps(config))
+    spec = write_spec(tmp_path / "huge.yaml", model, REPO / "examples" / "data" / "demo.jsonl",
+                      tmp_path / "out")
+    # Under a 1 GiB data limit: the 8 GB this config once cost is not even attempted (then it
+    # ended in "std::bad_alloc" here, instead of naming the field).
+    res = subprocess.run(["prlimit", f"--data={1 << 30}", str(binary("qlorad-train")), "run", str(spec)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert (f"{model}/config.json: num_hidden_layers: 1000000000 is more than the trainer takes "
+            "(at most 1024)") in res.stderr
