@@ -1,4 +1,7 @@
-"""The coordinator's limits against real processes on loopback (issue 19)."""
+"""The coordinator's limits against real processes on loopback (issue 19): a spec size cap at
+submit, listings that page and leave specs out, a cap on open metric and log streams, an HTTP
+side that idle connections do not stall, and trainer input that once crashed it (a data line
+nested 100,000 deep, a config declaring a billion layers) refused naming the file."""
 import json
 import select
 import shutil
@@ -216,6 +219,24 @@ def test_idle_http_connections_are_closed_after_the_timeout(start):
     finally:
         for s in idle:
             s.close()
+
+
+def deep_line(depth: int) -> str:
+    return '{"text": ' + "[" * depth + "]" * depth + "}"
+
+
+def test_deeply_nested_data_line_fails_the_job_naming_file_and_line(cluster, tiny_model, tmp_path):
+    # It used to overflow the trainer's stack: "killed by signal 11" after every restart.
+    data = tmp_path / "deep.jsonl"
+    data.write_text('{"text": "fine"}\n' + deep_line(100000) + "\n")
+    spec = write_spec(tmp_path / "deep.yaml", tiny_model, data, tmp_path / "out")
+    spec.write_text(spec.read_text().replace("max_restarts: 0", "max_restarts: 3"))
+    job_id = submit(cluster, spec)
+    job = cluster.wait_state(job_id, {"FAILED", "COMPLETED", "CANCELLED"})
+    assert job["state"] == "FAILED", job
+    assert f"{data}:2: JSON nested deeper than 128 levels" in job["error"], job
+    assert "signal" not in job["error"], job
+    assert job["attempt"] == 0, "bad input is not retried"
 
 
 def test_trainer_refuses_a_billion_layers_before_allocating(tiny_model, tmp_path):

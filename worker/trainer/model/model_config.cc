@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/trainer/io/file_util.h"
+#include "worker/trainer/io/json_file.h"
 
 namespace qlorad::trainer {
 
@@ -138,13 +139,10 @@ Status ReadSlidingWindows(const json& j, const std::string& source, LlamaConfig*
 }  // namespace
 
 StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return InvalidArgument(source + ": not valid JSON: " + e.what());
-  }
-  return LlamaConfigFromJson(j, source);
+  // Bounded depth: error messages print values, which recurses on how deep they nest.
+  StatusOr<json> j = ParseJson(json_text);
+  if (!j.ok()) return InvalidArgument(source + ": " + j.status().message());
+  return LlamaConfigFromJson(*j, source);
 }
 
 StatusOr<LlamaConfig> LlamaConfigFromJson(const json& j, const std::string& source) {

@@ -95,6 +95,16 @@ TEST(ModelConfigTest, SizesPastTheirBoundsAreRefusedNamingFileAndField) {
   EXPECT_EQ(at_bound->sliding_windows.size(), 1024u);
 }
 
+TEST(ModelConfigTest, DeeplyNestedValueIsRefusedNotACrash) {
+  // The error message would print the value, which recurses once per level.
+  std::string extra = R"(, "hidden_act": )";
+  extra.append(100000, '[');
+  extra.append(100000, ']');
+  auto c = ParseLlamaConfig(WithBase(extra), "/m/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("/m/config.json: JSON nested deeper than 128"));
+}
+
 // transformers 5 writes dtype, older files torch_dtype; transformers reads a non-null dtype
 // before torch_dtype (PretrainedConfig.__post_init__), and so do we.
 TEST(ModelConfigTest, ReadsDtypeBeforeTorchDtype) {
