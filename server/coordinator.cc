@@ -12,8 +12,6 @@
 namespace qlorad::server {
 namespace {
 
-constexpr int kDefaultListLimit = 100;
-
 std::string DeviceSummary(const v1::RegisterRequest& request) {
   std::string summary;
   for (const auto& d : request.devices()) {
@@ -146,7 +144,7 @@ Status Coordinator::RecoverJobsLeftRunning() {
 }
 
 StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
-  auto record = NewJobFromSpec(spec_yaml, NowUnixMs());
+  auto record = NewJobFromSpec(spec_yaml, NowUnixMs(), options_.max_spec_bytes);
   if (!record.ok()) {
     spdlog::info("rejected a job: {}", record.status().message());
     return record.status();
@@ -173,14 +171,20 @@ StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
   return record.job;
 }
 
-StatusOr<std::vector<v1::Job>> Coordinator::ListJobs(const std::vector<v1::JobState>& states,
-                                                     int limit) {
-  if (limit < 0) return InvalidArgument("limit: must be >= 0, got " + std::to_string(limit));
-  QLORAD_ASSIGN_OR_RETURN(auto records,
-                          store_->ListJobs(states, limit == 0 ? kDefaultListLimit : limit));
-  std::vector<v1::Job> jobs;
-  for (auto& r : records) jobs.push_back(std::move(r.job));
-  return jobs;
+StatusOr<JobPage> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int page_size,
+                                        const std::string& page_token) {
+  QLORAD_ASSIGN_OR_RETURN(const int size, ResolvePageSize(page_size));
+  QLORAD_ASSIGN_OR_RETURN(const auto after, DecodePageToken(page_token));
+  // One row more than the page says whether another page follows, so the last page has no token.
+  QLORAD_ASSIGN_OR_RETURN(auto records, store_->ListJobSummaries(states, size + 1, after));
+  JobPage page;
+  if (static_cast<int>(records.size()) > size) {
+    records.resize(size);
+    const v1::Job& last = records.back().job;
+    page.next_page_token = EncodePageToken({last.created_unix_ms(), last.id()});
+  }
+  for (auto& r : records) page.jobs.push_back(std::move(r.job));
+  return page;
 }
 
 StatusOr<v1::Job> Coordinator::CancelJob(const std::string& job_id) {

@@ -24,6 +24,8 @@
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
+#include "server/job_pages.h"
+#include "server/job_validation.h"
 #include "server/metrics_hub.h"
 #include "server/scheduler.h"
 #include "server/store.h"
@@ -38,6 +40,8 @@ struct CoordinatorOptions {
   // How often timeouts are checked and the queue is rescheduled as a safety net.
   std::chrono::milliseconds tick{200};
   size_t subscriber_queue_capacity = 1024;
+  // Longer specs are refused at submit (job_validation.h says why).
+  size_t max_spec_bytes = kDefaultMaxSpecBytes;
   PortPicker pick_port = PickLocalFreePort;
   // What heartbeat deadlines are measured on. Tests pass a clock they move by hand, so whether a
   // worker counts as silent follows their steps, not how fast a loaded machine runs them.
@@ -61,7 +65,9 @@ class Coordinator {
   // JobService.
   StatusOr<v1::Job> SubmitJob(const std::string& spec_yaml);
   StatusOr<v1::Job> GetJob(const std::string& job_id);
-  StatusOr<std::vector<v1::Job>> ListJobs(const std::vector<v1::JobState>& states, int limit);
+  // A page of jobs newest first, without specs (job_pages.h has the sizes and the token).
+  StatusOr<JobPage> ListJobs(const std::vector<v1::JobState>& states, int page_size,
+                             const std::string& page_token);
   StatusOr<v1::Job> CancelJob(const std::string& job_id);
 
   // WorkerService.

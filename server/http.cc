@@ -21,8 +21,14 @@ void Reply(const StatusOr<std::string>& body, const char* content_type, httplib:
 
 }  // namespace
 
-HttpServer::HttpServer(Coordinator& coordinator)
+HttpServer::HttpServer(Coordinator& coordinator, const HttpOptions& options)
     : coordinator_(coordinator), server_(std::make_unique<httplib::Server>()) {
+  const auto threads = static_cast<size_t>(options.threads);
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server_->set_keep_alive_timeout(options.timeout_s);
+  server_->set_read_timeout(options.timeout_s, 0);
+  server_->set_write_timeout(options.timeout_s, 0);
+  server_->set_payload_max_length(options.max_request_bytes);
   server_->Get("/", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(DashboardHtml(), "text/html; charset=utf-8");
   });
@@ -62,13 +68,15 @@ StatusOr<std::string> HttpServer::MetricsText() {
   snapshot.workers_busy = coordinator_.busy_workers();
   Store& store = coordinator_.store();
   QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, store.CountJobsByState());
-  QLORAD_ASSIGN_OR_RETURN(snapshot.jobs, coordinator_.ListJobs({}, kJobsShown));
+  QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, kJobsShown, ""));
+  snapshot.jobs = std::move(newest.jobs);
   QLORAD_ASSIGN_OR_RETURN(snapshot.latest_metrics, store.LatestMetricsPerJob());
   return RenderPrometheus(snapshot);
 }
 
 StatusOr<std::string> HttpServer::JobsJsonText() {
-  QLORAD_ASSIGN_OR_RETURN(auto jobs, coordinator_.ListJobs({}, kJobsShown));
+  QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, kJobsShown, ""));
+  const std::vector<v1::Job>& jobs = newest.jobs;
   std::map<std::string, LossCurve> curves;
   for (const auto& job : jobs) {
     QLORAD_ASSIGN_OR_RETURN(LossCurve curve, coordinator_.store().ReadLossCurve(job.id()));

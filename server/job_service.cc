@@ -31,9 +31,10 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRe
                                       v1::ListJobsResponse* response) {
   std::vector<v1::JobState> states;
   for (int s : request->states()) states.push_back(static_cast<v1::JobState>(s));
-  auto jobs = coordinator_.ListJobs(states, request->limit());
-  if (!jobs.ok()) return ToGrpcStatus(jobs.status());
-  for (auto& job : *jobs) *response->add_jobs() = std::move(job);
+  auto page = coordinator_.ListJobs(states, request->page_size(), request->page_token());
+  if (!page.ok()) return ToGrpcStatus(page.status());
+  for (auto& job : page->jobs) *response->add_jobs() = std::move(job);
+  response->set_next_page_token(page->next_page_token);
   return grpc::Status::OK;
 }
 
@@ -45,6 +46,9 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJob
 grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
                                            const v1::StreamMetricsRequest* request,
                                            grpc::ServerWriter<v1::StepMetrics>* writer) {
+  std::string refusal;
+  const auto slot = streams_.TryAcquire(ClientOfPeer(context->peer()), &refusal);
+  if (!slot) return {grpc::StatusCode::RESOURCE_EXHAUSTED, refusal};
   const std::string job_id = request->job_id();
   const int64_t from_step = request->from_step();
   Store& store = coordinator_.store();
@@ -58,6 +62,9 @@ grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         const v1::StreamLogsRequest* request,
                                         grpc::ServerWriter<v1::LogLine>* writer) {
+  std::string refusal;
+  const auto slot = streams_.TryAcquire(ClientOfPeer(context->peer()), &refusal);
+  if (!slot) return {grpc::StatusCode::RESOURCE_EXHAUSTED, refusal};
   const std::string job_id = request->job_id();
   Store& store = coordinator_.store();
   // Log cursors are seqs: starting after from_seq - 1 sends from_seq itself.

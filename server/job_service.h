@@ -1,15 +1,17 @@
 // JobService over gRPC (sync API): thin handlers over Coordinator. Each streaming call owns a
-// FollowStream object holding its cursor and hub subscription.
+// FollowStream object holding its cursor and hub subscription, and a StreamLimiter slot.
 #pragma once
 
 #include "qlorad/v1/jobs.grpc.pb.h"
 #include "server/coordinator.h"
+#include "server/stream_limiter.h"
 
 namespace qlorad::server {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  explicit JobServiceImpl(Coordinator& coordinator) : coordinator_(coordinator) {}
+  JobServiceImpl(Coordinator& coordinator, StreamLimits stream_limits)
+      : coordinator_(coordinator), streams_(stream_limits) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
                          v1::Job* response) override;
@@ -26,6 +28,7 @@ class JobServiceImpl final : public v1::JobService::Service {
 
  private:
   Coordinator& coordinator_;
+  StreamLimiter streams_;
 };
 
 }  // namespace qlorad::server

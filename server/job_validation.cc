@@ -1,12 +1,21 @@
 #include "server/job_validation.h"
 
+#include <fmt/format.h>
+
 #include "common/jobspec.h"
 #include "server/ids.h"
 
 namespace qlorad::server {
 
-StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_unix_ms) {
+StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_unix_ms,
+                                   size_t max_spec_bytes) {
   if (spec_yaml.empty()) return InvalidArgument("spec_yaml: empty spec");
+  if (spec_yaml.size() > max_spec_bytes) {
+    return InvalidArgument(
+        fmt::format("spec_yaml: the spec is {} bytes, over the coordinator's limit of {} bytes "
+                    "(qlorad --max-spec-bytes)",
+                    spec_yaml.size(), max_spec_bytes));
+  }
   QLORAD_ASSIGN_OR_RETURN(JobSpec spec, ParseJobSpec(spec_yaml));
   JobRecord record;
   v1::Job& job = record.job;

@@ -3,6 +3,7 @@
 // messages (each names the field, e.g. "train.lr: must be > 0").
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 #include "common/status.h"
@@ -10,8 +11,17 @@
 
 namespace qlorad::server {
 
-// INVALID_ARGUMENT naming the field when the spec is bad. The caller assigns nothing else:
-// id, created time, name, priority, restarts, steps and world size all come from here.
-StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_unix_ms);
+// A spec is a page of YAML; the cap keeps one client from filling the store (and every later
+// read of the job) with megabytes. qlorad's --max-spec-bytes sets it, up to kMaxSpecBytesLimit:
+// GetJob and SubmitJob return the spec, and what they return must fit the 4 MiB that gRPC
+// clients accept by default.
+inline constexpr size_t kDefaultMaxSpecBytes = size_t{1} << 20;
+inline constexpr size_t kMaxSpecBytesLimit = size_t{3} << 20;
+
+// INVALID_ARGUMENT naming the field when the spec is bad, or naming its size and the cap when it
+// is longer than max_spec_bytes (checked before the YAML is parsed). The caller assigns nothing
+// else: id, created time, name, priority, restarts, steps and world size all come from here.
+StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_unix_ms,
+                                   size_t max_spec_bytes);
 
 }  // namespace qlorad::server

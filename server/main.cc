@@ -28,6 +28,26 @@ int main(int argc, char** argv) {
                  "on shutdown, how long in-flight calls get before they are cancelled")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--http-threads", options.http_options.threads,
+                 "HTTP connections served at once (each open connection holds one)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--http-timeout-s", options.http_options.timeout_s,
+                 "HTTP: close a connection idle, or stalled in a read or write, this long")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600));
+  app.add_option("--max-spec-bytes", options.coordinator.max_spec_bytes,
+                 "refuse job specs longer than this at submit")
+      ->capture_default_str()
+      ->check(CLI::Range(size_t{1}, qlorad::server::kMaxSpecBytesLimit));
+  app.add_option("--max-streams", options.streams.max_total,
+                 "metric and log streams served at once; more are refused (RESOURCE_EXHAUSTED)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-streams-per-client", options.streams.max_per_client,
+                 "metric and log streams one client (host) may hold open at once")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));

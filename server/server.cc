@@ -27,7 +27,7 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
   std::unique_ptr<QloradServer> server(new QloradServer());
   server->options_ = options;
   QLORAD_ASSIGN_OR_RETURN(server->coordinator_, Coordinator::Create(options.coordinator));
-  server->job_service_ = std::make_unique<JobServiceImpl>(*server->coordinator_);
+  server->job_service_ = std::make_unique<JobServiceImpl>(*server->coordinator_, options.streams);
   server->worker_service_ = std::make_unique<WorkerServiceImpl>(*server->coordinator_);
 
   int grpc_port = 0;
@@ -43,7 +43,8 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
 
   if (options.http != "off") {
     QLORAD_ASSIGN_OR_RETURN(auto http, SplitHostPort(options.http, "--http"));
-    server->http_server_ = std::make_unique<HttpServer>(*server->coordinator_);
+    server->http_server_ =
+        std::make_unique<HttpServer>(*server->coordinator_, options.http_options);
     QLORAD_ASSIGN_OR_RETURN(int http_port, server->http_server_->Start(http.first, http.second));
     server->http_address_ = http.first + ":" + std::to_string(http_port);
   }

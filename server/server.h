@@ -22,6 +22,8 @@ struct ServerOptions {
   // How long in-flight calls get to finish on shutdown before they are cancelled.
   std::chrono::milliseconds grace_period{5000};
   CoordinatorOptions coordinator;
+  StreamLimits streams;
+  HttpOptions http_options;
 };
 
 // "127.0.0.1:8080" -> host and port; INVALID_ARGUMENT naming `flag` otherwise.

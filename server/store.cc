@@ -36,6 +36,12 @@ constexpr const char* kJobColumns =
     "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
     "gpus, last_checkpoint, cancel_requested";
 
+// kJobColumns with the spec read as '': listings leave specs out without a second row reader.
+constexpr const char* kJobSummaryColumns =
+    "id, name, state, '' AS spec_yaml, priority, attempt, max_restarts, worker_id, "
+    "created_unix_ms, started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, "
+    "error, adapter_path, gpus, last_checkpoint, cancel_requested";
+
 constexpr const char* kMetricsColumns =
     "id, job_id, attempt, rank, step, total_steps, loss, lr, grad_norm, tokens_per_s, "
     "vram_allocated_bytes, vram_reserved_bytes, vram_peak_bytes, wall_time_s";
@@ -276,19 +282,43 @@ StatusOr<JobRecord> Store::GetJob(const std::string& id) {
 
 StatusOr<std::vector<JobRecord>> Store::ListJobs(const std::vector<v1::JobState>& states,
                                                  int limit) {
-  std::string sql = std::string("SELECT ") + kJobColumns + " FROM jobs";
+  return SelectJobs(kJobColumns, states, limit, std::nullopt);
+}
+
+StatusOr<std::vector<JobRecord>> Store::ListJobSummaries(const std::vector<v1::JobState>& states,
+                                                         int limit,
+                                                         const std::optional<JobCursor>& after) {
+  return SelectJobs(kJobSummaryColumns, states, limit, after);
+}
+
+StatusOr<std::vector<JobRecord>> Store::SelectJobs(const char* columns,
+                                                   const std::vector<v1::JobState>& states,
+                                                   int limit,
+                                                   const std::optional<JobCursor>& after) {
+  // Parameters: ?1..?n the states, then the cursor's two values, then the limit.
+  std::string sql = std::string("SELECT ") + columns + " FROM jobs WHERE 1";
+  int next = 1;
   if (!states.empty()) {
-    sql += " WHERE state IN (";
-    for (size_t i = 0; i < states.size(); ++i) sql += (i ? ",?" : "?") + std::to_string(i + 1);
+    sql += " AND state IN (";
+    for (size_t i = 0; i < states.size(); ++i) sql += (i ? ",?" : "?") + std::to_string(next++);
     sql += ")";
   }
-  sql += " ORDER BY created_unix_ms DESC, id DESC LIMIT ?" + std::to_string(states.size() + 1);
+  if (after) {
+    // The order below is (created_unix_ms, id) descending, so "after" is "smaller".
+    sql += " AND (created_unix_ms, id) < (?" + std::to_string(next) + ", ?" +
+           std::to_string(next + 1) + ")";
+    next += 2;
+  }
+  sql += " ORDER BY created_unix_ms DESC, id DESC LIMIT ?" + std::to_string(next);
   std::lock_guard<std::recursive_mutex> lock(mu_);
   QLORAD_ASSIGN_OR_RETURN(auto stmt, db_->Prepare(sql));
-  for (size_t i = 0; i < states.size(); ++i) {
-    stmt->Bind(static_cast<int>(i + 1), static_cast<int>(states[i]));
+  int param = 1;
+  for (v1::JobState state : states) stmt->Bind(param++, static_cast<int>(state));
+  if (after) {
+    stmt->Bind(param++, after->created_unix_ms);
+    stmt->Bind(param++, after->id);
   }
-  stmt->Bind(static_cast<int>(states.size() + 1), static_cast<int64_t>(limit > 0 ? limit : -1));
+  stmt->Bind(param, static_cast<int64_t>(limit > 0 ? limit : -1));
   return CollectRows<JobRecord>(*stmt, ReadJob);
 }
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,12 @@ template <typename T>
 struct Stored {
   int64_t cursor = 0;
   T value;
+};
+
+// Where a newest-first listing of jobs stopped: the (created time, id) of the last job listed.
+struct JobCursor {
+  int64_t created_unix_ms = 0;
+  std::string id;
 };
 
 struct WorkerRecord {
@@ -55,6 +62,11 @@ class Store {
   StatusOr<JobRecord> GetJob(const std::string& id);
   // Newest first. Empty states: every state. limit <= 0: no limit.
   StatusOr<std::vector<JobRecord>> ListJobs(const std::vector<v1::JobState>& states, int limit);
+  // The same without the specs (spec_yaml is empty), starting after `after` when given: what
+  // clients list, so a page costs the same whatever the specs' size.
+  StatusOr<std::vector<JobRecord>> ListJobSummaries(const std::vector<v1::JobState>& states,
+                                                    int limit,
+                                                    const std::optional<JobCursor>& after);
   StatusOr<std::map<v1::JobState, int64_t>> CountJobsByState();
 
   // Returns the row id, the cursor of metric streams.
@@ -83,6 +95,9 @@ class Store {
   explicit Store(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   Status Migrate();
   Status PrepareStatements();
+  StatusOr<std::vector<JobRecord>> SelectJobs(const char* columns,
+                                              const std::vector<v1::JobState>& states, int limit,
+                                              const std::optional<JobCursor>& after);
 
   std::recursive_mutex mu_;  // recursive: store methods run inside Transaction bodies
   int transaction_depth_ = 0;

@@ -44,7 +44,7 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
       ->delimiter(',')
       ->transform(CLI::IsMember({"queued", "running", "completed", "failed", "cancelled"},
                                 CLI::ignore_case));
-  jobs->add_option("--limit", o.limit, "At most this many jobs (0: the server's default)")
+  jobs->add_option("--limit", o.limit, "At most this many jobs, newest first (0: every job)")
       ->check(CLI::NonNegativeNumber);
 
   auto* status = app.add_subcommand("status", "Show every field of a job, its error included");

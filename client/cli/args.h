@@ -19,7 +19,7 @@ struct CliOptions {
   std::string spec_file;            // submit FILE
   bool follow = false;              // submit --follow, logs --follow
   std::vector<std::string> states;  // jobs --state (lower case, validated)
-  int limit = 0;                    // jobs --limit (0: the server's default)
+  int limit = 0;                    // jobs --limit (0: every job)
   std::string job_id;               // status, cancel, watch, logs
   int64_t from_step = 0;            // watch --from-step
   int64_t from_seq = 0;             // logs --from-seq

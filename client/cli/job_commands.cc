@@ -6,9 +6,11 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
+#include <vector>
 
 #include "client/cli/commands.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/job_pages.h"
 #include "client/cli/job_text.h"
 #include "client/cli/json_output.h"
 #include "client/cli/rpc.h"
@@ -75,15 +77,24 @@ int ListJobs(const CommandContext& ctx) {
     // Names were checked by the argument parser, so this always finds the state.
     if (auto state = ParseJobState(name)) request.add_states(*state);
   }
-  request.set_limit(ctx.options.limit);
-  qlorad::v1::ListJobsResponse response;
-  if (auto failed = CallUnary(ctx, &Stub::ListJobs, request, &response)) return *failed;
-  if (ctx.options.json) {
-    for (const auto& job : response.jobs()) ctx.out << ToJson(job).dump() << "\n";
-  } else {
-    const std::vector<qlorad::v1::Job> jobs(response.jobs().begin(), response.jobs().end());
-    ctx.out << FormatJobTable(jobs, NowUnixMs());
-  }
+  auto fetch = [&](const qlorad::v1::ListJobsRequest& page_request,
+                   qlorad::v1::ListJobsResponse* page) {
+    grpc::ClientContext context;
+    SetUnaryDeadline(context);
+    return ctx.stub.ListJobs(&context, page_request, page);
+  };
+  // JSON lines go out as pages arrive; the table needs every row first for its column widths.
+  std::vector<qlorad::v1::Job> jobs;
+  const grpc::Status status =
+      WalkJobPages(request, ctx.options.limit, fetch, [&](const qlorad::v1::Job& job) {
+        if (ctx.options.json) {
+          ctx.out << ToJson(job).dump() << "\n";
+        } else {
+          jobs.push_back(job);
+        }
+      });
+  if (!status.ok()) return ReportRpcError(status, ctx.options.server, ctx.err);
+  if (!ctx.options.json) ctx.out << FormatJobTable(jobs, NowUnixMs());
   return kExitOk;
 }
 

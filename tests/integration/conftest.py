@@ -40,6 +40,7 @@ class Cluster:
         self.root = root
         self.procs: list[subprocess.Popen] = []
         self.addr = ""
+        self.http_addr = ""
 
     def _spawn(self, args, log_name):
         log = self.root / log_name
@@ -47,11 +48,13 @@ class Cluster:
         self.procs.append(proc)
         return proc, log
 
-    def start_coordinator(self):
+    def start_coordinator(self, *flags):
+        """qlorad on free loopback ports (gRPC and HTTP), with any further `flags`."""
         proc, log = self._spawn([binary("qlorad"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                                 "--db", self.root / "qlorad.db"], "qlorad.log")
+                                 "--db", self.root / "qlorad.db", *flags], "qlorad.log")
         self.coordinator, self.coordinator_log = proc, log
-        self.addr = wait_for_line(log, r"listening on (127\.0\.0\.1:\d+)", proc).group(1)
+        m = wait_for_line(log, r"listening on (127\.0\.0\.1:\d+) \(http (127\.0\.0\.1:\d+)\)", proc)
+        self.addr, self.http_addr = m.group(1), m.group(2)
         return self
 
     def start_worker(self, work_dir: Path):

@@ -129,6 +129,20 @@ def test_list_filters_by_state(client):
         client.list(states=["sleeping"])
 
 
+def test_list_walks_every_page_and_leaves_specs_out(client):
+    # More jobs than the coordinator's default page (100): listing them all takes two pages.
+    ids = [client.submit(spec(f"paged-{i}")).id for i in range(105)]
+    jobs = client.list()
+    assert len(jobs) == 105 and {j.id for j in jobs} == set(ids)  # each job once
+    created = [j.created_unix_ms for j in jobs]
+    assert created == sorted(created, reverse=True)  # newest first across the page boundary
+    assert {j.spec_yaml for j in jobs} == {""}  # a listing never carries specs...
+    assert client.get(ids[0]).spec_yaml.startswith("{")  # ...GetJob does (dicts go as JSON)
+    assert [j.id for j in client.list(limit=102)] == [j.id for j in jobs[:102]]
+    with pytest.raises(ValueError, match="limit"):
+        client.list(limit=-1)
+
+
 def test_cancel_a_queued_job(client):
     job = client.submit(spec("to-cancel"))
     cancelled = client.cancel(job.id)

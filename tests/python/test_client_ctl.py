@@ -127,6 +127,19 @@ def test_jobs_table_and_state_filter(client, ctl):  # noqa: F811
     assert [json.loads(line)["id"] for line in only.stdout.splitlines()] == [queued.id]
 
 
+def test_jobs_walks_every_page(client, ctl):  # noqa: F811
+    # More jobs than the coordinator's default page (100).
+    ids = {client.submit(spec(f"paged-{i}")).id for i in range(105)}
+    table = ctl("jobs")
+    assert table.returncode == 0, table.stderr
+    rows = table.stdout.splitlines()[1:]
+    assert len(rows) == 105 and {row.split()[0] for row in rows} == ids
+    limited = ctl("--json", "jobs", "--limit", "101")
+    assert limited.returncode == 0, limited.stderr
+    listed = [json.loads(line) for line in limited.stdout.splitlines()]
+    assert len(listed) == 101 and {j["spec_yaml"] for j in listed} == {""}
+
+
 def test_submit_errors_name_the_field_and_exit_one(ctl, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: bad\nmodel: {path: /m}\ndata: {path: d.jsonl}\ntrain: {lr: -1}\n")

@@ -68,12 +68,28 @@ class Client:
                 self._stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=self.timeout))
 
     def list(self, states: Iterable[JobState | str] | None = None, limit: int = 0) -> list[Job]:
-        """Jobs in any of `states` (all when None), at most `limit` (0: the server's default)."""
+        """Jobs in any of `states` (all when None), newest first, at most `limit` (0: every job).
+        Listed jobs carry no spec (spec_yaml is ""); get(id) has it."""
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
         wanted = [f"JOB_STATE_{JobState.parse(s).value}" for s in (states or [])]
-        request = jobs_pb2.ListJobsRequest(states=wanted, limit=limit)
-        with translate_rpc_errors(self.address):
-            response = self._stub.ListJobs(request, timeout=self.timeout)
-        return [Job.from_proto(j) for j in response.jobs]
+        jobs: list[Job] = []
+        token = ""
+        # The coordinator serves a page at a time (at most 1000 jobs); walk them by token.
+        while True:
+            request = jobs_pb2.ListJobsRequest(states=wanted, page_token=token,
+                                               page_size=limit - len(jobs) if limit else 0)
+            with translate_rpc_errors(self.address):
+                response = self._stub.ListJobs(request, timeout=self.timeout)
+            jobs.extend(Job.from_proto(j) for j in response.jobs)
+            if limit and len(jobs) >= limit:
+                return jobs[:limit]
+            if not response.next_page_token:
+                return jobs
+            if response.next_page_token == token or not response.jobs:
+                raise RuntimeError("ListJobs: the coordinator returned a page token that does not "
+                                   "move on")
+            token = response.next_page_token
 
     def cancel(self, job_id: str) -> Job:
         """Queued jobs are CANCELLED at once; running ones stop shortly after (see wait)."""

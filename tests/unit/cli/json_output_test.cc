@@ -49,7 +49,8 @@ TEST(ToJson, RepeatedAndNestedFields) {
   qlorad::v1::ListJobsRequest request;
   request.add_states(qlorad::v1::JOB_STATE_QUEUED);
   request.add_states(qlorad::v1::JOB_STATE_FAILED);
-  EXPECT_EQ(ToJson(request).dump(), R"({"limit":0,"states":["QUEUED","FAILED"]})");
+  EXPECT_EQ(ToJson(request).dump(),
+            R"({"page_size":0,"page_token":"","states":["QUEUED","FAILED"]})");
 }
 
 }  // namespace

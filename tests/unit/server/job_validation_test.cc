@@ -13,7 +13,7 @@ namespace {
 using ::testing::HasSubstr;
 
 Status Reject(const std::string& yaml) {
-  auto record = NewJobFromSpec(yaml, 1);
+  auto record = NewJobFromSpec(yaml, 1, kDefaultMaxSpecBytes);
   EXPECT_FALSE(record.ok()) << "accepted:\n" << yaml;
   return record.ok() ? Status::Ok() : record.status();
 }
@@ -47,10 +47,25 @@ TEST(JobValidationTest, EmptySpecNamesTheRequestField) {
   EXPECT_THAT(s.message(), HasSubstr("spec_yaml"));
 }
 
+TEST(JobValidationTest, SpecOverTheCapNamesItsSizeAndTheCap) {
+  // A valid spec padded past the cap: refused for its size alone, before YAML parsing.
+  std::string yaml = SpecYaml() + "# " + std::string(2000, 'x') + "\n";
+  auto refused = NewJobFromSpec(yaml, 1, 1024);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(),
+              HasSubstr("spec_yaml: the spec is " + std::to_string(yaml.size()) +
+                        " bytes, over the coordinator's limit of 1024 bytes"));
+  EXPECT_THAT(refused.status().message(), HasSubstr("--max-spec-bytes"));
+  // Exactly at the cap is allowed.
+  EXPECT_TRUE(NewJobFromSpec(yaml, 1, yaml.size()).ok());
+  EXPECT_GE(kDefaultMaxSpecBytes, size_t{1} << 20) << "the default must fit real specs";
+}
+
 TEST(JobValidationTest, GoodSpecBecomesAQueuedJob) {
   const std::string yaml =
       SpecYaml({.name = "llama", .priority = 80, .max_restarts = 5, .gpus = 4, .max_steps = 250});
-  auto record = NewJobFromSpec(yaml, 123456);
+  auto record = NewJobFromSpec(yaml, 123456, kDefaultMaxSpecBytes);
   ASSERT_TRUE(record.ok()) << record.status().ToString();
   const v1::Job& job = record->job;
   EXPECT_THAT(job.id(), ::testing::MatchesRegex("job-[0-9a-f]{8}"));
@@ -64,7 +79,7 @@ TEST(JobValidationTest, GoodSpecBecomesAQueuedJob) {
   EXPECT_EQ(job.attempt(), 0);
   EXPECT_EQ(job.spec_yaml(), yaml);
   EXPECT_EQ(record->last_checkpoint, "");
-  EXPECT_NE(NewJobFromSpec(yaml, 1)->job.id(), job.id()) << "ids are fresh";
+  EXPECT_NE(NewJobFromSpec(yaml, 1, kDefaultMaxSpecBytes)->job.id(), job.id()) << "ids are fresh";
 }
 
 }  // namespace

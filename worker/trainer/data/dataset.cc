@@ -7,6 +7,7 @@
 
 #include "worker/trainer/data/chat_template.h"
 #include "worker/trainer/data/data_formats.h"
+#include "worker/trainer/io/json_file.h"
 
 namespace qlorad::trainer {
 
@@ -150,8 +151,9 @@ Status ForEachRecord(const std::string& path, const RecordFn& each) {
   if (!in) return NotFound("data.path: cannot open " + path);
   in >> std::ws;
   if (in.peek() == '[') {  // a JSON array of records
-    const json all = json::parse(in, nullptr, /*allow_exceptions=*/false);
-    if (all.is_discarded()) return InvalidArgument(path + ": not a valid JSON array");
+    StatusOr<json> parsed = ParseJson(in);
+    if (!parsed.ok()) return InvalidArgument(path + ": " + parsed.status().message());
+    const json& all = *parsed;
     for (size_t i = 0; i < all.size(); ++i) {
       QLORAD_RETURN_IF_ERROR(each(path + ": record " + std::to_string(i + 1), all[i]));
     }
@@ -163,10 +165,8 @@ Status ForEachRecord(const std::string& path, const RecordFn& each) {
   while (std::getline(in, line)) {
     ++line_no;
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    json record = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    StatusOr<json> parsed =
-        record.is_discarded() ? StatusOr<json>(InvalidArgument("not valid JSON")) : record;
-    QLORAD_RETURN_IF_ERROR(each(path + ":" + std::to_string(line_no), std::move(parsed)));
+    // Bounded depth: a record is copied and printed, which recurses on how deep it nests.
+    QLORAD_RETURN_IF_ERROR(each(path + ":" + std::to_string(line_no), ParseJson(line)));
   }
   if (in.bad()) return Internal(path + ": read error");
   return Status();

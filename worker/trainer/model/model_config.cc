@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/trainer/io/file_util.h"
+#include "worker/trainer/io/json_file.h"
 
 namespace qlorad::trainer {
 
@@ -11,9 +12,21 @@ using nlohmann::json;
 
 namespace {
 
-// Reads a positive integer field; absent fields keep `*out` (the caller's default) unless required.
+// Upper bounds on what config.json may declare, checked as each field is read and so before
+// anything is sized by it (`num_hidden_layers: 1000000000` once cost 8 GB and 17 s before the
+// trainer failed). Each is far above every released Llama, Mistral and Qwen2 model (Llama 3.1
+// 405B: hidden 16384, intermediate 53248, 126 layers, 128 heads; Qwen2: vocab 152064).
+constexpr int64_t kMaxWidth = int64_t{1} << 16;         // hidden_size
+constexpr int64_t kMaxIntermediate = int64_t{1} << 18;  // intermediate_size
+constexpr int64_t kMaxLayers = 1024;                    // num_hidden_layers, max_window_layers
+constexpr int64_t kMaxHeads = 1024;                     // heads and head_dim
+constexpr int64_t kMaxVocab = int64_t{1} << 21;         // vocab_size
+constexpr int64_t kMaxPositions = int64_t{1} << 24;     // positions and windows
+
+// Reads a positive integer field, at most `max`; absent fields keep `*out` (the caller's default)
+// unless required.
 Status ReadPositive(const json& j, const std::string& source, const char* key, bool required,
-                    int64_t* out) {
+                    int64_t max, int64_t* out) {
   if (!j.contains(key) || j[key].is_null()) {
     if (required) return InvalidArgument(source + ": " + key + ": missing");
     return Status::Ok();
@@ -21,6 +34,10 @@ Status ReadPositive(const json& j, const std::string& source, const char* key, b
   if (!j[key].is_number_integer() || j[key].get<int64_t>() <= 0) {
     return InvalidArgument(source + ": " + key + ": must be a positive integer, got " +
                            j[key].dump());
+  }
+  if (j[key].get<int64_t>() > max) {
+    return InvalidArgument(source + ": " + key + ": " + j[key].dump() +
+                           " is more than the trainer takes (at most " + std::to_string(max) + ")");
   }
   *out = j[key].get<int64_t>();
   return Status::Ok();
@@ -73,7 +90,7 @@ Status ReadRope(const json& j, const std::string& source, LlamaConfig* c) {
   QLORAD_RETURN_IF_ERROR(ReadPositiveNumber(rope, where, "low_freq_factor", &r.low_freq_factor));
   QLORAD_RETURN_IF_ERROR(ReadPositiveNumber(rope, where, "high_freq_factor", &r.high_freq_factor));
   QLORAD_RETURN_IF_ERROR(ReadPositive(rope, where, "original_max_position_embeddings", true,
-                                      &r.original_max_position_embeddings));
+                                      kMaxPositions, &r.original_max_position_embeddings));
   if (r.low_freq_factor == 0 || r.high_freq_factor <= r.low_freq_factor) {
     return InvalidArgument(
         where + ": low_freq_factor and high_freq_factor: need 0 < low < high, got " +
@@ -93,7 +110,7 @@ Status ReadBool(const json& j, const std::string& source, const char* key, bool*
 // slide: Mistral all of them; Qwen2 those its layer_types (or max_window_layers) name.
 Status ReadSlidingWindows(const json& j, const std::string& source, LlamaConfig* c) {
   int64_t window = 0;
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "sliding_window", false, &window));
+  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "sliding_window", false, kMaxPositions, &window));
   c->sliding_windows.assign(c->num_hidden_layers, 0);
   if (c->model_type == "mistral") {
     c->sliding_windows.assign(c->num_hidden_layers, window);
@@ -104,7 +121,8 @@ Status ReadSlidingWindows(const json& j, const std::string& source, LlamaConfig*
   QLORAD_RETURN_IF_ERROR(ReadBool(j, source, "use_sliding_window", &use_sliding));
   if (!use_sliding) return Status::Ok();  // HF ignores sliding_window then
   int64_t max_window_layers = c->num_hidden_layers;
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "max_window_layers", false, &max_window_layers));
+  QLORAD_RETURN_IF_ERROR(
+      ReadPositive(j, source, "max_window_layers", false, kMaxLayers, &max_window_layers));
   const bool listed = j.contains("layer_types") && !j["layer_types"].is_null();
   if (listed && (!j["layer_types"].is_array() ||
                  static_cast<int64_t>(j["layer_types"].size()) != c->num_hidden_layers)) {
@@ -121,13 +139,10 @@ Status ReadSlidingWindows(const json& j, const std::string& source, LlamaConfig*
 }  // namespace
 
 StatusOr<LlamaConfig> ParseLlamaConfig(const std::string& json_text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(json_text);
-  } catch (const json::exception& e) {
-    return InvalidArgument(source + ": not valid JSON: " + e.what());
-  }
-  return LlamaConfigFromJson(j, source);
+  // Bounded depth: error messages print values, which recurses on how deep they nest.
+  StatusOr<json> j = ParseJson(json_text);
+  if (!j.ok()) return InvalidArgument(source + ": " + j.status().message());
+  return LlamaConfigFromJson(*j, source);
 }
 
 StatusOr<LlamaConfig> LlamaConfigFromJson(const json& j, const std::string& source) {
@@ -145,15 +160,17 @@ StatusOr<LlamaConfig> LlamaConfigFromJson(const json& j, const std::string& sour
     return InvalidArgument(source + ": hidden_act: only 'silu' is supported, got " +
                            j["hidden_act"].dump());
   }
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "hidden_size", true, &c.hidden_size));
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "intermediate_size", true, &c.intermediate_size));
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "num_hidden_layers", true, &c.num_hidden_layers));
+  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "hidden_size", true, kMaxWidth, &c.hidden_size));
   QLORAD_RETURN_IF_ERROR(
-      ReadPositive(j, source, "num_attention_heads", true, &c.num_attention_heads));
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "vocab_size", true, &c.vocab_size));
+      ReadPositive(j, source, "intermediate_size", true, kMaxIntermediate, &c.intermediate_size));
+  QLORAD_RETURN_IF_ERROR(
+      ReadPositive(j, source, "num_hidden_layers", true, kMaxLayers, &c.num_hidden_layers));
+  QLORAD_RETURN_IF_ERROR(
+      ReadPositive(j, source, "num_attention_heads", true, kMaxHeads, &c.num_attention_heads));
+  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "vocab_size", true, kMaxVocab, &c.vocab_size));
   c.num_key_value_heads = c.num_attention_heads;
   QLORAD_RETURN_IF_ERROR(
-      ReadPositive(j, source, "num_key_value_heads", false, &c.num_key_value_heads));
+      ReadPositive(j, source, "num_key_value_heads", false, kMaxHeads, &c.num_key_value_heads));
   if (c.num_attention_heads % c.num_key_value_heads != 0) {
     return InvalidArgument(
         source + ": num_key_value_heads: " + std::to_string(c.num_key_value_heads) +
@@ -165,13 +182,13 @@ StatusOr<LlamaConfig> LlamaConfigFromJson(const json& j, const std::string& sour
                            "num_attention_heads");
   }
   c.head_dim = c.hidden_size / c.num_attention_heads;
-  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "head_dim", false, &c.head_dim));
+  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "head_dim", false, kMaxHeads, &c.head_dim));
   if (c.head_dim % 2 != 0) {
     return InvalidArgument(source + ": head_dim: must be even for rotary embeddings, got " +
                            std::to_string(c.head_dim));
   }
-  QLORAD_RETURN_IF_ERROR(
-      ReadPositive(j, source, "max_position_embeddings", false, &c.max_position_embeddings));
+  QLORAD_RETURN_IF_ERROR(ReadPositive(j, source, "max_position_embeddings", false, kMaxPositions,
+                                      &c.max_position_embeddings));
   QLORAD_RETURN_IF_ERROR(ReadPositiveNumber(j, source, "rms_norm_eps", &c.rms_norm_eps));
   QLORAD_RETURN_IF_ERROR(ReadRope(j, source, &c));
   QLORAD_RETURN_IF_ERROR(ReadBool(j, source, "tie_word_embeddings", &c.tie_word_embeddings));

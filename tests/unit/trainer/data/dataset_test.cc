@@ -110,6 +110,34 @@ TEST(DatasetTest, BadLineNamesFileLineAndField) {
   }
 }
 
+// A line nested 100,000 deep once overflowed the stack (SIGSEGV, naming nothing). It must be an
+// error naming file:line, or a skipped line, in both layouts.
+TEST(DatasetTest, DeeplyNestedRecordIsAnErrorNamingFileAndLine) {
+  const int kDepth = 100000;
+  const std::string deep =
+      "{\"text\": " + std::string(kDepth, '[') + std::string(kDepth, ']') + "}";
+  TempDir dir;
+  const std::string path = dir / "d.jsonl";
+  WriteFile(path, "{\"text\": \"ok\"}\n" + deep + "\n{\"text\": \"fine\"}\n");
+  auto data = Load(SpecFor(path));
+  ASSERT_FALSE(data.ok());
+  EXPECT_EQ(data.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(data.status().message(), HasSubstr(path + ":2: JSON nested deeper than 128 levels"));
+
+  DataSpec skipping = SpecFor(path);
+  skipping.skip_bad_lines = true;
+  auto kept = Load(skipping);
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(kept->documents.size(), 2u);
+  EXPECT_EQ(kept->skipped_lines, 1);
+
+  const std::string array = dir / "d.json";
+  WriteFile(array, "[{\"text\": \"ok\"}, " + deep + "]");
+  auto whole = Load(SpecFor(array));
+  ASSERT_FALSE(whole.ok());
+  EXPECT_THAT(whole.status().message(), HasSubstr(array + ": JSON nested deeper than 128 levels"));
+}
+
 TEST(DatasetTest, SkipBadLinesCountsThem) {
   TempDir dir;
   const std::string path = dir / "d.jsonl";

@@ -66,6 +66,45 @@ std::string WithBase(const std::string& extra) {
   return json;
 }
 
+// Sizes are bounded as they are read, before anything is sized by them: a billion layers once
+// cost 8 GB and 17 s before the trainer failed.
+TEST(ModelConfigTest, SizesPastTheirBoundsAreRefusedNamingFileAndField) {
+  const std::pair<const char*, const char*> kCases[] = {
+      {R"(, "num_hidden_layers": 1000000000)",
+       "num_hidden_layers: 1000000000 is more than the trainer takes (at most 1024)"},
+      {R"(, "num_hidden_layers": 1e9)", "num_hidden_layers: must be a positive integer"},
+      {R"(, "num_hidden_layers": 18446744073709551615)",
+       "num_hidden_layers: must be a positive integer"},
+      {R"(, "hidden_size": 131072)", "hidden_size: 131072 is more than"},
+      {R"(, "intermediate_size": 1048576)", "intermediate_size: 1048576 is more than"},
+      {R"(, "num_attention_heads": 2048)", "num_attention_heads: 2048 is more than"},
+      {R"(, "num_key_value_heads": 4096)", "num_key_value_heads: 4096 is more than"},
+      {R"(, "head_dim": 4096)", "head_dim: 4096 is more than"},
+      {R"(, "vocab_size": 4194304)", "vocab_size: 4194304 is more than"},
+      {R"(, "max_position_embeddings": 1073741824)", "max_position_embeddings: 1073741824 is more"},
+      {R"(, "model_type": "mistral", "sliding_window": 1073741824)", "sliding_window: 1073741824"},
+  };
+  for (const auto& [extra, why] : kCases) {
+    auto c = ParseLlamaConfig(WithBase(extra), "/m/config.json");
+    ASSERT_FALSE(c.ok()) << extra;
+    EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(c.status().message(), HasSubstr(std::string("/m/config.json: ") + why));
+  }
+  auto at_bound = ParseLlamaConfig(WithBase(R"(, "num_hidden_layers": 1024)"), "c");
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status().ToString();
+  EXPECT_EQ(at_bound->sliding_windows.size(), 1024u);
+}
+
+TEST(ModelConfigTest, DeeplyNestedValueIsRefusedNotACrash) {
+  // The error message would print the value, which recurses once per level.
+  std::string extra = R"(, "hidden_act": )";
+  extra.append(100000, '[');
+  extra.append(100000, ']');
+  auto c = ParseLlamaConfig(WithBase(extra), "/m/config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("/m/config.json: JSON nested deeper than 128"));
+}
+
 // transformers 5 writes dtype, older files torch_dtype; transformers reads a non-null dtype
 // before torch_dtype (PretrainedConfig.__post_init__), and so do we.
 TEST(ModelConfigTest, ReadsDtypeBeforeTorchDtype) {
