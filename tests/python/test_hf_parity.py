@@ -45,11 +45,15 @@ CONFIGS = {
 }
 
 
-def make_model(kind: str, out: Path, seed: int = 0):
+def make_model(kind: str, out: Path, seed: int = 0, **overrides):
     """A random fp32 model of `kind` saved in HF format; every weight (biases and norms too) drawn
-    non-trivially so no term of the graph can be silently dropped."""
+    non-trivially so no term of the graph can be silently dropped. `overrides` set config fields
+    (e.g. a larger vocab_size for a real tokenizer)."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(CONFIGS[kind](), dtype=torch.float32)
+    config = CONFIGS[kind]()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:

@@ -31,7 +31,30 @@ Status RunEval(const ModelCli& cli) {
   return Status::Ok();
 }
 
+Status RunGgufExport(const ModelCli& cli) {
+  if (cli.export_cmd->count("--dtype") > 0 || cli.export_cmd->count("--max-shard-bytes") > 0) {
+    return InvalidArgument(
+        std::string(cli.export_cmd->count("--dtype") > 0 ? "--dtype" : "--max-shard-bytes") +
+        ": applies to --format hf; a GGUF takes --type f16|q8_0");
+  }
+  GgufExportOptions options;
+  options.model_dir = cli.export_options.model_dir;
+  options.adapter_dir = NonEmpty(cli.export_adapter);
+  options.out_dir = cli.export_options.out_dir;
+  if (!cli.export_type.empty()) options.type = cli.export_type;
+  QLORAD_ASSIGN_OR_RETURN(const GgufExportResult result, ExportGguf(options));
+  EventSink events(cli.json, std::cout, std::cerr);
+  for (const std::string& note : result.notes) events.Log("warning", note);
+  events.Log("info", "exported " + std::to_string(result.tensors) + " tensors (" +
+                         std::to_string(result.merged_layers) + " with LoRA merged, " +
+                         options.type + ") to " + result.gguf_path + " (" +
+                         std::to_string(result.bytes) + " bytes) and " + result.modelfile_path);
+  return Status::Ok();
+}
+
 Status RunExport(const ModelCli& cli) {
+  if (cli.export_format == "gguf") return RunGgufExport(cli);
+  if (!cli.export_type.empty()) return InvalidArgument("--type: applies to --format gguf only");
   ExportOptions options = cli.export_options;
   options.adapter_dir = NonEmpty(cli.export_adapter);
   QLORAD_ASSIGN_OR_RETURN(const ExportResult result, ExportMerged(options));
@@ -61,7 +84,7 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
                      "print {\"per_token_loss\": [[...], ...], \"mean_loss\": x} on stdout");
 
   cli.export_cmd = app.add_subcommand(
-      "export", "merge a LoRA adapter into its base and write a Hugging Face checkpoint");
+      "export", "merge a LoRA adapter into its base and write a Hugging Face checkpoint or a GGUF");
   cli.export_cmd->add_option("--model", cli.export_options.model_dir, "base model directory")
       ->required();
   cli.export_cmd->add_option("--adapter", cli.export_adapter, "PEFT LoRA adapter to merge");
@@ -75,6 +98,14 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
       ->add_option("--max-shard-bytes", cli.export_options.max_shard_bytes,
                    "largest safetensors shard (default 5e9)")
       ->check(CLI::PositiveNumber);
+  cli.export_cmd
+      ->add_option("--format", cli.export_format,
+                   "hf (safetensors + config, default) | gguf (llama.cpp / Ollama)")
+      ->check(CLI::IsMember({"hf", "gguf"}));
+  cli.export_cmd
+      ->add_option("--type", cli.export_type,
+                   "gguf: f16 | q8_0, the 2-D weights' type (default f16; norms stay f32)")
+      ->check(CLI::IsMember({"f16", "q8_0"}));
   cli.export_cmd->add_flag("--json", cli.json, "one JSON event per line on stdout");
 }
 

@@ -4,6 +4,8 @@
 //     per-token losses of every example: {"per_token_loss": [[...], ...], "mean_loss": x}.
 //   export --model DIR [--adapter DIR] --out DIR [--dtype bf16|fp16|fp32] [--max-shard-bytes N]
 //     the adapter merged into its base as a plain Hugging Face checkpoint (see merged_export.h).
+//   export --model DIR [--adapter DIR] --out DIR --format gguf [--type f16|q8_0]
+//     the same merge as one GGUF file and an Ollama Modelfile (see gguf_export.h).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -12,6 +14,7 @@
 
 #include "common/status.h"
 #include "worker/trainer/train/eval.h"
+#include "worker/trainer/train/gguf_export.h"
 #include "worker/trainer/train/merged_export.h"
 
 namespace qlorad::trainer {
@@ -24,6 +27,8 @@ struct ModelCli {
   CLI::App* export_cmd = nullptr;
   ExportOptions export_options;
   std::string export_adapter;
+  std::string export_format = "hf";  // hf | gguf
+  std::string export_type;           // gguf only: f16 | q8_0
 
   bool json = false;
 };

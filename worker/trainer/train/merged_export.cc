@@ -13,6 +13,7 @@
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/runtime/dtype_names.h"
 #include "worker/trainer/train/inference_model.h"
+#include "worker/trainer/train/merged_tensors.h"
 #include "worker/trainer/weights/safetensors_torch.h"
 
 namespace qlorad::trainer {
@@ -49,31 +50,11 @@ std::vector<OutputTensor> PlanTensors(const LlamaModel& model, at::ScalarType dt
                                       int64_t* merged_layers) {
   std::vector<OutputTensor> out;
   const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
-  const bool head_lora = model->lm_head_linear()->has_lora();
-  for (const auto& [name, tensor] : model->NamedFrozenTensors()) {
-    if (head_lora && name == "lm_head.weight") continue;  // written merged below
-    at::Tensor t = tensor;
-    out.push_back({name, t.numel() * element, [t, dtype] { return t.to(dtype).contiguous(); }});
-  }
-  for (const auto& [name, linear_ref] : model->NamedLoraTargets()) {
-    QLoraLinear linear = linear_ref;
-    // An unadapted head is a frozen tensor above (or the embedding itself, when tied). An adapted
-    // one is written on its own even when tied, over the embedding's values: the embedding stays
-    // as it was, so the merged model computes what the base + adapter did.
-    if (name == "lm_head" && !head_lora) continue;
-    if (linear->has_lora()) ++*merged_layers;
-    out.push_back({name + ".weight", linear->out_features() * linear->in_features() * element,
-                   [linear, dtype] {
-                     at::NoGradGuard no_grad;
-                     at::Tensor w = linear->BaseWeight(at::kFloat);
-                     if (linear->has_lora()) {
-                       // PEFT's merge: W + scale * B @ A, in fp32 before the output cast.
-                       w = w + linear->lora_options().scale *
-                                   at::matmul(linear->lora_b().to(at::kFloat),
-                                              linear->lora_a().to(at::kFloat));
-                     }
-                     return w.to(dtype).contiguous();
-                   }});
+  for (MergedTensor& t : MergedTensors(model, merged_layers)) {
+    int64_t numel = 1;
+    for (int64_t d : t.shape) numel *= d;
+    out.push_back({t.name, numel * element,
+                   [make = std::move(t.make), dtype] { return make().to(dtype).contiguous(); }});
   }
   return out;
 }
