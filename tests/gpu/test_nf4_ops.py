@@ -5,20 +5,14 @@ Parity with bitsandbytes itself: test_nf4_bnb_parity.py.
 QLORAD_OPS_LIB names the library (default: build-gpu/kernels/libqlorad_ops.so). Runs on CUDA when
 there is a GPU, else on CPU.
 """
-import os
 import pathlib
+import sys
 
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-LIB = os.environ.get("QLORAD_OPS_LIB", str(ROOT / "build-gpu" / "kernels" / "libqlorad_ops.so"))
-torch.ops.load_library(LIB)
-# A crash inside a C++ op should show its native frames, not only the Python ones.
-if hasattr(torch._C, "_set_print_stack_traces_on_fatal_signal"):
-    torch._C._set_print_stack_traces_on_fatal_signal(True)
-ops = torch.ops.qlorad
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from ops_library import DEVICE, ops  # noqa: E402
 
 
 def random_weight(shape, dtype, seed=0):

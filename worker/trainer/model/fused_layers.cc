@@ -121,18 +121,31 @@ bool FusedPathsEnabled() {
   return value == nullptr || std::string(value) != "0";
 }
 
-bool FusedLayersAvailable(at::Device device, at::ScalarType dtype) {
-  if (!FusedPathsEnabled()) return false;
 #ifdef QLORAD_HAVE_NF4_OPS
-  const bool float_dtype = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
-  if (!float_dtype) return false;
-  const c10::DispatchKey key = device.is_cuda() ? c10::DispatchKey::CUDA : c10::DispatchKey::CPU;
+namespace {
+
+// Whether every fused op has a kernel for `key`. The library registers them when it loads, before
+// any model runs, so the answer is looked up once per key rather than in every layer's forward.
+bool KernelsRegistered(c10::DispatchKey key) {
   for (const char* name : {"qlorad::rms_norm", "qlorad::add_rms_norm", "qlorad::rms_norm_backward",
                            "qlorad::swiglu", "qlorad::swiglu_backward"}) {
     const auto op = c10::Dispatcher::singleton().findSchema({name, ""});
     if (!op || !op->hasKernelForDispatchKey(key)) return false;
   }
   return true;
+}
+
+}  // namespace
+#endif
+
+bool FusedLayersAvailable(at::Device device, at::ScalarType dtype) {
+  if (!FusedPathsEnabled()) return false;
+#ifdef QLORAD_HAVE_NF4_OPS
+  const bool float_dtype = dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf;
+  if (!float_dtype) return false;
+  static const bool cpu = KernelsRegistered(c10::DispatchKey::CPU);
+  static const bool cuda = KernelsRegistered(c10::DispatchKey::CUDA);
+  return device.is_cuda() ? cuda : cpu;  // other devices (meta) go by the CPU's kernels
 #else
   (void)dtype;
   return false;
