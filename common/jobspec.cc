@@ -357,19 +357,35 @@ StatusOr<JobSpec> LoadJobSpecFile(const std::string& path) {
   return spec;
 }
 
+namespace {
+
+// `path` as an error shows it: a relative one with the directory it was resolved against, since
+// a spec written on one machine names paths of another (a worker runs the trainer in its
+// --work-dir, so "runs/demo/model" means <work-dir>/runs/demo/model there).
+std::string Shown(const std::string& path) {
+  if (fs::path(path).is_absolute()) return path;
+  std::error_code ec;
+  const fs::path cwd = fs::current_path(ec);
+  if (ec) return path;
+  return path + " (relative: resolved against " + cwd.string() +
+         "; a worker runs the trainer in its --work-dir)";
+}
+
+}  // namespace
+
 Status CheckJobSpecFiles(const JobSpec& spec) {
   std::error_code ec;
   if (!fs::is_directory(spec.model.path, ec)) {
-    return InvalidArgument("model.path: not a directory: " + spec.model.path);
+    return InvalidArgument("model.path: not a directory: " + Shown(spec.model.path));
   }
   if (!fs::is_regular_file(fs::path(spec.model.path) / "config.json", ec)) {
-    return InvalidArgument("model.path: no config.json in " + spec.model.path);
+    return InvalidArgument("model.path: no config.json in " + Shown(spec.model.path));
   }
   if (!fs::is_regular_file(spec.data.path, ec)) {
-    return InvalidArgument("data.path: no such file: " + spec.data.path);
+    return InvalidArgument("data.path: no such file: " + Shown(spec.data.path));
   }
   if (spec.lora.init_from && !fs::is_directory(*spec.lora.init_from, ec)) {
-    return InvalidArgument("lora.init_from: not a directory: " + *spec.lora.init_from);
+    return InvalidArgument("lora.init_from: not a directory: " + Shown(*spec.lora.init_from));
   }
   return Status::Ok();
 }

@@ -227,5 +227,15 @@ TEST(JobSpec, CheckFilesNamesTheMissingOne) {
   fs::remove_all(dir);
 }
 
+// A relative path is shown with the directory it was resolved against (a worker's --work-dir).
+TEST(JobSpec, CheckFilesShowsWhereARelativePathWasLookedFor) {
+  auto spec = ParseJobSpec("name: x\nmodel: {path: runs/no-such-model}\ndata: {path: d.jsonl}\n");
+  ASSERT_TRUE(spec.ok());
+  EXPECT_EQ(CheckJobSpecFiles(*spec).message(),
+            "model.path: not a directory: runs/no-such-model (relative: resolved against " +
+                std::filesystem::current_path().string() +
+                "; a worker runs the trainer in its --work-dir)");
+}
+
 }  // namespace
 }  // namespace qlorad
