@@ -31,7 +31,8 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   app.require_subcommand(0, 1);
   app.footer(
       "Exit codes: 0 success (watch: the job completed), 1 server error or the job failed or was\n"
-      "cancelled, 2 usage error or unreadable spec file, 3 coordinator unreachable.");
+      "cancelled, 2 usage error or unreadable spec file, 3 coordinator unreachable, 130 Ctrl-C\n"
+      "while following (the job keeps running).");
   // Global options may also follow the command: `qloractl jobs --json`.
   app.fallthrough();
 

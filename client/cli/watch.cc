@@ -2,6 +2,7 @@
 // step was sent), then GetJob for the final state, which decides the exit code.
 #include "client/cli/commands.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/interrupt.h"
 #include "client/cli/job_text.h"
 #include "client/cli/json_output.h"
 #include "client/cli/rpc.h"
@@ -23,11 +24,22 @@ int Watch(const CommandContext& ctx, const std::string& job_id, int64_t from_ste
   request.set_from_step(from_step);
   StepPrinter printer(ctx.out, FormatFor(ctx));
   grpc::ClientContext context;
-  auto reader = ctx.stub.StreamMetrics(&context, request);
-  qlorad::v1::StepMetrics step;
-  while (reader->Read(&step)) printer.Print(step);
-  printer.Finish();
-  const grpc::Status status = reader->Finish();
+  grpc::Status status;
+  bool interrupted = false;
+  {
+    const CancelOnInterrupt cancel_on_interrupt(context);
+    auto reader = ctx.stub.StreamMetrics(&context, request);
+    qlorad::v1::StepMetrics step;
+    while (reader->Read(&step)) printer.Print(step);
+    printer.Finish();
+    status = reader->Finish();
+    interrupted = cancel_on_interrupt.interrupted();
+  }
+  if (interrupted) {
+    ctx.err << "stopped following " << job_id << "; the job keeps running (qloractl cancel "
+            << job_id << " stops it)\n";
+    return kExitInterrupted;
+  }
   if (!status.ok()) return ReportRpcError(status, ctx.options.server, ctx.err);
 
   qlorad::v1::GetJobRequest get;

@@ -146,3 +146,38 @@ def test_submit_errors_name_the_field_and_exit_one(ctl, tmp_path):
     res = ctl("submit", bad)
     assert res.returncode == 1
     assert res.stderr == "error: INVALID_ARGUMENT: train.lr: must be > 0, got -1\n"
+
+
+def test_ctrl_c_stops_watching_and_says_the_job_keeps_running(server, client):  # noqa: F811
+    """SIGINT while following: exit 130 with a word that the job is still the coordinator's, which
+    goes on with it (it completes afterwards)."""
+    if not QLORACTL.exists():
+        pytest.skip(f"{QLORACTL} is missing: build the qloractl target or set QLORACTL")
+    import signal
+    job = client.submit(completed_job_spec("interrupted"))
+    reported, finish = threading.Event(), threading.Event()
+
+    def one_step_then_hold(report, start):
+        report(start, started=workers_pb2.TrainerEvent.Started(pid=78))
+        report(start, metrics=common_pb2.StepMetrics(step=1, total_steps=len(LOSSES), loss=LOSSES[0],
+                                                     wall_time_s=0.5))
+        reported.set()
+        finish.wait(30)
+        train_and_finish(report, start)
+
+    worker = ScriptedWorker(server, one_step_then_hold)
+    try:
+        assert reported.wait(20), "the scripted worker never got its assignment"
+        proc = subprocess.Popen([str(QLORACTL), "--server", server, "watch", job.id],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()  # the stored step: qloractl is inside the stream now
+        assert "step" in first and "1" in first, first
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, (proc.returncode, out, err)
+        assert f"stopped following {job.id}; the job keeps running (qloractl cancel {job.id} stops it)" in err
+        assert client.get(job.id).state.value == "RUNNING"
+    finally:
+        finish.set()
+        worker.join()
+    assert client.wait(job.id, timeout=30).state.value == "COMPLETED"
