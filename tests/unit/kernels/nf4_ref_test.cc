@@ -198,6 +198,25 @@ TEST(HalfConversion, RoundsToNearestEven) {
   EXPECT_EQ(FloatToHalfBits(1e-9f), 0x0000);
 }
 
+// The edges a GGUF export's fp16 scales meet too: signed zeros, the smallest subnormal and the tie
+// below it, infinity, NaN, and ties at 1.
+TEST(HalfConversion, KnownValues) {
+  EXPECT_EQ(FloatToHalfBits(0.0f), 0x0000);
+  EXPECT_EQ(FloatToHalfBits(-0.0f), 0x8000);
+  EXPECT_EQ(FloatToHalfBits(1.0f), 0x3C00);
+  EXPECT_EQ(FloatToHalfBits(-2.0f), 0xC000);
+  EXPECT_EQ(FloatToHalfBits(65504.0f), 0x7BFF);  // largest finite
+  EXPECT_EQ(FloatToHalfBits(std::numeric_limits<float>::infinity()), 0x7C00);
+  EXPECT_EQ(FloatToHalfBits(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
+  EXPECT_EQ(FloatToHalfBits(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
+  EXPECT_EQ(FloatToHalfBits(std::ldexp(1.0f, -25)), 0x0000);  // half of it ties to even 0
+  EXPECT_EQ(FloatToHalfBits(std::ldexp(1.5f, -25)), 0x0001);
+  EXPECT_EQ(FloatToHalfBits(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units ties up to even 2
+  EXPECT_EQ(FloatToHalfBits(1.0f + std::ldexp(1.0f, -11)), 0x3C00);
+  EXPECT_EQ(FloatToHalfBits(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);
+  EXPECT_TRUE(std::isnan(HalfBitsToFloat(FloatToHalfBits(std::nanf("")))));
+}
+
 TEST(BFloat16Conversion, RoundsToNearestEven) {
   EXPECT_EQ(FloatToBFloat16Bits(1.0f), 0x3F80);
   EXPECT_EQ(FloatToBFloat16Bits(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // tie, even below

@@ -4,39 +4,12 @@
 
 #include <cmath>
 #include <cstring>
-#include <limits>
 #include <vector>
+
+#include "kernels/nf4_ref.h"
 
 namespace qlorad::trainer {
 namespace {
-
-TEST(Fp16Test, KnownValuesRoundToNearestEven) {
-  EXPECT_EQ(Fp32ToFp16Bits(0.0f), 0x0000);
-  EXPECT_EQ(Fp32ToFp16Bits(-0.0f), 0x8000);
-  EXPECT_EQ(Fp32ToFp16Bits(1.0f), 0x3c00);
-  EXPECT_EQ(Fp32ToFp16Bits(-2.0f), 0xc000);
-  EXPECT_EQ(Fp32ToFp16Bits(65504.0f), 0x7bff);  // largest finite
-  EXPECT_EQ(Fp32ToFp16Bits(65519.0f), 0x7bff);  // below the midpoint to 2^16
-  EXPECT_EQ(Fp32ToFp16Bits(65520.0f), 0x7c00);  // the midpoint ties to even: infinity
-  EXPECT_EQ(Fp32ToFp16Bits(std::numeric_limits<float>::infinity()), 0x7c00);
-  EXPECT_EQ(Fp32ToFp16Bits(std::ldexp(1.0f, -14)), 0x0400);  // smallest normal
-  EXPECT_EQ(Fp32ToFp16Bits(std::ldexp(1.0f, -24)), 0x0001);  // smallest subnormal
-  EXPECT_EQ(Fp32ToFp16Bits(std::ldexp(1.0f, -25)), 0x0000);  // half of it ties to even 0
-  EXPECT_EQ(Fp32ToFp16Bits(std::ldexp(1.5f, -25)), 0x0001);
-  EXPECT_EQ(Fp32ToFp16Bits(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 units ties up to even 2
-  // 1 + 2^-11 is halfway between 1 and 1 + 2^-10: to even (1). 1 + 3 * 2^-11: up to 1 + 2^-9.
-  EXPECT_EQ(Fp32ToFp16Bits(1.0f + std::ldexp(1.0f, -11)), 0x3c00);
-  EXPECT_EQ(Fp32ToFp16Bits(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3c02);
-  EXPECT_TRUE(std::isnan(Fp16BitsToFp32(Fp32ToFp16Bits(std::nanf("")))));
-}
-
-TEST(Fp16Test, EveryFp16ValueRoundTrips) {
-  for (uint32_t bits = 0; bits < 0x10000; ++bits) {
-    const float f = Fp16BitsToFp32(static_cast<uint16_t>(bits));
-    if (std::isnan(f)) continue;
-    EXPECT_EQ(Fp32ToFp16Bits(f), bits) << std::hex << bits;
-  }
-}
 
 // One block worked by hand: max |x| = 127/64, so d = 1/64 exactly (fp16 0x2400), 1/d = 64, and
 // q = round(64 x) with ties away from zero (roundf), not to even.
@@ -81,7 +54,7 @@ TEST(Q8_0Test, ZeroBlockAndErrorBound) {
   DequantizeRowQ8_0(blocks.data(), 64, back.data());
   uint16_t d16;
   std::memcpy(&d16, blocks.data() + kQ8_0BlockBytes, 2);
-  const float d = Fp16BitsToFp32(d16);
+  const float d = kernels::ref::HalfBitsToFloat(d16);
   for (int j = 32; j < 64; ++j) {
     // Rounding to the int8 grid costs d / 2; the fp16 scale adds |q| * (its rounding), at most
     // 127 * d * 2^-11.
