@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "worker/trainer/model/adapter.h"
-#include "worker/trainer/parallel/activation_recompute.h"
 #include "worker/trainer/parallel/fsdp.h"
 
 namespace qlorad::trainer::parallel {
@@ -203,10 +202,7 @@ StatusOr<Parallelized> Parallelize(LlamaModel& model, const ParallelizeOptions& 
     return InvalidArgument(
         "lora.target_modules: lm_head with parallel.strategy fsdp is not supported; use ddp");
   }
-  // 3. Recompute wraps whole decoder layers, whatever holds their weights: fsdp's gathers run
-  //    inside the layer, so the recompute gathers again (fsdp.h).
-  if (options.activation_recompute) ApplyActivationRecompute(model);
-  // 4. Replicate or shard (with fsdp's offload).
+  // 3. Replicate or shard (with fsdp's offload).
   QLORAD_ASSIGN_OR_RETURN(out.data_parallel,
                           ApplyDataParallel(model, options.strategy, options.parallel,
                                             std::move(comm), std::move(pre_cut)));

@@ -2,8 +2,9 @@
 // Parallelize() is the one place that applies, in this order (each step says why it comes there):
 //   1. quantize the frozen projections to NF4 and attach LoRA (model/qlora.h);
 //   2. load lora.init_from into the adapters;
-//   3. activation recompute (activation_recompute.h), when train.activation_checkpointing;
-//   4. data parallelism: replicate or shard (fsdp.h), with fsdp's CPU offload.
+//   3. data parallelism: replicate or shard (fsdp.h), with fsdp's CPU offload.
+// Activation recompute is the trainer's setup's, once it has measured the parallelized model
+// (train/checkpointing_choice.h); it wraps whole decoder layers whatever holds their weights.
 // and so decides what is replicated, what is sharded, and when gradients cross ranks.
 //
 //   single  one rank; the model's own parameters.
@@ -108,7 +109,6 @@ struct ParallelizeOptions {
   LoraSpec lora;
   uint64_t seed = 0;                       // train.seed: LoRA A's draws
   at::ScalarType lora_dtype = at::kFloat;  // lora.compute_precision
-  bool activation_recompute = false;       // train.activation_checkpointing
   ParallelSpec parallel;
 };
 

@@ -1,6 +1,8 @@
 #include "worker/trainer/train/checkpointing_choice.h"
 
 #include <cstdio>
+#include <optional>
+#include <tuple>
 
 #include "worker/trainer/runtime/device.h"
 
@@ -38,75 +40,97 @@ int64_t MeasureLayerActivations(LlamaModel& model, int64_t rows, int64_t seq) {
   return measured;
 }
 
-// Every rank takes rank 0's decision: recompute and offload change what each rank's backward does
-// (and, under fsdp, the order of its collectives).
-void AgreeWithRankZero(CheckpointingDecision& decision, at::Device device,
-                       parallel::Communicator& comm) {
-  if (comm.world_size() <= 1) return;
-  at::Tensor on = at::full({1}, decision.on ? 1 : 0, at::TensorOptions(at::kInt).device(device));
+// Whether a step of `e.step_bytes` fits: 90% of the device is the line (the allocator's
+// fragmentation takes some of the rest).
+bool Fits(const ActivationEstimate& e) {
+  return e.step_bytes <= e.device_bytes / 10 * 9;
+}
+
+// Every rank takes rank 0's auto decisions: recompute and offload change what each rank's
+// backward does (and, under fsdp, the order of its collectives). Explicit choices come from the
+// one spec every rank reads, so only auto ones travel (and every rank knows which those are).
+void AgreeWithRankZero(ActivationPlan& plan, bool checkpointing_auto, bool offload_auto,
+                       at::Device device, parallel::Communicator& comm) {
+  if (comm.world_size() <= 1 || !(checkpointing_auto || offload_auto)) return;
+  at::Tensor on = at::tensor({plan.checkpointing.on ? 1 : 0, plan.offload.on ? 1 : 0},
+                             at::TensorOptions(at::kInt))
+                      .to(device);
   auto work = comm.Broadcast(on, 0);
   const Status status = work->Wait();
   TORCH_CHECK(status.ok(), "activation checkpointing decision: ", status.ToString());
-  if (comm.rank() != 0) {
-    decision.on = on.item<int>() != 0;
-    decision.why = "auto: rank 0's decision";
+  if (comm.rank() == 0) return;
+  const at::Tensor agreed = on.cpu();
+  for (auto [decision, is_auto, i] : {std::tuple{&plan.checkpointing, checkpointing_auto, 0},
+                                      std::tuple{&plan.offload, offload_auto, 1}}) {
+    if (!is_auto) continue;
+    decision->on = agreed[i].item<int>() != 0;
+    decision->why = "auto: rank 0's decision";
   }
 }
 
 }  // namespace
 
 CheckpointingDecision DecideFromEstimate(const ActivationEstimate& e) {
-  const bool fits = e.step_bytes <= e.device_bytes / 10 * 9;
-  return {!fits, std::string("auto: a step without it needs about ") + GiB(e.step_bytes) + " of " +
-                     GiB(e.device_bytes) + " (" + GiB(e.per_layer_bytes) +
-                     " of activations per layer)"};
-}
-
-CheckpointingDecision DecideCheckpointing(CheckpointingChoice choice, LlamaModel& model,
-                                          int64_t rows, int64_t seq, parallel::Communicator& comm) {
-  if (choice == CheckpointingChoice::kOn) return {true, "train.activation_checkpointing"};
-  if (choice == CheckpointingChoice::kOff) return {false, "train.activation_checkpointing"};
-  const at::Device device = model->device();
-  if (!device.is_cuda()) return {false, "auto: on a CPU"};
-  const int64_t per_layer = MeasureLayerActivations(model, rows, seq);
-  const auto memory = MemoryOf(device);
-  const int64_t layers = model->config().num_hidden_layers;
-  // Backward's transients are about one more layer's worth; the loss adds its chunk, which the
-  // layer's own activations at this shape bound from above for the models we train.
-  ActivationEstimate estimate{per_layer, memory->allocated + (layers + 2) * per_layer,
-                              memory->total};
-  CheckpointingDecision decision = DecideFromEstimate(estimate);
-  AgreeWithRankZero(decision, device, comm);
-  return decision;
+  return {!Fits(e), std::string("auto: a step without it needs about ") + GiB(e.step_bytes) +
+                        " of " + GiB(e.device_bytes) + " (" + GiB(e.per_layer_bytes) +
+                        " of activations per layer)"};
 }
 
 CheckpointingDecision DecideOffloadFromEstimate(const ActivationEstimate& e) {
-  const bool fits = e.step_bytes <= e.device_bytes / 10 * 9;
-  return {!fits, std::string("auto: with the layers' inputs on the device a step needs about ") +
-                     GiB(e.step_bytes) + " of " + GiB(e.device_bytes)};
+  return {!Fits(e), std::string("auto: with the layers' inputs on the device a step needs about ") +
+                        GiB(e.step_bytes) + " of " + GiB(e.device_bytes)};
 }
 
-CheckpointingDecision DecideOffload(CheckpointingChoice choice, bool checkpointing_on,
-                                    LlamaModel& model, int64_t rows, int64_t seq,
-                                    parallel::Communicator& comm) {
-  if (choice == CheckpointingChoice::kOn) return {true, "train.activation_offload"};
-  if (choice == CheckpointingChoice::kOff) return {false, "train.activation_offload"};
-  if (!checkpointing_on) return {false, "auto: checkpointing is off"};
+ActivationPlan PlanActivations(CheckpointingChoice checkpointing, CheckpointingChoice offload,
+                               LlamaModel& model, int64_t rows, int64_t seq,
+                               parallel::Communicator& comm) {
   const at::Device device = model->device();
-  if (!device.is_cuda()) return {false, "auto: on a CPU"};
-  const int64_t per_layer = MeasureLayerActivations(model, rows, seq);
-  const auto memory = MemoryOf(device);
   const LlamaConfig& config = model->config();
-  const int64_t input_bytes =
-      rows * seq * config.hidden_size * static_cast<int64_t>(c10::elementSize(model->dtype()));
-  // Recompute holds every layer's input, and one layer's activations (twice, with backward's
-  // transients) at a time.
-  ActivationEstimate estimate{
-      per_layer, memory->allocated + config.num_hidden_layers * input_bytes + 2 * per_layer,
-      memory->total};
-  CheckpointingDecision decision = DecideOffloadFromEstimate(estimate);
-  AgreeWithRankZero(decision, device, comm);
-  return decision;
+  // One layer's activations, measured at most once, and only for an auto choice on a GPU.
+  std::optional<int64_t> per_layer;
+  const auto measure = [&] {
+    if (!per_layer) per_layer = MeasureLayerActivations(model, rows, seq);
+    return *per_layer;
+  };
+  ActivationPlan plan;
+
+  if (checkpointing != CheckpointingChoice::kAuto) {
+    plan.checkpointing = {checkpointing == CheckpointingChoice::kOn,
+                          "train.activation_checkpointing"};
+  } else if (!device.is_cuda()) {
+    plan.checkpointing = {false, "auto: on a CPU"};
+  } else {
+    const int64_t layer = measure();
+    // Backward's transients are about one more layer's worth; the loss adds its chunk, which the
+    // layer's own activations at this shape bound from above for the models we train.
+    plan.checkpointing = DecideFromEstimate(
+        {layer, MemoryOf(device)->allocated + (config.num_hidden_layers + 2) * layer,
+         MemoryOf(device)->total});
+  }
+  if (!plan.checkpointing.on && offload == CheckpointingChoice::kOn) {
+    plan.checkpointing = {true, "train.activation_offload: true offloads what it keeps"};
+  }
+
+  if (offload != CheckpointingChoice::kAuto) {
+    plan.offload = {offload == CheckpointingChoice::kOn, "train.activation_offload"};
+  } else if (!plan.checkpointing.on) {
+    plan.offload = {false, "auto: checkpointing is off"};
+  } else if (!device.is_cuda()) {
+    plan.offload = {false, "auto: on a CPU"};
+  } else {
+    const int64_t layer = measure();
+    const int64_t input_bytes =
+        rows * seq * config.hidden_size * static_cast<int64_t>(c10::elementSize(model->dtype()));
+    // Recompute holds every layer's input, and one layer's activations (twice, with backward's
+    // transients) at a time.
+    plan.offload = DecideOffloadFromEstimate(
+        {layer, MemoryOf(device)->allocated + config.num_hidden_layers * input_bytes + 2 * layer,
+         MemoryOf(device)->total});
+  }
+  // A forced checkpointing (offload: true) or a CPU's auto is the same on every rank too.
+  AgreeWithRankZero(plan, checkpointing == CheckpointingChoice::kAuto && device.is_cuda(),
+                    offload == CheckpointingChoice::kAuto && device.is_cuda(), device, comm);
+  return plan;
 }
 
 }  // namespace qlorad::trainer

@@ -26,22 +26,25 @@ struct ActivationEstimate {
   int64_t device_bytes = 0;  // the device's total memory
 };
 
-// The decision on rows x seq micro-batches. On a CPU, auto means off (host memory is not the
-// scarce kind). Every rank of `comm` gets rank 0's decision: recompute changes the order of
-// collectives under fsdp, so ranks must agree.
-CheckpointingDecision DecideCheckpointing(CheckpointingChoice choice, LlamaModel& model,
-                                          int64_t rows, int64_t seq, parallel::Communicator& comm);
+struct ActivationPlan {
+  CheckpointingDecision checkpointing;  // train.activation_checkpointing
+  CheckpointingDecision offload;        // train.activation_offload (parallel/activation_offload.h)
+};
 
-// The rule, apart from the measurement: on when the estimate does not fit in 90% of the device.
+// Both decisions on rows x seq micro-batches, the layer measured at most once (it leaves the
+// model without a layer runner: the caller applies recompute after). Checkpointing's auto: on
+// when a step without it does not fit (DecideFromEstimate). Offload: true also turns
+// checkpointing on; auto is on when checkpointing is on and a step with every layer's kept input
+// on the device (allocated now + layers x one input + twice one layer's activations for the
+// recompute) does not fit (DecideOffloadFromEstimate). On a CPU both autos mean off (host memory
+// is not the scarce kind). Every rank of `comm` gets rank 0's auto decisions: recompute changes
+// the order of collectives under fsdp, so ranks must agree.
+ActivationPlan PlanActivations(CheckpointingChoice checkpointing, CheckpointingChoice offload,
+                               LlamaModel& model, int64_t rows, int64_t seq,
+                               parallel::Communicator& comm);
+
+// The rules, apart from the measurement: on when the estimate does not fit in 90% of the device.
 CheckpointingDecision DecideFromEstimate(const ActivationEstimate& estimate);
-
-// train.activation_offload once checkpointing is decided (parallel/activation_offload.h). auto:
-// on when checkpointing is on, on a GPU, and a step with every layer's kept input on the device
-// (allocated now + layers x one input + twice one layer's activations for the recompute) does not
-// fit in 90% of it. Rank 0's decision, as above.
-CheckpointingDecision DecideOffload(CheckpointingChoice choice, bool checkpointing_on,
-                                    LlamaModel& model, int64_t rows, int64_t seq,
-                                    parallel::Communicator& comm);
 CheckpointingDecision DecideOffloadFromEstimate(const ActivationEstimate& estimate);
 
 }  // namespace qlorad::trainer

@@ -109,7 +109,6 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
            .lora = spec.lora,
            .seed = spec.train.seed,
            .lora_dtype = lora_dtype,
-           .activation_recompute = spec.train.activation_checkpointing == CheckpointingChoice::kOn,
            .parallel = spec.parallel},
           s.comm, shard_on_load ? shard_on_load->TakeShards() : parallel::FrozenShards{}));
   s.parallel = std::move(parallelized.data_parallel);
@@ -120,21 +119,13 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                          std::to_string(summary.lora_layers) + " layers, " +
                          std::to_string(summary.trainable_parameters) + " trainable parameters");
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
-  // auto measures the model as parallelized, so it comes after; an explicit on was applied there.
-  CheckpointingDecision checkpointing =
-      DecideCheckpointing(spec.train.activation_checkpointing, s.model, spec.train.micro_batch_size,
-                          spec.data.max_seq_len, *s.comm);
-  if (!checkpointing.on && spec.train.activation_offload == CheckpointingChoice::kOn) {
-    checkpointing = {true, "train.activation_offload: true offloads what it keeps"};
-  }
-  const CheckpointingDecision offload =
-      DecideOffload(spec.train.activation_offload, checkpointing.on, s.model,
-                    spec.train.micro_batch_size, spec.data.max_seq_len, *s.comm);
-  // An explicit true was applied by Parallelize, without offload.
-  if (checkpointing.on &&
-      (spec.train.activation_checkpointing != CheckpointingChoice::kOn || offload.on)) {
-    ApplyActivationRecompute(s.model, offload.on);
-  }
+  // auto measures the model as parallelized, so this comes after Parallelize. Recompute wraps
+  // whole decoder layers whatever holds their weights: fsdp's gathers run inside the layer, so
+  // the recompute gathers again (fsdp.h).
+  const auto [checkpointing, offload] =
+      PlanActivations(spec.train.activation_checkpointing, spec.train.activation_offload, s.model,
+                      spec.train.micro_batch_size, spec.data.max_seq_len, *s.comm);
+  if (checkpointing.on) ApplyActivationRecompute(s.model, offload.on);
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +
                                "); each decoder layer keeps its input only and runs again in "

@@ -31,8 +31,9 @@ TEST(CheckpointingChoiceTest, OffloadWhenTheKeptInputsDoNotFit) {
   EXPECT_TRUE(DecideOffloadFromEstimate({kGiB, 73 * kGiB, 80 * kGiB}).on);
 }
 
-// What needs no measurement: the explicit choices, auto without checkpointing, auto on a CPU.
-TEST(CheckpointingChoiceTest, OffloadChoicesThatNeedNoMeasurement) {
+// What needs no measurement: the explicit choices, offload true turning checkpointing on, the autos
+// without checkpointing and on a CPU.
+TEST(CheckpointingChoiceTest, PlansThatNeedNoMeasurement) {
   auto model = BuildLlamaModel(
       TinyLlamaConfig(),
       [](const std::string&, const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
@@ -41,17 +42,30 @@ TEST(CheckpointingChoiceTest, OffloadChoicesThatNeedNoMeasurement) {
       at::kCPU, at::kFloat);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
   auto comm = parallel::MakeLocalCommunicator(at::kCPU);
-  const auto decide = [&](CheckpointingChoice choice, bool checkpointing_on) {
-    return DecideOffload(choice, checkpointing_on, *model, 1, 8, *comm);
+  using C = CheckpointingChoice;
+  const auto plan = [&](C checkpointing, C offload) {
+    return PlanActivations(checkpointing, offload, *model, 1, 8, *comm);
   };
-  EXPECT_TRUE(decide(CheckpointingChoice::kOn, true).on);
-  EXPECT_FALSE(decide(CheckpointingChoice::kOff, true).on);
-  const CheckpointingDecision without = decide(CheckpointingChoice::kAuto, false);
-  EXPECT_FALSE(without.on);
-  EXPECT_EQ(without.why, "auto: checkpointing is off");
-  const CheckpointingDecision cpu = decide(CheckpointingChoice::kAuto, true);
-  EXPECT_FALSE(cpu.on);
-  EXPECT_EQ(cpu.why, "auto: on a CPU");
+  ActivationPlan p = plan(C::kOn, C::kOn);
+  EXPECT_TRUE(p.checkpointing.on && p.offload.on);
+  EXPECT_EQ(p.offload.why, "train.activation_offload");
+  p = plan(C::kOn, C::kOff);
+  EXPECT_TRUE(p.checkpointing.on);
+  EXPECT_FALSE(p.offload.on);
+  p = plan(C::kOff, C::kAuto);
+  EXPECT_FALSE(p.checkpointing.on || p.offload.on);
+  EXPECT_EQ(p.checkpointing.why, "train.activation_checkpointing");
+  EXPECT_EQ(p.offload.why, "auto: checkpointing is off");
+  p = plan(C::kOn, C::kAuto);
+  EXPECT_TRUE(p.checkpointing.on);
+  EXPECT_FALSE(p.offload.on);
+  EXPECT_EQ(p.offload.why, "auto: on a CPU");
+  p = plan(C::kAuto, C::kAuto);
+  EXPECT_FALSE(p.checkpointing.on || p.offload.on);
+  EXPECT_EQ(p.checkpointing.why, "auto: on a CPU");
+  p = plan(C::kAuto, C::kOn);  // auto would say off on a CPU: offload's true turns it on
+  EXPECT_TRUE(p.checkpointing.on && p.offload.on);
+  EXPECT_EQ(p.checkpointing.why, "train.activation_offload: true offloads what it keeps");
 }
 
 }  // namespace
