@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -26,6 +27,14 @@ Status RemoveTree(const std::string& path) {
   const int rc = nftw(path.c_str(), RemoveEntry, 16, FTW_DEPTH | FTW_PHYS);
   if (rc != 0) {
     return Internal(path + ": cannot remove: " + std::strerror(rc > 0 ? rc : errno));
+  }
+  return Status::Ok();
+}
+
+Status RequireNewOrEmptyDir(const std::string& dir, const std::string& flag) {
+  std::error_code ec;
+  if (std::filesystem::exists(dir, ec) && !std::filesystem::is_empty(dir, ec)) {
+    return InvalidArgument(flag + ": " + dir + " exists and is not empty");
   }
   return Status::Ok();
 }

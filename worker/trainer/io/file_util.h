@@ -16,6 +16,10 @@ namespace qlorad::trainer {
 // is not an error.
 Status RemoveTree(const std::string& path);
 
+// OK when `dir` does not exist or is an empty directory: an export never mixes with or replaces
+// an earlier one. Else INVALID_ARGUMENT "<flag>: DIR exists and is not empty".
+Status RequireNewOrEmptyDir(const std::string& dir, const std::string& flag);
+
 // The whole file as bytes (no newline translation); NOT_FOUND "PATH: cannot open".
 StatusOr<std::string> ReadFileToString(const std::string& path);
 

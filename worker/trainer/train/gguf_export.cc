@@ -6,11 +6,10 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 
+#include "worker/trainer/io/file_util.h"
 #include "worker/trainer/io/ggml_quants.h"
 #include "worker/trainer/io/gguf_writer.h"
-#include "worker/trainer/io/json_file.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/tokenizer/gguf_vocab.h"
 #include "worker/trainer/train/gguf_llama.h"
@@ -110,14 +109,9 @@ StatusOr<GgufExportResult> ExportGguf(const GgufExportOptions& options) {
   }
   const GgmlType requested = options.type == "f16" ? GgmlType::kF16 : GgmlType::kQ8_0;
   const std::string config_path = options.model_dir + "/config.json";
-  QLORAD_ASSIGN_OR_RETURN(const nlohmann::json config_json, ReadJsonFile(config_path));
-  QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LlamaConfigFromJson(config_json, config_path));
+  QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(options.model_dir));
   QLORAD_ASSIGN_OR_RETURN(const std::string arch, GgufArchitecture(config, config_path));
-  std::error_code ec;
-  if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {
-    // As the safetensors export: never mix with or replace an earlier export.
-    return InvalidArgument("--out: " + options.out_dir + " exists and is not empty");
-  }
+  QLORAD_RETURN_IF_ERROR(RequireNewOrEmptyDir(options.out_dir, "--out"));
   // The tokenizer is read before the weights, so a missing file fails at once.
   QLORAD_ASSIGN_OR_RETURN(GgufVocab vocab, ReadGgufVocab(options.model_dir, config.vocab_size));
 
@@ -148,6 +142,7 @@ StatusOr<GgufExportResult> ExportGguf(const GgufExportOptions& options) {
   for (const GgufTensor& t : tensors) {
     QLORAD_RETURN_IF_ERROR(writer.AddTensor(t.name, t.shape, t.type));
   }
+  std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());
   const std::string file_name = "model-" + options.type + ".gguf";

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "worker/trainer/io/file_util.h"
 #include "worker/trainer/io/json_file.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/runtime/dtype_names.h"
@@ -102,15 +103,13 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
                           OutputDtype(options.dtype, base, config_path));
   if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
-  std::error_code ec;
-  if (fs::exists(options.out_dir) && !fs::is_empty(options.out_dir, ec)) {
-    // Shards of an earlier export would mix with these ones.
-    return InvalidArgument("--out: " + options.out_dir + " exists and is not empty");
-  }
+  // Shards of an earlier export would mix with these ones.
+  QLORAD_RETURN_IF_ERROR(RequireNewOrEmptyDir(options.out_dir, "--out"));
   // The base loads in fp32 (NF4 projections stay packed until their shard is written).
   QLORAD_ASSIGN_OR_RETURN(
       LlamaModel model,
       LoadModelForInference(options.model_dir, options.adapter_dir, at::kCPU, at::kFloat));
+  std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());
 
