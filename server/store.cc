@@ -37,10 +37,16 @@ constexpr const char* kJobColumns =
     "gpus, last_checkpoint, cancel_requested";
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
-constexpr const char* kJobSummaryColumns =
-    "id, name, state, '' AS spec_yaml, priority, attempt, max_restarts, worker_id, "
-    "created_unix_ms, started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, "
-    "error, adapter_path, gpus, last_checkpoint, cancel_requested";
+// Derived, so a column added to kJobColumns cannot be missing here.
+const char* JobSummaryColumns() {
+  static const std::string columns = [] {
+    std::string c = kJobColumns;
+    const std::string spec = "spec_yaml";
+    c.replace(c.find(spec), spec.size(), "'' AS spec_yaml");
+    return c;
+  }();
+  return columns.c_str();
+}
 
 constexpr const char* kMetricsColumns =
     "id, job_id, attempt, rank, step, total_steps, loss, lr, grad_norm, tokens_per_s, "
@@ -288,7 +294,7 @@ StatusOr<std::vector<JobRecord>> Store::ListJobs(const std::vector<v1::JobState>
 StatusOr<std::vector<JobRecord>> Store::ListJobSummaries(const std::vector<v1::JobState>& states,
                                                          int limit,
                                                          const std::optional<JobCursor>& after) {
-  return SelectJobs(kJobSummaryColumns, states, limit, after);
+  return SelectJobs(JobSummaryColumns(), states, limit, after);
 }
 
 StatusOr<std::vector<JobRecord>> Store::SelectJobs(const char* columns,
