@@ -153,7 +153,8 @@ def run_torch_system(system, job, work, log_path, timeout_s):
                 trainable_params=r["trainable_params"])
 
 
-def run_qlorad(job, args, work, log_path, fused=True):
+def run_qlorad(job, args, work, log_path):
+    """The qlorad variants differ only in what job["system"] names (SYSTEMS' comment)."""
     # One name (spec, output folder) per system: no run finds another's output.
     name = f"e2e-{job['shape']}-ckpt-{'on' if job['ckpt'] else 'off'}-{job['system']}"
     spec = work / f"{name}.yaml"
@@ -162,10 +163,11 @@ def run_qlorad(job, args, work, log_path, fused=True):
                micro=job["batch"], accum=1, steps=total, seq_len=job["seq"], precision="bf16",
                activation_checkpointing=job["ckpt"], lr=LR, quantization="nf4" if job["quant"] else "none",
                shuffle=False, name=name,  # the rows in file order, as torch_step.py reads them
-               init_from=job.get("init_from"), activation_offload="true" if job.get("offload") else "auto")
+               init_from=job.get("init_from"),
+               activation_offload="true" if job["system"] == "qlorad-offload" else "auto")
     cmd = [str(args.bin / "qlorad-train"), "run", str(spec), "--json", "--device", args.device]
-    # fused: the trainer's own choice (QLORAD_FUSED as the caller set it); else forced off.
-    env = None if fused else dict(os.environ, QLORAD_FUSED="0")
+    # The fast paths as the trainer chooses (QLORAD_FUSED as the caller set it), or forced off.
+    env = dict(os.environ, QLORAD_FUSED="0") if job["system"] == "qlorad-modules" else None
     rc, out, err = run_child(cmd, log_path, args.timeout, work, env)
     metrics = parse_events(out, err)[0].get(0, [])
     if rc != 0 or len(metrics) != total:
@@ -237,7 +239,8 @@ def print_curve_gaps(by_system):
         return
     ref = window_means(hf["losses"])
     for system, r in by_system.items():
-        if system == "hf" or r["status"] != "ok" or len(r["losses"]) != len(hf["losses"]):
+        # qlorad-packed trains other rows (random packed documents): no curve to compare.
+        if system in ("hf", "qlorad-packed") or r["status"] != "ok" or len(r["losses"]) != len(hf["losses"]):
             continue
         gap = max(abs(a - b) for a, b in zip(window_means(r["losses"]), ref))
         print(f"{'':34}{system} loss curve vs hf ({CURVE_WINDOW}-step means): max gap {gap:.4f} "
@@ -272,8 +275,7 @@ def print_table(runs, meta):
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"
-                     for ref in ("unsloth", "hf", "qlorad-modules", "qlorad-packed", "qlorad-offload")
-                     if ref in by_system]
+                     for ref in SYSTEMS if ref != "qlorad" and ref in by_system]
             if parts:
                 print(f"{'':34}qlorad " + "; ".join(parts))
         print_curve_gaps(by_system)
@@ -367,29 +369,27 @@ def main():
         flops = flops_per_token(config, seq, RANK)
         meta["flops_per_token"][shape] = flops
         for ckpt in args.ckpt:
+            hf_init = None  # the starting adapter hf saved for this shape and setting
             for system in args.systems:
                 if system == "qlorad-offload" and ckpt == "off":
                     continue  # offload keeps what checkpointing keeps
-                packed = system == "qlorad-packed"
-                offload = system == "qlorad-offload"
-                job = dict(shape=shape, model=str(model), data=str(packed_data if packed else data), packed=packed,
-                           offload=offload, system=system,
-                           batch=batch, seq=seq, ckpt=ckpt == "on",
+                job = dict(shape=shape, model=str(model), data=str(packed_data if system == "qlorad-packed" else data),
+                           system=system, batch=batch, seq=seq, ckpt=ckpt == "on",
                            steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
                            rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)
-                # Real text compares loss curves: every system it can starts from hf's adapter
-                # (hf runs first), so the curves differ by numerics, not by LoRA A's random draw.
-                init = args.work / f"init-adapter-{shape}"
+                # Real text compares loss curves: every system it can starts from the adapter hf
+                # saved in this run (hf runs first), so the curves differ by numerics, not by LoRA
+                # A's random draw; never from one an earlier call left in --work.
                 if args.data == "text" and system == "hf":
-                    job["save_init"] = str(init)
-                if args.data == "text" and system.startswith("qlorad") and (init / "adapter_config.json").exists():
-                    job["init_from"] = str(init)
+                    job["save_init"] = str(args.work / f"init-adapter-{shape}-ckpt-{ckpt}")
+                if system.startswith("qlorad") and hf_init:
+                    job["init_from"] = hf_init
                 log(f"{shape} ({batch} x {seq}) ckpt {ckpt} {system}: starting")
                 log_path = args.out / "logs" / f"{shape}-ckpt-{ckpt}-{system}.log"
                 started = time.time()
                 try:
                     if system.startswith("qlorad"):
-                        r = run_qlorad(job, args, args.work, log_path, fused=system != "qlorad-modules")
+                        r = run_qlorad(job, args, args.work, log_path)
                     else:
                         r = run_torch_system(system, job, args.work, log_path, args.timeout)
                 except Exception:  # the harness's own fault with one system: the others still run
@@ -397,6 +397,8 @@ def main():
                 r = summarize(r, batch * seq, flops, meta["peak_tflops"])
                 r.update(shape=shape, batch=batch, seq=seq, ckpt=ckpt, system=system, wall_s=time.time() - started)
                 meta["versions"].update(r.get("versions", {}))
+                if system == "hf":
+                    hf_init = job.get("save_init") if r["status"] == "ok" else None
                 runs.append(r)
                 save()
                 if r["status"] == "ok":
