@@ -95,8 +95,7 @@ at::Tensor ActivationOffloader::Take(const c10::intrusive_ptr<OffloadedInput>& i
     const auto& next = by_layer_[previous];
     if (next && next->pass == input->pass) Fetch(*next, device);
   }
-  at::Tensor back = std::move(input->back);
-  input->back = at::Tensor();
+  at::Tensor back = std::move(input->back);  // leaves input->back undefined
   input->host = at::Tensor();  // its copy back is queued; the host allocator waits for it
   input->back_ready.reset();
   return back;
