@@ -108,11 +108,9 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
                                       at::Tensor* xa) const {
   const at::ScalarType dtype = x2d.scalar_type();
   at::Tensor y = at::mm(x2d, StackedWeight(dtype).t());
-  *xa = at::Tensor();
+  *xa = LoraInput2d(x2d, adapters);
   if (adapters.empty()) return y;
   const size_t n = layers_.size();
-  std::vector<at::Tensor> a(adapters.begin(), adapters.begin() + n);
-  *xa = at::mm(x2d, at::cat(a).to(dtype).t());
   int64_t out = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
     const int64_t out_i = layers_[i]->out_features(), r_i = adapters[i].size(0);
@@ -124,6 +122,12 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
     r += r_i;
   }
   return y;
+}
+
+at::Tensor FusedProjection::LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const {
+  if (adapters.empty()) return at::Tensor();
+  const at::TensorList a = adapters.slice(0, layers_.size());
+  return at::mm(x2d, (a.size() == 1 ? a[0] : at::cat(a)).to(x2d.scalar_type()).t());
 }
 
 at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& xa,

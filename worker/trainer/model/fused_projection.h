@@ -41,6 +41,8 @@ class FusedProjection {
   std::vector<at::Tensor> Adapters() const;  // every A, then every B; none without adapters
   // x2d [tokens, in] -> [tokens, out_features()]; *xa = x A^T (undefined without adapters).
   at::Tensor Forward2d(const at::Tensor& x2d, at::TensorList adapters, at::Tensor* xa) const;
+  // x2d A^T [tokens, sum of r]: the adapters' first GEMM alone, as Forward2d computes it into *xa.
+  at::Tensor LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const;
   // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
   // (in the adapters' dtype) to *adapter_grads.
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,

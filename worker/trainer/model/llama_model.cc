@@ -6,6 +6,7 @@
 
 #include "worker/trainer/model/attention.h"
 #include "worker/trainer/model/fused_layers.h"
+#include "worker/trainer/model/graph_only_forward.h"
 
 namespace qlorad::trainer {
 
@@ -171,12 +172,12 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
   RegisterBiases(*this, biases);
 }
 
-at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
+at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {
   const std::vector<std::string> names = {"gate_proj", "up_proj"};
   const at::Tensor gate_up = ProjectFused(gate_up_, names, biases, x);
   const bool fused = gate_up.defined() && FusedLayersAvailable(x.device(), x.scalar_type());
   if (fused && down_.Applies(gate_up) && biases.count("down_proj") == 0) {
-    return FusedSwigluDown(gate_up, down_);
+    return FusedSwigluDown(gate_up, down_, output_unused);
   }
   at::Tensor gated;
   if (fused) {
@@ -211,7 +212,9 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
                                                   cos, sin, positions, attention_mask, cu_seqlens);
   // The residual add and the next norm in one kernel.
   const auto [h, normed] = FusedAddRmsNorm(attention, x, post_norm.weight(), post_norm.eps());
-  return h + mlp->forward(normed);
+  // The MLP's output only joins the residual stream into the layer's output: when no one reads
+  // that (a recompute for backward), neither are the MLP's output values read.
+  return h + mlp->forward(normed, /*output_unused=*/InGraphOnlyForward());
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,

@@ -7,6 +7,7 @@
 #include <optional>
 #include <vector>
 
+#include "worker/trainer/model/graph_only_forward.h"
 #include "worker/trainer/runtime/autograd_context.h"
 
 namespace qlorad::trainer {
@@ -127,6 +128,8 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
     {
       ReplayedRng rng(x.device(), ctx->saved_data["rng"].toTensorVector());
       RecomputeScope recompute;
+      // y's values are never read, only its graph: the layer may skip its last GEMM.
+      GraphOnlyForward graph_only;
       at::AutoGradMode grad(true);  // the engine runs backward with grad off
       y = (*fn)(x, extras);
     }

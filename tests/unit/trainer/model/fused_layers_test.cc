@@ -1,0 +1,94 @@
+#include "worker/trainer/model/fused_layers.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "worker/trainer/model/graph_only_forward.h"
+
+namespace qlorad::trainer {
+namespace {
+
+at::Generator Gen(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
+}
+
+// A down projection [16 <- 24] with an adapter whose B is not zero.
+QLoraLinear MakeDown() {
+  QLoraLinear down(at::randn({16, 24}, Gen(1)));
+  down->AddLora({4, /*scale=*/0.5, /*dropout=*/0.0, at::kFloat}, Gen(2));
+  at::NoGradGuard no_grad;
+  down->lora_b().copy_(at::randn({16, 4}, Gen(3)));
+  return down;
+}
+
+struct Grads {
+  at::Tensor y, gate_up, a, b;
+};
+
+// y = down(silu(gate) * up), backward from dy: the fused function, or module by module.
+Grads RunMlpTail(QLoraLinear down, const at::Tensor& gate_up_in, const at::Tensor& dy, bool fused,
+                 bool output_unused = false) {
+  down->lora_a().mutable_grad() = at::Tensor();
+  down->lora_b().mutable_grad() = at::Tensor();
+  at::Tensor gate_up = gate_up_in.detach().clone().requires_grad_(true);
+  FusedProjection projection({down});  // outlives the graph, which borrows it
+  at::Tensor y;
+  if (fused) {
+    EXPECT_TRUE(projection.Applies(gate_up));
+    y = FusedSwigluDown(gate_up, projection, output_unused);
+  } else {
+    const auto parts = gate_up.chunk(2, -1);
+    y = down->forward(at::silu(parts[0]) * parts[1]);
+  }
+  y.backward(dy);
+  return {y.detach(), gate_up.grad(), down->lora_a().grad(), down->lora_b().grad()};
+}
+
+class FusedSwigluDownTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!FusedLayersAvailable(at::kCPU, at::kFloat)) GTEST_SKIP() << "built without qlorad_ops";
+  }
+  QLoraLinear down_ = MakeDown();
+  at::Tensor gate_up_ = at::randn({2, 5, 48}, Gen(4));
+  at::Tensor dy_ = at::randn({2, 5, 16}, Gen(5));
+};
+
+// fp32: the same products summed in another order (the LoRA update inside the GEMM's addmm).
+TEST_F(FusedSwigluDownTest, MatchesModuleByModuleInFp32) {
+  const Grads want = RunMlpTail(down_, gate_up_, dy_, /*fused=*/false);
+  const Grads got = RunMlpTail(down_, gate_up_, dy_, /*fused=*/true);
+  EXPECT_TRUE(at::allclose(got.y, want.y, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(got.gate_up, want.gate_up, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(got.a, want.a, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(got.b, want.b, 1e-5, 1e-5));
+}
+
+// What activation recompute relies on (graph_only_forward.h): with the output unused, forward
+// skips SwiGLU and the GEMMs, and backward, computing x A^T itself, gives the very same gradients.
+TEST_F(FusedSwigluDownTest, AGraphOnlyForwardGivesTheSameGradients) {
+  const Grads want = RunMlpTail(down_, gate_up_, dy_, /*fused=*/true);
+  const Grads got = RunMlpTail(down_, gate_up_, dy_, /*fused=*/true, /*output_unused=*/true);
+  EXPECT_TRUE(at::equal(got.gate_up, want.gate_up));
+  EXPECT_TRUE(at::equal(got.a, want.a));
+  EXPECT_TRUE(at::equal(got.b, want.b));
+  EXPECT_EQ(got.y.sizes(), want.y.sizes());
+}
+
+TEST(GraphOnlyForwardTest, NestsAndRestores) {
+  EXPECT_FALSE(InGraphOnlyForward());
+  {
+    GraphOnlyForward outer;
+    EXPECT_TRUE(InGraphOnlyForward());
+    {
+      GraphOnlyForward inner;
+      EXPECT_TRUE(InGraphOnlyForward());
+    }
+    EXPECT_TRUE(InGraphOnlyForward());
+  }
+  EXPECT_FALSE(InGraphOnlyForward());
+}
+
+}  // namespace
+}  // namespace qlorad::trainer
