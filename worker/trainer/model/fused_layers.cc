@@ -62,12 +62,6 @@ struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
   }
 };
 
-// gate_up [.., 2I] -> its gate and up halves, as views.
-std::pair<at::Tensor, at::Tensor> GateAndUp(const at::Tensor& gate_up) {
-  const int64_t inner = gate_up.size(-1) / 2;
-  return {gate_up.narrow(-1, 0, inner), gate_up.narrow(-1, inner, inner)};
-}
-
 struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate_up) {
     ctx->save_for_backward({gate_up});
@@ -80,51 +74,45 @@ struct SwigluFunction : torch::autograd::Function<SwigluFunction> {
   }
 };
 
-// Inputs: gate_up, then down's adapters (FusedProjection::Adapters()). With output_unused (a
-// graph-only forward, graph_only_forward.h) forward computes nothing: no SwiGLU pass, no down
-// GEMM; backward computes x A^T itself from the SwiGLU output it recomputes anyway.
+// Inputs: gate_up, then down's adapters (FusedProjection::Adapters()).
 struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& gate_up,
-                            at::TensorList adapters, const FusedProjection* down,
-                            bool output_unused) {
+                            at::TensorList adapters, const FusedProjection* down) {
     SaveBorrowed(ctx, "down", down);
-    auto sizes = gate_up.sizes().vec();
-    sizes.back() = down->out_features();
-    at::Tensor y, xa;
-    if (output_unused) {
-      y = at::empty(sizes, gate_up.options());
-    } else {
-      const auto [gate, up] = GateAndUp(gate_up);
-      const at::Tensor h = ops::SwigluForward(gate, up);
-      y = down->Forward2d(h.reshape({-1, h.size(-1)}), adapters, &xa).view(sizes);
-    }
-    std::vector<at::Tensor> saved = {gate_up, xa};  // xa undefined when output_unused
+    const auto [gate, up] = GateAndUp(gate_up);
+    const at::Tensor h = ops::SwigluForward(gate, up);
+    at::Tensor xa;
+    const at::Tensor y = down->Forward2d(h.reshape({-1, h.size(-1)}), adapters, &xa);
+    std::vector<at::Tensor> saved = {gate_up, xa};
     saved.insert(saved.end(), adapters.begin(), adapters.end());
     ctx->save_for_backward(saved);
-    return y;
+    auto sizes = gate_up.sizes().vec();
+    sizes.back() = down->out_features();
+    return y.view(sizes);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto* down = LoadBorrowed<const FusedProjection>(ctx, "down");
     const variable_list saved = ctx->get_saved_variables();
     const auto [gate, up] = GateAndUp(saved[0]);
     const at::Tensor h = ops::SwigluForward(gate, up);  // recomputed: one elementwise pass
-    const at::Tensor h2d = h.reshape({-1, h.size(-1)});
-    const at::TensorList adapters = at::TensorList(saved).slice(2);
-    const at::Tensor xa = saved[1].defined() ? saved[1] : down->LoraInput2d(h2d, adapters);
     variable_list adapter_grads;
-    const at::Tensor dh =
-        down->Backward2d(h2d, xa, adapters, grads[0].reshape({-1, down->out_features()}),
-                         /*want_dx=*/true, &adapter_grads);
+    const at::Tensor dh = down->Backward2d(
+        h.reshape({-1, h.size(-1)}), saved[1], at::TensorList(saved).slice(2),
+        grads[0].reshape({-1, down->out_features()}), /*want_dx=*/true, &adapter_grads);
     variable_list out = {ops::SwigluBackward(dh.view(h.sizes()), gate, up)};
     out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
     out.emplace_back();  // the projection pointer
-    out.emplace_back();  // output_unused
     return out;
   }
 };
 #endif
 
 }  // namespace
+
+std::pair<at::Tensor, at::Tensor> GateAndUp(const at::Tensor& gate_up) {
+  const int64_t inner = gate_up.size(-1) / 2;
+  return {gate_up.narrow(-1, 0, inner), gate_up.narrow(-1, inner, inner)};
+}
 
 bool FusedPathsEnabled() {
   // Read on every call, not cached: a test may set it between runs in one process.
@@ -183,14 +171,13 @@ std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at:
 #endif
 }
 
-at::Tensor FusedSwigluDown(const at::Tensor& gate_up, const FusedProjection& down,
-                           bool output_unused) {
+at::Tensor FusedSwigluDown(const at::Tensor& gate_up, const FusedProjection& down) {
 #ifdef QLORAD_HAVE_NF4_OPS
   // As a TensorList, so that autograd sees each adapter as an input (a vector it would not).
   const std::vector<at::Tensor> adapters = down.Adapters();
-  return SwigluDownFunction::apply(gate_up, at::TensorList(adapters), &down, output_unused);
+  return SwigluDownFunction::apply(gate_up, at::TensorList(adapters), &down);
 #else
-  (void)gate_up, (void)down, (void)output_unused;
+  (void)gate_up, (void)down;
   NoKernels();
 #endif
 }

@@ -36,10 +36,9 @@ std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at:
 at::Tensor FusedSwiglu(const at::Tensor& gate_up);
 // down(silu(gate) * up) [.., down.out_features()], where `down` Applies: SwiGLU's output [.., I],
 // the widest activation of the layer, is never kept; backward computes it again from gate|up,
-// which SwiGLU's own backward reads anyway. `down` must outlive the graph. output_unused: the
-// caller reads only the graph (graph_only_forward.h), so the output's values are left unspecified
-// and neither SwiGLU nor the down GEMM runs until backward needs them.
-at::Tensor FusedSwigluDown(const at::Tensor& gate_up, const FusedProjection& down,
-                           bool output_unused = false);
+// which SwiGLU's own backward reads anyway. `down` must outlive the graph.
+at::Tensor FusedSwigluDown(const at::Tensor& gate_up, const FusedProjection& down);
+// gate_up [.., 2I] -> its gate and up halves, as views.
+std::pair<at::Tensor, at::Tensor> GateAndUp(const at::Tensor& gate_up);
 
 }  // namespace qlorad::trainer

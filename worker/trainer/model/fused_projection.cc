@@ -105,9 +105,9 @@ std::vector<at::Tensor> FusedProjection::Adapters() const {
 }
 
 at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adapters,
-                                      at::Tensor* xa) const {
+                                      at::Tensor* xa, const at::Tensor& weight) const {
   const at::ScalarType dtype = x2d.scalar_type();
-  at::Tensor y = at::mm(x2d, StackedWeight(dtype).t());
+  at::Tensor y = at::mm(x2d, (weight.defined() ? weight : StackedWeight(dtype)).t());
   *xa = LoraInput2d(x2d, adapters);
   if (adapters.empty()) return y;
   const size_t n = layers_.size();
@@ -132,11 +132,12 @@ at::Tensor FusedProjection::LoraInput2d(const at::Tensor& x2d, at::TensorList ad
 
 at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& xa,
                                        at::TensorList adapters, const at::Tensor& dy_in,
-                                       bool want_dx, std::vector<at::Tensor>* adapter_grads) const {
+                                       bool want_dx, std::vector<at::Tensor>* adapter_grads,
+                                       const at::Tensor& weight) const {
   const at::ScalarType dtype = x2d.scalar_type();
   const at::Tensor dy = dy_in.to(dtype);
   at::Tensor dx;
-  if (want_dx) dx = at::mm(dy, StackedWeight(dtype));
+  if (want_dx) dx = at::mm(dy, weight.defined() ? weight : StackedWeight(dtype));
   if (adapters.empty()) return dx;
   const size_t n = layers_.size();
   // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side.

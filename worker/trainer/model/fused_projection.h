@@ -40,14 +40,17 @@ class FusedProjection {
   // with what computes its input (FusedSwigluDown). `adapters`: Adapters(), as autograd inputs.
   std::vector<at::Tensor> Adapters() const;  // every A, then every B; none without adapters
   // x2d [tokens, in] -> [tokens, out_features()]; *xa = x A^T (undefined without adapters).
-  at::Tensor Forward2d(const at::Tensor& x2d, at::TensorList adapters, at::Tensor* xa) const;
+  // `weight`: StackedWeight(x2d's dtype) when the caller has it already (several chunks of rows
+  // through one projection dequantize once); undefined: dequantized here, for this call alone.
+  at::Tensor Forward2d(const at::Tensor& x2d, at::TensorList adapters, at::Tensor* xa,
+                       const at::Tensor& weight = {}) const;
   // x2d A^T [tokens, sum of r]: the adapters' first GEMM alone, as Forward2d computes it into *xa.
   at::Tensor LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const;
   // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
-  // (in the adapters' dtype) to *adapter_grads.
+  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d.
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
-                        const at::Tensor& dy, bool want_dx,
-                        std::vector<at::Tensor>* adapter_grads) const;
+                        const at::Tensor& dy, bool want_dx, std::vector<at::Tensor>* adapter_grads,
+                        const at::Tensor& weight = {}) const;
 
   const std::vector<QLoraLinear>& layers() const { return layers_; }
   int64_t out_features() const { return out_features_; }

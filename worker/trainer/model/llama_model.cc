@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "worker/trainer/model/attention.h"
+#include "worker/trainer/model/chunked_mlp.h"
 #include "worker/trainer/model/fused_layers.h"
 #include "worker/trainer/model/graph_only_forward.h"
 
@@ -173,11 +174,17 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
 }
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {
+  const bool fused_layers = FusedLayersAvailable(x.device(), x.scalar_type());
+  if (output_unused && at::GradMode::is_enabled() && fused_layers && biases.empty() &&
+      gate_up_.Applies(x) && down_.Applies(x)) {
+    // Nothing reads the output: the whole block waits for backward, which computes it in chunks.
+    return ChunkedMlp(x, gate_up_, down_, /*output_unused=*/true);
+  }
   const std::vector<std::string> names = {"gate_proj", "up_proj"};
   const at::Tensor gate_up = ProjectFused(gate_up_, names, biases, x);
-  const bool fused = gate_up.defined() && FusedLayersAvailable(x.device(), x.scalar_type());
+  const bool fused = gate_up.defined() && fused_layers;
   if (fused && down_.Applies(gate_up) && biases.count("down_proj") == 0) {
-    return FusedSwigluDown(gate_up, down_, output_unused);
+    return FusedSwigluDown(gate_up, down_);
   }
   at::Tensor gated;
   if (fused) {

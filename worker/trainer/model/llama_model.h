@@ -73,7 +73,7 @@ class LlamaMlpImpl : public torch::nn::Module {
  public:
   LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down, ProjectionBiases biases = {});
   // output_unused: the caller reads only the graph (graph_only_forward.h); the fused path then
-  // leaves the output's values unspecified and skips the down projection until backward.
+  // leaves the output's values unspecified and computes the block in backward (chunked_mlp.h).
   at::Tensor forward(const at::Tensor& x, bool output_unused = false);
 
   QLoraLinear gate_proj, up_proj, down_proj;
@@ -89,7 +89,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   LlamaDecoderLayerImpl(LlamaAttention attention, LlamaMlp mlp, RMSNorm input_norm,
                         RMSNorm post_attention_norm);
   // The extras: as LlamaAttentionImpl::forward's. Under a GraphOnlyForward the output's values
-  // are unspecified (the MLP's last GEMM waits for backward); its graph is the layer's.
+  // are unspecified (the MLP waits for backward); its graph is the layer's.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& positions = {}, const at::Tensor& attention_mask = {},
                      const at::Tensor& cu_seqlens = {});
