@@ -104,30 +104,42 @@ std::vector<at::Tensor> FusedProjection::Adapters() const {
   return adapters;
 }
 
+namespace {
+
+// Every adapter's A stacked [sum of r, in], in `dtype`: the first GEMM's weight for all of them.
+at::Tensor StackedA(at::TensorList a, at::ScalarType dtype) {
+  return (a.size() == 1 ? a[0] : at::cat(a)).to(dtype);
+}
+
+}  // namespace
+
 at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adapters,
                                       at::Tensor* xa, const at::Tensor& weight) const {
   const at::ScalarType dtype = x2d.scalar_type();
-  at::Tensor y = at::mm(x2d, (weight.defined() ? weight : StackedWeight(dtype)).t());
+  const at::Tensor w = weight.defined() ? weight : StackedWeight(dtype);
   *xa = LoraInput2d(x2d, adapters);
-  if (adapters.empty()) return y;
+  if (adapters.empty()) return at::mm(x2d, w.t());
+  // The adapters' update first, each into its columns of the output (the LoRA scale in the GEMM's
+  // alpha), then the base GEMM adds itself onto it (beta = 1): the sum costs no pass over the
+  // output beyond what the big GEMM's epilogue reads, where an update added afterwards would read
+  // and write the whole output once more.
+  at::Tensor y = at::empty({x2d.size(0), out_features_}, x2d.options());
   const size_t n = layers_.size();
   int64_t out = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
     const int64_t out_i = layers_[i]->out_features(), r_i = adapters[i].size(0);
-    // y_i += s_i xa_i B_i^T inside the GEMM: no scale, add or cast pass of its own.
     y.narrow(1, out, out_i)
-        .addmm_(xa->narrow(1, r, r_i), adapters[n + i].to(dtype).t(), /*beta=*/1,
+        .addmm_(xa->narrow(1, r, r_i), adapters[n + i].to(dtype).t(), /*beta=*/0,
                 /*alpha=*/layers_[i]->lora_options().scale);
     out += out_i;
     r += r_i;
   }
-  return y;
+  return y.addmm_(x2d, w.t());
 }
 
 at::Tensor FusedProjection::LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const {
   if (adapters.empty()) return at::Tensor();
-  const at::TensorList a = adapters.slice(0, layers_.size());
-  return at::mm(x2d, (a.size() == 1 ? a[0] : at::cat(a)).to(x2d.scalar_type()).t());
+  return at::mm(x2d, StackedA(adapters.slice(0, layers_.size()), x2d.scalar_type()).t());
 }
 
 at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& xa,
@@ -136,29 +148,33 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
                                        const at::Tensor& weight) const {
   const at::ScalarType dtype = x2d.scalar_type();
   const at::Tensor dy = dy_in.to(dtype);
-  at::Tensor dx;
-  if (want_dx) dx = at::mm(dy, weight.defined() ? weight : StackedWeight(dtype));
-  if (adapters.empty()) return dx;
+  const auto base_weight = [&] { return weight.defined() ? weight : StackedWeight(dtype); };
+  if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const size_t n = layers_.size();
-  // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side.
-  std::vector<at::Tensor> dyb_parts, a_parts, db(n);
-  int64_t offset = 0, r_offset = 0;
+  // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
+  // scale in the GEMM's alpha).
+  at::Tensor dyb = at::empty({dy.size(0), xa.size(1)}, dy.options());
+  std::vector<at::Tensor> db(n);
+  int64_t offset = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
-    const at::Tensor& a = adapters[i];
+    const int64_t r_i = adapters[i].size(0);
     const at::Tensor& b = adapters[n + i];
     const double scale = layers_[i]->lora_options().scale;
     const at::Tensor dy_i = dy.narrow(1, offset, layers_[i]->out_features());
-    dyb_parts.push_back(at::mm(dy_i, b.to(dtype)).mul_(scale));
-    a_parts.push_back(a.to(dtype));
-    db[i] = at::mm(dy_i.t(), xa.narrow(1, r_offset, a.size(0))).to(b.scalar_type()).mul_(scale);
+    dyb.narrow(1, r, r_i).addmm_(dy_i, b.to(dtype), /*beta=*/0, /*alpha=*/scale);
+    db[i] = at::mm(dy_i.t(), xa.narrow(1, r, r_i)).to(b.scalar_type()).mul_(scale);
     offset += layers_[i]->out_features();
-    r_offset += a.size(0);
+    r += r_i;
   }
-  const at::Tensor dyb = n == 1 ? dyb_parts[0] : at::cat(dyb_parts, 1);
-  // dX += (s dY B) A: the adapters' share of the input gradient lands in the same buffer.
-  if (want_dx) dx.addmm_(dyb, n == 1 ? a_parts[0] : at::cat(a_parts));
+  // dX = (s dY B) A + dY W: the adapters' share first, then the base GEMM adds onto it (beta = 1),
+  // as in Forward2d.
+  at::Tensor dx;
+  if (want_dx) {
+    dx = at::mm(dyb, StackedA(adapters.slice(0, n), dtype));
+    dx.addmm_(dy, base_weight());
+  }
   const at::Tensor da = at::mm(dyb.t(), x2d);  // every dA_i in one GEMM
-  int64_t r = 0;
+  r = 0;
   for (size_t i = 0; i < n; ++i) {
     adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)).to(adapters[i].scalar_type()));
     r += adapters[i].size(0);

@@ -1,13 +1,13 @@
 // Projections that read the same input (q/k/v; gate/up), or one alone (o; down), computed with no
 // pass over the activations beyond the GEMMs themselves:
-//   y   = x W^T                   one GEMM over the frozen weights stacked [sum out, in],
-//   dequantized
-//                                 in one grouped NF4 launch
-//   xa  = x A^T                   one GEMM over the adapters' A stacked [sum r, in]
-//   y_i += s_i * xa_i B_i^T       in place: the LoRA scale rides in the GEMM's alpha, beta = 1
-// and a hand-written backward in the same spirit (dX = dY W + (s dY B) A as one GEMM and one
-// addmm; dA for every adapter as one GEMM). Saved for backward: x and xa (r columns per adapter);
-// never a dense weight, which backward dequantizes again.
+//   xa  = x A^T                  one GEMM over the adapters' A stacked [sum r, in]
+//   y_i = s_i * xa_i B_i^T       into each layer's columns of the output, the scale in alpha
+//   y  += x W^T                  one GEMM over the frozen weights stacked [sum out, in] (dequantized
+//                                in one grouped NF4 launch), beta = 1: the sum happens in its
+//                                epilogue
+// and a hand-written backward in the same spirit (dX = (s dY B) A, then += dY W in the big GEMM;
+// dA for every adapter as one GEMM). Saved for backward: x and xa (r columns per adapter); never a
+// dense weight, which backward dequantizes again.
 //
 // The layers stay ordinary QLoraLinear modules (their parameters, names and adapters files are
 // unchanged); this is another way to run them, taken when Applies().
