@@ -61,7 +61,8 @@ TEST(TrainerEventTest, NullLossBecomesNaN) {
   EXPECT_TRUE(std::isnan(e.metrics().loss()));
   EXPECT_EQ(e.metrics().step(), 3);
 
-  const v1::TrainerEvent done = TrainerEventFromLine(events::DoneLine(5, "/a", NAN), kCtx, kNow);
+  const v1::TrainerEvent done = TrainerEventFromLine(
+      events::DoneLine({.steps = 5, .adapter_path = "/a", .final_loss = NAN}), kCtx, kNow);
   ASSERT_TRUE(done.has_done());
   EXPECT_TRUE(std::isnan(done.done().final_loss()));
 }
@@ -87,8 +88,9 @@ TEST(TrainerEventTest, CheckpointDoneErrorStarted) {
   EXPECT_EQ(ckpt.checkpoint().step(), 50);
   EXPECT_EQ(ckpt.checkpoint().path(), "/runs/x/step-50");
 
-  const v1::TrainerEvent done =
-      TrainerEventFromLine(events::DoneLine(100, "/runs/x/adapter", 0.75), kCtx, kNow);
+  const v1::TrainerEvent done = TrainerEventFromLine(
+      events::DoneLine({.steps = 100, .adapter_path = "/runs/x/adapter", .final_loss = 0.75}), kCtx,
+      kNow);
   ASSERT_TRUE(done.has_done());
   EXPECT_EQ(done.done().steps(), 100);
   EXPECT_EQ(done.done().adapter_path(), "/runs/x/adapter");
