@@ -67,6 +67,42 @@ TEST(TrainerEventTest, NullLossBecomesNaN) {
   EXPECT_TRUE(std::isnan(done.done().final_loss()));
 }
 
+TEST(TrainerEventTest, EvalLossReachesTheMetricsOfEvaluatedStepsOnly) {
+  events::Metrics m;
+  m.step = 10;
+  m.loss = 1.5;
+  const v1::TrainerEvent plain = TrainerEventFromLine(events::MetricsLine(m), kCtx, kNow);
+  ASSERT_TRUE(plain.has_metrics());
+  EXPECT_FALSE(plain.metrics().has_eval_loss());
+  EXPECT_FALSE(plain.metrics().has_eval_perplexity());
+  m.eval_loss = 1.25;
+  const v1::TrainerEvent evaluated = TrainerEventFromLine(events::MetricsLine(m), kCtx, kNow);
+  ASSERT_TRUE(evaluated.metrics().has_eval_loss());
+  EXPECT_DOUBLE_EQ(evaluated.metrics().eval_loss(), 1.25);
+  EXPECT_DOUBLE_EQ(evaluated.metrics().eval_perplexity(), std::exp(1.25));
+}
+
+TEST(TrainerEventTest, DoneCarriesTheBestEvaluation) {
+  const v1::TrainerEvent plain =
+      TrainerEventFromLine(events::DoneLine({.steps = 5, .adapter_path = "/a"}), kCtx, kNow);
+  ASSERT_TRUE(plain.has_done());
+  EXPECT_FALSE(plain.done().has_best());
+  EXPECT_FALSE(plain.done().stopped_early());
+  const v1::TrainerEvent best = TrainerEventFromLine(
+      events::DoneLine(
+          {.steps = 8,
+           .adapter_path = "/r/adapter",
+           .stopped_early = true,
+           .best = events::BestEval{4, 0.5, "/r/best/step-4", "/r/best/step-4/adapter"}}),
+      kCtx, kNow);
+  ASSERT_TRUE(best.done().has_best());
+  EXPECT_TRUE(best.done().stopped_early());
+  EXPECT_EQ(best.done().best().step(), 4);
+  EXPECT_DOUBLE_EQ(best.done().best().eval_loss(), 0.5);
+  EXPECT_EQ(best.done().best().checkpoint_path(), "/r/best/step-4");
+  EXPECT_EQ(best.done().best().adapter_path(), "/r/best/step-4/adapter");
+}
+
 TEST(TrainerEventTest, LogLineKeepsLevelAndMessage) {
   const v1::TrainerEvent e =
       TrainerEventFromLine(events::LogLine("warning", "loss spiked"), kCtx, kNow);
