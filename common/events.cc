@@ -22,19 +22,23 @@ std::string StartedLine(int64_t pid, int64_t total_steps, const std::string& dev
 }
 
 std::string MetricsLine(const Metrics& m) {
-  return json{{"event", "metrics"},
-              {"step", m.step},
-              {"total_steps", m.total_steps},
-              {"loss", Number(m.loss)},
-              {"lr", m.lr},
-              {"grad_norm", Number(m.grad_norm)},
-              {"tokens_per_s", m.tokens_per_s},
-              {"vram_allocated_bytes", m.vram_allocated_bytes},
-              {"vram_reserved_bytes", m.vram_reserved_bytes},
-              {"vram_peak_bytes", m.vram_peak_bytes},
-              {"wall_time_s", m.wall_time_s},
-              {"rank", m.rank}}
-      .dump();
+  json line{{"event", "metrics"},
+            {"step", m.step},
+            {"total_steps", m.total_steps},
+            {"loss", Number(m.loss)},
+            {"lr", m.lr},
+            {"grad_norm", Number(m.grad_norm)},
+            {"tokens_per_s", m.tokens_per_s},
+            {"vram_allocated_bytes", m.vram_allocated_bytes},
+            {"vram_reserved_bytes", m.vram_reserved_bytes},
+            {"vram_peak_bytes", m.vram_peak_bytes},
+            {"wall_time_s", m.wall_time_s},
+            {"rank", m.rank}};
+  if (m.eval_loss) {
+    line["eval_loss"] = Number(*m.eval_loss);
+    line["eval_perplexity"] = Number(std::exp(*m.eval_loss));
+  }
+  return line.dump();
 }
 
 std::string LogLine(const std::string& level, const std::string& message) {
@@ -46,12 +50,19 @@ std::string CheckpointLine(int64_t step, const std::string& path) {
   return json{{"event", "checkpoint"}, {"step", step}, {"path", path}}.dump();
 }
 
-std::string DoneLine(int64_t steps, const std::string& adapter_path, double final_loss) {
-  return json{{"event", "done"},
-              {"steps", steps},
-              {"adapter_path", adapter_path},
-              {"final_loss", Number(final_loss)}}
-      .dump();
+std::string DoneLine(const Done& done) {
+  json line{{"event", "done"},
+            {"steps", done.steps},
+            {"adapter_path", done.adapter_path},
+            {"final_loss", Number(done.final_loss)},
+            {"stopped_early", done.stopped_early}};
+  if (done.best) {
+    line["best_step"] = done.best->step;
+    line["best_eval_loss"] = Number(done.best->eval_loss);
+    line["best_checkpoint_path"] = done.best->checkpoint_path;
+    line["best_adapter_path"] = done.best->adapter_path;
+  }
+  return line.dump();
 }
 
 std::string ErrorLine(const std::string& message, const std::string& field) {

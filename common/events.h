@@ -4,15 +4,18 @@
 //   {"event":"started","pid":..,"total_steps":..,"device":"cpu","rank":0,"world_size":1}
 //   {"event":"metrics","step":..,"total_steps":..,"loss":..,"lr":..,"grad_norm":..,
 //    "tokens_per_s":..,"vram_allocated_bytes":..,"vram_reserved_bytes":..,"vram_peak_bytes":..,
-//    "wall_time_s":..,"rank":0}
+//    "wall_time_s":..,"rank":0, "eval_loss":..,"eval_perplexity":..}   (eval_*: evaluated steps)
 //   {"event":"log","level":"info","message":".."}
 //   {"event":"checkpoint","step":..,"path":"/abs/dir"}
-//   {"event":"done","steps":..,"adapter_path":"/abs/dir","final_loss":..}
+//   {"event":"done","steps":..,"adapter_path":"/abs/dir","final_loss":..,"stopped_early":false,
+//    "best_step":..,"best_eval_loss":..,"best_checkpoint_path":"/abs/dir",
+//    "best_adapter_path":"/abs/dir"}                                  (best_*: with evaluation)
 //   {"event":"error","message":"..","field":"data.path"}     (field may be empty)
 // Paths are absolute. A reader must ignore keys it does not know (the format grows).
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace qlorad::events {
@@ -29,6 +32,25 @@ struct Metrics {
   int64_t vram_peak_bytes = 0;
   double wall_time_s = 0;
   int rank = 0;
+  // Set on a step after which the validation set was evaluated (data.validation): the mean loss
+  // per trained token over all of it, every rank's share included. The line adds its perplexity.
+  std::optional<double> eval_loss;
+};
+
+// The evaluation of a run with the lowest eval loss, kept apart from the rolling checkpoints.
+struct BestEval {
+  int64_t step = 0;
+  double eval_loss = 0;
+  std::string checkpoint_path;  // <output_dir>/best/step-N
+  std::string adapter_path;     // its adapter/
+};
+
+struct Done {
+  int64_t steps = 0;
+  std::string adapter_path;
+  double final_loss = 0;
+  bool stopped_early = false;  // train.early_stopping ended the run before max_steps
+  std::optional<BestEval> best = std::nullopt;  // with data.validation
 };
 
 std::string StartedLine(int64_t pid, int64_t total_steps, const std::string& device, int rank,
@@ -36,7 +58,7 @@ std::string StartedLine(int64_t pid, int64_t total_steps, const std::string& dev
 std::string MetricsLine(const Metrics& m);
 std::string LogLine(const std::string& level, const std::string& message);
 std::string CheckpointLine(int64_t step, const std::string& path);
-std::string DoneLine(int64_t steps, const std::string& adapter_path, double final_loss);
+std::string DoneLine(const Done& done);
 std::string ErrorLine(const std::string& message, const std::string& field = "");
 
 }  // namespace qlorad::events

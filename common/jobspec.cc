@@ -4,12 +4,14 @@
 
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <set>
 #include <sstream>
+#include <utility>
 
 namespace qlorad {
 namespace {
@@ -75,6 +77,8 @@ class Section {
   }
 
   bool Has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
+  // This section was written and is not null.
+  bool Present() const { return node_ && !node_.IsNull(); }
 
  private:
   std::string Where() const { return prefix_.empty() ? "the spec: " : prefix_ + ": "; }
@@ -172,6 +176,25 @@ Status ParseLora(Section s, LoraSpec* l) {
   return Status::Ok();
 }
 
+// data.validation: a number is the fraction of data.path held out, anything else a file path
+// (a file named like a number can be written ./0.1).
+Status ParseValidation(Section& s, DataSpec* d) {
+  std::optional<std::string> raw;
+  QLORAD_RETURN_IF_ERROR(s.GetOptional("validation", &raw));
+  if (!raw) return Status::Ok();
+  const std::string field = s.Field("validation");
+  QLORAD_RETURN_IF_ERROR(Require(!raw->empty(), field, "must be a file path or a fraction"));
+  char* end = nullptr;
+  const double fraction = std::strtod(raw->c_str(), &end);
+  if (end == nullptr || *end != '\0') {
+    d->validation_path = *raw;
+    return Status::Ok();
+  }
+  d->validation_fraction = fraction;
+  return Require(fraction > 0 && fraction < 1, field,
+                 "a fraction of data.path must be in (0, 1), got " + *raw);
+}
+
 Status ParseData(Section s, DataSpec* d) {
   QLORAD_RETURN_IF_ERROR(s.Get("path", &d->path));
   QLORAD_RETURN_IF_ERROR(s.Get("format", &d->format));
@@ -182,6 +205,7 @@ Status ParseData(Section s, DataSpec* d) {
   QLORAD_RETURN_IF_ERROR(s.Get("train_on_completions_only", &d->train_on_completions_only));
   QLORAD_RETURN_IF_ERROR(s.Get("chat_template", &d->chat_template));
   QLORAD_RETURN_IF_ERROR(s.Get("skip_bad_lines", &d->skip_bad_lines));
+  QLORAD_RETURN_IF_ERROR(ParseValidation(s, d));
   QLORAD_RETURN_IF_ERROR(s.Validate());
   QLORAD_RETURN_IF_ERROR(Require(!d->path.empty(), s.Field("path"), "is required (a JSONL file)"));
   QLORAD_RETURN_IF_ERROR(
@@ -190,6 +214,21 @@ Status ParseData(Section s, DataSpec* d) {
             s.Field("format")));
   return Require(d->max_seq_len >= 2 && d->max_seq_len <= (1 << 20), s.Field("max_seq_len"),
                  "must be in [2, 1048576], got " + Show(d->max_seq_len));
+}
+
+// train.early_stopping: null (or absent) is off; a mapping turns it on with its defaults.
+Status ParseEarlyStopping(Section s, std::optional<EarlyStoppingSpec>* out) {
+  if (!s.Present()) return Status::Ok();
+  EarlyStoppingSpec e;
+  QLORAD_RETURN_IF_ERROR(s.Get("patience", &e.patience));
+  QLORAD_RETURN_IF_ERROR(s.Get("min_delta", &e.min_delta));
+  QLORAD_RETURN_IF_ERROR(s.Validate());
+  QLORAD_RETURN_IF_ERROR(Require(e.patience >= 1, s.Field("patience"),
+                                 "must be >= 1 evaluations, got " + Show(e.patience)));
+  QLORAD_RETURN_IF_ERROR(Require(std::isfinite(e.min_delta) && e.min_delta >= 0,
+                                 s.Field("min_delta"), "must be >= 0, got " + Show(e.min_delta)));
+  *out = e;
+  return Status::Ok();
 }
 
 Status ParseTrain(Section s, TrainSpec* t) {
@@ -222,10 +261,20 @@ Status ParseTrain(Section s, TrainSpec* t) {
   } else {
     QLORAD_RETURN_IF_ERROR(s.Get("loss_chunk_size", &chunk));
   }
+  QLORAD_RETURN_IF_ERROR(s.Get("eval_steps", &t->eval_steps));
+  QLORAD_RETURN_IF_ERROR(s.GetOptional("eval_batches", &t->eval_batches));
+  QLORAD_RETURN_IF_ERROR(ParseEarlyStopping(s.Child("early_stopping"), &t->early_stopping));
   QLORAD_RETURN_IF_ERROR(s.Validate());
 
   QLORAD_RETURN_IF_ERROR(
       Require(t->max_steps > 0, s.Field("max_steps"), "must be > 0, got " + Show(t->max_steps)));
+  QLORAD_RETURN_IF_ERROR(
+      Require(t->eval_steps > 0, s.Field("eval_steps"), "must be > 0, got " + Show(t->eval_steps)));
+  if (t->eval_batches) {
+    QLORAD_RETURN_IF_ERROR(
+        Require(*t->eval_batches > 0, s.Field("eval_batches"),
+                "must be > 0 or null (the whole validation set), got " + Show(*t->eval_batches)));
+  }
   QLORAD_RETURN_IF_ERROR(Require(t->micro_batch_size > 0, s.Field("micro_batch_size"),
                                  "must be > 0, got " + Show(t->micro_batch_size)));
   QLORAD_RETURN_IF_ERROR(
@@ -294,6 +343,23 @@ Status ParseCheckpoint(Section s, CheckpointSpec* c) {
   return Require(c->keep >= 1, s.Field("keep"), "must be >= 1, got " + Show(c->keep));
 }
 
+// Evaluation settings mean nothing without data.validation: refused rather than ignored (null
+// eval_batches and early_stopping are their defaults, and pass).
+Status CheckEvaluation(Section train, const JobSpec& spec) {
+  if (spec.data.HasValidation()) return Status::Ok();
+  const std::pair<const char*, bool> settings[] = {
+      {"eval_steps", train.Has("eval_steps")},
+      {"eval_batches", spec.train.eval_batches.has_value()},
+      {"early_stopping", spec.train.early_stopping.has_value()}};
+  for (const auto& [key, set] : settings) {
+    if (set) {
+      return InvalidArgument(train.Field(key) +
+                             ": needs data.validation (a file, or a fraction of data.path)");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 double LoraSpec::Scale() const {
@@ -324,6 +390,8 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
   QLORAD_RETURN_IF_ERROR(ParseParallel(top.Child("parallel"), &spec.parallel));
   QLORAD_RETURN_IF_ERROR(ParseCheckpoint(top.Child("checkpoint"), &spec.checkpoint));
   QLORAD_RETURN_IF_ERROR(top.Validate());
+
+  QLORAD_RETURN_IF_ERROR(CheckEvaluation(top.Child("train"), spec));
 
   if (!spec.lora.compute_precision) spec.lora.compute_precision = spec.train.precision;
   const Precision lora = *spec.lora.compute_precision;
@@ -383,6 +451,9 @@ Status CheckJobSpecFiles(const JobSpec& spec) {
   }
   if (!fs::is_regular_file(spec.data.path, ec)) {
     return InvalidArgument("data.path: no such file: " + Shown(spec.data.path));
+  }
+  if (!spec.data.validation_path.empty() && !fs::is_regular_file(spec.data.validation_path, ec)) {
+    return InvalidArgument("data.validation: no such file: " + Shown(spec.data.validation_path));
   }
   if (spec.lora.init_from && !fs::is_directory(*spec.lora.init_from, ec)) {
     return InvalidArgument("lora.init_from: not a directory: " + Shown(*spec.lora.init_from));

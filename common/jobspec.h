@@ -55,6 +55,20 @@ struct DataSpec {
   bool train_on_completions_only = true;
   std::string chat_template = "auto";
   bool skip_bad_lines = false;
+  // data.validation: held-out examples evaluated during training, either a file (read like
+  // `path`) or a fraction in (0, 1) of `path`'s examples, split off by `seed` before training
+  // sees any (data/validation_split.h). Neither set: no evaluation.
+  std::string validation_path;
+  double validation_fraction = 0;
+
+  bool HasValidation() const { return !validation_path.empty() || validation_fraction > 0; }
+};
+
+// train.early_stopping: stop once `patience` evaluations in a row have not lowered the best eval
+// loss by more than `min_delta`.
+struct EarlyStoppingSpec {
+  int64_t patience = 3;
+  double min_delta = 0.0;
 };
 
 struct TrainSpec {
@@ -79,6 +93,12 @@ struct TrainSpec {
   // not fit on the device. Needs checkpointing (true or auto, which true then turns on).
   CheckpointingChoice activation_offload = CheckpointingChoice::kAuto;
   int64_t loss_chunk_size = 0;  // 0 = auto
+  // With data.validation: evaluate every eval_steps optimizer steps and after the last one, on
+  // at most eval_batches micro-batches of micro_batch_size rows (nullopt: the whole set; the
+  // same rows every time, so evaluations compare).
+  int64_t eval_steps = 50;
+  std::optional<int64_t> eval_batches;
+  std::optional<EarlyStoppingSpec> early_stopping;
 };
 
 struct ResourcesSpec {
@@ -103,6 +123,8 @@ struct ParallelSpec {
 
 struct CheckpointSpec {
   int64_t every_steps = 50;  // 0 disables periodic checkpoints
+  // Newest periodic checkpoints kept. With data.validation the one of the lowest eval loss is
+  // kept apart too, in <output_dir>/best/step-N, whatever `keep` drops.
   int keep = 3;
   std::string output_dir;  // default: runs/<name>
 };

@@ -23,6 +23,17 @@ std::string DescribeExit(const v1::TrainerEvent::Exit& exit, const std::string& 
   return what;
 }
 
+// The log line of a completed job: where its adapters are, the best evaluation's too.
+std::string CompletedMessage(const v1::Job& job) {
+  std::string message = "completed; adapter at " + job.adapter_path();
+  if (job.stopped_early()) message += " (stopped early: train.early_stopping)";
+  if (job.has_best()) {
+    message += fmt::format("; best eval loss {:.4f} at step {}, adapter at {}",
+                           job.best().eval_loss(), job.best().step(), job.best().adapter_path());
+  }
+  return message;
+}
+
 }  // namespace
 
 Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEvent& event,
@@ -59,6 +70,14 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
         job.set_last_step(m.step());
         job.set_last_loss(m.loss());
         QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+        // Evaluations are few; a log line puts them in every log reader's view too.
+        if (m.has_eval_loss()) {
+          QLORAD_RETURN_IF_ERROR(
+              Log(job.id(), "info",
+                  fmt::format("eval at step {}: eval_loss {:.4f}, perplexity {:.3f}", m.step(),
+                              m.eval_loss(), m.eval_perplexity()),
+                  out));
+        }
       }
       out.metrics.push_back({cursor, std::move(m)});
       return Status::Ok();
@@ -80,6 +99,8 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
     case v1::TrainerEvent::kDone:
       run.done = true;
       job.set_adapter_path(event.done().adapter_path());
+      if (event.done().has_best()) *job.mutable_best() = event.done().best();
+      job.set_stopped_early(event.done().stopped_early());
       return store_->UpdateJob(record);
     case v1::TrainerEvent::kError:
       run.error_message = event.error().message();
@@ -120,8 +141,7 @@ Status Coordinator::ApplyExit(JobRecord& record, Run& run, int rank,
       return RetryOrFail(record, "trainer exited 0 without reporting done", true,
                          exit.stderr_tail(), out);
     }
-    QLORAD_RETURN_IF_ERROR(
-        Log(record.job.id(), "info", "completed; adapter at " + record.job.adapter_path(), out));
+    QLORAD_RETURN_IF_ERROR(Log(record.job.id(), "info", CompletedMessage(record.job), out));
     return Finish(record, v1::JOB_STATE_COMPLETED, "", out);
   }
   if (exit.exit_code() == kBadInputExitCode) {

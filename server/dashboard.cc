@@ -25,7 +25,7 @@ const std::string& DashboardHtml() {
 <h1>qlorad</h1>
 <p id="status">loading&hellip;</p>
 <table id="jobs"><thead><tr><th>job</th><th>name</th><th>state</th><th>attempt</th>
-<th>step</th><th>loss</th><th>worker</th></tr></thead><tbody></tbody></table>
+<th>step</th><th>loss</th><th>eval loss</th><th>best</th><th>worker</th></tr></thead><tbody></tbody></table>
 <div id="charts"></div>
 <script>
 "use strict";
@@ -42,9 +42,11 @@ function lossChart(job) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", W); svg.setAttribute("height", H);
-  const pts = job.loss_curve;
+  const pts = job.loss_curve, evals = job.eval_loss_curve;
   if (pts.length > 0) {
-    const steps = pts.map(p => p[0]), losses = pts.map(p => p[1]);
+    // One scale for both curves, so the eval loss reads against the training loss.
+    const all = pts.concat(evals);
+    const steps = all.map(p => p[0]), losses = all.map(p => p[1]);
     const x0 = Math.min(...steps), x1 = Math.max(...steps, x0 + 1);
     const y0 = Math.min(...losses), y1 = Math.max(...losses, y0 + 1e-9);
     const sx = s => PAD + (s - x0) / (x1 - x0) * (W - 2 * PAD);
@@ -53,6 +55,12 @@ function lossChart(job) {
     line.setAttribute("fill", "none"); line.setAttribute("stroke", "#0a58ca");
     line.setAttribute("points", pts.map(p => sx(p[0]) + "," + sy(p[1])).join(" "));
     svg.appendChild(line);
+    if (evals.length > 0) {
+      const eval_line = document.createElementNS(ns, "polyline");
+      eval_line.setAttribute("fill", "none"); eval_line.setAttribute("stroke", "#d9480f");
+      eval_line.setAttribute("points", evals.map(p => sx(p[0]) + "," + sy(p[1])).join(" "));
+      svg.appendChild(eval_line);
+    }
     const labels = [[4, 14, y1.toFixed(3)], [4, H - PAD, y0.toFixed(3)],
                     [PAD, H - 8, "step " + x0], [W - PAD - 60, H - 8, "step " + x1]];
     for (const [x, y, t] of labels) {
@@ -64,7 +72,8 @@ function lossChart(job) {
   }
   const box = document.createElement("div");
   box.className = "chart";
-  box.appendChild(text("div", job.name + " (" + job.id + ")"));
+  box.appendChild(text("div", job.name + " (" + job.id + ")" +
+                            (evals.length > 0 ? ": loss (blue), eval loss (orange)" : "")));
   box.appendChild(svg);
   return box;
 }
@@ -87,6 +96,10 @@ async function refresh() {
       row.appendChild(text("td", job.attempt));
       row.appendChild(text("td", job.step + " / " + job.total_steps));
       row.appendChild(text("td", job.step > 0 ? job.loss.toFixed(4) : ""));
+      row.appendChild(text("td", job.eval_loss === null ? "" : job.eval_loss.toFixed(4)));
+      row.appendChild(text("td", job.best === null ? "" :
+          job.best.eval_loss.toFixed(4) + " at step " + job.best.step +
+          (job.stopped_early ? " (stopped early)" : "")));
       row.appendChild(text("td", job.worker_id));
       body.appendChild(row);
       if (job.loss_curve.length > 0) charts.appendChild(lossChart(job));
@@ -117,15 +130,32 @@ LossCurve Downsample(const LossCurve& curve, size_t max_points) {
   return out;
 }
 
+namespace {
+
+nlohmann::json Points(const LossCurve& curve) {
+  nlohmann::json points = nlohmann::json::array();
+  for (const auto& [step, loss] : curve) points.push_back({step, loss});
+  return points;
+}
+
+nlohmann::json BestJson(const v1::Job& job) {
+  if (!job.has_best()) return nullptr;
+  return {{"step", job.best().step()},
+          {"eval_loss", job.best().eval_loss()},
+          {"checkpoint_path", job.best().checkpoint_path()},
+          {"adapter_path", job.best().adapter_path()}};
+}
+
+}  // namespace
+
 nlohmann::json JobsJson(const std::vector<v1::Job>& jobs,
-                        const std::map<std::string, LossCurve>& curves) {
+                        const std::map<std::string, JobCurves>& curves) {
   nlohmann::json list = nlohmann::json::array();
   for (const v1::Job& job : jobs) {
-    auto curve = curves.find(job.id());
-    nlohmann::json points = nlohmann::json::array();
-    if (curve != curves.end()) {
-      for (const auto& [step, loss] : curve->second) points.push_back({step, loss});
-    }
+    auto found = curves.find(job.id());
+    const JobCurves curve = found == curves.end() ? JobCurves{} : found->second;
+    nlohmann::json last_eval = nullptr;
+    if (!curve.eval_loss.empty()) last_eval = curve.eval_loss.back().second;
     list.push_back({{"id", job.id()},
                     {"name", job.name()},
                     {"state", JobStateName(job.state())},
@@ -138,7 +168,11 @@ nlohmann::json JobsJson(const std::vector<v1::Job>& jobs,
                     {"created_unix_ms", job.created_unix_ms()},
                     {"finished_unix_ms", job.finished_unix_ms()},
                     {"adapter_path", job.adapter_path()},
-                    {"loss_curve", std::move(points)}});
+                    {"loss_curve", Points(curve.loss)},
+                    {"eval_loss_curve", Points(curve.eval_loss)},
+                    {"eval_loss", last_eval},
+                    {"best", BestJson(job)},
+                    {"stopped_early", job.stopped_early()}});
   }
   return {{"jobs", std::move(list)}};
 }

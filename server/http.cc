@@ -71,16 +71,18 @@ StatusOr<std::string> HttpServer::MetricsText() {
   QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, kJobsShown, ""));
   snapshot.jobs = std::move(newest.jobs);
   QLORAD_ASSIGN_OR_RETURN(snapshot.latest_metrics, store.LatestMetricsPerJob());
+  QLORAD_ASSIGN_OR_RETURN(snapshot.latest_eval, store.LatestEvalPerJob());
   return RenderPrometheus(snapshot);
 }
 
 StatusOr<std::string> HttpServer::JobsJsonText() {
   QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, kJobsShown, ""));
   const std::vector<v1::Job>& jobs = newest.jobs;
-  std::map<std::string, LossCurve> curves;
+  std::map<std::string, JobCurves> curves;
   for (const auto& job : jobs) {
-    QLORAD_ASSIGN_OR_RETURN(LossCurve curve, coordinator_.store().ReadLossCurve(job.id()));
-    curves[job.id()] = Downsample(curve, kChartPoints);
+    QLORAD_ASSIGN_OR_RETURN(LossCurve loss, coordinator_.store().ReadLossCurve(job.id()));
+    QLORAD_ASSIGN_OR_RETURN(LossCurve eval, coordinator_.store().ReadEvalLossCurve(job.id()));
+    curves[job.id()] = {Downsample(loss, kChartPoints), Downsample(eval, kChartPoints)};
   }
   return JobsJson(jobs, curves).dump();
 }

@@ -56,20 +56,26 @@ std::string RenderPrometheus(const PrometheusSnapshot& snapshot) {
     const char* name;
     const char* help;
     double (*value)(const v1::StepMetrics&);
+    const std::map<std::string, v1::StepMetrics>* rows;
   };
   const Series series[] = {
       {"qlorad_job_step", "Last optimizer step reported (rank 0).",
-       [](const v1::StepMetrics& m) { return static_cast<double>(m.step()); }},
+       [](const v1::StepMetrics& m) { return static_cast<double>(m.step()); },
+       &snapshot.latest_metrics},
       {"qlorad_job_loss", "Last training loss reported (rank 0).",
-       [](const v1::StepMetrics& m) { return m.loss(); }},
+       [](const v1::StepMetrics& m) { return m.loss(); }, &snapshot.latest_metrics},
       {"qlorad_job_tokens_per_second", "Training throughput at the last step (rank 0).",
-       [](const v1::StepMetrics& m) { return m.tokens_per_s(); }},
+       [](const v1::StepMetrics& m) { return m.tokens_per_s(); }, &snapshot.latest_metrics},
+      {"qlorad_job_eval_loss", "Last eval loss on the validation set (data.validation).",
+       [](const v1::StepMetrics& m) { return m.eval_loss(); }, &snapshot.latest_eval},
+      {"qlorad_job_eval_perplexity", "Perplexity of the last evaluation, exp(eval loss).",
+       [](const v1::StepMetrics& m) { return m.eval_perplexity(); }, &snapshot.latest_eval},
   };
   for (const Series& s : series) {
     Header(out, s.name, s.help);
     for (const v1::Job& job : snapshot.jobs) {
-      auto m = snapshot.latest_metrics.find(job.id());
-      if (m == snapshot.latest_metrics.end()) continue;
+      auto m = s.rows->find(job.id());
+      if (m == s.rows->end()) continue;
       out += fmt::format("{}{{job=\"{}\",name=\"{}\"}} {}\n", s.name, EscapeLabel(job.id()),
                          EscapeLabel(job.name()), s.value(m->second));
     }

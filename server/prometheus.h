@@ -1,5 +1,5 @@
 // The Prometheus text exposition of the coordinator: jobs by state, workers, and per job the
-// last step, loss and tokens/s.
+// last step, loss and tokens/s, and the last eval loss and perplexity (data.validation).
 #pragma once
 
 #include <cstdint>
@@ -17,6 +17,7 @@ struct PrometheusSnapshot {
   int workers_busy = 0;
   std::vector<v1::Job> jobs;                              // those to export per-job series
   std::map<std::string, v1::StepMetrics> latest_metrics;  // by job id, rank 0
+  std::map<std::string, v1::StepMetrics> latest_eval;     // by job id, rank 0's evaluated steps
 };
 
 std::string RenderPrometheus(const PrometheusSnapshot& snapshot);

@@ -21,6 +21,14 @@ Statement& Statement::Bind(int index, const std::string& value) {
   return *this;
 }
 
+Statement& Statement::Bind(int index, std::optional<double> value) {
+  if (!value) {
+    sqlite3_bind_null(stmt_, index);
+    return *this;
+  }
+  return Bind(index, *value);
+}
+
 StatusOr<bool> Statement::Step() {
   const int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
@@ -45,6 +53,10 @@ int64_t Statement::Int(int column) const {
 
 double Statement::Double(int column) const {
   return sqlite3_column_double(stmt_, column);
+}
+
+bool Statement::IsNull(int column) const {
+  return sqlite3_column_type(stmt_, column) == SQLITE_NULL;
 }
 
 std::string Statement::Text(int column) const {

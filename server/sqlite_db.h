@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -25,6 +26,7 @@ class Statement {
   Statement& Bind(int index, int value) { return Bind(index, static_cast<int64_t>(value)); }
   Statement& Bind(int index, double value);
   Statement& Bind(int index, const std::string& value);
+  Statement& Bind(int index, std::optional<double> value);  // nullopt binds NULL
 
   // Steps once: true while a row is available, false when done. Errors set *status.
   StatusOr<bool> Step();
@@ -36,6 +38,7 @@ class Statement {
   int64_t Int(int column) const;
   double Double(int column) const;
   std::string Text(int column) const;
+  bool IsNull(int column) const;
 
  private:
   sqlite3* db_;

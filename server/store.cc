@@ -11,7 +11,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   worker_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL, started_unix_ms INTEGER NOT NULL,
   finished_unix_ms INTEGER NOT NULL, last_step INTEGER NOT NULL, total_steps INTEGER NOT NULL,
   last_loss REAL NOT NULL, error TEXT NOT NULL, adapter_path TEXT NOT NULL, gpus INTEGER NOT NULL,
-  last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL);
+  last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
+  best_step INTEGER NOT NULL DEFAULT 0, best_eval_loss REAL NOT NULL DEFAULT 0,
+  best_checkpoint_path TEXT NOT NULL DEFAULT '', best_adapter_path TEXT NOT NULL DEFAULT '',
+  stopped_early INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_unix_ms);
 CREATE TABLE IF NOT EXISTS metrics (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
@@ -19,7 +22,7 @@ CREATE TABLE IF NOT EXISTS metrics (
   total_steps INTEGER NOT NULL, loss REAL NOT NULL, lr REAL NOT NULL, grad_norm REAL NOT NULL,
   tokens_per_s REAL NOT NULL, vram_allocated_bytes INTEGER NOT NULL,
   vram_reserved_bytes INTEGER NOT NULL, vram_peak_bytes INTEGER NOT NULL,
-  wall_time_s REAL NOT NULL);
+  wall_time_s REAL NOT NULL, eval_loss REAL, eval_perplexity REAL);
 CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (job_id, id);
 CREATE TABLE IF NOT EXISTS logs (
   job_id TEXT NOT NULL REFERENCES jobs (id), seq INTEGER NOT NULL, level TEXT NOT NULL,
@@ -30,11 +33,24 @@ CREATE TABLE IF NOT EXISTS workers (
   version TEXT NOT NULL, registered_unix_ms INTEGER NOT NULL, online INTEGER NOT NULL);
 )sql";
 
-// Column order shared by every job statement: binds use ?1..?19 in this order.
+// From schema version 1: the columns of evaluation during training (kSchema has them for a new
+// store). NULL eval columns: a step that was not evaluated.
+constexpr const char* kAddEvalColumns = R"sql(
+ALTER TABLE jobs ADD COLUMN best_step INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN best_eval_loss REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN best_checkpoint_path TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN best_adapter_path TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN stopped_early INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE metrics ADD COLUMN eval_loss REAL;
+ALTER TABLE metrics ADD COLUMN eval_perplexity REAL;
+)sql";
+
+// Column order shared by every job statement: binds use ?1..?24 in this order.
 constexpr const char* kJobColumns =
     "id, name, state, spec_yaml, priority, attempt, max_restarts, worker_id, created_unix_ms, "
     "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
-    "gpus, last_checkpoint, cancel_requested";
+    "gpus, last_checkpoint, cancel_requested, best_step, best_eval_loss, best_checkpoint_path, "
+    "best_adapter_path, stopped_early";
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
 // Derived, so a column added to kJobColumns cannot be missing here.
@@ -50,7 +66,8 @@ const char* JobSummaryColumns() {
 
 constexpr const char* kMetricsColumns =
     "id, job_id, attempt, rank, step, total_steps, loss, lr, grad_norm, tokens_per_s, "
-    "vram_allocated_bytes, vram_reserved_bytes, vram_peak_bytes, wall_time_s";
+    "vram_allocated_bytes, vram_reserved_bytes, vram_peak_bytes, wall_time_s, eval_loss, "
+    "eval_perplexity";
 
 constexpr const char* kLogColumns = "job_id, seq, level, message, source, unix_ms, rank";
 
@@ -62,6 +79,9 @@ void BindJob(Statement& s, const JobRecord& r) {
   s.Bind(12, j.last_step()).Bind(13, j.total_steps()).Bind(14, j.last_loss()).Bind(15, j.error());
   s.Bind(16, j.adapter_path()).Bind(17, j.gpus()).Bind(18, r.last_checkpoint);
   s.Bind(19, r.cancel_requested ? 1 : 0);
+  s.Bind(20, j.best().step()).Bind(21, j.best().eval_loss());
+  s.Bind(22, j.best().checkpoint_path()).Bind(23, j.best().adapter_path());
+  s.Bind(24, j.stopped_early() ? 1 : 0);
 }
 
 JobRecord ReadJob(const Statement& s) {
@@ -86,6 +106,13 @@ JobRecord ReadJob(const Statement& s) {
   j.set_gpus(static_cast<int32_t>(s.Int(16)));
   r.last_checkpoint = s.Text(17);
   r.cancel_requested = s.Int(18) != 0;
+  if (s.Int(19) > 0) {  // step 0 is never evaluated: no best yet
+    j.mutable_best()->set_step(s.Int(19));
+    j.mutable_best()->set_eval_loss(s.Double(20));
+    j.mutable_best()->set_checkpoint_path(s.Text(21));
+    j.mutable_best()->set_adapter_path(s.Text(22));
+  }
+  j.set_stopped_early(s.Int(23) != 0);
   return r;
 }
 
@@ -106,6 +133,8 @@ Stored<v1::StepMetrics> ReadMetricsRow(const Statement& s) {
   m.set_vram_reserved_bytes(s.Int(11));
   m.set_vram_peak_bytes(s.Int(12));
   m.set_wall_time_s(s.Double(13));
+  if (!s.IsNull(14)) m.set_eval_loss(s.Double(14));
+  if (!s.IsNull(15)) m.set_eval_perplexity(s.Double(15));
   return row;
 }
 
@@ -182,6 +211,7 @@ Status Store::Migrate() {
                                 std::to_string(kSchemaVersion) + ")");
     }
     if (version == kSchemaVersion) return Status::Ok();
+    if (version == 1) QLORAD_RETURN_IF_ERROR(db_->Exec(kAddEvalColumns));
     QLORAD_ASSIGN_OR_RETURN(auto set, db_->Prepare("INSERT INTO schema_version VALUES (?1)"));
     return set->Bind(1, kSchemaVersion).Run();
   });
@@ -195,20 +225,24 @@ Status Store::PrepareStatements() {
       insert_job_,
       db_->Prepare(
           "INSERT INTO jobs (" + jobs +
-          ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"));
+          ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,"
+          "?21,?22,?23,?24)"));
   QLORAD_ASSIGN_OR_RETURN(
       update_job_,
-      db_->Prepare("UPDATE jobs SET name=?2, state=?3, spec_yaml=?4, priority=?5, attempt=?6, "
-                   "max_restarts=?7, worker_id=?8, created_unix_ms=?9, started_unix_ms=?10, "
-                   "finished_unix_ms=?11, last_step=?12, total_steps=?13, last_loss=?14, "
-                   "error=?15, adapter_path=?16, gpus=?17, last_checkpoint=?18, "
-                   "cancel_requested=?19 WHERE id=?1"));
+      db_->Prepare(
+          "UPDATE jobs SET name=?2, state=?3, spec_yaml=?4, priority=?5, attempt=?6, "
+          "max_restarts=?7, worker_id=?8, created_unix_ms=?9, started_unix_ms=?10, "
+          "finished_unix_ms=?11, last_step=?12, total_steps=?13, last_loss=?14, "
+          "error=?15, adapter_path=?16, gpus=?17, last_checkpoint=?18, "
+          "cancel_requested=?19, best_step=?20, best_eval_loss=?21, "
+          "best_checkpoint_path=?22, best_adapter_path=?23, stopped_early=?24 WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(get_job_, db_->Prepare("SELECT " + jobs + " FROM jobs WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(count_jobs_,
                           db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
   QLORAD_ASSIGN_OR_RETURN(insert_metrics_,
                           db_->Prepare("INSERT INTO metrics (" + metrics.substr(4) +
-                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)"));
+                                       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,"
+                                       "?14,?15)"));
   QLORAD_ASSIGN_OR_RETURN(read_metrics_,
                           db_->Prepare("SELECT " + metrics +
                                        " FROM metrics WHERE job_id=?1 AND step>=?2 AND id>?3 "
@@ -221,6 +255,14 @@ Status Store::PrepareStatements() {
   QLORAD_ASSIGN_OR_RETURN(
       loss_curve_,
       db_->Prepare("SELECT step, loss FROM metrics WHERE job_id=?1 AND rank=0 ORDER BY id"));
+  QLORAD_ASSIGN_OR_RETURN(
+      latest_eval_,
+      db_->Prepare("SELECT " + metrics +
+                   " FROM metrics WHERE id IN (SELECT MAX(id) FROM metrics WHERE rank=0 AND "
+                   "eval_loss IS NOT NULL GROUP BY job_id)"));
+  QLORAD_ASSIGN_OR_RETURN(eval_loss_curve_,
+                          db_->Prepare("SELECT step, eval_loss FROM metrics WHERE job_id=?1 AND "
+                                       "rank=0 AND eval_loss IS NOT NULL ORDER BY id"));
   QLORAD_ASSIGN_OR_RETURN(
       next_log_seq_, db_->Prepare("SELECT COALESCE(MAX(seq), 0) + 1 FROM logs WHERE job_id=?1"));
   QLORAD_ASSIGN_OR_RETURN(
@@ -345,6 +387,8 @@ StatusOr<int64_t> Store::AppendMetrics(const v1::StepMetrics& m) {
     s.Bind(5, m.total_steps()).Bind(6, m.loss()).Bind(7, m.lr()).Bind(8, m.grad_norm());
     s.Bind(9, m.tokens_per_s()).Bind(10, m.vram_allocated_bytes());
     s.Bind(11, m.vram_reserved_bytes()).Bind(12, m.vram_peak_bytes()).Bind(13, m.wall_time_s());
+    s.Bind(14, m.has_eval_loss() ? std::optional(m.eval_loss()) : std::nullopt);
+    s.Bind(15, m.has_eval_perplexity() ? std::optional(m.eval_perplexity()) : std::nullopt);
     QLORAD_RETURN_IF_ERROR(s.Run());
     row_id = db_->LastInsertRowId();
     return Status::Ok();
@@ -362,18 +406,33 @@ StatusOr<std::vector<Stored<v1::StepMetrics>>> Store::ReadMetrics(const std::str
 }
 
 StatusOr<std::vector<std::pair<int64_t, double>>> Store::ReadLossCurve(const std::string& job_id) {
+  return ReadCurve(*loss_curve_, job_id);
+}
+
+StatusOr<std::vector<std::pair<int64_t, double>>> Store::ReadEvalLossCurve(
+    const std::string& job_id) {
+  return ReadCurve(*eval_loss_curve_, job_id);
+}
+
+StatusOr<std::vector<std::pair<int64_t, double>>> Store::ReadCurve(Statement& query,
+                                                                   const std::string& job_id) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  loss_curve_->Bind(1, job_id);
+  query.Bind(1, job_id);
   using Point = std::pair<int64_t, double>;
-  return CollectRows<Point>(*loss_curve_, [](const Statement& s) {
-    return Point{s.Int(0), s.Double(1)};
-  });
+  return CollectRows<Point>(query, [](const Statement& s) { return Point{s.Int(0), s.Double(1)}; });
 }
 
 StatusOr<std::map<std::string, v1::StepMetrics>> Store::LatestMetricsPerJob() {
+  return LatestPerJob(*latest_metrics_);
+}
+
+StatusOr<std::map<std::string, v1::StepMetrics>> Store::LatestEvalPerJob() {
+  return LatestPerJob(*latest_eval_);
+}
+
+StatusOr<std::map<std::string, v1::StepMetrics>> Store::LatestPerJob(Statement& query) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  QLORAD_ASSIGN_OR_RETURN(auto rows,
-                          CollectRows<Stored<v1::StepMetrics>>(*latest_metrics_, ReadMetricsRow));
+  QLORAD_ASSIGN_OR_RETURN(auto rows, CollectRows<Stored<v1::StepMetrics>>(query, ReadMetricsRow));
   std::map<std::string, v1::StepMetrics> latest;
   for (auto& row : rows) latest[row.value.job_id()] = std::move(row.value);
   return latest;

@@ -50,7 +50,7 @@ struct WorkerRecord {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;  // 2: evaluation during training
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 
@@ -79,6 +79,9 @@ class Store {
   StatusOr<std::vector<std::pair<int64_t, double>>> ReadLossCurve(const std::string& job_id);
   // The newest metrics row of rank 0 per job, for /metrics.
   StatusOr<std::map<std::string, v1::StepMetrics>> LatestMetricsPerJob();
+  // Rank 0's evaluated steps only (eval_loss set): the curve, and the newest one per job.
+  StatusOr<std::vector<std::pair<int64_t, double>>> ReadEvalLossCurve(const std::string& job_id);
+  StatusOr<std::map<std::string, v1::StepMetrics>> LatestEvalPerJob();
 
   // Assigns the line the next seq of its job and returns it with that seq.
   StatusOr<v1::LogLine> AppendLog(v1::LogLine line);
@@ -98,12 +101,16 @@ class Store {
   StatusOr<std::vector<JobRecord>> SelectJobs(const char* columns,
                                               const std::vector<v1::JobState>& states, int limit,
                                               const std::optional<JobCursor>& after);
+  StatusOr<std::vector<std::pair<int64_t, double>>> ReadCurve(Statement& query,
+                                                              const std::string& job_id);
+  StatusOr<std::map<std::string, v1::StepMetrics>> LatestPerJob(Statement& query);
 
   std::recursive_mutex mu_;  // recursive: store methods run inside Transaction bodies
   int transaction_depth_ = 0;
   std::unique_ptr<Database> db_;
   std::unique_ptr<Statement> insert_job_, update_job_, get_job_, count_jobs_;
   std::unique_ptr<Statement> insert_metrics_, read_metrics_, latest_metrics_, loss_curve_;
+  std::unique_ptr<Statement> latest_eval_, eval_loss_curve_;
   std::unique_ptr<Statement> next_log_seq_, insert_log_, read_logs_;
   std::unique_ptr<Statement> upsert_worker_, set_worker_online_, list_workers_;
 };

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <vector>
 
 #include "client/cli/units.h"
 
@@ -26,6 +27,12 @@ std::string Loss(const qlorad::v1::Job& job) {
 
 std::string OrDash(const std::string& s) {
   return s.empty() ? "-" : s;
+}
+
+// "eval loss 1.2345 at step 40: /runs/x/best/step-40/adapter".
+std::string BestText(const qlorad::v1::Job& job) {
+  return fmt::format("eval loss {:.4f} at step {}: {}", job.best().eval_loss(), job.best().step(),
+                     job.best().adapter_path());
 }
 
 }  // namespace
@@ -80,7 +87,7 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
   if (job.created_unix_ms() > 0) {
     created += fmt::format(" ({} ago)", FormatAge(job.created_unix_ms(), now_unix_ms));
   }
-  const std::array<std::pair<const char*, std::string>, 14> fields = {{
+  std::vector<std::pair<const char*, std::string>> fields = {{
       {"id", job.id()},
       {"name", job.name()},
       {"state", JobStateName(job.state())},
@@ -96,6 +103,8 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
       {"adapter", OrDash(job.adapter_path())},
       {"error", OrDash(job.error())},
   }};
+  // Only jobs that evaluate (data.validation) have a best evaluation: no row for the others.
+  if (job.has_best()) fields.insert(fields.end() - 1, {"best", BestText(job)});
   std::string out;
   for (const auto& [key, value] : fields) {
     // Errors can span lines (the server appends the trainer's stderr); keep them in the column.
@@ -116,7 +125,12 @@ std::string FormatFinalState(const qlorad::v1::Job& job) {
   }
   out += "\n";
   if (job.state() == qlorad::v1::JOB_STATE_COMPLETED && !job.adapter_path().empty()) {
-    out += fmt::format("adapter written to {}\n", job.adapter_path());
+    out += fmt::format("adapter written to {}{}\n", job.adapter_path(),
+                       job.stopped_early() ? " (stopped early: train.early_stopping)" : "");
+  }
+  if (job.state() == qlorad::v1::JOB_STATE_COMPLETED && job.has_best()) {
+    out += fmt::format("best adapter (eval loss {:.4f} at step {}) in {}\n", job.best().eval_loss(),
+                       job.best().step(), job.best().adapter_path());
   }
   if (job.state() == qlorad::v1::JOB_STATE_FAILED) {
     out += fmt::format("error: {}\n", job.error().empty() ? "(no error reported)" : job.error());

@@ -54,7 +54,10 @@ nlohmann::json ToJson(const Message& message) {
   for (int i = 0; i < descriptor->field_count(); ++i) {
     const FieldDescriptor* f = descriptor->field(i);
     if (!f->is_repeated()) {
-      out[f->name()] = FieldValue(message, f, -1);
+      // An unset optional field (eval_loss of a step not evaluated, a job's best evaluation
+      // before there is one) is null, not a zero that reads as a value.
+      const bool unset = f->has_presence() && !message.GetReflection()->HasField(message, f);
+      out[f->name()] = unset ? nlohmann::json(nullptr) : FieldValue(message, f, -1);
       continue;
     }
     nlohmann::json list = nlohmann::json::array();

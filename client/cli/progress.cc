@@ -47,16 +47,22 @@ std::optional<double> EtaEstimator::SecondsLeft() const {
 }
 
 std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
-                               int bar_width) {
-  return fmt::format(
-      "{} {}  loss {:.4f}  {} tok/s  {}", RenderProgressBar(m.step(), m.total_steps(), bar_width),
-      StepOfTotal(m.step(), m.total_steps()), m.loss(), FormatRate(m.tokens_per_s()), Eta(eta_s));
+                               int bar_width, std::optional<double> eval_loss) {
+  return fmt::format("{} {}  loss {:.4f}{}  {} tok/s  {}",
+                     RenderProgressBar(m.step(), m.total_steps(), bar_width),
+                     StepOfTotal(m.step(), m.total_steps()), m.loss(),
+                     eval_loss ? fmt::format("  eval {:.4f}", *eval_loss) : "",
+                     FormatRate(m.tokens_per_s()), Eta(eta_s));
 }
 
 std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s) {
-  std::string line = fmt::format("step {}  loss {:.4f}  lr {:.2e}  grad_norm {:.4f}  {} tok/s",
-                                 StepOfTotal(m.step(), m.total_steps()), m.loss(), m.lr(),
-                                 m.grad_norm(), FormatRate(m.tokens_per_s()));
+  std::string line =
+      fmt::format("step {}  loss {:.4f}", StepOfTotal(m.step(), m.total_steps()), m.loss());
+  if (m.has_eval_loss()) {
+    line += fmt::format("  eval_loss {:.4f}  eval_ppl {:.2f}", m.eval_loss(), m.eval_perplexity());
+  }
+  line += fmt::format("  lr {:.2e}  grad_norm {:.4f}  {} tok/s", m.lr(), m.grad_norm(),
+                      FormatRate(m.tokens_per_s()));
   if (m.vram_peak_bytes() > 0) line += "  vram " + FormatBytes(m.vram_peak_bytes());
   return line + "  " + Eta(eta_s);
 }

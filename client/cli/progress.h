@@ -31,12 +31,14 @@ class EtaEstimator {
   int64_t total_steps_ = 0;
 };
 
-// "[#####.....] 40/100  loss 2.3412  1.2k tok/s  ETA 0:35"
+// "[#####.....] 40/100  loss 2.3412  eval 2.4101  1.2k tok/s  ETA 0:35": `eval_loss` is the last
+// one seen (data.validation evaluates only some steps; the bar keeps it in view), if any.
 std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
-                               int bar_width);
+                               int bar_width, std::optional<double> eval_loss = std::nullopt);
 
 // "step 40/100  loss 2.3412  lr 2.00e-04  grad_norm 0.8123  1.2k tok/s  vram 1.5 GiB  ETA 0:35"
-// (vram only when the trainer reported any: CPU runs report 0).
+// (vram only when the trainer reported any: CPU runs report 0; "eval_loss 2.4101  eval_ppl 11.14"
+// after the loss on an evaluated step).
 std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s);
 
 }  // namespace qlorad::cli

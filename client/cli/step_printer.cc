@@ -16,8 +16,10 @@ void StepPrinter::Print(const qlorad::v1::StepMetrics& m) {
   }
   if (m.rank() != 0) return;
   eta_.Observe(m);
+  if (m.has_eval_loss()) last_eval_loss_ = m.eval_loss();
   if (format_ == StepFormat::kProgressBar) {
-    out_ << kRedrawStart << RenderProgressLine(m, eta_.SecondsLeft(), kBarWidth) << kEraseToEnd;
+    out_ << kRedrawStart << RenderProgressLine(m, eta_.SecondsLeft(), kBarWidth, last_eval_loss_)
+         << kEraseToEnd;
     line_open_ = true;
   } else {
     out_ << RenderStepLine(m, eta_.SecondsLeft()) << "\n";

@@ -3,6 +3,7 @@
 // only: every rank reports every step, and rank 0 stands for the job.
 #pragma once
 
+#include <optional>
 #include <ostream>
 
 #include "client/cli/progress.h"
@@ -26,6 +27,7 @@ class StepPrinter {
   StepFormat format_;
   EtaEstimator eta_;
   bool line_open_ = false;
+  std::optional<double> last_eval_loss_;  // the bar keeps showing it between evaluations
 };
 
 }  // namespace qlorad::cli

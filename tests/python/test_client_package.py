@@ -24,7 +24,7 @@ if not (PACKAGE_SRC / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").exists():
 
 from qlorad._stubs import common_pb2  # noqa: E402
 from qlorad.client import spec_text  # noqa: E402
-from qlorad.types import Job, JobState, LogLine, StepMetrics  # noqa: E402
+from qlorad.types import BestEval, Job, JobState, LogLine, StepMetrics  # noqa: E402
 
 
 def copy_package(tmp_path: Path) -> Path:
@@ -118,7 +118,8 @@ def test_spec_text_from_each_kind_of_input(tmp_path):
 
 
 @pytest.mark.parametrize("cls, message", [(Job, common_pb2.Job), (StepMetrics, common_pb2.StepMetrics),
-                                          (LogLine, common_pb2.LogLine)])
+                                          (LogLine, common_pb2.LogLine),
+                                          (BestEval, common_pb2.BestEval)])
 def test_dataclasses_have_exactly_the_proto_fields(cls, message):
     assert [f.name for f in dataclasses.fields(cls)] == [f.name for f in message.DESCRIPTOR.fields]
 
@@ -130,6 +131,19 @@ def test_job_from_proto_keeps_values_and_names_the_state():
     assert job.state is JobState.FAILED and job.state.terminal
     assert job.last_step == 2**62 and job.last_loss == 1.25 and job.error == "data.path: not found"
     assert "spec_yaml" not in repr(job)  # the whole spec would swamp the repr
+
+
+def test_unset_optional_fields_are_none():
+    step = StepMetrics.from_proto(common_pb2.StepMetrics(step=3, loss=2.0))
+    assert step.eval_loss is None and step.eval_perplexity is None
+    evaluated = StepMetrics.from_proto(common_pb2.StepMetrics(step=4, eval_loss=0.0,
+                                                              eval_perplexity=1.0))
+    assert evaluated.eval_loss == 0.0 and evaluated.eval_perplexity == 1.0  # set, though zero
+    assert Job.from_proto(common_pb2.Job(id="a")).best is None
+    best = Job.from_proto(common_pb2.Job(id="a", best=common_pb2.BestEval(step=5, eval_loss=1.5),
+                                         stopped_early=True))
+    assert best.best == BestEval(step=5, eval_loss=1.5, checkpoint_path="", adapter_path="")
+    assert best.stopped_early
 
 
 def test_job_state_parse():

@@ -56,6 +56,26 @@ void FillMetrics(const json& obj, const EventContext& ctx, v1::StepMetrics* m) {
   m->set_vram_reserved_bytes(Int(obj, "vram_reserved_bytes"));
   m->set_vram_peak_bytes(Int(obj, "vram_peak_bytes"));
   m->set_wall_time_s(Double(obj, "wall_time_s"));
+  // Only evaluated steps carry these; null (a diverged eval) reads as NaN like the loss.
+  if (obj.contains("eval_loss")) m->set_eval_loss(Double(obj, "eval_loss"));
+  if (obj.contains("eval_perplexity")) m->set_eval_perplexity(Double(obj, "eval_perplexity"));
+}
+
+void FillDone(const json& obj, v1::TrainerEvent::Done* done) {
+  done->set_steps(Int(obj, "steps"));
+  done->set_adapter_path(String(obj, "adapter_path"));
+  done->set_final_loss(Double(obj, "final_loss"));
+  const json* stopped_early = Find(obj, "stopped_early");
+  if (stopped_early != nullptr && !stopped_early->is_boolean()) {
+    throw BadField("stopped_early: expected true or false");
+  }
+  done->set_stopped_early(stopped_early != nullptr && stopped_early->get<bool>());
+  if (!obj.contains("best_step")) return;
+  v1::BestEval* best = done->mutable_best();
+  best->set_step(Int(obj, "best_step"));
+  best->set_eval_loss(Double(obj, "best_eval_loss"));
+  best->set_checkpoint_path(String(obj, "best_checkpoint_path"));
+  best->set_adapter_path(String(obj, "best_adapter_path"));
 }
 
 // Fills the payload for a known kind; false for a kind this agent does not know.
@@ -71,9 +91,7 @@ bool FillPayload(const std::string& kind, const json& obj, const EventContext& c
     event->mutable_checkpoint()->set_step(Int(obj, "step"));
     event->mutable_checkpoint()->set_path(String(obj, "path"));
   } else if (kind == "done") {
-    event->mutable_done()->set_steps(Int(obj, "steps"));
-    event->mutable_done()->set_adapter_path(String(obj, "adapter_path"));
-    event->mutable_done()->set_final_loss(Double(obj, "final_loss"));
+    FillDone(obj, event->mutable_done());
   } else if (kind == "error") {
     event->mutable_error()->set_message(String(obj, "message"));
     event->mutable_error()->set_field(String(obj, "field"));

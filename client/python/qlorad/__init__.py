@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Client": "qlorad.client",
+    "BestEval": "qlorad.types",
     "Job": "qlorad.types",
     "JobState": "qlorad.types",
     "LogLine": "qlorad.types",

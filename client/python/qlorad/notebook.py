@@ -43,20 +43,29 @@ class _LossPlot:
         self.axes.set_xlabel("step")
         self.axes.set_ylabel("loss")
         self.axes.set_title(job_id)
-        (self.line,) = self.axes.plot([], [], marker=".")
+        (self.line,) = self.axes.plot([], [], marker=".", label="loss")
+        (self.eval_line,) = self.axes.plot([], [], marker="o", label="eval loss")
         self.steps: list[int] = []
         self.losses: list[float] = []
+        self.eval_steps: list[int] = []
+        self.eval_losses: list[float] = []
         self._last_draw = 0.0
         self.handle = display(self.figure, display_id=True)
 
     def add(self, m: StepMetrics) -> None:
         self.steps.append(m.step)
         self.losses.append(m.loss)
+        if m.eval_loss is not None:
+            self.eval_steps.append(m.step)
+            self.eval_losses.append(m.eval_loss)
         if time.monotonic() - self._last_draw >= _REDRAW_INTERVAL_S:
             self.redraw()
 
     def redraw(self, title: str | None = None) -> None:
         self.line.set_data(self.steps, self.losses)
+        self.eval_line.set_data(self.eval_steps, self.eval_losses)
+        if self.eval_steps:
+            self.axes.legend(loc="upper right")
         if title:
             self.axes.set_title(title)
         self.axes.relim()
@@ -71,7 +80,10 @@ class _LossPlot:
 
 def step_line(m: StepMetrics) -> str:
     total = m.total_steps if m.total_steps > 0 else "?"
-    return (f"step {m.step}/{total}  loss {m.loss:.4f}  lr {m.lr:.2e}  "
+    evaluated = ""
+    if m.eval_loss is not None:
+        evaluated = f"  eval_loss {m.eval_loss:.4f}  eval_ppl {m.eval_perplexity:.2f}"
+    return (f"step {m.step}/{total}  loss {m.loss:.4f}{evaluated}  lr {m.lr:.2e}  "
             f"grad_norm {m.grad_norm:.4f}  {m.tokens_per_s:.0f} tok/s")
 
 
@@ -81,6 +93,11 @@ def final_line(job: Job) -> str:
         line += f" at step {job.last_step} (loss {job.last_loss:.4f})"
     if job.adapter_path:
         line += f"\nadapter written to {job.adapter_path}"
+        if job.stopped_early:
+            line += " (stopped early: train.early_stopping)"
+    if job.best is not None:
+        line += (f"\nbest adapter (eval loss {job.best.eval_loss:.4f} at step {job.best.step}) "
+                 f"in {job.best.adapter_path}")
     if job.error:
         line += f"\nerror: {job.error}"
     return line

@@ -35,17 +35,38 @@ _STATE_PREFIX = "JOB_STATE_"
 
 
 class _FromProto:
+    # Message-typed fields, by name: the dataclass each converts to.
+    _NESTED: dict[str, type] = {}
+
     @classmethod
     def from_proto(cls, message):
-        """The dataclass with every field copied from the message of the same name."""
+        """The dataclass with every field copied from the message of the same name; an optional
+        field that is unset (a step that was not evaluated, a job with no best evaluation) is
+        None rather than a zero that reads as a value."""
         values = {}
+        descriptors = type(message).DESCRIPTOR.fields_by_name
         for field in dataclasses.fields(cls):
+            if descriptors[field.name].has_presence and not message.HasField(field.name):
+                values[field.name] = None
+                continue
             value = getattr(message, field.name)
             if field.name == "state":
-                enum = type(message).DESCRIPTOR.fields_by_name["state"].enum_type
+                enum = descriptors["state"].enum_type
                 value = JobState(enum.values_by_number[value].name[len(_STATE_PREFIX):])
+            elif field.name in cls._NESTED:
+                value = cls._NESTED[field.name].from_proto(value)
             values[field.name] = value
         return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class BestEval(_FromProto):
+    """The evaluation with the lowest eval loss (data.validation); its resume checkpoint and
+    adapter are kept apart from the rolling checkpoint.keep window."""
+    step: int
+    eval_loss: float
+    checkpoint_path: str
+    adapter_path: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +88,10 @@ class Job(_FromProto):
     error: str
     adapter_path: str
     gpus: int
+    best: BestEval | None = None
+    stopped_early: bool = False
+
+    _NESTED = {"best": BestEval}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +109,9 @@ class StepMetrics(_FromProto):
     vram_peak_bytes: int
     wall_time_s: float
     attempt: int
+    # Set on steps after which the validation set was evaluated (data.validation).
+    eval_loss: float | None = None
+    eval_perplexity: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

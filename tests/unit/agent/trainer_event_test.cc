@@ -61,9 +61,46 @@ TEST(TrainerEventTest, NullLossBecomesNaN) {
   EXPECT_TRUE(std::isnan(e.metrics().loss()));
   EXPECT_EQ(e.metrics().step(), 3);
 
-  const v1::TrainerEvent done = TrainerEventFromLine(events::DoneLine(5, "/a", NAN), kCtx, kNow);
+  const v1::TrainerEvent done = TrainerEventFromLine(
+      events::DoneLine({.steps = 5, .adapter_path = "/a", .final_loss = NAN}), kCtx, kNow);
   ASSERT_TRUE(done.has_done());
   EXPECT_TRUE(std::isnan(done.done().final_loss()));
+}
+
+TEST(TrainerEventTest, EvalLossReachesTheMetricsOfEvaluatedStepsOnly) {
+  events::Metrics m;
+  m.step = 10;
+  m.loss = 1.5;
+  const v1::TrainerEvent plain = TrainerEventFromLine(events::MetricsLine(m), kCtx, kNow);
+  ASSERT_TRUE(plain.has_metrics());
+  EXPECT_FALSE(plain.metrics().has_eval_loss());
+  EXPECT_FALSE(plain.metrics().has_eval_perplexity());
+  m.eval_loss = 1.25;
+  const v1::TrainerEvent evaluated = TrainerEventFromLine(events::MetricsLine(m), kCtx, kNow);
+  ASSERT_TRUE(evaluated.metrics().has_eval_loss());
+  EXPECT_DOUBLE_EQ(evaluated.metrics().eval_loss(), 1.25);
+  EXPECT_DOUBLE_EQ(evaluated.metrics().eval_perplexity(), std::exp(1.25));
+}
+
+TEST(TrainerEventTest, DoneCarriesTheBestEvaluation) {
+  const v1::TrainerEvent plain =
+      TrainerEventFromLine(events::DoneLine({.steps = 5, .adapter_path = "/a"}), kCtx, kNow);
+  ASSERT_TRUE(plain.has_done());
+  EXPECT_FALSE(plain.done().has_best());
+  EXPECT_FALSE(plain.done().stopped_early());
+  const v1::TrainerEvent best = TrainerEventFromLine(
+      events::DoneLine(
+          {.steps = 8,
+           .adapter_path = "/r/adapter",
+           .stopped_early = true,
+           .best = events::BestEval{4, 0.5, "/r/best/step-4", "/r/best/step-4/adapter"}}),
+      kCtx, kNow);
+  ASSERT_TRUE(best.done().has_best());
+  EXPECT_TRUE(best.done().stopped_early());
+  EXPECT_EQ(best.done().best().step(), 4);
+  EXPECT_DOUBLE_EQ(best.done().best().eval_loss(), 0.5);
+  EXPECT_EQ(best.done().best().checkpoint_path(), "/r/best/step-4");
+  EXPECT_EQ(best.done().best().adapter_path(), "/r/best/step-4/adapter");
 }
 
 TEST(TrainerEventTest, LogLineKeepsLevelAndMessage) {
@@ -87,8 +124,9 @@ TEST(TrainerEventTest, CheckpointDoneErrorStarted) {
   EXPECT_EQ(ckpt.checkpoint().step(), 50);
   EXPECT_EQ(ckpt.checkpoint().path(), "/runs/x/step-50");
 
-  const v1::TrainerEvent done =
-      TrainerEventFromLine(events::DoneLine(100, "/runs/x/adapter", 0.75), kCtx, kNow);
+  const v1::TrainerEvent done = TrainerEventFromLine(
+      events::DoneLine({.steps = 100, .adapter_path = "/runs/x/adapter", .final_loss = 0.75}), kCtx,
+      kNow);
   ASSERT_TRUE(done.has_done());
   EXPECT_EQ(done.done().steps(), 100);
   EXPECT_EQ(done.done().adapter_path(), "/runs/x/adapter");

@@ -24,7 +24,11 @@ TEST(HttpTest, ServesMetricsJobsJsonAndDashboard) {
   auto start = worker.NextOrder();
   ASSERT_TRUE(start.has_value());
   server.Submit(SpecYaml({.name = "waiting"}));  // no free worker left: stays queued
-  ASSERT_TRUE(worker.Report({MetricsEvent(*start, 1, 2.5), MetricsEvent(*start, 2, 2.25)}).ok());
+  // Step 2 was evaluated (data.validation).
+  v1::TrainerEvent evaluated = MetricsEvent(*start, 2, 2.25);
+  evaluated.mutable_metrics()->set_eval_loss(2.5);
+  evaluated.mutable_metrics()->set_eval_perplexity(12.25);
+  ASSERT_TRUE(worker.Report({MetricsEvent(*start, 1, 2.5), evaluated}).ok());
 
   auto [host, port] = SplitHostPort(server.server().http_address(), "http").value();
   httplib::Client client(host, port);
@@ -38,6 +42,8 @@ TEST(HttpTest, ServesMetricsJobsJsonAndDashboard) {
   EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_loss" + labels + " 2.25\n"));
   EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_step" + labels + " 2\n"));
   EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_tokens_per_second" + labels + " 1002\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_eval_loss" + labels + " 2.5\n"));
+  EXPECT_THAT(metrics->body, HasSubstr("qlorad_job_eval_perplexity" + labels + " 12.25\n"));
 
   auto jobs = client.Get("/api/jobs");
   ASSERT_TRUE(jobs);
@@ -48,6 +54,10 @@ TEST(HttpTest, ServesMetricsJobsJsonAndDashboard) {
   EXPECT_EQ(first["id"], running.id());
   EXPECT_EQ(first["state"], "RUNNING");
   EXPECT_EQ(first["loss_curve"], nlohmann::json::parse("[[1, 2.5], [2, 2.25]]"));
+  EXPECT_EQ(first["eval_loss_curve"], nlohmann::json::parse("[[2, 2.5]]"));
+  EXPECT_EQ(first["eval_loss"], 2.5);
+  EXPECT_TRUE(first["best"].is_null());
+  EXPECT_TRUE(json["jobs"][0]["eval_loss"].is_null());  // the queued job: nothing evaluated
 
   auto page = client.Get("/");
   ASSERT_TRUE(page);

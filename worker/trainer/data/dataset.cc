@@ -146,9 +146,9 @@ StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelToke
 // not valid JSON arrives as an error.
 using RecordFn = std::function<Status(const std::string& where, StatusOr<json> record)>;
 
-Status ForEachRecord(const std::string& path, const RecordFn& each) {
+Status ForEachRecord(const std::string& path, const std::string& field, const RecordFn& each) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return NotFound("data.path: cannot open " + path);
+  if (!in) return NotFound(field + ": cannot open " + path);
   in >> std::ws;
   if (in.peek() == '[') {  // a JSON array of records
     StatusOr<json> parsed = ParseJson(in);
@@ -225,8 +225,8 @@ StatusOr<Dataset> LoadDataset(const DataSpec& spec, const std::string& model_dir
     ++dataset.skipped_lines;
     return Status();
   };
-  QLORAD_RETURN_IF_ERROR(
-      ForEachRecord(spec.path, [&](const std::string& where, StatusOr<json> record) -> Status {
+  QLORAD_RETURN_IF_ERROR(ForEachRecord(
+      spec.path, options.field, [&](const std::string& where, StatusOr<json> record) -> Status {
         if (!record.ok()) return skip_or_fail(where, record.status());
         StatusOr<StatusOr<Document>> converted = loader.Convert(*record);
         if (!converted.ok()) return InvalidArgument(where + ": " + converted.status().message());
@@ -237,7 +237,7 @@ StatusOr<Dataset> LoadDataset(const DataSpec& spec, const std::string& model_dir
       }));
   if (dataset.documents.empty()) {
     return InvalidArgument(
-        "data.path: " + spec.path + " has no usable examples" +
+        options.field + ": " + spec.path + " has no usable examples" +
         (dataset.skipped_lines > 0
              ? " (" + std::to_string(dataset.skipped_lines) + " bad lines skipped)"
              : std::string()));

@@ -33,6 +33,9 @@ struct Dataset {
 struct DatasetOptions {
   int64_t vocab_size = 0;  // ids must be in [0, vocab_size)
   bool keep_text = false;  // fill Document::text (for inspection and tests)
+  // The spec field that named the file, for errors about the file as a whole (data.validation
+  // reads a file like data.path).
+  std::string field = "data.path";
 };
 
 // `model_dir` holds tokenizer.json (and tokenizer_config.json); it is only read when the data is

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <ostream>
 
@@ -33,12 +34,15 @@ void EventSink::Started(int64_t total_steps, const std::string& device, int rank
 }
 
 void EventSink::Metrics(const events::Metrics& m) {
-  Emit(
-      events::MetricsLine(m),
+  std::string text =
       Format("step %lld/%lld  loss %.4f  lr %.3g  grad_norm %.3f  %.0f tok/s  vram %.1f MiB  %.1fs",
              static_cast<long long>(m.step), static_cast<long long>(m.total_steps), m.loss, m.lr,
              m.grad_norm, m.tokens_per_s, static_cast<double>(m.vram_allocated_bytes) / (1 << 20),
-             m.wall_time_s));
+             m.wall_time_s);
+  if (m.eval_loss) {
+    text += Format("  eval_loss %.4f  eval_ppl %.3f", *m.eval_loss, std::exp(*m.eval_loss));
+  }
+  Emit(events::MetricsLine(m), text);
 }
 
 void EventSink::Log(const std::string& level, const std::string& message) {
@@ -50,10 +54,15 @@ void EventSink::Checkpoint(int64_t step, const std::string& path) {
        Format("checkpoint at step %lld: %s", static_cast<long long>(step), path.c_str()));
 }
 
-void EventSink::Done(int64_t steps, const std::string& adapter_path, double final_loss) {
-  Emit(events::DoneLine(steps, adapter_path, final_loss),
-       Format("done after %lld steps, final loss %.4f; adapter in %s",
-              static_cast<long long>(steps), final_loss, adapter_path.c_str()));
+void EventSink::Done(const events::Done& done) {
+  std::string text = Format(
+      "done after %lld steps%s, final loss %.4f; adapter in %s", static_cast<long long>(done.steps),
+      done.stopped_early ? " (stopped early)" : "", done.final_loss, done.adapter_path.c_str());
+  if (done.best) {
+    text += Format("; best eval loss %.4f at step %lld, adapter in %s", done.best->eval_loss,
+                   static_cast<long long>(done.best->step), done.best->adapter_path.c_str());
+  }
+  Emit(events::DoneLine(done), text);
 }
 
 void EventSink::Error(const std::string& message, const std::string& field) {

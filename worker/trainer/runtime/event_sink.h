@@ -19,7 +19,7 @@ class EventSink {
   void Metrics(const events::Metrics& m);
   void Log(const std::string& level, const std::string& message);
   void Checkpoint(int64_t step, const std::string& path);
-  void Done(int64_t steps, const std::string& adapter_path, double final_loss);
+  void Done(const events::Done& done);
   void Error(const std::string& message, const std::string& field);
 
  private:

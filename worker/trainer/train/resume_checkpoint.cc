@@ -1,6 +1,7 @@
 #include "worker/trainer/train/resume_checkpoint.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <utility>
@@ -17,6 +18,23 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// best_loss is null until an evaluation was finite (JSON has no infinity).
+json EvalProgressJson(const EvalProgress& p) {
+  return {{"best_step", p.best_step},
+          {"best_loss", std::isfinite(p.best_loss) ? json(p.best_loss) : json(nullptr)},
+          {"best_checkpoint", p.best_checkpoint},
+          {"evals_without_improvement", p.evals_without_improvement}};
+}
+
+EvalProgress EvalProgressFromJson(const json& j) {
+  EvalProgress p;
+  p.best_step = j.at("best_step").get<int64_t>();
+  if (!j.at("best_loss").is_null()) p.best_loss = j.at("best_loss").get<double>();
+  p.best_checkpoint = j.at("best_checkpoint").get<std::string>();
+  p.evals_without_improvement = j.at("evals_without_improvement").get<int64_t>();
+  return p;
+}
 
 constexpr const char* kStepPrefix = "step-";
 
@@ -82,7 +100,8 @@ StatusOr<std::string> SaveResumeCheckpoint(const std::string& checkpoints_dir,
                              {"data", {{"epoch", state.data.epoch}, {"row", state.data.row}}},
                              {"seed", state.seed},
                              {"world_size", comm.world_size()},
-                             {"rng", "dropout reseeded per step from (seed, step)"}};
+                             {"rng", "dropout reseeded per step from (seed, step)"},
+                             {"eval", EvalProgressJson(state.eval)}};
     QLORAD_RETURN_IF_ERROR(WriteJsonFile((tmp_dir / "state.json").string(), state_json));
   }
   QLORAD_RETURN_IF_ERROR(comm.Barrier()->Wait());  // every shard is written
@@ -97,6 +116,14 @@ StatusOr<std::string> SaveResumeCheckpoint(const std::string& checkpoints_dir,
     QLORAD_RETURN_IF_ERROR(RemoveTree(dirs[i].string()));
   }
   return final_dir.string();
+}
+
+Status RemoveCheckpointsExcept(const std::string& checkpoints_dir, const std::string& kept) {
+  const fs::path keep = fs::absolute(kept);
+  for (const fs::path& dir : StepDirs(fs::absolute(checkpoints_dir))) {
+    if (dir != keep) QLORAD_RETURN_IF_ERROR(RemoveTree(dir.string()));
+  }
+  return Status::Ok();
 }
 
 StatusOr<std::string> ResolveResumeCheckpoint(const std::string& dir) {
@@ -122,6 +149,8 @@ StatusOr<ResumeState> LoadResumeCheckpoint(const std::string& checkpoint_dir,
     state.data.epoch = j.at("data").at("epoch").get<int64_t>();
     state.data.row = j.at("data").at("row").get<int64_t>();
     state.seed = j.at("seed").get<uint64_t>();
+    // Absent in checkpoints written before evaluation existed.
+    if (j.contains("eval")) state.eval = EvalProgressFromJson(j.at("eval"));
   } catch (const json::exception& e) {
     return DataLoss(state_path + ": " + e.what());
   }

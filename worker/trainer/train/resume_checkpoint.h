@@ -1,6 +1,7 @@
 // Resumable checkpoints: <output_dir>/checkpoints/step-N/ holds the adapter (PEFT format, for
 // people and tools), the LoRA values and AdamW state as the ranks held them (manifest.json and
-// shard files, see checkpoint_shards.h) and state.json (step, data position, seed). Any strategy
+// shard files, see checkpoint_shards.h) and state.json (step, data position, seed, evaluation
+// progress). Any strategy
 // and world size resumes from any other. Every rank writes into a temporary directory that rank 0
 // renames into place once all have finished, so a crash mid-write never leaves a half-written
 // step-N that a resume would pick up. The ranks must share the file system (one host under
@@ -20,6 +21,7 @@
 #include "common/status.h"
 #include "worker/trainer/data/batcher.h"
 #include "worker/trainer/parallel/parallelize.h"
+#include "worker/trainer/train/eval_tracker.h"
 
 namespace qlorad::trainer {
 
@@ -27,6 +29,9 @@ struct ResumeState {
   int64_t step = 0;  // optimizer steps completed
   DataPosition data;
   uint64_t seed = 0;
+  // With data.validation: the best evaluation and early stopping's count, so a resumed run
+  // neither forgets the best nor restarts its patience.
+  EvalProgress eval = {};
 };
 
 // Every rank calls this. Writes step-<state.step> under `checkpoints_dir` and returns its absolute
@@ -35,6 +40,11 @@ StatusOr<std::string> SaveResumeCheckpoint(const std::string& checkpoints_dir,
                                            parallel::DataParallel& parallel,
                                            torch::optim::Optimizer& optimizer, const JobSpec& spec,
                                            const ResumeState& state, int keep);
+
+// Rank 0: deletes every step-N checkpoint under `checkpoints_dir` except `kept`. Keep-best prunes
+// this way rather than by age: after a restart the best may be an earlier step than one a
+// failed attempt left behind.
+Status RemoveCheckpointsExcept(const std::string& checkpoints_dir, const std::string& kept);
 
 // Every rank calls this: the LoRA tensors are gathered one at a time and rank 0 writes them to
 // `dir` as a PEFT adapter.

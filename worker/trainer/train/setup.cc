@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "worker/trainer/data/dataset.h"
+#include "worker/trainer/data/validation_split.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/model/model_loader.h"
 #include "worker/trainer/parallel/activation_recompute.h"
@@ -16,12 +17,55 @@ namespace qlorad::trainer {
 
 namespace {
 
+void LogSkipped(const Dataset& dataset, const std::string& path, EventSink& events) {
+  if (dataset.skipped_lines > 0) {
+    events.Log("warning", "skipped " + std::to_string(dataset.skipped_lines) + " bad lines in " +
+                              path + " (data.skip_bad_lines)");
+  }
+}
+
+// data.validation: a file read like data.path, or a fraction of `train` split off (and removed
+// from it) before any batch is drawn. Unshuffled: every evaluation sees the same rows.
+Status SetUpValidation(const JobSpec& spec, const LlamaConfig& config, Dataset& train, Session& s,
+                       EventSink& events) {
+  const DataSpec& data = spec.data;
+  std::vector<Document> documents;
+  std::string source;
+  if (data.validation_fraction > 0) {
+    QLORAD_ASSIGN_OR_RETURN(
+        SplitDocuments split,
+        SplitOffValidation(std::move(train.documents), data.validation_fraction, data.seed));
+    train.documents = std::move(split.train);
+    documents = std::move(split.validation);
+    source = "held out of " + data.path;
+  } else {
+    DataSpec file = data;
+    file.path = data.validation_path;
+    QLORAD_ASSIGN_OR_RETURN(Dataset dataset, LoadDataset(file, spec.model.path,
+                                                         {.vocab_size = config.vocab_size,
+                                                          .field = "data.validation"}));
+    LogSkipped(dataset, file.path, events);
+    documents = std::move(dataset.documents);
+    source = "from " + data.validation_path;
+  }
+  const size_t count = documents.size();
+  StatusOr<Batcher> batcher = Batcher::Create(
+      std::move(documents), {data.max_seq_len, data.packing, /*shuffle=*/false, data.seed});
+  if (!batcher.ok()) {
+    return InvalidArgument("data.validation: no example has a token to predict");
+  }
+  events.Log("info", "validation: " + std::to_string(count) + " examples " + source + ", " +
+                         std::to_string(batcher->rows_per_epoch()) + " rows");
+  s.validation.emplace(std::move(batcher).value());
+  return Status::Ok();
+}
+
 Status SetUpData(const JobSpec& spec, const LlamaConfig& config, Session& s, EventSink& events) {
   QLORAD_ASSIGN_OR_RETURN(Dataset dataset,
                           LoadDataset(spec.data, spec.model.path, {config.vocab_size}));
-  if (dataset.skipped_lines > 0) {
-    events.Log("warning", "skipped " + std::to_string(dataset.skipped_lines) + " bad lines in " +
-                              spec.data.path + " (data.skip_bad_lines)");
+  LogSkipped(dataset, spec.data.path, events);
+  if (spec.data.HasValidation()) {
+    QLORAD_RETURN_IF_ERROR(SetUpValidation(spec, config, dataset, s, events));
   }
   const size_t documents = dataset.documents.size();
   QLORAD_ASSIGN_OR_RETURN(

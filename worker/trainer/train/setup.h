@@ -1,5 +1,6 @@
 // Everything a training run sets up before its first step, in one order (SetUp):
-//   1. the dataset and its batches (first: a bad dataset line should not wait for a model load);
+//   1. the dataset and its batches (first: a bad dataset line should not wait for a model load),
+//      and the validation set's (data.validation: its own file, or split off the training file);
 //   2. the model, loaded onto the device (quantized as it loads; under fsdp each rank keeps only
 //      its shard of the decoder, parallel/shard_on_load.h);
 //   3. parallel::Parallelize: quantize what is left, LoRA, lora.init_from, activation recompute,
@@ -26,6 +27,7 @@ namespace qlorad::trainer {
 struct Session {
   LlamaModel model{nullptr};
   std::optional<Batcher> batcher;
+  std::optional<Batcher> validation;  // with data.validation: its rows in file order
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::shared_ptr<parallel::Communicator> comm;
   std::unique_ptr<parallel::DataParallel> parallel;  // after model: it hooks the model's layers

@@ -21,6 +21,7 @@
 #include "worker/trainer/train/lr_schedule.h"
 #include "worker/trainer/train/resume_checkpoint.h"
 #include "worker/trainer/train/setup.h"
+#include "worker/trainer/train/validation_eval.h"
 
 namespace qlorad::trainer {
 
@@ -176,6 +177,7 @@ class TrainingRun {
         started_(started),
         output_dir_(fs::absolute(spec.checkpoint.output_dir)),
         state_{0, s_.batcher->position(), spec.train.seed} {
+    if (s_.validation) tracker_.emplace(spec.train.early_stopping);
     // Only with peers: then a step that outlives parallel.timeout_s already fails their
     // collectives, so the watchdog adds no limit of its own, while a single rank may
     // legitimately take long steps (a large model on a CPU) and has no peer to hold up.
@@ -198,6 +200,7 @@ class TrainingRun {
                              std::to_string(spec_.train.seed));
     }
     s_.batcher->Seek(state_.data);
+    if (tracker_) tracker_.emplace(spec_.train.early_stopping, state_.eval);
     events_.Log("info", "resumed from " + dir + " at step " + std::to_string(state_.step));
     return Status::Ok();
   }
@@ -230,7 +233,13 @@ class TrainingRun {
       state_.data = outcome.data_after;
       result_.steps = state_.step;
       result_.losses.push_back(outcome.loss);
-      ReportMetrics(outcome, SecondsSince(step_started));
+      const double step_seconds = SecondsSince(step_started);
+      std::optional<double> eval_loss;
+      // A stop request is answered at once; a diverged step is not worth evaluating.
+      if (EvaluatesAfter(outcome)) {
+        QLORAD_ASSIGN_OR_RETURN(eval_loss, EvaluateNow());
+      }
+      ReportMetrics(outcome, step_seconds, eval_loss);
       if (!std::isfinite(outcome.loss)) {
         return Internal("training diverged: loss is " + std::to_string(outcome.loss) + " at step " +
                         std::to_string(state_.step) + " (try a lower train.lr or fp32 precision)");
@@ -239,6 +248,13 @@ class TrainingRun {
         QLORAD_RETURN_IF_ERROR(SaveCheckpoint());
         result_.stopped = true;
         return Status::Ok();
+      }
+      if (eval_loss) {
+        QLORAD_ASSIGN_OR_RETURN(const bool stop_early, AfterEvaluation(*eval_loss));
+        if (stop_early) {
+          result_.stopped_early = true;
+          break;
+        }
       }
       const int64_t every = spec_.checkpoint.every_steps;
       if (every > 0 && state_.step % every == 0 && state_.step < total_steps) {
@@ -261,7 +277,16 @@ class TrainingRun {
     Beat("saving the adapter");
     QLORAD_RETURN_IF_ERROR(SaveAdapterFromRanks(*s_.parallel, spec_, adapter_dir));
     result_.adapter_path = adapter_dir;
-    events_.Done(result_.steps, adapter_dir, result_.losses.empty() ? 0.0 : result_.losses.back());
+    if (tracker_ && tracker_->progress().best_step > 0) {
+      const EvalProgress& p = tracker_->progress();
+      result_.best = events::BestEval{p.best_step, p.best_loss, p.best_checkpoint,
+                                      (fs::path(p.best_checkpoint) / "adapter").string()};
+    }
+    events_.Done({.steps = result_.steps,
+                  .adapter_path = adapter_dir,
+                  .final_loss = result_.losses.empty() ? 0.0 : result_.losses.back(),
+                  .stopped_early = result_.stopped_early,
+                  .best = result_.best});
     return result_;
   }
 
@@ -282,7 +307,60 @@ class TrainingRun {
     return Status::Ok();
   }
 
-  void ReportMetrics(const StepOutcome& outcome, double step_seconds) {
+  // After every train.eval_steps-th step and the last one, with data.validation.
+  bool EvaluatesAfter(const StepOutcome& outcome) const {
+    if (!tracker_ || outcome.stop_requested || !std::isfinite(outcome.loss)) return false;
+    return state_.step % spec_.train.eval_steps == 0 || state_.step == spec_.train.max_steps;
+  }
+
+  StatusOr<double> EvaluateNow() {
+    Beat("evaluating after step " + std::to_string(state_.step));
+    QLORAD_ASSIGN_OR_RETURN(const ValidationLoss v,
+                            EvaluateValidation(s_, *s_.validation,
+                                               {.micro_batch_size = spec_.train.micro_batch_size,
+                                                .max_batches = spec_.train.eval_batches,
+                                                .rank = options_.rank,
+                                                .world_size = options_.world_size}));
+    result_.eval_losses.emplace_back(state_.step, v.loss);
+    return v.loss;
+  }
+
+  // Keep-best and early stopping. Every rank runs this alike (they share the reduced loss), so
+  // every rank joins the best checkpoint's collectives and stops at the same step. Returns
+  // whether early stopping ends the run here.
+  StatusOr<bool> AfterEvaluation(double eval_loss) {
+    const EvalTracker::Verdict verdict = tracker_->Record(state_.step, eval_loss);
+    if (verdict.new_best) {
+      // Its own folder, pruned to one: the rolling `keep` window never deletes it.
+      const fs::path best_root = output_dir_ / "best";
+      tracker_->SetBestCheckpoint((best_root / ("step-" + std::to_string(state_.step))).string());
+      state_.eval = tracker_->progress();
+      Beat("saving the best checkpoint, of step " + std::to_string(state_.step));
+      QLORAD_ASSIGN_OR_RETURN(const std::string path,
+                              SaveResumeCheckpoint(best_root.string(), *s_.parallel, *s_.optimizer,
+                                                   spec_, state_, std::numeric_limits<int>::max()));
+      if (options_.rank == 0) {
+        QLORAD_RETURN_IF_ERROR(RemoveCheckpointsExcept(best_root.string(), path));
+        events_.Log("info", "eval loss " + std::to_string(eval_loss) + " at step " +
+                                std::to_string(state_.step) + ": the best so far, kept in " + path);
+      }
+    }
+    state_.eval = tracker_->progress();
+    // Patience used up at the last step stops nothing: the run ends there anyway.
+    if (!verdict.stop || state_.step >= spec_.train.max_steps) return false;
+    const EvalProgress& p = tracker_->progress();
+    if (options_.rank != 0) return true;
+    events_.Log("info", "early stopping at step " + std::to_string(state_.step) + ": " +
+                            std::to_string(p.evals_without_improvement) +
+                            " evaluations without the eval loss falling more than "
+                            "train.early_stopping.min_delta below its best (" +
+                            std::to_string(p.best_loss) + " at step " +
+                            std::to_string(p.best_step) + ")");
+    return true;
+  }
+
+  void ReportMetrics(const StepOutcome& outcome, double step_seconds,
+                     std::optional<double> eval_loss) {
     events::Metrics m;
     m.step = state_.step;
     m.total_steps = spec_.train.max_steps;
@@ -293,6 +371,7 @@ class TrainingRun {
     FillVram(s_.device, &m);
     m.wall_time_s = SecondsSince(started_);
     m.rank = options_.rank;
+    m.eval_loss = eval_loss;
     events_.Metrics(m);
   }
 
@@ -306,6 +385,7 @@ class TrainingRun {
   std::optional<Watchdog> watchdog_;  // after s_: it is started once the model has loaded
   TrainResult result_;
   int64_t first_step_ = 0;
+  std::optional<EvalTracker> tracker_;  // with data.validation
 };
 
 }  // namespace

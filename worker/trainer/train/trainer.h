@@ -6,6 +6,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/jobspec.h"
@@ -27,8 +28,14 @@ struct TrainOptions {
 struct TrainResult {
   int64_t steps = 0;           // optimizer steps completed, including resumed ones
   std::vector<double> losses;  // one per step run in this call
-  std::string adapter_path;    // absolute; empty when stopped early
+  std::string adapter_path;    // absolute; empty when stopped by should_stop
   bool stopped = false;        // should_stop fired; a checkpoint was written
+  // With data.validation: (step, eval loss) of each evaluation run in this call, the best one
+  // (its checkpoint and adapter kept in <output_dir>/best/step-N), and whether
+  // train.early_stopping ended the run before max_steps.
+  std::vector<std::pair<int64_t, double>> eval_losses;
+  std::optional<events::BestEval> best;
+  bool stopped_early = false;
 };
 
 // Errors carry the field or file in their message ("data.path: ...", "/m/config.json: ...").
