@@ -11,7 +11,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   worker_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL, started_unix_ms INTEGER NOT NULL,
   finished_unix_ms INTEGER NOT NULL, last_step INTEGER NOT NULL, total_steps INTEGER NOT NULL,
   last_loss REAL NOT NULL, error TEXT NOT NULL, adapter_path TEXT NOT NULL, gpus INTEGER NOT NULL,
-  last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL);
+  last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
+  restarts INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_unix_ms);
 CREATE TABLE IF NOT EXISTS metrics (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
@@ -30,11 +31,17 @@ CREATE TABLE IF NOT EXISTS workers (
   version TEXT NOT NULL, registered_unix_ms INTEGER NOT NULL, online INTEGER NOT NULL);
 )sql";
 
-// Column order shared by every job statement: binds use ?1..?19 in this order.
+// Column order shared by every job statement: binds use ?1..?20 in this order.
 constexpr const char* kJobColumns =
     "id, name, state, spec_yaml, priority, attempt, max_restarts, worker_id, created_unix_ms, "
     "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
-    "gpus, last_checkpoint, cancel_requested";
+    "gpus, last_checkpoint, cancel_requested, restarts";
+
+// What each schema version adds to the one before; a store opened at version v runs the steps
+// after v. (Version 1 is kSchema as first released.)
+constexpr const char* kUpgrades[] = {
+    /* 1 -> 2 */ "ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
+};
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
 // Derived, so a column added to kJobColumns cannot be missing here.
@@ -61,7 +68,7 @@ void BindJob(Statement& s, const JobRecord& r) {
   s.Bind(9, j.created_unix_ms()).Bind(10, j.started_unix_ms()).Bind(11, j.finished_unix_ms());
   s.Bind(12, j.last_step()).Bind(13, j.total_steps()).Bind(14, j.last_loss()).Bind(15, j.error());
   s.Bind(16, j.adapter_path()).Bind(17, j.gpus()).Bind(18, r.last_checkpoint);
-  s.Bind(19, r.cancel_requested ? 1 : 0);
+  s.Bind(19, r.cancel_requested ? 1 : 0).Bind(20, j.restarts());
 }
 
 JobRecord ReadJob(const Statement& s) {
@@ -86,6 +93,7 @@ JobRecord ReadJob(const Statement& s) {
   j.set_gpus(static_cast<int32_t>(s.Int(16)));
   r.last_checkpoint = s.Text(17);
   r.cancel_requested = s.Int(18) != 0;
+  j.set_restarts(static_cast<int32_t>(s.Int(19)));
   return r;
 }
 
@@ -172,16 +180,22 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 
 Status Store::Migrate() {
   return Transaction([&]() -> Status {
+    // A new file (version 0) gets the whole schema at once; an older one keeps its tables
+    // (CREATE IF NOT EXISTS) and takes the upgrades it lacks.
     QLORAD_RETURN_IF_ERROR(db_->Exec(kSchema));
     QLORAD_ASSIGN_OR_RETURN(auto get, db_->Prepare("SELECT MAX(version) FROM schema_version"));
     QLORAD_ASSIGN_OR_RETURN(bool has_row, get->Step());
     const int64_t version = has_row ? get->Int(0) : 0;
+    get.reset();  // its read would keep the schema locked for the ALTERs below
     if (version > kSchemaVersion) {
       return FailedPrecondition(db_->path() + ": schema version " + std::to_string(version) +
                                 " is newer than this qlorad understands (" +
                                 std::to_string(kSchemaVersion) + ")");
     }
     if (version == kSchemaVersion) return Status::Ok();
+    for (int64_t v = version; v > 0 && v < kSchemaVersion; ++v) {
+      QLORAD_RETURN_IF_ERROR(db_->Exec(kUpgrades[v - 1]));
+    }
     QLORAD_ASSIGN_OR_RETURN(auto set, db_->Prepare("INSERT INTO schema_version VALUES (?1)"));
     return set->Bind(1, kSchemaVersion).Run();
   });
@@ -195,14 +209,14 @@ Status Store::PrepareStatements() {
       insert_job_,
       db_->Prepare(
           "INSERT INTO jobs (" + jobs +
-          ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"));
+          ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20)"));
   QLORAD_ASSIGN_OR_RETURN(
       update_job_,
       db_->Prepare("UPDATE jobs SET name=?2, state=?3, spec_yaml=?4, priority=?5, attempt=?6, "
                    "max_restarts=?7, worker_id=?8, created_unix_ms=?9, started_unix_ms=?10, "
                    "finished_unix_ms=?11, last_step=?12, total_steps=?13, last_loss=?14, "
                    "error=?15, adapter_path=?16, gpus=?17, last_checkpoint=?18, "
-                   "cancel_requested=?19 WHERE id=?1"));
+                   "cancel_requested=?19, restarts=?20 WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(get_job_, db_->Prepare("SELECT " + jobs + " FROM jobs WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(count_jobs_,
                           db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));

@@ -50,7 +50,7 @@ struct WorkerRecord {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 

@@ -67,6 +67,7 @@ class Job(_FromProto):
     error: str
     adapter_path: str
     gpus: int
+    restarts: int  # retries after trainer failures; a lost worker spends none
 
 
 @dataclasses.dataclass(frozen=True)
