@@ -115,34 +115,6 @@ Status Coordinator::Log(const std::string& job_id, const std::string& level,
   return Status::Ok();
 }
 
-Status Coordinator::RecoverJobsLeftRunning() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return Mutate([&](Published& out) -> Status {
-    QLORAD_ASSIGN_OR_RETURN(auto running, store_->ListJobs({v1::JOB_STATE_RUNNING}, 0));
-    for (JobRecord& record : running) {
-      if (record.cancel_requested) {
-        QLORAD_RETURN_IF_ERROR(
-            Log(record.job.id(), "info", "cancelled: the coordinator restarted meanwhile", out));
-        QLORAD_RETURN_IF_ERROR(Finish(record, v1::JOB_STATE_CANCELLED, "", out));
-        continue;
-      }
-      v1::Job& job = record.job;
-      job.set_attempt(job.attempt() + 1);
-      job.set_state(v1::JOB_STATE_QUEUED);
-      job.set_worker_id("");
-      QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
-      QLORAD_RETURN_IF_ERROR(Log(
-          job.id(), "warning",
-          fmt::format(
-              "the coordinator restarted while the job ran; requeued as attempt {}{}",
-              job.attempt(),
-              record.last_checkpoint.empty() ? "" : ", resuming from " + record.last_checkpoint),
-          out));
-    }
-    return Status::Ok();
-  });
-}
-
 StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
   auto record = NewJobFromSpec(spec_yaml, NowUnixMs(), options_.max_spec_bytes);
   if (!record.ok()) {
@@ -204,7 +176,14 @@ StatusOr<v1::Job> Coordinator::CancelJob(const std::string& job_id) {
     record.cancel_requested = true;
     QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
     auto run = runs_.find(job_id);
-    if (run != runs_.end()) SendCancels(job_id, record.job.attempt(), run->second);
+    // No worker holds a live rank (after a restart, none has reported the attempt yet): no exit
+    // will come to end the job, so it ends here; a trainer that turns up later is stopped.
+    if (run == runs_.end() || !run->second.HasLiveRank()) {
+      QLORAD_RETURN_IF_ERROR(
+          Log(job_id, "info", "cancelled by a client; no worker holds a trainer of it", out));
+      return Finish(record, v1::JOB_STATE_CANCELLED, "", out);
+    }
+    SendCancels(job_id, record.job.attempt(), run->second);
     return Log(job_id, "info", "cancel requested by a client; waiting for the trainer to exit",
                out);
   });
@@ -214,34 +193,50 @@ StatusOr<v1::Job> Coordinator::CancelJob(const std::string& job_id) {
 
 StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterRequest& request) {
   if (request.name().empty()) return InvalidArgument("name: is required");
+  for (int i = 0; i < request.attempts_size(); ++i) {
+    if (request.attempts(i).job_id().empty()) {
+      return InvalidArgument(fmt::format("attempts[{}].job_id: is required", i));
+    }
+  }
   std::lock_guard<std::mutex> lock(mu_);
   WorkerState worker;
   worker.id = RandomId("worker-");
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
   worker.last_heartbeat = options_.now();
+  const std::string worker_id = worker.id;
+  std::vector<std::string> same_name;
+  for (const auto& [id, w] : workers_) {
+    if (w.name == request.name()) same_name.push_back(id);
+  }
+  // In the table before its attempts are reconciled: stop orders go to its outbox.
+  workers_.emplace(worker_id, std::move(worker));
+  v1::RegisterResponse response;
   Status written = Mutate([&](Published& out) -> Status {
-    std::vector<std::string> same_name;
-    for (const auto& [id, w] : workers_) {
-      if (w.name == request.name()) same_name.push_back(id);
+    // Adoption first: it takes the attempts it moves off the old entries, so dropping those
+    // requeues only what the worker no longer runs.
+    for (const v1::RunningAttempt& attempt : request.attempts()) {
+      QLORAD_RETURN_IF_ERROR(AdoptOrStop(worker_id, same_name, attempt, response, out));
     }
     for (const auto& id : same_name) {
       QLORAD_RETURN_IF_ERROR(DropWorker(id, "it registered again", out));
     }
-    WorkerRecord stored{
-        worker.id,   worker.name, worker.hostname, DeviceSummary(request), request.version(),
-        NowUnixMs(), true};
+    const WorkerState& w = workers_.at(worker_id);
+    WorkerRecord stored{w.id,        w.name, w.hostname, DeviceSummary(request), request.version(),
+                        NowUnixMs(), true};
     return store_->UpsertWorker(stored);
   });
-  if (!written.ok()) return written;
-  spdlog::info("worker {} registered as {} on {} ({})", worker.name, worker.id, worker.hostname,
-               DeviceSummary(request));
-  v1::RegisterResponse response;
-  response.set_worker_id(worker.id);
+  if (!written.ok()) {
+    workers_.erase(worker_id);
+    return written;
+  }
+  spdlog::info("worker {} registered as {} on {} ({}); {} attempt(s) reported, {} adopted",
+               request.name(), worker_id, workers_.at(worker_id).hostname, DeviceSummary(request),
+               request.attempts_size(), response.adopted_size());
+  response.set_worker_id(worker_id);
   const auto interval = options_.heartbeat_interval.count() > 0 ? options_.heartbeat_interval
                                                                 : options_.heartbeat_timeout / 3;
   response.set_heartbeat_interval_ms(static_cast<int32_t>(std::max<int64_t>(interval.count(), 1)));
-  workers_.emplace(worker.id, std::move(worker));
   return response;
 }
 
@@ -264,11 +259,7 @@ bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
     if (worker.foreign_jobs.count(job_id)) continue;
     spdlog::warn("worker {} runs job {} that it was not given here; cancelling it", worker.name,
                  job_id);
-    v1::Assignment order;
-    order.set_kind(v1::Assignment::KIND_CANCEL);
-    order.set_job_id(job_id);
-    order.set_attempt(-1);  // whatever attempt it runs
-    SendOrder(worker.id, std::move(order));
+    SendOrder(worker.id, CancelOrder(job_id, -1, 0));  // -1: whatever attempt it runs
   }
   const bool freed = !worker.foreign_jobs.empty() && foreign.empty();
   worker.foreign_jobs = std::move(foreign);
@@ -369,6 +360,7 @@ void Coordinator::Tick() {
       QLORAD_RETURN_IF_ERROR(DropWorker(
           id, fmt::format("no heartbeat for {} ms", options_.heartbeat_timeout.count()), out));
     }
+    QLORAD_RETURN_IF_ERROR(ExpireUnclaimedRuns(out));
     return Schedule(out);
   });
   if (!status.ok()) spdlog::error("coordinator tick failed: {}", status.ToString());
@@ -398,8 +390,9 @@ Status Coordinator::Schedule(Published& out) {
     job.set_started_unix_ms(NowUnixMs());
     QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
     const int world_size = static_cast<int>(p.worker_ids.size());
-    runs_[job.id()] =
-        Run{p.worker_ids, std::vector<bool>(p.worker_ids.size(), false), false, "", ""};
+    Run& run = runs_[job.id()] = Run{};
+    run.rank_workers = p.worker_ids;
+    run.exited.assign(p.worker_ids.size(), false);
     for (int rank = 0; rank < world_size; ++rank) {
       WorkerState& worker = workers_.at(p.worker_ids[rank]);
       worker.running.insert({job.id(), job.attempt()});

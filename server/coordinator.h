@@ -2,6 +2,11 @@
 // FAILED / CANCELLED (or back to QUEUED for a retry), workers register, heartbeat, receive
 // orders and report trainer events. The gRPC services are thin adapters over this class.
 //
+// Attempts are fenced: a job's events count only when they come from the worker holding that
+// rank of the job's current attempt. A worker that registers again (after a coordinator restart
+// or a lost connection) reports the attempts it runs; the current ones are adopted, the others
+// stopped (coordinator_reconcile.cc).
+//
 // Locking: mu_ guards the in-memory worker and run tables and serializes job-state changes
 // with their store writes and hub publishes, so streams see events in commit order. Streams
 // read the store without mu_.
@@ -53,7 +58,8 @@ using LogHub = Hub<v1::LogLine>;
 
 class Coordinator {
  public:
-  // Opens the store and requeues the jobs a previous coordinator left RUNNING.
+  // Opens the store; jobs a previous coordinator left RUNNING wait up to the heartbeat timeout
+  // for their workers to report them (adopted), and are requeued after it.
   static StatusOr<std::unique_ptr<Coordinator>> Create(CoordinatorOptions options);
   ~Coordinator();
 
@@ -71,6 +77,7 @@ class Coordinator {
   StatusOr<v1::Job> CancelJob(const std::string& job_id);
 
   // WorkerService.
+  // Replaces entries of the same name; adopts or stops the attempts the worker reports.
   StatusOr<v1::RegisterResponse> RegisterWorker(const v1::RegisterRequest& request);
   // Refreshes the worker's deadline and reconciles the jobs it says it runs; false if unknown.
   bool Heartbeat(const v1::HeartbeatRequest& request);
@@ -86,7 +93,8 @@ class Coordinator {
   void PopOrder(const std::string& worker_id, uint64_t generation);
   Status ReportEvents(const v1::ReportEventsRequest& request);
 
-  // Drops workers silent past the heartbeat timeout and schedules the queue. Runs on the tick
+  // Drops workers silent past the heartbeat timeout, requeues attempts no worker claimed after a
+  // restart, and schedules the queue. Runs on the tick
   // thread; public so tests can drive it.
   void Tick();
 
@@ -108,9 +116,9 @@ class Coordinator {
     std::deque<v1::Assignment> outbox;
     // (job id, attempt) it was told to start and has not reported the exit of.
     std::set<std::pair<std::string, int>> running;
-    // Jobs its heartbeat says it runs that the coordinator did not give it (a trainer left over
-    // from before a coordinator restart): they get a CANCEL, and the worker takes no new job
-    // until a heartbeat no longer lists them.
+    // Jobs it runs that are not its to run (a trainer left over from before a coordinator
+    // restart, or an attempt that is no longer current): they get a CANCEL, and the worker takes
+    // no new job until a heartbeat no longer lists them or their exit is reported.
     std::set<std::string> foreign_jobs;
 
     bool Free() const { return generation != 0 && running.empty() && foreign_jobs.empty(); }
@@ -119,11 +127,16 @@ class Coordinator {
 
   // The live attempt of a RUNNING job.
   struct Run {
-    std::vector<std::string> rank_workers;
+    std::vector<std::string> rank_workers;  // "": not claimed yet by a worker (after a restart)
     std::vector<bool> exited;
     bool done = false;
     std::string error_message;  // from the trainer's `error` event
     std::string error_field;
+    // Set while ranks are unclaimed: past it, the attempt counts as lost.
+    std::optional<Clock::time_point> adopt_by;
+
+    // A rank some worker holds and has not reported the exit of.
+    bool HasLiveRank() const;
   };
 
   // What a report changed, published to the hubs once its transaction committed.
@@ -134,6 +147,7 @@ class Coordinator {
   };
 
   Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  // coordinator_reconcile.cc: after a restart, each RUNNING job waits for its workers.
   Status RecoverJobsLeftRunning();
 
   // All of these run with mu_ held and inside a store transaction.
@@ -142,16 +156,30 @@ class Coordinator {
   Status ApplyEvent(const std::string& worker_id, const v1::TrainerEvent& event, Published& out);
   Status ApplyExit(JobRecord& record, Run& run, int rank, const v1::TrainerEvent::Exit& exit,
                    Published& out);
-  // The attempt ended badly: queue the next attempt (resuming from the last checkpoint) while
+  // The trainer failed: queue the next attempt (resuming from the last checkpoint) while
   // restarts remain and the failure is retryable, else FAILED with reason + stderr tail.
   Status RetryOrFail(JobRecord& record, const std::string& reason, bool retryable,
                      const std::string& stderr_tail, Published& out);
+  // The attempt was lost through no fault of the trainer (its worker vanished or stopped it):
+  // queued again without spending a restart, or CANCELLED when a cancel was pending.
+  Status AttemptLost(JobRecord& record, const std::string& reason, Published& out);
+  // Ends the attempt and queues the next one; `what` says how the attempt ended.
+  Status Requeue(JobRecord& record, const std::string& what, Published& out);
+  // coordinator_reconcile.cc: one attempt a registering worker reports. Adopted when it is the
+  // job's current attempt and its rank is unclaimed or held by `replaced` (earlier entries of
+  // the same worker name); else the worker is told to stop it.
+  Status AdoptOrStop(const std::string& worker_id, const std::vector<std::string>& replaced,
+                     const v1::RunningAttempt& attempt, v1::RegisterResponse& response,
+                     Published& out);
+  // Attempts still unclaimed past their adopt_by are lost.
+  Status ExpireUnclaimedRuns(Published& out);
   Status Finish(JobRecord& record, v1::JobState state, const std::string& error, Published& out);
   // The attempt is over: ranks still running get CANCEL for it; their exits only free workers.
   void EndRun(const std::string& job_id, int attempt);
   // CANCEL orders for the ranks of the attempt that have not exited yet.
   void SendCancels(const std::string& job_id, int attempt, const Run& run);
   void SendOrder(const std::string& worker_id, v1::Assignment order);
+  static v1::Assignment CancelOrder(const std::string& job_id, int attempt, int rank);
   Status DropWorker(const std::string& worker_id, const std::string& why, Published& out);
   Status Schedule(Published& out);
   void PublishLocked(const Published& out);

@@ -18,7 +18,7 @@ std::string DescribeExit(const v1::TrainerEvent::Exit& exit, const std::string& 
   std::string what = exit.signal() != 0
                          ? fmt::format("trainer killed by signal {}", exit.signal())
                          : fmt::format("trainer exited with code {}", exit.exit_code());
-  if (exit.cancelled()) what += " after a cancel nobody asked for";
+  if (exit.cancelled()) what += ", stopped by its worker";
   if (!error_message.empty()) what += ": " + error_message;
   return what;
 }
@@ -36,6 +36,13 @@ std::string CompletedMessage(const v1::Job& job) {
 
 }  // namespace
 
+bool Coordinator::Run::HasLiveRank() const {
+  for (size_t rank = 0; rank < rank_workers.size(); ++rank) {
+    if (!rank_workers[rank].empty() && !exited[rank]) return true;
+  }
+  return false;
+}
+
 Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEvent& event,
                                Published& out) {
   auto found = store_->GetJob(event.job_id());
@@ -45,14 +52,20 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
   }
   JobRecord& record = *found;
   v1::Job& job = record.job;
-  if (event.has_exit()) workers_[worker_id].running.erase({event.job_id(), event.attempt()});
+  if (event.has_exit()) {
+    WorkerState& worker = workers_.at(worker_id);
+    worker.running.erase({event.job_id(), event.attempt()});
+    // A trainer it was told to stop has ended: the worker is free again.
+    if (!worker.Runs(event.job_id())) worker.foreign_jobs.erase(event.job_id());
+  }
   auto run_it = runs_.find(job.id());
   const bool current = job.state() == v1::JOB_STATE_RUNNING && event.attempt() == job.attempt() &&
                        run_it != runs_.end() && event.rank() >= 0 &&
                        event.rank() < static_cast<int>(run_it->second.rank_workers.size()) &&
                        run_it->second.rank_workers[event.rank()] == worker_id;
   if (!current) {
-    // Events of an attempt that already ended (a retry began, or the job was cancelled).
+    // The fence: events of an attempt that already ended (a retry began, or the job was
+    // cancelled) or of a rank this worker does not hold change nothing, checkpoints included.
     spdlog::debug("ignoring an event of {} attempt {} from worker {}", job.id(), event.attempt(),
                   worker_id);
     return Status::Ok();
@@ -135,7 +148,12 @@ Status Coordinator::ApplyExit(JobRecord& record, Run& run, int rank,
     QLORAD_RETURN_IF_ERROR(Log(record.job.id(), "info", "cancelled", out));
     return Finish(record, v1::JOB_STATE_CANCELLED, "", out);
   }
-  if (clean && !exit.cancelled()) {
+  if (exit.cancelled()) {
+    // Stopped by its worker, not by a cancel: the worker shut down or was told the attempt is
+    // not its own. Not the trainer's failure, so no restart is spent.
+    return AttemptLost(record, DescribeExit(exit, run.error_message), out);
+  }
+  if (clean) {
     if (!all_exited) return Status::Ok();
     if (!run.done) {
       return RetryOrFail(record, "trainer exited 0 without reporting done", true,
@@ -156,23 +174,39 @@ Status Coordinator::ApplyExit(JobRecord& record, Run& run, int rank,
 Status Coordinator::RetryOrFail(JobRecord& record, const std::string& reason, bool retryable,
                                 const std::string& stderr_tail, Published& out) {
   v1::Job& job = record.job;
-  if (!retryable || job.attempt() >= job.max_restarts()) {
+  if (!retryable || job.restarts() >= job.max_restarts()) {
     std::string error = reason;
-    if (retryable) error += fmt::format(" (after {} restart(s))", job.attempt());
+    if (retryable) error += fmt::format(" (after {} restart(s))", job.restarts());
     QLORAD_RETURN_IF_ERROR(Log(job.id(), "error", "failed: " + error, out));
     if (!stderr_tail.empty()) error += "\nstderr:\n" + stderr_tail;
     return Finish(record, v1::JOB_STATE_FAILED, error, out);
   }
+  job.set_restarts(job.restarts() + 1);
+  return Requeue(
+      record,
+      fmt::format("failed: {} (restart {} of {})", reason, job.restarts(), job.max_restarts()),
+      out);
+}
+
+Status Coordinator::AttemptLost(JobRecord& record, const std::string& reason, Published& out) {
+  if (record.cancel_requested) {
+    QLORAD_RETURN_IF_ERROR(Log(record.job.id(), "info", "cancelled (" + reason + ")", out));
+    return Finish(record, v1::JOB_STATE_CANCELLED, "", out);
+  }
+  return Requeue(record, "was lost: " + reason + " (no restart spent)", out);
+}
+
+Status Coordinator::Requeue(JobRecord& record, const std::string& what, Published& out) {
+  v1::Job& job = record.job;
   EndRun(job.id(), job.attempt());
-  const int failed_attempt = job.attempt();
-  job.set_attempt(failed_attempt + 1);
+  const int ended_attempt = job.attempt();
+  job.set_attempt(ended_attempt + 1);
   job.set_state(v1::JOB_STATE_QUEUED);
   job.set_worker_id("");
   QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
   return Log(
       job.id(), "warning",
-      fmt::format("attempt {} failed: {}; retrying as attempt {} of {}{}", failed_attempt, reason,
-                  job.attempt(), job.max_restarts(),
+      fmt::format("attempt {} {}; retrying as attempt {}{}", ended_attempt, what, job.attempt(),
                   record.last_checkpoint.empty() ? " from the start"
                                                  : ", resuming from " + record.last_checkpoint),
       out);
@@ -196,15 +230,19 @@ void Coordinator::EndRun(const std::string& job_id, int attempt) {
   runs_.erase(it);
 }
 
+v1::Assignment Coordinator::CancelOrder(const std::string& job_id, int attempt, int rank) {
+  v1::Assignment order;
+  order.set_kind(v1::Assignment::KIND_CANCEL);
+  order.set_job_id(job_id);
+  order.set_attempt(attempt);
+  order.set_rank(rank);
+  return order;
+}
+
 void Coordinator::SendCancels(const std::string& job_id, int attempt, const Run& run) {
   for (size_t rank = 0; rank < run.rank_workers.size(); ++rank) {
     if (run.exited[rank]) continue;
-    v1::Assignment order;
-    order.set_kind(v1::Assignment::KIND_CANCEL);
-    order.set_job_id(job_id);
-    order.set_attempt(attempt);
-    order.set_rank(static_cast<int32_t>(rank));
-    SendOrder(run.rank_workers[rank], std::move(order));
+    SendOrder(run.rank_workers[rank], CancelOrder(job_id, attempt, static_cast<int>(rank)));
   }
 }
 
@@ -227,13 +265,8 @@ Status Coordinator::DropWorker(const std::string& worker_id, const std::string& 
     for (size_t rank = 0; rank < run->second.rank_workers.size(); ++rank) {
       if (run->second.rank_workers[rank] == worker.id) run->second.exited[rank] = true;
     }
-    const std::string reason = fmt::format("worker {} lost: {}", worker.name, why);
-    if (record.cancel_requested) {
-      QLORAD_RETURN_IF_ERROR(Log(job_id, "info", "cancelled (" + reason + ")", out));
-      QLORAD_RETURN_IF_ERROR(Finish(record, v1::JOB_STATE_CANCELLED, "", out));
-      continue;
-    }
-    QLORAD_RETURN_IF_ERROR(RetryOrFail(record, reason, true, "", out));
+    QLORAD_RETURN_IF_ERROR(
+        AttemptLost(record, fmt::format("worker {} lost: {}", worker.name, why), out));
   }
   return Status::Ok();
 }

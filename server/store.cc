@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
   best_step INTEGER NOT NULL DEFAULT 0, best_eval_loss REAL NOT NULL DEFAULT 0,
   best_checkpoint_path TEXT NOT NULL DEFAULT '', best_adapter_path TEXT NOT NULL DEFAULT '',
-  stopped_early INTEGER NOT NULL DEFAULT 0);
+  stopped_early INTEGER NOT NULL DEFAULT 0, restarts INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_unix_ms);
 CREATE TABLE IF NOT EXISTS metrics (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
@@ -33,9 +33,18 @@ CREATE TABLE IF NOT EXISTS workers (
   version TEXT NOT NULL, registered_unix_ms INTEGER NOT NULL, online INTEGER NOT NULL);
 )sql";
 
-// From schema version 1: the columns of evaluation during training (kSchema has them for a new
-// store). NULL eval columns: a step that was not evaluated.
-constexpr const char* kAddEvalColumns = R"sql(
+// Column order shared by every job statement: binds use ?1..?25 in this order.
+constexpr const char* kJobColumns =
+    "id, name, state, spec_yaml, priority, attempt, max_restarts, worker_id, created_unix_ms, "
+    "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
+    "gpus, last_checkpoint, cancel_requested, best_step, best_eval_loss, best_checkpoint_path, "
+    "best_adapter_path, stopped_early, restarts";
+
+// What each schema version adds to the one before; a store opened at version v runs the steps
+// after v. (Version 1 is kSchema as first released; kSchema has every column for a new store.)
+constexpr const char* kUpgrades[] = {
+    // 1 -> 2: evaluation during training. NULL eval columns: a step that was not evaluated.
+    R"sql(
 ALTER TABLE jobs ADD COLUMN best_step INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN best_eval_loss REAL NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN best_checkpoint_path TEXT NOT NULL DEFAULT '';
@@ -43,14 +52,10 @@ ALTER TABLE jobs ADD COLUMN best_adapter_path TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN stopped_early INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE metrics ADD COLUMN eval_loss REAL;
 ALTER TABLE metrics ADD COLUMN eval_perplexity REAL;
-)sql";
-
-// Column order shared by every job statement: binds use ?1..?24 in this order.
-constexpr const char* kJobColumns =
-    "id, name, state, spec_yaml, priority, attempt, max_restarts, worker_id, created_unix_ms, "
-    "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
-    "gpus, last_checkpoint, cancel_requested, best_step, best_eval_loss, best_checkpoint_path, "
-    "best_adapter_path, stopped_early";
+)sql",
+    // 2 -> 3: restarts spent (trainer failures only), apart from the attempt number.
+    "ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
+};
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
 // Derived, so a column added to kJobColumns cannot be missing here.
@@ -81,7 +86,7 @@ void BindJob(Statement& s, const JobRecord& r) {
   s.Bind(19, r.cancel_requested ? 1 : 0);
   s.Bind(20, j.best().step()).Bind(21, j.best().eval_loss());
   s.Bind(22, j.best().checkpoint_path()).Bind(23, j.best().adapter_path());
-  s.Bind(24, j.stopped_early() ? 1 : 0);
+  s.Bind(24, j.stopped_early() ? 1 : 0).Bind(25, j.restarts());
 }
 
 JobRecord ReadJob(const Statement& s) {
@@ -113,6 +118,7 @@ JobRecord ReadJob(const Statement& s) {
     j.mutable_best()->set_adapter_path(s.Text(22));
   }
   j.set_stopped_early(s.Int(23) != 0);
+  j.set_restarts(static_cast<int32_t>(s.Int(24)));
   return r;
 }
 
@@ -201,17 +207,22 @@ StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 
 Status Store::Migrate() {
   return Transaction([&]() -> Status {
+    // A new file (version 0) gets the whole schema at once; an older one keeps its tables
+    // (CREATE IF NOT EXISTS) and takes the upgrades it lacks.
     QLORAD_RETURN_IF_ERROR(db_->Exec(kSchema));
     QLORAD_ASSIGN_OR_RETURN(auto get, db_->Prepare("SELECT MAX(version) FROM schema_version"));
     QLORAD_ASSIGN_OR_RETURN(bool has_row, get->Step());
     const int64_t version = has_row ? get->Int(0) : 0;
+    get.reset();  // its read would keep the schema locked for the ALTERs below
     if (version > kSchemaVersion) {
       return FailedPrecondition(db_->path() + ": schema version " + std::to_string(version) +
                                 " is newer than this qlorad understands (" +
                                 std::to_string(kSchemaVersion) + ")");
     }
     if (version == kSchemaVersion) return Status::Ok();
-    if (version == 1) QLORAD_RETURN_IF_ERROR(db_->Exec(kAddEvalColumns));
+    for (int64_t v = version; v > 0 && v < kSchemaVersion; ++v) {
+      QLORAD_RETURN_IF_ERROR(db_->Exec(kUpgrades[v - 1]));
+    }
     QLORAD_ASSIGN_OR_RETURN(auto set, db_->Prepare("INSERT INTO schema_version VALUES (?1)"));
     return set->Bind(1, kSchemaVersion).Run();
   });
@@ -226,7 +237,7 @@ Status Store::PrepareStatements() {
       db_->Prepare(
           "INSERT INTO jobs (" + jobs +
           ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,"
-          "?21,?22,?23,?24)"));
+          "?21,?22,?23,?24,?25)"));
   QLORAD_ASSIGN_OR_RETURN(
       update_job_,
       db_->Prepare(
@@ -235,7 +246,8 @@ Status Store::PrepareStatements() {
           "finished_unix_ms=?11, last_step=?12, total_steps=?13, last_loss=?14, "
           "error=?15, adapter_path=?16, gpus=?17, last_checkpoint=?18, "
           "cancel_requested=?19, best_step=?20, best_eval_loss=?21, "
-          "best_checkpoint_path=?22, best_adapter_path=?23, stopped_early=?24 WHERE id=?1"));
+          "best_checkpoint_path=?22, best_adapter_path=?23, stopped_early=?24, restarts=?25 "
+          "WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(get_job_, db_->Prepare("SELECT " + jobs + " FROM jobs WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(count_jobs_,
                           db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));

@@ -50,7 +50,7 @@ struct WorkerRecord {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 2;  // 2: evaluation during training
+  static constexpr int kSchemaVersion = 3;  // 2: evaluation during training; 3: restarts
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 

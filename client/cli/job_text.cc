@@ -93,7 +93,9 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
       {"state", JobStateName(job.state())},
       {"step", StepOfTotal(job)},
       {"loss", Loss(job)},
-      {"attempt", fmt::format("{} (max restarts {})", job.attempt(), job.max_restarts())},
+      // Attempts also follow lost workers; restarts count trainer failures only.
+      {"attempt", fmt::format("{} ({} of {} restarts used)", job.attempt(), job.restarts(),
+                              job.max_restarts())},
       {"priority", std::to_string(job.priority())},
       {"gpus", std::to_string(job.gpus())},
       {"worker", OrDash(job.worker_id())},

@@ -48,20 +48,21 @@ class Cluster:
         self.procs.append(proc)
         return proc, log
 
-    def start_coordinator(self, *flags):
-        """qlorad on free loopback ports (gRPC and HTTP), with any further `flags`."""
-        proc, log = self._spawn([binary("qlorad"), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                                 "--db", self.root / "qlorad.db", *flags], "qlorad.log")
+    def start_coordinator(self, *flags, listen="127.0.0.1:0", log_name="qlorad.log"):
+        """qlorad on free loopback ports (gRPC and HTTP), with any further `flags`; `listen`
+        names the gRPC address instead (a restart on the address the workers know)."""
+        proc, log = self._spawn([binary("qlorad"), "--listen", listen, "--http", "127.0.0.1:0",
+                                 "--db", self.root / "qlorad.db", *flags], log_name)
         self.coordinator, self.coordinator_log = proc, log
         m = wait_for_line(log, r"listening on (127\.0\.0\.1:\d+) \(http (127\.0\.0\.1:\d+)\)", proc)
         self.addr, self.http_addr = m.group(1), m.group(2)
         return self
 
-    def start_worker(self, work_dir: Path):
+    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log"):
         work_dir.mkdir(parents=True, exist_ok=True)
         proc, log = self._spawn([binary("qlorad-worker"), "--coordinator", self.addr, "--cpu",
-                                 "--name", "test-cpu", "--work-dir", work_dir,
-                                 "--grace-period-s", "5"], "worker.log")
+                                 "--name", name, "--work-dir", work_dir,
+                                 "--grace-period-s", "5"], log_name)
         self.worker, self.worker_log = proc, log
         return self
 

@@ -80,6 +80,9 @@ bool Agent::Register() {
   request.set_version(options_.version);
   bool warned = false;
   while (!Stopping()) {
+    // Listed afresh on every try: a trainer may end while the coordinator is away.
+    request.clear_attempts();
+    for (v1::RunningAttempt& a : RunningAttempts()) *request.add_attempts() = std::move(a);
     grpc::ClientContext context;
     context.set_deadline(RpcDeadline());
     v1::RegisterResponse response;
@@ -92,6 +95,15 @@ bool Agent::Register() {
       }
       spdlog::info("registered with {} as {} (worker id {}, heartbeat every {} ms)",
                    options_.coordinator, options_.name, worker_id_, heartbeat_interval_.count());
+      for (const v1::RunningAttempt& a : request.attempts()) {
+        const bool adopted = std::any_of(
+            response.adopted().begin(), response.adopted().end(), [&](const v1::RunningAttempt& b) {
+              return a.job_id() == b.job_id() && a.attempt() == b.attempt();
+            });
+        spdlog::info("job {} attempt {} rank {} (pid {}, step {}): {}", a.job_id(), a.attempt(),
+                     a.rank(), a.pid(), a.last_step(),
+                     adopted ? "adopted by the coordinator" : "to be stopped");
+      }
       cv_.notify_all();
       return true;
     }
@@ -167,6 +179,18 @@ void Agent::HeartbeatLoop() {
       if (stream_context_ != nullptr) stream_context_->TryCancel();
     }
   }
+}
+
+std::vector<v1::RunningAttempt> Agent::RunningAttempts() {
+  std::vector<v1::RunningAttempt> attempts = slot_.RunningAttempts();
+  for (v1::RunningAttempt& pending : reporter_.UndeliveredAttempts()) {
+    const bool listed = std::any_of(attempts.begin(), attempts.end(), [&](const auto& a) {
+      return a.job_id() == pending.job_id() && a.attempt() == pending.attempt() &&
+             a.rank() == pending.rank();
+    });
+    if (!listed) attempts.push_back(std::move(pending));
+  }
+  return attempts;
 }
 
 Status Agent::SendEvents(const std::vector<v1::TrainerEvent>& batch) {

@@ -54,6 +54,8 @@ class Agent {
   grpc::Status ReadAssignments();
   void HeartbeatLoop();
   Status SendEvents(const std::vector<v1::TrainerEvent>& batch);
+  // What Register reports: the running trainer, and attempts with events still queued.
+  std::vector<v1::RunningAttempt> RunningAttempts();
   std::string WorkerId();
 
   const AgentOptions options_;

@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 namespace qlorad::agent {
 
 EventReporter::EventReporter(SendFn send, Options options)
@@ -39,6 +41,25 @@ std::size_t EventReporter::Stop(std::chrono::steady_clock::time_point deadline) 
 std::size_t EventReporter::Pending() const {
   std::lock_guard<std::mutex> lock(mu_);
   return queue_.size();
+}
+
+std::vector<v1::RunningAttempt> EventReporter::UndeliveredAttempts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<v1::RunningAttempt> attempts;
+  for (const v1::TrainerEvent& event : queue_) {
+    auto same = std::find_if(attempts.begin(), attempts.end(), [&](const v1::RunningAttempt& a) {
+      return a.job_id() == event.job_id() && a.attempt() == event.attempt() &&
+             a.rank() == event.rank();
+    });
+    if (same == attempts.end()) {
+      same = attempts.emplace(attempts.end());
+      same->set_job_id(event.job_id());
+      same->set_attempt(event.attempt());
+      same->set_rank(event.rank());
+    }
+    if (event.has_metrics()) same->set_last_step(event.metrics().step());
+  }
+  return attempts;
 }
 
 bool EventReporter::WaitForBatch(std::unique_lock<std::mutex>& lock) {

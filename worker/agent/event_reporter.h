@@ -38,6 +38,10 @@ class EventReporter {
   // events could not be delivered (0 unless the coordinator stayed away).
   std::size_t Stop(std::chrono::steady_clock::time_point deadline);
   std::size_t Pending() const;
+  // The (job, attempt, rank) of the queued events, in queue order, with the newest step queued
+  // for each: a worker registering again reports these too, so a restarted coordinator adopts
+  // an attempt whose trainer ended while it was away and takes its remaining events.
+  std::vector<v1::RunningAttempt> UndeliveredAttempts() const;
 
  private:
   void Loop();

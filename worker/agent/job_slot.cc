@@ -72,8 +72,12 @@ void JobSlot::ReportStartFailure(const EventContext& ctx, const Status& why) {
 
 void JobSlot::Cancel(const v1::Assignment& cancel) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!run_ || run_->Finished() || run_->context().job_id != cancel.job_id()) {
-    spdlog::info("CANCEL of job {}: not running here, nothing to do", cancel.job_id());
+  // The attempt matters: a stop order for an attempt that is no longer current must not end a
+  // newer attempt of the same job.
+  if (!run_ || run_->Finished() || run_->context().job_id != cancel.job_id() ||
+      (cancel.attempt() >= 0 && run_->context().attempt != cancel.attempt())) {
+    spdlog::info("CANCEL of job {} attempt {}: not running here, nothing to do", cancel.job_id(),
+                 cancel.attempt());
     return;
   }
   spdlog::info("job {}: cancelling (SIGTERM, SIGKILL after {} ms)", cancel.job_id(),
@@ -85,6 +89,18 @@ std::vector<std::string> JobSlot::RunningJobIds() {
   std::lock_guard<std::mutex> lock(mu_);
   if (run_ && !run_->Finished()) return {run_->context().job_id};
   return {};
+}
+
+std::vector<v1::RunningAttempt> JobSlot::RunningAttempts() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!run_ || run_->Finished()) return {};
+  v1::RunningAttempt attempt;
+  attempt.set_job_id(run_->context().job_id);
+  attempt.set_attempt(run_->context().attempt);
+  attempt.set_rank(run_->context().rank);
+  attempt.set_last_step(run_->last_step());
+  attempt.set_pid(run_->pid());
+  return {attempt};
 }
 
 void JobSlot::CancelAndWait() {

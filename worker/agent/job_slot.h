@@ -20,12 +20,15 @@ class JobSlot {
       : setup_(std::move(setup)), grace_period_(grace_period), sink_(std::move(sink)) {}
   ~JobSlot() { CancelAndWait(); }
 
-  // START while a trainer runs is refused with a warning log line for the refused job.
+  // START while a trainer runs is refused with a warning log line for the refused job. CANCEL
+  // stops the trainer only when it runs that job and attempt (attempt -1: any attempt).
   // A START that cannot launch the trainer reports an error event and an Exit (code 127, as a
   // shell reports a command it could not run), so the coordinator can fail or retry the job.
   void Handle(const v1::Assignment& assignment);
   // The job ids whose trainer is still running (for heartbeats).
   std::vector<std::string> RunningJobIds();
+  // The attempt whose trainer is still running, with its pid and last step (for registering).
+  std::vector<v1::RunningAttempt> RunningAttempts();
   // Cancels the running trainer (SIGTERM, grace period, SIGKILL) and returns after its Exit event.
   void CancelAndWait();
 

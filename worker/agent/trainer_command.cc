@@ -35,6 +35,8 @@ process::SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignm
   process::SpawnSpec spec;
   spec.argv = {setup.trainer.string(),    "run", spec_path.string(), "--json", "--device",
                setup.gpu ? "cuda" : "cpu"};
+  // Each attempt checkpoints into its own folder (qlorad-train run --help says more).
+  spec.argv.insert(spec.argv.end(), {"--attempt", std::to_string(start.attempt())});
   if (!start.resume_from().empty()) {
     spec.argv.insert(spec.argv.end(), {"--resume", start.resume_from()});
   }

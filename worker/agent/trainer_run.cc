@@ -24,7 +24,9 @@ StatusOr<std::unique_ptr<TrainerRun>> TrainerRun::Start(const process::SpawnSpec
   TrainerRun* self = run.get();
   process::ProcessCallbacks callbacks;
   callbacks.on_stdout_line = [self](std::string_view line) {
-    self->sink_(TrainerEventFromLine(line, self->ctx_, UnixMillisNow()));
+    v1::TrainerEvent event = TrainerEventFromLine(line, self->ctx_, UnixMillisNow());
+    if (event.has_metrics()) self->last_step_.store(event.metrics().step());
+    self->sink_(std::move(event));
   };
   callbacks.on_stderr_line = [self](std::string_view line) {
     self->stderr_tail_.Push(std::string(line));

@@ -2,7 +2,9 @@
 // stderr lines as log lines, and finally Exit (with the last stderr lines, for crash reports).
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -40,6 +42,8 @@ class TrainerRun {
 
   const EventContext& context() const { return ctx_; }
   pid_t pid() const { return process_->pid(); }
+  // The newest step the trainer reported (0 before the first), for re-registration.
+  int64_t last_step() const { return last_step_.load(); }
   // SIGTERM (the trainer checkpoints and exits), SIGKILL after `grace`; Exit.cancelled = true.
   void Cancel(std::chrono::milliseconds grace) { process_->Cancel(grace); }
   bool Finished() const { return process_->Finished(); }
@@ -52,6 +56,7 @@ class TrainerRun {
   EventContext ctx_;
   EventSink sink_;
   LineTail stderr_tail_{kStderrTailLines};  // touched only on the supervisor's thread
+  std::atomic<int64_t> last_step_{0};
   std::unique_ptr<process::ProcessSupervisor> process_;
 };
 

@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <memory>
 
@@ -22,6 +23,11 @@ using testing::TempDir;
 using testing::UnavailableCoordinator;
 using testing::WaitUntil;
 using namespace std::chrono_literals;
+
+bool HasMetrics(const std::vector<v1::TrainerEvent>& events) {
+  return std::any_of(events.begin(), events.end(),
+                     [](const v1::TrainerEvent& e) { return e.has_metrics(); });
+}
 
 // An Agent running on its own thread; stopped and joined when it goes out of scope, so a failed
 // ASSERT does not leave a thread behind.
@@ -108,12 +114,7 @@ TEST_F(AgentTest, StopCancelsTheRunningTrainerAndFlushesItsEvents) {
   Served served(&coordinator, 0);
   RunningAgent agent(Options(served.port()));
   coordinator.Send(StartOrder("job-h", "name: hang\n"));
-  ASSERT_TRUE(WaitUntil([&] {
-    for (const auto& e : coordinator.Events()) {
-      if (e.has_metrics()) return true;
-    }
-    return false;
-  }));
+  ASSERT_TRUE(WaitUntil([&] { return HasMetrics(coordinator.Events()); }));
   EXPECT_TRUE(agent.Stop().ok());
   const auto events = coordinator.Events();
   ASSERT_FALSE(events.empty());
@@ -183,6 +184,24 @@ TEST_F(AgentTest, EventsOfAJobThatEndsWhileTheCoordinatorIsDownAreDeliveredLater
   }
   EXPECT_EQ(from_stdout, (std::vector<std::string>{"started", "metrics", "done", "exit"}));
   EXPECT_EQ(all.size(), 5u);  // and the stderr line
+  EXPECT_TRUE(agent.Stop().ok());
+}
+
+TEST_F(AgentTest, RegisteringAgainReportsTheRunningTrainer) {
+  FakeCoordinator coordinator;
+  Served served(&coordinator, 0);
+  RunningAgent agent(Options(served.port()));
+  coordinator.Send(StartOrder("job-r", "name: hang\n"));
+  ASSERT_TRUE(WaitUntil([&] { return HasMetrics(coordinator.Events()); }));
+  coordinator.ForgetWorkers(true);
+  ASSERT_TRUE(WaitUntil([&] { return coordinator.Registrations().size() >= 2; }));
+  coordinator.ForgetWorkers(false);
+  const v1::RegisterRequest reg = coordinator.Registrations()[1];
+  ASSERT_EQ(reg.attempts_size(), 1);
+  EXPECT_EQ(reg.attempts(0).job_id(), "job-r");
+  EXPECT_EQ(reg.attempts(0).attempt(), StartOrder("job-r", "").attempt());
+  EXPECT_EQ(reg.attempts(0).last_step(), 1);
+  EXPECT_GT(reg.attempts(0).pid(), 0);
   EXPECT_TRUE(agent.Stop().ok());
 }
 

@@ -99,6 +99,24 @@ TEST(EventReporterTest, RetriesWhileTheCoordinatorIsDownAndLosesNothing) {
   EXPECT_EQ(reporter.Pending(), 0u);
 }
 
+TEST(EventReporterTest, UndeliveredAttemptsNameWhatIsStillQueued) {
+  Receiver receiver(/*fail_first=*/1000);  // the coordinator is away throughout
+  EventReporter reporter(receiver.Fn(), {.flush_interval = 10ms, .initial_backoff = 1s});
+  reporter.Push(Step(3));
+  reporter.Push(Step(4));
+  v1::TrainerEvent other = Step(9);
+  other.set_job_id("k");
+  other.set_attempt(2);
+  reporter.Push(other);
+  const std::vector<v1::RunningAttempt> attempts = reporter.UndeliveredAttempts();
+  ASSERT_EQ(attempts.size(), 2u);
+  EXPECT_EQ(attempts[0].job_id(), "j");
+  EXPECT_EQ(attempts[0].last_step(), 4);
+  EXPECT_EQ(attempts[1].job_id(), "k");
+  EXPECT_EQ(attempts[1].attempt(), 2);
+  EXPECT_EQ(attempts[1].last_step(), 9);
+}
+
 TEST(EventReporterTest, StopFlushesWhatIsQueued) {
   Receiver receiver;
   EventReporter reporter(receiver.Fn(), {.flush_interval = 60s});

@@ -28,6 +28,12 @@ v1::Assignment Order(v1::Assignment::Kind kind, const std::string& job_id) {
   return a;
 }
 
+// A trainer that prints `line` and runs until SIGTERM, then exits 0.
+std::filesystem::path RunsUntilTerm(TempDir& dir, const std::string& line) {
+  return dir.Script("qlorad-train", "trap 'exit 0' TERM\necho '" + line +
+                                        "'\nwhile true; do sleep 0.05; done\n");
+}
+
 std::string ReadAll(const std::filesystem::path& p) {
   std::ifstream in(p);
   std::stringstream s;
@@ -50,18 +56,16 @@ echo '{"event":"done","steps":1,"adapter_path":"/a","final_loss":1.0}'
   EXPECT_TRUE(all[0].has_done());
   EXPECT_EQ(all[1].exit().exit_code(), 0);
   const auto spec = dir.path() / "jobs/job-a/attempt-1/job.yaml";
-  EXPECT_EQ(ReadAll(dir.path() / "args.txt"), dir.path().string() + " run " + spec.string() +
-                                                  " --json --device cpu --rank 0 --world-size 1\n");
+  EXPECT_EQ(ReadAll(dir.path() / "args.txt"),
+            dir.path().string() + " run " + spec.string() +
+                " --json --device cpu --attempt 1 --rank 0 --world-size 1\n");
   EXPECT_EQ(ReadAll(dir.path() / "spec-seen.yaml"), "name: t\n");
   EXPECT_TRUE(WaitUntil([&] { return slot.RunningJobIds().empty(); }));
 }
 
 TEST(JobSlotTest, StartWhileBusyIsRefusedAndCancelStopsTheRunningJob) {
   TempDir dir;
-  const auto trainer = dir.Script("qlorad-train", R"(trap 'exit 0' TERM
-echo '{"event":"started","pid":1}'
-while true; do sleep 0.05; done
-)");
+  const auto trainer = RunsUntilTerm(dir, R"({"event":"started","pid":1})");
   EventLog events;
   JobSlot slot({trainer, dir.path(), std::nullopt}, 5s, events.Sink());
   slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
@@ -83,6 +87,31 @@ while true; do sleep 0.05; done
   EXPECT_EQ(all.back().job_id(), "job-a");
   EXPECT_TRUE(all.back().exit().cancelled());
   EXPECT_EQ(all.back().exit().exit_code(), 0);
+}
+
+TEST(JobSlotTest, ACancelOfAnotherAttemptLeavesTheTrainerRunning) {
+  TempDir dir;
+  const auto trainer = RunsUntilTerm(dir, R"({"event":"metrics","step":7,"loss":1.0})");
+  EventLog events;
+  JobSlot slot({trainer, dir.path(), std::nullopt}, 5s, events.Sink());
+  slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));  // attempt 1
+  ASSERT_TRUE(WaitUntil([&] {
+    const auto running = slot.RunningAttempts();
+    return running.size() == 1 && running[0].last_step() == 7;
+  }));
+  const v1::RunningAttempt running = slot.RunningAttempts()[0];
+  EXPECT_EQ(running.job_id(), "job-a");
+  EXPECT_EQ(running.attempt(), 1);
+  EXPECT_GT(running.pid(), 0);
+
+  v1::Assignment stale = Order(v1::Assignment::KIND_CANCEL, "job-a");
+  stale.set_attempt(0);  // a stop order meant for an earlier attempt of the same job
+  slot.Handle(stale);
+  EXPECT_FALSE(WaitUntil([&] { return events.EndsWithExit(); }, 300ms));
+  slot.Handle(Order(v1::Assignment::KIND_CANCEL, "job-a"));
+  ASSERT_TRUE(WaitUntil([&] { return events.EndsWithExit(); }));
+  EXPECT_TRUE(events.Events().back().exit().cancelled());
+  EXPECT_TRUE(slot.RunningAttempts().empty());
 }
 
 TEST(JobSlotTest, MissingTrainerIsReportedAsAnErrorAndExit127) {

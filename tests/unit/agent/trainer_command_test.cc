@@ -52,7 +52,7 @@ TEST(TrainerCommandTest, CpuCommandLine) {
       TrainerSpawnSpec(setup, Start("j", 0), "/work/jobs/j/attempt-0/job.yaml");
   EXPECT_THAT(spec.argv,
               ElementsAre("/bin/qlorad-train", "run", "/work/jobs/j/attempt-0/job.yaml", "--json",
-                          "--device", "cpu", "--rank", "0", "--world-size", "1"));
+                          "--device", "cpu", "--attempt", "0", "--rank", "0", "--world-size", "1"));
   EXPECT_TRUE(spec.extra_env.empty());
   EXPECT_EQ(spec.cwd, "/work");
 }
@@ -65,9 +65,10 @@ TEST(TrainerCommandTest, GpuRankOfAMultiRankResumedJob) {
   a.set_rendezvous("10.0.0.5:29500");
   a.set_resume_from("/work/runs/j/checkpoint-50");
   const process::SpawnSpec spec = TrainerSpawnSpec(setup, a, "/s.yaml");
-  EXPECT_THAT(spec.argv, ElementsAre("/bin/qlorad-train", "run", "/s.yaml", "--json", "--device",
-                                     "cuda", "--resume", "/work/runs/j/checkpoint-50", "--rank",
-                                     "1", "--world-size", "4", "--rendezvous", "10.0.0.5:29500"));
+  EXPECT_THAT(spec.argv,
+              ElementsAre("/bin/qlorad-train", "run", "/s.yaml", "--json", "--device", "cuda",
+                          "--attempt", "1", "--resume", "/work/runs/j/checkpoint-50", "--rank", "1",
+                          "--world-size", "4", "--rendezvous", "10.0.0.5:29500"));
   EXPECT_THAT(spec.extra_env, ElementsAre("CUDA_VISIBLE_DEVICES=2"));
 }
 

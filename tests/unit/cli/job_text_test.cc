@@ -77,13 +77,14 @@ TEST(FormatJobDetails, EveryFieldErrorIncluded) {
   job.set_state(qlorad::v1::JOB_STATE_FAILED);
   job.set_finished_unix_ms(kNow - 60'000);
   job.set_error("data.path: no such file: data/train.jsonl");
+  job.set_restarts(1);
   EXPECT_EQ(FormatJobDetails(job, kNow),
             "id        job-1a2b\n"
             "name      llama3-alpaca\n"
             "state     FAILED\n"
             "step      40/100\n"
             "loss      2.3412\n"
-            "attempt   1 (max restarts 3)\n"
+            "attempt   1 (1 of 3 restarts used)\n"
             "priority  50\n"
             "gpus      1\n"
             "worker    gpu0\n"

@@ -1,5 +1,7 @@
-// A coordinator restart: jobs survive in SQLite; those left RUNNING are requeued as a new
-// attempt (or finish as CANCELLED when a cancel was pending); workers must register again.
+// A coordinator restart: jobs survive in SQLite; those left RUNNING wait for their workers and,
+// when none reports them within the heartbeat timeout, are requeued as a new attempt without
+// spending a restart (or finish as CANCELLED when a cancel was pending); workers must register
+// again.
 #include <gtest/gtest.h>
 
 #include "tests/unit/server/test_util.h"
@@ -38,9 +40,14 @@ TEST(CoordinatorRestartTest, RunningJobsAreRequeuedAndHistoryKept) {
   }
 
   TestServer server(db);
+  const v1::Job waiting = server.Get(running_id);
+  EXPECT_EQ(waiting.state(), v1::JOB_STATE_RUNNING) << "waits for its worker to report it";
+  EXPECT_EQ(waiting.attempt(), 0);
+  server.clock().Advance(31s);  // past the heartbeat timeout: nobody reported it
+  ASSERT_TRUE(server.WaitForState(running_id, v1::JOB_STATE_QUEUED));
   const v1::Job running = server.Get(running_id);
-  EXPECT_EQ(running.state(), v1::JOB_STATE_QUEUED);
   EXPECT_EQ(running.attempt(), 1);
+  EXPECT_EQ(running.restarts(), 0);
   EXPECT_EQ(running.last_step(), 3);
   EXPECT_DOUBLE_EQ(running.last_loss(), 1.25);
   EXPECT_EQ(server.Get(cancelling_id).state(), v1::JOB_STATE_CANCELLED);

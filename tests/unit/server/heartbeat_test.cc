@@ -28,6 +28,7 @@ TEST(HeartbeatTest, SilentWorkerIsDroppedAndItsJobRetriedElsewhere) {
   server.server().coordinator().Tick();
   ASSERT_EQ(server.Get(job.id()).attempt(), 1);
   EXPECT_EQ(server.Get(job.id()).state(), v1::JOB_STATE_QUEUED);
+  EXPECT_EQ(server.Get(job.id()).restarts(), 0) << "a lost worker is not the trainer's failure";
   EXPECT_FALSE(silent.Heartbeat()) << "the coordinator forgot the worker";
   auto end = silent.StreamEnd();
   ASSERT_TRUE(end.has_value());

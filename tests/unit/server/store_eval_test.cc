@@ -1,4 +1,4 @@
-// The store's evaluation columns (schema version 2): eval loss and perplexity per step, NULL on
+// The store's evaluation columns (schema version 2, from 1): eval loss and perplexity per step, NULL on
 // steps that were not evaluated; the job's best evaluation; and a version-1 database, as
 // coordinators before evaluation wrote it, migrated in place.
 #include <gmock/gmock.h>

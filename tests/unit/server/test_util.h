@@ -161,10 +161,19 @@ class FakeWorker {
       : stub_(v1::WorkerService::NewStub(channel)), name_(std::move(name)) {}
   ~FakeWorker() { CloseAssignments(); }
 
-  void Register() {
+  // `running`: the attempts it reports, as the orders that started them (a restarted agent
+  // that still runs trainers).
+  void Register(const std::vector<v1::Assignment>& running = {}) {
     grpc::ClientContext ctx;
     v1::RegisterRequest request;
     request.set_name(name_);
+    for (const v1::Assignment& order : running) {
+      v1::RunningAttempt* a = request.add_attempts();
+      a->set_job_id(order.job_id());
+      a->set_attempt(order.attempt());
+      a->set_rank(order.rank());
+      a->set_pid(4242);
+    }
     request.set_hostname("127.0.0.1");
     auto* device = request.add_devices();
     device->set_kind("cpu");
@@ -174,11 +183,12 @@ class FakeWorker {
     ASSERT_TRUE(status.ok()) << status.error_message();
     worker_id_ = response.worker_id();
     heartbeat_interval_ms_ = response.heartbeat_interval_ms();
+    adopted_ = response.adopted_size();
   }
 
   // Register, then hold the Assignments stream open on a thread.
-  void Connect() {
-    Register();
+  void Connect(const std::vector<v1::Assignment>& running = {}) {
+    Register(running);
     OpenAssignments();
   }
 
@@ -248,12 +258,15 @@ class FakeWorker {
 
   const std::string& worker_id() const { return worker_id_; }
   int heartbeat_interval_ms() const { return heartbeat_interval_ms_; }
+  // How many reported attempts the last registration adopted.
+  int adopted() const { return adopted_; }
 
  private:
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::string name_;
   std::string worker_id_;
   int heartbeat_interval_ms_ = 0;
+  int adopted_ = 0;
   std::unique_ptr<grpc::ClientContext> context_;
   std::thread reader_thread_;
   std::mutex mu_;

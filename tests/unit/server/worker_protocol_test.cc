@@ -99,6 +99,7 @@ TEST_F(WorkerProtocolTest, CrashRetriesFromLastCheckpointThenFailsAfterMaxRestar
   EXPECT_EQ(second->attempt(), 1);
   EXPECT_EQ(second->resume_from(), "/ck/step-1");
   EXPECT_EQ(server_.Get(job.id()).attempt(), 1);
+  EXPECT_EQ(server_.Get(job.id()).restarts(), 1);
 
   ASSERT_TRUE(worker_.Report({ExitEvent(*second, -1, 9, "Killed\nlast line")}).ok());
   const v1::Job failed = server_.Get(job.id());

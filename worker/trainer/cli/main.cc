@@ -86,6 +86,12 @@ int main(int argc, char** argv) {
   run->add_option("--resume", resume,
                   "continue from a checkpoint: a step-N directory, or an output_dir / checkpoints "
                   "directory (its newest step-N)");
+  int attempt = -1;
+  run->add_option("--attempt", attempt,
+                  "attempt of a service job (set by qlorad-worker): checkpoints go to "
+                  "checkpoints/attempt-N, and a --resume that is gone falls back to the newest "
+                  "complete checkpoint, else step 0")
+      ->check(CLI::NonNegativeNumber);
   run->add_option("--rank", options.rank, "this process's rank")->check(CLI::NonNegativeNumber);
   run->add_option("--world-size", options.world_size, "number of ranks")
       ->check(CLI::PositiveNumber);
@@ -129,6 +135,7 @@ int main(int argc, char** argv) {
   }
   if (run->parsed()) {
     if (!resume.empty()) options.resume = resume;
+    if (attempt >= 0) options.attempt = attempt;
     options.rendezvous = rendezvous;
     options.should_stop = [] { return g_stop_requested.load(); };
     return RunJob(spec_path, options, run_json);

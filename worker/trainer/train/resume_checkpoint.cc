@@ -59,6 +59,35 @@ std::vector<fs::path> StepDirs(const fs::path& dir) {
   return dirs;
 }
 
+// state.json is written last, inside the temporary folder that is renamed into place, so a
+// step-N with it is whole.
+bool IsComplete(const fs::path& step_dir) {
+  std::error_code ec;
+  return fs::is_regular_file(step_dir / "state.json", ec);
+}
+
+// Every complete step-N that `dir` is or holds: itself, its children, those of checkpoints/,
+// and those of the attempt-A folders in either.
+std::vector<fs::path> CompleteCheckpoints(const fs::path& dir) {
+  std::vector<fs::path> found;
+  if (StepOf(dir) >= 0 && IsComplete(dir)) found.push_back(dir);
+  for (const fs::path& parent : {dir, dir / "checkpoints"}) {
+    std::vector<fs::path> folders = {parent};
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(parent, ec)) {
+      if (entry.is_directory() && entry.path().filename().string().rfind("attempt-", 0) == 0) {
+        folders.push_back(entry.path());
+      }
+    }
+    for (const fs::path& folder : folders) {
+      for (const fs::path& step : StepDirs(folder)) {
+        if (IsComplete(step)) found.push_back(step);
+      }
+    }
+  }
+  return found;
+}
+
 }  // namespace
 
 uint64_t StepSeed(uint64_t seed, int64_t step) {
@@ -130,12 +159,21 @@ StatusOr<std::string> ResolveResumeCheckpoint(const std::string& dir) {
   const fs::path path(dir);
   std::error_code ec;
   if (!fs::is_directory(path, ec)) return NotFound("--resume: not a directory: " + dir);
-  if (StepOf(path) >= 0 && fs::exists(path / "state.json")) return fs::absolute(path).string();
-  for (const fs::path& candidate : {path / "checkpoints", path}) {
-    std::vector<fs::path> dirs = StepDirs(candidate);
-    if (!dirs.empty()) return fs::absolute(dirs.back()).string();
+  if (StepOf(path) >= 0 && IsComplete(path)) return fs::absolute(path).string();
+  std::optional<std::string> newest = NewestCheckpoint({dir});
+  if (!newest) return NotFound("--resume: no step-N checkpoint in " + dir);
+  return *newest;
+}
+
+std::optional<std::string> NewestCheckpoint(const std::vector<std::string>& dirs) {
+  std::optional<fs::path> newest;
+  for (const std::string& dir : dirs) {
+    for (const fs::path& step : CompleteCheckpoints(fs::path(dir))) {
+      if (!newest || StepOf(step) > StepOf(*newest)) newest = step;
+    }
   }
-  return NotFound("--resume: no step-N checkpoint in " + dir);
+  if (!newest) return std::nullopt;
+  return fs::absolute(*newest).string();
 }
 
 StatusOr<ResumeState> LoadResumeCheckpoint(const std::string& checkpoint_dir,

@@ -7,6 +7,10 @@
 // step-N that a resume would pick up. The ranks must share the file system (one host under
 // `qlorad-train launch`).
 //
+// Under the service each attempt of a job writes to and prunes only its own folder,
+// <output_dir>/checkpoints/attempt-A/step-N: an earlier attempt that still runs (its worker was
+// cut off) cannot delete the checkpoints of the attempt that replaced it.
+//
 // RNG: dropout is reseeded at every step from (train.seed, step), and LoRA init happens before
 // any checkpoint, so the step number is the whole RNG state and a resumed run draws the same
 // masks as an uninterrupted one.
@@ -15,7 +19,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "common/jobspec.h"
 #include "common/status.h"
@@ -51,9 +57,13 @@ Status RemoveCheckpointsExcept(const std::string& checkpoints_dir, const std::st
 Status SaveAdapterFromRanks(parallel::DataParallel& parallel, const JobSpec& spec,
                             const std::string& dir);
 
-// `dir` may be a step-N directory, a checkpoints/ directory, or an output_dir that has one; the
-// newest step-N is chosen. NotFound when there is none.
+// `dir` may be a step-N directory, a checkpoints/ directory (or an attempt-A folder in one), or
+// an output_dir that has one; the newest complete step-N is chosen. NotFound when there is none.
 StatusOr<std::string> ResolveResumeCheckpoint(const std::string& dir);
+
+// The newest complete step-N (one with its state.json) found as ResolveResumeCheckpoint looks
+// under any of `dirs`; missing directories are skipped. nullopt when there is none.
+std::optional<std::string> NewestCheckpoint(const std::vector<std::string>& dirs);
 
 // Restores this rank's LoRA values and optimizer state into an already parallelized model and
 // its optimizer, whatever strategy and world size wrote the checkpoint.

@@ -31,6 +31,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// How often a service attempt chooses its resume checkpoint again when the chosen one vanishes.
+constexpr int kResumeTries = 3;
+
 double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -192,8 +195,38 @@ class TrainingRun {
   Status Resume() {
     if (!options_.resume) return Status::Ok();
     Beat("loading the checkpoint");
-    QLORAD_ASSIGN_OR_RETURN(const std::string dir, ResolveResumeCheckpoint(*options_.resume));
-    QLORAD_ASSIGN_OR_RETURN(state_, LoadResumeCheckpoint(dir, *s_.parallel, *s_.optimizer));
+    std::string dir;
+    for (int tries = 1;; ++tries) {
+      if (options_.attempt) {
+        // The checkpoint the coordinator names, while it is whole: every rank then agrees on
+        // it, and no later checkpoint of a fenced-off attempt is taken. It may be gone (deleted,
+        // or pruned by an attempt that still ran): then the newest complete one of the job, as
+        // a retry goes on from what is there rather than failing as bad input.
+        std::optional<std::string> newest = NewestCheckpoint({*options_.resume});
+        if (!newest) newest = NewestCheckpoint({*options_.resume, output_dir_.string()});
+        if (!newest) {
+          events_.Log("warning", "--resume: no complete checkpoint in " + *options_.resume +
+                                     " or under " + output_dir_.string() +
+                                     "; starting from step 0");
+          return Status::Ok();
+        }
+        dir = *newest;
+      } else {
+        QLORAD_ASSIGN_OR_RETURN(dir, ResolveResumeCheckpoint(*options_.resume));
+      }
+      auto loaded = LoadResumeCheckpoint(dir, *s_.parallel, *s_.optimizer);
+      if (loaded.ok()) {
+        state_ = *loaded;
+        break;
+      }
+      // Pruned between choosing it and reading it: choose again (a full load overwrites
+      // whatever the failed one had set).
+      std::error_code ec;
+      if (!options_.attempt || tries >= kResumeTries || fs::exists(dir, ec)) {
+        return loaded.status();
+      }
+      events_.Log("warning", dir + " disappeared while it was read; choosing again");
+    }
     if (state_.seed != spec_.train.seed) {
       return InvalidArgument("train.seed: the checkpoint " + dir + " was made with seed " +
                              std::to_string(state_.seed) + ", the spec says " +
@@ -295,14 +328,20 @@ class TrainingRun {
     if (watchdog_) watchdog_->Beat(doing, state_.step);
   }
 
+  // One folder per service attempt (resume_checkpoint.h says why).
+  fs::path CheckpointsDir() const {
+    const fs::path dir = output_dir_ / "checkpoints";
+    return options_.attempt ? dir / ("attempt-" + std::to_string(*options_.attempt)) : dir;
+  }
+
   // Every rank writes its shard (see resume_checkpoint.h); rank 0 announces the checkpoint.
   // state_.data is the position after the last step trained: the batcher is ahead of it.
   Status SaveCheckpoint() {
     Beat("saving the checkpoint of step " + std::to_string(state_.step));
     QLORAD_ASSIGN_OR_RETURN(
         const std::string path,
-        SaveResumeCheckpoint((output_dir_ / "checkpoints").string(), *s_.parallel, *s_.optimizer,
-                             spec_, state_, spec_.checkpoint.keep));
+        SaveResumeCheckpoint(CheckpointsDir().string(), *s_.parallel, *s_.optimizer, spec_, state_,
+                             spec_.checkpoint.keep));
     if (options_.rank == 0) events_.Checkpoint(state_.step, path);
     return Status::Ok();
   }

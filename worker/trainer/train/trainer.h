@@ -18,6 +18,10 @@ namespace qlorad::trainer {
 struct TrainOptions {
   std::string device;                 // auto | cpu | cuda; empty: resources.device
   std::optional<std::string> resume;  // see ResolveResumeCheckpoint
+  // Set by the worker: which attempt of a service job this is. Checkpoints then go to
+  // checkpoints/attempt-A (pruned only there), and a --resume that is gone or incomplete falls
+  // back to the newest complete checkpoint under the output_dir, or to step 0 when none is.
+  std::optional<int> attempt;
   int rank = 0;
   int world_size = 1;
   std::string rendezvous;  // HOST:PORT of the ranks' TCPStore; needed when world_size > 1

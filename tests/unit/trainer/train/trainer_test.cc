@@ -6,10 +6,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "tests/unit/trainer/test_util.h"
+#include "worker/trainer/io/file_util.h"
 #include "worker/trainer/io/safetensors.h"
 #include "worker/trainer/model/adapter.h"
 #include "worker/trainer/model/qlora_linear.h"
@@ -252,6 +254,62 @@ TEST_F(TrainerTest, PeriodicCheckpointsKeepTheNewest) {
   }
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"step-4", "step-6"}));
+}
+
+// Under the service (--attempt) each attempt checkpoints into its own folder and prunes only
+// there, and a retry whose named checkpoint is gone resumes from the newest complete one left
+// (or from step 0), where a plain --resume would fail as bad input.
+TEST_F(TrainerTest, ServiceAttemptsKeepTheirOwnCheckpointsAndResumeFromWhatExists) {
+  TempDir out;
+  const std::string train =
+      "{max_steps: 6, micro_batch_size: 1, lr: 1.0e-3, precision: fp32, seed: 3}";
+  JobSpec spec = Spec(out / "run", train);
+  spec.checkpoint.every_steps = 1;
+  spec.checkpoint.keep = 1;
+  auto full = Run(spec);
+  ASSERT_TRUE(full.ok()) << full.status().ToString();
+
+  JobSpec job = Spec(out / "job", train);
+  job.checkpoint.every_steps = 1;
+  job.checkpoint.keep = 1;
+  // Attempt `number` of the job, resuming from `resume`, stopped (with a checkpoint) after
+  // `steps` steps.
+  auto attempt = [&job](int number, const std::string& resume, int steps, std::string* events) {
+    TrainOptions options;
+    options.attempt = number;
+    if (!resume.empty()) options.resume = resume;
+    auto polls = std::make_shared<int>(0);
+    options.should_stop = [polls, steps] { return ++*polls == steps; };
+    return Run(job, options, events);
+  };
+  ASSERT_TRUE(attempt(0, "", 4, nullptr).ok());
+  const fs::path attempt0 = out / "job/checkpoints/attempt-0";
+  ASSERT_TRUE(fs::exists(attempt0 / "step-4/state.json"));
+  EXPECT_FALSE(fs::exists(attempt0 / "step-3")) << "keep: 1 prunes inside the attempt's folder";
+
+  // Attempt 1 is told to resume from step-3, which attempt 0 pruned: step-4 is the newest left.
+  std::string events;
+  auto resumed = attempt(1, attempt0 / "step-3", 1, &events);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_EQ(resumed->steps, 5);
+  EXPECT_EQ(resumed->losses.front(), full->losses[4]);
+  EXPECT_THAT(events, HasSubstr("resumed from " + (attempt0 / "step-4").string()));
+  EXPECT_TRUE(fs::exists(out / "job/checkpoints/attempt-1/step-5/state.json"));
+  EXPECT_TRUE(fs::exists(attempt0 / "step-4/state.json")) << "attempt 1 pruned attempt 0's folder";
+
+  // A named checkpoint that is whole wins over a newer one (here attempt 1's step-5).
+  auto again = attempt(2, attempt0 / "step-4", 1, &events);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->steps, 5);
+
+  // Nothing complete left at all (a step-N without state.json is a half-written one): step 0.
+  // RemoveTree, not fs::remove_all: libtorch.so carries a copy of the latter that crashes here.
+  ASSERT_TRUE(RemoveTree(out / "job/checkpoints").ok());
+  fs::create_directories(out / "job/checkpoints/attempt-1/step-5");
+  auto fresh = attempt(3, attempt0 / "step-4", 0, &events);  // 0: never stopped
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_EQ(fresh->losses, full->losses);
+  EXPECT_THAT(events, HasSubstr("no complete checkpoint in " + (attempt0 / "step-4").string()));
 }
 
 TEST_F(TrainerTest, LossIsTheMeanOverAllTokensOfTheStep) {
