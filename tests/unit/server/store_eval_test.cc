@@ -131,7 +131,7 @@ TEST(StoreEvalTest, AVersion1DatabaseIsMigratedAndKeepsItsRows) {
   ASSERT_TRUE((*store)->AppendMetrics(Evaluated("old", 11, 0.75)).ok());
   EXPECT_EQ((*store)->ReadEvalLossCurve("old")->size(), 1u);
   store->reset();
-  // Opening again finds version 2 and changes nothing.
+  // Opening again finds the current version and changes nothing.
   auto again = Store::Open(db);
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ((*again)->ReadMetrics("old", 0, 0, 10)->size(), 2u);
