@@ -30,16 +30,25 @@ std::string StateJsonLine(const qlorad::v1::Job& job, int64_t now_unix_ms) {
   return line.dump();
 }
 
-void FollowNotes::Job(const qlorad::v1::Job& job, int64_t now_unix_ms) {
-  const bool changed = last_state_ != job.state();
-  last_state_ = job.state();
+void FollowNotes::Job(const qlorad::v1::Job& job, int64_t now_unix_ms, bool shown_steps) {
+  const std::pair<qlorad::v1::JobState, int32_t> now{job.state(), job.attempt()};
+  const bool changed = last_ != now;
+  const bool new_attempt = last_ && last_->second != job.attempt();
+  last_ = now;
   if (IsTerminal(job.state())) return;  // the end has its own line
   if (ctx_.options.json) {
     if (changed) ctx_.out << StateJsonLine(job, now_unix_ms) << "\n" << std::flush;
     return;
   }
   const bool queued = job.state() == qlorad::v1::JOB_STATE_QUEUED;
-  if (ctx_.tty) {
+  if (shown_steps) {
+    if (new_attempt) {
+      printer_.Finish();
+      ctx_.err << fmt::format("{} is {} again, as attempt {}\n", job.id(),
+                              JobStateName(job.state()), job.attempt())
+               << std::flush;
+    }
+  } else if (ctx_.tty) {
     const std::string line =
         queued ? RenderQueuedLine(job.id(), ElapsedS(job, now_unix_ms), ctx_.columns)
                : fmt::format("{} running on {}, waiting for its first step", job.id(),

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "client/cli/command_context.h"
 #include "client/cli/step_printer.h"
@@ -22,10 +23,12 @@ class FollowNotes {
  public:
   FollowNotes(const CommandContext& ctx, StepPrinter& printer) : ctx_(ctx), printer_(printer) {}
 
-  // Called with each fresh view of the job while no step has been shown: a JSON line when the
-  // state changed; on a terminal the queued line with its elapsed time, redrawn in place; on a
-  // pipe one note on stderr (stdout keeps one line per step).
-  void Job(const qlorad::v1::Job& job, int64_t now_unix_ms);
+  // Called with each fresh view of the job. With --json: a "state" line when the state or the
+  // attempt changed (a restart, a requeue after a coordinator restart). Before the first step, on
+  // a terminal: the queued line with its elapsed time, redrawn in place; on a pipe one note on
+  // stderr (stdout keeps one line per step). After steps were shown, a new attempt gets a note on
+  // stderr.
+  void Job(const qlorad::v1::Job& job, int64_t now_unix_ms, bool shown_steps);
   // The stream or the coordinator went away; the next try waits up to `wait`.
   void Reconnecting(const grpc::Status& why, int tries, std::chrono::milliseconds wait);
   void Reconnected(int64_t from_step);
@@ -33,7 +36,7 @@ class FollowNotes {
  private:
   const CommandContext& ctx_;
   StepPrinter& printer_;
-  std::optional<qlorad::v1::JobState> last_state_;
+  std::optional<std::pair<qlorad::v1::JobState, int32_t>> last_;  // state, attempt
 };
 
 }  // namespace qlorad::cli

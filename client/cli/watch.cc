@@ -55,7 +55,7 @@ class Follower {
         if (backoff_.lost()) notes_.Reconnected(cursor_.ResumeFrom());
         backoff_.Reset();
         connected_ = true;
-        if (!shown_step_) notes_.Job(job, NowUnixMs());
+        notes_.Job(job, NowUnixMs(), shown_step_);
         status = Stream(job.state() == qlorad::v1::JOB_STATE_QUEUED);
         if (status.ok()) return Finish();
         if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) continue;  // queued
