@@ -103,23 +103,24 @@ TEST(StepPrinter, ANewAttemptPrintsAtOnce) {
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
 }
 
-TEST(StepPrinter, ProgressBarFitsTheTerminal) {
+// What a printer writes for the queued line and then step 5, Finish() included.
+std::string QueuedThenStep5(StepFormat format, int columns) {
   std::ostringstream out;
-  StepPrinter printer(out, StepFormat::kProgressBar, /*columns=*/40);
+  StepPrinter printer(out, format, columns);
   printer.Redraw("job-1 queued, waiting for a worker (0:03)");
   printer.Print(Step(5, 9.0));
   printer.Finish();
-  EXPECT_EQ(out.str(),
+  return out.str();
+}
+
+TEST(StepPrinter, ProgressBarFitsTheTerminal) {
+  EXPECT_EQ(QueuedThenStep5(StepFormat::kProgressBar, 40),
             "\rjob-1 queued, waiting for a worker (0:03)\x1b[K"
             "\r[#########..........] 5/10  loss 0.4000\x1b[K\n");
 }
 
 TEST(StepPrinter, RedrawIsForTerminalsOnly) {
-  std::ostringstream out;
-  StepPrinter printer(out, StepFormat::kLines);
-  printer.Redraw("job-1 queued");
-  printer.Finish();
-  EXPECT_EQ(out.str(), "");
+  EXPECT_EQ(QueuedThenStep5(StepFormat::kLines, 40).substr(0, 9), "step 5/10");
 }
 
 }  // namespace
