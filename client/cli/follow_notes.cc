@@ -71,10 +71,10 @@ void FollowNotes::Reconnecting(const grpc::Status& why, int tries, std::chrono::
     return;
   }
   printer_.Finish();  // a progress line left open would be cut by the note
-  ctx_.err << fmt::format(
-                  "lost qlorad at {} ({}: {}); reconnecting, try {} (waits up to {:.1f}s)\n",
-                  ctx_.options.server, GrpcCodeName(why.error_code()), why.error_message(), tries,
-                  static_cast<double>(wait.count()) / 1000.0)
+  ctx_.err << fmt::format("{} qlorad at {} ({}: {}); reconnecting, try {} (waits up to {:.1f}s)\n",
+                          tries == 1 ? "lost" : "still no", ctx_.options.server,
+                          GrpcCodeName(why.error_code()), why.error_message(), tries,
+                          static_cast<double>(wait.count()) / 1000.0)
            << std::flush;
 }
 

@@ -4,7 +4,10 @@
 // job is queued the stream gets a short deadline, so the queued line is refreshed. When the
 // coordinator goes away (restart, dropped connection) the round is retried with a backoff
 // (reconnect.h), and the steps a new stream repeats are skipped (step_cursor.h).
+#include <fmt/format.h>
+
 #include <chrono>
+#include <nlohmann/json.hpp>
 
 #include "client/cli/commands.h"
 #include "client/cli/errors.h"
@@ -88,7 +91,8 @@ class Follower {
     interrupt_.Track(nullptr);
     // A wait that ran out is one more failed try, like UNAVAILABLE.
     if (backoff_.lost() && status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return {grpc::StatusCode::UNAVAILABLE, status.error_message()};
+      return {grpc::StatusCode::UNAVAILABLE,
+              fmt::format("no answer within {:.1f}s", static_cast<double>(wait_.count()) / 1000)};
     }
     return status;
   }
@@ -138,8 +142,17 @@ class Follower {
 
   int Detach() {
     printer_.Finish();
-    ctx_.err << "stopped following " << job_id_ << "; the job keeps running (qloractl cancel "
-             << job_id_ << " stops it)\n";
+    const std::string message = "stopped following " + job_id_ +
+                                "; the job keeps running (qloractl cancel " + job_id_ +
+                                " stops it)";
+    if (ctx_.options.json) {
+      // Not an error (the job is fine), but stderr stays JSON lines for a script that reads it.
+      ctx_.err
+          << nlohmann::json{{"type", "detached"}, {"job_id", job_id_}, {"message", message}}.dump()
+          << "\n";
+    } else {
+      ctx_.err << message << "\n";
+    }
     return kExitInterrupted;
   }
 
