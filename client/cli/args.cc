@@ -1,19 +1,36 @@
 #include "client/cli/args.h"
 
 #include <CLI/CLI.hpp>
+#include <string_view>
 
+#include "client/cli/errors.h"
 #include "client/cli/exit_codes.h"
 
 namespace qlorad::cli {
 namespace {
 
+void AddReconnectTimeout(CLI::App* cmd, CliOptions& o) {
+  cmd->add_option("--reconnect-timeout", o.reconnect_timeout_s,
+                  "Seconds to keep reconnecting after the coordinator goes away (0: exit at once)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+}
+
 void AddJobId(CLI::App* cmd, CliOptions& o) {
   cmd->add_option("id", o.job_id, "Job id, as printed by submit or jobs")->required();
 }
 
-ParsedArgs UsageError(std::ostream& err, const std::string& what) {
-  err << "error: " << what << "\nRun 'qloractl --help' for usage.\n";
-  return {std::nullopt, kExitUsage};
+// --json is looked for as a plain word: a usage error may come before CLI11 has parsed it.
+bool AsksForJson(int argc, const char* const* argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--json") return true;
+  }
+  return false;
+}
+
+ParsedArgs UsageError(std::ostream& err, bool json, const std::string& what) {
+  const std::string hint = json ? "" : "\nRun 'qloractl --help' for usage.";
+  return {std::nullopt, ReportError(err, json, "USAGE", what + hint, kExitUsage)};
 }
 
 }  // namespace
@@ -39,6 +56,7 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   auto* submit = app.add_subcommand("submit", "Submit a job spec (YAML) and print its id");
   submit->add_option("file", o.spec_file, "Job spec YAML file")->required();
   submit->add_flag("--follow,-f", o.follow, "Watch the job after submitting it");
+  AddReconnectTimeout(submit, o);
 
   auto* jobs = app.add_subcommand("jobs", "List jobs as a table");
   jobs->add_option("--state", o.states, "Only jobs in these states (repeat or comma-separate)")
@@ -59,6 +77,7 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   AddJobId(watch, o);
   watch->add_option("--from-step", o.from_step, "First step to show")
       ->check(CLI::NonNegativeNumber);
+  AddReconnectTimeout(watch, o);
 
   auto* logs = app.add_subcommand(
       "logs", "Print a job's log lines; without --follow stop after the stored ones");
@@ -74,11 +93,12 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   } catch (const CLI::CallForAllHelp& e) {
     return {std::nullopt, app.exit(e, out, err)};
   } catch (const CLI::ParseError& e) {
-    return UsageError(err, e.what());
+    return UsageError(err, AsksForJson(argc, argv), e.what());
   }
 
   if (app.get_subcommands().empty()) {
-    return UsageError(err, "a command is required (submit, jobs, status, cancel, watch, logs)");
+    return UsageError(err, AsksForJson(argc, argv),
+                      "a command is required (submit, jobs, status, cancel, watch, logs)");
   }
   const std::pair<CLI::App*, Command> commands[] = {
       {submit, Command::kSubmit}, {jobs, Command::kJobs},   {status, Command::kStatus},

@@ -23,6 +23,8 @@ struct CliOptions {
   std::string job_id;               // status, cancel, watch, logs
   int64_t from_step = 0;            // watch --from-step
   int64_t from_seq = 0;             // logs --from-seq
+  // watch, submit --follow: how long to keep reconnecting to a coordinator that went away.
+  int reconnect_timeout_s = 120;
 };
 
 struct ParsedArgs {

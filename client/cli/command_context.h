@@ -13,7 +13,8 @@ struct CommandContext {
   qlorad::v1::JobService::StubInterface& stub;
   std::ostream& out;
   std::ostream& err;
-  bool tty;  // stdout is a terminal: redraw progress in place
+  bool tty;          // stdout is a terminal: redraw progress in place
+  int columns = 80;  // the terminal's width, when tty
 };
 
 }  // namespace qlorad::cli

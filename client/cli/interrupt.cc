@@ -17,7 +17,7 @@ void OnInterrupt(int) {
 
 }  // namespace
 
-CancelOnInterrupt::CancelOnInterrupt(grpc::ClientContext& context) {
+CancelOnInterrupt::CancelOnInterrupt() {
   if (pipe(pipe_fds) != 0) return;  // without a pipe Ctrl-C keeps its default: exit at once
   struct sigaction action = {};
   action.sa_handler = OnInterrupt;
@@ -29,15 +29,22 @@ CancelOnInterrupt::CancelOnInterrupt(grpc::ClientContext& context) {
     return;
   }
   installed_ = true;
-  waiter_ = std::thread([this, &context] {
+  waiter_ = std::thread([this] {
     char byte = 0;
     while (read(pipe_fds[0], &byte, 1) != 1) {
     }
     if (byte == 'i') {
+      const std::lock_guard<std::mutex> lock(mutex_);
       interrupted_ = true;
-      context.TryCancel();
+      if (context_ != nullptr) context_->TryCancel();
     }
   });
+}
+
+void CancelOnInterrupt::Track(grpc::ClientContext* context) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  context_ = context;
+  if (interrupted_ && context_ != nullptr) context_->TryCancel();
 }
 
 CancelOnInterrupt::~CancelOnInterrupt() {

@@ -5,6 +5,7 @@
 #include <grpcpp/client_context.h>
 
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 namespace qlorad::cli {
@@ -15,14 +16,24 @@ inline constexpr int kExitInterrupted = 130;  // 128 + SIGINT
 // write to a pipe) instead of killing the process; the previous disposition comes back after.
 class CancelOnInterrupt {
  public:
-  explicit CancelOnInterrupt(grpc::ClientContext& context);
+  explicit CancelOnInterrupt(grpc::ClientContext& context) : CancelOnInterrupt() {
+    Track(&context);
+  }
+  // Tracks no call yet: a follower that makes one call after another (watch, reconnecting)
+  // hands each to Track(), so that no Ctrl-C falls between two calls and kills the process.
+  CancelOnInterrupt();
   ~CancelOnInterrupt();
   CancelOnInterrupt(const CancelOnInterrupt&) = delete;
   CancelOnInterrupt& operator=(const CancelOnInterrupt&) = delete;
 
   bool interrupted() const { return interrupted_.load(); }
+  // From now on SIGINT cancels `context` (nullptr: none); one that came already cancels it now.
+  // The caller keeps `context` alive until it tracks another one or this object goes.
+  void Track(grpc::ClientContext* context);
 
  private:
+  std::mutex mutex_;
+  grpc::ClientContext* context_ = nullptr;  // guarded by mutex_
   std::thread waiter_;
   std::atomic<bool> interrupted_{false};  // set by waiter_ before it cancels
   bool installed_ = false;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "client/cli/commands.h"
+#include "client/cli/errors.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/job_pages.h"
 #include "client/cli/job_text.h"
@@ -27,15 +28,18 @@ int64_t NowUnixMs() {
 }
 
 // Reads the whole spec file, or says which file could not be read and why.
-std::optional<std::string> ReadSpecFile(const std::string& path, std::ostream& err) {
+std::optional<std::string> ReadSpecFile(const CommandContext& ctx) {
+  const std::string& path = ctx.options.spec_file;
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
-    err << "error: job spec file '" << path << "' is a directory\n";
+    ReportError(ctx.err, ctx.options.json, "USAGE", "job spec file '" + path + "' is a directory",
+                kExitUsage);
     return std::nullopt;
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    err << "error: cannot read job spec file '" << path << "': " << std::strerror(errno) << "\n";
+    ReportError(ctx.err, ctx.options.json, "USAGE",
+                "cannot read job spec file '" + path + "': " + std::strerror(errno), kExitUsage);
     return std::nullopt;
   }
   std::ostringstream text;
@@ -46,7 +50,7 @@ std::optional<std::string> ReadSpecFile(const std::string& path, std::ostream& e
 // The detailed text form, or one JSON line.
 void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job) {
   if (ctx.options.json) {
-    ctx.out << ToJson(job).dump() << "\n";
+    ctx.out << JsonLine("job", job) << "\n";
   } else {
     ctx.out << FormatJobDetails(job, NowUnixMs());
   }
@@ -55,14 +59,14 @@ void PrintJob(const CommandContext& ctx, const qlorad::v1::Job& job) {
 }  // namespace
 
 int Submit(const CommandContext& ctx) {
-  const auto spec = ReadSpecFile(ctx.options.spec_file, ctx.err);
+  const auto spec = ReadSpecFile(ctx);
   if (!spec) return kExitUsage;
   qlorad::v1::SubmitJobRequest request;
   request.set_spec_yaml(*spec);
   qlorad::v1::Job job;
   if (auto failed = CallUnary(ctx, &Stub::SubmitJob, request, &job)) return *failed;
   if (ctx.options.json) {
-    ctx.out << ToJson(job).dump() << "\n";
+    ctx.out << JsonLine("job", job) << "\n";
   } else {
     ctx.out << "submitted " << job.id() << " (" << job.name() << ")\n";
   }
@@ -88,12 +92,12 @@ int ListJobs(const CommandContext& ctx) {
   const grpc::Status status =
       WalkJobPages(request, ctx.options.limit, fetch, [&](const qlorad::v1::Job& job) {
         if (ctx.options.json) {
-          ctx.out << ToJson(job).dump() << "\n";
+          ctx.out << JsonLine("job", job) << "\n";
         } else {
           jobs.push_back(job);
         }
       });
-  if (!status.ok()) return ReportRpcError(status, ctx.options.server, ctx.err);
+  if (!status.ok()) return ReportRpcError(status, ctx.options.server, ctx.err, ctx.options.json);
   if (!ctx.options.json) ctx.out << FormatJobTable(jobs, NowUnixMs());
   return kExitOk;
 }
@@ -113,7 +117,7 @@ int Cancel(const CommandContext& ctx) {
   qlorad::v1::Job job;
   if (auto failed = CallUnary(ctx, &Stub::CancelJob, request, &job)) return *failed;
   if (ctx.options.json) {
-    ctx.out << ToJson(job).dump() << "\n";
+    ctx.out << JsonLine("job", job) << "\n";
   } else if (job.state() == qlorad::v1::JOB_STATE_CANCELLED) {
     ctx.out << "cancelled " << job.id() << "\n";
   } else {

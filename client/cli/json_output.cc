@@ -68,4 +68,10 @@ nlohmann::json ToJson(const Message& message) {
   return out;
 }
 
+std::string JsonLine(std::string_view type, const Message& message) {
+  nlohmann::json line = ToJson(message);
+  line["type"] = std::string(type);
+  return line.dump();
+}
+
 }  // namespace qlorad::cli

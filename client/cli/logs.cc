@@ -39,7 +39,7 @@ int Logs(const CommandContext& ctx) {
   while (reader->Read(&line)) {
     if (cutoff) cutoff->Touch();
     if (ctx.options.json) {
-      ctx.out << ToJson(line).dump() << "\n";
+      ctx.out << JsonLine("log", line) << "\n";
     } else {
       ctx.out << FormatLogLine(line) << "\n";
     }
@@ -47,7 +47,7 @@ int Logs(const CommandContext& ctx) {
   }
   const grpc::Status status = reader->Finish();
   if (!status.ok() && !(cutoff && cutoff->fired())) {
-    return ReportRpcError(status, ctx.options.server, ctx.err);
+    return ReportRpcError(status, ctx.options.server, ctx.err, ctx.options.json);
   }
   return kExitOk;
 }

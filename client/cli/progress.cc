@@ -18,6 +18,30 @@ std::string Eta(std::optional<double> eta_s) {
   return "ETA " + FormatDuration(eta_s.value_or(-1));
 }
 
+// The fields of a progress line after the bar; `show` picks the optional ones.
+struct ProgressFields {
+  bool rate = true;
+  bool eval = true;
+  bool eta = true;
+};
+
+std::string ProgressText(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
+                         std::optional<double> eval_loss, ProgressFields show) {
+  std::string text =
+      fmt::format("{}  loss {:.4f}", StepOfTotal(m.step(), m.total_steps()), m.loss());
+  if (show.eval && eval_loss) text += fmt::format("  eval {:.4f}", *eval_loss);
+  if (show.rate) text += fmt::format("  {} tok/s", FormatRate(m.tokens_per_s()));
+  if (show.eta) text += "  " + Eta(eta_s);
+  return text;
+}
+
+// Cuts `line` to what fits before the last column (the texts are ASCII: one byte, one column).
+std::string CutToFit(std::string line, int columns) {
+  const auto max = static_cast<size_t>(std::max(columns - 1, 0));
+  if (line.size() > max) line.resize(max);
+  return line;
+}
+
 }  // namespace
 
 std::string RenderProgressBar(int64_t step, int64_t total, int width) {
@@ -48,11 +72,30 @@ std::optional<double> EtaEstimator::SecondsLeft() const {
 
 std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
                                int bar_width, std::optional<double> eval_loss) {
-  return fmt::format("{} {}  loss {:.4f}{}  {} tok/s  {}",
-                     RenderProgressBar(m.step(), m.total_steps(), bar_width),
-                     StepOfTotal(m.step(), m.total_steps()), m.loss(),
-                     eval_loss ? fmt::format("  eval {:.4f}", *eval_loss) : "",
-                     FormatRate(m.tokens_per_s()), Eta(eta_s));
+  return RenderProgressBar(m.step(), m.total_steps(), bar_width) + " " +
+         ProgressText(m, eta_s, eval_loss, {});
+}
+
+std::string FitProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
+                            int columns, std::optional<double> eval_loss) {
+  constexpr int kMaxBar = 30;
+  constexpr int kMinBar = 10;
+  const int room = columns - 1;
+  const ProgressFields choices[] = {
+      {true, true, true}, {false, true, true}, {false, false, true}, {false, false, false}};
+  for (const ProgressFields& show : choices) {
+    const std::string text = ProgressText(m, eta_s, eval_loss, show);
+    // The bar takes its brackets and a space besides its cells.
+    const int bar = std::min(kMaxBar, room - static_cast<int>(text.size()) - 3);
+    if (bar >= kMinBar) return RenderProgressBar(m.step(), m.total_steps(), bar) + " " + text;
+  }
+  return CutToFit(ProgressText(m, eta_s, eval_loss, {false, false, false}), columns);
+}
+
+std::string RenderQueuedLine(const std::string& job_id, double elapsed_s, int columns) {
+  return CutToFit(
+      fmt::format("{} queued, waiting for a worker ({})", job_id, FormatDuration(elapsed_s)),
+      columns);
 }
 
 std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s) {

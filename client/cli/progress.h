@@ -36,6 +36,16 @@ class EtaEstimator {
 std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
                                int bar_width, std::optional<double> eval_loss = std::nullopt);
 
+// The progress line for a terminal `columns` wide, never longer than columns - 1 (writing the
+// last column makes many terminals wrap, and a wrapped line can no longer be redrawn in place).
+// The bar shrinks from 30 to 10 cells first; then tok/s, eval and ETA are dropped in that order
+// (loss is what people watch), then the bar; what still does not fit is cut.
+std::string FitProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
+                            int columns, std::optional<double> eval_loss = std::nullopt);
+
+// "job-1 queued, waiting for a worker (0:12)", cut to columns - 1 like the progress line.
+std::string RenderQueuedLine(const std::string& job_id, double elapsed_s, int columns);
+
 // "step 40/100  loss 2.3412  lr 2.00e-04  grad_norm 0.8123  1.2k tok/s  vram 1.5 GiB  ETA 0:35"
 // (vram only when the trainer reported any: CPU runs report 0; "eval_loss 2.4101  eval_ppl 11.14"
 // after the loss on an evaluated step).

@@ -1,5 +1,6 @@
 #include "client/cli/rpc.h"
 
+#include "client/cli/errors.h"
 #include "client/cli/exit_codes.h"
 
 namespace qlorad::cli {
@@ -46,20 +47,23 @@ const char* GrpcCodeName(grpc::StatusCode code) {
   return "UNKNOWN";
 }
 
-int ReportRpcError(const grpc::Status& status, const std::string& server, std::ostream& err) {
+int ReportRpcError(const grpc::Status& status, const std::string& server, std::ostream& err,
+                   bool json) {
+  const char* code = GrpcCodeName(status.error_code());
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
-      err << "error: cannot reach qlorad at " << server << ": " << status.error_message() << "\n";
-      return kExitUnreachable;
+      return ReportError(err, json, code,
+                         "cannot reach qlorad at " + server + ": " + status.error_message(),
+                         kExitUnreachable);
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       // Only unary calls have deadlines; a coordinator that does not answer one is as good as gone.
-      err << "error: no answer from qlorad at " << server << " within " << kUnaryDeadline.count()
-          << "s\n";
-      return kExitUnreachable;
+      return ReportError(err, json, code,
+                         "no answer from qlorad at " + server + " within " +
+                             std::to_string(kUnaryDeadline.count()) + "s",
+                         kExitUnreachable);
     default:
-      err << "error: " << GrpcCodeName(status.error_code()) << ": " << status.error_message()
-          << "\n";
-      return kExitFailed;
+      return ReportError(err, json, code, std::string(code) + ": " + status.error_message(),
+                         kExitFailed);
   }
 }
 

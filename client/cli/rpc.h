@@ -19,8 +19,10 @@ inline constexpr std::chrono::seconds kUnaryDeadline{30};
 // grpc::StatusCode::INVALID_ARGUMENT -> "INVALID_ARGUMENT".
 const char* GrpcCodeName(grpc::StatusCode code);
 
-// Prints the error for a failed call and returns the exit code to use.
-int ReportRpcError(const grpc::Status& status, const std::string& server, std::ostream& err);
+// Prints the error for a failed call (errors.h: text, or a JSON line with `json`) and returns the
+// exit code to use.
+int ReportRpcError(const grpc::Status& status, const std::string& server, std::ostream& err,
+                   bool json = false);
 
 void SetUnaryDeadline(grpc::ClientContext& context);
 
@@ -38,7 +40,7 @@ std::optional<int> CallUnary(const CommandContext& ctx, UnaryMethod<Request, Res
   SetUnaryDeadline(context);
   const grpc::Status status = (ctx.stub.*method)(&context, request, response);
   if (status.ok()) return std::nullopt;
-  return ReportRpcError(status, ctx.options.server, ctx.err);
+  return ReportRpcError(status, ctx.options.server, ctx.err, ctx.options.json);
 }
 
 }  // namespace qlorad::cli

@@ -1,15 +1,18 @@
 // Connects to the coordinator and runs the parsed command.
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include "client/cli/commands.h"
 #include "client/cli/exit_codes.h"
+#include "client/cli/terminal.h"
 
 namespace qlorad::cli {
 
 int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
   auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
   auto stub = qlorad::v1::JobService::NewStub(channel);
-  const CommandContext ctx{options, *stub, out, err, tty};
+  const CommandContext ctx{options, *stub, out,
+                           err,     tty,   tty ? TerminalColumns(STDOUT_FILENO) : 80};
   switch (options.command) {
     case Command::kSubmit:
       return Submit(ctx);

@@ -66,7 +66,11 @@ def test_watch_json_gives_one_object_per_step_then_the_job(server, client, ctl):
     worker.join()
     assert res.returncode == 0, res.stderr
     objects = [json.loads(line) for line in res.stdout.splitlines()]
-    assert [(o["step"], o["loss"]) for o in objects[:-1]] == [(3, 1.75), (4, 1.5), (5, 1.25)]
+    # A "state" line comes first if the job was still queued when watch started.
+    steps = [o for o in objects if o["type"] == "metrics"]
+    assert [(o["step"], o["loss"]) for o in steps] == [(3, 1.75), (4, 1.5), (5, 1.25)]
+    assert {o["type"] for o in objects} <= {"state", "metrics", "done"}
+    assert objects[-1]["type"] == "done"
     assert objects[-1]["id"] == job.id and objects[-1]["state"] == "COMPLETED"
     assert objects[-1]["last_step"] == 5
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 namespace qlorad::cli {
@@ -88,11 +89,34 @@ TEST_F(ArgsTest, UnknownCommandIsAUsageErrorNamingIt) {
 }
 
 TEST_F(ArgsTest, NoCommandIsAUsageError) {
-  const Result r = Parse({"--json"});
+  const Result r = Parse({"--server", "x:1"});
   EXPECT_EQ(r.parsed.exit_code, 2);
   EXPECT_EQ(r.err,
             "error: a command is required (submit, jobs, status, cancel, watch, logs)\n"
             "Run 'qloractl --help' for usage.\n");
+}
+
+TEST_F(ArgsTest, UsageErrorsAreJsonLinesWithJson) {
+  for (const auto& args : std::vector<std::vector<const char*>>{
+           {"--json"}, {"--json", "frobnicate"}, {"watch", "--json"}}) {
+    const Result r = Parse(args);
+    EXPECT_EQ(r.parsed.exit_code, 2);
+    const auto line = nlohmann::json::parse(r.err);
+    EXPECT_EQ(line["type"], "error");
+    EXPECT_EQ(line["code"], "USAGE");
+    EXPECT_EQ(line["exit_code"], 2);
+    EXPECT_FALSE(line["message"].get<std::string>().empty());
+  }
+}
+
+TEST_F(ArgsTest, ReconnectTimeoutForWatchAndSubmit) {
+  EXPECT_EQ(Parse({"watch", "job-1"}).parsed.options->reconnect_timeout_s, 120);
+  EXPECT_EQ(
+      Parse({"watch", "job-1", "--reconnect-timeout", "5"}).parsed.options->reconnect_timeout_s, 5);
+  EXPECT_EQ(Parse({"submit", "a.yaml", "-f", "--reconnect-timeout", "0"})
+                .parsed.options->reconnect_timeout_s,
+            0);
+  EXPECT_EQ(Parse({"watch", "job-1", "--reconnect-timeout", "-1"}).parsed.exit_code, 2);
 }
 
 TEST_F(ArgsTest, BadArgumentsAreUsageErrors) {

