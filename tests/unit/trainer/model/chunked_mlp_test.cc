@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/trainer/model/lora_layer_maker.h"
 #include "worker/trainer/model/fused_layers.h"
 
 namespace qlorad::trainer {
@@ -19,12 +20,8 @@ std::vector<QLoraLinear> MakeMlp(bool nf4) {
   std::vector<QLoraLinear> layers;
   uint64_t seed = 10;
   for (auto [out, in] : {std::pair{24, 16}, {24, 16}, {16, 24}}) {
-    QLoraLinear layer(at::randn({out, in}, Gen(seed++)));
-    if (nf4) layer->QuantizeNF4(64, true);
-    layer->AddLora({4, /*scale=*/0.5, /*dropout=*/0.0, at::kFloat}, Gen(seed++));
-    at::NoGradGuard no_grad;
-    layer->lora_b().copy_(at::randn({out, 4}, Gen(seed++)));
-    layers.push_back(layer);
+    layers.push_back(testing::RandomLoraLayer(out, in, seed, at::kFloat, 0.5, 0.0, nf4));
+    seed += 3;
   }
   return layers;
 }

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "tests/unit/trainer/model/lora_layer_maker.h"
 #include "worker/trainer/model/graph_only_forward.h"
 
 namespace qlorad::trainer {
@@ -15,11 +16,7 @@ at::Generator Gen(uint64_t seed) {
 
 // A down projection [16 <- 24] with an adapter whose B is not zero.
 QLoraLinear MakeDown() {
-  QLoraLinear down(at::randn({16, 24}, Gen(1)));
-  down->AddLora({4, /*scale=*/0.5, /*dropout=*/0.0, at::kFloat}, Gen(2));
-  at::NoGradGuard no_grad;
-  down->lora_b().copy_(at::randn({16, 4}, Gen(3)));
-  return down;
+  return testing::RandomLoraLayer(16, 24, 1);
 }
 
 struct Grads {

@@ -4,6 +4,8 @@
 
 #include <vector>
 
+#include "tests/unit/trainer/model/lora_layer_maker.h"
+
 namespace qlorad::trainer {
 namespace {
 
@@ -18,12 +20,8 @@ std::vector<QLoraLinear> MakeLayers(at::ScalarType dtype, double scale, double d
   std::vector<QLoraLinear> layers;
   uint64_t seed = 100;
   for (int64_t out : {24, 8, 8}) {
-    QLoraLinear layer(at::randn({out, 32}, Gen(seed++)).to(dtype));
-    if (nf4) layer->QuantizeNF4(64, true);
-    layer->AddLora({4, scale, dropout, dtype}, Gen(seed++));
-    at::NoGradGuard no_grad;
-    layer->lora_b().copy_(at::randn({out, 4}, Gen(seed++)));
-    layers.push_back(layer);
+    layers.push_back(testing::RandomLoraLayer(out, 32, seed, dtype, scale, dropout, nf4));
+    seed += 3;
   }
   return layers;
 }
