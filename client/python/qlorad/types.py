@@ -88,9 +88,9 @@ class Job(_FromProto):
     error: str
     adapter_path: str
     gpus: int
-    restarts: int  # retries after trainer failures; a lost worker spends none
     best: BestEval | None = None
     stopped_early: bool = False
+    restarts: int = 0  # retries after trainer failures; a lost worker spends none
 
     _NESTED = {"best": BestEval}
 

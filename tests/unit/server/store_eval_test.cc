@@ -1,4 +1,4 @@
-// The store's evaluation columns (schema version 2, from 1): eval loss and perplexity per step, NULL on
+// The store's evaluation columns (schema version 2): eval loss and perplexity per step, NULL on
 // steps that were not evaluated; the job's best evaluation; and a version-1 database, as
 // coordinators before evaluation wrote it, migrated in place.
 #include <gmock/gmock.h>
@@ -9,29 +9,14 @@
 #include <vector>
 
 #include "server/store.h"
+#include "tests/unit/server/store_version1.h"
 #include "tests/unit/server/test_util.h"
 
 namespace qlorad::server::testing {
 namespace {
 
-// The version-1 jobs and metrics tables, as coordinators before evaluation created them.
-constexpr const char* kVersion1 = R"sql(
-CREATE TABLE schema_version (version INTEGER NOT NULL);
-INSERT INTO schema_version VALUES (1);
-CREATE TABLE jobs (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL, state INTEGER NOT NULL, spec_yaml TEXT NOT NULL,
-  priority INTEGER NOT NULL, attempt INTEGER NOT NULL, max_restarts INTEGER NOT NULL,
-  worker_id TEXT NOT NULL, created_unix_ms INTEGER NOT NULL, started_unix_ms INTEGER NOT NULL,
-  finished_unix_ms INTEGER NOT NULL, last_step INTEGER NOT NULL, total_steps INTEGER NOT NULL,
-  last_loss REAL NOT NULL, error TEXT NOT NULL, adapter_path TEXT NOT NULL, gpus INTEGER NOT NULL,
-  last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL);
-CREATE TABLE metrics (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
-  attempt INTEGER NOT NULL, rank INTEGER NOT NULL, step INTEGER NOT NULL,
-  total_steps INTEGER NOT NULL, loss REAL NOT NULL, lr REAL NOT NULL, grad_norm REAL NOT NULL,
-  tokens_per_s REAL NOT NULL, vram_allocated_bytes INTEGER NOT NULL,
-  vram_reserved_bytes INTEGER NOT NULL, vram_peak_bytes INTEGER NOT NULL,
-  wall_time_s REAL NOT NULL);
+// A version-1 job and one of its steps (the tables: store_version1.h).
+constexpr const char* kVersion1Rows = R"sql(
 INSERT INTO jobs VALUES ('old', 'n', 3, 'name: n', 50, 0, 3, 'w', 1, 2, 3, 10, 10, 1.5, '',
                          '/a', 1, '', 0);
 INSERT INTO metrics (job_id, attempt, rank, step, total_steps, loss, lr, grad_norm,
@@ -117,7 +102,7 @@ TEST(StoreEvalTest, TheBestEvaluationRoundTrips) {
 TEST(StoreEvalTest, AVersion1DatabaseIsMigratedAndKeepsItsRows) {
   TempDir dir;
   const std::string db = dir.File("q.db");
-  ASSERT_TRUE((*Database::Open(db))->Exec(kVersion1).ok());
+  ASSERT_TRUE((*Database::Open(db))->Exec(std::string(kVersion1Tables) + kVersion1Rows).ok());
   auto store = Store::Open(db);
   ASSERT_TRUE(store.ok()) << store.status().ToString();
   auto old = (*store)->GetJob("old");

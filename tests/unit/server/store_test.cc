@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/unit/server/store_version1.h"
 #include "tests/unit/server/test_util.h"
 
 namespace qlorad::server::testing {
@@ -170,21 +171,11 @@ TEST(StoreTest, ADatabaseOfSchemaVersion1IsUpgradedKeepingItsJobs) {
   TempDir dir;
   const std::string db = dir.File("q.db");
   {
-    // The jobs table as version 1 wrote it: no restarts column.
+    // The tables as version 1 wrote them: no restarts column.
     auto old = Database::Open(db);
     ASSERT_TRUE(old.ok());
     ASSERT_TRUE((*old)
-                    ->Exec("CREATE TABLE schema_version (version INTEGER NOT NULL);"
-                           "INSERT INTO schema_version VALUES (1);"
-                           "CREATE TABLE jobs (id TEXT PRIMARY KEY, name TEXT NOT NULL, state "
-                           "INTEGER NOT NULL, spec_yaml TEXT NOT NULL, priority INTEGER NOT NULL, "
-                           "attempt INTEGER NOT NULL, max_restarts INTEGER NOT NULL, worker_id "
-                           "TEXT NOT NULL, created_unix_ms INTEGER NOT NULL, started_unix_ms "
-                           "INTEGER NOT NULL, finished_unix_ms INTEGER NOT NULL, last_step "
-                           "INTEGER NOT NULL, total_steps INTEGER NOT NULL, last_loss REAL NOT "
-                           "NULL, error TEXT NOT NULL, adapter_path TEXT NOT NULL, gpus INTEGER "
-                           "NOT NULL, last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT "
-                           "NULL);"
+                    ->Exec(std::string(kVersion1Tables) +
                            "INSERT INTO jobs VALUES ('job-old', 'old', 2, 'name: old', 50, 2, 3, "
                            "'w', 1, 2, 0, 7, 10, 0.5, '', '', 1, '/ck/7', 0);")
                     .ok());
@@ -196,7 +187,8 @@ TEST(StoreTest, ADatabaseOfSchemaVersion1IsUpgradedKeepingItsJobs) {
   EXPECT_EQ(old->job.restarts(), 0) << "unknown for old jobs: none counted";
   ASSERT_TRUE(store->InsertJob(SampleJob("job-new")).ok());
   EXPECT_EQ(store->GetJob("job-new")->job.restarts(), 1);
-  EXPECT_EQ(QueryOtherConnection(db, "SELECT MAX(version) FROM schema_version"), "2");
+  EXPECT_EQ(QueryOtherConnection(db, "SELECT MAX(version) FROM schema_version"),
+            std::to_string(Store::kSchemaVersion));
 }
 
 TEST(StoreTest, DuplicateIdIsRefusedAndTheStoredJobKept) {
