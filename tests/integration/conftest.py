@@ -20,6 +20,18 @@ def binary(name: str) -> Path:
     return path
 
 
+def wait_until(what: str, predicate, timeout: float = 60.0, on_fail=lambda: ""):
+    """predicate()'s first truthy value, polled until `timeout` s; else an AssertionError naming
+    `what`, followed by on_fail() (the daemons' logs, say)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_fail()}")
+
+
 def wait_for_line(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 20.0) -> re.Match:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

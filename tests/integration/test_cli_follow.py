@@ -11,24 +11,13 @@ import signal
 import struct
 import subprocess
 import termios
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Cluster, binary, wait_for_line, write_spec
+from conftest import REPO, Cluster, binary, wait_for_line, wait_until, write_spec
 
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
-
-
-def wait_until(what: str, predicate, timeout: float = 60.0, on_fail=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_fail()}")
 
 
 def json_lines(path: Path) -> list[dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Cluster, write_spec
+from conftest import REPO, Cluster, wait_until, write_spec
 
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -40,22 +40,12 @@ def submit(cluster: Cluster, spec: Path) -> str:
     return json.loads(res.stdout)["id"]
 
 
-def wait_until(cluster: Cluster, what: str, pred, timeout: float = 240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}\n{cluster.logs()}")
-
-
 def wait_for_step(cluster: Cluster, job_id: str, step: int) -> dict:
     def reached():
         job = cluster.job(job_id)
         assert job["state"] not in TERMINAL, f"{job_id} ended early: {job}\n{cluster.logs()}"
         return job if job["last_step"] >= step else None
-    return wait_until(cluster, f"{job_id} to reach step {step}", reached)
+    return wait_until(f"{job_id} to reach step {step}", reached, 240, cluster.logs)
 
 
 def job_logs(cluster: Cluster, job_id: str) -> str:
@@ -81,7 +71,7 @@ def trainer_pid(cluster: Cluster, job_id: str, attempt: int) -> int:
     def started():
         m = re.findall(r"trainer started on worker \S+ \(rank 0, pid (\d+)\)", job_logs(cluster, job_id))
         return int(m[attempt]) if len(m) > attempt else None
-    return wait_until(cluster, f"the trainer of {job_id} attempt {attempt}", started)
+    return wait_until(f"the trainer of {job_id} attempt {attempt}", started, 240, cluster.logs)
 
 
 @pytest.fixture()
@@ -190,12 +180,13 @@ def test_a_stale_attempt_is_stopped_and_cannot_touch_the_new_one(cluster, tiny_m
     stale_worker.send_signal(signal.SIGSTOP)
     try:
         cluster.start_worker(tmp_path / "work-b", name="cpu-b", log_name="worker-b.log")
-        wait_until(cluster, "attempt 1 to resume", lambda: "resumed from" in job_logs(cluster, job_id))
+        wait_until("attempt 1 to resume",
+                   lambda: "resumed from" in job_logs(cluster, job_id), 240, cluster.logs)
     finally:
         stale_worker.send_signal(signal.SIGCONT)
     # Back, it registers again still running attempt 0, and is told to stop it.
-    wait_until(cluster, "the stale attempt to be stopped",
-               lambda: "still runs attempt 0 rank 0" in job_logs(cluster, job_id))
+    wait_until("the stale attempt to be stopped",
+               lambda: "still runs attempt 0 rank 0" in job_logs(cluster, job_id), 240, cluster.logs)
 
     job = cluster.wait_state(job_id, TERMINAL)
     assert job["state"] == "COMPLETED", f"{job}\n{cluster.logs()}"
