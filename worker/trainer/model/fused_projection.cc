@@ -106,9 +106,22 @@ std::vector<at::Tensor> FusedProjection::Adapters() const {
 
 namespace {
 
-// Every adapter's A stacked [sum of r, in], in `dtype`: the first GEMM's weight for all of them.
-at::Tensor StackedA(at::TensorList a, at::ScalarType dtype) {
-  return (a.size() == 1 ? a[0] : at::cat(a)).to(dtype);
+// out = alpha * a b with beta = 0 (out's contents are never read). An fp32 `out` from bf16 or fp16
+// inputs on CUDA comes straight from the GEMM's fp32 accumulator (cuBLAS's out_dtype variant), so
+// an adapter's gradient is neither rounded to the activations' dtype nor cast and scaled by kernels
+// of their own; elsewhere the product is formed in the inputs' dtype and converted.
+void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double alpha) {
+  if (out.scalar_type() == a.scalar_type()) {
+    at::addmm_out(out, out, a, b, /*beta=*/0, alpha);
+    return;
+  }
+  const bool half = a.scalar_type() == at::kBFloat16 || a.scalar_type() == at::kHalf;
+  if (a.is_cuda() && half && out.scalar_type() == at::kFloat) {
+    at::addmm_out(out, out, a, b, at::kFloat, /*beta=*/0, alpha);
+    return;
+  }
+  out.copy_(at::mm(a, b));
+  if (alpha != 1.0) out.mul_(alpha);
 }
 
 }  // namespace
@@ -117,19 +130,22 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
                                       at::Tensor* xa, const at::Tensor& weight) const {
   const at::ScalarType dtype = x2d.scalar_type();
   const at::Tensor w = weight.defined() ? weight : StackedWeight(dtype);
-  *xa = LoraInput2d(x2d, adapters);
-  if (adapters.empty()) return at::mm(x2d, w.t());
+  if (adapters.empty()) {
+    *xa = at::Tensor();
+    return at::mm(x2d, w.t());
+  }
+  const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
+  *xa = at::mm(x2d, casts.stacked_a.t());
   // The adapters' update first, each into its columns of the output (the LoRA scale in the GEMM's
   // alpha), then the base GEMM adds itself onto it (beta = 1): the sum costs no pass over the
   // output beyond what the big GEMM's epilogue reads, where an update added afterwards would read
   // and write the whole output once more.
   at::Tensor y = at::empty({x2d.size(0), out_features_}, x2d.options());
-  const size_t n = layers_.size();
   int64_t out = 0, r = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const int64_t out_i = layers_[i]->out_features(), r_i = adapters[i].size(0);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const int64_t out_i = layers_[i]->out_features(), r_i = casts.b[i].size(1);
     y.narrow(1, out, out_i)
-        .addmm_(xa->narrow(1, r, r_i), adapters[n + i].to(dtype).t(), /*beta=*/0,
+        .addmm_(xa->narrow(1, r, r_i), casts.b[i].t(), /*beta=*/0,
                 /*alpha=*/layers_[i]->lora_options().scale);
     out += out_i;
     r += r_i;
@@ -139,7 +155,7 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
 
 at::Tensor FusedProjection::LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const {
   if (adapters.empty()) return at::Tensor();
-  return at::mm(x2d, StackedA(adapters.slice(0, layers_.size()), x2d.scalar_type()).t());
+  return at::mm(x2d, casts_->Get(adapters, x2d.scalar_type()).stacked_a.t());
 }
 
 at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& xa,
@@ -151,18 +167,19 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
   const auto base_weight = [&] { return weight.defined() ? weight : StackedWeight(dtype); };
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const size_t n = layers_.size();
+  const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
   // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
-  // scale in the GEMM's alpha).
+  // scale in the GEMM's alpha). dB_i = s_i dY_i^T xa_i, in B's own dtype.
   at::Tensor dyb = at::empty({dy.size(0), xa.size(1)}, dy.options());
   std::vector<at::Tensor> db(n);
   int64_t offset = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
-    const int64_t r_i = adapters[i].size(0);
-    const at::Tensor& b = adapters[n + i];
+    const int64_t r_i = casts.b[i].size(1);
     const double scale = layers_[i]->lora_options().scale;
     const at::Tensor dy_i = dy.narrow(1, offset, layers_[i]->out_features());
-    dyb.narrow(1, r, r_i).addmm_(dy_i, b.to(dtype), /*beta=*/0, /*alpha=*/scale);
-    db[i] = at::mm(dy_i.t(), xa.narrow(1, r, r_i)).to(b.scalar_type()).mul_(scale);
+    dyb.narrow(1, r, r_i).addmm_(dy_i, casts.b[i], /*beta=*/0, /*alpha=*/scale);
+    db[i] = at::empty(adapters[n + i].sizes(), adapters[n + i].options());
+    MatmulInto(db[i], dy_i.t(), xa.narrow(1, r, r_i), scale);
     offset += layers_[i]->out_features();
     r += r_i;
   }
@@ -170,13 +187,17 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
   // as in Forward2d.
   at::Tensor dx;
   if (want_dx) {
-    dx = at::mm(dyb, StackedA(adapters.slice(0, n), dtype));
+    dx = at::mm(dyb, casts.stacked_a);
     dx.addmm_(dy, base_weight());
   }
-  const at::Tensor da = at::mm(dyb.t(), x2d);  // every dA_i in one GEMM
+  // Every dA_i in one GEMM, in the A's dtype (they share it: one LoraOptions per model).
+  at::Tensor da = at::empty({xa.size(1), x2d.size(1)}, adapters[0].options());
+  MatmulInto(da, dyb.t(), x2d, 1.0);
   r = 0;
   for (size_t i = 0; i < n; ++i) {
-    adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)).to(adapters[i].scalar_type()));
+    TORCH_CHECK(adapters[i].scalar_type() == da.scalar_type(),
+                "FusedProjection: adapters of different dtypes in one projection");
+    adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)));
     r += adapters[i].size(0);
   }
   for (auto& g : db) adapter_grads->push_back(std::move(g));

@@ -15,8 +15,10 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <vector>
 
+#include "worker/trainer/model/adapter_cast_cache.h"
 #include "worker/trainer/model/qlora_linear.h"
 
 namespace qlorad::trainer {
@@ -47,7 +49,8 @@ class FusedProjection {
   // x2d A^T [tokens, sum of r]: the adapters' first GEMM alone, as Forward2d computes it into *xa.
   at::Tensor LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const;
   // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
-  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d.
+  // (in the adapters' dtype, accumulated in fp32 and, on CUDA, never rounded to the activations'
+  // dtype on the way) to *adapter_grads. `weight` as for Forward2d.
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
                         const at::Tensor& dy, bool want_dx, std::vector<at::Tensor>* adapter_grads,
                         const at::Tensor& weight = {}) const;
@@ -55,10 +58,14 @@ class FusedProjection {
   const std::vector<QLoraLinear>& layers() const { return layers_; }
   int64_t out_features() const { return out_features_; }
   bool has_lora() const { return !layers_.empty() && layers_.front()->has_lora(); }
+  // How many times the adapters were cast to the activations' dtype (AdapterCastCache), for tests.
+  int64_t adapter_casts() const { return casts_->fills(); }
 
  private:
   std::vector<QLoraLinear> layers_;
   int64_t out_features_ = 0;
+  // Shared by copies of this projection (they run the same layers).
+  std::shared_ptr<AdapterCastCache> casts_ = std::make_shared<AdapterCastCache>();
 };
 
 }  // namespace qlorad::trainer

@@ -116,6 +116,43 @@ TEST(FusedProjectionTest, AGradientOfTheInputIsSkippedWhenNotWanted) {
   }
 }
 
+// The adapters are cast to the activations' dtype once and reused until a parameter changes in
+// place (as AdamW's update does); the next forward then casts again and computes with the new
+// values.
+TEST(FusedProjectionTest, CastsTheAdaptersOnceUntilOneChanges) {
+  const auto layers = MakeLayers(at::kBFloat16, 0.5);
+  FusedProjection projection(layers);
+  const at::Tensor x = at::randn({4, 32}, Gen(10)).to(at::kBFloat16).requires_grad_(true);
+  for (int i = 0; i < 2; ++i) projection.forward(x).sum().backward();
+  EXPECT_EQ(projection.adapter_casts(), 1);
+
+  const at::Tensor before = projection.forward(x).detach();
+  {
+    const at::NoGradGuard no_grad;
+    layers[1]->lora_b().add_(0.25);
+  }
+  const at::Tensor after = projection.forward(x).detach();
+  EXPECT_EQ(projection.adapter_casts(), 2);
+  EXPECT_GT((after - before).narrow(1, 24, 8).abs().max().item<double>(), 0.05);
+  std::vector<at::Tensor> outs;
+  for (QLoraLinear layer : layers) outs.push_back(layer->forward(x).detach());
+  EXPECT_LT(MaxRelativeError(after, at::cat(outs, -1)), 3e-2);
+}
+
+// Adapters that are not leaves (fsdp's gathered ones) may be refilled without any version change,
+// so they are cast at every use.
+TEST(FusedProjectionTest, DoesNotCacheAdaptersThatAreNotLeaves) {
+  const auto layers = MakeLayers(at::kBFloat16, 0.5);
+  FusedProjection projection(layers);
+  std::vector<at::Tensor> adapters;
+  for (const at::Tensor& t : projection.Adapters()) adapters.push_back(t * 1.0);
+  const at::Tensor x = at::randn({4, 32}, Gen(11)).to(at::kBFloat16);
+  at::Tensor xa;
+  projection.Forward2d(x, adapters, &xa);
+  EXPECT_EQ(projection.adapter_casts(), 0);
+  EXPECT_TRUE(at::allclose(xa, projection.LoraInput2d(x, projection.Adapters())));
+}
+
 TEST(FusedProjectionTest, FrozenLayersWithoutAdaptersGiveTheStackedLinear) {
   std::vector<QLoraLinear> layers = {QLoraLinear(at::randn({6, 5}, Gen(1))),
                                      QLoraLinear(at::randn({3, 5}, Gen(2)))};

@@ -1,0 +1,48 @@
+// The adapters of one FusedProjection in the activations' dtype, cast once per optimizer step
+// rather than at every use. LoRA parameters are fp32 leaves and the GEMMs run in bf16: without
+// this, each projection casts every A and B (and concatenates the A's) in its forward, again in
+// its backward, and again in a recompute, each a tiny kernel of its own (about 30 per decoder
+// layer and step).
+//
+// An entry is valid while each adapter is the same tensor with the same storage and version
+// counter: AdamW's update, a checkpoint's copy_ and any other in-place write bump the counter, so
+// the next use casts again. Only leaf tensors are cached. A gathered (fsdp) adapter is a fresh
+// non-leaf tensor each step, possibly filled by a collective that does not bump any counter, and
+// is always cast afresh. The entry holds its source tensors, so a freed tensor's address can never
+// match a later one.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <mutex>
+#include <vector>
+
+namespace qlorad::trainer {
+
+class AdapterCastCache {
+ public:
+  struct Casts {
+    at::Tensor stacked_a;        // every A stacked [sum of r, in]
+    std::vector<at::Tensor> b;   // every B [out_i, r_i]
+  };
+
+  // `adapters`: n A's then n B's (FusedProjection::Adapters()).
+  Casts Get(at::TensorList adapters, at::ScalarType dtype);
+
+  // Entries filled so far (casts done), for tests.
+  int64_t fills() const;
+
+ private:
+  static Casts Cast(at::TensorList adapters, at::ScalarType dtype);
+  bool Matches(at::TensorList adapters, at::ScalarType dtype) const;
+
+  mutable std::mutex mutex_;
+  std::vector<at::Tensor> sources_;
+  std::vector<const void*> data_;
+  std::vector<int64_t> versions_;
+  at::ScalarType dtype_ = at::kFloat;
+  Casts casts_;
+  int64_t fills_ = 0;
+};
+
+}  // namespace qlorad::trainer
