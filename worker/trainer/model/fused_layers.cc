@@ -39,6 +39,31 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
   }
 };
 
+// The norm's backward of dy (saved: its input, weight and inverse RMS) plus `residual`, the
+// gradient of the norm's input that came around it, summed inside the kernel; either may be
+// undefined.
+at::Tensor NormBackwardPlusResidual(AutogradContext* ctx, const at::Tensor& dy,
+                                    const at::Tensor& residual) {
+  if (!dy.defined()) return residual;
+  const variable_list s = ctx->get_saved_variables();
+  return ops::RmsNormBackward(dy.contiguous(), s[0], s[1], s[2],
+                              residual.defined() ? residual.contiguous() : at::Tensor());
+}
+
+// Outputs y = norm(x) and x itself, for the residual path: x's two gradients meet in the norm's
+// backward kernel (its residual-gradient input) instead of in an add kernel of autograd's.
+struct RmsNormForkFunction : torch::autograd::Function<RmsNormForkFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                               double eps) {
+    auto [y, inv_rms] = ops::RmsNormForward(x, weight, eps);
+    ctx->save_for_backward({x, weight, inv_rms});
+    return {y, x};
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {NormBackwardPlusResidual(ctx, grads[0], grads[1]), at::Tensor(), at::Tensor()};
+  }
+};
+
 // Outputs h = x + residual and y = norm(h); both inputs get dL/dh + norm's backward of dL/dy.
 struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
@@ -48,16 +73,7 @@ struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
     return {h, y};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list s = ctx->get_saved_variables();
-    const at::Tensor& dh = grads[0];
-    at::Tensor dy = grads[1];
-    at::Tensor d;
-    if (!dy.defined()) {
-      d = dh;
-    } else {
-      d = ops::RmsNormBackward(dy.contiguous(), s[0], s[1], s[2],
-                               dh.defined() ? dh.contiguous() : at::Tensor());
-    }
+    const at::Tensor d = NormBackwardPlusResidual(ctx, grads[1], grads[0]);
     return {d, d, at::Tensor(), at::Tensor()};
   }
 };
@@ -154,6 +170,17 @@ bool FusedLayersAvailable(at::Device device, at::ScalarType dtype) {
 at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
 #ifdef QLORAD_HAVE_NF4_OPS
   return RmsNormFunction::apply(x, weight, eps);
+#else
+  (void)x, (void)weight, (void)eps;
+  NoKernels();
+#endif
+}
+
+std::pair<at::Tensor, at::Tensor> FusedRmsNormFork(const at::Tensor& x, const at::Tensor& weight,
+                                                   double eps) {
+#ifdef QLORAD_HAVE_NF4_OPS
+  auto out = RmsNormForkFunction::apply(x, weight, eps);
+  return {out[0], out[1]};
 #else
   (void)x, (void)weight, (void)eps;
   NoKernels();

@@ -29,6 +29,10 @@ bool FusedLayersAvailable(at::Device device, at::ScalarType dtype);
 
 // weight * norm(x) (weight frozen: no gradient for it).
 at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
+// (weight * norm(x), x): x again as a second output for the residual path, so that backward adds
+// the residual's gradient inside the norm's backward kernel, not in an add kernel of its own.
+std::pair<at::Tensor, at::Tensor> FusedRmsNormFork(const at::Tensor& x, const at::Tensor& weight,
+                                                   double eps);
 // (h, weight * norm(h)) for h = x + residual.
 std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at::Tensor& residual,
                                                   const at::Tensor& weight, double eps);

@@ -61,6 +61,27 @@ TEST_F(FusedSwigluDownTest, MatchesModuleByModuleInFp32) {
   EXPECT_TRUE(at::allclose(got.b, want.b, 1e-5, 1e-5));
 }
 
+// The fork's second output is x itself; x's gradient is the norm's backward plus the residual's
+// gradient, as autograd's sum of the two uses of x would give.
+TEST(FusedRmsNormForkTest, AddsTheResidualGradientInsideTheNormBackward) {
+  if (!FusedLayersAvailable(at::kCPU, at::kFloat)) GTEST_SKIP() << "built without qlorad_ops";
+  const at::Tensor x_in = at::randn({3, 4, 16}, Gen(6));
+  const at::Tensor weight = at::randn({16}, Gen(7));
+  const at::Tensor dy = at::randn({3, 4, 16}, Gen(8));
+  const at::Tensor dres = at::randn({3, 4, 16}, Gen(9));
+
+  at::Tensor x = x_in.clone().requires_grad_(true);
+  const auto [y, residual] = FusedRmsNormFork(x, weight, 1e-6);
+  EXPECT_TRUE(at::equal(residual, x_in));
+  ((y * dy).sum() + (residual * dres).sum()).backward();
+
+  at::Tensor x_ref = x_in.clone().requires_grad_(true);
+  const at::Tensor y_ref = FusedRmsNorm(x_ref, weight, 1e-6);
+  ((y_ref * dy).sum() + (x_ref * dres).sum()).backward();
+  EXPECT_TRUE(at::allclose(y, y_ref));
+  EXPECT_TRUE(at::allclose(x.grad(), x_ref.grad(), 1e-5, 1e-6));
+}
+
 TEST(GraphOnlyForwardTest, NestsAndRestores) {
   EXPECT_FALSE(InGraphOnlyForward());
   {
