@@ -2,6 +2,16 @@
 
 namespace qlorad::trainer {
 
+namespace {
+
+std::atomic<uint64_t> current_step{1};
+
+}  // namespace
+
+void AdapterCastCache::NewStep() {
+  current_step.fetch_add(1);
+}
+
 AdapterCastCache::Casts AdapterCastCache::Cast(at::TensorList adapters, at::ScalarType dtype) {
   const size_t n = adapters.size() / 2;
   Casts casts;
@@ -12,7 +22,9 @@ AdapterCastCache::Casts AdapterCastCache::Cast(at::TensorList adapters, at::Scal
 }
 
 bool AdapterCastCache::Matches(at::TensorList adapters, at::ScalarType dtype) const {
-  if (dtype != dtype_ || adapters.size() != sources_.size()) return false;
+  if (step_ != current_step.load() || dtype != dtype_ || adapters.size() != sources_.size()) {
+    return false;
+  }
   for (size_t i = 0; i < adapters.size(); ++i) {
     const at::Tensor& t = adapters[i];
     if (!t.is_same(sources_[i]) || t.data_ptr() != data_[i] || t._version() != versions_[i]) {
@@ -39,6 +51,7 @@ AdapterCastCache::Casts AdapterCastCache::Get(at::TensorList adapters, at::Scala
       versions_.push_back(t._version());
     }
     dtype_ = dtype;
+    step_ = current_step.load();
     ++fills_;
   }
   return casts_;

@@ -4,9 +4,11 @@
 // its backward, and again in a recompute, each a tiny kernel of its own (about 30 per decoder
 // layer and step).
 //
-// An entry is valid while each adapter is the same tensor with the same storage and version
-// counter: AdamW's update, a checkpoint's copy_ and any other in-place write bump the counter, so
-// the next use casts again. Only leaf tensors are cached. A gathered (fsdp) adapter is a fresh
+// An entry is valid within one optimizer step (NewStep() ends every entry) while each adapter is
+// the same tensor with the same storage and version counter: AdamW's update (FusedAdamWStep bumps
+// the counters its fused kernel does not), a checkpoint's copy_ and any other in-place op bump
+// the counter, so the next use casts again. NewStep() also covers writes no counter sees (a
+// collective's broadcast of the initial adapters). Only leaf tensors are cached. A gathered (fsdp) adapter is a fresh
 // non-leaf tensor each step, possibly filled by a collective that does not bump any counter, and
 // is always cast afresh. The entry holds its source tensors, so a freed tensor's address can never
 // match a later one.
@@ -14,6 +16,8 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
+#include <cstdint>
 #include <mutex>
 #include <vector>
 
@@ -29,6 +33,9 @@ class AdapterCastCache {
   // `adapters`: n A's then n B's (FusedProjection::Adapters()).
   Casts Get(at::TensorList adapters, at::ScalarType dtype);
 
+  // Ends every cache's entries: the trainer calls it as each optimizer step begins.
+  static void NewStep();
+
   // Entries filled so far (casts done), for tests.
   int64_t fills() const;
 
@@ -40,6 +47,7 @@ class AdapterCastCache {
   std::vector<at::Tensor> sources_;
   std::vector<const void*> data_;
   std::vector<int64_t> versions_;
+  uint64_t step_ = 0;  // of NewStep()
   at::ScalarType dtype_ = at::kFloat;
   Casts casts_;
   int64_t fills_ = 0;

@@ -104,28 +104,6 @@ std::vector<at::Tensor> FusedProjection::Adapters() const {
   return adapters;
 }
 
-namespace {
-
-// out = alpha * a b with beta = 0 (out's contents are never read). An fp32 `out` from bf16 or fp16
-// inputs on CUDA comes straight from the GEMM's fp32 accumulator (cuBLAS's out_dtype variant), so
-// an adapter's gradient is neither rounded to the activations' dtype nor cast and scaled by kernels
-// of their own; elsewhere the product is formed in the inputs' dtype and converted.
-void MatmulInto(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double alpha) {
-  if (out.scalar_type() == a.scalar_type()) {
-    at::addmm_out(out, out, a, b, /*beta=*/0, alpha);
-    return;
-  }
-  const bool half = a.scalar_type() == at::kBFloat16 || a.scalar_type() == at::kHalf;
-  if (a.is_cuda() && half && out.scalar_type() == at::kFloat) {
-    at::addmm_out(out, out, a, b, at::kFloat, /*beta=*/0, alpha);
-    return;
-  }
-  out.copy_(at::mm(a, b));
-  if (alpha != 1.0) out.mul_(alpha);
-}
-
-}  // namespace
-
 at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adapters,
                                       at::Tensor* xa, const at::Tensor& weight) const {
   const at::ScalarType dtype = x2d.scalar_type();
@@ -169,18 +147,23 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
   const size_t n = layers_.size();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
   // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
-  // scale in the GEMM's alpha). dB_i = s_i dY_i^T xa_i, in B's own dtype.
+  // scale in the GEMM's alpha). dB_i = s_i dY_i^T xa_i, each into its rows of one buffer, cast to
+  // the adapters' dtype at once: each gradient is a slice of that cast, not a cast of its own.
+  // (cuBLAS's fp32-output GEMMs would skip the cast, but LibTorch's path to them leaves the device
+  // idle for hundreds of microseconds after many of them on an H100.)
   at::Tensor dyb = at::empty({dy.size(0), xa.size(1)}, dy.options());
-  std::vector<at::Tensor> db(n);
+  at::Tensor db = at::empty({out_features_, casts.b.front().size(1)}, dy.options());
   int64_t offset = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
-    const int64_t r_i = casts.b[i].size(1);
+    const int64_t r_i = casts.b[i].size(1), out_i = layers_[i]->out_features();
+    TORCH_CHECK(r_i == db.size(1), "FusedProjection: adapters of ranks ", db.size(1), " and ", r_i,
+                " in one projection");
     const double scale = layers_[i]->lora_options().scale;
-    const at::Tensor dy_i = dy.narrow(1, offset, layers_[i]->out_features());
+    const at::Tensor dy_i = dy.narrow(1, offset, out_i);
     dyb.narrow(1, r, r_i).addmm_(dy_i, casts.b[i], /*beta=*/0, /*alpha=*/scale);
-    db[i] = at::empty(adapters[n + i].sizes(), adapters[n + i].options());
-    MatmulInto(db[i], dy_i.t(), xa.narrow(1, r, r_i), scale);
-    offset += layers_[i]->out_features();
+    at::Tensor db_i = db.narrow(0, offset, out_i);
+    at::addmm_out(db_i, db_i, dy_i.t(), xa.narrow(1, r, r_i), /*beta=*/0, /*alpha=*/scale);
+    offset += out_i;
     r += r_i;
   }
   // dX = (s dY B) A + dY W: the adapters' share first, then the base GEMM adds onto it (beta = 1),
@@ -190,17 +173,19 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
     dx = at::mm(dyb, casts.stacked_a);
     dx.addmm_(dy, base_weight());
   }
-  // Every dA_i in one GEMM, in the A's dtype (they share it: one LoraOptions per model).
-  at::Tensor da = at::empty({xa.size(1), x2d.size(1)}, adapters[0].options());
-  MatmulInto(da, dyb.t(), x2d, 1.0);
+  // Every dA_i in one GEMM and one cast (the A's share a dtype, as the B's do: one LoraOptions).
+  const at::Tensor da = at::mm(dyb.t(), x2d).to(adapters[0].scalar_type());
   r = 0;
   for (size_t i = 0; i < n; ++i) {
-    TORCH_CHECK(adapters[i].scalar_type() == da.scalar_type(),
-                "FusedProjection: adapters of different dtypes in one projection");
     adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)));
     r += adapters[i].size(0);
   }
-  for (auto& g : db) adapter_grads->push_back(std::move(g));
+  const at::Tensor db_cast = db.to(adapters[n].scalar_type());
+  offset = 0;
+  for (size_t i = 0; i < n; ++i) {
+    adapter_grads->push_back(db_cast.narrow(0, offset, layers_[i]->out_features()));
+    offset += layers_[i]->out_features();
+  }
   return dx;
 }
 

@@ -49,8 +49,7 @@ class FusedProjection {
   // x2d A^T [tokens, sum of r]: the adapters' first GEMM alone, as Forward2d computes it into *xa.
   at::Tensor LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const;
   // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
-  // (in the adapters' dtype, accumulated in fp32 and, on CUDA, never rounded to the activations'
-  // dtype on the way) to *adapter_grads. `weight` as for Forward2d.
+  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d.
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
                         const at::Tensor& dy, bool want_dx, std::vector<at::Tensor>* adapter_grads,
                         const at::Tensor& weight = {}) const;

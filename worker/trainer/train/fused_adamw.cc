@@ -1,6 +1,7 @@
 #include "worker/trainer/train/fused_adamw.h"
 
 #include <ATen/ops/_fused_adamw.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <vector>
 
@@ -47,6 +48,10 @@ void FusedAdamWStep(torch::optim::AdamW& optimizer) {
                       options.weight_decay(), options.eps(), /*amsgrad=*/false,
                       /*maximize=*/false);
     for (auto* state : param_states) state->step(state->step() + 1);
+    // The fused kernel writes the parameters without bumping their version counters, as an
+    // in-place op would; bump them, so that what keys on versions (AdapterCastCache, autograd's
+    // saved-tensor checks) sees the update.
+    for (const at::Tensor& p : params) torch::autograd::impl::bump_version(p);
   }
 }
 

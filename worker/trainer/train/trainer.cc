@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "worker/trainer/loss/chunked_loss.h"
+#include "worker/trainer/model/adapter_cast_cache.h"
 #include "worker/trainer/parallel/communicator.h"
 #include "worker/trainer/runtime/cpu_threads.h"
 #include "worker/trainer/runtime/device.h"
@@ -88,6 +89,7 @@ StatusOr<StepOutcome> RunStep(Session& s, const JobSpec& spec, const TrainOption
   out.tokens = batches.global_tokens;
   out.data_after = batches.after;
   s.optimizer->zero_grad();
+  AdapterCastCache::NewStep();
   torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
   phases.End("data");
   const at::Tensor step_loss = AccumulateGradients(s, batches);

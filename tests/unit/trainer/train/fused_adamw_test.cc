@@ -66,6 +66,18 @@ TEST(FusedAdamW, MatchesTorchAdamWStepByStepAndSharesItsState) {
   EXPECT_EQ(fused.state().count(ours.back().unsafeGetTensorImpl()), 0u);
 }
 
+// Like any in-place op: the bf16 copies of AdapterCastCache key on it.
+TEST(FusedAdamW, BumpsTheVersionOfEveryParameterItUpdates) {
+  std::vector<at::Tensor> params = MakeParams(2);
+  torch::optim::AdamW optimizer(params, Options());
+  SetGrads(params, 0);
+  std::vector<int64_t> before;
+  for (const at::Tensor& p : params) before.push_back(p._version());
+  FusedAdamWStep(optimizer);
+  for (size_t i = 0; i + 1 < params.size(); ++i) EXPECT_GT(params[i]._version(), before[i]) << i;
+  EXPECT_EQ(params.back()._version(), before.back());  // no gradient: not updated
+}
+
 TEST(FusedAdamW, RefusesAmsgrad) {
   std::vector<at::Tensor> params = MakeParams(2);
   torch::optim::AdamW opt(params, Options().amsgrad(true));
