@@ -1,6 +1,6 @@
 """Training steps on CUDA through the trainer's fast paths (fused q|k|v and gate|up projections
-with the LoRA scale inside the GEMMs, the RMSNorm/rotary/SwiGLU kernels, flash attention, and
-variable-length flash attention for packed rows), against references, on the tiny random Llama of
+with the LoRA scale inside the GEMMs, the RMSNorm/rotary/SwiGLU kernels, cuDNN's fused attention
+for whole rows, and variable-length flash attention for packed rows), against references, on the tiny random Llama of
 tests/python/test_hf_parity.py (GQA, llama3 rope scaling, head_dim 24):
 
 - bf16, one document per row: 30 steps of qlorad-train against the same loop in PyTorch on
@@ -57,6 +57,8 @@ def our_losses(spec: Path, device: str) -> list[float]:
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     losses = [e["loss"] for e in events if e["event"] == "metrics"]
     assert len(losses) == STEPS
+    # Whole rows must have run on cuDNN's attention (model/attention.cc), not on the fallback.
+    assert "cuDNN refused" not in proc.stderr, proc.stderr
     return losses
 
 

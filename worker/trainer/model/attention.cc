@@ -2,6 +2,13 @@
 
 #include <ATen/ops/_flash_attention_backward.h>
 #include <ATen/ops/_flash_attention_forward.h>
+#include <ATen/ops/_scaled_dot_product_cudnn_attention.h>
+#include <ATen/ops/_scaled_dot_product_cudnn_attention_backward.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <iostream>
+#include <string>
 
 #include <array>
 #include <optional>
@@ -36,15 +43,57 @@ at::Tensor Flatten(const at::Tensor& x) {
   return x.reshape({-1, x.size(2), x.size(3)});
 }
 
-// Flash attention's forward: what backward needs besides q, k, v.
+// What an attention forward keeps for its backward besides q, k and v: the output [batch, seq,
+// heads, d] (or [tokens, heads, d] with offsets), the log-sum-exp, and two RNG tensors (flash
+// attention's rng_state and its unused slot, or cuDNN's philox seed and offset), plus which
+// kernel made them.
 struct FlashState {
   at::Tensor out, logsumexp, rng_state, unused;
+  bool cudnn = false;
 };
+
+// cuDNN's fused attention runs a step's attention in about two thirds of flash attention 2's time
+// on an H100 at Llama's shapes, forward and backward (bench/results/2026-12-07-h100-*-attention-
+// ab.txt); LibTorch reaches it for whole rows only (no document offsets) and without a sliding
+// window, so packed rows and windows stay on flash attention. QLORAD_ATTENTION=flash keeps every
+// row there; a cuDNN that refuses the first call (an old library, an unsupported shape) is said
+// once on stderr and not asked again.
+std::atomic<bool> cudnn_refused{false};
+
+bool UseCudnn(const at::Tensor& cu_seqlens, int64_t window) {
+  if (cu_seqlens.defined() || window > 0 || cudnn_refused.load()) return false;
+  const char* choice = std::getenv("QLORAD_ATTENTION");
+  return choice == nullptr || std::string(choice) != "flash";
+}
+
+// q [batch, seq, heads, d], k and v [batch, seq, kv_heads, d]; causal. LibTorch's op takes
+// [batch, heads, seq, d] views and allocates its output in q's memory order, so the output read
+// back as [batch, seq, heads, d] is contiguous (made so if a version did otherwise).
+std::optional<FlashState> CudnnForward(const at::Tensor& q, const at::Tensor& k,
+                                       const at::Tensor& v) {
+  try {
+    auto [out, logsumexp, cum_q, cum_k, max_q, max_k, seed, offset, debug] =
+        at::_scaled_dot_product_cudnn_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), /*attn_bias=*/std::nullopt,
+            /*compute_log_sumexp=*/true, /*dropout_p=*/0.0, /*is_causal=*/true,
+            /*return_debug_mask=*/false, /*scale=*/std::nullopt);
+    return FlashState{out.transpose(1, 2).contiguous(), logsumexp, seed, offset, /*cudnn=*/true};
+  } catch (const c10::Error& e) {
+    if (!cudnn_refused.exchange(true)) {
+      std::cerr << "attention: cuDNN refused (" << e.what_without_backtrace()
+                << "); using flash attention from here on\n";
+    }
+    return std::nullopt;
+  }
+}
 
 // q [batch, seq, heads, d], k and v [batch, seq, kv_heads, d]; causal, no dropout. The output is
 // [batch * seq, heads, d] when cu_seqlens is given, else [batch, seq, heads, d].
 FlashState FlashForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                         const at::Tensor& cu_seqlens, int64_t window) {
+  if (UseCudnn(cu_seqlens, window)) {
+    if (std::optional<FlashState> state = CudnnForward(q, k, v)) return *std::move(state);
+  }
   const bool varlen = cu_seqlens.defined();
   // An upper bound of the longest document is all the kernels need (it sizes their grids).
   const int64_t max_seqlen = q.size(1);
@@ -57,15 +106,24 @@ FlashState FlashForward(const at::Tensor& q, const at::Tensor& k, const at::Tens
   return {out, logsumexp, rng_state, unused};
 }
 
-// dq, dk, dv, each [batch, seq, heads or kv_heads, d].
+// dq, dk, dv, each [batch, seq, heads or kv_heads, d], by the kernel that ran the forward.
 std::array<at::Tensor, 3> FlashBackward(const at::Tensor& grad, const at::Tensor& q,
                                         const at::Tensor& k, const at::Tensor& v,
                                         const FlashState& state, const at::Tensor& cu_seqlens,
                                         int64_t window) {
   const bool varlen = cu_seqlens.defined();
   const int64_t max_seqlen = q.size(1);
-  // The kernel reads the gradient in the output's layout.
+  // The kernels read the gradient in the output's layout.
   const at::Tensor grad_out = grad.reshape(state.out.sizes()).contiguous();
+  if (state.cudnn) {
+    auto [dq, dk, dv] = at::_scaled_dot_product_cudnn_attention_backward(
+        grad_out.transpose(1, 2), q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+        state.out.transpose(1, 2), state.logsumexp, state.rng_state, state.unused,
+        /*attn_bias=*/at::Tensor(), /*cum_seq_q=*/at::Tensor(), /*cum_seq_k=*/at::Tensor(),
+        max_seqlen, max_seqlen, /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/std::nullopt);
+    return {dq.transpose(1, 2).contiguous(), dk.transpose(1, 2).contiguous(),
+            dv.transpose(1, 2).contiguous()};
+  }
   auto [dq, dk, dv] = at::_flash_attention_backward(
       grad_out, varlen ? Flatten(q) : q, varlen ? Flatten(k) : k, varlen ? Flatten(v) : v,
       state.out, state.logsumexp, cu_seqlens, cu_seqlens, max_seqlen, max_seqlen,
@@ -80,11 +138,15 @@ void SaveFlash(AutogradContext* ctx, std::vector<at::Tensor> tensors, const Flas
                  {state.out, state.logsumexp, state.rng_state, state.unused, cu_seqlens});
   ctx->save_for_backward(tensors);
   ctx->saved_data["window"] = window;
+  ctx->saved_data["cudnn"] = state.cudnn;
 }
 
 // The state SaveFlash kept after the first `first` tensors, and cu_seqlens.
-std::pair<FlashState, at::Tensor> LoadFlash(const variable_list& saved, size_t first) {
-  return {{saved[first], saved[first + 1], saved[first + 2], saved[first + 3]}, saved[first + 4]};
+std::pair<FlashState, at::Tensor> LoadFlash(AutogradContext* ctx, const variable_list& saved,
+                                            size_t first) {
+  return {{saved[first], saved[first + 1], saved[first + 2], saved[first + 3],
+           ctx->saved_data["cudnn"].toBool()},
+          saved[first + 4]};
 }
 
 // Only the tensors that take a gradient are the Functions' Tensor inputs; cu_seqlens, positions
@@ -103,7 +165,7 @@ struct FlashAttentionFunction : torch::autograd::Function<FlashAttentionFunction
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list s = ctx->get_saved_variables();
-    const auto [state, cu_seqlens] = LoadFlash(s, 3);
+    const auto [state, cu_seqlens] = LoadFlash(ctx, s, 3);
     auto [dq, dk, dv] = FlashBackward(grads[0], s[0], s[1], s[2], state, cu_seqlens,
                                       ctx->saved_data["window"].toInt());
     return {dq, dk, dv, at::Tensor(), at::Tensor()};
@@ -142,7 +204,7 @@ struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFuncti
     const int64_t kv_heads = ctx->saved_data["kv_heads"].toInt();
     const int64_t head_dim = ctx->saved_data["head_dim"].toInt();
     auto [q, k, v] = SplitHeads(qkv, heads, kv_heads, head_dim);
-    const auto [state, cu_seqlens] = LoadFlash(s, 4);
+    const auto [state, cu_seqlens] = LoadFlash(ctx, s, 4);
     auto [dq, dk, dv] =
         FlashBackward(grads[0].reshape({qkv.size(0), qkv.size(1), heads, head_dim}), q, k, v, state,
                       cu_seqlens, ctx->saved_data["window"].toInt());
