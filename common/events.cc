@@ -3,14 +3,17 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "common/json_number.h"
+
 namespace qlorad::events {
 
 using nlohmann::json;
 
 namespace {
-// NaN/Inf are not JSON; a diverged loss is reported as null rather than breaking the line.
+// NaN/Inf are not JSON; a diverged loss is written as "NaN" or "Infinity" (json_number.h),
+// which the agent reads back as the number it was.
 json Number(double v) {
-  return std::isfinite(v) ? json(v) : json(nullptr);
+  return JsonNumber(v);
 }
 }  // namespace
 

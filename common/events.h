@@ -11,7 +11,9 @@
 //    "best_step":..,"best_eval_loss":..,"best_checkpoint_path":"/abs/dir",
 //    "best_adapter_path":"/abs/dir"}                                  (best_*: with evaluation)
 //   {"event":"error","message":"..","field":"data.path"}     (field may be empty)
-// Paths are absolute. A reader must ignore keys it does not know (the format grows).
+// Paths are absolute. A reader must ignore keys it does not know (the format grows). A number that
+// may be non-finite (losses, grad_norm, eval_*) is then the string "NaN", "Infinity" or
+// "-Infinity" (common/json_number.h); trainers before that wrote null.
 #pragma once
 
 #include <cstdint>

@@ -274,7 +274,9 @@ class TrainingRun {
       }
       ReportMetrics(outcome, step_seconds, eval_loss);
       if (!std::isfinite(outcome.loss)) {
-        return Internal("training diverged: loss is " + std::to_string(outcome.loss) + " at step " +
+        // "nan" whatever its sign bit (std::to_string may say "-nan"), as the clients show it.
+        const std::string loss = std::isnan(outcome.loss) ? "nan" : std::to_string(outcome.loss);
+        return Internal("training diverged: loss is " + loss + " at step " +
                         std::to_string(state_.step) + " (try a lower train.lr or fp32 precision)");
       }
       if (outcome.stop_requested) {
