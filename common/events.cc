@@ -53,6 +53,17 @@ std::string CheckpointLine(int64_t step, const std::string& path) {
   return json{{"event", "checkpoint"}, {"step", step}, {"path", path}}.dump();
 }
 
+std::string MicroBatchReducedLine(const MicroBatchReduced& r) {
+  return json{{"event", "micro_batch_reduced"},
+              {"step", r.step},
+              {"from_rows", r.from_rows},
+              {"to_rows", r.to_rows},
+              {"grad_accum", r.grad_accum},
+              {"seq_len", r.seq_len},
+              {"message", r.message}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 std::string DoneLine(const Done& done) {
   json line{{"event", "done"},
             {"steps", done.steps},

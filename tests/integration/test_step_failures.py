@@ -5,13 +5,16 @@ real processes on loopback.
   stores it as NaN (SQLite would make it NULL, which its NOT NULL loss column refuses), so the job
   fails with the trainer's message, and every client shows the loss as nan: `qloractl status` and
   `watch`, their --json ("NaN", protobuf's JSON spelling), the Python client, the dashboard's
-  /api/jobs and Prometheus /metrics."""
+  /api/jobs and Prometheus /metrics.
+- A step that runs out of memory (injected with the trainer's test hook QLORAD_INJECT_OOM_ROWS,
+  which the worker passes on) is retried with the micro-batch halved: the job completes, and the
+  user reads why in `qloractl logs`."""
 import json
 import math
 import re
 from pathlib import Path
 
-from conftest import REPO, http_get, python_client
+from conftest import REPO, Cluster, http_get, python_client
 
 qlorad = python_client()
 
@@ -61,3 +64,23 @@ def test_a_diverged_step_is_stored_as_nan_and_fails_the_job(cluster, tiny_model,
     [line] = [l for l in prometheus.splitlines() if l.startswith("qlorad_job_loss{") and job_id in l]
     assert line.endswith(" NaN"), line
 
+
+def test_a_step_out_of_memory_is_retried_and_the_user_is_told(tmp_path, tiny_model, monkeypatch):
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        monkeypatch.setenv("QLORAD_INJECT_OOM_ROWS", "1")  # the worker's trainers inherit it
+        c.start_worker(tmp_path / "work")
+        spec = write_job(tmp_path / "oom.yaml", tiny_model, tmp_path / "out",
+                         "max_steps: 3, micro_batch_size: 4, lr: 2.0e-3")
+        job_id = json.loads(c.ctl("--json", "submit", spec, check=True).stdout)["id"]
+        job = c.wait_state(job_id, {"FAILED", "COMPLETED"})
+        assert job["state"] == "COMPLETED", c.logs()
+        logs = c.ctl("logs", job_id, check=True).stdout
+        assert "step 1: out of memory with micro-batches of 4 row(s) of 64 tokens" in logs, logs
+        assert "running it again as micro-batches of 2 row(s) with grad_accum 2" in logs, logs
+        assert "running it again as micro-batches of 1 row(s) with grad_accum 4" in logs, logs
+        warnings = [json.loads(l) for l in c.ctl("--json", "logs", job_id, check=True).stdout.splitlines()]
+        assert sum("running it again" in w["message"] and w["level"] == "warning" for w in warnings) == 2
+    finally:
+        c.stop()

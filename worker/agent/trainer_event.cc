@@ -102,6 +102,10 @@ bool FillPayload(const std::string& kind, const json& obj, const EventContext& c
     event->mutable_error()->set_field(String(obj, "field"));
   } else if (kind == "started") {
     event->mutable_started()->set_pid(Int(obj, "pid"));
+  } else if (kind == "micro_batch_reduced") {
+    // The job goes on with smaller micro-batches: the user learns it from the job's log; the
+    // numbers stay in the line for `qlorad-train --json` readers.
+    *event = LogEvent(ctx, "warning", String(obj, "message"), "trainer", unix_ms);
   } else {
     return false;
   }

@@ -128,6 +128,23 @@ TEST(TrainerEventTest, LogLineKeepsLevelAndMessage) {
   EXPECT_EQ(e.log().unix_ms(), kNow);
 }
 
+// A step retried in smaller pieces after running out of memory reaches the job's log.
+TEST(TrainerEventTest, AReducedMicroBatchIsAWarningInTheJobsLog) {
+  const v1::TrainerEvent e = TrainerEventFromLine(
+      events::MicroBatchReducedLine({.step = 3,
+                                     .from_rows = 4,
+                                     .to_rows = 2,
+                                     .grad_accum = 2,
+                                     .seq_len = 512,
+                                     .message = "step 3 ran out of memory; retrying"}),
+      kCtx, kNow);
+  ExpectStamped(e);
+  ASSERT_TRUE(e.has_log());
+  EXPECT_EQ(e.log().level(), "warning");
+  EXPECT_EQ(e.log().message(), "step 3 ran out of memory; retrying");
+  EXPECT_EQ(e.log().source(), "trainer");
+}
+
 TEST(TrainerEventTest, CheckpointDoneErrorStarted) {
   const v1::TrainerEvent ckpt =
       TrainerEventFromLine(events::CheckpointLine(50, "/runs/x/step-50"), kCtx, kNow);
