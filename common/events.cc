@@ -3,14 +3,17 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "common/json_number.h"
+
 namespace qlorad::events {
 
 using nlohmann::json;
 
 namespace {
-// NaN/Inf are not JSON; a diverged loss is reported as null rather than breaking the line.
+// NaN/Inf are not JSON; a diverged loss is written as "NaN" or "Infinity" (json_number.h),
+// which the agent reads back as the number it was.
 json Number(double v) {
-  return std::isfinite(v) ? json(v) : json(nullptr);
+  return JsonNumber(v);
 }
 }  // namespace
 
@@ -48,6 +51,17 @@ std::string LogLine(const std::string& level, const std::string& message) {
 
 std::string CheckpointLine(int64_t step, const std::string& path) {
   return json{{"event", "checkpoint"}, {"step", step}, {"path", path}}.dump();
+}
+
+std::string MicroBatchReducedLine(const MicroBatchReduced& r) {
+  return json{{"event", "micro_batch_reduced"},
+              {"step", r.step},
+              {"from_rows", r.from_rows},
+              {"to_rows", r.to_rows},
+              {"grad_accum", r.grad_accum},
+              {"seq_len", r.seq_len},
+              {"message", r.message}}
+      .dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 std::string DoneLine(const Done& done) {

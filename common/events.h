@@ -7,11 +7,15 @@
 //    "wall_time_s":..,"rank":0, "eval_loss":..,"eval_perplexity":..}   (eval_*: evaluated steps)
 //   {"event":"log","level":"info","message":".."}
 //   {"event":"checkpoint","step":..,"path":"/abs/dir"}
+//   {"event":"micro_batch_reduced","step":..,"from_rows":4,"to_rows":2,"grad_accum":2,
+//    "seq_len":..,"message":".."}   (a step ran out of memory and is retried in smaller pieces)
 //   {"event":"done","steps":..,"adapter_path":"/abs/dir","final_loss":..,"stopped_early":false,
 //    "best_step":..,"best_eval_loss":..,"best_checkpoint_path":"/abs/dir",
 //    "best_adapter_path":"/abs/dir"}                                  (best_*: with evaluation)
 //   {"event":"error","message":"..","field":"data.path"}     (field may be empty)
-// Paths are absolute. A reader must ignore keys it does not know (the format grows).
+// Paths are absolute. A reader must ignore keys it does not know (the format grows). A number that
+// may be non-finite (losses, grad_norm, eval_*) is then the string "NaN", "Infinity" or
+// "-Infinity" (common/json_number.h); trainers before that wrote null.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +49,17 @@ struct BestEval {
   std::string adapter_path;     // its adapter/
 };
 
+// A step ran out of device memory and is run again with its micro-batches cut into pieces of
+// `to_rows` rows (grad_accum times more of them: the same global batch); later steps keep that.
+struct MicroBatchReduced {
+  int64_t step = 0;        // 1-based, the step that ran out of memory
+  int64_t from_rows = 0;   // rows per forward before
+  int64_t to_rows = 0;     // and from now on
+  int64_t grad_accum = 0;  // forwards per optimizer step and rank from now on
+  int64_t seq_len = 0;     // tokens per row of the micro-batch that did not fit
+  std::string message;     // for people: what ran out, and what happens now
+};
+
 struct Done {
   int64_t steps = 0;
   std::string adapter_path;
@@ -58,6 +73,7 @@ std::string StartedLine(int64_t pid, int64_t total_steps, const std::string& dev
 std::string MetricsLine(const Metrics& m);
 std::string LogLine(const std::string& level, const std::string& message);
 std::string CheckpointLine(int64_t step, const std::string& path);
+std::string MicroBatchReducedLine(const MicroBatchReduced& reduced);
 std::string DoneLine(const Done& done);
 std::string ErrorLine(const std::string& message, const std::string& field = "");
 

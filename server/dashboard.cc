@@ -1,5 +1,6 @@
 #include "server/dashboard.h"
 
+#include "common/json_number.h"
 #include "server/store.h"
 
 namespace qlorad::server {
@@ -38,11 +39,20 @@ function text(tag, value, cls) {
   return el;
 }
 
+// JSON has no NaN: a diverged loss comes as "NaN" (or "Infinity"), which Number() reads back.
+// It is shown as qloractl shows it, and left out of the chart's scale and lines.
+function lossText(value) {
+  const x = Number(value);
+  if (Number.isFinite(x)) return x.toFixed(4);
+  return Number.isNaN(x) ? "nan" : (x > 0 ? "inf" : "-inf");
+}
+const finitePoints = points => points.map(p => [p[0], Number(p[1])]).filter(p => Number.isFinite(p[1]));
+
 function lossChart(job) {
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", W); svg.setAttribute("height", H);
-  const pts = job.loss_curve, evals = job.eval_loss_curve;
+  const pts = finitePoints(job.loss_curve), evals = finitePoints(job.eval_loss_curve);
   if (pts.length > 0) {
     // One scale for both curves, so the eval loss reads against the training loss.
     const all = pts.concat(evals);
@@ -95,10 +105,10 @@ async function refresh() {
       row.appendChild(state);
       row.appendChild(text("td", job.attempt));
       row.appendChild(text("td", job.step + " / " + job.total_steps));
-      row.appendChild(text("td", job.step > 0 ? job.loss.toFixed(4) : ""));
-      row.appendChild(text("td", job.eval_loss === null ? "" : job.eval_loss.toFixed(4)));
+      row.appendChild(text("td", job.step > 0 ? lossText(job.loss) : ""));
+      row.appendChild(text("td", job.eval_loss === null ? "" : lossText(job.eval_loss)));
       row.appendChild(text("td", job.best === null ? "" :
-          job.best.eval_loss.toFixed(4) + " at step " + job.best.step +
+          lossText(job.best.eval_loss) + " at step " + job.best.step +
           (job.stopped_early ? " (stopped early)" : "")));
       row.appendChild(text("td", job.worker_id));
       body.appendChild(row);
@@ -134,14 +144,14 @@ namespace {
 
 nlohmann::json Points(const LossCurve& curve) {
   nlohmann::json points = nlohmann::json::array();
-  for (const auto& [step, loss] : curve) points.push_back({step, loss});
+  for (const auto& [step, loss] : curve) points.push_back({step, JsonNumber(loss)});
   return points;
 }
 
 nlohmann::json BestJson(const v1::Job& job) {
   if (!job.has_best()) return nullptr;
   return {{"step", job.best().step()},
-          {"eval_loss", job.best().eval_loss()},
+          {"eval_loss", JsonNumber(job.best().eval_loss())},
           {"checkpoint_path", job.best().checkpoint_path()},
           {"adapter_path", job.best().adapter_path()}};
 }
@@ -155,14 +165,14 @@ nlohmann::json JobsJson(const std::vector<v1::Job>& jobs,
     auto found = curves.find(job.id());
     const JobCurves curve = found == curves.end() ? JobCurves{} : found->second;
     nlohmann::json last_eval = nullptr;
-    if (!curve.eval_loss.empty()) last_eval = curve.eval_loss.back().second;
+    if (!curve.eval_loss.empty()) last_eval = JsonNumber(curve.eval_loss.back().second);
     list.push_back({{"id", job.id()},
                     {"name", job.name()},
                     {"state", JobStateName(job.state())},
                     {"attempt", job.attempt()},
                     {"step", job.last_step()},
                     {"total_steps", job.total_steps()},
-                    {"loss", job.last_loss()},
+                    {"loss", JsonNumber(job.last_loss())},
                     {"error", job.error()},
                     {"worker_id", job.worker_id()},
                     {"created_unix_ms", job.created_unix_ms()},

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 
 #include "server/store.h"
 
@@ -15,6 +16,13 @@ std::string LowerStateName(v1::JobState state) {
   std::transform(name.begin(), name.end(), name.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return name;
+}
+
+// The exposition format spells non-finite samples NaN, +Inf and -Inf (a diverged loss is NaN).
+std::string SampleValue(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "+Inf" : "-Inf";
+  return fmt::format("{}", value);
 }
 
 void Header(std::string& out, const char* name, const char* help) {
@@ -77,7 +85,7 @@ std::string RenderPrometheus(const PrometheusSnapshot& snapshot) {
       auto m = s.rows->find(job.id());
       if (m == s.rows->end()) continue;
       out += fmt::format("{}{{job=\"{}\",name=\"{}\"}} {}\n", s.name, EscapeLabel(job.id()),
-                         EscapeLabel(job.name()), s.value(m->second));
+                         EscapeLabel(job.name()), SampleValue(s.value(m->second)));
     }
   }
   return out;

@@ -1,6 +1,19 @@
 #include "server/sqlite_db.h"
 
+#include <cmath>
+#include <cstring>
+#include <limits>
+
 namespace qlorad::server {
+namespace {
+
+// SQLite stores infinities as REAL but binds a NaN as NULL, which a NOT NULL column refuses and a
+// nullable one reads as "no value". A diverged step's loss is NaN and must be kept as such, so a
+// NaN is stored as this text, which REAL affinity leaves as text (it does not look like a number),
+// and read back as NaN. Existing files need no change: they hold no such text.
+constexpr char kNanText[] = "NaN";
+
+}  // namespace
 
 Statement::~Statement() {
   sqlite3_finalize(stmt_);
@@ -12,6 +25,10 @@ Statement& Statement::Bind(int index, int64_t value) {
 }
 
 Statement& Statement::Bind(int index, double value) {
+  if (std::isnan(value)) {
+    sqlite3_bind_text(stmt_, index, kNanText, -1, SQLITE_STATIC);
+    return *this;
+  }
   sqlite3_bind_double(stmt_, index, value);
   return *this;
 }
@@ -52,6 +69,11 @@ int64_t Statement::Int(int column) const {
 }
 
 double Statement::Double(int column) const {
+  if (sqlite3_column_type(stmt_, column) == SQLITE_TEXT &&
+      std::strcmp(reinterpret_cast<const char*>(sqlite3_column_text(stmt_, column)), kNanText) ==
+          0) {
+    return std::numeric_limits<double>::quiet_NaN();
+  }
   return sqlite3_column_double(stmt_, column);
 }
 

@@ -24,7 +24,7 @@ class Statement {
   // Binds are 1-based like SQLite's; each returns *this so a row binds in one expression.
   Statement& Bind(int index, int64_t value);
   Statement& Bind(int index, int value) { return Bind(index, static_cast<int64_t>(value)); }
-  Statement& Bind(int index, double value);
+  Statement& Bind(int index, double value);  // NaN too: Double() reads it back as NaN
   Statement& Bind(int index, const std::string& value);
   Statement& Bind(int index, std::optional<double> value);  // nullopt binds NULL
 

@@ -3,6 +3,7 @@
 #include <google/protobuf/descriptor.h>
 
 #include "client/cli/job_text.h"
+#include "common/json_number.h"
 
 namespace qlorad::cli {
 namespace {
@@ -30,8 +31,8 @@ nlohmann::json FieldValue(const Message& m, const FieldDescriptor* f, int index)
       return rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f);
     case FieldDescriptor::CPPTYPE_UINT64:
       return rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f);
-    case FieldDescriptor::CPPTYPE_DOUBLE:
-      return rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f);
+    case FieldDescriptor::CPPTYPE_DOUBLE:  // a diverged loss is NaN: "NaN", as protobuf's JSON
+      return JsonNumber(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
     case FieldDescriptor::CPPTYPE_FLOAT:
       return rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f);
     case FieldDescriptor::CPPTYPE_BOOL:

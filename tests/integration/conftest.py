@@ -4,7 +4,9 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,24 @@ def binary(name: str) -> Path:
     if not path.exists():
         pytest.fail(f"{path} is missing: build first (make build) or set QLORAD_BIN_DIR")
     return path
+
+
+def python_client():
+    """The Python client package (client/python), its generated stubs made first if missing."""
+    sys.path.insert(0, str(REPO / "client" / "python"))
+    if not (REPO / "client" / "python" / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").exists():
+        from qlorad._generate import generate
+
+        generate()
+    import qlorad
+
+    return qlorad
+
+
+def http_get(addr: str, path: str) -> str:
+    """The body of http://addr/path (the coordinator's dashboard data and /metrics)."""
+    with urllib.request.urlopen(f"http://{addr}{path}", timeout=30) as res:
+        return res.read().decode()
 
 
 def wait_until(what: str, predicate, timeout: float = 60.0, on_fail=lambda: ""):

@@ -5,19 +5,11 @@ client's metrics stream and Job, the dashboard's /api/jobs and Prometheus /metri
 were not evaluated carry none. Keep-best is named in the job's result."""
 import json
 import math
-import sys
-import urllib.request
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, http_get, python_client
 
-sys.path.insert(0, str(REPO / "client" / "python"))
-if not (REPO / "client" / "python" / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").exists():
-    from qlorad._generate import generate
-
-    generate()
-
-import qlorad  # noqa: E402
+qlorad = python_client()
 
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
 
@@ -33,11 +25,6 @@ scheduling: {{max_restarts: 0}}
 checkpoint: {{every_steps: 0, output_dir: {out}}}
 """)
     return path
-
-
-def http_get(addr: str, path: str) -> str:
-    with urllib.request.urlopen(f"http://{addr}{path}", timeout=30) as res:
-        return res.read().decode()
 
 
 def test_eval_loss_reaches_every_client(cluster, tiny_model, tmp_path):

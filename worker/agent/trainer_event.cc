@@ -3,7 +3,10 @@
 #include <chrono>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
+
+#include "common/json_number.h"
 
 namespace qlorad::agent {
 namespace {
@@ -27,12 +30,14 @@ int64_t Int(const json& obj, const char* key) {
   return v->get<int64_t>();
 }
 
-// Missing or null: NaN, because the trainer writes null for a loss that is not finite.
+// A non-finite number comes as "NaN", "Infinity" or "-Infinity" (common/json_number.h). Missing
+// or null: NaN, because trainers before those strings wrote null for a loss that is not finite.
 double Double(const json& obj, const char* key) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return std::numeric_limits<double>::quiet_NaN();
-  if (!it->is_number()) throw BadField(std::string(key) + ": expected a number");
-  return it->get<double>();
+  const std::optional<double> number = NumberFromJson(*it);
+  if (!number) throw BadField(std::string(key) + ": expected a number");
+  return *number;
 }
 
 std::string String(const json& obj, const char* key) {
@@ -56,7 +61,7 @@ void FillMetrics(const json& obj, const EventContext& ctx, v1::StepMetrics* m) {
   m->set_vram_reserved_bytes(Int(obj, "vram_reserved_bytes"));
   m->set_vram_peak_bytes(Int(obj, "vram_peak_bytes"));
   m->set_wall_time_s(Double(obj, "wall_time_s"));
-  // Only evaluated steps carry these; null (a diverged eval) reads as NaN like the loss.
+  // Only evaluated steps carry these; a diverged eval reads as NaN like the loss.
   if (obj.contains("eval_loss")) m->set_eval_loss(Double(obj, "eval_loss"));
   if (obj.contains("eval_perplexity")) m->set_eval_perplexity(Double(obj, "eval_perplexity"));
 }
@@ -97,6 +102,10 @@ bool FillPayload(const std::string& kind, const json& obj, const EventContext& c
     event->mutable_error()->set_field(String(obj, "field"));
   } else if (kind == "started") {
     event->mutable_started()->set_pid(Int(obj, "pid"));
+  } else if (kind == "micro_batch_reduced") {
+    // The job goes on with smaller micro-batches: the user learns it from the job's log; the
+    // numbers stay in the line for `qlorad-train --json` readers.
+    *event = LogEvent(ctx, "warning", String(obj, "message"), "trainer", unix_ms);
   } else {
     return false;
   }

@@ -20,7 +20,8 @@ struct EventContext {
 // One stdout line → one event. A line that is not a JSON object, or names an event kind this
 // agent does not know, becomes a log line carrying the text, so nothing the trainer says is lost;
 // a known kind with a field of the wrong type becomes a warning log line that names the field.
-// Unknown keys are ignored (the format grows). A null number (a diverged loss) becomes NaN.
+// Unknown keys are ignored (the format grows). A diverged loss ("NaN", "Infinity", or null from an
+// older trainer) becomes NaN or the infinity it was.
 v1::TrainerEvent TrainerEventFromLine(std::string_view line, const EventContext& ctx,
                                       int64_t unix_ms);
 

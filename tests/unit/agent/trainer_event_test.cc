@@ -50,16 +50,28 @@ TEST(TrainerEventTest, MetricsLineFromTheTrainerFormat) {
   EXPECT_DOUBLE_EQ(s.wall_time_s(), 4.5);
 }
 
-TEST(TrainerEventTest, NullLossBecomesNaN) {
+TEST(TrainerEventTest, NonFiniteLossesArriveAsTheyWere) {
   events::Metrics m;
   m.step = 3;
   m.loss = std::nan("");
+  m.grad_norm = -INFINITY;
   const std::string line = events::MetricsLine(m);
-  ASSERT_NE(line.find("\"loss\":null"), std::string::npos) << line;
+  ASSERT_NE(line.find("\"loss\":\"NaN\""), std::string::npos) << line;
   const v1::TrainerEvent e = TrainerEventFromLine(line, kCtx, kNow);
   ASSERT_TRUE(e.has_metrics());
   EXPECT_TRUE(std::isnan(e.metrics().loss()));
+  EXPECT_EQ(e.metrics().grad_norm(), -INFINITY);
   EXPECT_EQ(e.metrics().step(), 3);
+  // An older trainer wrote null.
+  const v1::TrainerEvent old =
+      TrainerEventFromLine(R"({"event":"metrics","step":3,"loss":null})", kCtx, kNow);
+  ASSERT_TRUE(old.has_metrics());
+  EXPECT_TRUE(std::isnan(old.metrics().loss()));
+  // Any other string is still a bad field.
+  const v1::TrainerEvent bad =
+      TrainerEventFromLine(R"({"event":"metrics","step":3,"loss":"lots"})", kCtx, kNow);
+  ASSERT_TRUE(bad.has_log());
+  EXPECT_NE(bad.log().message().find("loss"), std::string::npos) << bad.log().message();
 
   const v1::TrainerEvent done = TrainerEventFromLine(
       events::DoneLine({.steps = 5, .adapter_path = "/a", .final_loss = NAN}), kCtx, kNow);
@@ -114,6 +126,23 @@ TEST(TrainerEventTest, LogLineKeepsLevelAndMessage) {
   EXPECT_EQ(e.log().job_id(), "job-7");
   EXPECT_EQ(e.log().rank(), 1);
   EXPECT_EQ(e.log().unix_ms(), kNow);
+}
+
+// A step retried in smaller pieces after running out of memory reaches the job's log.
+TEST(TrainerEventTest, AReducedMicroBatchIsAWarningInTheJobsLog) {
+  const v1::TrainerEvent e = TrainerEventFromLine(
+      events::MicroBatchReducedLine({.step = 3,
+                                     .from_rows = 4,
+                                     .to_rows = 2,
+                                     .grad_accum = 2,
+                                     .seq_len = 512,
+                                     .message = "step 3 ran out of memory; retrying"}),
+      kCtx, kNow);
+  ExpectStamped(e);
+  ASSERT_TRUE(e.has_log());
+  EXPECT_EQ(e.log().level(), "warning");
+  EXPECT_EQ(e.log().message(), "step 3 ran out of memory; retrying");
+  EXPECT_EQ(e.log().source(), "trainer");
 }
 
 TEST(TrainerEventTest, CheckpointDoneErrorStarted) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include "qlorad/v1/common.pb.h"
 #include "qlorad/v1/jobs.pb.h"
 
@@ -35,6 +37,21 @@ TEST(ToJson, JobHasEveryFieldNumbersAsNumbersAndShortStates) {
   EXPECT_EQ(j.at("last_loss").get<double>(), 1.25);
   EXPECT_EQ(j.at("error"), "");  // unset fields are present, with their default
   EXPECT_EQ(j.at("gpus"), 0);
+}
+
+// JSON has no NaN: a diverged loss is "NaN", as protobuf's JSON mapping writes it, and not null
+// (which --json uses for an unset field).
+TEST(ToJson, NonFiniteNumbersAreProtobufsStrings) {
+  qlorad::v1::StepMetrics m;
+  m.set_loss(std::numeric_limits<double>::quiet_NaN());
+  m.set_grad_norm(std::numeric_limits<double>::infinity());
+  m.set_eval_loss(-std::numeric_limits<double>::infinity());
+  const nlohmann::json j = ToJson(m);
+  EXPECT_EQ(j.at("loss"), "NaN");
+  EXPECT_EQ(j.at("grad_norm"), "Infinity");
+  EXPECT_EQ(j.at("eval_loss"), "-Infinity");
+  EXPECT_TRUE(j.at("eval_perplexity").is_null());  // unset
+  EXPECT_EQ(j.at("lr"), 0.0);
 }
 
 TEST(ToJson, RepeatedAndNestedFields) {

@@ -31,10 +31,16 @@ TEST(Events, MetricsLineIsOneJsonObjectWithEveryField) {
   }
 }
 
-TEST(Events, NonFiniteLossBecomesNull) {
+TEST(Events, NonFiniteNumbersAreTheStringsOfProtobufsJsonMapping) {
   Metrics m;
   m.loss = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_TRUE(json::parse(MetricsLine(m))["loss"].is_null());
+  m.grad_norm = std::numeric_limits<double>::infinity();
+  const json j = json::parse(MetricsLine(m));
+  EXPECT_EQ(j["loss"], "NaN");
+  EXPECT_EQ(j["grad_norm"], "Infinity");
+  Done done;
+  done.final_loss = -std::numeric_limits<double>::infinity();
+  EXPECT_EQ(json::parse(DoneLine(done))["final_loss"], "-Infinity");
 }
 
 TEST(Events, TextIsEscapedAndInvalidUtf8Replaced) {
@@ -60,7 +66,7 @@ TEST(Events, EvalLossAndPerplexityOnlyOnEvaluatedSteps) {
   EXPECT_DOUBLE_EQ(j["eval_loss"].get<double>(), 2.0);
   EXPECT_NEAR(j["eval_perplexity"].get<double>(), 7.38905609893065, 1e-12);
   m.eval_loss = std::numeric_limits<double>::infinity();
-  EXPECT_TRUE(json::parse(MetricsLine(m))["eval_perplexity"].is_null());
+  EXPECT_EQ(json::parse(MetricsLine(m))["eval_perplexity"], "Infinity");
 }
 
 TEST(Events, DoneNamesTheBestEvaluation) {

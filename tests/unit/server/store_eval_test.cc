@@ -25,15 +25,6 @@ INSERT INTO metrics (job_id, attempt, rank, step, total_steps, loss, lr, grad_no
   VALUES ('old', 0, 0, 10, 10, 1.5, 0.1, 0.2, 100, 0, 0, 0, 5);
 )sql";
 
-JobRecord Job(const std::string& id) {
-  JobRecord r;
-  r.job.set_id(id);
-  r.job.set_name("n");
-  r.job.set_state(v1::JOB_STATE_RUNNING);
-  r.job.set_spec_yaml("name: n\n");
-  return r;
-}
-
 v1::StepMetrics Step(const std::string& job_id, int64_t step) {
   v1::StepMetrics m;
   m.set_job_id(job_id);
@@ -53,7 +44,7 @@ TEST(StoreEvalTest, EvalLossIsStoredOnEvaluatedStepsOnly) {
   TempDir dir;
   auto store = Store::Open(dir.File("q.db"));
   ASSERT_TRUE(store.ok()) << store.status().ToString();
-  ASSERT_TRUE((*store)->InsertJob(Job("j")).ok());
+  ASSERT_TRUE((*store)->InsertJob(MinimalJob("j")).ok());
   for (int64_t step = 1; step <= 4; ++step) {
     const v1::StepMetrics m = step % 2 == 0 ? Evaluated("j", step, 1.0 / step) : Step("j", step);
     ASSERT_TRUE((*store)->AppendMetrics(m).ok());
@@ -81,7 +72,7 @@ TEST(StoreEvalTest, TheBestEvaluationRoundTrips) {
   TempDir dir;
   auto store = Store::Open(dir.File("q.db"));
   ASSERT_TRUE(store.ok());
-  JobRecord r = Job("j");
+  JobRecord r = MinimalJob("j");
   ASSERT_TRUE((*store)->InsertJob(r).ok());
   EXPECT_FALSE((*store)->GetJob("j")->job.has_best());
   r.job.mutable_best()->set_step(40);

@@ -62,6 +62,16 @@ inline std::string SpecYaml(const SpecOptions& o = {}) {
       o.name, o.max_steps, o.gpus, o.priority, o.max_restarts);
 }
 
+// A job record with only what the store needs: an id, a name, RUNNING, a one-line spec.
+inline JobRecord MinimalJob(const std::string& id) {
+  JobRecord r;
+  r.job.set_id(id);
+  r.job.set_name("n");
+  r.job.set_state(v1::JOB_STATE_RUNNING);
+  r.job.set_spec_yaml("name: n\n");
+  return r;
+}
+
 // Polls until pred holds or the deadline passes; returns whether it held. The timeout only
 // bounds a hang: generous, so a loaded machine is never mistaken for a broken coordinator.
 inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 30s) {

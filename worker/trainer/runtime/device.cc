@@ -5,6 +5,10 @@
 
 #include <cstdlib>
 
+#ifdef QLORAD_HAVE_CUDA_ALLOCATOR
+#include "worker/trainer/runtime/cuda_memory.h"
+#endif
+
 namespace qlorad::trainer {
 
 namespace {
@@ -50,6 +54,25 @@ std::optional<DeviceMemory> MemoryOf(at::Device device) {
   const auto [free, total] = at::accelerator::getMemoryInfo(device.index());
   (void)free;
   return DeviceMemory{stats.allocated_bytes[kAllPools].current, static_cast<int64_t>(total)};
+}
+
+void ReleaseCachedMemory(at::Device device) {
+  if (device.is_cuda()) at::accelerator::emptyCache();
+}
+
+Status LimitMemoryFraction(at::Device device, double fraction) {
+  if (!(fraction > 0 && fraction <= 1)) {
+    return InvalidArgument("must be in (0, 1], got " + std::to_string(fraction));
+  }
+  if (!device.is_cuda()) {
+    return FailedPrecondition("only a CUDA device has a memory fraction, not " + device.str());
+  }
+#ifdef QLORAD_HAVE_CUDA_ALLOCATOR
+  SetCudaMemoryFraction(fraction, device.index());
+  return Status::Ok();
+#else
+  return FailedPrecondition("this trainer was built without CUDA");
+#endif
 }
 
 }  // namespace qlorad::trainer

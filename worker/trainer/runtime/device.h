@@ -30,4 +30,13 @@ struct DeviceMemory {
 };
 std::optional<DeviceMemory> MemoryOf(at::Device device);
 
+// Hands the caching allocator's unused blocks on `device` back to the driver, so that a retry
+// after running out of memory starts from what live tensors hold; nothing on the CPU.
+void ReleaseCachedMemory(at::Device device);
+
+// Caps what the caching allocator may hold on `device` at `fraction` of its memory (torch's
+// set_per_process_memory_fraction): allocations beyond it fail as if the device were that small.
+// For tests of running out of memory (QLORAD_CUDA_MEMORY_FRACTION); only CUDA devices have it.
+Status LimitMemoryFraction(at::Device device, double fraction);
+
 }  // namespace qlorad::trainer

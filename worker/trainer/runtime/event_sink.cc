@@ -45,6 +45,10 @@ void EventSink::Metrics(const events::Metrics& m) {
   Emit(events::MetricsLine(m), text);
 }
 
+void EventSink::MicroBatchReduced(const events::MicroBatchReduced& reduced) {
+  Emit(events::MicroBatchReducedLine(reduced), "warning: " + reduced.message);
+}
+
 void EventSink::Log(const std::string& level, const std::string& message) {
   Emit(events::LogLine(level, message), level + ": " + message);
 }

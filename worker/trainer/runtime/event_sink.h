@@ -19,6 +19,7 @@ class EventSink {
   void Metrics(const events::Metrics& m);
   void Log(const std::string& level, const std::string& message);
   void Checkpoint(int64_t step, const std::string& path);
+  void MicroBatchReduced(const events::MicroBatchReduced& reduced);  // as a warning, in text
   void Done(const events::Done& done);
   void Error(const std::string& message, const std::string& field);
 

@@ -137,6 +137,7 @@ DeviceStep BatchPrefetcher::Upload(Slot& slot) {
       mb.cu_seqlens =
           all.narrow(0, offset + 3 * segment, static_cast<int64_t>(b.document_offsets.size()))
               .to(at::kInt);
+      mb.document_offsets = b.document_offsets;
     }
     mb.valid_labels = b.valid_labels;
     step.micro_batches.push_back(std::move(mb));

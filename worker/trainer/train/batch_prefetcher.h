@@ -36,6 +36,9 @@ struct DeviceMicroBatch {
   at::Tensor labels;      // [rows * seq_len], already shifted
   at::Tensor positions;   // [rows, seq_len]; undefined unless some row packs several documents
   at::Tensor cu_seqlens;  // int32 Batch::document_offsets; defined with positions
+  // Batch::document_offsets on the host: where a step retried after running out of memory cuts
+  // the rows apart (micro_batch_rows.h), it finds each piece's bounds without reading the device.
+  std::vector<int64_t> document_offsets;
   int64_t valid_labels = 0;
 };
 

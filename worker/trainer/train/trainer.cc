@@ -13,6 +13,7 @@
 #include "worker/trainer/parallel/communicator.h"
 #include "worker/trainer/runtime/cpu_threads.h"
 #include "worker/trainer/runtime/device.h"
+#include "worker/trainer/runtime/out_of_memory.h"
 #include "worker/trainer/runtime/phase_timer.h"
 #include "worker/trainer/runtime/step_profiler.h"
 #include "worker/trainer/runtime/watchdog.h"
@@ -20,6 +21,7 @@
 #include "worker/trainer/train/fused_adamw.h"
 #include "worker/trainer/train/loss_head.h"
 #include "worker/trainer/train/lr_schedule.h"
+#include "worker/trainer/train/micro_batch_rows.h"
 #include "worker/trainer/train/resume_checkpoint.h"
 #include "worker/trainer/train/setup.h"
 #include "worker/trainer/train/validation_eval.h"
@@ -39,30 +41,103 @@ double SecondsSince(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// How many rows of a micro-batch one forward takes: all of train.micro_batch_size until a step
+// runs out of device memory, then half as many each time it does, for the rest of the run.
+struct ForwardSize {
+  int64_t rows = 1;
+  OomInjection injection;  // QLORAD_INJECT_OOM_ROWS, the test hook
+  int64_t seq_len = 0;     // of the rows the last forward took: what did not fit, if they didn't
+};
+
 // Forward and backward over this rank's micro-batches of one optimizer step. The loss is the mean
 // over every valid token of the step on all ranks (not a mean of per-micro-batch means), so
-// grad_accum and the world size change nothing but memory; the divisor is counted on the host
-// from the labels as they were drawn (StepBatches), never read back from the device. Returns this
-// rank's part of the loss, on the device ([1], fp64), ready for the all-reduce: the step reads it
-// back once, after that.
-at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches) {
+// grad_accum, the world size and forward.rows change nothing but memory; the divisor is counted on
+// the host from the labels as they were drawn (StepBatches), never read back from the device.
+// Returns this rank's part of the loss, on the device ([1], fp64), ready for the all-reduce: the
+// step reads it back once, after that.
+at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches, ForwardSize& forward) {
   const double denominator = static_cast<double>(std::max<int64_t>(batches.global_valid, 1));
   at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(s.device));
-  for (const DeviceMicroBatch& b : batches.micro_batches) {
-    // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
-    // Rows holding several documents keep them apart (block-diagonal attention, positions
-    // restarting per document); others (positions undefined) take the plain causal path.
-    const at::Tensor hidden = s.model->forward(b.inputs, b.positions, b.cu_seqlens);
-    const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
-    // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
-    at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
-                                          {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
-                          .sum /
-                      denominator;
-    loss.backward();
-    total += loss.detach().to(at::kDouble);
+  for (const DeviceMicroBatch& micro_batch : batches.micro_batches) {
+    const int64_t rows = micro_batch.inputs.size(0);
+    for (int64_t begin = 0; begin < rows; begin += forward.rows) {
+      const ForwardRows b = RowsOf(micro_batch, begin, std::min(forward.rows, rows - begin));
+      forward.seq_len = b.inputs.size(1);
+      // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is
+      // unchanged. Rows holding several documents keep them apart (block-diagonal attention,
+      // positions restarting per document); others (positions undefined) take the causal path.
+      const at::Tensor hidden = s.model->forward(b.inputs, b.positions, b.cu_seqlens);
+      forward.injection.MaybeThrow(b.inputs.size(0), hidden.numel() * hidden.element_size());
+      const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
+      // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
+      at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
+                                            {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+                            .sum /
+                        denominator;
+      loss.backward();
+      total += loss.detach().to(at::kDouble);
+    }
   }
   return total;
+}
+
+// AccumulateGradients, run again with half the rows per forward each time it runs out of device
+// memory: the same rows and divisor in more pieces (grad_accum doubled, the global batch kept),
+// so the same gradients up to summation order, and the same dropout masks as a run configured
+// with the smaller micro-batch, since the retry draws them afresh from the step's seed. Only
+// where forward and backward hold no collective (single and ddp; under ddp each rank splits on
+// its own and the gradients' all-reduce comes after): an fsdp rank's peers would wait in a gather
+// the retry does not repeat in step, so fsdp fails cleanly instead. Failing at one row per forward
+// names the length of the rows and what torch said it needed.
+StatusOr<at::Tensor> AccumulateWithinMemory(Session& s, const JobSpec& spec, int64_t step,
+                                            const DeviceStep& batches, ForwardSize& forward,
+                                            EventSink& events) {
+  while (true) {
+    std::string what;
+    try {
+      return AccumulateGradients(s, batches, forward);
+    } catch (const c10::OutOfMemoryError& e) {
+      what = DescribeOutOfMemory(e);
+    }
+    // The failed attempt's graph and activations went with its stack; its gradients go now (the
+    // retry accumulates from zero), and the allocator's cached blocks back to the device.
+    s.optimizer->zero_grad();
+    ReleaseCachedMemory(s.device);
+    const std::string where = "step " + std::to_string(step + 1) + ": out of " +
+                              (s.device.is_cpu() ? "memory" : s.device.str() + " memory") +
+                              " with micro-batches of " + std::to_string(forward.rows) +
+                              " row(s) of " + std::to_string(forward.seq_len) + " tokens (" + what +
+                              ")";
+    if (s.parallel->sharded()) {
+      return FailedPrecondition(
+          where + ". Under fsdp a step is not retried with smaller micro-batches (the ranks' " +
+          "gathers would no longer match); lower train.micro_batch_size and raise " +
+          "train.grad_accum to keep the global batch");
+    }
+    if (forward.rows == 1) {
+      return FailedPrecondition(
+          where + ", the smallest micro-batch (data.max_seq_len " +
+          std::to_string(spec.data.max_seq_len) + ", train.micro_batch_size " +
+          std::to_string(spec.train.micro_batch_size) + " halved down to 1). Lower " +
+          "data.max_seq_len, turn on train.activation_checkpointing, or shard the model over " +
+          "more GPUs (parallel.strategy fsdp)");
+    }
+    const int64_t from = forward.rows;
+    forward.rows = (from + 1) / 2;
+    const int64_t grad_accum =
+        spec.train.grad_accum * ((spec.train.micro_batch_size + forward.rows - 1) / forward.rows);
+    events.MicroBatchReduced(
+        {.step = step + 1,
+         .from_rows = from,
+         .to_rows = forward.rows,
+         .grad_accum = grad_accum,
+         .seq_len = forward.seq_len,
+         .message = where + "; running it again as micro-batches of " +
+                    std::to_string(forward.rows) + " row(s) with grad_accum " +
+                    std::to_string(grad_accum) +
+                    " (the same global batch), and keeping that for the rest of the job"});
+    torch::manual_seed(StepSeed(spec.train.seed, step));
+  }
 }
 
 // What one optimizer step reports.
@@ -80,7 +155,8 @@ struct StepOutcome {
 // once, at the end; nothing before that reads from the device or copies to it from pageable
 // memory (either would make the host wait for everything queued so far).
 StatusOr<StepOutcome> RunStep(Session& s, const JobSpec& spec, const TrainOptions& options,
-                              int64_t step, BatchPrefetcher& data, PhaseTimer& phases) {
+                              int64_t step, BatchPrefetcher& data, ForwardSize& forward,
+                              PhaseTimer& phases, EventSink& events) {
   StepOutcome out;
   out.lr = LearningRateAt(spec.train, step);
   for (auto& group : s.optimizer->param_groups()) group.options().set_lr(out.lr);
@@ -92,7 +168,8 @@ StatusOr<StepOutcome> RunStep(Session& s, const JobSpec& spec, const TrainOption
   AdapterCastCache::NewStep();
   torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
   phases.End("data");
-  const at::Tensor step_loss = AccumulateGradients(s, batches);
+  QLORAD_ASSIGN_OR_RETURN(const at::Tensor step_loss,
+                          AccumulateWithinMemory(s, spec, step, batches, forward, events));
   phases.End("forward+backward");
   QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
   phases.End("gradient reduction");
@@ -257,13 +334,15 @@ class TrainingRun {
                           .rank = options_.rank,
                           .world_size = options_.world_size},
                          s_.device, state_.step, total_steps);
+    QLORAD_ASSIGN_OR_RETURN(OomInjection injection, OomInjection::FromEnvironment());
+    ForwardSize forward{.rows = spec_.train.micro_batch_size, .injection = injection};
     for (int64_t step = state_.step; step < total_steps; ++step) {
       const auto step_started = Clock::now();
       Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
       phases.StartStep();
       profiler.BeginStep(step);
       QLORAD_ASSIGN_OR_RETURN(const StepOutcome outcome,
-                              RunStep(s_, spec_, options_, step, data, phases));
+                              RunStep(s_, spec_, options_, step, data, forward, phases, events_));
       state_.step = step + 1;
       state_.data = outcome.data_after;
       result_.steps = state_.step;
@@ -276,7 +355,9 @@ class TrainingRun {
       }
       ReportMetrics(outcome, step_seconds, eval_loss);
       if (!std::isfinite(outcome.loss)) {
-        return Internal("training diverged: loss is " + std::to_string(outcome.loss) + " at step " +
+        // "nan" whatever its sign bit (std::to_string may say "-nan"), as the clients show it.
+        const std::string loss = std::isnan(outcome.loss) ? "nan" : std::to_string(outcome.loss);
+        return Internal("training diverged: loss is " + loss + " at step " +
                         std::to_string(state_.step) + " (try a lower train.lr or fp32 precision)");
       }
       if (outcome.stop_requested) {
@@ -435,11 +516,16 @@ StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, Ev
   QLORAD_RETURN_IF_ERROR(CheckOptions(spec, options));
   const auto started = Clock::now();
   QLORAD_ASSIGN_OR_RETURN(const at::Device device, DeviceFor(spec, options));
+  QLORAD_ASSIGN_OR_RETURN(const std::optional<double> fraction, LimitMemoryFromEnvironment(device));
   if (std::getenv("OMP_NUM_THREADS") == nullptr) {  // else torch took it
     at::set_num_threads(CpuThreadsPerRank(device.is_cpu(), HostCpus(), LocalRanks()));
   }
   // Announced before loading: the agent learns the process is alive while a large model loads.
   events.Started(spec.train.max_steps, device.str(), options.rank, options.world_size);
+  if (fraction) {
+    events.Log("info", "the caching allocator may hold " + std::to_string(*fraction) + " of " +
+                           device.str() + "'s memory (QLORAD_CUDA_MEMORY_FRACTION)");
+  }
   // Before loading: a missing peer fails the job now, not after a multi-GB load.
   QLORAD_ASSIGN_OR_RETURN(std::shared_ptr<parallel::Communicator> comm,
                           Connect(spec, options, device));

@@ -4,11 +4,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <vector>
 
 #include "tests/unit/trainer/test_util.h"
 #include "worker/trainer/io/file_util.h"
@@ -381,6 +384,130 @@ TEST_F(TrainerTest, Nf4TrainingRunsAndLearns) {
   ASSERT_TRUE(dense.ok());
   EXPECT_NE(nf4->losses[0], dense->losses[0]);
   EXPECT_NEAR(nf4->losses[0], dense->losses[0], 0.02 * dense->losses[0]);
+}
+
+// QLORAD_INJECT_OOM_ROWS for one scope: forwards of more rows throw c10::OutOfMemoryError.
+class InjectedOom {
+ public:
+  explicit InjectedOom(const std::string& rows) {
+    setenv("QLORAD_INJECT_OOM_ROWS", rows.c_str(), 1);
+  }
+  ~InjectedOom() { unsetenv("QLORAD_INJECT_OOM_ROWS"); }
+};
+
+// The micro_batch_reduced events of a run, as (step, from_rows, to_rows, grad_accum).
+std::vector<std::vector<int64_t>> Reductions(const std::string& events) {
+  std::vector<std::vector<int64_t>> found;
+  std::istringstream lines(events);
+  for (std::string line; std::getline(lines, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["event"] != "micro_batch_reduced") continue;
+    found.push_back({j["step"], j["from_rows"], j["to_rows"], j["grad_accum"]});
+    EXPECT_EQ(j["seq_len"], 32) << line;
+    EXPECT_THAT(j["message"].get<std::string>(), HasSubstr("Tried to allocate")) << line;
+  }
+  return found;
+}
+
+// The adapter's tensors as doubles, by name.
+std::map<std::string, std::vector<double>> AdapterValues(const std::string& adapter_dir) {
+  auto file = SafetensorsFile::Open(adapter_dir + "/adapter_model.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status().ToString();
+  std::map<std::string, std::vector<double>> values;
+  if (!file.ok()) return values;
+  for (const SafetensorsTensorInfo& t : file->tensors()) {
+    EXPECT_EQ(t.dtype, "F32");
+    const auto* data = reinterpret_cast<const float*>(file->Data(t));
+    values[t.name].assign(data, data + t.numel());
+  }
+  return values;
+}
+
+// A step that runs out of memory is run again with its micro-batches halved until it fits: the
+// same rows, the same divisor and (drawn afresh from the step's seed) the same dropout masks as
+// a run configured with micro-batches of one row and grad_accum four times as large, so the
+// same losses and adapter up to fp32 summation order. Later steps keep the small micro-batch.
+TEST_F(TrainerTest, AStepOutOfMemoryIsRetriedWithHalvedMicroBatches) {
+  TempDir out;
+  const std::string train =
+      "{max_steps: 4, micro_batch_size: 4, grad_accum: 1, lr: 1.0e-2, scheduler: constant, "
+      "warmup_steps: 0, precision: fp32, seed: 3}";
+  std::string events;
+  auto retried = [&] {
+    InjectedOom oom("1");
+    return Run(Spec(out / "retried", train), {}, &events);
+  }();
+  ASSERT_TRUE(retried.ok()) << retried.status().ToString();
+  EXPECT_EQ(Reductions(events), (std::vector<std::vector<int64_t>>{{1, 4, 2, 2}, {1, 2, 1, 4}}));
+
+  auto small = Run(Spec(out / "small",
+                        "{max_steps: 4, micro_batch_size: 1, grad_accum: 4, lr: 1.0e-2, "
+                        "scheduler: constant, warmup_steps: 0, precision: fp32, seed: 3}"));
+  ASSERT_TRUE(small.ok()) << small.status().ToString();
+  auto unsplit = Run(Spec(out / "unsplit", train));
+  ASSERT_TRUE(unsplit.ok()) << unsplit.status().ToString();
+  ASSERT_EQ(retried->losses.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(retried->losses[i], small->losses[i], 1e-5 * small->losses[i]) << "step " << i + 1;
+  }
+  const auto got = AdapterValues(retried->adapter_path);
+  const auto want = AdapterValues(small->adapter_path);
+  ASSERT_EQ(got.size(), want.size());
+  double largest = 0;
+  for (const auto& [name, values] : want) {
+    for (double v : values) largest = std::max(largest, std::abs(v));
+  }
+  for (const auto& [name, values] : want) {
+    ASSERT_EQ(got.at(name).size(), values.size()) << name;
+    for (size_t k = 0; k < values.size(); ++k) {
+      ASSERT_NEAR(got.at(name)[k], values[k], 1e-5 * largest) << name << "[" << k << "]";
+    }
+  }
+  // The check has teeth: the unsplit run's dropout masks differ (drawn per forward), so its
+  // losses after the first step do too.
+  EXPECT_GT(std::abs(unsplit->losses[3] - small->losses[3]), 1e-4);
+}
+
+// When even one row per forward does not fit, the job fails naming the rows' length, the spec
+// fields that set it, and what torch said it tried to allocate.
+TEST_F(TrainerTest, AStepOutOfMemoryAtOneRowFailsNamingTheSequenceLength) {
+  TempDir out;
+  std::string events;
+  InjectedOom oom("0");
+  auto failed =
+      Run(Spec(out / "r", "{max_steps: 2, micro_batch_size: 4, precision: fp32}"), {}, &events);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), StatusCode::kFailedPrecondition);
+  const std::string& message = failed.status().message();
+  EXPECT_THAT(message, HasSubstr("step 1: out of memory with micro-batches of 1 row(s) of 32 "
+                                 "tokens (Tried to allocate"));
+  EXPECT_THAT(message, HasSubstr("data.max_seq_len 32, train.micro_batch_size 4 halved down to 1"));
+  EXPECT_EQ(Reductions(events), (std::vector<std::vector<int64_t>>{{1, 4, 2, 2}, {1, 2, 1, 4}}));
+}
+
+// fsdp gathers and reduce-scatters inside forward and backward: a rank retrying alone would leave
+// its peers in a collective it no longer matches, so the step is not retried, even on one rank.
+TEST_F(TrainerTest, UnderFsdpAStepOutOfMemoryFailsSayingToLowerTheMicroBatch) {
+  TempDir out;
+  std::string events;
+  InjectedOom oom("1");
+  JobSpec spec = Spec(out / "r", "{max_steps: 2, micro_batch_size: 4, precision: fp32}");
+  spec.parallel.strategy = StrategyChoice::kFsdp;
+  auto failed = Run(spec, {}, &events);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().message(),
+              HasSubstr("step 1: out of memory with micro-batches of 4 row(s) of 32 tokens"));
+  EXPECT_THAT(failed.status().message(),
+              HasSubstr("Under fsdp a step is not retried with smaller micro-batches"));
+  EXPECT_TRUE(Reductions(events).empty());
+}
+
+TEST_F(TrainerTest, ABadOomInjectionIsAnErrorNamingTheVariable) {
+  TempDir out;
+  InjectedOom oom("some");
+  auto failed = Run(Spec(out / "r"));
+  ASSERT_FALSE(failed.ok());
+  EXPECT_THAT(failed.status().message(), HasSubstr("QLORAD_INJECT_OOM_ROWS: must be a whole"));
 }
 
 }  // namespace
