@@ -101,8 +101,8 @@ int64_t RowStatsBytes(const Widths& w) {
 // input upcast to fp32 (PEFT's way): q|k|v's and gate|up's [h], o's [q] and down's [I].
 int64_t KeptPerTokenWithoutRecompute(const MemoryJob& job, const Widths& w) {
   const int64_t b = job.activation_bytes;
-  int64_t bytes = (4 * w.h + w.q + w.qkv + 2 * w.i) * b + RowStatsBytes(w) +
-                  w.lora_xa * job.lora_compute_bytes;
+  int64_t bytes =
+      (4 * w.h + w.q + w.qkv + 2 * w.i) * b + RowStatsBytes(w) + w.lora_xa * job.lora_compute_bytes;
   if (job.lora_compute_bytes > b) bytes += (2 * w.h + w.q + w.i) * job.lora_compute_bytes;
   return bytes;
 }
@@ -165,15 +165,10 @@ int64_t LayerWorkingSet(const MemoryJob& job, const Widths& w, int64_t tokens) {
 // at most (train.loss_chunk_size auto).
 int64_t LossBytes(const MemoryJob& job, const Widths& w, int64_t tokens) {
   const int64_t hidden = tokens * w.h * job.activation_bytes;
-  const int64_t scratch =
-      Targets(job, "lm_head")
-          ? 2 * std::min(tokens * job.model.vocab_size * 4, 256 * kMiB)
-          : hidden / 5;
+  const int64_t scratch = Targets(job, "lm_head")
+                              ? 2 * std::min(tokens * job.model.vocab_size * 4, 256 * kMiB)
+                              : hidden / 5;
   return 3 * hidden + tokens * 8 + scratch;
-}
-
-std::string GiBOf(int64_t bytes) {
-  return FormatGiB(bytes);
 }
 
 MemoryJob WithSeqLen(MemoryJob job, int64_t seq_len) {
@@ -183,9 +178,13 @@ MemoryJob WithSeqLen(MemoryJob job, int64_t seq_len) {
 
 }  // namespace
 
-std::string FormatGiB(int64_t bytes) {
+std::string FormatMemory(int64_t bytes) {
   char text[32];
-  std::snprintf(text, sizeof(text), "%.1f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
+  if (bytes < (int64_t{1} << 30)) {
+    std::snprintf(text, sizeof(text), "%.0f MiB", static_cast<double>(bytes) / (int64_t{1} << 20));
+  } else {
+    std::snprintf(text, sizeof(text), "%.1f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
+  }
   return text;
 }
 
@@ -229,8 +228,8 @@ MemoryEstimate EstimateMemory(const MemoryJob& job) {
     gathered_lora = std::min<int64_t>(2, layers) * layer_lora * job.lora_compute_bytes;
   }
   const int64_t lora_fixed = 12 * rank_lora + gathered_lora;
-  const int64_t layer_grads = fsdp ? (job.cpu_offload ? 0 : CeilDiv(4 * layer_lora, job.world_size))
-                                   : 4 * layer_lora;
+  const int64_t layer_grads =
+      fsdp ? (job.cpu_offload ? 0 : CeilDiv(4 * layer_lora, job.world_size)) : 4 * layer_lora;
 
   // Kept activations per layer: with recompute, the layer's input only [T, h]
   // (activation_recompute.h); without, everything its backward reads
@@ -280,9 +279,8 @@ MemoryEstimate EstimateMemory(const MemoryJob& job) {
   }
   // The optimizer step: every gradient (ddp also flattens them into one all-reduce buffer).
   const int64_t all_grads = layers * layer_grads + 4 * head_lora;
-  const int64_t at_optimizer =
-      e.frozen_weights + lora_fixed + all_grads +
-      (job.sharding == MemorySharding::kDdp ? all_grads : 0) + e.workspace;
+  const int64_t at_optimizer = e.frozen_weights + lora_fixed + all_grads +
+                               (job.sharding == MemorySharding::kDdp ? all_grads : 0) + e.workspace;
   if (at_optimizer > e.peak) {
     e.kept_activations = e.layer_working_set = e.loss = 0;
     e.lora_state = at_optimizer - e.frozen_weights - e.workspace;
@@ -345,7 +343,8 @@ ActivationChoices ResolveActivations(const JobSpec& spec, MemoryJob job,
   const CheckpointingChoice checkpointing = spec.train.activation_checkpointing;
   const CheckpointingChoice offload = spec.train.activation_offload;
   const auto usable = [&] {
-    return GiBOf(UsableBytes(*free_bytes)) + " usable of " + GiBOf(*free_bytes) + " free";
+    return FormatMemory(UsableBytes(*free_bytes)) + " usable of " + FormatMemory(*free_bytes) +
+           " free";
   };
   ActivationChoices c;
   if (checkpointing != CheckpointingChoice::kAuto) {
@@ -358,7 +357,7 @@ ActivationChoices ResolveActivations(const JobSpec& spec, MemoryJob job,
     const int64_t peak = EstimateMemory(job).peak;
     c.checkpointing = peak > UsableBytes(*free_bytes);
     c.checkpointing_why =
-        "auto: the memory estimate of a step without it is " + GiBOf(peak) + ", " + usable();
+        "auto: the memory estimate of a step without it is " + FormatMemory(peak) + ", " + usable();
   }
   if (!c.checkpointing && offload == CheckpointingChoice::kOn) {
     c.checkpointing = true;
@@ -377,7 +376,7 @@ ActivationChoices ResolveActivations(const JobSpec& spec, MemoryJob job,
     const int64_t peak = EstimateMemory(job).peak;
     c.offload = peak > UsableBytes(*free_bytes);
     c.offload_why = "auto: the memory estimate with the layers' inputs on the device is " +
-                    GiBOf(peak) + ", " + usable();
+                    FormatMemory(peak) + ", " + usable();
   }
   return c;
 }
@@ -406,7 +405,7 @@ std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes
   const auto offer = [&](const MemoryJob& changed, const std::string& what) {
     const int64_t peak = EstimateMemory(changed).peak;
     if (peak > UsableBytes(free_bytes)) return false;
-    changes.push_back(what + " (about " + GiBOf(peak) + ")");
+    changes.push_back(what + " (about " + FormatMemory(peak) + ")");
     return true;
   };
   if (!job.checkpointing) {
@@ -440,21 +439,20 @@ std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes
 
 std::string DoesNotFitMessage(const MemoryJob& job, int64_t free_bytes) {
   const MemoryEstimate e = EstimateMemory(job);
-  std::string m = "the memory estimate of this job is " + GiBOf(e.peak) + " at its peak (" +
-                  e.phase + ": frozen weights " + GiBOf(e.frozen_weights) +
-                  ", LoRA and optimizer state " + GiBOf(e.lora_state) + ", kept activations " +
-                  GiBOf(e.kept_activations) + ", one layer's backward " +
-                  GiBOf(e.layer_working_set) + ", loss " + GiBOf(e.loss) + ", workspace " +
-                  GiBOf(e.workspace) + "), more than the " + GiBOf(UsableBytes(free_bytes)) +
-                  " it may use of the " + GiBOf(free_bytes) +
-                  " free on the device (90%: the allocator's fragmentation takes some of the "
-                  "rest). ";
+  std::string m =
+      "the memory estimate of this job is " + FormatMemory(e.peak) + " at its peak (" + e.phase +
+      ": frozen weights " + FormatMemory(e.frozen_weights) + ", LoRA and optimizer state " +
+      FormatMemory(e.lora_state) + ", kept activations " + FormatMemory(e.kept_activations) +
+      ", one layer's backward " + FormatMemory(e.layer_working_set) + ", loss " +
+      FormatMemory(e.loss) + ", workspace " + FormatMemory(e.workspace) + "), more than the " +
+      FormatMemory(UsableBytes(free_bytes)) + " it may use of the " + FormatMemory(free_bytes) +
+      " free on the device (90%: the allocator's fragmentation takes some of the "
+      "rest). ";
   const int64_t longest = LargestFittingSeqLen(job, free_bytes);
-  const std::string options = std::string("activation checkpointing ") +
-                              (job.checkpointing ? "on" : "off") +
-                              (job.checkpointing ? (job.offload ? ", offload on" : ", offload off")
-                                                 : "") +
-                              ", micro_batch_size " + std::to_string(job.micro_batch_size);
+  const std::string options =
+      std::string("activation checkpointing ") + (job.checkpointing ? "on" : "off") +
+      (job.checkpointing ? (job.offload ? ", offload on" : ", offload off") : "") +
+      ", micro_batch_size " + std::to_string(job.micro_batch_size);
   m += longest > 0 ? "The largest data.max_seq_len that fits with these options (" + options +
                          ") is " + std::to_string(longest) + ". "
                    : "Not even data.max_seq_len 1024 fits with these options (" + options + "). ";

@@ -104,7 +104,7 @@ std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes
 // the changes that would make the asked one fit, and how to run anyway.
 std::string DoesNotFitMessage(const MemoryJob& job, int64_t free_bytes);
 
-// "23.4 GiB"
-std::string FormatGiB(int64_t bytes);
+// "23.4 GiB", or "310 MiB" below 1 GiB (where tenths of a GiB say too little).
+std::string FormatMemory(int64_t bytes);
 
 }  // namespace qlorad

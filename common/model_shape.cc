@@ -30,8 +30,7 @@ Status ReadSize(const json& j, const std::string& source, const char* key, bool 
 StatusOr<ModelShape> ParseModelShape(const std::string& json_text, const std::string& source) {
   json j;
   bool too_deep = false;
-  const json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t,
-                                                          json&) {
+  const json::parser_callback_t limit_depth = [&too_deep](int depth, json::parse_event_t, json&) {
     if (depth > kMaxDepth) too_deep = true;
     return !too_deep;
   };
@@ -46,12 +45,10 @@ StatusOr<ModelShape> ParseModelShape(const std::string& json_text, const std::st
   QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "hidden_size", true, &s.hidden_size));
   QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "intermediate_size", true, &s.intermediate_size));
   QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "num_hidden_layers", true, &s.num_hidden_layers));
-  QLORAD_RETURN_IF_ERROR(
-      ReadSize(j, source, "num_attention_heads", true, &s.num_attention_heads));
+  QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "num_attention_heads", true, &s.num_attention_heads));
   QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "vocab_size", true, &s.vocab_size));
   s.num_key_value_heads = s.num_attention_heads;
-  QLORAD_RETURN_IF_ERROR(
-      ReadSize(j, source, "num_key_value_heads", false, &s.num_key_value_heads));
+  QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "num_key_value_heads", false, &s.num_key_value_heads));
   s.head_dim = s.hidden_size / s.num_attention_heads;
   QLORAD_RETURN_IF_ERROR(ReadSize(j, source, "head_dim", false, &s.head_dim));
   if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"].is_boolean()) {

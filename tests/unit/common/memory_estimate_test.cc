@@ -11,14 +11,24 @@ constexpr int64_t kGiB = int64_t{1} << 30;
 
 // Llama-3.2-1B and Llama-3.1-8B as their config.json files give them.
 ModelShape Llama1B() {
-  return {.hidden_size = 2048, .intermediate_size = 8192, .num_hidden_layers = 16,
-          .num_attention_heads = 32, .num_key_value_heads = 8, .head_dim = 64,
-          .vocab_size = 128256, .tie_word_embeddings = true};
+  return {.hidden_size = 2048,
+          .intermediate_size = 8192,
+          .num_hidden_layers = 16,
+          .num_attention_heads = 32,
+          .num_key_value_heads = 8,
+          .head_dim = 64,
+          .vocab_size = 128256,
+          .tie_word_embeddings = true};
 }
 ModelShape Llama8B() {
-  return {.hidden_size = 4096, .intermediate_size = 14336, .num_hidden_layers = 32,
-          .num_attention_heads = 32, .num_key_value_heads = 8, .head_dim = 128,
-          .vocab_size = 128256, .tie_word_embeddings = false};
+  return {.hidden_size = 4096,
+          .intermediate_size = 14336,
+          .num_hidden_layers = 32,
+          .num_attention_heads = 32,
+          .num_key_value_heads = 8,
+          .head_dim = 128,
+          .vocab_size = 128256,
+          .tie_word_embeddings = false};
 }
 
 MemoryJob Job(ModelShape model, int64_t rows, int64_t seq, bool checkpointing, bool offload) {
@@ -61,11 +71,11 @@ TEST(MemoryEstimate, WithinTenPercentOfTheMeasuredPeaks) {
     double peak_gib;
   };
   const Measured runs[] = {
-      {Llama1B(), 4, 2048, false, false, 8.973},  // a47ab63
-      {Llama1B(), 4, 2048, true, false, 2.760},   // 609ecbe
-      {Llama1B(), 4, 2048, true, true, 2.359},    // 609ecbe
-      {Llama8B(), 1, 2048, false, false, 12.867}, // bdd46c0
-      {Llama8B(), 1, 2048, true, false, 6.823},   // bdd46c0
+      {Llama1B(), 4, 2048, false, false, 8.973},   // a47ab63
+      {Llama1B(), 4, 2048, true, false, 2.760},    // 609ecbe
+      {Llama1B(), 4, 2048, true, true, 2.359},     // 609ecbe
+      {Llama8B(), 1, 2048, false, false, 12.867},  // bdd46c0
+      {Llama8B(), 1, 2048, true, false, 6.823},    // bdd46c0
   };
   for (const Measured& m : runs) {
     const double estimate =
@@ -145,9 +155,9 @@ TEST(MemoryEstimate, ChangesThatFitDoFitAndTheMessageNamesThem) {
   EXPECT_TRUE(Fits(on, free));
 
   const std::string message = DoesNotFitMessage(job, free);
-  EXPECT_NE(message.find("the memory estimate of this job is " +
-                         FormatGiB(EstimateMemory(job).peak)),
-            std::string::npos)
+  EXPECT_NE(
+      message.find("the memory estimate of this job is " + FormatMemory(EstimateMemory(job).peak)),
+      std::string::npos)
       << message;
   EXPECT_NE(message.find("of the 40.0 GiB free"), std::string::npos) << message;
   EXPECT_NE(message.find("The largest data.max_seq_len that fits with these options "
@@ -211,6 +221,12 @@ TEST(MemoryEstimate, DeviceBytesNeededAddsTheContextAndTheAllocatorsShare) {
   EXPECT_EQ(UsableBytes(10 * kGiB), 9 * kGiB);
 }
 
+TEST(MemoryEstimate, FormatMemorySaysMiBBelowAGiB) {
+  EXPECT_EQ(FormatMemory(310 * (int64_t{1} << 20)), "310 MiB");
+  EXPECT_EQ(FormatMemory(kGiB), "1.0 GiB");
+  EXPECT_EQ(FormatMemory(kGiB * 234 / 10), "23.4 GiB");
+}
+
 TEST(ModelShape, ReadsTheSizesWithTheTrainersDefaults) {
   auto shape = ParseModelShape(
       R"({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -222,8 +238,10 @@ TEST(ModelShape, ReadsTheSizesWithTheTrainersDefaults) {
   EXPECT_FALSE(shape->tie_word_embeddings);
   EXPECT_EQ(ParseModelShape(R"({"hidden_size": 64})", "x/config.json").status().message(),
             "x/config.json: intermediate_size: missing");
-  EXPECT_EQ(ParseModelShape("[1", "x/config.json").status().message().rfind(
-                "x/config.json: not valid JSON", 0),
+  EXPECT_EQ(ParseModelShape("[1", "x/config.json")
+                .status()
+                .message()
+                .rfind("x/config.json: not valid JSON", 0),
             0u);
   EXPECT_EQ(ReadModelShape("/nonexistent-dir").status().code(), StatusCode::kNotFound);
 }

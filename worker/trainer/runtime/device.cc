@@ -52,4 +52,12 @@ std::optional<DeviceMemory> MemoryOf(at::Device device) {
   return DeviceMemory{stats.allocated_bytes[kAllPools].current, static_cast<int64_t>(total)};
 }
 
+std::optional<int64_t> FreeMemoryOf(at::Device device) {
+  if (const char* hook = std::getenv("QLORAD_TEST_FREE_MEMORY_BYTES"); hook != nullptr) {
+    return std::strtoll(hook, nullptr, 10);
+  }
+  if (!device.is_cuda()) return std::nullopt;
+  return static_cast<int64_t>(at::accelerator::getMemoryInfo(device.index()).first);
+}
+
 }  // namespace qlorad::trainer
