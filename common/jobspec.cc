@@ -308,6 +308,7 @@ Status ParseTrain(Section s, TrainSpec* t) {
 Status ParseResources(Section s, ResourcesSpec* r) {
   QLORAD_RETURN_IF_ERROR(s.Get("gpus", &r->gpus));
   QLORAD_RETURN_IF_ERROR(GetChoice(s, "device", &r->device));
+  QLORAD_RETURN_IF_ERROR(s.Get("ignore_memory_estimate", &r->ignore_memory_estimate));
   QLORAD_RETURN_IF_ERROR(s.Validate());
   return Require(r->gpus >= 1 && r->gpus <= 1024, s.Field("gpus"),
                  "must be in [1, 1024], got " + Show(r->gpus));

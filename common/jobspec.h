@@ -104,6 +104,10 @@ struct TrainSpec {
 struct ResourcesSpec {
   int gpus = 1;  // world size
   DeviceChoice device = DeviceChoice::kAuto;
+  // The trainer refuses a job whose memory estimate (common/memory_estimate.h) exceeds what the
+  // GPU has free, and the coordinator places it only on a worker whose GPU has room; true skips
+  // both (an estimate can be wrong).
+  bool ignore_memory_estimate = false;
 };
 
 struct SchedulingSpec {

@@ -132,14 +132,24 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
         out);
   });
   if (!written.ok()) return written;
-  Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
+  Status scheduled = Mutate([&](Published& out) { return Schedule(out, true); });
   if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
-  return job;
+  v1::Job submitted = job;
+  FillWaitingReason(submitted);
+  return submitted;
+}
+
+void Coordinator::FillWaitingReason(v1::Job& job) const {
+  if (job.state() != v1::JOB_STATE_QUEUED) return;
+  auto it = waiting_reasons_.find(job.id());
+  if (it != waiting_reasons_.end()) job.set_waiting_reason(it->second);
 }
 
 StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
   if (job_id.empty()) return InvalidArgument("job_id: is required");
   QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
+  std::lock_guard<std::mutex> lock(mu_);
+  FillWaitingReason(record.job);
   return record.job;
 }
 
@@ -155,7 +165,11 @@ StatusOr<JobPage> Coordinator::ListJobs(const std::vector<v1::JobState>& states,
     const v1::Job& last = records.back().job;
     page.next_page_token = EncodePageToken({last.created_unix_ms(), last.id()});
   }
-  for (auto& r : records) page.jobs.push_back(std::move(r.job));
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& r : records) {
+    FillWaitingReason(r.job);
+    page.jobs.push_back(std::move(r.job));
+  }
   return page;
 }
 
@@ -204,6 +218,10 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
   worker.last_heartbeat = options_.now();
+  // One device per agent; a GPU's memory bounds the jobs placed on it (scheduler.h).
+  if (request.devices_size() > 0 && request.devices(0).kind() == "cuda") {
+    worker.gpu_memory_bytes = request.devices(0).total_memory_bytes();
+  }
   const std::string worker_id = worker.id;
   std::vector<std::string> same_name;
   for (const auto& [id, w] : workers_) {
@@ -366,22 +384,37 @@ void Coordinator::Tick() {
   if (!status.ok()) spdlog::error("coordinator tick failed: {}", status.ToString());
 }
 
-Status Coordinator::Schedule(Published& out) {
+Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   if (stopped_) return Status::Ok();
   std::vector<FreeWorker> free;
+  std::vector<int64_t> registered_memory;
   for (const auto& [id, w] : workers_) {
-    if (w.Free()) free.push_back({id, w.hostname});
+    registered_memory.push_back(w.gpu_memory_bytes);
+    if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes});
   }
-  if (free.empty()) return Status::Ok();
+  if (free.empty() && !even_if_none_free) return Status::Ok();
   QLORAD_ASSIGN_OR_RETURN(auto queued_records, store_->ListJobs({v1::JOB_STATE_QUEUED}, 0));
   std::map<std::string, JobRecord> queued;
   std::vector<QueuedJob> candidates;
+  std::map<std::string, JobMemoryNeed> needs;
   for (auto& r : queued_records) {
-    candidates.push_back({r.job.id(), r.job.priority(), r.job.created_unix_ms(), r.job.gpus()});
+    // Worked out once per job (it may read the model's config.json), and said in its log then.
+    auto known = memory_needs_.find(r.job.id());
+    JobMemoryNeed need =
+        known != memory_needs_.end() ? known->second : GpuMemoryNeedOf(r.job.spec_yaml());
+    if (known == memory_needs_.end() && !need.note.empty()) {
+      QLORAD_RETURN_IF_ERROR(Log(r.job.id(), "info", need.note, out));
+    }
+    candidates.push_back({r.job.id(), r.job.priority(), r.job.created_unix_ms(), r.job.gpus(),
+                          need.gpu_memory_bytes});
+    needs.emplace(r.job.id(), std::move(need));
     queued.emplace(r.job.id(), std::move(r));
   }
-  const auto placements = PlanPlacements(std::move(candidates), std::move(free),
-                                         static_cast<int>(workers_.size()), options_.pick_port);
+  memory_needs_ = std::move(needs);  // only queued jobs: a requeued one is worked out again
+  SchedulePlan plan =
+      PlanSchedule(std::move(candidates), std::move(free), registered_memory, options_.pick_port);
+  waiting_reasons_ = std::move(plan.waiting);
+  const std::vector<Placement>& placements = plan.placements;
   for (const Placement& p : placements) {
     JobRecord& record = queued.at(p.job_id);
     v1::Job& job = record.job;

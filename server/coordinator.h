@@ -29,6 +29,7 @@
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
+#include "server/job_memory.h"
 #include "server/job_pages.h"
 #include "server/job_validation.h"
 #include "server/metrics_hub.h"
@@ -112,7 +113,8 @@ class Coordinator {
     std::string name;
     std::string hostname;
     Clock::time_point last_heartbeat;
-    uint64_t generation = 0;  // of the attached Assignments stream; 0: none attached
+    int64_t gpu_memory_bytes = -1;  // its GPU's total memory; -1: a CPU worker
+    uint64_t generation = 0;        // of the attached Assignments stream; 0: none attached
     std::deque<v1::Assignment> outbox;
     // (job id, attempt) it was told to start and has not reported the exit of.
     std::set<std::pair<std::string, int>> running;
@@ -181,7 +183,11 @@ class Coordinator {
   void SendOrder(const std::string& worker_id, v1::Assignment order);
   static v1::Assignment CancelOrder(const std::string& job_id, int attempt, int rank);
   Status DropWorker(const std::string& worker_id, const std::string& why, Published& out);
-  Status Schedule(Published& out);
+  // Plans the queue onto the free workers. With no free worker it returns at once, unless
+  // even_if_none_free (a submit: the job may fit no registered worker, which it should hear now).
+  Status Schedule(Published& out, bool even_if_none_free = false);
+  // The job's waiting_reason, while it is queued.
+  void FillWaitingReason(v1::Job& job) const;
   void PublishLocked(const Published& out);
   // Runs body in one transaction and publishes what it produced once committed.
   Status Mutate(const std::function<Status(Published&)>& body);
@@ -198,6 +204,10 @@ class Coordinator {
   uint64_t next_generation_ = 1;
   std::map<std::string, WorkerState> workers_;  // by id
   std::map<std::string, Run> runs_;             // by job id
+  // The GPU memory each queued job needs (job_memory.h), worked out once per job, and why the
+  // scheduler left a job queued (Job.waiting_reason), as of its last plan.
+  std::map<std::string, JobMemoryNeed> memory_needs_;
+  std::map<std::string, std::string> waiting_reasons_;
   std::thread tick_thread_;
 };
 

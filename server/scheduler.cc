@@ -1,9 +1,11 @@
 #include "server/scheduler.h"
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <tuple>
 
+#include "common/memory_estimate.h"
 #include "common/process/free_port.h"
 
 namespace qlorad::server {
@@ -29,25 +31,77 @@ int PickLocalFreePort(const std::string& /*host*/) {
 
 std::vector<Placement> PlanPlacements(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
                                       int registered_workers, const PortPicker& pick_port) {
+  return PlanSchedule(std::move(queued), std::move(free),
+                      std::vector<int64_t>(std::max(registered_workers, 0), -1), pick_port)
+      .placements;
+}
+
+SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
+                          const std::vector<int64_t>& registered_gpu_memory,
+                          const PortPicker& pick_port) {
   std::sort(queued.begin(), queued.end(), [](const QueuedJob& a, const QueuedJob& b) {
     return std::make_tuple(-a.priority, a.created_unix_ms, a.id) <
            std::make_tuple(-b.priority, b.created_unix_ms, b.id);
   });
   OrderByHost(free);
-  std::vector<Placement> placements;
-  size_t next_free = 0;
+  SchedulePlan plan;
+  const int registered = static_cast<int>(registered_gpu_memory.size());
+  // Set once a job waits for busy workers: the jobs behind it wait too (they are still looked
+  // at, so that those no registered worker can take say why).
+  bool blocked = false;
   for (const QueuedJob& job : queued) {
     const int gpus = std::max(job.gpus, 1);
-    if (gpus > registered_workers) continue;  // can never fit with the workers we have
-    if (static_cast<size_t>(gpus) > free.size() - next_free) break;  // wait; keep its place
+    if (gpus > registered) continue;  // can never fit with the workers we have
+    const auto fits = [&](int64_t memory) {
+      return job.gpu_memory_bytes <= 0 || memory < 0 || memory >= job.gpu_memory_bytes;
+    };
+    const int fitting = static_cast<int>(
+        std::count_if(registered_gpu_memory.begin(), registered_gpu_memory.end(), fits));
+    if (fitting < gpus) {  // no registered workers have the memory: skipped, with the reason
+      const int64_t largest =
+          *std::max_element(registered_gpu_memory.begin(), registered_gpu_memory.end());
+      plan.waiting[job.id] =
+          (gpus == 1 ? "waiting for a worker with at least "
+                     : "waiting for " + std::to_string(gpus) + " workers with at least ") +
+          FormatMemory(job.gpu_memory_bytes) + " of GPU memory (its memory estimate); " +
+          (gpus == 1 ? "the largest registered GPU has " + FormatMemory(largest)
+                     : std::to_string(fitting) + " registered have that much");
+      continue;
+    }
+    if (blocked) continue;
+    // The free workers that fit, in host order; a one-rank job takes the smallest of them.
+    std::vector<size_t> chosen;
+    for (size_t i = 0; i < free.size(); ++i) {
+      if (fits(free[i].gpu_memory_bytes)) chosen.push_back(i);
+    }
+    if (static_cast<int>(chosen.size()) < gpus) {
+      if (job.gpu_memory_bytes > 0) {
+        plan.waiting[job.id] = "waiting for a free worker with at least " +
+                               FormatMemory(job.gpu_memory_bytes) +
+                               " of GPU memory (its memory estimate)";
+      }
+      blocked = true;  // wait; keep its place
+      continue;
+    }
+    if (gpus == 1 && job.gpu_memory_bytes > 0) {
+      const auto best_fit = [&](size_t i) {  // the smallest GPU that fits; CPU workers last
+        const int64_t memory = free[i].gpu_memory_bytes;
+        return memory < 0 ? std::numeric_limits<int64_t>::max() : memory;
+      };
+      chosen = {*std::min_element(chosen.begin(), chosen.end(),
+                                  [&](size_t a, size_t b) { return best_fit(a) < best_fit(b); })};
+    }
+    chosen.resize(gpus);
     Placement p;
     p.job_id = job.id;
-    for (int rank = 0; rank < gpus; ++rank) p.worker_ids.push_back(free[next_free++].id);
-    const std::string& host = free[next_free - gpus].hostname;
+    for (size_t i : chosen) p.worker_ids.push_back(free[i].id);
+    const std::string host = free[chosen.front()].hostname;
     p.rendezvous = host + ":" + std::to_string(pick_port(host));
-    placements.push_back(std::move(p));
+    std::sort(chosen.rbegin(), chosen.rend());
+    for (size_t i : chosen) free.erase(free.begin() + static_cast<std::ptrdiff_t>(i));
+    plan.placements.push_back(std::move(p));
   }
-  return placements;
+  return plan;
 }
 
 }  // namespace qlorad::server

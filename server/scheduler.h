@@ -6,10 +6,19 @@
 // never on fewer. A job that fits nowhere right now holds back the jobs behind it, so a large
 // job is not starved by a stream of small ones; a job larger than every registered worker put
 // together cannot start at all and is skipped instead of blocking the queue.
+//
+// GPU memory: a job whose memory estimate is known (common/memory_estimate.h, from the model's
+// config.json when the coordinator can read it) goes only to GPU workers whose memory covers it;
+// CPU workers are not memory-checked (the estimate models the GPU path: host memory has swap, no
+// caching allocator, and the CPU path keeps other tensors). A job no registered worker has the
+// memory for is skipped like a gang larger than the pool, with a reason the user sees; one whose
+// fitting workers are busy waits and keeps its place. Of the fitting free workers a one-rank job
+// takes the one with the least memory, leaving the larger GPUs to the jobs that need them.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -20,11 +29,14 @@ struct QueuedJob {
   int priority = 0;
   int64_t created_unix_ms = 0;
   int gpus = 1;
+  // GPU memory each of its workers needs (DeviceBytesNeeded of its estimate); 0: not checked.
+  int64_t gpu_memory_bytes = 0;
 };
 
 struct FreeWorker {
   std::string id;
   std::string hostname;
+  int64_t gpu_memory_bytes = -1;  // the GPU's total memory; -1: a CPU worker, not checked
 };
 
 struct Placement {
@@ -42,5 +54,17 @@ int PickLocalFreePort(const std::string& host);
 
 std::vector<Placement> PlanPlacements(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
                                       int registered_workers, const PortPicker& pick_port);
+
+struct SchedulePlan {
+  std::vector<Placement> placements;
+  // Why a queued job was not placed, by job id, where GPU memory is the reason:
+  // "waiting for a worker with at least 23.1 GiB of GPU memory (...); the largest has 15.9 GiB".
+  std::map<std::string, std::string> waiting;
+};
+
+// registered_gpu_memory: each registered worker's GPU memory in bytes, -1 for a CPU worker.
+SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
+                          const std::vector<int64_t>& registered_gpu_memory,
+                          const PortPicker& pick_port);
 
 }  // namespace qlorad::server

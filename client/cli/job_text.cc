@@ -107,6 +107,9 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
   }};
   // Only jobs that evaluate (data.validation) have a best evaluation: no row for the others.
   if (job.has_best()) fields.insert(fields.end() - 1, {"best", BestText(job)});
+  // A queued job the scheduler cannot place says why (e.g. no worker has the GPU memory).
+  if (!job.waiting_reason().empty())
+    fields.insert(fields.begin() + 3, {"waiting", job.waiting_reason()});
   std::string out;
   for (const auto& [key, value] : fields) {
     // Errors can span lines (the server appends the trainer's stderr); keep them in the column.

@@ -22,7 +22,7 @@ step "pytest: the trainer on CUDA, and the operators it calls"
 export QLORAD_BIN_DIR="$BUILD/bin" QLORAD_OPS_LIB="$BUILD/kernels/libqlorad_ops.so"
 TESTS="${QLORAD_GPU_TESTS:-test_eval_cuda test_lm_head_dropout_cuda test_gpu_memory \
   test_activation_checkpointing test_nf4_ops test_ce_ops test_ce_online test_rope_swiglu_ops \
-  test_rms_norm_ops test_train_cuda test_oom_resilience}"
+  test_rms_norm_ops test_train_cuda test_oom_resilience test_memory_estimate}"
 for t in $TESTS; do
   # Each file in its own process, -X faulthandler, -s for the printed peaks; full log kept.
   python3 -X faulthandler -m pytest -v -s -p no:cacheprovider "$ROOT/tests/gpu/$t.py" \

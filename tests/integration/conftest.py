@@ -90,11 +90,11 @@ class Cluster:
         self.addr, self.http_addr = m.group(1), m.group(2)
         return self
 
-    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log"):
+    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags):
         work_dir.mkdir(parents=True, exist_ok=True)
         proc, log = self._spawn([binary("qlorad-worker"), "--coordinator", self.addr, "--cpu",
                                  "--name", name, "--work-dir", work_dir,
-                                 "--grace-period-s", "5"], log_name)
+                                 "--grace-period-s", "5", *flags], log_name)
         self.worker, self.worker_log = proc, log
         return self
 

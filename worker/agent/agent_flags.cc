@@ -48,6 +48,10 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
                  "seconds between SIGTERM and SIGKILL when cancelling a trainer")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  app.add_option("--test-gpu-memory-bytes", flags->test_gpu_memory_bytes,
+                 "test hook: report a GPU with this much memory while training on the CPU")
+      ->check(CLI::PositiveNumber)
+      ->excludes(gpu_opt);
   app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -87,6 +91,10 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   options.trainer.gpu = flags.gpu;
   if (flags.gpu) {
     QLORAD_ASSIGN_OR_RETURN(options.device, DetectGpuDevice(*flags.gpu));
+  } else if (flags.test_gpu_memory_bytes) {
+    options.device.set_kind("cuda");
+    options.device.set_name("test hook (--test-gpu-memory-bytes): trains on the CPU");
+    options.device.set_total_memory_bytes(*flags.test_gpu_memory_bytes);
   } else {
     QLORAD_ASSIGN_OR_RETURN(options.device, DetectCpuDevice());
   }

@@ -1,6 +1,7 @@
 // qlorad-worker's command line, and the defaults that depend on the machine (name, trainer path).
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -17,6 +18,9 @@ struct AgentFlags {
   std::string trainer;  // empty: qlorad-train next to this executable
   double grace_period_s = 10;
   std::string log_level = "info";
+  // Test hook: report a GPU of this many bytes to the coordinator while training on the CPU, so
+  // tests without a GPU can check placement by memory. Never for real use.
+  std::optional<int64_t> test_gpu_memory_bytes;
 };
 
 // Parses argv. Returns nullopt to go on; otherwise the exit code (0 after --help, 2 for a usage

@@ -91,6 +91,7 @@ class Job(_FromProto):
     best: BestEval | None = None
     stopped_early: bool = False
     restarts: int = 0  # retries after trainer failures; a lost worker spends none
+    waiting_reason: str = ""  # why a queued job is not placed yet (e.g. no GPU has the memory)
 
     _NESTED = {"best": BestEval}
 

@@ -88,6 +88,12 @@ TEST(JobSpec, ChoicesParseToTheirTypesAndBadNamesListTheChoices) {
             "parallel.strategy: must be one of auto, ddp, fsdp, single, got 'zero'");
   EXPECT_EQ(ErrorOf(std::string(kMinimal) + "resources: {device: tpu}"),
             "resources.device: must be one of auto, cpu, cuda, got 'tpu'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "resources: {ignore_memory_estimate: maybe}"),
+            "resources.ignore_memory_estimate: expected true or false, got 'maybe'");
+  auto ignoring = ParseJobSpec(std::string(kMinimal) + "resources: {ignore_memory_estimate: true}");
+  ASSERT_TRUE(ignoring.ok()) << ignoring.status().ToString();
+  EXPECT_TRUE(ignoring->resources.ignore_memory_estimate);
+  EXPECT_FALSE(spec->resources.ignore_memory_estimate);
   EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {scheduler: step}"),
             "train.scheduler: must be one of constant, cosine, linear, got 'step'");
   EXPECT_EQ(ErrorOf(std::string(kMinimal) + "train: {precision: fp8}"),

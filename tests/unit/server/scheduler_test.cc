@@ -71,6 +71,79 @@ TEST(SchedulerTest, GangPrefersTheHostWithTheMostFreeWorkers) {
   EXPECT_EQ(placements[0].rendezvous, "hostB:29500");
 }
 
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+// GPU memory: a job goes only where its estimate fits, the smallest such GPU first.
+TEST(SchedulerTest, PlacesAJobOnTheSmallestGpuWithEnoughMemory) {
+  const std::vector<FreeWorker> free = {
+      {"big", "h1", 80 * kGiB}, {"small", "h1", 16 * kGiB}, {"mid", "h1", 24 * kGiB}};
+  const std::vector<int64_t> registered = {80 * kGiB, 16 * kGiB, 24 * kGiB};
+  QueuedJob job{"j", 50, 1, 1, 20 * kGiB};
+  SchedulePlan plan = PlanSchedule({job}, free, registered, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"mid"}));
+  EXPECT_TRUE(plan.waiting.empty());
+
+  // Two jobs: the larger one still finds the large GPU.
+  plan = PlanSchedule({{"a", 50, 1, 1, 20 * kGiB}, {"b", 50, 2, 1, 70 * kGiB}}, free, registered,
+                      FixedPort);
+  ASSERT_EQ(plan.placements.size(), 2u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"mid"}));
+  EXPECT_EQ(plan.placements[1].worker_ids, (std::vector<std::string>{"big"}));
+}
+
+TEST(SchedulerTest, AJobNoWorkerHasTheMemoryForWaitsWithAReasonAndBlocksNobody) {
+  const std::vector<FreeWorker> free = {{"w0", "h1", 16 * kGiB}, {"w1", "h1", 12 * kGiB}};
+  const SchedulePlan plan =
+      PlanSchedule({{"huge", 90, 1, 1, 40 * kGiB}, {"small", 10, 2, 1, 10 * kGiB}}, free,
+                   {16 * kGiB, 12 * kGiB}, FixedPort);
+  EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"small"}));
+  ASSERT_EQ(plan.waiting.count("huge"), 1u);
+  EXPECT_EQ(plan.waiting.at("huge"),
+            "waiting for a worker with at least 40.0 GiB of GPU memory (its memory estimate); "
+            "the largest registered GPU has 16.0 GiB");
+}
+
+TEST(SchedulerTest, AJobWhoseFittingWorkerIsBusyWaitsAndKeepsItsPlace) {
+  // The 80 GiB worker is registered but busy: the job waits, and the small job behind it too.
+  // A job behind them that no worker can take still says why.
+  const SchedulePlan plan = PlanSchedule(
+      {{"big", 90, 1, 1, 40 * kGiB}, {"small", 10, 2, 1, 1 * kGiB}, {"huge", 5, 3, 1, 100 * kGiB}},
+      {{"w0", "h1", 16 * kGiB}}, {16 * kGiB, 80 * kGiB}, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.waiting.at("big"),
+            "waiting for a free worker with at least 40.0 GiB of GPU memory (its memory "
+            "estimate)");
+  EXPECT_EQ(plan.waiting.count("small"), 0u);
+  EXPECT_EQ(plan.waiting.at("huge"),
+            "waiting for a worker with at least 100.0 GiB of GPU memory (its memory estimate); "
+            "the largest registered GPU has 80.0 GiB");
+}
+
+TEST(SchedulerTest, CpuWorkersAndJobsWithoutAnEstimateAreNotMemoryChecked) {
+  // A CPU worker (-1) takes a job with an estimate; a job without one (0) takes a small GPU.
+  SchedulePlan plan =
+      PlanSchedule({{"a", 50, 1, 1, 40 * kGiB}}, {{"cpu", "h1", -1}}, {-1}, FixedPort);
+  EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"a"}));
+  plan = PlanSchedule({{"b", 50, 1, 1, 0}}, {{"gpu", "h1", 1 * kGiB}}, {1 * kGiB}, FixedPort);
+  EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"b"}));
+  EXPECT_TRUE(plan.waiting.empty());
+}
+
+TEST(SchedulerTest, AGangNeedsEnoughWorkersWithTheMemory) {
+  const std::vector<FreeWorker> free = {
+      {"w0", "h1", 80 * kGiB}, {"w1", "h1", 16 * kGiB}, {"w2", "h1", 80 * kGiB}};
+  const std::vector<int64_t> registered = {80 * kGiB, 16 * kGiB, 80 * kGiB};
+  SchedulePlan plan = PlanSchedule({{"g", 50, 1, 2, 40 * kGiB}}, free, registered, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"w0", "w2"}));
+  plan = PlanSchedule({{"g", 50, 1, 3, 40 * kGiB}}, free, registered, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.waiting.at("g"),
+            "waiting for 3 workers with at least 40.0 GiB of GPU memory (its memory estimate); 2 "
+            "registered have that much");
+}
+
 TEST(SchedulerTest, PickLocalFreePortReturnsABindablePort) {
   const int port = PickLocalFreePort("127.0.0.1");
   EXPECT_GT(port, 0);

@@ -8,6 +8,7 @@
 
 #include "common/jobspec.h"
 #include "worker/trainer/cli/data_cli.h"
+#include "worker/trainer/cli/estimate_cli.h"
 #include "worker/trainer/cli/launch.h"
 #include "worker/trainer/cli/model_cli.h"
 #include "worker/trainer/model/tiny_model.h"
@@ -122,6 +123,8 @@ int main(int argc, char** argv) {
   qlorad::trainer::AddDataSubcommands(app, data_cli);
   qlorad::trainer::ModelCli model_cli;
   qlorad::trainer::AddModelSubcommands(app, model_cli);
+  qlorad::trainer::EstimateCli estimate_cli;
+  qlorad::trainer::AddEstimateSubcommand(app, estimate_cli);
 
   try {
     app.parse(argc, argv);
@@ -146,6 +149,10 @@ int main(int argc, char** argv) {
   }
   if (std::optional<qlorad::Status> done = qlorad::trainer::RunModelSubcommand(model_cli)) {
     EventSink events(model_cli.json, std::cout, std::cerr);
+    return done->ok() ? qlorad::trainer::kExitDone : Fail(events, *done);
+  }
+  if (std::optional<qlorad::Status> done = qlorad::trainer::RunEstimateSubcommand(estimate_cli)) {
+    EventSink events(estimate_cli.json, std::cout, std::cerr);
     return done->ok() ? qlorad::trainer::kExitDone : Fail(events, *done);
   }
   return MakeTinyModel(tiny_out, tiny_seed, tiny_json);

@@ -75,4 +75,12 @@ Status LimitMemoryFraction(at::Device device, double fraction) {
 #endif
 }
 
+std::optional<int64_t> FreeMemoryOf(at::Device device) {
+  if (const char* hook = std::getenv("QLORAD_TEST_FREE_MEMORY_BYTES"); hook != nullptr) {
+    return std::strtoll(hook, nullptr, 10);
+  }
+  if (!device.is_cuda()) return std::nullopt;
+  return static_cast<int64_t>(at::accelerator::getMemoryInfo(device.index()).first);
+}
+
 }  // namespace qlorad::trainer

@@ -39,4 +39,9 @@ void ReleaseCachedMemory(at::Device device);
 // For tests of running out of memory (QLORAD_CUDA_MEMORY_FRACTION); only CUDA devices have it.
 Status LimitMemoryFraction(at::Device device, double fraction);
 
+// Bytes free on `device` now (the CUDA driver's count, which already leaves out this process's
+// context); nullopt on the CPU. Test hook: QLORAD_TEST_FREE_MEMORY_BYTES=N makes any device, the
+// CPU included, report N, so the memory check (train/memory_check.h) can be tested without a GPU.
+std::optional<int64_t> FreeMemoryOf(at::Device device);
+
 }  // namespace qlorad::trainer

@@ -9,8 +9,10 @@
 #include "worker/trainer/model/model_loader.h"
 #include "worker/trainer/parallel/activation_recompute.h"
 #include "worker/trainer/parallel/shard_on_load.h"
+#include "worker/trainer/runtime/device.h"
 #include "worker/trainer/runtime/dtype_names.h"
 #include "worker/trainer/train/checkpointing_choice.h"
+#include "worker/trainer/train/memory_check.h"
 #include "worker/trainer/weights/bnb4bit_reader.h"
 
 namespace qlorad::trainer {
@@ -116,6 +118,18 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                           parallel::ResolveStrategy(spec.parallel, s.comm->world_size()));
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(spec.model.path));
 
+  // 0. Memory: the estimate against what the device has free before anything is loaded decides
+  // the activation options' autos and refuses a job that will not fit. Every rank takes part in
+  // the decision (rank 0's autos win), so none is left waiting in a collective.
+  const MemoryJob memory = MemoryJobOfRun(spec, config, s.comm->world_size(), strategy);
+  const std::optional<int64_t> free_bytes = FreeMemoryOf(s.device);
+  const auto [checkpointing, offload] =
+      PlanActivations(spec, memory, free_bytes, s.device, *s.comm);
+  MemoryJob planned = memory;
+  planned.checkpointing = checkpointing.on;
+  planned.offload = offload.on;
+  QLORAD_RETURN_IF_ERROR(CheckMemory(spec, planned, free_bytes, events));
+
   // 1. Data.
   QLORAD_RETURN_IF_ERROR(SetUpData(spec, config, s, events));
 
@@ -163,12 +177,8 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                          std::to_string(summary.lora_layers) + " layers, " +
                          std::to_string(summary.trainable_parameters) + " trainable parameters");
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
-  // auto measures the model as parallelized, so this comes after Parallelize. Recompute wraps
-  // whole decoder layers whatever holds their weights: fsdp's gathers run inside the layer, so
-  // the recompute gathers again (fsdp.h).
-  const auto [checkpointing, offload] =
-      PlanActivations(spec.train.activation_checkpointing, spec.train.activation_offload, s.model,
-                      spec.train.micro_batch_size, spec.data.max_seq_len, *s.comm);
+  // Recompute wraps whole decoder layers whatever holds their weights: fsdp's gathers run inside
+  // the layer, so the recompute gathers again (fsdp.h).
   if (checkpointing.on) ApplyActivationRecompute(s.model, offload.on);
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +

@@ -4,47 +4,23 @@
 
 #include "worker/trainer/model/tiny_model.h"
 #include "worker/trainer/parallel/communicator.h"
+#include "worker/trainer/train/memory_check.h"
 
 namespace qlorad::trainer {
 namespace {
 
-constexpr int64_t kGiB = int64_t{1} << 30;
-
-// 90% of the device is the line: the estimate already counts backward's transients, and the
-// caching allocator's fragmentation takes some of what is left.
-TEST(CheckpointingChoiceTest, OffWhenTheStepFitsInNinetyPercentOfTheDevice) {
-  const CheckpointingDecision fits = DecideFromEstimate({kGiB / 2, 70 * kGiB, 80 * kGiB});
-  EXPECT_FALSE(fits.on);
-  EXPECT_EQ(fits.why,
-            "auto: a step without it needs about 70.0 GiB of 80.0 GiB (0.5 GiB of activations "
-            "per layer)");
-  EXPECT_TRUE(DecideFromEstimate({kGiB, 73 * kGiB, 80 * kGiB}).on);
-  EXPECT_TRUE(DecideFromEstimate({kGiB, 200 * kGiB, 80 * kGiB}).on);
-}
-
-// Offload's auto counts every layer's kept input and one recompute against the same 90%.
-TEST(CheckpointingChoiceTest, OffloadWhenTheKeptInputsDoNotFit) {
-  const CheckpointingDecision fits = DecideOffloadFromEstimate({kGiB, 60 * kGiB, 80 * kGiB});
-  EXPECT_FALSE(fits.on);
-  EXPECT_EQ(fits.why,
-            "auto: with the layers' inputs on the device a step needs about 60.0 GiB of 80.0 GiB");
-  EXPECT_TRUE(DecideOffloadFromEstimate({kGiB, 73 * kGiB, 80 * kGiB}).on);
-}
-
-// What needs no measurement: the explicit choices, offload true turning checkpointing on, the autos
-// without checkpointing and on a CPU.
-TEST(CheckpointingChoiceTest, PlansThatNeedNoMeasurement) {
-  auto model = BuildLlamaModel(
-      TinyLlamaConfig(),
-      [](const std::string&, const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
-        return at::zeros(shape);
-      },
-      at::kCPU, at::kFloat);
-  ASSERT_TRUE(model.ok()) << model.status().ToString();
+// The explicit choices, offload true turning checkpointing on, the autos without checkpointing
+// and on a CPU (the autos against a GPU's free memory: memory_estimate_test.cc).
+TEST(CheckpointingChoiceTest, ExplicitChoicesAndTheCpusAutos) {
   auto comm = parallel::MakeLocalCommunicator(at::kCPU);
   using C = CheckpointingChoice;
   const auto plan = [&](C checkpointing, C offload) {
-    return PlanActivations(checkpointing, offload, *model, 1, 8, *comm);
+    JobSpec spec;
+    spec.train.activation_checkpointing = checkpointing;
+    spec.train.activation_offload = offload;
+    const MemoryJob job = MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+    // A CPU has no free GPU memory to decide by, even when told a figure.
+    return PlanActivations(spec, job, int64_t{1} << 40, at::kCPU, *comm);
   };
   ActivationPlan p = plan(C::kOn, C::kOn);
   EXPECT_TRUE(p.checkpointing.on && p.offload.on);

@@ -1,0 +1,250 @@
+#include "common/memory_estimate.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace qlorad {
+namespace {
+
+constexpr int64_t kGiB = int64_t{1} << 30;
+
+// Llama-3.2-1B and Llama-3.1-8B as their config.json files give them.
+ModelShape Llama1B() {
+  return {.hidden_size = 2048,
+          .intermediate_size = 8192,
+          .num_hidden_layers = 16,
+          .num_attention_heads = 32,
+          .num_key_value_heads = 8,
+          .head_dim = 64,
+          .vocab_size = 128256,
+          .tie_word_embeddings = true};
+}
+ModelShape Llama8B() {
+  return {.hidden_size = 4096,
+          .intermediate_size = 14336,
+          .num_hidden_layers = 32,
+          .num_attention_heads = 32,
+          .num_key_value_heads = 8,
+          .head_dim = 128,
+          .vocab_size = 128256,
+          .tie_word_embeddings = false};
+}
+
+MemoryJob Job(ModelShape model, int64_t rows, int64_t seq, bool checkpointing, bool offload) {
+  MemoryJob job;
+  job.model = model;
+  job.micro_batch_size = rows;
+  job.seq_len = seq;
+  job.checkpointing = checkpointing;
+  job.offload = offload;
+  return job;
+}
+
+double GiBOf(int64_t bytes) {
+  return static_cast<double>(bytes) / kGiB;
+}
+
+TEST(MemoryEstimate, TermsAddUpToThePeak) {
+  for (bool checkpointing : {false, true}) {
+    const MemoryEstimate e = EstimateMemory(Job(Llama8B(), 1, 4096, checkpointing, false));
+    EXPECT_EQ(e.peak, e.frozen_weights + e.lora_state + e.kept_activations + e.layer_working_set +
+                          e.loss + e.workspace);
+  }
+}
+
+// The trainable parameters of r = 16 on all seven projections, as the trainer and PEFT count
+// them (bench/results/2026-12-06-h100-bdd46c0-e2e_bench-8b.json: trainable_params).
+TEST(MemoryEstimate, LoraParametersMatchTheCountOfTheRealModels) {
+  EXPECT_EQ(EstimateMemory(Job(Llama1B(), 4, 2048, true, false)).lora_parameters, 11272192);
+  EXPECT_EQ(EstimateMemory(Job(Llama8B(), 1, 2048, true, false)).lora_parameters, 41943040);
+}
+
+// Measured peaks (torch max_memory_allocated) on an H100, NF4 + double quantization, LoRA r=16 on
+// all seven projections, bf16, AdamW: bench/results/2026-12-06-h100-*-e2e_bench-*.json. The
+// estimate must stay within 10% of each (common/README.md has the table).
+TEST(MemoryEstimate, WithinTenPercentOfTheMeasuredPeaks) {
+  struct Measured {
+    ModelShape model;
+    int64_t rows, seq;
+    bool checkpointing, offload;
+    double peak_gib;
+  };
+  const Measured runs[] = {
+      {Llama1B(), 4, 2048, false, false, 8.973},   // a47ab63
+      {Llama1B(), 4, 2048, true, false, 2.760},    // 609ecbe
+      {Llama1B(), 4, 2048, true, true, 2.359},     // 609ecbe
+      {Llama8B(), 1, 2048, false, false, 12.867},  // bdd46c0
+      {Llama8B(), 1, 2048, true, false, 6.823},    // bdd46c0
+  };
+  for (const Measured& m : runs) {
+    const double estimate =
+        GiBOf(EstimateMemory(Job(m.model, m.rows, m.seq, m.checkpointing, m.offload)).peak);
+    EXPECT_NEAR(estimate / m.peak_gib, 1.0, 0.10)
+        << "layers " << m.model.num_hidden_layers << ", " << m.rows << " x " << m.seq
+        << ", checkpointing " << m.checkpointing << ", offload " << m.offload << ": estimate "
+        << estimate << " GiB, measured " << m.peak_gib;
+  }
+}
+
+TEST(MemoryEstimate, GrowsWithContextAndBatch) {
+  for (bool checkpointing : {false, true}) {
+    int64_t previous = 0;
+    for (int64_t seq = 1024; seq <= 512 * 1024; seq += 7 * 1024) {
+      const int64_t peak = EstimateMemory(Job(Llama8B(), 1, seq, checkpointing, false)).peak;
+      EXPECT_GT(peak, previous) << "seq " << seq;
+      previous = peak;
+    }
+    previous = 0;
+    for (int64_t rows = 1; rows <= 16; ++rows) {
+      const int64_t peak = EstimateMemory(Job(Llama1B(), rows, 2048, checkpointing, false)).peak;
+      EXPECT_GT(peak, previous) << "rows " << rows;
+      previous = peak;
+    }
+  }
+}
+
+TEST(MemoryEstimate, CheckpointingAndOffloadEachLowerThePeak) {
+  for (int64_t seq : {2048, 32768, 131072}) {
+    const int64_t off = EstimateMemory(Job(Llama8B(), 1, seq, false, false)).peak;
+    const int64_t on = EstimateMemory(Job(Llama8B(), 1, seq, true, false)).peak;
+    const int64_t offloaded = EstimateMemory(Job(Llama8B(), 1, seq, true, true)).peak;
+    EXPECT_LT(on, off) << seq;
+    EXPECT_LT(offloaded, on) << seq;
+  }
+}
+
+TEST(MemoryEstimate, FsdpShardsTheFrozenWeightsAndTheLoraState) {
+  MemoryJob single = Job(Llama8B(), 1, 2048, true, false);
+  MemoryJob sharded = single;
+  sharded.world_size = 4;
+  sharded.sharding = MemorySharding::kFsdp;
+  const MemoryEstimate a = EstimateMemory(single), b = EstimateMemory(sharded);
+  EXPECT_LT(b.frozen_weights, a.frozen_weights);
+  EXPECT_LT(b.lora_state, a.lora_state);
+  EXPECT_EQ(b.kept_activations, a.kept_activations);  // each rank runs its own micro-batch
+}
+
+TEST(MemoryEstimate, LargestFittingSeqLenIsTheLastMultipleOf1024ThatFits) {
+  for (bool offload : {false, true}) {
+    const MemoryJob job = Job(Llama8B(), 1, 131072, true, offload);
+    for (int64_t free : {8 * kGiB, 24 * kGiB, 79 * kGiB}) {
+      const int64_t longest = LargestFittingSeqLen(job, free);
+      ASSERT_GT(longest, 0) << free;
+      EXPECT_EQ(longest % 1024, 0);
+      MemoryJob at = job;
+      at.seq_len = longest;
+      EXPECT_TRUE(Fits(at, free)) << longest;
+      at.seq_len = longest + 1024;
+      EXPECT_FALSE(Fits(at, free)) << longest;
+    }
+  }
+  // The frozen 8B model alone (5.3 GiB) does not fit in 4 GiB.
+  EXPECT_EQ(LargestFittingSeqLen(Job(Llama8B(), 1, 2048, true, true), 4 * kGiB), 0);
+}
+
+TEST(MemoryEstimate, ChangesThatFitDoFitAndTheMessageNamesThem) {
+  const MemoryJob job = Job(Llama8B(), 4, 16384, false, false);
+  const int64_t free = 40 * kGiB;
+  ASSERT_FALSE(Fits(job, free));
+  const std::vector<std::string> changes = ChangesThatFit(job, free);
+  ASSERT_FALSE(changes.empty());
+  EXPECT_EQ(changes[0].rfind("train.activation_checkpointing: true (about ", 0), 0) << changes[0];
+  MemoryJob on = job;
+  on.checkpointing = true;
+  EXPECT_TRUE(Fits(on, free));
+
+  const std::string message = DoesNotFitMessage(job, free);
+  EXPECT_NE(
+      message.find("the memory estimate of this job is " + FormatMemory(EstimateMemory(job).peak)),
+      std::string::npos)
+      << message;
+  EXPECT_NE(message.find("of the 40.0 GiB free"), std::string::npos) << message;
+  EXPECT_NE(message.find("The largest data.max_seq_len that fits with these options "
+                         "(activation checkpointing off, micro_batch_size 4) is " +
+                         std::to_string(LargestFittingSeqLen(job, free))),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find(changes[0]), std::string::npos) << message;
+  EXPECT_NE(message.find("resources.ignore_memory_estimate: true"), std::string::npos);
+}
+
+TEST(MemoryEstimate, AutoTurnsCheckpointingAndOffloadOnOnlyWhenNeeded) {
+  JobSpec spec;  // both auto
+  spec.train.micro_batch_size = 1;
+  spec.data.max_seq_len = 65536;
+  const MemoryJob job = MemoryJobOf(spec, Llama8B());
+  const auto peak = [&](bool checkpointing, bool offload) {
+    return EstimateMemory(Job(Llama8B(), 1, 65536, checkpointing, offload)).peak;
+  };
+  // Room for the step without recompute: off.
+  ActivationChoices c = ResolveActivations(spec, job, peak(false, false) * 10 / 9 + 1024);
+  EXPECT_FALSE(c.checkpointing);
+  EXPECT_FALSE(c.offload);
+  // Room only with recompute: checkpointing on, offload off.
+  c = ResolveActivations(spec, job, peak(true, false) * 10 / 9 + 1024);
+  EXPECT_TRUE(c.checkpointing);
+  EXPECT_FALSE(c.offload);
+  EXPECT_NE(c.checkpointing_why.find("auto: the memory estimate of a step without it is"),
+            std::string::npos);
+  // Less: both on.
+  c = ResolveActivations(spec, job, peak(true, true) * 10 / 9 + 1024);
+  EXPECT_TRUE(c.checkpointing);
+  EXPECT_TRUE(c.offload);
+  // A CPU: auto means off.
+  c = ResolveActivations(spec, job, std::nullopt);
+  EXPECT_FALSE(c.checkpointing);
+  EXPECT_EQ(c.checkpointing_why, "auto: on a CPU");
+  // Explicit choices stand whatever the memory.
+  spec.train.activation_checkpointing = CheckpointingChoice::kOff;
+  spec.train.activation_offload = CheckpointingChoice::kOff;
+  c = ResolveActivations(spec, job, 1 * kGiB);
+  EXPECT_FALSE(c.checkpointing);
+  EXPECT_FALSE(c.offload);
+}
+
+TEST(MemoryEstimate, MemoryJobOfTakesAutoAsTheLeanestChoice) {
+  JobSpec spec;
+  MemoryJob job = MemoryJobOf(spec, Llama1B());
+  EXPECT_TRUE(job.checkpointing);
+  EXPECT_TRUE(job.offload);
+  spec.train.activation_checkpointing = CheckpointingChoice::kOff;
+  job = MemoryJobOf(spec, Llama1B());
+  EXPECT_FALSE(job.checkpointing);
+  EXPECT_FALSE(job.offload);
+  spec.resources.gpus = 2;
+  EXPECT_EQ(MemoryJobOf(spec, Llama1B()).sharding, MemorySharding::kFsdp);
+}
+
+TEST(MemoryEstimate, DeviceBytesNeededAddsTheContextAndTheAllocatorsShare) {
+  EXPECT_EQ(DeviceBytesNeeded(9 * kGiB), kCudaContextBytes + 10 * kGiB);
+  EXPECT_EQ(UsableBytes(10 * kGiB), 9 * kGiB);
+}
+
+TEST(MemoryEstimate, FormatMemorySaysMiBBelowAGiB) {
+  EXPECT_EQ(FormatMemory(310 * (int64_t{1} << 20)), "310 MiB");
+  EXPECT_EQ(FormatMemory(kGiB), "1.0 GiB");
+  EXPECT_EQ(FormatMemory(kGiB * 234 / 10), "23.4 GiB");
+}
+
+TEST(ModelShape, ReadsTheSizesWithTheTrainersDefaults) {
+  auto shape = ParseModelShape(
+      R"({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "vocab_size": 512})",
+      "x/config.json");
+  ASSERT_TRUE(shape.ok()) << shape.status().ToString();
+  EXPECT_EQ(shape->num_key_value_heads, 4);
+  EXPECT_EQ(shape->head_dim, 16);
+  EXPECT_FALSE(shape->tie_word_embeddings);
+  EXPECT_EQ(ParseModelShape(R"({"hidden_size": 64})", "x/config.json").status().message(),
+            "x/config.json: intermediate_size: missing");
+  EXPECT_EQ(ParseModelShape("[1", "x/config.json")
+                .status()
+                .message()
+                .rfind("x/config.json: not valid JSON", 0),
+            0u);
+  EXPECT_EQ(ReadModelShape("/nonexistent-dir").status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace qlorad

@@ -1,0 +1,141 @@
+#include "worker/trainer/train/memory_check.h"
+
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "kernels/torch/nf4_ops.h"
+#include "worker/trainer/model/llama_model.h"
+#include "worker/trainer/model/qlora.h"
+#include "worker/trainer/model/tiny_model.h"
+
+namespace qlorad::trainer {
+namespace {
+
+int64_t BytesOf(const at::Tensor& t) {
+  return t.defined() ? static_cast<int64_t>(t.nbytes()) : 0;
+}
+
+// What the model's frozen tensors hold, counted tensor by tensor.
+int64_t FrozenBytesOf(const LlamaModel& model) {
+  int64_t bytes = 0;
+  for (const auto& [name, tensor] : model->NamedFrozenTensors()) bytes += BytesOf(tensor);
+  for (const auto& [name, layer] : model->NamedLinears()) {
+    if (const auto& nf4 = layer->nf4_weight()) {
+      for (const at::Tensor* t :
+           {&nf4->packed, &nf4->absmax, &nf4->nested_absmax, &nf4->nested_code, &nf4->offset}) {
+        bytes += BytesOf(*t);
+      }
+    } else {
+      bytes += BytesOf(layer->dense_weight());
+    }
+  }
+  return bytes;
+}
+
+// The estimate's simple terms are exact: the frozen bytes and the LoRA parameter count of the
+// tiny model as built, quantized and adapted on the CPU.
+TEST(MemoryCheckTest, FrozenBytesAndLoraParametersMatchTheRealModel) {
+  struct Case {
+    QuantizationType type;
+    bool double_quant;
+    int block_size;
+    std::vector<std::string> targets;
+  };
+  const std::vector<std::string> all = LoraSpec{}.target_modules;
+  const Case cases[] = {{QuantizationType::kNf4, true, 64, all},
+                        {QuantizationType::kNf4, false, 64, all},
+                        {QuantizationType::kNf4, true, 128, {"q_proj", "v_proj"}},
+                        {QuantizationType::kNone, true, 64, all}};
+  for (const Case& c : cases) {
+    auto model = BuildLlamaModel(
+        TinyLlamaConfig(),
+        [](const std::string&, const std::vector<int64_t>& shape) -> StatusOr<at::Tensor> {
+          return at::randn(shape);
+        },
+        at::kCPU, at::kFloat);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    JobSpec spec;
+    spec.train.precision = Precision::kFp32;
+    spec.quantization = {c.type, c.double_quant, c.block_size};
+    spec.lora.target_modules = c.targets;
+    auto summary = ApplyQLora(*model, spec.quantization, spec.lora, /*seed=*/0);
+    ASSERT_TRUE(summary.ok()) << summary.status().ToString();
+    const MemoryEstimate e =
+        EstimateMemory(MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle));
+    EXPECT_EQ(e.frozen_weights, FrozenBytesOf(*model))
+        << "double_quant " << c.double_quant << ", block_size " << c.block_size;
+    EXPECT_EQ(e.lora_parameters, summary->trainable_parameters);
+  }
+}
+
+// common/model_shape.h reads config.json for the coordinator; it must read the sizes the
+// trainer's parser reads.
+TEST(MemoryCheckTest, TheCoordinatorsShapeReaderAgreesWithTheTrainersParser) {
+  LlamaConfig tied = TinyLlamaConfig();
+  tied.tie_word_embeddings = true;
+  tied.head_dim = 32;  // not hidden / heads: read, not derived
+  for (const LlamaConfig& config : {TinyLlamaConfig(), tied}) {
+    const std::string text = LlamaConfigJson(config);
+    auto parsed = ParseLlamaConfig(text, "config.json");
+    ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+    auto shape = ParseModelShape(text, "config.json");
+    ASSERT_TRUE(shape.ok()) << shape.status().ToString();
+    EXPECT_EQ(*shape, ShapeOf(*parsed));
+  }
+  // Without the optional fields, the defaults agree too.
+  const std::string minimal =
+      R"({"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+          "num_attention_heads": 4, "vocab_size": 300})";
+  auto parsed = ParseLlamaConfig(minimal, "config.json");
+  ASSERT_TRUE(parsed.ok()) << parsed.status().ToString();
+  EXPECT_EQ(*ParseModelShape(minimal, "config.json"), ShapeOf(*parsed));
+}
+
+struct Checked {
+  Status status;
+  std::string log;
+};
+
+Checked Check(const JobSpec& spec, std::optional<int64_t> free_bytes) {
+  std::ostringstream out, err;
+  EventSink events(/*json=*/false, out, err);
+  const MemoryJob job = MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+  return {CheckMemory(spec, job, free_bytes, events), err.str()};
+}
+
+TEST(MemoryCheckTest, RefusesAJobThatDoesNotFitNamingTheLargestContext) {
+  JobSpec spec;
+  spec.train.precision = Precision::kFp32;
+  spec.train.micro_batch_size = 2;
+  spec.data.max_seq_len = 65536;
+  spec.train.activation_checkpointing = CheckpointingChoice::kOff;
+  MemoryJob job = MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+  const int64_t peak = EstimateMemory(job).peak;
+
+  EXPECT_TRUE(Check(spec, std::nullopt).status.ok());  // a CPU: nothing to check
+  const Checked fits = Check(spec, peak * 10 / 9 + 1024);
+  EXPECT_TRUE(fits.status.ok()) << fits.status.ToString();
+  EXPECT_NE(fits.log.find("memory estimate: " + FormatMemory(peak)), std::string::npos) << fits.log;
+
+  const int64_t free = peak / 2;
+  const Checked refused = Check(spec, free);
+  ASSERT_EQ(refused.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.status.message(), "data.max_seq_len: " + DoesNotFitMessage(job, free));
+  EXPECT_NE(
+      refused.status.message().find("is " + std::to_string(LargestFittingSeqLen(job, free)) + ". "),
+      std::string::npos);
+
+  // Not even 1024 tokens: the model is the trouble.
+  EXPECT_EQ(Check(spec, 1 << 20).status.message().rfind("model.path: ", 0), 0u);
+
+  spec.resources.ignore_memory_estimate = true;
+  const Checked ignored = Check(spec, free);
+  EXPECT_TRUE(ignored.status.ok());
+  EXPECT_NE(ignored.log.find("running anyway (resources.ignore_memory_estimate)"),
+            std::string::npos)
+      << ignored.log;
+}
+
+}  // namespace
+}  // namespace qlorad::trainer
