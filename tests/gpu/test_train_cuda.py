@@ -1,6 +1,7 @@
 """Training steps on CUDA through the trainer's fast paths (fused q|k|v and gate|up projections
-with the LoRA scale inside the GEMMs, the RMSNorm/rotary/SwiGLU kernels, cuDNN's fused attention
-for whole rows, and variable-length flash attention for packed rows), against references, on the tiny random Llama of
+with the LoRA scale inside the GEMMs, the RMSNorm/rotary/SwiGLU kernels, flash attention (and
+cuDNN's fused attention with QLORAD_ATTENTION=cudnn) for whole rows, and variable-length flash
+attention for packed rows), against references, on the tiny random Llama of
 tests/python/test_hf_parity.py (GQA, llama3 rope scaling, head_dim 24):
 
 - bf16, one document per row: 30 steps of qlorad-train against the same loop in PyTorch on
@@ -28,6 +29,7 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA device", allow_module_level=True)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+import test_hf_parity  # noqa: E402
 from test_hf_parity import PROJECTIONS, make_model, make_peft_adapter, qlorad, write_data  # noqa: E402
 
 STEPS, LR = 30, 1e-3
@@ -57,7 +59,7 @@ def our_losses(spec: Path, device: str) -> list[float]:
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     losses = [e["loss"] for e in events if e["event"] == "metrics"]
     assert len(losses) == STEPS
-    # Whole rows must have run on cuDNN's attention (model/attention.cc), not on the fallback.
+    # Asked for, cuDNN's attention must have run (model/attention.cc), not the fallback.
     assert "cuDNN refused" not in proc.stderr, proc.stderr
     return losses
 
@@ -116,6 +118,15 @@ def test_bf16_steps_on_cuda_match_transformers_fp32(setup):
           file=sys.stderr)
     assert worst(ours, reference) < tolerance
     assert abs(ours[-1] - ours[0]) > 10 * tolerance * abs(ours[0])  # the adapter did move
+
+
+def test_bf16_steps_with_cudnn_attention_match_transformers_fp32(setup, monkeypatch):
+    tmp, reference, tolerance = setup
+    monkeypatch.setitem(test_hf_parity.ENV, "QLORAD_ATTENTION", "cudnn")
+    ours = our_losses(spec_text(tmp, "bf16-cudnn", "bf16", "cuda", packing=False), "cuda")
+    print(f"qlorad bf16 (cuda, cuDNN attention) vs transformers+peft fp32: "
+          f"{worst(ours, reference):.3e}", file=sys.stderr)
+    assert worst(ours, reference) < tolerance
 
 
 def test_packed_bf16_steps_on_cuda_match_the_fp32_cpu_run(setup):
