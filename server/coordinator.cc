@@ -77,6 +77,7 @@ void Coordinator::Stop() {
   orders_cv_.notify_all();
   metrics_hub_.Close();
   log_hub_.Close();
+  changes_.Close();
   if (tick_thread_.joinable()) tick_thread_.join();
 }
 
@@ -99,6 +100,7 @@ void Coordinator::PublishLocked(const Published& out) {
     metrics_hub_.Finish(job_id);
     log_hub_.Finish(job_id);
   }
+  if (!out.metrics.empty() || !out.logs.empty() || !out.finished_jobs.empty()) changes_.Bump();
 }
 
 Status Coordinator::Log(const std::string& job_id, const std::string& level,
@@ -203,6 +205,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.id = RandomId("worker-");
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
+  worker.devices.assign(request.devices().begin(), request.devices().end());
   worker.last_heartbeat = options_.now();
   const std::string worker_id = worker.id;
   std::vector<std::string> same_name;
@@ -230,6 +233,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
     workers_.erase(worker_id);
     return written;
   }
+  changes_.Bump();
   spdlog::info("worker {} registered as {} on {} ({}); {} attempt(s) reported, {} adopted",
                request.name(), worker_id, workers_.at(worker_id).hostname, DeviceSummary(request),
                request.attempts_size(), response.adopted_size());
@@ -267,6 +271,7 @@ bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
     Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
     if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
   }
+  changes_.Bump();  // the workers page shows the heartbeat's age
   return true;
 }
 
@@ -421,6 +426,36 @@ Status Coordinator::Schedule(Published& out) {
 int Coordinator::online_workers() {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(workers_.size());
+}
+
+std::vector<WorkerView> Coordinator::Workers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = options_.now();
+  std::vector<WorkerView> views;
+  for (const auto& [id, w] : workers_) {
+    WorkerView view{
+        w.id,
+        w.name,
+        w.hostname,
+        w.devices,
+        {},
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_heartbeat).count()};
+    for (const auto& [job_id, attempt] : w.running) {
+      int rank = -1;
+      auto run = runs_.find(job_id);
+      if (run != runs_.end()) {
+        const auto& ranks = run->second.rank_workers;
+        auto held = std::find(ranks.begin(), ranks.end(), w.id);
+        if (held != ranks.end()) rank = static_cast<int>(held - ranks.begin());
+      }
+      view.running.push_back({job_id, attempt, rank});
+    }
+    for (const auto& job_id : w.foreign_jobs) view.running.push_back({job_id, -1, -1});
+    views.push_back(std::move(view));
+  }
+  std::sort(views.begin(), views.end(),
+            [](const WorkerView& a, const WorkerView& b) { return a.name < b.name; });
+  return views;
 }
 
 int Coordinator::busy_workers() {

@@ -29,6 +29,7 @@
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
+#include "server/change_feed.h"
 #include "server/job_pages.h"
 #include "server/job_validation.h"
 #include "server/metrics_hub.h"
@@ -55,6 +56,21 @@ struct CoordinatorOptions {
 
 using MetricsHub = Hub<v1::StepMetrics>;
 using LogHub = Hub<v1::LogLine>;
+
+// A registered worker as the dashboard shows it.
+struct WorkerView {
+  struct RunningRank {
+    std::string job_id;
+    int attempt = 0;
+    int rank = -1;  // -1: a trainer it runs that is not its to run (being stopped)
+  };
+  std::string id;
+  std::string name;
+  std::string hostname;
+  std::vector<v1::DeviceInfo> devices;
+  std::vector<RunningRank> running;
+  int64_t heartbeat_age_ms = 0;  // since its last heartbeat or report
+};
 
 class Coordinator {
  public:
@@ -103,6 +119,10 @@ class Coordinator {
   LogHub& log_hub() { return log_hub_; }
   int online_workers();
   int busy_workers();
+  // The workers registered now, by name.
+  std::vector<WorkerView> Workers();
+  // Bumped after every published change and every heartbeat (change_feed.h).
+  ChangeFeed& changes() { return changes_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -111,6 +131,7 @@ class Coordinator {
     std::string id;
     std::string name;
     std::string hostname;
+    std::vector<v1::DeviceInfo> devices;
     Clock::time_point last_heartbeat;
     uint64_t generation = 0;  // of the attached Assignments stream; 0: none attached
     std::deque<v1::Assignment> outbox;
@@ -190,6 +211,7 @@ class Coordinator {
   std::unique_ptr<Store> store_;
   MetricsHub metrics_hub_;
   LogHub log_hub_;
+  ChangeFeed changes_;
 
   mutable std::mutex mu_;
   std::condition_variable orders_cv_;

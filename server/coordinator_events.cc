@@ -108,7 +108,12 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
     }
     case v1::TrainerEvent::kCheckpoint:
       record.last_checkpoint = event.checkpoint().path();
-      return store_->UpdateJob(record);
+      QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+      // In the log, so the dashboard's events and every log reader see where a retry resumes.
+      return Log(job.id(), "info",
+                 fmt::format("checkpoint at step {} (rank {}): {}", event.checkpoint().step(),
+                             event.rank(), event.checkpoint().path()),
+                 out);
     case v1::TrainerEvent::kDone:
       run.done = true;
       job.set_adapter_path(event.done().adapter_path());
