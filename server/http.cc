@@ -111,7 +111,7 @@ Status CheckSameOriginJson(const httplib::Request& req) {
 HttpServer::HttpServer(Coordinator& coordinator, const HttpOptions& options)
     : coordinator_(coordinator),
       options_(options),
-      streams_(StreamLimits{options.max_event_streams, options.max_event_streams_per_client}),
+      streams_(StreamLimits{options.EventStreamCap(), options.max_event_streams_per_client}),
       server_(std::make_unique<httplib::Server>()) {
   const auto threads = static_cast<size_t>(options.threads);
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
@@ -251,11 +251,11 @@ HttpServer::~HttpServer() {
 }
 
 StatusOr<int> HttpServer::Start(const std::string& host, int port) {
-  if (options_.max_event_streams >= options_.threads) {
+  if (options_.EventStreamCap() >= options_.threads) {
     return InvalidArgument("--http-max-streams: must be below --http-threads (" +
                            std::to_string(options_.threads) + ") so that /metrics and the pages " +
                            "keep threads while event streams are open, got " +
-                           std::to_string(options_.max_event_streams));
+                           std::to_string(options_.EventStreamCap()));
   }
   int bound = port;
   if (port == 0) {

@@ -34,10 +34,12 @@ struct HttpOptions {
   int threads = 32;                             // connections served at once
   int timeout_s = 5;                            // idle connection, read and write timeout
   size_t max_request_bytes = size_t{64} << 10;  // the only body is a cancel's "{}"
-  // Event streams open at once, in all and per client (host); the total must stay below
-  // `threads`. A browser opens one per dashboard tab.
-  int max_event_streams = 16;
+  // Event streams open at once, in all (0: half of `threads`; it must stay below `threads`) and
+  // per client (host). A browser opens one per dashboard tab.
+  int max_event_streams = 0;
   int max_event_streams_per_client = 8;
+
+  int EventStreamCap() const { return max_event_streams > 0 ? max_event_streams : threads / 2; }
 };
 
 class HttpServer {

@@ -38,8 +38,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 600));
   app.add_option("--http-max-streams", options.http_options.max_event_streams,
                  "dashboard event streams served at once (each holds an HTTP thread; must be "
-                 "below --http-threads); more get 503 and retry")
-      ->capture_default_str()
+                 "below --http-threads); more get 503 and retry [default: half of --http-threads]")
       ->check(CLI::PositiveNumber);
   app.add_option("--http-max-streams-per-client", options.http_options.max_event_streams_per_client,
                  "dashboard event streams one client (host) may hold open at once")

@@ -367,6 +367,13 @@ TEST(DashboardHttpTest, StreamCapMustLeaveThreadsForOtherRequests) {
   ASSERT_FALSE(server.ok());
   EXPECT_THAT(server.status().message(), HasSubstr("--http-max-streams"));
   EXPECT_THAT(server.status().message(), HasSubstr("--http-threads"));
+
+  // Unset, the cap is half the threads, whatever their number.
+  options.http_options.max_event_streams = 0;
+  options.http_options.threads = 2;
+  auto small = QloradServer::Start(options);
+  ASSERT_TRUE(small.ok()) << small.status().ToString();
+  EXPECT_EQ(options.http_options.EventStreamCap(), 1);
 }
 
 }  // namespace
