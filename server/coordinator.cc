@@ -134,6 +134,7 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
         out);
   });
   if (!written.ok()) return written;
+  ++counters_.jobs_submitted;
   Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
   if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
   return job;
@@ -456,6 +457,47 @@ std::vector<WorkerView> Coordinator::Workers() {
   std::sort(views.begin(), views.end(),
             [](const WorkerView& a, const WorkerView& b) { return a.name < b.name; });
   return views;
+}
+
+void Coordinator::RecordStep(const v1::Job& job, const std::string& worker_id,
+                             const v1::StepMetrics& m) {
+  SeriesState& state = series_[job.id()];
+  JobSeries& series = state.series;
+  series.job_id = job.id();
+  series.name = job.name();
+  auto previous = series.latest.find(m.rank());
+  if (previous != series.latest.end() && previous->second.attempt() == m.attempt() &&
+      m.wall_time_s() > previous->second.wall_time_s()) {
+    counters_.tokens += m.tokens_per_s() * (m.wall_time_s() - previous->second.wall_time_s());
+  }
+  series.latest[m.rank()] = m;
+  auto worker = workers_.find(worker_id);
+  series.workers[m.rank()] = worker == workers_.end() ? worker_id : worker->second.name;
+  if (m.rank() == 0) {
+    ++counters_.steps;
+    if (m.has_eval_loss()) series.last_eval = m;
+  }
+}
+
+ServiceCounters Coordinator::counters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counters_;
+}
+
+std::vector<JobSeries> Coordinator::LiveSeries() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = options_.now();
+  std::vector<JobSeries> live;
+  for (auto it = series_.begin(); it != series_.end();) {
+    const auto& finished = it->second.finished_at;
+    if (finished && now - *finished > options_.finished_series_ttl) {
+      it = series_.erase(it);
+      continue;
+    }
+    live.push_back(it->second.series);
+    ++it;
+  }
+  return live;
 }
 
 int Coordinator::busy_workers() {

@@ -45,6 +45,9 @@ struct CoordinatorOptions {
   std::chrono::milliseconds heartbeat_interval{0};
   // How often timeouts are checked and the queue is rescheduled as a safety net.
   std::chrono::milliseconds tick{200};
+  // How long a finished job's per-job series stay on /metrics: long enough for a scrape to see
+  // its last values, short enough that finished jobs do not pile up.
+  std::chrono::milliseconds finished_series_ttl{120000};
   size_t subscriber_queue_capacity = 1024;
   // Longer specs are refused at submit (job_validation.h says why).
   size_t max_spec_bytes = kDefaultMaxSpecBytes;
@@ -56,6 +59,29 @@ struct CoordinatorOptions {
 
 using MetricsHub = Hub<v1::StepMetrics>;
 using LogHub = Hub<v1::LogLine>;
+
+// Counters of what this coordinator did since it started, for /metrics.
+struct ServiceCounters {
+  int64_t jobs_submitted = 0;
+  std::map<v1::JobState, int64_t> jobs_finished;  // COMPLETED, FAILED, CANCELLED
+  int64_t attempts_requeued = 0;                  // retries after failures and lost attempts
+  int64_t steps = 0;                              // optimizer steps reported (rank 0)
+  // Tokens trained, all ranks: each step's tokens/s times the time since the rank's previous
+  // step of the same attempt. An estimate (trainers report a rate, not a count): evaluations
+  // and checkpoints between two steps count as training time, and an attempt's first step,
+  // whose start is unknown, is left out.
+  double tokens = 0;
+};
+
+// The live series of one job for /metrics: the newest step of each rank and the worker that
+// runs it. Kept while the job runs and for finished_series_ttl after it ends.
+struct JobSeries {
+  std::string job_id;
+  std::string name;
+  std::map<int, v1::StepMetrics> latest;     // by rank
+  std::map<int, std::string> workers;        // worker name by rank
+  std::optional<v1::StepMetrics> last_eval;  // rank 0's newest evaluated step
+};
 
 // A registered worker as the dashboard shows it.
 struct WorkerView {
@@ -121,6 +147,9 @@ class Coordinator {
   int busy_workers();
   // The workers registered now, by name.
   std::vector<WorkerView> Workers();
+  ServiceCounters counters();
+  // Jobs running, or finished less than finished_series_ttl ago (older ones are dropped here).
+  std::vector<JobSeries> LiveSeries();
   // Bumped after every published change and every heartbeat (change_feed.h).
   ChangeFeed& changes() { return changes_; }
 
@@ -167,7 +196,14 @@ class Coordinator {
     std::vector<std::string> finished_jobs;
   };
 
+  struct SeriesState {
+    JobSeries series;
+    std::optional<Clock::time_point> finished_at;
+  };
+
   Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  // With mu_ held: a step of `rank` reached the store; updates the series and the counters.
+  void RecordStep(const v1::Job& job, const std::string& worker_id, const v1::StepMetrics& m);
   // coordinator_reconcile.cc: after a restart, each RUNNING job waits for its workers.
   Status RecoverJobsLeftRunning();
 
@@ -220,6 +256,8 @@ class Coordinator {
   uint64_t next_generation_ = 1;
   std::map<std::string, WorkerState> workers_;  // by id
   std::map<std::string, Run> runs_;             // by job id
+  ServiceCounters counters_;
+  std::map<std::string, SeriesState> series_;  // by job id
   std::thread tick_thread_;
 };
 

@@ -264,7 +264,15 @@ StatusOr<int> HttpServer::Start(const std::string& host, int port) {
   } else if (!server_->bind_to_port(host, port)) {
     return Unavailable("http: cannot bind " + host + ":" + std::to_string(port));
   }
-  thread_ = std::thread([this] { server_->listen_after_bind(); });
+  thread_ = std::thread([this] {
+    server_->listen_after_bind();
+    listen_returned_ = true;
+  });
+  // httplib's stop() does nothing before the accept loop runs, so a server stopped right after
+  // it started would never end its thread (seen: a test hung in Stop): return once it runs.
+  while (!server_->is_running() && !listen_returned_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return bound;
 }
 
@@ -276,14 +284,11 @@ void HttpServer::Stop() {
 
 StatusOr<std::string> HttpServer::MetricsText() {
   PrometheusSnapshot snapshot;
-  snapshot.workers_online = coordinator_.online_workers();
+  snapshot.workers = coordinator_.Workers();
   snapshot.workers_busy = coordinator_.busy_workers();
-  Store& store = coordinator_.store();
-  QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, store.CountJobsByState());
-  QLORAD_ASSIGN_OR_RETURN(JobPage newest, coordinator_.ListJobs({}, DashboardData::kJobsShown, ""));
-  snapshot.jobs = std::move(newest.jobs);
-  QLORAD_ASSIGN_OR_RETURN(snapshot.latest_metrics, store.LatestMetricsPerJob());
-  QLORAD_ASSIGN_OR_RETURN(snapshot.latest_eval, store.LatestEvalPerJob());
+  snapshot.counters = coordinator_.counters();
+  snapshot.jobs = coordinator_.LiveSeries();
+  QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, coordinator_.store().CountJobsByState());
   return RenderPrometheus(snapshot);
 }
 

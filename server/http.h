@@ -15,6 +15,7 @@
 // and the pages.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -70,6 +71,7 @@ class HttpServer {
   StreamLimiter streams_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace qlorad::server

@@ -71,9 +71,5 @@ TEST(HttpTest, ServesMetricsJobsJsonAndDashboard) {
   EXPECT_THAT(page->body, ::testing::Not(HasSubstr("<script src=\"http")));
 }
 
-TEST(PrometheusTest, EscapesLabelValues) {
-  EXPECT_EQ(EscapeLabel("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-}
-
 }  // namespace
 }  // namespace qlorad::server::testing
