@@ -3,8 +3,8 @@
 # Idempotent and quick when all is present. Used by `make demo` and `make test`.
 #   Debian packages: compilers, gRPC, protobuf, spdlog, SQLite, yaml-cpp, ... (apt-get)
 #   Python: a virtualenv (QLORAD_VENV, default ~/.cache/qlorad/venv) with torch==2.11.0, whose
-#           wheel carries LibTorch's headers, libraries and TorchConfig.cmake, plus grpcio, pytest
-#           and the reference libraries the tests compare against.
+#           wheel carries LibTorch's headers, libraries and TorchConfig.cmake, plus grpcio, pytest,
+#           the reference libraries the tests compare against, and the dashboard test's helpers.
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -13,11 +13,14 @@ APT_PACKAGES=(
   libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libcpp-httplib-dev libpcre2-dev libicu-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
+  chromium     # headless, for the dashboard's browser test (tests/integration/test_dashboard_browser.py)
 )
 # gguf is llama.cpp's own reader (gguf-py), which the GGUF export's tests read the file back with.
+# websocket-client drives headless Chromium over the DevTools protocol in the dashboard's test;
+# prometheus-client's parser reads /metrics in the tests.
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
              tokenizers==0.23.3 bitsandbytes==0.50.2 transformers==5.17.0 peft==0.21.0
-             gguf==0.19.0)
+             gguf==0.19.0 websocket-client==1.9.2 prometheus-client==0.26.0)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 

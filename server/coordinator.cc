@@ -77,6 +77,7 @@ void Coordinator::Stop() {
   orders_cv_.notify_all();
   metrics_hub_.Close();
   log_hub_.Close();
+  changes_.Close();
   if (tick_thread_.joinable()) tick_thread_.join();
 }
 
@@ -99,6 +100,7 @@ void Coordinator::PublishLocked(const Published& out) {
     metrics_hub_.Finish(job_id);
     log_hub_.Finish(job_id);
   }
+  if (!out.metrics.empty() || !out.logs.empty() || !out.finished_jobs.empty()) changes_.Bump();
 }
 
 Status Coordinator::Log(const std::string& job_id, const std::string& level,
@@ -132,6 +134,7 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
         out);
   });
   if (!written.ok()) return written;
+  ++counters_.jobs_submitted;
   Status scheduled = Mutate([&](Published& out) { return Schedule(out, true); });
   if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
   v1::Job submitted = job;
@@ -217,6 +220,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.id = RandomId("worker-");
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
+  worker.devices.assign(request.devices().begin(), request.devices().end());
   worker.last_heartbeat = options_.now();
   // One device per agent; a GPU's memory bounds the jobs placed on it (scheduler.h).
   if (request.devices_size() > 0 && request.devices(0).kind() == "cuda") {
@@ -248,6 +252,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
     workers_.erase(worker_id);
     return written;
   }
+  changes_.Bump();
   spdlog::info("worker {} registered as {} on {} ({}); {} attempt(s) reported, {} adopted",
                request.name(), worker_id, workers_.at(worker_id).hostname, DeviceSummary(request),
                request.attempts_size(), response.adopted_size());
@@ -285,6 +290,7 @@ bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
     Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
     if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
   }
+  changes_.Bump();  // the workers page shows the heartbeat's age
   return true;
 }
 
@@ -454,6 +460,77 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
 int Coordinator::online_workers() {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(workers_.size());
+}
+
+std::vector<WorkerView> Coordinator::Workers() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = options_.now();
+  std::vector<WorkerView> views;
+  for (const auto& [id, w] : workers_) {
+    WorkerView view{
+        w.id,
+        w.name,
+        w.hostname,
+        w.devices,
+        {},
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - w.last_heartbeat).count()};
+    for (const auto& [job_id, attempt] : w.running) {
+      int rank = -1;
+      auto run = runs_.find(job_id);
+      if (run != runs_.end()) {
+        const auto& ranks = run->second.rank_workers;
+        auto held = std::find(ranks.begin(), ranks.end(), w.id);
+        if (held != ranks.end()) rank = static_cast<int>(held - ranks.begin());
+      }
+      view.running.push_back({job_id, attempt, rank});
+    }
+    for (const auto& job_id : w.foreign_jobs) view.running.push_back({job_id, -1, -1});
+    views.push_back(std::move(view));
+  }
+  std::sort(views.begin(), views.end(),
+            [](const WorkerView& a, const WorkerView& b) { return a.name < b.name; });
+  return views;
+}
+
+void Coordinator::RecordStep(const v1::Job& job, const std::string& worker_id,
+                             const v1::StepMetrics& m) {
+  SeriesState& state = series_[job.id()];
+  JobSeries& series = state.series;
+  series.job_id = job.id();
+  series.name = job.name();
+  auto previous = series.latest.find(m.rank());
+  if (previous != series.latest.end() && previous->second.attempt() == m.attempt() &&
+      m.wall_time_s() > previous->second.wall_time_s()) {
+    counters_.tokens += m.tokens_per_s() * (m.wall_time_s() - previous->second.wall_time_s());
+  }
+  series.latest[m.rank()] = m;
+  auto worker = workers_.find(worker_id);
+  series.workers[m.rank()] = worker == workers_.end() ? worker_id : worker->second.name;
+  if (m.rank() == 0) {
+    ++counters_.steps;
+    if (m.has_eval_loss()) series.last_eval = m;
+  }
+}
+
+ServiceCounters Coordinator::counters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counters_;
+}
+
+std::vector<JobSeries> Coordinator::LiveSeries() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = options_.now();
+  std::vector<JobSeries> live;
+  for (auto it = series_.begin(); it != series_.end();) {
+    const auto& finished = it->second.finished_at;
+    if (finished && now - *finished > options_.finished_series_ttl) {
+      it = series_.erase(it);
+      continue;
+    }
+    live.push_back(it->second.series);
+    ++it;
+  }
+  return live;
 }
 
 int Coordinator::busy_workers() {

@@ -30,6 +30,7 @@
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
 #include "server/job_memory.h"
+#include "server/change_feed.h"
 #include "server/job_pages.h"
 #include "server/job_validation.h"
 #include "server/metrics_hub.h"
@@ -45,6 +46,9 @@ struct CoordinatorOptions {
   std::chrono::milliseconds heartbeat_interval{0};
   // How often timeouts are checked and the queue is rescheduled as a safety net.
   std::chrono::milliseconds tick{200};
+  // How long a finished job's per-job series stay on /metrics: long enough for a scrape to see
+  // its last values, short enough that finished jobs do not pile up.
+  std::chrono::milliseconds finished_series_ttl{120000};
   size_t subscriber_queue_capacity = 1024;
   // Longer specs are refused at submit (job_validation.h says why).
   size_t max_spec_bytes = kDefaultMaxSpecBytes;
@@ -56,6 +60,44 @@ struct CoordinatorOptions {
 
 using MetricsHub = Hub<v1::StepMetrics>;
 using LogHub = Hub<v1::LogLine>;
+
+// Counters of what this coordinator did since it started, for /metrics.
+struct ServiceCounters {
+  int64_t jobs_submitted = 0;
+  std::map<v1::JobState, int64_t> jobs_finished;  // COMPLETED, FAILED, CANCELLED
+  int64_t attempts_requeued = 0;                  // retries after failures and lost attempts
+  int64_t steps = 0;                              // optimizer steps reported (rank 0)
+  // Tokens trained, all ranks: each step's tokens/s times the time since the rank's previous
+  // step of the same attempt. An estimate (trainers report a rate, not a count): evaluations
+  // and checkpoints between two steps count as training time, and an attempt's first step,
+  // whose start is unknown, is left out.
+  double tokens = 0;
+};
+
+// The live series of one job for /metrics: the newest step of each rank and the worker that
+// runs it. Kept while the job runs and for finished_series_ttl after it ends.
+struct JobSeries {
+  std::string job_id;
+  std::string name;
+  std::map<int, v1::StepMetrics> latest;     // by rank
+  std::map<int, std::string> workers;        // worker name by rank
+  std::optional<v1::StepMetrics> last_eval;  // rank 0's newest evaluated step
+};
+
+// A registered worker as the dashboard shows it.
+struct WorkerView {
+  struct RunningRank {
+    std::string job_id;
+    int attempt = 0;
+    int rank = -1;  // -1: a trainer it runs that is not its to run (being stopped)
+  };
+  std::string id;
+  std::string name;
+  std::string hostname;
+  std::vector<v1::DeviceInfo> devices;
+  std::vector<RunningRank> running;
+  int64_t heartbeat_age_ms = 0;  // since its last heartbeat or report
+};
 
 class Coordinator {
  public:
@@ -104,6 +146,13 @@ class Coordinator {
   LogHub& log_hub() { return log_hub_; }
   int online_workers();
   int busy_workers();
+  // The workers registered now, by name.
+  std::vector<WorkerView> Workers();
+  ServiceCounters counters();
+  // Jobs running, or finished less than finished_series_ttl ago (older ones are dropped here).
+  std::vector<JobSeries> LiveSeries();
+  // Bumped after every published change and every heartbeat (change_feed.h).
+  ChangeFeed& changes() { return changes_; }
 
  private:
   using Clock = std::chrono::steady_clock;
@@ -112,6 +161,7 @@ class Coordinator {
     std::string id;
     std::string name;
     std::string hostname;
+    std::vector<v1::DeviceInfo> devices;
     Clock::time_point last_heartbeat;
     int64_t gpu_memory_bytes = -1;  // its GPU's total memory; -1: a CPU worker
     uint64_t generation = 0;        // of the attached Assignments stream; 0: none attached
@@ -148,7 +198,14 @@ class Coordinator {
     std::vector<std::string> finished_jobs;
   };
 
+  struct SeriesState {
+    JobSeries series;
+    std::optional<Clock::time_point> finished_at;
+  };
+
   Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  // With mu_ held: a step of `rank` reached the store; updates the series and the counters.
+  void RecordStep(const v1::Job& job, const std::string& worker_id, const v1::StepMetrics& m);
   // coordinator_reconcile.cc: after a restart, each RUNNING job waits for its workers.
   Status RecoverJobsLeftRunning();
 
@@ -196,6 +253,7 @@ class Coordinator {
   std::unique_ptr<Store> store_;
   MetricsHub metrics_hub_;
   LogHub log_hub_;
+  ChangeFeed changes_;
 
   mutable std::mutex mu_;
   std::condition_variable orders_cv_;
@@ -208,6 +266,8 @@ class Coordinator {
   // scheduler left a job queued (Job.waiting_reason), as of its last plan.
   std::map<std::string, JobMemoryNeed> memory_needs_;
   std::map<std::string, std::string> waiting_reasons_;
+  ServiceCounters counters_;
+  std::map<std::string, SeriesState> series_;  // by job id
   std::thread tick_thread_;
 };
 

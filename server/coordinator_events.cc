@@ -79,6 +79,7 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
       m.set_rank(event.rank());
       if (m.total_steps() == 0) m.set_total_steps(job.total_steps());
       QLORAD_ASSIGN_OR_RETURN(int64_t cursor, store_->AppendMetrics(m));
+      RecordStep(job, worker_id, m);
       if (event.rank() == 0) {
         job.set_last_step(m.step());
         job.set_last_loss(m.loss());
@@ -108,7 +109,12 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
     }
     case v1::TrainerEvent::kCheckpoint:
       record.last_checkpoint = event.checkpoint().path();
-      return store_->UpdateJob(record);
+      QLORAD_RETURN_IF_ERROR(store_->UpdateJob(record));
+      // In the log, so the dashboard's events and every log reader see where a retry resumes.
+      return Log(job.id(), "info",
+                 fmt::format("checkpoint at step {} (rank {}): {}", event.checkpoint().step(),
+                             event.rank(), event.checkpoint().path()),
+                 out);
     case v1::TrainerEvent::kDone:
       run.done = true;
       job.set_adapter_path(event.done().adapter_path());
@@ -199,6 +205,12 @@ Status Coordinator::AttemptLost(JobRecord& record, const std::string& reason, Pu
 Status Coordinator::Requeue(JobRecord& record, const std::string& what, Published& out) {
   v1::Job& job = record.job;
   EndRun(job.id(), job.attempt());
+  ++counters_.attempts_requeued;
+  if (auto series = series_.find(job.id()); series != series_.end()) {
+    // No rank runs until the next attempt starts: its old ranks' gauges would be stale.
+    series->second.series.latest.clear();
+    series->second.series.workers.clear();
+  }
   const int ended_attempt = job.attempt();
   job.set_attempt(ended_attempt + 1);
   job.set_state(v1::JOB_STATE_QUEUED);
@@ -215,6 +227,10 @@ Status Coordinator::Requeue(JobRecord& record, const std::string& what, Publishe
 Status Coordinator::Finish(JobRecord& record, v1::JobState state, const std::string& error,
                            Published& out) {
   EndRun(record.job.id(), record.job.attempt());
+  ++counters_.jobs_finished[state];
+  if (auto series = series_.find(record.job.id()); series != series_.end()) {
+    series->second.finished_at = options_.now();
+  }
   record.job.set_state(state);
   record.job.set_error(error);
   record.job.set_finished_unix_ms(NowUnixMs());

@@ -1,145 +1,12 @@
 #include "server/dashboard.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "common/json_number.h"
 #include "server/store.h"
 
 namespace qlorad::server {
-
-const std::string& DashboardHtml() {
-  static const std::string html = R"html(<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>qlorad</title>
-<style>
-  body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-  table { border-collapse: collapse; margin-bottom: 2em; }
-  th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: left; }
-  .state-RUNNING { color: #0a58ca; } .state-COMPLETED { color: #198754; }
-  .state-FAILED { color: #dc3545; } .state-CANCELLED { color: #6c757d; }
-  .chart { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
-  .chart svg { border: 1px solid #ccc; background: #fafafa; }
-  .error { color: #dc3545; white-space: pre-wrap; font-size: 0.85em; }
-</style>
-</head>
-<body>
-<h1>qlorad</h1>
-<p id="status">loading&hellip;</p>
-<table id="jobs"><thead><tr><th>job</th><th>name</th><th>state</th><th>attempt</th>
-<th>step</th><th>loss</th><th>eval loss</th><th>best</th><th>worker</th></tr></thead><tbody></tbody></table>
-<div id="charts"></div>
-<script>
-"use strict";
-const W = 360, H = 180, PAD = 30;
-
-function text(tag, value, cls) {
-  const el = document.createElement(tag);
-  el.textContent = value;
-  if (cls) el.className = cls;
-  return el;
-}
-
-// JSON has no NaN: a diverged loss comes as "NaN" (or "Infinity"), which Number() reads back.
-// It is shown as qloractl shows it, and left out of the chart's scale and lines.
-function lossText(value) {
-  const x = Number(value);
-  if (Number.isFinite(x)) return x.toFixed(4);
-  return Number.isNaN(x) ? "nan" : (x > 0 ? "inf" : "-inf");
-}
-const finitePoints = points => points.map(p => [p[0], Number(p[1])]).filter(p => Number.isFinite(p[1]));
-
-function lossChart(job) {
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("width", W); svg.setAttribute("height", H);
-  const pts = finitePoints(job.loss_curve), evals = finitePoints(job.eval_loss_curve);
-  if (pts.length > 0) {
-    // One scale for both curves, so the eval loss reads against the training loss.
-    const all = pts.concat(evals);
-    const steps = all.map(p => p[0]), losses = all.map(p => p[1]);
-    const x0 = Math.min(...steps), x1 = Math.max(...steps, x0 + 1);
-    const y0 = Math.min(...losses), y1 = Math.max(...losses, y0 + 1e-9);
-    const sx = s => PAD + (s - x0) / (x1 - x0) * (W - 2 * PAD);
-    const sy = l => H - PAD - (l - y0) / (y1 - y0) * (H - 2 * PAD);
-    const line = document.createElementNS(ns, "polyline");
-    line.setAttribute("fill", "none"); line.setAttribute("stroke", "#0a58ca");
-    line.setAttribute("points", pts.map(p => sx(p[0]) + "," + sy(p[1])).join(" "));
-    svg.appendChild(line);
-    if (evals.length > 0) {
-      const eval_line = document.createElementNS(ns, "polyline");
-      eval_line.setAttribute("fill", "none"); eval_line.setAttribute("stroke", "#d9480f");
-      eval_line.setAttribute("points", evals.map(p => sx(p[0]) + "," + sy(p[1])).join(" "));
-      svg.appendChild(eval_line);
-    }
-    const labels = [[4, 14, y1.toFixed(3)], [4, H - PAD, y0.toFixed(3)],
-                    [PAD, H - 8, "step " + x0], [W - PAD - 60, H - 8, "step " + x1]];
-    for (const [x, y, t] of labels) {
-      const el = document.createElementNS(ns, "text");
-      el.setAttribute("x", x); el.setAttribute("y", y); el.setAttribute("font-size", "10");
-      el.textContent = t;
-      svg.appendChild(el);
-    }
-  }
-  const box = document.createElement("div");
-  box.className = "chart";
-  box.appendChild(text("div", job.name + " (" + job.id + ")" +
-                            (evals.length > 0 ? ": loss (blue), eval loss (orange)" : "")));
-  box.appendChild(svg);
-  return box;
-}
-
-async function refresh() {
-  try {
-    const res = await fetch("/api/jobs");
-    const data = await res.json();
-    const body = document.querySelector("#jobs tbody");
-    body.replaceChildren();
-    const charts = document.getElementById("charts");
-    charts.replaceChildren();
-    for (const job of data.jobs) {
-      const row = document.createElement("tr");
-      row.appendChild(text("td", job.id));
-      row.appendChild(text("td", job.name));
-      const state = text("td", job.state, "state-" + job.state);
-      if (job.error) state.appendChild(text("div", job.error, "error"));
-      row.appendChild(state);
-      row.appendChild(text("td", job.attempt));
-      row.appendChild(text("td", job.step + " / " + job.total_steps));
-      row.appendChild(text("td", job.step > 0 ? lossText(job.loss) : ""));
-      row.appendChild(text("td", job.eval_loss === null ? "" : lossText(job.eval_loss)));
-      row.appendChild(text("td", job.best === null ? "" :
-          lossText(job.best.eval_loss) + " at step " + job.best.step +
-          (job.stopped_early ? " (stopped early)" : "")));
-      row.appendChild(text("td", job.worker_id));
-      body.appendChild(row);
-      if (job.loss_curve.length > 0) charts.appendChild(lossChart(job));
-    }
-    document.getElementById("status").textContent =
-        data.jobs.length + " job(s), updated " + new Date().toLocaleTimeString();
-  } catch (e) {
-    document.getElementById("status").textContent = "cannot reach qlorad: " + e;
-  }
-}
-refresh();
-setInterval(refresh, 2000);
-</script>
-</body>
-</html>
-)html";
-  return html;
-}
-
-LossCurve Downsample(const LossCurve& curve, size_t max_points) {
-  if (curve.size() <= max_points || max_points < 2) return curve;
-  LossCurve out;
-  const double stride = static_cast<double>(curve.size() - 1) / static_cast<double>(max_points - 1);
-  for (size_t i = 0; i < max_points; ++i) {
-    out.push_back(curve[static_cast<size_t>(static_cast<double>(i) * stride + 0.5)]);
-  }
-  out.back() = curve.back();
-  return out;
-}
-
 namespace {
 
 nlohmann::json Points(const LossCurve& curve) {
@@ -156,35 +23,156 @@ nlohmann::json BestJson(const v1::Job& job) {
           {"adapter_path", job.best().adapter_path()}};
 }
 
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+std::string Lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
 }  // namespace
 
-nlohmann::json JobsJson(const std::vector<v1::Job>& jobs,
+std::optional<double> EstimateSecondsLeft(const std::vector<v1::StepMetrics>& recent, int attempt,
+                                          int64_t total_steps) {
+  std::vector<const v1::StepMetrics*> steps;
+  for (const auto& m : recent) {
+    if (m.rank() == 0 && m.attempt() == attempt) steps.push_back(&m);
+  }
+  std::sort(steps.begin(), steps.end(),
+            [](const auto* a, const auto* b) { return a->step() < b->step(); });
+  if (steps.size() < 2 || total_steps <= 0) return std::nullopt;
+  const size_t window = static_cast<size_t>(kEtaWindowSteps) + 1;  // steps, so one more row
+  const size_t first = steps.size() > window ? steps.size() - window : 0;
+  const v1::StepMetrics& a = *steps[first];
+  const v1::StepMetrics& b = *steps.back();
+  if (b.step() <= a.step() || b.wall_time_s() < a.wall_time_s()) return std::nullopt;
+  const double per_step =
+      (b.wall_time_s() - a.wall_time_s()) / static_cast<double>(b.step() - a.step());
+  return per_step * static_cast<double>(std::max<int64_t>(0, total_steps - b.step()));
+}
+
+nlohmann::json JobJson(const JobRow& row) {
+  const v1::Job& job = row.job;
+  nlohmann::json eta = nullptr;
+  if (row.eta_s) eta = *row.eta_s;
+  return {{"id", job.id()},
+          {"name", job.name()},
+          {"state", JobStateName(job.state())},
+          {"attempt", job.attempt()},
+          {"restarts", job.restarts()},
+          {"max_restarts", job.max_restarts()},
+          {"priority", job.priority()},
+          {"gpus", job.gpus()},
+          {"step", job.last_step()},
+          {"total_steps", job.total_steps()},
+          {"loss", JsonNumber(job.last_loss())},
+          {"error", job.error()},
+          {"worker_id", job.worker_id()},
+          {"created_unix_ms", job.created_unix_ms()},
+          {"started_unix_ms", job.started_unix_ms()},
+          {"finished_unix_ms", job.finished_unix_ms()},
+          {"adapter_path", job.adapter_path()},
+          {"best", BestJson(job)},
+          {"stopped_early", job.stopped_early()},
+          {"eta_s", eta}};
+}
+
+nlohmann::json JobsJson(const std::vector<JobRow>& jobs,
                         const std::map<std::string, JobCurves>& curves) {
   nlohmann::json list = nlohmann::json::array();
-  for (const v1::Job& job : jobs) {
-    auto found = curves.find(job.id());
+  for (const JobRow& row : jobs) {
+    auto found = curves.find(row.job.id());
     const JobCurves curve = found == curves.end() ? JobCurves{} : found->second;
     nlohmann::json last_eval = nullptr;
     if (!curve.eval_loss.empty()) last_eval = JsonNumber(curve.eval_loss.back().second);
-    list.push_back({{"id", job.id()},
-                    {"name", job.name()},
-                    {"state", JobStateName(job.state())},
-                    {"attempt", job.attempt()},
-                    {"step", job.last_step()},
-                    {"total_steps", job.total_steps()},
-                    {"loss", JsonNumber(job.last_loss())},
-                    {"error", job.error()},
-                    {"worker_id", job.worker_id()},
-                    {"created_unix_ms", job.created_unix_ms()},
-                    {"finished_unix_ms", job.finished_unix_ms()},
-                    {"adapter_path", job.adapter_path()},
-                    {"loss_curve", Points(curve.loss)},
-                    {"eval_loss_curve", Points(curve.eval_loss)},
-                    {"eval_loss", last_eval},
-                    {"best", BestJson(job)},
-                    {"stopped_early", job.stopped_early()}});
+    nlohmann::json entry = JobJson(row);
+    entry["loss_curve"] = Points(curve.loss);
+    entry["eval_loss_curve"] = Points(curve.eval_loss);
+    entry["eval_loss"] = last_eval;
+    list.push_back(std::move(entry));
   }
   return {{"jobs", std::move(list)}};
+}
+
+nlohmann::json MetricsJson(const std::vector<v1::StepMetrics>& rows) {
+  nlohmann::json table = nlohmann::json::array();
+  for (const auto& m : rows) {
+    nlohmann::json eval = nullptr;
+    if (m.has_eval_loss()) eval = JsonNumber(m.eval_loss());
+    table.push_back({m.rank(), m.attempt(), m.step(), JsonNumber(m.loss()), m.lr(), m.grad_norm(),
+                     m.tokens_per_s(), m.vram_allocated_bytes(), m.vram_reserved_bytes(),
+                     m.vram_peak_bytes(), m.wall_time_s(), eval});
+  }
+  return {{"columns",
+           {"rank", "attempt", "step", "loss", "lr", "grad_norm", "tokens_per_s",
+            "vram_allocated_bytes", "vram_reserved_bytes", "vram_peak_bytes", "wall_time_s",
+            "eval_loss"}},
+          {"rows", std::move(table)}};
+}
+
+std::string EventKind(const v1::LogLine& line) {
+  const std::string& m = line.message();
+  const std::string lower = Lower(m);
+  // Out-of-memory first: a retry after an OOM is an "oom" event, whatever logged it.
+  if (Contains(lower, "out of memory") || Contains(m, "OOM")) return "oom";
+  if (line.source() != "coordinator") return "";
+  if (m.rfind("checkpoint at step", 0) == 0) return "checkpoint";
+  if (Contains(m, "retrying as attempt") || Contains(m, "requeued")) return "restart";
+  if (m.rfind("eval at step", 0) == 0) return "eval";
+  for (const char* prefix :
+       {"submitted", "attempt ", "trainer started", "completed", "failed", "cancel"}) {
+    if (m.rfind(prefix, 0) == 0) return "state";
+  }
+  return "";
+}
+
+nlohmann::json LogLineJson(const v1::LogLine& line) {
+  return {{"seq", line.seq()},       {"unix_ms", line.unix_ms()}, {"level", line.level()},
+          {"source", line.source()}, {"rank", line.rank()},       {"message", line.message()},
+          {"kind", EventKind(line)}};
+}
+
+nlohmann::json WorkersJson(const std::vector<WorkerView>& workers) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const WorkerView& w : workers) {
+    nlohmann::json devices = nlohmann::json::array();
+    for (const auto& d : w.devices) {
+      devices.push_back({{"kind", d.kind()},
+                         {"index", d.index()},
+                         {"name", d.name()},
+                         {"total_memory_bytes", d.total_memory_bytes()}});
+    }
+    nlohmann::json running = nlohmann::json::array();
+    for (const auto& r : w.running) {
+      running.push_back({{"job_id", r.job_id}, {"attempt", r.attempt}, {"rank", r.rank}});
+    }
+    list.push_back({{"id", w.id},
+                    {"name", w.name},
+                    {"hostname", w.hostname},
+                    {"devices", std::move(devices)},
+                    {"running", std::move(running)},
+                    {"heartbeat_age_ms", w.heartbeat_age_ms}});
+  }
+  return {{"workers", std::move(list)}};
+}
+
+std::string ScriptSafeJson(const nlohmann::json& value) {
+  std::string text = value.dump();
+  std::string safe;
+  safe.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    // Inside a JSON string "<\/" still reads as "</"; outside strings JSON has no '<'.
+    if (text[i] == '<' && i + 1 < text.size() && text[i + 1] == '/') {
+      safe += "<\\/";
+      ++i;
+      continue;
+    }
+    safe += text[i];
+  }
+  return safe;
 }
 
 }  // namespace qlorad::server

@@ -1,5 +1,7 @@
-// The coordinator's HTTP side (cpp-httplib): Prometheus text at /metrics, the dashboard at /,
-// and the JSON it polls at /api/jobs. Read-only; it never changes a job.
+// The coordinator's HTTP side (cpp-httplib): Prometheus text at /metrics, the dashboard's pages
+// (/, /jobs/ID, /workers), its static files (/static/NAME), its JSON API (/api/...) and its
+// event streams (server-sent events). server/README.md lists the endpoints. Every route but
+// POST /api/jobs/ID/cancel only reads.
 //
 // cpp-httplib gives each connection a pool thread for as long as it stays open, idle ones
 // included, and its default pool is 8 threads on a small machine: 8 idle connections were
@@ -7,8 +9,13 @@
 // time before and between requests, each read and each write) is bounded. A client holding
 // more idle connections than the pool has threads still delays others by up to the timeout; the
 // fix for that is an event-driven server, which cpp-httplib is not.
+//
+// An event stream holds its thread for as long as the page is open, so streams are capped below
+// the pool's size (a stream past the cap gets 503): the other threads stay free for /metrics
+// and the pages.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <string>
@@ -16,6 +23,7 @@
 
 #include "common/status.h"
 #include "server/coordinator.h"
+#include "server/stream_limiter.h"
 
 namespace httplib {
 class Server;
@@ -26,7 +34,13 @@ namespace qlorad::server {
 struct HttpOptions {
   int threads = 32;                             // connections served at once
   int timeout_s = 5;                            // idle connection, read and write timeout
-  size_t max_request_bytes = size_t{64} << 10;  // every route is a GET: no body is needed
+  size_t max_request_bytes = size_t{64} << 10;  // the only body is a cancel's "{}"
+  // Event streams open at once, in all (0: half of `threads`; it must stay below `threads`) and
+  // per client (host). A browser opens one per dashboard tab.
+  int max_event_streams = 0;
+  int max_event_streams_per_client = 8;
+
+  int EventStreamCap() const { return max_event_streams > 0 ? max_event_streams : threads / 2; }
 };
 
 class HttpServer {
@@ -37,20 +51,27 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Binds host:port (port 0 picks a free one), serves on its own thread; returns the port.
+  // INVALID_ARGUMENT naming the flag when the stream cap leaves no thread for other requests.
   StatusOr<int> Start(const std::string& host, int port);
   void Stop();
 
- private:
-  // Jobs with per-job series and charts: the newest ones, so a long history stays cheap.
-  static constexpr int kJobsShown = 50;
-  static constexpr size_t kChartPoints = 200;
+  int open_event_streams() const { return streams_.open_total(); }
 
+ private:
+  static constexpr size_t kChartPoints = 200;  // per job in /api/jobs
+
+  void AddPageRoutes();
+  void AddApiRoutes();
+  void AddStreamRoutes();
   StatusOr<std::string> MetricsText();
   StatusOr<std::string> JobsJsonText();
 
   Coordinator& coordinator_;
+  const HttpOptions options_;
+  StreamLimiter streams_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
+  std::atomic<bool> listen_returned_{false};
 };
 
 }  // namespace qlorad::server

@@ -36,6 +36,14 @@ int main(int argc, char** argv) {
                  "HTTP: close a connection idle, or stalled in a read or write, this long")
       ->capture_default_str()
       ->check(CLI::Range(1, 600));
+  app.add_option("--http-max-streams", options.http_options.max_event_streams,
+                 "dashboard event streams served at once (each holds an HTTP thread; must be "
+                 "below --http-threads); more get 503 and retry [default: half of --http-threads]")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--http-max-streams-per-client", options.http_options.max_event_streams_per_client,
+                 "dashboard event streams one client (host) may hold open at once")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--max-spec-bytes", options.coordinator.max_spec_bytes,
                  "refuse job specs longer than this at submit")
       ->capture_default_str()

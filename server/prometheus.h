@@ -1,5 +1,13 @@
-// The Prometheus text exposition of the coordinator: jobs by state, workers, and per job the
-// last step, loss and tokens/s, and the last eval loss and perplexity (data.validation).
+// The Prometheus text exposition of the coordinator (format 0.0.4).
+//
+// Service-wide: jobs in the store by state, workers idle and busy, counters since this
+// coordinator started (jobs submitted and finished by state, attempts requeued, steps, an
+// estimate of tokens), and per worker its device memory and heartbeat age, labelled with the
+// worker's name. Per job, only jobs running now or finished less than two minutes ago
+// (CoordinatorOptions::finished_series_ttl): the last step, loss, lr, grad norm, eval loss and
+// perplexity (rank 0; labels job and name), and per rank tokens/s and VRAM allocated, reserved
+// and peak (labels job, name, rank and worker). A finished job's series disappear after that,
+// so a long-lived coordinator does not export every job it ever ran.
 #pragma once
 
 #include <cstdint>
@@ -8,16 +16,16 @@
 #include <vector>
 
 #include "qlorad/v1/common.pb.h"
+#include "server/coordinator.h"
 
 namespace qlorad::server {
 
 struct PrometheusSnapshot {
   std::map<v1::JobState, int64_t> jobs_by_state;
-  int workers_online = 0;
+  std::vector<WorkerView> workers;
   int workers_busy = 0;
-  std::vector<v1::Job> jobs;                              // those to export per-job series
-  std::map<std::string, v1::StepMetrics> latest_metrics;  // by job id, rank 0
-  std::map<std::string, v1::StepMetrics> latest_eval;     // by job id, rank 0's evaluated steps
+  ServiceCounters counters;
+  std::vector<JobSeries> jobs;
 };
 
 std::string RenderPrometheus(const PrometheusSnapshot& snapshot);

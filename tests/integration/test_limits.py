@@ -202,7 +202,7 @@ def test_idle_http_connections_do_not_stall_metrics(start):
     idle = idle_connections(cluster.http_addr, 8)
     try:
         assert "qlorad_jobs" in get(cluster.http_addr, "/metrics")
-        assert "/api/jobs" in get(cluster.http_addr, "/")
+        assert "id=\"jobs\"" in get(cluster.http_addr, "/")
         assert all(still_open(s) for s in idle), "served only after idle connections were dropped"
     finally:
         for s in idle:

@@ -88,10 +88,12 @@ inline bool WaitFor(const std::function<bool()>& pred, std::chrono::milliseconds
 class TestServer {
  public:
   explicit TestServer(const std::string& db_path, std::chrono::milliseconds heartbeat_timeout = 30s,
-                      size_t queue_capacity = 1024, std::string http = "off") {
+                      size_t queue_capacity = 1024, std::string http = "off",
+                      HttpOptions http_options = {}) {
     ServerOptions options;
     options.listen = "127.0.0.1:0";
     options.http = std::move(http);
+    options.http_options = http_options;
     options.grace_period = 1s;
     options.coordinator.db_path = db_path;
     options.coordinator.heartbeat_timeout = heartbeat_timeout;
