@@ -1,6 +1,10 @@
 // logs: StreamLogs. With --follow, until the server ends the stream (the job is terminal).
 // Without it, only what is stored: for a terminal job the server ends the stream after the
-// stored lines; for a live job we stop once no line has come for kQuietPeriod (quiet_cutoff.h).
+// stored lines; for a live job we stop once no line has come for kQuietPeriod (quiet_cutoff.h),
+// or at the first line logged after the call began (kSkewMargin past it, for the coordinator's
+// clock): a job that logs more often than the quiet period (a checkpoint line every fraction of a
+// second) would otherwise keep the command running until the job ends.
+#include <chrono>
 #include <memory>
 
 #include "client/cli/commands.h"
@@ -14,6 +18,13 @@ namespace qlorad::cli {
 namespace {
 
 constexpr std::chrono::milliseconds kQuietPeriod{1000};
+constexpr std::chrono::milliseconds kSkewMargin{1000};
+
+int64_t NowUnixMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
 
 }  // namespace
 
@@ -34,10 +45,19 @@ int Logs(const CommandContext& ctx) {
   if (!ctx.options.follow && !IsTerminal(job.state())) {
     cutoff = std::make_unique<QuietCutoff>(context, kQuietPeriod);
   }
+  const int64_t newer_than_ms = NowUnixMs() + kSkewMargin.count();
+  bool reached_new_lines = false;
   auto reader = ctx.stub.StreamLogs(&context, request);
   qlorad::v1::LogLine line;
   while (reader->Read(&line)) {
-    if (cutoff) cutoff->Touch();
+    if (cutoff) {
+      if (line.unix_ms() > newer_than_ms) {
+        reached_new_lines = true;  // logged after the call: not one of the stored lines
+        context.TryCancel();
+        break;
+      }
+      cutoff->Touch();
+    }
     if (ctx.options.json) {
       ctx.out << JsonLine("log", line) << "\n";
     } else {
@@ -46,7 +66,7 @@ int Logs(const CommandContext& ctx) {
     ctx.out.flush();
   }
   const grpc::Status status = reader->Finish();
-  if (!status.ok() && !(cutoff && cutoff->fired())) {
+  if (!status.ok() && !reached_new_lines && !(cutoff && cutoff->fired())) {
     return ReportRpcError(status, ctx.options.server, ctx.err, ctx.options.json);
   }
   return kExitOk;

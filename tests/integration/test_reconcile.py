@@ -24,6 +24,10 @@ from conftest import REPO, Cluster, wait_until, write_spec
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 EVERY = 20  # checkpoint interval, in steps
+# Steps of a job whose trainer the test kills or stops mid-run: enough that the tiny model (about
+# 75 steps/s on a 2-core CI machine) is still training when the test acts on it, which it does as
+# soon as it sees a step past the first checkpoint.
+LONG = 3000
 
 
 def job_spec(path: Path, model: Path, out: Path, steps: int, max_restarts: int = 0) -> Path:
@@ -112,7 +116,7 @@ def test_worker_kill_requeues_without_spending_a_restart(cluster, tiny_model, tm
     cluster.start_worker(tmp_path / "work-a", name="cpu-a", log_name="worker-a.log")
     lost_worker = cluster.worker
     # max_restarts 0: had the lost worker counted as a failure, the job would fail.
-    job_id = submit(cluster, job_spec(tmp_path / "job.yaml", tiny_model, tmp_path / "out", 400))
+    job_id = submit(cluster, job_spec(tmp_path / "job.yaml", tiny_model, tmp_path / "out", LONG))
     wait_for_step(cluster, job_id, EVERY + 5)
     pid = trainer_pid(cluster, job_id, 0)
     lost_worker.send_signal(signal.SIGKILL)
@@ -134,7 +138,7 @@ def test_worker_kill_requeues_without_spending_a_restart(cluster, tiny_model, tm
 def test_cancel_ends_cancelled_when_the_worker_is_gone(cluster, tiny_model, tmp_path):
     cluster.start_coordinator("--heartbeat-timeout-ms", "60000")
     cluster.start_worker(tmp_path / "work")
-    job_id = submit(cluster, job_spec(tmp_path / "job.yaml", tiny_model, tmp_path / "out", 400))
+    job_id = submit(cluster, job_spec(tmp_path / "job.yaml", tiny_model, tmp_path / "out", LONG))
     wait_for_step(cluster, job_id, 5)
     pid = trainer_pid(cluster, job_id, 0)
     cluster.worker.send_signal(signal.SIGKILL)
@@ -150,7 +154,7 @@ def test_a_retry_whose_checkpoints_are_gone_still_completes(cluster, tiny_model,
     cluster.start_coordinator()
     cluster.start_worker(tmp_path / "work")
     out = tmp_path / "out"
-    job_id = submit(cluster, job_spec(tmp_path / "job.yaml", tiny_model, out, 600, max_restarts=1))
+    job_id = submit(cluster, job_spec(tmp_path / "job.yaml", tiny_model, out, LONG, max_restarts=1))
     wait_for_step(cluster, job_id, EVERY + 5)
     pid = trainer_pid(cluster, job_id, 0)
     # The checkpoint the coordinator will name is gone (deleted, or pruned by an orphan), and so
