@@ -25,20 +25,6 @@ using torch::autograd::variable_list;
 #endif
 
 #ifdef QLORAD_HAVE_NF4_OPS
-struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            double eps) {
-    auto [y, inv_rms] = ops::RmsNormForward(x, weight, eps);
-    ctx->save_for_backward({x, weight, inv_rms});
-    return y;
-  }
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list s = ctx->get_saved_variables();
-    return {ops::RmsNormBackward(grads[0].contiguous(), s[0], s[1], s[2], at::Tensor()),
-            at::Tensor(), at::Tensor()};
-  }
-};
-
 // The norm's backward of dy (saved: its input, weight and inverse RMS) plus `residual`, the
 // gradient of the norm's input that came around it, summed inside the kernel; either may be
 // undefined.
@@ -49,6 +35,18 @@ at::Tensor NormBackwardPlusResidual(AutogradContext* ctx, const at::Tensor& dy,
   return ops::RmsNormBackward(dy.contiguous(), s[0], s[1], s[2],
                               residual.defined() ? residual.contiguous() : at::Tensor());
 }
+
+struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            double eps) {
+    auto [y, inv_rms] = ops::RmsNormForward(x, weight, eps);
+    ctx->save_for_backward({x, weight, inv_rms});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    return {NormBackwardPlusResidual(ctx, grads[0], at::Tensor()), at::Tensor(), at::Tensor()};
+  }
+};
 
 // Outputs y = norm(x) and x itself, for the residual path: x's two gradients meet in the norm's
 // backward kernel (its residual-gradient input) instead of in an add kernel of autograd's.

@@ -149,8 +149,9 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
   // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
   // scale in the GEMM's alpha). dB_i = s_i dY_i^T xa_i, each into its rows of one buffer, cast to
   // the adapters' dtype at once: each gradient is a slice of that cast, not a cast of its own.
-  // (cuBLAS's fp32-output GEMMs would skip the cast, but LibTorch's path to them leaves the device
-  // idle for hundreds of microseconds after many of them on an H100.)
+  // (cuBLAS's fp32-output GEMMs would skip the cast, but a Kineto trace on an H100 showed the
+  // device idle for hundreds of microseconds after many of them: bench/results/2026-12-07-h100-
+  // d39684a-trace-ckpt-off.txt.)
   at::Tensor dyb = at::empty({dy.size(0), xa.size(1)}, dy.options());
   at::Tensor db = at::empty({out_features_, casts.b.front().size(1)}, dy.options());
   int64_t offset = 0, r = 0;
