@@ -60,6 +60,10 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return made
 
 
+# The spec's words for the table's on and off.
+SPEC_CHOICE = {"on": "true", "off": "false"}
+
+
 def write_job(tmp: Path, model: Path, micro: int, seq: int, checkpointing: str, offload: str) -> Path:
     vocab = json.loads((model / "config.json").read_text())["vocab_size"]
     name = f"{model.name}-{micro}x{seq}-ckpt-{checkpointing}-offload-{offload}"
@@ -72,7 +76,7 @@ quantization: {{type: nf4, double_quant: true, block_size: 64}}
 lora: {{r: 16, alpha: 16, target_modules: [{", ".join(bench.PROJECTIONS)}]}}
 data: {{path: {data}, format: input_ids, max_seq_len: {seq}, packing: true, shuffle: false}}
 train: {{max_steps: {STEPS}, micro_batch_size: {micro}, lr: 2.0e-4, warmup_steps: 0, precision: bf16,
-        activation_checkpointing: {checkpointing}, activation_offload: {offload}}}
+        activation_checkpointing: {SPEC_CHOICE[checkpointing]}, activation_offload: {SPEC_CHOICE[offload]}}}
 resources: {{device: cuda, ignore_memory_estimate: true}}
 checkpoint: {{every_steps: 0, output_dir: {tmp / name}}}
 """)

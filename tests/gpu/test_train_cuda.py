@@ -1,6 +1,6 @@
 """Training steps on CUDA through the trainer's fast paths (fused q|k|v and gate|up projections
-with the LoRA scale inside the GEMMs, the RMSNorm/rotary/SwiGLU kernels, flash attention (and
-cuDNN's fused attention with QLORAD_ATTENTION=cudnn) for whole rows, and variable-length flash
+with the LoRA scale inside the GEMMs, the RMSNorm/rotary/SwiGLU kernels, cuDNN's fused attention
+(and flash attention with QLORAD_ATTENTION=flash) for whole rows, and variable-length flash
 attention for packed rows), against references, on the tiny random Llama of
 tests/python/test_hf_parity.py (GQA, llama3 rope scaling, head_dim 24):
 
@@ -59,7 +59,8 @@ def our_losses(spec: Path, device: str) -> list[float]:
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     losses = [e["loss"] for e in events if e["event"] == "metrics"]
     assert len(losses) == STEPS
-    # Asked for, cuDNN's attention must have run (model/attention.cc), not the fallback.
+    # Whole rows go to cuDNN's attention by default (model/attention.cc): it must have run, not
+    # the fallback to flash attention.
     assert "cuDNN refused" not in proc.stderr, proc.stderr
     return losses
 
@@ -120,11 +121,11 @@ def test_bf16_steps_on_cuda_match_transformers_fp32(setup):
     assert abs(ours[-1] - ours[0]) > 10 * tolerance * abs(ours[0])  # the adapter did move
 
 
-def test_bf16_steps_with_cudnn_attention_match_transformers_fp32(setup, monkeypatch):
+def test_bf16_steps_with_flash_attention_match_transformers_fp32(setup, monkeypatch):
     tmp, reference, tolerance = setup
-    monkeypatch.setitem(test_hf_parity.ENV, "QLORAD_ATTENTION", "cudnn")
-    ours = our_losses(spec_text(tmp, "bf16-cudnn", "bf16", "cuda", packing=False), "cuda")
-    print(f"qlorad bf16 (cuda, cuDNN attention) vs transformers+peft fp32: "
+    monkeypatch.setitem(test_hf_parity.ENV, "QLORAD_ATTENTION", "flash")
+    ours = our_losses(spec_text(tmp, "bf16-flash", "bf16", "cuda", packing=False), "cuda")
+    print(f"qlorad bf16 (cuda, flash attention) vs transformers+peft fp32: "
           f"{worst(ours, reference):.3e}", file=sys.stderr)
     assert worst(ours, reference) < tolerance
 

@@ -55,16 +55,23 @@ struct FlashState {
 // cuDNN's fused attention ran attention forward+backward in about two thirds of flash attention
 // 2's time on an H100 at Llama's shapes, through torch's SDPA (bench/results/2026-12-07-h100-
 // attention-ab.txt). LibTorch reaches it for whole rows only (no document offsets) and without a
-// sliding window, so packed rows and windows stay on flash attention. Opt-in with
-// QLORAD_ATTENTION=cudnn until the trainer's use of it has run on a GPU (tests/gpu/
-// test_train_cuda.py checks it against transformers); a cuDNN that refuses the first call (an old
-// library, an unsupported shape) is said once on stderr and not asked again.
+// sliding window, so packed rows and windows stay on flash attention. QLORAD_ATTENTION=flash keeps
+// whole rows on flash attention too (for A/B runs and as a way out); a cuDNN that refuses the first
+// call (an old library, an unsupported shape) is said once on stderr and not asked again.
+// tests/gpu/test_train_cuda.py checks both kernels against transformers.
 std::atomic<bool> cudnn_refused{false};
+
+bool FlashForcedByEnvironment() {
+  static const bool forced = [] {
+    const char* choice = std::getenv("QLORAD_ATTENTION");
+    return choice != nullptr && std::string(choice) == "flash";
+  }();
+  return forced;
+}
 
 bool UseCudnn(const at::Tensor& cu_seqlens, int64_t window) {
   if (cu_seqlens.defined() || window > 0 || cudnn_refused.load()) return false;
-  const char* choice = std::getenv("QLORAD_ATTENTION");
-  return choice != nullptr && std::string(choice) == "cudnn";
+  return !FlashForcedByEnvironment();
 }
 
 // q [batch, seq, heads, d], k and v [batch, seq, kv_heads, d]; causal. LibTorch's op takes
