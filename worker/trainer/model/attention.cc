@@ -114,7 +114,8 @@ FlashState FlashForward(const at::Tensor& q, const at::Tensor& k, const at::Tens
   return {out, logsumexp, rng_state, unused};
 }
 
-// dq, dk, dv, each [batch, seq, heads or kv_heads, d], by the kernel that ran the forward.
+// dq, dk, dv, each [batch, seq, heads or kv_heads, d], by the kernel that ran the forward: cuDNN's
+// in its own memory order (strided views; the caller copies them where it needs them, once).
 std::array<at::Tensor, 3> FlashBackward(const at::Tensor& grad, const at::Tensor& q,
                                         const at::Tensor& k, const at::Tensor& v,
                                         const FlashState& state, const at::Tensor& cu_seqlens,
@@ -129,8 +130,7 @@ std::array<at::Tensor, 3> FlashBackward(const at::Tensor& grad, const at::Tensor
         state.out.transpose(1, 2), state.logsumexp, state.rng_state, state.unused,
         /*attn_bias=*/at::Tensor(), /*cum_seq_q=*/at::Tensor(), /*cum_seq_k=*/at::Tensor(),
         max_seqlen, max_seqlen, /*dropout_p=*/0.0, /*is_causal=*/true, /*scale=*/std::nullopt);
-    return {dq.transpose(1, 2).contiguous(), dk.transpose(1, 2).contiguous(),
-            dv.transpose(1, 2).contiguous()};
+    return {dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2)};
   }
   auto [dq, dk, dv] = at::_flash_attention_backward(
       grad_out, varlen ? Flatten(q) : q, varlen ? Flatten(k) : k, varlen ? Flatten(v) : v,
@@ -176,7 +176,7 @@ struct FlashAttentionFunction : torch::autograd::Function<FlashAttentionFunction
     const auto [state, cu_seqlens] = LoadFlash(ctx, s, 3);
     auto [dq, dk, dv] = FlashBackward(grads[0], s[0], s[1], s[2], state, cu_seqlens,
                                       ctx->saved_data["window"].toInt());
-    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+    return {dq.contiguous(), dk.contiguous(), dv.contiguous(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -213,15 +213,18 @@ struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFuncti
     const int64_t head_dim = ctx->saved_data["head_dim"].toInt();
     auto [q, k, v] = SplitHeads(qkv, heads, kv_heads, head_dim);
     const auto [state, cu_seqlens] = LoadFlash(ctx, s, 4);
-    auto [dq, dk, dv] =
+    const auto [dq, dk, dv] =
         FlashBackward(grads[0].reshape({qkv.size(0), qkv.size(1), heads, head_dim}), q, k, v, state,
                       cu_seqlens, ctx->saved_data["window"].toInt());
-    // The rotation's backward is the inverse rotation.
-    ops::RopeInPlace(dq, dk, s[1], s[2], s[3], /*inverse=*/true);
-    const int64_t batch = qkv.size(0), seq = qkv.size(1);
-    at::Tensor dqkv = at::cat(
-        {dq.reshape({batch, seq, -1}), dk.reshape({batch, seq, -1}), dv.reshape({batch, seq, -1})},
-        -1);
+    // Each gradient copied once, into its heads of q|k|v's gradient (whatever memory order the
+    // kernel left it in), then rotated back there in place as the forward rotated q|k|v: the
+    // rotation's backward is the inverse rotation.
+    at::Tensor dqkv = at::empty_like(qkv);
+    auto [gq, gk, gv] = SplitHeads(dqkv, heads, kv_heads, head_dim);
+    gq.copy_(dq);
+    gk.copy_(dk);
+    gv.copy_(dv);
+    ops::RopeInPlace(gq, gk, s[1], s[2], s[3], /*inverse=*/true);
     return {dqkv, at::Tensor()};
   }
 };
