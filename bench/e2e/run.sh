@@ -17,23 +17,7 @@ bash "$ROOT/tests/gpu/build_torch_side.sh" "$BUILD_LOGS" qlorad-train \
   || { cp "$BUILD_LOGS"/*.log "$OUT"/ 2>/dev/null; exit 1; }
 [ "${1:-}" = --build-only ] && exit 0
 
-echo "=== reference libraries ($(date -u +%H:%M:%S))"
-REFS="$(mktemp -d)"
-trap 'rm -rf "$REFS"' EXIT
-if [ -f "$ROOT/.whl/e2e/refs.tar.gz" ]; then
-  tar -C "$REFS" -xzf "$ROOT/.whl/e2e/refs.tar.gz"
-  # First on the path: the carried pydantic and pydantic-core (and the rest) come as a matched set.
-  export PYTHONPATH="$REFS${PYTHONPATH:+:$PYTHONPATH}"
-else
-  echo "no .whl/e2e/refs.tar.gz (run bench/e2e/fetch_refs.sh and carry .whl/e2e): Unsloth and bitsandbytes will fail"
-fi
-# What the carried set takes from the machine rather than carrying (pyarrow alone is over 40 MB):
-# a missing one fails Unsloth's import, and this line says which.
-python3 -c "import importlib.util as u; m = [n for n in ('requests', 'pandas', 'pyarrow', 'xxhash', 'accelerate')
-if not u.find_spec(n)]; print('not on this machine (Unsloth needs them):', m) if m else None"
-# No registry or hub there: everything loads from local folders, and Unsloth sends no statistics.
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 UNSLOTH_DISABLE_STATISTICS=1 \
-  TOKENIZERS_PARALLELISM=false
+source "$ROOT/bench/e2e/refs_env.sh"
 
 echo "=== e2e_bench ($(date -u +%H:%M:%S))"
 python3 "$ROOT/bench/e2e/e2e_bench.py" --bin "$ROOT/build-gpu/bin" --out "$OUT" "$@"
