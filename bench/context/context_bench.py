@@ -1,9 +1,8 @@
 """The longest context a batch-1 QLoRA job trains on one GPU, qlorad against Unsloth, side by side.
 
 For one shape (8b: Llama-3.1-8B; 1b; tiny for a harness check on the CPU), with activation
-checkpointing on (qlorad: train.activation_checkpointing with activation_offload auto, which the
-memory estimate turns on when the job would not fit otherwise; Unsloth: its offloading "unsloth"
-mode), each system trains rows of one context length and a try succeeds when its steps complete.
+checkpointing on and the checkpoints offloaded to host memory (qlorad: train.activation_checkpointing
+and activation_offload, --offload; Unsloth: its "unsloth" mode), each system trains rows of one context length and a try succeeds when its steps complete.
 The search doubles the context from --start while tries succeed, then bisects between the longest
 success and the shortest failure down to --granularity tokens. --contexts instead tries exactly the
 lengths given (a GPU command may run 10 minutes; a step at 350K tokens of an 8B model takes
@@ -52,7 +51,7 @@ def run_qlorad(job, args, log_path):
     write_spec(spec, job["model"], job["data"], args.work / f"out-{name}", strategy="single", nproc=1, micro=1,
                accum=1, steps=total, seq_len=job["seq"], precision="bf16", activation_checkpointing=True, lr=LR,
                quantization="nf4" if job["quant"] else "none", shuffle=False, name=name,
-               ignore_memory_estimate=True)
+               activation_offload=args.offload, ignore_memory_estimate=True)
     estimate = subprocess.run([str(args.bin / "qlorad-train"), "estimate", str(spec), "--json"],
                               capture_output=True, text=True)
     predicted = json.loads(estimate.stdout)["peak_bytes"] if estimate.returncode == 0 else None
@@ -193,6 +192,8 @@ def parse_args():
     ap.add_argument("--contexts", default="", help="comma-separated: try exactly these, no search")
     ap.add_argument("--timed-contexts", default=",".join(map(str, DEFAULT_TIMED)),
                     help="lengths whose step is timed after a warm-up step")
+    ap.add_argument("--offload", choices=["true", "auto", "false"], default="true",
+                    help="qlorad's train.activation_offload (true: as Unsloth's checkpointing, which offloads)")
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--no-quant", action="store_true", help="bf16 base weights (a harness check on the CPU)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds one try may take")
