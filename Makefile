@@ -19,7 +19,7 @@ export CCACHE_NOHASHDIR := 1
 # The torch side compiles against a precompiled header, which ccache caches only with these.
 export CCACHE_SLOPPINESS := pch_defines,time_macros,include_file_mtime,include_file_ctime
 
-.PHONY: demo test deps configure build unit-test py-test format clean
+.PHONY: demo test deps configure build install unit-test py-test format clean
 
 demo: build
 	scripts/demo.sh $(BUILD)
@@ -41,6 +41,13 @@ configure: deps
 
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
+
+# make install PREFIX=/opt/qlorad [VENV=/opt/qlorad/venv]: the programs into PREFIX/bin; LibTorch is
+# reached through PREFIX/lib/qlorad (cmake/QloradInstall.cmake). Installing LibTorch into a VENV the
+# service's user can read (not a home folder) keeps the installed trainer runnable by that user.
+PREFIX ?= /usr/local
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 format:
 	git ls-files '*.h' '*.cc' '*.cu' '*.cuh' | xargs clang-format -i
