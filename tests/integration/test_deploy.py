@@ -1,5 +1,6 @@
 """deploy/ against the real binaries: every metric a Grafana panel or an alert rule reads is on a
-real coordinator's /metrics (with the labels the queries select on), the flags of the Kubernetes
+real coordinator's /metrics (with the labels the queries select on), a real Prometheus with
+deploy/'s scrape config and rules answers every panel's query and evaluates every rule, the flags of the Kubernetes
 manifests start the real qlorad and qlorad-worker, and the Slurm script starts one real
 qlorad-worker per GPU of its node with the right GPU and name, then stops them on SIGTERM.
 No Slurm and no GPU here: a stand-in srun launches the tasks as srun would on one node, and a
@@ -7,9 +8,13 @@ stand-in nvidia-smi answers the worker's device query."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,6 +71,42 @@ def alert_queries() -> list[str]:
     return [r["expr"] for g in rules["groups"] for r in g["rules"]]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_prometheus(cluster: Cluster, tmp_path: Path) -> str:
+    """Debian's prometheus scraping the coordinator every second with deploy/'s scrape config and
+    alert rules (only the target and the interval changed); its address."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    config["rule_files"] = [str(DEPLOY / "prometheus" / f) for f in config["rule_files"]]
+    config["global"] = {"evaluation_interval": "1s"}
+    (scrape,) = config["scrape_configs"]
+    scrape["scrape_interval"] = "1s"
+    scrape["static_configs"] = [{"targets": [cluster.http_addr]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    addr = f"127.0.0.1:{free_port()}"
+    log = tmp_path / "prometheus.log"
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus is not installed (scripts/deps.sh installs it)"
+    cluster.procs.append(subprocess.Popen(
+        [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--web.listen-address={addr}",
+         f"--storage.tsdb.path={tmp_path / 'tsdb'}"], stdout=open(log, "w"), stderr=subprocess.STDOUT))
+    return addr
+
+
+def promql(addr: str, query: str) -> list:
+    """The result of an instant query, or [] while Prometheus is not up yet."""
+    url = f"http://{addr}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=30) as res:
+            return json.loads(res.read())["data"]["result"]
+    except (urllib.error.URLError, ConnectionError):
+        return []
+
+
 # `name{label="v", ...}` and `name` in a PromQL expression (template variables left as they are).
 SELECTOR = re.compile(r"\b(qlorad_[a-z_]+)(?:\{([^}]*)\})?")
 MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
@@ -101,6 +142,32 @@ def test_dashboard_and_alerts_read_series_the_coordinator_exports(cluster, tiny_
     assert {"qlorad_jobs", "qlorad_job_loss", "qlorad_job_tokens_per_second", "qlorad_job_step",
             "qlorad_job_vram_allocated_bytes", "qlorad_job_vram_peak_bytes",
             "qlorad_worker_heartbeat_age_seconds", "qlorad_attempts_requeued_total"} <= used
+
+    # A real Prometheus with deploy/'s scrape config: our job label arrives as exported_job, each
+    # panel's query has data (rates once two scrapes are in), and every alert rule evaluates.
+    prometheus = start_prometheus(cluster, tmp_path)
+    wait_until("Prometheus to scrape the job's series twice",
+               lambda: promql(prometheus, f'count_over_time(qlorad_job_step{{exported_job="{job_id}"}}[1m]) >= 2'),
+               on_fail=lambda: (tmp_path / "prometheus.log").read_text()[-3000:])
+    grafana = {"$__rate_interval": "1m", "$instance": ".*", "$job_id": job_id}
+    dashboard = json.loads((DEPLOY / "grafana" / "qlorad-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            query = target["expr"]
+            for name, value in grafana.items():
+                query = query.replace(name, value)
+            assert promql(prometheus, query), f"{panel['title']}: no data for {query}"
+    assert len(rules_now(prometheus)) == len(alert_queries())
+    wait_until("every alert rule to be evaluated",
+               lambda: all(r.get("lastEvaluation", "").startswith("20") for r in rules_now(prometheus)))
+    assert all(r["health"] == "ok" for r in rules_now(prometheus)), rules_now(prometheus)
+    # Nothing is wrong with this service: no alert fires.
+    assert not [r for r in rules_now(prometheus) if r["state"] == "firing"], rules_now(prometheus)
+
+
+def rules_now(addr: str) -> list[dict]:
+    with urllib.request.urlopen(f"http://{addr}/api/v1/rules", timeout=30) as res:
+        return [r for g in json.loads(res.read())["data"]["groups"] for r in g["rules"]]
 
 
 def container_args(kind: str) -> list[str]:

@@ -1,7 +1,7 @@
 """deploy/ checked with the tools that read it: the Kubernetes manifests against Kubernetes'
 own OpenAPI schemas (kubernetes-validate bundles them, strict: unknown fields fail), the alert
 rules with promtool (syntax, and deploy/alerts_test.yml: each alert fires on its case and not on
-its look-alike), the Slurm script with bash -n and shellcheck. That the flags and metric names
+its look-alike; every Grafana query parses), the Slurm script with bash -n and shellcheck. That the flags and metric names
 they use are the binaries' is tests/integration/test_deploy.py's part."""
 import json
 import shutil
@@ -120,11 +120,25 @@ def test_kubernetes_scrape_config_keeps_the_names_the_rules_use():
     assert config["rule_files"] == ["qlorad-alerts.yml"]
 
 
-def test_grafana_dashboard_is_valid_json_with_unique_panel_ids():
+def test_grafana_queries_are_valid_promql(tmp_path):
     dashboard = json.loads((DEPLOY / "grafana" / "qlorad-dashboard.json").read_text())
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
-    assert all(p["targets"] for p in dashboard["panels"])
+    # promtool parses each panel's query as a recording rule, with Grafana's variables given
+    # values of the kind Grafana substitutes.
+    variables = {"$__rate_interval": "1m", "$instance": ".*", "$job_id": ".*"}
+    rules = []
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for name, value in variables.items():
+                expr = expr.replace(name, value)
+            assert "$" not in expr, f"{panel['title']}: an unknown variable in {target['expr']}"
+            rules.append({"record": f"panel_{panel['id']}_{target['refId']}", "expr": expr})
+    path = tmp_path / "dashboard-queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    run(tool("promtool"), "check", "rules", path)
 
 
 def test_slurm_script_passes_bash_n_and_shellcheck():
