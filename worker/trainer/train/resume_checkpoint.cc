@@ -130,7 +130,8 @@ StatusOr<std::string> SaveResumeCheckpoint(const std::string& checkpoints_dir,
                              {"seed", state.seed},
                              {"world_size", comm.world_size()},
                              {"rng", "dropout reseeded per step from (seed, step)"},
-                             {"eval", EvalProgressJson(state.eval)}};
+                             {"eval", EvalProgressJson(state.eval)},
+                             {"forward_rows", state.forward_rows}};
     QLORAD_RETURN_IF_ERROR(WriteJsonFile((tmp_dir / "state.json").string(), state_json));
   }
   QLORAD_RETURN_IF_ERROR(comm.Barrier()->Wait());  // every shard is written
@@ -189,6 +190,8 @@ StatusOr<ResumeState> LoadResumeCheckpoint(const std::string& checkpoint_dir,
     state.seed = j.at("seed").get<uint64_t>();
     // Absent in checkpoints written before evaluation existed.
     if (j.contains("eval")) state.eval = EvalProgressFromJson(j.at("eval"));
+    // Absent in checkpoints written before the reduced micro-batch was kept.
+    if (j.contains("forward_rows")) state.forward_rows = j.at("forward_rows").get<int64_t>();
   } catch (const json::exception& e) {
     return DataLoss(state_path + ": " + e.what());
   }

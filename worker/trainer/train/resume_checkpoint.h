@@ -38,6 +38,10 @@ struct ResumeState {
   // With data.validation: the best evaluation and early stopping's count, so a resumed run
   // neither forgets the best nor restarts its patience.
   EvalProgress eval = {};
+  // Rows per forward after running out of device memory (trainer.cc halves the micro-batch and
+  // keeps the smaller size); 0: train.micro_batch_size. A resumed attempt starts from it rather
+  // than running out of memory again to find it.
+  int64_t forward_rows = 0;
 };
 
 // Every rank calls this. Writes step-<state.step> under `checkpoints_dir` and returns its absolute

@@ -366,6 +366,13 @@ class TrainingRun {
                          s_.device, state_.step, total_steps);
     QLORAD_ASSIGN_OR_RETURN(OomInjection injection, OomInjection::FromEnvironment());
     ForwardSize forward{.rows = spec_.train.micro_batch_size, .injection = injection};
+    if (state_.forward_rows > 0 && state_.forward_rows < forward.rows) {
+      forward.rows = state_.forward_rows;
+      events_.Log("warning", "micro-batches of " + std::to_string(forward.rows) +
+                                 " row(s), as the checkpoint's attempt ran after running out of "
+                                 "device memory (train.micro_batch_size " +
+                                 std::to_string(spec_.train.micro_batch_size) + ")");
+    }
     const bool pipelined = PipelinesSteps(s_.device, phases);
     const auto queue = [&](int64_t step) -> StatusOr<QueuedStep> {
       Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
@@ -405,6 +412,7 @@ class TrainingRun {
       }
       state_.step = step + 1;
       state_.data = outcome.data_after;
+      state_.forward_rows = forward.rows < spec_.train.micro_batch_size ? forward.rows : 0;
       result_.steps = state_.step;
       result_.losses.push_back(outcome.loss);
       std::optional<double> eval_loss;

@@ -468,6 +468,43 @@ TEST_F(TrainerTest, AStepOutOfMemoryIsRetriedWithHalvedMicroBatches) {
   EXPECT_GT(std::abs(unsplit->losses[3] - small->losses[3]), 1e-4);
 }
 
+// The halved micro-batch is part of the checkpoint: a resumed attempt starts at that size instead
+// of running out of memory again to find it, and trains as the attempt that never stopped.
+TEST_F(TrainerTest, AReducedMicroBatchIsKeptAcrossAResume) {
+  TempDir out;
+  const std::string train =
+      "{max_steps: 4, micro_batch_size: 4, grad_accum: 1, lr: 1.0e-2, scheduler: constant, "
+      "warmup_steps: 0, precision: fp32, seed: 3}";
+  InjectedOom oom("1");
+  std::string whole_events;
+  auto whole = Run(Spec(out / "whole", train), {}, &whole_events);
+  ASSERT_TRUE(whole.ok()) << whole.status().ToString();
+  EXPECT_EQ(Reductions(whole_events).size(), 2u);
+
+  TrainOptions stop_after_2;
+  int polls = 0;
+  stop_after_2.should_stop = [&polls] { return ++polls == 2; };
+  std::string first_events;
+  auto stopped = Run(Spec(out / "part", train), stop_after_2, &first_events);
+  ASSERT_TRUE(stopped.ok()) << stopped.status().ToString();
+  ASSERT_TRUE(stopped->stopped);
+  EXPECT_EQ(stopped->steps, 2);
+  EXPECT_EQ(Reductions(first_events).size(), 2u);
+
+  TrainOptions resume;
+  resume.resume = out / "part";
+  std::string events;
+  auto resumed = Run(Spec(out / "part", train), resume, &events);
+  ASSERT_TRUE(resumed.ok()) << resumed.status().ToString();
+  EXPECT_TRUE(Reductions(events).empty()) << events;
+  EXPECT_THAT(events, HasSubstr("micro-batches of 1 row(s), as the checkpoint's attempt ran after "
+                                "running out of device memory (train.micro_batch_size 4)"));
+  ASSERT_EQ(resumed->losses.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(resumed->losses[i], whole->losses[i + 2]) << "step " << i + 3;
+  }
+}
+
 // When even one row per forward does not fit, the job fails naming the rows' length, the spec
 // fields that set it, and what torch said it tried to allocate.
 TEST_F(TrainerTest, AStepOutOfMemoryAtOneRowFailsNamingTheSequenceLength) {
