@@ -130,6 +130,16 @@ def test_bf16_steps_with_flash_attention_match_transformers_fp32(setup, monkeypa
     assert worst(ours, reference) < tolerance
 
 
+def test_bf16_steps_with_pipelined_steps_match_transformers_fp32(setup, monkeypatch):
+    """The host queues step n+1 before reading step n (QLORAD_PIPELINE_STEPS=1, trainer.cc)."""
+    tmp, reference, tolerance = setup
+    monkeypatch.setitem(test_hf_parity.ENV, "QLORAD_PIPELINE_STEPS", "1")
+    ours = our_losses(spec_text(tmp, "bf16-pipelined", "bf16", "cuda", packing=False), "cuda")
+    print(f"qlorad bf16 (cuda, pipelined steps) vs transformers+peft fp32: {worst(ours, reference):.3e}",
+          file=sys.stderr)
+    assert worst(ours, reference) < tolerance
+
+
 def test_packed_bf16_steps_on_cuda_match_the_fp32_cpu_run(setup):
     tmp, _, tolerance = setup
     cpu = our_losses(spec_text(tmp, "packed-cpu", "fp32", "cpu", packing=True), "cpu")

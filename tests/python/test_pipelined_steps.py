@@ -1,5 +1,5 @@
-"""Pipelined steps (trainer.cc: on a GPU the host queues step n + 1 before it reads step n's loss),
-forced on the CPU with QLORAD_PIPELINE_STEPS=1, against the same job read step by step (=0): the
+"""Pipelined steps (trainer.cc, QLORAD_PIPELINE_STEPS=1: the host queues step n + 1 before it reads
+step n's loss; meant for a GPU), run on the CPU against the same job read step by step (=0): the
 same losses and gradient norms bit for bit, the same checkpoints (a checkpoint or an evaluation is
 a point where the next step waits to be queued), the same adapter; and a SIGTERM while the next
 step is already queued ends at a checkpoint of a step that was read and reported, from which a

@@ -212,16 +212,16 @@ StatusOr<QueuedStep> QueueStep(Session& s, const JobSpec& spec, const TrainOptio
   return queued;
 }
 
-// Whether the host queues step n + 1 before reading step n: on a GPU, where the device would
-// otherwise idle while the host reads, reports and draws the next step's first kernels (about
-// 1.5 ms a step at Llama-3.2-1B shapes on an H100). Not with phase timing, which waits for the
-// device after every phase anyway. QLORAD_PIPELINE_STEPS=0 turns it off, =1 on for any device
-// (the CPU tests run the same loop that way).
-bool PipelinesSteps(at::Device device, const PhaseTimer& phases) {
+// Whether the host queues step n + 1 before reading step n: meant for a GPU, where the device
+// would otherwise idle while the host reads, reports and draws the next step's first kernels
+// (about 1.5 ms a step at Llama-3.2-1B shapes in an H100 trace). Opt-in with
+// QLORAD_PIPELINE_STEPS=1 until it has run on a GPU (tests/gpu/test_train_cuda.py has the check;
+// the CPU tests run the same loop with it on); never with phase timing, which waits for the device
+// after every phase anyway.
+bool PipelinesSteps(const PhaseTimer& phases) {
   if (phases.enabled()) return false;
   const char* value = std::getenv("QLORAD_PIPELINE_STEPS");
-  if (value != nullptr && *value != '\0') return std::string(value) != "0";
-  return device.is_cuda();
+  return value != nullptr && std::string(value) == "1";
 }
 
 // The communicator for this rank: a world of one, or the ranks met at options.rendezvous.
@@ -373,7 +373,7 @@ class TrainingRun {
                                  "device memory (train.micro_batch_size " +
                                  std::to_string(spec_.train.micro_batch_size) + ")");
     }
-    const bool pipelined = PipelinesSteps(s_.device, phases);
+    const bool pipelined = PipelinesSteps(phases);
     const auto queue = [&](int64_t step) -> StatusOr<QueuedStep> {
       Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
       phases.StartStep();
