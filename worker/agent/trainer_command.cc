@@ -23,10 +23,17 @@ StatusOr<std::filesystem::path> WriteJobSpec(const TrainerSetup& setup,
   std::error_code ec;
   std::filesystem::create_directories(path.parent_path(), ec);
   if (ec) return Internal(path.parent_path().string() + ": cannot create: " + ec.message());
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  // Every rank's worker writes this file, and on a shared file system they write the same one:
+  // each writes its own temporary file and renames it into place, so that no trainer ever reads a
+  // spec another rank's worker is halfway through rewriting.
+  std::filesystem::path tmp = path;
+  tmp += ".rank-" + std::to_string(start.rank()) + ".tmp";
+  std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   out << start.spec_yaml();
   out.close();
-  if (!out) return Internal(path.string() + ": cannot write the job spec");
+  if (!out) return Internal(tmp.string() + ": cannot write the job spec");
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) return Internal(path.string() + ": cannot move the job spec into place: " + ec.message());
   return path;
 }
 

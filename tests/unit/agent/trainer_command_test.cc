@@ -3,8 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "tests/unit/agent/script_fixture.h"
 
@@ -35,6 +38,34 @@ TEST(TrainerCommandTest, SpecIsWrittenUnderJobsAndAttempt) {
   std::stringstream text;
   text << in.rdbuf();
   EXPECT_EQ(text.str(), "name: demo\nmodel: {path: /m}\n");
+}
+
+// Ranks on a shared file system write the same spec file: another rank's rewrite replaces it
+// whole, so a trainer that opened it reads one complete spec, and no temporary file stays behind.
+TEST(TrainerCommandTest, ARewriteByAnotherRankReplacesTheSpecWhole) {
+  TempDir dir;
+  const TrainerSetup setup{"/opt/qlorad/bin/qlorad-train", dir.path(), std::nullopt};
+  v1::Assignment rank0 = Start("job-7", 0);
+  auto path = WriteJobSpec(setup, rank0);
+  ASSERT_TRUE(path.ok()) << path.status().ToString();
+  std::ifstream reading(*path);  // a trainer that opened the spec
+
+  v1::Assignment rank1 = Start("job-7", 0);
+  rank1.set_rank(1);
+  rank1.set_spec_yaml("name: other\n");
+  ASSERT_TRUE(WriteJobSpec(setup, rank1).ok());
+  std::stringstream seen;
+  seen << reading.rdbuf();
+  EXPECT_EQ(seen.str(), "name: demo\nmodel: {path: /m}\n");
+  std::ifstream now(*path);
+  std::stringstream current;
+  current << now.rdbuf();
+  EXPECT_EQ(current.str(), "name: other\n");
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(path->parent_path())) {
+    names.push_back(entry.path().filename().string());
+  }
+  EXPECT_THAT(names, ElementsAre("job.yaml"));
 }
 
 TEST(TrainerCommandTest, JobIdsThatWouldEscapeTheWorkDirAreRefused) {
