@@ -504,6 +504,7 @@ void Coordinator::RecordStep(const v1::Job& job, const std::string& worker_id,
     counters_.tokens += m.tokens_per_s() * (m.wall_time_s() - previous->second.wall_time_s());
   }
   series.latest[m.rank()] = m;
+  series.attempt = std::max(series.attempt, m.attempt());
   auto worker = workers_.find(worker_id);
   series.workers[m.rank()] = worker == workers_.end() ? worker_id : worker->second.name;
   if (m.rank() == 0) {

@@ -82,6 +82,7 @@ struct JobSeries {
   std::map<int, v1::StepMetrics> latest;     // by rank
   std::map<int, std::string> workers;        // worker name by rank
   std::optional<v1::StepMetrics> last_eval;  // rank 0's newest evaluated step
+  int attempt = 0;  // the newest attempt that reported a step: the job's restarts so far
 };
 
 // A registered worker as the dashboard shows it.

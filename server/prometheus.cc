@@ -154,6 +154,10 @@ void JobFamilies(std::string& out, const PrometheusSnapshot& s) {
       if (m != job.latest.end()) f.Sample(JobLabels(job), family.value(m->second));
     }
   }
+  Family restarts(out, "qlorad_job_restarts_total", "counter",
+                  "Times the job was started again (a failed attempt retried, a lost worker's "
+                  "job requeued), as of its newest attempt to report a step.");
+  for (const JobSeries& job : s.jobs) restarts.Sample(JobLabels(job), job.attempt);
   Family eval(out, "qlorad_job_eval_loss", "gauge",
               "Last eval loss on the validation set (data.validation).");
   for (const JobSeries& job : s.jobs) {

@@ -71,6 +71,7 @@ TEST(PrometheusTest, CountersPerRankSeriesAndFinishedJobsLeaving) {
   EXPECT_THAT(text, HasSubstr("qlorad_worker_device_memory_bytes{worker=\"host-gpu1\","
                               "device=\"cpu:0\",device_name=\"test cpu\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("qlorad_worker_running_ranks{worker=\"host-gpu0\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("qlorad_job_restarts_total{job=\"" + job.id() + "\",name=\"gang\"} 0\n"));
 
   ASSERT_TRUE(worker0.Report({DoneEvent(rank0, "/out/adapter"), ExitEvent(rank0, 0)}).ok());
   ASSERT_TRUE(worker1.Report({ExitEvent(rank1, 0)}).ok());
@@ -85,6 +86,24 @@ TEST(PrometheusTest, CountersPerRankSeriesAndFinishedJobsLeaving) {
   text = Scrape(server);
   EXPECT_THAT(text, Not(HasSubstr(job.id())));
   EXPECT_THAT(text, HasSubstr("qlorad_jobs_finished_total{state=\"completed\"} 1\n"));
+}
+
+// A failed attempt retried counts as a restart of that job once the retry reports a step.
+TEST(PrometheusTest, AJobsRestartsCountItsRetriedAttempts) {
+  TempDir dir;
+  TestServer server(dir.File("qlorad.db"), 30s, 1024, "127.0.0.1:0");
+  FakeWorker worker(server.channel(), "host-gpu0");
+  worker.Connect();
+  const v1::Job job = server.Submit(SpecYaml({.name = "flaky", .max_restarts = 2}));
+  auto first = worker.NextOrder();
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(worker.Report({Step(*first, 1, 10), ExitEvent(*first, 1)}).ok());
+  auto second = worker.NextOrder();
+  ASSERT_TRUE(second);
+  ASSERT_EQ(second->attempt(), 1);
+  ASSERT_TRUE(worker.Report({Step(*second, 1, 20)}).ok());
+  EXPECT_THAT(Scrape(server), HasSubstr("qlorad_job_restarts_total{job=\"" + job.id() +
+                                        "\",name=\"flaky\"} 1\n"));
 }
 
 }  // namespace
