@@ -26,7 +26,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const AgentOptions& options) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  return grpc::CreateCustomChannel(options.coordinator, grpc::InsecureChannelCredentials(), args);
+  return connect::Connect(options.coordinator, options.security, args);
 }
 
 std::string Describe(const grpc::Status& s) {
