@@ -92,9 +92,10 @@ def test_clients_that_trust_the_ca_connect_and_others_fail_clearly(tls, pki):
     client = qlorad.Client(tls.addr, token=tls.tokens["alice"], ca_file=pki / "ca.pem")
     job = client.submit(SPEC)
     assert client.get(job.id).owner == "alice"
-    with pytest.raises(qlorad.ServerUnavailable):
+    with pytest.raises(qlorad.ServerUnavailable) as unverified:
         qlorad.Client(tls.addr, token=tls.tokens["alice"], ca_file=pki / "other-ca.pem",
                       timeout=5).list()
+    assert "TLS handshake failed: ca_file" in str(unverified.value)
 
     # HTTPS: the same certificate; a client without the CA cannot verify it.
     trusted = ssl.create_default_context(cafile=str(pki / "ca.pem"))
