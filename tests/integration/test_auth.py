@@ -295,3 +295,12 @@ def test_a_real_worker_enrolls_keeps_its_credential_and_trains(secured, tmp_path
     wait_until("the restarted worker to register",
                lambda: "registered with" in (tmp_path / "worker2.log").read_text(), 60,
                secured.logs)
+
+    # With its credential revoked it cannot come back: it stops, saying why, instead of retrying.
+    secured.worker.terminate()
+    secured.worker.wait(timeout=30)
+    revoke(secured.db, token_id(secured.db, "enrolled-cpu"))
+    secured.start_worker(work, "enrolled-cpu", "worker3.log")
+    assert secured.worker.wait(timeout=60) != 0
+    log = (tmp_path / "worker3.log").read_text()
+    assert "refused worker enrolled-cpu" in log and "was revoked" in log, log

@@ -68,6 +68,9 @@ class Agent {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  // Why the coordinator refused to register this worker (a missing, revoked or foreign
+  // credential): retrying cannot help, so the agent stops and Run returns it.
+  Status refused_;
   std::string worker_id_;  // empty while not registered
   std::chrono::milliseconds heartbeat_interval_{5000};
   grpc::ClientContext* stream_context_ = nullptr;  // the open Assignments call, for TryCancel
