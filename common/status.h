@@ -19,6 +19,8 @@ enum class StatusCode {
   kDataLoss,  // a corrupt file
   kInternal,
   kCancelled,
+  kUnauthenticated,   // no credentials, or ones nobody issued (or revoked)
+  kPermissionDenied,  // a known caller asking for what is not theirs
 };
 
 const char* StatusCodeName(StatusCode code);
@@ -57,6 +59,12 @@ inline Status Internal(std::string m) {
 }
 inline Status Unavailable(std::string m) {
   return {StatusCode::kUnavailable, std::move(m)};
+}
+inline Status Unauthenticated(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
+inline Status PermissionDenied(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
 }
 
 template <typename T>

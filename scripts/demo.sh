@@ -22,7 +22,9 @@ echo "== making the tiny model at runs/demo/model"
 
 # Port 0: the coordinator picks free ports and prints them, so the demo never collides.
 rm -f "$RUN"/qlorad.db*
-"$BIN/qlorad" --listen 127.0.0.1:0 --http 127.0.0.1:0 --db "$RUN/qlorad.db" >"$RUN/qlorad.log" 2>&1 &
+# --insecure-local: loopback only, no tokens (README "Security" shows a coordinator with them).
+"$BIN/qlorad" --listen 127.0.0.1:0 --http 127.0.0.1:0 --db "$RUN/qlorad.db" --insecure-local \
+  >"$RUN/qlorad.log" 2>&1 &
 pids+=($!)
 addr=""
 for _ in $(seq 1 100); do

@@ -12,6 +12,8 @@ APT_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libspdlog-dev libfmt-dev libsqlite3-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
   libcpp-httplib-dev libpcre2-dev libicu-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libssl-dev  # tokens' SHA-256 and randomness, TLS certificate checks (server/auth_*.cc)
+  openssl     # the CLI: tests/integration/test_tls.py makes its certificates at test time
   libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
   chromium     # headless, for the dashboard's browser test (tests/integration/test_dashboard_browser.py)
   prometheus shellcheck  # promtool and shellcheck check deploy/ (tests/python/test_deploy_configs.py)

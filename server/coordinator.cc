@@ -117,20 +117,22 @@ Status Coordinator::Log(const std::string& job_id, const std::string& level,
   return Status::Ok();
 }
 
-StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml) {
+StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std::string& owner) {
   auto record = NewJobFromSpec(spec_yaml, NowUnixMs(), options_.max_spec_bytes);
   if (!record.ok()) {
     spdlog::info("rejected a job: {}", record.status().message());
     return record.status();
   }
+  record->job.set_owner(owner);
   std::lock_guard<std::mutex> lock(mu_);
   const v1::Job& job = record->job;
   Status written = Mutate([&](Published& out) -> Status {
     QLORAD_RETURN_IF_ERROR(store_->InsertJob(*record));
     return Log(
         job.id(), "info",
-        fmt::format("submitted '{}' (priority {}, {} GPU(s), {} steps, max {} restarts)",
-                    job.name(), job.priority(), job.gpus(), job.total_steps(), job.max_restarts()),
+        fmt::format("submitted '{}' by {} (priority {}, {} GPU(s), {} steps, max {} restarts)",
+                    job.name(), owner, job.priority(), job.gpus(), job.total_steps(),
+                    job.max_restarts()),
         out);
   });
   if (!written.ok()) return written;
@@ -157,11 +159,12 @@ StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
 }
 
 StatusOr<JobPage> Coordinator::ListJobs(const std::vector<v1::JobState>& states, int page_size,
-                                        const std::string& page_token) {
+                                        const std::string& page_token,
+                                        const std::optional<std::string>& owner) {
   QLORAD_ASSIGN_OR_RETURN(const int size, ResolvePageSize(page_size));
   QLORAD_ASSIGN_OR_RETURN(const auto after, DecodePageToken(page_token));
   // One row more than the page says whether another page follows, so the last page has no token.
-  QLORAD_ASSIGN_OR_RETURN(auto records, store_->ListJobSummaries(states, size + 1, after));
+  QLORAD_ASSIGN_OR_RETURN(auto records, store_->ListJobSummaries(states, size + 1, after, owner));
   JobPage page;
   if (static_cast<int>(records.size()) > size) {
     records.resize(size);
@@ -490,6 +493,13 @@ std::vector<WorkerView> Coordinator::Workers() {
   std::sort(views.begin(), views.end(),
             [](const WorkerView& a, const WorkerView& b) { return a.name < b.name; });
   return views;
+}
+
+std::optional<std::string> Coordinator::WorkerName(const std::string& worker_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return std::nullopt;
+  return it->second.name;
 }
 
 void Coordinator::RecordStep(const v1::Job& job, const std::string& worker_id,

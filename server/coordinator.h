@@ -29,8 +29,8 @@
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
-#include "server/job_memory.h"
 #include "server/change_feed.h"
+#include "server/job_memory.h"
 #include "server/job_pages.h"
 #include "server/job_validation.h"
 #include "server/metrics_hub.h"
@@ -113,11 +113,14 @@ class Coordinator {
   bool stopped() const;
 
   // JobService.
-  StatusOr<v1::Job> SubmitJob(const std::string& spec_yaml);
+  // `owner`: the submitting user (auth.h), who alone (with admins) may see the job.
+  StatusOr<v1::Job> SubmitJob(const std::string& spec_yaml, const std::string& owner);
   StatusOr<v1::Job> GetJob(const std::string& job_id);
-  // A page of jobs newest first, without specs (job_pages.h has the sizes and the token).
+  // A page of jobs newest first, without specs (job_pages.h has the sizes and the token); only
+  // `owner`'s jobs when given.
   StatusOr<JobPage> ListJobs(const std::vector<v1::JobState>& states, int page_size,
-                             const std::string& page_token);
+                             const std::string& page_token,
+                             const std::optional<std::string>& owner = std::nullopt);
   StatusOr<v1::Job> CancelJob(const std::string& job_id);
 
   // WorkerService.
@@ -149,6 +152,8 @@ class Coordinator {
   int busy_workers();
   // The workers registered now, by name.
   std::vector<WorkerView> Workers();
+  // The name a registered worker id is registered under; nullopt for an unknown id.
+  std::optional<std::string> WorkerName(const std::string& worker_id);
   ServiceCounters counters();
   // Jobs running, or finished less than finished_series_ttl ago (older ones are dropped here).
   std::vector<JobSeries> LiveSeries();

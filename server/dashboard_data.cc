@@ -54,7 +54,8 @@ std::optional<double> DashboardData::Eta(const v1::Job& job) {
 }
 
 StatusOr<std::vector<JobRow>> DashboardData::NewestJobs() {
-  QLORAD_ASSIGN_OR_RETURN(JobPage page, coordinator_.ListJobs({}, kJobsShown, ""));
+  QLORAD_ASSIGN_OR_RETURN(JobPage page,
+                          coordinator_.ListJobs({}, kJobsShown, "", VisibleOwner(viewer_)));
   std::vector<JobRow> rows;
   for (v1::Job& job : page.jobs) {
     std::optional<double> eta = Eta(job);
@@ -65,11 +66,14 @@ StatusOr<std::vector<JobRow>> DashboardData::NewestJobs() {
 
 StatusOr<JobRow> DashboardData::Job(const std::string& job_id) {
   QLORAD_ASSIGN_OR_RETURN(v1::Job job, coordinator_.GetJob(job_id));
+  QLORAD_RETURN_IF_ERROR(CheckJobAccess(viewer_, job));
   std::optional<double> eta = Eta(job);
   return JobRow{std::move(job), eta};
 }
 
 StatusOr<JobDetail> DashboardData::Detail(const std::string& job_id) {
+  // Checked before anything of the job is read; Job() below reads it again after the cursors.
+  QLORAD_RETURN_IF_ERROR(Job(job_id).status());
   JobDetail detail;
   // Cursors first, then the job: a step stored in between is sent again by the stream, which
   // charts it once (the page keys points by rank and step).

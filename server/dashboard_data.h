@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/dashboard.h"
 
@@ -40,17 +41,21 @@ class DashboardData {
   static constexpr size_t kLogTail = 200;
   static constexpr size_t kEvents = 200;
 
-  explicit DashboardData(Coordinator& coordinator) : coordinator_(coordinator) {}
+  // What `viewer` may see (auth.h): their own jobs, or every job for an admin.
+  explicit DashboardData(Coordinator& coordinator, Principal viewer = LocalAdmin())
+      : coordinator_(coordinator), viewer_(std::move(viewer)) {}
 
   // The newest kJobsShown jobs, newest first, with the ETA of those running.
   StatusOr<std::vector<JobRow>> NewestJobs();
-  StatusOr<JobRow> Job(const std::string& job_id);  // the job with its spec and ETA
+  // The job with its spec and ETA; PERMISSION_DENIED when it is not the viewer's.
+  StatusOr<JobRow> Job(const std::string& job_id);
   StatusOr<JobDetail> Detail(const std::string& job_id);
 
  private:
   std::optional<double> Eta(const v1::Job& job);
 
   Coordinator& coordinator_;
+  const Principal viewer_;
 };
 
 }  // namespace qlorad::server

@@ -40,11 +40,12 @@ std::string Layout(const std::string& title, const std::string& page, const std:
 )",
       E(title), page, page == "jobs" ? R"( class="here")" : "",
       page == "workers" ? R"( class="here")" : "", main,
-      page == "error" ? ""
-                      : fmt::format("<script src=\"/static/common.js\"></script>\n"
-                                    "<script src=\"/static/chart.js\"></script>\n"
-                                    "<script src=\"/static/{}.js\"></script>\n",
-                                    page));
+      page == "error" || page == "login"
+          ? ""
+          : fmt::format("<script src=\"/static/common.js\"></script>\n"
+                        "<script src=\"/static/chart.js\"></script>\n"
+                        "<script src=\"/static/{}.js\"></script>\n",
+                        page));
 }
 
 std::string StateBadge(v1::JobState state) {
@@ -344,6 +345,18 @@ std::string WorkersPageHtml(const std::vector<WorkerView>& workers) {
 </table>)",
       WorkerRowsHtml(workers));
   return Layout("Workers", "workers", main);
+}
+
+std::string LoginPageHtml(const std::string& error) {
+  return Layout("Sign in", "login",
+                fmt::format(R"(<h1>Sign in</h1>{}
+<form method="post" action="/login">
+<label>Token <input type="password" name="token" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button>
+</form>
+<p>A user token from <code>qlorad token create --user NAME</code>; the browser keeps it in a
+cookie for this server only.</p>)",
+                            error.empty() ? "" : "<p class=\"error\">" + E(error) + "</p>"));
 }
 
 std::string ErrorPageHtml(int http_status, const std::string& message) {

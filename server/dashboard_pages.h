@@ -25,6 +25,7 @@ std::string JobsPageHtml(const std::vector<JobRow>& jobs);
 std::string JobPageHtml(const JobDetail& detail);
 std::string WorkersPageHtml(const std::vector<WorkerView>& workers);
 std::string ErrorPageHtml(int http_status, const std::string& message);
+std::string LoginPageHtml(const std::string& error);  // the form; `error` from a failed try
 
 // Fragments the streams send.
 std::string JobRowHtml(const JobRow& row);                           // one <tr> of the jobs table

@@ -117,8 +117,8 @@ bool JobEventStream::Next(std::string* out) {
   return true;
 }
 
-OverviewStream::OverviewStream(Coordinator& coordinator)
-    : coordinator_(coordinator), data_(coordinator) {}
+OverviewStream::OverviewStream(Coordinator& coordinator, Principal viewer)
+    : coordinator_(coordinator), data_(coordinator, std::move(viewer)) {}
 
 bool OverviewStream::Send(std::string* out) {
   auto jobs = data_.NewestJobs();

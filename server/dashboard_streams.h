@@ -61,7 +61,8 @@ class JobEventStream {
 
 class OverviewStream {
  public:
-  explicit OverviewStream(Coordinator& coordinator);
+  // Rows of the jobs `viewer` may see (auth.h).
+  explicit OverviewStream(Coordinator& coordinator, Principal viewer = LocalAdmin());
 
   // As JobEventStream::Next; it ends only when the coordinator stops or a read fails.
   // Events: `jobs` ({"order":[ids newest first],"rows":{id: row html} for rows that changed}),

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "server/assets.h"
+#include "server/auth_http.h"
 #include "server/dashboard.h"
 #include "server/dashboard_data.h"
 #include "server/dashboard_pages.h"
@@ -33,6 +34,10 @@ int HttpStatusOf(StatusCode code) {
       return 409;
     case StatusCode::kUnavailable:
       return 503;
+    case StatusCode::kUnauthenticated:
+      return 401;
+    case StatusCode::kPermissionDenied:
+      return 403;
     default:
       return 500;
   }
@@ -87,10 +92,10 @@ bool WriteNext(Stream& stream, httplib::DataSink& sink) {
   return true;
 }
 
-// The cancel is the one route that changes anything. There is no authentication yet (issue
-// #19), so at least a page of another site must not be able to cancel a job: a cross-site form
-// or a "simple" fetch cannot send a JSON content type without a CORS preflight, which this
-// server never grants, and a browser's Origin must be this server.
+// The cancel is the one route that changes anything. Besides the caller's token (a cookie a
+// cross-site request does not carry: SameSite=Strict), a page of another site must not be able
+// to cancel a job: a cross-site form or a "simple" fetch cannot send a JSON content type without
+// a CORS preflight, which this server never grants, and a browser's Origin must be this server.
 Status CheckSameOriginJson(const httplib::Request& req) {
   const std::string type = req.get_header_value("Content-Type");
   if (type.rfind("application/json", 0) != 0) {
@@ -99,7 +104,8 @@ Status CheckSameOriginJson(const httplib::Request& req) {
         "'; a form post cannot cancel a job");
   }
   const std::string origin = req.get_header_value("Origin");
-  if (!origin.empty() && origin != "http://" + req.get_header_value("Host")) {
+  const std::string host = req.get_header_value("Host");
+  if (!origin.empty() && origin != "http://" + host && origin != "https://" + host) {
     return FailedPrecondition("Origin: '" + origin +
                               "' is not this server; cancel from its own dashboard");
   }
@@ -108,34 +114,67 @@ Status CheckSameOriginJson(const httplib::Request& req) {
 
 }  // namespace
 
-HttpServer::HttpServer(Coordinator& coordinator, const HttpOptions& options)
+HttpServer::HttpServer(Coordinator& coordinator, const Authenticator& auth,
+                       const HttpOptions& options)
     : coordinator_(coordinator),
+      auth_(auth),
       options_(options),
       streams_(StreamLimits{options.EventStreamCap(), options.max_event_streams_per_client}),
-      server_(std::make_unique<httplib::Server>()) {
+      server_(options.tls_cert.empty()
+                  ? std::make_unique<httplib::Server>()
+                  : std::make_unique<httplib::SSLServer>(
+                        options.tls_cert.c_str(), options.tls_key.c_str(),
+                        options.tls_client_ca.empty() ? nullptr : options.tls_client_ca.c_str())) {
   const auto threads = static_cast<size_t>(options.threads);
   server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server_->set_keep_alive_timeout(options.timeout_s);
   server_->set_read_timeout(options.timeout_s, 0);
   server_->set_write_timeout(options.timeout_s, 0);
   server_->set_payload_max_length(options.max_request_bytes);
+  AddLoginRoutes(*server_, auth_, /*secure=*/!options.tls_cert.empty());
   AddPageRoutes();
   AddApiRoutes();
   AddStreamRoutes();
 }
 
+std::optional<Principal> HttpServer::Caller(const httplib::Request& req, httplib::Response& res,
+                                            Audience audience) {
+  auto caller = HttpCaller(req, auth_);
+  Status allowed = caller.status();
+  if (caller.ok()) {
+    allowed = audience == Audience::kMetrics
+                  ? RequireRole(*caller, {Role::kMetrics, Role::kAdmin}, "/metrics")
+                  : RequireRole(*caller, {Role::kUser, Role::kAdmin}, "the dashboard");
+  }
+  if (allowed.ok()) return *caller;
+  if (audience == Audience::kPage && allowed.code() == StatusCode::kUnauthenticated) {
+    res.set_redirect("/login", 303);
+    return std::nullopt;
+  }
+  if (allowed.code() == StatusCode::kUnauthenticated) {
+    res.set_header("WWW-Authenticate", "Bearer realm=\"qlorad\"");
+  }
+  ReplyJson(allowed, res);
+  return std::nullopt;
+}
+
 void HttpServer::AddPageRoutes() {
-  server_->Get("/", [this](const httplib::Request&, httplib::Response& res) {
-    DashboardData data(coordinator_);
+  server_->Get("/", [this](const httplib::Request& req, httplib::Response& res) {
+    auto caller = Caller(req, res, Audience::kPage);
+    if (!caller) return;
+    DashboardData data(coordinator_, *caller);
     auto jobs = data.NewestJobs();
     ReplyPage(jobs.ok() ? StatusOr<std::string>(JobsPageHtml(*jobs)) : jobs.status(), res);
   });
   server_->Get("/jobs/" QLORAD_JOB_ID, [this](const httplib::Request& req, httplib::Response& res) {
-    DashboardData data(coordinator_);
+    auto caller = Caller(req, res, Audience::kPage);
+    if (!caller) return;
+    DashboardData data(coordinator_, *caller);
     auto detail = data.Detail(req.matches[1]);
     ReplyPage(detail.ok() ? StatusOr<std::string>(JobPageHtml(*detail)) : detail.status(), res);
   });
-  server_->Get("/workers", [this](const httplib::Request&, httplib::Response& res) {
+  server_->Get("/workers", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!Caller(req, res, Audience::kPage)) return;
     ReplyPage(WorkersPageHtml(coordinator_.Workers()), res);
   });
   server_->Get("/static/([A-Za-z0-9._-]+)",
@@ -155,15 +194,20 @@ void HttpServer::AddPageRoutes() {
 }
 
 void HttpServer::AddApiRoutes() {
-  server_->Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+  server_->Get("/metrics", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!Caller(req, res, Audience::kMetrics)) return;
     Reply(MetricsText(), "text/plain; version=0.0.4", res);
   });
-  server_->Get("/api/jobs", [this](const httplib::Request&, httplib::Response& res) {
-    Reply(JobsJsonText(), kJson, res);
+  server_->Get("/api/jobs", [this](const httplib::Request& req, httplib::Response& res) {
+    auto caller = Caller(req, res, Audience::kApi);
+    if (!caller) return;
+    Reply(JobsJsonText(*caller), kJson, res);
   });
   server_->Get("/api/jobs/" QLORAD_JOB_ID,
                [this](const httplib::Request& req, httplib::Response& res) {
-                 DashboardData data(coordinator_);
+                 auto caller = Caller(req, res, Audience::kApi);
+                 if (!caller) return;
+                 DashboardData data(coordinator_, *caller);
                  auto detail = data.Detail(req.matches[1]);
                  if (!detail.ok()) return ReplyJson(detail.status(), res);
                  nlohmann::json job = JobJson(detail->row);
@@ -185,11 +229,18 @@ void HttpServer::AddApiRoutes() {
                     res.set_content(nlohmann::json{{"error", allowed.ToString()}}.dump(), kJson);
                     return;
                   }
+                  auto caller = Caller(req, res, Audience::kApi);
+                  if (!caller) return;
+                  DashboardData data(coordinator_, *caller);
+                  if (auto visible = data.Job(req.matches[1]); !visible.ok()) {
+                    return ReplyJson(visible.status(), res);
+                  }
                   auto job = coordinator_.CancelJob(req.matches[1]);
                   if (!job.ok()) return ReplyJson(job.status(), res);
                   ReplyJson(JobJson({*job, std::nullopt}), res);
                 });
-  server_->Get("/api/workers", [this](const httplib::Request&, httplib::Response& res) {
+  server_->Get("/api/workers", [this](const httplib::Request& req, httplib::Response& res) {
+    if (!Caller(req, res, Audience::kApi)) return;
     ReplyJson(WorkersJson(coordinator_.Workers()), res);
   });
 }
@@ -225,7 +276,9 @@ void HttpServer::AddStreamRoutes() {
                      resumed ? req.get_header_value("Last-Event-ID") : req.get_param_value("after"),
                      resumed ? "Last-Event-ID" : "after");
                  if (!cursor.ok()) return ReplyJson(cursor.status(), res);
-                 if (auto job = coordinator_.GetJob(job_id); !job.ok()) {
+                 auto caller = Caller(req, res, Audience::kApi);
+                 if (!caller) return;
+                 if (auto job = DashboardData(coordinator_, *caller).Job(job_id); !job.ok()) {
                    return ReplyJson(job.status(), res);
                  }
                  auto slot = acquire(req, res);
@@ -237,9 +290,11 @@ void HttpServer::AddStreamRoutes() {
                                                   });
                });
   server_->Get("/api/stream", [this, acquire](const httplib::Request& req, httplib::Response& res) {
+    auto caller = Caller(req, res, Audience::kApi);
+    if (!caller) return;
     auto slot = acquire(req, res);
     if (!slot) return;
-    auto stream = std::make_shared<OverviewStream>(coordinator_);
+    auto stream = std::make_shared<OverviewStream>(coordinator_, *caller);
     res.set_chunked_content_provider(
         "text/event-stream",
         [stream, slot](size_t, httplib::DataSink& sink) { return WriteNext(*stream, sink); });
@@ -256,6 +311,9 @@ StatusOr<int> HttpServer::Start(const std::string& host, int port) {
                            std::to_string(options_.threads) + ") so that /metrics and the pages " +
                            "keep threads while event streams are open, got " +
                            std::to_string(options_.EventStreamCap()));
+  }
+  if (!server_->is_valid()) {
+    return InvalidArgument("--tls-cert/--tls-key/--tls-client-ca: HTTPS cannot use them");
   }
   int bound = port;
   if (port == 0) {
@@ -292,8 +350,8 @@ StatusOr<std::string> HttpServer::MetricsText() {
   return RenderPrometheus(snapshot);
 }
 
-StatusOr<std::string> HttpServer::JobsJsonText() {
-  DashboardData data(coordinator_);
+StatusOr<std::string> HttpServer::JobsJsonText(const Principal& viewer) {
+  DashboardData data(coordinator_, viewer);
   QLORAD_ASSIGN_OR_RETURN(std::vector<JobRow> jobs, data.NewestJobs());
   std::map<std::string, JobCurves> curves;
   for (const auto& row : jobs) {

@@ -18,16 +18,14 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
 #include "common/status.h"
+#include "server/auth_http.h"  // auth.h, and httplib's Server, Request and Response declared
 #include "server/coordinator.h"
 #include "server/stream_limiter.h"
-
-namespace httplib {
-class Server;
-}
 
 namespace qlorad::server {
 
@@ -39,13 +37,19 @@ struct HttpOptions {
   // per client (host). A browser opens one per dashboard tab.
   int max_event_streams = 0;
   int max_event_streams_per_client = 8;
+  // TLS (HTTPS) with these PEM files when tls_cert is set; mutual TLS with tls_client_ca. Checked
+  // beforehand (auth_tls.h).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_client_ca;
 
   int EventStreamCap() const { return max_event_streams > 0 ? max_event_streams : threads / 2; }
 };
 
 class HttpServer {
  public:
-  HttpServer(Coordinator& coordinator, const HttpOptions& options);
+  // Requests are authenticated by `auth` (auth_http.h); each user sees only their own jobs.
+  HttpServer(Coordinator& coordinator, const Authenticator& auth, const HttpOptions& options);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
@@ -60,13 +64,20 @@ class HttpServer {
  private:
   static constexpr size_t kChartPoints = 200;  // per job in /api/jobs
 
+  // Who may see a page (users, admins), the JSON API (the same) or /metrics (metrics, admins).
+  enum class Audience { kPage, kApi, kMetrics };
+  // The caller, if its token allows `audience`; else the response says why (a page: to the
+  // sign-in form; otherwise 401 or 403) and nullopt.
+  std::optional<Principal> Caller(const httplib::Request& req, httplib::Response& res,
+                                  Audience audience);
   void AddPageRoutes();
   void AddApiRoutes();
   void AddStreamRoutes();
   StatusOr<std::string> MetricsText();
-  StatusOr<std::string> JobsJsonText();
+  StatusOr<std::string> JobsJsonText(const Principal& viewer);
 
   Coordinator& coordinator_;
+  const Authenticator& auth_;
   const HttpOptions options_;
   StreamLimiter streams_;
   std::unique_ptr<httplib::Server> server_;

@@ -1,5 +1,6 @@
 #include "server/job_service.h"
 
+#include "server/auth_grpc.h"
 #include "server/status_mapping.h"
 #include "server/stream_follow.h"
 
@@ -17,35 +18,61 @@ grpc::Status Reply(StatusOr<v1::Job> job, v1::Job* response) {
 
 }  // namespace
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* request,
-                                       v1::Job* response) {
-  return Reply(coordinator_.SubmitJob(request->spec_yaml()), response);
+StatusOr<Principal> JobServiceImpl::Caller(grpc::ServerContext* context) {
+  QLORAD_ASSIGN_OR_RETURN(Principal caller, CallerOf(*context, auth_));
+  QLORAD_RETURN_IF_ERROR(RequireRole(caller, {Role::kUser, Role::kAdmin}, "the JobService"));
+  return caller;
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request,
+StatusOr<v1::Job> JobServiceImpl::VisibleJob(grpc::ServerContext* context,
+                                             const std::string& job_id) {
+  QLORAD_ASSIGN_OR_RETURN(Principal caller, Caller(context));
+  QLORAD_ASSIGN_OR_RETURN(v1::Job job, coordinator_.GetJob(job_id));
+  QLORAD_RETURN_IF_ERROR(CheckJobAccess(caller, job));
+  return job;
+}
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
+                                       const v1::SubmitJobRequest* request, v1::Job* response) {
+  auto caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  return Reply(coordinator_.SubmitJob(request->spec_yaml(), caller->name), response);
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                     v1::Job* response) {
-  return Reply(coordinator_.GetJob(request->job_id()), response);
+  return Reply(VisibleJob(context, request->job_id()), response);
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* request,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context,
+                                      const v1::ListJobsRequest* request,
                                       v1::ListJobsResponse* response) {
+  auto caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
   std::vector<v1::JobState> states;
   for (int s : request->states()) states.push_back(static_cast<v1::JobState>(s));
-  auto page = coordinator_.ListJobs(states, request->page_size(), request->page_token());
+  auto page = coordinator_.ListJobs(states, request->page_size(), request->page_token(),
+                                    VisibleOwner(*caller));
   if (!page.ok()) return ToGrpcStatus(page.status());
   for (auto& job : page->jobs) *response->add_jobs() = std::move(job);
   response->set_next_page_token(page->next_page_token);
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
-                                       v1::Job* response) {
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
+                                       const v1::CancelJobRequest* request, v1::Job* response) {
+  if (auto job = VisibleJob(context, request->job_id()); !job.ok()) {
+    return ToGrpcStatus(job.status());
+  }
   return Reply(coordinator_.CancelJob(request->job_id()), response);
 }
 
 grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
                                            const v1::StreamMetricsRequest* request,
                                            grpc::ServerWriter<v1::StepMetrics>* writer) {
+  if (auto job = VisibleJob(context, request->job_id()); !job.ok()) {
+    return ToGrpcStatus(job.status());
+  }
   std::string refusal;
   const auto slot = streams_.TryAcquire(ClientOfPeer(context->peer()), &refusal);
   if (!slot) return {grpc::StatusCode::RESOURCE_EXHAUSTED, refusal};
@@ -62,6 +89,9 @@ grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,
                                         const v1::StreamLogsRequest* request,
                                         grpc::ServerWriter<v1::LogLine>* writer) {
+  if (auto job = VisibleJob(context, request->job_id()); !job.ok()) {
+    return ToGrpcStatus(job.status());
+  }
   std::string refusal;
   const auto slot = streams_.TryAcquire(ClientOfPeer(context->peer()), &refusal);
   if (!slot) return {grpc::StatusCode::RESOURCE_EXHAUSTED, refusal};

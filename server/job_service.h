@@ -1,8 +1,10 @@
 // JobService over gRPC (sync API): thin handlers over Coordinator. Each streaming call owns a
-// FollowStream object holding its cursor and hub subscription, and a StreamLimiter slot.
+// FollowStream object holding its cursor and hub subscription, and a StreamLimiter slot. Every
+// call is authenticated first (auth.h): users see and touch their own jobs, admins all.
 #pragma once
 
 #include "qlorad/v1/jobs.grpc.pb.h"
+#include "server/auth.h"
 #include "server/coordinator.h"
 #include "server/stream_limiter.h"
 
@@ -10,8 +12,8 @@ namespace qlorad::server {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(Coordinator& coordinator, StreamLimits stream_limits)
-      : coordinator_(coordinator), streams_(stream_limits) {}
+  JobServiceImpl(Coordinator& coordinator, const Authenticator& auth, StreamLimits stream_limits)
+      : coordinator_(coordinator), auth_(auth), streams_(stream_limits) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* context, const v1::SubmitJobRequest* request,
                          v1::Job* response) override;
@@ -27,7 +29,13 @@ class JobServiceImpl final : public v1::JobService::Service {
                           grpc::ServerWriter<v1::LogLine>* writer) override;
 
  private:
+  // The caller, if its role may use the JobService (users and admins).
+  StatusOr<Principal> Caller(grpc::ServerContext* context);
+  // The job, if the caller may see it.
+  StatusOr<v1::Job> VisibleJob(grpc::ServerContext* context, const std::string& job_id);
+
   Coordinator& coordinator_;
+  const Authenticator& auth_;
   StreamLimiter streams_;
 };
 

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "server/server.h"
+#include "server/token_command.h"
 
 int main(int argc, char** argv) {
   qlorad::server::ServerOptions options;
@@ -59,7 +60,19 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  qlorad::server::SecurityOptions& security = options.security;
+  app.add_flag("--insecure-local", security.insecure_local,
+               "accept calls without a token as the local admin; loopback addresses only");
+  app.add_option("--tls-cert", security.tls_cert, "PEM certificate (chain): TLS for gRPC and HTTP");
+  app.add_option("--tls-key", security.tls_key, "PEM private key of --tls-cert");
+  app.add_option("--tls-client-ca", security.tls_client_ca,
+                 "PEM CA: mutual TLS, clients must present a certificate it signed");
+  qlorad::server::TokenCommand token_command;
+  qlorad::server::AddTokenCommand(app, token_command);
   CLI11_PARSE(app, argc, argv);
+  if (token_command.app->parsed()) {
+    return qlorad::server::RunTokenCommand(token_command, std::cout, std::cerr);
+  }
 
   options.coordinator.db_path =
       options.coordinator.db_path.empty() ? "qlorad.db" : options.coordinator.db_path;

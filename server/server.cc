@@ -4,6 +4,8 @@
 
 #include <charconv>
 
+#include "server/auth_tls.h"
+
 namespace qlorad::server {
 
 StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address,
@@ -24,15 +26,27 @@ StatusOr<std::pair<std::string, int>> SplitHostPort(const std::string& address,
 
 StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions options) {
   QLORAD_ASSIGN_OR_RETURN(auto listen, SplitHostPort(options.listen, "--listen"));
+  std::pair<std::string, int> http;
+  if (options.http != "off") {
+    QLORAD_ASSIGN_OR_RETURN(http, SplitHostPort(options.http, "--http"));
+  }
+  QLORAD_RETURN_IF_ERROR(CheckSecurityFlags(options.security, listen.first, http.first));
   std::unique_ptr<QloradServer> server(new QloradServer());
   server->options_ = options;
   QLORAD_ASSIGN_OR_RETURN(server->coordinator_, Coordinator::Create(options.coordinator));
-  server->job_service_ = std::make_unique<JobServiceImpl>(*server->coordinator_, options.streams);
-  server->worker_service_ = std::make_unique<WorkerServiceImpl>(*server->coordinator_);
+  QLORAD_RETURN_IF_ERROR(RequireClientToken(options.security, server->coordinator_->store(),
+                                            options.coordinator.db_path));
+  server->auth_ = std::make_unique<Authenticator>(server->coordinator_->store(),
+                                                  options.security.insecure_local);
+  server->job_service_ =
+      std::make_unique<JobServiceImpl>(*server->coordinator_, *server->auth_, options.streams);
+  server->worker_service_ =
+      std::make_unique<WorkerServiceImpl>(*server->coordinator_, *server->auth_);
 
+  QLORAD_ASSIGN_OR_RETURN(auto credentials, GrpcServerCredentials(options.security));
   int grpc_port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(options.listen, credentials, &grpc_port);
   builder.RegisterService(server->job_service_.get());
   builder.RegisterService(server->worker_service_.get());
   server->grpc_server_ = builder.BuildAndStart();
@@ -42,13 +56,24 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
   server->grpc_address_ = listen.first + ":" + std::to_string(grpc_port);
 
   if (options.http != "off") {
-    QLORAD_ASSIGN_OR_RETURN(auto http, SplitHostPort(options.http, "--http"));
+    HttpOptions& http_options = server->options_.http_options;
+    http_options.tls_cert = options.security.tls_cert;
+    http_options.tls_key = options.security.tls_key;
+    http_options.tls_client_ca = options.security.tls_client_ca;
     server->http_server_ =
-        std::make_unique<HttpServer>(*server->coordinator_, options.http_options);
+        std::make_unique<HttpServer>(*server->coordinator_, *server->auth_, http_options);
     QLORAD_ASSIGN_OR_RETURN(int http_port, server->http_server_->Start(http.first, http.second));
     server->http_address_ = http.first + ":" + std::to_string(http_port);
   }
   server->coordinator_->Start();
+  if (options.security.insecure_local) {
+    spdlog::warn("--insecure-local: calls without a token act as the local admin");
+  }
+  spdlog::info("authentication: tokens{}; TLS: {}",
+               options.security.insecure_local ? " (optional on loopback)" : "",
+               !options.security.tls()                  ? "off"
+               : options.security.tls_client_ca.empty() ? "on"
+                                                        : "on, with client certificates");
   return server;
 }
 

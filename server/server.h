@@ -9,6 +9,8 @@
 #include <string>
 
 #include "common/status.h"
+#include "server/auth.h"
+#include "server/auth_startup.h"
 #include "server/coordinator.h"
 #include "server/http.h"
 #include "server/job_service.h"
@@ -21,6 +23,7 @@ struct ServerOptions {
   std::string http = "127.0.0.1:8080";     // "off" disables the HTTP side
   // How long in-flight calls get to finish on shutdown before they are cancelled.
   std::chrono::milliseconds grace_period{5000};
+  SecurityOptions security;
   CoordinatorOptions coordinator;
   StreamLimits streams;
   HttpOptions http_options;
@@ -47,6 +50,7 @@ class QloradServer {
 
   ServerOptions options_;
   std::unique_ptr<Coordinator> coordinator_;
+  std::unique_ptr<Authenticator> auth_;
   std::unique_ptr<JobServiceImpl> job_service_;
   std::unique_ptr<WorkerServiceImpl> worker_service_;
   std::unique_ptr<grpc::Server> grpc_server_;

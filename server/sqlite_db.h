@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -58,6 +59,18 @@ class StatementScope {
  private:
   Statement& s_;
 };
+
+// Collects every row a statement yields, resetting it afterwards.
+template <typename T, typename ReadRow>
+StatusOr<std::vector<T>> CollectRows(Statement& s, ReadRow read_row) {
+  StatementScope scope(s);
+  std::vector<T> rows;
+  while (true) {
+    QLORAD_ASSIGN_OR_RETURN(bool has_row, s.Step());
+    if (!has_row) return rows;
+    rows.push_back(read_row(s));
+  }
+}
 
 class Database {
  public:

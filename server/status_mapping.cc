@@ -22,6 +22,10 @@ grpc::StatusCode ToGrpcCode(StatusCode code) {
       return grpc::StatusCode::INTERNAL;
     case StatusCode::kCancelled:
       return grpc::StatusCode::CANCELLED;
+    case StatusCode::kUnauthenticated:
+      return grpc::StatusCode::UNAUTHENTICATED;
+    case StatusCode::kPermissionDenied:
+      return grpc::StatusCode::PERMISSION_DENIED;
   }
   return grpc::StatusCode::UNKNOWN;
 }

@@ -3,6 +3,16 @@
 namespace qlorad::server {
 namespace {
 
+// Version 4's tables and index, run after the upgrades (the index needs the owner column, which
+// an older file gets from them) on new and old files alike. Tokens are stored as the
+// SHA-256 of the secret (auth_token.h), never the secret itself.
+constexpr const char* kTokensSchema = R"sql(
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_unix_ms);
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, name TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0);
+)sql";
+
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS jobs (
@@ -14,7 +24,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   last_checkpoint TEXT NOT NULL, cancel_requested INTEGER NOT NULL,
   best_step INTEGER NOT NULL DEFAULT 0, best_eval_loss REAL NOT NULL DEFAULT 0,
   best_checkpoint_path TEXT NOT NULL DEFAULT '', best_adapter_path TEXT NOT NULL DEFAULT '',
-  stopped_early INTEGER NOT NULL DEFAULT 0, restarts INTEGER NOT NULL DEFAULT 0);
+  stopped_early INTEGER NOT NULL DEFAULT 0, restarts INTEGER NOT NULL DEFAULT 0,
+  owner TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_unix_ms);
 CREATE TABLE IF NOT EXISTS metrics (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
@@ -33,12 +44,12 @@ CREATE TABLE IF NOT EXISTS workers (
   version TEXT NOT NULL, registered_unix_ms INTEGER NOT NULL, online INTEGER NOT NULL);
 )sql";
 
-// Column order shared by every job statement: binds use ?1..?25 in this order.
+// Column order shared by every job statement: binds use ?1..?26 in this order.
 constexpr const char* kJobColumns =
     "id, name, state, spec_yaml, priority, attempt, max_restarts, worker_id, created_unix_ms, "
     "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
     "gpus, last_checkpoint, cancel_requested, best_step, best_eval_loss, best_checkpoint_path, "
-    "best_adapter_path, stopped_early, restarts";
+    "best_adapter_path, stopped_early, restarts, owner";
 
 // What each schema version adds to the one before; a store opened at version v runs the steps
 // after v. (Version 1 is kSchema as first released; kSchema has every column for a new store.)
@@ -55,6 +66,8 @@ ALTER TABLE metrics ADD COLUMN eval_perplexity REAL;
 )sql",
     // 2 -> 3: restarts spent (trainer failures only), apart from the attempt number.
     "ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
+    // 3 -> 4: authentication (issue 19). Jobs stored before have no owner: admins only.
+    "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
 };
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
@@ -86,7 +99,7 @@ void BindJob(Statement& s, const JobRecord& r) {
   s.Bind(19, r.cancel_requested ? 1 : 0);
   s.Bind(20, j.best().step()).Bind(21, j.best().eval_loss());
   s.Bind(22, j.best().checkpoint_path()).Bind(23, j.best().adapter_path());
-  s.Bind(24, j.stopped_early() ? 1 : 0).Bind(25, j.restarts());
+  s.Bind(24, j.stopped_early() ? 1 : 0).Bind(25, j.restarts()).Bind(26, j.owner());
 }
 
 JobRecord ReadJob(const Statement& s) {
@@ -119,6 +132,7 @@ JobRecord ReadJob(const Statement& s) {
   }
   j.set_stopped_early(s.Int(23) != 0);
   j.set_restarts(static_cast<int32_t>(s.Int(24)));
+  j.set_owner(s.Text(25));
   return r;
 }
 
@@ -168,18 +182,6 @@ WorkerRecord ReadWorkerRow(const Statement& s) {
   return w;
 }
 
-// Collects every row a statement yields, resetting it afterwards.
-template <typename T, typename ReadRow>
-StatusOr<std::vector<T>> CollectRows(Statement& s, ReadRow read_row) {
-  StatementScope scope(s);
-  std::vector<T> rows;
-  while (true) {
-    QLORAD_ASSIGN_OR_RETURN(bool has_row, s.Step());
-    if (!has_row) return rows;
-    rows.push_back(read_row(s));
-  }
-}
-
 }  // namespace
 
 bool IsTerminal(v1::JobState state) {
@@ -223,6 +225,7 @@ Status Store::Migrate() {
     for (int64_t v = version; v > 0 && v < kSchemaVersion; ++v) {
       QLORAD_RETURN_IF_ERROR(db_->Exec(kUpgrades[v - 1]));
     }
+    QLORAD_RETURN_IF_ERROR(db_->Exec(kTokensSchema));
     QLORAD_ASSIGN_OR_RETURN(auto set, db_->Prepare("INSERT INTO schema_version VALUES (?1)"));
     return set->Bind(1, kSchemaVersion).Run();
   });
@@ -237,7 +240,7 @@ Status Store::PrepareStatements() {
       db_->Prepare(
           "INSERT INTO jobs (" + jobs +
           ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,"
-          "?21,?22,?23,?24,?25)"));
+          "?21,?22,?23,?24,?25,?26)"));
   QLORAD_ASSIGN_OR_RETURN(
       update_job_,
       db_->Prepare(
@@ -246,8 +249,8 @@ Status Store::PrepareStatements() {
           "finished_unix_ms=?11, last_step=?12, total_steps=?13, last_loss=?14, "
           "error=?15, adapter_path=?16, gpus=?17, last_checkpoint=?18, "
           "cancel_requested=?19, best_step=?20, best_eval_loss=?21, "
-          "best_checkpoint_path=?22, best_adapter_path=?23, stopped_early=?24, restarts=?25 "
-          "WHERE id=?1"));
+          "best_checkpoint_path=?22, best_adapter_path=?23, stopped_early=?24, restarts=?25, "
+          "owner=?26 WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(get_job_, db_->Prepare("SELECT " + jobs + " FROM jobs WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(count_jobs_,
                           db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));
@@ -342,20 +345,21 @@ StatusOr<JobRecord> Store::GetJob(const std::string& id) {
 
 StatusOr<std::vector<JobRecord>> Store::ListJobs(const std::vector<v1::JobState>& states,
                                                  int limit) {
-  return SelectJobs(kJobColumns, states, limit, std::nullopt);
+  return SelectJobs(kJobColumns, states, limit, std::nullopt, std::nullopt);
 }
 
 StatusOr<std::vector<JobRecord>> Store::ListJobSummaries(const std::vector<v1::JobState>& states,
                                                          int limit,
-                                                         const std::optional<JobCursor>& after) {
-  return SelectJobs(JobSummaryColumns(), states, limit, after);
+                                                         const std::optional<JobCursor>& after,
+                                                         const std::optional<std::string>& owner) {
+  return SelectJobs(JobSummaryColumns(), states, limit, after, owner);
 }
 
 StatusOr<std::vector<JobRecord>> Store::SelectJobs(const char* columns,
                                                    const std::vector<v1::JobState>& states,
-                                                   int limit,
-                                                   const std::optional<JobCursor>& after) {
-  // Parameters: ?1..?n the states, then the cursor's two values, then the limit.
+                                                   int limit, const std::optional<JobCursor>& after,
+                                                   const std::optional<std::string>& owner) {
+  // Parameters: ?1..?n the states, then the cursor's two values, then the owner, then the limit.
   std::string sql = std::string("SELECT ") + columns + " FROM jobs WHERE 1";
   int next = 1;
   if (!states.empty()) {
@@ -369,6 +373,7 @@ StatusOr<std::vector<JobRecord>> Store::SelectJobs(const char* columns,
            std::to_string(next + 1) + ")";
     next += 2;
   }
+  if (owner) sql += " AND owner = ?" + std::to_string(next++);
   sql += " ORDER BY created_unix_ms DESC, id DESC LIMIT ?" + std::to_string(next);
   std::lock_guard<std::recursive_mutex> lock(mu_);
   QLORAD_ASSIGN_OR_RETURN(auto stmt, db_->Prepare(sql));
@@ -378,6 +383,7 @@ StatusOr<std::vector<JobRecord>> Store::SelectJobs(const char* columns,
     stmt->Bind(param++, after->created_unix_ms);
     stmt->Bind(param++, after->id);
   }
+  if (owner) stmt->Bind(param++, *owner);
   stmt->Bind(param, static_cast<int64_t>(limit > 0 ? limit : -1));
   return CollectRows<JobRecord>(*stmt, ReadJob);
 }

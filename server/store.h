@@ -48,9 +48,22 @@ struct WorkerRecord {
   bool online = false;
 };
 
+// A token as stored (auth.h has what the roles may do). The secret itself is never stored.
+struct TokenRecord {
+  std::string id;    // "tok-..." : what `qlorad token list` shows and `revoke` takes
+  std::string hash;  // TokenHash(secret)
+  std::string role;  // user | admin | metrics | enroll | worker
+  std::string name;  // the user, or the worker name; empty for enrollment tokens
+  int64_t created_unix_ms = 0;
+  int64_t revoked_unix_ms = 0;  // 0 while the token is valid
+
+  bool revoked() const { return revoked_unix_ms != 0; }
+};
+
 class Store {
  public:
-  static constexpr int kSchemaVersion = 3;  // 2: evaluation during training; 3: restarts
+  // 2: evaluation during training; 3: restarts; 4: tokens and job owners (issue 19).
+  static constexpr int kSchemaVersion = 4;
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 
@@ -62,11 +75,14 @@ class Store {
   StatusOr<JobRecord> GetJob(const std::string& id);
   // Newest first. Empty states: every state. limit <= 0: no limit.
   StatusOr<std::vector<JobRecord>> ListJobs(const std::vector<v1::JobState>& states, int limit);
-  // The same without the specs (spec_yaml is empty), starting after `after` when given: what
-  // clients list, so a page costs the same whatever the specs' size.
-  StatusOr<std::vector<JobRecord>> ListJobSummaries(const std::vector<v1::JobState>& states,
-                                                    int limit,
-                                                    const std::optional<JobCursor>& after);
+  // The same without the specs (spec_yaml is empty), starting after `after` when given, and
+  // only `owner`'s jobs when given: what clients list, so a page costs the same whatever the
+  // specs' size.
+  StatusOr<std::vector<JobRecord>> ListJobSummaries(
+      const std::vector<v1::JobState>& states, int limit, const std::optional<JobCursor>& after,
+      const std::optional<std::string>& owner = std::nullopt);
+  StatusOr<std::vector<TokenRecord>> SelectTokens(const std::string& where,
+                                                  const std::string& value);
   StatusOr<std::map<v1::JobState, int64_t>> CountJobsByState();
 
   // Returns the row id, the cursor of metric streams.
@@ -94,13 +110,22 @@ class Store {
   Status MarkAllWorkersOffline();
   StatusOr<std::vector<WorkerRecord>> ListWorkers();
 
+  // Tokens (store_tokens.cc). Read on every call, so a revoke by `qlorad token revoke` (another
+  // process on the same file) takes effect at the next call.
+  Status InsertToken(const TokenRecord& token);  // ALREADY_EXISTS if the id or hash is taken
+  StatusOr<std::optional<TokenRecord>> FindToken(const std::string& hash);
+  StatusOr<std::vector<TokenRecord>> ListTokens();  // oldest first, revoked ones included
+  // NOT_FOUND naming the id if there is no such token; revoking twice keeps the first time.
+  Status RevokeToken(const std::string& id, int64_t now_unix_ms);
+
  private:
   explicit Store(std::unique_ptr<Database> db) : db_(std::move(db)) {}
   Status Migrate();
   Status PrepareStatements();
   StatusOr<std::vector<JobRecord>> SelectJobs(const char* columns,
                                               const std::vector<v1::JobState>& states, int limit,
-                                              const std::optional<JobCursor>& after);
+                                              const std::optional<JobCursor>& after,
+                                              const std::optional<std::string>& owner);
   StatusOr<std::vector<std::pair<int64_t, double>>> ReadCurve(Statement& query,
                                                               const std::string& job_id);
   StatusOr<std::map<std::string, v1::StepMetrics>> LatestPerJob(Statement& query);

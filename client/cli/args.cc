@@ -42,6 +42,16 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   app.add_option("--server", o.server, "Coordinator address host:port")
       ->envname("QLORAD_SERVER")
       ->capture_default_str();
+  app.add_option("--token", o.security.token, "Access token (from `qlorad token create`)")
+      ->envname("QLORAD_TOKEN");
+  app.add_flag("--tls", o.security.tls, "Connect with TLS, trusting the system's CAs or --ca-file");
+  app.add_option("--ca-file", o.security.ca_file,
+                 "PEM CA that signed the coordinator's certificate")
+      ->envname("QLORAD_CA_FILE");
+  app.add_option("--cert", o.security.cert_file, "PEM client certificate, for mutual TLS")
+      ->envname("QLORAD_CLIENT_CERT");
+  app.add_option("--key", o.security.key_file, "PEM private key of --cert")
+      ->envname("QLORAD_CLIENT_KEY");
   app.add_flag("--json", o.json, "Machine-readable output: one JSON object per line");
   // At most one command; "none" is reported after parsing, so that an unknown word is named
   // ("not expected: frobnicate") instead of hidden behind "a command is required".

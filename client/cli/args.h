@@ -8,13 +8,18 @@
 #include <string>
 #include <vector>
 
+#include "client/connect/connect.h"
+
 namespace qlorad::cli {
 
 enum class Command { kSubmit, kJobs, kStatus, kCancel, kWatch, kLogs };
 
 struct CliOptions {
   std::string server = "127.0.0.1:50051";  // --server, or QLORAD_SERVER
-  bool json = false;                       // --json: one JSON object per line
+  // --token (QLORAD_TOKEN), --tls, --ca-file (QLORAD_CA_FILE), --cert (QLORAD_CLIENT_CERT) and
+  // --key (QLORAD_CLIENT_KEY): client/connect/connect.h.
+  connect::SecurityFlags security;
+  bool json = false;  // --json: one JSON object per line
   Command command = Command::kJobs;
   std::string spec_file;            // submit FILE
   bool follow = false;              // submit --follow, logs --follow

@@ -98,6 +98,7 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
                               job.max_restarts())},
       {"priority", std::to_string(job.priority())},
       {"gpus", std::to_string(job.gpus())},
+      {"owner", OrDash(job.owner())},
       {"worker", OrDash(job.worker_id())},
       {"created", created},
       {"started", FormatTimestamp(job.started_unix_ms())},

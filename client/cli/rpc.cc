@@ -1,9 +1,32 @@
 #include "client/cli/rpc.h"
 
+#include <algorithm>
+#include <cctype>
+
 #include "client/cli/errors.h"
 #include "client/cli/exit_codes.h"
 
 namespace qlorad::cli {
+namespace {
+
+// What to do about an UNAVAILABLE that a TLS mismatch causes: gRPC's own message names neither
+// the cause nor the flag.
+std::string TlsHint(std::string message) {
+  std::transform(message.begin(), message.end(), message.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (message.find("ssl") != std::string::npos || message.find("handshake") != std::string::npos ||
+      message.find("certificate") != std::string::npos) {
+    return " (the TLS handshake failed: --ca-file must name the CA that signed the coordinator's "
+           "certificate, and under mutual TLS --cert and --key a certificate it accepts)";
+  }
+  if (message.find("socket closed") != std::string::npos) {
+    return " (the coordinator closed the connection: if it serves TLS, pass --ca-file or --tls; "
+           "under mutual TLS also --cert and --key)";
+  }
+  return "";
+}
+
+}  // namespace
 
 const char* GrpcCodeName(grpc::StatusCode code) {
   switch (code) {
@@ -53,7 +76,8 @@ int ReportRpcError(const grpc::Status& status, const std::string& server, std::o
   switch (status.error_code()) {
     case grpc::StatusCode::UNAVAILABLE:
       return ReportError(err, json, code,
-                         "cannot reach qlorad at " + server + ": " + status.error_message(),
+                         "cannot reach qlorad at " + server + ": " + status.error_message() +
+                             TlsHint(status.error_message()),
                          kExitUnreachable);
     case grpc::StatusCode::DEADLINE_EXCEEDED:
       // Only unary calls have deadlines; a coordinator that does not answer one is as good as gone.

@@ -3,14 +3,19 @@
 #include <unistd.h>
 
 #include "client/cli/commands.h"
+#include "client/cli/errors.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/terminal.h"
+#include "client/connect/connect.h"
 
 namespace qlorad::cli {
 
 int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
-  auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
-  auto stub = qlorad::v1::JobService::NewStub(channel);
+  auto security = connect::LoadSecurity(options.security);
+  if (!security.ok()) {
+    return ReportError(err, options.json, "USAGE", security.status().message(), kExitUsage);
+  }
+  auto stub = qlorad::v1::JobService::NewStub(connect::Connect(options.server, *security));
   const CommandContext ctx{options, *stub, out,
                            err,     tty,   tty ? TerminalColumns(STDOUT_FILENO) : 80};
   switch (options.command) {

@@ -80,11 +80,14 @@ class Cluster:
         self.procs.append(proc)
         return proc, log
 
-    def start_coordinator(self, *flags, listen="127.0.0.1:0", log_name="qlorad.log"):
+    def start_coordinator(self, *flags, listen="127.0.0.1:0", log_name="qlorad.log",
+                          insecure_local=True):
         """qlorad on free loopback ports (gRPC and HTTP), with any further `flags`; `listen`
-        names the gRPC address instead (a restart on the address the workers know)."""
+        names the gRPC address instead (a restart on the address the workers know). Calls need
+        no token (--insecure-local) unless insecure_local is False (test_auth.py)."""
+        local = ["--insecure-local"] if insecure_local else []
         proc, log = self._spawn([binary("qlorad"), "--listen", listen, "--http", "127.0.0.1:0",
-                                 "--db", self.root / "qlorad.db", *flags], log_name)
+                                 "--db", self.root / "qlorad.db", *local, *flags], log_name)
         self.coordinator, self.coordinator_log = proc, log
         m = wait_for_line(log, r"listening on (127\.0\.0\.1:\d+) \(http (127\.0\.0\.1:\d+)\)", proc)
         self.addr, self.http_addr = m.group(1), m.group(2)

@@ -125,7 +125,8 @@ def test_watch_reconnects_after_the_coordinator_restarts(tmp_path, tiny_model):
 
         # The same address and database: what a supervisor restarting the service does.
         proc, log = cluster._spawn([binary("qlorad"), "--listen", cluster.addr, "--http",
-                                    "127.0.0.1:0", "--db", tmp_path / "qlorad.db"], "qlorad2.log")
+                                    "127.0.0.1:0", "--db", tmp_path / "qlorad.db",
+                                    "--insecure-local"], "qlorad2.log")
         cluster.coordinator = proc
         wait_for_line(log, r"listening on", proc)
         wait_until("watch to say it reconnected",

@@ -50,7 +50,8 @@ def server(tmp_path):
     log = tmp_path / "qlorad.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([str(binary), "--listen", "127.0.0.1:0", "--http", "off", "--db",
-                                 str(tmp_path / "q.db")], stdout=out, stderr=subprocess.STDOUT)
+                                 str(tmp_path / "q.db"), "--insecure-local"], stdout=out,
+                                stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 20
         while not (match := LISTENING.search(log.read_text())):

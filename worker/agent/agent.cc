@@ -26,7 +26,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const AgentOptions& options) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  return grpc::CreateCustomChannel(options.coordinator, grpc::InsecureChannelCredentials(), args);
+  return connect::Connect(options.coordinator, options.security, args);
 }
 
 std::string Describe(const grpc::Status& s) {
@@ -106,6 +106,16 @@ bool Agent::Register() {
       }
       cv_.notify_all();
       return true;
+    }
+    if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+        status.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      std::lock_guard<std::mutex> lock(mu_);
+      refused_ = PermissionDenied(options_.coordinator + " refused worker " + options_.name + ": " +
+                                  status.error_message() +
+                                  " (its credential: --credential-file, --enroll-token)");
+      stopping_ = true;
+      cv_.notify_all();
+      return false;
     }
     // Say it once at warning level; a coordinator that is down for an hour should not flood logs.
     if (!warned) {
@@ -234,6 +244,8 @@ Status Agent::Run() {
     return Unavailable(std::to_string(lost) + " trainer events could not be delivered to " +
                        options_.coordinator + " before shutdown");
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!refused_.ok()) return refused_;
   spdlog::info("stopped");
   return Status::Ok();
 }

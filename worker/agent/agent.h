@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "client/connect/connect.h"
 #include "common/status.h"
 #include "qlorad/v1/workers.grpc.pb.h"
 #include "worker/agent/event_reporter.h"
@@ -29,6 +30,8 @@ struct AgentOptions {
   std::chrono::milliseconds max_backoff{5000};      // reconnect and retry backoff ceiling
   std::chrono::milliseconds shutdown_flush{10000};  // how long Stop tries to deliver events
   std::string version;
+  // TLS and the worker's credential (client/connect/connect.h; enrollment.h gets the credential).
+  connect::ChannelSecurity security;
 };
 
 class Agent {
@@ -65,6 +68,9 @@ class Agent {
   std::mutex mu_;
   std::condition_variable cv_;
   bool stopping_ = false;
+  // Why the coordinator refused to register this worker (a missing, revoked or foreign
+  // credential): retrying cannot help, so the agent stops and Run returns it.
+  Status refused_;
   std::string worker_id_;  // empty while not registered
   std::chrono::milliseconds heartbeat_interval_{5000};
   grpc::ClientContext* stream_context_ = nullptr;  // the open Assignments call, for TryCancel

@@ -52,6 +52,19 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
                  "test hook: report a GPU with this much memory while training on the CPU")
       ->check(CLI::PositiveNumber)
       ->excludes(gpu_opt);
+  app.add_option("--enroll-token", flags->enroll_token,
+                 "enrollment token (qlorad token create --role enroll): used once, when "
+                 "--credential-file does not exist yet, to get this worker's credential")
+      ->envname("QLORAD_ENROLL_TOKEN");
+  app.add_option("--credential-file", flags->credential_file,
+                 "this worker's credential (mode 0600) [default: <work-dir>/worker-credential]");
+  app.add_flag("--tls", flags->security.tls,
+               "connect with TLS, trusting the system's CAs or --ca-file");
+  app.add_option("--ca-file", flags->security.ca_file,
+                 "PEM CA that signed the coordinator's certificate")
+      ->envname("QLORAD_CA_FILE");
+  app.add_option("--cert", flags->security.cert_file, "PEM client certificate, for mutual TLS");
+  app.add_option("--key", flags->security.key_file, "PEM private key of --cert");
   app.add_option("--log-level", flags->log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
@@ -107,6 +120,7 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   options.trainer.work_dir = std::filesystem::canonical(flags.work_dir, ec);
   if (ec) return InvalidArgument("--work-dir: " + flags.work_dir + ": " + ec.message());
 
+  QLORAD_ASSIGN_OR_RETURN(options.security, connect::LoadSecurity(flags.security));
   return options;
 }
 

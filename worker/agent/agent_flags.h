@@ -18,6 +18,10 @@ struct AgentFlags {
   std::string trainer;  // empty: qlorad-train next to this executable
   double grace_period_s = 10;
   std::string log_level = "info";
+  // --tls, --ca-file, --cert, --key (client/connect/connect.h). The token is the credential.
+  connect::SecurityFlags security;
+  std::string enroll_token;     // --enroll-token, or QLORAD_ENROLL_TOKEN
+  std::string credential_file;  // --credential-file; empty: <work-dir>/worker-credential
   // Test hook: report a GPU of this many bytes to the coordinator while training on the CPU, so
   // tests without a GPU can check placement by memory. Never for real use.
   std::optional<int64_t> test_gpu_memory_bytes;

@@ -7,6 +7,7 @@
 
 #include "worker/agent/agent.h"
 #include "worker/agent/agent_flags.h"
+#include "worker/agent/enrollment.h"
 
 int main(int argc, char** argv) {
   qlorad::agent::AgentFlags flags;
@@ -18,6 +19,15 @@ int main(int argc, char** argv) {
     spdlog::error("{}", options.status().ToString());
     return 2;
   }
+  // Before the signals are blocked: a worker stopped while it waits to enroll just ends.
+  auto credential = qlorad::agent::ObtainCredential(
+      *options, flags.enroll_token,
+      qlorad::agent::CredentialPath(flags.credential_file, options->trainer.work_dir.string()));
+  if (!credential.ok()) {
+    spdlog::error("{}", credential.status().ToString());
+    return 2;
+  }
+  options->security.token = *credential;
 
   // SIGINT/SIGTERM are taken by one thread with sigwait, so shutdown can do real work (cancel
   // the trainer, flush events). Blocked before any other thread exists, so all inherit the mask.

@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Mapping, Union
 
 import grpc
 
+from qlorad._channel import open_channel
 from qlorad._stubs import jobs_pb2, jobs_pb2_grpc
 from qlorad.errors import DeadlineExceeded, from_rpc_error, translate_rpc_errors
 from qlorad.types import Job, JobState, LogLine, StepMetrics
@@ -37,12 +38,19 @@ def spec_text(spec: Spec) -> str:
 
 class Client:
     """A connection to a qlorad coordinator. Calls raise qlorad.QloradError (with .code) when the
-    server refuses them and qlorad.ServerUnavailable when no server answers."""
+    server refuses them and qlorad.ServerUnavailable when no server answers.
 
-    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float = 30.0):
+    `token` (default: $QLORAD_TOKEN) is sent with every call; `ca_file` ($QLORAD_CA_FILE) turns
+    TLS on, trusting that CA (`tls=True` alone trusts the system's); `cert_file` and `key_file`
+    ($QLORAD_CLIENT_CERT, $QLORAD_CLIENT_KEY) are the client certificate for mutual TLS."""
+
+    def __init__(self, address: str = "127.0.0.1:50051", *, timeout: float = 30.0,
+                 token: str | None = None, ca_file=None, cert_file=None, key_file=None,
+                 tls: bool = False):
         self.address = address
         self.timeout = timeout  # for unary calls; streams have none
-        self._channel = grpc.insecure_channel(address)
+        self._channel = open_channel(address, token=token, ca_file=ca_file, cert_file=cert_file,
+                                     key_file=key_file, tls=tls)
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
 
     def close(self) -> None:

@@ -92,6 +92,7 @@ class Job(_FromProto):
     stopped_early: bool = False
     restarts: int = 0  # retries after trainer failures; a lost worker spends none
     waiting_reason: str = ""  # why a queued job is not placed yet (e.g. no GPU has the memory)
+    owner: str = ""  # the user who submitted it ("local" without a token under --insecure-local)
 
     _NESTED = {"best": BestEval}
 

@@ -24,9 +24,15 @@ Result Parse(std::vector<const char*> args) {
 
 class ArgsTest : public ::testing::Test {
  protected:
-  // QLORAD_SERVER from the environment running the tests must not leak in.
-  void SetUp() override { unsetenv("QLORAD_SERVER"); }
-  void TearDown() override { unsetenv("QLORAD_SERVER"); }
+  // QLORAD_* from the environment running the tests must not leak in.
+  static void Clear() {
+    for (const char* name : {"QLORAD_SERVER", "QLORAD_TOKEN", "QLORAD_CA_FILE",
+                             "QLORAD_CLIENT_CERT", "QLORAD_CLIENT_KEY"}) {
+      unsetenv(name);
+    }
+  }
+  void SetUp() override { Clear(); }
+  void TearDown() override { Clear(); }
 };
 
 TEST_F(ArgsTest, SubmitWithFollowAndDefaults) {
@@ -58,6 +64,22 @@ TEST_F(ArgsTest, ServerFromTheEnvironmentUnlessGiven) {
   setenv("QLORAD_SERVER", "envhost:7", 1);
   EXPECT_EQ(Parse({"jobs"}).parsed.options->server, "envhost:7");
   EXPECT_EQ(Parse({"--server", "flag:8", "jobs"}).parsed.options->server, "flag:8");
+}
+
+TEST_F(ArgsTest, TokenAndTlsFilesFromFlagsOrTheEnvironment) {
+  setenv("QLORAD_TOKEN", "qlorad_env", 1);
+  setenv("QLORAD_CA_FILE", "env-ca.pem", 1);
+  const auto env = Parse({"jobs"}).parsed.options->security;
+  EXPECT_EQ(env.token, "qlorad_env");
+  EXPECT_EQ(env.ca_file, "env-ca.pem");
+  const auto flags = Parse({"--token", "qlorad_flag", "--ca-file", "ca.pem", "--cert", "c.pem",
+                            "--key", "c.key", "--tls", "jobs"})
+                         .parsed.options->security;
+  EXPECT_EQ(flags.token, "qlorad_flag");
+  EXPECT_EQ(flags.ca_file, "ca.pem");
+  EXPECT_EQ(flags.cert_file, "c.pem");
+  EXPECT_EQ(flags.key_file, "c.key");
+  EXPECT_TRUE(flags.tls);
 }
 
 TEST_F(ArgsTest, StatesRepeatedOrCommaSeparatedAnyCase) {

@@ -78,6 +78,7 @@ TEST(FormatJobDetails, EveryFieldErrorIncluded) {
   job.set_finished_unix_ms(kNow - 60'000);
   job.set_error("data.path: no such file: data/train.jsonl");
   job.set_restarts(1);
+  job.set_owner("alice");
   EXPECT_EQ(FormatJobDetails(job, kNow),
             "id        job-1a2b\n"
             "name      llama3-alpaca\n"
@@ -87,6 +88,7 @@ TEST(FormatJobDetails, EveryFieldErrorIncluded) {
             "attempt   1 (1 of 3 restarts used)\n"
             "priority  50\n"
             "gpus      1\n"
+            "owner     alice\n"
             "worker    gpu0\n"
             "created   2025-11-25 16:25:00 UTC (5m ago)\n"
             "started   2025-11-25 16:26:00 UTC\n"

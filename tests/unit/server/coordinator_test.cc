@@ -23,7 +23,7 @@ TEST(CoordinatorTest, AnUnconfirmedStartIsNotRepeatedOnceItsAttemptEnded) {
   const std::string worker_id = registered->worker_id();
   auto generation = c.AttachOrders(worker_id);
   ASSERT_TRUE(generation.ok());
-  auto job = c.SubmitJob(SpecYaml());
+  auto job = c.SubmitJob(SpecYaml(), "alice");
   ASSERT_TRUE(job.ok());
 
   // The START went out but the stream broke before PopOrder: it stays in the outbox...

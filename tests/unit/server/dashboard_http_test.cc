@@ -361,6 +361,7 @@ TEST(DashboardHttpTest, StreamCapMustLeaveThreadsForOtherRequests) {
   options.listen = "127.0.0.1:0";
   options.http = "127.0.0.1:0";
   options.coordinator.db_path = dir.File("qlorad.db");
+  options.security.insecure_local = true;
   options.http_options.threads = 8;
   options.http_options.max_event_streams = 8;
   auto server = QloradServer::Start(options);

@@ -96,7 +96,7 @@ void ExpectCleanShutdownOn(int signal) {
   TempDir dir;
   const std::string db = dir.File("qlorad.db");
   Process qlorad({QLORAD_BINARY, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--db", db,
-                  "--grace-period-s", "1"});
+                  "--grace-period-s", "1", "--insecure-local"});
   std::smatch start = qlorad.WaitForOutput(kStartLine);
   ASSERT_FALSE(start.empty()) << qlorad.output();
   const int grpc_port = std::stoi(start[2]);

@@ -16,6 +16,8 @@ TEST(StatusMappingTest, EveryCodeMapsToItsGrpcCounterpart) {
       {StatusCode::kDataLoss, grpc::StatusCode::DATA_LOSS},
       {StatusCode::kInternal, grpc::StatusCode::INTERNAL},
       {StatusCode::kCancelled, grpc::StatusCode::CANCELLED},
+      {StatusCode::kUnauthenticated, grpc::StatusCode::UNAUTHENTICATED},
+      {StatusCode::kPermissionDenied, grpc::StatusCode::PERMISSION_DENIED},
   };
   for (const auto& [ours, theirs] : cases) EXPECT_EQ(ToGrpcCode(ours), theirs);
 }

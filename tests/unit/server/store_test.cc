@@ -185,6 +185,8 @@ TEST(StoreTest, ADatabaseOfSchemaVersion1IsUpgradedKeepingItsJobs) {
   ASSERT_TRUE(old.ok()) << old.status().ToString();
   EXPECT_EQ(old->job.attempt(), 2);
   EXPECT_EQ(old->job.restarts(), 0) << "unknown for old jobs: none counted";
+  EXPECT_EQ(old->job.owner(), "") << "no owner before version 4: admins only";
+  EXPECT_TRUE(store->ListTokens().ok()) << "version 4's tokens table exists";
   ASSERT_TRUE(store->InsertJob(SampleJob("job-new")).ok());
   EXPECT_EQ(store->GetJob("job-new")->job.restarts(), 1);
   EXPECT_EQ(QueryOtherConnection(db, "SELECT MAX(version) FROM schema_version"),

@@ -95,6 +95,8 @@ class TestServer {
     options.http = std::move(http);
     options.http_options = http_options;
     options.grace_period = 1s;
+    // Calls without a token act as the local admin; auth_test.cc runs with tokens.
+    options.security.insecure_local = true;
     options.coordinator.db_path = db_path;
     options.coordinator.heartbeat_timeout = heartbeat_timeout;
     options.coordinator.tick = 20ms;
