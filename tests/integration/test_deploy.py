@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import urllib.error
 import urllib.parse
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, Cluster, binary, http_get, wait_until, write_spec
+from test_auth import token
 from test_prometheus import DEMO_DATA, scrape
 
 DEPLOY = REPO / "deploy"
@@ -55,6 +57,13 @@ def stand_ins(tmp_path: Path) -> dict:
     return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
+def https_get(addr: str, path: str, token: str, context: ssl.SSLContext) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    req = urllib.request.Request(f"https://{addr}{path}", headers=headers)
+    with urllib.request.urlopen(req, timeout=30, context=context) as res:
+        return res.status, res.read().decode()
+
+
 def workers(cluster: Cluster) -> dict:
     return {w["name"]: w for w in json.loads(http_get(cluster.http_addr, "/api/workers"))["workers"]}
 
@@ -86,6 +95,11 @@ def start_prometheus(cluster: Cluster, tmp_path: Path) -> str:
     (scrape,) = config["scrape_configs"]
     scrape["scrape_interval"] = "1s"
     scrape["static_configs"] = [{"targets": [cluster.http_addr]}]
+    # The shipped config reads a metrics token from a file: one made in this coordinator's store.
+    token_file = tmp_path / "qlorad-metrics-token"
+    token_file.write_text(token(cluster.root / "qlorad.db", "metrics", "prometheus"))
+    assert "credentials_file" in scrape["authorization"]
+    scrape["authorization"]["credentials_file"] = str(token_file)
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     addr = f"127.0.0.1:{free_port()}"
     log = tmp_path / "prometheus.log"
@@ -192,33 +206,75 @@ def replace_flags(args: list[str], values: dict) -> list[str]:
     return out
 
 
+def init_script(kind: str, container: str) -> str:
+    for doc in yaml.safe_load_all((DEPLOY / "kubernetes" / "coordinator.yaml").read_text()):
+        if doc["kind"] == kind:
+            init = {c["name"]: c for c in doc["spec"]["template"]["spec"]["initContainers"]}
+            return init[container]["args"][0]
+    raise AssertionError(f"no {kind}")
+
+
 def test_kubernetes_flags_start_the_real_coordinator_and_worker(tmp_path):
-    # The coordinator as the StatefulSet runs it, on loopback and a temporary store.
+    """The StatefulSet's init container makes the tokens, its coordinator serves TLS with them, and
+    the DaemonSet's worker enrolls with the enrollment token and the CA, as in a cluster: every
+    path of the manifests moved under tmp_path, with certificates made here by openssl."""
+    from test_tls import issue, openssl
+
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=qlorad deploy test", cwd=pki)
+    issue(pki, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:qlorad\nextendedKeyUsage=serverAuth")
+
+    # The init container's script, on the store's volume as the pod mounts it, twice: the second
+    # run (a restarted pod) keeps the tokens it made.
+    store = tmp_path / "store"
+    store.mkdir()
+    script = init_script("StatefulSet", "bootstrap-tokens").replace("/var/lib/qlorad", str(store))
+    env = dict(os.environ, PATH=f"{binary('qlorad').parent}:{os.environ['PATH']}")
+    for _ in range(2):
+        subprocess.run(["sh", "-c", script], env=env, check=True, capture_output=True, timeout=60)
+    tokens = {name: (store / "tokens" / name).read_text().strip() for name in ("admin", "enroll", "metrics")}
+    assert all(t.startswith("qlorad_") for t in tokens.values()), tokens
+    assert oct((store / "tokens" / "admin").stat().st_mode & 0o777) == "0o600"
+
     cluster = Cluster(tmp_path)
     try:
         coord = replace_flags(container_args("StatefulSet"),
-                              {"--listen": "127.0.0.1:0", "--http": "127.0.0.1:0",
-                               "--db": tmp_path / "qlorad.db"})
+                              {"--listen": "127.0.0.1:0", "--http": "127.0.0.1:0", "--db": store / "qlorad.db",
+                               "--tls-cert": pki / "server.pem", "--tls-key": pki / "server.key"})
         # start_coordinator passes --listen, --http and --db itself.
-        cluster.start_coordinator(*[a for a in coord if a.split("=")[0] not in
-                                    ("--listen", "--http", "--db")])
+        cluster.start_coordinator(*[a for a in coord if a.split("=")[0] not in ("--listen", "--http", "--db")],
+                                  insecure_local=False)
+        cluster.db = store / "qlorad.db"
 
-        # The worker as the DaemonSet runs it, with what Kubernetes substitutes.
+        # The worker as the DaemonSet runs it, with what Kubernetes substitutes and mounts.
+        shared = tmp_path / "shared"
         args = replace_flags(container_args("DaemonSet"),
-                             {"--coordinator": cluster.addr, "--work-dir": tmp_path / "shared"})
+                             {"--coordinator": cluster.addr, "--work-dir": shared / "work",
+                              "--ca-file": pki / "ca.pem",
+                              "--credential-file": shared / "worker-credential-$(NODE_NAME)-gpu0"})
         args = [a.replace("$(NODE_NAME)", "node-a") for a in args]
+        shared.mkdir()
         log = tmp_path / "k8s-worker.log"
-        worker = subprocess.Popen([str(binary("qlorad-worker")), *args], env=stand_ins(tmp_path),
+        worker = subprocess.Popen([str(binary("qlorad-worker")), *args],
+                                  env=dict(stand_ins(tmp_path), QLORAD_ENROLL_TOKEN=tokens["enroll"]),
                                   stdout=open(log, "w"), stderr=subprocess.STDOUT)
         cluster.procs.append(worker)
+        context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
 
         def registered_or_exited():
             assert worker.poll() is None, f"qlorad-worker exited {worker.returncode}:\n{log.read_text()}"
-            return workers(cluster).get("node-a-gpu0")
+            _, body = https_get(cluster.http_addr, "/api/workers", tokens["admin"], context)
+            return {w["name"]: w for w in json.loads(body)["workers"]}.get("node-a-gpu0")
 
         registered = wait_until("the DaemonSet's worker to register", registered_or_exited,
                                 on_fail=lambda: log.read_text())
         assert registered["devices"][0]["name"] == "Stand-in GPU 0"
+        assert (shared / "worker-credential-node-a-gpu0").exists()
+        # The probe's page answers without a token; /metrics takes the metrics token.
+        assert https_get(cluster.http_addr, "/login", "", context)[0] == 200
+        assert "qlorad_workers" in https_get(cluster.http_addr, "/metrics", tokens["metrics"], context)[1]
         worker.terminate()
         assert worker.wait(timeout=60) == 0, log.read_text()
     finally:
