@@ -90,11 +90,16 @@ class Cluster:
         self.addr, self.http_addr = m.group(1), m.group(2)
         return self
 
-    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags):
+    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags, roots=None):
+        """A CPU worker. Its specs may read the whole pytest temp tree (the session's tiny model
+        lives there) and the repository (the demo data), and write under this test's folder;
+        `roots` gives its --read-root/--write-root flags instead."""
         work_dir.mkdir(parents=True, exist_ok=True)
+        if roots is None:
+            roots = ["--read-root", self.root.parent, "--read-root", REPO, "--write-root", self.root]
         proc, log = self._spawn([binary("qlorad-worker"), "--coordinator", self.addr, "--cpu",
                                  "--name", name, "--work-dir", work_dir,
-                                 "--grace-period-s", "5", *flags], log_name)
+                                 "--grace-period-s", "5", *roots, *flags], log_name)
         self.worker, self.worker_log = proc, log
         return self
 

@@ -78,6 +78,10 @@ bool Agent::Register() {
   request.set_hostname(options_.hostname);
   *request.add_devices() = options_.device;
   request.set_version(options_.version);
+  const PathRoots& roots = options_.trainer.roots;
+  request.mutable_paths()->set_work_dir(roots.base.string());
+  for (const auto& r : roots.read) request.mutable_paths()->add_read_roots(r.string());
+  request.mutable_paths()->set_write_root(roots.write.string());
   bool warned = false;
   while (!Stopping()) {
     // Listed afresh on every try: a trainer may end while the coordinator is away.
