@@ -17,10 +17,13 @@ APT_PACKAGES=(
 )
 # gguf is llama.cpp's own reader (gguf-py), which the GGUF export's tests read the file back with.
 # websocket-client drives headless Chromium over the DevTools protocol in the dashboard's test;
-# prometheus-client's parser reads /metrics in the tests.
+# prometheus-client's parser reads /metrics in the tests. grpcio-health-checking and
+# grpcio-reflection are the stock clients that the coordinator's health and reflection services
+# are tested with (tests/integration/test_ops.py).
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
              tokenizers==0.23.3 bitsandbytes==0.50.2 transformers==5.17.0 peft==0.21.0
-             gguf==0.19.0 websocket-client==1.9.2 prometheus-client==0.26.0)
+             gguf==0.19.0 websocket-client==1.9.2 prometheus-client==0.26.0
+             grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 

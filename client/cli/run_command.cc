@@ -5,11 +5,15 @@
 #include "client/cli/commands.h"
 #include "client/cli/exit_codes.h"
 #include "client/cli/terminal.h"
+#include "proto/keepalive.h"
 
 namespace qlorad::cli {
 
 int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
-  auto channel = grpc::CreateChannel(options.server, grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments args;
+  SetClientKeepalive(args);  // `watch` and `logs --follow` streams may sit idle for hours
+  auto channel =
+      grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args);
   auto stub = qlorad::v1::JobService::NewStub(channel);
   const CommandContext ctx{options, *stub, out,
                            err,     tty,   tty ? TerminalColumns(STDOUT_FILENO) : 80};

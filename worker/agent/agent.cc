@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "proto/keepalive.h"
+
 namespace qlorad::agent {
 namespace {
 
@@ -23,9 +25,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const AgentOptions& options) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
   // Notice a coordinator host that vanished without closing the connection.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  SetClientKeepalive(args);
   return grpc::CreateCustomChannel(options.coordinator, grpc::InsecureChannelCredentials(), args);
 }
 
