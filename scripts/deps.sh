@@ -14,6 +14,7 @@ APT_PACKAGES=(
   libcpp-httplib-dev libpcre2-dev libicu-dev libgtest-dev libgmock-dev libbenchmark-dev
   libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
   chromium     # headless, for the dashboard's browser test (tests/integration/test_dashboard_browser.py)
+  clang libclang-rt-dev  # libFuzzer and the sanitizers' runtimes, for scripts/fuzz.sh (tests/fuzz)
 )
 # gguf is llama.cpp's own reader (gguf-py), which the GGUF export's tests read the file back with.
 # websocket-client drives headless Chromium over the DevTools protocol in the dashboard's test;
