@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("QLORAD_BIN_DIR", REPO / "build" / "bin"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a soak that takes minutes (deselect with -m 'not slow')")
+
+
 def binary(name: str) -> Path:
     path = BIN / name
     if not path.exists():
@@ -170,4 +174,16 @@ def write_spec(path: Path, model: Path, data: Path, out: Path, **train) -> Path:
         f"checkpoint: {{every_steps: 0, output_dir: {out}}}",
     ]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def checkpointed_spec(path: Path, model: Path, data: Path, out: Path, steps: int, every: int,
+                      max_restarts: int) -> Path:
+    """write_spec's job with a checkpoint every `every` steps (the newest 2 kept) and room for
+    `max_restarts` retries."""
+    write_spec(path, model, data, out, max_steps=steps)
+    text = path.read_text()
+    text = text.replace("checkpoint: {every_steps: 0,", f"checkpoint: {{every_steps: {every}, keep: 2,")
+    text = text.replace("scheduling: {max_restarts: 0}", f"scheduling: {{max_restarts: {max_restarts}}}")
+    path.write_text(text)
     return path
