@@ -32,6 +32,10 @@ class Section {
     if (!node_ || node_.IsNull()) return Status::Ok();
     if (!node_.IsMap()) return InvalidArgument(Where() + "must be a mapping");
     for (const auto& kv : node_) {
+      // A key may be any YAML node ({[a]: 1} has a list for one): only a name is a field.
+      if (!kv.first.IsScalar()) {
+        return InvalidArgument(Where() + "keys must be names, got '" + YAML::Dump(kv.first) + "'");
+      }
       const std::string key = kv.first.as<std::string>();
       if (!known_.count(key)) return InvalidArgument(Field(key) + ": unknown key");
     }
@@ -367,14 +371,9 @@ double LoraSpec::Scale() const {
   return use_rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r;
 }
 
-StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(yaml_text);
-  } catch (const YAML::ParserException& e) {
-    return InvalidArgument("malformed YAML at line " + std::to_string(e.mark.line + 1) +
-                           ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
-  }
+namespace {
+
+StatusOr<JobSpec> ParseLoadedSpec(const YAML::Node& root) {
   if (!root || root.IsNull()) return InvalidArgument("the spec is empty");
   if (!root.IsMap()) return InvalidArgument("the spec must be a YAML mapping of sections");
 
@@ -414,6 +413,23 @@ StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
   }
   if (spec.checkpoint.output_dir.empty()) spec.checkpoint.output_dir = "runs/" + spec.name;
   return spec;
+}
+
+}  // namespace
+
+StatusOr<JobSpec> ParseJobSpec(const std::string& yaml_text) {
+  // yaml-cpp reports through exceptions: ParserException for bad syntax, others (a failed
+  // conversion, a deep recursion) from calls the parser below did not expect to fail. All become
+  // an error saying where, never an exception out of here (the coordinator answered UNKNOWN, the
+  // trainer aborted).
+  try {
+    return ParseLoadedSpec(YAML::Load(yaml_text));
+  } catch (const YAML::Exception& e) {
+    std::string where = e.mark.is_null() ? ""
+                                         : " at line " + std::to_string(e.mark.line + 1) +
+                                               ", column " + std::to_string(e.mark.column + 1);
+    return InvalidArgument("malformed YAML" + where + ": " + e.msg);
+  }
 }
 
 StatusOr<JobSpec> LoadJobSpecFile(const std::string& path) {

@@ -17,15 +17,18 @@ APT_PACKAGES=(
   libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
   chromium     # headless, for the dashboard's browser test (tests/integration/test_dashboard_browser.py)
   prometheus shellcheck  # promtool and shellcheck check deploy/ (tests/python/test_deploy_configs.py)
+  clang libclang-rt-dev  # libFuzzer and the sanitizers' runtimes, for scripts/fuzz.sh (tests/fuzz)
 )
 # gguf is llama.cpp's own reader (gguf-py), which the GGUF export's tests read the file back with.
 # websocket-client drives headless Chromium over the DevTools protocol in the dashboard's test;
 # prometheus-client's parser reads /metrics in the tests; kubernetes-validate checks deploy/kubernetes
-# against the Kubernetes schemas it bundles.
+# against the Kubernetes schemas it bundles. grpcio-health-checking and grpcio-reflection are the
+# stock clients that the coordinator's health and reflection services are tested with
+# (tests/integration/test_ops.py).
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
              tokenizers==0.23.3 bitsandbytes==0.50.2 transformers==5.17.0 peft==0.21.0
              gguf==0.19.0 websocket-client==1.9.2 prometheus-client==0.26.0
-             kubernetes-validate==1.37.0)
+             kubernetes-validate==1.37.0 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test that needs no GPU: the unit tests (ctest) and the process-level tests (pytest:
-# real coordinator, worker and trainer processes on loopback). Usage: scripts/test.sh BUILD_DIR
+# Runs every test that needs no GPU: the unit tests (ctest), the process-level tests (pytest:
+# real coordinator, worker and trainer processes on loopback) and the fuzzers for a bounded time
+# (scripts/fuzz.sh, in BUILD_DIR-fuzz). Usage: scripts/test.sh BUILD_DIR
 set -uo pipefail
 BUILD="${1:-build}"
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
@@ -15,5 +16,8 @@ QLORAD_BIN_DIR="$PWD/$BUILD/bin" "$VENV/bin/python" -m pytest -q -p no:cacheprov
 rc=$?
 # pytest exits 5 when it collected nothing: that is a broken suite here, not a pass.
 [[ $rc -ne 0 ]] && status=1
+
+echo "== fuzzers (libFuzzer, bounded time each)"
+scripts/fuzz.sh "$BUILD-fuzz" || status=1
 
 exit $status

@@ -118,13 +118,22 @@ Status Coordinator::Log(const std::string& job_id, const std::string& level,
 }
 
 StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std::string& owner) {
-  auto record = NewJobFromSpec(spec_yaml, NowUnixMs(), options_.max_spec_bytes);
+  JobSpec spec;
+  auto record = NewJobFromSpec(spec_yaml, NowUnixMs(), options_.max_spec_bytes, &spec);
   if (!record.ok()) {
     spdlog::info("rejected a job: {}", record.status().message());
     return record.status();
   }
   record->job.set_owner(owner);
   std::lock_guard<std::mutex> lock(mu_);
+  std::vector<WorkerRoots> roots;
+  for (const auto& [id, w] : workers_) {
+    if (w.roots) roots.emplace_back(w.name, *w.roots);
+  }
+  if (Status paths = CheckPathsOnWorkers(spec, roots); !paths.ok()) {
+    spdlog::info("rejected a job: {}", paths.message());
+    return paths;
+  }
   const v1::Job& job = record->job;
   Status written = Mutate([&](Published& out) -> Status {
     QLORAD_RETURN_IF_ERROR(store_->InsertJob(*record));
@@ -224,6 +233,11 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
   worker.devices.assign(request.devices().begin(), request.devices().end());
+  if (request.has_paths()) {
+    const v1::WorkerPaths& p = request.paths();
+    worker.roots =
+        PathRoots{p.work_dir(), {p.read_roots().begin(), p.read_roots().end()}, p.write_root()};
+  }
   worker.last_heartbeat = options_.now();
   // One device per agent; a GPU's memory bounds the jobs placed on it (scheduler.h).
   if (request.devices_size() > 0 && request.devices(0).kind() == "cuda") {

@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/path_sandbox.h"
 #include "common/status.h"
 #include "qlorad/v1/jobs.pb.h"
 #include "qlorad/v1/workers.pb.h"
@@ -168,6 +169,7 @@ class Coordinator {
     std::string name;
     std::string hostname;
     std::vector<v1::DeviceInfo> devices;
+    std::optional<PathRoots> roots;  // where its specs' paths may point; unset: not reported
     Clock::time_point last_heartbeat;
     int64_t gpu_memory_bytes = -1;  // its GPU's total memory; -1: a CPU worker
     uint64_t generation = 0;        // of the attached Assignments stream; 0: none attached

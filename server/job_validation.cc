@@ -8,7 +8,7 @@
 namespace qlorad::server {
 
 StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_unix_ms,
-                                   size_t max_spec_bytes) {
+                                   size_t max_spec_bytes, JobSpec* parsed) {
   if (spec_yaml.empty()) return InvalidArgument("spec_yaml: empty spec");
   if (spec_yaml.size() > max_spec_bytes) {
     return InvalidArgument(
@@ -28,7 +28,27 @@ StatusOr<JobRecord> NewJobFromSpec(const std::string& spec_yaml, int64_t now_uni
   job.set_total_steps(spec.train.max_steps);
   job.set_gpus(spec.resources.gpus);
   job.set_created_unix_ms(now_unix_ms);
+  if (parsed != nullptr) *parsed = std::move(spec);
   return record;
+}
+
+Status CheckPathsOnWorkers(const JobSpec& spec, const std::vector<WorkerRoots>& workers) {
+  std::optional<PathRefusal> first;
+  std::string first_worker;
+  for (const auto& [name, roots] : workers) {
+    auto refused = CheckSpecPaths(spec, "", roots, PathResolution::kWrittenOnly);
+    if (!refused) return Status::Ok();
+    if (!first) {
+      first = std::move(refused);
+      first_worker = name;
+    }
+  }
+  if (!first) return Status::Ok();
+  std::string message = first->message + " (worker " + first_worker;
+  if (workers.size() > 1) {
+    message += fmt::format("; {} other worker(s) refuse it too", workers.size() - 1);
+  }
+  return InvalidArgument(message + ")");
 }
 
 }  // namespace qlorad::server

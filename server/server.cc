@@ -1,9 +1,12 @@
 #include "server/server.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
 #include <spdlog/spdlog.h>
 
 #include <charconv>
 
+#include "proto/keepalive.h"
 #include "server/auth_tls.h"
 
 namespace qlorad::server {
@@ -44,9 +47,14 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
       std::make_unique<WorkerServiceImpl>(*server->coordinator_, *server->auth_);
 
   QLORAD_ASSIGN_OR_RETURN(auto credentials, GrpcServerCredentials(options.security));
+  // For operators: grpc.health.v1.Health (load balancers, orchestrators' probes, grpc_health_probe)
+  // and server reflection (`grpcurl -plaintext HOST:PORT list` needs no .proto files).
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   int grpc_port = 0;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, credentials, &grpc_port);
+  SetServerKeepalive(builder);
   builder.RegisterService(server->job_service_.get());
   builder.RegisterService(server->worker_service_.get());
   server->grpc_server_ = builder.BuildAndStart();
@@ -54,6 +62,10 @@ StatusOr<std::unique_ptr<QloradServer>> QloradServer::Start(ServerOptions option
     return Unavailable("--listen: cannot listen on " + options.listen);
   }
   server->grpc_address_ = listen.first + ":" + std::to_string(grpc_port);
+  // The server as a whole ("") is SERVING from here; each service by its name too.
+  for (const char* service : {"qlorad.v1.JobService", "qlorad.v1.WorkerService"}) {
+    server->grpc_server_->GetHealthCheckService()->SetServingStatus(service, true);
+  }
 
   if (options.http != "off") {
     HttpOptions& http_options = server->options_.http_options;
@@ -87,6 +99,8 @@ void QloradServer::Shutdown() {
   // Streams poll the coordinator, so stopping it first lets them end inside the grace period.
   if (coordinator_) coordinator_->Stop();
   if (grpc_server_) {
+    // NOT_SERVING for every service, and Watch callers told so, before calls are refused.
+    grpc_server_->GetHealthCheckService()->Shutdown();
     grpc_server_->Shutdown(std::chrono::system_clock::now() + options_.grace_period);
     grpc_server_->Wait();
   }

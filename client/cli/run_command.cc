@@ -7,6 +7,7 @@
 #include "client/cli/exit_codes.h"
 #include "client/cli/terminal.h"
 #include "client/connect/connect.h"
+#include "proto/keepalive.h"
 
 namespace qlorad::cli {
 
@@ -15,7 +16,9 @@ int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, 
   if (!security.ok()) {
     return ReportError(err, options.json, "USAGE", security.status().message(), kExitUsage);
   }
-  auto stub = qlorad::v1::JobService::NewStub(connect::Connect(options.server, *security));
+  grpc::ChannelArguments args;
+  SetClientKeepalive(args);  // `watch` and `logs --follow` streams may sit idle for hours
+  auto stub = qlorad::v1::JobService::NewStub(connect::Connect(options.server, *security, args));
   const CommandContext ctx{options, *stub, out,
                            err,     tty,   tty ? TerminalColumns(STDOUT_FILENO) : 80};
   switch (options.command) {

@@ -15,6 +15,10 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("QLORAD_BIN_DIR", REPO / "build" / "bin"))
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a soak that takes minutes (deselect with -m 'not slow')")
+
+
 def binary(name: str) -> Path:
     path = BIN / name
     if not path.exists():
@@ -93,11 +97,16 @@ class Cluster:
         self.addr, self.http_addr = m.group(1), m.group(2)
         return self
 
-    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags):
+    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags, roots=None):
+        """A CPU worker. Its specs may read the whole pytest temp tree (the session's tiny model
+        lives there) and the repository (the demo data), and write under this test's folder;
+        `roots` gives its --read-root/--write-root flags instead."""
         work_dir.mkdir(parents=True, exist_ok=True)
+        if roots is None:
+            roots = ["--read-root", self.root.parent, "--read-root", REPO, "--write-root", self.root]
         proc, log = self._spawn([binary("qlorad-worker"), "--coordinator", self.addr, "--cpu",
                                  "--name", name, "--work-dir", work_dir,
-                                 "--grace-period-s", "5", *flags], log_name)
+                                 "--grace-period-s", "5", *roots, *flags], log_name)
         self.worker, self.worker_log = proc, log
         return self
 
@@ -168,4 +177,16 @@ def write_spec(path: Path, model: Path, data: Path, out: Path, **train) -> Path:
         f"checkpoint: {{every_steps: 0, output_dir: {out}}}",
     ]
     path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def checkpointed_spec(path: Path, model: Path, data: Path, out: Path, steps: int, every: int,
+                      max_restarts: int) -> Path:
+    """write_spec's job with a checkpoint every `every` steps (the newest 2 kept) and room for
+    `max_restarts` retries."""
+    write_spec(path, model, data, out, max_steps=steps)
+    text = path.read_text()
+    text = text.replace("checkpoint: {every_steps: 0,", f"checkpoint: {{every_steps: {every}, keep: 2,")
+    text = text.replace("scheduling: {max_restarts: 0}", f"scheduling: {{max_restarts: {max_restarts}}}")
+    path.write_text(text)
     return path

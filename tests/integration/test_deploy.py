@@ -251,7 +251,7 @@ def test_kubernetes_flags_start_the_real_coordinator_and_worker(tmp_path):
         # The worker as the DaemonSet runs it, with what Kubernetes substitutes and mounts.
         shared = tmp_path / "shared"
         args = replace_flags(container_args("DaemonSet"),
-                             {"--coordinator": cluster.addr, "--work-dir": shared / "work",
+                             {"--coordinator": cluster.addr, "--work-dir": shared / "work", "--read-root": shared,
                               "--ca-file": pki / "ca.pem",
                               "--credential-file": shared / "worker-credential-$(NODE_NAME)-gpu0"})
         args = [a.replace("$(NODE_NAME)", "node-a") for a in args]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Cluster, wait_until, write_spec
+from conftest import REPO, Cluster, checkpointed_spec, wait_until
 
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -31,12 +31,7 @@ LONG = 3000
 
 
 def job_spec(path: Path, model: Path, out: Path, steps: int, max_restarts: int = 0) -> Path:
-    write_spec(path, model, DEMO_DATA, out, max_steps=steps)
-    text = path.read_text()
-    text = text.replace("checkpoint: {every_steps: 0,", f"checkpoint: {{every_steps: {EVERY}, keep: 2,")
-    text = text.replace("scheduling: {max_restarts: 0}", f"scheduling: {{max_restarts: {max_restarts}}}")
-    path.write_text(text)
-    return path
+    return checkpointed_spec(path, model, DEMO_DATA, out, steps, EVERY, max_restarts)
 
 
 def submit(cluster: Cluster, spec: Path) -> str:

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "proto/keepalive.h"
+
 namespace qlorad::agent {
 namespace {
 
@@ -23,9 +25,7 @@ std::shared_ptr<grpc::Channel> MakeChannel(const AgentOptions& options) {
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, static_cast<int>(options.max_backoff.count()));
   // Notice a coordinator host that vanished without closing the connection.
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 20000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
-  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  SetClientKeepalive(args);
   return connect::Connect(options.coordinator, options.security, args);
 }
 
@@ -78,6 +78,10 @@ bool Agent::Register() {
   request.set_hostname(options_.hostname);
   *request.add_devices() = options_.device;
   request.set_version(options_.version);
+  const PathRoots& roots = options_.trainer.roots;
+  request.mutable_paths()->set_work_dir(roots.base.string());
+  for (const auto& r : roots.read) request.mutable_paths()->add_read_roots(r.string());
+  request.mutable_paths()->set_write_root(roots.write.string());
   bool warned = false;
   while (!Stopping()) {
     // Listed afresh on every try: a trainer may end while the coordinator is away.

@@ -42,6 +42,12 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
   app.add_option("--name", flags->name, "worker name (default <hostname>-cpu / <hostname>-gpuN)");
   app.add_option("--work-dir", flags->work_dir, "where job specs and trainer outputs land")
       ->capture_default_str();
+  app.add_option("--read-root", flags->read_roots,
+                 "a folder (with all below it) that job specs may read models, data and adapters "
+                 "from; repeatable (default: --work-dir)");
+  app.add_option("--write-root", flags->write_root,
+                 "the folder that job outputs (checkpoint.output_dir) must lie under; readable "
+                 "too (default: --work-dir)");
   app.add_option("--trainer", flags->trainer,
                  "the qlorad-train executable (default: next to this executable)");
   app.add_option("--grace-period-s", flags->grace_period_s,
@@ -121,6 +127,13 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   if (ec) return InvalidArgument("--work-dir: " + flags.work_dir + ": " + ec.message());
 
   QLORAD_ASSIGN_OR_RETURN(options.security, connect::LoadSecurity(flags.security));
+  // Flags name folders as the shell sees them: relative to our cwd, not to the work dir.
+  PathRoots roots{options.trainer.work_dir, {}, options.trainer.work_dir};
+  for (const std::string& r : flags.read_roots) roots.read.push_back(std::filesystem::absolute(r));
+  if (roots.read.empty()) roots.read.push_back(options.trainer.work_dir);
+  if (!flags.write_root.empty()) roots.write = std::filesystem::absolute(flags.write_root);
+  QLORAD_ASSIGN_OR_RETURN(options.trainer.roots, ResolveRoots(roots, "--read-root", "--write-root"));
+
   return options;
 }
 

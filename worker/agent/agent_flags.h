@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "worker/agent/agent.h"
@@ -15,6 +16,9 @@ struct AgentFlags {
   std::optional<int> gpu;  // nullopt: --cpu
   std::string name;        // empty: <hostname>-cpu or <hostname>-gpu<N>
   std::string work_dir = "./qlorad-work";
+  // Where the spec's paths may point (common/path_sandbox.h); empty: the work dir.
+  std::vector<std::string> read_roots;
+  std::string write_root;
   std::string trainer;  // empty: qlorad-train next to this executable
   double grace_period_s = 10;
   std::string log_level = "info";

@@ -6,6 +6,7 @@ namespace qlorad::agent {
 namespace {
 
 constexpr int kCouldNotRunExitCode = 127;
+constexpr int kBadSpecExitCode = 2;  // qlorad-train's exit code for a spec it refuses
 
 EventContext ContextOf(const v1::Assignment& a) {
   return {a.job_id(), a.attempt(), a.rank()};
@@ -39,15 +40,19 @@ void JobSlot::Start(const v1::Assignment& start) {
     return;
   }
   run_.reset();  // joins the finished trainer's supervisor thread
+  if (auto refused = RefusedPath(setup_, start)) {
+    ReportStartFailure(ctx, refused->ToStatus(), kBadSpecExitCode, refused->field);
+    return;
+  }
   auto spec_path = WriteJobSpec(setup_, start);
   if (!spec_path.ok()) {
-    ReportStartFailure(ctx, spec_path.status());
+    ReportStartFailure(ctx, spec_path.status(), kCouldNotRunExitCode);
     return;
   }
   const process::SpawnSpec spawn = TrainerSpawnSpec(setup_, start, *spec_path);
   auto run = TrainerRun::Start(spawn, ctx, sink_);
   if (!run.ok()) {
-    ReportStartFailure(ctx, run.status());
+    ReportStartFailure(ctx, run.status(), kCouldNotRunExitCode);
     return;
   }
   run_ = std::move(run).value();
@@ -55,7 +60,8 @@ void JobSlot::Start(const v1::Assignment& start) {
                setup_.trainer.string(), run_->pid());
 }
 
-void JobSlot::ReportStartFailure(const EventContext& ctx, const Status& why) {
+void JobSlot::ReportStartFailure(const EventContext& ctx, const Status& why, int exit_code,
+                                 const std::string& field) {
   spdlog::error("job {} attempt {}: cannot start the trainer: {}", ctx.job_id, ctx.attempt,
                 why.ToString());
   v1::TrainerEvent error;
@@ -63,9 +69,10 @@ void JobSlot::ReportStartFailure(const EventContext& ctx, const Status& why) {
   error.set_attempt(ctx.attempt);
   error.set_rank(ctx.rank);
   error.mutable_error()->set_message("worker cannot start the trainer: " + why.message());
+  error.mutable_error()->set_field(field);
   sink_(error);
   v1::TrainerEvent exit = error;
-  exit.mutable_exit()->set_exit_code(kCouldNotRunExitCode);
+  exit.mutable_exit()->set_exit_code(exit_code);
   exit.mutable_exit()->set_stderr_tail(why.message() + "\n");
   sink_(exit);
 }

@@ -24,6 +24,9 @@ class JobSlot {
   // stops the trainer only when it runs that job and attempt (attempt -1: any attempt).
   // A START that cannot launch the trainer reports an error event and an Exit (code 127, as a
   // shell reports a command it could not run), so the coordinator can fail or retry the job.
+  // A START whose spec names a path outside the worker's roots (trainer_command.h RefusedPath)
+  // is not run: its error names the field, and its Exit code is 2, the trainer's own code for a
+  // bad spec, so the coordinator fails the job without retrying it.
   void Handle(const v1::Assignment& assignment);
   // The job ids whose trainer is still running (for heartbeats).
   std::vector<std::string> RunningJobIds();
@@ -35,7 +38,8 @@ class JobSlot {
  private:
   void Start(const v1::Assignment& start);
   void Cancel(const v1::Assignment& cancel);
-  void ReportStartFailure(const EventContext& ctx, const Status& why);
+  void ReportStartFailure(const EventContext& ctx, const Status& why, int exit_code,
+                          const std::string& field = "");
 
   const TrainerSetup setup_;
   const std::chrono::milliseconds grace_period_;

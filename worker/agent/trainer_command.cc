@@ -37,6 +37,12 @@ StatusOr<std::filesystem::path> WriteJobSpec(const TrainerSetup& setup,
   return path;
 }
 
+std::optional<PathRefusal> RefusedPath(const TrainerSetup& setup, const v1::Assignment& start) {
+  auto spec = ParseJobSpec(start.spec_yaml());
+  if (!spec.ok()) return std::nullopt;
+  return CheckSpecPaths(*spec, start.resume_from(), setup.roots, PathResolution::kFollowSymlinks);
+}
+
 process::SpawnSpec TrainerSpawnSpec(const TrainerSetup& setup, const v1::Assignment& start,
                                     const std::filesystem::path& spec_path) {
   process::SpawnSpec spec;

@@ -47,7 +47,7 @@ def _read(path: str | os.PathLike | None, what: str) -> bytes | None:
 
 
 def open_channel(address: str, *, token: str | None = None, ca_file=None, cert_file=None,
-                 key_file=None, tls: bool = False) -> grpc.Channel:
+                 key_file=None, tls: bool = False, options=None) -> grpc.Channel:
     """A channel to `address`. None for token/ca_file/cert_file/key_file reads QLORAD_TOKEN,
     QLORAD_CA_FILE, QLORAD_CLIENT_CERT and QLORAD_CLIENT_KEY. TLS when tls, ca_file or cert_file
     is set (ca_file None with tls: the system's roots). A file that cannot be read raises
@@ -63,9 +63,9 @@ def open_channel(address: str, *, token: str | None = None, ca_file=None, cert_f
             root_certificates=_read(ca_file, "ca_file"),
             private_key=_read(key_file, "key_file"),
             certificate_chain=_read(cert_file, "cert_file"))
-        channel = grpc.secure_channel(address, credentials)
+        channel = grpc.secure_channel(address, credentials, options=options)
     else:
-        channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(address, options=options)
     if token:
         channel = grpc.intercept_channel(channel, _BearerToken(token))
     return channel

@@ -19,6 +19,16 @@ Spec = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
 _SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
+# HTTP/2 keepalive, the numbers of proto/keepalive.h (the coordinator refuses pings more frequent
+# than every 10 s): a metrics stream of a queued or quiet job may sit idle for hours, and pings
+# keep a NAT from dropping it and notice a vanished coordinator within 40 s.
+_KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
 
 def spec_text(spec: Spec) -> str:
     """The YAML text to submit for `spec`:
@@ -50,7 +60,7 @@ class Client:
         self.address = address
         self.timeout = timeout  # for unary calls; streams have none
         self._channel = open_channel(address, token=token, ca_file=ca_file, cert_file=cert_file,
-                                     key_file=key_file, tls=tls)
+                                     key_file=key_file, tls=tls, options=_KEEPALIVE)
         self._stub = jobs_pb2_grpc.JobServiceStub(self._channel)
 
     def close(self) -> None:

@@ -72,5 +72,33 @@ TEST(AgentFlagsTest, MissingTrainerIsAnErrorNamingTheFlag) {
   EXPECT_FALSE(std::filesystem::exists(dir.path() / "work")) << "nothing created on a bad flag";
 }
 
+TEST(AgentFlagsTest, PathRootsDefaultToTheWorkDirAndAreResolved) {
+  TempDir dir;
+  const auto trainer = dir.Script("qlorad-train", "exit 0\n");
+  std::filesystem::create_directories(dir.path() / "models");
+  std::filesystem::create_directory_symlink(dir.path() / "models", dir.path() / "models-link");
+  AgentFlags flags;
+  flags.trainer = trainer.string();
+  flags.work_dir = (dir.path() / "work").string();
+  auto options = ResolveAgentOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  EXPECT_EQ(options->trainer.roots.base, dir.path() / "work");
+  EXPECT_EQ(options->trainer.roots.read, std::vector<std::filesystem::path>{dir.path() / "work"});
+  EXPECT_EQ(options->trainer.roots.write, dir.path() / "work");
+
+  flags.read_roots = {(dir.path() / "models-link").string()};
+  flags.write_root = (dir.path() / "out").string();
+  options = ResolveAgentOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  EXPECT_EQ(options->trainer.roots.read, std::vector<std::filesystem::path>{dir.path() / "models"});
+  EXPECT_EQ(options->trainer.roots.write, dir.path() / "out");
+  EXPECT_TRUE(std::filesystem::is_directory(dir.path() / "out"));
+
+  flags.read_roots = {(dir.path() / "missing").string()};
+  options = ResolveAgentOptions(flags);
+  ASSERT_FALSE(options.ok());
+  EXPECT_THAT(options.status().message(), HasSubstr("--read-root: " + flags.read_roots[0]));
+}
+
 }  // namespace
 }  // namespace qlorad::agent

@@ -58,7 +58,7 @@ class AgentTest : public ::testing::Test {
     o.device.set_kind("cpu");
     o.device.set_name("test cpu");
     o.device.set_total_memory_bytes(1 << 30);
-    o.trainer = {trainer_, dir_.path(), std::nullopt};
+    o.trainer = {trainer_, dir_.path(), std::nullopt, {dir_.path(), {dir_.path()}, dir_.path()}};
     o.grace_period = 2s;
     o.max_backoff = 200ms;
     o.shutdown_flush = 3s;

@@ -34,6 +34,11 @@ std::filesystem::path RunsUntilTerm(TempDir& dir, const std::string& line) {
                                         "'\nwhile true; do sleep 0.05; done\n");
 }
 
+// The worker's default: read and write under its work dir.
+PathRoots WorkDirRoots(TempDir& dir) {
+  return {dir.path(), {dir.path()}, dir.path()};
+}
+
 std::string ReadAll(const std::filesystem::path& p) {
   std::ifstream in(p);
   std::stringstream s;
@@ -48,7 +53,7 @@ cat "$2" > spec-seen.yaml
 echo '{"event":"done","steps":1,"adapter_path":"/a","final_loss":1.0}'
 )");
   EventLog events;
-  JobSlot slot({trainer, dir.path(), std::nullopt}, 1s, events.Sink());
+  JobSlot slot({trainer, dir.path(), std::nullopt, WorkDirRoots(dir)}, 1s, events.Sink());
   slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
   ASSERT_TRUE(WaitUntil([&] { return events.EndsWithExit(); }));
   const auto all = events.Events();
@@ -67,7 +72,7 @@ TEST(JobSlotTest, StartWhileBusyIsRefusedAndCancelStopsTheRunningJob) {
   TempDir dir;
   const auto trainer = RunsUntilTerm(dir, R"({"event":"started","pid":1})");
   EventLog events;
-  JobSlot slot({trainer, dir.path(), std::nullopt}, 5s, events.Sink());
+  JobSlot slot({trainer, dir.path(), std::nullopt, WorkDirRoots(dir)}, 5s, events.Sink());
   slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
   ASSERT_TRUE(WaitUntil([&] { return !events.Events().empty(); }));
   EXPECT_EQ(slot.RunningJobIds(), std::vector<std::string>{"job-a"});
@@ -93,7 +98,7 @@ TEST(JobSlotTest, ACancelOfAnotherAttemptLeavesTheTrainerRunning) {
   TempDir dir;
   const auto trainer = RunsUntilTerm(dir, R"({"event":"metrics","step":7,"loss":1.0})");
   EventLog events;
-  JobSlot slot({trainer, dir.path(), std::nullopt}, 5s, events.Sink());
+  JobSlot slot({trainer, dir.path(), std::nullopt, WorkDirRoots(dir)}, 5s, events.Sink());
   slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));  // attempt 1
   ASSERT_TRUE(WaitUntil([&] {
     const auto running = slot.RunningAttempts();
@@ -117,7 +122,7 @@ TEST(JobSlotTest, ACancelOfAnotherAttemptLeavesTheTrainerRunning) {
 TEST(JobSlotTest, MissingTrainerIsReportedAsAnErrorAndExit127) {
   TempDir dir;
   EventLog events;
-  JobSlot slot({dir.path() / "no-trainer", dir.path(), std::nullopt}, 1s, events.Sink());
+  JobSlot slot({dir.path() / "no-trainer", dir.path(), std::nullopt, WorkDirRoots(dir)}, 1s, events.Sink());
   slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
   const auto all = events.Events();
   ASSERT_EQ(all.size(), 2u);
@@ -125,6 +130,40 @@ TEST(JobSlotTest, MissingTrainerIsReportedAsAnErrorAndExit127) {
   EXPECT_EQ(all[1].exit().exit_code(), 127);
   EXPECT_THAT(all[1].exit().stderr_tail(), HasSubstr("no-trainer"));
   EXPECT_TRUE(slot.RunningJobIds().empty());
+}
+
+TEST(JobSlotTest, APathOutsideTheRootsRunsNoTrainerAndFailsTheJobAsBadInput) {
+  TempDir dir;
+  const auto trainer = dir.Script("qlorad-train", "touch ran\n");
+  std::filesystem::create_directories(dir.path() / "work");
+  const PathRoots roots{dir.path() / "work", {dir.path() / "work"}, dir.path() / "work"};
+  EventLog events;
+  JobSlot slot({trainer, dir.path() / "work", std::nullopt, roots}, 1s, events.Sink());
+  v1::Assignment start = Order(v1::Assignment::KIND_START, "job-a");
+  start.set_spec_yaml("name: t\nmodel: {path: m}\ndata: {path: ../secret.jsonl}\n");
+  slot.Handle(start);
+  const auto all = events.Events();
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].error().field(), "data.path");
+  EXPECT_THAT(all[0].error().message(),
+              HasSubstr("data.path: ../secret.jsonl (" + (dir.path() / "secret.jsonl").string() +
+                        ") is outside the folders this worker may read: " +
+                        (dir.path() / "work").string()));
+  EXPECT_EQ(all[1].exit().exit_code(), 2) << "the coordinator's code for a spec not to retry";
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "work" / "ran"));
+  EXPECT_FALSE(std::filesystem::exists(dir.path() / "work" / "jobs")) << "no spec written";
+
+  // The same slot runs a spec inside its roots; resume_from is checked too.
+  start.set_spec_yaml("name: t\nmodel: {path: m}\ndata: {path: d.jsonl}\n");
+  start.set_resume_from("/tmp");
+  slot.Handle(start);
+  ASSERT_EQ(events.Events().size(), 4u);
+  EXPECT_EQ(events.Events()[2].error().field(), "resume_from");
+  start.set_resume_from("runs/t/checkpoints/attempt-0/step-2");
+  slot.Handle(start);
+  ASSERT_TRUE(WaitUntil([&] { return events.Events().size() > 4u && events.EndsWithExit(); }));
+  EXPECT_EQ(events.Events().back().exit().exit_code(), 0) << events.Events().back().DebugString();
+  EXPECT_TRUE(std::filesystem::exists(dir.path() / "work" / "ran"));
 }
 
 }  // namespace

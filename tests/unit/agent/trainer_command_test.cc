@@ -30,7 +30,7 @@ v1::Assignment Start(const std::string& job_id, int attempt) {
 
 TEST(TrainerCommandTest, SpecIsWrittenUnderJobsAndAttempt) {
   TempDir dir;
-  const TrainerSetup setup{"/opt/qlorad/bin/qlorad-train", dir.path(), std::nullopt};
+  const TrainerSetup setup{"/opt/qlorad/bin/qlorad-train", dir.path(), std::nullopt, {}};
   auto path = WriteJobSpec(setup, Start("job-42", 3));
   ASSERT_TRUE(path.ok()) << path.status().ToString();
   EXPECT_EQ(*path, dir.path() / "jobs" / "job-42" / "attempt-3" / "job.yaml");
@@ -78,7 +78,7 @@ TEST(TrainerCommandTest, JobIdsThatWouldEscapeTheWorkDirAreRefused) {
 }
 
 TEST(TrainerCommandTest, CpuCommandLine) {
-  const TrainerSetup setup{"/bin/qlorad-train", "/work", std::nullopt};
+  const TrainerSetup setup{"/bin/qlorad-train", "/work", std::nullopt, {}};
   const process::SpawnSpec spec =
       TrainerSpawnSpec(setup, Start("j", 0), "/work/jobs/j/attempt-0/job.yaml");
   EXPECT_THAT(spec.argv,
@@ -89,7 +89,7 @@ TEST(TrainerCommandTest, CpuCommandLine) {
 }
 
 TEST(TrainerCommandTest, GpuRankOfAMultiRankResumedJob) {
-  const TrainerSetup setup{"/bin/qlorad-train", "/work", 2};
+  const TrainerSetup setup{"/bin/qlorad-train", "/work", 2, {}};
   v1::Assignment a = Start("j", 1);
   a.set_rank(1);
   a.set_world_size(4);

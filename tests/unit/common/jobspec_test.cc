@@ -169,6 +169,15 @@ TEST(JobSpec, ErrorsNameTheField) {
             "model.revision: unknown key");
 }
 
+// Found by tests/fuzz/jobspec_fuzzer (corpus: regression-list-as-key.yaml): a key that is not a
+// name threw out of the parser, so the coordinator answered UNKNOWN and the trainer aborted.
+TEST(JobSpec, AKeyThatIsNotANameIsRefusedNamingItsSection) {
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "lora: {r: 16, [0.9, 0.999]: 1}"),
+            "lora: keys must be names, got '[0.9, 0.999]'");
+  EXPECT_EQ(ErrorOf(std::string(kMinimal) + "? {a: 1}\n: x\n"),
+            "the spec: keys must be names, got '{a: 1}'");
+}
+
 TEST(JobSpec, ParallelTimeoutIsAPositiveNumberOfSeconds) {
   auto defaults = ParseJobSpec(kMinimal);
   ASSERT_TRUE(defaults.ok()) << defaults.status().ToString();

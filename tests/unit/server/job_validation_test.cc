@@ -82,5 +82,30 @@ TEST(JobValidationTest, GoodSpecBecomesAQueuedJob) {
   EXPECT_NE(NewJobFromSpec(yaml, 1, kDefaultMaxSpecBytes)->job.id(), job.id()) << "ids are fresh";
 }
 
+TEST(JobValidationTest, PathsMustSuitOneRegisteredWorkerWhenAnyReportedRoots) {
+  JobSpec spec;
+  spec.model.path = "/models/tiny";
+  spec.data.path = "data/train.jsonl";
+  spec.checkpoint.output_dir = "runs/x";
+  const WorkerRoots models{"gpu0", {"/work", {"/models"}, "/work"}};
+  const WorkerRoots bare{"gpu1", {"/w1", {"/w1"}, "/w1"}};
+  EXPECT_TRUE(CheckPathsOnWorkers(spec, {}).ok()) << "no roots known: the worker decides";
+  EXPECT_TRUE(CheckPathsOnWorkers(spec, {models}).ok());
+  EXPECT_TRUE(CheckPathsOnWorkers(spec, {bare, models}).ok()) << "one worker that may run it";
+
+  const Status refused = CheckPathsOnWorkers(spec, {bare});
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(refused.message(),
+            "model.path: /models/tiny is outside the folders this worker may read: /w1 "
+            "(worker gpu1)");
+
+  spec.checkpoint.output_dir = "../../etc";
+  const Status neither = CheckPathsOnWorkers(spec, {models, bare});
+  EXPECT_THAT(
+      neither.message(),
+      HasSubstr("checkpoint.output_dir: ../../etc (/etc) is outside the folders this worker "
+                "may write: /work (worker gpu0; 1 other worker(s) refuse it too)"));
+}
+
 }  // namespace
 }  // namespace qlorad::server::testing
