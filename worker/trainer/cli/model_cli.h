@@ -6,6 +6,9 @@
 //     the adapter merged into its base as a plain Hugging Face checkpoint (see merged_export.h).
 //   export --model DIR [--adapter DIR] --out DIR --format gguf [--type f16|q8_0]
 //     the same merge as one GGUF file and an Ollama Modelfile (see gguf_export.h).
+//   either export: [--merge-into nf4|original] [--original DIR] [--job JOB.yaml]
+//     [--compare-data FILE] [--compare-examples N] [--no-compare]
+//     the base merged into, and how far the other merge is from it (merge_comparison.h).
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -29,6 +32,13 @@ struct ModelCli {
   std::string export_adapter;
   std::string export_format = "hf";  // hf | gguf
   std::string export_type;           // gguf only: f16 | q8_0
+  // Which base the adapter merges into, and the comparison of both merges (train/merge_base.h).
+  std::string merge_into;  // nf4 | original; empty: nf4, or original for a --job without NF4
+  std::string original_dir;
+  std::string job_path;      // its quantization section, and data for the comparison
+  std::string compare_data;  // a dataset for the comparison's losses (instead of the job's)
+  int64_t compare_examples = 8;
+  bool no_compare = false;
 
   bool json = false;
 };
