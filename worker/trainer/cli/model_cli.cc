@@ -34,6 +34,21 @@ Status RunEval(const ModelCli& cli) {
   return Status::Ok();
 }
 
+Status RunClassify(const ModelCli& cli) {
+  QLORAD_ASSIGN_OR_RETURN(const ClassifyResult r, Classify(cli.classify_options));
+  if (cli.json) {
+    std::cout << nlohmann::json{{"labels", r.labels},   {"logits", r.logits},
+                                {"targets", r.targets}, {"predictions", r.predictions},
+                                {"loss", r.loss},       {"accuracy", r.accuracy}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << "loss " << r.loss << " accuracy " << r.accuracy << " over " << r.targets.size()
+              << " examples\n";
+  }
+  return Status::Ok();
+}
+
 // The merge the options ask for, and the comparison's data (none: compare the weights only).
 struct MergePlan {
   MergeBase base;
@@ -145,6 +160,21 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
   cli.eval->add_flag("--json", cli.json,
                      "print {\"per_token_loss\": [[...], ...], \"mean_loss\": x} on stdout");
 
+  cli.classify = app.add_subcommand(
+      "classify", "logits, loss and accuracy of a classification adapter on labelled examples");
+  cli.classify->add_option("--model", cli.classify_options.model_dir, "base model directory")
+      ->required();
+  cli.classify
+      ->add_option("--adapter", cli.classify_options.adapter_dir,
+                   "PEFT SEQ_CLS LoRA adapter (score head in modules_to_save)")
+      ->required();
+  cli.classify->add_option("--data", cli.classify_options.data_path, "JSONL of labelled examples")
+      ->required();
+  cli.classify->add_option("--label-field", cli.classify_options.label_field,
+                           "the records' label field (default: the adapter's labels.json)");
+  cli.classify->add_flag("--json", cli.json,
+                         "print {labels, logits, targets, predictions, loss, accuracy}");
+
   cli.export_cmd = app.add_subcommand(
       "export", "merge a LoRA adapter into its base and write a Hugging Face checkpoint or a GGUF");
   cli.export_cmd->add_option("--model", cli.export_options.model_dir, "base model directory")
@@ -192,8 +222,10 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
 
 std::optional<Status> RunModelSubcommand(const ModelCli& cli) {
   const bool eval = cli.eval->parsed();
-  if (!eval && !cli.export_cmd->parsed()) return std::nullopt;
+  const bool classify = cli.classify->parsed();
+  if (!eval && !classify && !cli.export_cmd->parsed()) return std::nullopt;
   try {
+    if (classify) return RunClassify(cli);
     return eval ? RunEval(cli) : RunExport(cli);
   } catch (const c10::Error& e) {
     // Torch reports shape and device faults by throwing; they still become an error event.

@@ -2,6 +2,8 @@
 //   eval --model DIR [--adapter DIR] --data FILE [--device cpu|cuda] [--precision fp32|bf16]
 //        [--json]
 //     per-token losses of every example: {"per_token_loss": [[...], ...], "mean_loss": x}.
+//   classify --model DIR --adapter DIR --data FILE [--label-field F] [--json]
+//     a classification adapter's logits, loss and accuracy per example (see classify.h).
 //   export --model DIR [--adapter DIR] --out DIR [--dtype bf16|fp16|fp32] [--max-shard-bytes N]
 //     the adapter merged into its base as a plain Hugging Face checkpoint (see merged_export.h).
 //   export --model DIR [--adapter DIR] --out DIR --format gguf [--type f16|q8_0]
@@ -16,6 +18,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "worker/trainer/train/classify.h"
 #include "worker/trainer/train/eval.h"
 #include "worker/trainer/train/gguf_export.h"
 #include "worker/trainer/train/merged_export.h"
@@ -26,6 +29,9 @@ struct ModelCli {
   CLI::App* eval = nullptr;
   EvalOptions eval_options;
   std::string eval_adapter;
+
+  CLI::App* classify = nullptr;
+  ClassifyOptions classify_options;
 
   CLI::App* export_cmd = nullptr;
   ExportOptions export_options;
