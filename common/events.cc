@@ -41,6 +41,7 @@ std::string MetricsLine(const Metrics& m) {
     line["eval_loss"] = Number(*m.eval_loss);
     line["eval_perplexity"] = Number(std::exp(*m.eval_loss));
   }
+  if (m.eval_accuracy) line["eval_accuracy"] = *m.eval_accuracy;
   return line.dump();
 }
 

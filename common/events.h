@@ -4,7 +4,8 @@
 //   {"event":"started","pid":..,"total_steps":..,"device":"cpu","rank":0,"world_size":1}
 //   {"event":"metrics","step":..,"total_steps":..,"loss":..,"lr":..,"grad_norm":..,
 //    "tokens_per_s":..,"vram_allocated_bytes":..,"vram_reserved_bytes":..,"vram_peak_bytes":..,
-//    "wall_time_s":..,"rank":0, "eval_loss":..,"eval_perplexity":..}   (eval_*: evaluated steps)
+//    "wall_time_s":..,"rank":0, "eval_loss":..,"eval_perplexity":..,  (eval_*: evaluated steps)
+//    "eval_accuracy":..}                                  (task: classification's evaluations)
 //   {"event":"log","level":"info","message":".."}
 //   {"event":"checkpoint","step":..,"path":"/abs/dir"}
 //   {"event":"micro_batch_reduced","step":..,"from_rows":4,"to_rows":2,"grad_accum":2,
@@ -39,6 +40,9 @@ struct Metrics {
   // Set on a step after which the validation set was evaluated (data.validation): the mean loss
   // per trained token over all of it, every rank's share included. The line adds its perplexity.
   std::optional<double> eval_loss;
+  // task: classification, with eval_loss: the fraction of the validation examples whose most
+  // likely label is theirs.
+  std::optional<double> eval_accuracy;
 };
 
 // The evaluation of a run with the lowest eval loss, kept apart from the rolling checkpoints.

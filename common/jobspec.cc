@@ -209,6 +209,8 @@ Status ParseData(Section s, DataSpec* d) {
   QLORAD_RETURN_IF_ERROR(s.Get("train_on_completions_only", &d->train_on_completions_only));
   QLORAD_RETURN_IF_ERROR(s.Get("chat_template", &d->chat_template));
   QLORAD_RETURN_IF_ERROR(s.Get("skip_bad_lines", &d->skip_bad_lines));
+  QLORAD_RETURN_IF_ERROR(s.Get("label_field", &d->label_field));
+  QLORAD_RETURN_IF_ERROR(s.Get("labels", &d->labels));
   QLORAD_RETURN_IF_ERROR(ParseValidation(s, d));
   QLORAD_RETURN_IF_ERROR(s.Validate());
   QLORAD_RETURN_IF_ERROR(Require(!d->path.empty(), s.Field("path"), "is required (a JSONL file)"));
@@ -365,6 +367,46 @@ Status CheckEvaluation(Section train, const JobSpec& spec) {
   return Status::Ok();
 }
 
+// task and the data fields it needs; classification pads each example to a row of its own (a
+// packed row would cut examples apart), so packing defaults to false there.
+Status CheckTask(const YAML::Node& data, JobSpec& spec) {
+  DataSpec& d = spec.data;
+  if (spec.task != Task::kClassification) {
+    if (!d.label_field.empty()) {
+      return InvalidArgument("data.label_field: only for task: classification");
+    }
+    return Require(d.labels.empty(), "data.labels", "only for task: classification");
+  }
+  QLORAD_RETURN_IF_ERROR(Require(!d.label_field.empty(), "data.label_field",
+                                 "is required with task: classification (the record field "
+                                 "holding each example's label)"));
+  if (data && data.IsMap() && data["packing"] && d.packing) {
+    return InvalidArgument(
+        "data.packing: task: classification pads each example to its own row; set false");
+  }
+  d.packing = false;
+  if (!d.labels.empty()) {
+    QLORAD_RETURN_IF_ERROR(
+        Require(d.labels.size() >= 2, "data.labels", "needs at least two labels"));
+    std::set<std::string> seen;
+    for (const std::string& label : d.labels) {
+      if (!seen.insert(label).second) {
+        return InvalidArgument("data.labels: '" + label + "' is listed twice");
+      }
+    }
+  }
+  for (const std::string& m : spec.lora.target_modules) {
+    if (m == "lm_head") {
+      return InvalidArgument(
+          "lora.target_modules: lm_head is not used by task: classification (the score head "
+          "is trained whole)");
+    }
+  }
+  return Require(
+      spec.resources.gpus == 1, "resources.gpus",
+      "task: classification trains on one rank for now, got " + Show(spec.resources.gpus));
+}
+
 }  // namespace
 
 double LoraSpec::Scale() const {
@@ -380,6 +422,7 @@ StatusOr<JobSpec> ParseLoadedSpec(const YAML::Node& root) {
   JobSpec spec;
   Section top(root, "");
   QLORAD_RETURN_IF_ERROR(top.Get("name", &spec.name));
+  QLORAD_RETURN_IF_ERROR(GetChoice(top, "task", &spec.task));
   QLORAD_RETURN_IF_ERROR(ParseModel(top.Child("model"), &spec.model));
   QLORAD_RETURN_IF_ERROR(ParseQuantization(top.Child("quantization"), &spec.quantization));
   QLORAD_RETURN_IF_ERROR(ParseLora(top.Child("lora"), &spec.lora));
@@ -392,6 +435,7 @@ StatusOr<JobSpec> ParseLoadedSpec(const YAML::Node& root) {
   QLORAD_RETURN_IF_ERROR(top.Validate());
 
   QLORAD_RETURN_IF_ERROR(CheckEvaluation(top.Child("train"), spec));
+  QLORAD_RETURN_IF_ERROR(CheckTask(root["data"], spec));
 
   if (!spec.lora.compute_precision) spec.lora.compute_precision = spec.train.precision;
   const Precision lora = *spec.lora.compute_precision;

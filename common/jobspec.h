@@ -62,6 +62,12 @@ struct DataSpec {
   double validation_fraction = 0;
 
   bool HasValidation() const { return !validation_path.empty() || validation_fraction > 0; }
+
+  // task classification: the record field holding each example's label, and the label set in
+  // class-index order (empty: the values found under label_field in `path`, sorted; see
+  // worker/trainer/data/class_labels.h). A label is a string or an integer, read as its text.
+  std::string label_field;
+  std::vector<std::string> labels;
 };
 
 // train.early_stopping: stop once `patience` evaluations in a row have not lowered the best eval
@@ -135,6 +141,10 @@ struct CheckpointSpec {
 
 struct JobSpec {
   std::string name;
+  // causal_lm: next-token prediction. classification: one label per example from a score head
+  // over the last token's hidden state (Hugging Face's LlamaForSequenceClassification), trained
+  // with the LoRA adapters; needs data.label_field, pads each example to its own row.
+  Task task = Task::kCausalLm;
   ModelSpec model;
   QuantizationSpec quantization;
   LoraSpec lora;

@@ -20,6 +20,7 @@ enum class Scheduler { kCosine, kLinear, kConstant };       // train.scheduler
 enum class DeviceChoice { kAuto, kCuda, kCpu };             // resources.device, --device
 enum class StrategyChoice { kAuto, kSingle, kDdp, kFsdp };  // parallel.strategy
 enum class CheckpointingChoice { kAuto, kOn, kOff };        // train.activation_checkpointing
+enum class Task { kCausalLm, kClassification };             // task
 
 template <typename E>
 struct ChoiceNames;  // `static constexpr std::array<std::pair<std::string_view, E>, N> kNames`
@@ -53,6 +54,12 @@ struct ChoiceNames<StrategyChoice> {
        {"single", StrategyChoice::kSingle},
        {"ddp", StrategyChoice::kDdp},
        {"fsdp", StrategyChoice::kFsdp}}};
+};
+
+template <>
+struct ChoiceNames<Task> {
+  static constexpr std::array<std::pair<std::string_view, Task>, 2> kNames = {
+      {{"causal_lm", Task::kCausalLm}, {"classification", Task::kClassification}}};
 };
 
 template <>

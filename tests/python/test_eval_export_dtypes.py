@@ -76,7 +76,7 @@ def test_export_writes_the_dtype_asked_and_transformers_agrees(base, dtype):
     tmp, _, rows, merged = base
     out = tmp / f"merged-{dtype}"
     qlorad("export", "--model", str(tmp / "model"), "--adapter", str(tmp / "adapter"),
-           "--out", str(out), "--dtype", dtype)
+           "--out", str(out), "--dtype", dtype, "--merge-into", "original")
     assert stored_dtypes(out) == {SAFETENSORS_NAMES[dtype]}
     assert json.loads((out / "config.json").read_text())["dtype"] == HF_NAMES[dtype]
 

@@ -81,7 +81,7 @@ def make_tokenizer(kind: str, model_dir: Path) -> tokenizers.Tokenizer:
 
 def export_gguf(model_dir: Path, adapter: Path, out: Path, qtype: str):
     proc = qlorad("export", "--model", str(model_dir), "--adapter", str(adapter), "--out", str(out),
-                  "--format", "gguf", "--type", qtype, "--json")
+                  "--format", "gguf", "--type", qtype, "--json", "--merge-into", "original")
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert any("exported" in e.get("message", "") for e in events), proc.stdout
     return gguf.GGUFReader(str(out / f"model-{qtype}.gguf")), events

@@ -113,7 +113,7 @@ def evaluate(model_dir: Path, data: Path, adapter: Path | None = None) -> list[l
 def export_fp32(model_dir: Path, adapter: Path, out: Path, *extra: str):
     """Our merged fp32 export of `adapter` onto `model_dir`, as transformers loads it."""
     qlorad("export", "--model", str(model_dir), "--adapter", str(adapter), "--out", str(out),
-           "--dtype", "fp32", *extra)
+           "--dtype", "fp32", "--merge-into", "original", *extra)
     return transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
 
 

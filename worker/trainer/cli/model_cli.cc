@@ -5,7 +5,10 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/jobspec.h"
+#include "worker/trainer/cli/merge_report.h"
 #include "worker/trainer/runtime/event_sink.h"
+#include "worker/trainer/weights/bnb4bit_reader.h"
 
 namespace qlorad::trainer {
 
@@ -31,6 +34,73 @@ Status RunEval(const ModelCli& cli) {
   return Status::Ok();
 }
 
+Status RunClassify(const ModelCli& cli) {
+  QLORAD_ASSIGN_OR_RETURN(const ClassifyResult r, Classify(cli.classify_options));
+  if (cli.json) {
+    std::cout << nlohmann::json{{"labels", r.labels},   {"logits", r.logits},
+                                {"targets", r.targets}, {"predictions", r.predictions},
+                                {"loss", r.loss},       {"accuracy", r.accuracy}}
+                     .dump()
+              << "\n";
+  } else {
+    std::cout << "loss " << r.loss << " accuracy " << r.accuracy << " over " << r.targets.size()
+              << " examples\n";
+  }
+  return Status::Ok();
+}
+
+// The merge the options ask for, and the comparison's data (none: compare the weights only).
+struct MergePlan {
+  MergeBase base;
+  std::optional<DataSpec> data;
+};
+
+StatusOr<MergePlan> PlanMerge(const ModelCli& cli) {
+  MergePlan plan;
+  plan.base.original_dir = NonEmpty(cli.original_dir);
+  if (!cli.job_path.empty()) {
+    QLORAD_ASSIGN_OR_RETURN(const JobSpec spec, LoadJobSpecFile(cli.job_path));
+    plan.base.quantization = spec.quantization;
+    plan.data = spec.data;
+    // An adapter trained without quantization was trained against the 16-bit weights.
+    if (spec.quantization.type == QuantizationType::kNone) plan.base.into = MergeInto::kOriginal;
+  }
+  if (!cli.merge_into.empty()) {
+    QLORAD_ASSIGN_OR_RETURN(plan.base.into, ParseMergeInto(cli.merge_into, "--merge-into"));
+  }
+  if (!cli.compare_data.empty()) {
+    plan.data = DataSpec{};
+    plan.data->path = cli.compare_data;
+  }
+  return plan;
+}
+
+// After the export: how far the merge not written is from the one written, when the original
+// weights are at hand (a 16-bit model directory, or --original).
+Status CompareAfterExport(const ModelCli& cli, const MergePlan& plan, EventSink& events) {
+  if (cli.no_compare) return Status::Ok();
+  const std::string& model_dir = cli.export_options.model_dir;
+  QLORAD_ASSIGN_OR_RETURN(const std::optional<BnbQuantization> bnb, ReadBnbQuantization(model_dir));
+  const bool nf4_possible = bnb || plan.base.quantization.type == QuantizationType::kNf4;
+  if (!nf4_possible) return Status::Ok();
+  if (bnb && !plan.base.original_dir) {
+    events.Log("info",
+               "the original 16-bit weights are not at hand: pass --original DIR to "
+               "compare merging into them with merging into the NF4 base");
+    return Status::Ok();
+  }
+  CompareOptions options;
+  options.model_dir = model_dir;
+  options.adapter_dir = NonEmpty(cli.export_adapter);
+  options.base = plan.base;
+  options.data = plan.data;
+  options.max_examples = cli.compare_examples;
+  QLORAD_ASSIGN_OR_RETURN(const MergeComparison comparison, CompareMerges(options));
+  ReportMergeComparison(comparison, plan.base.into, plan.data ? plan.data->path : "", cli.json,
+                        events);
+  return Status::Ok();
+}
+
 Status RunGgufExport(const ModelCli& cli) {
   if (cli.export_cmd->count("--dtype") > 0 || cli.export_cmd->count("--max-shard-bytes") > 0) {
     return InvalidArgument(
@@ -42,6 +112,8 @@ Status RunGgufExport(const ModelCli& cli) {
   options.adapter_dir = NonEmpty(cli.export_adapter);
   options.out_dir = cli.export_options.out_dir;
   if (!cli.export_type.empty()) options.type = cli.export_type;
+  QLORAD_ASSIGN_OR_RETURN(const MergePlan plan, PlanMerge(cli));
+  options.merge = plan.base;
   QLORAD_ASSIGN_OR_RETURN(const GgufExportResult result, ExportGguf(options));
   EventSink events(cli.json, std::cout, std::cerr);
   for (const std::string& note : result.notes) events.Log("warning", note);
@@ -49,7 +121,7 @@ Status RunGgufExport(const ModelCli& cli) {
                          std::to_string(result.merged_layers) + " with LoRA merged, " +
                          options.type + ") to " + result.gguf_path + " (" +
                          std::to_string(result.bytes) + " bytes) and " + result.modelfile_path);
-  return Status::Ok();
+  return CompareAfterExport(cli, plan, events);
 }
 
 Status RunExport(const ModelCli& cli) {
@@ -57,12 +129,17 @@ Status RunExport(const ModelCli& cli) {
   if (!cli.export_type.empty()) return InvalidArgument("--type: applies to --format gguf only");
   ExportOptions options = cli.export_options;
   options.adapter_dir = NonEmpty(cli.export_adapter);
+  QLORAD_ASSIGN_OR_RETURN(const MergePlan plan, PlanMerge(cli));
+  options.merge = plan.base;
   QLORAD_ASSIGN_OR_RETURN(const ExportResult result, ExportMerged(options));
   EventSink events(cli.json, std::cout, std::cerr);
   events.Log("info", "exported " + std::to_string(result.tensors) + " tensors (" +
                          std::to_string(result.merged_layers) + " with LoRA merged) in " +
-                         std::to_string(result.shards) + " shard(s) to " + options.out_dir);
-  return Status::Ok();
+                         std::to_string(result.shards) + " shard(s) to " + options.out_dir +
+                         " (merged into the " +
+                         (plan.base.into == MergeInto::kNf4 ? "dequantized NF4" : "original") +
+                         " weights)");
+  return CompareAfterExport(cli, plan, events);
 }
 
 }  // namespace
@@ -82,6 +159,21 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
   cli.eval->add_flag("--json", cli.json,
                      "print {\"per_token_loss\": [[...], ...], \"mean_loss\": x} on stdout");
+
+  cli.classify = app.add_subcommand(
+      "classify", "logits, loss and accuracy of a classification adapter on labelled examples");
+  cli.classify->add_option("--model", cli.classify_options.model_dir, "base model directory")
+      ->required();
+  cli.classify
+      ->add_option("--adapter", cli.classify_options.adapter_dir,
+                   "PEFT SEQ_CLS LoRA adapter (score head in modules_to_save)")
+      ->required();
+  cli.classify->add_option("--data", cli.classify_options.data_path, "JSONL of labelled examples")
+      ->required();
+  cli.classify->add_option("--label-field", cli.classify_options.label_field,
+                           "the records' label field (default: the adapter's labels.json)");
+  cli.classify->add_flag("--json", cli.json,
+                         "print {labels, logits, targets, predictions, loss, accuracy}");
 
   cli.export_cmd = app.add_subcommand(
       "export", "merge a LoRA adapter into its base and write a Hugging Face checkpoint or a GGUF");
@@ -106,13 +198,34 @@ void AddModelSubcommands(CLI::App& app, ModelCli& cli) {
       ->add_option("--type", cli.export_type,
                    "gguf: f16 | q8_0, the 2-D weights' type (default f16; norms stay f32)")
       ->check(CLI::IsMember({"f16", "q8_0"}));
+  cli.export_cmd
+      ->add_option("--merge-into", cli.merge_into,
+                   "nf4: the dequantized NF4 base the adapter was trained against (default) | "
+                   "original: the 16-bit weights (--original, or the model directory's own)")
+      ->check(CLI::IsMember({"nf4", "original"}));
+  cli.export_cmd->add_option("--original", cli.original_dir,
+                             "the original 16-bit model directory (for a bitsandbytes --model)");
+  cli.export_cmd->add_option("--job", cli.job_path,
+                             "the job spec the adapter came from: its quantization (how a 16-bit "
+                             "base is quantized for nf4) and data (for the comparison's losses)");
+  cli.export_cmd->add_option(
+      "--compare-data", cli.compare_data,
+      "dataset for the comparison's per-token losses (instead of the job's)");
+  cli.export_cmd
+      ->add_option("--compare-examples", cli.compare_examples,
+                   "examples of the data the comparison's losses run on (default 8)")
+      ->check(CLI::NonNegativeNumber);
+  cli.export_cmd->add_flag("--no-compare", cli.no_compare,
+                           "skip comparing the nf4 and original merges");
   cli.export_cmd->add_flag("--json", cli.json, "one JSON event per line on stdout");
 }
 
 std::optional<Status> RunModelSubcommand(const ModelCli& cli) {
   const bool eval = cli.eval->parsed();
-  if (!eval && !cli.export_cmd->parsed()) return std::nullopt;
+  const bool classify = cli.classify->parsed();
+  if (!eval && !classify && !cli.export_cmd->parsed()) return std::nullopt;
   try {
+    if (classify) return RunClassify(cli);
     return eval ? RunEval(cli) : RunExport(cli);
   } catch (const c10::Error& e) {
     // Torch reports shape and device faults by throwing; they still become an error event.

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "worker/trainer/data/chat_template.h"
+#include "worker/trainer/data/class_labels.h"
 #include "worker/trainer/data/data_formats.h"
 #include "worker/trainer/io/json_file.h"
 
@@ -142,9 +143,7 @@ StatusOr<ChatTemplate> ResolveChatTemplate(const DataSpec& spec, const ModelToke
   return chat;
 }
 
-// Calls `each` with every record and where it is ("file:3", "file: record 3"); a record that is
-// not valid JSON arrives as an error.
-using RecordFn = std::function<Status(const std::string& where, StatusOr<json> record)>;
+}  // namespace
 
 Status ForEachRecord(const std::string& path, const std::string& field, const RecordFn& each) {
   std::ifstream in(path, std::ios::binary);
@@ -172,6 +171,8 @@ Status ForEachRecord(const std::string& path, const std::string& field, const Re
   return Status();
 }
 
+namespace {
+
 // Turns records into documents, settling the format on the first record and loading the
 // tokenizer only when text needs it.
 class Loader {
@@ -189,6 +190,13 @@ class Loader {
         QLORAD_ASSIGN_OR_RETURN(format_, DataFormatByName(spec_.format));
       }
     }
+    StatusOr<StatusOr<Document>> doc = ConvertTokens(record);
+    if (options_.classes == nullptr || !doc.ok() || !doc->ok()) return doc;
+    return ClassifiedExample(std::move(doc->value()), record, *options_.classes);
+  }
+
+ private:
+  StatusOr<StatusOr<Document>> ConvertTokens(const json& record) {
     if (*format_ == DataFormat::kInputIds) return IdsDocument(record, options_.vocab_size);
     if (!tokenizer_) {
       QLORAD_ASSIGN_OR_RETURN(tokenizer_, ModelTokenizer::ForModelDir(model_dir_));
@@ -198,10 +206,11 @@ class Loader {
     }
     StatusOr<RecordText> text = RecordToText(record, *format_, chat_ ? &*chat_ : nullptr);
     if (!text.ok()) return StatusOr<Document>(text.status());
+    // A classified example ends where its text does, as the tokenizer encodes it (no EOS).
+    if (options_.classes != nullptr) text->append_eos = false;
     return TextDocument(*text, *tokenizer_, spec_.train_on_completions_only, options_);
   }
 
- private:
   const DataSpec& spec_;
   const std::string& model_dir_;
   const DatasetOptions& options_;

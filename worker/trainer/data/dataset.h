@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -30,17 +32,27 @@ struct Dataset {
   int64_t skipped_lines = 0;  // bad records dropped because data.skip_bad_lines is set
 };
 
+struct ClassLabels;  // class_labels.h
+
 struct DatasetOptions {
   int64_t vocab_size = 0;  // ids must be in [0, vocab_size)
   bool keep_text = false;  // fill Document::text (for inspection and tests)
   // The spec field that named the file, for errors about the file as a whole (data.validation
   // reads a file like data.path).
   std::string field = "data.path";
+  // task: classification: each example becomes its tokens and one class (class_labels.h).
+  const ClassLabels* classes = nullptr;
 };
 
 // `model_dir` holds tokenizer.json (and tokenizer_config.json); it is only read when the data is
 // text. An empty dataset is an error naming data.path.
 StatusOr<Dataset> LoadDataset(const DataSpec& spec, const std::string& model_dir,
                               const DatasetOptions& options);
+
+// Calls `each` with every record of a JSONL file (or JSON array), `where` naming the file and its
+// 1-based line (or record); a line that is not JSON comes as an error. `field` names the file's
+// spec field in errors about the file as a whole.
+using RecordFn = std::function<Status(const std::string& where, StatusOr<nlohmann::json> record)>;
+Status ForEachRecord(const std::string& path, const std::string& field, const RecordFn& each);
 
 }  // namespace qlorad::trainer

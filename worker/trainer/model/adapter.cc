@@ -1,9 +1,11 @@
 #include "worker/trainer/model/adapter.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 
 #include "worker/trainer/io/json_file.h"
@@ -27,6 +29,10 @@ std::string AdapterKey(const std::string& module_name, bool lora_a) {
   return "base_model.model." + module_name + (lora_a ? ".lora_A.weight" : ".lora_B.weight");
 }
 
+std::string WholeModuleKey(const std::string& module_name) {
+  return "base_model.model." + module_name + ".weight";
+}
+
 Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, linear] : model->NamedLoraTargets()) {
@@ -44,26 +50,60 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
   if (ec) return Internal(dir + ": cannot create directory: " + ec.message());
   QLORAD_RETURN_IF_ERROR(
       SaveTensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}}));
-  const json config = {{"peft_type", "LORA"},
-                       {"task_type", "CAUSAL_LM"},
-                       {"r", spec.lora.r},
-                       {"lora_alpha", LoraAlphaJson(spec.lora.alpha)},
-                       {"lora_dropout", spec.lora.dropout},
-                       {"target_modules", spec.lora.target_modules},
-                       {"use_rslora", spec.lora.use_rslora},
-                       {"bias", "none"},
-                       {"base_model_name_or_path", spec.model.path},
-                       {"fan_in_fan_out", false},
-                       {"inference_mode", true},
-                       {"init_lora_weights", true},
-                       {"modules_to_save", nullptr}};
+  const bool classification = spec.task == Task::kClassification;
+  if (classification) {
+    // transformers' config fields, so the base loads as AutoModelForSequenceClassification with
+    // AutoModelForSequenceClassification.from_pretrained(base, **labels_json).
+    json id2label = json::object(), label2id = json::object();
+    for (size_t i = 0; i < spec.data.labels.size(); ++i) {
+      id2label[std::to_string(i)] = spec.data.labels[i];
+      label2id[spec.data.labels[i]] = i;
+    }
+    QLORAD_RETURN_IF_ERROR(
+        WriteJsonFile(dir + "/" + kLabelsFile, {{"num_labels", spec.data.labels.size()},
+                                                {"id2label", id2label},
+                                                {"label2id", label2id},
+                                                {"label_field", spec.data.label_field}}));
+  }
+  const json config = {
+      {"peft_type", "LORA"},
+      {"task_type", classification ? "SEQ_CLS" : "CAUSAL_LM"},
+      {"r", spec.lora.r},
+      {"lora_alpha", LoraAlphaJson(spec.lora.alpha)},
+      {"lora_dropout", spec.lora.dropout},
+      {"target_modules", spec.lora.target_modules},
+      {"use_rslora", spec.lora.use_rslora},
+      {"bias", "none"},
+      {"base_model_name_or_path", spec.model.path},
+      {"fan_in_fan_out", false},
+      {"inference_mode", true},
+      {"init_lora_weights", true},
+      {"modules_to_save", classification ? json::array({kScoreModule}) : json(nullptr)}};
   return WriteJsonFile(dir + "/adapter_config.json", config);
 }
 
-StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir) {
+namespace {
+
+// ReadAdapterConfig; `task` none takes either task.
+StatusOr<LoraSpec> ReadConfig(const std::string& dir, std::optional<Task> task) {
   const std::string path = dir + "/adapter_config.json";
   QLORAD_ASSIGN_OR_RETURN(const json j, ReadJsonFile(path));
   if (!j.is_object()) return InvalidArgument(path + ": expected a JSON object");
+  const bool seq_cls = j.value("task_type", json()) == "SEQ_CLS";
+  if (task && seq_cls != (*task == Task::kClassification)) {
+    return InvalidArgument(path + ": task_type: " + j.value("task_type", json()).dump() +
+                           (seq_cls ? ": a sequence-classification adapter (its score head "
+                                      "needs qlorad-train classify)"
+                                    : ": not a sequence-classification (SEQ_CLS) adapter"));
+  }
+  // A SEQ_CLS adapter trains its score head whole: PEFT lists it (and "classifier", a name
+  // other architectures use) in modules_to_save.
+  const json modules = j.value("modules_to_save", json());
+  if (seq_cls && !(modules.is_array() &&
+                   std::find(modules.begin(), modules.end(), kScoreModule) != modules.end())) {
+    return InvalidArgument(path + ": modules_to_save: a SEQ_CLS adapter needs \"score\", got " +
+                           modules.dump());
+  }
   if (j.value("peft_type", std::string("LORA")) != "LORA") {
     return InvalidArgument(path + ": peft_type: only LORA adapters are supported, got " +
                            j["peft_type"].dump());
@@ -78,7 +118,7 @@ StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir) {
   QLORAD_RETURN_IF_ERROR(unsupported("fan_in_fan_out", false));
   QLORAD_RETURN_IF_ERROR(unsupported("rank_pattern", json::object()));
   QLORAD_RETURN_IF_ERROR(unsupported("alpha_pattern", json::object()));
-  QLORAD_RETURN_IF_ERROR(unsupported("modules_to_save", nullptr));
+  if (!seq_cls) QLORAD_RETURN_IF_ERROR(unsupported("modules_to_save", nullptr));
   QLORAD_RETURN_IF_ERROR(unsupported("layers_to_transform", nullptr));
   QLORAD_RETURN_IF_ERROR(unsupported("exclude_modules", nullptr));
   QLORAD_RETURN_IF_ERROR(unsupported("layer_replication", nullptr));
@@ -108,6 +148,12 @@ StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir) {
   return lora;
 }
 
+}  // namespace
+
+StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir, Task task) {
+  return ReadConfig(dir, task);
+}
+
 namespace {
 
 // The file's name for `key`: as written, or with PEFT's ".default" adapter name before "weight".
@@ -125,7 +171,7 @@ const SafetensorsTensorInfo* FindAdapterTensor(const SafetensorsFile& file, cons
 
 Status CheckScale(const LlamaModel& model, const std::string& dir) {
   if (!fs::exists(dir + "/adapter_config.json")) return Status::Ok();
-  QLORAD_ASSIGN_OR_RETURN(const LoraSpec lora, ReadAdapterConfig(dir));
+  QLORAD_ASSIGN_OR_RETURN(const LoraSpec lora, ReadConfig(dir, std::nullopt));
   for (const auto& [name, linear] : model->NamedLoraTargets()) {
     if (!linear->has_lora()) continue;
     const double scale = linear->lora_options().scale;
@@ -191,6 +237,7 @@ Status LoadAdapter(LlamaModel& model, const std::string& dir) {
     }
   }
   QLORAD_RETURN_IF_ERROR(CheckSavedBaseHead(model, file, path, &used));
+  used.insert(WholeModuleKey(kScoreModule));  // a SEQ_CLS head: the classifier reads it
   for (const auto& info : file.tensors()) {
     if (used.count(info.name) == 0) {
       return InvalidArgument(path + ": tensor '" + info.name +

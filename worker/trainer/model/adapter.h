@@ -1,6 +1,7 @@
 // The PEFT adapter format: adapter_config.json + adapter_model.safetensors with keys
 // "base_model.model.<module>.lora_A.weight" [r, in] and "...lora_B.weight" [out, r] in fp32,
-// which peft.PeftModel.from_pretrained loads.
+// which peft.PeftModel.from_pretrained loads. A classification adapter (PEFT's SEQ_CLS) adds the
+// score head whole, "base_model.model.score.weight" [num_labels, hidden].
 #pragma once
 
 #include <string>
@@ -14,6 +15,13 @@
 namespace qlorad::trainer {
 
 std::string AdapterKey(const std::string& module_name, bool lora_a);
+// A module trained whole (PEFT's modules_to_save, e.g. "score"): "base_model.model.score.weight".
+std::string WholeModuleKey(const std::string& module_name);
+
+// task: classification's head, as PEFT's SEQ_CLS adapters name it; the adapter directory also
+// holds kLabelsFile: {"num_labels", "id2label", "label2id", "label_field"}.
+inline constexpr const char* kScoreModule = "score";
+inline constexpr const char* kLabelsFile = "labels.json";
 
 // Writes the adapter of `model` into `dir` (created if needed).
 Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir);
@@ -25,7 +33,9 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
 // target_modules as a list or "all-linear"). Settings this trainer cannot reproduce (DoRA,
 // per-module rank/alpha patterns, trained biases, modules_to_save, fan_in_fan_out,
 // layers_to_transform) are refused naming the file and the field.
-StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir);
+// A classification adapter (task_type SEQ_CLS, "score" in modules_to_save) is read only for
+// `task` classification, any other only for causal_lm.
+StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir, Task task = Task::kCausalLm);
 
 // Copies adapter weights from `dir` into the model's LoRA parameters. Keys may carry PEFT's
 // adapter name (".lora_A.default.weight") or not; any float dtype. Every adapted layer must be

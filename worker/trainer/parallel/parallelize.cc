@@ -126,8 +126,23 @@ StatusOr<ParallelDims> ParallelDims::For(Strategy strategy, int world_size) {
   return InvalidArgument("parallel.strategy: unknown");
 }
 
+std::vector<at::Tensor> DataParallel::AllParameters() const {
+  std::vector<at::Tensor> params = Parameters();
+  for (const auto& entry : whole_) params.push_back(entry.second);
+  return params;
+}
+
+std::vector<ParameterLayout> DataParallel::AllParameterLayouts() const {
+  std::vector<ParameterLayout> layouts = ParameterLayouts();
+  for (const auto& [module, weight] : whole_) {
+    layouts.push_back({module, true, MakeShardSpec(weight, weight.size(-1), /*world_size=*/1),
+                       /*whole=*/true});
+  }
+  return layouts;
+}
+
 StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
-  const std::vector<at::Tensor> params = Parameters();
+  const std::vector<at::Tensor> params = AllParameters();
   if (params.empty()) return at::zeros({1}, at::kDouble);
   std::vector<at::Tensor> grads;
   for (const at::Tensor& p : params) {

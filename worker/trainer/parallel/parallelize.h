@@ -59,6 +59,7 @@ struct ParameterLayout {
   std::string module;  // "model.layers.0.self_attn.q_proj"
   bool lora_a = true;  // else lora_B
   ShardSpec spec;      // of the whole tensor, as split on this run's ranks
+  bool whole = false;  // the module's weight, trained whole (DataParallel::AddWholeParameter)
 };
 
 // What the training loop asks of a parallelized model.
@@ -74,6 +75,16 @@ class DataParallel {
   // clip_grad_norm_ coefficient; an infinite max_norm only measures); returns that norm, [1] fp64
   // on the collective device, without waiting for it (unless the gradients live elsewhere).
   StatusOr<at::Tensor> ClipGradNorm(double max_norm);
+  // The weight of `module` (e.g. "score": task classification's head), trained whole beside the
+  // adapters, replicated and single-rank only for now: its gradient counts in ClipGradNorm's
+  // norm, it is saved in the adapter (PEFT's modules_to_save) and in resume checkpoints.
+  void AddWholeParameter(const std::string& module, const at::Tensor& weight) {
+    whole_.emplace_back(module, weight);
+  }
+  const std::vector<std::pair<std::string, at::Tensor>>& WholeParameters() const { return whole_; }
+  // Parameters() and ParameterLayouts(), then the whole parameters: what checkpoints hold.
+  std::vector<at::Tensor> AllParameters() const;
+  std::vector<ParameterLayout> AllParameterLayouts() const;
   // Hands each full LoRA tensor, one at a time, to `write` on rank 0 (every rank must call this:
   // under fsdp each tensor is gathered).
   using TensorWriter =
@@ -98,6 +109,7 @@ class DataParallel {
  private:
   std::shared_ptr<Communicator> comm_;
   bool sharded_;  // parameters differ per rank, so the norm needs an all-reduce
+  std::vector<std::pair<std::string, at::Tensor>> whole_;
   at::Device collective_device_;
 };
 

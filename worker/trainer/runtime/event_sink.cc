@@ -41,6 +41,7 @@ void EventSink::Metrics(const events::Metrics& m) {
              m.wall_time_s);
   if (m.eval_loss) {
     text += Format("  eval_loss %.4f  eval_ppl %.3f", *m.eval_loss, std::exp(*m.eval_loss));
+    if (m.eval_accuracy) text += Format("  eval_acc %.4f", *m.eval_accuracy);
   }
   Emit(events::MetricsLine(m), text);
 }

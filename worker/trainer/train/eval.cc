@@ -30,21 +30,25 @@ StatusOr<EvalResult> Evaluate(const EvalOptions& options) {
   double total = 0;
   int64_t tokens = 0;
   for (const Document& doc : dataset.documents) {
-    const int64_t length = static_cast<int64_t>(doc.input_ids.size());
-    std::vector<double>& losses = result.per_token_loss.emplace_back();
-    if (length < 2) continue;
-    at::Tensor ids = at::tensor(doc.input_ids, at::kLong).view({1, length}).to(device);
-    at::Tensor targets = at::tensor(doc.labels, at::kLong).slice(0, 1).to(device);
-    at::Tensor logits = model->Logits(model->forward(ids)[0].slice(0, 0, length - 1));
-    at::Tensor loss =
-        at::cross_entropy_loss(logits, targets, /*weight=*/{}, at::Reduction::None, kIgnoreLabel);
-    at::Tensor kept = loss.masked_select(targets != kIgnoreLabel).to(at::kDouble).cpu();
-    losses.assign(kept.data_ptr<double>(), kept.data_ptr<double>() + kept.numel());
+    const std::vector<double>& losses =
+        result.per_token_loss.emplace_back(DocumentTokenLosses(model, doc, device));
     for (double v : losses) total += v;
-    tokens += kept.numel();
+    tokens += static_cast<int64_t>(losses.size());
   }
   result.mean_loss = tokens > 0 ? total / static_cast<double>(tokens) : 0.0;
   return result;
+}
+
+std::vector<double> DocumentTokenLosses(LlamaModel model, const Document& doc, at::Device device) {
+  const int64_t length = static_cast<int64_t>(doc.input_ids.size());
+  if (length < 2) return {};
+  at::Tensor ids = at::tensor(doc.input_ids, at::kLong).view({1, length}).to(device);
+  at::Tensor targets = at::tensor(doc.labels, at::kLong).slice(0, 1).to(device);
+  at::Tensor logits = model->Logits(model->forward(ids)[0].slice(0, 0, length - 1));
+  at::Tensor loss =
+      at::cross_entropy_loss(logits, targets, /*weight=*/{}, at::Reduction::None, kIgnoreLabel);
+  at::Tensor kept = loss.masked_select(targets != kIgnoreLabel).to(at::kDouble).cpu();
+  return {kept.data_ptr<double>(), kept.data_ptr<double>() + kept.numel()};
 }
 
 }  // namespace qlorad::trainer

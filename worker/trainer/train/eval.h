@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/trainer/data/dataset.h"
+#include "worker/trainer/model/llama_model.h"
 
 namespace qlorad::trainer {
 
@@ -27,5 +29,8 @@ struct EvalResult {
 };
 
 StatusOr<EvalResult> Evaluate(const EvalOptions& options);
+
+// One example's entry of EvalResult::per_token_loss (call under no-grad, model in eval mode).
+std::vector<double> DocumentTokenLosses(LlamaModel model, const Document& doc, at::Device device);
 
 }  // namespace qlorad::trainer

@@ -13,7 +13,6 @@
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/tokenizer/gguf_vocab.h"
 #include "worker/trainer/train/gguf_llama.h"
-#include "worker/trainer/train/inference_model.h"
 #include "worker/trainer/train/merged_tensors.h"
 #include "worker/trainer/train/ollama_modelfile.h"
 
@@ -127,7 +126,7 @@ StatusOr<GgufExportResult> ExportGguf(const GgufExportOptions& options) {
   }
   QLORAD_ASSIGN_OR_RETURN(
       LlamaModel model,
-      LoadModelForInference(options.model_dir, options.adapter_dir, at::kCPU, at::kFloat));
+      LoadMergeBase(options.model_dir, options.adapter_dir, options.merge, options.merge.into));
   QLORAD_ASSIGN_OR_RETURN(std::vector<GgufTensor> tensors,
                           PlanTensors(model, config, arch, requested, &result.merged_layers));
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "worker/trainer/train/merge_base.h"
 
 namespace qlorad::trainer {
 
@@ -21,6 +22,7 @@ struct GgufExportOptions {
   std::optional<std::string> adapter_dir;
   std::string out_dir;       // new or empty, as for the safetensors export
   std::string type = "f16";  // f16 | q8_0: the 2-D weights' type (1-D tensors stay f32)
+  MergeBase merge;           // as for the safetensors export
 };
 
 struct GgufExportResult {

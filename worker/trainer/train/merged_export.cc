@@ -13,7 +13,6 @@
 #include "worker/trainer/io/json_file.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/runtime/dtype_names.h"
-#include "worker/trainer/train/inference_model.h"
 #include "worker/trainer/train/merged_tensors.h"
 #include "worker/trainer/weights/safetensors_torch.h"
 
@@ -108,7 +107,7 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   // The base loads in fp32 (NF4 projections stay packed until their shard is written).
   QLORAD_ASSIGN_OR_RETURN(
       LlamaModel model,
-      LoadModelForInference(options.model_dir, options.adapter_dir, at::kCPU, at::kFloat));
+      LoadMergeBase(options.model_dir, options.adapter_dir, options.merge, options.merge.into));
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());

@@ -1,5 +1,5 @@
-// `qlorad-train export`: a base model with its LoRA adapter merged in (W + scale * B @ A, the base
-// dequantized first when it is a bitsandbytes 4-bit checkpoint), written as a plain Hugging Face
+// `qlorad-train export`: a base model with its LoRA adapter merged in (W + scale * B @ A, into the
+// dequantized NF4 base or the original 16-bit one: merge_base.h), written as a plain Hugging Face
 // checkpoint that transformers loads without peft: config.json (quantization_config dropped,
 // dtype set), the tokenizer and generation files copied, and safetensors sharded with a
 // model.safetensors.index.json when the weights exceed one shard.
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "worker/trainer/train/merge_base.h"
 
 namespace qlorad::trainer {
 
@@ -21,6 +22,7 @@ struct ExportOptions {
   // bitsandbytes checkpoint that is its compute dtype), fp32 when it names none, as transformers.
   std::string dtype;
   int64_t max_shard_bytes = 5'000'000'000;
+  MergeBase merge;  // into the dequantized NF4 weights (default) or the original 16-bit ones
 };
 
 struct ExportResult {

@@ -102,6 +102,9 @@ Status SaveAdapterFromRanks(parallel::DataParallel& parallel, const JobSpec& spe
         adapter.emplace_back(AdapterKey(module, lora_a), value.to(at::kFloat));
         return Status::Ok();
       }));
+  for (const auto& [module, weight] : parallel.WholeParameters()) {  // modules_to_save
+    adapter.emplace_back(WholeModuleKey(module), weight.detach().to(at::kCPU, at::kFloat));
+  }
   if (parallel.comm().rank() != 0) return Status::Ok();
   return SaveAdapterTensors(adapter, spec, dir);
 }

@@ -32,6 +32,7 @@ std::string ShardFileName(int index, int count) {
 }
 
 std::string TensorKey(const ParameterLayout& layout) {
+  if (layout.whole) return layout.module;
   return layout.module + (layout.lora_a ? ".lora_A" : ".lora_B");
 }
 
@@ -107,8 +108,8 @@ StatusOr<at::Tensor> ConcatShards(const std::vector<SafetensorsFile>& files,
 
 Status SaveParameterShards(const std::string& dir, const parallel::DataParallel& parallel,
                            torch::optim::Optimizer& optimizer) {
-  const std::vector<at::Tensor> params = parallel.Parameters();
-  const std::vector<ParameterLayout> layouts = parallel.ParameterLayouts();
+  const std::vector<at::Tensor> params = parallel.AllParameters();
+  const std::vector<ParameterLayout> layouts = parallel.AllParameterLayouts();
   if (params.size() != layouts.size()) {
     return Internal("checkpoint: " + std::to_string(params.size()) + " parameters but " +
                     std::to_string(layouts.size()) + " layouts");
@@ -158,8 +159,8 @@ Status LoadParameterShards(const std::string& dir, const parallel::DataParallel&
                             SafetensorsFile::Open(dir + "/" + ShardFileName(i, manifest.shards)));
     files.push_back(std::move(file));
   }
-  const std::vector<at::Tensor> params = parallel.Parameters();
-  const std::vector<ParameterLayout> layouts = parallel.ParameterLayouts();
+  const std::vector<at::Tensor> params = parallel.AllParameters();
+  const std::vector<ParameterLayout> layouts = parallel.AllParameterLayouts();
   std::set<std::string> model_keys;
   for (const ParameterLayout& layout : layouts) model_keys.insert(TensorKey(layout));
   for (const auto& [key, spec] : manifest.tensors) {

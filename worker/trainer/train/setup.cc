@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "worker/trainer/data/class_labels.h"
 #include "worker/trainer/data/dataset.h"
 #include "worker/trainer/data/validation_split.h"
 #include "worker/trainer/model/model_config.h"
@@ -29,7 +30,7 @@ void LogSkipped(const Dataset& dataset, const std::string& path, EventSink& even
 // data.validation: a file read like data.path, or a fraction of `train` split off (and removed
 // from it) before any batch is drawn. Unshuffled: every evaluation sees the same rows.
 Status SetUpValidation(const JobSpec& spec, const LlamaConfig& config, Dataset& train, Session& s,
-                       EventSink& events) {
+                       const ClassLabels* classes, EventSink& events) {
   const DataSpec& data = spec.data;
   std::vector<Document> documents;
   std::string source;
@@ -45,7 +46,8 @@ Status SetUpValidation(const JobSpec& spec, const LlamaConfig& config, Dataset& 
     file.path = data.validation_path;
     QLORAD_ASSIGN_OR_RETURN(Dataset dataset, LoadDataset(file, spec.model.path,
                                                          {.vocab_size = config.vocab_size,
-                                                          .field = "data.validation"}));
+                                                          .field = "data.validation",
+                                                          .classes = classes}));
     LogSkipped(dataset, file.path, events);
     documents = std::move(dataset.documents);
     source = "from " + data.validation_path;
@@ -62,12 +64,24 @@ Status SetUpValidation(const JobSpec& spec, const LlamaConfig& config, Dataset& 
   return Status::Ok();
 }
 
-Status SetUpData(const JobSpec& spec, const LlamaConfig& config, Session& s, EventSink& events) {
+// Returns task: classification's labels (none for causal_lm).
+StatusOr<std::optional<ClassLabels>> SetUpData(const JobSpec& spec, const LlamaConfig& config,
+                                               Session& s, EventSink& events) {
+  std::optional<ClassLabels> classes;
+  if (spec.task == Task::kClassification) {
+    QLORAD_ASSIGN_OR_RETURN(classes, ResolveClassLabels(spec.data));
+    std::string names;
+    for (const std::string& n : classes->names) names += (names.empty() ? "" : ", ") + n;
+    events.Log("info", "classification: " + std::to_string(classes->names.size()) + " labels of '" +
+                           classes->field + "' in class order [" + names + "]");
+  }
+  const ClassLabels* class_ptr = classes ? &*classes : nullptr;
   QLORAD_ASSIGN_OR_RETURN(Dataset dataset,
-                          LoadDataset(spec.data, spec.model.path, {config.vocab_size}));
+                          LoadDataset(spec.data, spec.model.path,
+                                      {.vocab_size = config.vocab_size, .classes = class_ptr}));
   LogSkipped(dataset, spec.data.path, events);
   if (spec.data.HasValidation()) {
-    QLORAD_RETURN_IF_ERROR(SetUpValidation(spec, config, dataset, s, events));
+    QLORAD_RETURN_IF_ERROR(SetUpValidation(spec, config, dataset, s, class_ptr, events));
   }
   const size_t documents = dataset.documents.size();
   QLORAD_ASSIGN_OR_RETURN(
@@ -78,7 +92,7 @@ Status SetUpData(const JobSpec& spec, const LlamaConfig& config, Session& s, Eve
                          std::to_string(batcher.rows_per_epoch()) + " rows of up to " +
                          std::to_string(spec.data.max_seq_len) + " tokens per epoch");
   s.batcher.emplace(std::move(batcher));
-  return Status::Ok();
+  return classes;
 }
 
 // What is left to quantize after loading. A bitsandbytes 4-bit checkpoint trains on its stored
@@ -131,7 +145,8 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   QLORAD_RETURN_IF_ERROR(CheckMemory(spec, planned, free_bytes, events));
 
   // 1. Data.
-  QLORAD_RETURN_IF_ERROR(SetUpData(spec, config, s, events));
+  QLORAD_ASSIGN_OR_RETURN(const std::optional<ClassLabels> classes,
+                          SetUpData(spec, config, s, events));
 
   // 2. The model.
   QLORAD_ASSIGN_OR_RETURN(const std::optional<BnbQuantization> bnb,
@@ -196,12 +211,20 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                            ")");
   }
 
-  // 4. The optimizer.
+  // 4. The optimizer, over the adapters and a classification head.
+  std::vector<at::Tensor> trained = s.parallel->Parameters();
+  if (classes) {
+    QLORAD_ASSIGN_OR_RETURN(
+        s.classifier, MakeClassificationHead(spec.model.path, config.hidden_size, classes->names,
+                                             spec.train.seed, s.device));
+    trained.push_back(s.classifier->weight);
+    s.parallel->AddWholeParameter("score", s.classifier->weight);
+  }
   s.optimizer = std::make_unique<torch::optim::AdamW>(
-      s.parallel->Parameters(), torch::optim::AdamWOptions(spec.train.lr)
-                                    .betas({spec.train.betas[0], spec.train.betas[1]})
-                                    .eps(spec.train.eps)
-                                    .weight_decay(spec.train.weight_decay));
+      trained, torch::optim::AdamWOptions(spec.train.lr)
+                   .betas({spec.train.betas[0], spec.train.betas[1]})
+                   .eps(spec.train.eps)
+                   .weight_decay(spec.train.weight_decay));
   return s;
 }
 

@@ -5,7 +5,7 @@
 //      its shard of the decoder, parallel/shard_on_load.h);
 //   3. parallel::Parallelize: quantize what is left, LoRA, lora.init_from, activation recompute,
 //      replicate or shard (parallel/parallelize.h owns that order);
-//   4. the optimizer over what this rank trains.
+//   4. the optimizer over what this rank trains (and task: classification's score head).
 #pragma once
 
 #include <torch/torch.h>
@@ -20,6 +20,7 @@
 #include "worker/trainer/parallel/communicator.h"
 #include "worker/trainer/parallel/parallelize.h"
 #include "worker/trainer/runtime/event_sink.h"
+#include "worker/trainer/train/classification_head.h"
 
 namespace qlorad::trainer {
 
@@ -32,6 +33,9 @@ struct Session {
   std::shared_ptr<parallel::Communicator> comm;
   std::unique_ptr<parallel::DataParallel> parallel;  // after model: it hooks the model's layers
   at::Device device{at::kCPU};
+  // task: classification: the score head, trained with the adapters (the loss reads it instead
+  // of lm_head).
+  std::optional<ClassificationHead> classifier;
   // Tokens per lm_head + loss chunk (train.loss_chunk_size); 0: auto, each loss path its own size.
   int64_t loss_chunk_rows = 0;
 };

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "worker/trainer/data/class_labels.h"
 #include "worker/trainer/loss/chunked_loss.h"
 #include "worker/trainer/model/adapter_cast_cache.h"
 #include "worker/trainer/parallel/communicator.h"
@@ -74,10 +75,13 @@ at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches, ForwardSiz
       forward.injection.MaybeThrow(b.inputs.size(0), hidden.numel() * hidden.element_size());
       const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
       // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
-      at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
-                                            {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
-                            .sum /
-                        denominator;
+      // task: classification's score head takes lm_head's place (classification_head.h).
+      at::Tensor loss =
+          (s.classifier ? ClassifyRows(*s.classifier, flat, b.labels).loss
+                        : ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
+                                              {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+                              .sum) /
+          denominator;
       loss.backward();
       total += loss.detach().to(at::kDouble);
     }
@@ -415,12 +419,14 @@ class TrainingRun {
       state_.forward_rows = forward.rows < spec_.train.micro_batch_size ? forward.rows : 0;
       result_.steps = state_.step;
       result_.losses.push_back(outcome.loss);
-      std::optional<double> eval_loss;
+      std::optional<ValidationLoss> evaluation;
       // A stop request is answered at once; a diverged step is not worth evaluating.
       if (EvaluatesAfter(outcome)) {
-        QLORAD_ASSIGN_OR_RETURN(eval_loss, EvaluateNow());
+        QLORAD_ASSIGN_OR_RETURN(evaluation, EvaluateNow());
       }
-      ReportMetrics(outcome, step_seconds, eval_loss);
+      ReportMetrics(outcome, step_seconds, evaluation);
+      const std::optional<double> eval_loss =
+          evaluation ? std::optional<double>(evaluation->loss) : std::nullopt;
       if (!std::isfinite(outcome.loss)) {
         // "nan" whatever its sign bit (std::to_string may say "-nan"), as the clients show it.
         const std::string loss = std::isnan(outcome.loss) ? "nan" : std::to_string(outcome.loss);
@@ -515,7 +521,7 @@ class TrainingRun {
     return CheckpointsAfter(steps_done) || EvaluationDueAfter(steps_done);
   }
 
-  StatusOr<double> EvaluateNow() {
+  StatusOr<ValidationLoss> EvaluateNow() {
     Beat("evaluating after step " + std::to_string(state_.step));
     QLORAD_ASSIGN_OR_RETURN(const ValidationLoss v,
                             EvaluateValidation(s_, *s_.validation,
@@ -524,7 +530,7 @@ class TrainingRun {
                                                 .rank = options_.rank,
                                                 .world_size = options_.world_size}));
     result_.eval_losses.emplace_back(state_.step, v.loss);
-    return v.loss;
+    return v;
   }
 
   // Keep-best and early stopping. Every rank runs this alike (they share the reduced loss), so
@@ -562,7 +568,7 @@ class TrainingRun {
   }
 
   void ReportMetrics(const StepOutcome& outcome, double step_seconds,
-                     std::optional<double> eval_loss) {
+                     const std::optional<ValidationLoss>& evaluation) {
     events::Metrics m;
     m.step = state_.step;
     m.total_steps = spec_.train.max_steps;
@@ -573,7 +579,10 @@ class TrainingRun {
     FillVram(s_.device, &m);
     m.wall_time_s = SecondsSince(started_);
     m.rank = options_.rank;
-    m.eval_loss = eval_loss;
+    if (evaluation) {
+      m.eval_loss = evaluation->loss;
+      m.eval_accuracy = evaluation->accuracy;
+    }
     events_.Metrics(m);
   }
 
@@ -592,7 +601,9 @@ class TrainingRun {
 
 }  // namespace
 
-StatusOr<TrainResult> Train(const JobSpec& spec, const TrainOptions& options, EventSink& events) {
+StatusOr<TrainResult> Train(const JobSpec& given, const TrainOptions& options, EventSink& events) {
+  // task: classification numbers its labels once, before anything reads the spec.
+  QLORAD_ASSIGN_OR_RETURN(const JobSpec spec, WithClassLabels(given));
   QLORAD_RETURN_IF_ERROR(CheckOptions(spec, options));
   const auto started = Clock::now();
   QLORAD_ASSIGN_OR_RETURN(const at::Device device, DeviceFor(spec, options));

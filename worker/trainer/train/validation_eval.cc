@@ -24,8 +24,9 @@ class EvalModeScope {
   const bool was_training_;
 };
 
-// The summed loss of one batch's trained tokens (fp32 math, as training's), on the device.
-at::Tensor BatchLossSum(Session& s, const Batch& b) {
+// The summed loss of one batch's trained tokens (fp32 math, as training's) and, for
+// classification, how many rows it classifies right: [2] fp64 on the device.
+at::Tensor BatchSums(Session& s, const Batch& b) {
   const auto on_device = [&](const std::vector<int64_t>& v) {
     return at::tensor(v, at::kLong).to(s.device);
   };
@@ -37,10 +38,16 @@ at::Tensor BatchLossSum(Session& s, const Batch& b) {
   }
   const at::Tensor hidden = s.model->forward(inputs, positions, cu_seqlens);
   const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
-  return ChunkedCrossEntropy(flat, LossHeadOf(s.model), on_device(b.labels),
-                             {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
-      .sum.to(at::kDouble)
-      .reshape({1});
+  const at::Tensor labels = on_device(b.labels);
+  if (s.classifier) {
+    const ClassificationSums sums = ClassifyRows(*s.classifier, flat, labels);
+    return at::stack({sums.loss.to(at::kDouble), sums.correct.to(at::kDouble)});
+  }
+  const at::Tensor loss = ChunkedCrossEntropy(flat, LossHeadOf(s.model), labels,
+                                              {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+                              .sum.to(at::kDouble)
+                              .reshape({1});
+  return at::cat({loss, at::zeros_like(loss)});
 }
 
 }  // namespace
@@ -50,27 +57,28 @@ StatusOr<ValidationLoss> EvaluateValidation(Session& s, Batcher& validation,
   const std::vector<EvalBatch> batches = DrawEvalBatches(validation, shape);
   EvalModeScope eval_mode(s.model);
   at::NoGradGuard no_grad;
-  at::Tensor loss_sum = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+  at::Tensor sums = at::zeros({2}, at::TensorOptions().dtype(at::kDouble).device(s.device));
   int64_t tokens = 0;
   for (const EvalBatch& b : batches) {
     // A filler batch still runs: under fsdp every rank must join every layer's gather.
-    const at::Tensor sum = BatchLossSum(s, b.batch);
+    const at::Tensor sum = BatchSums(s, b.batch);
     if (!b.counts) continue;
-    loss_sum += sum;
+    sums += sum;
     tokens += b.batch.valid_labels;
   }
-  at::Tensor totals =
-      at::cat({loss_sum, at::full({1}, static_cast<double>(tokens), loss_sum.options())});
+  // [loss sum, correct rows, tokens]
+  at::Tensor totals = at::cat({sums, at::full({1}, static_cast<double>(tokens), sums.options())});
   QLORAD_RETURN_IF_ERROR(s.comm->AllReduceSum(totals)->Wait());
   const at::Tensor host = totals.cpu();
   ValidationLoss out;
-  out.tokens = static_cast<int64_t>(host[1].item<double>());
+  out.tokens = static_cast<int64_t>(host[2].item<double>());
   if (out.tokens == 0) {
     return InvalidArgument(
         "data.validation: no trained token in the evaluated batches (every label is -100); "
         "check train_on_completions_only or train.eval_batches");
   }
   out.loss = host[0].item<double>() / static_cast<double>(out.tokens);
+  if (s.classifier) out.accuracy = host[1].item<double>() / static_cast<double>(out.tokens);
   return out;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 
 #include "common/status.h"
 #include "worker/trainer/data/eval_batches.h"
@@ -17,6 +18,9 @@ namespace qlorad::trainer {
 struct ValidationLoss {
   double loss = 0;     // mean over `tokens`
   int64_t tokens = 0;  // trained target tokens of the whole set, every rank's
+  // task: classification (one target per example, so `tokens` counts examples): the fraction of
+  // them whose most likely label is theirs.
+  std::optional<double> accuracy;
 };
 
 // Every rank calls this (under fsdp the forwards gather each layer's shards).
