@@ -44,7 +44,7 @@ TEST(TrainerCommandTest, SpecIsWrittenUnderJobsAndAttempt) {
 // whole, so a trainer that opened it reads one complete spec, and no temporary file stays behind.
 TEST(TrainerCommandTest, ARewriteByAnotherRankReplacesTheSpecWhole) {
   TempDir dir;
-  const TrainerSetup setup{"/opt/qlorad/bin/qlorad-train", dir.path(), std::nullopt};
+  const TrainerSetup setup{"/opt/qlorad/bin/qlorad-train", dir.path(), std::nullopt, {}};
   v1::Assignment rank0 = Start("job-7", 0);
   auto path = WriteJobSpec(setup, rank0);
   ASSERT_TRUE(path.ok()) << path.status().ToString();
