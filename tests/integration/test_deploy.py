@@ -228,8 +228,8 @@ def test_kubernetes_flags_start_the_real_coordinator_and_worker(tmp_path):
 
     # The init container's script, on the store's volume as the pod mounts it, twice: the second
     # run (a restarted pod) keeps the tokens it made.
-    store = tmp_path / "store"
-    store.mkdir()
+    # The store's volume is the cluster's folder: start_coordinator opens <folder>/qlorad.db.
+    store = tmp_path
     script = init_script("StatefulSet", "bootstrap-tokens").replace("/var/lib/qlorad", str(store))
     env = dict(os.environ, PATH=f"{binary('qlorad').parent}:{os.environ['PATH']}")
     for _ in range(2):

@@ -25,7 +25,9 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 SEED = 19
 KILLS = 30
 EVERY = 20  # checkpoint interval, in steps
-STEPS = 1200
+# Long enough that the jobs outlast the 30 kills on an idle machine too (at 1200 the tiny model
+# finished four jobs after 18 kills when nothing else ran).
+STEPS = 3000
 JOBS = 4
 WORKERS = ("cpu-a", "cpu-b")
 
