@@ -93,11 +93,20 @@ def test_pods_run_as_a_fixed_non_root_user_and_workers_hold_a_gpu():
         (DEPLOY / "Dockerfile").read_text()
 
 
-def test_alert_rules_pass_promtool():
+def test_alert_rules_pass_promtool(tmp_path):
     promtool = tool("promtool")
     run(promtool, "check", "rules", DEPLOY / "prometheus" / "qlorad-alerts.yml")
-    # The static config loads the rules by a path relative to itself.
-    run(promtool, "check", "config", DEPLOY / "prometheus" / "prometheus.yml")
+    # The static config loads the rules by a path relative to itself, and reads the metrics token
+    # from a file promtool insists exists: the config as shipped, beside a copy of the rules,
+    # with that one path pointing at a token file made here.
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (scrape,) = config["scrape_configs"]
+    token = tmp_path / "qlorad-metrics-token"
+    token.write_text("qlorad_test\n")
+    scrape["authorization"]["credentials_file"] = str(token)
+    shutil.copy(DEPLOY / "prometheus" / "qlorad-alerts.yml", tmp_path)
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    run(promtool, "check", "config", tmp_path / "prometheus.yml")
 
 
 def test_each_alert_fires_on_its_case_and_not_on_its_look_alike():
