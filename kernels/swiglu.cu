@@ -15,6 +15,7 @@ Status CheckParams(const SwigluParams& p, bool backward) {
                            ", " + std::to_string(p.cols));
   }
   if (p.rows * p.cols == 0) return Status::Ok();
+  if (!backward && p.h_out != nullptr) return InvalidArgument("swiglu: h_out is for backward only");
   if (p.gate == nullptr || p.up == nullptr || p.out == nullptr || (backward && p.dh == nullptr))
     return InvalidArgument(backward ? "swiglu backward: dh, gate, up and out are required"
                                     : "swiglu: gate, up and out are required");
@@ -30,6 +31,7 @@ bool Vectorizable(const SwigluParams& p, bool backward) {
             cuda::PackAligned(p.gate, kBytes) && cuda::PackAligned(p.up, kBytes) &&
             p.gate_stride % kVec == 0 && p.up_stride % kVec == 0;
   if (backward) ok = ok && cuda::PackAligned(p.dh, kBytes) && p.dh_stride % kVec == 0;
+  if (p.h_out != nullptr) ok = ok && cuda::PackAligned(p.h_out, kBytes);
   return ok;
 }
 

@@ -66,6 +66,14 @@ __global__ void __launch_bounds__(kSwigluThreads) kSwigluBackward(const SwigluPa
     }
     dStorePack(p.out, r * 2 * p.cols + c, dgate);
     dStorePack(p.out, r * 2 * p.cols + p.cols + c, dup);
+    if (p.h_out != nullptr) {  // the same for every thread: no divergence
+      Pack<T, kVec> h;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        h.v[e] = dFromFloat<T>(SwigluOf(dToFloat(g.v[e]), dToFloat(u.v[e]), dRoundTo<T>{}));
+      }
+      dStorePack(p.h_out, r * p.cols + c, h);
+    }
   }
 }
 

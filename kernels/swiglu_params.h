@@ -11,7 +11,7 @@
 // its backward round to the format, silu_backward computes in fp32): bit-equal up to exp's last
 // fp32 bit, so within one ulp of the format. Backward writes one contiguous dgu [rows, 2 cols],
 // dgate in [:, :cols] and dup in [:, cols:], so dX is one GEMM over the concatenated gate|up
-// weights.
+// weights, and, when asked (h_out), h exactly as forward computes it.
 #pragma once
 
 #include <cmath>
@@ -30,6 +30,10 @@ struct SwigluParams {
   const void* dh = nullptr;  // backward only: [rows, cols] at row stride dh_stride
   int64_t dh_stride = 0;
   void* out = nullptr;  // contiguous; forward: h [rows, cols]; backward: dgu [rows, 2 cols]
+  // Backward only, optional: h [rows, cols] as forward writes it, from the gate and up values the
+  // backward reads anyway. The MLP's backward needs h for down's adapter gradient; writing it here
+  // costs one store instead of a forward pass that reads gate and up again.
+  void* h_out = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
   FloatFormat format = FloatFormat::kBFloat16;  // of every tensor above

@@ -27,6 +27,7 @@ void SwigluBackwardRows(const SwigluParams& p, int64_t begin, int64_t end) {
       SwigluGradOf(dh, g, u, round, dgate, dup);
       StoreFloat(p.format, p.out, r * 2 * p.cols + c, dgate);
       StoreFloat(p.format, p.out, r * 2 * p.cols + p.cols + c, dup);
+      if (p.h_out != nullptr) StoreFloat(p.format, p.h_out, r * p.cols + c, SwigluOf(g, u, round));
     }
   }
 }

@@ -9,6 +9,8 @@ TORCH_LIBRARY_FRAGMENT(qlorad, m) {
   m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
   // d(gate) and d(up) in one [..., 2I] tensor: one GEMM then gives dX for both projections.
   m.def("swiglu_backward(Tensor dh, Tensor gate, Tensor up) -> Tensor");
+  // The same, plus h = swiglu(gate, up) from the values it reads anyway: (dgu, h).
+  m.def("swiglu_backward_and_h(Tensor dh, Tensor gate, Tensor up) -> (Tensor, Tensor)");
 }
 
 namespace qlorad::ops {
@@ -26,6 +28,16 @@ at::Tensor SwigluBackward(const at::Tensor& dh, const at::Tensor& gate, const at
           .findSchemaOrThrow("qlorad::swiglu_backward", "")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op.call(dh, gate, up);
+}
+
+std::pair<at::Tensor, at::Tensor> SwigluBackwardAndH(const at::Tensor& dh, const at::Tensor& gate,
+                                                     const at::Tensor& up) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("qlorad::swiglu_backward_and_h", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+  auto [dgu, h] = op.call(dh, gate, up);
+  return {dgu, h};
 }
 
 }  // namespace qlorad::ops

@@ -5,6 +5,8 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
+
 namespace qlorad::ops {
 
 // h = silu(gate) * up as torch computes it in the tensors' dtype (fp32, fp16 or bf16; silu
@@ -17,5 +19,11 @@ at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up);
 // contiguous dgu [..., 2I], d(gate) in [..., :I] and d(up) in [..., I:], so dX is one GEMM over
 // the concatenated gate|up weights. Within one ulp of torch's autograd of silu(gate) * up.
 at::Tensor SwigluBackward(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up);
+
+// SwigluBackward's dgu and, from the same pass over gate and up, h exactly as SwigluForward gives
+// it: for a backward that needs h (the down projection's adapter gradient) and would otherwise
+// recompute it with a forward pass of its own.
+std::pair<at::Tensor, at::Tensor> SwigluBackwardAndH(const at::Tensor& dh, const at::Tensor& gate,
+                                                     const at::Tensor& up);
 
 }  // namespace qlorad::ops

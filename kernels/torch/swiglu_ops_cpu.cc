@@ -1,6 +1,6 @@
-// CPU implementations of qlorad::swiglu and qlorad::swiglu_backward: the torch-free reference
-// (kernels/swiglu_ref.h) on the tensors' memory, its rows split over torch's CPU threads. This is
-// what CI and CPU-only training run.
+// CPU implementations of qlorad::swiglu, qlorad::swiglu_backward and swiglu_backward_and_h: the
+// torch-free reference (kernels/swiglu_ref.h) on the tensors' memory, its rows split over torch's
+// CPU threads. This is what CI and CPU-only training run.
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
@@ -14,12 +14,17 @@ namespace {
 
 using RowsFn = void (*)(const kernels::SwigluParams&, int64_t, int64_t);
 
-// Validates, allocates the output and runs `rows` over all rows in parallel.
+// Validates, allocates the output and runs `rows` over all rows in parallel; backward also writes
+// h into *h_out when it is given (allocated here).
 at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh,
-               RowsFn rows) {
+               RowsFn rows, at::Tensor* h_out = nullptr) {
   kernels::SwigluParams p = detail::SwigluParamsOf(op, gate, up, dh);
   at::Tensor out = detail::SwigluOutputFor(gate, /*backward=*/dh != nullptr);
   p.out = out.data_ptr();
+  if (h_out != nullptr) {
+    *h_out = detail::SwigluOutputFor(gate, /*backward=*/false);
+    p.h_out = h_out->data_ptr();
+  }
   const int64_t grain =
       std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, p.cols));
   at::parallel_for(0, p.rows, grain, [&](int64_t begin, int64_t end) { rows(p, begin, end); });
@@ -34,11 +39,21 @@ at::Tensor SwigluBackwardCpu(const at::Tensor& dh, const at::Tensor& gate, const
   return Run("qlorad::swiglu_backward", gate, up, &dh, &kernels::ref::SwigluBackwardRows);
 }
 
+std::tuple<at::Tensor, at::Tensor> SwigluBackwardAndHCpu(const at::Tensor& dh,
+                                                         const at::Tensor& gate,
+                                                         const at::Tensor& up) {
+  at::Tensor h;
+  at::Tensor dgu =
+      Run("qlorad::swiglu_backward_and_h", gate, up, &dh, &kernels::ref::SwigluBackwardRows, &h);
+  return {dgu, h};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CPU, m) {
   m.impl("swiglu", &SwigluCpu);
   m.impl("swiglu_backward", &SwigluBackwardCpu);
+  m.impl("swiglu_backward_and_h", &SwigluBackwardAndHCpu);
 }
 
 }  // namespace qlorad::ops

@@ -1,5 +1,6 @@
-// CUDA implementations of qlorad::swiglu and qlorad::swiglu_backward: tensor plumbing around the
-// torch-free launchers (kernels/swiglu.h), on the current stream, without synchronizing.
+// CUDA implementations of qlorad::swiglu, qlorad::swiglu_backward and swiglu_backward_and_h: tensor
+// plumbing around the torch-free launchers (kernels/swiglu.h), on the current stream, without
+// synchronizing.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -10,12 +11,18 @@
 namespace qlorad::ops {
 namespace {
 
-// Validates, allocates the output on gate's device and enqueues the kernel on the current stream.
-at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh) {
+// Validates, allocates the output on gate's device and enqueues the kernel on the current stream;
+// backward also writes h into *h_out when it is given (allocated here).
+at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh,
+               at::Tensor* h_out = nullptr) {
   kernels::SwigluParams p = detail::SwigluParamsOf(op, gate, up, dh);
   const c10::cuda::CUDAGuard guard(gate.device());
   at::Tensor out = detail::SwigluOutputFor(gate, /*backward=*/dh != nullptr);
   p.out = out.data_ptr();
+  if (h_out != nullptr) {
+    *h_out = detail::SwigluOutputFor(gate, /*backward=*/false);
+    p.h_out = h_out->data_ptr();
+  }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const Status s = dh != nullptr ? kernels::LaunchSwigluBackward(p, stream)
                                  : kernels::LaunchSwigluForward(p, stream);
@@ -31,11 +38,20 @@ at::Tensor SwigluBackwardCuda(const at::Tensor& dh, const at::Tensor& gate, cons
   return Run("qlorad::swiglu_backward", gate, up, &dh);
 }
 
+std::tuple<at::Tensor, at::Tensor> SwigluBackwardAndHCuda(const at::Tensor& dh,
+                                                          const at::Tensor& gate,
+                                                          const at::Tensor& up) {
+  at::Tensor h;
+  at::Tensor dgu = Run("qlorad::swiglu_backward_and_h", gate, up, &dh, &h);
+  return {dgu, h};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, CUDA, m) {
   m.impl("swiglu", &SwigluCuda);
   m.impl("swiglu_backward", &SwigluBackwardCuda);
+  m.impl("swiglu_backward_and_h", &SwigluBackwardAndHCuda);
 }
 
 }  // namespace qlorad::ops

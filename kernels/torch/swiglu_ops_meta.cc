@@ -1,5 +1,6 @@
-// Meta implementations of qlorad::swiglu and qlorad::swiglu_backward: checks, shapes and dtypes
-// only, so that torch.compile (fake tensors) traces the ops without running them.
+// Meta implementations of qlorad::swiglu, qlorad::swiglu_backward and swiglu_backward_and_h:
+// checks, shapes and dtypes only, so that torch.compile (fake tensors) traces the ops without
+// running them.
 #include <torch/library.h>
 
 #include "kernels/torch/swiglu_checks.h"
@@ -17,11 +18,20 @@ at::Tensor SwigluBackwardMeta(const at::Tensor& dh, const at::Tensor& gate, cons
   return detail::SwigluOutputFor(gate, /*backward=*/true);
 }
 
+std::tuple<at::Tensor, at::Tensor> SwigluBackwardAndHMeta(const at::Tensor& dh,
+                                                          const at::Tensor& gate,
+                                                          const at::Tensor& up) {
+  detail::CheckSwigluInputs("qlorad::swiglu_backward_and_h", gate, up, &dh);
+  return {detail::SwigluOutputFor(gate, /*backward=*/true),
+          detail::SwigluOutputFor(gate, /*backward=*/false)};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, Meta, m) {
   m.impl("swiglu", &SwigluMeta);
   m.impl("swiglu_backward", &SwigluBackwardMeta);
+  m.impl("swiglu_backward_and_h", &SwigluBackwardAndHMeta);
 }
 
 }  // namespace qlorad::ops

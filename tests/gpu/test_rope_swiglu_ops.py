@@ -228,6 +228,18 @@ def test_swiglu_odd_layouts_match_the_cpu_op(rows, inter, offset):
                           torch.cat([scale, torch.zeros_like(scale)], 1))
 
 
+@needs_cuda
+@pytest.mark.parametrize("rows,inter,offset", [(2048, 8192, 0), (64, 1000, 1)],
+                         ids=["llama_1b", "unaligned"])
+def test_swiglu_backward_and_h_equals_backward_and_forward(rows, inter, offset):
+    """The backward that also writes h (the trainer's MLP backward) is bit-equal to the two ops."""
+    gate, up = gate_up_views(rows, inter, torch.bfloat16, seed=17, offset=offset)
+    dh = randn((rows, inter), torch.bfloat16, seed=18)
+    dgu, h = ops.swiglu_backward_and_h(dh, gate, up)
+    assert torch.equal(dgu, ops.swiglu_backward(dh, gate, up))
+    assert torch.equal(h, ops.swiglu(gate, up))
+
+
 def test_schemas():
     assert "Tensor(a!) q, Tensor(b!) k" in str(ops.rope_.default._schema)
     assert str(ops.swiglu_backward.default._schema).endswith("-> Tensor")

@@ -1,4 +1,5 @@
-// Tests of the fused SwiGLU torch ops (qlorad::swiglu, qlorad::swiglu_backward) on CPU and Meta:
+// Tests of the fused SwiGLU torch ops (qlorad::swiglu, swiglu_backward, swiglu_backward_and_h) on
+// CPU and Meta:
 // the schemas, the C++ API of kernels/torch/swiglu_ops.h against torch's silu(gate) * up and its
 // autograd in fp32, fp16 and bf16, column views of one [..., 2I] buffer, the layout of dgu, and
 // the error messages.
@@ -48,7 +49,8 @@ double MismatchShare(const at::Tensor& got, const at::Tensor& want) {
 }
 
 TEST(SwigluOpsSchema, AreRegisteredWithCpuAndMetaKernels) {
-  for (const char* name : {"qlorad::swiglu", "qlorad::swiglu_backward"}) {
+  for (const char* name :
+       {"qlorad::swiglu", "qlorad::swiglu_backward", "qlorad::swiglu_backward_and_h"}) {
     auto op = c10::Dispatcher::singleton().findSchema({name, ""});
     ASSERT_TRUE(op.has_value()) << name;
     EXPECT_TRUE(op->hasKernelForDispatchKey(c10::DispatchKey::CPU)) << name;
@@ -109,6 +111,23 @@ TEST(SwigluOpsCpu, BackwardReadsColumnViews) {
   EXPECT_TRUE(at::equal(dgu, SwigluBackward(dh.contiguous(), gate.contiguous(), up.contiguous())));
 }
 
+// The backward that also writes h gives, bit for bit, what the two ops give apart: the trainer's
+// MLP backward takes h from it instead of a forward pass of its own. Column views of one [..., 2I]
+// buffer, as the trainer passes them.
+TEST(SwigluOpsCpu, BackwardAndHEqualsBackwardAndForward) {
+  for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+    const int64_t inter = 72;
+    const at::Tensor gu = Random({3, 20, 2 * inter}, dtype, 12);
+    const at::Tensor gate = gu.narrow(-1, 0, inter), up = gu.narrow(-1, inter, inter);
+    const at::Tensor dh = Random({3, 20, inter}, dtype, 13);
+    const auto [dgu, h] = SwigluBackwardAndH(dh, gate, up);
+    EXPECT_TRUE(at::equal(dgu, SwigluBackward(dh, gate, up))) << dtype;
+    EXPECT_TRUE(at::equal(h, SwigluForward(gate, up))) << dtype;
+    EXPECT_TRUE(h.is_contiguous());
+    EXPECT_EQ(h.sizes(), gate.sizes());
+  }
+}
+
 // Large |gate| (exp overflowing to inf) gives torch's limits, not NaN.
 TEST(SwigluOpsCpu, SaturatesLikeTorch) {
   const at::Tensor gate = at::tensor({-200.0f, -90.0f, 0.0f, 90.0f, 200.0f});
@@ -129,6 +148,10 @@ TEST(SwigluOpsMeta, GiveShapesAndDtypes) {
   const at::Tensor dgu = SwigluBackward(gate, gate, gate);
   EXPECT_EQ(dgu.sizes(), (std::vector<int64_t>{4, 8, 32}));
   EXPECT_EQ(dgu.scalar_type(), at::kBFloat16);
+  const auto [dgu2, h2] = SwigluBackwardAndH(gate, gate, gate);
+  EXPECT_EQ(dgu2.sizes(), (std::vector<int64_t>{4, 8, 32}));
+  EXPECT_EQ(h2.sizes(), (std::vector<int64_t>{4, 8, 16}));
+  EXPECT_TRUE(h2.is_meta());
 }
 
 TEST(SwigluOpsErrors, NameTheOpAndTheArgument) {
@@ -149,6 +172,8 @@ TEST(SwigluOpsErrors, NameTheOpAndTheArgument) {
                         "qlorad::swiglu_backward: dh: expected shape [4, 8] like gate");
   ExpectErrorContaining([&] { SwigluBackward(g, g, at::Tensor()); },
                         "qlorad::swiglu_backward: up: expected a tensor, got None");
+  ExpectErrorContaining([&] { SwigluBackwardAndH(g, g, g.narrow(1, 0, 4)); },
+                        "qlorad::swiglu_backward_and_h: up: expected shape [4, 8] like gate");
 }
 
 }  // namespace

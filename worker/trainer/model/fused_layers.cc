@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "worker/trainer/runtime/autograd_context.h"
@@ -108,12 +109,18 @@ struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
     const auto* down = LoadBorrowed<const FusedProjection>(ctx, "down");
     const variable_list saved = ctx->get_saved_variables();
     const auto [gate, up] = GateAndUp(saved[0]);
-    const at::Tensor h = ops::SwigluForward(gate, up);  // recomputed: one elementwise pass
+    const at::TensorList adapters = at::TensorList(saved).slice(2);
+    // dh first: it needs down's input h only for dA, and the SwiGLU backward kernel writes h
+    // beside dgate|dup from the gate and up it reads anyway, where recomputing h up front would
+    // cost a forward pass over gate and up of its own.
+    FusedProjection::PendingAdapterGrads pending;
+    const at::Tensor dh = down->BackwardInput2d(gate.scalar_type(), saved[1], adapters,
+                                                grads[0].reshape({-1, down->out_features()}),
+                                                /*want_dx=*/true, &pending);
+    const auto [dgu, h] = ops::SwigluBackwardAndH(dh.view(gate.sizes()), gate, up);
     variable_list adapter_grads;
-    const at::Tensor dh = down->Backward2d(
-        h.reshape({-1, h.size(-1)}), saved[1], at::TensorList(saved).slice(2),
-        grads[0].reshape({-1, down->out_features()}), /*want_dx=*/true, &adapter_grads);
-    variable_list out = {ops::SwigluBackward(dh.view(h.sizes()), gate, up)};
+    down->AdapterGrads2d(pending, h.reshape({-1, h.size(-1)}), adapters, &adapter_grads);
+    variable_list out = {dgu};
     out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
     out.emplace_back();  // the projection pointer
     return out;
@@ -140,8 +147,9 @@ namespace {
 // Whether every fused op has a kernel for `key`. The library registers them when it loads, before
 // any model runs, so the answer is looked up once per key rather than in every layer's forward.
 bool KernelsRegistered(c10::DispatchKey key) {
-  for (const char* name : {"qlorad::rms_norm", "qlorad::add_rms_norm", "qlorad::rms_norm_backward",
-                           "qlorad::swiglu", "qlorad::swiglu_backward"}) {
+  for (const char* name :
+       {"qlorad::rms_norm", "qlorad::add_rms_norm", "qlorad::rms_norm_backward", "qlorad::swiglu",
+        "qlorad::swiglu_backward", "qlorad::swiglu_backward_and_h"}) {
     const auto op = c10::Dispatcher::singleton().findSchema({name, ""});
     if (!op || !op->hasKernelForDispatchKey(key)) return false;
   }

@@ -137,12 +137,22 @@ at::Tensor FusedProjection::LoraInput2d(const at::Tensor& x2d, at::TensorList ad
 }
 
 at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& xa,
-                                       at::TensorList adapters, const at::Tensor& dy_in,
-                                       bool want_dx, std::vector<at::Tensor>* adapter_grads,
+                                       at::TensorList adapters, const at::Tensor& dy, bool want_dx,
+                                       std::vector<at::Tensor>* adapter_grads,
                                        const at::Tensor& weight) const {
-  const at::ScalarType dtype = x2d.scalar_type();
+  PendingAdapterGrads pending;
+  at::Tensor dx = BackwardInput2d(x2d.scalar_type(), xa, adapters, dy, want_dx, &pending, weight);
+  AdapterGrads2d(pending, x2d, adapters, adapter_grads);
+  return dx;
+}
+
+at::Tensor FusedProjection::BackwardInput2d(at::ScalarType dtype, const at::Tensor& xa,
+                                            at::TensorList adapters, const at::Tensor& dy_in,
+                                            bool want_dx, PendingAdapterGrads* pending,
+                                            const at::Tensor& weight) const {
   const at::Tensor dy = dy_in.to(dtype);
   const auto base_weight = [&] { return weight.defined() ? weight : StackedWeight(dtype); };
+  *pending = PendingAdapterGrads{};
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const size_t n = layers_.size();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
@@ -174,20 +184,28 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
     dx = at::mm(dyb, casts.stacked_a);
     dx.addmm_(dy, base_weight());
   }
+  *pending = PendingAdapterGrads{std::move(dyb), std::move(db)};
+  return dx;
+}
+
+void FusedProjection::AdapterGrads2d(const PendingAdapterGrads& pending, const at::Tensor& x2d,
+                                     at::TensorList adapters,
+                                     std::vector<at::Tensor>* adapter_grads) const {
+  if (adapters.empty()) return;
+  const size_t n = layers_.size();
   // Every dA_i in one GEMM and one cast (the A's share a dtype, as the B's do: one LoraOptions).
-  const at::Tensor da = at::mm(dyb.t(), x2d).to(adapters[0].scalar_type());
-  r = 0;
+  const at::Tensor da = at::mm(pending.dyb.t(), x2d).to(adapters[0].scalar_type());
+  int64_t r = 0;
   for (size_t i = 0; i < n; ++i) {
     adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)));
     r += adapters[i].size(0);
   }
-  const at::Tensor db_cast = db.to(adapters[n].scalar_type());
-  offset = 0;
+  const at::Tensor db_cast = pending.db.to(adapters[n].scalar_type());
+  int64_t offset = 0;
   for (size_t i = 0; i < n; ++i) {
     adapter_grads->push_back(db_cast.narrow(0, offset, layers_[i]->out_features()));
     offset += layers_[i]->out_features();
   }
-  return dx;
 }
 
 at::Tensor FusedProjection::forward(const at::Tensor& x) const {

@@ -2,7 +2,8 @@
 // pass over the activations beyond the GEMMs themselves:
 //   xa  = x A^T                  one GEMM over the adapters' A stacked [sum r, in]
 //   y_i = s_i * xa_i B_i^T       into each layer's columns of the output, the scale in alpha
-//   y  += x W^T                  one GEMM over the frozen weights stacked [sum out, in] (dequantized
+//   y  += x W^T                  one GEMM over the frozen weights stacked [sum out, in]
+//   (dequantized
 //                                in one grouped NF4 launch), beta = 1: the sum happens in its
 //                                epilogue
 // and a hand-written backward in the same spirit (dX = (s dY B) A, then += dY W in the big GEMM;
@@ -53,6 +54,21 @@ class FusedProjection {
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
                         const at::Tensor& dy, bool want_dx, std::vector<at::Tensor>* adapter_grads,
                         const at::Tensor& weight = {}) const;
+
+  // Backward2d in two halves, for a caller whose x2d is cheaper to produce after dx than before
+  // (FusedSwigluDown: the SwiGLU backward kernel writes h beside dgate|dup, where a forward pass
+  // would read gate and up once more). Only the adapters' dA needs x2d.
+  struct PendingAdapterGrads {
+    at::Tensor dyb;  // s dY B [tokens, sum of r], dA's left factor
+    at::Tensor db;   // every dB, stacked [out_features(), r], in the activations' dtype
+  };
+  // dx as Backward2d computes it for activations of `dtype`; keeps the rest in *pending.
+  at::Tensor BackwardInput2d(at::ScalarType dtype, const at::Tensor& xa, at::TensorList adapters,
+                             const at::Tensor& dy, bool want_dx, PendingAdapterGrads* pending,
+                             const at::Tensor& weight = {}) const;
+  // Appends every dA, then every dB, as Backward2d does (nothing without adapters).
+  void AdapterGrads2d(const PendingAdapterGrads& pending, const at::Tensor& x2d,
+                      at::TensorList adapters, std::vector<at::Tensor>* adapter_grads) const;
 
   const std::vector<QLoraLinear>& layers() const { return layers_; }
   int64_t out_features() const { return out_features_; }
