@@ -99,13 +99,16 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
       at::Tensor xa_gu;
       const at::Tensor gu = gate_up->Forward2d(x_chunk, gu_adapters, &xa_gu, w_gu);
       const auto [gate, up] = GateAndUp(gu);
-      const at::Tensor h = ops::SwigluForward(gate, up);
-      // Then backward: down, SwiGLU, gate|up.
-      std::vector<at::Tensor> chunk_grads;
+      // Then backward: down's dX, SwiGLU's backward, which also gives down's input h (cheaper
+      // than a forward pass over gate and up before it), down's adapter gradients, gate|up.
+      FusedProjection::PendingAdapterGrads pending;
       const at::Tensor dh =
-          down->Backward2d(h, down->LoraInput2d(h, down_adapters), down_adapters,
-                           dy.narrow(0, first, n), /*want_dx=*/true, &chunk_grads, w_down);
-      const at::Tensor dgu = ops::SwigluBackward(dh, gate, up);
+          down->BackwardInput2d(x.scalar_type(), down_adapters, dy.narrow(0, first, n),
+                                /*want_dx=*/true, &pending, w_down);
+      const auto [dgu, h] = ops::SwigluBackwardAndH(dh, gate, up);
+      std::vector<at::Tensor> chunk_grads;
+      down->AdapterGrads2d(pending, h, down->LoraInput2d(h, down_adapters), down_adapters,
+                           &chunk_grads);
       std::vector<at::Tensor> gu_grads;
       const at::Tensor dx_chunk =
           gate_up->Backward2d(x_chunk, xa_gu, gu_adapters, dgu, want_dx, &gu_grads, w_gu);

@@ -114,12 +114,12 @@ struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
     // beside dgate|dup from the gate and up it reads anyway, where recomputing h up front would
     // cost a forward pass over gate and up of its own.
     FusedProjection::PendingAdapterGrads pending;
-    const at::Tensor dh = down->BackwardInput2d(gate.scalar_type(), saved[1], adapters,
+    const at::Tensor dh = down->BackwardInput2d(gate.scalar_type(), adapters,
                                                 grads[0].reshape({-1, down->out_features()}),
                                                 /*want_dx=*/true, &pending);
     const auto [dgu, h] = ops::SwigluBackwardAndH(dh.view(gate.sizes()), gate, up);
     variable_list adapter_grads;
-    down->AdapterGrads2d(pending, h.reshape({-1, h.size(-1)}), adapters, &adapter_grads);
+    down->AdapterGrads2d(pending, h.reshape({-1, h.size(-1)}), saved[1], adapters, &adapter_grads);
     variable_list out = {dgu};
     out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
     out.emplace_back();  // the projection pointer

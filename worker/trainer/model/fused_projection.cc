@@ -141,39 +141,29 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
                                        std::vector<at::Tensor>* adapter_grads,
                                        const at::Tensor& weight) const {
   PendingAdapterGrads pending;
-  at::Tensor dx = BackwardInput2d(x2d.scalar_type(), xa, adapters, dy, want_dx, &pending, weight);
-  AdapterGrads2d(pending, x2d, adapters, adapter_grads);
+  at::Tensor dx = BackwardInput2d(x2d.scalar_type(), adapters, dy, want_dx, &pending, weight);
+  AdapterGrads2d(pending, x2d, xa, adapters, adapter_grads);
   return dx;
 }
 
-at::Tensor FusedProjection::BackwardInput2d(at::ScalarType dtype, const at::Tensor& xa,
-                                            at::TensorList adapters, const at::Tensor& dy_in,
-                                            bool want_dx, PendingAdapterGrads* pending,
+at::Tensor FusedProjection::BackwardInput2d(at::ScalarType dtype, at::TensorList adapters,
+                                            const at::Tensor& dy_in, bool want_dx,
+                                            PendingAdapterGrads* pending,
                                             const at::Tensor& weight) const {
   const at::Tensor dy = dy_in.to(dtype);
   const auto base_weight = [&] { return weight.defined() ? weight : StackedWeight(dtype); };
   *pending = PendingAdapterGrads{};
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
-  const size_t n = layers_.size();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
   // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
-  // scale in the GEMM's alpha). dB_i = s_i dY_i^T xa_i, each into its rows of one buffer, cast to
-  // the adapters' dtype at once: each gradient is a slice of that cast, not a cast of its own.
-  // (cuBLAS's fp32-output GEMMs would skip the cast, but a Kineto trace on an H100 showed the
-  // device idle for hundreds of microseconds after many of them: bench/results/2026-12-07-h100-
-  // d39684a-trace-ckpt-off.txt.)
-  at::Tensor dyb = at::empty({dy.size(0), xa.size(1)}, dy.options());
-  at::Tensor db = at::empty({out_features_, casts.b.front().size(1)}, dy.options());
+  // scale in the GEMM's alpha).
+  const int64_t r_total = casts.stacked_a.size(0);
+  at::Tensor dyb = at::empty({dy.size(0), r_total}, dy.options());
   int64_t offset = 0, r = 0;
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < layers_.size(); ++i) {
     const int64_t r_i = casts.b[i].size(1), out_i = layers_[i]->out_features();
-    TORCH_CHECK(r_i == db.size(1), "FusedProjection: adapters of ranks ", db.size(1), " and ", r_i,
-                " in one projection");
-    const double scale = layers_[i]->lora_options().scale;
-    const at::Tensor dy_i = dy.narrow(1, offset, out_i);
-    dyb.narrow(1, r, r_i).addmm_(dy_i, casts.b[i], /*beta=*/0, /*alpha=*/scale);
-    at::Tensor db_i = db.narrow(0, offset, out_i);
-    at::addmm_out(db_i, db_i, dy_i.t(), xa.narrow(1, r, r_i), /*beta=*/0, /*alpha=*/scale);
+    dyb.narrow(1, r, r_i).addmm_(dy.narrow(1, offset, out_i), casts.b[i], /*beta=*/0,
+                                 /*alpha=*/layers_[i]->lora_options().scale);
     offset += out_i;
     r += r_i;
   }
@@ -184,24 +174,41 @@ at::Tensor FusedProjection::BackwardInput2d(at::ScalarType dtype, const at::Tens
     dx = at::mm(dyb, casts.stacked_a);
     dx.addmm_(dy, base_weight());
   }
-  *pending = PendingAdapterGrads{std::move(dyb), std::move(db)};
+  *pending = PendingAdapterGrads{dy, std::move(dyb)};
   return dx;
 }
 
 void FusedProjection::AdapterGrads2d(const PendingAdapterGrads& pending, const at::Tensor& x2d,
-                                     at::TensorList adapters,
+                                     const at::Tensor& xa, at::TensorList adapters,
                                      std::vector<at::Tensor>* adapter_grads) const {
   if (adapters.empty()) return;
   const size_t n = layers_.size();
+  const int64_t r_each = adapters[n].size(1);
   // Every dA_i in one GEMM and one cast (the A's share a dtype, as the B's do: one LoraOptions).
   const at::Tensor da = at::mm(pending.dyb.t(), x2d).to(adapters[0].scalar_type());
-  int64_t r = 0;
+  // dB_i = s_i dY_i^T xa_i, each into its rows of one buffer, cast to the adapters' dtype at once:
+  // each gradient is a slice of that cast, not a cast of its own. (cuBLAS's fp32-output GEMMs
+  // would skip the cast, but a Kineto trace on an H100 showed the device idle for hundreds of
+  // microseconds after many of them: bench/results/2026-12-07-h100-d39684a-trace-ckpt-off.txt.)
+  at::Tensor db = at::empty({out_features_, r_each}, pending.dy.options());
+  int64_t offset = 0, r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t r_i = adapters[n + i].size(1), out_i = layers_[i]->out_features();
+    TORCH_CHECK(r_i == r_each, "FusedProjection: adapters of ranks ", r_each, " and ", r_i,
+                " in one projection");
+    at::Tensor db_i = db.narrow(0, offset, out_i);
+    at::addmm_out(db_i, db_i, pending.dy.narrow(1, offset, out_i).t(), xa.narrow(1, r, r_i),
+                  /*beta=*/0, /*alpha=*/layers_[i]->lora_options().scale);
+    offset += out_i;
+    r += r_i;
+  }
+  r = 0;
   for (size_t i = 0; i < n; ++i) {
     adapter_grads->push_back(da.narrow(0, r, adapters[i].size(0)));
     r += adapters[i].size(0);
   }
-  const at::Tensor db_cast = pending.db.to(adapters[n].scalar_type());
-  int64_t offset = 0;
+  const at::Tensor db_cast = db.to(adapters[n].scalar_type());
+  offset = 0;
   for (size_t i = 0; i < n; ++i) {
     adapter_grads->push_back(db_cast.narrow(0, offset, layers_[i]->out_features()));
     offset += layers_[i]->out_features();

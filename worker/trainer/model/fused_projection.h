@@ -56,19 +56,20 @@ class FusedProjection {
                         const at::Tensor& weight = {}) const;
 
   // Backward2d in two halves, for a caller whose x2d is cheaper to produce after dx than before
-  // (FusedSwigluDown: the SwiGLU backward kernel writes h beside dgate|dup, where a forward pass
-  // would read gate and up once more). Only the adapters' dA needs x2d.
+  // (the MLP: the SwiGLU backward kernel writes h, down's input, beside dgate|dup, where a forward
+  // pass would read gate and up once more). Only the adapters' gradients need x2d and xa.
   struct PendingAdapterGrads {
+    at::Tensor dy;   // in the activations' dtype, dB's left factor
     at::Tensor dyb;  // s dY B [tokens, sum of r], dA's left factor
-    at::Tensor db;   // every dB, stacked [out_features(), r], in the activations' dtype
   };
   // dx as Backward2d computes it for activations of `dtype`; keeps the rest in *pending.
-  at::Tensor BackwardInput2d(at::ScalarType dtype, const at::Tensor& xa, at::TensorList adapters,
-                             const at::Tensor& dy, bool want_dx, PendingAdapterGrads* pending,
+  at::Tensor BackwardInput2d(at::ScalarType dtype, at::TensorList adapters, const at::Tensor& dy,
+                             bool want_dx, PendingAdapterGrads* pending,
                              const at::Tensor& weight = {}) const;
   // Appends every dA, then every dB, as Backward2d does (nothing without adapters).
   void AdapterGrads2d(const PendingAdapterGrads& pending, const at::Tensor& x2d,
-                      at::TensorList adapters, std::vector<at::Tensor>* adapter_grads) const;
+                      const at::Tensor& xa, at::TensorList adapters,
+                      std::vector<at::Tensor>* adapter_grads) const;
 
   const std::vector<QLoraLinear>& layers() const { return layers_; }
   int64_t out_features() const { return out_features_; }
