@@ -2,7 +2,8 @@
 // dequantized NF4 base or the original 16-bit one: merge_base.h), written as a plain Hugging Face
 // checkpoint that transformers loads without peft: config.json (quantization_config dropped,
 // dtype set), the tokenizer and generation files copied, and safetensors sharded with a
-// model.safetensors.index.json when the weights exceed one shard.
+// model.safetensors.index.json when the weights exceed one shard. A classification adapter makes
+// a sequence-classification model (classification_export.h).
 #pragma once
 
 #include <cstdint>
@@ -30,6 +31,7 @@ struct ExportResult {
   int64_t merged_layers = 0;
   int64_t shards = 0;
   int64_t total_bytes = 0;
+  int64_t num_labels = 0;  // a classification adapter's: the model is <Arch>ForSequenceClassification
 };
 
 StatusOr<ExportResult> ExportMerged(const ExportOptions& options);
