@@ -179,3 +179,33 @@ def test_gguf_refuses_a_classification_adapter(trained):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "adapter_config.json: task_type" in proc.stdout + proc.stderr
     assert "sequence-classification" in proc.stdout + proc.stderr
+
+
+def test_model_without_pad_or_eos_exports_one_row_batches(tmp_path: Path):
+    """make-tiny-model's config names neither pad_token_id nor eos_token_id: the export keeps
+    pad_token_id null and says so; transformers then pools the last token of single rows, as
+    classify does."""
+    qlorad("make-tiny-model", "--out", str(tmp_path / "model"))
+    rows = write_examples(tmp_path / "data.jsonl", 6, seed=23)
+    spec = tmp_path / "job.yaml"
+    spec.write_text(
+        "name: cls-tiny\n"
+        "task: classification\n"
+        f"model: {{path: {tmp_path / 'model'}}}\n"
+        "quantization: {type: none}\n"
+        f"data: {{path: {tmp_path / 'data.jsonl'}, format: input_ids, label_field: label, "
+        "max_seq_len: 32}\n"
+        "train: {max_steps: 3, micro_batch_size: 2, lr: 1.0e-2, precision: fp32}\n"
+        "resources: {device: cpu}\n"
+        f"checkpoint: {{every_steps: 0, output_dir: {tmp_path / 'run'}}}\n")
+    qlorad("run", str(spec), "--json")
+    adapter = tmp_path / "run" / "adapter"
+    out, lines = export(tmp_path, "merged", adapter, "--dtype", "fp32", "--merge-into", "original")
+    assert json.loads((out / "config.json").read_text())["pad_token_id"] is None
+    assert any(line.get("level") == "warning" and "one row per batch" in line.get("message", "")
+               for line in lines)
+    model = load_classifier(out).eval()
+    with torch.no_grad():
+        got = torch.cat([model(input_ids=torch.tensor([r["input_ids"]])).logits for r in rows])
+    want = torch.tensor(classify(tmp_path / "model", adapter, tmp_path / "data.jsonl")["logits"])
+    torch.testing.assert_close(got, want, rtol=0, atol=ATOL)

@@ -144,6 +144,7 @@ Status RunExport(const ModelCli& cli) {
   options.merge = plan.base;
   QLORAD_ASSIGN_OR_RETURN(const ExportResult result, ExportMerged(options));
   EventSink events(cli.json, std::cout, std::cerr);
+  for (const std::string& note : result.notes) events.Log("warning", note);
   events.Log("info", "exported " + std::to_string(result.tensors) + " tensors (" +
                          std::to_string(result.merged_layers) + " with LoRA merged) in " +
                          std::to_string(result.shards) + " shard(s) to " + options.out_dir +

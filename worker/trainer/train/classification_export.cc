@@ -25,11 +25,8 @@ StatusOr<json> SequenceClassificationConfig(json config, const std::vector<std::
     const json eos = config.value("eos_token_id", json());
     pad = eos.is_array() && !eos.empty() ? eos.front() : eos;
   }
-  if (!pad.is_number_integer()) {
-    return InvalidArgument(config_path +
-                           ": pad_token_id: neither it nor eos_token_id is set, and "
-                           "transformers pools each row's last token that is not the pad token; "
-                           "set pad_token_id in the base's config.json");
+  if (!pad.is_null() && !pad.is_number_integer()) {
+    return InvalidArgument(config_path + ": pad_token_id: expected a token id, got " + pad.dump());
   }
   config.update(LabelFieldsJson(labels));
   config["architectures"] = json::array({architecture->second});

@@ -7,11 +7,12 @@
 //   (mistral), Qwen2ForSequenceClassification (qwen2);
 // - num_labels, id2label and label2id from the adapter's labels.json (else "0".."N-1");
 //   problem_type single_label_classification (cross-entropy, as training used);
-// - pad_token_id: the base's when set, else its eos_token_id. transformers pools the logits of
-//   each row's last token that is not pad_token_id (and refuses batches of more than one row
-//   without one); training and `classify` pool each example's last token, so the two agree on
-//   every example that does not end with that token (a tokenized example ends where its text
-//   does, with no EOS appended).
+// - pad_token_id: the base's when set, else its eos_token_id, else null. transformers pools the
+//   logits of each row's last token that is not pad_token_id; training and `classify` pool each
+//   example's last token, so the two agree on every example that does not end with that token (a
+//   tokenized example ends where its text does, with no EOS appended). With null (a model that
+//   names neither, like make-tiny-model's) transformers pools the last token, as we do, but
+//   refuses batches of more than one row; the export says so.
 #pragma once
 
 #include <nlohmann/json.hpp>

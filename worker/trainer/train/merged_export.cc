@@ -149,7 +149,16 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());
 
   ExportResult result;
-  if (head) result.num_labels = static_cast<int64_t>(head->head.labels.size());
+  if (head) {
+    result.num_labels = static_cast<int64_t>(head->head.labels.size());
+    if (config["pad_token_id"].is_null()) {
+      result.notes.push_back(
+          config_path +
+          " sets neither pad_token_id nor eos_token_id, so the exported config.json has none: "
+          "transformers classifies by each row's last token then, but one row per batch; set "
+          "pad_token_id in the exported config.json to batch padded rows");
+    }
+  }
   const std::vector<OutputTensor> tensors =
       PlanTensors(model, dtype, head ? std::optional(head->head.weight) : std::nullopt,
                   &result.merged_layers);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "worker/trainer/train/merge_base.h"
@@ -32,6 +33,7 @@ struct ExportResult {
   int64_t shards = 0;
   int64_t total_bytes = 0;
   int64_t num_labels = 0;  // a classification adapter's: the model is <Arch>ForSequenceClassification
+  std::vector<std::string> notes;  // what a user of the output should know, for the log
 };
 
 StatusOr<ExportResult> ExportMerged(const ExportOptions& options);

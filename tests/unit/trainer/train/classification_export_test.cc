@@ -38,9 +38,18 @@ TEST(ClassificationExportTest, PadTokenIsTheBasesOrTheFirstEos) {
   EXPECT_EQ((*config)["pad_token_id"], 128001);
 }
 
-TEST(ClassificationExportTest, RefusalsNameTheFileAndField) {
-  StatusOr<json> config =
+TEST(ClassificationExportTest, NoPadOrEosTokenLeavesPadNull) {
+  // transformers then pools each row's last token, one row per batch.
+  const StatusOr<json> config =
       SequenceClassificationConfig({{"model_type", "llama"}}, kLabels, "m/config.json");
+  ASSERT_TRUE(config.ok());
+  ASSERT_TRUE(config->contains("pad_token_id"));
+  EXPECT_TRUE((*config)["pad_token_id"].is_null());
+}
+
+TEST(ClassificationExportTest, RefusalsNameTheFileAndField) {
+  StatusOr<json> config = SequenceClassificationConfig(
+      {{"model_type", "llama"}, {"pad_token_id", "<pad>"}}, kLabels, "m/config.json");
   ASSERT_FALSE(config.ok());
   EXPECT_NE(config.status().message().find("m/config.json: pad_token_id"), std::string::npos)
       << config.status().message();
