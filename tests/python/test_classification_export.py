@@ -74,26 +74,34 @@ def load_classifier(out: Path):
     return model
 
 
+def train_classifier(tmp: Path, quantization: str, steps: int, batch: int, lora: str = "",
+                     labels: str = "") -> None:
+    """Trains a classification adapter on tmp/model and tmp/data.jsonl into tmp/run/adapter."""
+    spec = tmp / "job.yaml"
+    spec.write_text(
+        "name: cls-export\n"
+        "task: classification\n"
+        f"model: {{path: {tmp / 'model'}}}\n"
+        f"quantization: {quantization}\n"
+        f"lora: {{r: 4, alpha: 8, dropout: 0.0{lora}}}\n"
+        f"data: {{path: {tmp / 'data.jsonl'}, format: input_ids, label_field: label, "
+        f"max_seq_len: 32{labels}}}\n"
+        f"train: {{max_steps: {steps}, micro_batch_size: {batch}, lr: 1.0e-2, "
+        "scheduler: constant, warmup_steps: 0, precision: fp32, seed: 3}\n"
+        "resources: {device: cpu}\n"
+        f"checkpoint: {{every_steps: 0, output_dir: {tmp / 'run'}}}\n")
+    qlorad("run", str(spec), "--json")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A classification adapter our trainer made on the NF4 base (labels.json, trained head)."""
     tmp = tmp_path_factory.mktemp("cls_export")
     make_model("llama", tmp / "model")
     rows = write_examples(tmp / "data.jsonl", 12, seed=21)
-    spec = tmp / "job.yaml"
-    spec.write_text(
-        "name: cls-export\n"
-        "task: classification\n"
-        f"model: {{path: {tmp / 'model'}}}\n"
-        "quantization: {type: nf4, block_size: 64, double_quant: true}\n"
-        f"lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: {PROJECTIONS}}}\n"
-        f"data: {{path: {tmp / 'data.jsonl'}, format: input_ids, label_field: label, "
-        f"labels: {json.dumps(LABELS)}, max_seq_len: 32, shuffle: true, seed: 1}}\n"
-        "train: {max_steps: 12, micro_batch_size: 4, lr: 1.0e-2, scheduler: constant, "
-        "warmup_steps: 0, precision: fp32, seed: 3}\n"
-        "resources: {device: cpu}\n"
-        f"checkpoint: {{every_steps: 0, output_dir: {tmp / 'run'}}}\n")
-    qlorad("run", str(spec), "--json")
+    train_classifier(tmp, "{type: nf4, block_size: 64, double_quant: true}", steps=12,
+                     batch=4, lora=f", target_modules: {PROJECTIONS}",
+                     labels=f", labels: {json.dumps(LABELS)}, shuffle: true, seed: 1")
     return tmp, rows, tmp / "run" / "adapter"
 
 
@@ -187,18 +195,7 @@ def test_model_without_pad_or_eos_exports_one_row_batches(tmp_path: Path):
     classify does."""
     qlorad("make-tiny-model", "--out", str(tmp_path / "model"))
     rows = write_examples(tmp_path / "data.jsonl", 6, seed=23)
-    spec = tmp_path / "job.yaml"
-    spec.write_text(
-        "name: cls-tiny\n"
-        "task: classification\n"
-        f"model: {{path: {tmp_path / 'model'}}}\n"
-        "quantization: {type: none}\n"
-        f"data: {{path: {tmp_path / 'data.jsonl'}, format: input_ids, label_field: label, "
-        "max_seq_len: 32}\n"
-        "train: {max_steps: 3, micro_batch_size: 2, lr: 1.0e-2, precision: fp32}\n"
-        "resources: {device: cpu}\n"
-        f"checkpoint: {{every_steps: 0, output_dir: {tmp_path / 'run'}}}\n")
-    qlorad("run", str(spec), "--json")
+    train_classifier(tmp_path, "{type: none}", steps=3, batch=2)
     adapter = tmp_path / "run" / "adapter"
     out, lines = export(tmp_path, "merged", adapter, "--dtype", "fp32", "--merge-into", "original")
     assert json.loads((out / "config.json").read_text())["pad_token_id"] is None

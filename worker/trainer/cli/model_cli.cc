@@ -151,10 +151,10 @@ Status RunExport(const ModelCli& cli) {
                          " (merged into the " +
                          (plan.base.into == MergeInto::kNf4 ? "dequantized NF4" : "original") +
                          " weights" +
-                         (result.num_labels > 0 ? "; a sequence-classification model with " +
-                                                      std::to_string(result.num_labels) +
-                                                      " labels and its score head"
-                                                : std::string()) +
+                         (result.num_labels > 0
+                              ? "; a sequence-classification model with " +
+                                    std::to_string(result.num_labels) + " labels and its score head"
+                              : std::string()) +
                          ")");
   return CompareAfterExport(cli, plan, events);
 }

@@ -92,7 +92,9 @@ StatusOr<json> ReadConfigJson(const std::string& path) {
   return j;
 }
 
-bool IsSeqCls(const json& config) { return config.value("task_type", json()) == "SEQ_CLS"; }
+bool IsSeqCls(const json& config) {
+  return config.value("task_type", json()) == "SEQ_CLS";
+}
 
 // ReadAdapterConfig; `task` none takes either task.
 StatusOr<LoraSpec> ReadConfig(const std::string& dir, std::optional<Task> task) {

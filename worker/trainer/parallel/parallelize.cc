@@ -167,7 +167,8 @@ StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
     for (const at::Tensor& p : of) {
       if (p.grad().defined()) flat.push_back(p.grad().reshape({-1}));
     }
-    if (flat.empty()) return at::zeros({1}, at::TensorOptions(collective_device_).dtype(at::kDouble));
+    if (flat.empty())
+      return at::zeros({1}, at::TensorOptions(collective_device_).dtype(at::kDouble));
     return at::cat(flat).to(at::kDouble).square().sum().reshape({1}).to(collective_device_);
   };
   at::Tensor squares;

@@ -84,9 +84,9 @@ StatusOr<MergeComparison> CompareMerges(const CompareOptions& options) {
   }
   QLORAD_ASSIGN_OR_RETURN(LlamaModel nf4, LoadMergeBase(options.model_dir, options.adapter_dir,
                                                         options.base, MergeInto::kNf4, task));
-  QLORAD_ASSIGN_OR_RETURN(LlamaModel original, LoadMergeBase(options.model_dir, options.adapter_dir,
-                                                             options.base, MergeInto::kOriginal,
-                                                             task));
+  QLORAD_ASSIGN_OR_RETURN(LlamaModel original,
+                          LoadMergeBase(options.model_dir, options.adapter_dir, options.base,
+                                        MergeInto::kOriginal, task));
   nf4->eval();
   original->eval();
   MergeComparison out;

@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <utility>
 
 #include "worker/trainer/io/file_util.h"
@@ -133,9 +133,8 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   QLORAD_ASSIGN_OR_RETURN(const std::optional<AdapterHead> head,
                           ClassificationHeadOf(options.adapter_dir, base));
   if (head) {
-    QLORAD_ASSIGN_OR_RETURN(config,
-                            SequenceClassificationConfig(std::move(config), head->head.labels,
-                                                         config_path));
+    QLORAD_ASSIGN_OR_RETURN(
+        config, SequenceClassificationConfig(std::move(config), head->head.labels, config_path));
   }
   // Shards of an earlier export would mix with these ones.
   QLORAD_RETURN_IF_ERROR(RequireNewOrEmptyDir(options.out_dir, "--out"));
@@ -159,9 +158,8 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
           "pad_token_id in the exported config.json to batch padded rows");
     }
   }
-  const std::vector<OutputTensor> tensors =
-      PlanTensors(model, dtype, head ? std::optional(head->head.weight) : std::nullopt,
-                  &result.merged_layers);
+  const std::vector<OutputTensor> tensors = PlanTensors(
+      model, dtype, head ? std::optional(head->head.weight) : std::nullopt, &result.merged_layers);
   const auto shards = Shard(tensors, options.max_shard_bytes);
   json weight_map = json::object();
   for (size_t s = 0; s < shards.size(); ++s) {

@@ -32,7 +32,8 @@ struct ExportResult {
   int64_t merged_layers = 0;
   int64_t shards = 0;
   int64_t total_bytes = 0;
-  int64_t num_labels = 0;  // a classification adapter's: the model is <Arch>ForSequenceClassification
+  int64_t num_labels =
+      0;  // a classification adapter's: the model is <Arch>ForSequenceClassification
   std::vector<std::string> notes;  // what a user of the output should know, for the log
 };
 

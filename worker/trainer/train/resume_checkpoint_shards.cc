@@ -134,8 +134,7 @@ Status SaveParameterShards(const std::string& dir, const parallel::DataParallel&
     // that every rank holds (the layout splits it over the shards like the others).
     const auto local = [&](const at::Tensor& t) {
       const at::Tensor flat = t.detach().reshape({-1}).to(at::kCPU, at::kFloat);
-      return layouts[i].whole ? ShardOf(flat, layouts[i].spec, parallel.shard_index())
-                              : flat;
+      return layouts[i].whole ? ShardOf(flat, layouts[i].spec, parallel.shard_index()) : flat;
     };
     const at::Tensor value = local(params[i]);
     const std::string key = TensorKey(layouts[i]);
@@ -199,8 +198,8 @@ Status LoadParameterShards(const std::string& dir, const parallel::DataParallel&
       QLORAD_ASSIGN_OR_RETURN(const at::Tensor gathered,
                               ConcatShards(files, key + "." + field, old.shard_numel()));
       const at::Tensor full = Unshard(gathered, old);
-      mine[field] = layout.whole ? full.reshape({-1})
-                                 : ShardOf(full, layout.spec, parallel.shard_index());
+      mine[field] =
+          layout.whole ? full.reshape({-1}) : ShardOf(full, layout.spec, parallel.shard_index());
     }
     QLORAD_ASSIGN_OR_RETURN(const at::Tensor steps, ConcatShards(files, key + ".step", 1));
     const int64_t step = steps[0].item<int64_t>();

@@ -56,8 +56,7 @@ TEST(ClassificationExportTest, RefusalsNameTheFileAndField) {
   config = SequenceClassificationConfig({{"model_type", "gemma"}, {"eos_token_id", 1}}, kLabels,
                                         "m/config.json");
   ASSERT_FALSE(config.ok());
-  EXPECT_NE(config.status().message().find("m/config.json: model_type: 'gemma'"),
-            std::string::npos)
+  EXPECT_NE(config.status().message().find("m/config.json: model_type: 'gemma'"), std::string::npos)
       << config.status().message();
 }
 
