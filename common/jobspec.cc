@@ -402,9 +402,12 @@ Status CheckTask(const YAML::Node& data, JobSpec& spec) {
           "is trained whole)");
     }
   }
-  return Require(
-      spec.resources.gpus == 1, "resources.gpus",
-      "task: classification trains on one rank for now, got " + Show(spec.resources.gpus));
+  // The score head is replicated on the device; fsdp's offload would leave the adapters'
+  // gradients and AdamW state on the host beside it, which the clipping and AdamW step (one
+  // device per call) do not mix.
+  return Require(!spec.parallel.cpu_offload, "parallel.cpu_offload",
+                 "is not supported with task: classification (the score head stays on the "
+                 "device); set false");
 }
 
 }  // namespace

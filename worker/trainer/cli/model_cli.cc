@@ -7,6 +7,7 @@
 
 #include "common/jobspec.h"
 #include "worker/trainer/cli/merge_report.h"
+#include "worker/trainer/model/adapter.h"
 #include "worker/trainer/runtime/event_sink.h"
 #include "worker/trainer/weights/bnb4bit_reader.h"
 
@@ -94,6 +95,16 @@ Status CompareAfterExport(const ModelCli& cli, const MergePlan& plan, EventSink&
   options.adapter_dir = NonEmpty(cli.export_adapter);
   options.base = plan.base;
   options.data = plan.data;
+  if (options.data && options.adapter_dir) {
+    QLORAD_ASSIGN_OR_RETURN(const Task task, ReadAdapterTask(*options.adapter_dir));
+    if (task == Task::kClassification) {
+      events.Log("info",
+                 "a classification adapter: the two merges are compared by their weights only "
+                 "(the loss comparison is of next-token losses, which a classifier does not "
+                 "compute)");
+      options.data.reset();
+    }
+  }
   options.max_examples = cli.compare_examples;
   QLORAD_ASSIGN_OR_RETURN(const MergeComparison comparison, CompareMerges(options));
   ReportMergeComparison(comparison, plan.base.into, plan.data ? plan.data->path : "", cli.json,
@@ -133,12 +144,18 @@ Status RunExport(const ModelCli& cli) {
   options.merge = plan.base;
   QLORAD_ASSIGN_OR_RETURN(const ExportResult result, ExportMerged(options));
   EventSink events(cli.json, std::cout, std::cerr);
+  for (const std::string& note : result.notes) events.Log("warning", note);
   events.Log("info", "exported " + std::to_string(result.tensors) + " tensors (" +
                          std::to_string(result.merged_layers) + " with LoRA merged) in " +
                          std::to_string(result.shards) + " shard(s) to " + options.out_dir +
                          " (merged into the " +
                          (plan.base.into == MergeInto::kNf4 ? "dequantized NF4" : "original") +
-                         " weights)");
+                         " weights" +
+                         (result.num_labels > 0
+                              ? "; a sequence-classification model with " +
+                                    std::to_string(result.num_labels) + " labels and its score head"
+                              : std::string()) +
+                         ")");
   return CompareAfterExport(cli, plan, events);
 }
 

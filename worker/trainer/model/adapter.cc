@@ -43,6 +43,15 @@ Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::stri
   return SaveAdapterTensors(tensors, spec, dir);
 }
 
+json LabelFieldsJson(const std::vector<std::string>& labels) {
+  json id2label = json::object(), label2id = json::object();
+  for (size_t i = 0; i < labels.size(); ++i) {
+    id2label[std::to_string(i)] = labels[i];
+    label2id[labels[i]] = i;
+  }
+  return {{"num_labels", labels.size()}, {"id2label", id2label}, {"label2id", label2id}};
+}
+
 Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                           const JobSpec& spec, const std::string& dir) {
   std::error_code ec;
@@ -54,16 +63,9 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
   if (classification) {
     // transformers' config fields, so the base loads as AutoModelForSequenceClassification with
     // AutoModelForSequenceClassification.from_pretrained(base, **labels_json).
-    json id2label = json::object(), label2id = json::object();
-    for (size_t i = 0; i < spec.data.labels.size(); ++i) {
-      id2label[std::to_string(i)] = spec.data.labels[i];
-      label2id[spec.data.labels[i]] = i;
-    }
-    QLORAD_RETURN_IF_ERROR(
-        WriteJsonFile(dir + "/" + kLabelsFile, {{"num_labels", spec.data.labels.size()},
-                                                {"id2label", id2label},
-                                                {"label2id", label2id},
-                                                {"label_field", spec.data.label_field}}));
+    json labels = LabelFieldsJson(spec.data.labels);
+    labels["label_field"] = spec.data.label_field;
+    QLORAD_RETURN_IF_ERROR(WriteJsonFile(dir + "/" + kLabelsFile, labels));
   }
   const json config = {
       {"peft_type", "LORA"},
@@ -84,16 +86,26 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
 
 namespace {
 
+StatusOr<json> ReadConfigJson(const std::string& path) {
+  QLORAD_ASSIGN_OR_RETURN(json j, ReadJsonFile(path));
+  if (!j.is_object()) return InvalidArgument(path + ": expected a JSON object");
+  return j;
+}
+
+bool IsSeqCls(const json& config) {
+  return config.value("task_type", json()) == "SEQ_CLS";
+}
+
 // ReadAdapterConfig; `task` none takes either task.
 StatusOr<LoraSpec> ReadConfig(const std::string& dir, std::optional<Task> task) {
   const std::string path = dir + "/adapter_config.json";
-  QLORAD_ASSIGN_OR_RETURN(const json j, ReadJsonFile(path));
-  if (!j.is_object()) return InvalidArgument(path + ": expected a JSON object");
-  const bool seq_cls = j.value("task_type", json()) == "SEQ_CLS";
+  QLORAD_ASSIGN_OR_RETURN(const json j, ReadConfigJson(path));
+  const bool seq_cls = IsSeqCls(j);
   if (task && seq_cls != (*task == Task::kClassification)) {
     return InvalidArgument(path + ": task_type: " + j.value("task_type", json()).dump() +
-                           (seq_cls ? ": a sequence-classification adapter (its score head "
-                                      "needs qlorad-train classify)"
+                           (seq_cls ? ": a sequence-classification adapter (its score head: "
+                                      "qlorad-train classify runs it, and export --format hf "
+                                      "merges it into a sequence-classification model)"
                                     : ": not a sequence-classification (SEQ_CLS) adapter"));
   }
   // A SEQ_CLS adapter trains its score head whole: PEFT lists it (and "classifier", a name
@@ -152,6 +164,11 @@ StatusOr<LoraSpec> ReadConfig(const std::string& dir, std::optional<Task> task) 
 
 StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir, Task task) {
   return ReadConfig(dir, task);
+}
+
+StatusOr<Task> ReadAdapterTask(const std::string& dir) {
+  QLORAD_ASSIGN_OR_RETURN(const json j, ReadConfigJson(dir + "/adapter_config.json"));
+  return IsSeqCls(j) ? Task::kClassification : Task::kCausalLm;
 }
 
 namespace {

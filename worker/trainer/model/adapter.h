@@ -4,6 +4,7 @@
 // score head whole, "base_model.model.score.weight" [num_labels, hidden].
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,10 @@ std::string WholeModuleKey(const std::string& module_name);
 inline constexpr const char* kScoreModule = "score";
 inline constexpr const char* kLabelsFile = "labels.json";
 
+// transformers' label fields for `labels` in class order: {"num_labels", "id2label" (ids as
+// strings), "label2id"}, as labels.json and a sequence-classification config.json hold them.
+nlohmann::json LabelFieldsJson(const std::vector<std::string>& labels);
+
 // Writes the adapter of `model` into `dir` (created if needed).
 Status SaveAdapter(const LlamaModel& model, const JobSpec& spec, const std::string& dir);
 // The same from tensors already keyed by AdapterKey (gathered from ranks, see parallel/).
@@ -36,6 +41,9 @@ Status SaveAdapterTensors(const std::vector<std::pair<std::string, at::Tensor>>&
 // A classification adapter (task_type SEQ_CLS, "score" in modules_to_save) is read only for
 // `task` classification, any other only for causal_lm.
 StatusOr<LoraSpec> ReadAdapterConfig(const std::string& dir, Task task = Task::kCausalLm);
+// The task an adapter was trained for: classification for PEFT's task_type SEQ_CLS, else
+// causal_lm (errors name adapter_config.json).
+StatusOr<Task> ReadAdapterTask(const std::string& dir);
 
 // Copies adapter weights from `dir` into the model's LoRA parameters. Keys may carry PEFT's
 // adapter name (".lora_A.default.weight") or not; any float dtype. Every adapted layer must be

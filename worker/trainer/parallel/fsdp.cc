@@ -328,7 +328,8 @@ class Fsdp : public DataParallel {
 
   Status FinishBackward() override {
     for (const auto& unit : units_) QLORAD_RETURN_IF_ERROR(unit->FinishBackward());
-    return Status::Ok();
+    // Whole parameters (the classification head) are replicated, not cut into the units.
+    return SumGradientsAcrossRanks(WholeTensors());
   }
 
   Status ForEachAdapterTensor(const TensorWriter& write) override {

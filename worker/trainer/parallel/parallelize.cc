@@ -17,32 +17,9 @@ class Replicated : public DataParallel {
 
   std::vector<at::Tensor> Parameters() const override { return LoraParameters(model_); }
 
-  Status FinishBackward() override {
-    if (comm().world_size() == 1) return Status::Ok();
-    // One all-reduce for all LoRA gradients: they are small, and every rank has them all now.
-    std::vector<at::Tensor> grads;
-    for (const at::Tensor& p : Parameters()) {
-      grads.push_back(p.grad().defined() ? p.grad().reshape({-1})
-                                         : at::zeros({p.numel()}, p.options()));
-    }
-    at::Tensor flat = at::cat(grads);
-    QLORAD_RETURN_IF_ERROR(comm().AllReduceSum(flat)->Wait());
-    // Back into the gradients in one batched copy rather than a kernel per tensor.
-    std::vector<at::Tensor> grads_out, sums;
-    int64_t offset = 0;
-    for (at::Tensor& p : Parameters()) {
-      at::Tensor sum = flat.narrow(0, offset, p.numel()).view(p.sizes());
-      if (p.grad().defined()) {
-        grads_out.push_back(p.mutable_grad());
-        sums.push_back(sum);
-      } else {
-        p.mutable_grad() = sum.clone();  // no gradient here (unused on this rank): a new one
-      }
-      offset += p.numel();
-    }
-    if (!grads_out.empty()) at::_foreach_copy_(grads_out, sums);
-    return Status::Ok();
-  }
+  // The LoRA gradients and a whole parameter's (the classification head) in one all-reduce:
+  // they are small, and every rank has them all now.
+  Status FinishBackward() override { return SumGradientsAcrossRanks(AllParameters()); }
 
   Status ForEachAdapterTensor(const TensorWriter& write) override {
     if (comm().rank() != 0) return Status::Ok();
@@ -126,19 +103,53 @@ StatusOr<ParallelDims> ParallelDims::For(Strategy strategy, int world_size) {
   return InvalidArgument("parallel.strategy: unknown");
 }
 
+std::vector<at::Tensor> DataParallel::WholeTensors() const {
+  std::vector<at::Tensor> tensors;
+  for (const auto& entry : whole_) tensors.push_back(entry.second);
+  return tensors;
+}
+
 std::vector<at::Tensor> DataParallel::AllParameters() const {
   std::vector<at::Tensor> params = Parameters();
-  for (const auto& entry : whole_) params.push_back(entry.second);
+  for (const at::Tensor& t : WholeTensors()) params.push_back(t);
   return params;
 }
 
 std::vector<ParameterLayout> DataParallel::AllParameterLayouts() const {
   std::vector<ParameterLayout> layouts = ParameterLayouts();
   for (const auto& [module, weight] : whole_) {
-    layouts.push_back({module, true, MakeShardSpec(weight, weight.size(-1), /*world_size=*/1),
+    // Split as the LoRA tensors are, over shard_count(): each rank writes its rows of the whole
+    // tensor into its shard file, and resume reassembles it like any other.
+    layouts.push_back({module, true, MakeShardSpec(weight, weight.size(-1), shard_count()),
                        /*whole=*/true});
   }
   return layouts;
+}
+
+Status DataParallel::SumGradientsAcrossRanks(const std::vector<at::Tensor>& params) {
+  if (comm().world_size() == 1 || params.empty()) return Status::Ok();
+  std::vector<at::Tensor> grads;
+  for (const at::Tensor& p : params) {
+    grads.push_back(p.grad().defined() ? p.grad().reshape({-1})
+                                       : at::zeros({p.numel()}, p.options()));
+  }
+  at::Tensor flat = at::cat(grads);
+  QLORAD_RETURN_IF_ERROR(comm().AllReduceSum(flat)->Wait());
+  // Back into the gradients in one batched copy rather than a kernel per tensor.
+  std::vector<at::Tensor> grads_out, sums;
+  int64_t offset = 0;
+  for (const at::Tensor& p : params) {
+    at::Tensor sum = flat.narrow(0, offset, p.numel()).view(p.sizes());
+    if (p.grad().defined()) {
+      grads_out.push_back(p.mutable_grad());
+      sums.push_back(sum);
+    } else {
+      p.mutable_grad() = sum.clone();  // no gradient here (unused on this rank): a new one
+    }
+    offset += p.numel();
+  }
+  if (!grads_out.empty()) at::_foreach_copy_(grads_out, sums);
+  return Status::Ok();
 }
 
 StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
@@ -151,12 +162,25 @@ StatusOr<at::Tensor> DataParallel::ClipGradNorm(double max_norm) {
   at::NoGradGuard no_grad;
   // Squares summed in fp64, so the norm does not depend on how the gradients are split. One
   // concatenation, not a few kernels per parameter: a LoRA has hundreds of small tensors.
-  std::vector<at::Tensor> flat;
-  for (const at::Tensor& g : grads) flat.push_back(g.reshape({-1}));
-  at::Tensor squares = at::zeros({1}, params[0].options().dtype(at::kDouble));
-  if (!flat.empty()) squares = at::cat(flat).to(at::kDouble).square().sum().reshape({1});
-  squares = squares.to(collective_device_);
-  if (sharded_) QLORAD_RETURN_IF_ERROR(comm_->AllReduceSum(squares)->Wait());
+  const auto sum_of_squares = [&](const std::vector<at::Tensor>& of) {
+    std::vector<at::Tensor> flat;
+    for (const at::Tensor& p : of) {
+      if (p.grad().defined()) flat.push_back(p.grad().reshape({-1}));
+    }
+    if (flat.empty())
+      return at::zeros({1}, at::TensorOptions(collective_device_).dtype(at::kDouble));
+    return at::cat(flat).to(at::kDouble).square().sum().reshape({1}).to(collective_device_);
+  };
+  at::Tensor squares;
+  if (sharded_) {
+    // Each rank's shards, summed over ranks; the whole parameters are the same on every rank
+    // (their gradients were summed), so they count once, after the all-reduce.
+    squares = sum_of_squares(Parameters());
+    QLORAD_RETURN_IF_ERROR(comm_->AllReduceSum(squares)->Wait());
+    if (!whole_.empty()) squares = squares + sum_of_squares(WholeTensors());
+  } else {
+    squares = sum_of_squares(params);
+  }
   const at::Tensor norm = squares.sqrt();
   if (std::isfinite(max_norm) && !grads.empty()) {
     // torch::nn::utils::clip_grad_norm_'s coefficient, clamped to 1 (a multiplication by 1 is

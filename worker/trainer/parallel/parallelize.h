@@ -76,8 +76,11 @@ class DataParallel {
   // on the collective device, without waiting for it (unless the gradients live elsewhere).
   StatusOr<at::Tensor> ClipGradNorm(double max_norm);
   // The weight of `module` (e.g. "score": task classification's head), trained whole beside the
-  // adapters, replicated and single-rank only for now: its gradient counts in ClipGradNorm's
-  // norm, it is saved in the adapter (PEFT's modules_to_save) and in resume checkpoints.
+  // adapters and replicated under every strategy (it is small, and fsdp's units are decoder
+  // layers): FinishBackward sums its gradient across ranks (with the LoRA gradients under ddp,
+  // in one all-reduce of its own under fsdp), ClipGradNorm counts it once, and it is saved in the
+  // adapter (PEFT's modules_to_save) and in resume checkpoints (cut like a LoRA tensor there, so
+  // a checkpoint's shards split every tensor alike).
   void AddWholeParameter(const std::string& module, const at::Tensor& weight) {
     whole_.emplace_back(module, weight);
   }
@@ -105,6 +108,11 @@ class DataParallel {
   // live elsewhere, as with fsdp's CPU offload).
   DataParallel(std::shared_ptr<Communicator> comm, bool sharded, at::Device collective_device)
       : comm_(std::move(comm)), sharded_(sharded), collective_device_(collective_device) {}
+  // Sums the gradients of `params`, which every rank holds whole, across ranks in one
+  // all-reduce; a parameter this rank left without a gradient counts as zeros.
+  Status SumGradientsAcrossRanks(const std::vector<at::Tensor>& params);
+  // The whole parameters' tensors (AddWholeParameter), in order.
+  std::vector<at::Tensor> WholeTensors() const;
 
  private:
   std::shared_ptr<Communicator> comm_;

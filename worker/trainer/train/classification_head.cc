@@ -1,8 +1,12 @@
 #include "worker/trainer/train/classification_head.h"
 
+#include <filesystem>
+
 #include "worker/trainer/data/dataset.h"
 #include "worker/trainer/io/json_file.h"
+#include "worker/trainer/model/adapter.h"
 #include "worker/trainer/weights/hf_weights.h"
+#include "worker/trainer/weights/safetensors_torch.h"
 
 namespace qlorad::trainer {
 
@@ -28,6 +32,35 @@ StatusOr<ClassificationHead> MakeClassificationHead(const std::string& model_dir
   }
   return ClassificationHead{weight.to(device).contiguous().set_requires_grad(true),
                             std::move(labels)};
+}
+
+StatusOr<AdapterHead> ReadAdapterHead(const std::string& adapter_dir,
+                                      const std::string& label_field) {
+  const std::string path = adapter_dir + "/adapter_model.safetensors";
+  QLORAD_ASSIGN_OR_RETURN(const SafetensorsFile file, SafetensorsFile::Open(path));
+  const std::string key = WholeModuleKey(kScoreModule);
+  const SafetensorsTensorInfo* info = file.Find(key);
+  if (info == nullptr || info->shape.size() != 2) {
+    return InvalidArgument(path + ": tensor '" + key + "' (the score head) is missing or not 2-D");
+  }
+  QLORAD_ASSIGN_OR_RETURN(const at::Tensor weight, ReadTensor(file, *info));
+  AdapterHead out{{weight.to(at::kFloat), {}}, label_field};
+  const int64_t classes = weight.size(0);
+  const std::string labels_path = adapter_dir + "/" + kLabelsFile;
+  if (std::filesystem::exists(labels_path)) {
+    QLORAD_ASSIGN_OR_RETURN(const nlohmann::json j, ReadJsonFile(labels_path));
+    try {
+      for (int64_t i = 0; i < classes; ++i) {
+        out.head.labels.push_back(j.at("id2label").at(std::to_string(i)).get<std::string>());
+      }
+      if (out.label_field.empty()) out.label_field = j.at("label_field").get<std::string>();
+    } catch (const nlohmann::json::exception& e) {
+      return InvalidArgument(labels_path + ": " + e.what());
+    }
+  } else {
+    for (int64_t i = 0; i < classes; ++i) out.head.labels.push_back(std::to_string(i));
+  }
+  return out;
 }
 
 at::Tensor ClassLogits(const ClassificationHead& head, const at::Tensor& hidden) {

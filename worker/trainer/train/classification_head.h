@@ -30,6 +30,17 @@ StatusOr<ClassificationHead> MakeClassificationHead(const std::string& model_dir
                                                     std::vector<std::string> labels, uint64_t seed,
                                                     at::Device device);
 
+// A classification adapter's trained head (`base_model.model.score.weight`, fp32 on the CPU) with
+// its labels from the adapter's labels.json (a PEFT-made adapter has none: "0".."N-1"), and the
+// records' label field: `label_field` when given, else labels.json's (empty when neither names
+// one). Errors name the file.
+struct AdapterHead {
+  ClassificationHead head;
+  std::string label_field;
+};
+StatusOr<AdapterHead> ReadAdapterHead(const std::string& adapter_dir,
+                                      const std::string& label_field = "");
+
 // The head's logits of `hidden` [..., hidden] in fp32: [..., num_labels].
 at::Tensor ClassLogits(const ClassificationHead& head, const at::Tensor& hidden);
 

@@ -2,59 +2,23 @@
 
 #include <torch/torch.h>
 
-#include <filesystem>
-
 #include "worker/trainer/data/class_labels.h"
-#include "worker/trainer/io/json_file.h"
 #include "worker/trainer/model/adapter.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/train/classification_head.h"
 #include "worker/trainer/train/inference_model.h"
-#include "worker/trainer/weights/safetensors_torch.h"
 
 namespace qlorad::trainer {
 
-namespace {
-
-// The adapter's score head, with its labels (labels.json, else "0".."N-1").
-StatusOr<ClassificationHead> LoadHead(const ClassifyOptions& options, std::string* label_field) {
-  const std::string path = options.adapter_dir + "/adapter_model.safetensors";
-  QLORAD_ASSIGN_OR_RETURN(const SafetensorsFile file, SafetensorsFile::Open(path));
-  const std::string key = WholeModuleKey(kScoreModule);
-  const SafetensorsTensorInfo* info = file.Find(key);
-  if (info == nullptr || info->shape.size() != 2) {
-    return InvalidArgument(path + ": tensor '" + key + "' (the score head) is missing or not 2-D");
-  }
-  QLORAD_ASSIGN_OR_RETURN(const at::Tensor weight, ReadTensor(file, *info));
-  ClassificationHead head{weight.to(at::kFloat), {}};
-  const int64_t classes = weight.size(0);
-  const std::string labels_path = options.adapter_dir + "/" + kLabelsFile;
-  *label_field = options.label_field;
-  if (std::filesystem::exists(labels_path)) {
-    QLORAD_ASSIGN_OR_RETURN(const nlohmann::json j, ReadJsonFile(labels_path));
-    try {
-      for (int64_t i = 0; i < classes; ++i) {
-        head.labels.push_back(j.at("id2label").at(std::to_string(i)).get<std::string>());
-      }
-      if (label_field->empty()) *label_field = j.at("label_field").get<std::string>();
-    } catch (const nlohmann::json::exception& e) {
-      return InvalidArgument(labels_path + ": " + e.what());
-    }
-  } else {
-    for (int64_t i = 0; i < classes; ++i) head.labels.push_back(std::to_string(i));
-  }
-  if (label_field->empty()) {
+StatusOr<ClassifyResult> Classify(const ClassifyOptions& options) {
+  QLORAD_ASSIGN_OR_RETURN(const AdapterHead adapter,
+                          ReadAdapterHead(options.adapter_dir, options.label_field));
+  const ClassificationHead& head = adapter.head;
+  const std::string& label_field = adapter.label_field;
+  if (label_field.empty()) {
     return InvalidArgument("--label-field: the adapter has no " + std::string(kLabelsFile) +
                            " naming the records' label field");
   }
-  return head;
-}
-
-}  // namespace
-
-StatusOr<ClassifyResult> Classify(const ClassifyOptions& options) {
-  std::string label_field;
-  QLORAD_ASSIGN_OR_RETURN(const ClassificationHead head, LoadHead(options, &label_field));
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(options.model_dir));
   const ClassLabels classes{label_field, head.labels,
                             /*max_seq_len=*/config.max_position_embeddings};

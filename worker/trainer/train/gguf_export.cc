@@ -10,6 +10,7 @@
 #include "worker/trainer/io/file_util.h"
 #include "worker/trainer/io/ggml_quants.h"
 #include "worker/trainer/io/gguf_writer.h"
+#include "worker/trainer/model/adapter.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/tokenizer/gguf_vocab.h"
 #include "worker/trainer/train/gguf_llama.h"
@@ -107,6 +108,15 @@ StatusOr<GgufExportResult> ExportGguf(const GgufExportOptions& options) {
     return InvalidArgument("--type: '" + options.type + "' is not f16 or q8_0");
   }
   const GgmlType requested = options.type == "f16" ? GgmlType::kF16 : GgmlType::kQ8_0;
+  if (options.adapter_dir) {
+    QLORAD_ASSIGN_OR_RETURN(const Task task, ReadAdapterTask(*options.adapter_dir));
+    if (task == Task::kClassification) {
+      return InvalidArgument(*options.adapter_dir +
+                             "/adapter_config.json: task_type: \"SEQ_CLS\": a "
+                             "sequence-classification adapter has no GGUF form here (llama.cpp's "
+                             "models end in a language-model head); export it with --format hf");
+    }
+  }
   const std::string config_path = options.model_dir + "/config.json";
   QLORAD_ASSIGN_OR_RETURN(const LlamaConfig config, LoadLlamaConfig(options.model_dir));
   QLORAD_ASSIGN_OR_RETURN(const std::string arch, GgufArchitecture(config, config_path));

@@ -19,7 +19,7 @@ const char* MergeIntoName(MergeInto into) {
 
 StatusOr<LlamaModel> LoadMergeBase(const std::string& model_dir,
                                    const std::optional<std::string>& adapter_dir,
-                                   const MergeBase& base, MergeInto into) {
+                                   const MergeBase& base, MergeInto into, Task task) {
   QLORAD_ASSIGN_OR_RETURN(const std::optional<BnbQuantization> bnb, ReadBnbQuantization(model_dir));
   if (into == MergeInto::kOriginal) {
     const std::string dir = base.original_dir.value_or(model_dir);
@@ -31,10 +31,12 @@ StatusOr<LlamaModel> LoadMergeBase(const std::string& model_dir,
           " is a bitsandbytes 4-bit checkpoint; merging into the original weights needs their "
           "16-bit Hugging Face directory (--original DIR)");
     }
-    return LoadModelForInference(dir, adapter_dir, at::kCPU, at::kFloat);
+    return LoadModelForInference(dir, adapter_dir, at::kCPU, at::kFloat, std::nullopt, task);
   }
   // A bitsandbytes checkpoint's projections are NF4 already; they load as stored.
-  if (bnb) return LoadModelForInference(model_dir, adapter_dir, at::kCPU, at::kFloat);
+  if (bnb) {
+    return LoadModelForInference(model_dir, adapter_dir, at::kCPU, at::kFloat, std::nullopt, task);
+  }
   if (base.quantization.type != QuantizationType::kNf4) {
     return InvalidArgument(
         "--merge-into: nf4 with quantization.type none: the adapter was trained against the "
@@ -46,7 +48,7 @@ StatusOr<LlamaModel> LoadMergeBase(const std::string& model_dir,
   }
   return LoadModelForInference(
       model_dir, adapter_dir, at::kCPU, at::kFloat,
-      QuantizeOnLoad{base.quantization.block_size, base.quantization.double_quant});
+      QuantizeOnLoad{base.quantization.block_size, base.quantization.double_quant}, task);
 }
 
 }  // namespace qlorad::trainer

@@ -36,9 +36,11 @@ StatusOr<MergeInto> ParseMergeInto(const std::string& name, const std::string& f
 const char* MergeIntoName(MergeInto into);
 
 // The base model of `model_dir` as `into` asks, in fp32 on the CPU, with the adapter applied
-// (not merged) when there is one. Errors name --merge-into or --original.
+// (not merged) when there is one. `task`: the adapter's (a classification adapter's score head
+// is left to the caller). Errors name --merge-into or --original.
 StatusOr<LlamaModel> LoadMergeBase(const std::string& model_dir,
                                    const std::optional<std::string>& adapter_dir,
-                                   const MergeBase& base, MergeInto into);
+                                   const MergeBase& base, MergeInto into,
+                                   Task task = Task::kCausalLm);
 
 }  // namespace qlorad::trainer

@@ -6,6 +6,7 @@
 #include <map>
 
 #include "worker/trainer/data/dataset.h"
+#include "worker/trainer/model/adapter.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/train/eval.h"
 #include "worker/trainer/train/merged_tensors.h"
@@ -77,10 +78,15 @@ Status CompareLosses(const CompareOptions& options, const LlamaModel& nf4,
 }  // namespace
 
 StatusOr<MergeComparison> CompareMerges(const CompareOptions& options) {
+  Task task = Task::kCausalLm;
+  if (options.adapter_dir) {
+    QLORAD_ASSIGN_OR_RETURN(task, ReadAdapterTask(*options.adapter_dir));
+  }
   QLORAD_ASSIGN_OR_RETURN(LlamaModel nf4, LoadMergeBase(options.model_dir, options.adapter_dir,
-                                                        options.base, MergeInto::kNf4));
-  QLORAD_ASSIGN_OR_RETURN(LlamaModel original, LoadMergeBase(options.model_dir, options.adapter_dir,
-                                                             options.base, MergeInto::kOriginal));
+                                                        options.base, MergeInto::kNf4, task));
+  QLORAD_ASSIGN_OR_RETURN(LlamaModel original,
+                          LoadMergeBase(options.model_dir, options.adapter_dir, options.base,
+                                        MergeInto::kOriginal, task));
   nf4->eval();
   original->eval();
   MergeComparison out;

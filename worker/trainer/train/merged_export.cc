@@ -7,12 +7,16 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <utility>
 
 #include "worker/trainer/io/file_util.h"
 #include "worker/trainer/io/json_file.h"
+#include "worker/trainer/model/adapter.h"
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/runtime/dtype_names.h"
+#include "worker/trainer/train/classification_export.h"
+#include "worker/trainer/train/classification_head.h"
 #include "worker/trainer/train/merged_tensors.h"
 #include "worker/trainer/weights/safetensors_torch.h"
 
@@ -46,17 +50,41 @@ StatusOr<at::ScalarType> OutputDtype(const std::string& name, const LlamaConfig&
                          "' is not bfloat16, float16 or float32; pass --dtype");
 }
 
+// The merged tensors; with a classification `score` head ([labels, hidden]), the head in
+// lm_head's place (a sequence-classification model has no lm_head).
 std::vector<OutputTensor> PlanTensors(const LlamaModel& model, at::ScalarType dtype,
+                                      const std::optional<at::Tensor>& score,
                                       int64_t* merged_layers) {
+  std::vector<MergedTensor> merged = MergedTensors(model, merged_layers);
+  if (score) {
+    std::erase_if(merged, [](const MergedTensor& t) { return t.name == "lm_head.weight"; });
+    merged.push_back({"score.weight", score->sizes().vec(), [w = *score] { return w; }});
+  }
   std::vector<OutputTensor> out;
   const int64_t element = static_cast<int64_t>(c10::elementSize(dtype));
-  for (MergedTensor& t : MergedTensors(model, merged_layers)) {
+  for (MergedTensor& t : merged) {
     int64_t numel = 1;
     for (int64_t d : t.shape) numel *= d;
     out.push_back({t.name, numel * element,
                    [make = std::move(t.make), dtype] { return make().to(dtype).contiguous(); }});
   }
   return out;
+}
+
+// A classification adapter's head, checked against the base (none for a causal adapter).
+StatusOr<std::optional<AdapterHead>> ClassificationHeadOf(
+    const std::optional<std::string>& adapter_dir, const LlamaConfig& base) {
+  if (!adapter_dir) return std::optional<AdapterHead>();
+  QLORAD_ASSIGN_OR_RETURN(const Task task, ReadAdapterTask(*adapter_dir));
+  if (task != Task::kClassification) return std::optional<AdapterHead>();
+  QLORAD_ASSIGN_OR_RETURN(AdapterHead head, ReadAdapterHead(*adapter_dir));
+  if (head.head.weight.size(1) != base.hidden_size) {
+    return InvalidArgument(*adapter_dir + "/adapter_model.safetensors: the score head is " +
+                           std::to_string(head.head.weight.size(0)) + " x " +
+                           std::to_string(head.head.weight.size(1)) +
+                           ", but the model's hidden size is " + std::to_string(base.hidden_size));
+  }
+  return std::optional<AdapterHead>(std::move(head));
 }
 
 // Greedy in order: a shard closes before the tensor that would take it over the limit.
@@ -102,18 +130,36 @@ StatusOr<ExportResult> ExportMerged(const ExportOptions& options) {
   QLORAD_ASSIGN_OR_RETURN(const at::ScalarType dtype,
                           OutputDtype(options.dtype, base, config_path));
   if (options.max_shard_bytes <= 0) return InvalidArgument("--max-shard-bytes: must be positive");
+  QLORAD_ASSIGN_OR_RETURN(const std::optional<AdapterHead> head,
+                          ClassificationHeadOf(options.adapter_dir, base));
+  if (head) {
+    QLORAD_ASSIGN_OR_RETURN(
+        config, SequenceClassificationConfig(std::move(config), head->head.labels, config_path));
+  }
   // Shards of an earlier export would mix with these ones.
   QLORAD_RETURN_IF_ERROR(RequireNewOrEmptyDir(options.out_dir, "--out"));
   // The base loads in fp32 (NF4 projections stay packed until their shard is written).
   QLORAD_ASSIGN_OR_RETURN(
       LlamaModel model,
-      LoadMergeBase(options.model_dir, options.adapter_dir, options.merge, options.merge.into));
+      LoadMergeBase(options.model_dir, options.adapter_dir, options.merge, options.merge.into,
+                    head ? Task::kClassification : Task::kCausalLm));
   std::error_code ec;
   fs::create_directories(options.out_dir, ec);
   if (ec) return Internal(options.out_dir + ": cannot create directory: " + ec.message());
 
   ExportResult result;
-  const std::vector<OutputTensor> tensors = PlanTensors(model, dtype, &result.merged_layers);
+  if (head) {
+    result.num_labels = static_cast<int64_t>(head->head.labels.size());
+    if (config["pad_token_id"].is_null()) {
+      result.notes.push_back(
+          config_path +
+          " sets neither pad_token_id nor eos_token_id, so the exported config.json has none: "
+          "transformers classifies by each row's last token then, but one row per batch; set "
+          "pad_token_id in the exported config.json to batch padded rows");
+    }
+  }
+  const std::vector<OutputTensor> tensors = PlanTensors(
+      model, dtype, head ? std::optional(head->head.weight) : std::nullopt, &result.merged_layers);
   const auto shards = Shard(tensors, options.max_shard_bytes);
   json weight_map = json::object();
   for (size_t s = 0; s < shards.size(); ++s) {

@@ -2,12 +2,14 @@
 // dequantized NF4 base or the original 16-bit one: merge_base.h), written as a plain Hugging Face
 // checkpoint that transformers loads without peft: config.json (quantization_config dropped,
 // dtype set), the tokenizer and generation files copied, and safetensors sharded with a
-// model.safetensors.index.json when the weights exceed one shard.
+// model.safetensors.index.json when the weights exceed one shard. A classification adapter makes
+// a sequence-classification model (classification_export.h).
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "worker/trainer/train/merge_base.h"
@@ -30,6 +32,9 @@ struct ExportResult {
   int64_t merged_layers = 0;
   int64_t shards = 0;
   int64_t total_bytes = 0;
+  int64_t num_labels =
+      0;  // a classification adapter's: the model is <Arch>ForSequenceClassification
+  std::vector<std::string> notes;  // what a user of the output should know, for the log
 };
 
 StatusOr<ExportResult> ExportMerged(const ExportOptions& options);

@@ -130,15 +130,21 @@ Status SaveParameterShards(const std::string& dir, const parallel::DataParallel&
   if (!parallel.sharded() && !rank0) return Status::Ok();  // rank 0 holds the one replica
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (size_t i = 0; i < params.size(); ++i) {
-    const at::Tensor value = params[i].detach().reshape({-1}).to(at::kCPU, at::kFloat);
+    // This rank's part of the tensor: the parameter itself, or its rows of a whole parameter
+    // that every rank holds (the layout splits it over the shards like the others).
+    const auto local = [&](const at::Tensor& t) {
+      const at::Tensor flat = t.detach().reshape({-1}).to(at::kCPU, at::kFloat);
+      return layouts[i].whole ? ShardOf(flat, layouts[i].spec, parallel.shard_index()) : flat;
+    };
+    const at::Tensor value = local(params[i]);
     const std::string key = TensorKey(layouts[i]);
     at::Tensor exp_avg = at::zeros_like(value);
     at::Tensor exp_avg_sq = at::zeros_like(value);
     int64_t step = 0;  // no state yet: AdamW starts it on its first step
     if (const auto* state = AdamWStateOf(optimizer, params[i])) {
       step = state->step();
-      exp_avg = state->exp_avg().reshape({-1}).to(at::kCPU, at::kFloat);
-      exp_avg_sq = state->exp_avg_sq().reshape({-1}).to(at::kCPU, at::kFloat);
+      exp_avg = local(state->exp_avg());
+      exp_avg_sq = local(state->exp_avg_sq());
     }
     tensors.emplace_back(key + ".value", value);
     tensors.emplace_back(key + ".exp_avg", exp_avg);
@@ -185,12 +191,15 @@ Status LoadParameterShards(const std::string& dir, const parallel::DataParallel&
                              ", the model's is " + ShapeString(layout.spec.shape) +
                              " (other lora.r or model?)");
     }
-    // Reassemble the whole tensor from the old split, then cut this rank's part of the new one.
+    // Reassemble the whole tensor from the old split, then cut this rank's part of the new one
+    // (a whole parameter: all of it).
     std::map<std::string, at::Tensor> mine;
     for (const char* field : kElementwise) {
       QLORAD_ASSIGN_OR_RETURN(const at::Tensor gathered,
                               ConcatShards(files, key + "." + field, old.shard_numel()));
-      mine[field] = ShardOf(Unshard(gathered, old), layout.spec, parallel.shard_index());
+      const at::Tensor full = Unshard(gathered, old);
+      mine[field] =
+          layout.whole ? full.reshape({-1}) : ShardOf(full, layout.spec, parallel.shard_index());
     }
     QLORAD_ASSIGN_OR_RETURN(const at::Tensor steps, ConcatShards(files, key + ".step", 1));
     const int64_t step = steps[0].item<int64_t>();
