@@ -149,21 +149,26 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std
   Status scheduled = Mutate([&](Published& out) { return Schedule(out, true); });
   if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
   v1::Job submitted = job;
-  FillWaitingReason(submitted);
+  FillQueuedFields(submitted);
   return submitted;
 }
 
-void Coordinator::FillWaitingReason(v1::Job& job) const {
+void Coordinator::FillQueuedFields(v1::Job& job) const {
   if (job.state() != v1::JOB_STATE_QUEUED) return;
   auto it = waiting_reasons_.find(job.id());
   if (it != waiting_reasons_.end()) job.set_waiting_reason(it->second);
+  auto place = queue_positions_.find(job.id());
+  if (place != queue_positions_.end()) {
+    job.set_queue_position(place->second);
+    job.set_queue_length(static_cast<int32_t>(queue_positions_.size()));
+  }
 }
 
 StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
   if (job_id.empty()) return InvalidArgument("job_id: is required");
   QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
   std::lock_guard<std::mutex> lock(mu_);
-  FillWaitingReason(record.job);
+  FillQueuedFields(record.job);
   return record.job;
 }
 
@@ -182,7 +187,7 @@ StatusOr<JobPage> Coordinator::ListJobs(const std::vector<v1::JobState>& states,
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& r : records) {
-    FillWaitingReason(r.job);
+    FillQueuedFields(r.job);
     page.jobs.push_back(std::move(r.job));
   }
   return page;
@@ -250,6 +255,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   }
   // In the table before its attempts are reconciled: stop orders go to its outbox.
   workers_.emplace(worker_id, std::move(worker));
+  queue_changed_ = true;  // jobs no worker could take may be in line now
   v1::RegisterResponse response;
   Status written = Mutate([&](Published& out) -> Status {
     // Adoption first: it takes the attempts it moves off the old entries, so dropping those
@@ -415,7 +421,8 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
     registered_memory.push_back(w.gpu_memory_bytes);
     if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes});
   }
-  if (free.empty() && !even_if_none_free) return Status::Ok();
+  if (free.empty() && !even_if_none_free && !queue_changed_) return Status::Ok();
+  queue_changed_ = false;
   QLORAD_ASSIGN_OR_RETURN(auto queued_records, store_->ListJobs({v1::JOB_STATE_QUEUED}, 0));
   std::map<std::string, JobRecord> queued;
   std::vector<QueuedJob> candidates;
@@ -437,6 +444,10 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   SchedulePlan plan =
       PlanSchedule(std::move(candidates), std::move(free), registered_memory, options_.pick_port);
   waiting_reasons_ = std::move(plan.waiting);
+  queue_positions_.clear();
+  for (size_t i = 0; i < plan.line.size(); ++i) {
+    queue_positions_[plan.line[i]] = static_cast<int>(i) + 1;
+  }
   const std::vector<Placement>& placements = plan.placements;
   for (const Placement& p : placements) {
     JobRecord& record = queued.at(p.job_id);

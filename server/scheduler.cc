@@ -68,7 +68,10 @@ SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker>
                      : std::to_string(fitting) + " registered have that much");
       continue;
     }
-    if (blocked) continue;
+    if (blocked) {
+      plan.line.push_back(job.id);
+      continue;
+    }
     // The free workers that fit, in host order; a one-rank job takes the smallest of them.
     std::vector<size_t> chosen;
     for (size_t i = 0; i < free.size(); ++i) {
@@ -81,6 +84,7 @@ SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker>
                                " of GPU memory (its memory estimate)";
       }
       blocked = true;  // wait; keep its place
+      plan.line.push_back(job.id);
       continue;
     }
     if (gpus == 1 && job.gpu_memory_bytes > 0) {

@@ -60,6 +60,10 @@ struct SchedulePlan {
   // Why a queued job was not placed, by job id, where GPU memory is the reason:
   // "waiting for a worker with at least 23.1 GiB of GPU memory (...); the largest has 15.9 GiB".
   std::map<std::string, std::string> waiting;
+  // The jobs left queued that some registered worker could take, in the order they would start
+  // (front: the next). Jobs no registered worker can take (a gang larger than the pool, a memory
+  // estimate no GPU covers) are not in line: they wait for workers, not for other jobs.
+  std::vector<std::string> line;
 };
 
 // registered_gpu_memory: each registered worker's GPU memory in bytes, -1 for a CPU worker.

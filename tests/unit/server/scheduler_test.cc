@@ -120,6 +120,28 @@ TEST(SchedulerTest, AJobWhoseFittingWorkerIsBusyWaitsAndKeepsItsPlace) {
             "the largest registered GPU has 80.0 GiB");
 }
 
+TEST(SchedulerTest, TheLineListsTheJobsLeftQueuedInTheOrderTheyWouldStart) {
+  // One free worker of three registered: "first" starts; the rest wait in the scheduler's order
+  // (priority, then age). The gang larger than the pool and the job no GPU has the memory for
+  // wait for workers, not for other jobs: they are not in line.
+  const SchedulePlan plan =
+      PlanSchedule({{"low", 10, 1, 1},
+                    {"first", 90, 5, 1},
+                    {"gang", 90, 2, 4},
+                    {"second", 50, 3, 1},
+                    {"huge", 50, 4, 1, 100 * kGiB},
+                    {"third", 50, 4, 1}},
+                   {{"w0", "h1", 16 * kGiB}}, {16 * kGiB, 16 * kGiB, 16 * kGiB}, FixedPort);
+  EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"first"}));
+  EXPECT_EQ(plan.line, (std::vector<std::string>{"second", "third", "low"}));
+}
+
+TEST(SchedulerTest, NoRegisteredWorkerMeansNobodyIsInLine) {
+  const SchedulePlan plan = PlanSchedule({{"a", 50, 1, 1}}, {}, {}, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_TRUE(plan.line.empty());
+}
+
 TEST(SchedulerTest, CpuWorkersAndJobsWithoutAnEstimateAreNotMemoryChecked) {
   // A CPU worker (-1) takes a job with an estimate; a job without one (0) takes a small GPU.
   SchedulePlan plan =
