@@ -346,6 +346,8 @@ StatusOr<std::string> HttpServer::MetricsText() {
   snapshot.workers_busy = coordinator_.busy_workers();
   snapshot.counters = coordinator_.counters();
   snapshot.jobs = coordinator_.LiveSeries();
+  snapshot.metric_subscribers = static_cast<int64_t>(coordinator_.metrics_hub().subscriber_count());
+  snapshot.log_subscribers = static_cast<int64_t>(coordinator_.log_hub().subscriber_count());
   QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, coordinator_.store().CountJobsByState());
   return RenderPrometheus(snapshot);
 }
