@@ -416,9 +416,9 @@ void Coordinator::Tick() {
 Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   if (stopped_) return Status::Ok();
   std::vector<FreeWorker> free;
-  std::vector<int64_t> registered_memory;
+  std::vector<FreeWorker> registered;
   for (const auto& [id, w] : workers_) {
-    registered_memory.push_back(w.gpu_memory_bytes);
+    registered.push_back({id, w.hostname, w.gpu_memory_bytes});
     if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes});
   }
   if (free.empty() && !even_if_none_free && !queue_changed_) return Status::Ok();
@@ -427,6 +427,7 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   std::map<std::string, JobRecord> queued;
   std::vector<QueuedJob> candidates;
   std::map<std::string, JobMemoryNeed> needs;
+  std::map<std::string, JobSpec> specs;
   for (auto& r : queued_records) {
     // Worked out once per job (it may read the model's config.json), and said in its log then.
     auto known = memory_needs_.find(r.job.id());
@@ -438,11 +439,25 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
     candidates.push_back({r.job.id(), r.job.priority(), r.job.created_unix_ms(), r.job.gpus(),
                           need.gpu_memory_bytes});
     needs.emplace(r.job.id(), std::move(need));
+    auto spec = queued_specs_.extract(r.job.id());
+    if (spec.empty()) {
+      // Stored specs passed validation at submit; one that no longer parses is the trainer's to
+      // refuse, naming the field, so placement leaves its paths unchecked.
+      if (auto parsed = ParseJobSpec(r.job.spec_yaml()); parsed.ok()) {
+        specs.emplace(r.job.id(), std::move(parsed).value());
+      }
+    } else {
+      specs.insert(std::move(spec));
+    }
+    if (auto it = specs.find(r.job.id()); it != specs.end()) {
+      NoteRefusingWorkers(it->second, r, candidates.back());
+    }
     queued.emplace(r.job.id(), std::move(r));
   }
   memory_needs_ = std::move(needs);  // only queued jobs: a requeued one is worked out again
+  queued_specs_ = std::move(specs);
   SchedulePlan plan =
-      PlanSchedule(std::move(candidates), std::move(free), registered_memory, options_.pick_port);
+      PlanSchedule(std::move(candidates), std::move(free), registered, options_.pick_port);
   waiting_reasons_ = std::move(plan.waiting);
   queue_positions_.clear();
   for (size_t i = 0; i < plan.line.size(); ++i) {
@@ -483,6 +498,19 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
     }
   }
   return Status::Ok();
+}
+
+void Coordinator::NoteRefusingWorkers(const JobSpec& spec, const JobRecord& record,
+                                      QueuedJob& candidate) const {
+  for (const auto& [id, w] : workers_) {
+    if (!w.roots) continue;  // reported none: it checks the paths itself at start
+    auto refused =
+        CheckSpecPaths(spec, record.last_checkpoint, *w.roots, PathResolution::kWrittenOnly);
+    if (!refused) continue;
+    candidate.refused_by.insert(id);
+    if (candidate.refusal.empty())
+      candidate.refusal = refused->message + " (worker " + w.name + ")";
+  }
 }
 
 int Coordinator::online_workers() {
