@@ -457,7 +457,7 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   memory_needs_ = std::move(needs);  // only queued jobs: a requeued one is worked out again
   queued_specs_ = std::move(specs);
   SchedulePlan plan =
-      PlanSchedule(std::move(candidates), std::move(free), registered, options_.pick_port);
+      PlanScheduleOnWorkers(std::move(candidates), std::move(free), registered, options_.pick_port);
   waiting_reasons_ = std::move(plan.waiting);
   queue_positions_.clear();
   for (size_t i = 0; i < plan.line.size(); ++i) {

@@ -41,12 +41,12 @@ SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker>
                           const PortPicker& pick_port) {
   std::vector<FreeWorker> registered;
   for (int64_t memory : registered_gpu_memory) registered.push_back({"", "", memory});
-  return PlanSchedule(std::move(queued), std::move(free), registered, pick_port);
+  return PlanScheduleOnWorkers(std::move(queued), std::move(free), registered, pick_port);
 }
 
-SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
-                          const std::vector<FreeWorker>& registered_workers,
-                          const PortPicker& pick_port) {
+SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
+                                   const std::vector<FreeWorker>& registered_workers,
+                                   const PortPicker& pick_port) {
   std::sort(queued.begin(), queued.end(), [](const QueuedJob& a, const QueuedJob& b) {
     return std::make_tuple(-a.priority, a.created_unix_ms, a.id) <
            std::make_tuple(-b.priority, b.created_unix_ms, b.id);

@@ -44,7 +44,7 @@ struct QueuedJob {
   std::string refusal{};
 };
 
-// A worker free to take a job, or (in PlanSchedule's `registered`) any registered worker.
+// A worker free to take a job, or (in PlanScheduleOnWorkers's `registered`) any registered worker.
 struct FreeWorker {
   std::string id;
   std::string hostname;
@@ -79,10 +79,11 @@ struct SchedulePlan {
 };
 
 // registered: every registered worker, free or busy (id and GPU memory matter here).
-SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
-                          const std::vector<FreeWorker>& registered, const PortPicker& pick_port);
-// The same with the registered workers known by their GPU memory alone (-1: a CPU worker); no
-// job may name them in refused_by.
+SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
+                                   const std::vector<FreeWorker>& registered,
+                                   const PortPicker& pick_port);
+// PlanScheduleOnWorkers with the registered workers known by their GPU memory alone (-1: a CPU
+// worker); no job may name them in refused_by.
 SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
                           const std::vector<int64_t>& registered_gpu_memory,
                           const PortPicker& pick_port);

@@ -142,25 +142,25 @@ TEST(SchedulerTest, AJobGoesOnlyToWorkersWhoseRootsAllowItsPaths) {
   QueuedJob job{"j", 50, 1, 1};
   job.refused_by = {"w0"};
   job.refusal = "model.path: /m is outside the folders this worker may read: /data (worker w0)";
-  SchedulePlan plan = PlanSchedule({job}, workers, workers, FixedPort);
+  SchedulePlan plan = PlanScheduleOnWorkers({job}, workers, workers, FixedPort);
   ASSERT_EQ(plan.placements.size(), 1u);
   EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"w1"}));
 
   // Only w0 is free: the job waits for w1 and keeps its place, holding back the job behind it.
-  plan = PlanSchedule({job, {"behind", 10, 2, 1}}, {workers[0]}, workers, FixedPort);
+  plan = PlanScheduleOnWorkers({job, {"behind", 10, 2, 1}}, {workers[0]}, workers, FixedPort);
   EXPECT_TRUE(plan.placements.empty());
   EXPECT_EQ(plan.line, (std::vector<std::string>{"j", "behind"}));
   EXPECT_EQ(plan.waiting.count("j"), 0u);
 
   // No registered worker allows it (w1 left): skipped with the refusal, blocking nobody.
-  plan = PlanSchedule({job, {"behind", 10, 2, 1}}, {workers[0]}, {workers[0]}, FixedPort);
+  plan = PlanScheduleOnWorkers({job, {"behind", 10, 2, 1}}, {workers[0]}, {workers[0]}, FixedPort);
   EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"behind"}));
   EXPECT_EQ(plan.waiting.at("j"),
             "waiting for a worker whose roots allow its paths: " + job.refusal);
 }
 
 TEST(SchedulerTest, NoRegisteredWorkerMeansNobodyIsInLine) {
-  const SchedulePlan plan = PlanSchedule({{"a", 50, 1, 1}}, {}, {}, FixedPort);
+  const SchedulePlan plan = PlanSchedule({{"a", 50, 1, 1}}, {}, std::vector<int64_t>{}, FixedPort);
   EXPECT_TRUE(plan.placements.empty());
   EXPECT_TRUE(plan.line.empty());
 }
