@@ -17,14 +17,24 @@ std::string Hex(const std::array<unsigned char, N>& bytes, size_t size = N) {
   return out;
 }
 
-}  // namespace
-
-StatusOr<std::string> NewTokenSecret() {
+// 32 bytes of OpenSSL's CSPRNG as 64 hex digits.
+StatusOr<std::string> RandomHex32() {
   std::array<unsigned char, 32> bytes{};
   if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
     return Internal("OpenSSL RAND_bytes failed: cannot make a token");
   }
-  return kTokenPrefix + Hex(bytes);
+  return Hex(bytes);
+}
+
+}  // namespace
+
+StatusOr<std::string> NewTokenSecret() {
+  QLORAD_ASSIGN_OR_RETURN(std::string hex, RandomHex32());
+  return kTokenPrefix + hex;
+}
+
+StatusOr<std::string> NewCsrfToken() {
+  return RandomHex32();
 }
 
 std::string TokenHash(const std::string& token) {

@@ -15,6 +15,10 @@ inline constexpr char kTokenPrefix[] = "qlorad_";
 // "qlorad_" + 64 hex digits of fresh randomness. INTERNAL if OpenSSL's generator fails.
 StatusOr<std::string> NewTokenSecret();
 
+// 64 hex digits of fresh randomness, no prefix: a dashboard CSRF token (auth_http.h), which is
+// no credential. INTERNAL if OpenSSL's generator fails.
+StatusOr<std::string> NewCsrfToken();
+
 // Hex SHA-256 of the token as given: what the store keeps and looks tokens up by.
 std::string TokenHash(const std::string& token);
 

@@ -149,21 +149,26 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std
   Status scheduled = Mutate([&](Published& out) { return Schedule(out, true); });
   if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
   v1::Job submitted = job;
-  FillWaitingReason(submitted);
+  FillQueuedFields(submitted);
   return submitted;
 }
 
-void Coordinator::FillWaitingReason(v1::Job& job) const {
+void Coordinator::FillQueuedFields(v1::Job& job) const {
   if (job.state() != v1::JOB_STATE_QUEUED) return;
   auto it = waiting_reasons_.find(job.id());
   if (it != waiting_reasons_.end()) job.set_waiting_reason(it->second);
+  auto place = queue_positions_.find(job.id());
+  if (place != queue_positions_.end()) {
+    job.set_queue_position(place->second);
+    job.set_queue_length(static_cast<int32_t>(queue_positions_.size()));
+  }
 }
 
 StatusOr<v1::Job> Coordinator::GetJob(const std::string& job_id) {
   if (job_id.empty()) return InvalidArgument("job_id: is required");
   QLORAD_ASSIGN_OR_RETURN(JobRecord record, store_->GetJob(job_id));
   std::lock_guard<std::mutex> lock(mu_);
-  FillWaitingReason(record.job);
+  FillQueuedFields(record.job);
   return record.job;
 }
 
@@ -182,7 +187,7 @@ StatusOr<JobPage> Coordinator::ListJobs(const std::vector<v1::JobState>& states,
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& r : records) {
-    FillWaitingReason(r.job);
+    FillQueuedFields(r.job);
     page.jobs.push_back(std::move(r.job));
   }
   return page;
@@ -250,6 +255,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   }
   // In the table before its attempts are reconciled: stop orders go to its outbox.
   workers_.emplace(worker_id, std::move(worker));
+  queue_changed_ = true;  // jobs no worker could take may be in line now
   v1::RegisterResponse response;
   Status written = Mutate([&](Published& out) -> Status {
     // Adoption first: it takes the attempts it moves off the old entries, so dropping those
@@ -410,16 +416,18 @@ void Coordinator::Tick() {
 Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   if (stopped_) return Status::Ok();
   std::vector<FreeWorker> free;
-  std::vector<int64_t> registered_memory;
+  std::vector<FreeWorker> registered;
   for (const auto& [id, w] : workers_) {
-    registered_memory.push_back(w.gpu_memory_bytes);
+    registered.push_back({id, w.hostname, w.gpu_memory_bytes});
     if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes});
   }
-  if (free.empty() && !even_if_none_free) return Status::Ok();
+  if (free.empty() && !even_if_none_free && !queue_changed_) return Status::Ok();
+  queue_changed_ = false;
   QLORAD_ASSIGN_OR_RETURN(auto queued_records, store_->ListJobs({v1::JOB_STATE_QUEUED}, 0));
   std::map<std::string, JobRecord> queued;
   std::vector<QueuedJob> candidates;
   std::map<std::string, JobMemoryNeed> needs;
+  std::map<std::string, JobSpec> specs;
   for (auto& r : queued_records) {
     // Worked out once per job (it may read the model's config.json), and said in its log then.
     auto known = memory_needs_.find(r.job.id());
@@ -431,12 +439,30 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
     candidates.push_back({r.job.id(), r.job.priority(), r.job.created_unix_ms(), r.job.gpus(),
                           need.gpu_memory_bytes});
     needs.emplace(r.job.id(), std::move(need));
+    auto spec = queued_specs_.extract(r.job.id());
+    if (spec.empty()) {
+      // Stored specs passed validation at submit; one that no longer parses is the trainer's to
+      // refuse, naming the field, so placement leaves its paths unchecked.
+      if (auto parsed = ParseJobSpec(r.job.spec_yaml()); parsed.ok()) {
+        specs.emplace(r.job.id(), std::move(parsed).value());
+      }
+    } else {
+      specs.insert(std::move(spec));
+    }
+    if (auto it = specs.find(r.job.id()); it != specs.end()) {
+      NoteRefusingWorkers(it->second, r, candidates.back());
+    }
     queued.emplace(r.job.id(), std::move(r));
   }
   memory_needs_ = std::move(needs);  // only queued jobs: a requeued one is worked out again
+  queued_specs_ = std::move(specs);
   SchedulePlan plan =
-      PlanSchedule(std::move(candidates), std::move(free), registered_memory, options_.pick_port);
+      PlanScheduleOnWorkers(std::move(candidates), std::move(free), registered, options_.pick_port);
   waiting_reasons_ = std::move(plan.waiting);
+  queue_positions_.clear();
+  for (size_t i = 0; i < plan.line.size(); ++i) {
+    queue_positions_[plan.line[i]] = static_cast<int>(i) + 1;
+  }
   const std::vector<Placement>& placements = plan.placements;
   for (const Placement& p : placements) {
     JobRecord& record = queued.at(p.job_id);
@@ -472,6 +498,19 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
     }
   }
   return Status::Ok();
+}
+
+void Coordinator::NoteRefusingWorkers(const JobSpec& spec, const JobRecord& record,
+                                      QueuedJob& candidate) const {
+  for (const auto& [id, w] : workers_) {
+    if (!w.roots) continue;  // reported none: it checks the paths itself at start
+    auto refused =
+        CheckSpecPaths(spec, record.last_checkpoint, *w.roots, PathResolution::kWrittenOnly);
+    if (!refused) continue;
+    candidate.refused_by.insert(id);
+    if (candidate.refusal.empty())
+      candidate.refusal = refused->message + " (worker " + w.name + ")";
+  }
 }
 
 int Coordinator::online_workers() {

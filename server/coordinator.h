@@ -248,11 +248,15 @@ class Coordinator {
   void SendOrder(const std::string& worker_id, v1::Assignment order);
   static v1::Assignment CancelOrder(const std::string& job_id, int attempt, int rank);
   Status DropWorker(const std::string& worker_id, const std::string& why, Published& out);
+  // The registered workers whose roots refuse the job's paths (its spec and the checkpoint it
+  // resumes from), and the first refusal's message, into `candidate`.
+  void NoteRefusingWorkers(const JobSpec& spec, const JobRecord& record,
+                           QueuedJob& candidate) const;
   // Plans the queue onto the free workers. With no free worker it returns at once, unless
   // even_if_none_free (a submit: the job may fit no registered worker, which it should hear now).
   Status Schedule(Published& out, bool even_if_none_free = false);
-  // The job's waiting_reason, while it is queued.
-  void FillWaitingReason(v1::Job& job) const;
+  // The job's waiting_reason and place in line, while it is queued.
+  void FillQueuedFields(v1::Job& job) const;
   void PublishLocked(const Published& out);
   // Runs body in one transaction and publishes what it produced once committed.
   Status Mutate(const std::function<Status(Published&)>& body);
@@ -273,7 +277,16 @@ class Coordinator {
   // The GPU memory each queued job needs (job_memory.h), worked out once per job, and why the
   // scheduler left a job queued (Job.waiting_reason), as of its last plan.
   std::map<std::string, JobMemoryNeed> memory_needs_;
+  // Each queued job's parsed spec, kept while it is queued: placement checks its paths against
+  // every worker's roots at each plan (the workers change; the spec does not).
+  std::map<std::string, JobSpec> queued_specs_;
   std::map<std::string, std::string> waiting_reasons_;
+  // Each queued job's place in line (1: the next to start), as of the last plan.
+  std::map<std::string, int> queue_positions_;
+  // Set when the queue or the workers changed other than by a plan (a requeue, a finished or
+  // cancelled job, a worker registered or dropped): the next Schedule plans even with no free
+  // worker, so that the places in line are current.
+  bool queue_changed_ = true;
   ServiceCounters counters_;
   std::map<std::string, SeriesState> series_;  // by job id
   std::thread tick_thread_;

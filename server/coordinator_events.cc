@@ -212,6 +212,7 @@ Status Coordinator::Requeue(JobRecord& record, const std::string& what, Publishe
     series->second.series.workers.clear();
   }
   const int ended_attempt = job.attempt();
+  queue_changed_ = true;
   job.set_attempt(ended_attempt + 1);
   job.set_state(v1::JOB_STATE_QUEUED);
   job.set_worker_id("");
@@ -227,6 +228,7 @@ Status Coordinator::Requeue(JobRecord& record, const std::string& what, Publishe
 Status Coordinator::Finish(JobRecord& record, v1::JobState state, const std::string& error,
                            Published& out) {
   EndRun(record.job.id(), record.job.attempt());
+  queue_changed_ = true;  // a queued job that was cancelled leaves the line
   ++counters_.jobs_finished[state];
   if (auto series = series_.find(record.job.id()); series != series_.end()) {
     series->second.finished_at = options_.now();
@@ -268,6 +270,7 @@ Status Coordinator::DropWorker(const std::string& worker_id, const std::string& 
   if (it == workers_.end()) return Status::Ok();
   const WorkerState worker = std::move(it->second);
   workers_.erase(it);
+  queue_changed_ = true;
   orders_cv_.notify_all();  // its Assignments stream ends
   spdlog::warn("dropping worker {} ({}): {}", worker.name, worker.id, why);
   QLORAD_RETURN_IF_ERROR(store_->SetWorkerOnline(worker.id, false));

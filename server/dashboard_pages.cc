@@ -271,7 +271,7 @@ std::string JobSummaryHtml(const JobRow& row) {
                      items, error);
 }
 
-std::string JobPageHtml(const JobDetail& detail) {
+std::string JobPageHtml(const JobDetail& detail, const std::string& csrf) {
   const v1::Job& job = detail.row.job;
   std::string charts;
   for (const auto& [id, title] : kCharts) {
@@ -289,7 +289,7 @@ std::string JobPageHtml(const JobDetail& detail) {
                                   {"metrics", MetricsJson(detail.metrics)}};
   const std::string main = fmt::format(
       R"(<h1>{0} <span class="job-id">{1}</span></h1>
-<div class="actions"><button id="cancel" type="button" data-job="{1}"{2}>Cancel job</button>)"
+<div class="actions"><button id="cancel" type="button" data-job="{1}" data-csrf="{11}"{2}>Cancel job</button>)"
       R"( <span id="cancel-status" role="status"></span></div>
 <section id="summary">{3}</section>
 <section class="charts">
@@ -306,7 +306,7 @@ std::string JobPageHtml(const JobDetail& detail) {
 <script type="application/json" id="initial">{10}</script>)",
       E(job.name()), E(job.id()), IsTerminal(job.state()) ? " disabled" : "",
       JobSummaryHtml(detail.row), charts, RankRowsHtml(detail.metrics), events,
-      DashboardData::kLogTail, log, E(job.spec_yaml()), ScriptSafeJson(initial));
+      DashboardData::kLogTail, log, E(job.spec_yaml()), ScriptSafeJson(initial), E(csrf));
   return Layout(job.name() + " " + job.id(), "job", main);
 }
 
@@ -347,16 +347,18 @@ std::string WorkersPageHtml(const std::vector<WorkerView>& workers) {
   return Layout("Workers", "workers", main);
 }
 
-std::string LoginPageHtml(const std::string& error) {
-  return Layout("Sign in", "login",
-                fmt::format(R"(<h1>Sign in</h1>{}
+std::string LoginPageHtml(const std::string& error, const std::string& csrf) {
+  return Layout(
+      "Sign in", "login",
+      fmt::format(R"(<h1>Sign in</h1>{}
 <form method="post" action="/login">
+<input type="hidden" name="csrf" value="{}">
 <label>Token <input type="password" name="token" autocomplete="current-password" required></label>
 <button type="submit">Sign in</button>
 </form>
 <p>A user token from <code>qlorad token create --user NAME</code>; the browser keeps it in a
 cookie for this server only.</p>)",
-                            error.empty() ? "" : "<p class=\"error\">" + E(error) + "</p>"));
+                  error.empty() ? "" : "<p class=\"error\">" + E(error) + "</p>", E(csrf)));
 }
 
 std::string ErrorPageHtml(int http_status, const std::string& message) {

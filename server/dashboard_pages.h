@@ -22,10 +22,12 @@ std::string FormatUtcTime(int64_t unix_ms);  // "2026-12-06 23:08:41 UTC"
 
 // Pages.
 std::string JobsPageHtml(const std::vector<JobRow>& jobs);
-std::string JobPageHtml(const JobDetail& detail);
+// `csrf`: the browser's token (auth_http.h), which the cancel button's script sends back.
+std::string JobPageHtml(const JobDetail& detail, const std::string& csrf);
 std::string WorkersPageHtml(const std::vector<WorkerView>& workers);
 std::string ErrorPageHtml(int http_status, const std::string& message);
-std::string LoginPageHtml(const std::string& error);  // the form; `error` from a failed try
+// The sign-in form with `csrf` in its hidden field; `error` from a failed try.
+std::string LoginPageHtml(const std::string& error, const std::string& csrf);
 
 // Fragments the streams send.
 std::string JobRowHtml(const JobRow& row);                           // one <tr> of the jobs table

@@ -119,6 +119,7 @@ HttpServer::HttpServer(Coordinator& coordinator, const Authenticator& auth,
     : coordinator_(coordinator),
       auth_(auth),
       options_(options),
+      secure_(!options.tls_cert.empty()),
       streams_(StreamLimits{options.EventStreamCap(), options.max_event_streams_per_client}),
       server_(options.tls_cert.empty()
                   ? std::make_unique<httplib::Server>()
@@ -131,7 +132,7 @@ HttpServer::HttpServer(Coordinator& coordinator, const Authenticator& auth,
   server_->set_read_timeout(options.timeout_s, 0);
   server_->set_write_timeout(options.timeout_s, 0);
   server_->set_payload_max_length(options.max_request_bytes);
-  AddLoginRoutes(*server_, auth_, /*secure=*/!options.tls_cert.empty());
+  AddLoginRoutes(*server_, auth_, secure_);
   AddPageRoutes();
   AddApiRoutes();
   AddStreamRoutes();
@@ -171,7 +172,10 @@ void HttpServer::AddPageRoutes() {
     if (!caller) return;
     DashboardData data(coordinator_, *caller);
     auto detail = data.Detail(req.matches[1]);
-    ReplyPage(detail.ok() ? StatusOr<std::string>(JobPageHtml(*detail)) : detail.status(), res);
+    auto csrf = CsrfToken(req, res, secure_);
+    if (!detail.ok()) return ReplyPage(detail.status(), res);
+    if (!csrf.ok()) return ReplyPage(csrf.status(), res);
+    ReplyPage(JobPageHtml(*detail, *csrf), res);
   });
   server_->Get("/workers", [this](const httplib::Request& req, httplib::Response& res) {
     if (!Caller(req, res, Audience::kPage)) return;
@@ -231,6 +235,7 @@ void HttpServer::AddApiRoutes() {
                   }
                   auto caller = Caller(req, res, Audience::kApi);
                   if (!caller) return;
+                  if (Status csrf = CheckCsrf(req); !csrf.ok()) return ReplyJson(csrf, res);
                   DashboardData data(coordinator_, *caller);
                   if (auto visible = data.Job(req.matches[1]); !visible.ok()) {
                     return ReplyJson(visible.status(), res);
@@ -346,6 +351,8 @@ StatusOr<std::string> HttpServer::MetricsText() {
   snapshot.workers_busy = coordinator_.busy_workers();
   snapshot.counters = coordinator_.counters();
   snapshot.jobs = coordinator_.LiveSeries();
+  snapshot.metric_subscribers = static_cast<int64_t>(coordinator_.metrics_hub().subscriber_count());
+  snapshot.log_subscribers = static_cast<int64_t>(coordinator_.log_hub().subscriber_count());
   QLORAD_ASSIGN_OR_RETURN(snapshot.jobs_by_state, coordinator_.store().CountJobsByState());
   return RenderPrometheus(snapshot);
 }

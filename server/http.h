@@ -79,6 +79,7 @@ class HttpServer {
   Coordinator& coordinator_;
   const Authenticator& auth_;
   const HttpOptions options_;
+  const bool secure_;  // served over TLS: cookies are Secure
   StreamLimiter streams_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;

@@ -77,6 +77,10 @@ void ServiceFamilies(std::string& out, const PrometheusSnapshot& s) {
   workers.Sample({{"state", "idle"}},
                  static_cast<double>(static_cast<int>(s.workers.size()) - s.workers_busy));
   workers.Sample({{"state", "busy"}}, s.workers_busy);
+  Family subscribers(out, "qlorad_stream_subscribers", "gauge",
+                     "Streams following a job now (gRPC and dashboard), by what they follow.");
+  subscribers.Sample({{"stream", "metrics"}}, static_cast<double>(s.metric_subscribers));
+  subscribers.Sample({{"stream", "logs"}}, static_cast<double>(s.log_subscribers));
 
   const ServiceCounters& c = s.counters;
   Family submitted(out, "qlorad_jobs_submitted_total", "counter",

@@ -1,6 +1,7 @@
 // The Prometheus text exposition of the coordinator (format 0.0.4).
 //
-// Service-wide: jobs in the store by state, workers idle and busy, counters since this
+// Service-wide: jobs in the store by state, workers idle and busy, streams following jobs
+// (metrics and logs), counters since this
 // coordinator started (jobs submitted and finished by state, attempts requeued, steps, an
 // estimate of tokens), and per worker its device memory and heartbeat age, labelled with the
 // worker's name. Per job, only jobs running now or finished less than two minutes ago
@@ -26,6 +27,9 @@ struct PrometheusSnapshot {
   int workers_busy = 0;
   ServiceCounters counters;
   std::vector<JobSeries> jobs;
+  // Streams following a job's metrics or logs now (gRPC and the dashboard's event streams).
+  int64_t metric_subscribers = 0;
+  int64_t log_subscribers = 0;
 };
 
 std::string RenderPrometheus(const PrometheusSnapshot& snapshot);

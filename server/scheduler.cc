@@ -39,48 +39,73 @@ std::vector<Placement> PlanPlacements(std::vector<QueuedJob> queued, std::vector
 SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
                           const std::vector<int64_t>& registered_gpu_memory,
                           const PortPicker& pick_port) {
+  std::vector<FreeWorker> registered;
+  for (int64_t memory : registered_gpu_memory) registered.push_back({"", "", memory});
+  return PlanScheduleOnWorkers(std::move(queued), std::move(free), registered, pick_port);
+}
+
+SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
+                                   const std::vector<FreeWorker>& registered_workers,
+                                   const PortPicker& pick_port) {
   std::sort(queued.begin(), queued.end(), [](const QueuedJob& a, const QueuedJob& b) {
     return std::make_tuple(-a.priority, a.created_unix_ms, a.id) <
            std::make_tuple(-b.priority, b.created_unix_ms, b.id);
   });
   OrderByHost(free);
   SchedulePlan plan;
-  const int registered = static_cast<int>(registered_gpu_memory.size());
+  const int registered = static_cast<int>(registered_workers.size());
   // Set once a job waits for busy workers: the jobs behind it wait too (they are still looked
   // at, so that those no registered worker can take say why).
   bool blocked = false;
   for (const QueuedJob& job : queued) {
     const int gpus = std::max(job.gpus, 1);
     if (gpus > registered) continue;  // can never fit with the workers we have
-    const auto fits = [&](int64_t memory) {
+    const auto has_memory = [&](const FreeWorker& w) {
+      const int64_t memory = w.gpu_memory_bytes;
       return job.gpu_memory_bytes <= 0 || memory < 0 || memory >= job.gpu_memory_bytes;
     };
-    const int fitting = static_cast<int>(
-        std::count_if(registered_gpu_memory.begin(), registered_gpu_memory.end(), fits));
+    const auto fits = [&](const FreeWorker& w) {
+      return has_memory(w) && job.refused_by.count(w.id) == 0;
+    };
+    const int with_memory = static_cast<int>(
+        std::count_if(registered_workers.begin(), registered_workers.end(), has_memory));
+    const int fitting =
+        static_cast<int>(std::count_if(registered_workers.begin(), registered_workers.end(), fits));
+    if (with_memory >= gpus && fitting < gpus) {  // the workers' roots refuse its paths
+      plan.waiting[job.id] = "waiting for a worker whose roots allow its paths: " + job.refusal;
+      continue;
+    }
     if (fitting < gpus) {  // no registered workers have the memory: skipped, with the reason
-      const int64_t largest =
-          *std::max_element(registered_gpu_memory.begin(), registered_gpu_memory.end());
+      const int64_t largest = std::max_element(registered_workers.begin(), registered_workers.end(),
+                                               [](const FreeWorker& a, const FreeWorker& b) {
+                                                 return a.gpu_memory_bytes < b.gpu_memory_bytes;
+                                               })
+                                  ->gpu_memory_bytes;
       plan.waiting[job.id] =
           (gpus == 1 ? "waiting for a worker with at least "
                      : "waiting for " + std::to_string(gpus) + " workers with at least ") +
           FormatMemory(job.gpu_memory_bytes) + " of GPU memory (its memory estimate); " +
           (gpus == 1 ? "the largest registered GPU has " + FormatMemory(largest)
-                     : std::to_string(fitting) + " registered have that much");
+                     : std::to_string(with_memory) + " registered have that much");
       continue;
     }
-    if (blocked) continue;
+    if (blocked) {
+      plan.line.push_back(job.id);
+      continue;
+    }
     // The free workers that fit, in host order; a one-rank job takes the smallest of them.
     std::vector<size_t> chosen;
     for (size_t i = 0; i < free.size(); ++i) {
-      if (fits(free[i].gpu_memory_bytes)) chosen.push_back(i);
+      if (fits(free[i])) chosen.push_back(i);
     }
     if (static_cast<int>(chosen.size()) < gpus) {
-      if (job.gpu_memory_bytes > 0) {
+      if (job.gpu_memory_bytes > 0 && job.refused_by.empty()) {
         plan.waiting[job.id] = "waiting for a free worker with at least " +
                                FormatMemory(job.gpu_memory_bytes) +
                                " of GPU memory (its memory estimate)";
       }
       blocked = true;  // wait; keep its place
+      plan.line.push_back(job.id);
       continue;
     }
     if (gpus == 1 && job.gpu_memory_bytes > 0) {

@@ -14,11 +14,18 @@
 // memory for is skipped like a gang larger than the pool, with a reason the user sees; one whose
 // fitting workers are busy waits and keeps its place. Of the fitting free workers a one-rank job
 // takes the one with the least memory, leaving the larger GPUs to the jobs that need them.
+//
+// Paths: a job goes only to workers whose read and write roots allow its paths (the roots each
+// worker reported, checked by the coordinator: QueuedJob::refused_by). A job every registered
+// worker refuses is skipped with the first refusal as its reason (submit refuses it outright when
+// no worker allows it; this happens when the workers that did have left); one whose allowing
+// workers are busy waits and keeps its place, as for memory.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -31,8 +38,13 @@ struct QueuedJob {
   int gpus = 1;
   // GPU memory each of its workers needs (DeviceBytesNeeded of its estimate); 0: not checked.
   int64_t gpu_memory_bytes = 0;
+  // Ids of the registered workers whose roots refuse its paths, and the first refusal's message
+  // ("model.path: ... is outside the folders this worker may read: ..."), for the reason it waits.
+  std::set<std::string> refused_by{};
+  std::string refusal{};
 };
 
+// A worker free to take a job, or (in PlanScheduleOnWorkers's `registered`) any registered worker.
 struct FreeWorker {
   std::string id;
   std::string hostname;
@@ -60,9 +72,18 @@ struct SchedulePlan {
   // Why a queued job was not placed, by job id, where GPU memory is the reason:
   // "waiting for a worker with at least 23.1 GiB of GPU memory (...); the largest has 15.9 GiB".
   std::map<std::string, std::string> waiting;
+  // The jobs left queued that some registered worker could take, in the order they would start
+  // (front: the next). Jobs no registered worker can take (a gang larger than the pool, a memory
+  // estimate no GPU covers) are not in line: they wait for workers, not for other jobs.
+  std::vector<std::string> line;
 };
 
-// registered_gpu_memory: each registered worker's GPU memory in bytes, -1 for a CPU worker.
+// registered: every registered worker, free or busy (id and GPU memory matter here).
+SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
+                                   const std::vector<FreeWorker>& registered,
+                                   const PortPicker& pick_port);
+// PlanScheduleOnWorkers with the registered workers known by their GPU memory alone (-1: a CPU
+// worker); no job may name them in refused_by.
 SchedulePlan PlanSchedule(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,
                           const std::vector<int64_t>& registered_gpu_memory,
                           const PortPicker& pick_port);

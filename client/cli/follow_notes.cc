@@ -30,17 +30,31 @@ std::string StateJsonLine(const qlorad::v1::Job& job, int64_t now_unix_ms) {
   return line.dump();
 }
 
+std::string QueuedJsonLine(const qlorad::v1::Job& job, int64_t now_unix_ms) {
+  const nlohmann::json line = {{"type", "queued"},
+                               {"job_id", job.id()},
+                               {"position", job.queue_position()},
+                               {"queue_length", job.queue_length()},
+                               {"elapsed_s", ElapsedS(job, now_unix_ms)}};
+  return line.dump();
+}
+
 void FollowNotes::Job(const qlorad::v1::Job& job, int64_t now_unix_ms, bool shown_steps) {
   const std::pair<qlorad::v1::JobState, int32_t> now{job.state(), job.attempt()};
   const bool changed = last_ != now;
   const bool new_attempt = last_ && last_->second != job.attempt();
   last_ = now;
   if (IsTerminal(job.state())) return;  // the end has its own line
+  const bool queued = job.state() == qlorad::v1::JOB_STATE_QUEUED;
+  const std::pair<int32_t, int32_t> place{job.queue_position(), job.queue_length()};
+  const bool moved = queued && place != last_place_;
+  last_place_ = queued ? place : std::pair<int32_t, int32_t>{0, 0};
   if (ctx_.options.json) {
     if (changed) ctx_.out << StateJsonLine(job, now_unix_ms) << "\n" << std::flush;
+    if (moved && place.first > 0)
+      ctx_.out << QueuedJsonLine(job, now_unix_ms) << "\n" << std::flush;
     return;
   }
-  const bool queued = job.state() == qlorad::v1::JOB_STATE_QUEUED;
   if (shown_steps) {
     if (new_attempt) {
       printer_.Finish();
@@ -49,13 +63,13 @@ void FollowNotes::Job(const qlorad::v1::Job& job, int64_t now_unix_ms, bool show
                << std::flush;
     }
   } else if (ctx_.tty) {
-    const std::string line =
-        queued ? RenderQueuedLine(job.id(), ElapsedS(job, now_unix_ms), ctx_.columns)
-               : fmt::format("{} running on {}, waiting for its first step", job.id(),
-                             job.worker_id());
+    const std::string line = queued
+                                 ? RenderQueuedLine(job, ElapsedS(job, now_unix_ms), ctx_.columns)
+                                 : fmt::format("{} running on {}, waiting for its first step",
+                                               job.id(), job.worker_id());
     printer_.Redraw(line.substr(0, static_cast<size_t>(std::max(ctx_.columns - 1, 0))));
-  } else if (queued && changed) {
-    ctx_.err << job.id() << " is queued, waiting for a worker\n" << std::flush;
+  } else if (queued && (changed || moved)) {
+    ctx_.err << job.id() << " is " << QueuedText(job) << "\n" << std::flush;
   }
 }
 

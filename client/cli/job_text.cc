@@ -82,6 +82,11 @@ std::string FormatJobTable(const std::vector<qlorad::v1::Job>& jobs, int64_t now
   return out;
 }
 
+std::string QueuedText(const qlorad::v1::Job& job) {
+  if (job.queue_position() <= 0) return "queued, waiting for a worker";
+  return fmt::format("queued, position {} of {}", job.queue_position(), job.queue_length());
+}
+
 std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
   std::string created = FormatTimestamp(job.created_unix_ms());
   if (job.created_unix_ms() > 0) {
@@ -108,6 +113,10 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
   }};
   // Only jobs that evaluate (data.validation) have a best evaluation: no row for the others.
   if (job.has_best()) fields.insert(fields.end() - 1, {"best", BestText(job)});
+  if (job.queue_position() > 0)
+    fields.insert(
+        fields.begin() + 3,
+        {"queue", fmt::format("position {} of {}", job.queue_position(), job.queue_length())});
   // A queued job the scheduler cannot place says why (e.g. no worker has the GPU memory).
   if (!job.waiting_reason().empty())
     fields.insert(fields.begin() + 3, {"waiting", job.waiting_reason()});

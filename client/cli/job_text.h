@@ -20,6 +20,10 @@ bool IsTerminal(qlorad::v1::JobState state);
 // their widest cell, two spaces apart, no trailing spaces. Ends with a newline.
 std::string FormatJobTable(const std::vector<qlorad::v1::Job>& jobs, int64_t now_unix_ms);
 
+// Where a queued job stands: "queued, position 2 of 3" (Job.queue_position), or "queued,
+// waiting for a worker" when it is not in line (no registered worker can take it).
+std::string QueuedText(const qlorad::v1::Job& job);
+
 // The `qloractl status` view: one "field  value" line per field, error included.
 std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms);
 

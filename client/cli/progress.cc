@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "client/cli/job_text.h"
 #include "client/cli/units.h"
 
 namespace qlorad::cli {
@@ -92,10 +93,9 @@ std::string FitProgressLine(const qlorad::v1::StepMetrics& m, std::optional<doub
   return CutToFit(ProgressText(m, eta_s, eval_loss, {false, false, false}), columns);
 }
 
-std::string RenderQueuedLine(const std::string& job_id, double elapsed_s, int columns) {
-  return CutToFit(
-      fmt::format("{} queued, waiting for a worker ({})", job_id, FormatDuration(elapsed_s)),
-      columns);
+std::string RenderQueuedLine(const qlorad::v1::Job& job, double elapsed_s, int columns) {
+  return CutToFit(fmt::format("{} {} ({})", job.id(), QueuedText(job), FormatDuration(elapsed_s)),
+                  columns);
 }
 
 std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s) {

@@ -43,8 +43,9 @@ std::string RenderProgressLine(const qlorad::v1::StepMetrics& m, std::optional<d
 std::string FitProgressLine(const qlorad::v1::StepMetrics& m, std::optional<double> eta_s,
                             int columns, std::optional<double> eval_loss = std::nullopt);
 
-// "job-1 queued, waiting for a worker (0:12)", cut to columns - 1 like the progress line.
-std::string RenderQueuedLine(const std::string& job_id, double elapsed_s, int columns);
+// "job-1 queued, position 2 of 3 (0:12)" (the place: job_text.h's QueuedText), cut to
+// columns - 1 like the progress line.
+std::string RenderQueuedLine(const qlorad::v1::Job& job, double elapsed_s, int columns);
 
 // "step 40/100  loss 2.3412  lr 2.00e-04  grad_norm 0.8123  1.2k tok/s  vram 1.5 GiB  ETA 0:35"
 // (vram only when the trainer reported any: CPU runs report 0; "eval_loss 2.4101  eval_ppl 11.14"

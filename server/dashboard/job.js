@@ -136,9 +136,11 @@
     cancel.disabled = true;
     cancelStatus.textContent = "cancelling…";
     try {
-      // A JSON body: the server refuses a cancel without one, which a cross-site form cannot send.
+      // A JSON body: the server refuses a cancel without one, which a cross-site form cannot send;
+      // and the page's CSRF token, which echoes this browser's qlorad_csrf cookie.
       const res = await fetch(`/api/jobs/${encodeURIComponent(jobId)}/cancel`, {
-        method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
+        method: "POST", body: "{}",
+        headers: {"Content-Type": "application/json", "X-CSRF-Token": cancel.dataset.csrf}});
       const body = await res.json();
       cancelStatus.textContent = res.ok ? `cancel requested (${body.state})` : body.error;
       if (!res.ok) cancel.disabled = false;

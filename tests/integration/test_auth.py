@@ -2,6 +2,7 @@
 qlorad-worker on loopback with a real store: tokens made with `qlorad token create`, jobs owned by
 their submitter, workers enrolled with their own credential, forged worker calls refused."""
 import json
+import re
 import subprocess
 import urllib.error
 import urllib.parse
@@ -173,17 +174,86 @@ def test_dashboard_and_metrics_need_tokens(secured, tmp_path):
     assert cancel[0] == 403
 
     # Signing in sets an HttpOnly, SameSite=Strict cookie that the pages then accept.
-    form = urllib.parse.urlencode({"token": t["alice"]}).encode()
-    status, headers, _ = http(addr, "/login", data=form,
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    csrf_cookie, csrf = sign_in_form(addr)
+    status, headers, _ = sign_in(addr, t["alice"], csrf_cookie, csrf)
     assert status == 303, headers
     cookie = headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
     status, _, page = http(addr, "/", cookie=cookie.split(";")[0])
     assert status == 200 and job.id in page
-    bad = urllib.parse.urlencode({"token": t["prom"]}).encode()
-    assert http(addr, "/login", data=bad,
-                headers={"Content-Type": "application/x-www-form-urlencoded"})[0] == 401
+    assert sign_in(addr, t["prom"], csrf_cookie, csrf)[0] == 401
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def sign_in_form(addr: str) -> tuple[str, str]:
+    """GET /login: the qlorad_csrf cookie it sets ("qlorad_csrf=HEX") and its form's csrf field."""
+    status, headers, page = http(addr, "/login")
+    assert status == 200
+    set_cookie = headers["Set-Cookie"]
+    assert set_cookie.startswith("qlorad_csrf=") and "HttpOnly" in set_cookie
+    assert "SameSite=Strict" in set_cookie
+    field = re.search(r'<input type="hidden" name="csrf" value="([0-9a-f]{64})">', page)
+    assert field, page
+    return set_cookie.split(";")[0], field.group(1)
+
+
+def sign_in(addr: str, token: str, csrf_cookie: str, csrf: str | None):
+    fields = {"token": token} | ({"csrf": csrf} if csrf is not None else {})
+    return http(addr, "/login", cookie=csrf_cookie, data=urllib.parse.urlencode(fields).encode(),
+                headers=FORM)
+
+
+def test_dashboard_posts_need_the_csrf_token_of_their_page(secured):
+    """Sign-in, cancel and sign-out from a browser (cookies, no Authorization header) must echo the
+    qlorad_csrf cookie's token that the page carries (double submit); scripts with a bearer token
+    need none."""
+    addr, t = secured.http_addr, secured.tokens
+    alice = qlorad.Client(secured.addr, token=t["alice"])
+    job = alice.submit(SPEC)  # no worker: it stays queued until cancelled
+    csrf_cookie, csrf = sign_in_form(addr)
+    assert csrf_cookie == f"qlorad_csrf={csrf}"
+
+    # A sign-in form posted from elsewhere: no token, a wrong one, or no cookie to match.
+    for cookie, field in ((csrf_cookie, None), (csrf_cookie, "0" * 64), ("", csrf)):
+        status, headers, page = sign_in(addr, t["alice"], cookie, field)
+        assert status == 403, (status, page)
+        assert "CSRF check failed" in page
+        assert "qlorad_token=" not in headers.get("Set-Cookie", "")
+    status, headers, _ = sign_in(addr, t["alice"], csrf_cookie, csrf)
+    assert status == 303 and headers["Location"] == "/"
+    cookies = f"{headers['Set-Cookie'].split(';')[0]}; {csrf_cookie}"
+
+    # The job page carries the same token for its cancel button (and sets no new cookie).
+    status, headers, page = http(addr, f"/jobs/{job.id}", cookie=cookies)
+    assert status == 200 and f'data-csrf="{csrf}"' in page
+    assert "Set-Cookie" not in headers
+    cancel_path = f"/api/jobs/{job.id}/cancel"
+    json_post = {"Content-Type": "application/json"}
+    status, _, body = http(addr, cancel_path, cookie=cookies, data=b"{}", headers=json_post)
+    assert status == 403 and "CSRF check failed: no CSRF token" in json.loads(body)["error"]
+    status, _, body = http(addr, cancel_path, cookie=cookies, data=b"{}",
+                           headers=json_post | {"X-CSRF-Token": "f" * 64})
+    assert status == 403 and "does not match" in json.loads(body)["error"]
+    assert alice.get(job.id).state.name == "QUEUED"
+    status, _, body = http(addr, cancel_path, cookie=cookies, data=b"{}",
+                           headers=json_post | {"X-CSRF-Token": csrf})
+    assert status == 200, body
+    assert alice.get(job.id).state.name == "CANCELLED"
+
+    # A script's bearer token is no ambient credential: no CSRF token needed.
+    other = alice.submit(SPEC)
+    status, _, body = http(addr, f"/api/jobs/{other.id}/cancel", t["alice"], data=b"{}",
+                           headers=json_post)
+    assert status == 200, body
+
+    # Signing out: the same rule.
+    status, _, body = http(addr, "/logout", cookie=cookies, data=b"", headers=FORM)
+    assert status == 403 and "CSRF check failed" in body
+    status, headers, _ = http(addr, "/logout", cookie=cookies,
+                              data=urllib.parse.urlencode({"csrf": csrf}).encode(), headers=FORM)
+    assert status == 303 and "Max-Age=0" in headers["Set-Cookie"]
 
 
 def worker_stub(c: Cluster, credential: str = ""):

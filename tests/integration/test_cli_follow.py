@@ -1,5 +1,5 @@
 """qloractl following a job through what goes wrong around it: a job that waits in the queue
-(the follower says so, on a terminal and in --json), and a coordinator that is killed and
+(the follower says so, on a terminal and in --json, with its place in line as it moves), and a coordinator that is killed and
 restarted while `qloractl watch` follows (it reconnects, resumes without repeating a step and
 ends with the job). Real processes on loopback; every wait is a bounded loop on an event."""
 import fcntl
@@ -100,6 +100,51 @@ def test_a_queued_job_shows_it_is_queued_until_a_worker_takes_it(tmp_path, tiny_
         assert text.count("\n") <= 4, repr(text)
     finally:
         cluster.stop()
+
+
+def test_queued_jobs_show_their_place_in_line_until_they_start(cluster, tmp_path, tiny_model):
+    # The one worker is busy with a job that runs until it is cancelled.
+    busy_spec = write_spec(tmp_path / "busy.yaml", tiny_model, DEMO_DATA, tmp_path / "busy",
+                           max_steps=1000000)
+    busy = json.loads(cluster.ctl("--json", "submit", busy_spec, check=True).stdout)["id"]
+    cluster.wait_state(busy, {"RUNNING"})
+
+    first_spec = write_spec(tmp_path / "first.yaml", tiny_model, DEMO_DATA, tmp_path / "first",
+                            max_steps=4)
+    second_spec = write_spec(tmp_path / "second.yaml", tiny_model, DEMO_DATA,
+                             tmp_path / "second", max_steps=4)
+    first = json.loads(cluster.ctl("--json", "submit", first_spec, check=True).stdout)
+    assert (first["queue_position"], first["queue_length"]) == (1, 1), first
+    # `submit --follow` in --json (its first line is the submitted job) and `watch` on a pipe.
+    follow, follow_out, follow_err = spawn_watch(cluster, tmp_path, "follow", "--json", "submit",
+                                                 second_spec, "--follow")
+    watch, _, watch_err = spawn_watch(cluster, tmp_path, "watch", "watch", first["id"])
+
+    def places():
+        return [(o["position"], o["queue_length"]) for o in json_lines(follow_out)
+                if o.get("type") == "queued"]
+
+    wait_until("the second job at position 2 of 2", lambda: (2, 2) in places(), 60, cluster.logs)
+    wait_until("the first job at position 1 of 2",
+               lambda: f"{first['id']} is queued, position 1 of 2" in watch_err.read_text(), 60,
+               cluster.logs)
+
+    # The busy job ends: the first starts, the second moves up, then starts after it.
+    cluster.ctl("cancel", busy, check=True)
+    assert watch.wait(timeout=240) == 0, watch_err.read_text() + cluster.logs()
+    assert follow.wait(timeout=240) == 0, follow_err.read_text() + cluster.logs()
+
+    objects = json_lines(follow_out)
+    second = objects[0]
+    assert second["type"] == "job" and second["state"] == "QUEUED", objects[0]
+    assert places() == [(2, 2), (1, 1)], objects
+    kinds = [o["type"] for o in objects]
+    # queued lines, then the RUNNING state line, then the steps.
+    running = kinds.index("state", kinds.index("queued") + 1)
+    assert objects[running]["state"] == "RUNNING", objects
+    assert kinds.index("queued") < running < kinds.index("metrics"), kinds
+    assert [o["step"] for o in objects if o["type"] == "metrics"] == [1, 2, 3, 4]
+    assert objects[-1]["type"] == "done" and objects[-1]["state"] == "COMPLETED", objects[-1]
 
 
 def test_watch_reconnects_after_the_coordinator_restarts(tmp_path, tiny_model):

@@ -2,14 +2,15 @@
 roots and write only under its write root. The coordinator refuses at submit what no registered
 worker may run (paths as written: `..`, absolute paths outside); the worker checks again with
 symbolic links followed before it starts the trainer. Relative paths still resolve against the
-worker's --work-dir."""
+worker's --work-dir. Placement follows the roots too: a job goes only to a worker whose roots
+allow its paths."""
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Cluster, wait_for_line
+from conftest import REPO, Cluster, wait_for_line, write_spec
 
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
 
@@ -85,3 +86,48 @@ def test_a_symbolic_link_out_of_a_root_is_refused_by_the_worker(sandboxed, tiny_
     # Refused before the trainer ran: no spec written for it, no outputs.
     assert not (tmp_path / "work" / "jobs" / job_id).exists()
     assert not (tmp_path / "work" / "runs" / "link").exists()
+
+
+def test_a_job_waits_for_a_worker_whose_roots_allow_it(tmp_path, tiny_model):
+    """Two workers with different --read-root: "wide" may read the tiny model, "narrow" may not.
+    With wide busy and narrow free, a job on the tiny model waits in line instead of going to
+    narrow (whose sandbox would refuse it: a failed job), then runs on wide."""
+    c = Cluster(tmp_path)
+    try:
+        c.start_coordinator()
+        wide_log = "wide.log"
+        c.start_worker(tmp_path / "wide", "wide", wide_log,
+                       roots=["--read-root", tiny_model.parent, "--read-root", DEMO_DATA.parent,
+                              "--write-root", tmp_path])
+        wait_for_line(tmp_path / wide_log, r"registered with", c.worker)
+        busy = write_spec(tmp_path / "busy.yaml", tiny_model, DEMO_DATA, tmp_path / "busy",
+                          max_steps=1000000)
+        busy_id = json.loads(c.ctl("--json", "submit", busy, check=True).stdout)["id"]
+        wide_id = c.wait_state(busy_id, {"RUNNING"})["worker_id"]
+
+        c.start_worker(tmp_path / "narrow", "narrow", "narrow.log",
+                       roots=["--read-root", tmp_path / "narrow", "--read-root", DEMO_DATA.parent,
+                              "--write-root", tmp_path])
+        wait_for_line(tmp_path / "narrow.log", r"registered with", c.worker)
+        # A job only narrow may run (its own copy of the model): once it has run, narrow is
+        # attached and free, while wide still runs the busy job.
+        shutil.copytree(tiny_model, tmp_path / "narrow" / "model")
+        probe = write_spec(tmp_path / "probe.yaml", tmp_path / "narrow" / "model", DEMO_DATA,
+                           tmp_path / "probe", max_steps=2)
+        probe_id = json.loads(c.ctl("--json", "submit", probe, check=True).stdout)["id"]
+        probed = c.wait_state(probe_id, {"COMPLETED", "FAILED"})
+        assert probed["state"] == "COMPLETED" and probed["worker_id"] != wide_id, probed
+
+        job = write_spec(tmp_path / "wants-wide.yaml", tiny_model, DEMO_DATA, tmp_path / "out",
+                         max_steps=2)
+        submitted = json.loads(c.ctl("--json", "submit", job, check=True).stdout)
+        # The submit's plan saw narrow free and left the job in line for wide.
+        assert submitted["state"] == "QUEUED", (submitted, c.logs())
+        assert submitted["queue_position"] == 1, submitted
+
+        c.ctl("cancel", busy_id, check=True)
+        done = c.wait_state(submitted["id"], {"COMPLETED", "FAILED"})
+        assert done["state"] == "COMPLETED", (done, c.logs())
+        assert done["worker_id"] == wide_id, (done, wide_id)
+    finally:
+        c.stop()

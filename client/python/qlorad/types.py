@@ -93,6 +93,9 @@ class Job(_FromProto):
     restarts: int = 0  # retries after trainer failures; a lost worker spends none
     waiting_reason: str = ""  # why a queued job is not placed yet (e.g. no GPU has the memory)
     owner: str = ""  # the user who submitted it ("local" without a token under --insecure-local)
+    # A queued job's place in line (1 starts next) and how many are in line; 0 when not in line.
+    queue_position: int = 0
+    queue_length: int = 0
 
     _NESTED = {"best": BestEval}
 

@@ -52,8 +52,18 @@ TEST(FitProgressLine, TinyTerminalKeepsStepAndLossAsFarAsTheyFit) {
 }
 
 TEST(RenderQueuedLine, ElapsedTimeAndCutToTheWidth) {
-  EXPECT_EQ(RenderQueuedLine("job-7", 72, 80), "job-7 queued, waiting for a worker (1:12)");
-  EXPECT_EQ(RenderQueuedLine("job-7", 72, 20), "job-7 queued, waiti");
+  qlorad::v1::Job job;
+  job.set_id("job-7");
+  EXPECT_EQ(RenderQueuedLine(job, 72, 80), "job-7 queued, waiting for a worker (1:12)");
+  EXPECT_EQ(RenderQueuedLine(job, 72, 20), "job-7 queued, waiti");
+}
+
+TEST(RenderQueuedLine, APlaceInLineShowsThePositionAndTheLineLength) {
+  qlorad::v1::Job job;
+  job.set_id("job-7");
+  job.set_queue_position(2);
+  job.set_queue_length(3);
+  EXPECT_EQ(RenderQueuedLine(job, 5, 80), "job-7 queued, position 2 of 3 (0:05)");
 }
 
 }  // namespace

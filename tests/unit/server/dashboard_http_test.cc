@@ -224,24 +224,68 @@ TEST(DashboardHttpTest, JobAndWorkersJson) {
               HasSubstr("job-nope"));
 }
 
-TEST(DashboardHttpTest, CancelNeedsAJsonRequestFromThisOrigin) {
+// The qlorad_csrf cookie a page set ("qlorad_csrf=HEX") and the token the page carries.
+std::pair<std::string, std::string> CsrfOf(const httplib::Result& page) {
+  std::string cookie;
+  for (const auto& [name, value] : page->headers) {
+    if (name == "Set-Cookie" && value.rfind("qlorad_csrf=", 0) == 0) {
+      cookie = value.substr(0, value.find(';'));
+      EXPECT_THAT(value, HasSubstr("HttpOnly; SameSite=Strict"));
+    }
+  }
+  const std::string marker = "data-csrf=\"";
+  const size_t at = page->body.find(marker);
+  EXPECT_NE(at, std::string::npos);
+  const size_t from = at + marker.size();
+  return {cookie, page->body.substr(from, page->body.find('"', from) - from)};
+}
+
+TEST(DashboardHttpTest, CancelNeedsAJsonRequestFromThisOriginWithTheCsrfToken) {
   Dashboard d;
   auto client = d.Client();
   const std::string path = "/api/jobs/" + d.job.id() + "/cancel";
+  auto page = client.Get("/jobs/" + d.job.id());
+  ASSERT_TRUE(page);
+  const auto [cookie, token] = CsrfOf(page);
+  ASSERT_EQ(cookie, "qlorad_csrf=" + token);
+  ASSERT_EQ(token.size(), 64u);
+  // The page again with its cookie: the same token, no new cookie.
+  auto again_page = client.Get("/jobs/" + d.job.id(), {{"Cookie", cookie}});
+  ASSERT_TRUE(again_page);
+  EXPECT_FALSE(again_page->has_header("Set-Cookie"));
+  EXPECT_THAT(again_page->body, HasSubstr("data-csrf=\"" + token + "\""));
+  const httplib::Headers csrf = {{"Cookie", cookie}, {"X-CSRF-Token", token}};
 
   // What a cross-site HTML form can send: refused, and the job goes on.
-  auto form = client.Post(path, "x=1", "application/x-www-form-urlencoded");
+  auto form = client.Post(path, csrf, "x=1", "application/x-www-form-urlencoded");
   ASSERT_TRUE(form);
   EXPECT_EQ(form->status, 415);
   EXPECT_THAT(form->body, HasSubstr("Content-Type"));
-  auto other_site =
-      client.Post(path, {{"Origin", "http://evil.example"}}, "{}", "application/json");
+  httplib::Headers other_origin = csrf;
+  other_origin.emplace("Origin", "http://evil.example");
+  auto other_site = client.Post(path, other_origin, "{}", "application/json");
   ASSERT_TRUE(other_site);
   EXPECT_EQ(other_site->status, 403);
+  // Without the token, with a wrong one, or without the cookie: 403 saying so.
+  auto no_token = client.Post(path, {{"Cookie", cookie}}, "{}", "application/json");
+  ASSERT_TRUE(no_token);
+  EXPECT_EQ(no_token->status, 403);
+  EXPECT_THAT(no_token->body, HasSubstr("CSRF check failed: no CSRF token"));
+  auto wrong = client.Post(path, {{"Cookie", cookie}, {"X-CSRF-Token", std::string(64, '0')}}, "{}",
+                           "application/json");
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 403);
+  EXPECT_THAT(wrong->body, HasSubstr("does not match its qlorad_csrf cookie"));
+  auto no_cookie = client.Post(path, {{"X-CSRF-Token", token}}, "{}", "application/json");
+  ASSERT_TRUE(no_cookie);
+  EXPECT_EQ(no_cookie->status, 403);
+  EXPECT_THAT(no_cookie->body, HasSubstr("no qlorad_csrf cookie"));
   EXPECT_EQ(d.server.Get(d.job.id()).state(), v1::JOB_STATE_RUNNING);
 
   const std::string origin = "http://" + d.host + ":" + std::to_string(d.port);
-  auto cancel = client.Post(path, {{"Origin", origin}}, "{}", "application/json");
+  httplib::Headers same_origin = csrf;
+  same_origin.emplace("Origin", origin);
+  auto cancel = client.Post(path, same_origin, "{}", "application/json");
   ASSERT_TRUE(cancel);
   EXPECT_EQ(cancel->status, 200);
   EXPECT_EQ(nlohmann::json::parse(cancel->body)["id"], d.job.id());
@@ -252,10 +296,10 @@ TEST(DashboardHttpTest, CancelNeedsAJsonRequestFromThisOrigin) {
   ASSERT_TRUE(d.worker.Report({ExitEvent(d.start, -1, 15, "", true)}).ok());
   EXPECT_TRUE(d.server.WaitForState(d.job.id(), v1::JOB_STATE_CANCELLED));
 
-  auto again = client.Post(path, "{}", "application/json");
+  auto again = client.Post(path, csrf, "{}", "application/json");
   ASSERT_TRUE(again);
   EXPECT_EQ(again->status, 409);
-  auto unknown = client.Post("/api/jobs/job-nope/cancel", "{}", "application/json");
+  auto unknown = client.Post("/api/jobs/job-nope/cancel", csrf, "{}", "application/json");
   ASSERT_TRUE(unknown);
   EXPECT_EQ(unknown->status, 404);
 }

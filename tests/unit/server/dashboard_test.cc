@@ -128,7 +128,8 @@ TEST(DashboardTest, JobPageEscapesWhatTheUserWrote) {
   detail.row.job.set_id("job-1");
   detail.row.job.set_name("<img src=x onerror=alert(1)>");
   detail.row.job.set_spec_yaml("name: </script>");
-  const std::string html = JobPageHtml(detail);
+  const std::string html = JobPageHtml(detail, "\"><script>");
+  EXPECT_THAT(html, HasSubstr("data-csrf=\"&quot;&gt;&lt;script&gt;\""));
   EXPECT_THAT(html, Not(HasSubstr("<img src=x")));
   EXPECT_THAT(html, HasSubstr("&lt;img src=x onerror=alert(1)&gt;"));
   EXPECT_THAT(html, HasSubstr("name: &lt;/script&gt;"));

@@ -71,7 +71,8 @@ TEST(PrometheusTest, CountersPerRankSeriesAndFinishedJobsLeaving) {
   EXPECT_THAT(text, HasSubstr("qlorad_worker_device_memory_bytes{worker=\"host-gpu1\","
                               "device=\"cpu:0\",device_name=\"test cpu\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("qlorad_worker_running_ranks{worker=\"host-gpu0\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("qlorad_job_restarts_total{job=\"" + job.id() + "\",name=\"gang\"} 0\n"));
+  EXPECT_THAT(text,
+              HasSubstr("qlorad_job_restarts_total{job=\"" + job.id() + "\",name=\"gang\"} 0\n"));
 
   ASSERT_TRUE(worker0.Report({DoneEvent(rank0, "/out/adapter"), ExitEvent(rank0, 0)}).ok());
   ASSERT_TRUE(worker1.Report({ExitEvent(rank1, 0)}).ok());
@@ -102,8 +103,31 @@ TEST(PrometheusTest, AJobsRestartsCountItsRetriedAttempts) {
   ASSERT_TRUE(second);
   ASSERT_EQ(second->attempt(), 1);
   ASSERT_TRUE(worker.Report({Step(*second, 1, 20)}).ok());
-  EXPECT_THAT(Scrape(server), HasSubstr("qlorad_job_restarts_total{job=\"" + job.id() +
-                                        "\",name=\"flaky\"} 1\n"));
+  EXPECT_THAT(Scrape(server),
+              HasSubstr("qlorad_job_restarts_total{job=\"" + job.id() + "\",name=\"flaky\"} 1\n"));
+}
+
+// The followers of jobs are counted while their streams are open (bench/service waits on this).
+TEST(PrometheusTest, OpenStreamsAreCountedUntilTheyClose) {
+  TempDir dir;
+  TestServer server(dir.File("qlorad.db"), 30s, 1024, "127.0.0.1:0");
+  const v1::Job job = server.Submit(SpecYaml());  // queued: no worker, so the stream stays open
+  EXPECT_THAT(Scrape(server), HasSubstr("qlorad_stream_subscribers{stream=\"metrics\"} 0\n"));
+  grpc::ClientContext ctx;
+  v1::StreamMetricsRequest request;
+  request.set_job_id(job.id());
+  auto reader = server.jobs().StreamMetrics(&ctx, request);
+  EXPECT_TRUE(WaitFor([&] {
+    return Scrape(server).find("qlorad_stream_subscribers{stream=\"metrics\"} 1\n") !=
+           std::string::npos;
+  }));
+  EXPECT_THAT(Scrape(server), HasSubstr("qlorad_stream_subscribers{stream=\"logs\"} 0\n"));
+  ctx.TryCancel();
+  reader->Finish();
+  EXPECT_TRUE(WaitFor([&] {
+    return Scrape(server).find("qlorad_stream_subscribers{stream=\"metrics\"} 0\n") !=
+           std::string::npos;
+  }));
 }
 
 }  // namespace

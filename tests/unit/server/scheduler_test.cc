@@ -120,6 +120,51 @@ TEST(SchedulerTest, AJobWhoseFittingWorkerIsBusyWaitsAndKeepsItsPlace) {
             "the largest registered GPU has 80.0 GiB");
 }
 
+TEST(SchedulerTest, TheLineListsTheJobsLeftQueuedInTheOrderTheyWouldStart) {
+  // One free worker of three registered: "first" starts; the rest wait in the scheduler's order
+  // (priority, then age). The gang larger than the pool and the job no GPU has the memory for
+  // wait for workers, not for other jobs: they are not in line.
+  const SchedulePlan plan =
+      PlanSchedule({{"low", 10, 1, 1},
+                    {"first", 90, 5, 1},
+                    {"gang", 90, 2, 4},
+                    {"second", 50, 3, 1},
+                    {"huge", 50, 4, 1, 100 * kGiB},
+                    {"third", 50, 4, 1}},
+                   {{"w0", "h1", 16 * kGiB}}, {16 * kGiB, 16 * kGiB, 16 * kGiB}, FixedPort);
+  EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"first"}));
+  EXPECT_EQ(plan.line, (std::vector<std::string>{"second", "third", "low"}));
+}
+
+TEST(SchedulerTest, AJobGoesOnlyToWorkersWhoseRootsAllowItsPaths) {
+  // w0 refuses the job's paths: it goes to w1 although w0 comes first.
+  std::vector<FreeWorker> workers = {{"w0", "h1", -1}, {"w1", "h1", -1}};
+  QueuedJob job{"j", 50, 1, 1};
+  job.refused_by = {"w0"};
+  job.refusal = "model.path: /m is outside the folders this worker may read: /data (worker w0)";
+  SchedulePlan plan = PlanScheduleOnWorkers({job}, workers, workers, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"w1"}));
+
+  // Only w0 is free: the job waits for w1 and keeps its place, holding back the job behind it.
+  plan = PlanScheduleOnWorkers({job, {"behind", 10, 2, 1}}, {workers[0]}, workers, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.line, (std::vector<std::string>{"j", "behind"}));
+  EXPECT_EQ(plan.waiting.count("j"), 0u);
+
+  // No registered worker allows it (w1 left): skipped with the refusal, blocking nobody.
+  plan = PlanScheduleOnWorkers({job, {"behind", 10, 2, 1}}, {workers[0]}, {workers[0]}, FixedPort);
+  EXPECT_EQ(JobIds(plan.placements), (std::vector<std::string>{"behind"}));
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker whose roots allow its paths: " + job.refusal);
+}
+
+TEST(SchedulerTest, NoRegisteredWorkerMeansNobodyIsInLine) {
+  const SchedulePlan plan = PlanSchedule({{"a", 50, 1, 1}}, {}, std::vector<int64_t>{}, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_TRUE(plan.line.empty());
+}
+
 TEST(SchedulerTest, CpuWorkersAndJobsWithoutAnEstimateAreNotMemoryChecked) {
   // A CPU worker (-1) takes a job with an estimate; a job without one (0) takes a small GPU.
   SchedulePlan plan =
