@@ -62,8 +62,9 @@ struct TokenRecord {
 
 class Store {
  public:
-  // 2: evaluation during training; 3: restarts; 4: tokens and job owners (issue 19).
-  static constexpr int kSchemaVersion = 4;
+  // 2: evaluation during training; 3: restarts; 4: tokens and job owners (issue 19);
+  // 5: eval accuracy of classification jobs.
+  static constexpr int kSchemaVersion = 5;
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 
