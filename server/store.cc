@@ -3,14 +3,16 @@
 namespace qlorad::server {
 namespace {
 
-// Version 4's tables and index, run after the upgrades (the index needs the owner column, which
-// an older file gets from them) on new and old files alike. Tokens are stored as the
-// SHA-256 of the secret (auth_token.h), never the secret itself.
+// Version 4's tables and index (with version 5's expires_at), run after the upgrades (the index
+// needs the owner column, which an older file gets from them) on new and old files alike.
+// Tokens are stored as the SHA-256 of the secret (auth_token.h), never the secret itself.
+// expires_at: unix milliseconds, NULL for a token that never expires.
 constexpr const char* kTokensSchema = R"sql(
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_unix_ms);
 CREATE TABLE IF NOT EXISTS tokens (
   id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, name TEXT NOT NULL,
-  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0);
+  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0,
+  expires_at INTEGER);
 )sql";
 
 constexpr const char* kSchema = R"sql(
@@ -68,8 +70,16 @@ ALTER TABLE metrics ADD COLUMN eval_perplexity REAL;
     "ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
     // 3 -> 4: authentication (issue 19). Jobs stored before have no owner: admins only.
     "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
-    // 4 -> 5: task classification's eval accuracy (NULL: not evaluated, or not classification).
-    "ALTER TABLE metrics ADD COLUMN eval_accuracy REAL;",
+    // 4 -> 5: task classification's eval accuracy (NULL: not evaluated, or not classification),
+    // and token expiry (NULL: never). A file older than 4 has no tokens table yet (kTokensSchema
+    // makes it after the upgrades), so this step makes version 4's before adding the column.
+    R"sql(
+ALTER TABLE metrics ADD COLUMN eval_accuracy REAL;
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, name TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0);
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+)sql",
 };
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.

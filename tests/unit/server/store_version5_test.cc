@@ -1,6 +1,6 @@
 // The store's schema version 5: eval accuracy per step (task: classification), NULL on steps
-// that were not evaluated; and a version-4 database, as the coordinator with authentication
-// wrote it, upgraded in place keeping its jobs, steps and tokens.
+// that were not evaluated; token expiry, NULL for never; and a version-4 database, as the
+// coordinator with authentication wrote it, upgraded in place keeping its jobs, steps and tokens.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -17,6 +17,7 @@ namespace {
 // version put back, so its tables are exactly what version 4 created.
 constexpr const char* kBackToVersion4 = R"sql(
 ALTER TABLE metrics DROP COLUMN eval_accuracy;
+ALTER TABLE tokens DROP COLUMN expires_at;
 UPDATE schema_version SET version = 4;
 )sql";
 
@@ -98,6 +99,11 @@ TEST(StoreVersion5Test, AVersion4DatabaseIsUpgradedKeepingItsRows) {
   ASSERT_TRUE(tokens.ok()) << tokens.status().ToString();
   ASSERT_EQ(tokens->size(), 1u);
   EXPECT_EQ(tokens->front().name, "ada");
+  EXPECT_FALSE(tokens->front().expires_unix_ms.has_value()) << "tokens made before never expire";
+  TokenRecord expiring = UserToken("tok-new");
+  expiring.expires_unix_ms = 5000;
+  ASSERT_TRUE((*store)->InsertToken(expiring).ok());
+  EXPECT_EQ((*store)->FindToken("hash-tok-new").value()->expires_unix_ms.value_or(-1), 5000);
 }
 
 }  // namespace
