@@ -9,6 +9,7 @@
 #include "server/auth_token.h"
 #include "server/coordinator.h"
 #include "server/ids.h"
+#include "server/token_time.h"
 
 namespace qlorad::server {
 namespace {
@@ -76,14 +77,18 @@ StatusOr<Principal> Authenticator::AuthenticateToken(const std::string& token) c
   QLORAD_ASSIGN_OR_RETURN(auto found, store_.FindToken(TokenHash(token)));
   if (!found) return Unauthenticated(std::string("unknown token: ") + kHowToGetOne);
   if (found->revoked()) return Unauthenticated("token " + found->id + " was revoked");
+  if (found->expired(NowUnixMs())) {
+    return Unauthenticated("token " + found->id + " expired at " +
+                           FormatTokenTime(*found->expires_unix_ms) + ": " + kHowToGetOne);
+  }
   auto role = ParseRole(found->role);
   if (!role.ok())
     return Internal("token " + found->id + " has an unknown role '" + found->role + "'");
   return Principal{found->name, *role, found->id};
 }
 
-StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& name,
-                                 bool unique_name) {
+StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& name, bool unique_name,
+                                 std::optional<int64_t> expires_unix_ms) {
   if (role != Role::kEnroll && name.empty()) {
     return InvalidArgument(fmt::format("name: required for a {} token", RoleName(role)));
   }
@@ -96,13 +101,15 @@ StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& nam
                            "' is the tokenless caller of --insecure-local");
   }
   QLORAD_ASSIGN_OR_RETURN(std::string secret, NewTokenSecret());
-  IssuedToken issued{{RandomId("tok-"), TokenHash(secret), RoleName(role), name, NowUnixMs(), 0},
-                     std::move(secret)};
+  const int64_t now = NowUnixMs();
+  IssuedToken issued{
+      {RandomId("tok-"), TokenHash(secret), RoleName(role), name, now, 0, expires_unix_ms},
+      std::move(secret)};
   QLORAD_RETURN_IF_ERROR(store.Transaction([&]() -> Status {
     if (unique_name) {
       QLORAD_ASSIGN_OR_RETURN(auto tokens, store.ListTokens());
       for (const TokenRecord& t : tokens) {
-        if (!t.revoked() && t.role == issued.record.role && t.name == name) {
+        if (t.valid(now) && t.role == issued.record.role && t.name == name) {
           return Status(StatusCode::kAlreadyExists,
                         fmt::format("{} '{}' already has token {}; revoke it first (`qlorad token "
                                     "revoke {}`)",

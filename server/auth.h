@@ -62,14 +62,16 @@ class Authenticator {
 
 // A new token of `role` for `name` (checked: plain characters, not kLocalName; required but for
 // enroll tokens), stored as its hash; returns the record and the secret, which is shown once.
-// With unique_name, ALREADY_EXISTS when a live token of that role and name exists: a worker name
-// is enrolled once, so an enrollment token cannot take over a running worker's name.
+// With unique_name, ALREADY_EXISTS when a valid token of that role and name exists: a worker name
+// is enrolled once, so an enrollment token cannot take over a running worker's name. With
+// expires_unix_ms the token is refused from then on (a time already past is allowed: tests).
 struct IssuedToken {
   TokenRecord record;
   std::string secret;
 };
 StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& name,
-                                 bool unique_name = false);
+                                 bool unique_name = false,
+                                 std::optional<int64_t> expires_unix_ms = std::nullopt);
 
 // PERMISSION_DENIED naming the caller and `what` unless its role is one of `allowed` (the local
 // caller may do anything).

@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 
+#include "server/coordinator.h"
+
 namespace qlorad::server {
 
 bool IsLoopbackHost(const std::string& host) {
@@ -46,7 +48,7 @@ Status RequireClientToken(const SecurityOptions& security, Store& store,
   if (security.insecure_local) return Status::Ok();
   QLORAD_ASSIGN_OR_RETURN(auto tokens, store.ListTokens());
   for (const TokenRecord& t : tokens) {
-    if (!t.revoked() && (t.role == "user" || t.role == "admin")) return Status::Ok();
+    if (t.valid(NowUnixMs()) && (t.role == "user" || t.role == "admin")) return Status::Ok();
   }
   return FailedPrecondition(
       "authentication is on and " + db_path +

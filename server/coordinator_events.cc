@@ -88,8 +88,11 @@ Status Coordinator::ApplyEvent(const std::string& worker_id, const v1::TrainerEv
         if (m.has_eval_loss()) {
           QLORAD_RETURN_IF_ERROR(
               Log(job.id(), "info",
-                  fmt::format("eval at step {}: eval_loss {:.4f}, perplexity {:.3f}", m.step(),
-                              m.eval_loss(), m.eval_perplexity()),
+                  fmt::format("eval at step {}: eval_loss {:.4f}, perplexity {:.3f}{}", m.step(),
+                              m.eval_loss(), m.eval_perplexity(),
+                              m.has_eval_accuracy()
+                                  ? fmt::format(", accuracy {:.4f}", m.eval_accuracy())
+                                  : std::string()),
                   out));
         }
       }

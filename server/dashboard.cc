@@ -100,16 +100,17 @@ nlohmann::json JobsJson(const std::vector<JobRow>& jobs,
 nlohmann::json MetricsJson(const std::vector<v1::StepMetrics>& rows) {
   nlohmann::json table = nlohmann::json::array();
   for (const auto& m : rows) {
-    nlohmann::json eval = nullptr;
+    nlohmann::json eval = nullptr, accuracy = nullptr;
     if (m.has_eval_loss()) eval = JsonNumber(m.eval_loss());
+    if (m.has_eval_accuracy()) accuracy = JsonNumber(m.eval_accuracy());
     table.push_back({m.rank(), m.attempt(), m.step(), JsonNumber(m.loss()), m.lr(), m.grad_norm(),
                      m.tokens_per_s(), m.vram_allocated_bytes(), m.vram_reserved_bytes(),
-                     m.vram_peak_bytes(), m.wall_time_s(), eval});
+                     m.vram_peak_bytes(), m.wall_time_s(), eval, accuracy});
   }
   return {{"columns",
            {"rank", "attempt", "step", "loss", "lr", "grad_norm", "tokens_per_s",
             "vram_allocated_bytes", "vram_reserved_bytes", "vram_peak_bytes", "wall_time_s",
-            "eval_loss"}},
+            "eval_loss", "eval_accuracy"}},
           {"rows", std::move(table)}};
 }
 

@@ -68,7 +68,8 @@ nlohmann::json JobsJson(const std::vector<JobRow>& jobs,
 
 // Step metrics as a table: {"columns":["rank","attempt","step","loss","lr","grad_norm",
 // "tokens_per_s","vram_allocated_bytes","vram_reserved_bytes","vram_peak_bytes","wall_time_s",
-// "eval_loss"],"rows":[[...],...]}, eval_loss null on steps that were not evaluated.
+// "eval_loss","eval_accuracy"],"rows":[[...],...]}, eval_loss null on steps that were not
+// evaluated, eval_accuracy also on those of jobs that are not task: classification.
 nlohmann::json MetricsJson(const std::vector<v1::StepMetrics>& rows);
 
 // What kind of event a log line reports, for the job page's event list: "checkpoint",

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <map>
@@ -121,6 +122,14 @@ const char* const kCharts[][2] = {
     {"tokens", "Tokens/s per rank"},
     {"vram", "VRAM per rank"},
 };
+
+// A chart's figure; job.js draws into its svg. `caption_html` follows the title.
+std::string ChartFigure(const char* id, const char* title, const char* caption_html, bool hidden) {
+  return fmt::format(R"(<figure class="chart" id="chart-{0}"{3}><figcaption>{1}{2}</figcaption>)"
+                     R"(<svg viewBox="0 0 480 260" role="img" aria-label="{1}"></svg></figure>)"
+                     "\n",
+                     id, title, caption_html, hidden ? " hidden" : "");
+}
 
 }  // namespace
 
@@ -274,12 +283,14 @@ std::string JobSummaryHtml(const JobRow& row) {
 std::string JobPageHtml(const JobDetail& detail, const std::string& csrf) {
   const v1::Job& job = detail.row.job;
   std::string charts;
-  for (const auto& [id, title] : kCharts) {
-    charts += fmt::format(R"(<figure class="chart" id="chart-{}"><figcaption>{}</figcaption>)"
-                          R"(<svg viewBox="0 0 480 260" role="img" aria-label="{}"></svg></figure>)"
-                          "\n",
-                          id, title, title);
-  }
+  for (const auto& [id, title] : kCharts) charts += ChartFigure(id, title, "", false);
+  // Only classification jobs evaluate an accuracy: until one arrives the figure stays hidden,
+  // and job.js shows it with the latest value.
+  const bool has_accuracy =
+      std::any_of(detail.metrics.begin(), detail.metrics.end(),
+                  [](const v1::StepMetrics& m) { return m.has_eval_accuracy(); });
+  charts +=
+      ChartFigure("accuracy", "Eval accuracy", R"( <span class="latest"></span>)", !has_accuracy);
   std::string events, log;
   for (const auto& line : detail.events) events += EventItemHtml(line);
   for (const auto& line : detail.log_tail) log += LogLineHtml(line) + "\n";

@@ -172,6 +172,13 @@ void JobFamilies(std::string& out, const PrometheusSnapshot& s) {
   for (const JobSeries& job : s.jobs) {
     if (job.last_eval) perplexity.Sample(JobLabels(job), job.last_eval->eval_perplexity());
   }
+  Family accuracy(out, "qlorad_job_eval_accuracy", "gauge",
+                  "Accuracy of the last evaluation (task: classification).");
+  for (const JobSeries& job : s.jobs) {
+    if (job.last_eval && job.last_eval->has_eval_accuracy()) {
+      accuracy.Sample(JobLabels(job), job.last_eval->eval_accuracy());
+    }
+  }
 
   const StepGauge per_rank[] = {
       {"qlorad_job_rank_tokens_per_second", "Throughput of each rank at its last step.",

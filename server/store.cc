@@ -3,14 +3,16 @@
 namespace qlorad::server {
 namespace {
 
-// Version 4's tables and index, run after the upgrades (the index needs the owner column, which
-// an older file gets from them) on new and old files alike. Tokens are stored as the
-// SHA-256 of the secret (auth_token.h), never the secret itself.
+// Version 4's tables and index (with version 5's expires_at), run after the upgrades (the index
+// needs the owner column, which an older file gets from them) on new and old files alike.
+// Tokens are stored as the SHA-256 of the secret (auth_token.h), never the secret itself.
+// expires_at: unix milliseconds, NULL for a token that never expires.
 constexpr const char* kTokensSchema = R"sql(
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, created_unix_ms);
 CREATE TABLE IF NOT EXISTS tokens (
   id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, name TEXT NOT NULL,
-  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0);
+  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0,
+  expires_at INTEGER);
 )sql";
 
 constexpr const char* kSchema = R"sql(
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS metrics (
   total_steps INTEGER NOT NULL, loss REAL NOT NULL, lr REAL NOT NULL, grad_norm REAL NOT NULL,
   tokens_per_s REAL NOT NULL, vram_allocated_bytes INTEGER NOT NULL,
   vram_reserved_bytes INTEGER NOT NULL, vram_peak_bytes INTEGER NOT NULL,
-  wall_time_s REAL NOT NULL, eval_loss REAL, eval_perplexity REAL);
+  wall_time_s REAL NOT NULL, eval_loss REAL, eval_perplexity REAL, eval_accuracy REAL);
 CREATE INDEX IF NOT EXISTS metrics_by_job ON metrics (job_id, id);
 CREATE TABLE IF NOT EXISTS logs (
   job_id TEXT NOT NULL REFERENCES jobs (id), seq INTEGER NOT NULL, level TEXT NOT NULL,
@@ -68,6 +70,16 @@ ALTER TABLE metrics ADD COLUMN eval_perplexity REAL;
     "ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
     // 3 -> 4: authentication (issue 19). Jobs stored before have no owner: admins only.
     "ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
+    // 4 -> 5: task classification's eval accuracy (NULL: not evaluated, or not classification),
+    // and token expiry (NULL: never). A file older than 4 has no tokens table yet (kTokensSchema
+    // makes it after the upgrades), so this step makes version 4's before adding the column.
+    R"sql(
+ALTER TABLE metrics ADD COLUMN eval_accuracy REAL;
+CREATE TABLE IF NOT EXISTS tokens (
+  id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, name TEXT NOT NULL,
+  created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0);
+ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+)sql",
 };
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
@@ -85,7 +97,7 @@ const char* JobSummaryColumns() {
 constexpr const char* kMetricsColumns =
     "id, job_id, attempt, rank, step, total_steps, loss, lr, grad_norm, tokens_per_s, "
     "vram_allocated_bytes, vram_reserved_bytes, vram_peak_bytes, wall_time_s, eval_loss, "
-    "eval_perplexity";
+    "eval_perplexity, eval_accuracy";
 
 constexpr const char* kLogColumns = "job_id, seq, level, message, source, unix_ms, rank";
 
@@ -155,6 +167,7 @@ Stored<v1::StepMetrics> ReadMetricsRow(const Statement& s) {
   m.set_wall_time_s(s.Double(13));
   if (!s.IsNull(14)) m.set_eval_loss(s.Double(14));
   if (!s.IsNull(15)) m.set_eval_perplexity(s.Double(15));
+  if (!s.IsNull(16)) m.set_eval_accuracy(s.Double(16));
   return row;
 }
 
@@ -257,7 +270,7 @@ Status Store::PrepareStatements() {
   QLORAD_ASSIGN_OR_RETURN(insert_metrics_,
                           db_->Prepare("INSERT INTO metrics (" + metrics.substr(4) +
                                        ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,"
-                                       "?14,?15)"));
+                                       "?14,?15,?16)"));
   QLORAD_ASSIGN_OR_RETURN(read_metrics_,
                           db_->Prepare("SELECT " + metrics +
                                        " FROM metrics WHERE job_id=?1 AND step>=?2 AND id>?3 "
@@ -407,6 +420,7 @@ StatusOr<int64_t> Store::AppendMetrics(const v1::StepMetrics& m) {
     s.Bind(11, m.vram_reserved_bytes()).Bind(12, m.vram_peak_bytes()).Bind(13, m.wall_time_s());
     s.Bind(14, m.has_eval_loss() ? std::optional(m.eval_loss()) : std::nullopt);
     s.Bind(15, m.has_eval_perplexity() ? std::optional(m.eval_perplexity()) : std::nullopt);
+    s.Bind(16, m.has_eval_accuracy() ? std::optional(m.eval_accuracy()) : std::nullopt);
     QLORAD_RETURN_IF_ERROR(s.Run());
     row_id = db_->LastInsertRowId();
     return Status::Ok();

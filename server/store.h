@@ -55,15 +55,22 @@ struct TokenRecord {
   std::string role;  // user | admin | metrics | enroll | worker
   std::string name;  // the user, or the worker name; empty for enrollment tokens
   int64_t created_unix_ms = 0;
-  int64_t revoked_unix_ms = 0;  // 0 while the token is valid
+  int64_t revoked_unix_ms = 0;             // 0 while the token is valid
+  std::optional<int64_t> expires_unix_ms;  // schema 5; none: never expires
 
   bool revoked() const { return revoked_unix_ms != 0; }
+  bool expired(int64_t now_unix_ms) const {
+    return expires_unix_ms && now_unix_ms >= *expires_unix_ms;
+  }
+  // Neither revoked nor expired at `now_unix_ms`: it lets its holder in.
+  bool valid(int64_t now_unix_ms) const { return !revoked() && !expired(now_unix_ms); }
 };
 
 class Store {
  public:
-  // 2: evaluation during training; 3: restarts; 4: tokens and job owners (issue 19).
-  static constexpr int kSchemaVersion = 4;
+  // 2: evaluation during training; 3: restarts; 4: tokens and job owners (issue 19);
+  // 5: eval accuracy of classification jobs, token expiry.
+  static constexpr int kSchemaVersion = 5;
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 

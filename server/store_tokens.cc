@@ -1,10 +1,12 @@
-// The store's tokens table (schema version 4): who may call the coordinator, as hashes.
+// The store's tokens table (schema version 4; 5 added expires_at): who may call the
+// coordinator, as hashes.
 #include "server/store.h"
 
 namespace qlorad::server {
 namespace {
 
-constexpr const char* kTokenColumns = "id, hash, role, name, created_unix_ms, revoked_unix_ms";
+constexpr const char* kTokenColumns =
+    "id, hash, role, name, created_unix_ms, revoked_unix_ms, expires_at";
 
 TokenRecord ReadTokenRow(const Statement& s) {
   TokenRecord t;
@@ -14,6 +16,7 @@ TokenRecord ReadTokenRow(const Statement& s) {
   t.name = s.Text(3);
   t.created_unix_ms = s.Int(4);
   t.revoked_unix_ms = s.Int(5);
+  if (!s.IsNull(6)) t.expires_unix_ms = s.Int(6);
   return t;
 }
 
@@ -25,9 +28,11 @@ Status Store::InsertToken(const TokenRecord& t) {
     if (!taken.empty()) return {StatusCode::kAlreadyExists, "token " + t.id + " already exists"};
     QLORAD_ASSIGN_OR_RETURN(auto insert,
                             db_->Prepare(std::string("INSERT INTO tokens (") + kTokenColumns +
-                                         ") VALUES (?1,?2,?3,?4,?5,?6)"));
+                                         ") VALUES (?1,?2,?3,?4,?5,?6,?7)"));
     insert->Bind(1, t.id).Bind(2, t.hash).Bind(3, t.role).Bind(4, t.name);
     insert->Bind(5, t.created_unix_ms).Bind(6, t.revoked_unix_ms);
+    // Left unbound, ?7 is NULL: never expires.
+    if (t.expires_unix_ms) insert->Bind(7, *t.expires_unix_ms);
     return insert->Run();
   });
 }

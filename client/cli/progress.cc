@@ -103,6 +103,7 @@ std::string RenderStepLine(const qlorad::v1::StepMetrics& m, std::optional<doubl
       fmt::format("step {}  loss {:.4f}", StepOfTotal(m.step(), m.total_steps()), m.loss());
   if (m.has_eval_loss()) {
     line += fmt::format("  eval_loss {:.4f}  eval_ppl {:.2f}", m.eval_loss(), m.eval_perplexity());
+    if (m.has_eval_accuracy()) line += fmt::format("  eval_acc {:.4f}", m.eval_accuracy());
   }
   line += fmt::format("  lr {:.2e}  grad_norm {:.4f}  {} tok/s", m.lr(), m.grad_norm(),
                       FormatRate(m.tokens_per_s()));

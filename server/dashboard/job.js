@@ -54,6 +54,7 @@
          markers: true},
       ],
     });
+    renderAccuracy(evals);
     chart("lr", {xTitle: "step", yTitle: "learning rate",
                  series: [{label: "lr", points: line(first, columns.lr)}]});
     chart("grad_norm", {xTitle: "step", yTitle: "grad norm (L2, before clipping)",
@@ -73,6 +74,22 @@
     });
     chart("vram", {xTitle: "step", yTitle: "VRAM (GiB)", series: vram});
     renderRanks(rankIds, perRank);
+  }
+
+  // Classification jobs' evaluations carry an accuracy: its chart and latest value appear with
+  // the first one (other jobs never show the figure).
+  function renderAccuracy(evals) {
+    const scored = evals.filter((r) => r[columns.eval_accuracy] != null);
+    if (!scored.length) return;
+    const figure = document.getElementById("chart-accuracy");
+    figure.hidden = false;
+    figure.querySelector(".latest").textContent =
+        scored[scored.length - 1][columns.eval_accuracy].toFixed(4);
+    chart("accuracy", {
+      xTitle: "step", yTitle: "accuracy (validation)",
+      series: [{label: "eval accuracy", points: line(scored, columns.eval_accuracy),
+                markers: true}],
+    });
   }
 
   function renderRanks(rankIds, perRank) {

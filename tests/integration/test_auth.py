@@ -1,6 +1,7 @@
 """Authentication and authorization (issue 19), against the real qlorad, qloractl and
 qlorad-worker on loopback with a real store: tokens made with `qlorad token create`, jobs owned by
 their submitter, workers enrolled with their own credential, forged worker calls refused."""
+import datetime
 import json
 import re
 import subprocess
@@ -20,9 +21,9 @@ from qlorad._gen.v1 import common_pb2, workers_pb2, workers_pb2_grpc  # noqa: E4
 SPEC = "name: owned\nmodel: {path: /models/none}\ndata: {path: data/train.jsonl}\ntrain: {max_steps: 3}\n"
 
 
-def token(db: Path, role: str, user: str = "") -> str:
+def token(db: Path, role: str, user: str = "", *extra: str) -> str:
     """A new token from `qlorad token create`: the secret alone on stdout."""
-    args = [str(binary("qlorad")), "token", "create", "--db", str(db), "--role", role]
+    args = [str(binary("qlorad")), "token", "create", "--db", str(db), "--role", role, *extra]
     res = subprocess.run(args + (["--user", user] if user else []), capture_output=True, text=True,
                          timeout=30)
     assert res.returncode == 0, res.stderr
@@ -35,6 +36,15 @@ def token_id(db: Path, user: str) -> str:
     res = subprocess.run([str(binary("qlorad")), "token", "list", "--db", str(db)],
                          capture_output=True, text=True, timeout=30, check=True)
     return next(line.split()[0] for line in res.stdout.splitlines()[1:] if line.split()[2] == user)
+
+
+def token_rows(db: Path) -> dict[str, list[str]]:
+    """`qlorad token list`'s rows by name: ID ROLE NAME CREATED EXPIRES REVOKED STATE."""
+    res = subprocess.run([str(binary("qlorad")), "token", "list", "--db", str(db)],
+                         capture_output=True, text=True, timeout=30, check=True)
+    header, *rows = res.stdout.splitlines()
+    assert header.split() == ["ID", "ROLE", "NAME", "CREATED", "EXPIRES", "REVOKED", "STATE"]
+    return {row.split()[2]: row.split() for row in rows}
 
 
 def revoke(db: Path, tid: str):
@@ -254,6 +264,53 @@ def test_dashboard_posts_need_the_csrf_token_of_their_page(secured):
     status, headers, _ = http(addr, "/logout", cookie=cookies,
                               data=urllib.parse.urlencode({"csrf": csrf}).encode(), headers=FORM)
     assert status == 303 and "Max-Age=0" in headers["Set-Cookie"]
+
+
+def test_an_expired_token_is_refused_saying_it_expired(secured):
+    db, addr = secured.db, secured.http_addr
+    # Expired from the start (an absolute time in the past): no waiting for a clock.
+    carol = token(db, "user", "carol", "--expires-at", "2020-01-01T00:00:00Z")
+    before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    dave = token(db, "user", "dave", "--expires-in", "30d")
+    after = datetime.datetime.now(datetime.timezone.utc)
+
+    res = secured.ctl("--token", carol, "jobs")
+    assert res.returncode == 1 and "UNAUTHENTICATED" in res.stderr, res.stderr
+    assert "expired at 2020-01-01T00:00:00Z" in res.stderr and "unknown" not in res.stderr, \
+        res.stderr
+    with pytest.raises(qlorad.QloradError) as refused_call:
+        qlorad.Client(secured.addr, token=carol).list()
+    assert refused_call.value.code == "UNAUTHENTICATED"
+    assert "expired" in str(refused_call.value)
+    assert secured.ctl("--token", dave, "jobs").returncode == 0
+
+    rows = token_rows(db)
+    assert rows["carol"][4:] == ["2020-01-01T00:00:00Z", "-", "expired"], rows["carol"]
+    assert rows["alice"][4:] == ["never", "-", "valid"], rows["alice"]
+    assert rows["dave"][-1] == "valid", rows["dave"]
+    expires = datetime.datetime.fromisoformat(rows["dave"][4].replace("Z", "+00:00"))
+    month = datetime.timedelta(days=30)
+    assert before + month <= expires <= after + month, (before, expires, after)
+
+    # The dashboard's sign-in says so too.
+    form = urllib.parse.urlencode({"token": carol}).encode()
+    status, _, page = http(addr, "/login", data=form,
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 401 and "expired at 2020-01-01T00:00:00Z" in page, (status, page)
+    assert http(addr, "/api/jobs", carol)[0] == 401
+
+
+@pytest.mark.parametrize("flags, error", [
+    (["--expires-in", "30x"], "--expires-in: x unit not recognized"),
+    (["--expires-at", "2027-02-30T00:00:00Z"], "--expires-at: '2027-02-30T00:00:00Z' is not a"),
+])
+def test_bad_expiry_flags_are_refused_naming_the_flag(tmp_path, flags, error):
+    db = tmp_path / "qlorad.db"
+    res = subprocess.run([str(binary("qlorad")), "token", "create", "--db", str(db), "--user",
+                          "erin", *flags], capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0 and error in res.stderr, res.stderr
+    assert res.stdout == ""
+    assert "erin" not in token_rows(db), "no token was made"
 
 
 def worker_stub(c: Cluster, credential: str = ""):

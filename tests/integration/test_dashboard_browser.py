@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, wait_until, write_spec
+import test_classification_job as classification
+from conftest import REPO, http_get, wait_until, write_spec
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed "
                                 "(scripts/deps.sh installs it)")
@@ -159,6 +160,8 @@ def test_pages_show_a_finished_job(cluster, tiny_model, tmp_path, browser):
     assert "max_steps: 6" in text(browser, "#spec")
     assert browser.evaluate("document.getElementById('cancel').disabled") is True
     assert text(browser, "#live") == "finished"
+    assert browser.evaluate("document.getElementById('chart-accuracy').hidden") is True, \
+        "a job without eval accuracy (not task: classification) shows no accuracy chart"
     browser.screenshot("job.png")
 
     browser.goto(f"{base}/workers")
@@ -169,6 +172,35 @@ def test_pages_show_a_finished_job(cluster, tiny_model, tmp_path, browser):
     assert text(browser, f"{worker_row} .w-job") == "idle"
     assert text(browser, f"{worker_row} .w-heartbeat").endswith("ago")
     browser.screenshot("workers.png")
+
+
+def test_job_page_shows_a_classification_jobs_eval_accuracy(cluster, tiny_model, tmp_path,
+                                                             browser):
+    spec = classification.write_spec(tmp_path / "clsjob.yaml", tiny_model,
+                                     classification.write_data(tmp_path / "data.jsonl"),
+                                     tmp_path / "out")
+    job_id = json.loads(cluster.ctl("--json", "submit", spec, check=True).stdout)["id"]
+    job = cluster.wait_state(job_id, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert job["state"] == "COMPLETED", cluster.logs()
+    # The accuracy the job reported, as the client API serves it (rank 0's evaluated steps).
+    steps = json.loads(http_get(cluster.http_addr, f"/api/jobs/{job_id}"))["metrics"]
+    column = {name: i for i, name in enumerate(steps["columns"])}
+    accuracy = {row[column["step"]]: row[column["eval_accuracy"]] for row in steps["rows"]
+                if row[column["rank"]] == 0 and row[column["eval_accuracy"]] is not None}
+    assert sorted(accuracy) == [3, 6], steps
+
+    browser.goto(f"http://{cluster.http_addr}/jobs/{job_id}")
+    browser.wait_dom("the accuracy chart's axes",
+                     "document.querySelectorAll('#chart-accuracy text.tick.y').length > 1")
+    assert browser.evaluate("document.getElementById('chart-accuracy').hidden") is False
+    assert text(browser, "#chart-accuracy .latest") == f"{accuracy[6]:.4f}"
+    titles = browser.evaluate("[...document.querySelectorAll('#chart-accuracy text.axis-title')]"
+                              ".map(t => t.textContent)")
+    assert titles == ["step", "accuracy (validation)"], titles
+    # One marker per evaluation.
+    assert browser.evaluate("document.querySelectorAll('#chart-accuracy svg circle').length") \
+        == len(accuracy)
+    browser.screenshot("job-classification.png")
 
 
 def test_job_page_follows_a_running_job_and_cancels_it(cluster, tiny_model, tmp_path, browser):

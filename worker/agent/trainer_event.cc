@@ -64,6 +64,7 @@ void FillMetrics(const json& obj, const EventContext& ctx, v1::StepMetrics* m) {
   // Only evaluated steps carry these; a diverged eval reads as NaN like the loss.
   if (obj.contains("eval_loss")) m->set_eval_loss(Double(obj, "eval_loss"));
   if (obj.contains("eval_perplexity")) m->set_eval_perplexity(Double(obj, "eval_perplexity"));
+  if (obj.contains("eval_accuracy")) m->set_eval_accuracy(Double(obj, "eval_accuracy"));
 }
 
 void FillDone(const json& obj, v1::TrainerEvent::Done* done) {

@@ -118,6 +118,8 @@ class StepMetrics(_FromProto):
     # Set on steps after which the validation set was evaluated (data.validation).
     eval_loss: float | None = None
     eval_perplexity: float | None = None
+    # task: classification, on evaluated steps: the validation accuracy.
+    eval_accuracy: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)

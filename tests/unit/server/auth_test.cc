@@ -7,6 +7,7 @@
 
 #include "server/auth_startup.h"
 #include "server/auth_token.h"
+#include "server/coordinator.h"
 #include "tests/unit/server/test_util.h"
 
 namespace qlorad::server::testing {
@@ -77,6 +78,27 @@ TEST_F(AuthenticatorTest, MissingUnknownMalformedAndRevokedTokensAreUnauthentica
   EXPECT_EQ(store_->RevokeToken("tok-nope", 1).code(), StatusCode::kNotFound);
 }
 
+// 2020-01-01T00:00:00Z: an expiry long past, set through the store, so no test waits for a clock.
+constexpr int64_t kLongAgoMs = 1577836800000;
+
+TEST_F(AuthenticatorTest, AnExpiredTokenIsUnauthenticatedSayingWhenItExpired) {
+  auto carol = IssueToken(*store_, Role::kUser, "carol", false, kLongAgoMs);
+  auto dave = IssueToken(*store_, Role::kUser, "dave", false, NowUnixMs() + 3'600'000);
+  ASSERT_TRUE(carol.ok() && dave.ok());
+  EXPECT_EQ(store_->FindToken(carol->record.hash).value()->expires_unix_ms.value_or(-1),
+            kLongAgoMs);
+  Authenticator auth(*store_, /*insecure_local=*/true);
+  for (auto refused : {auth.Authenticate("Bearer " + carol->secret),
+                       auth.AuthenticateToken(carol->secret)}) {  // the dashboard's cookie
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), StatusCode::kUnauthenticated);
+    EXPECT_THAT(refused.status().message(),
+                HasSubstr("token " + carol->record.id + " expired at 2020-01-01T00:00:00Z"));
+    EXPECT_THAT(refused.status().message(), ::testing::Not(HasSubstr("unknown")));
+  }
+  EXPECT_EQ(auth.Authenticate("Bearer " + dave->secret)->name, "dave") << "not expired yet";
+}
+
 TEST_F(AuthenticatorTest, InsecureLocalLetsATokenlessCallInAsTheLocalAdminOnly) {
   const IssuedToken bob = Issue(Role::kUser, "bob");
   Authenticator auth(*store_, /*insecure_local=*/true);
@@ -118,6 +140,9 @@ TEST_F(AuthenticatorTest, AWorkerNameIsEnrolledOnceUntilRevoked) {
   EXPECT_THAT(again.status().message(), HasSubstr("qlorad token revoke " + first->record.id));
   ASSERT_TRUE(store_->RevokeToken(first->record.id, 1).ok());
   EXPECT_TRUE(IssueToken(*store_, Role::kWorker, "host-gpu0", /*unique_name=*/true).ok());
+  // An expired credential holds its name no more than a revoked one.
+  ASSERT_TRUE(IssueToken(*store_, Role::kWorker, "host-gpu1", true, kLongAgoMs).ok());
+  EXPECT_TRUE(IssueToken(*store_, Role::kWorker, "host-gpu1", /*unique_name=*/true).ok());
 }
 
 TEST_F(AuthenticatorTest, NamesAreCheckedWhenTokensAreMade) {
@@ -175,6 +200,8 @@ TEST(AuthStartupTest, WithoutInsecureLocalAClientTokenMustExist) {
   SecurityOptions local;
   local.insecure_local = true;
   EXPECT_TRUE(RequireClientToken(local, **store, "q.db").ok());
+  ASSERT_TRUE(IssueToken(**store, Role::kUser, "carol", false, kLongAgoMs).ok());
+  EXPECT_FALSE(RequireClientToken({}, **store, "q.db").ok()) << "an expired token calls nothing";
   ASSERT_TRUE(IssueToken(**store, Role::kUser, "alice").ok());
   EXPECT_TRUE(RequireClientToken({}, **store, "q.db").ok());
 }

@@ -186,7 +186,7 @@ TEST(StoreTest, ADatabaseOfSchemaVersion1IsUpgradedKeepingItsJobs) {
   EXPECT_EQ(old->job.attempt(), 2);
   EXPECT_EQ(old->job.restarts(), 0) << "unknown for old jobs: none counted";
   EXPECT_EQ(old->job.owner(), "") << "no owner before version 4: admins only";
-  EXPECT_TRUE(store->ListTokens().ok()) << "version 4's tokens table exists";
+  EXPECT_TRUE(store->ListTokens().ok()) << "version 4's tokens table (and 5's expiry) exists";
   ASSERT_TRUE(store->InsertJob(SampleJob("job-new")).ok());
   EXPECT_EQ(store->GetJob("job-new")->job.restarts(), 1);
   EXPECT_EQ(QueryOtherConnection(db, "SELECT MAX(version) FROM schema_version"),
