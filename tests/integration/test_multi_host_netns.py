@@ -73,6 +73,7 @@ class Network:
     subnet: str  # "10.213.N"
     coordinator_address: str
     hosts: list
+    advertise_addresses: bool  # workers pass --advertise-address; else peers resolve hostnames
 
 
 def free_subnet() -> str:
@@ -85,13 +86,20 @@ def free_subnet() -> str:
     raise AssertionError("no free 10.213.N.0/24 subnet for the test")
 
 
-@pytest.fixture()
-def network(request) -> Network:
-    """A bridge holding the coordinator's address and HOSTS namespaces on it, each with a veth,
-    lo up, no default route, its own /etc/hosts; all removed at teardown."""
+@pytest.fixture(scope="module")
+def namespaces_allowed():
     reason = why_no_namespaces()
     if reason:
         pytest.skip(reason)
+
+
+@pytest.fixture(params=["names", "addresses"])
+def network(request, namespaces_allowed) -> Network:
+    """A bridge holding the coordinator's address and HOSTS namespaces on it, each with a veth,
+    lo up, no default route, its own /etc/hosts; all removed at teardown. "names": every host's
+    /etc/hosts names every host (a cluster's DNS), and workers advertise their hostname;
+    "addresses": each host knows only its own name (cloud machines without shared DNS), and
+    workers advertise their address with --advertise-address."""
     tag = secrets.token_hex(3)  # interface names stay under 16 characters
     subnet = free_subnet()
     bridge = f"qb{tag}"
@@ -100,8 +108,9 @@ def network(request) -> Network:
     sh("ip", "addr", "add", f"{subnet}.1/24", "dev", bridge)
     sh("ip", "link", "set", bridge, "up")
     hosts = [Host(f"qlorad-{tag}-{i}", f"host{i}-{tag}", f"{subnet}.{10 + i}") for i in range(HOSTS)]
-    etc_hosts = "127.0.0.1 localhost\n" + "".join(f"{h.address} {h.hostname}\n" for h in hosts)
     for i, h in enumerate(hosts):
+        known = hosts if request.param == "names" else [h]
+        etc_hosts = "127.0.0.1 localhost\n" + "".join(f"{k.address} {k.hostname}\n" for k in known)
         sh("ip", "netns", "add", h.netns)
         request.addfinalizer(lambda ns=h.netns: sh("ip", "netns", "del", ns, check=False))
         etc = Path("/etc/netns") / h.netns
@@ -121,7 +130,7 @@ def network(request) -> Network:
         sh(*inns, "ip", "link", "set", "lo", "up")
         routes = sh(*inns, "ip", "route").stdout
         assert "default" not in routes, f"{h.netns} has a way out: {routes}"
-    return Network(subnet, f"{subnet}.1", hosts)
+    return Network(subnet, f"{subnet}.1", hosts, request.param == "addresses")
 
 
 @pytest.fixture()
@@ -177,6 +186,7 @@ class SimulatedHosts(Cluster):
         work dir and so its credential."""
         self.starts += 1
         work = self.root / host.hostname
+        advertise = ["--advertise-address", host.address] if self.network.advertise_addresses else []
         enroll = [] if (work / "worker-credential").exists() else ["--enroll-token", token(self.db, "enroll")]
         name_then_exec = 'hostname "$0" && exec "$@"'
         proc, log = self._spawn(["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c",
@@ -184,7 +194,7 @@ class SimulatedHosts(Cluster):
                                "--coordinator", self.addr, "--cpu", "--name", host.hostname,
                                "--work-dir", work, "--grace-period-s", "5",
                                "--read-root", self.read_root, "--write-root", self.shared,
-                               "--ca-file", self.pki / "ca.pem", *enroll],
+                               "--ca-file", self.pki / "ca.pem", *enroll, *advertise],
                               f"worker-{host.hostname}-{self.starts}.log")
         self.workers[host.hostname] = proc
         wait_until(f"{host.hostname} to register",
@@ -237,28 +247,31 @@ def checkpoint_steps(cluster: Cluster, job_id: str) -> list[int]:
     return [int(s) for s in re.findall(r"checkpoint at step (\d+)", logs)]
 
 
-def reference_losses(tmp_path: Path, job: Path) -> dict:
-    """step -> loss of the job on two workers on plain loopback: the single-host run."""
-    c = Cluster(tmp_path / "loopback")
-    c.root.mkdir()
+@pytest.fixture(scope="module")
+def reference(namespaces_allowed, tmp_path_factory, tiny_model) -> tuple[Path, dict]:
+    """The training data and step -> loss of the job on two workers on plain loopback: the
+    single-host run."""
+    root = tmp_path_factory.mktemp("loopback")
+    data = write_data(root / "data.jsonl")
+    job = write_job(root / "loopback.yaml", tiny_model, data, root / "out")
+    c = Cluster(root)
     try:
         c.start_coordinator()
         for name in ("loop-a", "loop-b"):
-            c.start_worker(tmp_path / "loopback" / name, name, f"worker-{name}.log",
-                           roots=["--read-root", tmp_path.parent, "--write-root", tmp_path / "loopback"])
+            c.start_worker(root / name, name, f"worker-{name}.log",
+                           roots=["--read-root", root.parent, "--write-root", root])
         job_id = json.loads(c.ctl("--json", "submit", job, check=True).stdout)["id"]
         assert c.wait_state(job_id, {"COMPLETED", "FAILED", "CANCELLED"})["state"] == "COMPLETED", c.logs()
         rows = losses(c, job_id)
     finally:
         c.stop()
     assert {(a, s) for a, _, s, _ in rows} == {(0, s) for s in range(1, STEPS + 1)}, rows
-    return {s: loss for _, rank, s, loss in rows if rank == 0}
+    return data, {s: loss for _, rank, s, loss in rows if rank == 0}
 
 
-def test_a_job_across_simulated_hosts_survives_losing_rank_0s_host(tmp_path, network, pki, tiny_model):
-    data = write_data(tmp_path / "data.jsonl")
-    reference = reference_losses(
-        tmp_path, write_job(tmp_path / "loopback.yaml", tiny_model, data, tmp_path / "loopback" / "out"))
+def test_a_job_across_simulated_hosts_survives_losing_rank_0s_host(tmp_path, network, pki, tiny_model,
+                                                                    reference):
+    data, reference = reference
 
     shared = tmp_path / "shared"  # the shared file system: one folder every host writes under
     shared.mkdir()
@@ -270,19 +283,22 @@ def test_a_job_across_simulated_hosts_survives_losing_rank_0s_host(tmp_path, net
         job = write_job(tmp_path / "multihost.yaml", tiny_model, data, shared / "out")
         job_id = json.loads(c.ctl("--json", "submit", job, check=True).stdout)["id"]
 
-        # Gang-scheduled: a trainer on each host, meeting at rank 0's host by its name.
+        # Gang-scheduled: a trainer on each host, meeting at rank 0's host by what it advertised.
         trainers = wait_until("a trainer on every host", lambda: (t := c.trainers()) and
                               len(t) == HOSTS and t, 120, c.logs)
         rendezvous = {argv[argv.index("--rendezvous") + 1] for argv in trainers.values()}
         assert len(rendezvous) == 1, trainers
-        rank0_host = rendezvous.pop().rsplit(":", 1)[0]
-        assert rank0_host in c.workers, f"rendezvous at {rank0_host}, not a simulated host: {trainers}"
+        at = rendezvous.pop().rsplit(":", 1)[0]
+        rank0 = next((h for h in network.hosts if at in (h.hostname, h.address)), None)
+        assert rank0, f"rendezvous at {at}, not a simulated host: {trainers}"
+        assert at == (rank0.address if network.advertise_addresses else rank0.hostname), trainers
+        rank0_host = rank0.hostname
         assert trainers[rank0_host][trainers[rank0_host].index("--rank") + 1] == "0", trainers
 
         wait_until("the first checkpoint", lambda: checkpoint_steps(c, job_id), 180, c.logs)
         assert c.job(job_id)["state"] == "RUNNING", "the job ended before its host could be lost"
         kill_machine(c.workers[rank0_host])
-        c.start_worker_on(next(h for h in network.hosts if h.hostname == rank0_host))
+        c.start_worker_on(rank0)
 
         done = c.wait_state(job_id, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=240)
         assert done["state"] == "COMPLETED", f"{done}\n{c.logs()}"
