@@ -4,8 +4,10 @@ real processes in network namespaces.
 
 Each simulated host is a network namespace (`ip netns`) with its own veth address on a private
 test subnet, its own hostname (a UTS namespace, `unshare --uts`) and its own /etc/hosts (`ip netns
-exec` mounts /etc/netns/<name>/hosts over /etc/hosts), which maps every simulated hostname to that
-host's address, as a cluster's DNS would. The veths' other ends hang on a bridge in the root
+exec` mounts /etc/netns/<name>/hosts over /etc/hosts). Two ways: every /etc/hosts maps every
+simulated hostname to its host's address, as a cluster's DNS would, and workers advertise their
+hostname; or each host knows only its own name and workers advertise their address
+(--advertise-address). The veths' other ends hang on a bridge in the root
 namespace that holds the coordinator's address; there are no default routes, so no traffic leaves
 the subnet. The coordinator listens there with TLS and tokens (it refuses clear text off
 loopback); one `qlorad-worker --cpu` runs per namespace, each with its own work dir, all writing
@@ -47,7 +49,7 @@ def sh(*args, check=True) -> subprocess.CompletedProcess:
 
 
 def why_no_namespaces() -> str:
-    """Empty when this process can make network namespaces, veths and bridges; else why not."""
+    """Empty when this process can make network namespaces; else why not."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces (ip netns add)"
     for tool in ("ip", "unshare"):
@@ -190,12 +192,12 @@ class SimulatedHosts(Cluster):
         enroll = [] if (work / "worker-credential").exists() else ["--enroll-token", token(self.db, "enroll")]
         name_then_exec = 'hostname "$0" && exec "$@"'
         proc, log = self._spawn(["ip", "netns", "exec", host.netns, "unshare", "--uts", "sh", "-c",
-                               name_then_exec, host.hostname, binary("qlorad-worker"),
-                               "--coordinator", self.addr, "--cpu", "--name", host.hostname,
-                               "--work-dir", work, "--grace-period-s", "5",
-                               "--read-root", self.read_root, "--write-root", self.shared,
-                               "--ca-file", self.pki / "ca.pem", *enroll, *advertise],
-                              f"worker-{host.hostname}-{self.starts}.log")
+                                 name_then_exec, host.hostname, binary("qlorad-worker"),
+                                 "--coordinator", self.addr, "--cpu", "--name", host.hostname,
+                                 "--work-dir", work, "--grace-period-s", "5",
+                                 "--read-root", self.read_root, "--write-root", self.shared,
+                                 "--ca-file", self.pki / "ca.pem", *enroll, *advertise],
+                                f"worker-{host.hostname}-{self.starts}.log")
         self.workers[host.hostname] = proc
         wait_until(f"{host.hostname} to register",
                    lambda: "registered with" in log.read_text(errors="replace"), 60, self.logs)
@@ -204,7 +206,6 @@ class SimulatedHosts(Cluster):
         """hostname -> the argv of the trainer its worker runs now."""
         return {name: cmdline(pid) for name, p in self.workers.items() for pid in children(p.pid)
                 if cmdline(pid)}
-
 
 
 def write_job(path: Path, model: Path, data: Path, out: Path) -> Path:
