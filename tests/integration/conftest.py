@@ -3,6 +3,7 @@ the build folder (QLORAD_BIN_DIR), on loopback ports the coordinator picks itsel
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -77,6 +78,7 @@ class Cluster:
         self.procs: list[subprocess.Popen] = []
         self.addr = ""
         self.http_addr = ""
+        self.ctl_flags: list = []  # qloractl flags every ctl call passes (a token, a CA)
 
     def _spawn(self, args, log_name):
         log = self.root / log_name
@@ -111,7 +113,7 @@ class Cluster:
         return self
 
     def ctl(self, *args, timeout=300, check=False) -> subprocess.CompletedProcess:
-        cmd = [str(binary("qloractl")), "--server", self.addr, *map(str, args)]
+        cmd = [str(binary("qloractl")), "--server", self.addr, *map(str, self.ctl_flags), *map(str, args)]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and res.returncode != 0:
             raise AssertionError(f"{cmd} -> {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}")
@@ -144,6 +146,25 @@ class Cluster:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def kill_machine(proc: subprocess.Popen):
+    """A worker's machine is lost: the worker and its trainers die with SIGKILL."""
+    orphans = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for pid in orphans:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, Cluster, checkpointed_spec, wait_until
+from conftest import REPO, Cluster, checkpointed_spec, children, kill_machine, wait_until
 
 DEMO_DATA = REPO / "examples" / "data" / "demo.jsonl"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -35,13 +35,6 @@ WORKERS = ("cpu-a", "cpu-b")
 def spec(path: Path, model: Path, out: Path, steps: int) -> Path:
     # Trainer kills spend restarts; lost workers and coordinator restarts do not.
     return checkpointed_spec(path, model, DEMO_DATA, out, steps, EVERY, KILLS)
-
-
-def children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 class Soak:
@@ -74,15 +67,7 @@ class Soak:
             return f"trainer {pid}"
         if target == "worker":
             name = rng.choice(WORKERS)
-            proc = self.workers[name]
-            orphans = children(proc.pid)  # the machine is lost: its trainer goes with it
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
-            for pid in orphans:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            kill_machine(self.workers[name])
             time.sleep(rng.uniform(0, 1))
             self.start_worker(name)
             return f"worker {name}"

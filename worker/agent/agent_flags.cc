@@ -40,6 +40,10 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
                              ->check(CLI::NonNegativeNumber);
   cpu->excludes(gpu_opt);
   app.add_option("--name", flags->name, "worker name (default <hostname>-cpu / <hostname>-gpuN)");
+  app.add_option("--advertise-address", flags->advertise_address,
+                 "the name or IPv4 address the other hosts reach this one by: the rendezvous of "
+                 "multi-rank jobs whose rank 0 runs here (default: this host's name, which must "
+                 "then resolve on every host to an address they reach, not to loopback)");
   app.add_option("--work-dir", flags->work_dir, "where job specs and trainer outputs land")
       ->capture_default_str();
   app.add_option("--read-root", flags->read_roots,
@@ -88,11 +92,16 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
 StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   AgentOptions options;
   options.coordinator = flags.coordinator;
-  options.hostname = Hostname();
-  options.name =
-      !flags.name.empty()
-          ? flags.name
-          : options.hostname + (flags.gpu ? "-gpu" + std::to_string(*flags.gpu) : "-cpu");
+  // The trainer splits its --rendezvous HOST:PORT at the last colon, so a host has none.
+  if (flags.advertise_address.find_first_of(": \t\n") != std::string::npos) {
+    return InvalidArgument("--advertise-address: '" + flags.advertise_address +
+                           "' is not a host name or IPv4 address (no port, no spaces)");
+  }
+  const std::string hostname = Hostname();
+  options.hostname = flags.advertise_address.empty() ? hostname : flags.advertise_address;
+  options.name = !flags.name.empty()
+                     ? flags.name
+                     : hostname + (flags.gpu ? "-gpu" + std::to_string(*flags.gpu) : "-cpu");
   options.grace_period =
       std::chrono::milliseconds(static_cast<int64_t>(flags.grace_period_s * 1000));
   options.version = QLORAD_VERSION;
@@ -132,7 +141,8 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   for (const std::string& r : flags.read_roots) roots.read.push_back(std::filesystem::absolute(r));
   if (roots.read.empty()) roots.read.push_back(options.trainer.work_dir);
   if (!flags.write_root.empty()) roots.write = std::filesystem::absolute(flags.write_root);
-  QLORAD_ASSIGN_OR_RETURN(options.trainer.roots, ResolveRoots(roots, "--read-root", "--write-root"));
+  QLORAD_ASSIGN_OR_RETURN(options.trainer.roots,
+                          ResolveRoots(roots, "--read-root", "--write-root"));
 
   return options;
 }

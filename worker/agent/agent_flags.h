@@ -15,6 +15,9 @@ struct AgentFlags {
   std::string coordinator = "127.0.0.1:50051";
   std::optional<int> gpu;  // nullopt: --cpu
   std::string name;        // empty: <hostname>-cpu or <hostname>-gpu<N>
+  // How the other hosts reach this one (a name or an IPv4 address): the rendezvous host of the
+  // multi-rank jobs whose rank 0 this worker runs. Empty: this host's name.
+  std::string advertise_address;
   std::string work_dir = "./qlorad-work";
   // Where the spec's paths may point (common/path_sandbox.h); empty: the work dir.
   std::vector<std::string> read_roots;

@@ -56,8 +56,29 @@ TEST(AgentFlagsTest, ResolveFillsTheNameAndAnAbsoluteWorkDir) {
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   EXPECT_EQ(options->name, std::string(host) + "-cpu");
+  EXPECT_EQ(options->hostname, std::string(host)) << "advertised for the rendezvous by default";
   EXPECT_EQ(options->device.kind(), "cpu");
   EXPECT_EQ(options->grace_period, std::chrono::milliseconds(10000));
+}
+
+TEST(AgentFlagsTest, AdvertiseAddressReplacesTheHostNameForTheRendezvousOnly) {
+  TempDir dir;
+  AgentFlags flags;
+  EXPECT_EQ(Parse({"--advertise-address", "10.213.0.10"}, &flags), std::nullopt);
+  EXPECT_EQ(flags.advertise_address, "10.213.0.10");
+  flags.trainer = dir.Script("qlorad-train", "exit 0\n").string();
+  flags.work_dir = (dir.path() / "work").string();
+  auto options = ResolveAgentOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  EXPECT_EQ(options->hostname, "10.213.0.10");
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  EXPECT_EQ(options->name, std::string(host) + "-cpu") << "the name stays the host's";
+
+  flags.advertise_address = "10.213.0.10:5000";
+  options = ResolveAgentOptions(flags);
+  ASSERT_FALSE(options.ok());
+  EXPECT_THAT(options.status().message(), HasSubstr("--advertise-address: '10.213.0.10:5000'"));
 }
 
 TEST(AgentFlagsTest, MissingTrainerIsAnErrorNamingTheFlag) {
