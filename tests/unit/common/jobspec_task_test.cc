@@ -52,8 +52,11 @@ TEST(JobSpecTask, BadSettingsNameTheField) {
             "data.labels: needs at least two labels");
   EXPECT_EQ(ErrorOf("{path: d.jsonl, label_field: l, labels: [a, b, a]}"),
             "data.labels: 'a' is listed twice");
-  EXPECT_EQ(ErrorOf("{path: d.jsonl, label_field: l}", "resources: {gpus: 2}\n"),
-            "resources.gpus: task: classification trains on one rank for now, got 2");
+  EXPECT_TRUE(Parse("{path: d.jsonl, label_field: l}", "resources: {gpus: 2}\n").ok());
+  EXPECT_EQ(ErrorOf("{path: d.jsonl, label_field: l}",
+                    "resources: {gpus: 2}\nparallel: {strategy: fsdp, cpu_offload: true}\n"),
+            "parallel.cpu_offload: is not supported with task: classification (the score head "
+            "stays on the device); set false");
   EXPECT_EQ(
       ErrorOf("{path: d.jsonl, label_field: l}", "lora: {target_modules: [q_proj, lm_head]}\n"),
       "lora.target_modules: lm_head is not used by task: classification (the score head is "
