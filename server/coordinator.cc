@@ -126,6 +126,9 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std
   }
   record->job.set_owner(owner);
   std::lock_guard<std::mutex> lock(mu_);
+  const int64_t created = std::max(record->job.created_unix_ms(), last_created_unix_ms_ + 1);
+  record->job.set_created_unix_ms(created);
+  last_created_unix_ms_ = created;
   std::vector<WorkerRoots> roots;
   for (const auto& [id, w] : workers_) {
     if (w.roots) roots.emplace_back(w.name, *w.roots);

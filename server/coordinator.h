@@ -272,6 +272,10 @@ class Coordinator {
   std::condition_variable tick_cv_;
   bool stopped_ = false;
   uint64_t next_generation_ = 1;
+  // The newest job's created_unix_ms: each job's is later than the one before, so that jobs of one
+  // priority go in submit order also when several arrive within a millisecond (the scheduler
+  // orders by priority, created_unix_ms, then the random id).
+  int64_t last_created_unix_ms_ = 0;
   std::map<std::string, WorkerState> workers_;  // by id
   std::map<std::string, Run> runs_;             // by job id
   // The GPU memory each queued job needs (job_memory.h), worked out once per job, and why the
