@@ -189,6 +189,52 @@ TEST(SchedulerTest, AGangNeedsEnoughWorkersWithTheMemory) {
             "registered have that much");
 }
 
+// Free memory, where a worker measured it, is what a job finds: it decides before the total.
+TEST(SchedulerTest, FreeMemoryWhereKnownDecidesFitAndBestFit) {
+  // By total, "busy" would fit and be the best fit; other processes hold most of it. Of the two
+  // that have the room free, the one with less of it is taken.
+  const std::vector<FreeWorker> free = {{"busy", "h1", 24 * kGiB, 8 * kGiB},
+                                        {"roomy", "h1", 80 * kGiB, 30 * kGiB},
+                                        {"idle", "h1", 40 * kGiB, 40 * kGiB}};
+  SchedulePlan plan = PlanScheduleOnWorkers({{"j", 50, 1, 1, 20 * kGiB}}, free, free, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"roomy"}));  // least room
+
+  const std::vector<FreeWorker> one = {{"busy", "h1", 24 * kGiB, 8 * kGiB}};
+  plan = PlanScheduleOnWorkers({{"j", 50, 1, 1, 20 * kGiB}}, one, one, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker with at least 20.0 GiB of GPU memory (its memory estimate); "
+            "the registered GPU with the most free memory has 8.0 GiB free of 24.0 GiB");
+
+  // A worker without a free figure keeps the old rule and the old reason.
+  const std::vector<FreeWorker> older = {{"older", "h1", 16 * kGiB}};
+  plan = PlanScheduleOnWorkers({{"j", 50, 1, 1, 20 * kGiB}}, older, older, FixedPort);
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker with at least 20.0 GiB of GPU memory (its memory estimate); "
+            "the largest registered GPU has 16.0 GiB");
+}
+
+TEST(SchedulerTest, AWorkerWhoseTrainerRefusedTheJobForMemoryIsNotTriedAgain) {
+  const std::vector<FreeWorker> workers = {{"a", "h1", 80 * kGiB, 80 * kGiB},
+                                           {"b", "h1", 80 * kGiB, 80 * kGiB}};
+  QueuedJob job{"j", 50, 1, 1, 20 * kGiB};
+  job.memory_refused_by = {"a"};
+  EXPECT_EQ(WorkersThatCouldTake(job, workers), 1);
+  SchedulePlan plan = PlanScheduleOnWorkers({job}, workers, workers, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"b"}));
+
+  // Only "a" is registered: no worker could take it (the requeue decision fails the job), and
+  // while it waits it says why.
+  EXPECT_EQ(WorkersThatCouldTake(job, {workers[0]}), 0);
+  plan = PlanScheduleOnWorkers({job}, {workers[0]}, {workers[0]}, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker with at least 20.0 GiB of GPU memory (its memory estimate); "
+            "its trainer refused it for memory on every registered GPU");
+}
+
 TEST(SchedulerTest, PickLocalFreePortReturnsABindablePort) {
   const int port = PickLocalFreePort("127.0.0.1");
   EXPECT_GT(port, 0);
