@@ -125,22 +125,19 @@ TEST(StreamMetricsTest, StreamOfAFinishedJobReplaysAndEnds) {
 
 TEST(StreamMetricsTest, StoredOnlyEndsAfterTheStoredStepsOfARunningJob) {
   OneWorker env;
-  TestServer& server = env.server;
-  FakeWorker& worker = env.worker;
   const auto [job, start] = env.StartJob();
-  ASSERT_TRUE(worker
-                  .Report({MetricsEvent(start, 1, 1.0), MetricsEvent(start, 2, 0.9),
-                           MetricsEvent(start, 3, 0.8)})
-                  .ok());
-  MetricsReader reader(server.jobs(), job.id(), /*from_step=*/2, std::nullopt,
+  std::vector<v1::TrainerEvent> steps;
+  for (int step = 1; step <= 3; ++step) steps.push_back(MetricsEvent(start, step, 1.0 / step));
+  ASSERT_TRUE(env.worker.Report(steps).ok());
+  MetricsReader reader(env.server.jobs(), job.id(), /*from_step=*/2, std::nullopt,
                        /*stored_only=*/true);
   // The job still runs: a following stream would stay open until its 60 s deadline.
   const grpc::Status status = reader.Join();
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(reader.steps(), Range(2, 3));
   // A later call sees what was stored since.
-  ASSERT_TRUE(worker.Report({MetricsEvent(start, 4, 0.7)}).ok());
-  MetricsReader later(server.jobs(), job.id(), 0, std::nullopt, /*stored_only=*/true);
+  ASSERT_TRUE(env.worker.Report({MetricsEvent(start, 4, 0.25)}).ok());
+  MetricsReader later(env.server.jobs(), job.id(), 0, std::nullopt, /*stored_only=*/true);
   EXPECT_TRUE(later.Join().ok());
   EXPECT_EQ(later.steps(), Range(1, 4));
 }
