@@ -228,7 +228,8 @@ def test_a_two_rank_job_has_a_row_and_a_line_per_rank(server, client):  # noqa: 
         report_steps(report, start, [step(n, rank=start.rank) for n in (1, 2, 3)])
         finish(report, start, 3, step(3).loss)
 
-    workers = [ScriptedWorker(server, rank_steps) for _ in range(2)]
+    # Two names: a worker registering under a name already known is taken for that one, back.
+    workers = [ScriptedWorker(server, rank_steps, name=f"scripted-{i}") for i in range(2)]
     final = run_with_timeout(lambda: client.wait(job.id, timeout=30), timeout=40)
     for w in workers:
         w.join()
