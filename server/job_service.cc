@@ -67,6 +67,18 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
   return Reply(coordinator_.CancelJob(request->job_id()), response);
 }
 
+grpc::Status JobServiceImpl::RetryJob(grpc::ServerContext* context,
+                                      const v1::RetryJobRequest* request, v1::Job* response) {
+  // Who may retry is who may cancel: the owner, or an admin (the new job stays the owner's).
+  auto caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  auto job = coordinator_.GetJob(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  if (Status access = CheckJobAccess(*caller, *job); !access.ok()) return ToGrpcStatus(access);
+  return Reply(coordinator_.RetryJob(request->job_id(), request->from_scratch(), caller->name),
+               response);
+}
+
 grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
                                            const v1::StreamMetricsRequest* request,
                                            grpc::ServerWriter<v1::StepMetrics>* writer) {

@@ -111,6 +111,13 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
       {"adapter", OrDash(job.adapter_path())},
       {"error", OrDash(job.error())},
   }};
+  // Only a retry (qloractl retry) names its original: no row for the others.
+  if (!job.retry_of().empty()) {
+    const auto owner = std::find_if(fields.begin(), fields.end(), [](const auto& field) {
+      return std::string_view(field.first) == "owner";
+    });
+    fields.insert(owner + 1, {"retry of", job.retry_of()});
+  }
   // Only jobs that evaluate (data.validation) have a best evaluation: no row for the others.
   if (job.has_best()) fields.insert(fields.end() - 1, {"best", BestText(job)});
   if (job.queue_position() > 0)

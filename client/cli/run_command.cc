@@ -30,6 +30,8 @@ int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, 
       return ShowStatus(ctx);
     case Command::kCancel:
       return Cancel(ctx);
+    case Command::kRetry:
+      return Retry(ctx);
     case Command::kWatch:
       return Watch(ctx, options.job_id, options.from_step);
     case Command::kLogs:

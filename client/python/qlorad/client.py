@@ -115,6 +115,15 @@ class Client:
             return Job.from_proto(
                 self._stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), timeout=self.timeout))
 
+    def retry(self, job_id: str, from_scratch: bool = False) -> Job:
+        """Submits a FAILED or CANCELLED job again as a new job (same spec, owner and priority;
+        its retry_of names `job_id`) and returns it. It resumes from the original's newest
+        checkpoint unless `from_scratch`. A job in another state raises QloradError
+        FAILED_PRECONDITION naming the state."""
+        request = jobs_pb2.RetryJobRequest(job_id=job_id, from_scratch=from_scratch)
+        with translate_rpc_errors(self.address):
+            return Job.from_proto(self._stub.RetryJob(request, timeout=self.timeout))
+
     def metrics(self, job_id: str, from_step: int = 0) -> Iterator[StepMetrics]:
         """Every stored step >= from_step, then live ones, for every rank; ends when the job has
         ended and every step was sent."""

@@ -96,6 +96,7 @@ class Job(_FromProto):
     # A queued job's place in line (1 starts next) and how many are in line; 0 when not in line.
     queue_position: int = 0
     queue_length: int = 0
+    retry_of: str = ""  # the job this one retries (Client.retry); "" for a job submitted as it is
 
     _NESTED = {"best": BestEval}
 

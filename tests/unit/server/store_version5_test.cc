@@ -13,9 +13,10 @@
 namespace qlorad::server::testing {
 namespace {
 
-// A version-4 file: made by this store, then the columns version 5 added dropped and the
+// A version-4 file: made by this store, then the columns versions 5 and 6 added dropped and the
 // version put back, so its tables are exactly what version 4 created.
 constexpr const char* kBackToVersion4 = R"sql(
+ALTER TABLE jobs DROP COLUMN retry_of;
 ALTER TABLE metrics DROP COLUMN eval_accuracy;
 ALTER TABLE tokens DROP COLUMN expires_at;
 UPDATE schema_version SET version = 4;
