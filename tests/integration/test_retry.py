@@ -32,12 +32,18 @@ def retry(cluster: Cluster, job_id: str, *flags) -> dict:
     return line
 
 
+def running_past_a_checkpoint(cluster: Cluster, tiny_model, tmp_path, steps: int) -> str:
+    """A job of `steps` steps (no restarts), once it has trained past its first checkpoint."""
+    spec = checkpointed_spec(tmp_path / "job.yaml", tiny_model, DEMO_DATA, tmp_path / "out", steps,
+                             EVERY, max_restarts=0)
+    job_id = submit(cluster, spec)
+    wait_for_step(cluster, job_id, EVERY + 2)
+    return job_id
+
+
 def test_a_failed_job_retried_goes_on_from_its_checkpoint_and_completes(cluster, tiny_model,
                                                                          tmp_path):
-    spec = checkpointed_spec(tmp_path / "job.yaml", tiny_model, DEMO_DATA, tmp_path / "out", STEPS,
-                             EVERY, max_restarts=0)
-    original = submit(cluster, spec)
-    wait_for_step(cluster, original, EVERY + 2)
+    original = running_past_a_checkpoint(cluster, tiny_model, tmp_path, STEPS)
     # The worker's only child is the trainer; read from /proc, which is quicker than the job's
     # log (a live job's `qloractl logs` waits out a second of quiet), so the job is still running.
     [trainer] = children(cluster.worker.pid)
@@ -73,10 +79,7 @@ def test_a_failed_job_retried_goes_on_from_its_checkpoint_and_completes(cluster,
 
 def test_a_running_job_is_refused_and_from_scratch_starts_at_step_zero(cluster, tiny_model,
                                                                        tmp_path):
-    spec = checkpointed_spec(tmp_path / "job.yaml", tiny_model, DEMO_DATA, tmp_path / "out", LONG,
-                             EVERY, max_restarts=0)
-    original = submit(cluster, spec)
-    wait_for_step(cluster, original, EVERY + 5)
+    original = running_past_a_checkpoint(cluster, tiny_model, tmp_path, LONG)
     res = cluster.ctl("retry", original)
     assert res.returncode == 1, res
     assert "FAILED_PRECONDITION" in res.stderr and f"job {original} is RUNNING" in res.stderr

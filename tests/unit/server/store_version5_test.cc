@@ -8,6 +8,7 @@
 #include <string>
 
 #include "server/store.h"
+#include "tests/unit/server/schema_version.h"
 #include "tests/unit/server/test_util.h"
 
 namespace qlorad::server::testing {
@@ -44,15 +45,6 @@ TokenRecord UserToken(const std::string& id) {
   t.name = "ada";
   t.created_unix_ms = 1000;
   return t;
-}
-
-std::string SchemaVersion(const std::string& db) {
-  auto conn = Database::Open(db);
-  EXPECT_TRUE(conn.ok());
-  auto select = (*conn)->Prepare("SELECT MAX(version) FROM schema_version");
-  EXPECT_TRUE(select.ok());
-  EXPECT_TRUE(*(*select)->Step());
-  return (*select)->Text(0);
 }
 
 TEST(StoreVersion5Test, EvalAccuracyIsStoredOnEvaluatedStepsOnly) {

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "server/store.h"
+#include "tests/unit/server/schema_version.h"
 #include "tests/unit/server/test_util.h"
 
 namespace qlorad::server::testing {
@@ -16,15 +17,6 @@ constexpr const char* kBackToVersion5 = R"sql(
 ALTER TABLE jobs DROP COLUMN retry_of;
 UPDATE schema_version SET version = 5;
 )sql";
-
-std::string SchemaVersion(const std::string& db) {
-  auto conn = Database::Open(db);
-  EXPECT_TRUE(conn.ok());
-  auto select = (*conn)->Prepare("SELECT MAX(version) FROM schema_version");
-  EXPECT_TRUE(select.ok());
-  EXPECT_TRUE(*(*select)->Step());
-  return (*select)->Text(0);
-}
 
 TEST(StoreVersion6Test, RetryOfIsStoredAndReadBack) {
   TempDir dir;
