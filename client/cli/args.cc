@@ -104,6 +104,9 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   logs->add_option("--from-seq", o.from_seq, "First log sequence number to show")
       ->check(CLI::NonNegativeNumber);
 
+  auto* workers = app.add_subcommand(
+      "workers", "List the workers: state, the job each runs, devices, last heartbeat");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -116,12 +119,13 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
 
   if (app.get_subcommands().empty()) {
     return UsageError(err, AsksForJson(argc, argv),
-                      "a command is required (submit, jobs, status, cancel, retry, watch, logs)");
+                      "a command is required (submit, jobs, status, cancel, retry, watch, logs, "
+                      "workers)");
   }
   const std::pair<CLI::App*, Command> commands[] = {
-      {submit, Command::kSubmit}, {jobs, Command::kJobs},   {status, Command::kStatus},
-      {cancel, Command::kCancel}, {watch, Command::kWatch}, {logs, Command::kLogs},
-      {retry, Command::kRetry}};
+      {submit, Command::kSubmit}, {jobs, Command::kJobs},      {status, Command::kStatus},
+      {cancel, Command::kCancel}, {watch, Command::kWatch},    {logs, Command::kLogs},
+      {retry, Command::kRetry},   {workers, Command::kWorkers}};
   for (const auto& [cmd, command] : commands) {
     if (cmd->parsed()) o.command = command;
   }

@@ -12,7 +12,7 @@
 
 namespace qlorad::cli {
 
-enum class Command { kSubmit, kJobs, kStatus, kCancel, kWatch, kLogs, kRetry };
+enum class Command { kSubmit, kJobs, kStatus, kCancel, kWatch, kLogs, kRetry, kWorkers };
 
 struct CliOptions {
   std::string server = "127.0.0.1:50051";  // --server, or QLORAD_SERVER

@@ -16,6 +16,7 @@ int ListJobs(const CommandContext& ctx);
 int ShowStatus(const CommandContext& ctx);
 int Cancel(const CommandContext& ctx);
 int Retry(const CommandContext& ctx);
+int ListWorkers(const CommandContext& ctx);
 int Watch(const CommandContext& ctx, const std::string& job_id, int64_t from_step);
 int Logs(const CommandContext& ctx);
 

@@ -32,6 +32,8 @@ int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, 
       return Cancel(ctx);
     case Command::kRetry:
       return Retry(ctx);
+    case Command::kWorkers:
+      return ListWorkers(ctx);
     case Command::kWatch:
       return Watch(ctx, options.job_id, options.from_step);
     case Command::kLogs:

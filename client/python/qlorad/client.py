@@ -13,7 +13,7 @@ import grpc
 from qlorad._channel import open_channel
 from qlorad._stubs import jobs_pb2, jobs_pb2_grpc
 from qlorad.errors import DeadlineExceeded, from_rpc_error, translate_rpc_errors
-from qlorad.types import Job, JobState, LogLine, StepMetrics
+from qlorad.types import Job, JobState, LogLine, StepMetrics, WorkerInfo
 
 Spec = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
@@ -123,6 +123,13 @@ class Client:
         request = jobs_pb2.RetryJobRequest(job_id=job_id, from_scratch=from_scratch)
         with translate_rpc_errors(self.address):
             return Job.from_proto(self._stub.RetryJob(request, timeout=self.timeout))
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers (IDLE or BUSY), then those registered before that are gone
+        (LOST), each by name. A user sees the job a worker runs only when it is theirs."""
+        with translate_rpc_errors(self.address):
+            response = self._stub.ListWorkers(jobs_pb2.ListWorkersRequest(), timeout=self.timeout)
+        return [WorkerInfo.from_proto(w) for w in response.workers]
 
     def metrics(self, job_id: str, from_step: int = 0) -> Iterator[StepMetrics]:
         """Every stored step >= from_step, then live ones, for every rank; ends when the job has

@@ -76,6 +76,11 @@ TEST_F(ArgsTest, RetryFromTheCheckpointUnlessFromScratch) {
   EXPECT_EQ(Parse({"retry"}).parsed.exit_code, 2) << "the id is required";
 }
 
+TEST_F(ArgsTest, WorkersTakesNoArguments) {
+  EXPECT_EQ(Parse({"workers", "--json"}).parsed.options->command, Command::kWorkers);
+  EXPECT_EQ(Parse({"workers", "gpu0"}).parsed.exit_code, 2);
+}
+
 TEST_F(ArgsTest, ServerFromTheEnvironmentUnlessGiven) {
   setenv("QLORAD_SERVER", "envhost:7", 1);
   EXPECT_EQ(Parse({"jobs"}).parsed.options->server, "envhost:7");
@@ -129,9 +134,10 @@ TEST_F(ArgsTest, UnknownCommandIsAUsageErrorNamingIt) {
 TEST_F(ArgsTest, NoCommandIsAUsageError) {
   const Result r = Parse({"--server", "x:1"});
   EXPECT_EQ(r.parsed.exit_code, 2);
-  EXPECT_EQ(r.err,
-            "error: a command is required (submit, jobs, status, cancel, retry, watch, logs)\n"
-            "Run 'qloractl --help' for usage.\n");
+  EXPECT_EQ(
+      r.err,
+      "error: a command is required (submit, jobs, status, cancel, retry, watch, logs, workers)\n"
+      "Run 'qloractl --help' for usage.\n");
 }
 
 TEST_F(ArgsTest, UsageErrorsAreJsonLinesWithJson) {
@@ -184,7 +190,7 @@ TEST_F(ArgsTest, HelpExitsZeroAndListsTheCommands) {
   EXPECT_FALSE(r.parsed.options.has_value());
   EXPECT_EQ(r.parsed.exit_code, 0);
   for (const char* word :
-       {"submit", "jobs", "status", "cancel", "retry", "watch", "logs", "Exit codes"}) {
+       {"submit", "jobs", "status", "cancel", "retry", "watch", "logs", "workers", "Exit codes"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word;
   }
   EXPECT_EQ(r.err, "");
