@@ -107,6 +107,12 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   auto* workers = app.add_subcommand(
       "workers", "List the workers: state, the job each runs, devices, last heartbeat");
 
+  auto* completion = app.add_subcommand(
+      "completion", "Print the bash or zsh completion script: source <(qloractl completion bash)");
+  completion->add_option("shell", o.shell, "bash or zsh")
+      ->required()
+      ->check(CLI::IsMember({"bash", "zsh"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -120,12 +126,12 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   if (app.get_subcommands().empty()) {
     return UsageError(err, AsksForJson(argc, argv),
                       "a command is required (submit, jobs, status, cancel, retry, watch, logs, "
-                      "workers)");
+                      "workers, completion)");
   }
   const std::pair<CLI::App*, Command> commands[] = {
-      {submit, Command::kSubmit}, {jobs, Command::kJobs},      {status, Command::kStatus},
-      {cancel, Command::kCancel}, {watch, Command::kWatch},    {logs, Command::kLogs},
-      {retry, Command::kRetry},   {workers, Command::kWorkers}};
+      {submit, Command::kSubmit}, {jobs, Command::kJobs},       {status, Command::kStatus},
+      {cancel, Command::kCancel}, {watch, Command::kWatch},     {logs, Command::kLogs},
+      {retry, Command::kRetry},   {workers, Command::kWorkers}, {completion, Command::kCompletion}};
   for (const auto& [cmd, command] : commands) {
     if (cmd->parsed()) o.command = command;
   }

@@ -81,6 +81,17 @@ TEST_F(ArgsTest, WorkersTakesNoArguments) {
   EXPECT_EQ(Parse({"workers", "gpu0"}).parsed.exit_code, 2);
 }
 
+TEST_F(ArgsTest, CompletionForBashOrZshOnly) {
+  const Result zsh = Parse({"completion", "zsh"});
+  ASSERT_TRUE(zsh.parsed.options.has_value()) << zsh.err;
+  EXPECT_EQ(zsh.parsed.options->command, Command::kCompletion);
+  EXPECT_EQ(zsh.parsed.options->shell, "zsh");
+  const Result fish = Parse({"completion", "fish"});
+  EXPECT_EQ(fish.parsed.exit_code, 2);
+  EXPECT_NE(fish.err.find("fish"), std::string::npos) << fish.err;
+  EXPECT_EQ(Parse({"completion"}).parsed.exit_code, 2);
+}
+
 TEST_F(ArgsTest, ServerFromTheEnvironmentUnlessGiven) {
   setenv("QLORAD_SERVER", "envhost:7", 1);
   EXPECT_EQ(Parse({"jobs"}).parsed.options->server, "envhost:7");
@@ -136,7 +147,8 @@ TEST_F(ArgsTest, NoCommandIsAUsageError) {
   EXPECT_EQ(r.parsed.exit_code, 2);
   EXPECT_EQ(
       r.err,
-      "error: a command is required (submit, jobs, status, cancel, retry, watch, logs, workers)\n"
+      "error: a command is required (submit, jobs, status, cancel, retry, watch, logs, workers, "
+      "completion)\n"
       "Run 'qloractl --help' for usage.\n");
 }
 
