@@ -45,7 +45,7 @@ def bash_complete(line: str, cwd: Path) -> list[str]:
 # An interactive zsh on a pseudo-terminal with compinit and the script loaded; compadd is
 # wrapped to print each match it adds (with the prefixes zsh would insert), so a TAB shows what
 # the completion offered.
-ZSH_SETUP = r"""setopt interactive_comments; PROMPT='> '; RPROMPT=''; unset zle_bracketed_paste
+ZSH_SETUP = r"""setopt interactive_comments; PROMPT="ZLE-""READY> "; RPROMPT=''; unset zle_bracketed_paste
 autoload -Uz compinit && compinit -u -D
 source {script}
 compadd() {{
@@ -61,6 +61,11 @@ print READY-$((1+1))
 """
 
 
+# The prompt (its echo in the setup line reads ZLE-""READY): what zsh prints once the line
+# editor is ready. Keys typed before it may be dropped, so each line waits for it.
+PROMPT = b"ZLE-READY> "
+
+
 class Zsh:
     def __init__(self, cwd: Path):
         self.master, slave = pty.openpty()
@@ -71,6 +76,7 @@ class Zsh:
         self.cases = 0
         os.write(self.master, ZSH_SETUP.format(script=ZSH_SCRIPT).encode())
         self.read_until(b"READY-2")
+        self.read_until(PROMPT)
 
     def read_until(self, token: bytes, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout
@@ -88,6 +94,7 @@ class Zsh:
         marker = 1000 + self.cases
         os.write(self.master, line.encode() + b"\t" + f"\x15print CASE-$(({marker}))\n".encode())
         out = self.read_until(f"CASE-{marker}".encode())
+        self.read_until(PROMPT)
         return sorted(set(re.findall(r"MATCH:(\S+)", out)))
 
     def close(self):
