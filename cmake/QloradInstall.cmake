@@ -1,6 +1,7 @@
 # `cmake --install BUILD --prefix PREFIX` (make install PREFIX=...): the four programs into
 # PREFIX/bin, the torch operator library into PREFIX/lib/qlorad, the systemd units and the
-# Prometheus example into PREFIX/share/qlorad/deploy.
+# Prometheus example into PREFIX/share/qlorad/deploy (qloractl's shell completion scripts are
+# installed by client/cli/CMakeLists.txt, into PREFIX/share/{bash-completion,zsh}).
 #
 # LibTorch comes from the torch wheel (cmake/QloradTorch.cmake), whose libraries find CUDA's
 # through their own RUNPATH, relative to themselves ($ORIGIN/../../nvidia/...). The install

@@ -17,6 +17,7 @@ APT_PACKAGES=(
   libgloo-dev  # headers only: LibTorch's ProcessGroupGloo needs them; its gloo is in libtorch_cpu
   chromium     # headless, for the dashboard's browser test (tests/integration/test_dashboard_browser.py)
   prometheus shellcheck  # promtool and shellcheck check deploy/ (tests/python/test_deploy_configs.py)
+  zsh  # qloractl's zsh completion runs in a real zsh (tests/integration/test_completion.py)
   clang libclang-rt-dev  # libFuzzer and the sanitizers' runtimes, for scripts/fuzz.sh (tests/fuzz)
 )
 # gguf is llama.cpp's own reader (gguf-py), which the GGUF export's tests read the file back with.

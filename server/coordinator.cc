@@ -125,9 +125,61 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std
     return record.status();
   }
   record->job.set_owner(owner);
+  const v1::Job& job = record->job;
+  const std::string note = fmt::format(
+      "submitted '{}' by {} (priority {}, {} GPU(s), {} steps, max {} restarts)", job.name(), owner,
+      job.priority(), job.gpus(), job.total_steps(), job.max_restarts());
+  return Enqueue(std::move(record).value(), spec, note);
+}
+
+StatusOr<v1::Job> Coordinator::RetryJob(const std::string& job_id, bool from_scratch,
+                                        const std::string& by) {
+  if (job_id.empty()) return InvalidArgument("job_id: is required");
+  QLORAD_ASSIGN_OR_RETURN(const JobRecord original, store_->GetJob(job_id));
+  const v1::JobState state = original.job.state();
+  if (state != v1::JOB_STATE_FAILED && state != v1::JOB_STATE_CANCELLED) {
+    return FailedPrecondition(fmt::format(
+        "job {} is {}: only a FAILED or CANCELLED job can be retried{}", job_id,
+        JobStateName(state), IsTerminal(state) ? "" : " (cancel it first to start it over)"));
+  }
+  JobSpec spec;
+  // The spec is checked again: the coordinator's limits (--max-spec-bytes) or the spec rules may
+  // have changed since the original was submitted.
+  auto record =
+      NewJobFromSpec(original.job.spec_yaml(), NowUnixMs(), options_.max_spec_bytes, &spec);
+  if (!record.ok()) {
+    return Status(record.status().code(),
+                  "job " + job_id + "'s spec: " + std::string(record.status().message()));
+  }
+  v1::Job& job = record->job;
+  job.set_owner(original.job.owner());  // an admin's retry stays the owner's job
+  job.set_priority(original.job.priority());
+  job.set_retry_of(job_id);
+  // Attempt numbers go on from the original's so that this job's checkpoints land in a folder
+  // of their own (checkpoints/attempt-N): a retry from scratch would otherwise write step-N
+  // where the original's step-N already is, and prune the original's checkpoints as its own.
+  job.set_attempt(original.job.attempt() + 1);
+  std::string from;
+  if (from_scratch) {
+    from = "from step 0 (from scratch)";
+  } else if (original.last_checkpoint.empty()) {
+    from = "from step 0 (" + job_id + " left no checkpoint)";
+  } else {
+    // What a requeued attempt does: the trainer falls back to the newest complete checkpoint
+    // under the output_dir when this one is gone.
+    record->last_checkpoint = original.last_checkpoint;
+    from = "resuming from " + original.last_checkpoint;
+  }
+  const std::string note =
+      fmt::format("retry of {} ({}) by {}, {}", job_id, JobStateName(state), by, from);
+  return Enqueue(std::move(record).value(), spec, note);
+}
+
+StatusOr<v1::Job> Coordinator::Enqueue(JobRecord record, const JobSpec& spec,
+                                       const std::string& note) {
   std::lock_guard<std::mutex> lock(mu_);
-  const int64_t created = std::max(record->job.created_unix_ms(), last_created_unix_ms_ + 1);
-  record->job.set_created_unix_ms(created);
+  const int64_t created = std::max(record.job.created_unix_ms(), last_created_unix_ms_ + 1);
+  record.job.set_created_unix_ms(created);
   last_created_unix_ms_ = created;
   std::vector<WorkerRoots> roots;
   for (const auto& [id, w] : workers_) {
@@ -137,15 +189,10 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std
     spdlog::info("rejected a job: {}", paths.message());
     return paths;
   }
-  const v1::Job& job = record->job;
+  const v1::Job& job = record.job;
   Status written = Mutate([&](Published& out) -> Status {
-    QLORAD_RETURN_IF_ERROR(store_->InsertJob(*record));
-    return Log(
-        job.id(), "info",
-        fmt::format("submitted '{}' by {} (priority {}, {} GPU(s), {} steps, max {} restarts)",
-                    job.name(), owner, job.priority(), job.gpus(), job.total_steps(),
-                    job.max_restarts()),
-        out);
+    QLORAD_RETURN_IF_ERROR(store_->InsertJob(record));
+    return Log(job.id(), "info", note, out);
   });
   if (!written.ok()) return written;
   ++counters_.jobs_submitted;

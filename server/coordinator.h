@@ -123,6 +123,10 @@ class Coordinator {
                              const std::string& page_token,
                              const std::optional<std::string>& owner = std::nullopt);
   StatusOr<v1::Job> CancelJob(const std::string& job_id);
+  // A new job with a FAILED or CANCELLED job's spec, owner and priority (Job.retry_of names it),
+  // resuming from its last checkpoint unless `from_scratch`; FAILED_PRECONDITION naming the state
+  // otherwise. `by` (who asked) goes into the new job's log.
+  StatusOr<v1::Job> RetryJob(const std::string& job_id, bool from_scratch, const std::string& by);
 
   // WorkerService.
   // Replaces entries of the same name; adopts or stops the attempts the worker reports.
@@ -215,6 +219,9 @@ class Coordinator {
   };
 
   Coordinator(CoordinatorOptions options, std::unique_ptr<Store> store);
+  // Stores a new QUEUED job (its paths checked against the workers' roots), logs `note` as its
+  // first line and schedules.
+  StatusOr<v1::Job> Enqueue(JobRecord record, const JobSpec& spec, const std::string& note);
   // With mu_ held: a step of `rank` reached the store; updates the series and the counters.
   void RecordStep(const v1::Job& job, const std::string& worker_id, const v1::StepMetrics& m);
   // coordinator_reconcile.cc: after a restart, each RUNNING job waits for its workers.

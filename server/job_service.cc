@@ -3,6 +3,7 @@
 #include "server/auth_grpc.h"
 #include "server/status_mapping.h"
 #include "server/stream_follow.h"
+#include "server/worker_infos.h"
 
 namespace qlorad::server {
 namespace {
@@ -65,6 +66,42 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
     return ToGrpcStatus(job.status());
   }
   return Reply(coordinator_.CancelJob(request->job_id()), response);
+}
+
+grpc::Status JobServiceImpl::RetryJob(grpc::ServerContext* context,
+                                      const v1::RetryJobRequest* request, v1::Job* response) {
+  // Who may retry is who may cancel: the owner, or an admin (the new job stays the owner's).
+  auto caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  auto job = coordinator_.GetJob(request->job_id());
+  if (!job.ok()) return ToGrpcStatus(job.status());
+  if (Status access = CheckJobAccess(*caller, *job); !access.ok()) return ToGrpcStatus(access);
+  return Reply(coordinator_.RetryJob(request->job_id(), request->from_scratch(), caller->name),
+               response);
+}
+
+grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
+                                         const v1::ListWorkersRequest* /*request*/,
+                                         v1::ListWorkersResponse* response) {
+  auto caller = Caller(context);
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  auto stored = coordinator_.store().ListWorkers();
+  if (!stored.ok()) return ToGrpcStatus(stored.status());
+  // A job id names another user's work (and lets them guess at its name and logs' existence):
+  // users see only their own, as ListJobs shows them only their own jobs.
+  auto visible = [&](const std::string& job_id) {
+    auto job = coordinator_.GetJob(job_id);
+    return job.ok() && CheckJobAccess(*caller, *job).ok();
+  };
+  for (auto& info : WorkerInfos(coordinator_.Workers(), *stored)) {
+    if (!info.job_id().empty() && !visible(info.job_id())) {
+      info.clear_job_id();
+      info.clear_rank();
+      info.clear_attempt();
+    }
+    *response->add_workers() = std::move(info);
+  }
+  return grpc::Status::OK;
 }
 
 grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,

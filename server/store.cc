@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   best_step INTEGER NOT NULL DEFAULT 0, best_eval_loss REAL NOT NULL DEFAULT 0,
   best_checkpoint_path TEXT NOT NULL DEFAULT '', best_adapter_path TEXT NOT NULL DEFAULT '',
   stopped_early INTEGER NOT NULL DEFAULT 0, restarts INTEGER NOT NULL DEFAULT 0,
-  owner TEXT NOT NULL DEFAULT '');
+  owner TEXT NOT NULL DEFAULT '', retry_of TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, created_unix_ms);
 CREATE TABLE IF NOT EXISTS metrics (
   id INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL REFERENCES jobs (id),
@@ -46,12 +46,12 @@ CREATE TABLE IF NOT EXISTS workers (
   version TEXT NOT NULL, registered_unix_ms INTEGER NOT NULL, online INTEGER NOT NULL);
 )sql";
 
-// Column order shared by every job statement: binds use ?1..?26 in this order.
+// Column order shared by every job statement: binds use ?1..?27 in this order.
 constexpr const char* kJobColumns =
     "id, name, state, spec_yaml, priority, attempt, max_restarts, worker_id, created_unix_ms, "
     "started_unix_ms, finished_unix_ms, last_step, total_steps, last_loss, error, adapter_path, "
     "gpus, last_checkpoint, cancel_requested, best_step, best_eval_loss, best_checkpoint_path, "
-    "best_adapter_path, stopped_early, restarts, owner";
+    "best_adapter_path, stopped_early, restarts, owner, retry_of";
 
 // What each schema version adds to the one before; a store opened at version v runs the steps
 // after v. (Version 1 is kSchema as first released; kSchema has every column for a new store.)
@@ -80,6 +80,8 @@ CREATE TABLE IF NOT EXISTS tokens (
   created_unix_ms INTEGER NOT NULL, revoked_unix_ms INTEGER NOT NULL DEFAULT 0);
 ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
 )sql",
+    // 5 -> 6: retries (JobService.RetryJob). Jobs stored before retry nothing.
+    "ALTER TABLE jobs ADD COLUMN retry_of TEXT NOT NULL DEFAULT '';",
 };
 
 // kJobColumns with the spec read as '': listings leave specs out without a second row reader.
@@ -112,6 +114,7 @@ void BindJob(Statement& s, const JobRecord& r) {
   s.Bind(20, j.best().step()).Bind(21, j.best().eval_loss());
   s.Bind(22, j.best().checkpoint_path()).Bind(23, j.best().adapter_path());
   s.Bind(24, j.stopped_early() ? 1 : 0).Bind(25, j.restarts()).Bind(26, j.owner());
+  s.Bind(27, j.retry_of());
 }
 
 JobRecord ReadJob(const Statement& s) {
@@ -145,6 +148,7 @@ JobRecord ReadJob(const Statement& s) {
   j.set_stopped_early(s.Int(23) != 0);
   j.set_restarts(static_cast<int32_t>(s.Int(24)));
   j.set_owner(s.Text(25));
+  j.set_retry_of(s.Text(26));
   return r;
 }
 
@@ -253,7 +257,7 @@ Status Store::PrepareStatements() {
       db_->Prepare(
           "INSERT INTO jobs (" + jobs +
           ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,"
-          "?21,?22,?23,?24,?25,?26)"));
+          "?21,?22,?23,?24,?25,?26,?27)"));
   QLORAD_ASSIGN_OR_RETURN(
       update_job_,
       db_->Prepare(
@@ -263,7 +267,7 @@ Status Store::PrepareStatements() {
           "error=?15, adapter_path=?16, gpus=?17, last_checkpoint=?18, "
           "cancel_requested=?19, best_step=?20, best_eval_loss=?21, "
           "best_checkpoint_path=?22, best_adapter_path=?23, stopped_early=?24, restarts=?25, "
-          "owner=?26 WHERE id=?1"));
+          "owner=?26, retry_of=?27 WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(get_job_, db_->Prepare("SELECT " + jobs + " FROM jobs WHERE id=?1"));
   QLORAD_ASSIGN_OR_RETURN(count_jobs_,
                           db_->Prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state"));

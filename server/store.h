@@ -69,8 +69,8 @@ struct TokenRecord {
 class Store {
  public:
   // 2: evaluation during training; 3: restarts; 4: tokens and job owners (issue 19);
-  // 5: eval accuracy of classification jobs, token expiry.
-  static constexpr int kSchemaVersion = 5;
+  // 5: eval accuracy of classification jobs, token expiry; 6: retries (jobs.retry_of).
+  static constexpr int kSchemaVersion = 6;
 
   static StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
 

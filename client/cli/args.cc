@@ -82,6 +82,14 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   auto* cancel = app.add_subcommand("cancel", "Cancel a queued or running job");
   AddJobId(cancel, o);
 
+  auto* retry = app.add_subcommand(
+      "retry", "Submit a FAILED or CANCELLED job again as a new job and print the new id");
+  AddJobId(retry, o);
+  retry->add_flag("--from-scratch", o.from_scratch,
+                  "Start from step 0 instead of the job's newest checkpoint");
+  retry->add_flag("--follow,-f", o.follow, "Watch the new job after submitting it");
+  AddReconnectTimeout(retry, o);
+
   auto* watch = app.add_subcommand(
       "watch", "Follow a job's training steps until it ends; exit 0 if it completed, 1 if not");
   AddJobId(watch, o);
@@ -96,6 +104,15 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
   logs->add_option("--from-seq", o.from_seq, "First log sequence number to show")
       ->check(CLI::NonNegativeNumber);
 
+  auto* workers = app.add_subcommand(
+      "workers", "List the workers: state, the job each runs, devices, last heartbeat");
+
+  auto* completion = app.add_subcommand(
+      "completion", "Print the bash or zsh completion script: source <(qloractl completion bash)");
+  completion->add_option("shell", o.shell, "bash or zsh")
+      ->required()
+      ->check(CLI::IsMember({"bash", "zsh"}));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -108,11 +125,13 @@ ParsedArgs ParseArgs(int argc, const char* const* argv, std::ostream& out, std::
 
   if (app.get_subcommands().empty()) {
     return UsageError(err, AsksForJson(argc, argv),
-                      "a command is required (submit, jobs, status, cancel, watch, logs)");
+                      "a command is required (submit, jobs, status, cancel, retry, watch, logs, "
+                      "workers, completion)");
   }
   const std::pair<CLI::App*, Command> commands[] = {
-      {submit, Command::kSubmit}, {jobs, Command::kJobs},   {status, Command::kStatus},
-      {cancel, Command::kCancel}, {watch, Command::kWatch}, {logs, Command::kLogs}};
+      {submit, Command::kSubmit}, {jobs, Command::kJobs},       {status, Command::kStatus},
+      {cancel, Command::kCancel}, {watch, Command::kWatch},     {logs, Command::kLogs},
+      {retry, Command::kRetry},   {workers, Command::kWorkers}, {completion, Command::kCompletion}};
   for (const auto& [cmd, command] : commands) {
     if (cmd->parsed()) o.command = command;
   }

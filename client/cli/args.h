@@ -12,7 +12,17 @@
 
 namespace qlorad::cli {
 
-enum class Command { kSubmit, kJobs, kStatus, kCancel, kWatch, kLogs };
+enum class Command {
+  kSubmit,
+  kJobs,
+  kStatus,
+  kCancel,
+  kWatch,
+  kLogs,
+  kRetry,
+  kWorkers,
+  kCompletion
+};
 
 struct CliOptions {
   std::string server = "127.0.0.1:50051";  // --server, or QLORAD_SERVER
@@ -22,10 +32,12 @@ struct CliOptions {
   bool json = false;  // --json: one JSON object per line
   Command command = Command::kJobs;
   std::string spec_file;            // submit FILE
-  bool follow = false;              // submit --follow, logs --follow
+  bool follow = false;              // submit --follow, logs --follow, retry --follow
+  bool from_scratch = false;        // retry --from-scratch
+  std::string shell;                // completion bash|zsh
   std::vector<std::string> states;  // jobs --state (lower case, validated)
   int limit = 0;                    // jobs --limit (0: every job)
-  std::string job_id;               // status, cancel, watch, logs
+  std::string job_id;               // status, cancel, watch, logs, retry
   int64_t from_step = 0;            // watch --from-step
   int64_t from_seq = 0;             // logs --from-seq
   // watch, submit --follow: how long to keep reconnecting to a coordinator that went away.

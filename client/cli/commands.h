@@ -15,6 +15,10 @@ int Submit(const CommandContext& ctx);
 int ListJobs(const CommandContext& ctx);
 int ShowStatus(const CommandContext& ctx);
 int Cancel(const CommandContext& ctx);
+int Retry(const CommandContext& ctx);
+int ListWorkers(const CommandContext& ctx);
+// Needs no coordinator: RunCommand calls it before connecting.
+int PrintCompletion(const CliOptions& options, std::ostream& out);
 int Watch(const CommandContext& ctx, const std::string& job_id, int64_t from_step);
 int Logs(const CommandContext& ctx);
 

@@ -1,4 +1,4 @@
-// submit, jobs, status, cancel: one unary call each.
+// submit, jobs, status, cancel, retry: one unary call each.
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -126,6 +126,24 @@ int Cancel(const CommandContext& ctx) {
             << "; `qloractl watch " << job.id() << "` shows when it has stopped)\n";
   }
   return kExitOk;
+}
+
+int Retry(const CommandContext& ctx) {
+  qlorad::v1::RetryJobRequest request;
+  request.set_job_id(ctx.options.job_id);
+  request.set_from_scratch(ctx.options.from_scratch);
+  qlorad::v1::Job job;
+  if (auto failed = CallUnary(ctx, &Stub::RetryJob, request, &job)) return *failed;
+  if (ctx.options.json) {
+    ctx.out << JsonLine("job", job) << "\n";
+  } else {
+    // Where it resumes is in the new job's first log line; the Job message does not carry it.
+    ctx.out << "submitted " << job.id() << " (" << job.name() << "), a retry of " << job.retry_of()
+            << (ctx.options.from_scratch ? ", from step 0" : "") << "\n";
+  }
+  ctx.out.flush();
+  if (!ctx.options.follow) return kExitOk;
+  return Watch(ctx, job.id(), 0);
 }
 
 }  // namespace qlorad::cli

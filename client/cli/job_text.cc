@@ -7,6 +7,7 @@
 #include <cctype>
 #include <vector>
 
+#include "client/cli/text_table.h"
 #include "client/cli/units.h"
 
 namespace qlorad::cli {
@@ -59,27 +60,13 @@ bool IsTerminal(qlorad::v1::JobState state) {
 }
 
 std::string FormatJobTable(const std::vector<qlorad::v1::Job>& jobs, int64_t now_unix_ms) {
-  using Row = std::array<std::string, 7>;
-  std::vector<Row> rows = {{"ID", "NAME", "STATE", "STEP/TOTAL", "LOSS", "WORKER", "AGE"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "NAME", "STATE", "STEP/TOTAL", "LOSS", "WORKER", "AGE"}};
   for (const auto& job : jobs) {
     rows.push_back({job.id(), job.name(), JobStateName(job.state()), StepOfTotal(job), Loss(job),
                     OrDash(job.worker_id()), FormatAge(job.created_unix_ms(), now_unix_ms)});
   }
-  std::array<size_t, 7> widths{};
-  for (const auto& row : rows) {
-    for (size_t c = 0; c < row.size(); ++c) widths[c] = std::max(widths[c], row[c].size());
-  }
-  std::string out;
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t c = 0; c < row.size(); ++c) {
-      line += row[c];
-      if (c + 1 < row.size()) line += std::string(widths[c] - row[c].size() + 2, ' ');
-    }
-    line.erase(line.find_last_not_of(' ') + 1);
-    out += line + "\n";
-  }
-  return out;
+  return FormatTable(rows);
 }
 
 std::string QueuedText(const qlorad::v1::Job& job) {
@@ -111,6 +98,13 @@ std::string FormatJobDetails(const qlorad::v1::Job& job, int64_t now_unix_ms) {
       {"adapter", OrDash(job.adapter_path())},
       {"error", OrDash(job.error())},
   }};
+  // Only a retry (qloractl retry) names its original: no row for the others.
+  if (!job.retry_of().empty()) {
+    const auto owner = std::find_if(fields.begin(), fields.end(), [](const auto& field) {
+      return std::string_view(field.first) == "owner";
+    });
+    fields.insert(owner + 1, {"retry of", job.retry_of()});
+  }
   // Only jobs that evaluate (data.validation) have a best evaluation: no row for the others.
   if (job.has_best()) fields.insert(fields.end() - 1, {"best", BestText(job)});
   if (job.queue_position() > 0)

@@ -3,6 +3,7 @@
 #include <google/protobuf/descriptor.h>
 
 #include "client/cli/job_text.h"
+#include "client/cli/worker_text.h"
 #include "common/json_number.h"
 
 namespace qlorad::cli {
@@ -14,6 +15,9 @@ using google::protobuf::Message;
 std::string EnumName(const google::protobuf::EnumValueDescriptor* value) {
   if (value->type() == qlorad::v1::JobState_descriptor()) {
     return JobStateName(static_cast<qlorad::v1::JobState>(value->number()));
+  }
+  if (value->type() == qlorad::v1::WorkerState_descriptor()) {
+    return WorkerStateName(static_cast<qlorad::v1::WorkerState>(value->number()));
   }
   return value->name();
 }

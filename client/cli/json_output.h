@@ -1,9 +1,10 @@
 // qloractl --json: every job, step or log line becomes one JSON object on one line.
 // Keys are the proto field names (snake_case), every field is present, 64-bit integers are JSON
 // numbers (the proto3 JSON mapping would make them strings, which scripts then have to convert),
-// and job states read like the text output: "state": "COMPLETED". Each line also has a "type":
-// "job" (submit, jobs, status, cancel), "log", "metrics" (a step), "state" (watch: the job is
-// queued or started), "done" (watch: the job as it ended), "error" (errors.h, on stderr).
+// and job and worker states read like the text output: "state": "COMPLETED", "BUSY". Each line also
+// has a "type": "job" (submit, jobs, status, cancel, retry), "worker" (workers), "log", "metrics"
+// (a step), "state" (watch: the job is queued or started), "done" (watch: the job as it ended),
+// "error" (errors.h, on stderr).
 #pragma once
 
 #include <google/protobuf/message.h>

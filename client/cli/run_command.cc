@@ -12,6 +12,8 @@
 namespace qlorad::cli {
 
 int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, bool tty) {
+  // Before the security options are loaded: a shell's start-up file should not fail for them.
+  if (options.command == Command::kCompletion) return PrintCompletion(options, out);
   auto security = connect::LoadSecurity(options.security);
   if (!security.ok()) {
     return ReportError(err, options.json, "USAGE", security.status().message(), kExitUsage);
@@ -30,6 +32,12 @@ int RunCommand(const CliOptions& options, std::ostream& out, std::ostream& err, 
       return ShowStatus(ctx);
     case Command::kCancel:
       return Cancel(ctx);
+    case Command::kRetry:
+      return Retry(ctx);
+    case Command::kWorkers:
+      return ListWorkers(ctx);
+    case Command::kCompletion:
+      return PrintCompletion(options, out);
     case Command::kWatch:
       return Watch(ctx, options.job_id, options.from_step);
     case Command::kLogs:

@@ -57,6 +57,11 @@ def test_installed_programs_run_from_the_prefix_alone(tmp_path, monkeypatch):
 
     for name in PROGRAMS:
         assert os.access(prefix / "bin" / name, os.X_OK), name
+    # Shell completion where bash-completion and zsh look under a prefix (client/cli/README.md).
+    completions = REPO / "client" / "cli" / "completions"
+    for installed, source in ((prefix / "share/bash-completion/completions/qloractl", "qloractl.bash"),
+                              (prefix / "share/zsh/site-functions/_qloractl", "_qloractl")):
+        assert installed.read_text() == (completions / source).read_text(), installed
     lib = prefix / "lib" / "qlorad"
     assert (lib / "libqlorad_ops.so").is_file()
     assert (lib / "torch" / "lib" / "libtorch.so").exists(), "LibTorch is reached through PREFIX/lib/qlorad/torch"

@@ -24,6 +24,8 @@ _EXPORTS = {
     "JobState": "qlorad.types",
     "LogLine": "qlorad.types",
     "StepMetrics": "qlorad.types",
+    "Device": "qlorad.types",
+    "WorkerInfo": "qlorad.types",
     "QloradError": "qlorad.errors",
     "ServerUnavailable": "qlorad.errors",
     "DeadlineExceeded": "qlorad.errors",

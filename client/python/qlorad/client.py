@@ -15,7 +15,7 @@ from qlorad._stubs import jobs_pb2, jobs_pb2_grpc
 from qlorad.errors import DeadlineExceeded, from_rpc_error, translate_rpc_errors
 from qlorad.frame import metrics_frame
 from qlorad.plot import plot_metrics
-from qlorad.types import Job, JobState, LogLine, StepMetrics
+from qlorad.types import Job, JobState, LogLine, StepMetrics, WorkerInfo
 
 if TYPE_CHECKING:
     import pandas
@@ -120,6 +120,22 @@ class Client:
         with translate_rpc_errors(self.address):
             return self._job(
                 self._stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), timeout=self.timeout))
+
+    def retry(self, job_id: str, from_scratch: bool = False) -> Job:
+        """Submits a FAILED or CANCELLED job again as a new job (same spec, owner and priority;
+        its retry_of names `job_id`) and returns it. It resumes from the original's newest
+        checkpoint unless `from_scratch`. A job in another state raises QloradError
+        FAILED_PRECONDITION naming the state."""
+        request = jobs_pb2.RetryJobRequest(job_id=job_id, from_scratch=from_scratch)
+        with translate_rpc_errors(self.address):
+            return self._job(self._stub.RetryJob(request, timeout=self.timeout))
+
+    def workers(self) -> list[WorkerInfo]:
+        """The registered workers (IDLE or BUSY), then those registered before that are gone
+        (LOST), each by name. A user sees the job a worker runs only when it is theirs."""
+        with translate_rpc_errors(self.address):
+            response = self._stub.ListWorkers(jobs_pb2.ListWorkersRequest(), timeout=self.timeout)
+        return [WorkerInfo.from_proto(w) for w in response.workers]
 
     def metrics(self, job_id: str, from_step: int = 0, *,
                 follow: bool = True) -> Iterator[StepMetrics]:

@@ -107,6 +107,7 @@ class Job(_FromProto):
     # A queued job's place in line (1 starts next) and how many are in line; 0 when not in line.
     queue_position: int = 0
     queue_length: int = 0
+    retry_of: str = ""  # the job this one retries (Client.retry); "" for a job submitted as it is
 
     _NESTED: ClassVar[dict[str, type[_FromProto]]] = {"best": BestEval}
 
@@ -172,3 +173,36 @@ class LogLine(_FromProto):
     source: str
     unix_ms: int
     rank: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Device(_FromProto):
+    kind: str  # "cuda" or "cpu"
+    index: int
+    name: str  # e.g. "NVIDIA H100 80GB HBM3"
+    total_memory_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as Client.workers() lists it. state: "IDLE", "BUSY" or "LOST" (registered once,
+    not now). job_id is "" when idle or lost, and for another user's job (state says BUSY)."""
+    id: str
+    name: str
+    hostname: str
+    devices: tuple[Device, ...]  # empty for a lost worker
+    state: str
+    job_id: str
+    rank: int  # -1: a trainer the worker is stopping, not its to run
+    attempt: int
+    heartbeat_age_ms: int | None  # None for a lost worker
+
+    @classmethod
+    def from_proto(cls, message) -> WorkerInfo:
+        state = type(message).DESCRIPTOR.fields_by_name["state"].enum_type
+        return cls(id=message.id, name=message.name, hostname=message.hostname,
+                   devices=tuple(Device.from_proto(d) for d in message.devices),
+                   state=state.values_by_number[message.state].name[len("WORKER_STATE_"):],
+                   job_id=message.job_id, rank=message.rank, attempt=message.attempt,
+                   heartbeat_age_ms=(message.heartbeat_age_ms
+                                     if message.HasField("heartbeat_age_ms") else None))

@@ -60,6 +60,38 @@ TEST_F(ArgsTest, GlobalOptionsBeforeOrAfterTheCommand) {
   EXPECT_TRUE(after.parsed.options->json);
 }
 
+TEST_F(ArgsTest, RetryFromTheCheckpointUnlessFromScratch) {
+  const Result plain = Parse({"retry", "job-3"});
+  ASSERT_TRUE(plain.parsed.options.has_value()) << plain.err;
+  EXPECT_EQ(plain.parsed.options->command, Command::kRetry);
+  EXPECT_EQ(plain.parsed.options->job_id, "job-3");
+  EXPECT_FALSE(plain.parsed.options->from_scratch);
+  EXPECT_FALSE(plain.parsed.options->follow);
+
+  const Result over = Parse({"retry", "--from-scratch", "job-3", "-f", "--reconnect-timeout", "0"});
+  ASSERT_TRUE(over.parsed.options.has_value()) << over.err;
+  EXPECT_TRUE(over.parsed.options->from_scratch);
+  EXPECT_TRUE(over.parsed.options->follow);
+  EXPECT_EQ(over.parsed.options->reconnect_timeout_s, 0);
+  EXPECT_EQ(Parse({"retry"}).parsed.exit_code, 2) << "the id is required";
+}
+
+TEST_F(ArgsTest, WorkersTakesNoArguments) {
+  EXPECT_EQ(Parse({"workers", "--json"}).parsed.options->command, Command::kWorkers);
+  EXPECT_EQ(Parse({"workers", "gpu0"}).parsed.exit_code, 2);
+}
+
+TEST_F(ArgsTest, CompletionForBashOrZshOnly) {
+  const Result zsh = Parse({"completion", "zsh"});
+  ASSERT_TRUE(zsh.parsed.options.has_value()) << zsh.err;
+  EXPECT_EQ(zsh.parsed.options->command, Command::kCompletion);
+  EXPECT_EQ(zsh.parsed.options->shell, "zsh");
+  const Result fish = Parse({"completion", "fish"});
+  EXPECT_EQ(fish.parsed.exit_code, 2);
+  EXPECT_NE(fish.err.find("fish"), std::string::npos) << fish.err;
+  EXPECT_EQ(Parse({"completion"}).parsed.exit_code, 2);
+}
+
 TEST_F(ArgsTest, ServerFromTheEnvironmentUnlessGiven) {
   setenv("QLORAD_SERVER", "envhost:7", 1);
   EXPECT_EQ(Parse({"jobs"}).parsed.options->server, "envhost:7");
@@ -113,9 +145,11 @@ TEST_F(ArgsTest, UnknownCommandIsAUsageErrorNamingIt) {
 TEST_F(ArgsTest, NoCommandIsAUsageError) {
   const Result r = Parse({"--server", "x:1"});
   EXPECT_EQ(r.parsed.exit_code, 2);
-  EXPECT_EQ(r.err,
-            "error: a command is required (submit, jobs, status, cancel, watch, logs)\n"
-            "Run 'qloractl --help' for usage.\n");
+  EXPECT_EQ(
+      r.err,
+      "error: a command is required (submit, jobs, status, cancel, retry, watch, logs, workers, "
+      "completion)\n"
+      "Run 'qloractl --help' for usage.\n");
 }
 
 TEST_F(ArgsTest, UsageErrorsAreJsonLinesWithJson) {
@@ -167,7 +201,8 @@ TEST_F(ArgsTest, HelpExitsZeroAndListsTheCommands) {
   const Result r = Parse({"--help"});
   EXPECT_FALSE(r.parsed.options.has_value());
   EXPECT_EQ(r.parsed.exit_code, 0);
-  for (const char* word : {"submit", "jobs", "status", "cancel", "watch", "logs", "Exit codes"}) {
+  for (const char* word :
+       {"submit", "jobs", "status", "cancel", "retry", "watch", "logs", "workers", "Exit codes"}) {
     EXPECT_NE(r.out.find(word), std::string::npos) << word;
   }
   EXPECT_EQ(r.err, "");

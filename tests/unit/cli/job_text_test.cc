@@ -97,6 +97,16 @@ TEST(FormatJobDetails, EveryFieldErrorIncluded) {
             "error     data.path: no such file: data/train.jsonl\n");
 }
 
+TEST(FormatJobDetails, ARetryNamesItsOriginalAfterTheOwner) {
+  qlorad::v1::Job job = RunningJob();
+  job.set_owner("alice");
+  EXPECT_EQ(FormatJobDetails(job, kNow).find("retry of"), std::string::npos);
+  job.set_retry_of("job-0f0f");
+  EXPECT_NE(FormatJobDetails(job, kNow).find("owner     alice\nretry of  job-0f0f\nworker"),
+            std::string::npos)
+      << FormatJobDetails(job, kNow);
+}
+
 TEST(FormatJobDetails, MultiLineErrorsStayInTheirColumn) {
   qlorad::v1::Job job = QueuedJob();
   job.set_error("trainer exited with code 1\nstderr:\nTraceback");

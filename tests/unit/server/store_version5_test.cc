@@ -8,14 +8,16 @@
 #include <string>
 
 #include "server/store.h"
+#include "tests/unit/server/schema_version.h"
 #include "tests/unit/server/test_util.h"
 
 namespace qlorad::server::testing {
 namespace {
 
-// A version-4 file: made by this store, then the columns version 5 added dropped and the
+// A version-4 file: made by this store, then the columns versions 5 and 6 added dropped and the
 // version put back, so its tables are exactly what version 4 created.
 constexpr const char* kBackToVersion4 = R"sql(
+ALTER TABLE jobs DROP COLUMN retry_of;
 ALTER TABLE metrics DROP COLUMN eval_accuracy;
 ALTER TABLE tokens DROP COLUMN expires_at;
 UPDATE schema_version SET version = 4;
@@ -43,15 +45,6 @@ TokenRecord UserToken(const std::string& id) {
   t.name = "ada";
   t.created_unix_ms = 1000;
   return t;
-}
-
-std::string SchemaVersion(const std::string& db) {
-  auto conn = Database::Open(db);
-  EXPECT_TRUE(conn.ok());
-  auto select = (*conn)->Prepare("SELECT MAX(version) FROM schema_version");
-  EXPECT_TRUE(select.ok());
-  EXPECT_TRUE(*(*select)->Step());
-  return (*select)->Text(0);
 }
 
 TEST(StoreVersion5Test, EvalAccuracyIsStoredOnEvaluatedStepsOnly) {
