@@ -88,7 +88,7 @@ StatusOr<Principal> Authenticator::AuthenticateToken(const std::string& token) c
 }
 
 StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& name, bool unique_name,
-                                 std::optional<int64_t> expires_unix_ms) {
+                                 std::optional<int64_t> expires_unix_ms, int64_t issued_unix_ms) {
   if (role != Role::kEnroll && name.empty()) {
     return InvalidArgument(fmt::format("name: required for a {} token", RoleName(role)));
   }
@@ -101,7 +101,7 @@ StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& nam
                            "' is the tokenless caller of --insecure-local");
   }
   QLORAD_ASSIGN_OR_RETURN(std::string secret, NewTokenSecret());
-  const int64_t now = NowUnixMs();
+  const int64_t now = issued_unix_ms != 0 ? issued_unix_ms : NowUnixMs();
   IssuedToken issued{
       {RandomId("tok-"), TokenHash(secret), RoleName(role), name, now, 0, expires_unix_ms},
       std::move(secret)};

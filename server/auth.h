@@ -65,13 +65,16 @@ class Authenticator {
 // With unique_name, ALREADY_EXISTS when a valid token of that role and name exists: a worker name
 // is enrolled once, so an enrollment token cannot take over a running worker's name. With
 // expires_unix_ms the token is refused from then on (a time already past is allowed: tests).
+// issued_unix_ms is its creation time, 0 for the clock's now (a caller that computed the expiry
+// from a lifetime passes the now it used, so that the two are exactly that lifetime apart).
 struct IssuedToken {
   TokenRecord record;
   std::string secret;
 };
 StatusOr<IssuedToken> IssueToken(Store& store, Role role, const std::string& name,
                                  bool unique_name = false,
-                                 std::optional<int64_t> expires_unix_ms = std::nullopt);
+                                 std::optional<int64_t> expires_unix_ms = std::nullopt,
+                                 int64_t issued_unix_ms = 0);
 
 // PERMISSION_DENIED naming the caller and `what` unless its role is one of `allowed` (the local
 // caller may do anything).

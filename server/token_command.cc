@@ -17,8 +17,8 @@ std::string FormatTime(int64_t unix_ms) {
 }
 
 // When the token is to expire: none without either flag (CLI11 lets only one through).
-StatusOr<std::optional<int64_t>> Expiry(const TokenCommand& command) {
-  if (command.expires_in_s > 0) return std::optional(NowUnixMs() + command.expires_in_s * 1000);
+StatusOr<std::optional<int64_t>> Expiry(const TokenCommand& command, int64_t now) {
+  if (command.expires_in_s > 0) return std::optional(now + command.expires_in_s * 1000);
   if (command.expires_at.empty()) return std::optional<int64_t>();
   QLORAD_ASSIGN_OR_RETURN(int64_t at, ParseTokenTime(command.expires_at, "--expires-at"));
   return std::optional(at);
@@ -26,8 +26,9 @@ StatusOr<std::optional<int64_t>> Expiry(const TokenCommand& command) {
 
 Status Create(Store& store, const TokenCommand& command, std::ostream& out, std::ostream& err) {
   QLORAD_ASSIGN_OR_RETURN(Role role, ParseRole(command.role));
-  QLORAD_ASSIGN_OR_RETURN(std::optional<int64_t> expires, Expiry(command));
-  auto issued = IssueToken(store, role, command.user, /*unique_name=*/false, expires);
+  const int64_t now = NowUnixMs();
+  QLORAD_ASSIGN_OR_RETURN(std::optional<int64_t> expires, Expiry(command, now));
+  auto issued = IssueToken(store, role, command.user, /*unique_name=*/false, expires, now);
   if (!issued.ok()) {
     // The flag the operator typed, rather than the field's inner name.
     std::string message = issued.status().message();
