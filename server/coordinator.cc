@@ -238,6 +238,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
   worker.devices.assign(request.devices().begin(), request.devices().end());
+  worker.rendezvous_port = request.rendezvous_port();
   if (request.has_paths()) {
     const v1::WorkerPaths& p = request.paths();
     worker.roots =
@@ -418,8 +419,8 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   std::vector<FreeWorker> free;
   std::vector<FreeWorker> registered;
   for (const auto& [id, w] : workers_) {
-    registered.push_back({id, w.hostname, w.gpu_memory_bytes});
-    if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes});
+    registered.push_back({id, w.hostname, w.gpu_memory_bytes, w.rendezvous_port});
+    if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes, w.rendezvous_port});
   }
   if (free.empty() && !even_if_none_free && !queue_changed_) return Status::Ok();
   queue_changed_ = false;

@@ -172,6 +172,7 @@ class Coordinator {
     std::optional<PathRoots> roots;  // where its specs' paths may point; unset: not reported
     Clock::time_point last_heartbeat;
     int64_t gpu_memory_bytes = -1;  // its GPU's total memory; -1: a CPU worker
+    int rendezvous_port = 0;        // the port it holds for rank 0's store; 0: not reported
     uint64_t generation = 0;        // of the attached Assignments stream; 0: none attached
     std::deque<v1::Assignment> outbox;
     // (job id, attempt) it was told to start and has not reported the exit of.

@@ -189,6 +189,7 @@ class FakeWorker {
       a->set_pid(4242);
     }
     request.set_hostname("127.0.0.1");
+    request.set_rendezvous_port(rendezvous_port_);
     auto* device = request.add_devices();
     device->set_kind("cpu");
     device->set_name("test cpu");
@@ -199,6 +200,9 @@ class FakeWorker {
     heartbeat_interval_ms_ = response.heartbeat_interval_ms();
     adopted_ = response.adopted_size();
   }
+
+  // The port it says it holds for rank 0's store (RegisterRequest.rendezvous_port); 0: none.
+  void set_rendezvous_port(int port) { rendezvous_port_ = port; }
 
   // Register, then hold the Assignments stream open on a thread.
   void Connect(const std::vector<v1::Assignment>& running = {}) {
@@ -281,6 +285,7 @@ class FakeWorker {
   std::string worker_id_;
   int heartbeat_interval_ms_ = 0;
   int adopted_ = 0;
+  int rendezvous_port_ = 0;
   std::unique_ptr<grpc::ClientContext> context_;
   std::thread reader_thread_;
   std::mutex mu_;
