@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "common/memory_refusal.h"
+
 namespace qlorad {
 namespace {
 
@@ -440,7 +442,7 @@ std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes
 std::string DoesNotFitMessage(const MemoryJob& job, int64_t free_bytes) {
   const MemoryEstimate e = EstimateMemory(job);
   std::string m =
-      "the memory estimate of this job is " + FormatMemory(e.peak) + " at its peak (" + e.phase +
+      std::string(kRefusalStart) + FormatMemory(e.peak) + " at its peak (" + e.phase +
       ": frozen weights " + FormatMemory(e.frozen_weights) + ", LoRA and optimizer state " +
       FormatMemory(e.lora_state) + ", kept activations " + FormatMemory(e.kept_activations) +
       ", one layer's backward " + FormatMemory(e.layer_working_set) + ", loss " +

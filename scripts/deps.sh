@@ -24,11 +24,14 @@ APT_PACKAGES=(
 # prometheus-client's parser reads /metrics in the tests; kubernetes-validate checks deploy/kubernetes
 # against the Kubernetes schemas it bundles. grpcio-health-checking and grpcio-reflection are the
 # stock clients that the coordinator's health and reflection services are tested with
-# (tests/integration/test_ops.py).
+# (tests/integration/test_ops.py). pandas and matplotlib are the Python client's optional
+# DataFrame and plots; nbclient, nbformat and ipykernel execute examples/notebook.ipynb in a real
+# kernel (tests/integration/test_notebook.py).
 PY_PACKAGES=(torch==2.11.0 "grpcio>=1.60" "grpcio-tools>=1.60" "pytest>=7" numpy safetensors pyyaml
              tokenizers==0.23.3 bitsandbytes==0.50.2 transformers==5.17.0 peft==0.21.0
              gguf==0.19.0 websocket-client==1.9.2 prometheus-client==0.26.0
-             kubernetes-validate==1.37.0 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1)
+             kubernetes-validate==1.37.0 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1
+             pandas==3.1.1 matplotlib==3.11.2 nbclient==0.11.0 nbformat==5.11.1 ipykernel==7.4.0)
 
 VENV="${QLORAD_VENV:-$HOME/.cache/qlorad/venv}"
 

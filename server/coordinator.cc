@@ -126,6 +126,9 @@ StatusOr<v1::Job> Coordinator::SubmitJob(const std::string& spec_yaml, const std
   }
   record->job.set_owner(owner);
   std::lock_guard<std::mutex> lock(mu_);
+  const int64_t created = std::max(record->job.created_unix_ms(), last_created_unix_ms_ + 1);
+  record->job.set_created_unix_ms(created);
+  last_created_unix_ms_ = created;
   std::vector<WorkerRoots> roots;
   for (const auto& [id, w] : workers_) {
     if (w.roots) roots.emplace_back(w.name, *w.roots);
@@ -248,6 +251,9 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   // One device per agent; a GPU's memory bounds the jobs placed on it (scheduler.h).
   if (request.devices_size() > 0 && request.devices(0).kind() == "cuda") {
     worker.gpu_memory_bytes = request.devices(0).total_memory_bytes();
+    if (request.devices(0).has_free_memory_bytes() && request.devices(0).free_memory_bytes() >= 0) {
+      worker.gpu_free_bytes = request.devices(0).free_memory_bytes();
+    }
   }
   const std::string worker_id = worker.id;
   std::vector<std::string> same_name;
@@ -310,6 +316,16 @@ bool Coordinator::Heartbeat(const v1::HeartbeatRequest& request) {
   }
   const bool freed = !worker.foreign_jobs.empty() && foreign.empty();
   worker.foreign_jobs = std::move(foreign);
+  // The worker measures free memory only while it runs no trainer; one measured before a START
+  // it has not seen yet would still do, but one that crossed a trainer's start is not worth the
+  // doubt: only a worker idle here too updates it.
+  if (request.has_gpu_free_memory_bytes() && request.gpu_free_memory_bytes() >= 0 &&
+      worker.gpu_memory_bytes >= 0 && worker.running.empty() && worker.foreign_jobs.empty() &&
+      worker.gpu_free_bytes != request.gpu_free_memory_bytes()) {
+    worker.gpu_free_bytes = request.gpu_free_memory_bytes();
+    worker.devices.front().set_free_memory_bytes(worker.gpu_free_bytes);
+    queue_changed_ = true;  // the waiting reasons name it
+  }
   if (freed) {
     Status scheduled = Mutate([&](Published& out) { return Schedule(out); });
     if (!scheduled.ok()) spdlog::error("scheduling failed: {}", scheduled.ToString());
@@ -417,10 +433,9 @@ void Coordinator::Tick() {
 Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
   if (stopped_) return Status::Ok();
   std::vector<FreeWorker> free;
-  std::vector<FreeWorker> registered;
-  for (const auto& [id, w] : workers_) {
-    registered.push_back({id, w.hostname, w.gpu_memory_bytes, w.rendezvous_port});
-    if (w.Free()) free.push_back({id, w.hostname, w.gpu_memory_bytes, w.rendezvous_port});
+  const std::vector<FreeWorker> registered = RegisteredWorkers();
+  for (const FreeWorker& w : registered) {
+    if (workers_.at(w.id).Free()) free.push_back(w);
   }
   if (free.empty() && !even_if_none_free && !queue_changed_) return Status::Ok();
   queue_changed_ = false;
@@ -453,6 +468,7 @@ Status Coordinator::Schedule(Published& out, bool even_if_none_free) {
     if (auto it = specs.find(r.job.id()); it != specs.end()) {
       NoteRefusingWorkers(it->second, r, candidates.back());
     }
+    NoteMemoryRefusals(candidates.back());
     queued.emplace(r.job.id(), std::move(r));
   }
   memory_needs_ = std::move(needs);  // only queued jobs: a requeued one is worked out again

@@ -172,8 +172,11 @@ class Coordinator {
     std::optional<PathRoots> roots;  // where its specs' paths may point; unset: not reported
     Clock::time_point last_heartbeat;
     int64_t gpu_memory_bytes = -1;  // its GPU's total memory; -1: a CPU worker
-    int rendezvous_port = 0;        // the port it holds for rank 0's store; 0: not reported
-    uint64_t generation = 0;        // of the attached Assignments stream; 0: none attached
+    // Its GPU's free memory, measured while it ran no trainer (Register, heartbeats); -1: not
+    // known (a CPU, a worker older than the field, a failed probe): placement goes by the total.
+    int64_t gpu_free_bytes = -1;
+    int rendezvous_port = 0;  // the port it holds for rank 0's store; 0: not reported
+    uint64_t generation = 0;  // of the attached Assignments stream; 0: none attached
     std::deque<v1::Assignment> outbox;
     // (job id, attempt) it was told to start and has not reported the exit of.
     std::set<std::pair<std::string, int>> running;
@@ -228,6 +231,18 @@ class Coordinator {
   // restarts remain and the failure is retryable, else FAILED with reason + stderr tail.
   Status RetryOrFail(JobRecord& record, const std::string& reason, bool retryable,
                      const std::string& stderr_tail, Published& out);
+  // coordinator_memory.cc: the trainer of `rank` refused the job for GPU memory, its estimate
+  // peaking at `peak`: queued again without spending a restart, the refusing worker left out and
+  // the need raised to the trainer's, while registered workers could take it; else FAILED with
+  // `reason`. Each worker refuses a job at most once, so this cannot loop.
+  Status MoveOrFailRefused(JobRecord& record, const Run& run, int rank, int64_t peak,
+                           const std::string& reason, const std::string& stderr_tail,
+                           Published& out);
+  // Every registered worker, free or busy, as the scheduler sees it.
+  std::vector<FreeWorker> RegisteredWorkers() const;
+  // The workers whose trainer refused the job for memory, and the need the trainers said, into
+  // `candidate`.
+  void NoteMemoryRefusals(QueuedJob& candidate) const;
   // The attempt was lost through no fault of the trainer (its worker vanished or stopped it):
   // queued again without spending a restart, or CANCELLED when a cancel was pending.
   Status AttemptLost(JobRecord& record, const std::string& reason, Published& out);
@@ -273,6 +288,10 @@ class Coordinator {
   std::condition_variable tick_cv_;
   bool stopped_ = false;
   uint64_t next_generation_ = 1;
+  // The newest job's created_unix_ms: each job's is later than the one before, so that jobs of one
+  // priority go in submit order also when several arrive within a millisecond (the scheduler
+  // orders by priority, created_unix_ms, then the random id).
+  int64_t last_created_unix_ms_ = 0;
   std::map<std::string, WorkerState> workers_;  // by id
   std::map<std::string, Run> runs_;             // by job id
   // The GPU memory each queued job needs (job_memory.h), worked out once per job, and why the
@@ -282,6 +301,14 @@ class Coordinator {
   // every worker's roots at each plan (the workers change; the spec does not).
   std::map<std::string, JobSpec> queued_specs_;
   std::map<std::string, std::string> waiting_reasons_;
+  // Jobs a trainer refused for GPU memory (MoveOrFailRefused), by job id, until they finish. In
+  // memory only: after a coordinator restart the next refusal is heard afresh. Workers by name,
+  // not id: one that registers again keeps its refusal.
+  struct MemoryRefusal {
+    int64_t gpu_memory_bytes = 0;  // DeviceBytesNeeded of the largest peak a trainer refused
+    std::set<std::string> worker_names;
+  };
+  std::map<std::string, MemoryRefusal> memory_refusals_;
   // Each queued job's place in line (1: the next to start), as of the last plan.
   std::map<std::string, int> queue_positions_;
   // Set when the queue or the workers changed other than by a plan (a requeue, a finished or

@@ -5,7 +5,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 
+#include "common/memory_refusal.h"
 #include "server/coordinator.h"
 
 namespace qlorad::server {
@@ -175,6 +177,10 @@ Status Coordinator::ApplyExit(JobRecord& record, Run& run, int rank,
     std::string reason = "invalid job (trainer exit code 2)";
     if (!run.error_message.empty()) reason += ": " + run.error_message;
     if (!run.error_field.empty()) reason += " (field " + run.error_field + ")";
+    // Refused for memory on this worker's GPU: another may have the room.
+    if (const std::optional<int64_t> peak = PeakOfRefusal(run.error_message)) {
+      return MoveOrFailRefused(record, run, rank, *peak, reason, exit.stderr_tail(), out);
+    }
     return RetryOrFail(record, reason, false, exit.stderr_tail(), out);
   }
   return RetryOrFail(record, DescribeExit(exit, run.error_message), true, exit.stderr_tail(), out);
@@ -231,6 +237,7 @@ Status Coordinator::Requeue(JobRecord& record, const std::string& what, Publishe
 Status Coordinator::Finish(JobRecord& record, v1::JobState state, const std::string& error,
                            Published& out) {
   EndRun(record.job.id(), record.job.attempt());
+  memory_refusals_.erase(record.job.id());
   queue_changed_ = true;  // a queued job that was cancelled leaves the line
   ++counters_.jobs_finished[state];
   if (auto series = series_.find(record.job.id()); series != series_.end()) {

@@ -141,10 +141,12 @@ nlohmann::json WorkersJson(const std::vector<WorkerView>& workers) {
   for (const WorkerView& w : workers) {
     nlohmann::json devices = nlohmann::json::array();
     for (const auto& d : w.devices) {
-      devices.push_back({{"kind", d.kind()},
-                         {"index", d.index()},
-                         {"name", d.name()},
-                         {"total_memory_bytes", d.total_memory_bytes()}});
+      nlohmann::json device = {{"kind", d.kind()},
+                               {"index", d.index()},
+                               {"name", d.name()},
+                               {"total_memory_bytes", d.total_memory_bytes()}};
+      if (d.has_free_memory_bytes()) device["free_memory_bytes"] = d.free_memory_bytes();
+      devices.push_back(std::move(device));
     }
     nlohmann::json running = nlohmann::json::array();
     for (const auto& r : w.running) {

@@ -80,8 +80,9 @@ std::string EventKind(const v1::LogLine& line);
 // {"seq","unix_ms","level","source","rank","message","kind"}
 nlohmann::json LogLineJson(const v1::LogLine& line);
 
-// {"workers":[{"id","name","hostname","devices":[{"kind","index","name","total_memory_bytes"}],
-//              "running":[{"job_id","attempt","rank"}],"heartbeat_age_ms"}]}
+// {"workers":[{"id","name","hostname","devices":[{"kind","index","name","total_memory_bytes",
+//              "free_memory_bytes"}],"running":[{"job_id","attempt","rank"}],"heartbeat_age_ms"}]},
+// free_memory_bytes only where the worker measured it (a GPU, while idle).
 nlohmann::json WorkersJson(const std::vector<WorkerView>& workers);
 
 // JSON that may sit inside an HTML <script> element: "</" cannot close it.

@@ -78,12 +78,19 @@ std::string JobLink(const std::string& job_id) {
   return fmt::format(R"(<a href="/jobs/{0}">{0}</a>)", E(job_id));
 }
 
+// A device's memory: "80.0 GiB", or "71.3 GiB free of 80.0 GiB" where its worker measured what
+// is free (a GPU, while idle: what a job placed there would find).
+std::string Memory(const v1::DeviceInfo& d) {
+  if (d.total_memory_bytes() <= 0) return "";
+  if (!d.has_free_memory_bytes()) return FormatBytes(d.total_memory_bytes());
+  return FormatBytes(d.free_memory_bytes()) + " free of " + FormatBytes(d.total_memory_bytes());
+}
+
 std::string Devices(const WorkerView& w, bool memory) {
   std::string out;
   for (const auto& d : w.devices) {
     if (!out.empty()) out += "<br>";
-    out += memory ? (d.total_memory_bytes() > 0 ? E(FormatBytes(d.total_memory_bytes())) : "")
-                  : E(fmt::format("{}:{} {}", d.kind(), d.index(), d.name()));
+    out += E(memory ? Memory(d) : fmt::format("{}:{} {}", d.kind(), d.index(), d.name()));
   }
   return out;
 }

@@ -83,7 +83,7 @@ grpc::Status JobServiceImpl::StreamMetrics(grpc::ServerContext* context,
       coordinator_, coordinator_.metrics_hub(), job_id, /*start_cursor=*/0,
       [&](int64_t after) { return store.ReadMetrics(job_id, from_step, after, kReplayPage); },
       [&](const v1::StepMetrics& m) { return m.step() >= from_step; });
-  return stream.Run(context, writer);
+  return request->stored_only() ? stream.Replay(writer) : stream.Run(context, writer);
 }
 
 grpc::Status JobServiceImpl::StreamLogs(grpc::ServerContext* context,

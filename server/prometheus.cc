@@ -117,6 +117,18 @@ void WorkerFamilies(std::string& out, const PrometheusSnapshot& s) {
                     static_cast<double>(d.total_memory_bytes()));
     }
   }
+  Family free_memory(out, "qlorad_worker_device_free_memory_bytes", "gauge",
+                     "Free memory of each worker's GPU, measured while the worker ran no trainer "
+                     "(absent where not measured: a CPU, an older worker).");
+  for (const WorkerView& w : s.workers) {
+    for (const auto& d : w.devices) {
+      if (!d.has_free_memory_bytes()) continue;
+      free_memory.Sample({{"worker", w.name},
+                          {"device", fmt::format("{}:{}", d.kind(), d.index())},
+                          {"device_name", d.name()}},
+                         static_cast<double>(d.free_memory_bytes()));
+    }
+  }
   Family age(out, "qlorad_worker_heartbeat_age_seconds", "gauge",
              "Seconds since each worker's last heartbeat or report.");
   for (const WorkerView& w : s.workers) {

@@ -1,10 +1,10 @@
 // The Prometheus text exposition of the coordinator (format 0.0.4).
 //
 // Service-wide: jobs in the store by state, workers idle and busy, streams following jobs
-// (metrics and logs), counters since this
-// coordinator started (jobs submitted and finished by state, attempts requeued, steps, an
-// estimate of tokens), and per worker its device memory and heartbeat age, labelled with the
-// worker's name. Per job, only jobs running now or finished less than two minutes ago
+// (metrics and logs), counters since this coordinator started (jobs submitted and finished by
+// state, attempts requeued, steps, an estimate of tokens), and per worker its device memory
+// (total, and a GPU's free memory where measured) and heartbeat age, labelled with the worker's
+// name. Per job, only jobs running now or finished less than two minutes ago
 // (CoordinatorOptions::finished_series_ttl): the last step, loss, lr, grad norm, eval loss and
 // perplexity (rank 0; labels job and name), and per rank tokens/s and VRAM allocated, reserved
 // and peak (labels job, name, rank and worker). A finished job's series disappear after that,

@@ -22,7 +22,43 @@ void OrderByHost(std::vector<FreeWorker>& free) {
   });
 }
 
+// What a worker has for a job: its free memory where known, else its total; -1 for a CPU.
+int64_t Room(const FreeWorker& w) {
+  if (w.gpu_memory_bytes < 0) return -1;
+  return w.gpu_free_bytes >= 0 ? w.gpu_free_bytes : w.gpu_memory_bytes;
+}
+
+bool HasMemory(const QueuedJob& job, const FreeWorker& w) {
+  if (job.memory_refused_by.count(w.id)) return false;
+  const int64_t room = Room(w);
+  return job.gpu_memory_bytes <= 0 || room < 0 || room >= job.gpu_memory_bytes;
+}
+
+bool Fits(const QueuedJob& job, const FreeWorker& w) {
+  return HasMemory(job, w) && job.refused_by.count(w.id) == 0;
+}
+
+// The end of the reason a job no registered GPU has the memory for waits: the most one has.
+std::string MostRoom(const QueuedJob& job, const std::vector<FreeWorker>& registered) {
+  const FreeWorker* most = nullptr;
+  for (const FreeWorker& w : registered) {
+    if (job.memory_refused_by.count(w.id)) continue;
+    if (most == nullptr || Room(w) > Room(*most)) most = &w;
+  }
+  if (most == nullptr) return "its trainer refused it for memory on every registered GPU";
+  if (most->gpu_free_bytes >= 0) {
+    return "the registered GPU with the most free memory has " +
+           FormatMemory(most->gpu_free_bytes) + " free of " + FormatMemory(most->gpu_memory_bytes);
+  }
+  return "the largest registered GPU has " + FormatMemory(most->gpu_memory_bytes);
+}
+
 }  // namespace
+
+int WorkersThatCouldTake(const QueuedJob& job, const std::vector<FreeWorker>& registered) {
+  return static_cast<int>(std::count_if(registered.begin(), registered.end(),
+                                        [&](const FreeWorker& w) { return Fits(job, w); }));
+}
 
 int PickLocalFreePort(const std::string& /*host*/) {
   const StatusOr<int> port = process::FreeTcpPort();
@@ -60,32 +96,20 @@ SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<Fr
   for (const QueuedJob& job : queued) {
     const int gpus = std::max(job.gpus, 1);
     if (gpus > registered) continue;  // can never fit with the workers we have
-    const auto has_memory = [&](const FreeWorker& w) {
-      const int64_t memory = w.gpu_memory_bytes;
-      return job.gpu_memory_bytes <= 0 || memory < 0 || memory >= job.gpu_memory_bytes;
-    };
-    const auto fits = [&](const FreeWorker& w) {
-      return has_memory(w) && job.refused_by.count(w.id) == 0;
-    };
-    const int with_memory = static_cast<int>(
-        std::count_if(registered_workers.begin(), registered_workers.end(), has_memory));
-    const int fitting =
-        static_cast<int>(std::count_if(registered_workers.begin(), registered_workers.end(), fits));
+    const int with_memory =
+        static_cast<int>(std::count_if(registered_workers.begin(), registered_workers.end(),
+                                       [&](const FreeWorker& w) { return HasMemory(job, w); }));
+    const int fitting = WorkersThatCouldTake(job, registered_workers);
     if (with_memory >= gpus && fitting < gpus) {  // the workers' roots refuse its paths
       plan.waiting[job.id] = "waiting for a worker whose roots allow its paths: " + job.refusal;
       continue;
     }
     if (fitting < gpus) {  // no registered workers have the memory: skipped, with the reason
-      const int64_t largest = std::max_element(registered_workers.begin(), registered_workers.end(),
-                                               [](const FreeWorker& a, const FreeWorker& b) {
-                                                 return a.gpu_memory_bytes < b.gpu_memory_bytes;
-                                               })
-                                  ->gpu_memory_bytes;
       plan.waiting[job.id] =
           (gpus == 1 ? "waiting for a worker with at least "
                      : "waiting for " + std::to_string(gpus) + " workers with at least ") +
           FormatMemory(job.gpu_memory_bytes) + " of GPU memory (its memory estimate); " +
-          (gpus == 1 ? "the largest registered GPU has " + FormatMemory(largest)
+          (gpus == 1 ? MostRoom(job, registered_workers)
                      : std::to_string(with_memory) + " registered have that much");
       continue;
     }
@@ -96,7 +120,7 @@ SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<Fr
     // The free workers that fit, in host order; a one-rank job takes the smallest of them.
     std::vector<size_t> chosen;
     for (size_t i = 0; i < free.size(); ++i) {
-      if (fits(free[i])) chosen.push_back(i);
+      if (Fits(job, free[i])) chosen.push_back(i);
     }
     if (static_cast<int>(chosen.size()) < gpus) {
       if (job.gpu_memory_bytes > 0 && job.refused_by.empty()) {
@@ -109,9 +133,9 @@ SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<Fr
       continue;
     }
     if (gpus == 1 && job.gpu_memory_bytes > 0) {
-      const auto best_fit = [&](size_t i) {  // the smallest GPU that fits; CPU workers last
-        const int64_t memory = free[i].gpu_memory_bytes;
-        return memory < 0 ? std::numeric_limits<int64_t>::max() : memory;
+      const auto best_fit = [&](size_t i) {  // the least room that fits; CPU workers last
+        const int64_t room = Room(free[i]);
+        return room < 0 ? std::numeric_limits<int64_t>::max() : room;
       };
       chosen = {*std::min_element(chosen.begin(), chosen.end(),
                                   [&](size_t a, size_t b) { return best_fit(a) < best_fit(b); })};

@@ -8,12 +8,16 @@
 // together cannot start at all and is skipped instead of blocking the queue.
 //
 // GPU memory: a job whose memory estimate is known (common/memory_estimate.h, from the model's
-// config.json when the coordinator can read it) goes only to GPU workers whose memory covers it;
+// config.json when the coordinator can read it, or raised to what a trainer's own check said when
+// it refused the job) goes only to GPU workers whose memory covers it: the free memory a worker
+// last measured while it ran no trainer, or its total where it reports none (an older worker);
 // CPU workers are not memory-checked (the estimate models the GPU path: host memory has swap, no
 // caching allocator, and the CPU path keeps other tensors). A job no registered worker has the
 // memory for is skipped like a gang larger than the pool, with a reason the user sees; one whose
 // fitting workers are busy waits and keeps its place. Of the fitting free workers a one-rank job
-// takes the one with the least memory, leaving the larger GPUs to the jobs that need them.
+// takes the one with the least memory, leaving the larger GPUs to the jobs that need them. A
+// worker whose trainer refused the job for memory (QueuedJob::memory_refused_by) does not count
+// as having the memory for it again.
 //
 // Paths: a job goes only to workers whose read and write roots allow its paths (the roots each
 // worker reported, checked by the coordinator: QueuedJob::refused_by). A job every registered
@@ -42,6 +46,8 @@ struct QueuedJob {
   // ("model.path: ... is outside the folders this worker may read: ..."), for the reason it waits.
   std::set<std::string> refused_by{};
   std::string refusal{};
+  // Ids of the registered workers whose trainer refused it for GPU memory (memory_check.h).
+  std::set<std::string> memory_refused_by{};
 };
 
 // A worker free to take a job, or (in PlanScheduleOnWorkers's `registered`) any registered worker.
@@ -49,6 +55,7 @@ struct FreeWorker {
   std::string id;
   std::string hostname;
   int64_t gpu_memory_bytes = -1;  // the GPU's total memory; -1: a CPU worker, not checked
+  int64_t gpu_free_bytes = -1;    // its free memory, measured while idle; -1: not known
   int rendezvous_port = 0;        // the port the worker holds free on its host; 0: none reported
 };
 
@@ -81,6 +88,10 @@ struct SchedulePlan {
   // estimate no GPU covers) are not in line: they wait for workers, not for other jobs.
   std::vector<std::string> line;
 };
+
+// How many of the registered workers, free or busy, could take the job: they have the memory,
+// their roots allow its paths, and their trainer has not refused it for memory.
+int WorkersThatCouldTake(const QueuedJob& job, const std::vector<FreeWorker>& registered);
 
 // registered: every registered worker, free or busy (id and GPU memory matter here).
 SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,

@@ -32,6 +32,10 @@ class FollowStream {
         read_page_(std::move(read_page)),
         wanted_(std::move(wanted)) {}
 
+  // Everything stored after the starting cursor, then the end of the stream, whatever the job's
+  // state (StreamMetricsRequest.stored_only).
+  grpc::Status Replay(grpc::ServerWriter<T>* writer) { return Drain(writer); }
+
   grpc::Status Run(grpc::ServerContext* context, grpc::ServerWriter<T>* writer) {
     // Subscribe before looking at the store: anything committed later reaches the queue.
     auto subscription = hub_.Subscribe(job_id_);

@@ -80,9 +80,10 @@ class Cluster:
         self.http_addr = ""
         self.ctl_flags: list = []  # qloractl flags every ctl call passes (a token, a CA)
 
-    def _spawn(self, args, log_name):
+    def _spawn(self, args, log_name, env=None):
         log = self.root / log_name
-        proc = subprocess.Popen([str(a) for a in args], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([str(a) for a in args], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                env=None if env is None else {**os.environ, **env})
         self.procs.append(proc)
         return proc, log
 
@@ -99,16 +100,17 @@ class Cluster:
         self.addr, self.http_addr = m.group(1), m.group(2)
         return self
 
-    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags, roots=None):
+    def start_worker(self, work_dir: Path, name="test-cpu", log_name="worker.log", *flags, roots=None, env=None):
         """A CPU worker. Its specs may read the whole pytest temp tree (the session's tiny model
         lives there) and the repository (the demo data), and write under this test's folder;
-        `roots` gives its --read-root/--write-root flags instead."""
+        `roots` gives its --read-root/--write-root flags instead; `env` adds variables to its
+        environment, which its trainers inherit."""
         work_dir.mkdir(parents=True, exist_ok=True)
         if roots is None:
             roots = ["--read-root", self.root.parent, "--read-root", REPO, "--write-root", self.root]
         proc, log = self._spawn([binary("qlorad-worker"), "--coordinator", self.addr, "--cpu",
                                  "--name", name, "--work-dir", work_dir,
-                                 "--grace-period-s", "5", *roots, *flags], log_name)
+                                 "--grace-period-s", "5", *roots, *flags], log_name, env)
         self.worker, self.worker_log = proc, log
         return self
 

@@ -293,9 +293,7 @@ def test_an_expired_token_is_refused_saying_it_expired(secured):
     assert before + month <= expires <= after + month, (before, expires, after)
 
     # The dashboard's sign-in says so too.
-    form = urllib.parse.urlencode({"token": carol}).encode()
-    status, _, page = http(addr, "/login", data=form,
-                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, _, page = sign_in(addr, carol, *sign_in_form(addr))
     assert status == 401 and "expired at 2020-01-01T00:00:00Z" in page, (status, page)
     assert http(addr, "/api/jobs", carol)[0] == 401
 

@@ -35,6 +35,7 @@ from test_hf_parity import PROJECTIONS, TRAIN, make_model  # noqa: E402
 STEPS = 16
 RTOL = 1e-5  # fp32, summation order only (test_parallel_launch.py)
 ATOL = 1e-6
+ADAPTER_NORM_RTOL = 1e-4  # fsdp's adapter against one rank's, tensor by tensor (see below)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,18 @@ def test_two_ranks_classify_like_one(workdir, reference, strategy):
     assert "base_model.model.score.weight" in tensors
     for key, value in ref_tensors.items():
         assert tensors[key].shape == value.shape and tensors[key].dtype == value.dtype, key
-        torch.testing.assert_close(tensors[key], value, rtol=RTOL, atol=ATOL, msg=key)
+        if strategy == "ddp":
+            torch.testing.assert_close(tensors[key], value, rtol=RTOL, atol=ATOL, msg=key)
+        else:
+            # fsdp sums the clipping norm's squares shard by shard, so its clip coefficient can
+            # differ from one rank's in the last bits (ddp's sums are one rank's: compared element
+            # by element above). AdamW divides each update by the gradient's running RMS, which for
+            # an element whose gradient is near zero turns that last-bit difference into ~1e-3 of
+            # its update: element-wise tolerances do not fit those elements. Each tensor is held
+            # to its norm instead; a missed update, a stale shard or one from the wrong rank moves
+            # a tensor by ~lr (1e-2) of its norm, far past this.
+            error = (tensors[key] - value).norm() / value.norm()
+            assert error < ADAPTER_NORM_RTOL, (key, error.item())
     # The head trained on: the final one is not the step-8 checkpoint's.
     key = "base_model.model.score.weight"
     at_8 = safetensors_torch.load_file(str(workdir / f"{strategy}2" / "checkpoints" / "step-8" /

@@ -89,7 +89,8 @@ def test_wheel_build_runs_the_stub_generation_hook(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     (wheel,) = (tmp_path / "dist").glob("qlorad-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for required in ("qlorad/client.py", "qlorad/_gen/__init__.py", "qlorad/_gen/v1/__init__.py",
+    for required in ("qlorad/client.py", "qlorad/frame.py", "qlorad/plot.py", "qlorad/py.typed",
+                     "qlorad/_gen/__init__.py", "qlorad/_gen/v1/__init__.py",
                      "qlorad/_gen/v1/jobs_pb2.py", "qlorad/_gen/v1/jobs_pb2_grpc.py",
                      "qlorad/_gen/v1/common_pb2.pyi"):
         assert required in names, sorted(names)

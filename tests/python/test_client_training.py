@@ -23,12 +23,12 @@ LOSSES = [2.5, 2.0, 1.75, 1.5, 1.25]
 class ScriptedWorker:
     """Registers as a CPU worker and, for the first START it gets, runs `script(report, start)`."""
 
-    def __init__(self, address: str, script):
+    def __init__(self, address: str, script, name: str = "scripted"):
         self.channel = grpc.insecure_channel(address)
         self.stub = workers_pb2_grpc.WorkerServiceStub(self.channel)
         device = common_pb2.DeviceInfo(kind="cpu", name="test cpu")
         self.worker_id = self.stub.Register(
-            workers_pb2.RegisterRequest(name="scripted", hostname="localhost", devices=[device],
+            workers_pb2.RegisterRequest(name=name, hostname="localhost", devices=[device],
                                         version="test"), timeout=10).worker_id
         self.script = script
         self.error: BaseException | None = None

@@ -71,6 +71,24 @@ std::string Agent::WorkerId() {
   return worker_id_;
 }
 
+std::optional<int64_t> Agent::IdleGpuFreeMemory() {
+  if (!options_.gpu_free_memory || !slot_.RunningJobIds().empty()) return std::nullopt;
+  const StatusOr<int64_t> bytes = options_.gpu_free_memory();
+  if (!bytes.ok()) {
+    // Placement then goes by the total memory; every heartbeat would repeat the same reason.
+    if (!free_probe_warned_.exchange(true)) {
+      spdlog::warn(
+          "cannot measure the GPU's free memory ({}); the coordinator places jobs by "
+          "its total memory until it can",
+          bytes.status().ToString());
+    }
+    return std::nullopt;
+  }
+  // A trainer that started meanwhile may have been loading while nvidia-smi looked.
+  if (!slot_.RunningJobIds().empty()) return std::nullopt;
+  return *bytes;
+}
+
 bool Agent::Register() {
   std::chrono::milliseconds backoff = kInitialBackoff;
   v1::RegisterRequest request;
@@ -88,6 +106,10 @@ bool Agent::Register() {
     // Listed afresh on every try: a trainer may end while the coordinator is away.
     request.clear_attempts();
     for (v1::RunningAttempt& a : RunningAttempts()) *request.add_attempts() = std::move(a);
+    request.mutable_devices(0)->clear_free_memory_bytes();
+    if (const std::optional<int64_t> bytes = IdleGpuFreeMemory()) {
+      request.mutable_devices(0)->set_free_memory_bytes(*bytes);
+    }
     grpc::ClientContext context;
     context.set_deadline(RpcDeadline());
     v1::RegisterResponse response;
@@ -177,6 +199,10 @@ void Agent::HeartbeatLoop() {
     if (worker_id.empty()) continue;
     v1::HeartbeatRequest request;
     request.set_worker_id(worker_id);
+    // An idle figure only; the coordinator also ignores one from a worker it has given a job.
+    if (const std::optional<int64_t> bytes = IdleGpuFreeMemory()) {
+      request.set_gpu_free_memory_bytes(*bytes);
+    }
     for (const std::string& id : slot_.RunningJobIds()) request.add_running_job_ids(id);
     grpc::ClientContext context;
     context.set_deadline(RpcDeadline());

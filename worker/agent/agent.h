@@ -5,10 +5,13 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -26,6 +29,8 @@ struct AgentOptions {
   std::string hostname;     // how other hosts reach this one (--advertise-address, or its name)
   int rendezvous_port = 0;  // the port main() holds for rank 0's store of the jobs run here
   v1::DeviceInfo device;
+  // The GPU's free memory now (device_probe.h DetectGpuFreeMemory); empty: not probed (a CPU).
+  std::function<StatusOr<int64_t>()> gpu_free_memory;
   TrainerSetup trainer;
   std::chrono::milliseconds grace_period{10000};
   std::chrono::milliseconds max_backoff{5000};      // reconnect and retry backoff ceiling
@@ -61,6 +66,10 @@ class Agent {
   // What Register reports: the running trainer, and attempts with events still queued.
   std::vector<v1::RunningAttempt> RunningAttempts();
   std::string WorkerId();
+  // The GPU's free memory while no trainer runs (one that runs holds memory a job placed next
+  // will find free again), for Register and heartbeats; nullopt otherwise, or when the probe
+  // fails (said once as a warning).
+  std::optional<int64_t> IdleGpuFreeMemory();
 
   const AgentOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -75,6 +84,7 @@ class Agent {
   std::string worker_id_;  // empty while not registered
   std::chrono::milliseconds heartbeat_interval_{5000};
   grpc::ClientContext* stream_context_ = nullptr;  // the open Assignments call, for TryCancel
+  std::atomic<bool> free_probe_warned_{false};
 
   // Declared after the session state: the slot's trainer pushes into the reporter, whose sender
   // reads worker_id_.

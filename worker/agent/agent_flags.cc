@@ -58,10 +58,15 @@ std::optional<int> ParseAgentFlags(int argc, char** argv, AgentFlags* flags) {
                  "seconds between SIGTERM and SIGKILL when cancelling a trainer")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--test-gpu-memory-bytes", flags->test_gpu_memory_bytes,
-                 "test hook: report a GPU with this much memory while training on the CPU")
-      ->check(CLI::PositiveNumber)
-      ->excludes(gpu_opt);
+  CLI::Option* test_memory =
+      app.add_option("--test-gpu-memory-bytes", flags->test_gpu_memory_bytes,
+                     "test hook: report a GPU with this much memory while training on the CPU")
+          ->check(CLI::PositiveNumber)
+          ->excludes(gpu_opt);
+  app.add_option("--test-gpu-free-memory-bytes", flags->test_gpu_free_memory_bytes,
+                 "test hook: report this much of --test-gpu-memory-bytes free while idle")
+      ->check(CLI::NonNegativeNumber)
+      ->needs(test_memory);
   app.add_option("--enroll-token", flags->enroll_token,
                  "enrollment token (qlorad token create --role enroll): used once, when "
                  "--credential-file does not exist yet, to get this worker's credential")
@@ -119,10 +124,19 @@ StatusOr<AgentOptions> ResolveAgentOptions(const AgentFlags& flags) {
   options.trainer.gpu = flags.gpu;
   if (flags.gpu) {
     QLORAD_ASSIGN_OR_RETURN(options.device, DetectGpuDevice(*flags.gpu));
+    options.gpu_free_memory = [index = *flags.gpu] { return DetectGpuFreeMemory(index); };
   } else if (flags.test_gpu_memory_bytes) {
     options.device.set_kind("cuda");
     options.device.set_name("test hook (--test-gpu-memory-bytes): trains on the CPU");
     options.device.set_total_memory_bytes(*flags.test_gpu_memory_bytes);
+    if (const auto free_bytes = flags.test_gpu_free_memory_bytes) {
+      if (*free_bytes > *flags.test_gpu_memory_bytes) {
+        return InvalidArgument("--test-gpu-free-memory-bytes: " + std::to_string(*free_bytes) +
+                               " is more than --test-gpu-memory-bytes " +
+                               std::to_string(*flags.test_gpu_memory_bytes));
+      }
+      options.gpu_free_memory = [bytes = *free_bytes]() -> StatusOr<int64_t> { return bytes; };
+    }
   } else {
     QLORAD_ASSIGN_OR_RETURN(options.device, DetectCpuDevice());
   }

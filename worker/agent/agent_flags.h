@@ -32,6 +32,9 @@ struct AgentFlags {
   // Test hook: report a GPU of this many bytes to the coordinator while training on the CPU, so
   // tests without a GPU can check placement by memory. Never for real use.
   std::optional<int64_t> test_gpu_memory_bytes;
+  // Test hook beside it: report this much of that GPU free while idle (a real GPU's free memory
+  // comes from nvidia-smi). Its trainers are not told: QLORAD_TEST_FREE_MEMORY_BYTES does that.
+  std::optional<int64_t> test_gpu_free_memory_bytes;
 };
 
 // Parses argv. Returns nullopt to go on; otherwise the exit code (0 after --help, 2 for a usage

@@ -11,7 +11,10 @@
 namespace qlorad::agent {
 namespace {
 
-constexpr auto kNvidiaSmiTimeout = std::chrono::seconds(30);
+constexpr auto kNvidiaSmiTimeout = std::chrono::milliseconds(30000);
+// The free-memory probe runs before each heartbeat of an idle worker: a hung nvidia-smi must not
+// delay the heartbeat past the coordinator's timeout (10 s by default, a heartbeat every third).
+constexpr auto kFreeProbeTimeout = std::chrono::milliseconds(2000);
 
 std::string_view Trim(std::string_view s) {
   const auto first = s.find_first_not_of(" \t");
@@ -83,14 +86,23 @@ StatusOr<v1::DeviceInfo> DetectCpuDevice(const std::string& cpuinfo_path,
   return device;
 }
 
+StatusOr<int64_t> ParseNvidiaSmiMib(std::string_view text) {
+  const std::string_view mib_text = Trim(text);
+  int64_t mib = 0;
+  const auto [end, ec] = std::from_chars(mib_text.data(), mib_text.data() + mib_text.size(), mib);
+  if (mib_text.empty() || ec != std::errc() || end != mib_text.data() + mib_text.size() ||
+      mib < 0) {
+    return InvalidArgument("nvidia-smi: expected '<memory MiB>', got '" + std::string(text) + "'");
+  }
+  return mib * 1024 * 1024;
+}
+
 StatusOr<v1::DeviceInfo> ParseNvidiaSmiLine(std::string_view line, int index) {
   const std::size_t comma = line.rfind(',');
   const std::string_view name = comma == std::string_view::npos ? "" : Trim(line.substr(0, comma));
-  const std::string_view mib_text =
-      comma == std::string_view::npos ? "" : Trim(line.substr(comma + 1));
-  int64_t mib = 0;
-  const auto [end, ec] = std::from_chars(mib_text.data(), mib_text.data() + mib_text.size(), mib);
-  if (name.empty() || ec != std::errc() || end != mib_text.data() + mib_text.size() || mib <= 0) {
+  const StatusOr<int64_t> bytes = ParseNvidiaSmiMib(
+      comma == std::string_view::npos ? std::string_view() : line.substr(comma + 1));
+  if (name.empty() || !bytes.ok() || *bytes <= 0) {
     return InvalidArgument("nvidia-smi: expected '<name>, <memory MiB>', got '" +
                            std::string(line) + "'");
   }
@@ -98,14 +110,19 @@ StatusOr<v1::DeviceInfo> ParseNvidiaSmiLine(std::string_view line, int index) {
   device.set_kind("cuda");
   device.set_index(index);
   device.set_name(std::string(name));
-  device.set_total_memory_bytes(mib * 1024 * 1024);
+  device.set_total_memory_bytes(*bytes);
   return device;
 }
 
-StatusOr<v1::DeviceInfo> DetectGpuDevice(int index, const std::string& nvidia_smi) {
+namespace {
+
+// The one line `nvidia-smi --query-gpu=QUERY` prints for GPU `index`; errors say what it said.
+StatusOr<std::string> QueryNvidiaSmi(int index, const std::string& query,
+                                     const std::string& nvidia_smi,
+                                     std::chrono::milliseconds timeout) {
   if (index < 0) return InvalidArgument("--gpu: must be >= 0, got " + std::to_string(index));
   process::SpawnSpec spec;
-  spec.argv = {nvidia_smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits", "-i",
+  spec.argv = {nvidia_smi, "--query-gpu=" + query, "--format=csv,noheader,nounits", "-i",
                std::to_string(index)};
   spec.search_path = true;
   std::vector<std::string> out;
@@ -119,10 +136,10 @@ StatusOr<v1::DeviceInfo> DetectGpuDevice(int index, const std::string& nvidia_sm
   const std::string what = "--gpu " + std::to_string(index) + ": " + nvidia_smi;
   auto started = process::ProcessSupervisor::Start(spec, std::move(callbacks));
   if (!started.ok()) return FailedPrecondition(what + ": " + started.status().message());
-  std::optional<process::ProcessExit> exit = (*started)->WaitFor(kNvidiaSmiTimeout);
+  std::optional<process::ProcessExit> exit = (*started)->WaitFor(timeout);
   if (!exit) {
     (*started)->Cancel(std::chrono::milliseconds(0));
-    return Unavailable(what + ": no answer within 30 s");
+    return Unavailable(what + ": no answer within " + std::to_string(timeout.count()) + " ms");
   }
   if (exit->exit_code != 0) {
     std::string said = err;
@@ -136,9 +153,31 @@ StatusOr<v1::DeviceInfo> DetectGpuDevice(int index, const std::string& nvidia_sm
     return FailedPrecondition(what + ": expected one line for GPU " + std::to_string(index) +
                               ", got " + std::to_string(out.size()));
   }
-  auto device = ParseNvidiaSmiLine(out[0], index);
-  if (!device.ok()) return FailedPrecondition(what + ": " + device.status().message());
+  return out[0];
+}
+
+}  // namespace
+
+StatusOr<v1::DeviceInfo> DetectGpuDevice(int index, const std::string& nvidia_smi) {
+  QLORAD_ASSIGN_OR_RETURN(const std::string line, QueryNvidiaSmi(index, "name,memory.total",
+                                                                 nvidia_smi, kNvidiaSmiTimeout));
+  auto device = ParseNvidiaSmiLine(line, index);
+  if (!device.ok()) {
+    return FailedPrecondition("--gpu " + std::to_string(index) + ": " + nvidia_smi + ": " +
+                              device.status().message());
+  }
   return device;
+}
+
+StatusOr<int64_t> DetectGpuFreeMemory(int index, const std::string& nvidia_smi) {
+  QLORAD_ASSIGN_OR_RETURN(const std::string line,
+                          QueryNvidiaSmi(index, "memory.free", nvidia_smi, kFreeProbeTimeout));
+  auto bytes = ParseNvidiaSmiMib(line);
+  if (!bytes.ok()) {
+    return FailedPrecondition("--gpu " + std::to_string(index) + ": " + nvidia_smi + ": " +
+                              bytes.status().message());
+  }
+  return bytes;
 }
 
 }  // namespace qlorad::agent

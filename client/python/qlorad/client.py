@@ -6,14 +6,20 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Union
 
 import grpc
 
 from qlorad._channel import open_channel
 from qlorad._stubs import jobs_pb2, jobs_pb2_grpc
 from qlorad.errors import DeadlineExceeded, from_rpc_error, translate_rpc_errors
+from qlorad.frame import metrics_frame
+from qlorad.plot import plot_metrics
 from qlorad.types import Job, JobState, LogLine, StepMetrics
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
 
 Spec = Union[str, "os.PathLike[str]", Mapping[str, Any]]
 
@@ -78,11 +84,11 @@ class Client:
     def submit(self, spec: Spec) -> Job:
         request = jobs_pb2.SubmitJobRequest(spec_yaml=spec_text(spec))
         with translate_rpc_errors(self.address):
-            return Job.from_proto(self._stub.SubmitJob(request, timeout=self.timeout))
+            return self._job(self._stub.SubmitJob(request, timeout=self.timeout))
 
     def get(self, job_id: str) -> Job:
         with translate_rpc_errors(self.address):
-            return Job.from_proto(
+            return self._job(
                 self._stub.GetJob(jobs_pb2.GetJobRequest(job_id=job_id), timeout=self.timeout))
 
     def list(self, states: Iterable[JobState | str] | None = None, limit: int = 0) -> list[Job]:
@@ -99,7 +105,7 @@ class Client:
                                                page_size=limit - len(jobs) if limit else 0)
             with translate_rpc_errors(self.address):
                 response = self._stub.ListJobs(request, timeout=self.timeout)
-            jobs.extend(Job.from_proto(j) for j in response.jobs)
+            jobs.extend(self._job(j) for j in response.jobs)
             if limit and len(jobs) >= limit:
                 return jobs[:limit]
             if not response.next_page_token:
@@ -112,14 +118,29 @@ class Client:
     def cancel(self, job_id: str) -> Job:
         """Queued jobs are CANCELLED at once; running ones stop shortly after (see wait)."""
         with translate_rpc_errors(self.address):
-            return Job.from_proto(
+            return self._job(
                 self._stub.CancelJob(jobs_pb2.CancelJobRequest(job_id=job_id), timeout=self.timeout))
 
-    def metrics(self, job_id: str, from_step: int = 0) -> Iterator[StepMetrics]:
+    def metrics(self, job_id: str, from_step: int = 0, *,
+                follow: bool = True) -> Iterator[StepMetrics]:
         """Every stored step >= from_step, then live ones, for every rank; ends when the job has
-        ended and every step was sent."""
-        request = jobs_pb2.StreamMetricsRequest(job_id=job_id, from_step=from_step)
+        ended and every step was sent. follow=False ends after the steps stored now, even while
+        the job runs."""
+        request = jobs_pb2.StreamMetricsRequest(job_id=job_id, from_step=from_step,
+                                                stored_only=not follow)
         return self._stream(self._stub.StreamMetrics(request), StepMetrics.from_proto)
+
+    def dataframe(self, job_id: str, *, follow: bool = False,
+                  all_attempts: bool = False) -> pandas.DataFrame:
+        """The job's metrics as a pandas DataFrame, one row per (step, rank) (qlorad/frame.py
+        lists the columns). Of a running job: the steps stored now, without waiting (follow=True
+        waits for the job to end). all_attempts=True keeps the steps a retry repeated."""
+        return metrics_frame(self.metrics(job_id, follow=follow), all_attempts=all_attempts)
+
+    def plot(self, job_id: str, *, follow: bool = False, title: str | None = None) -> Figure:
+        """A matplotlib figure of the job's loss, learning rate, tokens/s and VRAM (qlorad/plot.py)
+        from dataframe(job_id, follow=follow)."""
+        return plot_metrics(self.dataframe(job_id, follow=follow), title=title or job_id)
 
     def logs(self, job_id: str, from_seq: int = 0) -> Iterator[LogLine]:
         """Every stored log line with seq >= from_seq, then live ones; ends when the job has ended."""
@@ -147,6 +168,10 @@ class Client:
                 if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                     raise from_rpc_error(e, self.address) from None
                 # Out of time: the next get() decides between "ended just now" and a timeout.
+
+    def _job(self, message: Any) -> Job:
+        # Jobs keep their client, for job.dataframe() and job.plot().
+        return Job.from_proto(message)._bind(self)
 
     def _stream(self, call, convert) -> Iterator:
         try:

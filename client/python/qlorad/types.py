@@ -5,6 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator, TypeVar
+
+if TYPE_CHECKING:
+    import pandas
+    from matplotlib.figure import Figure
+
+    from qlorad.client import Client
 
 
 class JobState(str, enum.Enum):
@@ -34,18 +41,22 @@ class JobState(str, enum.Enum):
 _STATE_PREFIX = "JOB_STATE_"
 
 
+_T = TypeVar("_T", bound="_FromProto")
+
+
 class _FromProto:
     # Message-typed fields, by name: the dataclass each converts to.
-    _NESTED: dict[str, type] = {}
+    _NESTED: ClassVar[dict[str, type[_FromProto]]] = {}
 
     @classmethod
-    def from_proto(cls, message):
+    def from_proto(cls: type[_T], message: Any) -> _T:
         """The dataclass with every field copied from the message of the same name; an optional
         field that is unset (a step that was not evaluated, a job with no best evaluation) is
         None rather than a zero that reads as a value."""
-        values = {}
+        values: dict[str, Any] = {}
         descriptors = type(message).DESCRIPTOR.fields_by_name
-        for field in dataclasses.fields(cls):
+        # Every subclass is a dataclass, which type checkers cannot see from here.
+        for field in dataclasses.fields(cls):  # type: ignore[arg-type]
             if descriptors[field.name].has_presence and not message.HasField(field.name):
                 values[field.name] = None
                 continue
@@ -97,7 +108,37 @@ class Job(_FromProto):
     queue_position: int = 0
     queue_length: int = 0
 
-    _NESTED = {"best": BestEval}
+    _NESTED: ClassVar[dict[str, type[_FromProto]]] = {"best": BestEval}
+
+    # A Job that a Client returned keeps that client (an attribute, not a field: it is no part
+    # of the job's value, so equality, repr and pickling leave it out), which metrics(),
+    # dataframe() and plot() ask about this job's metrics as they are now.
+    def _bind(self, client: Client) -> Job:
+        object.__setattr__(self, "_client", client)
+        return self
+
+    def _the_client(self) -> Client:
+        client: Client | None = self.__dict__.get("_client")
+        if client is None:
+            raise RuntimeError(f"job {self.id} has no qlorad.Client (it was made by hand, copied "
+                               "or unpickled): use client.metrics/dataframe/plot(job_id)")
+        return client
+
+    def metrics(self, from_step: int = 0, *, follow: bool = True) -> Iterator[StepMetrics]:
+        """Client.metrics(self.id, ...) on the client that returned this job."""
+        return self._the_client().metrics(self.id, from_step, follow=follow)
+
+    def dataframe(self, *, follow: bool = False, all_attempts: bool = False) -> pandas.DataFrame:
+        """Client.dataframe(self.id, ...) on the client that returned this job."""
+        return self._the_client().dataframe(self.id, follow=follow, all_attempts=all_attempts)
+
+    def plot(self, *, follow: bool = False, title: str | None = None) -> Figure:
+        """Client.plot(self.id, ...) on the client that returned this job."""
+        return self._the_client().plot(self.id, follow=follow, title=title)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A client holds a gRPC channel, which cannot be pickled.
+        return {k: v for k, v in self.__dict__.items() if k != "_client"}
 
 
 @dataclasses.dataclass(frozen=True)

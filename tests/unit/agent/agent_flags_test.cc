@@ -81,6 +81,26 @@ TEST(AgentFlagsTest, AdvertiseAddressReplacesTheHostNameForTheRendezvousOnly) {
   EXPECT_THAT(options.status().message(), HasSubstr("--advertise-address: '10.213.0.10:5000'"));
 }
 
+TEST(AgentFlagsTest, TestHookFreeMemoryIsReportedAndCheckedAgainstTheTotal) {
+  AgentFlags alone;
+  EXPECT_EQ(Parse({"--test-gpu-free-memory-bytes", "5"}, &alone), 2)
+      << "needs --test-gpu-memory-bytes";
+  TempDir dir;
+  AgentFlags flags;
+  ASSERT_EQ(Parse({"--test-gpu-memory-bytes", "100", "--test-gpu-free-memory-bytes", "60"}, &flags),
+            std::nullopt);
+  flags.trainer = dir.Script("qlorad-train", "exit 0\n").string();
+  flags.work_dir = (dir.path() / "work").string();
+  auto options = ResolveAgentOptions(flags);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  ASSERT_TRUE(options->gpu_free_memory);
+  EXPECT_EQ(options->gpu_free_memory().value(), 60);
+  flags.test_gpu_free_memory_bytes = 101;
+  auto more = ResolveAgentOptions(flags);
+  ASSERT_FALSE(more.ok());
+  EXPECT_THAT(more.status().message(), HasSubstr("--test-gpu-free-memory-bytes: 101 is more than"));
+}
+
 TEST(AgentFlagsTest, MissingTrainerIsAnErrorNamingTheFlag) {
   TempDir dir;
   AgentFlags flags;

@@ -109,6 +109,29 @@ TEST_F(AgentTest, RunsAnAssignedJobAndReportsEveryEventThenExits) {
   EXPECT_TRUE(agent.Stop().ok());
 }
 
+TEST_F(AgentTest, ReportsTheGpusFreeMemoryOnlyWhileNoTrainerRuns) {
+  FakeCoordinator coordinator;
+  Served served(&coordinator, 0);
+  AgentOptions options = Options(served.port());
+  options.device.set_kind("cuda");
+  options.gpu_free_memory = []() -> StatusOr<int64_t> { return int64_t{3} << 30; };
+  RunningAgent agent(std::move(options));
+  ASSERT_TRUE(WaitUntil([&] { return !coordinator.Registrations().empty(); }));
+  EXPECT_EQ(coordinator.Registrations()[0].devices(0).free_memory_bytes(), int64_t{3} << 30);
+  ASSERT_TRUE(WaitUntil([&] { return !coordinator.Heartbeats().empty(); }));
+  EXPECT_EQ(coordinator.Heartbeats().back().gpu_free_memory_bytes(), int64_t{3} << 30);
+
+  // While its trainer runs, the GPU's free memory says nothing about the next job's room.
+  coordinator.Send(StartOrder("job-h", "name: hang\n"));
+  ASSERT_TRUE(WaitUntil([&] { return HasMetrics(coordinator.Events()); }));
+  const size_t seen = coordinator.Heartbeats().size();
+  ASSERT_TRUE(WaitUntil([&] { return coordinator.Heartbeats().size() >= seen + 2; }));
+  const v1::HeartbeatRequest busy = coordinator.Heartbeats().back();
+  ASSERT_EQ(busy.running_job_ids_size(), 1);
+  EXPECT_FALSE(busy.has_gpu_free_memory_bytes());
+  EXPECT_TRUE(agent.Stop().ok());
+}
+
 TEST_F(AgentTest, StopCancelsTheRunningTrainerAndFlushesItsEvents) {
   FakeCoordinator coordinator;
   Served served(&coordinator, 0);

@@ -54,20 +54,41 @@ TEST(DeviceProbeTest, BadMeminfoFileIsNamedInTheError) {
   EXPECT_THAT(missing.status().message(), HasSubstr("/nonexistent/cpuinfo"));
 }
 
+// A stand-in nvidia-smi that prints `answer` when asked the documented `query` for GPU `index`,
+// and fails naming its arguments otherwise.
+std::filesystem::path FakeNvidiaSmi(TempDir& dir, const std::string& query, int index,
+                                    const std::string& answer) {
+  const std::string expected =
+      "--query-gpu=" + query + " --format=csv,noheader,nounits -i " + std::to_string(index);
+  return dir.Script("nvidia-smi", "[ \"$*\" = \"" + expected +
+                                      "\" ] || { echo \"unexpected args: $*\" >&2; exit 9; }\n"
+                                      "echo \"" +
+                                      answer + "\"\n");
+}
+
 TEST(DeviceProbeTest, GpuFromNvidiaSmi) {
   TempDir dir;
-  // Answers like nvidia-smi does, and checks it was asked the documented query for GPU 3.
-  const auto smi = dir.Script("nvidia-smi", R"(
-[ "$1" = "--query-gpu=name,memory.total" ] && [ "$2" = "--format=csv,noheader,nounits" ] \
-  && [ "$3" = "-i" ] && [ "$4" = "3" ] || { echo "unexpected args: $*" >&2; exit 9; }
-echo "NVIDIA H100 80GB HBM3, 81559"
-)");
+  const auto smi = FakeNvidiaSmi(dir, "name,memory.total", 3, "NVIDIA H100 80GB HBM3, 81559");
   auto device = DetectGpuDevice(3, smi.string());
   ASSERT_TRUE(device.ok()) << device.status().ToString();
   EXPECT_EQ(device->kind(), "cuda");
   EXPECT_EQ(device->index(), 3);
   EXPECT_EQ(device->name(), "NVIDIA H100 80GB HBM3");
   EXPECT_EQ(device->total_memory_bytes(), int64_t{81559} * 1024 * 1024);
+}
+
+TEST(DeviceProbeTest, GpuFreeMemoryFromNvidiaSmi) {
+  TempDir dir;
+  const auto smi = FakeNvidiaSmi(dir, "memory.free", 1, "79123");
+  auto free_bytes = DetectGpuFreeMemory(1, smi.string());
+  ASSERT_TRUE(free_bytes.ok()) << free_bytes.status().ToString();
+  EXPECT_EQ(*free_bytes, int64_t{79123} * 1024 * 1024);
+
+  const auto garbled = dir.Script("garbled-smi", "echo '[N/A]'\n");
+  auto bad = DetectGpuFreeMemory(1, garbled.string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(bad.status().message(), HasSubstr("--gpu 1"));
+  EXPECT_THAT(bad.status().message(), HasSubstr("[N/A]"));
 }
 
 TEST(DeviceProbeTest, NvidiaSmiFailureIsAClearError) {

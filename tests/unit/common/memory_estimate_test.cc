@@ -2,7 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
+
+#include "common/memory_refusal.h"
 
 namespace qlorad {
 namespace {
@@ -167,6 +170,28 @@ TEST(MemoryEstimate, ChangesThatFitDoFitAndTheMessageNamesThem) {
       << message;
   EXPECT_NE(message.find(changes[0]), std::string::npos) << message;
   EXPECT_NE(message.find("resources.ignore_memory_estimate: true"), std::string::npos);
+}
+
+// The coordinator reads a trainer's refusal back (memory_refusal.h): the peak it names, never
+// less than the estimate the message was written from.
+TEST(MemoryEstimate, TheRefusalsPeakReadsBackRoundedUp) {
+  for (const int64_t seq_len : {2048, 65536, 131072}) {
+    const MemoryJob job = Job(Llama8B(), 1, seq_len, true, false);
+    const int64_t peak = EstimateMemory(job).peak;
+    // As the trainer's error carries it (memory_check.h): the field, then the refusal.
+    const std::string error = "data.max_seq_len: " + DoesNotFitMessage(job, 4 * kGiB);
+    const std::optional<int64_t> read = PeakOfRefusal(error);
+    ASSERT_TRUE(read.has_value()) << error;
+    EXPECT_GE(*read, peak) << error;
+    EXPECT_LE(*read, peak + kGiB / 10) << error;  // FormatMemory keeps a tenth of a GiB
+  }
+  // Below 1 GiB FormatMemory writes whole MiB.
+  EXPECT_EQ(PeakOfRefusal("model.path: the memory estimate of this job is 310 MiB at its peak"),
+            int64_t{310} * (1 << 20) + (1 << 19));
+  EXPECT_FALSE(PeakOfRefusal("data.path: data/train.jsonl: cannot open").has_value());
+  EXPECT_FALSE(PeakOfRefusal("memory estimate: 13.9 GiB at the peak").has_value());
+  EXPECT_FALSE(PeakOfRefusal("the memory estimate of this job is lots at its peak").has_value());
+  EXPECT_FALSE(PeakOfRefusal("the memory estimate of this job is 3.0 TiB at its peak").has_value());
 }
 
 TEST(MemoryEstimate, AutoTurnsCheckpointingAndOffloadOnOnlyWhenNeeded) {

@@ -116,5 +116,33 @@ TEST(CoordinatorTest, QueuedJobsKnowTheirPlaceInLineAsItMoves) {
   EXPECT_EQ(place(third->id()), std::make_pair(0, 0));
 }
 
+// Jobs of one priority submitted within the same millisecond still queue in submit order, not in
+// the order of their random ids.
+TEST(CoordinatorTest, JobsSubmittedInOneBurstQueueInSubmitOrder) {
+  TempDir dir;
+  auto coordinator = NewCoordinator(dir);
+  ASSERT_TRUE(coordinator);
+  Coordinator& c = *coordinator;
+  auto [worker_id, generation] = AttachedWorker(c, "host-cpu");
+  auto running = c.SubmitJob(SpecYaml({.name = "running"}), "alice");
+  ASSERT_TRUE(running.ok());
+  ASSERT_TRUE(c.PeekOrder(worker_id, generation, 1s).ok());
+  c.PopOrder(worker_id, generation);
+
+  constexpr int kBurst = 24;
+  std::vector<std::string> ids;
+  for (int i = 0; i < kBurst; ++i) {
+    auto job = c.SubmitJob(SpecYaml({.name = "burst-" + std::to_string(i)}), "alice");
+    ASSERT_TRUE(job.ok());
+    ids.push_back(job->id());
+  }
+  for (int i = 0; i < kBurst; ++i) {
+    auto job = c.GetJob(ids[i]);
+    ASSERT_TRUE(job.ok());
+    EXPECT_EQ(job->queue_position(), i + 1) << job->name();
+    EXPECT_EQ(job->queue_length(), kBurst);
+  }
+}
+
 }  // namespace
 }  // namespace qlorad::server::testing

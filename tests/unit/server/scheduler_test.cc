@@ -79,14 +79,14 @@ TEST(SchedulerTest, AGangMeetsOnThePortRank0sWorkerHolds) {
     ++picked;
     return FixedPort(host);
   };
-  std::vector<FreeWorker> free = {{"a0", "hostA", -1, 41001}, {"a1", "hostA", -1, 41002}};
+  std::vector<FreeWorker> free = {{"a0", "hostA", -1, -1, 41001}, {"a1", "hostA", -1, -1, 41002}};
   auto placements = PlanPlacements({{"gang", 50, 1, 2}}, free, 2, count_picks);
   ASSERT_EQ(placements.size(), 1u);
   EXPECT_EQ(placements[0].worker_ids, (std::vector<std::string>{"a0", "a1"}));
   EXPECT_EQ(placements[0].rendezvous, "hostA:41001");
   EXPECT_EQ(picked, 0);
 
-  free = {{"a0", "hostA"}, {"a1", "hostA", -1, 41002}};  // rank 0's worker reports no port
+  free = {{"a0", "hostA"}, {"a1", "hostA", -1, -1, 41002}};  // rank 0's worker reports no port
   placements = PlanPlacements({{"gang", 50, 1, 2}}, free, 2, count_picks);
   ASSERT_EQ(placements.size(), 1u);
   EXPECT_EQ(placements[0].rendezvous, "hostA:29500");
@@ -209,6 +209,52 @@ TEST(SchedulerTest, AGangNeedsEnoughWorkersWithTheMemory) {
   EXPECT_EQ(plan.waiting.at("g"),
             "waiting for 3 workers with at least 40.0 GiB of GPU memory (its memory estimate); 2 "
             "registered have that much");
+}
+
+// Free memory, where a worker measured it, is what a job finds: it decides before the total.
+TEST(SchedulerTest, FreeMemoryWhereKnownDecidesFitAndBestFit) {
+  // By total, "busy" would fit and be the best fit; other processes hold most of it. Of the two
+  // that have the room free, the one with less of it is taken.
+  const std::vector<FreeWorker> free = {{"busy", "h1", 24 * kGiB, 8 * kGiB},
+                                        {"roomy", "h1", 80 * kGiB, 30 * kGiB},
+                                        {"idle", "h1", 40 * kGiB, 40 * kGiB}};
+  SchedulePlan plan = PlanScheduleOnWorkers({{"j", 50, 1, 1, 20 * kGiB}}, free, free, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"roomy"}));  // least room
+
+  const std::vector<FreeWorker> one = {{"busy", "h1", 24 * kGiB, 8 * kGiB}};
+  plan = PlanScheduleOnWorkers({{"j", 50, 1, 1, 20 * kGiB}}, one, one, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker with at least 20.0 GiB of GPU memory (its memory estimate); "
+            "the registered GPU with the most free memory has 8.0 GiB free of 24.0 GiB");
+
+  // A worker without a free figure keeps the old rule and the old reason.
+  const std::vector<FreeWorker> older = {{"older", "h1", 16 * kGiB}};
+  plan = PlanScheduleOnWorkers({{"j", 50, 1, 1, 20 * kGiB}}, older, older, FixedPort);
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker with at least 20.0 GiB of GPU memory (its memory estimate); "
+            "the largest registered GPU has 16.0 GiB");
+}
+
+TEST(SchedulerTest, AWorkerWhoseTrainerRefusedTheJobForMemoryIsNotTriedAgain) {
+  const std::vector<FreeWorker> workers = {{"a", "h1", 80 * kGiB, 80 * kGiB},
+                                           {"b", "h1", 80 * kGiB, 80 * kGiB}};
+  QueuedJob job{"j", 50, 1, 1, 20 * kGiB};
+  job.memory_refused_by = {"a"};
+  EXPECT_EQ(WorkersThatCouldTake(job, workers), 1);
+  SchedulePlan plan = PlanScheduleOnWorkers({job}, workers, workers, FixedPort);
+  ASSERT_EQ(plan.placements.size(), 1u);
+  EXPECT_EQ(plan.placements[0].worker_ids, (std::vector<std::string>{"b"}));
+
+  // Only "a" is registered: no worker could take it (the requeue decision fails the job), and
+  // while it waits it says why.
+  EXPECT_EQ(WorkersThatCouldTake(job, {workers[0]}), 0);
+  plan = PlanScheduleOnWorkers({job}, {workers[0]}, {workers[0]}, FixedPort);
+  EXPECT_TRUE(plan.placements.empty());
+  EXPECT_EQ(plan.waiting.at("j"),
+            "waiting for a worker with at least 20.0 GiB of GPU memory (its memory estimate); "
+            "its trainer refused it for memory on every registered GPU");
 }
 
 TEST(SchedulerTest, PickLocalFreePortReturnsABindablePort) {

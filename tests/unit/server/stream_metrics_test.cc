@@ -12,11 +12,12 @@ namespace {
 class MetricsReader {
  public:
   MetricsReader(v1::JobService::Stub& stub, const std::string& job_id, int64_t from_step,
-                std::optional<size_t> hold_after = std::nullopt) {
-    thread_ = std::thread([this, &stub, job_id, from_step, hold_after] {
+                std::optional<size_t> hold_after = std::nullopt, bool stored_only = false) {
+    thread_ = std::thread([this, &stub, job_id, from_step, hold_after, stored_only] {
       v1::StreamMetricsRequest request;
       request.set_job_id(job_id);
       request.set_from_step(from_step);
+      request.set_stored_only(stored_only);
       context_.set_deadline(std::chrono::system_clock::now() + 60s);
       auto reader = stub.StreamMetrics(&context_, request);
       v1::StepMetrics m;
@@ -120,6 +121,25 @@ TEST(StreamMetricsTest, StreamOfAFinishedJobReplaysAndEnds) {
   MetricsReader reader(server.jobs(), job.id(), /*from_step=*/0);
   EXPECT_TRUE(reader.Join().ok());
   EXPECT_EQ(reader.steps(), Range(1, 2));
+}
+
+TEST(StreamMetricsTest, StoredOnlyEndsAfterTheStoredStepsOfARunningJob) {
+  OneWorker env;
+  const auto [job, start] = env.StartJob();
+  std::vector<v1::TrainerEvent> steps;
+  for (int step = 1; step <= 3; ++step) steps.push_back(MetricsEvent(start, step, 1.0 / step));
+  ASSERT_TRUE(env.worker.Report(steps).ok());
+  MetricsReader reader(env.server.jobs(), job.id(), /*from_step=*/2, std::nullopt,
+                       /*stored_only=*/true);
+  // The job still runs: a following stream would stay open until its 60 s deadline.
+  const grpc::Status status = reader.Join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(reader.steps(), Range(2, 3));
+  // A later call sees what was stored since.
+  ASSERT_TRUE(env.worker.Report({MetricsEvent(start, 4, 0.25)}).ok());
+  MetricsReader later(env.server.jobs(), job.id(), 0, std::nullopt, /*stored_only=*/true);
+  EXPECT_TRUE(later.Join().ok());
+  EXPECT_EQ(later.steps(), Range(1, 4));
 }
 
 TEST(StreamMetricsTest, UnknownJobIsNotFound) {

@@ -190,9 +190,7 @@ class FakeWorker {
     }
     request.set_hostname("127.0.0.1");
     request.set_rendezvous_port(rendezvous_port_);
-    auto* device = request.add_devices();
-    device->set_kind("cpu");
-    device->set_name("test cpu");
+    *request.add_devices() = device_;
     v1::RegisterResponse response;
     grpc::Status status = stub_->Register(&ctx, request, &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
@@ -264,11 +262,23 @@ class FakeWorker {
     return stub_->ReportEvents(&ctx, request, &response);
   }
 
-  bool Heartbeat(const std::vector<std::string>& running_job_ids = {}) {
+  // What Register reports (a CPU unless set before it).
+  void SetDevice(v1::DeviceInfo device) { device_ = std::move(device); }
+  // A GPU of `total` bytes, `free` of them free while idle (-1: free not reported).
+  void SetGpu(int64_t total, int64_t free = -1) {
+    device_.set_kind("cuda");
+    device_.set_name("test gpu");
+    device_.set_total_memory_bytes(total);
+    if (free >= 0) device_.set_free_memory_bytes(free);
+  }
+
+  bool Heartbeat(const std::vector<std::string>& running_job_ids = {},
+                 std::optional<int64_t> gpu_free_memory_bytes = std::nullopt) {
     grpc::ClientContext ctx;
     v1::HeartbeatRequest request;
     request.set_worker_id(worker_id_);
     for (const auto& id : running_job_ids) request.add_running_job_ids(id);
+    if (gpu_free_memory_bytes) request.set_gpu_free_memory_bytes(*gpu_free_memory_bytes);
     v1::HeartbeatResponse response;
     EXPECT_TRUE(stub_->Heartbeat(&ctx, request, &response).ok());
     return response.known();
@@ -282,6 +292,12 @@ class FakeWorker {
  private:
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   std::string name_;
+  v1::DeviceInfo device_ = [] {
+    v1::DeviceInfo cpu;
+    cpu.set_kind("cpu");
+    cpu.set_name("test cpu");
+    return cpu;
+  }();
   std::string worker_id_;
   int heartbeat_interval_ms_ = 0;
   int adopted_ = 0;
