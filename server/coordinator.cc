@@ -288,6 +288,7 @@ StatusOr<v1::RegisterResponse> Coordinator::RegisterWorker(const v1::RegisterReq
   worker.name = request.name();
   worker.hostname = request.hostname().empty() ? "127.0.0.1" : request.hostname();
   worker.devices.assign(request.devices().begin(), request.devices().end());
+  worker.rendezvous_port = request.rendezvous_port();
   if (request.has_paths()) {
     const v1::WorkerPaths& p = request.paths();
     worker.roots =

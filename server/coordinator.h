@@ -179,6 +179,7 @@ class Coordinator {
     // Its GPU's free memory, measured while it ran no trainer (Register, heartbeats); -1: not
     // known (a CPU, a worker older than the field, a failed probe): placement goes by the total.
     int64_t gpu_free_bytes = -1;
+    int rendezvous_port = 0;  // the port it holds for rank 0's store; 0: not reported
     uint64_t generation = 0;  // of the attached Assignments stream; 0: none attached
     std::deque<v1::Assignment> outbox;
     // (job id, attempt) it was told to start and has not reported the exit of.

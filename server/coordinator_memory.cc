@@ -17,7 +17,7 @@ namespace qlorad::server {
 std::vector<FreeWorker> Coordinator::RegisteredWorkers() const {
   std::vector<FreeWorker> registered;
   for (const auto& [id, w] : workers_) {
-    registered.push_back({id, w.hostname, w.gpu_memory_bytes, w.gpu_free_bytes});
+    registered.push_back({id, w.hostname, w.gpu_memory_bytes, w.gpu_free_bytes, w.rendezvous_port});
   }
   return registered;
 }

@@ -144,8 +144,10 @@ SchedulePlan PlanScheduleOnWorkers(std::vector<QueuedJob> queued, std::vector<Fr
     Placement p;
     p.job_id = job.id;
     for (size_t i : chosen) p.worker_ids.push_back(free[i].id);
-    const std::string host = free[chosen.front()].hostname;
-    p.rendezvous = host + ":" + std::to_string(pick_port(host));
+    const FreeWorker& rank0 = free[chosen.front()];
+    p.rendezvous = rank0.hostname + ":" +
+                   std::to_string(rank0.rendezvous_port > 0 ? rank0.rendezvous_port
+                                                            : pick_port(rank0.hostname));
     std::sort(chosen.rbegin(), chosen.rend());
     for (size_t i : chosen) free.erase(free.begin() + static_cast<std::ptrdiff_t>(i));
     plan.placements.push_back(std::move(p));

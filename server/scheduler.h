@@ -56,19 +56,23 @@ struct FreeWorker {
   std::string hostname;
   int64_t gpu_memory_bytes = -1;  // the GPU's total memory; -1: a CPU worker, not checked
   int64_t gpu_free_bytes = -1;    // its free memory, measured while idle; -1: not known
+  int rendezvous_port = 0;        // the port the worker holds free on its host; 0: none reported
 };
 
 struct Placement {
   std::string job_id;
   std::vector<std::string> worker_ids;  // index = rank
-  std::string rendezvous;               // host of rank 0's worker + ":" + a free port
+  // Host of rank 0's worker + ":" + the port that worker holds free on its host (a worker that
+  // reports none: pick_port's).
+  std::string rendezvous;
 };
 
 // Returns a port that is free now on the given host (for the c10d TCPStore of a gang).
 using PortPicker = std::function<int(const std::string& host)>;
 
-// Binds an ephemeral port on this machine and releases it: right when workers share the
-// coordinator's host, a best guess otherwise (the trainer reports a clash, and the job retries).
+// Binds an ephemeral port on this machine and releases it: for workers that hold no port of their
+// own (older ones); right when they share the coordinator's host, a best guess otherwise (the
+// trainer reports a clash, and the job retries).
 int PickLocalFreePort(const std::string& host);
 
 std::vector<Placement> PlanPlacements(std::vector<QueuedJob> queued, std::vector<FreeWorker> free,

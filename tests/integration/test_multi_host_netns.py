@@ -5,11 +5,15 @@ real processes in network namespaces.
 Each simulated host is a network namespace (`ip netns`) with its own veth address on a private
 test subnet, its own hostname (a UTS namespace, `unshare --uts`) and its own /etc/hosts (`ip netns
 exec` mounts /etc/netns/<name>/hosts over /etc/hosts). Two ways: every /etc/hosts maps every
-simulated hostname to its host's address, as a cluster's DNS would, and workers advertise their
-hostname; or each host knows only its own name and workers advertise their address
-(--advertise-address). The veths' other ends hang on a bridge in the root
-namespace that holds the coordinator's address; there are no default routes, so no traffic leaves
-the subnet. The coordinator listens there with TLS and tokens (it refuses clear text off
+other simulated hostname to its host's address, as a cluster's DNS would, and workers advertise
+their hostname; or each host knows only its own name and workers advertise their address
+(--advertise-address). Either way a host's own name resolves there to loopback (Debian's
+"127.0.1.1 <hostname>" line), so Gloo must listen on the address that routes to the other ranks,
+not on the one its hostname resolves to. The coordinator's host is a namespace too, whose
+ephemeral port range (where the coordinator would find a "free" rendezvous port) holds only ports
+that are busy on every worker host: the rendezvous port must be one free on rank 0's host.
+The veths' other ends hang on a bridge in the root namespace; there are no default routes, so no
+traffic leaves the subnet. The coordinator listens with TLS and tokens (it refuses clear text off
 loopback); one `qlorad-worker --cpu` runs per namespace, each with its own work dir, all writing
 checkpoints under one shared folder (the "shared file system").
 
@@ -27,6 +31,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +78,14 @@ class Host:
 @dataclass
 class Network:
     subnet: str  # "10.213.N"
-    coordinator_address: str
+    coordinator: Host  # the coordinator's namespace and address
     hosts: list
     advertise_addresses: bool  # workers pass --advertise-address; else peers resolve hostnames
+    busy_ports: range  # the coordinator host's ephemeral ports, busy on every worker host
+
+    @property
+    def coordinator_address(self) -> str:
+        return self.coordinator.address
 
 
 def free_subnet() -> str:
@@ -97,11 +107,12 @@ def namespaces_allowed():
 
 @pytest.fixture(params=["names", "addresses"])
 def network(request, namespaces_allowed) -> Network:
-    """A bridge holding the coordinator's address and HOSTS namespaces on it, each with a veth,
-    lo up, no default route, its own /etc/hosts; all removed at teardown. "names": every host's
-    /etc/hosts names every host (a cluster's DNS), and workers advertise their hostname;
-    "addresses": each host knows only its own name (cloud machines without shared DNS), and
-    workers advertise their address with --advertise-address."""
+    """A bridge in the root namespace and, on it, the coordinator's namespace and HOSTS worker
+    namespaces, each with a veth, lo up, no default route, its own /etc/hosts that resolves its own
+    name to loopback; all removed at teardown. "names": every host's /etc/hosts names the other
+    hosts (a cluster's DNS), and workers advertise their hostname; "addresses": each host knows
+    only its own name (cloud machines without shared DNS), and workers advertise their address
+    with --advertise-address."""
     tag = secrets.token_hex(3)  # interface names stay under 16 characters
     subnet = free_subnet()
     bridge = f"qb{tag}"
@@ -109,10 +120,15 @@ def network(request, namespaces_allowed) -> Network:
     request.addfinalizer(lambda: sh("ip", "link", "del", bridge, check=False))
     sh("ip", "addr", "add", f"{subnet}.1/24", "dev", bridge)
     sh("ip", "link", "set", bridge, "up")
+    coordinator = Host(f"qlorad-{tag}-c", f"coord-{tag}", f"{subnet}.2")
     hosts = [Host(f"qlorad-{tag}-{i}", f"host{i}-{tag}", f"{subnet}.{10 + i}") for i in range(HOSTS)]
-    for i, h in enumerate(hosts):
-        known = hosts if request.param == "names" else [h]
-        etc_hosts = "127.0.0.1 localhost\n" + "".join(f"{k.address} {k.hostname}\n" for k in known)
+    # Outside Linux's default ephemeral range (32768-60999), so nothing else on a host takes them.
+    first = 20000 + 4 * secrets.randbelow(2000)
+    busy = range(first, first + 4)
+    for i, h in enumerate([*hosts, coordinator]):
+        others = [k for k in hosts if k is not h] if request.param == "names" else []
+        etc_hosts = (f"127.0.0.1 localhost\n127.0.1.1 {h.hostname}\n" +
+                     "".join(f"{k.address} {k.hostname}\n" for k in others))
         sh("ip", "netns", "add", h.netns)
         request.addfinalizer(lambda ns=h.netns: sh("ip", "netns", "del", ns, check=False))
         etc = Path("/etc/netns") / h.netns
@@ -132,7 +148,10 @@ def network(request, namespaces_allowed) -> Network:
         sh(*inns, "ip", "link", "set", "lo", "up")
         routes = sh(*inns, "ip", "route").stdout
         assert "default" not in routes, f"{h.netns} has a way out: {routes}"
-    return Network(subnet, f"{subnet}.1", hosts, request.param == "addresses")
+    # The coordinator's FreeTcpPort can only find ports that are busy on the worker hosts.
+    sh("ip", "netns", "exec", coordinator.netns, "sh", "-c",
+       f"echo {busy.start} {busy.stop - 1} > /proc/sys/net/ipv4/ip_local_port_range")
+    return Network(subnet, coordinator, hosts, request.param == "addresses", busy)
 
 
 @pytest.fixture()
@@ -174,7 +193,10 @@ class SimulatedHosts(Cluster):
         self.starts = 0
 
     def start(self):
-        proc, log = self._spawn([binary("qlorad"), "--listen", f"{self.network.coordinator_address}:0",
+        for host in self.network.hosts:
+            self.hold_busy_ports(host)
+        proc, log = self._spawn(["ip", "netns", "exec", self.network.coordinator.netns,
+                                 binary("qlorad"), "--listen", f"{self.network.coordinator_address}:0",
                                  "--http", "off", "--db", self.db, "--heartbeat-timeout-ms", "2000",
                                  "--tls-cert", self.pki / "server.pem",
                                  "--tls-key", self.pki / "server.key"], "qlorad.log")
@@ -182,6 +204,16 @@ class SimulatedHosts(Cluster):
         self.addr = wait_for_line(log, r"listening on (\d+\.\d+\.\d+\.\d+:\d+)", proc).group(1)
         assert self.addr.startswith(self.network.coordinator_address + ":"), self.addr
         return self
+
+    def hold_busy_ports(self, host: Host):
+        """Another program on `host` listening on network.busy_ports, for the test's length."""
+        ports = list(self.network.busy_ports)
+        holder = (f"import signal, socket\nheld = []\nfor p in {ports}:\n"
+                  "    s = socket.socket(); s.bind(('0.0.0.0', p)); s.listen(); held.append(s)\n"
+                  "print('holding', flush=True)\nsignal.pause()\n")
+        proc, log = self._spawn(["ip", "netns", "exec", host.netns, sys.executable, "-c", holder],
+                                f"busy-ports-{host.hostname}.log")
+        wait_for_line(log, r"holding", proc)
 
     def start_worker_on(self, host: Host):
         """qlorad-worker inside `host`'s namespace, with that host's hostname; a restart reuses its
@@ -289,7 +321,8 @@ def test_a_job_across_simulated_hosts_survives_losing_rank_0s_host(tmp_path, net
                               len(t) == HOSTS and t, 120, c.logs)
         rendezvous = {argv[argv.index("--rendezvous") + 1] for argv in trainers.values()}
         assert len(rendezvous) == 1, trainers
-        at = rendezvous.pop().rsplit(":", 1)[0]
+        at, port = rendezvous.pop().rsplit(":", 1)
+        assert int(port) not in network.busy_ports, f"the coordinator's guess, busy at rank 0: {trainers}"
         rank0 = next((h for h in network.hosts if at in (h.hostname, h.address)), None)
         assert rank0, f"rendezvous at {at}, not a simulated host: {trainers}"
         assert at == (rank0.address if network.advertise_addresses else rank0.hostname), trainers

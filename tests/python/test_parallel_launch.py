@@ -234,6 +234,25 @@ def test_a_stopped_rank_fails_the_whole_launch_within_the_timeout(workdir):
     assert seconds < TIMEOUT_S + 30  # generous: a loaded 2-core machine; a hang would be forever
 
 
+def test_a_rank_that_cannot_resolve_the_rendezvous_host_fails_within_the_timeout(workdir):
+    """A rank whose rendezvous host has no address (.invalid never has one) fails once
+    parallel.timeout_s has passed, naming the host and the field, with exit code 1: a failure the
+    coordinator retries like any other. c10d's store alone would ask the resolver again for its
+    whole connect timeout (minutes)."""
+    job = spec(workdir, "unresolvable", 2, "fsdp", steps=10, timeout_s=TIMEOUT_S)
+    started = time.monotonic()
+    proc = subprocess.run([TRAIN, "run", job, "--json", "--device", "cpu", "--rank", "1",
+                           "--world-size", "2", "--rendezvous", "no-such-host.invalid:29500"],
+                          capture_output=True, text=True, timeout=240)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    errors = [e for e in map(json.loads, proc.stdout.splitlines()) if e["event"] == "error"]
+    assert len(errors) == 1, proc.stdout
+    assert ("rank 1 of 2: cannot resolve the rendezvous host 'no-such-host.invalid' within "
+            f"parallel.timeout_s ({TIMEOUT_S} s)") in errors[0]["message"], errors
+    assert seconds < TIMEOUT_S + 30  # generous: a loaded 2-core machine; the old wait was 5 min
+
+
 @pytest.mark.parametrize("sig, first_failure", [
     (signal.SIGKILL, "rank 1 exited with 137"),
     (signal.SIGSTOP, "rank 0 exited with"),  # the stopped rank's peer times out first

@@ -94,6 +94,7 @@ bool Agent::Register() {
   v1::RegisterRequest request;
   request.set_name(options_.name);
   request.set_hostname(options_.hostname);
+  request.set_rendezvous_port(options_.rendezvous_port);
   *request.add_devices() = options_.device;
   request.set_version(options_.version);
   const PathRoots& roots = options_.trainer.roots;

@@ -25,8 +25,9 @@ namespace qlorad::agent {
 
 struct AgentOptions {
   std::string coordinator = "127.0.0.1:50051";
-  std::string name;      // stable worker name, e.g. "host-gpu0"
-  std::string hostname;  // how other hosts reach this one (--advertise-address, or its name)
+  std::string name;         // stable worker name, e.g. "host-gpu0"
+  std::string hostname;     // how other hosts reach this one (--advertise-address, or its name)
+  int rendezvous_port = 0;  // the port main() holds for rank 0's store of the jobs run here
   v1::DeviceInfo device;
   // The GPU's free memory now (device_probe.h DetectGpuFreeMemory); empty: not probed (a CPU).
   std::function<StatusOr<int64_t>()> gpu_free_memory;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "common/process/free_port.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/agent_flags.h"
 #include "worker/agent/enrollment.h"
@@ -55,6 +56,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   options->security.token = *credential;
+  // Held as long as the agent runs: rank 0's store listens on this port when a job's rank 0 runs
+  // here, so it is one free on this host rather than the coordinator's guess from its own.
+  auto rendezvous_port = qlorad::process::PortReservation::Reserve();
+  if (!rendezvous_port.ok()) {
+    spdlog::error("{}", rendezvous_port.status().ToString());
+    return 1;
+  }
+  options->rendezvous_port = rendezvous_port->port();
+  spdlog::info("holding port {} for the rendezvous of jobs whose rank 0 runs here",
+               rendezvous_port->port());
 
   qlorad::agent::Agent agent(std::move(options).value());
   running.store(&agent);

@@ -40,6 +40,30 @@ class GangTest : public ::testing::Test {
   std::vector<std::unique_ptr<FakeWorker>> workers_;
 };
 
+// The port a worker registered with is where its rank 0's store listens: free on that host, which
+// a port the coordinator finds free on its own host need not be.
+TEST(GangRendezvousTest, RanksMeetOnThePortRank0sWorkerHolds) {
+  TempDir dir;
+  TestServer server{dir.File("qlorad.db")};
+  std::vector<std::unique_ptr<FakeWorker>> workers;
+  for (int i = 0; i < 2; ++i) {
+    workers.push_back(std::make_unique<FakeWorker>(server.channel(), "cpu" + std::to_string(i)));
+    workers.back()->set_rendezvous_port(41000 + i);
+    workers.back()->Connect();
+  }
+  server.Submit(SpecYaml({.gpus = 2}));
+  std::vector<v1::Assignment> orders(2);
+  for (int i = 0; i < 2; ++i) {
+    auto order = workers[i]->NextOrder();
+    ASSERT_TRUE(order.has_value()) << "worker " << i << " got no START";
+    orders[order->rank()] = *order;
+    if (order->rank() == 0) {
+      EXPECT_EQ(order->rendezvous(), "127.0.0.1:" + std::to_string(41000 + i));
+    }
+  }
+  EXPECT_EQ(orders[0].rendezvous(), orders[1].rendezvous());
+}
+
 TEST_F(GangTest, RanksStartTogetherAndTheJobCompletesWhenAllExit) {
   const v1::Job job = server_.Submit(SpecYaml({.gpus = 2}));
   std::vector<v1::Assignment> orders;

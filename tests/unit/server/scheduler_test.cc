@@ -71,6 +71,28 @@ TEST(SchedulerTest, GangPrefersTheHostWithTheMostFreeWorkers) {
   EXPECT_EQ(placements[0].rendezvous, "hostB:29500");
 }
 
+// The store listens at rank 0's host, so the port is the one that worker holds free there; the
+// coordinator's own guess only for a worker that reports none.
+TEST(SchedulerTest, AGangMeetsOnThePortRank0sWorkerHolds) {
+  int picked = 0;
+  const PortPicker count_picks = [&](const std::string& host) {
+    ++picked;
+    return FixedPort(host);
+  };
+  std::vector<FreeWorker> free = {{"a0", "hostA", -1, -1, 41001}, {"a1", "hostA", -1, -1, 41002}};
+  auto placements = PlanPlacements({{"gang", 50, 1, 2}}, free, 2, count_picks);
+  ASSERT_EQ(placements.size(), 1u);
+  EXPECT_EQ(placements[0].worker_ids, (std::vector<std::string>{"a0", "a1"}));
+  EXPECT_EQ(placements[0].rendezvous, "hostA:41001");
+  EXPECT_EQ(picked, 0);
+
+  free = {{"a0", "hostA"}, {"a1", "hostA", -1, -1, 41002}};  // rank 0's worker reports no port
+  placements = PlanPlacements({{"gang", 50, 1, 2}}, free, 2, count_picks);
+  ASSERT_EQ(placements.size(), 1u);
+  EXPECT_EQ(placements[0].rendezvous, "hostA:29500");
+  EXPECT_EQ(picked, 1);
+}
+
 constexpr int64_t kGiB = int64_t{1} << 30;
 
 // GPU memory: a job goes only where its estimate fits, the smallest such GPU first.

@@ -189,6 +189,7 @@ class FakeWorker {
       a->set_pid(4242);
     }
     request.set_hostname("127.0.0.1");
+    request.set_rendezvous_port(rendezvous_port_);
     *request.add_devices() = device_;
     v1::RegisterResponse response;
     grpc::Status status = stub_->Register(&ctx, request, &response);
@@ -197,6 +198,9 @@ class FakeWorker {
     heartbeat_interval_ms_ = response.heartbeat_interval_ms();
     adopted_ = response.adopted_size();
   }
+
+  // The port it says it holds for rank 0's store (RegisterRequest.rendezvous_port); 0: none.
+  void set_rendezvous_port(int port) { rendezvous_port_ = port; }
 
   // Register, then hold the Assignments stream open on a thread.
   void Connect(const std::vector<v1::Assignment>& running = {}) {
@@ -297,6 +301,7 @@ class FakeWorker {
   std::string worker_id_;
   int heartbeat_interval_ms_ = 0;
   int adopted_ = 0;
+  int rendezvous_port_ = 0;
   std::unique_ptr<grpc::ClientContext> context_;
   std::thread reader_thread_;
   std::mutex mu_;

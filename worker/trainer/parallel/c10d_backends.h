@@ -10,10 +10,12 @@
 namespace qlorad::trainer::parallel {
 
 #ifdef QLORAD_HAVE_GLOO
-// Gloo over TCP on `hostname`'s interface (the address the ranks rendezvous on).
+// Gloo over TCP, listening on the local address that routes to the other ranks, or on the
+// interfaces GLOO_SOCKET_IFNAME lists. `rendezvous_address`: rank 0's host as this rank resolved
+// it (numeric; empty on rank 0).
 c10::intrusive_ptr<c10d::Backend> MakeGlooBackend(const c10::intrusive_ptr<c10d::Store>& store,
-                                                  const std::string& hostname, int rank, int size,
-                                                  std::chrono::milliseconds timeout);
+                                                  const std::string& rendezvous_address, int rank,
+                                                  int size, std::chrono::milliseconds timeout);
 #endif
 
 #ifdef QLORAD_HAVE_NCCL

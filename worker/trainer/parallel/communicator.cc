@@ -4,6 +4,7 @@
 #include <sstream>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "common/process/host_address.h"
 #include "worker/trainer/parallel/c10d_backends.h"
 
 namespace qlorad::trainer::parallel {
@@ -145,6 +146,22 @@ StatusOr<std::unique_ptr<Communicator>> Rendezvous(const RendezvousOptions& opti
   QLORAD_ASSIGN_OR_RETURN(const auto host_port, SplitAddress(options.address));
   const std::string who =
       "rank " + std::to_string(options.rank) + " of " + std::to_string(options.world_size);
+  // Rank 0's store listens on every address, and its own client reaches it over loopback: it
+  // needs no name resolved. The others resolve rank 0's host here, within parallel.timeout_s:
+  // the store's connect would ask the resolver again and again for its whole timeout (minutes,
+  // as ranks start at different times), a hang past the limit the job set for waiting on a peer.
+  std::string store_host = "127.0.0.1";
+  if (options.rank > 0) {
+    StatusOr<std::string> resolved =
+        qlorad::process::ResolveHost(host_port.first, options.collective_timeout);
+    if (!resolved.ok()) {
+      return Unavailable(who + ": cannot resolve the rendezvous host '" + host_port.first +
+                         "' within parallel.timeout_s (" +
+                         FormatSeconds(options.collective_timeout) +
+                         " s): " + resolved.status().message());
+    }
+    store_host = *resolved;
+  }
   c10::intrusive_ptr<c10d::Store> store;
   try {
     c10d::TCPStoreOptions store_options;
@@ -152,7 +169,7 @@ StatusOr<std::unique_ptr<Communicator>> Rendezvous(const RendezvousOptions& opti
     store_options.isServer = options.rank == 0;
     store_options.numWorkers = options.world_size;
     store_options.timeout = options.timeout;
-    store = c10::make_intrusive<c10d::TCPStore>(host_port.first, store_options);
+    store = c10::make_intrusive<c10d::TCPStore>(store_host, store_options);
   } catch (const std::exception& e) {
     return Unavailable(who + ": rendezvous store at " + options.address + " failed within " +
                        std::to_string(options.timeout.count() / 1000) + " s (" +
@@ -168,8 +185,8 @@ StatusOr<std::unique_ptr<Communicator>> Rendezvous(const RendezvousOptions& opti
 #endif
     } else {
 #ifdef QLORAD_HAVE_GLOO
-      pg = MakeGlooBackend(store, host_port.first, options.rank, options.world_size,
-                           options.collective_timeout);
+      pg = MakeGlooBackend(store, options.rank > 0 ? store_host : "", options.rank,
+                           options.world_size, options.collective_timeout);
 #else
       return FailedPrecondition(
           who + ": CPU ranks need Gloo, and this build found no gloo headers (libgloo-dev)");
