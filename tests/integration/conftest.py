@@ -28,12 +28,12 @@ def binary(name: str) -> Path:
 
 
 def python_client():
-    """The Python client package (client/python), its generated stubs made first if missing."""
+    """The Python client package (client/python), its generated stubs made first if missing or
+    older than proto/."""
     sys.path.insert(0, str(REPO / "client" / "python"))
-    if not (REPO / "client" / "python" / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").exists():
-        from qlorad._generate import generate
+    from qlorad._generate import generate_if_stale
 
-        generate()
+    generate_if_stale()
     import qlorad
 
     return qlorad

@@ -20,10 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 BIN_DIR = Path(os.environ.get("QLORAD_BIN_DIR", REPO / "build" / "bin"))
 sys.path.insert(0, str(REPO / "client" / "python"))
 
-if not (REPO / "client" / "python" / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").exists():
-    from qlorad._generate import generate
+from qlorad._generate import generate_if_stale  # noqa: E402  (importable before the stubs exist)
 
-    generate()
+generate_if_stale()
 
 import qlorad  # noqa: E402
 import qlorad.notebook  # noqa: E402

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,10 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE_SRC = REPO / "client" / "python"
 sys.path.insert(0, str(PACKAGE_SRC))
 
-from qlorad._generate import generate  # noqa: E402  (importable before the stubs exist)
+from qlorad._generate import generate, generate_if_stale  # noqa: E402  (no stubs needed)
 
-if not (PACKAGE_SRC / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").exists():
-    generate()
+generate_if_stale()
 
 from qlorad._stubs import common_pb2  # noqa: E402
 from qlorad.client import spec_text  # noqa: E402
@@ -69,6 +69,18 @@ def test_generate_module_entry_point(tmp_path):
                          timeout=120)
     assert res.returncode == 0, res.stderr
     assert (src / "qlorad" / "_gen" / "v1" / "jobs_pb2_grpc.py").is_file()
+
+
+def test_stubs_are_made_again_once_a_proto_is_newer(tmp_path):
+    protos = tmp_path / "proto"
+    shutil.copytree(REPO / "proto", protos)
+    out = tmp_path / "gen"
+    assert generate_if_stale(protos, out)  # none yet
+    assert not generate_if_stale(protos, out)  # up to date
+    made = out / "v1" / "jobs_pb2_grpc.py"
+    later = made.stat().st_mtime + 5
+    os.utime(protos / "qlorad" / "v1" / "common.proto", (later, later))
+    assert generate_if_stale(protos, out)  # proto/ changed since
 
 
 def test_generate_names_where_it_looked_for_the_protos(tmp_path, monkeypatch):

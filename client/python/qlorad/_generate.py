@@ -62,6 +62,19 @@ def generate(proto_dir: Path | None = None, out_dir: Path = GEN_DIR) -> Path:
     return target
 
 
+def generate_if_stale(proto_dir: Path | None = None, out_dir: Path = GEN_DIR) -> bool:
+    """Generates the stubs when they are missing or older than one of the protos (a checkout
+    whose proto/ changed since they were made: stale stubs fail far from the cause, e.g. a
+    KeyError for a new field). Returns whether it generated them."""
+    proto_dir = Path(proto_dir) if proto_dir else find_proto_dir()
+    made = Path(out_dir) / "v1" / "jobs_pb2_grpc.py"
+    protos = [proto_dir / "qlorad" / "v1" / f"{name}.proto" for name in PROTOS]
+    if made.exists() and all(p.stat().st_mtime <= made.stat().st_mtime for p in protos):
+        return False
+    generate(proto_dir, out_dir)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qlorad._generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

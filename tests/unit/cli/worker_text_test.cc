@@ -54,7 +54,7 @@ TEST(FormatWorkerTable, FreeMemoryBesideTotalWhereTheWorkerMeasuredIt) {
   idle.mutable_devices(0)->set_free_memory_bytes(int64_t{71} << 30);
   EXPECT_EQ(
       FormatWorkerTable({idle}),
-      "NAME  STATE  JOB  DEVICES                                            HOST   HEARTBEAT\n"
+      "NAME  STATE  JOB  DEVICES                                                 HOST   HEARTBEAT\n"
       "gpu0  IDLE   -    cuda:0 NVIDIA H100 80GB HBM3 71.0 GiB free of 85.0 GiB  host1  "
       "1.2s ago\n");
 }
