@@ -108,6 +108,17 @@ class Follower {
     qlorad::v1::StepMetrics step;
     while (reader->Read(&step)) {
       if (!cursor_.IsNew(step)) continue;
+      if (queued) {
+        // The job started while this stream waited for it: its new state goes out before its
+        // first step, as it would have had the next refresh come first. A short job may have
+        // ended by now; it still ran, and its end has a line of its own (Finish).
+        queued = false;
+        qlorad::v1::Job job;
+        if (GetJob(&job).ok()) {
+          if (IsTerminal(job.state())) job.set_state(qlorad::v1::JOB_STATE_RUNNING);
+          notes_.Job(job, NowUnixMs(), shown_step_);
+        }
+      }
       printer_.Print(step);
       shown_step_ = true;
     }

@@ -109,8 +109,10 @@ def test_queued_jobs_show_their_place_in_line_until_they_start(cluster, tmp_path
     busy = json.loads(cluster.ctl("--json", "submit", busy_spec, check=True).stdout)["id"]
     cluster.wait_state(busy, {"RUNNING"})
 
+    # The first also runs until it is cancelled, so that the second's place 1 of 1 lasts until
+    # the test has seen it (a 4-step job could end within one refresh of the follower).
     first_spec = write_spec(tmp_path / "first.yaml", tiny_model, DEMO_DATA, tmp_path / "first",
-                            max_steps=4)
+                            max_steps=1000000)
     second_spec = write_spec(tmp_path / "second.yaml", tiny_model, DEMO_DATA,
                              tmp_path / "second", max_steps=4)
     first = json.loads(cluster.ctl("--json", "submit", first_spec, check=True).stdout)
@@ -129,9 +131,12 @@ def test_queued_jobs_show_their_place_in_line_until_they_start(cluster, tmp_path
                lambda: f"{first['id']} is queued, position 1 of 2" in watch_err.read_text(), 60,
                cluster.logs)
 
-    # The busy job ends: the first starts, the second moves up, then starts after it.
+    # The busy job ends: the first starts and the second moves up; the first ends: the second
+    # starts.
     cluster.ctl("cancel", busy, check=True)
-    assert watch.wait(timeout=240) == 0, watch_err.read_text() + cluster.logs()
+    wait_until("the second job at position 1 of 1", lambda: (1, 1) in places(), 60, cluster.logs)
+    cluster.ctl("cancel", first["id"], check=True)
+    assert watch.wait(timeout=240) == 1, watch_err.read_text() + cluster.logs()  # cancelled
     assert follow.wait(timeout=240) == 0, follow_err.read_text() + cluster.logs()
 
     objects = json_lines(follow_out)
