@@ -25,9 +25,10 @@ TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 SEED = 19
 KILLS = 30
 EVERY = 20  # checkpoint interval, in steps
-# Long enough that the jobs outlast the 30 kills on an idle machine too (at 1200 the tiny model
-# finished four jobs after 18 kills when nothing else ran).
-STEPS = 3000
+STEPS = 3000  # the jobs that are to complete
+# The jobs that are to be cancelled run until then, so that the soak never runs out of running
+# jobs however fast the machine trains (an idle one finished four 3000-step jobs after 17 kills).
+UNTIL_CANCELLED = 1_000_000
 JOBS = 4
 WORKERS = ("cpu-a", "cpu-b")
 
@@ -97,10 +98,12 @@ def test_kill_soak(tmp_path, tiny_model):
         c.start_coordinator("--heartbeat-timeout-ms", "2000")
         for name in WORKERS:
             soak.start_worker(name)
+        # The last two are cancelled: one halfway through the soak, one after it.
+        lengths = [STEPS] * (JOBS - 2) + [UNTIL_CANCELLED] * 2
         jobs = [json.loads(c.ctl("--json", "submit", spec(tmp_path / f"job{i}.yaml", tiny_model,
-                                                          tmp_path / f"out{i}", STEPS), check=True).stdout)["id"]
-                for i in range(JOBS)]
-        cancelled = jobs[-1]
+                                                          tmp_path / f"out{i}", steps), check=True).stdout)["id"]
+                for i, steps in enumerate(lengths)]
+        cancelled, cancelled_after = jobs[-1], jobs[-2]
         kills = []
         acked = []  # (job, its attempt then, its last stored step then)
         for i in range(KILLS):
@@ -119,21 +122,16 @@ def test_kill_soak(tmp_path, tiny_model):
             if i == KILLS // 2:
                 c.ctl("cancel", cancelled, check=True)
         print(f"{len(kills)} kills: {kills}")
-        assert len(kills) >= KILLS * 2 // 3, f"the jobs ended before the soak did: {kills}"
-        if len(kills) <= KILLS // 2:
-            c.ctl("cancel", cancelled)
+        assert len(kills) == KILLS, f"the jobs ended before the soak did: {kills}"
+        c.ctl("cancel", cancelled_after, check=True)
 
         for job_id in jobs:
             job = c.wait_state(job_id, TERMINAL, timeout=600)
-            want = "CANCELLED" if job_id == cancelled else "COMPLETED"
-            # A cancel that lands as the job completes may end it COMPLETED ("completed before
-            # the cancel landed"): that is a job ending as asked too.
-            assert job["state"] == want or (job_id == cancelled and job["state"] == "COMPLETED"), \
-                f"{job}\n{c.logs()}"
-            if job["state"] != "COMPLETED":
-                continue
+            want = "CANCELLED" if job_id in (cancelled, cancelled_after) else "COMPLETED"
+            assert job["state"] == want, f"{job}\n{c.logs()}"
             seen = steps_of(c, job_id)
-            assert max(s for _, s in seen) == STEPS, f"{job_id}: the last step is missing"
+            if want == "COMPLETED":
+                assert max(s for _, s in seen) == STEPS, f"{job_id}: the last step is missing"
             for j, attempt, step in acked:
                 assert j != job_id or any(a <= attempt and s == step for a, s in seen), \
                     f"{job_id}: step {step} of attempt {attempt} or earlier was stored, then lost"
