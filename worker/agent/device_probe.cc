@@ -139,7 +139,10 @@ StatusOr<std::string> QueryNvidiaSmi(int index, const std::string& query,
   std::optional<process::ProcessExit> exit = (*started)->WaitFor(timeout);
   if (!exit) {
     (*started)->Cancel(std::chrono::milliseconds(0));
-    return Unavailable(what + ": no answer within " + std::to_string(timeout.count()) + " ms");
+    const auto ms = timeout.count();
+    return Unavailable(
+        what + ": no answer within " +
+        (ms % 1000 == 0 ? std::to_string(ms / 1000) + " s" : std::to_string(ms) + " ms"));
   }
   if (exit->exit_code != 0) {
     std::string said = err;
