@@ -7,9 +7,13 @@ worker/trainer/runtime/step_profiler.h) into where the GPU's time went, per prof
     and the largest gaps with the kernels on either side (a gap is time the GPU had nothing to do
     on that stream: waiting for a collective, for the host, or for a copy);
   - NCCL time, and how much of it ran while the compute stream was busy (overlap);
-  - the compute stream's time by kernel family and its top kernels.
+  - the compute stream's time by kernel family and its top kernels;
+  - with --by-op, the compute stream's time per CPU op and input shape that launched it (the
+    innermost op: Kineto gives a kernel its launching op's "External id"), with TFLOP/s for the
+    matrix products. Shapes are in the trace only when it was recorded with
+    QLORAD_PROFILE_SHAPES=1.
 
-usage: trace_summary.py TRACE.json [--steps N] [--top K]
+usage: trace_summary.py TRACE.json [--steps N] [--top K] [--by-op]
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def family(name: str) -> str:
     if "nccl" in lower:
         return "nccl"
     if "nf4" in lower or "qlorad" in lower:
-        return "nf4 (ours)"
+        return "ours (qlorad kernels)"
     if "cross_entropy" in lower or "online_lse" in lower or lower.startswith("ce_"):
         return "loss (ours)"
     if any(k in lower for k in ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_")):
@@ -76,11 +80,52 @@ def family(name: str) -> str:
     return "other"
 
 
+def matmul_flops(op: str, dims: list) -> float:
+    """FLOPs of one matrix product from its input shapes, 0 when the op is not one."""
+    shapes = [d for d in dims if isinstance(d, list)]
+    try:
+        if op in ("aten::mm", "aten::matmul") and len(shapes) >= 2 and len(shapes[0]) == 2:
+            (m, k), n = shapes[0], shapes[1][1]
+            return 2.0 * m * k * n
+        if op in ("aten::addmm", "aten::addmm_") and len(shapes) >= 3 and len(shapes[1]) == 2:
+            (m, k), n = shapes[1], shapes[2][1]
+            return 2.0 * m * k * n
+    except (IndexError, TypeError):
+        pass
+    return 0.0
+
+
+def print_by_op(events: list[dict], compute_events: list[dict], per: float, top: int) -> None:
+    ops = {}
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") == "cpu_op":
+            ext = e.get("args", {}).get("External id")
+            if ext is not None:
+                ops[ext] = (e["name"], e.get("args", {}).get("Input Dims", []))
+    time: dict[tuple[str, str], float] = collections.Counter()
+    kernels: dict[tuple[str, str], int] = collections.Counter()
+    launches: dict[tuple[str, str], set] = collections.defaultdict(set)
+    for e in compute_events:
+        ext = e.get("args", {}).get("External id")
+        name, dims = ops.get(ext, ("(no op)", []))
+        key = (name, json.dumps(dims))
+        time[key] += e["dur"]
+        kernels[key] += 1
+        launches[key].add(ext)
+    print("compute stream by launching op and input shapes (ms/step, kernels/step, TFLOP/s of products):")
+    for key, total in sorted(time.items(), key=lambda kv: -kv[1])[:top]:
+        # An op's FLOPs once per call, however many kernels (a split-K reduce) it launched.
+        flops = matmul_flops(key[0], json.loads(key[1])) * len(launches[key])
+        tflops = f"{flops / total / 1e6:7.1f}" if flops > 0 else ""
+        print(f"  {total / per:8.2f} {kernels[key] * 1000 / per:6.0f} {tflops:>7}  {key[0]} {key[1][:90]}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("trace")
     parser.add_argument("--steps", type=int, default=3, help="steps the trace covers")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--by-op", action="store_true", help="GPU time per launching op and shape")
     args = parser.parse_args()
     with open(args.trace) as f:
         events = json.load(f)["traceEvents"]
@@ -136,6 +181,8 @@ def main() -> int:
     print("top kernels on the compute stream (ms/step, calls/step, name):")
     for name, durs in sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
         print(f"  {sum(durs) / per:8.2f} {len(durs) / args.steps:6.0f}  {name[:110]}")
+    if args.by_op:
+        print_by_op(events, by_stream[compute], per, 3 * args.top)
     return 0
 
 

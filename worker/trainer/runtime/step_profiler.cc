@@ -36,7 +36,11 @@ StepProfiler::StepProfiler(int rank, int64_t first_step, at::Device device) : de
 void StepProfiler::BeginStep(int64_t step) {
   if (path_.empty() || step != begin_) return;
   const std::set<ActivityType> activities = Activities(device_);
-  const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+  // Input shapes (QLORAD_PROFILE_SHAPES=1) let trace_summary.py --by-op name each GEMM's shape;
+  // off by default, as recording them slows the host.
+  const torch::profiler::impl::ProfilerConfig config(
+      torch::profiler::impl::ProfilerState::KINETO,
+      /*report_input_shapes=*/EnvInt("QLORAD_PROFILE_SHAPES", 0) != 0);
   torch::autograd::profiler::prepareProfiler(config, activities);
   torch::autograd::profiler::enableProfiler(config, activities);
   recording_ = true;
