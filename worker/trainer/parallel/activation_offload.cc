@@ -14,7 +14,26 @@ void WaitFor(const c10::Stream& to, const c10::Stream& from) {
   to.wait(event);
 }
 
+// x's bytes as a flat uint8 tensor (x contiguous).
+at::Tensor BytesOf(const at::Tensor& x) {
+  return x.view(-1).view(at::kByte);
+}
+
 }  // namespace
+
+std::vector<int64_t> HostPieceBytes(int64_t bytes, int64_t min_piece) {
+  TORCH_CHECK(bytes >= 0 && min_piece > 0, "HostPieceBytes: ", bytes, " bytes, pieces of ",
+              min_piece);
+  std::vector<int64_t> pieces;
+  while (bytes >= min_piece) {
+    int64_t piece = 1;
+    while (piece <= bytes / 2) piece *= 2;
+    pieces.push_back(piece);
+    bytes -= piece;
+  }
+  if (bytes > 0) pieces.push_back(bytes);
+  return pieces;
+}
 
 c10::Stream ActivationOffloader::SideStream(at::Device device) {
   if (!side_) {
@@ -36,22 +55,36 @@ c10::intrusive_ptr<OffloadedInput> ActivationOffloader::Put(int64_t layer, const
   auto input = c10::make_intrusive<OffloadedInput>();
   input->layer = layer;
   input->pass = pass_;
+  input->sizes = x.sizes().vec();
+  input->dtype = x.scalar_type();
+  const at::Tensor flat = x.contiguous();
+  const at::TensorOptions host_options =
+      at::TensorOptions().dtype(at::kByte).device(at::kCPU).pinned_memory(x.is_cuda());
+  const auto copy_out = [&] {
+    const at::Tensor bytes = BytesOf(flat);
+    int64_t offset = 0;
+    for (const int64_t piece : HostPieceBytes(bytes.numel(), min_piece_)) {
+      input->host.push_back(at::empty({piece}, host_options));
+      input->host.back().copy_(bytes.narrow(0, offset, piece), /*non_blocking=*/x.is_cuda());
+      offset += piece;
+    }
+  };
   if (x.is_cuda()) {
     const c10::impl::VirtualGuardImpl impl(x.device().type());
     const c10::Stream compute = impl.getStream(x.device());
     const c10::Stream side = SideStream(x.device());
-    input->host = at::empty(x.sizes(), x.options().device(at::kCPU).pinned_memory(true));
     WaitFor(side, compute);  // x is complete
     {
       const c10::StreamGuard on_side(side);
-      input->host.copy_(x, /*non_blocking=*/true);
+      copy_out();
     }
     // x's memory goes back to the allocator when the caller drops it, maybe before the copy
     // has run: the allocator must wait for the side stream before reusing it.
-    impl.recordDataPtrOnStream(x.storage().data_ptr(), side);
+    impl.recordDataPtrOnStream(flat.storage().data_ptr(), side);
   } else {
-    input->host = x.clone();
+    copy_out();
   }
+  input->in_host = true;
   if (by_layer_.size() <= static_cast<size_t>(layer)) by_layer_.resize(layer + 1);
   by_layer_[layer] = input;
   return input;
@@ -59,25 +92,33 @@ c10::intrusive_ptr<OffloadedInput> ActivationOffloader::Put(int64_t layer, const
 
 void ActivationOffloader::Fetch(OffloadedInput& input, at::Device device) {
   if (input.fetched()) return;
-  TORCH_CHECK(input.host.defined(), "ActivationOffloader: the input of layer ", input.layer,
+  TORCH_CHECK(input.in_host, "ActivationOffloader: the input of layer ", input.layer,
               " was already taken");
+  const auto copy_back = [&] {
+    const at::Tensor bytes = BytesOf(input.back);
+    int64_t offset = 0;
+    for (const at::Tensor& piece : input.host) {
+      bytes.narrow(0, offset, piece.numel()).copy_(piece, /*non_blocking=*/device.is_cuda());
+      offset += piece.numel();
+    }
+  };
+  // Allocated in the compute stream's order (where it is used); on a GPU written on the side
+  // stream once the compute stream is past the allocation, and not reused before that write ends.
+  input.back = at::empty(input.sizes, at::TensorOptions().dtype(input.dtype).device(device));
   if (device.is_cuda()) {
     const c10::impl::VirtualGuardImpl impl(device.type());
     const c10::Stream compute = impl.getStream(device);
     const c10::Stream side = SideStream(device);
-    // Allocated in the compute stream's order (where it is used), written on the side stream
-    // once the compute stream is past the allocation, and not reused before that write ends.
-    input.back = at::empty(input.host.sizes(), input.host.options().device(device));
     WaitFor(side, compute);
     {
       const c10::StreamGuard on_side(side);
-      input.back.copy_(input.host, /*non_blocking=*/true);
+      copy_back();
     }
     impl.recordDataPtrOnStream(input.back.storage().data_ptr(), side);
     input.back_ready.emplace(device.type());
     input.back_ready->record(side);
   } else {
-    input.back = input.host.clone();
+    copy_back();
   }
 }
 
@@ -96,7 +137,8 @@ at::Tensor ActivationOffloader::Take(const c10::intrusive_ptr<OffloadedInput>& i
     if (next && next->pass == input->pass) Fetch(*next, device);
   }
   at::Tensor back = std::move(input->back);  // leaves input->back undefined
-  input->host = at::Tensor();  // its copy back is queued; the host allocator waits for it
+  input->host.clear();  // its copy back is queued; the host allocator waits for it
+  input->in_host = false;
   input->back_ready.reset();
   return back;
 }

@@ -10,8 +10,16 @@
 // had a whole layer's backward to finish. Unsloth's offloaded checkpointing copies on the
 // compute stream, without that overlap.
 //
-// On the CPU the "host" copy is an ordinary one: the same bookkeeping, testable without a GPU,
-// and useless for memory (so the trainer never turns it on there).
+// Page-locked memory comes from torch's caching host allocator, which rounds every block up to a
+// power of two: one 2.75 GiB input (8B shape, 352K tokens) would hold 4 GiB, 32 layers 128 GiB,
+// and the host's out-of-memory killer ended such a job on a 128 GiB machine. So an input goes to
+// the host in pieces whose sizes are the powers of two of its size's binary digits, the digits
+// below kMinHostPiece in one last piece: at most that much is lost to rounding per input, and the
+// pieces are reused by the next step's inputs of the same size.
+//
+// On the CPU the "host" copy is an ordinary one (the same pieces, unpinned): the same
+// bookkeeping, testable without a GPU, and useless for memory (so the trainer never turns it on
+// there).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -30,16 +38,26 @@ namespace qlorad::trainer {
 // its context), so it lives exactly as long as the graph that needs it.
 struct OffloadedInput : torch::CustomClassHolder {
   int64_t layer = 0;
-  uint64_t pass = 0;  // which forward put it (see ActivationOffloader::Put)
-  at::Tensor host;    // the copy off the device
-  at::Tensor back;    // the copy back on the device, once fetched; handed out by Take
+  uint64_t pass = 0;                  // which forward put it (see ActivationOffloader::Put)
+  std::vector<int64_t> sizes;         // of the input
+  at::ScalarType dtype = at::kFloat;  // of the input
+  std::vector<at::Tensor> host;  // the copy off the device: its bytes, in HostPieceBytes's pieces
+  bool in_host = false;          // until Take hands the input back
+  at::Tensor back;               // the copy back on the device, once fetched; handed out by Take
   std::optional<c10::Event> back_ready;  // recorded after the copy back (GPU only)
   bool fetched() const { return back.defined(); }
 };
 
+// The pieces an input of `bytes` bytes goes to the host in: powers of two, largest first, while
+// at least `min_piece` is left, then what is left (if anything) in one piece.
+std::vector<int64_t> HostPieceBytes(int64_t bytes, int64_t min_piece);
+
 class ActivationOffloader {
  public:
-  ActivationOffloader() = default;
+  static constexpr int64_t kMinHostPiece = int64_t{1} << 20;
+
+  // min_piece: HostPieceBytes's; tests pass small ones to see inputs split.
+  explicit ActivationOffloader(int64_t min_piece = kMinHostPiece) : min_piece_(min_piece) {}
   ActivationOffloader(const ActivationOffloader&) = delete;
   ActivationOffloader& operator=(const ActivationOffloader&) = delete;
 
@@ -57,6 +75,7 @@ class ActivationOffloader {
   void Fetch(OffloadedInput& input, at::Device device);
   c10::Stream SideStream(at::Device device);
 
+  const int64_t min_piece_;
   std::mutex mutex_;  // Put runs on the forward thread, Take on autograd's device thread
   uint64_t pass_ = 0;
   std::vector<c10::intrusive_ptr<OffloadedInput>> by_layer_;  // this pass's, by layer
