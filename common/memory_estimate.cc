@@ -402,6 +402,25 @@ int64_t LargestFittingSeqLen(MemoryJob job, int64_t free_bytes) {
   return fits * kStep;
 }
 
+int64_t OffloadHostBytes(const MemoryJob& job) {
+  if (!job.offload || !job.checkpointing) return 0;
+  const int64_t input =
+      job.micro_batch_size * job.seq_len * job.model.hidden_size * job.activation_bytes;
+  return job.model.num_hidden_layers * (input + (int64_t{1} << 20));
+}
+
+int64_t UsableHostBytes(int64_t available_bytes) {
+  return available_bytes / 10 * 9;
+}
+
+int64_t LargestOffloadSeqLen(const MemoryJob& job, int64_t available_bytes) {
+  constexpr int64_t kStep = 1024;
+  const int64_t fixed = OffloadHostBytes(WithSeqLen(job, 0));
+  const int64_t per_step = OffloadHostBytes(WithSeqLen(job, kStep)) - fixed;
+  const int64_t room = UsableHostBytes(available_bytes) - fixed;
+  return per_step <= 0 || room <= 0 ? 0 : room / per_step * kStep;
+}
+
 std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes) {
   std::vector<std::string> changes;
   const auto offer = [&](const MemoryJob& changed, const std::string& what) {

@@ -104,6 +104,17 @@ std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes
 // the changes that would make the asked one fit, and how to run anyway.
 std::string DoesNotFitMessage(const MemoryJob& job, int64_t free_bytes);
 
+// The page-locked host memory activation offload holds at its peak, after forward: every decoder
+// layer's input [micro_batch, seq, hidden] (parallel/activation_offload.h), plus up to 1 MiB each
+// that the host allocator rounds up. 0 without offload.
+int64_t OffloadHostBytes(const MemoryJob& job);
+// How much of the host's available memory offload may plan to pin: 90%, the rest left to the
+// process itself (its heap, the dataset, the model's files while they load).
+int64_t UsableHostBytes(int64_t available_bytes);
+// The largest seq_len, a multiple of 1024, whose offloaded inputs fit in `available_bytes` of
+// host memory; 0 if not even 1024 does.
+int64_t LargestOffloadSeqLen(const MemoryJob& job, int64_t available_bytes);
+
 // "23.4 GiB", or "310 MiB" below 1 GiB (where tenths of a GiB say too little).
 std::string FormatMemory(int64_t bytes);
 

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/host_memory.h"
 #include "common/process/process_supervisor.h"
 
 namespace qlorad::agent {
@@ -21,22 +22,6 @@ std::string_view Trim(std::string_view s) {
   if (first == std::string_view::npos) return {};
   const auto last = s.find_last_not_of(" \t");
   return s.substr(first, last - first + 1);
-}
-
-// The value of the first "key<spaces>: value" line of a /proc file, or nullopt.
-std::optional<std::string_view> ProcField(std::string_view text, std::string_view key) {
-  std::size_t pos = 0;
-  while (pos < text.size()) {
-    std::size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    const std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    const std::size_t colon = line.find(':');
-    if (colon != std::string_view::npos && Trim(line.substr(0, colon)) == key) {
-      return Trim(line.substr(colon + 1));
-    }
-  }
-  return std::nullopt;
 }
 
 StatusOr<std::string> ReadFile(const std::string& path) {
@@ -60,16 +45,9 @@ std::string CpuModelName(std::string_view cpuinfo) {
 }
 
 StatusOr<int64_t> ParseMemTotalBytes(std::string_view meminfo) {
-  auto value = ProcField(meminfo, "MemTotal");
-  if (!value) return InvalidArgument("meminfo: no MemTotal line");
-  int64_t kib = 0;
-  const auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), kib);
-  if (ec != std::errc() || Trim(std::string_view(end, value->data() + value->size())) != "kB" ||
-      kib <= 0) {
-    return InvalidArgument("meminfo: MemTotal: expected '<n> kB', got '" + std::string(*value) +
-                           "'");
-  }
-  return kib * 1024;
+  auto bytes = MeminfoBytes(meminfo, "MemTotal");
+  if (bytes.ok() && *bytes == 0) return InvalidArgument("meminfo: MemTotal: 0 kB");
+  return bytes;
 }
 
 StatusOr<v1::DeviceInfo> DetectCpuDevice(const std::string& cpuinfo_path,

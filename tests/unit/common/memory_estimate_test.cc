@@ -271,5 +271,24 @@ TEST(ModelShape, ReadsTheSizesWithTheTrainersDefaults) {
   EXPECT_EQ(ReadModelShape("/nonexistent-dir").status().code(), StatusCode::kNotFound);
 }
 
+// Offload pins every layer's input on the host: 8B at 352K tokens (360448) is 32 x 2.75 GiB.
+TEST(MemoryEstimate, OffloadPinsEveryLayersInputOnTheHost) {
+  const MemoryJob job = Job(Llama8B(), 1, 360448, true, true);
+  const int64_t input = int64_t{360448} * 4096 * 2;
+  EXPECT_EQ(OffloadHostBytes(job), 32 * (input + (int64_t{1} << 20)));
+  EXPECT_EQ(OffloadHostBytes(Job(Llama8B(), 1, 360448, true, false)), 0);
+  EXPECT_EQ(OffloadHostBytes(Job(Llama8B(), 1, 360448, false, true)), 0);  // nothing kept
+
+  // A 128 GiB host with 120 GiB available: 108 GiB usable, so 352K's 88 GiB fits; with 60 GiB
+  // available the longest context is the one whose inputs fit in 54 GiB.
+  EXPECT_GE(LargestOffloadSeqLen(job, 120 * kGiB), 360448);
+  const int64_t longest = LargestOffloadSeqLen(job, 60 * kGiB);
+  EXPECT_EQ(longest % 1024, 0);
+  EXPECT_LE(OffloadHostBytes(Job(Llama8B(), 1, longest, true, true)), UsableHostBytes(60 * kGiB));
+  EXPECT_GT(OffloadHostBytes(Job(Llama8B(), 1, longest + 1024, true, true)),
+            UsableHostBytes(60 * kGiB));
+  EXPECT_EQ(LargestOffloadSeqLen(job, 32 << 20), 0);  // not even 1024 tokens
+}
+
 }  // namespace
 }  // namespace qlorad

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "common/host_memory.h"
+
 namespace qlorad::trainer {
 
 ModelShape ShapeOf(const LlamaConfig& config) {
@@ -49,6 +51,32 @@ Status CheckMemory(const JobSpec& spec, const MemoryJob& job, std::optional<int6
     return Status::Ok();
   }
   return InvalidArgument(field + ": " + message);
+}
+
+Status CheckHostMemory(const JobSpec& spec, const MemoryJob& job, bool on_gpu,
+                       std::optional<int64_t> host_available_bytes, EventSink& events) {
+  const int64_t pinned = OffloadHostBytes(job);
+  if (!on_gpu || pinned == 0 || !host_available_bytes) return Status::Ok();
+  const int64_t available = *host_available_bytes;
+  const std::string what =
+      "activation offload pins " + FormatMemory(pinned) + " of host memory (the inputs of " +
+      std::to_string(job.model.num_hidden_layers) + " decoder layers at " +
+      std::to_string(job.micro_batch_size) + " x " + std::to_string(job.seq_len) + " tokens)";
+  events.Log("info", what + ", " + FormatMemory(UsableHostBytes(available)) + " usable of " +
+                         FormatMemory(available) + " available on the host");
+  if (pinned <= UsableHostBytes(available)) return Status::Ok();
+  const int64_t longest = LargestOffloadSeqLen(job, available);
+  std::string message = what + ", more than the " + FormatMemory(UsableHostBytes(available)) +
+                        " usable of the " + FormatMemory(available) + " this host has available";
+  message += longest > 0 ? "; the longest context whose inputs fit is " + std::to_string(longest) +
+                               " tokens (data.max_seq_len)"
+                         : "; not even 1024 tokens' inputs fit";
+  message += ", or set train.activation_offload: false where the GPU has room for them";
+  if (spec.resources.ignore_memory_estimate) {
+    events.Log("warning", "running anyway (resources.ignore_memory_estimate): " + message);
+    return Status::Ok();
+  }
+  return InvalidArgument("data.max_seq_len: " + message);
 }
 
 }  // namespace qlorad::trainer

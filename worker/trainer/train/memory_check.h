@@ -31,4 +31,13 @@ MemoryJob MemoryJobOfRun(const JobSpec& spec, const LlamaConfig& config, int wor
 Status CheckMemory(const JobSpec& spec, const MemoryJob& job, std::optional<int64_t> free_bytes,
                    EventSink& events);
 
+// With activation offload on a GPU: the inputs it will pin in host memory (OffloadHostBytes)
+// against what the host can still give (host_available_bytes, from HostAvailableBytes). Logs
+// both and, past 90% of it, refuses the job: INVALID_ARGUMENT "data.max_seq_len: ..." with the
+// longest context whose inputs fit, rather than have the kernel's out-of-memory killer end the
+// trainer mid-forward without a word. With resources.ignore_memory_estimate a warning. No check
+// without offload, on a CPU, or when the host's memory is unknown (nullopt).
+Status CheckHostMemory(const JobSpec& spec, const MemoryJob& job, bool on_gpu,
+                       std::optional<int64_t> host_available_bytes, EventSink& events);
+
 }  // namespace qlorad::trainer

@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "common/host_memory.h"
 #include "worker/trainer/data/class_labels.h"
 #include "worker/trainer/data/dataset.h"
 #include "worker/trainer/data/validation_split.h"
@@ -143,6 +144,8 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   planned.checkpointing = checkpointing.on;
   planned.offload = offload.on;
   QLORAD_RETURN_IF_ERROR(CheckMemory(spec, planned, free_bytes, events));
+  QLORAD_RETURN_IF_ERROR(
+      CheckHostMemory(spec, planned, s.device.is_cuda(), HostAvailableBytes(), events));
 
   // 1. Data.
   QLORAD_ASSIGN_OR_RETURN(const std::optional<ClassLabels> classes,

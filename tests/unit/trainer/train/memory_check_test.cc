@@ -137,5 +137,48 @@ TEST(MemoryCheckTest, RefusesAJobThatDoesNotFitNamingTheLargestContext) {
       << ignored.log;
 }
 
+Checked CheckHost(const JobSpec& spec, bool on_gpu, std::optional<int64_t> available) {
+  std::ostringstream out, err;
+  EventSink events(/*json=*/false, out, err);
+  MemoryJob job = MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+  job.checkpointing = job.offload = true;
+  return {CheckHostMemory(spec, job, on_gpu, available, events), err.str()};
+}
+
+TEST(MemoryCheckTest, RefusesAnOffloadThatTheHostCannotPin) {
+  JobSpec spec;
+  spec.data.max_seq_len = 1 << 20;
+  MemoryJob job = MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+  job.checkpointing = job.offload = true;
+  const int64_t pinned = OffloadHostBytes(job);
+  ASSERT_GT(pinned, 0);
+
+  // A CPU, or a host whose memory is unknown: nothing to check.
+  EXPECT_TRUE(CheckHost(spec, /*on_gpu=*/false, pinned / 10).status.ok());
+  EXPECT_TRUE(CheckHost(spec, /*on_gpu=*/true, std::nullopt).status.ok());
+
+  const Checked fits = CheckHost(spec, true, pinned * 10 / 9 + 1024);
+  EXPECT_TRUE(fits.status.ok()) << fits.status.ToString();
+  EXPECT_NE(fits.log.find("activation offload pins " + FormatMemory(pinned)), std::string::npos)
+      << fits.log;
+
+  const int64_t available = pinned / 2;
+  const Checked refused = CheckHost(spec, true, available);
+  ASSERT_EQ(refused.status.code(), StatusCode::kInvalidArgument);
+  const std::string message(refused.status.message());
+  EXPECT_EQ(message.rfind("data.max_seq_len: activation offload pins ", 0), 0u) << message;
+  const int64_t longest = LargestOffloadSeqLen(job, available);
+  EXPECT_GT(longest, 0);
+  EXPECT_NE(message.find("the longest context whose inputs fit is " + std::to_string(longest)),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("train.activation_offload: false"), std::string::npos) << message;
+
+  spec.resources.ignore_memory_estimate = true;
+  const Checked ignored = CheckHost(spec, true, available);
+  EXPECT_TRUE(ignored.status.ok());
+  EXPECT_NE(ignored.log.find("running anyway"), std::string::npos) << ignored.log;
+}
+
 }  // namespace
 }  // namespace qlorad::trainer
