@@ -11,7 +11,7 @@ from random_llama import PROJECTIONS
 def write_spec(path, model, data, out, *, strategy, nproc, micro, accum, steps, seq_len, precision,
                lora_precision="auto", cpu_offload=False, activation_checkpointing=True, lr=1.0e-4,
                quantization="nf4", shuffle=True, name=None, init_from=None, activation_offload="auto",
-               ignore_memory_estimate=False):
+               ignore_memory_estimate=False, loss_chunk_size="auto"):
     path.write_text(f"""name: {name or f"parallel-{strategy}-{nproc}"}
 model: {{path: {model}}}
 quantization: {{type: {quantization}, double_quant: true, block_size: 64}}
@@ -19,7 +19,8 @@ lora: {{r: 16, alpha: 16, dropout: 0.0, target_modules: [{", ".join(PROJECTIONS)
 data: {{path: {data}, format: input_ids, max_seq_len: {seq_len}, packing: true, shuffle: {str(shuffle).lower()}, seed: 0}}
 train: {{max_steps: {steps}, micro_batch_size: {micro}, grad_accum: {accum}, lr: {lr:.1e}, scheduler: constant,
         warmup_steps: 0, max_grad_norm: 1.0, seed: 0, precision: {precision},
-        activation_checkpointing: {str(activation_checkpointing).lower()}, activation_offload: {activation_offload}}}
+        activation_checkpointing: {str(activation_checkpointing).lower()}, activation_offload: {activation_offload},
+        loss_chunk_size: {loss_chunk_size}}}
 resources: {{gpus: {nproc}, device: auto, ignore_memory_estimate: {str(ignore_memory_estimate).lower()}}}
 parallel: {{strategy: {strategy}, reshard_after_forward: true, cpu_offload: {str(cpu_offload).lower()}}}
 checkpoint: {{every_steps: 0, keep: 1, output_dir: {out}}}

@@ -164,7 +164,8 @@ def run_qlorad(job, args, work, log_path):
                activation_checkpointing=job["ckpt"], lr=LR, quantization="nf4" if job["quant"] else "none",
                shuffle=False, name=name,  # the rows in file order, as torch_step.py reads them
                init_from=job.get("init_from"),
-               activation_offload="true" if job["system"] == "qlorad-offload" else "auto")
+               activation_offload="true" if job["system"] == "qlorad-offload" else "auto",
+               loss_chunk_size=args.qlorad_loss_chunk)
     cmd = [str(args.bin / "qlorad-train"), "run", str(spec), "--json", "--device", args.device]
     # The fast paths as the trainer chooses (QLORAD_FUSED as the caller set it), or forced off.
     env = dict(os.environ, QLORAD_FUSED="0") if job["system"] == "qlorad-modules" else None
@@ -299,6 +300,9 @@ def parse_args():
     ap.add_argument("--no-quant", action="store_true", help="bf16 base weights (a harness check on the CPU)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (default: by its name)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds each system's run may take")
+    ap.add_argument("--qlorad-loss-chunk", default="auto",
+                    help="qlorad's train.loss_chunk_size: the rows per tile of its online cross-entropy "
+                         "(auto: the op's own sizes)")
     ap.add_argument("--commit", default=os.environ.get("QLORAD_COMMIT"), help="qlorad's commit (default: git's HEAD)")
     ap.add_argument("--merge", nargs="+", type=pathlib.Path, metavar="JSON",
                     help="run nothing: print one table of these e2e_bench.json files (calls of one session on one "
