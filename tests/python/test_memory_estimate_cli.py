@@ -22,7 +22,8 @@ from test_parallel_launch import workdir  # noqa: E402, F401  (fixture: tiny mod
 MIB = 2**20
 
 
-def spec(root: Path, name: str, seq: int, extra_resources: str = "", checkpointing: str = "false") -> Path:
+def spec(root: Path, name: str, seq: int, extra_resources: str = "", checkpointing: str = "false",
+         offload: str = "false") -> Path:
     path = root / f"{name}.yaml"
     path.write_text(f"""
 name: {name}
@@ -30,7 +31,7 @@ model: {{path: {root / 'model'}}}
 lora: {{r: 4, alpha: 8}}
 data: {{path: {root / 'data.jsonl'}, max_seq_len: {seq}}}
 train: {{max_steps: 1, micro_batch_size: 2, precision: fp32, activation_checkpointing: {checkpointing},
-        activation_offload: false}}
+        activation_offload: {offload}}}
 resources: {{device: cpu{extra_resources}}}
 checkpoint: {{every_steps: 0, output_dir: {root / name}}}
 """)
@@ -71,6 +72,33 @@ def test_estimate_prints_the_terms_and_their_sum(workdir):
     assert small["fits"] is False
     assert 0 < small["largest_seq_len"] < 65536 and small["largest_seq_len"] % 1024 == 0
     assert any(c.startswith("train.activation_checkpointing: true (about ") for c in small["changes_that_fit"])
+
+
+def test_estimate_judges_offloads_inputs_against_the_host(workdir):
+    job = spec(workdir, "offload", 65536, checkpointing="true", offload="true")
+    config = json.loads((workdir / "model" / "config.json").read_text())
+    layers, hidden = config["num_hidden_layers"], config["hidden_size"]
+    # fp32 inputs of 2 x 65536 tokens per layer, plus the 1 MiB per layer the pieces may round up.
+    pinned = layers * (2 * 65536 * hidden * 4 + MIB)
+    roomy = json.loads(estimate(job, "--json", "--host-gib", "64").stdout)
+    assert roomy["activation_offload"] is True and roomy["offload_host_bytes"] == pinned
+    assert roomy["host_available_bytes"] == 64 * 2**30 and roomy["host_fits"] is True
+    assert roomy["largest_offload_seq_len"] >= 65536
+
+    tight_gib = pinned / 2 / 2**30
+    tight = json.loads(estimate(job, "--json", "--host-gib", repr(tight_gib)).stdout)
+    assert tight["host_fits"] is False
+    longest = tight["largest_offload_seq_len"]
+    assert 0 < longest < 65536 and longest % 1024 == 0
+    usable = int(tight_gib * 2**30) // 10 * 9
+    assert layers * (2 * longest * hidden * 4 + MIB) <= usable < layers * (2 * (longest + 1024) * hidden * 4 + MIB)
+    text = estimate(job, "--host-gib", repr(tight_gib)).stdout
+    assert "host memory (offload)" in text and "offload's inputs do not fit" in text, text
+    assert f"the longest data.max_seq_len whose inputs fit: {longest}" in text, text
+
+    # Without offload there is nothing to pin, and no host verdict.
+    off = json.loads(estimate(spec(workdir, "no-offload", 65536), "--json", "--host-gib", "1").stdout)
+    assert off["offload_host_bytes"] == 0 and off["host_fits"] is None
 
 
 def refusal(events: list[dict]) -> dict:

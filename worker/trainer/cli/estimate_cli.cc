@@ -6,6 +6,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "common/host_memory.h"
 #include "common/jobspec.h"
 #include "common/memory_estimate.h"
 #include "worker/trainer/model/model_config.h"
@@ -22,6 +23,12 @@ std::optional<int64_t> FreeBytesFor(const EstimateCli& cli) {
   if (cli.free_gib) return static_cast<int64_t>(*cli.free_gib * (int64_t{1} << 30));
   if (!torch::cuda::is_available()) return std::nullopt;
   return FreeMemoryOf(at::Device(at::kCUDA, 0));
+}
+
+// The host memory offload's inputs are judged against: --host-gib, else this host's available.
+std::optional<int64_t> HostBytesFor(const EstimateCli& cli) {
+  if (cli.host_gib) return static_cast<int64_t>(*cli.host_gib * (int64_t{1} << 30));
+  return HostAvailableBytes();
 }
 
 std::string Row(const std::string& name, int64_t bytes, const std::string& note = "") {
@@ -41,6 +48,11 @@ void AddEstimateSubcommand(CLI::App& app, EstimateCli& cli) {
   cli.estimate
       ->add_option("--free-gib", cli.free_gib,
                    "free GPU memory to decide against (default: the CUDA device's, if any)")
+      ->check(CLI::PositiveNumber);
+  cli.estimate
+      ->add_option("--host-gib", cli.host_gib,
+                   "available host memory to judge activation offload's page-locked inputs "
+                   "against (default: this host's)")
       ->check(CLI::PositiveNumber);
   cli.estimate->add_flag("--json", cli.json, "one JSON object on stdout");
 }
@@ -80,32 +92,44 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
   const int64_t longest = judged ? LargestFittingSeqLen(job, free_bytes) : 0;
   const std::vector<std::string> changes =
       judged && !fits ? ChangesThatFit(job, free_bytes) : std::vector<std::string>{};
+  // Offload's inputs against the host (only with offload on, and a host figure to judge by).
+  const int64_t pinned = OffloadHostBytes(job);
+  const std::optional<int64_t> host = HostBytesFor(cli);
+  const bool host_judged = pinned > 0 && host.has_value();
+  const int64_t host_bytes = host.value_or(0);
+  const bool host_fits = host_judged && pinned <= UsableHostBytes(host_bytes);
+  const int64_t host_longest = host_judged ? LargestOffloadSeqLen(job, host_bytes) : 0;
 
   if (cli.json) {
     const auto or_null = [judged](const auto& v) {
       return judged ? nlohmann::json(v) : nlohmann::json();
     };
-    nlohmann::json out = {{"peak_bytes", e.peak},
-                          {"phase", e.phase},
-                          {"terms",
-                           {{"frozen_weights", e.frozen_weights},
-                            {"lora_state", e.lora_state},
-                            {"kept_activations", e.kept_activations},
-                            {"layer_working_set", e.layer_working_set},
-                            {"loss", e.loss},
-                            {"workspace", e.workspace}}},
-                          {"device_bytes_needed", DeviceBytesNeeded(e.peak)},
-                          {"lora_parameters", e.lora_parameters},
-                          {"micro_batch_size", job.micro_batch_size},
-                          {"seq_len", job.seq_len},
-                          {"activation_checkpointing", job.checkpointing},
-                          {"activation_offload", job.offload},
-                          {"activation_checkpointing_why", checkpointing_why},
-                          {"activation_offload_why", offload_why},
-                          {"free_bytes", or_null(free_bytes)},
-                          {"fits", or_null(fits)},
-                          {"largest_seq_len", or_null(longest)},
-                          {"changes_that_fit", changes}};
+    nlohmann::json out = {
+        {"peak_bytes", e.peak},
+        {"phase", e.phase},
+        {"terms",
+         {{"frozen_weights", e.frozen_weights},
+          {"lora_state", e.lora_state},
+          {"kept_activations", e.kept_activations},
+          {"layer_working_set", e.layer_working_set},
+          {"loss", e.loss},
+          {"workspace", e.workspace}}},
+        {"device_bytes_needed", DeviceBytesNeeded(e.peak)},
+        {"lora_parameters", e.lora_parameters},
+        {"micro_batch_size", job.micro_batch_size},
+        {"seq_len", job.seq_len},
+        {"activation_checkpointing", job.checkpointing},
+        {"activation_offload", job.offload},
+        {"activation_checkpointing_why", checkpointing_why},
+        {"activation_offload_why", offload_why},
+        {"free_bytes", or_null(free_bytes)},
+        {"fits", or_null(fits)},
+        {"largest_seq_len", or_null(longest)},
+        {"changes_that_fit", changes},
+        {"offload_host_bytes", pinned},
+        {"host_available_bytes", host_judged ? nlohmann::json(host_bytes) : nlohmann::json()},
+        {"host_fits", host_judged ? nlohmann::json(host_fits) : nlohmann::json()},
+        {"largest_offload_seq_len", host_judged ? nlohmann::json(host_longest) : nlohmann::json()}};
     std::cout << out.dump() << "\n";
     return Status::Ok();
   }
@@ -128,6 +152,16 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
         "; the largest data.max_seq_len that fits with these options: " + std::to_string(longest) +
         "\n";
     for (const std::string& change : changes) text += "  would fit with " + change + "\n";
+  }
+  if (pinned > 0) {
+    text += Row("host memory (offload)", pinned, "page-locked: every layer's input");
+  }
+  if (host_judged) {
+    text += "host: " + FormatMemory(host_bytes) + " available, " +
+            FormatMemory(UsableHostBytes(host_bytes)) + " usable: offload's inputs " +
+            (host_fits ? "fit" : "do not fit") +
+            "; the longest data.max_seq_len whose inputs fit: " + std::to_string(host_longest) +
+            "\n";
   }
   std::cout << text;
   return Status::Ok();

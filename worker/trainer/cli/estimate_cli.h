@@ -19,6 +19,7 @@ struct EstimateCli {
   CLI::App* estimate = nullptr;
   std::string spec_path;
   std::optional<double> free_gib;
+  std::optional<double> host_gib;
   bool json = false;
 };
 
