@@ -72,7 +72,9 @@ Status CheckHostMemory(const JobSpec& spec, const MemoryJob& job, bool on_gpu,
                                " tokens (data.max_seq_len)"
                          : "; not even 1024 tokens' inputs fit";
   message += ", or set train.activation_offload: false where the GPU has room for them";
-  if (spec.resources.ignore_memory_estimate) {
+  // The margin may be waived, the host's memory may not: pinned pages cannot be swapped, and past
+  // them the kernel's out-of-memory killer picks a process (maybe the worker beside the trainer).
+  if (spec.resources.ignore_memory_estimate && pinned <= available) {
     events.Log("warning", "running anyway (resources.ignore_memory_estimate): " + message);
     return Status::Ok();
   }

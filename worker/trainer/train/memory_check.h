@@ -35,8 +35,9 @@ Status CheckMemory(const JobSpec& spec, const MemoryJob& job, std::optional<int6
 // against what the host can still give (host_available_bytes, from HostAvailableBytes). Logs
 // both and, past 90% of it, refuses the job: INVALID_ARGUMENT "data.max_seq_len: ..." with the
 // longest context whose inputs fit, rather than have the kernel's out-of-memory killer end the
-// trainer mid-forward without a word. With resources.ignore_memory_estimate a warning. No check
-// without offload, on a CPU, or when the host's memory is unknown (nullopt).
+// trainer mid-forward without a word. resources.ignore_memory_estimate turns the refusal into a
+// warning only while the inputs fit in what is available (it waives the margin, not the memory).
+// No check without offload, on a CPU, or when the host's memory is unknown (nullopt).
 Status CheckHostMemory(const JobSpec& spec, const MemoryJob& job, bool on_gpu,
                        std::optional<int64_t> host_available_bytes, EventSink& events);
 
