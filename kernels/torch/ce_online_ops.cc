@@ -81,11 +81,24 @@ OnlineCeTiling TilingWithin(int64_t budget, int64_t dim, int64_t vocab, int64_t 
   return t;
 }
 
+// The automatic sizes' budget: a fifth of the [N, d] gradient, but at least a tile of 1024 rows by
+// min(8192, V) columns. That tile was the fastest at every size measured on an H200, ahead of the
+// 512-row tiles a fifth of a small batch's gradient allows (d=2048, N=8192: 14.98 ms against
+// 16.78 ms for 512 x 8192 and Liger's 15.48 ms;
+// bench/results/2026-11-26-h200-508119c-loss_bench.txt), for 24-48 MiB of scratch at d = 2048-8192.
+int64_t AutoBudget(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes,
+                   int64_t acc_elem_bytes) {
+  constexpr int64_t kFloorRows = 1024, kFloorCols = 8192;
+  const OnlineCeTiling floor{.rows = kFloorRows, .cols = std::min(kFloorCols, vocab)};
+  return std::max(tokens * dim * elem_bytes / 5,
+                  ScratchBytes(floor, dim, elem_bytes, acc_elem_bytes));
+}
+
 }  // namespace
 
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes) {
-  return TilingWithin(tokens * dim * elem_bytes / 5, dim, vocab, elem_bytes, sizeof(float),
-                      /*max_rows=*/4096);
+  return TilingWithin(AutoBudget(tokens, dim, vocab, elem_bytes, sizeof(float)), dim, vocab,
+                      elem_bytes, sizeof(float), /*max_rows=*/4096);
 }
 
 namespace detail {
@@ -141,8 +154,8 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
   };
 
   // Automatic rows for the given (or automatic) columns.
-  OnlineCeTiling own =
-      TilingWithin(n * dim * elem / 5, dim, vocab, elem, acc_elem, /*max_rows=*/4096, cols);
+  OnlineCeTiling own = TilingWithin(AutoBudget(n, dim, vocab, elem, acc_elem), dim, vocab, elem,
+                                    acc_elem, /*max_rows=*/4096, cols);
   if (rows > 0) own.rows = rows;
   own.rows = std::max<int64_t>(1, std::min(own.rows, n));
   int64_t begin = 0;
@@ -152,7 +165,7 @@ std::tuple<at::Tensor, at::Tensor> RunLinearCeOnline(
     // The rows it occupies come last, on the op's own (smaller) scratch.
     const int64_t total = n * dim * elem;
     const OnlineCeTiling big =
-        TilingWithin(total / 2, dim, vocab, elem, acc_elem, /*max_rows=*/1024);
+        TilingWithin(total / 2, dim, vocab, elem, acc_elem, /*max_rows=*/4096);
     const int64_t big_bytes = ScratchBytes(big, dim, elem, acc_elem);
     if (big_bytes > ScratchBytes(own, dim, elem, acc_elem) && big_bytes <= total / 2) {
       const int64_t offset = (total - big_bytes) / 256 * 256;  // cuBLAS prefers 256-byte starts

@@ -26,12 +26,14 @@ struct OnlineCeTiling {
 
 // Sizes when the caller leaves them to the op. The scratch, [rows, cols] in the activation dtype
 // plus [rows, d] fp32, is kept within a fifth of the [N, d] gradient that any linear cross-entropy
-// returns (so the op's peak stays within ~1.2x of that floor), but never below 512 x 4096: on
-// H100/H200 smaller tiles leave the matmuls short of full rate or the host launching slower than
-// the GPU works (bench/results/2026-11-26-h200-*-loss_bench*). Within that: 8192 columns if 512
+// returns (so the op's peak stays within ~1.2x of that floor), but never below what a tile of
+// 1024 x min(8192, V) needs (24 MiB at d = 2048): on an H200 smaller tiles left the matmuls short
+// of full rate, the one that accumulates [rows, d] most
+// (bench/results/2026-11-26-h200-*-loss_bench*; a 1B step's trace spent 18 ms in 352 tiles of 512
+// rows: bench/results/2026-12-07-h100-316de9d-trace-ckpt-off.txt). Within that: 8192 columns if 512
 // rows of them fit, and rows doubled from 512 while they fit, up to 4096. With both sizes
 // automatic, the op first works with a larger tile (scratch up to half the gradient, rows up to
-// 1024) whose scratch lives in the gradient's last rows, unwritten until the end, on the rows ahead
+// 4096) whose scratch lives in the gradient's last rows, unwritten until the end, on the rows ahead
 // of them; the peak stays that of the tile above.
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes);
 

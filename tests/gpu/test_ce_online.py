@@ -217,13 +217,14 @@ def test_running_max_moves_across_tiles(dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_automatic_sizes_with_scratch_in_the_unwritten_gradient(dtype):
-    """With automatic sizes and a gradient of at least twice a 1024-row tile's scratch, the op
-    first walks the rows ahead of the gradient's last rows with that larger tile, its scratch in
-    those still unwritten rows, then the rest with its own scratch (ce_online_ops.cc). N=4096, V=64,
-    d=256 takes rows [0, 2048) that way in fp32 (one vocabulary tile); in bf16 both tiles are 512
-    rows, so that case is a plain automatic run. The result must be that of one explicit tiling
-    (row for row the same arithmetic) and of fp64 autograd."""
-    hidden, weight, labels = make(4096, 64, 256, dtype, ignored=range(0, 4096, 7))
+    """With automatic sizes and a gradient of at least twice the scratch of a tile larger than the
+    op's own, the op first walks the rows ahead of the gradient's last rows with that larger tile,
+    its scratch in those still unwritten rows, then the rest with its own scratch
+    (ce_online_ops.cc). N=8192, V=64, d=256 takes rows [0, 4096) that way in fp32 on 2048-row
+    tiles (one vocabulary tile), the rest on the op's own 1024 rows; in bf16 the larger tile is
+    no larger than 1024 rows, so that case is a plain automatic run. The result must be that of
+    one explicit tiling (row for row the same arithmetic) and of fp64 autograd."""
+    hidden, weight, labels = make(8192, 64, 256, dtype, ignored=range(0, 8192, 7))
     losses, grad = online(hidden, weight, labels, label_smoothing=0.1, z_loss=1e-3)
     ref_loss, ref_grad, logits = reference(hidden, weight, labels, 0.1, 1e-3)
     expect_close(losses, grad, ref_loss, ref_grad, logits, weight, dtype, "automatic sizes")
@@ -236,17 +237,19 @@ def test_automatic_sizes_with_scratch_in_the_unwritten_gradient(dtype):
 
 @needs_cuda
 def test_scratch_in_the_gradient_across_several_vocabulary_tiles():
-    """The larger first tile at a size only CUDA runs quickly: N=36864, V=9000, d=256 in bf16 take
-    rows [0, 19456) on 512 x 8192 tiles (two per row, so acc is added to and rescaled while it sits
-    in the gradient's tail), the rest on the op's own 512 x 4096. Equal to one explicit tiling
-    within bf16 rounding of the products, and to fp64 on a sample of rows from both phases."""
-    hidden, weight, labels = make(36864, 9000, 256, torch.bfloat16, ignored=range(0, 36864, 11))
+    """The larger first tile at a size only CUDA runs quickly: N=147456, V=9000, d=256 in bf16 take
+    rows [0, 77824) on 2048 x 8192 tiles (two per row, so acc is added to and rescaled while it
+    sits in the gradient's tail), the rest on the op's own 1024 x 8192. Equal to one explicit
+    tiling within bf16 rounding of the products, and to fp64 on a sample of rows from both
+    phases."""
+    n = 147456
+    hidden, weight, labels = make(n, 9000, 256, torch.bfloat16, ignored=range(0, n, 11))
     losses, grad = online(hidden, weight, labels, z_loss=1e-3)
     one_tiling, one_grad = online(hidden, weight, labels, z_loss=1e-3, rows=512, cols=4096)
     torch.testing.assert_close(losses, one_tiling, rtol=1e-5, atol=1e-5)
     scale = max(one_grad.abs().max().item(), weight.abs().max().item())
     assert (grad.float() - one_grad.float()).abs().max().item() <= TOL[torch.bfloat16] * scale
-    rows = torch.cat([torch.arange(0, 36864, 997), torch.arange(19400, 19520)])
+    rows = torch.cat([torch.arange(0, n, 3989), torch.arange(77760, 77880)])
     ref_loss, ref_grad, logits = reference(hidden[rows], weight, labels[rows], 0.0, 1e-3)
     expect_close(losses.cpu()[rows], grad.cpu()[rows], ref_loss, ref_grad, logits, weight,
                  torch.bfloat16, "both phases")
