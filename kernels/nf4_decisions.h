@@ -14,8 +14,9 @@
 namespace qlorad::kernels {
 
 // bitsandbytes' quantize kernel runs with subnormals flushed to zero: a subnormal fp32 weight
-// (possible from bf16 and fp32, never from fp16) counts as 0 in the absmax and the codes. Seen on an
-// H100 with bitsandbytes 0.50.2: a block of subnormals packs as an all-zero block (NaN codes: 0).
+// (possible from bf16 and fp32, never from fp16) counts as 0 in the absmax and the codes. Seen on
+// an H100 with bitsandbytes 0.50.2: a block of subnormals packs as an all-zero block (NaN codes:
+// 0).
 QLORAD_HOST_DEVICE inline float FlushSubnormal(float x) {
   constexpr float kSmallestNormal = 1.17549435e-38f;  // FLT_MIN
   return (x < kSmallestNormal && x > -kSmallestNormal) ? 0.0f : x;

@@ -38,7 +38,7 @@ void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::
 void CheckManyLengths(at::TensorList packed, at::TensorList absmax,
                       const c10::List<std::optional<at::Tensor>>& nested_absmax,
                       const c10::List<std::optional<at::Tensor>>& nested_code,
-                      const c10::List<std::optional<at::Tensor>>& offset,
-                      at::IntArrayRef blocksize, at::TensorList out);
+                      const c10::List<std::optional<at::Tensor>>& offset, at::IntArrayRef blocksize,
+                      at::TensorList out);
 
 }  // namespace qlorad::ops::detail

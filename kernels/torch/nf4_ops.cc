@@ -72,7 +72,7 @@ void DequantizeManyOneByOne(at::TensorList packed, at::TensorList absmax,
     const std::optional<at::Tensor> nested_absmax_i = nested_absmax[i];
     const std::optional<at::Tensor> nested_code_i = nested_code[i];
     const std::optional<at::Tensor> offset_i = offset[i];
-    const detail::NF4Args args{packed[i], absmax[i],      nested_absmax_i, nested_code_i,
+    const detail::NF4Args args{packed[i], absmax[i],     nested_absmax_i, nested_code_i,
                                offset_i,  out_i.sizes(), blocksize[i]};
     const std::string what = "qlorad::nf4_dequantize_many: weight " + std::to_string(i);
     detail::CheckDequantizeInputs(what.c_str(), args, out_i.scalar_type());
@@ -151,8 +151,8 @@ void DequantizeNF4ManyOut(const std::vector<const NF4Weight*>& weights, at::Tens
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("qlorad::nf4_dequantize_many", "out")
                        .typed<void(at::TensorList, at::TensorList, const OptionalTensors&,
-                                   const OptionalTensors&, const OptionalTensors&,
-                                   at::IntArrayRef, at::TensorList)>();
+                                   const OptionalTensors&, const OptionalTensors&, at::IntArrayRef,
+                                   at::TensorList)>();
   std::vector<at::Tensor> packed, absmax;
   OptionalTensors nested_absmax, nested_code, offset;
   std::vector<int64_t> blocksize;

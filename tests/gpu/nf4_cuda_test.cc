@@ -185,8 +185,7 @@ TEST_F(NF4Cuda, ManyEqualsOneAtATimeAcrossFormatsAndGroups) {
   for (int i = 0; i < 37; ++i) {
     const int64_t n = (i % 5 == 0) ? 64 * 1024 + 31 : 1 + 97 * i;
     const bool double_quant = i % 7 != 3;
-    weights.push_back(
-        QuantizeNF4(RandomWeight({n}, at::kFloat, 100 + i).cuda(), 64, double_quant));
+    weights.push_back(QuantizeNF4(RandomWeight({n}, at::kFloat, 100 + i).cuda(), 64, double_quant));
     outs.push_back(at::full({n}, 3.0, at::TensorOptions().dtype(dtypes[i % 3]).device(at::kCUDA)));
   }
   // An unaligned out (the scalar path) and an empty weight ride along.

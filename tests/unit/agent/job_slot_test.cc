@@ -30,8 +30,8 @@ v1::Assignment Order(v1::Assignment::Kind kind, const std::string& job_id) {
 
 // A trainer that prints `line` and runs until SIGTERM, then exits 0.
 std::filesystem::path RunsUntilTerm(TempDir& dir, const std::string& line) {
-  return dir.Script("qlorad-train", "trap 'exit 0' TERM\necho '" + line +
-                                        "'\nwhile true; do sleep 0.05; done\n");
+  return dir.Script("qlorad-train",
+                    "trap 'exit 0' TERM\necho '" + line + "'\nwhile true; do sleep 0.05; done\n");
 }
 
 // The worker's default: read and write under its work dir.
@@ -122,7 +122,8 @@ TEST(JobSlotTest, ACancelOfAnotherAttemptLeavesTheTrainerRunning) {
 TEST(JobSlotTest, MissingTrainerIsReportedAsAnErrorAndExit127) {
   TempDir dir;
   EventLog events;
-  JobSlot slot({dir.path() / "no-trainer", dir.path(), std::nullopt, WorkDirRoots(dir)}, 1s, events.Sink());
+  JobSlot slot({dir.path() / "no-trainer", dir.path(), std::nullopt, WorkDirRoots(dir)}, 1s,
+               events.Sink());
   slot.Handle(Order(v1::Assignment::KIND_START, "job-a"));
   const auto all = events.Events();
   ASSERT_EQ(all.size(), 2u);

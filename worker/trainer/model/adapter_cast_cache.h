@@ -8,10 +8,10 @@
 // the same tensor with the same storage and version counter: AdamW's update (FusedAdamWStep bumps
 // the counters its fused kernel does not), a checkpoint's copy_ and any other in-place op bump
 // the counter, so the next use casts again. NewStep() also covers writes no counter sees (a
-// collective's broadcast of the initial adapters). Only leaf tensors are cached. A gathered (fsdp) adapter is a fresh
-// non-leaf tensor each step, possibly filled by a collective that does not bump any counter, and
-// is always cast afresh. The entry holds its source tensors, so a freed tensor's address can never
-// match a later one.
+// collective's broadcast of the initial adapters). Only leaf tensors are cached. A gathered (fsdp)
+// adapter is a fresh non-leaf tensor each step, possibly filled by a collective that does not bump
+// any counter, and is always cast afresh. The entry holds its source tensors, so a freed tensor's
+// address can never match a later one.
 #pragma once
 
 #include <torch/torch.h>
@@ -26,8 +26,8 @@ namespace qlorad::trainer {
 class AdapterCastCache {
  public:
   struct Casts {
-    at::Tensor stacked_a;        // every A stacked [sum of r, in]
-    std::vector<at::Tensor> b;   // every B [out_i, r_i]
+    at::Tensor stacked_a;       // every A stacked [sum of r, in]
+    std::vector<at::Tensor> b;  // every B [out_i, r_i]
   };
 
   // `adapters`: n A's then n B's (FusedProjection::Adapters()).

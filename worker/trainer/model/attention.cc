@@ -5,13 +5,12 @@
 #include <ATen/ops/_scaled_dot_product_cudnn_attention.h>
 #include <ATen/ops/_scaled_dot_product_cudnn_attention_backward.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
-#include <string>
-
-#include <array>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 

@@ -220,7 +220,8 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
   const at::Tensor attention =
       self_attn->forward(in_normed, cos, sin, positions, attention_mask, cu_seqlens);
   // The residual add and the next norm in one kernel.
-  const auto [h, normed] = FusedAddRmsNorm(attention, residual, post_norm.weight(), post_norm.eps());
+  const auto [h, normed] =
+      FusedAddRmsNorm(attention, residual, post_norm.weight(), post_norm.eps());
   // The MLP's output only joins the residual stream into the layer's output: when no one reads
   // that (a recompute for backward), neither are the MLP's output values read.
   return h + mlp->forward(normed, /*output_unused=*/InGraphOnlyForward());

@@ -134,9 +134,8 @@ StatusOr<GgufExportResult> ExportGguf(const GgufExportOptions& options) {
       break;
     }
   }
-  QLORAD_ASSIGN_OR_RETURN(
-      LlamaModel model,
-      LoadMergeBase(options.model_dir, options.adapter_dir, options.merge, options.merge.into));
+  QLORAD_ASSIGN_OR_RETURN(LlamaModel model, LoadMergeBase(options.model_dir, options.adapter_dir,
+                                                          options.merge, options.merge.into));
   QLORAD_ASSIGN_OR_RETURN(std::vector<GgufTensor> tensors,
                           PlanTensors(model, config, arch, requested, &result.merged_layers));
 
