@@ -10,7 +10,7 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${1:?usage: bash bench/e2e/run.sh OUT [e2e_bench.py options] | --build-only}"
 shift
 mkdir -p "$OUT"
-BUILD_LOGS="$ROOT/runs/e2e/build-logs"  # not in OUT: the ICU headers copied there would come back too
+BUILD_LOGS="$ROOT/runs/e2e/build-logs"  # not in OUT: the logs come back only when the build fails
 
 echo "=== build qlorad-train ($(date -u +%H:%M:%S))"
 bash "$ROOT/tests/gpu/build_torch_side.sh" "$BUILD_LOGS" qlorad-train \

@@ -14,22 +14,28 @@ mkdir -p "$OUT"
 for deb in "$ROOT"/.whl/debs/*.deb; do [ -e "$deb" ] && dpkg -x "$deb" /; done
 # ICU (the tokenizer's NFC normalizer): the GPU machine has ICU's library but no headers or
 # pkg-config file. Carry Debian's ICU headers (libicu-dev's usr/include/unicode, into
-# .whl/icu/include); their symbol version is set to the installed library's (the C and C++ API
+# .whl/icu/include). They are described in build-gpu/icu-shim, beside the build whose CMake cache
+# records their path, so that a later call on the same machine (whatever its OUT_DIR) finds them
+# there; their symbol version is set to the installed library's (the C and C++ API
 # the normalizer uses is the same across these versions), and a pkg-config file describes both.
+SHIM="$BUILD/icu-shim"
 if ! pkg-config --exists icu-uc 2>/dev/null; then
   icu_lib="$(ls /usr/lib/x86_64-linux-gnu/libicuuc.so.[0-9]* 2>/dev/null | sort | head -1)"
   icu_major="$(basename "$icu_lib" | sed -E 's/libicuuc\.so\.([0-9]+).*/\1/')"
-  if [ -n "$icu_lib" ] && [ -d "$ROOT/.whl/icu/include/unicode" ]; then
-    rm -rf "$OUT/icu" && mkdir -p "$OUT/icu/pkgconfig" && cp -r "$ROOT/.whl/icu/include" "$OUT/icu/"
+  if [ -f "$SHIM/pkgconfig/icu-uc.pc" ]; then
+    # Made by an earlier call on this machine: untouched, so that nothing rebuilds.
+    export PKG_CONFIG_PATH="$SHIM/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+  elif [ -n "$icu_lib" ] && [ -d "$ROOT/.whl/icu/include/unicode" ]; then
+    rm -rf "$SHIM" && mkdir -p "$SHIM/pkgconfig" && cp -r "$ROOT/.whl/icu/include" "$SHIM/"
     sed -i -E "s/^#define U_ICU_VERSION_MAJOR_NUM [0-9]+/#define U_ICU_VERSION_MAJOR_NUM $icu_major/; \
                s/^#define U_ICU_VERSION_SUFFIX _[0-9]+/#define U_ICU_VERSION_SUFFIX _$icu_major/" \
-      "$OUT/icu/include/unicode/uvernum.h"
+      "$SHIM/include/unicode/uvernum.h"
     # -L/-l rather than the library's path: CMake would pass a path as a link option, ahead of
     # the objects, where --as-needed drops it.
-    mkdir -p "$OUT/icu/lib" && ln -sf "$icu_lib" "$OUT/icu/lib/libicuuc.so"
+    mkdir -p "$SHIM/lib" && ln -sf "$icu_lib" "$SHIM/lib/libicuuc.so"
     printf 'Name: icu-uc\nDescription: ICU (described by build_torch_side.sh)\nVersion: %s\nCflags: -isystem %s\nLibs: -L%s -licuuc\n' \
-      "$icu_major" "$OUT/icu/include" "$OUT/icu/lib" > "$OUT/icu/pkgconfig/icu-uc.pc"
-    export PKG_CONFIG_PATH="$OUT/icu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+      "$icu_major" "$SHIM/include" "$SHIM/lib" > "$SHIM/pkgconfig/icu-uc.pc"
+    export PKG_CONFIG_PATH="$SHIM/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
   else
     echo "no ICU headers (carry .whl/icu/include) or library here: the tokenizer cannot build"
   fi
