@@ -1,8 +1,9 @@
 #include "common/host_memory.h"
 
 #include <charconv>
-#include <fstream>
 #include <sstream>
+
+#include "common/read_file.h"
 
 namespace qlorad {
 
@@ -15,17 +16,9 @@ std::string_view Trim(std::string_view s) {
   return s.substr(begin, end - begin + 1);
 }
 
-std::optional<std::string> ReadWhole(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
 // A cgroup file holding one number ("max" or unreadable: nullopt).
 std::optional<int64_t> CgroupNumber(const std::string& path) {
-  const std::optional<std::string> text = ReadWhole(path);
+  const std::optional<std::string> text = ReadWholeFile(path);
   if (!text) return std::nullopt;
   const std::string_view value = Trim(*text);
   int64_t n = 0;
@@ -68,13 +61,13 @@ StatusOr<int64_t> MeminfoBytes(std::string_view meminfo, std::string_view field)
 std::optional<int64_t> HostAvailableBytes(const std::string& meminfo_path,
                                           const std::string& self_cgroup_path,
                                           const std::string& cgroup_root) {
-  const std::optional<std::string> meminfo = ReadWhole(meminfo_path);
+  const std::optional<std::string> meminfo = ReadWholeFile(meminfo_path);
   if (!meminfo) return std::nullopt;
   const StatusOr<int64_t> available = MeminfoBytes(*meminfo, "MemAvailable");
   if (!available.ok()) return std::nullopt;
   int64_t bytes = *available;
   // cgroup v2 names the process's group on the line "0::<path>".
-  if (const std::optional<std::string> self = ReadWhole(self_cgroup_path)) {
+  if (const std::optional<std::string> self = ReadWholeFile(self_cgroup_path)) {
     std::istringstream lines(*self);
     for (std::string line; std::getline(lines, line);) {
       if (line.rfind("0::", 0) != 0) continue;
@@ -85,7 +78,7 @@ std::optional<int64_t> HostAvailableBytes(const std::string& meminfo_path,
       if (!max || !current) continue;
       // memory.current counts the page cache, which the kernel gives back under pressure.
       int64_t file = 0;
-      if (const std::optional<std::string> stat = ReadWhole(dir + "/memory.stat")) {
+      if (const std::optional<std::string> stat = ReadWholeFile(dir + "/memory.stat")) {
         std::istringstream fields(*stat);
         for (std::string key; fields >> key;) {
           int64_t value = 0;

@@ -16,4 +16,13 @@ StatusOr<std::string> ReadFileForFlag(const std::string& path, const std::string
   return text.str();
 }
 
+std::optional<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return std::nullopt;
+  return text.str();
+}
+
 }  // namespace qlorad

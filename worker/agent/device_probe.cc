@@ -3,11 +3,11 @@
 #include <sys/utsname.h>
 
 #include <charconv>
-#include <fstream>
-#include <sstream>
+#include <utility>
 
 #include "common/host_memory.h"
 #include "common/process/process_supervisor.h"
+#include "common/read_file.h"
 
 namespace qlorad::agent {
 namespace {
@@ -25,11 +25,9 @@ std::string_view Trim(std::string_view s) {
 }
 
 StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return NotFound(path + ": cannot open");
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  std::optional<std::string> text = ReadWholeFile(path);
+  if (!text) return NotFound(path + ": cannot open");
+  return std::move(*text);
 }
 
 }  // namespace

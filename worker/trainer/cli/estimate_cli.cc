@@ -94,42 +94,42 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
       judged && !fits ? ChangesThatFit(job, free_bytes) : std::vector<std::string>{};
   // Offload's inputs against the host (only with offload on, and a host figure to judge by).
   const int64_t pinned = OffloadHostBytes(job);
-  const std::optional<int64_t> host = HostBytesFor(cli);
-  const bool host_judged = pinned > 0 && host.has_value();
+  const std::optional<int64_t> host = pinned > 0 ? HostBytesFor(cli) : std::nullopt;
+  const bool host_judged = host.has_value();
   const int64_t host_bytes = host.value_or(0);
   const bool host_fits = host_judged && pinned <= UsableHostBytes(host_bytes);
   const int64_t host_longest = host_judged ? LargestOffloadSeqLen(job, host_bytes) : 0;
 
   if (cli.json) {
-    const auto or_null = [judged](const auto& v) {
-      return judged ? nlohmann::json(v) : nlohmann::json();
+    // A verdict's value, or null where there was nothing to judge against.
+    const auto or_null = [](bool judged_here, const auto& v) {
+      return judged_here ? nlohmann::json(v) : nlohmann::json();
     };
-    nlohmann::json out = {
-        {"peak_bytes", e.peak},
-        {"phase", e.phase},
-        {"terms",
-         {{"frozen_weights", e.frozen_weights},
-          {"lora_state", e.lora_state},
-          {"kept_activations", e.kept_activations},
-          {"layer_working_set", e.layer_working_set},
-          {"loss", e.loss},
-          {"workspace", e.workspace}}},
-        {"device_bytes_needed", DeviceBytesNeeded(e.peak)},
-        {"lora_parameters", e.lora_parameters},
-        {"micro_batch_size", job.micro_batch_size},
-        {"seq_len", job.seq_len},
-        {"activation_checkpointing", job.checkpointing},
-        {"activation_offload", job.offload},
-        {"activation_checkpointing_why", checkpointing_why},
-        {"activation_offload_why", offload_why},
-        {"free_bytes", or_null(free_bytes)},
-        {"fits", or_null(fits)},
-        {"largest_seq_len", or_null(longest)},
-        {"changes_that_fit", changes},
-        {"offload_host_bytes", pinned},
-        {"host_available_bytes", host_judged ? nlohmann::json(host_bytes) : nlohmann::json()},
-        {"host_fits", host_judged ? nlohmann::json(host_fits) : nlohmann::json()},
-        {"largest_offload_seq_len", host_judged ? nlohmann::json(host_longest) : nlohmann::json()}};
+    nlohmann::json out = {{"peak_bytes", e.peak},
+                          {"phase", e.phase},
+                          {"terms",
+                           {{"frozen_weights", e.frozen_weights},
+                            {"lora_state", e.lora_state},
+                            {"kept_activations", e.kept_activations},
+                            {"layer_working_set", e.layer_working_set},
+                            {"loss", e.loss},
+                            {"workspace", e.workspace}}},
+                          {"device_bytes_needed", DeviceBytesNeeded(e.peak)},
+                          {"lora_parameters", e.lora_parameters},
+                          {"micro_batch_size", job.micro_batch_size},
+                          {"seq_len", job.seq_len},
+                          {"activation_checkpointing", job.checkpointing},
+                          {"activation_offload", job.offload},
+                          {"activation_checkpointing_why", checkpointing_why},
+                          {"activation_offload_why", offload_why},
+                          {"free_bytes", or_null(judged, free_bytes)},
+                          {"fits", or_null(judged, fits)},
+                          {"largest_seq_len", or_null(judged, longest)},
+                          {"changes_that_fit", changes},
+                          {"offload_host_bytes", pinned},
+                          {"host_available_bytes", or_null(host_judged, host_bytes)},
+                          {"host_fits", or_null(host_judged, host_fits)},
+                          {"largest_offload_seq_len", or_null(host_judged, host_longest)}};
     std::cout << out.dump() << "\n";
     return Status::Ok();
   }

@@ -58,16 +58,17 @@ Status CheckHostMemory(const JobSpec& spec, const MemoryJob& job, bool on_gpu,
   const int64_t pinned = OffloadHostBytes(job);
   if (!on_gpu || pinned == 0 || !host_available_bytes) return Status::Ok();
   const int64_t available = *host_available_bytes;
+  const int64_t usable = UsableHostBytes(available);
   const std::string what =
       "activation offload pins " + FormatMemory(pinned) + " of host memory (the inputs of " +
       std::to_string(job.model.num_hidden_layers) + " decoder layers at " +
       std::to_string(job.micro_batch_size) + " x " + std::to_string(job.seq_len) + " tokens)";
-  events.Log("info", what + ", " + FormatMemory(UsableHostBytes(available)) + " usable of " +
-                         FormatMemory(available) + " available on the host");
-  if (pinned <= UsableHostBytes(available)) return Status::Ok();
+  const std::string host =
+      FormatMemory(usable) + " usable of " + FormatMemory(available) + " available on the host";
+  events.Log("info", what + ", " + host);
+  if (pinned <= usable) return Status::Ok();
   const int64_t longest = LargestOffloadSeqLen(job, available);
-  std::string message = what + ", more than the " + FormatMemory(UsableHostBytes(available)) +
-                        " usable of the " + FormatMemory(available) + " this host has available";
+  std::string message = what + ", more than the " + host;
   message += longest > 0 ? "; the longest context whose inputs fit is " + std::to_string(longest) +
                                " tokens (data.max_seq_len)"
                          : "; not even 1024 tokens' inputs fit";
