@@ -8,6 +8,14 @@
 namespace qlorad {
 namespace {
 
+// What attention keeps for a checkpointed layer's recompute, per token (keep_attention): its
+// output [tokens, heads * head_dim] in the activations' dtype and its fp32 log-sum-exp
+// [heads, tokens].
+int64_t KeptAttentionPerToken(const MemoryJob& job) {
+  const ModelShape& m = job.model;
+  return m.num_attention_heads * (m.head_dim * job.activation_bytes + 4);
+}
+
 constexpr int64_t kMiB = int64_t{1} << 20;
 
 int64_t CeilDiv(int64_t a, int64_t b) {
@@ -246,7 +254,7 @@ MemoryEstimate EstimateMemory(const MemoryJob& job) {
   // not taken back yet (the measured 1B run moved 12.8 of its 16 inputs off the GPU).
   const int64_t kept_per_layer =
       job.checkpointing
-          ? tokens * m.hidden_size * b
+          ? tokens * (m.hidden_size * b + (job.keep_attention ? KeptAttentionPerToken(job) : 0))
           : tokens * KeptPerTokenWithoutRecompute(job, w) +
                 (job.lora_compute_bytes == 4 ? 0 : layer_lora * job.lora_compute_bytes);
   const auto kept_layers = [&](int64_t layers_left) {
@@ -409,9 +417,42 @@ int64_t LargestFittingSeqLen(MemoryJob job, int64_t free_bytes) {
 
 int64_t OffloadHostBytes(const MemoryJob& job) {
   if (!job.offload || !job.checkpointing) return 0;
-  const int64_t input =
-      job.micro_batch_size * job.seq_len * job.model.hidden_size * job.activation_bytes;
-  return job.model.num_hidden_layers * (input + (int64_t{1} << 20));
+  const int64_t tokens = job.micro_batch_size * job.seq_len;
+  constexpr int64_t kRounding = int64_t{1} << 20;
+  int64_t layer = tokens * job.model.hidden_size * job.activation_bytes + kRounding;
+  if (job.keep_attention) layer += tokens * KeptAttentionPerToken(job) + 2 * kRounding;
+  return job.model.num_hidden_layers * layer;
+}
+
+KeepAttentionChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> free_bytes,
+                                         std::optional<int64_t> host_available_bytes) {
+  KeepAttentionChoice c;
+  if (!job.checkpointing || !job.offload) {
+    c.why = "activation offload is off";
+    return c;
+  }
+  if (!free_bytes) {
+    c.why = "on a CPU";
+    return c;
+  }
+  job.keep_attention = true;
+  const int64_t peak = EstimateMemory(job).peak;
+  if (peak > UsableBytes(*free_bytes)) {
+    c.why = "the memory estimate with them is " + FormatMemory(peak) + ", " +
+            FormatMemory(UsableBytes(*free_bytes)) + " usable on the device";
+    return c;
+  }
+  const int64_t pinned = OffloadHostBytes(job);
+  if (!host_available_bytes || pinned > UsableHostBytes(*host_available_bytes)) {
+    c.why = "with them offload would pin " + FormatMemory(pinned) + " of host memory, " +
+            (host_available_bytes ? FormatMemory(UsableHostBytes(*host_available_bytes)) + " usable"
+                                  : std::string("the host's available memory unknown"));
+    return c;
+  }
+  c.on = true;
+  c.why = "offload pins " + FormatMemory(pinned) + " of host memory with them, " +
+          FormatMemory(UsableHostBytes(*host_available_bytes)) + " usable";
+  return c;
 }
 
 int64_t UsableHostBytes(int64_t available_bytes) {

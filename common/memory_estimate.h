@@ -40,6 +40,10 @@ struct MemoryJob {
                                            "gate_proj", "up_proj", "down_proj"};
   bool checkpointing = true;  // train.activation_checkpointing
   bool offload = false;       // train.activation_offload
+  // With checkpointing, each layer also keeps attention's output and log-sum-exp for its
+  // recompute (in host memory with offload), which then skips attention's forward
+  // (ResolveKeepAttention).
+  bool keep_attention = false;
   int64_t world_size = 1;
   MemorySharding sharding = MemorySharding::kSingle;
   bool reshard_after_forward = true;
@@ -92,6 +96,18 @@ struct ActivationChoices {
 ActivationChoices ResolveActivations(const JobSpec& spec, MemoryJob job,
                                      std::optional<int64_t> free_bytes);
 
+// Whether a job with checkpointing and offload on keeps each layer's attention output and
+// log-sum-exp for its recompute (worker/trainer/model/recompute_keep.h): on when the step still
+// fits in `free_bytes` and the host's `host_available_bytes` has room for those beside the inputs
+// (either nullopt: not known, so no room is assumed). It trades host memory for one attention
+// forward a layer; never on a CPU, whose attention recomputes.
+struct KeepAttentionChoice {
+  bool on = false;
+  std::string why;  // for the job's log
+};
+KeepAttentionChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> free_bytes,
+                                         std::optional<int64_t> host_available_bytes);
+
 // The largest seq_len, a multiple of 1024, with which the job fits in `free_bytes`; 0 if not
 // even 1024 does.
 int64_t LargestFittingSeqLen(MemoryJob job, int64_t free_bytes);
@@ -105,8 +121,9 @@ std::vector<std::string> ChangesThatFit(const MemoryJob& job, int64_t free_bytes
 std::string DoesNotFitMessage(const MemoryJob& job, int64_t free_bytes);
 
 // The page-locked host memory activation offload holds at its peak, after forward: every decoder
-// layer's input [micro_batch, seq, hidden] (parallel/activation_offload.h), plus up to 1 MiB each
-// that the host allocator rounds up. 0 without offload.
+// layer's input [micro_batch, seq, hidden] (parallel/activation_offload.h), with keep_attention its
+// attention output and log-sum-exp too, plus up to 1 MiB each that the host allocator rounds up.
+// 0 without offload.
 int64_t OffloadHostBytes(const MemoryJob& job);
 // How much of the host's available memory offload may plan to pin: 90%, the rest left to the
 // process itself (its heap, the dataset, the model's files while they load).

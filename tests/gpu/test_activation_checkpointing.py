@@ -11,11 +11,18 @@ With train.activation_offload those kept inputs wait in host memory (copied on a
 the peak falls again, by about the layers' inputs, and the losses are those of checkpointing
 without offload (the same tensors come back).
 
+In bf16, where attention runs cuDNN's or flash attention's kernels, offload also keeps each
+layer's attention output and log-sum-exp for the recompute, which then skips attention's forward
+(worker/trainer/model/recompute_keep.h): the losses are those of the recompute that runs it again
+(QLORAD_KEEP_ATTENTION=0), the first step's bit for bit, the later ones within the spread of two
+runs of the same job (CUDA's attention backward may sum in another order from run to run).
+
 Prints the peaks. QLORAD_BIN_DIR names the build's bin directory; skipped without CUDA."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -36,28 +43,38 @@ def workdir(tmp_path_factory) -> Path:
     return tmp
 
 
-def train(tmp: Path, strategy: str, checkpointing: bool, offload: bool = False) -> list[dict]:
-    name = f"{strategy}-{'on' if checkpointing else 'off'}{'-offload' if offload else ''}"
+def train(tmp: Path, strategy: str, checkpointing: bool, offload: bool = False, precision: str = "fp32",
+          dropout: float = 0.05, keep_attention: bool | None = None, tag: str = "") -> list[dict]:
+    """keep_attention: None leaves the trainer's choice (logged, not checked); False sets
+    QLORAD_KEEP_ATTENTION=0; True asserts the trainer kept them."""
+    name = f"{strategy}-{'on' if checkpointing else 'off'}{'-offload' if offload else ''}-{precision}{tag}"
     job = tmp / f"{name}.yaml"
     job.write_text(f"""name: {name}
 model: {{path: {tmp / 'model'}}}
 quantization: {{type: nf4, double_quant: true, block_size: 64}}
-lora: {{r: 16, alpha: 16, dropout: 0.05, target_modules: [{", ".join(bench.PROJECTIONS)}]}}
+lora: {{r: 16, alpha: 16, dropout: {dropout}, target_modules: [{", ".join(bench.PROJECTIONS)}]}}
 data: {{path: {tmp / 'data.jsonl'}, format: input_ids, max_seq_len: {SEQ}, packing: true, seed: 0}}
-train: {{max_steps: {STEPS}, micro_batch_size: {MICRO}, lr: 1.0e-3, warmup_steps: 0, precision: fp32,
+train: {{max_steps: {STEPS}, micro_batch_size: {MICRO}, lr: 1.0e-3, warmup_steps: 0, precision: {precision},
         activation_checkpointing: {str(checkpointing).lower()}, activation_offload: {str(offload).lower()}}}
 resources: {{device: cuda}}
 parallel: {{strategy: {strategy}}}
 checkpoint: {{every_steps: 0, output_dir: {tmp / name}}}
 """)
+    env = dict(os.environ)
+    env.pop("QLORAD_KEEP_ATTENTION", None)
+    if keep_attention is False:
+        env["QLORAD_KEEP_ATTENTION"] = "0"
     proc = subprocess.run([BIN_DIR / "qlorad-train", "run", str(job), "--json"],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     events = [json.loads(line) for line in proc.stdout.splitlines()]
     logs = [e["message"] for e in events if e["event"] == "log"]
     assert any(m.startswith(f"activation checkpointing: {'on' if checkpointing else 'off'}") for m in logs)
     if checkpointing:
         assert any(m.startswith(f"activation offload: {'on' if offload else 'off'}") for m in logs), logs
+    if keep_attention is not None:
+        said = "on (" if keep_attention else "off (QLORAD_KEEP_ATTENTION=0)"
+        assert f"attention outputs kept for the recompute: {said}" in "\n".join(logs), logs
     return [e for e in events if e["event"] == "metrics"]
 
 
@@ -87,3 +104,22 @@ def test_offload_lowers_the_peak_again_and_trains_the_same(workdir, strategy):
           f"(the layers' inputs: {inputs / 2**20:.1f} MiB)")
     # At least half the inputs leave the device (two layers' may be back at once).
     assert peak_offloaded <= peak_on - inputs // 2
+
+
+def test_kept_attention_outputs_train_as_the_recompute_does(workdir):
+    kw = dict(checkpointing=True, offload=True, precision="bf16", dropout=0.0)
+    kept = train(workdir, "single", keep_attention=True, **kw)
+    recomputed = train(workdir, "single", keep_attention=False, **kw)
+    again = train(workdir, "single", keep_attention=False, tag="-again", **kw)
+    assert len(kept) == len(recomputed) == len(again) == STEPS
+    # The first step's loss comes from the same forward kernels on the same weights.
+    assert kept[0]["loss"] == recomputed[0]["loss"], (kept[0]["loss"], recomputed[0]["loss"])
+    spread = max(abs(a["loss"] - b["loss"]) for a, b in zip(recomputed, again))
+    for step, (a, b) in enumerate(zip(recomputed, kept), 1):
+        assert abs(a["loss"] - b["loss"]) <= spread + 1e-6 * abs(a["loss"]), \
+            f"step {step}: {b['loss']} kept vs {a['loss']} recomputed (run-to-run spread {spread})"
+    peak_kept = max(m["vram_peak_bytes"] for m in kept)
+    peak_recomputed = max(m["vram_peak_bytes"] for m in recomputed)
+    print(f"bf16 offload: attention outputs kept {peak_kept / 2**20:.1f} MiB, recomputed "
+          f"{peak_recomputed / 2**20:.1f} MiB; losses {[m['loss'] for m in kept]} vs "
+          f"{[m['loss'] for m in recomputed]} (spread of two recomputed runs {spread:.3g})")

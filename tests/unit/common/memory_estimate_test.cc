@@ -290,5 +290,35 @@ TEST(MemoryEstimate, OffloadPinsEveryLayersInputOnTheHost) {
   EXPECT_EQ(LargestOffloadSeqLen(job, 32 << 20), 0);  // not even 1024 tokens
 }
 
+// Keeping attention's output and log-sum-exp for the recompute: 32 heads x (128 x 2 + 4) bytes a
+// token per layer beside the input's 4096 x 2, on the host with offload; on only where both the
+// device and the host have room.
+TEST(MemoryEstimate, KeptAttentionCostsHostMemoryAndIsKeptOnlyWhereItFits) {
+  MemoryJob job = Job(Llama8B(), 1, 32768, true, true);
+  const int64_t inputs = OffloadHostBytes(job);
+  job.keep_attention = true;
+  EXPECT_EQ(OffloadHostBytes(job) - inputs, 32 * (int64_t{32768} * 32 * (128 * 2 + 4) + (2 << 20)));
+  // On the device: the few layers offload has in flight hold their attention outputs too.
+  EXPECT_GT(EstimateMemory(job).peak, EstimateMemory(Job(Llama8B(), 1, 32768, true, true)).peak);
+
+  job.keep_attention = false;
+  const KeepAttentionChoice on = ResolveKeepAttention(job, 79 * kGiB, 120 * kGiB);
+  EXPECT_TRUE(on.on) << on.why;
+  EXPECT_NE(on.why.find("offload pins 16."), std::string::npos) << on.why;
+  // 352K tokens: the inputs' 88 GiB fit a 120 GiB host, twice that does not.
+  const KeepAttentionChoice host_full =
+      ResolveKeepAttention(Job(Llama8B(), 1, 360448, true, true), 79 * kGiB, 120 * kGiB);
+  EXPECT_FALSE(host_full.on);
+  EXPECT_NE(host_full.why.find("of host memory, 108.0 GiB usable"), std::string::npos)
+      << host_full.why;
+  const KeepAttentionChoice device_full = ResolveKeepAttention(job, 10 * kGiB, 120 * kGiB);
+  EXPECT_FALSE(device_full.on);
+  EXPECT_NE(device_full.why.find("usable on the device"), std::string::npos) << device_full.why;
+  EXPECT_FALSE(ResolveKeepAttention(job, 79 * kGiB, std::nullopt).on);  // the host unknown
+  EXPECT_EQ(ResolveKeepAttention(job, std::nullopt, 120 * kGiB).why, "on a CPU");
+  EXPECT_EQ(ResolveKeepAttention(Job(Llama8B(), 1, 32768, true, false), 79 * kGiB, 120 * kGiB).why,
+            "activation offload is off");
+}
+
 }  // namespace
 }  // namespace qlorad

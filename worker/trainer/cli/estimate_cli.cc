@@ -84,6 +84,11 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
     if (spec->train.activation_offload != CheckpointingChoice::kAuto)
       offload_why = "train.activation_offload";
   }
+  // The host memory offload is judged against, read once (only with offload on).
+  const std::optional<int64_t> host_figure =
+      job.checkpointing && job.offload ? HostBytesFor(cli) : std::nullopt;
+  const KeepAttentionChoice keep = ResolveKeepAttention(job, free, host_figure);
+  job.keep_attention = keep.on;
   const MemoryEstimate e = EstimateMemory(job);
   // Judged only against a device (plain values: GCC misreads optionals here as uninitialized).
   const bool judged = free.has_value();
@@ -94,7 +99,7 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
       judged && !fits ? ChangesThatFit(job, free_bytes) : std::vector<std::string>{};
   // Offload's inputs against the host (only with offload on, and a host figure to judge by).
   const int64_t pinned = OffloadHostBytes(job);
-  const std::optional<int64_t> host = pinned > 0 ? HostBytesFor(cli) : std::nullopt;
+  const std::optional<int64_t> host = pinned > 0 ? host_figure : std::nullopt;
   const bool host_judged = host.has_value();
   const int64_t host_bytes = host.value_or(0);
   const bool host_fits = host_judged && pinned <= UsableHostBytes(host_bytes);
@@ -122,6 +127,8 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
                           {"activation_offload", job.offload},
                           {"activation_checkpointing_why", checkpointing_why},
                           {"activation_offload_why", offload_why},
+                          {"keep_attention", job.keep_attention},
+                          {"keep_attention_why", keep.why},
                           {"free_bytes", or_null(judged, free_bytes)},
                           {"fits", or_null(judged, fits)},
                           {"largest_seq_len", or_null(judged, longest)},
@@ -139,7 +146,11 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
                      " layers of hidden size " + std::to_string(job.model.hidden_size) +
                      ", activation checkpointing " + (job.checkpointing ? "on" : "off") + " (" +
                      checkpointing_why + "), offload " + (job.offload ? "on" : "off") + " (" +
-                     offload_why + ")\n";
+                     offload_why + ")" +
+                     (job.offload ? std::string(", attention outputs kept for the recompute ") +
+                                        (job.keep_attention ? "on" : "off") + " (" + keep.why + ")"
+                                  : std::string()) +
+                     "\n";
   text += Row("frozen weights", e.frozen_weights) + Row("LoRA and AdamW state", e.lora_state) +
           Row("kept activations", e.kept_activations) +
           Row("one layer's backward", e.layer_working_set) + Row("loss", e.loss) +
@@ -154,7 +165,9 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
     for (const std::string& change : changes) text += "  would fit with " + change + "\n";
   }
   if (pinned > 0) {
-    text += Row("host memory (offload)", pinned, "page-locked: every layer's input");
+    text += Row("host memory (offload)", pinned,
+                job.keep_attention ? "page-locked: every layer's input and attention output"
+                                   : "page-locked: every layer's input");
   }
   if (host_judged) {
     text += "host: " + FormatMemory(host_bytes) + " available, " +

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "worker/trainer/model/fused_layers.h"
+#include "worker/trainer/model/recompute_keep.h"
 
 #ifdef QLORAD_HAVE_NF4_OPS
 #include "kernels/torch/rope_ops.h"
@@ -113,6 +114,26 @@ FlashState FlashForward(const at::Tensor& q, const at::Tensor& k, const at::Tens
   return {out, logsumexp, rng_state, unused};
 }
 
+// FlashForward, or in a checkpointed layer's recompute the state its forward kept
+// (recompute_keep.h): the same output and log-sum-exp without running attention again. In a
+// checkpointed forward that keeps, the state is kept for that recompute.
+FlashState ForwardOrKept(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const at::Tensor& cu_seqlens, int64_t window) {
+  RecomputeKeep* keep = CurrentRecomputeKeep();
+  if (keep != nullptr && keep->replaying()) {
+    const std::vector<at::Tensor> kept = keep->Next(5, "attention");
+    TORCH_CHECK(kept[0].numel() == q.numel(), "attention: the kept output has ", kept[0].numel(),
+                " elements, the recomputed queries ", q.numel());
+    return {kept[0], kept[1], kept[2], kept[3], kept[4].item<bool>()};
+  }
+  FlashState state = FlashForward(q, k, v, cu_seqlens, window);
+  if (keep != nullptr) {
+    keep->Keep({state.out, state.logsumexp, state.rng_state, state.unused,
+                at::scalar_tensor(state.cudnn, at::kBool)});
+  }
+  return state;
+}
+
 // dq, dk, dv, each [batch, seq, heads or kv_heads, d], by the kernel that ran the forward: cuDNN's
 // in its own memory order (strided views; the caller copies them where it needs them, once).
 std::array<at::Tensor, 3> FlashBackward(const at::Tensor& grad, const at::Tensor& q,
@@ -165,7 +186,7 @@ std::pair<FlashState, at::Tensor> LoadFlash(AutogradContext* ctx, const variable
 struct FlashAttentionFunction : torch::autograd::Function<FlashAttentionFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                             const at::Tensor& v, const at::Tensor* cu_seqlens, int64_t window) {
-    const FlashState state = FlashForward(q, k, v, *cu_seqlens, window);
+    const FlashState state = ForwardOrKept(q, k, v, *cu_seqlens, window);
     SaveFlash(ctx, {q, k, v}, state, *cu_seqlens, window);
     return state.out.view(q.sizes());
   }
@@ -195,7 +216,7 @@ struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFuncti
     auto [q, k, v] = SplitHeads(qkv, inputs->heads, inputs->kv_heads, inputs->head_dim);
     // In place: nothing else reads the projection's output (FusedProjection saves its input).
     ops::RopeInPlace(q, k, inputs->cos, inputs->sin, inputs->positions, /*inverse=*/false);
-    const FlashState state = FlashForward(q, k, v, inputs->cu_seqlens, inputs->window);
+    const FlashState state = ForwardOrKept(q, k, v, inputs->cu_seqlens, inputs->window);
     SaveFlash(ctx, {qkv, inputs->cos, inputs->sin, inputs->positions}, state, inputs->cu_seqlens,
               inputs->window);
     ctx->saved_data["heads"] = inputs->heads;

@@ -143,4 +143,15 @@ at::Tensor ActivationOffloader::Take(const c10::intrusive_ptr<OffloadedInput>& i
   return back;
 }
 
+ActivationOffloader& LayerOffloaders::Kind(size_t kind) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  while (kinds_.size() <= kind) kinds_.emplace_back(min_piece_);
+  return kinds_[kind];
+}
+
+bool LayerOffloaders::Moves(const at::Tensor& kept, const at::Tensor& x) const {
+  return kept.defined() && kept.device() == x.device() &&
+         static_cast<int64_t>(kept.nbytes()) >= min_piece_;
+}
+
 }  // namespace qlorad::trainer

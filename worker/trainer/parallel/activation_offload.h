@@ -28,6 +28,7 @@
 #include <c10/core/Stream.h>
 
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -81,6 +82,27 @@ class ActivationOffloader {
   std::vector<c10::intrusive_ptr<OffloadedInput>> by_layer_;  // this pass's, by layer
   std::optional<c10::Stream> side_;
   std::optional<at::Device> device_;  // of every input so far (one model, one device)
+};
+
+// One offloader for each kind of tensor a recomputed layer keeps: kind 0 its input, kind i > 0 the
+// i-th tensor it keeps for its recompute (model/recompute_keep.h), each kind fetched back one
+// layer ahead by its own offloader.
+class LayerOffloaders {
+ public:
+  explicit LayerOffloaders(int64_t min_piece = ActivationOffloader::kMinHostPiece)
+      : min_piece_(min_piece) {}
+  LayerOffloaders(const LayerOffloaders&) = delete;
+  LayerOffloaders& operator=(const LayerOffloaders&) = delete;
+
+  ActivationOffloader& Kind(size_t kind);
+  // Whether a kept tensor of `x`'s layer goes to the host: one on x's device of at least one
+  // host piece. Smaller ones stay where they are (their copies would cost more than they free).
+  bool Moves(const at::Tensor& kept, const at::Tensor& x) const;
+
+ private:
+  const int64_t min_piece_;
+  std::mutex mutex_;
+  std::deque<ActivationOffloader> kinds_;  // a deque: offloaders do not move
 };
 
 }  // namespace qlorad::trainer

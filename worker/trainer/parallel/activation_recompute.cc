@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "worker/trainer/model/graph_only_forward.h"
@@ -89,55 +90,116 @@ std::vector<at::Tensor> Extras(at::TensorList given, const std::vector<int64_t>&
   return extras;
 }
 
+// The keys under which an autograd context holds the handle of an offloaded kept tensor.
+std::string KeptKey(size_t i) {
+  return "kept" + std::to_string(i);
+}
+
 // Inputs: x, each defined extra, where the undefined ones go, the anchor (when x needs no
-// gradient), the function, the offload. Only x takes a gradient; backward returns none for the
+// gradient), the function, the options. Only x takes a gradient; backward returns none for the
 // others.
 struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList extras,
                             const std::vector<int64_t>& undefined_at,
                             const std::optional<at::Tensor>& /*anchor*/, const LayerFunction* fn,
-                            const RecomputeOffload* offload) {
+                            const RecomputeOptions* options) {
     SaveBorrowed(ctx, "fn", fn);
     ctx->saved_data["undefined_at"] = undefined_at;
     std::vector<at::Generator> generators = DefaultGenerators(x.device());
     ctx->saved_data["rng"] = GetStates(generators);
-    // Offloaded, x is kept off the device and an undefined tensor holds its place.
-    const bool offloaded = offload != nullptr && offload->offloader != nullptr;
-    SaveBorrowed(ctx, "offloader", offloaded ? offload->offloader : nullptr);
-    if (offloaded) SaveOwned(ctx, "x", offload->offloader->Put(offload->layer, x));
-    variable_list kept = {offloaded ? at::Tensor() : x};
-    kept.insert(kept.end(), extras.begin(), extras.end());
-    ctx->save_for_backward(kept);
-    // Function::apply already runs forward without grad; this is the point of checkpointing, so
-    // it is stated here too: nothing inside fn is recorded, so nothing inside it is kept.
-    at::NoGradGuard no_graph;
-    return (*fn)(x, Extras(extras, undefined_at));
+    // Offloaded, x is kept off the device and an undefined tensor holds its place. Its copy out
+    // starts before fn runs, so it overlaps fn's compute.
+    LayerOffloaders* offload = options->offload;
+    SaveBorrowed(ctx, "offload", offload);
+    if (offload != nullptr) SaveOwned(ctx, "x", offload->Kind(0).Put(options->layer, x));
+    std::optional<RecomputeKeep> keep;
+    if (options->keep) keep = RecomputeKeep::Recording();
+    at::Tensor y;
+    {
+      // Function::apply already runs forward without grad; this is the point of checkpointing,
+      // so it is stated here too: nothing inside fn is recorded, so nothing inside it is kept
+      // but what it keeps on purpose.
+      at::NoGradGuard no_graph;
+      const RecomputeKeepScope scope(keep ? &*keep : nullptr);
+      y = (*fn)(x, Extras(extras, undefined_at));
+    }
+    variable_list saved = {offload != nullptr ? at::Tensor() : x};
+    saved.insert(saved.end(), extras.begin(), extras.end());
+    // What fn kept: the large ones on the device offloaded as x is (kind i + 1 for the i-th), the
+    // rest saved after the extras.
+    if (keep) {
+      const std::vector<at::Tensor> kept = std::move(*keep).Kept();
+      std::vector<int64_t> moved;
+      for (size_t i = 0; i < kept.size(); ++i) {
+        if (offload != nullptr && offload->Moves(kept[i], x)) {
+          SaveOwned(ctx, KeptKey(i).c_str(), offload->Kind(i + 1).Put(options->layer, kept[i]));
+          moved.push_back(static_cast<int64_t>(i));
+        } else {
+          saved.push_back(kept[i]);
+        }
+      }
+      ctx->saved_data["kept"] = static_cast<int64_t>(kept.size());
+      ctx->saved_data["kept_moved"] = moved;
+    }
+    ctx->saved_data["extras"] = static_cast<int64_t>(extras.size());
+    ctx->save_for_backward(saved);
+    return y;
+  }
+
+  // What forward's fn kept, back on the device, in the order fn kept it.
+  static std::vector<at::Tensor> Kept(AutogradContext* ctx, at::TensorList saved,
+                                      LayerOffloaders* offload) {
+    const int64_t count = ctx->saved_data["kept"].toInt();
+    const std::vector<int64_t> moved = ctx->saved_data["kept_moved"].toIntVector();
+    std::vector<at::Tensor> kept;
+    size_t next_moved = 0, next_saved = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      if (next_moved < moved.size() && moved[next_moved] == i) {
+        ++next_moved;
+        kept.push_back(
+            offload->Kind(i + 1).Take(LoadOwned<OffloadedInput>(ctx, KeptKey(i).c_str())));
+      } else {
+        kept.push_back(saved[next_saved++]);
+      }
+    }
+    return kept;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto* fn = LoadBorrowed<const LayerFunction>(ctx, "fn");
-    const variable_list kept = ctx->get_saved_variables();
-    auto* offloader = LoadBorrowed<ActivationOffloader>(ctx, "offloader");
+    const variable_list saved = ctx->get_saved_variables();
+    auto* offload = LoadBorrowed<LayerOffloaders>(ctx, "offload");
     const at::Tensor input =
-        offloader != nullptr ? offloader->Take(LoadOwned<OffloadedInput>(ctx, "x")) : kept[0];
+        offload != nullptr ? offload->Kind(0).Take(LoadOwned<OffloadedInput>(ctx, "x")) : saved[0];
     // A leaf of its own, so the inner backward stops here and leaves its gradient in .grad.
     at::Tensor x = input.detach().requires_grad_(ctx->needs_input_grad(0));
-    const std::vector<at::Tensor> extras =
-        Extras(at::TensorList(kept).slice(1), ctx->saved_data["undefined_at"].toIntVector());
+    const int64_t extra_count = ctx->saved_data["extras"].toInt();
+    const std::vector<at::Tensor> extras = Extras(at::TensorList(saved).slice(1, extra_count),
+                                                  ctx->saved_data["undefined_at"].toIntVector());
+    std::optional<RecomputeKeep> keep;
+    if (ctx->saved_data.count("kept") != 0) {
+      keep = RecomputeKeep::Replaying(
+          Kept(ctx, at::TensorList(saved).slice(1 + extra_count), offload));
+    }
     at::Tensor y;
     {
       ReplayedRng rng(x.device(), ctx->saved_data["rng"].toTensorVector());
       RecomputeScope recompute;
+      const RecomputeKeepScope replay(keep ? &*keep : nullptr);
       // y's values are never read, only its graph: the layer may skip its last GEMM.
       GraphOnlyForward graph_only;
       at::AutoGradMode grad(true);  // the engine runs backward with grad off
       y = (*fn)(x, extras);
     }
+    if (keep) {
+      TORCH_CHECK(std::move(*keep).Kept().empty(),
+                  "activation recompute: the recompute left kept tensors unused");
+    }
     // Reentrant: accumulates into every leaf the recomputed graph reaches (LoRA A and B), as the
     // non-checkpointed backward would have.
     if (y.requires_grad()) torch::autograd::backward({y}, {grads[0]});
-    // x, the defined extras, undefined_at, anchor, function, offload
-    variable_list out(kept.size() + 4);
+    // x, the defined extras, undefined_at, anchor, function, options
+    variable_list out(1 + extra_count + 4);
     if (x.requires_grad()) out[0] = x.grad();
     return out;
   }
@@ -153,7 +215,7 @@ bool HasTrainableParameter(const torch::nn::Module& module) {
 }  // namespace
 
 at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x, at::TensorList extras,
-                               const RecomputeOffload& offload) {
+                               const RecomputeOptions& options) {
   for (const at::Tensor& extra : extras) {
     TORCH_CHECK(!extra.defined() || !extra.requires_grad(),
                 "RecomputeInBackward: an extra input requires grad; only x is differentiated");
@@ -175,17 +237,18 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x, at:
       undefined_at.push_back(static_cast<int64_t>(i));
     }
   }
-  return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn, &offload);
+  return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn, &options);
 }
 
-void ApplyActivationRecompute(LlamaModel& model, bool offload) {
+void ApplyActivationRecompute(LlamaModel& model, bool offload, bool keep_attention) {
   // Shared by the runner's copies (std::function copies it), alive as long as the runner.
-  auto offloader = offload ? std::make_shared<ActivationOffloader>() : nullptr;
-  model->SetLayerRunner([offloader](int64_t index, const LlamaDecoderLayerImpl& layer,
-                                    const LayerFunction& function, const at::Tensor& x,
-                                    at::TensorList extras) {
+  auto offloaders = offload ? std::make_shared<LayerOffloaders>() : nullptr;
+  model->SetLayerRunner([offloaders, keep_attention](int64_t index,
+                                                     const LlamaDecoderLayerImpl& layer,
+                                                     const LayerFunction& function,
+                                                     const at::Tensor& x, at::TensorList extras) {
     if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
-      return RecomputeInBackward(function, x, extras, {offloader.get(), index});
+      return RecomputeInBackward(function, x, extras, {offloaders.get(), index, keep_attention});
     }
     return function(x, extras);
   });

@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "worker/trainer/model/llama_model.h"
+#include "worker/trainer/model/recompute_keep.h"
 #include "worker/trainer/parallel/activation_offload.h"
 
 namespace qlorad::trainer {
@@ -20,20 +21,26 @@ namespace qlorad::trainer {
 // fn(x, extras) with only x and `extras` kept for backward. Gradients reach the leaves inside fn
 // even when x needs none (a frozen embedding's output). `extras` take no gradient and are handed
 // back as given; fn must draw random numbers only from the default generators (see above) and
-// must outlive the graph (as FrozenLinear's source). With an offloader, x itself is kept off the
-// device until backward (activation_offload.h), as decoder layer `layer`'s input.
-struct RecomputeOffload {
-  ActivationOffloader* offloader = nullptr;  // none: x stays where it is
+// must outlive the graph (as FrozenLinear's source).
+struct RecomputeOptions {
+  // x and what fn keeps for its recompute wait off the device until backward
+  // (activation_offload.h), as decoder layer `layer`'s; none: they stay where they are.
+  LayerOffloaders* offload = nullptr;
   int64_t layer = 0;
+  // fn may keep tensors from its forward for its recompute (model/recompute_keep.h): attention
+  // keeps its output and log-sum-exp, and the recompute skips attention's forward.
+  bool keep = false;
 };
 at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
-                               at::TensorList extras = {}, const RecomputeOffload& offload = {});
+                               at::TensorList extras = {}, const RecomputeOptions& options = {});
 
 // From now on, while grad mode is on, each decoder layer of `model` that has something to train
 // (its input needs a gradient, or it holds a trainable parameter) keeps only its input and runs
 // again in backward: one more forward per layer for the memory of its activations. No-grad
 // forwards (eval) are unchanged. `offload`: the kept inputs wait in host memory.
-void ApplyActivationRecompute(LlamaModel& model, bool offload = false);
+// `keep_attention`: each layer also keeps attention's output and log-sum-exp (in host memory too
+// with `offload`), and its recompute skips attention's forward.
+void ApplyActivationRecompute(LlamaModel& model, bool offload = false, bool keep_attention = false);
 
 // Whether this thread is running a recomputed function again for backward. Code that behaves
 // differently in forward and backward (fsdp's gathers) reads it: the recompute is a forward

@@ -1,6 +1,10 @@
 #include "worker/trainer/train/checkpointing_choice.h"
 
+#include <cstdlib>
+#include <string>
 #include <tuple>
+
+#include "worker/trainer/model/attention.h"
 
 namespace qlorad::trainer {
 
@@ -44,6 +48,21 @@ ActivationPlan PlanActivations(const JobSpec& spec, const MemoryJob& job,
       spec.train.activation_offload == CheckpointingChoice::kAuto && device.is_cuda(), device,
       comm);
   return plan;
+}
+
+KeepAttentionChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> free_bytes,
+                                      std::optional<int64_t> host_available_bytes,
+                                      at::Device device, at::ScalarType dtype) {
+  if (!planned.checkpointing || !planned.offload || !device.is_cuda()) {
+    free_bytes.reset();  // ResolveKeepAttention says why it is off
+  } else if (!UsesFlashAttention(device, dtype, planned.model.head_dim)) {
+    return {false, "attention runs PyTorch's SDPA in " + std::string(c10::toString(dtype)) +
+                       ", which keeps nothing"};
+  } else if (const char* env = std::getenv("QLORAD_KEEP_ATTENTION");
+             env != nullptr && std::string(env) == "0") {
+    return {false, "QLORAD_KEEP_ATTENTION=0"};
+  }
+  return ResolveKeepAttention(planned, free_bytes, host_available_bytes);
 }
 
 }  // namespace qlorad::trainer

@@ -33,4 +33,13 @@ ActivationPlan PlanActivations(const JobSpec& spec, const MemoryJob& job,
                                std::optional<int64_t> free_bytes, at::Device device,
                                parallel::Communicator& comm);
 
+// Whether a job with checkpointing and offload planned (`planned`) keeps each layer's attention
+// output and log-sum-exp for its recompute: ResolveKeepAttention against the device's free and the
+// host's available memory, where attention runs the flash kernels that keep them (activations of
+// `dtype` on `device`; not on a CPU, nor in fp32). QLORAD_KEEP_ATTENTION=0 in the environment
+// turns it off (for side-by-side timings). Ranks may differ: it changes no collective.
+KeepAttentionChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> free_bytes,
+                                      std::optional<int64_t> host_available_bytes,
+                                      at::Device device, at::ScalarType dtype);
+
 }  // namespace qlorad::trainer

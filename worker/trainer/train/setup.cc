@@ -143,9 +143,13 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   MemoryJob planned = memory;
   planned.checkpointing = checkpointing.on;
   planned.offload = offload.on;
+  const std::optional<int64_t> host_bytes =
+      planned.checkpointing && planned.offload ? HostAvailableBytes() : std::nullopt;
+  const KeepAttentionChoice keep =
+      PlanKeepAttention(planned, free_bytes, host_bytes, s.device, dtype);
+  planned.keep_attention = keep.on;
   QLORAD_RETURN_IF_ERROR(CheckMemory(spec, planned, free_bytes, events));
-  QLORAD_RETURN_IF_ERROR(
-      CheckHostMemory(spec, planned, s.device.is_cuda(), HostAvailableBytes(), events));
+  QLORAD_RETURN_IF_ERROR(CheckHostMemory(spec, planned, s.device.is_cuda(), host_bytes, events));
 
   // 1. Data.
   QLORAD_ASSIGN_OR_RETURN(const std::optional<ClassLabels> classes,
@@ -197,7 +201,7 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   // Recompute wraps whole decoder layers whatever holds their weights: fsdp's gathers run inside
   // the layer, so the recompute gathers again (fsdp.h).
-  if (checkpointing.on) ApplyActivationRecompute(s.model, offload.on);
+  if (checkpointing.on) ApplyActivationRecompute(s.model, offload.on, keep.on);
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +
                                "); each decoder layer keeps its input only and runs again in "
@@ -207,6 +211,12 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
     events.Log("info", offload.on ? "activation offload: on (" + offload.why +
                                         "); the kept inputs wait in host memory"
                                   : "activation offload: off (" + offload.why + ")");
+    if (offload.on) {
+      events.Log("info", std::string("attention outputs kept for the recompute: ") +
+                             (keep.on ? "on (" + keep.why +
+                                            "); each layer's recompute skips attention's forward"
+                                      : "off (" + keep.why + ")"));
+    }
   }
   if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {
     events.Log("info", std::string("parallel: ") + parallel::StrategyName(strategy) + " over " +

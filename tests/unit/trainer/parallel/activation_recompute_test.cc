@@ -112,6 +112,121 @@ TEST(ActivationRecomputeTest, ExtrasThatRequireGradAreRefused) {
   EXPECT_THROW(RecomputeInBackward(fn, at::randn({4, 6}), {scale}), c10::Error);
 }
 
+// exp(a) the way attention makes its output: a Function whose backward reads that output, which a
+// checkpointed forward keeps (model/recompute_keep.h) and its recompute takes instead of
+// computing it again. `computed` counts the exps actually run.
+struct KeptExp : torch::autograd::Function<KeptExp> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
+                            int* computed) {
+    at::Tensor out;
+    RecomputeKeep* keep = CurrentRecomputeKeep();
+    if (keep != nullptr && keep->replaying()) {
+      out = keep->Next(1, "KeptExp")[0];
+    } else {
+      out = a.exp();
+      ++*computed;
+      if (keep != nullptr) keep->Keep({out});
+    }
+    ctx->save_for_backward({out});
+    return out;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    return {grads[0] * ctx->get_saved_variables()[0], at::Tensor()};
+  }
+};
+
+// Two layers y = exp(x W_i) * scale, as decoder layers 0 and 1.
+struct KeepingLayers {
+  at::Tensor w0 = (at::randn({6, 6}, at::kFloat) * 0.3).requires_grad_(true);
+  at::Tensor w1 = (at::randn({6, 6}, at::kFloat) * 0.3).requires_grad_(true);
+  at::Tensor scale = at::rand({6}, at::kFloat) + 0.5;
+  int computed = 0;
+  bool replay_asks = true;  // false: the recompute never asks for what was kept (a bug)
+
+  LayerFunction Layer(const at::Tensor& w) {
+    return [this, w](const at::Tensor& x, at::TensorList extras) {
+      const at::Tensor a = at::matmul(x, w);
+      RecomputeKeep* keep = CurrentRecomputeKeep();
+      if (!replay_asks && keep != nullptr && keep->replaying()) return a.exp() * extras[0];
+      return KeptExp::apply(a, &computed) * extras[0];
+    };
+  }
+};
+
+struct KeepingRun {
+  at::Tensor y, x_grad, w0_grad, w1_grad;
+  int computed = 0;
+};
+
+KeepingRun RunKeeping(KeepingLayers& layers, const at::Tensor& x_value, bool checkpoint, bool keep,
+                      LayerOffloaders* offload) {
+  at::Tensor x = x_value.clone().requires_grad_(true);
+  layers.w0.mutable_grad() = at::Tensor();
+  layers.w1.mutable_grad() = at::Tensor();
+  layers.computed = 0;
+  const LayerFunction f0 = layers.Layer(layers.w0), f1 = layers.Layer(layers.w1);
+  at::Tensor y;
+  if (checkpoint) {
+    y = RecomputeInBackward(f0, x, {layers.scale}, {offload, 0, keep});
+    y = RecomputeInBackward(f1, y, {layers.scale}, {offload, 1, keep});
+  } else {
+    y = f1(f0(x, {layers.scale}), {layers.scale});
+  }
+  (y * at::arange(y.numel(), at::kFloat).view_as(y).sin()).sum().backward();
+  return {y.detach(), x.grad(), layers.w0.grad(), layers.w1.grad(), layers.computed};
+}
+
+TEST(ActivationRecomputeTest, KeptTensorsSpareTheRecomputeTheirWorkAndChangeNoGradient) {
+  torch::manual_seed(4);
+  KeepingLayers layers;
+  const at::Tensor x = at::randn({4, 6});
+  const KeepingRun direct = RunKeeping(layers, x, false, false, nullptr);
+  EXPECT_EQ(direct.computed, 2);
+  // Without keeping, each layer's exp runs in forward and again in its recompute.
+  EXPECT_EQ(RunKeeping(layers, x, true, false, nullptr).computed, 4);
+  // Kept: on the device, and offloaded with pieces small enough that the [4, 6] fp32 outputs
+  // (96 bytes) move too, each kind fetched one layer ahead.
+  LayerOffloaders offloaders(/*min_piece=*/16);
+  for (LayerOffloaders* offload : {static_cast<LayerOffloaders*>(nullptr), &offloaders}) {
+    const std::string what = offload != nullptr ? "kept, offloaded: " : "kept: ";
+    const KeepingRun kept = RunKeeping(layers, x, true, true, offload);
+    EXPECT_EQ(kept.computed, 2) << what;
+    ExpectClose(kept.y, direct.y, what + "y");
+    ExpectClose(kept.x_grad, direct.x_grad, what + "x grad");
+    ExpectClose(kept.w0_grad, direct.w0_grad, what + "W0 grad");
+    ExpectClose(kept.w1_grad, direct.w1_grad, what + "W1 grad");
+  }
+  EXPECT_EQ(CurrentRecomputeKeep(), nullptr);
+}
+
+TEST(ActivationRecomputeTest, ARecomputeThatLeavesKeptTensorsUnusedFails) {
+  KeepingLayers layers;
+  layers.replay_asks = false;
+  try {
+    RunKeeping(layers, at::randn({4, 6}), true, true, nullptr);
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the recompute left kept tensors unused"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(RecomputeKeepTest, AReplayThatAsksForMoreThanWasKeptNamesTheCaller) {
+  RecomputeKeep keep = RecomputeKeep::Replaying({at::ones({2})});
+  EXPECT_EQ(keep.Next(1, "attention")[0].numel(), 2);
+  try {
+    keep.Next(2, "attention");
+    FAIL() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "attention: the recompute asks for kept tensors 1..2 of the 1 its forward kept"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 // The tiny model (2 layers, GQA), fp32 on the CPU, LoRA on every projection with B drawn nonzero
 // so that every A has a gradient too.
 LlamaModel TinyModelWithLora(double dropout) {

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "worker/trainer/model/tiny_model.h"
 #include "worker/trainer/parallel/communicator.h"
 #include "worker/trainer/train/memory_check.h"
@@ -42,6 +44,32 @@ TEST(CheckpointingChoiceTest, ExplicitChoicesAndTheCpusAutos) {
   p = plan(C::kAuto, C::kOn);  // auto would say off on a CPU: offload's true turns it on
   EXPECT_TRUE(p.checkpointing.on && p.offload.on);
   EXPECT_EQ(p.checkpointing.why, "train.activation_offload: true offloads what it keeps");
+}
+
+// Keeping attention's outputs: never on a CPU (its attention recomputes) nor in fp32 (PyTorch's
+// SDPA), and the environment's QLORAD_KEEP_ATTENTION=0 turns it off for side-by-side timings
+// (ResolveKeepAttention's rules against a GPU: memory_estimate_test.cc).
+TEST(CheckpointingChoiceTest, KeptAttentionIsOffOnACpuInFp32AndByTheEnvironment) {
+  MemoryJob job = MemoryJobOfRun(JobSpec{}, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+  job.checkpointing = job.offload = true;
+  const int64_t plenty = int64_t{1} << 40;
+  const at::Device cuda(at::kCUDA, 0);
+  KeepAttentionChoice keep = PlanKeepAttention(job, plenty, plenty, at::kCPU, at::kBFloat16);
+  EXPECT_FALSE(keep.on);
+  EXPECT_EQ(keep.why, "on a CPU");
+  keep = PlanKeepAttention(job, plenty, plenty, cuda, at::kFloat);
+  EXPECT_FALSE(keep.on);
+  EXPECT_EQ(keep.why, "attention runs PyTorch's SDPA in Float, which keeps nothing");
+  keep = PlanKeepAttention(job, plenty, plenty, cuda, at::kBFloat16);
+  EXPECT_TRUE(keep.on) << keep.why;
+  setenv("QLORAD_KEEP_ATTENTION", "0", 1);
+  keep = PlanKeepAttention(job, plenty, plenty, cuda, at::kBFloat16);
+  unsetenv("QLORAD_KEEP_ATTENTION");
+  EXPECT_FALSE(keep.on);
+  EXPECT_EQ(keep.why, "QLORAD_KEEP_ATTENTION=0");
+  job.offload = false;
+  EXPECT_EQ(PlanKeepAttention(job, plenty, plenty, cuda, at::kBFloat16).why,
+            "activation offload is off");
 }
 
 }  // namespace
