@@ -23,14 +23,14 @@ MIB = 2**20
 
 
 def spec(root: Path, name: str, seq: int, extra_resources: str = "", checkpointing: str = "false",
-         offload: str = "false") -> Path:
+         offload: str = "false", precision: str = "fp32") -> Path:
     path = root / f"{name}.yaml"
     path.write_text(f"""
 name: {name}
 model: {{path: {root / 'model'}}}
 lora: {{r: 4, alpha: 8}}
 data: {{path: {root / 'data.jsonl'}, max_seq_len: {seq}}}
-train: {{max_steps: 1, micro_batch_size: 2, precision: fp32, activation_checkpointing: {checkpointing},
+train: {{max_steps: 1, micro_batch_size: 2, precision: {precision}, activation_checkpointing: {checkpointing},
         activation_offload: {offload}}}
 resources: {{device: cpu{extra_resources}}}
 checkpoint: {{every_steps: 0, output_dir: {root / name}}}
@@ -99,6 +99,36 @@ def test_estimate_judges_offloads_inputs_against_the_host(workdir):
     # Without offload there is nothing to pin, and no host verdict.
     off = json.loads(estimate(spec(workdir, "no-offload", 65536), "--json", "--host-gib", "1").stdout)
     assert off["offload_host_bytes"] == 0 and off["host_fits"] is None
+
+
+def test_estimate_says_whether_attention_outputs_are_kept_and_pins_them_too(workdir):
+    """In bf16 on a GPU (--free-gib) with offload, each layer's attention output and log-sum-exp
+    wait on the host beside its input when the host has room; in fp32 (PyTorch's SDPA), without a
+    device, or on a host with room for the inputs only, they are not kept."""
+    config = json.loads((workdir / "model" / "config.json").read_text())
+    layers, hidden, heads = config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"]
+    head_dim = config.get("head_dim", hidden // heads)
+    tokens = 2 * 65536
+    inputs = layers * (tokens * hidden * 2 + MIB)
+    kept_too = inputs + layers * (tokens * heads * (head_dim * 2 + 4) + 2 * MIB)
+    job = spec(workdir, "keep", 65536, checkpointing="true", offload="true", precision="bf16")
+    on = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", "64").stdout)
+    assert on["keep_attention"] is True, on["keep_attention_why"]
+    assert on["offload_host_bytes"] == kept_too and on["host_fits"] is True
+    text = estimate(job, "--free-gib", "70", "--host-gib", "64").stdout
+    assert "attention outputs kept for the recompute on (offload pins" in text, text
+    assert "every layer's input and attention output" in text, text
+
+    room_for_inputs = repr((inputs + kept_too) / 2 / 0.9 / 2**30)
+    tight = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", room_for_inputs).stdout)
+    assert tight["keep_attention"] is False and tight["offload_host_bytes"] == inputs
+    assert tight["host_fits"] is True and "of host memory" in tight["keep_attention_why"]
+
+    no_device = json.loads(estimate(job, "--json", "--host-gib", "64").stdout)
+    assert no_device["keep_attention"] is False and no_device["keep_attention_why"] == "on a CPU"
+    fp32 = spec(workdir, "keep-fp32", 65536, checkpointing="true", offload="true")
+    off = json.loads(estimate(fp32, "--json", "--free-gib", "70", "--host-gib", "64").stdout)
+    assert off["keep_attention"] is False and "SDPA" in off["keep_attention_why"]
 
 
 def refusal(events: list[dict]) -> dict:

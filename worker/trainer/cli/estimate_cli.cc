@@ -12,6 +12,7 @@
 #include "worker/trainer/model/model_config.h"
 #include "worker/trainer/parallel/parallelize.h"
 #include "worker/trainer/runtime/device.h"
+#include "worker/trainer/runtime/dtype_names.h"
 #include "worker/trainer/train/checkpointing_choice.h"
 #include "worker/trainer/train/memory_check.h"
 
@@ -87,7 +88,10 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
   // The host memory offload is judged against, read once (only with offload on).
   const std::optional<int64_t> host_figure =
       job.checkpointing && job.offload ? HostBytesFor(cli) : std::nullopt;
-  const KeepAttentionChoice keep = ResolveKeepAttention(job, free, host_figure);
+  // Decided as the trainer would on a GPU with `free` (a CPU's trainer keeps nothing).
+  const KeepAttentionChoice keep =
+      PlanKeepAttention(job, free, host_figure, free ? at::Device(at::kCUDA, 0) : at::kCPU,
+                        ScalarTypeOf(spec->train.precision));
   job.keep_attention = keep.on;
   const MemoryEstimate e = EstimateMemory(job);
   // Judged only against a device (plain values: GCC misreads optionals here as uninitialized).
