@@ -114,6 +114,17 @@ FlashState FlashForward(const at::Tensor& q, const at::Tensor& k, const at::Tens
   return {out, logsumexp, rng_state, unused};
 }
 
+// QLORAD_CHECK_KEPT=1: each recompute runs attention's forward anyway and checks that what the
+// checkpointed forward kept holds its bits (tests/gpu/test_activation_checkpointing.py). A check,
+// not a mode: it costs the forward that keeping saves.
+bool CheckKeptAttention() {
+  static const bool check = [] {
+    const char* value = std::getenv("QLORAD_CHECK_KEPT");
+    return value != nullptr && std::string(value) == "1";
+  }();
+  return check;
+}
+
 // FlashForward, or in a checkpointed layer's recompute the state its forward kept
 // (recompute_keep.h): the same output and log-sum-exp without running attention again. In a
 // checkpointed forward that keeps, the state is kept for that recompute.
@@ -124,7 +135,14 @@ FlashState ForwardOrKept(const at::Tensor& q, const at::Tensor& k, const at::Ten
     const std::vector<at::Tensor> kept = keep->Next(5, "attention");
     TORCH_CHECK(kept[0].numel() == q.numel(), "attention: the kept output has ", kept[0].numel(),
                 " elements, the recomputed queries ", q.numel());
-    return {kept[0], kept[1], kept[2], kept[3], kept[4].item<bool>()};
+    FlashState state{kept[0], kept[1], kept[2], kept[3], kept[4].item<bool>()};
+    if (CheckKeptAttention()) {
+      const FlashState fresh = FlashForward(q, k, v, cu_seqlens, window);
+      TORCH_CHECK(fresh.out.equal(state.out) && fresh.logsumexp.equal(state.logsumexp),
+                  "attention: the output or log-sum-exp kept for the recompute differs from the "
+                  "recompute's own (QLORAD_CHECK_KEPT)");
+    }
+    return state;
   }
   FlashState state = FlashForward(q, k, v, cu_seqlens, window);
   if (keep != nullptr) {
