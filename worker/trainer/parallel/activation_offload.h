@@ -1,6 +1,7 @@
 // Activation offload under recompute (train.activation_offload): the one tensor a recomputed
-// decoder layer keeps for backward, its input, goes to page-locked host memory during forward and
-// comes back before that layer's backward. GPU memory for checkpoints is then about two layers'
+// decoder layer keeps for backward, its input (and what it keeps for its recompute besides:
+// LayerOffloaders below), goes to page-locked host memory during forward and comes back before
+// that layer's backward. GPU memory for checkpoints is then about two layers'
 // inputs instead of one per layer (at 8B shapes and 128K tokens, 1 GiB a layer).
 //
 // On CUDA both copies run on a side stream, so they overlap the layers' compute: forward's copy

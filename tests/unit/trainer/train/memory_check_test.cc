@@ -137,11 +137,13 @@ TEST(MemoryCheckTest, RefusesAJobThatDoesNotFitNamingTheLargestContext) {
       << ignored.log;
 }
 
-Checked CheckHost(const JobSpec& spec, bool on_gpu, std::optional<int64_t> available) {
+Checked CheckHost(const JobSpec& spec, bool on_gpu, std::optional<int64_t> available,
+                  bool keep_attention = false) {
   std::ostringstream out, err;
   EventSink events(/*json=*/false, out, err);
   MemoryJob job = MemoryJobOfRun(spec, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
   job.checkpointing = job.offload = true;
+  job.keep_attention = keep_attention;
   return {CheckHostMemory(spec, job, on_gpu, available, events), err.str()};
 }
 
@@ -161,6 +163,19 @@ TEST(MemoryCheckTest, RefusesAnOffloadThatTheHostCannotPin) {
   EXPECT_TRUE(fits.status.ok()) << fits.status.ToString();
   EXPECT_NE(fits.log.find("activation offload pins " + FormatMemory(pinned)), std::string::npos)
       << fits.log;
+  EXPECT_EQ(fits.log.find("attention outputs"), std::string::npos) << fits.log;
+  // Kept attention outputs are pinned too, and the log says so.
+  job.keep_attention = true;
+  const int64_t with_attention = OffloadHostBytes(job);
+  ASSERT_GT(with_attention, pinned);
+  const Checked kept = CheckHost(spec, true, with_attention * 10 / 9 + 1024, true);
+  EXPECT_TRUE(kept.status.ok()) << kept.status.ToString();
+  EXPECT_NE(kept.log.find("activation offload pins " + FormatMemory(with_attention) +
+                          " of host memory (the inputs of "),
+            std::string::npos)
+      << kept.log;
+  EXPECT_NE(kept.log.find(" tokens, with their attention outputs)"), std::string::npos) << kept.log;
+  job.keep_attention = false;
 
   const int64_t available = pinned / 2;
   const Checked refused = CheckHost(spec, true, available);
