@@ -254,7 +254,8 @@ MemoryEstimate EstimateMemory(const MemoryJob& job) {
   // not taken back yet (the measured 1B run moved 12.8 of its 16 inputs off the GPU).
   const int64_t kept_per_layer =
       job.checkpointing
-          ? tokens * (m.hidden_size * b + (job.keep_attention ? KeptAttentionPerToken(job) : 0))
+          ? tokens * (m.hidden_size * b + (job.keep_attention ? KeptAttentionPerToken(job) : 0) +
+                      (job.keep_mlp ? 2 * m.intermediate_size * b : 0))
           : tokens * KeptPerTokenWithoutRecompute(job, w) +
                 (job.lora_compute_bytes == 4 ? 0 : layer_lora * job.lora_compute_bytes);
   const auto kept_layers = [&](int64_t layers_left) {
@@ -421,13 +422,20 @@ int64_t OffloadHostBytes(const MemoryJob& job) {
   constexpr int64_t kRounding = int64_t{1} << 20;
   int64_t layer = tokens * job.model.hidden_size * job.activation_bytes + kRounding;
   if (job.keep_attention) layer += tokens * KeptAttentionPerToken(job) + 2 * kRounding;
+  if (job.keep_mlp) {
+    layer += tokens * 2 * job.model.intermediate_size * job.activation_bytes + kRounding;
+  }
   return job.model.num_hidden_layers * layer;
 }
 
-KeepAttentionChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> free_bytes,
-                                         std::optional<int64_t> host_available_bytes) {
-  KeepAttentionChoice c;
-  if (!job.checkpointing || !job.offload) {
+namespace {
+
+// ResolveKeepAttention's and ResolveKeepMlp's rule for `with_it` (the job keeping the part asked
+// about besides what it kept already).
+KeepChoice ResolveKept(const MemoryJob& with_it, std::optional<int64_t> free_bytes,
+                       std::optional<int64_t> host_available_bytes) {
+  KeepChoice c;
+  if (!with_it.checkpointing || !with_it.offload) {
     c.why = "activation offload is off";
     return c;
   }
@@ -435,14 +443,13 @@ KeepAttentionChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> f
     c.why = "on a CPU";
     return c;
   }
-  job.keep_attention = true;
-  const int64_t peak = EstimateMemory(job).peak;
+  const int64_t peak = EstimateMemory(with_it).peak;
   if (peak > UsableBytes(*free_bytes)) {
     c.why = "the memory estimate with them is " + FormatMemory(peak) + ", " +
             FormatMemory(UsableBytes(*free_bytes)) + " usable on the device";
     return c;
   }
-  const int64_t pinned = OffloadHostBytes(job);
+  const int64_t pinned = OffloadHostBytes(with_it);
   if (!host_available_bytes || pinned > UsableHostBytes(*host_available_bytes)) {
     c.why = "with them offload would pin " + FormatMemory(pinned) + " of host memory, " +
             (host_available_bytes ? FormatMemory(UsableHostBytes(*host_available_bytes)) + " usable"
@@ -453,6 +460,20 @@ KeepAttentionChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> f
   c.why = "offload pins " + FormatMemory(pinned) + " of host memory with them, " +
           FormatMemory(UsableHostBytes(*host_available_bytes)) + " usable";
   return c;
+}
+
+}  // namespace
+
+KeepChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> free_bytes,
+                                std::optional<int64_t> host_available_bytes) {
+  job.keep_attention = true;
+  return ResolveKept(job, free_bytes, host_available_bytes);
+}
+
+KeepChoice ResolveKeepMlp(MemoryJob job, std::optional<int64_t> free_bytes,
+                          std::optional<int64_t> host_available_bytes) {
+  job.keep_mlp = true;
+  return ResolveKept(job, free_bytes, host_available_bytes);
 }
 
 int64_t UsableHostBytes(int64_t available_bytes) {

@@ -44,6 +44,9 @@ struct MemoryJob {
   // recompute (in host memory with offload), which then skips attention's forward
   // (ResolveKeepAttention).
   bool keep_attention = false;
+  // With checkpointing, each layer's MLP also keeps its gate|up output for its backward, which
+  // then skips the gate|up GEMM (ResolveKeepMlp).
+  bool keep_mlp = false;
   int64_t world_size = 1;
   MemorySharding sharding = MemorySharding::kSingle;
   bool reshard_after_forward = true;
@@ -101,12 +104,16 @@ ActivationChoices ResolveActivations(const JobSpec& spec, MemoryJob job,
 // fits in `free_bytes` and the host's `host_available_bytes` has room for those beside the inputs
 // (either nullopt: not known, so no room is assumed). It trades host memory for one attention
 // forward a layer; never on a CPU, whose attention recomputes.
-struct KeepAttentionChoice {
+struct KeepChoice {
   bool on = false;
   std::string why;  // for the job's log
 };
-KeepAttentionChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> free_bytes,
-                                         std::optional<int64_t> host_available_bytes);
+KeepChoice ResolveKeepAttention(MemoryJob job, std::optional<int64_t> free_bytes,
+                                std::optional<int64_t> host_available_bytes);
+// The same rule for the MLP's gate|up output ([tokens, 2 x intermediate] a layer), beside whatever
+// `job` keeps already: it trades host memory and PCIe traffic for one gate|up GEMM a layer.
+KeepChoice ResolveKeepMlp(MemoryJob job, std::optional<int64_t> free_bytes,
+                          std::optional<int64_t> host_available_bytes);
 
 // The largest seq_len, a multiple of 1024, with which the job fits in `free_bytes`; 0 if not
 // even 1024 does.
@@ -122,7 +129,8 @@ std::string DoesNotFitMessage(const MemoryJob& job, int64_t free_bytes);
 
 // The page-locked host memory activation offload holds at its peak, after forward: every decoder
 // layer's input [micro_batch, seq, hidden] (parallel/activation_offload.h), with keep_attention its
-// attention output and log-sum-exp too, plus up to 1 MiB each that the host allocator rounds up.
+// attention output and log-sum-exp too, with keep_mlp its gate|up output, plus up to 1 MiB each
+// that the host allocator rounds up.
 // 0 without offload.
 int64_t OffloadHostBytes(const MemoryJob& job);
 // How much of the host's available memory offload may plan to pin: 90%, the rest left to the

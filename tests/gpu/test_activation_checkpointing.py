@@ -47,7 +47,7 @@ def workdir(tmp_path_factory) -> Path:
 
 def train(tmp: Path, strategy: str, checkpointing: bool, offload: bool = False, precision: str = "fp32",
           dropout: float = 0.05, keep_attention: bool | None = None, packing: bool = True,
-          tag: str = "") -> list[dict]:
+          keep_mlp: bool = False, tag: str = "") -> list[dict]:
     """keep_attention: None leaves the trainer's choice (logged, not checked); False sets
     QLORAD_KEEP_ATTENTION=0; True asserts the trainer kept them and sets QLORAD_CHECK_KEPT=1."""
     name = f"{strategy}-{'on' if checkpointing else 'off'}{'-offload' if offload else ''}-{precision}{tag}"
@@ -69,6 +69,9 @@ checkpoint: {{every_steps: 0, output_dir: {tmp / name}}}
         env["QLORAD_KEEP_ATTENTION"] = "0"
     if keep_attention is True:
         env["QLORAD_CHECK_KEPT"] = "1"
+    env.pop("QLORAD_KEEP_MLP", None)
+    if keep_mlp:
+        env["QLORAD_KEEP_MLP"] = "1"
     proc = subprocess.run([BIN_DIR / "qlorad-train", "run", str(job), "--json"],
                           capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
@@ -80,6 +83,8 @@ checkpoint: {{every_steps: 0, output_dir: {tmp / name}}}
     if keep_attention is not None:
         said = "on (" if keep_attention else "off (QLORAD_KEEP_ATTENTION=0)"
         assert f"attention outputs kept for the recompute: {said}" in "\n".join(logs), logs
+    if keep_mlp:
+        assert "MLP gate|up kept for backward: on (" in "\n".join(logs), logs
     return [e for e in events if e["event"] == "metrics"]
 
 
@@ -119,11 +124,14 @@ def test_kept_attention_outputs_are_the_recomputes_bits(workdir, packing):
     # layer and step, equals what the recompute computes again.
     kept = train(workdir, "single", keep_attention=True, tag=tag, **kw)
     recomputed = train(workdir, "single", keep_attention=False, tag=tag, **kw)
-    assert len(kept) == len(recomputed) == STEPS
+    # QLORAD_KEEP_MLP=1: the MLP's gate|up kept too, and backward reads it instead of its GEMM.
+    with_mlp = train(workdir, "single", keep_attention=True, keep_mlp=True, tag=tag + "-mlp", **kw)
+    assert len(kept) == len(recomputed) == len(with_mlp) == STEPS
     # The first step's loss comes from the same forward kernels on the same weights.
-    assert kept[0]["loss"] == recomputed[0]["loss"], (kept[0]["loss"], recomputed[0]["loss"])
+    assert kept[0]["loss"] == recomputed[0]["loss"] == with_mlp[0]["loss"], \
+        (kept[0]["loss"], recomputed[0]["loss"], with_mlp[0]["loss"])
     peak_kept = max(m["vram_peak_bytes"] for m in kept)
     peak_recomputed = max(m["vram_peak_bytes"] for m in recomputed)
     print(f"bf16 offload{tag}: attention outputs kept {peak_kept / 2**20:.1f} MiB, recomputed "
           f"{peak_recomputed / 2**20:.1f} MiB; losses {[m['loss'] for m in kept]} kept, "
-          f"{[m['loss'] for m in recomputed]} recomputed")
+          f"{[m['loss'] for m in recomputed]} recomputed, {[m['loss'] for m in with_mlp]} with gate|up kept")

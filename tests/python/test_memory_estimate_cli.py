@@ -117,7 +117,16 @@ def test_estimate_says_whether_attention_outputs_are_kept_and_pins_them_too(work
     assert on["offload_host_bytes"] == kept_too and on["host_fits"] is True
     text = estimate(job, "--free-gib", "70", "--host-gib", "64").stdout
     assert "attention outputs kept for the recompute on (offload pins" in text, text
-    assert "every layer's input and attention output" in text, text
+    assert "every layer's input, attention output" in text, text
+    assert on["keep_mlp"] is False and "QLORAD_KEEP_MLP=1" in on["keep_mlp_why"]
+    # Asked for, the MLP's gate|up waits on the host too ([tokens, 2 x intermediate] a layer).
+    mlp = json.loads(subprocess.run([TRAIN, "estimate", job, "--json", "--free-gib", "70", "--host-gib", "64"],
+                                    capture_output=True, text=True, check=True,
+                                    env=dict(os.environ, QLORAD_KEEP_MLP="1")).stdout)
+    assert mlp["keep_mlp"] is True, mlp["keep_mlp_why"]
+    intermediate = config["intermediate_size"]
+    assert mlp["offload_host_bytes"] == kept_too + layers * (tokens * 2 * intermediate * 2 + MIB)
+    assert mlp["peak_bytes"] > on["peak_bytes"]
 
     room_for_inputs = repr((inputs + kept_too) / 2 / 0.9 / 2**30)
     tight = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", room_for_inputs).stdout)

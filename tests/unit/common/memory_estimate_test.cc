@@ -302,22 +302,44 @@ TEST(MemoryEstimate, KeptAttentionCostsHostMemoryAndIsKeptOnlyWhereItFits) {
   EXPECT_GT(EstimateMemory(job).peak, EstimateMemory(Job(Llama8B(), 1, 32768, true, true)).peak);
 
   job.keep_attention = false;
-  const KeepAttentionChoice on = ResolveKeepAttention(job, 79 * kGiB, 120 * kGiB);
+  const KeepChoice on = ResolveKeepAttention(job, 79 * kGiB, 120 * kGiB);
   EXPECT_TRUE(on.on) << on.why;
   EXPECT_NE(on.why.find("offload pins 16."), std::string::npos) << on.why;
   // 352K tokens: the inputs' 88 GiB fit a 120 GiB host, twice that does not.
-  const KeepAttentionChoice host_full =
+  const KeepChoice host_full =
       ResolveKeepAttention(Job(Llama8B(), 1, 360448, true, true), 79 * kGiB, 120 * kGiB);
   EXPECT_FALSE(host_full.on);
   EXPECT_NE(host_full.why.find("of host memory, 108.0 GiB usable"), std::string::npos)
       << host_full.why;
-  const KeepAttentionChoice device_full = ResolveKeepAttention(job, 10 * kGiB, 120 * kGiB);
+  const KeepChoice device_full = ResolveKeepAttention(job, 10 * kGiB, 120 * kGiB);
   EXPECT_FALSE(device_full.on);
   EXPECT_NE(device_full.why.find("usable on the device"), std::string::npos) << device_full.why;
   EXPECT_FALSE(ResolveKeepAttention(job, 79 * kGiB, std::nullopt).on);  // the host unknown
   EXPECT_EQ(ResolveKeepAttention(job, std::nullopt, 120 * kGiB).why, "on a CPU");
   EXPECT_EQ(ResolveKeepAttention(Job(Llama8B(), 1, 32768, true, false), 79 * kGiB, 120 * kGiB).why,
             "activation offload is off");
+}
+
+// The MLP's gate|up kept too: 2 x 14336 x 2 bytes a token per layer (1.75 GiB a layer at 32K) on
+// the host beside the inputs and attention outputs, and a few layers' worth more on the device.
+TEST(MemoryEstimate, KeptGateUpCostsHostMemoryAndIsKeptOnlyWhereItFits) {
+  MemoryJob job = Job(Llama8B(), 1, 32768, true, true);
+  job.keep_attention = true;
+  const int64_t before = OffloadHostBytes(job);
+  const int64_t peak_before = EstimateMemory(job).peak;
+  const KeepChoice on = ResolveKeepMlp(job, 79 * kGiB, 120 * kGiB);
+  EXPECT_TRUE(on.on) << on.why;
+  job.keep_mlp = true;
+  EXPECT_EQ(OffloadHostBytes(job) - before, 32 * (int64_t{32768} * 2 * 14336 * 2 + (1 << 20)));
+  EXPECT_GT(EstimateMemory(job).peak, peak_before);
+  job.keep_mlp = false;
+  // 128K: the inputs, attention outputs and gate|up would take 288 GiB of a 120 GiB host.
+  MemoryJob long_job = Job(Llama8B(), 1, 131072, true, true);
+  long_job.keep_attention = true;
+  const KeepChoice host_full = ResolveKeepMlp(long_job, 79 * kGiB, 120 * kGiB);
+  EXPECT_FALSE(host_full.on);
+  EXPECT_NE(host_full.why.find("of host memory, 108.0 GiB usable"), std::string::npos)
+      << host_full.why;
 }
 
 }  // namespace

@@ -89,10 +89,14 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
   const std::optional<int64_t> host_figure =
       job.checkpointing && job.offload ? HostBytesFor(cli) : std::nullopt;
   // Decided as the trainer would on a GPU with `free` (a CPU's trainer keeps nothing).
-  const KeepAttentionChoice keep =
+  const KeepChoice keep =
       PlanKeepAttention(job, free, host_figure, free ? at::Device(at::kCUDA, 0) : at::kCPU,
                         ScalarTypeOf(spec->train.precision));
   job.keep_attention = keep.on;
+  const KeepChoice keep_mlp =
+      PlanKeepMlp(job, free, host_figure, free ? at::Device(at::kCUDA, 0) : at::kCPU,
+                  ScalarTypeOf(spec->train.precision));
+  job.keep_mlp = keep_mlp.on;
   const MemoryEstimate e = EstimateMemory(job);
   // Judged only against a device (plain values: GCC misreads optionals here as uninitialized).
   const bool judged = free.has_value();
@@ -133,6 +137,8 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
                           {"activation_offload_why", offload_why},
                           {"keep_attention", job.keep_attention},
                           {"keep_attention_why", keep.why},
+                          {"keep_mlp", job.keep_mlp},
+                          {"keep_mlp_why", keep_mlp.why},
                           {"free_bytes", or_null(judged, free_bytes)},
                           {"fits", or_null(judged, fits)},
                           {"largest_seq_len", or_null(judged, longest)},
@@ -144,17 +150,19 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
     std::cout << out.dump() << "\n";
     return Status::Ok();
   }
-  std::string text = "memory estimate of " + cli.spec_path + ": " +
-                     std::to_string(job.micro_batch_size) + " x " + std::to_string(job.seq_len) +
-                     " tokens per micro-batch, " + std::to_string(job.model.num_hidden_layers) +
-                     " layers of hidden size " + std::to_string(job.model.hidden_size) +
-                     ", activation checkpointing " + (job.checkpointing ? "on" : "off") + " (" +
-                     checkpointing_why + "), offload " + (job.offload ? "on" : "off") + " (" +
-                     offload_why + ")" +
-                     (job.offload ? std::string(", attention outputs kept for the recompute ") +
-                                        (job.keep_attention ? "on" : "off") + " (" + keep.why + ")"
-                                  : std::string()) +
-                     "\n";
+  std::string text =
+      "memory estimate of " + cli.spec_path + ": " + std::to_string(job.micro_batch_size) + " x " +
+      std::to_string(job.seq_len) + " tokens per micro-batch, " +
+      std::to_string(job.model.num_hidden_layers) + " layers of hidden size " +
+      std::to_string(job.model.hidden_size) + ", activation checkpointing " +
+      (job.checkpointing ? "on" : "off") + " (" + checkpointing_why + "), offload " +
+      (job.offload ? "on" : "off") + " (" + offload_why + ")" +
+      (job.offload
+           ? std::string(", attention outputs kept for the recompute ") +
+                 (job.keep_attention ? "on" : "off") + " (" + keep.why + "), MLP gate|up kept " +
+                 (job.keep_mlp ? "on" : "off") + " (" + keep_mlp.why + ")"
+           : std::string()) +
+      "\n";
   text += Row("frozen weights", e.frozen_weights) + Row("LoRA and AdamW state", e.lora_state) +
           Row("kept activations", e.kept_activations) +
           Row("one layer's backward", e.layer_working_set) + Row("loss", e.loss) +
@@ -170,8 +178,9 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
   }
   if (pinned > 0) {
     text += Row("host memory (offload)", pinned,
-                job.keep_attention ? "page-locked: every layer's input and attention output"
-                                   : "page-locked: every layer's input");
+                std::string("page-locked: every layer's input") +
+                    (job.keep_attention ? ", attention output" : "") +
+                    (job.keep_mlp ? ", gate|up" : ""));
   }
   if (host_judged) {
     text += "host: " + FormatMemory(host_bytes) + " available, " +

@@ -130,7 +130,7 @@ bool CheckKeptAttention() {
 // checkpointed forward that keeps, the state is kept for that recompute.
 FlashState ForwardOrKept(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& cu_seqlens, int64_t window) {
-  RecomputeKeep* keep = CurrentRecomputeKeep();
+  RecomputeKeep* keep = CurrentRecomputeKeep(&KeptParts::attention);
   if (keep != nullptr && keep->replaying()) {
     const std::vector<at::Tensor> kept = keep->Next(5, "attention");
     TORCH_CHECK(kept[0].numel() == q.numel(), "attention: the kept output has ", kept[0].numel(),

@@ -34,16 +34,26 @@ at::Tensor WeightForChunks(const MlpPlan& plan, const FusedProjection& projectio
   return plan.chunks() > 1 ? projection.StackedWeight(dtype) : at::Tensor();
 }
 
-// Inputs: x, then gate_up's adapters and down's (FusedProjection::Adapters() of each).
+// Inputs: x, then gate_up's adapters and down's (FusedProjection::Adapters() of each); the kept
+// gate|up (no gradient) comes through a pointer.
 struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList adapters,
                             const FusedProjection* gate_up, const FusedProjection* down,
-                            bool output_unused, int64_t chunk_rows) {
+                            bool output_unused, int64_t chunk_rows,
+                            const at::Tensor* kept_gate_up) {
     SaveBorrowed(ctx, "gate_up", gate_up);
     SaveBorrowed(ctx, "down", down);
     ctx->saved_data["chunk_rows"] = chunk_rows;
+    // Saved last, after the adapters, when there is one.
+    ctx->saved_data["kept_gate_up"] = kept_gate_up->defined();
     std::vector<at::Tensor> saved = {x};
     saved.insert(saved.end(), adapters.begin(), adapters.end());
+    if (kept_gate_up->defined()) {
+      TORCH_CHECK(kept_gate_up->numel() == x.numel() / x.size(-1) * gate_up->out_features(),
+                  "ChunkedMlp: the kept gate|up has ", kept_gate_up->numel(),
+                  " elements, not one row of ", gate_up->out_features(), " per row of x");
+      saved.push_back(kept_gate_up->reshape({-1, gate_up->out_features()}));
+    }
     ctx->save_for_backward(saved);
 
     auto sizes = x.sizes().vec();
@@ -79,7 +89,10 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
     const auto* down = LoadBorrowed<const FusedProjection>(ctx, "down");
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
-    const at::TensorList adapters = at::TensorList(saved).slice(1);
+    const bool kept = ctx->saved_data["kept_gate_up"].toBool();
+    const at::Tensor kept_gate_up = kept ? saved.back() : at::Tensor();
+    const at::TensorList adapters =
+        at::TensorList(saved).slice(1, saved.size() - 1 - (kept ? 1 : 0));
     const size_t gate_up_adapters = gate_up->Adapters().size();
     const at::TensorList gu_adapters = adapters.slice(0, gate_up_adapters);
     const at::TensorList down_adapters = adapters.slice(gate_up_adapters);
@@ -95,9 +108,12 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
     for (int64_t first = 0; first < plan.rows; first += plan.chunk_rows) {
       const int64_t n = std::min(plan.chunk_rows, plan.rows - first);
       const at::Tensor x_chunk = x2d.narrow(0, first, n);
-      // Forward again, this chunk's rows only.
+      // Forward again, this chunk's rows only, or the rows its forward kept (then only the
+      // adapters' x A^T, which dA needs).
       at::Tensor xa_gu;
-      const at::Tensor gu = gate_up->Forward2d(x_chunk, gu_adapters, &xa_gu, w_gu);
+      const at::Tensor gu = kept ? kept_gate_up.narrow(0, first, n)
+                                 : gate_up->Forward2d(x_chunk, gu_adapters, &xa_gu, w_gu);
+      if (kept) xa_gu = gate_up->LoraInput2d(x_chunk, gu_adapters);
       const auto [gate, up] = GateAndUp(gu);
       // Then backward: down's dX, SwiGLU's backward, which also gives down's input h (cheaper
       // than a forward pass over gate and up before it), down's adapter gradients, gate|up.
@@ -127,7 +143,7 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
     }
     variable_list out = {want_dx ? dx.view(x.sizes()) : at::Tensor()};
     out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
-    out.insert(out.end(), 4, at::Tensor());  // gate_up, down, output_unused, chunk_rows
+    out.insert(out.end(), 5, at::Tensor());  // gate_up, down, output_unused, chunk_rows, kept
     return out;
   }
 };
@@ -142,7 +158,8 @@ int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype) {
 }
 
 at::Tensor ChunkedMlp(const at::Tensor& x, const FusedProjection& gate_up,
-                      const FusedProjection& down, bool output_unused, int64_t chunk_rows) {
+                      const FusedProjection& down, bool output_unused, int64_t chunk_rows,
+                      const at::Tensor& kept_gate_up) {
 #ifdef QLORAD_HAVE_NF4_OPS
   if (chunk_rows <= 0)
     chunk_rows = MlpChunkRows(down.layers().front()->in_features(), x.scalar_type());
@@ -151,9 +168,9 @@ at::Tensor ChunkedMlp(const at::Tensor& x, const FusedProjection& gate_up,
   adapters.insert(adapters.end(), down_adapters.begin(), down_adapters.end());
   // As a TensorList, so that autograd sees each adapter as an input (a vector it would not).
   return ChunkedMlpFunction::apply(x, at::TensorList(adapters), &gate_up, &down, output_unused,
-                                   chunk_rows);
+                                   chunk_rows, &kept_gate_up);
 #else
-  (void)x, (void)gate_up, (void)down, (void)output_unused, (void)chunk_rows;
+  (void)x, (void)gate_up, (void)down, (void)output_unused, (void)chunk_rows, (void)kept_gate_up;
   TORCH_CHECK(false, "ChunkedMlp needs the qlorad_ops library, which this build lacks");
 #endif
 }

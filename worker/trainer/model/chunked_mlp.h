@@ -29,8 +29,12 @@ int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype);
 // x [.., hidden] -> down(silu(gate(x)) * up(x)) [.., hidden], where gate_up (the gate and up
 // layers side by side) and down Apply to x and hold no biases; both must outlive the graph.
 // output_unused: the caller reads only the graph, so forward computes nothing and the output's
-// values are unspecified. chunk_rows <= 0: MlpChunkRows.
+// values are unspecified. chunk_rows <= 0: MlpChunkRows. kept_gate_up: gate_up's output for x
+// [.., 2 x intermediate], as a checkpointed forward computed and kept it (recompute_keep.h);
+// backward reads its rows instead of running the gate|up GEMM again (the adapters' x A^T, which
+// their gradients need, it still computes: r columns a projection).
 at::Tensor ChunkedMlp(const at::Tensor& x, const FusedProjection& gate_up,
-                      const FusedProjection& down, bool output_unused, int64_t chunk_rows = 0);
+                      const FusedProjection& down, bool output_unused, int64_t chunk_rows = 0,
+                      const at::Tensor& kept_gate_up = {});
 
 }  // namespace qlorad::trainer

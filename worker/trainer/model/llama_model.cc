@@ -8,6 +8,7 @@
 #include "worker/trainer/model/chunked_mlp.h"
 #include "worker/trainer/model/fused_layers.h"
 #include "worker/trainer/model/graph_only_forward.h"
+#include "worker/trainer/model/recompute_keep.h"
 
 namespace qlorad::trainer {
 
@@ -175,13 +176,20 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {
   const bool fused_layers = FusedLayersAvailable(x.device(), x.scalar_type());
-  if (output_unused && at::GradMode::is_enabled() && fused_layers && biases.empty() &&
-      gate_up_.Applies(x) && down_.Applies(x)) {
-    // Nothing reads the output: the whole block waits for backward, which computes it in chunks.
-    return ChunkedMlp(x, gate_up_, down_, /*output_unused=*/true);
+  // The block ChunkedMlp can run: the one a recompute hands it, and whose gate|up a checkpointed
+  // forward keeps for it when asked (recompute_keep.h).
+  const bool chunkable = fused_layers && biases.empty() && gate_up_.Applies(x) && down_.Applies(x);
+  RecomputeKeep* keep = chunkable ? CurrentRecomputeKeep(&KeptParts::mlp) : nullptr;
+  if (output_unused && at::GradMode::is_enabled() && chunkable) {
+    // Nothing reads the output: the whole block waits for backward, which computes it in chunks
+    // (from the gate|up its forward kept, if it kept one).
+    const at::Tensor kept_gate_up =
+        keep != nullptr && keep->replaying() ? keep->Next(1, "mlp")[0] : at::Tensor();
+    return ChunkedMlp(x, gate_up_, down_, /*output_unused=*/true, /*chunk_rows=*/0, kept_gate_up);
   }
   const std::vector<std::string> names = {"gate_proj", "up_proj"};
   const at::Tensor gate_up = ProjectFused(gate_up_, names, biases, x);
+  if (keep != nullptr && !keep->replaying()) keep->Keep({gate_up});
   const bool fused = gate_up.defined() && fused_layers;
   if (fused && down_.Applies(gate_up) && biases.count("down_proj") == 0) {
     return FusedSwigluDown(gate_up, down_);

@@ -31,6 +31,10 @@ RecomputeKeep* CurrentRecomputeKeep() {
   return current;
 }
 
+RecomputeKeep* CurrentRecomputeKeep(bool KeptParts::*part) {
+  return current != nullptr && current->parts().*part ? current : nullptr;
+}
+
 RecomputeKeepScope::RecomputeKeepScope(RecomputeKeep* keep) : outer_(current) {
   current = keep;
 }

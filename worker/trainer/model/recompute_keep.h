@@ -9,6 +9,10 @@
 // tensors: the same bits the recompute would have made, since the forward's kernels are
 // deterministic.
 //
+// The MLP may keep its gate|up output too (KeptParts::mlp; ChunkedMlp then skips the gate|up GEMM
+// in backward): one [tokens, 2 x intermediate] tensor a layer, so only where the host has room for
+// it, and for now only when asked (QLORAD_KEEP_MLP=1: not yet measured on a GPU).
+//
 // The recompute asks for the kept tensors in the order the forward kept them; the same code on
 // the same input does. A mismatch (another count or shape) is a bug and fails loudly.
 #pragma once
@@ -20,16 +24,26 @@
 
 namespace qlorad::trainer {
 
+// Which parts of a layer keep what their recompute would compute again.
+struct KeptParts {
+  bool attention = false;  // the output, log-sum-exp and RNG state (attention.cc)
+  bool mlp = false;        // the gate|up output (llama_model.cc, chunked_mlp.h)
+  bool any() const { return attention || mlp; }
+};
+
 class RecomputeKeep {
  public:
   // For a checkpointed forward: Keep() collects, Kept() hands the collection over.
-  static RecomputeKeep Recording() { return RecomputeKeep(false, {}); }
+  static RecomputeKeep Recording(KeptParts parts) { return RecomputeKeep(parts, false, {}); }
   // For the recompute: Next() hands back `kept`, in order.
-  static RecomputeKeep Replaying(std::vector<at::Tensor> kept) {
-    return RecomputeKeep(true, std::move(kept));
+  static RecomputeKeep Replaying(KeptParts parts, std::vector<at::Tensor> kept) {
+    return RecomputeKeep(parts, true, std::move(kept));
   }
 
+  const KeptParts& parts() const { return parts_; }
   bool replaying() const { return replaying_; }
+  // How many tensors were kept so far (recording) or handed back so far (replaying).
+  size_t count() const { return replaying_ ? next_ : kept_.size(); }
   // Recording only: keeps `tensors` (undefined ones too: they come back undefined).
   void Keep(at::TensorList tensors);
   // Replaying only: the next `count` kept tensors. `what` names the caller in the error.
@@ -38,9 +52,10 @@ class RecomputeKeep {
   std::vector<at::Tensor> Kept() &&;
 
  private:
-  RecomputeKeep(bool replaying, std::vector<at::Tensor> kept)
-      : replaying_(replaying), kept_(std::move(kept)) {}
+  RecomputeKeep(KeptParts parts, bool replaying, std::vector<at::Tensor> kept)
+      : parts_(parts), replaying_(replaying), kept_(std::move(kept)) {}
 
+  KeptParts parts_;
   bool replaying_;
   std::vector<at::Tensor> kept_;
   size_t next_ = 0;
@@ -49,6 +64,8 @@ class RecomputeKeep {
 // The keep of the checkpointed function this thread runs; nullptr outside one, or when it keeps
 // nothing.
 RecomputeKeep* CurrentRecomputeKeep();
+// The current keep when it keeps `part` (&KeptParts::attention, &KeptParts::mlp); else nullptr.
+RecomputeKeep* CurrentRecomputeKeep(bool KeptParts::*part);
 
 // Makes `keep` (nullptr: none) this thread's current one while it lives.
 class RecomputeKeepScope {

@@ -113,7 +113,7 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
     SaveBorrowed(ctx, "offload", offload);
     if (offload != nullptr) SaveOwned(ctx, "x", offload->Kind(0).Put(options->layer, x));
     std::optional<RecomputeKeep> keep;
-    if (options->keep) keep = RecomputeKeep::Recording();
+    if (options->keep.any()) keep = RecomputeKeep::Recording(options->keep);
     at::Tensor y;
     {
       // Function::apply already runs forward without grad; this is the point of checkpointing,
@@ -139,6 +139,8 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
         }
       }
       ctx->saved_data["kept"] = static_cast<int64_t>(kept.size());
+      ctx->saved_data["kept_parts"] =
+          std::vector<int64_t>{options->keep.attention ? 1 : 0, options->keep.mlp ? 1 : 0};
       ctx->saved_data["kept_moved"] = moved;
     }
     ctx->saved_data["extras"] = static_cast<int64_t>(extras.size());
@@ -178,7 +180,9 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
                                                   ctx->saved_data["undefined_at"].toIntVector());
     std::optional<RecomputeKeep> keep;
     if (ctx->saved_data.count("kept") != 0) {
+      const std::vector<int64_t> parts = ctx->saved_data["kept_parts"].toIntVector();
       keep = RecomputeKeep::Replaying(
+          {.attention = parts[0] != 0, .mlp = parts[1] != 0},
           Kept(ctx, at::TensorList(saved).slice(1 + extra_count), offload));
     }
     at::Tensor y;
@@ -240,15 +244,14 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x, at:
   return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn, &options);
 }
 
-void ApplyActivationRecompute(LlamaModel& model, bool offload, bool keep_attention) {
+void ApplyActivationRecompute(LlamaModel& model, bool offload, KeptParts keep) {
   // Shared by the runner's copies (std::function copies it), alive as long as the runner.
   auto offloaders = offload ? std::make_shared<LayerOffloaders>() : nullptr;
-  model->SetLayerRunner([offloaders, keep_attention](int64_t index,
-                                                     const LlamaDecoderLayerImpl& layer,
-                                                     const LayerFunction& function,
-                                                     const at::Tensor& x, at::TensorList extras) {
+  model->SetLayerRunner([offloaders, keep](int64_t index, const LlamaDecoderLayerImpl& layer,
+                                           const LayerFunction& function, const at::Tensor& x,
+                                           at::TensorList extras) {
     if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
-      return RecomputeInBackward(function, x, extras, {offloaders.get(), index, keep_attention});
+      return RecomputeInBackward(function, x, extras, {offloaders.get(), index, keep});
     }
     return function(x, extras);
   });

@@ -27,9 +27,10 @@ struct RecomputeOptions {
   // (activation_offload.h), as decoder layer `layer`'s; none: they stay where they are.
   LayerOffloaders* offload = nullptr;
   int64_t layer = 0;
-  // fn may keep tensors from its forward for its recompute (model/recompute_keep.h): attention
-  // keeps its output and log-sum-exp, and the recompute skips attention's forward.
-  bool keep = false;
+  // The parts of fn that keep tensors from its forward for its recompute
+  // (model/recompute_keep.h): attention keeps its output and log-sum-exp, and the recompute skips
+  // attention's forward; the MLP keeps gate|up, and backward skips the gate|up GEMM.
+  KeptParts keep;
 };
 at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
                                at::TensorList extras = {}, const RecomputeOptions& options = {});
@@ -38,9 +39,8 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
 // (its input needs a gradient, or it holds a trainable parameter) keeps only its input and runs
 // again in backward: one more forward per layer for the memory of its activations. No-grad
 // forwards (eval) are unchanged. `offload`: the kept inputs wait in host memory.
-// `keep_attention`: each layer also keeps attention's output and log-sum-exp (in host memory too
-// with `offload`), and its recompute skips attention's forward.
-void ApplyActivationRecompute(LlamaModel& model, bool offload = false, bool keep_attention = false);
+// `keep`: what each layer also keeps for its recompute (in host memory too with `offload`).
+void ApplyActivationRecompute(LlamaModel& model, bool offload = false, KeptParts keep = {});
 
 // Whether this thread is running a recomputed function again for backward. Code that behaves
 // differently in forward and backward (fsdp's gathers) reads it: the recompute is a forward

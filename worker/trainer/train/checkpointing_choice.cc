@@ -5,6 +5,7 @@
 #include <tuple>
 
 #include "worker/trainer/model/attention.h"
+#include "worker/trainer/model/fused_layers.h"
 
 namespace qlorad::trainer {
 
@@ -50,9 +51,9 @@ ActivationPlan PlanActivations(const JobSpec& spec, const MemoryJob& job,
   return plan;
 }
 
-KeepAttentionChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> free_bytes,
-                                      std::optional<int64_t> host_available_bytes,
-                                      at::Device device, at::ScalarType dtype) {
+KeepChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> free_bytes,
+                             std::optional<int64_t> host_available_bytes, at::Device device,
+                             at::ScalarType dtype) {
   if (!planned.checkpointing || !planned.offload || !device.is_cuda()) {
     free_bytes.reset();  // ResolveKeepAttention says why it is off
   } else if (!UsesFlashAttention(device, dtype, planned.model.head_dim)) {
@@ -63,6 +64,21 @@ KeepAttentionChoice PlanKeepAttention(const MemoryJob& planned, std::optional<in
     return {false, "QLORAD_KEEP_ATTENTION=0"};
   }
   return ResolveKeepAttention(planned, free_bytes, host_available_bytes);
+}
+
+KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_bytes,
+                       std::optional<int64_t> host_available_bytes, at::Device device,
+                       at::ScalarType dtype) {
+  const char* env = std::getenv("QLORAD_KEEP_MLP");
+  if (env == nullptr || std::string(env) != "1") {
+    return {false, "experimental, asked for with QLORAD_KEEP_MLP=1"};
+  }
+  if (!planned.checkpointing || !planned.offload || !device.is_cuda()) {
+    free_bytes.reset();  // ResolveKeepMlp says why it is off
+  } else if (!FusedLayersAvailable(device, dtype)) {
+    return {false, "the MLP runs module by module here, which keeps nothing"};
+  }
+  return ResolveKeepMlp(planned, free_bytes, host_available_bytes);
 }
 
 }  // namespace qlorad::trainer

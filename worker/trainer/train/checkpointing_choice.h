@@ -38,8 +38,16 @@ ActivationPlan PlanActivations(const JobSpec& spec, const MemoryJob& job,
 // host's available memory, where attention runs the flash kernels that keep them (activations of
 // `dtype` on `device`; not on a CPU, nor in fp32). QLORAD_KEEP_ATTENTION=0 in the environment
 // turns it off (for side-by-side timings). Ranks may differ: it changes no collective.
-KeepAttentionChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> free_bytes,
-                                      std::optional<int64_t> host_available_bytes,
-                                      at::Device device, at::ScalarType dtype);
+KeepChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> free_bytes,
+                             std::optional<int64_t> host_available_bytes, at::Device device,
+                             at::ScalarType dtype);
+
+// Whether each layer's MLP also keeps its gate|up output for its backward (ResolveKeepMlp, beside
+// what `planned` keeps already): for now only when QLORAD_KEEP_MLP=1 asks for it (it moves
+// [tokens, 2 x intermediate] a layer over PCIe each way and is not yet measured on a GPU), with
+// offload on a GPU, on the fused path (bf16/fp16/fp32 with the operator library).
+KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_bytes,
+                       std::optional<int64_t> host_available_bytes, at::Device device,
+                       at::ScalarType dtype);
 
 }  // namespace qlorad::trainer

@@ -63,7 +63,8 @@ Status CheckHostMemory(const JobSpec& spec, const MemoryJob& job, bool on_gpu,
       "activation offload pins " + FormatMemory(pinned) + " of host memory (the inputs of " +
       std::to_string(job.model.num_hidden_layers) + " decoder layers at " +
       std::to_string(job.micro_batch_size) + " x " + std::to_string(job.seq_len) + " tokens" +
-      (job.keep_attention ? ", with their attention outputs)" : ")");
+      (job.keep_attention ? ", with their attention outputs" : "") +
+      (job.keep_mlp ? ", with their MLPs' gate|up" : "") + ")";
   const std::string host =
       FormatMemory(usable) + " usable of " + FormatMemory(available) + " available on the host";
   events.Log("info", what + ", " + host);

@@ -145,9 +145,10 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   planned.offload = offload.on;
   const std::optional<int64_t> host_bytes =
       planned.checkpointing && planned.offload ? HostAvailableBytes() : std::nullopt;
-  const KeepAttentionChoice keep =
-      PlanKeepAttention(planned, free_bytes, host_bytes, s.device, dtype);
+  const KeepChoice keep = PlanKeepAttention(planned, free_bytes, host_bytes, s.device, dtype);
   planned.keep_attention = keep.on;
+  const KeepChoice keep_mlp = PlanKeepMlp(planned, free_bytes, host_bytes, s.device, dtype);
+  planned.keep_mlp = keep_mlp.on;
   QLORAD_RETURN_IF_ERROR(CheckMemory(spec, planned, free_bytes, events));
   QLORAD_RETURN_IF_ERROR(CheckHostMemory(spec, planned, s.device.is_cuda(), host_bytes, events));
 
@@ -201,7 +202,8 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   // Recompute wraps whole decoder layers whatever holds their weights: fsdp's gathers run inside
   // the layer, so the recompute gathers again (fsdp.h).
-  if (checkpointing.on) ApplyActivationRecompute(s.model, offload.on, keep.on);
+  if (checkpointing.on)
+    ApplyActivationRecompute(s.model, offload.on, {.attention = keep.on, .mlp = keep_mlp.on});
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +
                                "); each decoder layer keeps its input only and runs again in "
@@ -216,6 +218,10 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
                              (keep.on ? "on (" + keep.why +
                                             "); each layer's recompute skips attention's forward"
                                       : "off (" + keep.why + ")"));
+      events.Log("info", std::string("MLP gate|up kept for backward: ") +
+                             (keep_mlp.on ? "on (" + keep_mlp.why +
+                                                "); each layer's backward skips the gate|up GEMM"
+                                          : "off (" + keep_mlp.why + ")"));
     }
   }
   if (s.comm->world_size() > 1 || strategy != parallel::Strategy::kSingle) {

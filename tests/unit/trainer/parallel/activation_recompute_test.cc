@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -119,7 +120,7 @@ struct KeptExp : torch::autograd::Function<KeptExp> {
   static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& a,
                             int* computed) {
     at::Tensor out;
-    RecomputeKeep* keep = CurrentRecomputeKeep();
+    RecomputeKeep* keep = CurrentRecomputeKeep(&KeptParts::attention);
     if (keep != nullptr && keep->replaying()) {
       out = keep->Next(1, "KeptExp")[0];
     } else {
@@ -168,8 +169,9 @@ KeepingRun RunKeeping(KeepingLayers& layers, const at::Tensor& x_value, bool che
   const LayerFunction f0 = layers.Layer(layers.w0), f1 = layers.Layer(layers.w1);
   at::Tensor y;
   if (checkpoint) {
-    y = RecomputeInBackward(f0, x, {layers.scale}, {offload, 0, keep});
-    y = RecomputeInBackward(f1, y, {layers.scale}, {offload, 1, keep});
+    const KeptParts parts{.attention = keep};
+    y = RecomputeInBackward(f0, x, {layers.scale}, {offload, 0, parts});
+    y = RecomputeInBackward(f1, y, {layers.scale}, {offload, 1, parts});
   } else {
     y = f1(f0(x, {layers.scale}), {layers.scale});
   }
@@ -214,7 +216,7 @@ TEST(ActivationRecomputeTest, ARecomputeThatLeavesKeptTensorsUnusedFails) {
 }
 
 TEST(RecomputeKeepTest, AReplayThatAsksForMoreThanWasKeptNamesTheCaller) {
-  RecomputeKeep keep = RecomputeKeep::Replaying({at::ones({2})});
+  RecomputeKeep keep = RecomputeKeep::Replaying({.attention = true}, {at::ones({2})});
   EXPECT_EQ(keep.Next(1, "attention")[0].numel(), 2);
   try {
     keep.Next(2, "attention");
@@ -334,6 +336,45 @@ TEST_P(LlamaCheckpointingTest, LossAndEveryLoraGradientEqualTheUncheckpointedMod
 
 INSTANTIATE_TEST_SUITE_P(DropoutAndPacking, LlamaCheckpointingTest,
                          ::testing::Combine(::testing::Values(0.0, 0.1), ::testing::Bool()));
+
+// The MLP's gate|up kept for the recompute (KeptParts::mlp): on the CPU's fused path each layer
+// keeps one [tokens, 2 x intermediate] tensor (offloaded here: the offloaders' pieces are small
+// enough that it moves), ChunkedMlp's backward reads it instead of computing it again, and the loss
+// and every LoRA gradient are those of the model without checkpointing. (Attention keeps nothing
+// on the CPU: its SDPA path recomputes.)
+TEST(LlamaCheckpointingTest, KeptGateUpGivesTheUncheckpointedGradients) {
+  LlamaModel model = TinyModelWithLora(0.0);
+  const Batch b = MakeBatch(false);
+  const Step direct = LossAndGrads(model, b, false);
+
+  LayerOffloaders offloaders(/*min_piece=*/16);
+  std::vector<size_t> kept_per_layer;
+  std::deque<LayerFunction>
+      counted;  // the functions outlive the graph, as RecomputeInBackward asks
+  model->SetLayerRunner([&](int64_t index, const LlamaDecoderLayerImpl& /*layer*/,
+                            const LayerFunction& function, const at::Tensor& x,
+                            at::TensorList extras) {
+    counted.push_back([&function, &kept_per_layer](const at::Tensor& in, at::TensorList more) {
+      at::Tensor y = function(in, more);
+      RecomputeKeep* keep = CurrentRecomputeKeep();
+      if (keep != nullptr && !keep->replaying()) kept_per_layer.push_back(keep->count());
+      return y;
+    });
+    return RecomputeInBackward(counted.back(), x, extras, {&offloaders, index, {.mlp = true}});
+  });
+  for (at::Tensor& p : LoraParameters(model)) p.mutable_grad() = at::Tensor();
+  at::Tensor loss = Loss(model, b);
+  loss.backward();
+  EXPECT_EQ(kept_per_layer, std::vector<size_t>(TinyLlamaConfig().num_hidden_layers, 1));
+  ExpectClose(loss.detach(), direct.loss, "kept gate|up: loss");
+  const std::vector<at::Tensor> params = LoraParameters(model);
+  ASSERT_EQ(params.size(), direct.grads.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    ExpectClose(params[i].grad(), direct.grads[i],
+                "kept gate|up: LoRA gradient " + std::to_string(i));
+  }
+  model->SetLayerRunner({});
+}
 
 TEST(LlamaCheckpointingTest, NoGradAndEvalForwardsAreUnchanged) {
   LlamaModel model = TinyModelWithLora(0.1);

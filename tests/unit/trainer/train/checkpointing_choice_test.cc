@@ -54,7 +54,7 @@ TEST(CheckpointingChoiceTest, KeptAttentionIsOffOnACpuInFp32AndByTheEnvironment)
   job.checkpointing = job.offload = true;
   const int64_t plenty = int64_t{1} << 40;
   const at::Device cuda(at::kCUDA, 0);
-  KeepAttentionChoice keep = PlanKeepAttention(job, plenty, plenty, at::kCPU, at::kBFloat16);
+  KeepChoice keep = PlanKeepAttention(job, plenty, plenty, at::kCPU, at::kBFloat16);
   EXPECT_FALSE(keep.on);
   EXPECT_EQ(keep.why, "on a CPU");
   keep = PlanKeepAttention(job, plenty, plenty, cuda, at::kFloat);
@@ -70,6 +70,26 @@ TEST(CheckpointingChoiceTest, KeptAttentionIsOffOnACpuInFp32AndByTheEnvironment)
   job.offload = false;
   EXPECT_EQ(PlanKeepAttention(job, plenty, plenty, cuda, at::kBFloat16).why,
             "activation offload is off");
+}
+
+// The MLP's gate|up: only when QLORAD_KEEP_MLP=1 asks (not yet measured on a GPU), and then by
+// ResolveKeepMlp's rules; never on a CPU.
+TEST(CheckpointingChoiceTest, KeptGateUpIsAskedForByTheEnvironment) {
+  MemoryJob job = MemoryJobOfRun(JobSpec{}, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
+  job.checkpointing = job.offload = true;
+  const int64_t plenty = int64_t{1} << 40;
+  const at::Device cuda(at::kCUDA, 0);
+  unsetenv("QLORAD_KEEP_MLP");
+  KeepChoice keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
+  EXPECT_FALSE(keep.on);
+  EXPECT_EQ(keep.why, "experimental, asked for with QLORAD_KEEP_MLP=1");
+  setenv("QLORAD_KEEP_MLP", "1", 1);
+  keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
+  const KeepChoice cpu = PlanKeepMlp(job, plenty, plenty, at::kCPU, at::kBFloat16);
+  unsetenv("QLORAD_KEEP_MLP");
+  EXPECT_TRUE(keep.on) << keep.why;
+  EXPECT_FALSE(cpu.on);
+  EXPECT_EQ(cpu.why, "on a CPU");
 }
 
 }  // namespace
