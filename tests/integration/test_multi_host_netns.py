@@ -235,9 +235,10 @@ class SimulatedHosts(Cluster):
                    lambda: "registered with" in log.read_text(errors="replace"), 60, self.logs)
 
     def trainers(self) -> dict:
-        """hostname -> the argv of the trainer its worker runs now."""
-        return {name: cmdline(pid) for name, p in self.workers.items() for pid in children(p.pid)
-                if cmdline(pid)}
+        """hostname -> the argv of the trainer its worker runs now. Only children that run
+        qlorad-train count: between fork and exec a child still shows the worker's own argv."""
+        return {name: argv for name, p in self.workers.items() for pid in children(p.pid)
+                if (argv := cmdline(pid)) and Path(argv[0]).name == "qlorad-train"}
 
 
 def write_job(path: Path, model: Path, data: Path, out: Path) -> Path:
