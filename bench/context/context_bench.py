@@ -155,7 +155,7 @@ def longest(tries, system):
 def print_table(tries, meta):
     base = "bf16 base weights (--no-quant)" if meta["args"]["no_quant"] else "NF4 double quant"
     print(f"\nBatch-1 QLoRA ({meta['shape']} shape, {base}, LoRA r={RANK} on 7 projections, bf16, "
-          f"checkpointing on), {meta['gpu']}, commit {meta['commit']}")
+          f"checkpointing on), {meta['gpu']}, commit {meta['commit']}{e2e_bench.switches_text(meta)}")
     print(f"{'context':>8} {'system':8} {'result':>7} {'ms/step':>9} {'tok/s':>7} {'peak GiB':>8} {'estimate':>8} "
           f"{'est/peak':>8}")
     by_seq = {}
@@ -219,7 +219,8 @@ def main():
     tries = json.loads(args.resume.read_text())["tries"] if args.resume else []
     meta = dict(gpu_facts(args.device), shape=args.shape, commit=git_commit(args.commit),
                 date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                args={k: str(v) if isinstance(v, (pathlib.Path, set)) else v for k, v in vars(args).items()})
+                args={k: str(v) if isinstance(v, (pathlib.Path, set)) else v for k, v in vars(args).items()},
+                switches=e2e_bench.trainer_switches())
 
     def save():
         (args.out / "context_bench.json").write_text(json.dumps(dict(meta=meta, tries=tries), indent=1))

@@ -202,6 +202,18 @@ def gpu_facts(device):
     return dict(gpu=name, driver=driver)
 
 
+def trainer_switches():
+    """The QLORAD_* variables of this run (QLORAD_KEEP_ATTENTION=0, QLORAD_KEEP_MLP=1, ...): the
+    trainers inherit them, so an A/B run's JSON and table say which side it was."""
+    harness = {"QLORAD_COMMIT", "QLORAD_BIN_DIR"}  # the benchmark's own, not the trainer's
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("QLORAD_") and k not in harness}
+
+
+def switches_text(meta):
+    switches = meta.get("switches") or {}
+    return "; " + " ".join(f"{k}={v}" for k, v in switches.items()) if switches else ""
+
+
 def git_commit(given):
     if given:
         return given
@@ -257,7 +269,7 @@ def print_table(runs, meta):
     print(f"\nOne QLoRA step ({base}, LoRA r={RANK} on 7 projections, bf16, AdamW), median of "
           f"{meta['args']['steps']} steps after {meta['args']['warmup']} warm-up; {meta['gpu']}"
           f"{', driver ' + meta['driver'] if meta['driver'] else ''}, commit {meta['commit']}; MFU against "
-          f"{fmt(meta['peak_tflops'], '.1f')} TFLOP/s")
+          f"{fmt(meta['peak_tflops'], '.1f')} TFLOP/s{switches_text(meta)}")
     print(f"{'shape':6} {'batch x seq':>11} {'ckpt':>4} {'system':14} {'ms/step':>8} {'tok/s':>8} {'peak GiB':>8} "
           f"{'MFU':>6} {'loss first -> last':>19}")
     groups = {}
@@ -349,7 +361,7 @@ def main():
                 commit=git_commit(args.commit), torch=torch.__version__, python=sys.version.split()[0],
                 peak_tflops=(args.peak_tflops or peak_tflops(facts["gpu"])) if args.device == "cuda" else None,
                 args={k: str(v) if isinstance(v, pathlib.Path) else v for k, v in vars(args).items()},
-                flops_per_token={}, versions={})
+                flops_per_token={}, versions={}, switches=trainer_switches())
     runs = []
 
     def save():

@@ -44,10 +44,15 @@ def test_one_try_of_the_tiny_shape_on_the_cpu(tmp_path):
         [sys.executable, str(ROOT / "bench" / "context" / "context_bench.py"), "--out", str(out), "--work",
          str(tmp_path / "work"), "--bin", str(bin_dir), "--shape", "tiny", "--device", "cpu", "--no-quant",
          "--systems", "qlorad", "--contexts", "128,256", "--timed-contexts", "256", "--timeout", "300"],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, env=dict(os.environ, QLORAD_KEEP_ATTENTION="0"))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     tries = json.loads((out / "context_bench.json").read_text())["tries"]
     assert [(t["seq"], t["status"]) for t in tries] == [(128, "ok"), (256, "ok")], tries
     assert tries[1]["timed"] and not tries[0]["timed"]
     assert all(t["tokens_per_s"] > 0 and t["estimate_bytes"] > 0 for t in tries)
     assert "longest context trained, qlorad: 256" in proc.stdout
+    # The trainer's switches of an A/B run are in the JSON and the table's heading.
+    meta = json.loads((out / "context_bench.json").read_text())["meta"]
+    assert meta["switches"].get("QLORAD_KEEP_ATTENTION") == "0", meta["switches"]
+    assert "QLORAD_BIN_DIR" not in meta["switches"]
+    assert "QLORAD_KEEP_ATTENTION=0" in proc.stdout
