@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/unit/common/process/script_fixture.h"
+
 namespace qlorad {
 namespace {
 
@@ -20,21 +22,16 @@ void Write(const fs::path& path, const std::string& text) {
 class HostMemoryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ =
-        fs::temp_directory_path() /
-        ("host_memory_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
     Write(dir_ / "meminfo",
           "MemTotal:       134217728 kB\nMemFree: 1000 kB\n"
           "MemAvailable:   125829120 kB\n");  // 128 GiB, 120 GiB available
   }
-  void TearDown() override { fs::remove_all(dir_); }
   std::optional<int64_t> Available() {
     return HostAvailableBytes((dir_ / "meminfo").string(), (dir_ / "self_cgroup").string(),
                               (dir_ / "cgroup").string());
   }
-  fs::path dir_;
+  process::testing::TempDir temp_;
+  const fs::path dir_ = temp_.path();
 };
 
 constexpr int64_t kGiB = int64_t{1} << 30;
