@@ -89,13 +89,11 @@ std::optional<Status> RunEstimateSubcommand(const EstimateCli& cli) {
   const std::optional<int64_t> host_figure =
       job.checkpointing && job.offload ? HostBytesFor(cli) : std::nullopt;
   // Decided as the trainer would on a GPU with `free` (a CPU's trainer keeps nothing).
-  const KeepChoice keep =
-      PlanKeepAttention(job, free, host_figure, free ? at::Device(at::kCUDA, 0) : at::kCPU,
-                        ScalarTypeOf(spec->train.precision));
+  const at::Device device = free ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  const at::ScalarType dtype = ScalarTypeOf(spec->train.precision);
+  const KeepChoice keep = PlanKeepAttention(job, free, host_figure, device, dtype);
   job.keep_attention = keep.on;
-  const KeepChoice keep_mlp =
-      PlanKeepMlp(job, free, host_figure, free ? at::Device(at::kCUDA, 0) : at::kCPU,
-                  ScalarTypeOf(spec->train.precision));
+  const KeepChoice keep_mlp = PlanKeepMlp(job, free, host_figure, device, dtype);
   job.keep_mlp = keep_mlp.on;
   const MemoryEstimate e = EstimateMemory(job);
   // Judged only against a device (plain values: GCC misreads optionals here as uninitialized).

@@ -177,10 +177,13 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {
   const bool fused_layers = FusedLayersAvailable(x.device(), x.scalar_type());
   // The block ChunkedMlp can run: the one a recompute hands it, and whose gate|up a checkpointed
-  // forward keeps for it when asked (recompute_keep.h).
-  const bool chunkable = fused_layers && biases.empty() && gate_up_.Applies(x) && down_.Applies(x);
-  RecomputeKeep* keep = chunkable ? CurrentRecomputeKeep(&KeptParts::mlp) : nullptr;
-  if (output_unused && at::GradMode::is_enabled() && chunkable) {
+  // forward keeps for it when asked (recompute_keep.h). Asked only where it matters, so that
+  // other forwards check no more than they did.
+  const auto chunkable = [&] {
+    return fused_layers && biases.empty() && gate_up_.Applies(x) && down_.Applies(x);
+  };
+  RecomputeKeep* keep = CurrentRecomputeKeep(&KeptParts::mlp);
+  if (output_unused && at::GradMode::is_enabled() && chunkable()) {
     // Nothing reads the output: the whole block waits for backward, which computes it in chunks
     // (from the gate|up its forward kept, if it kept one).
     const at::Tensor kept_gate_up =
@@ -189,7 +192,7 @@ at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {
   }
   const std::vector<std::string> names = {"gate_proj", "up_proj"};
   const at::Tensor gate_up = ProjectFused(gate_up_, names, biases, x);
-  if (keep != nullptr && !keep->replaying()) keep->Keep({gate_up});
+  if (keep != nullptr && !keep->replaying() && chunkable()) keep->Keep({gate_up});
   const bool fused = gate_up.defined() && fused_layers;
   if (fused && down_.Applies(gate_up) && biases.count("down_proj") == 0) {
     return FusedSwigluDown(gate_up, down_);
