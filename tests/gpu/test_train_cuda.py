@@ -10,6 +10,13 @@ tests/python/test_hf_parity.py (GQA, llama3 rope scaling, head_dim 24):
 - bf16, packed rows (several documents per row): qlorad-train on CUDA against qlorad-train's fp32
   CPU run of the same job (dense block-diagonal mask there; the CPU path is checked against
   transformers by test_hf_parity.py), within the same tolerance.
+- The step graph (train/step_graph.h): rows of one length, so that every step from the third on is
+  a replay. With lr 1e-30 (the smallest change AdamW makes is then far below any parameter's
+  last bit) each step's loss is a forward of the same parameters on its row, so the replays must
+  give the eager run's losses bit for bit (a stale input, cast or scale would not);
+  their gradient norms (attention's backward accumulates with atomics: equal up to its rounding)
+  show that each replay's gradients reach the optimizer. Then 30 steps that train, against
+  transformers as above.
 
 QLORAD_BIN_DIR names the build's bin directory."""
 
@@ -35,7 +42,8 @@ from test_hf_parity import PROJECTIONS, make_model, make_peft_adapter, qlorad, w
 STEPS, LR = 30, 1e-3
 
 
-def spec_text(tmp: Path, name: str, precision: str, device: str, packing: bool) -> Path:
+def spec_text(tmp: Path, name: str, precision: str, device: str, packing: bool,
+              data: str = "data.jsonl", lr: float = LR) -> Path:
     seq = 64 if packing else 32
     spec = tmp / f"{name}.yaml"
     spec.write_text(
@@ -44,9 +52,9 @@ def spec_text(tmp: Path, name: str, precision: str, device: str, packing: bool) 
         "quantization: {type: none}\n"
         f"lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: {PROJECTIONS}, "
         f"init_from: {tmp / 'init'}}}\n"
-        f"data: {{path: {tmp / 'data.jsonl'}, format: input_ids, max_seq_len: {seq}, "
+        f"data: {{path: {tmp / data}, format: input_ids, max_seq_len: {seq}, "
         f"packing: {str(packing).lower()}, shuffle: false, seed: 1}}\n"
-        f"train: {{max_steps: {STEPS}, micro_batch_size: 1, grad_accum: 1, lr: {LR}, "
+        f"train: {{max_steps: {STEPS}, micro_batch_size: 1, grad_accum: 1, lr: {lr}, "
         "scheduler: constant, warmup_steps: 0, weight_decay: 0.0, max_grad_norm: null, "
         f"precision: {precision}, seed: 3, activation_checkpointing: false}}\n"
         f"resources: {{device: {device}}}\n"
@@ -54,15 +62,31 @@ def spec_text(tmp: Path, name: str, precision: str, device: str, packing: bool) 
     return spec
 
 
-def our_losses(spec: Path, device: str) -> list[float]:
+def our_run(spec: Path, device: str) -> tuple[list[dict], list[str]]:
+    """The run's metrics events and log messages."""
     proc = qlorad("run", str(spec), "--json", "--device", device)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    losses = [e["loss"] for e in events if e["event"] == "metrics"]
-    assert len(losses) == STEPS
+    metrics = [e for e in events if e["event"] == "metrics"]
+    assert len(metrics) == STEPS
     # Whole rows go to cuDNN's attention by default (model/attention.cc): it must have run, not
     # the fallback to flash attention.
     assert "cuDNN refused" not in proc.stderr, proc.stderr
-    return losses
+    return metrics, [e["message"] for e in events if e["event"] == "log"]
+
+
+def our_losses(spec: Path, device: str) -> list[float]:
+    return [m["loss"] for m in our_run(spec, device)[0]]
+
+
+def write_equal_rows(path: Path, length: int = 30, seed: int = 5) -> list[dict]:
+    """Four input_ids/labels rows of one length (distinct tokens), some prompt tokens masked."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(4):
+        ids = torch.randint(0, test_hf_parity.VOCAB, (length,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * 3 + ids[3:]})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
 
 
 def peft_losses(tmp: Path, rows: list[dict], dtype) -> list[float]:
@@ -146,3 +170,39 @@ def test_packed_bf16_steps_on_cuda_match_the_fp32_cpu_run(setup):
     cuda = our_losses(spec_text(tmp, "packed-cuda", "bf16", "cuda", packing=True), "cuda")
     print(f"qlorad packed bf16 (cuda) vs fp32 (cpu): {worst(cuda, cpu):.3e}", file=sys.stderr)
     assert worst(cuda, cpu) < tolerance
+
+
+def test_replayed_steps_compute_what_eager_steps_do(setup, monkeypatch):
+    tmp, _, _ = setup
+    write_equal_rows(tmp / "equal.jsonl")
+    spec = spec_text(tmp, "graph-frozen", "bf16", "cuda", packing=False, data="equal.jsonl",
+                     lr=1e-30)
+    graphed, logs = our_run(spec, "cuda")
+    assert any("CUDA graph: recorded at step 3" in m for m in logs), logs
+    assert any(f"CUDA graph: {STEPS - 3 + 1} step(s) replayed" in m for m in logs), logs
+    monkeypatch.setitem(test_hf_parity.ENV, "QLORAD_CUDA_GRAPH", "0")
+    spec = spec_text(tmp, "eager-frozen", "bf16", "cuda", packing=False, data="equal.jsonl",
+                     lr=1e-30)
+    eager, logs = our_run(spec, "cuda")
+    assert any("CUDA graph: off (QLORAD_CUDA_GRAPH=0)" in m for m in logs), logs
+    assert [m["loss"] for m in graphed] == [m["loss"] for m in eager]
+    assert len({m["loss"] for m in eager}) == 4  # four rows, four losses: a stale row would show
+    norms = [(g["grad_norm"], e["grad_norm"]) for g, e in zip(graphed, eager)]
+    print(f"\ngradient norms, replayed vs eager (worst relative difference): "
+          f"{max(abs(g - e) / e for g, e in norms):.3e}", file=sys.stderr)
+    assert all(abs(g - e) <= 1e-3 * e for g, e in norms), norms
+
+
+def test_replayed_steps_train_as_transformers_does(setup):
+    tmp, _, _ = setup
+    rows = write_equal_rows(tmp / "equal.jsonl")
+    reference = peft_losses(tmp, rows, torch.float32)
+    tolerance = max(2 * worst(peft_losses(tmp, rows, torch.bfloat16), reference), 1e-3)
+    metrics, logs = our_run(spec_text(tmp, "graph", "bf16", "cuda", packing=False,
+                                      data="equal.jsonl"), "cuda")
+    assert any(f"CUDA graph: {STEPS - 3 + 1} step(s) replayed" in m for m in logs), logs
+    ours = [m["loss"] for m in metrics]
+    print(f"qlorad bf16 (cuda, replayed steps) vs transformers+peft fp32: "
+          f"{worst(ours, reference):.3e}", file=sys.stderr)
+    assert worst(ours, reference) < tolerance
+    assert abs(ours[-1] - ours[0]) > 10 * tolerance * abs(ours[0])  # the adapter did move

@@ -30,6 +30,8 @@ class OomInjection {
   // Throws c10::OutOfMemoryError, worded as the caching allocator's, when `rows` is over the limit.
   // `bytes`: what the message says the forward tried to allocate.
   void MaybeThrow(int64_t rows, int64_t bytes) const;
+  // Whether QLORAD_INJECT_OOM_ROWS is set.
+  bool active() const { return max_rows_.has_value(); }
 
  private:
   std::optional<int64_t> max_rows_;

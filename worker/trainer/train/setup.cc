@@ -202,6 +202,7 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   // Recompute wraps whole decoder layers whatever holds their weights: fsdp's gathers run inside
   // the layer, so the recompute gathers again (fsdp.h).
+  s.checkpointing = checkpointing.on;
   if (checkpointing.on)
     ApplyActivationRecompute(s.model, offload.on, {.attention = keep.on, .mlp = keep_mlp.on});
   events.Log("info", checkpointing.on

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@
 #include "worker/trainer/train/micro_batch_rows.h"
 #include "worker/trainer/train/resume_checkpoint.h"
 #include "worker/trainer/train/setup.h"
+#include "worker/trainer/train/step_graph.h"
 #include "worker/trainer/train/validation_eval.h"
 
 namespace qlorad::trainer {
@@ -54,36 +56,60 @@ struct ForwardSize {
   int64_t seq_len = 0;     // of the rows the last forward took: what did not fit, if they didn't
 };
 
+// The forward and backward of one forward's rows, the loss scaled by `scale` (a 0-dim fp64 tensor
+// on the device: 1 / the step's valid tokens) before backward. Returns that scaled loss, detached,
+// in fp64. Everything it does is queued on the device: it is what a step graph records
+// (step_graph.h).
+at::Tensor ForwardBackward(Session& s, const ForwardRows& b, const at::Tensor& scale,
+                           ForwardSize& forward) {
+  // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is unchanged.
+  // Rows holding several documents keep them apart (block-diagonal attention, positions
+  // restarting per document); others (positions undefined) take the causal path.
+  const at::Tensor hidden = s.model->forward(b.inputs, b.positions, b.cu_seqlens);
+  forward.injection.MaybeThrow(b.inputs.size(0), hidden.numel() * hidden.element_size());
+  const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
+  // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
+  // task: classification's score head takes lm_head's place (classification_head.h).
+  const at::Tensor sum =
+      s.classifier ? ClassifyRows(*s.classifier, flat, b.labels).loss
+                   : ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
+                                         {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
+                         .sum;
+  const at::Tensor loss = sum * scale.to(sum.scalar_type());
+  loss.backward();
+  return loss.detach().to(at::kDouble);
+}
+
 // Forward and backward over this rank's micro-batches of one optimizer step. The loss is the mean
 // over every valid token of the step on all ranks (not a mean of per-micro-batch means), so
 // grad_accum, the world size and forward.rows change nothing but memory; the divisor is counted on
 // the host from the labels as they were drawn (StepBatches), never read back from the device.
 // Returns this rank's part of the loss, on the device ([1], fp64), ready for the all-reduce: the
-// step reads it back once, after that.
-at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches, ForwardSize& forward) {
-  const double denominator = static_cast<double>(std::max<int64_t>(batches.global_valid, 1));
-  at::Tensor total = at::zeros({1}, at::TensorOptions().dtype(at::kDouble).device(s.device));
+// step reads it back once, after that. A step that is one forward over rows without packed
+// documents goes through `graph` (when the job has one), which replays it once recorded.
+at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches, ForwardSize& forward,
+                               StepGraph* graph) {
+  const double scale = 1.0 / static_cast<double>(std::max<int64_t>(batches.global_valid, 1));
+  const auto scale_options = at::TensorOptions().dtype(at::kDouble).device(s.device);
+  at::Tensor total = at::zeros({1}, scale_options);
+  const bool one_forward = batches.micro_batches.size() == 1 &&
+                           forward.rows >= batches.micro_batches.front().inputs.size(0) &&
+                           !batches.micro_batches.front().positions.defined();
   for (const DeviceMicroBatch& micro_batch : batches.micro_batches) {
     const int64_t rows = micro_batch.inputs.size(0);
     for (int64_t begin = 0; begin < rows; begin += forward.rows) {
       const ForwardRows b = RowsOf(micro_batch, begin, std::min(forward.rows, rows - begin));
       forward.seq_len = b.inputs.size(1);
-      // The logits exist one chunk at a time (see chunked_loss.h); the fp32 loss math is
-      // unchanged. Rows holding several documents keep them apart (block-diagonal attention,
-      // positions restarting per document); others (positions undefined) take the causal path.
-      const at::Tensor hidden = s.model->forward(b.inputs, b.positions, b.cu_seqlens);
-      forward.injection.MaybeThrow(b.inputs.size(0), hidden.numel() * hidden.element_size());
-      const at::Tensor flat = hidden.reshape({-1, hidden.size(-1)});
-      // A head LoRA with dropout sees its own dropped copy of the hidden states (LossHeadOf).
-      // task: classification's score head takes lm_head's place (classification_head.h).
-      at::Tensor loss =
-          (s.classifier ? ClassifyRows(*s.classifier, flat, b.labels).loss
-                        : ChunkedCrossEntropy(flat, LossHeadOf(s.model, flat), b.labels,
-                                              {.ignore_index = kIgnoreLabel}, s.loss_chunk_rows)
-                              .sum) /
-          denominator;
-      loss.backward();
-      total += loss.detach().to(at::kDouble);
+      if (graph != nullptr && one_forward) {
+        total += graph->Run(
+            [&](const at::Tensor& inputs, const at::Tensor& labels, const at::Tensor& scale_t) {
+              return ForwardBackward(s, {inputs, labels, at::Tensor(), at::Tensor()}, scale_t,
+                                     forward);
+            },
+            b.inputs, b.labels, scale);
+      } else {
+        total += ForwardBackward(s, b, at::full({}, scale, scale_options), forward);
+      }
     }
   }
   return total;
@@ -99,11 +125,11 @@ at::Tensor AccumulateGradients(Session& s, const DeviceStep& batches, ForwardSiz
 // names the length of the rows and what torch said it needed.
 StatusOr<at::Tensor> AccumulateWithinMemory(Session& s, const JobSpec& spec, int64_t step,
                                             const DeviceStep& batches, ForwardSize& forward,
-                                            EventSink& events) {
+                                            StepGraph* graph, EventSink& events) {
   while (true) {
     std::string what;
     try {
-      return AccumulateGradients(s, batches, forward);
+      return AccumulateGradients(s, batches, forward, graph);
     } catch (const c10::OutOfMemoryError& e) {
       what = DescribeOutOfMemory(e);
     }
@@ -180,7 +206,7 @@ struct QueuedStep {
 // the next step before it reads this one (QueuedStep::Read).
 StatusOr<QueuedStep> QueueStep(Session& s, const JobSpec& spec, const TrainOptions& options,
                                int64_t step, BatchPrefetcher& data, ForwardSize& forward,
-                               PhaseTimer& phases, EventSink& events) {
+                               StepGraph* graph, PhaseTimer& phases, EventSink& events) {
   QueuedStep queued;
   queued.queued_at = Clock::now();
   StepOutcome& out = queued.outcome;
@@ -195,7 +221,7 @@ StatusOr<QueuedStep> QueueStep(Session& s, const JobSpec& spec, const TrainOptio
   torch::manual_seed(StepSeed(spec.train.seed, step));  // dropout masks of this step
   phases.End("data");
   QLORAD_ASSIGN_OR_RETURN(const at::Tensor step_loss,
-                          AccumulateWithinMemory(s, spec, step, batches, forward, events));
+                          AccumulateWithinMemory(s, spec, step, batches, forward, graph, events));
   phases.End("forward+backward");
   QLORAD_RETURN_IF_ERROR(s.parallel->FinishBackward());
   phases.End("gradient reduction");
@@ -214,6 +240,52 @@ StatusOr<QueuedStep> QueueStep(Session& s, const JobSpec& spec, const TrainOptio
   queued.values = HostReadback(at::cat({shared, grad_norm_on_device.to(shared.device())}));
   phases.End("all-reduce+readback");
   return queued;
+}
+
+// The job's step graph (step_graph.h), or null where its steps run eagerly; on a GPU the log says
+// which and why.
+std::unique_ptr<StepGraph> StepGraphFor(const Session& s, const JobSpec& spec,
+                                        const PhaseTimer& phases, const OomInjection& injection,
+                                        EventSink& events) {
+  if (!s.device.is_cuda()) return nullptr;
+  std::string why_not = StepGraphUnsuitable({.cuda = true,
+                                             .world_size = s.comm->world_size(),
+                                             .dropout = spec.lora.dropout > 0,
+                                             .checkpointing = s.checkpointing,
+                                             .classifier = s.classifier.has_value(),
+                                             .phase_timing = phases.enabled(),
+                                             .injected_oom = injection.active(),
+                                             .switch_value = std::getenv("QLORAD_CUDA_GRAPH")});
+  std::unique_ptr<GraphRecorder> recorder;
+  if (why_not.empty()) recorder = MakeGraphRecorder(s.device);
+  if (why_not.empty() && recorder == nullptr) why_not = "this build has no CUDA graphs";
+  if (!why_not.empty()) {
+    events.Log("info", "CUDA graph: off (" + why_not + ")");
+    return nullptr;
+  }
+  events.Log("info",
+             "CUDA graph: on; a step that is one forward over rows without packed documents is "
+             "recorded after " +
+                 std::to_string(StepGraph::kEagerSteps) +
+                 " such steps and replayed from then on (QLORAD_CUDA_GRAPH=0 turns this off)");
+  std::vector<at::Tensor> params;
+  for (const auto& group : s.optimizer->param_groups()) {
+    for (const at::Tensor& p : group.params()) params.push_back(p);
+  }
+  return std::make_unique<StepGraph>(std::move(recorder), std::move(params));
+}
+
+// Says once in the job's log that the step graph was recorded, or why it could not be.
+void ReportStepGraph(const StepGraph& graph, int64_t step, bool& reported, EventSink& events) {
+  if (reported) return;
+  if (!graph.failure().empty()) {
+    events.Log("warning", "CUDA graph: recording step " + std::to_string(step + 1) +
+                              " failed; every step runs without one (" + graph.failure() + ")");
+    reported = true;
+  } else if (graph.recorded()) {
+    events.Log("info", "CUDA graph: recorded at step " + std::to_string(step + 1));
+    reported = true;
+  }
 }
 
 // Whether the host queues step n + 1 before reading step n: meant for a GPU, where the device
@@ -379,11 +451,17 @@ class TrainingRun {
                                  std::to_string(spec_.train.micro_batch_size) + ")");
     }
     const bool pipelined = PipelinesSteps(phases);
+    const std::unique_ptr<StepGraph> graph =
+        StepGraphFor(s_, spec_, phases, forward.injection, events_);
+    bool graph_reported = false;
     const auto queue = [&](int64_t step) -> StatusOr<QueuedStep> {
       Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
       phases.StartStep();
       profiler.BeginStep(step);
-      return QueueStep(s_, spec_, options_, step, data, forward, phases, events_);
+      StatusOr<QueuedStep> queued_step =
+          QueueStep(s_, spec_, options_, step, data, forward, graph.get(), phases, events_);
+      if (graph) ReportStepGraph(*graph, step, graph_reported, events_);
+      return queued_step;
     };
     std::optional<QueuedStep> queued;  // the step read next
     auto last_read = Clock::now();
@@ -454,6 +532,9 @@ class TrainingRun {
       if (!trace.empty()) events_.Log("info", "Kineto profile written to " + trace);
     }
     if (phases.enabled()) events_.Log("info", "phase timing: " + phases.Summary());
+    if (graph && graph->recorded()) {
+      events_.Log("info", "CUDA graph: " + std::to_string(graph->replays()) + " step(s) replayed");
+    }
     return Status::Ok();
   }
 

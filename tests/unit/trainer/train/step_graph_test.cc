@@ -1,0 +1,121 @@
+// The host side of the step graph (step_graph.h): which jobs may record, and what a step does
+// where it cannot (a CPU, a recording refused). Recording and replaying themselves need a GPU:
+// tests/gpu/test_train_cuda.py.
+#include "worker/trainer/train/step_graph.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qlorad::trainer {
+namespace {
+
+TEST(StepGraphUnsuitable, NamesWhatKeepsAJobsStepsEager) {
+  const StepGraphJob suitable{.cuda = true};
+  EXPECT_EQ(StepGraphUnsuitable(suitable), "");
+  StepGraphJob on = suitable;
+  on.switch_value = "1";
+  EXPECT_EQ(StepGraphUnsuitable(on), "");
+
+  const auto why = [&](auto change) {
+    StepGraphJob job = suitable;
+    change(job);
+    return StepGraphUnsuitable(job);
+  };
+  EXPECT_EQ(why([](StepGraphJob& j) { j.switch_value = "0"; }), "QLORAD_CUDA_GRAPH=0");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.cuda = false; }), "not on a GPU");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.world_size = 2; }), "several ranks");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.dropout = true; }),
+            "lora.dropout draws new masks every step");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.checkpointing = true; }),
+            "activation checkpointing replays the RNG's state in backward");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.classifier = true; }), "task: classification");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.phase_timing = true; }),
+            "QLORAD_PHASE_TIMING waits for the device inside the step");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.injected_oom = true; }),
+            "QLORAD_INJECT_OOM_ROWS raises inside the step");
+}
+
+// A toy step: loss = scale * sum((w * inputs)^2), backward into w.
+struct ToyStep {
+  at::Tensor w = torch::full({3}, 2.0, torch::kFloat).requires_grad_(true);
+  int calls = 0;
+
+  StepGraph::Forward Forward() {
+    return [this](const at::Tensor& inputs, const at::Tensor& labels, const at::Tensor& scale) {
+      ++calls;
+      EXPECT_EQ(scale.dim(), 0);
+      EXPECT_EQ(scale.scalar_type(), at::kDouble);
+      const at::Tensor sum = (w * inputs.to(at::kFloat) + labels.to(at::kFloat)).pow(2).sum();
+      const at::Tensor loss = sum * scale.to(sum.scalar_type());
+      loss.backward();
+      return loss.detach().to(at::kDouble);
+    };
+  }
+};
+
+TEST(StepGraph, WithoutARecorderEveryStepRunsEagerly) {
+  ToyStep toy;
+  StepGraph graph(nullptr, {toy.w});
+  const at::Tensor inputs = torch::tensor({1, 2, 3}, torch::kLong);
+  const at::Tensor labels = torch::zeros({3}, torch::kLong);
+  for (int step = 0; step < 4; ++step) {
+    toy.w.mutable_grad() = at::Tensor();
+    const at::Tensor loss = graph.Run(toy.Forward(), inputs, labels, 0.5);
+    // w * x = (2, 4, 6): sum of squares 56, times the scale.
+    EXPECT_DOUBLE_EQ(loss.item<double>(), 28.0);
+    // d/dw = scale * 2 w x^2 = (2, 8, 18).
+    EXPECT_TRUE(toy.w.grad().equal(torch::tensor({2.0f, 8.0f, 18.0f})));
+  }
+  EXPECT_EQ(toy.calls, 4);
+  EXPECT_FALSE(graph.recorded());
+  EXPECT_EQ(graph.replays(), 0);
+}
+
+// What a capture that refuses does: the work ran (here; a real capture records without running)
+// and the recorder says it failed.
+class RefusingRecorder final : public GraphRecorder {
+ public:
+  bool Record(const std::function<void()>& record, std::string* error) override {
+    record();
+    *error = "operation not permitted when stream is capturing";
+    return false;
+  }
+  void Replay() override { ADD_FAILURE() << "a refused recording was replayed"; }
+};
+
+TEST(StepGraph, ARefusedRecordingRunsTheStepEagerlyFromScratchAndEveryStepAfterIt) {
+  ToyStep toy;
+  StepGraph graph(std::make_unique<RefusingRecorder>(), {toy.w}, /*eager_steps=*/1);
+  const at::Tensor inputs = torch::tensor({1, 2, 3}, torch::kLong);
+  const at::Tensor labels = torch::zeros({3}, torch::kLong);
+  for (int step = 0; step < 3; ++step) {
+    toy.w.mutable_grad() = at::Tensor();  // the optimizer's zero_grad
+    const at::Tensor loss = graph.Run(toy.Forward(), inputs, labels, 1.0);
+    EXPECT_DOUBLE_EQ(loss.item<double>(), 56.0);
+    // Not twice the gradient: the refused recording's share was dropped before the eager run.
+    EXPECT_TRUE(toy.w.grad().equal(torch::tensor({4.0f, 16.0f, 36.0f}))) << "step " << step;
+  }
+  // One eager step, the refused recording and its eager rerun, one more eager step.
+  EXPECT_EQ(toy.calls, 4);
+  EXPECT_FALSE(graph.recorded());
+  EXPECT_EQ(graph.failure(), "operation not permitted when stream is capturing");
+}
+
+TEST(StepGraph, DoesNotRecordOverAGradientAlreadySet) {
+  ToyStep toy;
+  StepGraph graph(std::make_unique<RefusingRecorder>(), {toy.w}, /*eager_steps=*/0);
+  toy.w.mutable_grad() = torch::ones({3});  // a step that accumulates onto it
+  const at::Tensor loss = graph.Run(toy.Forward(), torch::tensor({1, 2, 3}, torch::kLong),
+                                    torch::zeros({3}, torch::kLong), 1.0);
+  EXPECT_DOUBLE_EQ(loss.item<double>(), 56.0);
+  EXPECT_TRUE(toy.w.grad().equal(torch::tensor({5.0f, 17.0f, 37.0f})));
+  EXPECT_EQ(toy.calls, 1);
+  EXPECT_EQ(graph.failure(), "a gradient was already set when the step was recorded");
+}
+
+}  // namespace
+}  // namespace qlorad::trainer

@@ -1,0 +1,96 @@
+#include "worker/trainer/train/step_graph.h"
+
+#include <string>
+#include <utility>
+
+namespace qlorad::trainer {
+
+std::string StepGraphUnsuitable(const StepGraphJob& job) {
+  if (job.switch_value != nullptr && std::string(job.switch_value) == "0") {
+    return "QLORAD_CUDA_GRAPH=0";
+  }
+  if (!job.cuda) return "not on a GPU";
+  if (job.world_size > 1) return "several ranks";
+  if (job.dropout) return "lora.dropout draws new masks every step";
+  if (job.checkpointing) return "activation checkpointing replays the RNG's state in backward";
+  if (job.classifier) return "task: classification";
+  if (job.phase_timing) return "QLORAD_PHASE_TIMING waits for the device inside the step";
+  if (job.injected_oom) return "QLORAD_INJECT_OOM_ROWS raises inside the step";
+  return "";
+}
+
+#ifndef QLORAD_HAVE_CUDA_GRAPHS
+std::unique_ptr<GraphRecorder> MakeGraphRecorder(at::Device /*device*/) {
+  return nullptr;
+}
+#endif
+
+StepGraph::StepGraph(std::unique_ptr<GraphRecorder> recorder, std::vector<at::Tensor> params,
+                     int64_t eager_steps)
+    : recorder_(std::move(recorder)), params_(std::move(params)), eager_left_(eager_steps) {}
+
+at::Tensor StepGraph::Run(const Forward& forward, const at::Tensor& inputs,
+                          const at::Tensor& labels, double scale) {
+  if (recorder_ == nullptr || !failure_.empty()) return Eager(forward, inputs, labels, scale);
+  if (recorded_) {
+    return Matches(inputs, labels) ? Replay(inputs, labels, scale)
+                                   : Eager(forward, inputs, labels, scale);
+  }
+  if (eager_left_ > 0) {
+    --eager_left_;
+    return Eager(forward, inputs, labels, scale);
+  }
+  return RecordAndReplay(forward, inputs, labels, scale);
+}
+
+at::Tensor StepGraph::Eager(const Forward& forward, const at::Tensor& inputs,
+                            const at::Tensor& labels, double scale) {
+  // A fill on the device, as the graph's own scale is refilled: the host never copies it over.
+  return forward(inputs, labels, at::full({}, scale, inputs.options().dtype(at::kDouble)));
+}
+
+bool StepGraph::Matches(const at::Tensor& inputs, const at::Tensor& labels) const {
+  return inputs.sizes() == inputs_.sizes() && labels.sizes() == labels_.sizes() &&
+         inputs.scalar_type() == inputs_.scalar_type() &&
+         labels.scalar_type() == labels_.scalar_type() && inputs.device() == inputs_.device();
+}
+
+at::Tensor StepGraph::RecordAndReplay(const Forward& forward, const at::Tensor& inputs,
+                                      const at::Tensor& labels, double scale) {
+  // The recorded backward must create each gradient (then every replay rewrites it), not add
+  // into one an eager step left: zero_grad has let go of them all, as at every step's start.
+  for (const at::Tensor& p : params_) {
+    if (p.grad().defined()) {
+      failure_ = "a gradient was already set when the step was recorded";
+      return Eager(forward, inputs, labels, scale);
+    }
+  }
+  inputs_ = inputs.clone();
+  labels_ = labels.clone();
+  scale_ = at::full({}, scale, inputs.options().dtype(at::kDouble));
+  std::string error;
+  const bool ok = recorder_->Record([&] { loss_ = forward(inputs_, labels_, scale_); }, &error);
+  if (!ok) {
+    failure_ = error.empty() ? "recording failed" : error;
+    for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
+    inputs_ = labels_ = scale_ = loss_ = at::Tensor();
+    return Eager(forward, inputs, labels, scale);
+  }
+  for (const at::Tensor& p : params_) grads_.push_back(p.grad());
+  recorded_ = true;
+  // Recording ran nothing: this step's work is the first replay.
+  return Replay(inputs, labels, scale);
+}
+
+at::Tensor StepGraph::Replay(const at::Tensor& inputs, const at::Tensor& labels, double scale) {
+  inputs_.copy_(inputs);
+  labels_.copy_(labels);
+  scale_.fill_(scale);
+  recorder_->Replay();
+  ++replays_;
+  for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad() = grads_[i];
+  // The next replay rewrites loss_; the caller may hold this one longer.
+  return loss_.clone();
+}
+
+}  // namespace qlorad::trainer
