@@ -171,15 +171,15 @@ int64_t LayerWorkingSet(const MemoryJob& job, const Widths& w, int64_t tokens) {
 // backward), the normed hidden states, their gradient (the fused loss computes it in forward),
 // fp32 losses and log-sum-exp per token, and the loss's scratch: the online cross-entropy
 // (kernels/torch/ce_online_ops.h) sizes its tiles within a fifth of the hidden states, but never
-// below a tile of min(1024, tokens) x min(8192, V) (activation dtype) with its fp32 [rows, h]
+// below a tile of min(2048, tokens) x min(16384, V) (activation dtype) with its fp32 [rows, h]
 // accumulator; the
 // generic path (a LoRA'd head) holds a chunk of fp32 logits and their gradient, 256 MiB each
 // at most (train.loss_chunk_size auto).
 int64_t LossBytes(const MemoryJob& job, const Widths& w, int64_t tokens) {
   const int64_t hidden = tokens * w.h * job.activation_bytes;
   const int64_t online_floor =
-      std::min<int64_t>(1024, tokens) *
-      (std::min<int64_t>(8192, job.model.vocab_size) * job.activation_bytes + w.h * 4);
+      std::min<int64_t>(2048, tokens) *
+      (std::min<int64_t>(16384, job.model.vocab_size) * job.activation_bytes + w.h * 4);
   const int64_t scratch = Targets(job, "lm_head")
                               ? 2 * std::min(tokens * job.model.vocab_size * 4, 256 * kMiB)
                               : std::max(hidden / 5, online_floor);

@@ -27,14 +27,14 @@ struct OnlineCeTiling {
 // Sizes when the caller leaves them to the op. The scratch, [rows, cols] in the activation dtype
 // plus [rows, d] fp32, is kept within a fifth of the [N, d] gradient that any linear cross-entropy
 // returns (so the op's peak stays within ~1.2x of that floor), but never below what a tile of
-// 1024 x min(8192, V) needs (24 MiB at d = 2048): on an H200 smaller tiles left the matmuls short
-// of full rate, the one that accumulates [rows, d] most
-// (bench/results/2026-11-26-h200-*-loss_bench*; a 1B step's trace spent 18 ms in 352 tiles of 512
-// rows: bench/results/2026-12-07-h100-316de9d-trace-ckpt-off.txt). Within that: 8192 columns if 512
-// rows of them fit, and rows doubled from 512 while they fit, up to 4096. With both sizes
-// automatic, the op first works with a larger tile (scratch up to half the gradient, rows up to
-// 4096) whose scratch lives in the gradient's last rows, unwritten until the end, on the rows ahead
-// of them; the peak stays that of the tile above.
+// 2048 x min(16384, V) needs (80 MiB at d = 2048): smaller tiles left the matmuls short of full
+// rate, the one that accumulates [rows, d] most, and cost launches (a 1B step's trace spent 18 ms
+// in 352 tiles of 512 rows: bench/results/2026-12-07-h100-316de9d-trace-ckpt-off.txt; the loss
+// alone: bench/results/2026-12-07-h100-1bfe21a-gpu_tests.txt). Within that: 16384 columns if 2048
+// rows of them fit, else 8192 if 512 rows of them fit, and rows doubled while they fit, up to
+// 4096. With both sizes automatic, the op first works with a larger tile (scratch up to half the
+// gradient, rows up to 4096) whose scratch lives in the gradient's last rows, unwritten until the
+// end, on the rows ahead of them; the peak stays that of the tile above.
 OnlineCeTiling OnlineCeTilingFor(int64_t tokens, int64_t dim, int64_t vocab, int64_t elem_bytes);
 
 // Per-row losses [N] (fp32; fp64 for fp64 inputs; 0 where ignored, NaN for a label outside

@@ -237,19 +237,19 @@ def test_automatic_sizes_with_scratch_in_the_unwritten_gradient(dtype):
 
 @needs_cuda
 def test_scratch_in_the_gradient_across_several_vocabulary_tiles():
-    """The larger first tile at a size only CUDA runs quickly: N=147456, V=9000, d=256 in bf16 take
-    rows [0, 77824) on 2048 x 8192 tiles (two per row, so acc is added to and rescaled while it
-    sits in the gradient's tail), the rest on the op's own 1024 x 8192. Equal to one explicit
+    """The larger first tile at a size only CUDA runs quickly: N=557056, V=20000, d=256 in bf16 take
+    rows [0, 286720) on 4096 x 16384 tiles (two per row, so acc is added to and rescaled while it
+    sits in the gradient's tail), the rest on the op's own 2048 x 16384. Equal to one explicit
     tiling within bf16 rounding of the products, and to fp64 on a sample of rows from both
     phases."""
-    n = 147456
-    hidden, weight, labels = make(n, 9000, 256, torch.bfloat16, ignored=range(0, n, 11))
+    n = 557056
+    hidden, weight, labels = make(n, 20000, 256, torch.bfloat16, ignored=range(0, n, 11))
     losses, grad = online(hidden, weight, labels, z_loss=1e-3)
     one_tiling, one_grad = online(hidden, weight, labels, z_loss=1e-3, rows=512, cols=4096)
     torch.testing.assert_close(losses, one_tiling, rtol=1e-5, atol=1e-5)
     scale = max(one_grad.abs().max().item(), weight.abs().max().item())
     assert (grad.float() - one_grad.float()).abs().max().item() <= TOL[torch.bfloat16] * scale
-    rows = torch.cat([torch.arange(0, n, 3989), torch.arange(77760, 77880)])
+    rows = torch.cat([torch.arange(0, n, 15013), torch.arange(286656, 286784)])
     ref_loss, ref_grad, logits = reference(hidden[rows], weight, labels[rows], 0.0, 1e-3)
     expect_close(losses.cpu()[rows], grad.cpu()[rows], ref_loss, ref_grad, logits, weight,
                  torch.bfloat16, "both phases")
