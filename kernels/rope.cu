@@ -33,8 +33,12 @@ Status CheckParams(const RopeParams& p) {
 template <typename T, int kVec>
 bool Vectorizable(const RopeParams& p) {
   auto fits = [](const RopeHeads& x) {
+    const bool source_fits =
+        x.source == nullptr ||
+        (cuda::PackAligned(x.source, sizeof(T) * kVec) && x.source_batch_stride % kVec == 0 &&
+         x.source_seq_stride % kVec == 0 && x.source_head_stride % kVec == 0);
     return cuda::PackAligned(x.data, sizeof(T) * kVec) && x.batch_stride % kVec == 0 &&
-           x.seq_stride % kVec == 0;
+           x.seq_stride % kVec == 0 && source_fits;
   };
   return (p.head_dim / 2) % kVec == 0 && fits(p.q) && fits(p.k) &&
          cuda::PackAligned(p.cos, sizeof(float) * kVec) &&

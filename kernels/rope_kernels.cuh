@@ -3,7 +3,7 @@
 // One block per token (grid-stride over tokens): the token's table row is looked up once, and the
 // block's threads share it from L1. A thread takes one unit: kVec pairs of one head of q or k, i.e.
 // one pack from each half of the head (16 bytes each on the vector path), which it rotates in fp32
-// and writes back in place. q's heads come first, then k's, so one launch serves both.
+// and writes back in place (or reads from the source and writes to q and k). q's heads come first, then k's, so one launch serves both.
 #pragma once
 
 #include <cmath>
@@ -43,8 +43,16 @@ __global__ void __launch_bounds__(kRopeMaxThreads) kRope(const RopeParams p) {
       T* lo_ptr = static_cast<T*>(is_q ? p.q.data : p.k.data) +
                   b * (is_q ? p.q.batch_stride : p.k.batch_stride) +
                   s * (is_q ? p.q.seq_stride : p.k.seq_stride) + int64_t{h} * p.head_dim + i;
-      P lo = *reinterpret_cast<const P*>(lo_ptr);
-      P hi = *reinterpret_cast<const P*>(lo_ptr + half);
+      const void* source = is_q ? p.q.source : p.k.source;
+      const T* from =
+          source == nullptr
+              ? lo_ptr
+              : static_cast<const T*>(source) +
+                    b * (is_q ? p.q.source_batch_stride : p.k.source_batch_stride) +
+                    s * (is_q ? p.q.source_seq_stride : p.k.source_seq_stride) +
+                    h * (is_q ? p.q.source_head_stride : p.k.source_head_stride) + i;
+      P lo = *reinterpret_cast<const P*>(from);
+      P hi = *reinterpret_cast<const P*>(from + half);
       const F c_lo = *reinterpret_cast<const F*>(cos + i);
       const F c_hi = *reinterpret_cast<const F*>(cos + i + half);
       const F s_lo = *reinterpret_cast<const F*>(sin + i);

@@ -1,6 +1,7 @@
-// Rotary position embedding (Hugging Face's rotate_half convention), applied in place to the
-// queries and keys of attention: one call as the CPU reference (rope_ref.h) and the CUDA launcher
-// (rope.h) both receive it, and the per-pair formula both evaluate. Torch-free and CUDA-free.
+// Rotary position embedding (Hugging Face's rotate_half convention), applied in place (or from a
+// source, RopeHeads) to the queries and keys of attention: one call as the CPU reference
+// (rope_ref.h) and the CUDA launcher (rope.h) both receive it, and the per-pair formula both
+// evaluate. Torch-free and CUDA-free.
 //
 // q [batch, seq, q_heads, d] and k [batch, seq, kv_heads, d] are read straight from the projection
 // GEMMs (before any transpose): any strides over batch and seq (e.g. column slices of one fused
@@ -26,11 +27,19 @@
 namespace qlorad::kernels {
 
 // q or k: element (b, s, h, i) sits at data + b * batch_stride + s * seq_stride + h * d + i.
+// In place, the rotation reads and writes there. Out of place (source set), it reads element
+// (b, s, h, i) at source + b * source_batch_stride + s * source_seq_stride + h * source_head_stride
+// + i and writes `data`: backward rotates attention's gradients (laid out as the attention kernel
+// left them) straight into their place in q|k|v's gradient, with no copy first.
 struct RopeHeads {
   void* data = nullptr;
   int64_t heads = 0;
   int64_t batch_stride = 0;  // in elements
   int64_t seq_stride = 0;    // in elements
+  const void* source = nullptr;
+  int64_t source_batch_stride = 0;  // in elements, as the others
+  int64_t source_seq_stride = 0;
+  int64_t source_head_stride = 0;
 };
 
 struct RopeParams {

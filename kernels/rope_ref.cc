@@ -12,9 +12,14 @@ void RotateHeads(const RopeParams& p, const RopeHeads& x, int64_t b, int64_t s, 
   const int64_t half = p.head_dim / 2;
   for (int64_t h = 0; h < x.heads; ++h) {
     const int64_t head = b * x.batch_stride + s * x.seq_stride + h * p.head_dim;
+    const void* from = x.source != nullptr ? x.source : x.data;
+    const int64_t from_head =
+        x.source != nullptr
+            ? b * x.source_batch_stride + s * x.source_seq_stride + h * x.source_head_stride
+            : head;
     for (int64_t i = 0; i < half; ++i) {
-      float x1 = LoadFloat(p.format, x.data, head + i);
-      float x2 = LoadFloat(p.format, x.data, head + i + half);
+      float x1 = LoadFloat(p.format, from, from_head + i);
+      float x2 = LoadFloat(p.format, from, from_head + i + half);
       RotatePair(x1, x2, cos[i], cos[i + half], sin[i], sin[i + half], p.inverse);
       StoreFloat(p.format, x.data, head + i, x1);
       StoreFloat(p.format, x.data, head + i + half, x2);

@@ -1,4 +1,4 @@
-// CPU reference of the in-place RoPE (formulas and layout: rope_params.h): the ground truth the
+// CPU reference of the fused RoPE, in place or from a source (formulas and layout: rope_params.h): the ground truth the
 // CUDA kernel is tested against and the CPU implementation of qlorad::rope_. Torch-free.
 #pragma once
 
@@ -13,8 +13,8 @@ namespace qlorad::kernels::ref {
 // RopeTokens: a wrong position is the caller's bug, and reading past the table is not an answer.
 Status CheckRopePositions(const RopeParams& p);
 
-// Rotates the tokens [begin, end) of the flattened [batch * seq] in place (so a caller can split
-// the tokens over threads). Positions must have passed CheckRopePositions.
+// Rotates the tokens [begin, end) of the flattened [batch * seq], in place or from the sources (so
+// a caller can split the tokens over threads). Positions must have passed CheckRopePositions.
 void RopeTokens(const RopeParams& p, int64_t begin, int64_t end);
 
 }  // namespace qlorad::kernels::ref

@@ -20,4 +20,16 @@ kernels::RopeParams RopeParamsOf(const at::Tensor& q, const at::Tensor& k, const
                                  const at::Tensor& sin, const std::optional<at::Tensor>& positions,
                                  bool inverse);
 
+// qlorad::rope_into: q_out and k_out as rope_'s q and k (they are written), q and k the sources:
+// the same sizes and dtype, head_dim contiguous, any other strides, no memory shared with the
+// outputs.
+void CheckRopeIntoInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                         const at::Tensor& sin, const std::optional<at::Tensor>& positions,
+                         const at::Tensor& q_out, const at::Tensor& k_out);
+
+kernels::RopeParams RopeIntoParamsOf(const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& cos, const at::Tensor& sin,
+                                     const std::optional<at::Tensor>& positions, bool inverse,
+                                     const at::Tensor& q_out, const at::Tensor& k_out);
+
 }  // namespace qlorad::ops::detail

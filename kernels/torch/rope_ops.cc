@@ -13,6 +13,10 @@ TORCH_LIBRARY_FRAGMENT(qlorad, m) {
   m.def(
       "rope_(Tensor(a!) q, Tensor(b!) k, Tensor cos, Tensor sin, Tensor? positions=None, "
       "bool inverse=False) -> ()");
+  // rope_ from sources: q and k rotated into q_out and k_out, which may be laid out otherwise.
+  m.def(
+      "rope_into(Tensor q, Tensor k, Tensor cos, Tensor sin, Tensor? positions, bool inverse, "
+      "Tensor(a!) q_out, Tensor(b!) k_out) -> ()");
 }
 
 namespace qlorad::ops {
@@ -25,6 +29,18 @@ void RopeInPlace(at::Tensor& q, at::Tensor& k, const at::Tensor& cos, const at::
                                    const std::optional<at::Tensor>&, bool)>();
   op.call(q, k, cos, sin, positions.defined() ? std::optional<at::Tensor>(positions) : std::nullopt,
           inverse);
+}
+
+void RopeInto(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+              const at::Tensor& sin, const at::Tensor& positions, bool inverse, at::Tensor& q_out,
+              at::Tensor& k_out) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("qlorad::rope_into", "")
+          .typed<void(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                      const std::optional<at::Tensor>&, bool, at::Tensor&, at::Tensor&)>();
+  op.call(q, k, cos, sin, positions.defined() ? std::optional<at::Tensor>(positions) : std::nullopt,
+          inverse, q_out, k_out);
 }
 
 }  // namespace qlorad::ops

@@ -18,4 +18,12 @@ namespace qlorad::ops {
 void RopeInPlace(at::Tensor& q, at::Tensor& k, const at::Tensor& cos, const at::Tensor& sin,
                  const at::Tensor& positions /*undefined = row s*/, bool inverse);
 
+// RopeInPlace's rotation of q and k (any strides over batch, seq and heads; head_dim contiguous)
+// written into q_out and k_out (laid out as RopeInPlace's q and k, in memory apart from q and k):
+// the trainer's attention backward rotates the attention kernel's gradients straight into their
+// heads of q|k|v's gradient, without copying them there first.
+void RopeInto(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+              const at::Tensor& sin, const at::Tensor& positions /*undefined = row s*/,
+              bool inverse, at::Tensor& q_out, at::Tensor& k_out);
+
 }  // namespace qlorad::ops

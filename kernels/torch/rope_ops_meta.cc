@@ -1,5 +1,5 @@
-// Meta implementation of qlorad::rope_: the checks only (it mutates q and k and returns nothing),
-// so that torch.compile (fake tensors) traces the op without running it.
+// Meta implementation of qlorad::rope_ and rope_into: the checks only (they mutate their outputs
+// and return nothing), so that torch.compile (fake tensors) traces the ops without running them.
 #include <torch/library.h>
 
 #include "kernels/torch/rope_checks.h"
@@ -12,10 +12,17 @@ void RopeMeta(at::Tensor& q, at::Tensor& k, const at::Tensor& cos, const at::Ten
   detail::CheckRopeInputs(q, k, cos, sin, positions);
 }
 
+void RopeIntoMeta(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                  const at::Tensor& sin, const std::optional<at::Tensor>& positions,
+                  bool /*inverse*/, at::Tensor& q_out, at::Tensor& k_out) {
+  detail::CheckRopeIntoInputs(q, k, cos, sin, positions, q_out, k_out);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(qlorad, Meta, m) {
   m.impl("rope_", &RopeMeta);
+  m.impl("rope_into", &RopeIntoMeta);
 }
 
 }  // namespace qlorad::ops

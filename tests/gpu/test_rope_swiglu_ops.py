@@ -149,6 +149,32 @@ def test_rope_unaligned_views_take_the_one_element_path(dtype):
     assert torch.equal(q.cpu(), q_cpu) and torch.equal(k.cpu(), k_cpu)
 
 
+@pytest.mark.parametrize("shape", ROPE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
+def test_rope_into_rotates_gradients_from_the_kernels_layout(shape, dtype, offset):
+    """The attention backward's use: dq and dk laid out [b, h, s, d] (cuDNN's), rotated back into
+    their heads of q|k|v's gradient: the bits of copying them there and rotating in place, on the
+    device and on the CPU; v's columns untouched."""
+    b, s, hq, hkv, d = shape
+    cos, sin = hf_table(s, d)
+    positions = packed_positions(b, s, seed=8)
+    dq = randn((b, hq, s, d), dtype, seed=9).transpose(1, 2)
+    dk = randn((b, hkv, s, d), dtype, seed=10).transpose(1, 2)
+    buf, q, k, v = fused_qkv(b, s, hq, hkv, d, dtype, seed=11, offset=offset)
+    want_buf, want_q, want_k, _ = fused_qkv(b, s, hq, hkv, d, dtype, seed=11, offset=offset)
+    v0 = v.clone()
+    want_q.copy_(dq)
+    want_k.copy_(dk)
+    ops.rope_(want_q, want_k, cos, sin, positions, True)
+    ops.rope_into(dq, dk, cos, sin, positions, True, q, k)
+    assert torch.equal(buf, want_buf) and torch.equal(v, v0)
+    if DEVICE == "cuda":
+        q_cpu, k_cpu = to_cpu_views(torch.zeros_like(buf), hq, hkv, d, offset=offset)
+        ops.rope_into(dq.cpu(), dk.cpu(), cos.cpu(), sin.cpu(), positions.cpu(), True, q_cpu, k_cpu)
+        assert torch.equal(q.cpu(), q_cpu) and torch.equal(k.cpu(), k_cpu)
+
+
 @needs_cuda
 def test_rope_position_outside_the_table_gives_nan_on_cuda():
     b, s, hq, hkv, d = 1, 16, 4, 2, 64
@@ -242,4 +268,5 @@ def test_swiglu_backward_and_h_equals_backward_and_forward(rows, inter, offset):
 
 def test_schemas():
     assert "Tensor(a!) q, Tensor(b!) k" in str(ops.rope_.default._schema)
+    assert "Tensor(a!) q_out, Tensor(b!) k_out" in str(ops.rope_into.default._schema)
     assert str(ops.swiglu_backward.default._schema).endswith("-> Tensor")

@@ -228,5 +228,79 @@ TEST(RopeOpsErrors, NameTheOpAndTheArgument) {
   expect(none, k, cos, sin, none, "qlorad::rope_: q: expected a tensor, got None");
 }
 
+TEST(RopeIntoSchema, WritesOnlyItsOutputs) {
+  auto op = c10::Dispatcher::singleton().findSchema({"qlorad::rope_into", ""});
+  ASSERT_TRUE(op.has_value());
+  EXPECT_TRUE(op->hasKernelForDispatchKey(c10::DispatchKey::CPU));
+  EXPECT_TRUE(op->hasKernelForDispatchKey(c10::DispatchKey::Meta));
+  const c10::FunctionSchema& schema = op->schema();
+  for (size_t i = 0; i < 6; ++i) EXPECT_FALSE(schema.is_mutable({c10::SchemaArgType::input, i}));
+  EXPECT_TRUE(schema.is_mutable({c10::SchemaArgType::input, 6}));  // q_out
+  EXPECT_TRUE(schema.is_mutable({c10::SchemaArgType::input, 7}));  // k_out
+  EXPECT_TRUE(schema.returns().empty());
+}
+
+// The attention backward's case: gradients laid out [batch, heads, seq, d] by the kernel (so heads
+// are not side by side), rotated back into their heads of one fused q|k|v gradient. The same bits
+// as copying them there and rotating in place, forward and inverse, with and without positions;
+// the sources and v's columns are left as they were.
+TEST(RopeIntoCpu, EqualsACopyRotatedInPlaceFromAnyLayout) {
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16, at::kHalf}) {
+    for (bool inverse : {false, true}) {
+      for (bool with_positions : {false, true}) {
+        const auto [cos, sin] = RandomTable(9, 16, 20);
+        const at::Tensor positions = with_positions ? PackedPositions() : at::Tensor();
+        const at::Tensor dq = Random({2, 4, 8, 16}, dtype, 21).transpose(1, 2);
+        const at::Tensor dk = Random({2, 2, 8, 16}, dtype, 22).transpose(1, 2);
+        ASSERT_NE(dq.stride(2), 16);
+        const at::Tensor dq_before = dq.clone(), dk_before = dk.clone();
+        FusedQkv want = MakeFusedQkv(2, 8, 4, 2, 16, dtype, 23);
+        FusedQkv got = MakeFusedQkv(2, 8, 4, 2, 16, dtype, 23);
+        want.q.copy_(dq);
+        want.k.copy_(dk);
+        RopeInPlace(want.q, want.k, cos, sin, positions, inverse);
+        RopeInto(dq, dk, cos, sin, positions, inverse, got.q, got.k);
+        const std::string what = std::string(c10::toString(dtype)) + " inverse " +
+                                 std::to_string(inverse) + " positions " +
+                                 std::to_string(with_positions);
+        EXPECT_TRUE(at::equal(got.buffer, want.buffer)) << what;
+        EXPECT_TRUE(at::equal(dq, dq_before) && at::equal(dk, dk_before)) << what;
+      }
+    }
+  }
+}
+
+TEST(RopeIntoErrors, NameTheOpAndTheArgument) {
+  const auto [cos, sin] = RandomTable(8, 8, 24);
+  const at::Tensor q = Random({2, 4, 2, 8}, at::kBFloat16, 25);
+  const at::Tensor k = Random({2, 4, 1, 8}, at::kBFloat16, 26);
+  const at::Tensor none;
+  auto expect = [&](const at::Tensor& qq, const at::Tensor& kk, at::Tensor q_out, at::Tensor k_out,
+                    const at::Tensor& c, const std::string& needle) {
+    ExpectErrorContaining([&] { RopeInto(qq, kk, c, sin, none, true, q_out, k_out); }, needle);
+  };
+  at::Tensor q_out = at::empty_like(q), k_out = at::empty_like(k);
+  expect(q, k, q_out, k_out, cos.to(at::kBFloat16),
+         "qlorad::rope_into: cos: expected float32, got bfloat16");
+  expect(q.narrow(1, 0, 3), k, q_out, k_out, cos,
+         "qlorad::rope_into: q: expected [2, 4, 2, 8] like q_out, got [2, 3, 2, 8]");
+  expect(q, k.to(at::kFloat), q_out, k_out, cos,
+         "qlorad::rope_into: k: expected bfloat16 like k_out, got float32");
+  expect(q.transpose(2, 3).contiguous().transpose(2, 3), k, q_out, k_out, cos,
+         "qlorad::rope_into: q: expected head_dim contiguous");
+  expect(q, k, q_out.transpose(1, 2).contiguous().transpose(1, 2), k_out, cos,
+         "qlorad::rope_into: q_out: expected heads and head_dim contiguous");
+  expect(q, k, q, k_out, cos, "qlorad::rope_into: q_out and k_out: expected memory apart from");
+  expect(none, k, q_out, k_out, cos, "qlorad::rope_into: q: expected a tensor, got None");
+  // On the Meta device: the same checks without data.
+  const auto meta = at::TensorOptions().device(at::kMeta);
+  at::Tensor mq = at::empty({2, 4, 2, 8}, meta.dtype(at::kBFloat16));
+  at::Tensor mk = at::empty({2, 4, 1, 8}, meta.dtype(at::kBFloat16));
+  const at::Tensor mcos = at::empty({8, 8}, meta.dtype(at::kFloat));
+  RopeInto(at::empty_like(mq), at::empty_like(mk), mcos, mcos, none, true, mq, mk);
+  ExpectErrorContaining([&] { RopeInto(at::empty_like(mq), mk, mcos, mcos, none, true, mq, mk); },
+                        "qlorad::rope_into: q_out and k_out: expected memory apart from");
+}
+
 }  // namespace
 }  // namespace qlorad::ops
