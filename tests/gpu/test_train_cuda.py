@@ -43,7 +43,7 @@ STEPS, LR = 30, 1e-3
 
 
 def spec_text(tmp: Path, name: str, precision: str, device: str, packing: bool,
-              data: str = "data.jsonl", lr: float = LR) -> Path:
+              data: str = "data.jsonl", lr: float = LR, checkpointing: bool = False) -> Path:
     seq = 64 if packing else 32
     spec = tmp / f"{name}.yaml"
     spec.write_text(
@@ -56,7 +56,8 @@ def spec_text(tmp: Path, name: str, precision: str, device: str, packing: bool,
         f"packing: {str(packing).lower()}, shuffle: false, seed: 1}}\n"
         f"train: {{max_steps: {STEPS}, micro_batch_size: 1, grad_accum: 1, lr: {lr}, "
         "scheduler: constant, warmup_steps: 0, weight_decay: 0.0, max_grad_norm: null, "
-        f"precision: {precision}, seed: 3, activation_checkpointing: false}}\n"
+        f"precision: {precision}, seed: 3, "
+        f"activation_checkpointing: {str(checkpointing).lower()}, activation_offload: false}}\n"
         f"resources: {{device: {device}}}\n"
         f"checkpoint: {{every_steps: 0, keep: 1, output_dir: {tmp / ('run-' + name)}}}\n")
     return spec
@@ -172,17 +173,19 @@ def test_packed_bf16_steps_on_cuda_match_the_fp32_cpu_run(setup):
     assert worst(cuda, cpu) < tolerance
 
 
-def test_replayed_steps_compute_what_eager_steps_do(setup, monkeypatch):
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["ckpt_off", "ckpt_on"])
+def test_replayed_steps_compute_what_eager_steps_do(setup, monkeypatch, checkpointing):
+    """With checkpointing the recompute is part of the recorded backward."""
     tmp, _, _ = setup
     write_equal_rows(tmp / "equal.jsonl")
-    spec = spec_text(tmp, "graph-frozen", "bf16", "cuda", packing=False, data="equal.jsonl",
-                     lr=1e-30)
+    spec = spec_text(tmp, f"graph-frozen-{checkpointing}", "bf16", "cuda", packing=False,
+                     data="equal.jsonl", lr=1e-30, checkpointing=checkpointing)
     graphed, logs = our_run(spec, "cuda")
     assert any("CUDA graph: recorded at step 3" in m for m in logs), logs
     assert any(f"CUDA graph: {STEPS - 3 + 1} step(s) replayed" in m for m in logs), logs
     monkeypatch.setitem(test_hf_parity.ENV, "QLORAD_CUDA_GRAPH", "0")
-    spec = spec_text(tmp, "eager-frozen", "bf16", "cuda", packing=False, data="equal.jsonl",
-                     lr=1e-30)
+    spec = spec_text(tmp, f"eager-frozen-{checkpointing}", "bf16", "cuda", packing=False,
+                     data="equal.jsonl", lr=1e-30, checkpointing=checkpointing)
     eager, logs = our_run(spec, "cuda")
     assert any("CUDA graph: off (QLORAD_CUDA_GRAPH=0)" in m for m in logs), logs
     assert [m["loss"] for m in graphed] == [m["loss"] for m in eager]

@@ -105,8 +105,10 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
                             const RecomputeOptions* options) {
     SaveBorrowed(ctx, "fn", fn);
     ctx->saved_data["undefined_at"] = undefined_at;
-    std::vector<at::Generator> generators = DefaultGenerators(x.device());
-    ctx->saved_data["rng"] = GetStates(generators);
+    if (options->draws_random) {
+      std::vector<at::Generator> generators = DefaultGenerators(x.device());
+      ctx->saved_data["rng"] = GetStates(generators);
+    }
     // Offloaded, x is kept off the device and an undefined tensor holds its place. Its copy out
     // starts before fn runs, so it overlaps fn's compute.
     LayerOffloaders* offload = options->offload;
@@ -187,7 +189,10 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
     }
     at::Tensor y;
     {
-      ReplayedRng rng(x.device(), ctx->saved_data["rng"].toTensorVector());
+      std::optional<ReplayedRng> rng;
+      if (ctx->saved_data.count("rng") != 0) {
+        rng.emplace(x.device(), ctx->saved_data["rng"].toTensorVector());
+      }
       RecomputeScope recompute;
       const RecomputeKeepScope replay(keep ? &*keep : nullptr);
       // y's values are never read, only its graph: the layer may skip its last GEMM.
@@ -244,17 +249,22 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x, at:
   return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn, &options);
 }
 
-void ApplyActivationRecompute(LlamaModel& model, bool offload, KeptParts keep) {
+void ApplyActivationRecompute(LlamaModel& model, bool offload, KeptParts keep, bool draws_random) {
   // Shared by the runner's copies (std::function copies it), alive as long as the runner.
   auto offloaders = offload ? std::make_shared<LayerOffloaders>() : nullptr;
-  model->SetLayerRunner([offloaders, keep](int64_t index, const LlamaDecoderLayerImpl& layer,
-                                           const LayerFunction& function, const at::Tensor& x,
-                                           at::TensorList extras) {
-    if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
-      return RecomputeInBackward(function, x, extras, {offloaders.get(), index, keep});
-    }
-    return function(x, extras);
-  });
+  model->SetLayerRunner(
+      [offloaders, keep, draws_random](int64_t index, const LlamaDecoderLayerImpl& layer,
+                                       const LayerFunction& function, const at::Tensor& x,
+                                       at::TensorList extras) {
+        if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
+          return RecomputeInBackward(function, x, extras,
+                                     {.offload = offloaders.get(),
+                                      .layer = index,
+                                      .keep = keep,
+                                      .draws_random = draws_random});
+        }
+        return function(x, extras);
+      });
 }
 
 bool InActivationRecompute() {

@@ -31,6 +31,11 @@ struct RecomputeOptions {
   // (model/recompute_keep.h): attention keeps its output and log-sum-exp, and the recompute skips
   // attention's forward; the MLP keeps gate|up, and backward skips the gate|up GEMM.
   KeptParts keep;
+  // Whether fn draws random numbers (dropout): then the recompute replays the generators' state
+  // of forward, so it draws the same masks. Without dropout the generators are left alone, which
+  // is what lets a CUDA graph record the step (train/step_graph.h): a CUDA generator's state
+  // cannot be read while recording.
+  bool draws_random = true;
 };
 at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
                                at::TensorList extras = {}, const RecomputeOptions& options = {});
@@ -40,7 +45,8 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
 // again in backward: one more forward per layer for the memory of its activations. No-grad
 // forwards (eval) are unchanged. `offload`: the kept inputs wait in host memory.
 // `keep`: what each layer also keeps for its recompute (in host memory too with `offload`).
-void ApplyActivationRecompute(LlamaModel& model, bool offload = false, KeptParts keep = {});
+void ApplyActivationRecompute(LlamaModel& model, bool offload = false, KeptParts keep = {},
+                              bool draws_random = true);
 
 // Whether this thread is running a recomputed function again for backward. Code that behaves
 // differently in forward and backward (fsdp's gathers) reads it: the recompute is a forward

@@ -202,9 +202,10 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   if (spec.lora.init_from) events.Log("info", "LoRA initialized from " + *spec.lora.init_from);
   // Recompute wraps whole decoder layers whatever holds their weights: fsdp's gathers run inside
   // the layer, so the recompute gathers again (fsdp.h).
-  s.checkpointing = checkpointing.on;
+  s.offload = checkpointing.on && offload.on;
   if (checkpointing.on)
-    ApplyActivationRecompute(s.model, offload.on, {.attention = keep.on, .mlp = keep_mlp.on});
+    ApplyActivationRecompute(s.model, offload.on, {.attention = keep.on, .mlp = keep_mlp.on},
+                             /*draws_random=*/spec.lora.dropout > 0);
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +
                                "); each decoder layer keeps its input only and runs again in "

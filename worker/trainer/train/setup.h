@@ -38,8 +38,9 @@ struct Session {
   std::optional<ClassificationHead> classifier;
   // Tokens per lm_head + loss chunk (train.loss_chunk_size); 0: auto, each loss path its own size.
   int64_t loss_chunk_rows = 0;
-  // Whether decoder layers run again in backward (train.activation_checkpointing, auto resolved).
-  bool checkpointing = false;
+  // Whether checkpointed decoder layers keep their inputs in host memory until backward
+  // (train.activation_offload, auto resolved).
+  bool offload = false;
 };
 
 // Logs each step's outcome to `events`; errors name the spec field or the file.

@@ -12,7 +12,7 @@ std::string StepGraphUnsuitable(const StepGraphJob& job) {
   if (!job.cuda) return "not on a GPU";
   if (job.world_size > 1) return "several ranks";
   if (job.dropout) return "lora.dropout draws new masks every step";
-  if (job.checkpointing) return "activation checkpointing replays the RNG's state in backward";
+  if (job.offload) return "activation offload moves tensors through host memory";
   if (job.classifier) return "task: classification";
   if (job.phase_timing) return "QLORAD_PHASE_TIMING waits for the device inside the step";
   if (job.injected_oom) return "QLORAD_INJECT_OOM_ROWS raises inside the step";

@@ -10,9 +10,11 @@
 // replay (the optimizer's zero_grad lets go of them); and everything the host decided while
 // recording (shapes, tilings, which kernels) holds for every replay. Hence the conditions:
 //  - for the job (StepGraphUnsuitable): one CUDA device and one rank; no dropout (its masks would
-//    be drawn once); no activation checkpointing (its recompute saves and restores the RNG's
-//    state, which a graph cannot); no classification head; no phase timing or injected
-//    out-of-memory errors (both act from the host in the middle of a step);
+//    be drawn once, and checkpointing would replay the generators' state, which cannot be read
+//    while recording); no activation offload (its copies through page-locked host memory are
+//    paced by the host); no classification head; no phase timing or injected out-of-memory
+//    errors (both act from the host in the middle of a step). Checkpointing without offload is
+//    recorded like the rest: the recompute is part of the recorded backward;
 //  - for a step (StepGraph::Run's caller): one forward for the whole step (one micro-batch, not
 //    cut after running out of memory), rows without packed documents (their bounds change), and
 //    the recorded shapes.
@@ -33,10 +35,10 @@ namespace qlorad::trainer {
 
 // What decides whether a job's steps may be recorded.
 struct StepGraphJob {
-  bool cuda = false;       // the device is a GPU and this build has CUDA graphs
-  int64_t world_size = 1;  // ranks of the job
-  bool dropout = false;    // lora.dropout > 0
-  bool checkpointing = false;
+  bool cuda = false;        // the device is a GPU and this build has CUDA graphs
+  int64_t world_size = 1;   // ranks of the job
+  bool dropout = false;     // lora.dropout > 0
+  bool offload = false;     // activation offload (with checkpointing)
   bool classifier = false;  // task: classification
   bool phase_timing = false;
   bool injected_oom = false;           // QLORAD_INJECT_OOM_ROWS

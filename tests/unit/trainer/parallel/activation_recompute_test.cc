@@ -49,14 +49,17 @@ struct ToyGrads {
   at::Tensor y, x_grad, w_grad, after;  // `after`: a draw from the generator after backward
 };
 
-ToyGrads RunToy(Toy& toy, const at::Tensor& x_value, bool x_requires_grad, bool checkpoint) {
+ToyGrads RunToy(Toy& toy, const at::Tensor& x_value, bool x_requires_grad, bool checkpoint,
+                bool draws_random = true) {
   at::Tensor x = x_value.clone().requires_grad_(x_requires_grad);
   toy.w.mutable_grad() = at::Tensor();
   torch::manual_seed(11);
   const LayerFunction fn = [&toy](const at::Tensor& in, at::TensorList extras) {
     return toy(in, extras);
   };
-  at::Tensor y = checkpoint ? RecomputeInBackward(fn, x, {toy.scale}) : fn(x, {toy.scale});
+  at::Tensor y = checkpoint ? RecomputeInBackward(fn, x, {toy.scale},
+                                                  {.keep = {}, .draws_random = draws_random})
+                            : fn(x, {toy.scale});
   (y * at::arange(y.numel(), at::kFloat).view_as(y).cos()).sum().backward();
   return {y.detach(), x_requires_grad ? x.grad() : at::Tensor(), toy.w.grad(), at::rand({4})};
 }
@@ -82,6 +85,27 @@ TEST(ActivationRecomputeTest, GradientsAndDropoutMasksEqualTheDirectComputation)
       EXPECT_TRUE(checkpointed.after.equal(direct.after)) << what;
     }
   }
+}
+
+// draws_random = false, for functions without dropout (what lets a CUDA graph record the step):
+// the generators are left alone. Without dropout the gradients are the direct ones all the same;
+// with it (a caller's mistake), the recompute would draw other masks: the flag is what replays
+// them.
+TEST(ActivationRecomputeTest, WithoutDrawingRandomNumbersTheGeneratorsAreLeftAlone) {
+  torch::manual_seed(5);
+  Toy toy;
+  const at::Tensor x = at::randn({4, 6});
+  const ToyGrads direct = RunToy(toy, x, true, false);
+  const ToyGrads alone = RunToy(toy, x, true, true, /*draws_random=*/false);
+  ExpectClose(alone.w_grad, direct.w_grad, "no dropout: W grad");
+  ExpectClose(alone.x_grad, direct.x_grad, "no dropout: x grad");
+  EXPECT_TRUE(alone.after.equal(direct.after));
+  toy.p = 0.3;
+  const ToyGrads dropped = RunToy(toy, x, true, false);
+  const ToyGrads replayed = RunToy(toy, x, true, true, /*draws_random=*/true);
+  const ToyGrads redrawn = RunToy(toy, x, true, true, /*draws_random=*/false);
+  ExpectClose(replayed.w_grad, dropped.w_grad, "dropout, replayed: W grad");
+  EXPECT_FALSE(at::allclose(redrawn.w_grad, dropped.w_grad));
 }
 
 TEST(ActivationRecomputeTest, ForwardKeepsNoGraphOfTheFunction) {

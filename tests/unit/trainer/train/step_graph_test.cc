@@ -30,8 +30,8 @@ TEST(StepGraphUnsuitable, NamesWhatKeepsAJobsStepsEager) {
   EXPECT_EQ(why([](StepGraphJob& j) { j.world_size = 2; }), "several ranks");
   EXPECT_EQ(why([](StepGraphJob& j) { j.dropout = true; }),
             "lora.dropout draws new masks every step");
-  EXPECT_EQ(why([](StepGraphJob& j) { j.checkpointing = true; }),
-            "activation checkpointing replays the RNG's state in backward");
+  EXPECT_EQ(why([](StepGraphJob& j) { j.offload = true; }),
+            "activation offload moves tensors through host memory");
   EXPECT_EQ(why([](StepGraphJob& j) { j.classifier = true; }), "task: classification");
   EXPECT_EQ(why([](StepGraphJob& j) { j.phase_timing = true; }),
             "QLORAD_PHASE_TIMING waits for the device inside the step");
