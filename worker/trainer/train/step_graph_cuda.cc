@@ -38,7 +38,11 @@ class CudaGraphRecorder final : public GraphRecorder {
     graph_ = std::make_unique<at::cuda::CUDAGraph>();
     try {
       const c10::cuda::CUDAStreamGuard on_stream(stream);
-      graph_->capture_begin();
+      // Thread-local: other threads stay free to make calls a global capture forbids everywhere
+      // (the batch prefetcher waits for its copy's event and may allocate page-locked memory
+      // while a step is recorded); work queued on the recorded stream from any thread, such as
+      // autograd's backward thread, is still recorded.
+      graph_->capture_begin(/*pool=*/{0, 0}, cudaStreamCaptureModeThreadLocal);
       try {
         record();
       } catch (...) {
