@@ -1,5 +1,6 @@
 // The CUDA build's GraphRecorder (step_graph.h): LibTorch's CUDAGraph, recorded on a stream of
 // its own (capture cannot use the legacy default stream) and replayed on the caller's.
+#include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -28,8 +29,14 @@ class CudaGraphRecorder final : public GraphRecorder {
     const c10::cuda::CUDAGuard on_device(device_);
     const c10::cuda::CUDAStream caller = c10::cuda::getCurrentCUDAStream();
     // The graph's memory is a pool of its own, which the eager steps' cached blocks cannot serve:
-    // give those back to the device first, or the process would hold a step's memory twice.
+    // give those back to the device first, or the process would hold a step's memory twice. The
+    // same for cuBLAS's workspaces, one per stream (32 MiB on Hopper): the recording stream gets
+    // its own, and the caller's would otherwise stay beside it (on an H100 the graphed 1B step's
+    // peak was 0.06-0.07 GiB above the eager one's, about two of them:
+    // bench/results/2026-12-07-h100-c32a380-gpu_run.txt). An eager GEMM later (an evaluation)
+    // sets up one again.
     caller.synchronize();
+    at::cuda::clearCublasWorkspaces();
     c10::cuda::CUDACachingAllocator::emptyCache();
     const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(false, caller.device_index());
     at::cuda::CUDAEvent ready;
