@@ -3,7 +3,8 @@
 // One block per token (grid-stride over tokens): the token's table row is looked up once, and the
 // block's threads share it from L1. A thread takes one unit: kVec pairs of one head of q or k, i.e.
 // one pack from each half of the head (16 bytes each on the vector path), which it rotates in fp32
-// and writes back in place (or reads from the source and writes to q and k). q's heads come first, then k's, so one launch serves both.
+// and writes back in place (or, from a source, writes to q and k). q's heads come first, then
+// k's, so one launch serves both.
 #pragma once
 
 #include <cmath>

@@ -1,5 +1,6 @@
-// CPU reference of the fused RoPE, in place or from a source (formulas and layout: rope_params.h): the ground truth the
-// CUDA kernel is tested against and the CPU implementation of qlorad::rope_. Torch-free.
+// CPU reference of the fused RoPE, in place or from a source (formulas and layout: rope_params.h):
+// the ground truth the CUDA kernel is tested against and the CPU implementation of qlorad::rope_
+// and rope_into. Torch-free.
 #pragma once
 
 #include <cstdint>

@@ -93,21 +93,29 @@ void CheckTable(const at::Tensor& t, const char* name, const at::Tensor& q, cons
 
 namespace {
 
-// rope_'s checks of q, k, the tables and positions, under `op`'s name (rope_into: of its outputs).
-void CheckRotated(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+// The names a rotation's two tensors go by in messages: rope_'s q and k, rope_into's outputs.
+struct Names {
+  const char* op;
+  const char* q;
+  const char* k;
+};
+
+// rope_'s checks of q, k, the tables and positions (rope_into: of its outputs).
+void CheckRotated(const Names& n, const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                   const at::Tensor& sin, const std::optional<at::Tensor>& positions) {
-  CheckHeads(q, "q", op);
-  CheckHeads(k, "k", op);
-  FloatFormatOf(q.scalar_type(), op, "q");
-  TORCH_CHECK(k.scalar_type() == q.scalar_type(), op, ": k: expected ", DTypeName(q.scalar_type()),
-              " like q, got ", DTypeName(k.scalar_type()));
-  CheckDevice(k, "k", q, op);
-  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), op,
-              ": k: expected [", std::to_string(q.size(0)), ", ", std::to_string(q.size(1)),
-              ", kv_heads, ", std::to_string(q.size(3)), "] (batch, seq and head_dim of q), got ",
-              DimsText(k.sizes()));
-  TORCH_CHECK(!SharesMemory(q, k), op,
-              ": q and k: expected separate memory (both are rotated in place)");
+  const char* op = n.op;
+  CheckHeads(q, n.q, op);
+  CheckHeads(k, n.k, op);
+  FloatFormatOf(q.scalar_type(), op, n.q);
+  TORCH_CHECK(k.scalar_type() == q.scalar_type(), op, ": ", n.k, ": expected ",
+              DTypeName(q.scalar_type()), " like ", n.q, ", got ", DTypeName(k.scalar_type()));
+  CheckDevice(k, n.k, q, op);
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3), op, ": ",
+              n.k, ": expected [", std::to_string(q.size(0)), ", ", std::to_string(q.size(1)),
+              ", kv_heads, ", std::to_string(q.size(3)), "] (batch, seq and head_dim of ", n.q,
+              "), got ", DimsText(k.sizes()));
+  TORCH_CHECK(!SharesMemory(q, k), op, ": ", n.q, " and ", n.k,
+              ": expected separate memory (both are written)");
   CheckTable(cos, "cos", q, op);
   CheckTable(sin, "sin", q, op);
   TORCH_CHECK(sin.size(0) == cos.size(0), op, ": sin: expected ", DimsText(cos.sizes()),
@@ -120,20 +128,38 @@ void CheckRotated(const char* op, const at::Tensor& q, const at::Tensor& k, cons
     CheckDevice(pos, "positions", q, op);
     TORCH_CHECK(pos.dim() == 2 && pos.size(0) == q.size(0) && pos.size(1) == q.size(1), op,
                 ": positions: expected [", std::to_string(q.size(0)), ", ",
-                std::to_string(q.size(1)), "] (batch and seq of q), got ", DimsText(pos.sizes()));
+                std::to_string(q.size(1)), "] (batch and seq of ", n.q, "), got ",
+                DimsText(pos.sizes()));
   } else {
     TORCH_CHECK(cos.size(0) >= q.size(1), op, ": cos: expected at least ",
-                std::to_string(q.size(1)),
-                " rows (seq of q; without positions token s uses row s), got ",
-                std::to_string(cos.size(0)));
+                std::to_string(q.size(1)), " rows (seq of ", n.q,
+                "; without positions token s uses row s), got ", std::to_string(cos.size(0)));
   }
+}
+
+// Whether any byte `a` spans lies within `b`'s span in one storage: get_overlap_status gives up
+// ("too hard") on tensors that are not dense, such as rope_into's outputs (heads of one q|k|v
+// gradient), so this compares the spans instead. It may refuse interleaved tensors that never
+// touch, never pass ones that do.
+bool SpansOverlap(const at::Tensor& a, const at::Tensor& b) {
+  if (a.numel() == 0 || b.numel() == 0) return false;
+  if (!a.storage().is_alias_of(b.storage())) return false;
+  const auto span = [](const at::Tensor& t) {
+    int64_t last = 0;
+    for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+    const int64_t begin = t.storage_offset() * t.element_size();
+    return std::pair<int64_t, int64_t>{begin, begin + (last + 1) * t.element_size()};
+  };
+  const auto [a_begin, a_end] = span(a);
+  const auto [b_begin, b_end] = span(b);
+  return a_begin < b_end && b_begin < a_end;
 }
 
 }  // namespace
 
 void CheckRopeInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
                      const at::Tensor& sin, const std::optional<at::Tensor>& positions) {
-  CheckRotated(kOp, q, k, cos, sin, positions);
+  CheckRotated({kOp, "q", "k"}, q, k, cos, sin, positions);
 }
 
 namespace {
@@ -178,11 +204,13 @@ void CheckRopeIntoInputs(const at::Tensor& q, const at::Tensor& k, const at::Ten
   CheckSource(q, "q", q_out, "q_out");
   CheckSource(k, "k", k_out, "k_out");
   for (const at::Tensor* out : {&q_out, &k_out}) {
-    TORCH_CHECK(!SharesMemory(*out, q) && !SharesMemory(*out, k), kIntoOp,
-                ": q_out and k_out: expected memory apart from q and k (rope_ rotates in place)");
+    for (const at::Tensor* source : {&q, &k}) {
+      TORCH_CHECK(!SharesMemory(*out, *source) && !SpansOverlap(*out, *source), kIntoOp,
+                  ": q_out and k_out: expected memory apart from q and k (rope_ rotates in place)");
+    }
   }
   // The rest as rope_ checks its q and k (the outputs here): dtype, shapes, tables, positions.
-  CheckRotated(kIntoOp, q_out, k_out, cos, sin, positions);
+  CheckRotated({kIntoOp, "q_out", "k_out"}, q_out, k_out, cos, sin, positions);
 }
 
 kernels::RopeParams RopeIntoParamsOf(const at::Tensor& q, const at::Tensor& k,

@@ -220,11 +220,11 @@ def test_automatic_sizes_with_scratch_in_the_unwritten_gradient(dtype):
     """With automatic sizes and a gradient of at least twice the scratch of a tile larger than the
     op's own, the op first walks the rows ahead of the gradient's last rows with that larger tile,
     its scratch in those still unwritten rows, then the rest with its own scratch
-    (ce_online_ops.cc). N=8192, V=64, d=256 takes rows [0, 4096) that way in fp32 on 2048-row
-    tiles (one vocabulary tile), the rest on the op's own 1024 rows; in bf16 the larger tile is
-    no larger than 1024 rows, so that case is a plain automatic run. The result must be that of
+    (ce_online_ops.cc). N=16384, V=64, d=256 takes rows [0, 8192) that way in fp32 on 4096-row
+    tiles (one vocabulary tile), the rest on the op's own 2048 rows; in bf16 the larger tile is
+    no larger than 2048 rows, so that case is a plain automatic run. The result must be that of
     one explicit tiling (row for row the same arithmetic) and of fp64 autograd."""
-    hidden, weight, labels = make(8192, 64, 256, dtype, ignored=range(0, 8192, 7))
+    hidden, weight, labels = make(16384, 64, 256, dtype, ignored=range(0, 16384, 7))
     losses, grad = online(hidden, weight, labels, label_smoothing=0.1, z_loss=1e-3)
     ref_loss, ref_grad, logits = reference(hidden, weight, labels, 0.1, 1e-3)
     expect_close(losses, grad, ref_loss, ref_grad, logits, weight, dtype, "automatic sizes")

@@ -151,16 +151,22 @@ def test_rope_unaligned_views_take_the_one_element_path(dtype):
 
 @pytest.mark.parametrize("shape", ROPE_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
-def test_rope_into_rotates_gradients_from_the_kernels_layout(shape, dtype, offset):
+@pytest.mark.parametrize("offset,source_offset", [(0, 0), (1, 0), (0, 1)],
+                         ids=["aligned", "unaligned_out", "unaligned_source"])
+def test_rope_into_rotates_gradients_from_the_kernels_layout(shape, dtype, offset, source_offset):
     """The attention backward's use: dq and dk laid out [b, h, s, d] (cuDNN's), rotated back into
     their heads of q|k|v's gradient: the bits of copying them there and rotating in place, on the
-    device and on the CPU; v's columns untouched."""
+    device and on the CPU; v's columns untouched. An output or a source one element off its
+    16-byte alignment takes the one-element path."""
     b, s, hq, hkv, d = shape
     cos, sin = hf_table(s, d)
     positions = packed_positions(b, s, seed=8)
-    dq = randn((b, hq, s, d), dtype, seed=9).transpose(1, 2)
-    dk = randn((b, hkv, s, d), dtype, seed=10).transpose(1, 2)
+
+    def source(heads, seed):
+        flat = randn((source_offset + b * heads * s * d,), dtype, seed)
+        return flat[source_offset:].view(b, heads, s, d).transpose(1, 2)
+
+    dq, dk = source(hq, 9), source(hkv, 10)
     buf, q, k, v = fused_qkv(b, s, hq, hkv, d, dtype, seed=11, offset=offset)
     want_buf, want_q, want_k, _ = fused_qkv(b, s, hq, hkv, d, dtype, seed=11, offset=offset)
     v0 = v.clone()

@@ -13,10 +13,12 @@ tests/python/test_hf_parity.py (GQA, llama3 rope scaling, head_dim 24):
 - The step graph (train/step_graph.h): rows of one length, so that every step from the third on is
   a replay. With lr 1e-30 (the smallest change AdamW makes is then far below any parameter's
   last bit) each step's loss is a forward of the same parameters on its row, so the replays must
-  give the eager run's losses bit for bit (a stale input, cast or scale would not);
-  their gradient norms (attention's backward accumulates with atomics: equal up to its rounding)
-  show that each replay's gradients reach the optimizer. Then 30 steps that train, against
-  transformers as above.
+  give the eager run's losses bit for bit (a stale input or loss scale would not: the rows
+  differ, and so do their counts of masked tokens); their gradient norms (attention's backward
+  may accumulate with atomics: equal up to its rounding) show that each replay's gradients reach
+  the optimizer. Then 30 steps that train (a stale cast of the adapters would show there),
+  against transformers as above. The rows of test_hf_parity's data differ in length: their jobs
+  never record (no shape repeats), so the tests above run eagerly.
 
 QLORAD_BIN_DIR names the build's bin directory."""
 
@@ -80,12 +82,13 @@ def our_losses(spec: Path, device: str) -> list[float]:
 
 
 def write_equal_rows(path: Path, length: int = 30, seed: int = 5) -> list[dict]:
-    """Four input_ids/labels rows of one length (distinct tokens), some prompt tokens masked."""
+    """Four input_ids/labels rows of one length (distinct tokens), with 3, 5, 7 and 9 prompt
+    tokens masked: each step divides its loss by another count (the graph's scale buffer)."""
     g = torch.Generator().manual_seed(seed)
     rows = []
-    for _ in range(4):
+    for masked in (3, 5, 7, 9):
         ids = torch.randint(0, test_hf_parity.VOCAB, (length,), generator=g).tolist()
-        rows.append({"input_ids": ids, "labels": [-100] * 3 + ids[3:]})
+        rows.append({"input_ids": ids, "labels": [-100] * masked + ids[masked:]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 

@@ -291,6 +291,15 @@ TEST(RopeIntoErrors, NameTheOpAndTheArgument) {
   expect(q, k, q_out.transpose(1, 2).contiguous().transpose(1, 2), k_out, cos,
          "qlorad::rope_into: q_out: expected heads and head_dim contiguous");
   expect(q, k, q, k_out, cos, "qlorad::rope_into: q_out and k_out: expected memory apart from");
+  // Heads of one buffer whose columns overlap: neither view is dense, so only the spans tell.
+  const at::Tensor buffer = Random({2, 4, 4 * 8}, at::kBFloat16, 27);
+  expect(buffer.narrow(2, 8, 16).unflatten(2, {2, 8}), k,
+         buffer.narrow(2, 0, 16).unflatten(2, {2, 8}), k_out, cos,
+         "qlorad::rope_into: q_out and k_out: expected memory apart from");
+  expect(q, k, q_out, k_out.to(at::kFloat), cos,
+         "qlorad::rope_into: k: expected float32 like k_out, got bfloat16");
+  expect(q, k.to(at::kFloat), q_out, k_out.to(at::kFloat), cos,
+         "qlorad::rope_into: k_out: expected bfloat16 like q_out, got float32");
   expect(none, k, q_out, k_out, cos, "qlorad::rope_into: q: expected a tensor, got None");
   // On the Meta device: the same checks without data.
   const auto meta = at::TensorOptions().device(at::kMeta);

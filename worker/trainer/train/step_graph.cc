@@ -3,6 +3,8 @@
 #include <string>
 #include <utility>
 
+#include "worker/trainer/model/adapter_cast_cache.h"
+
 namespace qlorad::trainer {
 
 std::string StepGraphUnsuitable(const StepGraphJob& job) {
@@ -27,20 +29,33 @@ std::unique_ptr<GraphRecorder> MakeGraphRecorder(at::Device /*device*/) {
 
 StepGraph::StepGraph(std::unique_ptr<GraphRecorder> recorder, std::vector<at::Tensor> params,
                      int64_t eager_steps)
-    : recorder_(std::move(recorder)), params_(std::move(params)), eager_left_(eager_steps) {}
+    : recorder_(std::move(recorder)), params_(std::move(params)), eager_steps_(eager_steps) {}
 
 at::Tensor StepGraph::Run(const Forward& forward, const at::Tensor& inputs,
                           const at::Tensor& labels, double scale) {
   if (recorder_ == nullptr || !failure_.empty()) return Eager(forward, inputs, labels, scale);
   if (recorded_) {
-    return Matches(inputs, labels) ? Replay(inputs, labels, scale)
-                                   : Eager(forward, inputs, labels, scale);
-  }
-  if (eager_left_ > 0) {
-    --eager_left_;
+    if (Matches(inputs, labels)) return Replay(inputs, labels, scale);
+    Drop(inputs);
     return Eager(forward, inputs, labels, scale);
   }
-  return RecordAndReplay(forward, inputs, labels, scale);
+  std::vector<int64_t> shape = inputs.sizes().vec();
+  shape.insert(shape.end(), labels.sizes().begin(), labels.sizes().end());
+  same_shape_steps_ = shape == shape_ ? same_shape_steps_ + 1 : 1;
+  shape_ = std::move(shape);
+  if (same_shape_steps_ > eager_steps_) return RecordAndReplay(forward, inputs, labels, scale);
+  return Eager(forward, inputs, labels, scale);
+}
+
+void StepGraph::Drop(const at::Tensor& inputs) {
+  failure_ = "rows of another shape than the recording's (" + std::to_string(inputs.size(0)) +
+             " x " + std::to_string(inputs.size(1)) + " against " +
+             std::to_string(inputs_.size(0)) + " x " + std::to_string(inputs_.size(1)) + ")";
+  dropped_ = true;
+  // The graph's memory goes back to the allocator, which hands it to the device when it needs it.
+  recorder_.reset();
+  inputs_ = labels_ = scale_ = loss_ = at::Tensor();
+  grads_.clear();
 }
 
 at::Tensor StepGraph::Eager(const Forward& forward, const at::Tensor& inputs,
@@ -74,6 +89,9 @@ at::Tensor StepGraph::RecordAndReplay(const Forward& forward, const at::Tensor& 
     failure_ = error.empty() ? "recording failed" : error;
     for (at::Tensor& p : params_) p.mutable_grad() = at::Tensor();
     inputs_ = labels_ = scale_ = loss_ = at::Tensor();
+    // The adapters' casts the recording put in their caches were never computed (a recording
+    // runs nothing): the eager rerun must cast again, not find them.
+    AdapterCastCache::NewStep();
     return Eager(forward, inputs, labels, scale);
   }
   for (const at::Tensor& p : params_) grads_.push_back(p.grad());

@@ -16,8 +16,11 @@
 //    errors (both act from the host in the middle of a step). Checkpointing without offload is
 //    recorded like the rest: the recompute is part of the recorded backward;
 //  - for a step (StepGraph::Run's caller): one forward for the whole step (one micro-batch, not
-//    cut after running out of memory), rows without packed documents (their bounds change), and
-//    the recorded shapes.
+//    cut after running out of memory) and rows without packed documents (their bounds change);
+//  - for recording: rows of the shape of the eager steps before it (a job whose batches vary in
+//    length would otherwise hold the graph's memory, a step's worth, for the few steps that
+//    match). A step of another shape after the recording lets the graph go, memory and all, and
+//    every later step runs eagerly.
 // Steps that do not qualify run as before, so a graph changes speed, never results: a replay runs
 // the very kernels the eager step would (tests/gpu/test_train_cuda.py compares the losses bit for
 // bit). QLORAD_CUDA_GRAPH=0 turns graphs off.
@@ -35,7 +38,7 @@ namespace qlorad::trainer {
 
 // What decides whether a job's steps may be recorded.
 struct StepGraphJob {
-  bool cuda = false;        // the device is a GPU and this build has CUDA graphs
+  bool cuda = false;        // the device is a GPU
   int64_t world_size = 1;   // ranks of the job
   bool dropout = false;     // lora.dropout > 0
   bool offload = false;     // activation offload (with checkpointing)
@@ -69,36 +72,43 @@ class StepGraph {
   using Forward = std::function<at::Tensor(const at::Tensor& inputs, const at::Tensor& labels,
                                            const at::Tensor& scale)>;
 
-  // Steps run eagerly before the recording: the first calls of cuBLAS, cuDNN and the caching
-  // allocator set things up (handles, workspaces, plans) that a recording must find done.
+  // Steps of the recorded shape run eagerly before the recording: the first calls of cuBLAS,
+  // cuDNN and the caching allocator set things up (handles, workspaces, plans) that a recording
+  // must find done.
   static constexpr int64_t kEagerSteps = 2;
 
   // `params`: the trained tensors whose gradients the recorded backward writes.
   StepGraph(std::unique_ptr<GraphRecorder> recorder, std::vector<at::Tensor> params,
             int64_t eager_steps = kEagerSteps);
 
-  // `forward` on (inputs, labels) with the loss scaled by `scale`: eagerly, or recorded and
-  // replayed once the eager steps are done and while the shapes match the recording's.
+  // `forward` on (inputs, labels) with the loss scaled by `scale`: eagerly, or recorded once
+  // kEagerSteps steps of the same shape ran eagerly, and replayed while the shapes match.
   at::Tensor Run(const Forward& forward, const at::Tensor& inputs, const at::Tensor& labels,
                  double scale);
 
   bool recorded() const { return recorded_; }
   int64_t replays() const { return replays_; }
-  // Why recording failed (then every later step ran eagerly), or empty.
+  // Why recording failed, or why the recorded graph was let go (then every later step ran
+  // eagerly); empty while neither happened.
   const std::string& failure() const { return failure_; }
+  bool dropped() const { return dropped_; }
 
  private:
   at::Tensor Eager(const Forward& forward, const at::Tensor& inputs, const at::Tensor& labels,
                    double scale);
   bool Matches(const at::Tensor& inputs, const at::Tensor& labels) const;
+  void Drop(const at::Tensor& inputs);
   at::Tensor RecordAndReplay(const Forward& forward, const at::Tensor& inputs,
                              const at::Tensor& labels, double scale);
   at::Tensor Replay(const at::Tensor& inputs, const at::Tensor& labels, double scale);
 
   std::unique_ptr<GraphRecorder> recorder_;
   std::vector<at::Tensor> params_;
-  int64_t eager_left_;
+  int64_t eager_steps_;
+  std::vector<int64_t> shape_;    // of the latest eager steps' rows, and
+  int64_t same_shape_steps_ = 0;  // how many in a row had it
   bool recorded_ = false;
+  bool dropped_ = false;
   int64_t replays_ = 0;
   std::string failure_;
   // The graph's own memory: what each replay reads and writes.

@@ -1,5 +1,6 @@
 // The CUDA build's GraphRecorder (step_graph.h): LibTorch's CUDAGraph, recorded on a stream of
 // its own (capture cannot use the legacy default stream) and replayed on the caller's.
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAContextLight.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
@@ -42,6 +43,10 @@ class CudaGraphRecorder final : public GraphRecorder {
     at::cuda::CUDAEvent ready;
     ready.record(caller);
     ready.block(stream);
+    // A pool of the recorder's own naming, so that a failed recording can hand it back: a capture
+    // that ends in an error leaves LibTorch's allocators routing to it (CUDAGraph::capture_end
+    // raises before it ends the routing, and reset() then releases nothing).
+    pool_ = at::cuda::graph_pool_handle();
     graph_ = std::make_unique<at::cuda::CUDAGraph>();
     try {
       const c10::cuda::CUDAStreamGuard on_stream(stream);
@@ -49,18 +54,12 @@ class CudaGraphRecorder final : public GraphRecorder {
       // (the batch prefetcher waits for its copy's event and may allocate page-locked memory
       // while a step is recorded); work queued on the recorded stream from any thread, such as
       // autograd's backward thread, is still recorded.
-      graph_->capture_begin(/*pool=*/{0, 0}, cudaStreamCaptureModeThreadLocal);
-      try {
-        record();
-      } catch (...) {
-        Abandon();
-        throw;
-      }
+      graph_->capture_begin(pool_, cudaStreamCaptureModeThreadLocal);
+      record();
       graph_->capture_end();
     } catch (const std::exception& e) {
       *error = e.what();
-      graph_.reset();
-      (void)cudaGetLastError();  // a refused capture leaves its error behind
+      CleanUpFailedRecording(stream);
       return false;
     }
     at::cuda::CUDAEvent recorded;
@@ -75,16 +74,45 @@ class CudaGraphRecorder final : public GraphRecorder {
   }
 
  private:
-  // Ends a capture that `record` left by raising, so that the stream runs work again.
-  void Abandon() {
+  // After a recording that raised (in capture_begin, in `record` or in capture_end): the stream
+  // runs work again, the allocators stop routing to the pool and let it go (unless the capture
+  // had ended, when the graph's reset() does that), and no CUDA error is left pending.
+  void CleanUpFailedRecording(const c10::cuda::CUDAStream& stream) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream.stream(), &status) == cudaSuccess &&
+        status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t partial = nullptr;
+      (void)cudaStreamEndCapture(stream.stream(), &partial);  // invalid captures end too
+      if (partial != nullptr) (void)cudaGraphDestroy(partial);
+    }
+    bool ended = true;
     try {
-      graph_->capture_end();
-    } catch (...) {
-      // The capture was invalid (what raised may be why); it has ended all the same.
+      (void)graph_->pool();  // raises unless capture_end got as far as marking the capture ended
+    } catch (const std::exception&) {
+      ended = false;
+    }
+    if (!ended) {
+      const c10::DeviceIndex device = device_.index();
+      // Each step may already be done (a failure after it): "not recording" is no news then.
+      IgnoreErrors([&] { c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool_); });
+      IgnoreErrors([&] { at::getHostAllocator(at::kCUDA)->end_allocate_to_pool(pool_); });
+      IgnoreErrors([&] { c10::cuda::CUDACachingAllocator::releasePool(device, pool_); });
+      IgnoreErrors([&] { at::getHostAllocator(at::kCUDA)->release_pool(pool_); });
+    }
+    graph_.reset();
+    (void)cudaGetLastError();
+  }
+
+  template <typename F>
+  static void IgnoreErrors(F&& f) {
+    try {
+      f();
+    } catch (const std::exception&) {
     }
   }
 
   at::Device device_;
+  at::cuda::MempoolId_t pool_{0, 0};
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
 };
 

@@ -275,16 +275,27 @@ std::unique_ptr<StepGraph> StepGraphFor(const Session& s, const JobSpec& spec,
   return std::make_unique<StepGraph>(std::move(recorder), std::move(params));
 }
 
-// Says once in the job's log that the step graph was recorded, or why it could not be.
-void ReportStepGraph(const StepGraph& graph, int64_t step, bool& reported, EventSink& events) {
-  if (reported) return;
-  if (!graph.failure().empty()) {
-    events.Log("warning", "CUDA graph: recording step " + std::to_string(step + 1) +
-                              " failed; every step runs without one (" + graph.failure() + ")");
-    reported = true;
-  } else if (graph.recorded()) {
+// Says in the job's log, once each, that the step graph was recorded, and that it could not be
+// or was let go.
+struct StepGraphReports {
+  bool recorded = false;
+  bool ended = false;
+};
+void ReportStepGraph(const StepGraph& graph, int64_t step, StepGraphReports& said,
+                     EventSink& events) {
+  if (!said.recorded && graph.recorded()) {
     events.Log("info", "CUDA graph: recorded at step " + std::to_string(step + 1));
-    reported = true;
+    said.recorded = true;
+  }
+  if (!said.ended && !graph.failure().empty()) {
+    if (graph.dropped()) {
+      events.Log("info", "CUDA graph: let go at step " + std::to_string(step + 1) + " (" +
+                             graph.failure() + "); the steps from here on run without one");
+    } else {
+      events.Log("warning", "CUDA graph: recording step " + std::to_string(step + 1) +
+                                " failed; every step runs without one (" + graph.failure() + ")");
+    }
+    said.ended = true;
   }
 }
 
@@ -453,14 +464,14 @@ class TrainingRun {
     const bool pipelined = PipelinesSteps(phases);
     const std::unique_ptr<StepGraph> graph =
         StepGraphFor(s_, spec_, phases, forward.injection, events_);
-    bool graph_reported = false;
+    StepGraphReports graph_said;
     const auto queue = [&](int64_t step) -> StatusOr<QueuedStep> {
       Beat("running step " + std::to_string(step + 1) + " of " + std::to_string(total_steps));
       phases.StartStep();
       profiler.BeginStep(step);
       StatusOr<QueuedStep> queued_step =
           QueueStep(s_, spec_, options_, step, data, forward, graph.get(), phases, events_);
-      if (graph) ReportStepGraph(*graph, step, graph_reported, events_);
+      if (graph) ReportStepGraph(*graph, step, graph_said, events_);
       return queued_step;
     };
     std::optional<QueuedStep> queued;  // the step read next

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/trainer/model/adapter_cast_cache.h"
+
 namespace qlorad::trainer {
 namespace {
 
@@ -75,16 +77,18 @@ TEST(StepGraph, WithoutARecorderEveryStepRunsEagerly) {
   EXPECT_EQ(graph.replays(), 0);
 }
 
-// What a capture that refuses does: the work ran (here; a real capture records without running)
-// and the recorder says it failed.
+// What a capture that refuses does: the host side of the work ran (here the device side too; a
+// real capture records kernels without running them) and the recorder says it failed.
 class RefusingRecorder final : public GraphRecorder {
  public:
   bool Record(const std::function<void()>& record, std::string* error) override {
+    ++recordings;
     record();
     *error = "operation not permitted when stream is capturing";
     return false;
   }
   void Replay() override { ADD_FAILURE() << "a refused recording was replayed"; }
+  int recordings = 0;
 };
 
 TEST(StepGraph, ARefusedRecordingRunsTheStepEagerlyFromScratchAndEveryStepAfterIt) {
@@ -115,6 +119,44 @@ TEST(StepGraph, DoesNotRecordOverAGradientAlreadySet) {
   EXPECT_TRUE(toy.w.grad().equal(torch::tensor({5.0f, 17.0f, 37.0f})));
   EXPECT_EQ(toy.calls, 1);
   EXPECT_EQ(graph.failure(), "a gradient was already set when the step was recorded");
+}
+
+// Recording waits for kEagerSteps steps of the same shape: a job whose rows change length would
+// otherwise hold a graph (a step's memory) for the few steps that match it.
+TEST(StepGraph, RecordsOnlyRowsOfTheShapeTheEagerStepsBeforeItHad) {
+  ToyStep toy;
+  auto recorder = std::make_unique<RefusingRecorder>();
+  RefusingRecorder* seen = recorder.get();
+  StepGraph graph(std::move(recorder), {toy.w}, /*eager_steps=*/2);
+  const at::Tensor labels = torch::zeros({3}, torch::kLong);
+  const at::Tensor a = torch::tensor({1, 2, 3}, torch::kLong);
+  const at::Tensor b = torch::tensor({{1, 2, 3}}, torch::kLong);  // another shape
+  for (const at::Tensor* inputs : {&a, &b, &b}) {
+    toy.w.mutable_grad() = at::Tensor();
+    graph.Run(toy.Forward(), *inputs, labels, 1.0);
+  }
+  EXPECT_EQ(seen->recordings, 0);  // b ran twice in a row: as many as the eager steps
+  toy.w.mutable_grad() = at::Tensor();
+  graph.Run(toy.Forward(), b, labels, 1.0);
+  EXPECT_EQ(seen->recordings, 1);
+}
+
+// A recording caches the adapters' casts it meant to compute; after a refusal the eager rerun of
+// the step must cast again rather than read those (on a GPU they were never written).
+TEST(StepGraph, ARefusedRecordingsCachedCastsAreNotReused) {
+  const at::Tensor a = torch::randn({2, 3}).requires_grad_(true);
+  const at::Tensor b = torch::randn({4, 2}).requires_grad_(true);
+  AdapterCastCache cache;
+  const StepGraph::Forward forward = [&](const at::Tensor& inputs, const at::Tensor&,
+                                         const at::Tensor& scale) {
+    const AdapterCastCache::Casts casts = cache.Get({a, b}, at::kDouble);
+    return (inputs.to(at::kDouble).sum() * casts.stacked_a.sum() * scale).detach();
+  };
+  StepGraph graph(std::make_unique<RefusingRecorder>(), {a, b}, /*eager_steps=*/0);
+  AdapterCastCache::NewStep();  // as every step begins
+  graph.Run(forward, torch::ones({3}, torch::kLong), torch::zeros({3}, torch::kLong), 1.0);
+  EXPECT_FALSE(graph.failure().empty());
+  EXPECT_EQ(cache.fills(), 2);  // the recording's, then the eager rerun's own
 }
 
 }  // namespace
