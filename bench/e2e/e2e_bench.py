@@ -13,7 +13,11 @@ and qlorad's train.activation_checkpointing.
 Per run: the median of the timed steps' wall times (after --warmup steps; HF and Unsloth
 synchronize CUDA around each step, qlorad-train reports its own step times), tokens/s, peak
 allocated GiB over the whole process (torch.cuda.max_memory_allocated; qlorad's vram_peak_bytes),
-MFU and the first and last loss. A system that fails (an import error, an OOM, a timeout) is
+MFU, the first and last loss, and how steady the timed steps were: the spread of their middle half
+(interquartile range over the median). A run whose steps spread more than UNSTEADY_SPREAD is marked
+UNSTEADY, and its ratios "not to be quoted": stable runs of every system on H100s spread 0.5-5%,
+while Unsloth on some machines spread 9-45% (with medians from 116.8 to 288.7 ms for one job on one
+day, bench/results/2026-12-07-h100-c32a380-gpu_run.txt). A system that fails (an import error, an OOM, a timeout) is
 reported with the last lines of its stderr and the others still run. The table comes last, with
 qlorad's tokens/s and peak as ratios to Unsloth's and HF's; one JSON file goes to --out after
 every run, so a run cut short still leaves what it measured.
@@ -179,6 +183,22 @@ def run_qlorad(job, args, work, log_path):
     return dict(status="ok", step_s=step_s, losses=[m["loss"] for m in metrics], peak_bytes=peak or None)
 
 
+# The timed steps' interquartile range over their median above which a run is unsteady.
+UNSTEADY_SPREAD = 0.08
+
+
+def spread(step_s):
+    """Interquartile range over the median of the step times (None for fewer than 4 steps)."""
+    if len(step_s) < 4:
+        return None
+    q1, _, q3 = statistics.quantiles(step_s, n=4)
+    return (q3 - q1) / statistics.median(step_s)
+
+
+def unsteady(r):
+    return r.get("status") == "ok" and (r.get("spread") or 0) > UNSTEADY_SPREAD
+
+
 def summarize(r, tokens_per_step, flops, peak):
     if r["status"] != "ok":
         return r
@@ -187,7 +207,7 @@ def summarize(r, tokens_per_step, flops, peak):
     return dict(r, ms_per_step=step * 1e3, tokens_per_s=tokens_per_s,
                 peak_gib=r["peak_bytes"] / GIB if r["peak_bytes"] else None,
                 mfu=flops * tokens_per_s / (peak * 1e12) if peak else None,
-                loss_first=r["losses"][0], loss_last=r["losses"][-1])
+                loss_first=r["losses"][0], loss_last=r["losses"][-1], spread=spread(r["step_s"]))
 
 
 def gpu_facts(device):
@@ -283,11 +303,15 @@ def print_table(runs, meta):
                 continue
             mfu = fmt(r["mfu"] and 100 * r["mfu"], ".1f") + ("%" if r["mfu"] else "")
             note = f"  WARNING: {r['warning']}" if r.get("warning") else ""
+            if unsteady(r):
+                note += (f"  UNSTEADY: steps spread {100 * r['spread']:.1f}% (interquartile range over "
+                         f"the median; steady runs: under {100 * UNSTEADY_SPREAD:.0f}%)")
             print(f"{head} {r['ms_per_step']:8.1f} {r['tokens_per_s']:8.0f} {fmt(r['peak_gib'], '8.2f'):>8} {mfu:>6} "
                   f"{r['loss_first']:8.4f} -> {r['loss_last']:.4f}{note}")
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"
+                     + (" (a side is UNSTEADY: not to be quoted)" if unsteady(q) or unsteady(by_system[ref]) else "")
                      for ref in SYSTEMS if ref != "qlorad" and ref in by_system]
             if parts:
                 print(f"{'':34}qlorad " + "; ".join(parts))
