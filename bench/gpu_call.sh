@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One device call's worth of GPU checks and benchmarks, most important first, for sessions whose
+# GPU time comes in a few calls of at most 10 minutes (and whose machines are often not there):
+#   1. build (bench/e2e/run.sh --build-only: qlorad-train into build-gpu, about 2.5 min fresh);
+#   2. the trainer's GPU tests named in QLORAD_GPU_TESTS (tests/gpu/trainer.sh; default: the
+#      step graph, RoPE/SwiGLU ops, online cross-entropy, activation checkpointing);
+#   3. bench/e2e at Llama-3.2-1B 4 x 2048, checkpointing off and on: qlorad, qlorad-offload and
+#      Unsloth side by side, then qlorad with QLORAD_CUDA_GRAPH=0;
+#   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
+#      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
+#      QLORAD_CALL_PARTS=context, on the warm machine).
+# Each part has its own time limit and copies its JSON and a summary to OUT the moment it ends, so
+# a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
+# call returns no more), none deeper than OUT itself.
+# Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
+#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, run in that order after the
+#        build; default "tests e2e")
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
+PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
+TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_rope_swiglu_ops test_ce_online test_activation_checkpointing}"
+mkdir -p "$OUT"
+LOG="$OUT/summary.txt"
+WORK="$(mktemp -d)"
+say() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$LOG"; }
+# The bench tables' data and ratio lines (their progress lines start with "[").
+table() { grep -E "^(tiny|1b|8b) +[0-9]| vs |UNSTEADY|^ +[0-9]+ qlorad|^ +[0-9]+ unsloth" | grep -v "^\[" | tail -20; }
+wants() { [[ " $PARTS " == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
+echo "host: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
+say build
+bash "$ROOT/bench/e2e/run.sh" "$WORK/build" --build-only > "$WORK/build.txt" 2>&1 ||
+  { tail -40 "$WORK/build.txt" >> "$LOG"; exit 1; }
+
+if wants tests; then
+  say "GPU tests: $TESTS"
+  QLORAD_GPU_TESTS="$TESTS" timeout 300 bash "$ROOT/tests/gpu/trainer.sh" "$WORK/tests" \
+    > "$WORK/tests.txt" 2>&1
+  tail -40 "$WORK/tests.txt" >> "$LOG"
+  cat "$WORK"/tests/*.log > "$OUT/tests.log" 2>/dev/null
+fi
+
+if wants e2e; then
+  say "e2e 1b, ckpt off and on: qlorad, qlorad-offload, unsloth"
+  timeout 240 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e" --shapes 1b --ckpt off,on \
+    --systems qlorad,qlorad-offload,unsloth --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
+  table < "$WORK/e2e.txt" >> "$LOG"
+  cp "$WORK/e2e/e2e_bench.json" "$OUT/e2e-1b.json" 2>/dev/null
+  say "e2e 1b, ckpt off and on: qlorad with QLORAD_CUDA_GRAPH=0"
+  QLORAD_CUDA_GRAPH=0 timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e0" --shapes 1b \
+    --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e0.txt" 2>&1
+  table < "$WORK/e2e0.txt" >> "$LOG"
+  cp "$WORK/e2e0/e2e_bench.json" "$OUT/e2e-1b-graph0.json" 2>/dev/null
+fi
+
+if wants context; then
+  say "context 8b 32K: qlorad, then QLORAD_KEEP_MLP=1"
+  timeout 120 bash "$ROOT/bench/context/run.sh" "$WORK/ctx" --contexts 32768 --systems qlorad \
+    > "$WORK/ctx.txt" 2>&1
+  table < "$WORK/ctx.txt" >> "$LOG"
+  cp "$WORK/ctx/context_bench.json" "$OUT/ctx-32k.json" 2>/dev/null
+  QLORAD_KEEP_MLP=1 timeout 90 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" --contexts 32768 \
+    --systems qlorad > "$WORK/ctx1.txt" 2>&1
+  table < "$WORK/ctx1.txt" >> "$LOG"
+  cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-keep-mlp.json" 2>/dev/null
+fi
+say done
