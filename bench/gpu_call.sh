@@ -66,4 +66,4 @@ if wants context; then
   table < "$WORK/ctx1.txt" >> "$LOG"
   cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-keep-mlp.json" 2>/dev/null
 fi
-say done
+say "done"
