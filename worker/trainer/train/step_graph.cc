@@ -48,9 +48,8 @@ at::Tensor StepGraph::Run(const Forward& forward, const at::Tensor& inputs,
 }
 
 void StepGraph::Drop(const at::Tensor& inputs) {
-  failure_ = "rows of another shape than the recording's (" + std::to_string(inputs.size(0)) +
-             " x " + std::to_string(inputs.size(1)) + " against " +
-             std::to_string(inputs_.size(0)) + " x " + std::to_string(inputs_.size(1)) + ")";
+  failure_ = "rows of another shape than the recording's (" + c10::str(inputs.sizes()) +
+             " against " + c10::str(inputs_.sizes()) + ")";
   dropped_ = true;
   // The graph's memory goes back to the allocator, which hands it to the device when it needs it.
   recorder_.reset();

@@ -121,6 +121,60 @@ TEST(StepGraph, DoesNotRecordOverAGradientAlreadySet) {
   EXPECT_EQ(graph.failure(), "a gradient was already set when the step was recorded");
 }
 
+// What a capture that succeeds leaves the host with, where no GPU can record: the recording ran
+// the work once (a real one runs nothing), and a replay, which on a GPU reruns the kernels on the
+// same memory, here does nothing at all. Enough for the host's side: what it hands back after a
+// replay and when it lets the graph go.
+class AcceptingRecorder final : public GraphRecorder {
+ public:
+  AcceptingRecorder(int* replays, bool* destroyed) : replays_(replays), destroyed_(destroyed) {}
+  ~AcceptingRecorder() override { *destroyed_ = true; }
+  bool Record(const std::function<void()>& record, std::string* /*error*/) override {
+    record();
+    return true;
+  }
+  void Replay() override { ++*replays_; }
+
+ private:
+  int* replays_;
+  bool* destroyed_;
+};
+
+TEST(StepGraph, ReplaysHandBackTheRecordedGradientsAndAnotherShapeLetsTheGraphGo) {
+  ToyStep toy;
+  int replays = 0;
+  bool destroyed = false;
+  StepGraph graph(std::make_unique<AcceptingRecorder>(&replays, &destroyed), {toy.w},
+                  /*eager_steps=*/1);
+  const at::Tensor labels = torch::zeros({3}, torch::kLong);
+  const at::Tensor a = torch::tensor({1, 2, 3}, torch::kLong).view({1, 3});
+  const at::Tensor b = torch::tensor({1, 2, 3, 1, 2, 3}, torch::kLong).view({2, 3});
+  const auto step = [&](const at::Tensor& inputs) {
+    toy.w.mutable_grad() = at::Tensor();  // the optimizer's zero_grad
+    return graph.Run(toy.Forward(), inputs, labels, 0.5);
+  };
+  step(a);                                         // eager
+  EXPECT_DOUBLE_EQ(step(a).item<double>(), 28.0);  // recorded, then replayed
+  ASSERT_TRUE(graph.recorded());
+  const at::Tensor recorded_grad = toy.w.grad();
+  ASSERT_TRUE(recorded_grad.defined());
+  EXPECT_DOUBLE_EQ(step(a).item<double>(), 28.0);  // replayed: the graph's loss, a copy
+  EXPECT_TRUE(toy.w.grad().is_same(recorded_grad));
+  EXPECT_EQ(replays, 2);
+  EXPECT_EQ(toy.calls, 2);  // the eager step and the recording; replays run no host code
+  EXPECT_FALSE(destroyed);
+
+  step(b);  // another shape: the graph goes, the step runs eagerly
+  EXPECT_TRUE(destroyed);
+  EXPECT_TRUE(graph.dropped());
+  EXPECT_EQ(graph.failure(), "rows of another shape than the recording's ([2, 3] against [1, 3])");
+  EXPECT_EQ(toy.calls, 3);
+  EXPECT_FALSE(toy.w.grad().is_same(recorded_grad));
+  step(a);  // and so do the steps after it
+  EXPECT_EQ(toy.calls, 4);
+  EXPECT_EQ(replays, 2);
+}
+
 // Recording waits for kEagerSteps steps of the same shape: a job whose rows change length would
 // otherwise hold a graph (a step's memory) for the few steps that match it.
 TEST(StepGraph, RecordsOnlyRowsOfTheShapeTheEagerStepsBeforeItHad) {
