@@ -258,15 +258,14 @@ struct RotaryAttentionFunction : torch::autograd::Function<RotaryAttentionFuncti
     // memory order the kernel left them in into their heads of q|k|v's gradient, one pass each;
     // dv copied there. (A copy, then the inverse in place, cost 0.9 ms more of a 1B 4 x 2048 step
     // on an H100: bench/results/2026-12-07-h100-316de9d-trace-ckpt-off.txt.)
+    // rope_into reads head_dim contiguously, as both kernels leave it (else one copy makes it so).
+    const auto head_dim_contiguous = [](const at::Tensor& t) {
+      return t.stride(3) == 1 ? t : t.contiguous();
+    };
     at::Tensor dqkv = at::empty_like(qkv);
     auto [gq, gk, gv] = SplitHeads(dqkv, heads, kv_heads, head_dim);
-    if (dq.stride(3) == 1 && dk.stride(3) == 1) {
-      ops::RopeInto(dq, dk, s[1], s[2], s[3], /*inverse=*/true, gq, gk);
-    } else {
-      gq.copy_(dq);
-      gk.copy_(dk);
-      ops::RopeInPlace(gq, gk, s[1], s[2], s[3], /*inverse=*/true);
-    }
+    ops::RopeInto(head_dim_contiguous(dq), head_dim_contiguous(dk), s[1], s[2], s[3],
+                  /*inverse=*/true, gq, gk);
     gv.copy_(dv);
     return {dqkv, at::Tensor()};
   }

@@ -11,7 +11,6 @@ std::string StepGraphUnsuitable(const StepGraphJob& job) {
   if (job.switch_value != nullptr && std::string(job.switch_value) == "0") {
     return "QLORAD_CUDA_GRAPH=0";
   }
-  if (!job.cuda) return "not on a GPU";
   if (job.world_size > 1) return "several ranks";
   if (job.dropout) return "lora.dropout draws new masks every step";
   if (job.offload) return "activation offload moves tensors through host memory";
@@ -27,6 +26,17 @@ std::unique_ptr<GraphRecorder> MakeGraphRecorder(at::Device /*device*/) {
 }
 #endif
 
+namespace {
+
+// The sizes of a forward's inputs, then its labels': what a recording fixes.
+std::vector<int64_t> ShapeOf(const at::Tensor& inputs, const at::Tensor& labels) {
+  std::vector<int64_t> shape = inputs.sizes().vec();
+  shape.insert(shape.end(), labels.sizes().begin(), labels.sizes().end());
+  return shape;
+}
+
+}  // namespace
+
 StepGraph::StepGraph(std::unique_ptr<GraphRecorder> recorder, std::vector<at::Tensor> params,
                      int64_t eager_steps)
     : recorder_(std::move(recorder)), params_(std::move(params)), eager_steps_(eager_steps) {}
@@ -34,13 +44,12 @@ StepGraph::StepGraph(std::unique_ptr<GraphRecorder> recorder, std::vector<at::Te
 at::Tensor StepGraph::Run(const Forward& forward, const at::Tensor& inputs,
                           const at::Tensor& labels, double scale) {
   if (recorder_ == nullptr || !failure_.empty()) return Eager(forward, inputs, labels, scale);
+  std::vector<int64_t> shape = ShapeOf(inputs, labels);
   if (recorded_) {
-    if (Matches(inputs, labels)) return Replay(inputs, labels, scale);
+    if (shape == shape_) return Replay(inputs, labels, scale);
     Drop(inputs);
     return Eager(forward, inputs, labels, scale);
   }
-  std::vector<int64_t> shape = inputs.sizes().vec();
-  shape.insert(shape.end(), labels.sizes().begin(), labels.sizes().end());
   same_shape_steps_ = shape == shape_ ? same_shape_steps_ + 1 : 1;
   shape_ = std::move(shape);
   if (same_shape_steps_ > eager_steps_) return RecordAndReplay(forward, inputs, labels, scale);
@@ -61,12 +70,6 @@ at::Tensor StepGraph::Eager(const Forward& forward, const at::Tensor& inputs,
                             const at::Tensor& labels, double scale) {
   // A fill on the device, as the graph's own scale is refilled: the host never copies it over.
   return forward(inputs, labels, at::full({}, scale, inputs.options().dtype(at::kDouble)));
-}
-
-bool StepGraph::Matches(const at::Tensor& inputs, const at::Tensor& labels) const {
-  return inputs.sizes() == inputs_.sizes() && labels.sizes() == labels_.sizes() &&
-         inputs.scalar_type() == inputs_.scalar_type() &&
-         labels.scalar_type() == labels_.scalar_type() && inputs.device() == inputs_.device();
 }
 
 at::Tensor StepGraph::RecordAndReplay(const Forward& forward, const at::Tensor& inputs,

@@ -38,7 +38,6 @@ namespace qlorad::trainer {
 
 // What decides whether a job's steps may be recorded.
 struct StepGraphJob {
-  bool cuda = false;        // the device is a GPU
   int64_t world_size = 1;   // ranks of the job
   bool dropout = false;     // lora.dropout > 0
   bool offload = false;     // activation offload (with checkpointing)
@@ -48,7 +47,7 @@ struct StepGraphJob {
   const char* switch_value = nullptr;  // QLORAD_CUDA_GRAPH: "0" turns graphs off
 };
 
-// Empty when the job's steps may be recorded; otherwise why not, for the job's log.
+// Empty when a GPU job's steps may be recorded; otherwise why not, for the job's log.
 std::string StepGraphUnsuitable(const StepGraphJob& job);
 
 // The backend that records and replays; CUDA builds have one (step_graph_cuda.cc).
@@ -96,7 +95,6 @@ class StepGraph {
  private:
   at::Tensor Eager(const Forward& forward, const at::Tensor& inputs, const at::Tensor& labels,
                    double scale);
-  bool Matches(const at::Tensor& inputs, const at::Tensor& labels) const;
   void Drop(const at::Tensor& inputs);
   at::Tensor RecordAndReplay(const Forward& forward, const at::Tensor& inputs,
                              const at::Tensor& labels, double scale);
@@ -105,8 +103,10 @@ class StepGraph {
   std::unique_ptr<GraphRecorder> recorder_;
   std::vector<at::Tensor> params_;
   int64_t eager_steps_;
-  std::vector<int64_t> shape_;    // of the latest eager steps' rows, and
-  int64_t same_shape_steps_ = 0;  // how many in a row had it
+  // The latest eager steps' shape (ShapeOf) and how many in a row had it; once recorded, the
+  // recording's.
+  std::vector<int64_t> shape_;
+  int64_t same_shape_steps_ = 0;
   bool recorded_ = false;
   bool dropped_ = false;
   int64_t replays_ = 0;

@@ -248,8 +248,7 @@ std::unique_ptr<StepGraph> StepGraphFor(const Session& s, const JobSpec& spec,
                                         const PhaseTimer& phases, const OomInjection& injection,
                                         EventSink& events) {
   if (!s.device.is_cuda()) return nullptr;
-  std::string why_not = StepGraphUnsuitable({.cuda = true,
-                                             .world_size = s.comm->world_size(),
+  std::string why_not = StepGraphUnsuitable({.world_size = s.comm->world_size(),
                                              .dropout = spec.lora.dropout > 0,
                                              .offload = s.offload,
                                              .classifier = s.classifier.has_value(),

@@ -16,7 +16,7 @@ namespace qlorad::trainer {
 namespace {
 
 TEST(StepGraphUnsuitable, NamesWhatKeepsAJobsStepsEager) {
-  const StepGraphJob suitable{.cuda = true};
+  const StepGraphJob suitable;
   EXPECT_EQ(StepGraphUnsuitable(suitable), "");
   StepGraphJob on = suitable;
   on.switch_value = "1";
@@ -28,7 +28,6 @@ TEST(StepGraphUnsuitable, NamesWhatKeepsAJobsStepsEager) {
     return StepGraphUnsuitable(job);
   };
   EXPECT_EQ(why([](StepGraphJob& j) { j.switch_value = "0"; }), "QLORAD_CUDA_GRAPH=0");
-  EXPECT_EQ(why([](StepGraphJob& j) { j.cuda = false; }), "not on a GPU");
   EXPECT_EQ(why([](StepGraphJob& j) { j.world_size = 2; }), "several ranks");
   EXPECT_EQ(why([](StepGraphJob& j) { j.dropout = true; }),
             "lora.dropout draws new masks every step");
