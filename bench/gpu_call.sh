@@ -5,7 +5,8 @@
 #   2. the trainer's GPU tests named in QLORAD_GPU_TESTS (tests/gpu/trainer.sh; default: the
 #      step graph, RoPE/SwiGLU ops, online cross-entropy, activation checkpointing);
 #   3. bench/e2e at Llama-3.2-1B 4 x 2048, checkpointing off and on: qlorad, qlorad-offload and
-#      Unsloth side by side, then qlorad with QLORAD_CUDA_GRAPH=0;
+#      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
+#      QLORAD_CUDA_GRAPH=0: the change under test turned off, for its side-by-side figure);
 #   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine).
@@ -19,6 +20,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
 PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
+AB="${QLORAD_CALL_AB:-QLORAD_CUDA_GRAPH=0}"
 TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_rope_swiglu_ops test_ce_online test_activation_checkpointing}"
 mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
@@ -48,11 +50,11 @@ if wants e2e; then
     --systems qlorad,qlorad-offload,unsloth --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
   table < "$WORK/e2e.txt" >> "$LOG"
   cp "$WORK/e2e/e2e_bench.json" "$OUT/e2e-1b.json" 2>/dev/null
-  say "e2e 1b, ckpt off and on: qlorad with QLORAD_CUDA_GRAPH=0"
-  QLORAD_CUDA_GRAPH=0 timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e0" --shapes 1b \
+  say "e2e 1b, ckpt off and on: qlorad with $AB"
+  env "$AB" timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e0" --shapes 1b \
     --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e0.txt" 2>&1
   table < "$WORK/e2e0.txt" >> "$LOG"
-  cp "$WORK/e2e0/e2e_bench.json" "$OUT/e2e-1b-graph0.json" 2>/dev/null
+  cp "$WORK/e2e0/e2e_bench.json" "$OUT/e2e-1b-ab.json" 2>/dev/null
 fi
 
 if wants context; then

@@ -31,7 +31,24 @@ Status CheckParams(const NF4DequantParams& p) {
   }
   if (!p.double_quant && p.absmax == nullptr)
     return InvalidArgument("nf4 dequantize: absmax is required");
+  if (p.row_length < 0 || p.row_stride < p.row_length || (p.row_length == 0 && p.row_stride != 0))
+    return InvalidArgument("nf4 dequantize: rows: expected 0 <= row_length <= row_stride, got " +
+                           std::to_string(p.row_length) + " and " + std::to_string(p.row_stride));
+  if (p.row_length > 0 && p.numel % p.row_length != 0) {
+    return InvalidArgument("nf4 dequantize: rows: " + std::to_string(p.numel) +
+                           " values are not whole rows of " + std::to_string(p.row_length));
+  }
   return Status::Ok();
+}
+
+// Whether every 32-value chunk of the vector path lands whole and 16-byte aligned: always for
+// rows one after another; for spaced rows, when a row holds whole chunks and starts aligned (and
+// the chunks can be counted in 32 bits, as the kernel does).
+bool RowsAllowVectors(const NF4DequantParams& p, size_t value_bytes) {
+  if (p.row_stride == p.row_length) return true;
+  return p.row_length % cuda::kElementsPerChunk == 0 &&
+         (p.row_stride * static_cast<int64_t>(value_bytes)) % 16 == 0 &&
+         p.numel / cuda::kElementsPerChunk < (int64_t{1} << 32);
 }
 
 int Log2(int64_t blocksize) {
@@ -89,7 +106,9 @@ void LaunchFormat(const NF4DequantParams* weights, int count, FloatFormat format
   for (int i = 0; i < count; ++i) {
     const NF4DequantParams& p = weights[i];
     if (p.format != format || p.numel == 0) continue;
-    (Aligned16(p.packed) && Aligned16(p.out) ? vector : scalar).push_back(&p);
+    const bool vectors =
+        Aligned16(p.packed) && Aligned16(p.out) && RowsAllowVectors(p, sizeof(OutT));
+    (vectors ? vector : scalar).push_back(&p);
   }
   if (!vector.empty()) LaunchSlices<OutT, true>(vector, stream);
   if (!scalar.empty()) LaunchSlices<OutT, false>(scalar, stream);

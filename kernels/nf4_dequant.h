@@ -28,6 +28,12 @@ struct NF4DequantParams {
   const float* offset = nullptr;          // fp32 scalar, on the device (read there: no sync)
   void* out = nullptr;                    // numel values of `format`
   FloatFormat format = FloatFormat::kBFloat16;
+  // The output's rows (the weight's last dimension): row_length values each, every row starting
+  // row_stride values after the one before, so that a weight can land in the first columns of a
+  // wider matrix (the LoRA path puts B's columns beside it and runs one GEMM over both).
+  // 0 and 0: the numel values lie one after another.
+  int64_t row_length = 0;
+  int64_t row_stride = 0;
 };
 
 // Enqueues the dequantization on `stream`; never synchronizes and allocates nothing, so it can be

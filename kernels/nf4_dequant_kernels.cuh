@@ -5,6 +5,10 @@
 // needs one absmax. Elements past the last full chunk, and every element when a pointer is not
 // 16-byte aligned, go through a one-element-per-thread path.
 //
+// Output rows (NF4DequantParams::row_length/row_stride) move each chunk to its row's place; the
+// launcher sends a weight down the vector path only when every chunk lies inside one row and
+// every row starts 16-byte aligned.
+//
 // Rounding follows bitsandbytes step by step (__fmul_rn / __fadd_rn, which the compiler may not
 // contract into an FMA): absmax = fp32(fp32(code[c] * nested_absmax) + offset), then
 // value = fp32(nf4[q] * absmax), then one rounding to the output format.
@@ -64,6 +68,24 @@ __device__ __forceinline__ float dBlockAbsmax(const NF4DequantParams& p, const f
   const uint32_t code = dLoadResidentByte(p.absmax_codes + block);
   const float nested = dLoadResidentFloat(p.nested_absmax + (block >> 8));
   return __fadd_rn(__fmul_rn(s_code[code], nested), offset);
+}
+
+// Where value e of the weight goes in the output, in values: e itself when the rows lie one after
+// another, else its row's start plus its column.
+__device__ __forceinline__ int64_t dOutIndex(const NF4DequantParams& p, int64_t e) {
+  if (p.row_stride == p.row_length) return e;
+  return (e / p.row_length) * p.row_stride + e % p.row_length;
+}
+
+// The same for the first value of chunk k on the vector path (row_length a multiple of 32, and
+// fewer than 2^32 chunks: the launcher checks both), in 32-bit arithmetic: a 64-bit division per
+// store would cost more than the store.
+__device__ __forceinline__ int64_t dChunkOutIndex(const NF4DequantParams& p, int64_t k) {
+  if (p.row_stride == p.row_length) return k * kElementsPerChunk;
+  const uint32_t per_row = static_cast<uint32_t>(p.row_length / kElementsPerChunk);
+  const uint32_t row = static_cast<uint32_t>(k) / per_row;
+  const uint32_t col = static_cast<uint32_t>(k) - row * per_row;
+  return static_cast<int64_t>(row) * p.row_stride + int64_t{col} * kElementsPerChunk;
 }
 
 // How two dequantized values become one 32-bit word of the output (element 2k in the low half,
@@ -178,8 +200,13 @@ __global__ void __launch_bounds__(kDequantThreads)
           dBlockAbsmax(p, s_code, (c * kElementsPerChunk) >> log2_blocksize, offset);
       dDequantizeChunk<OutT>(bytes, absmax, s_nf4, words);
     }
+    const bool dense = p.row_stride == p.row_length;  // block-uniform
+    // The 16-byte word v of chunk k in the output.
+    const auto out_word = [&](int64_t k, int v) {
+      return reinterpret_cast<uint4*>(static_cast<OutT*>(p.out) + dChunkOutIndex(p, k)) + v;
+    };
     uint4* out_chunk0 =
-        reinterpret_cast<uint4*>(p.out) + (c - lane) * kVecs;  // the warp's first chunk
+        reinterpret_cast<uint4*>(p.out) + (c - lane) * kVecs;  // the warp's first chunk, if dense
     if constexpr (kStaged) {
       if (active) {
 #pragma unroll
@@ -192,14 +219,17 @@ __global__ void __launch_bounds__(kDequantThreads)
 #pragma unroll
       for (int v = 0; v < kVecs; ++v) {
         const int slot = v * 32 + lane;
-        if ((c - lane) + slot / kVecs < n_chunks) dStoreStreaming(out_chunk0 + slot, stage[slot]);
+        const int64_t k = (c - lane) + slot / kVecs;
+        if (k < n_chunks) {
+          dStoreStreaming(dense ? out_chunk0 + slot : out_word(k, slot % kVecs), stage[slot]);
+        }
       }
       __syncwarp();
     } else if (active) {
 #pragma unroll
       for (int v = 0; v < kVecs; ++v) {
         dStoreStreaming(
-            out_chunk0 + lane * kVecs + v,
+            dense ? out_chunk0 + lane * kVecs + v : out_word(c, v),
             make_uint4(words[4 * v], words[4 * v + 1], words[4 * v + 2], words[4 * v + 3]));
       }
     }
@@ -210,7 +240,7 @@ __global__ void __launch_bounds__(kDequantThreads)
     const uint32_t byte = p.packed[i / 2];
     const uint32_t q = (i % 2 == 0) ? (byte >> 4) : (byte & 0x0Fu);
     const float absmax = dBlockAbsmax(p, s_code, i >> log2_blocksize, offset);
-    dOut<OutT>::StoreOne(p.out, i, __fmul_rn(s_nf4[q], absmax));
+    dOut<OutT>::StoreOne(p.out, dOutIndex(p, i), __fmul_rn(s_nf4[q], absmax));
   }
 }
 

@@ -9,14 +9,15 @@
 namespace qlorad::ops::detail {
 namespace {
 
+// dense: t must be contiguous (every input; out is checked for its own layouts by CheckOut).
 void CheckTensor(const char* op, const char* name, const at::Tensor& t, at::ScalarType dtype,
-                 int64_t numel, const at::Device& device) {
+                 int64_t numel, const at::Device& device, bool dense = true) {
   TORCH_CHECK(t.defined(), op, ": ", name, ": expected a tensor, got None");
   TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, ": expected ", DTypeName(dtype), ", got ",
               DTypeName(t.scalar_type()));
   TORCH_CHECK(t.numel() == numel, op, ": ", name, ": expected ", numel, " elements, got ",
               t.numel(), " (shape ", t.sizes(), ")");
-  TORCH_CHECK(t.is_contiguous(), op, ": ", name, ": expected a contiguous tensor");
+  TORCH_CHECK(!dense || t.is_contiguous(), op, ": ", name, ": expected a contiguous tensor");
   TORCH_CHECK(t.device() == device, op, ": ", name, ": expected a tensor on ", device,
               " like packed, got one on ", t.device());
 }
@@ -67,8 +68,17 @@ bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtyp
   return true;
 }
 
+bool IsRowsOfWiderMatrix(const at::Tensor& t) {
+  return t.dim() == 2 && t.stride(1) == 1 && t.stride(0) >= t.size(1);
+}
+
 void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::Tensor& out) {
-  CheckTensor(op, "out", out, dtype, NumelOf(w.shape), w.packed.device());
+  TORCH_CHECK(out.defined(), op, ": out: expected a tensor, got None");
+  TORCH_CHECK(out.is_contiguous() || IsRowsOfWiderMatrix(out), op,
+              ": out: expected a contiguous tensor or the first columns of a wider matrix (2-D, "
+              "stride(1) == 1), got sizes ",
+              out.sizes(), " and strides ", out.strides());
+  CheckTensor(op, "out", out, dtype, NumelOf(w.shape), w.packed.device(), /*dense=*/false);
 }
 
 void CheckManyLengths(at::TensorList packed, at::TensorList absmax,

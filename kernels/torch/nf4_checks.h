@@ -30,8 +30,12 @@ void CheckQuantizeInputs(const at::Tensor& weight, int64_t blocksize);
 // double quantized (nested_absmax, nested_code and offset all given) or not (none given).
 bool CheckDequantizeInputs(const char* op, const NF4Args& w, at::ScalarType dtype);
 
-// Checks that `out` can receive the dequantized weight: contiguous, numel(shape) elements of dtype,
-// on the weight's device.
+// Whether t is the first columns of a wider row-major matrix: 2-D, stride(1) == 1, rows apart by
+// at least their length (a column slice of a contiguous matrix, for one).
+bool IsRowsOfWiderMatrix(const at::Tensor& t);
+
+// Checks that `out` can receive the dequantized weight: contiguous or IsRowsOfWiderMatrix,
+// numel(shape) elements of dtype, on the weight's device.
 void CheckOut(const char* op, const NF4Args& w, at::ScalarType dtype, const at::Tensor& out);
 
 // Checks that the lists of nf4_dequantize_many have one entry per weight.

@@ -70,7 +70,11 @@ void DequantizeOutCpu(const at::Tensor& packed, const at::Tensor& absmax,
   } else {
     view.absmax = absmax.data_ptr<float>();
   }
-  ThrowIfError(op, ref::DequantizeNF4(view, FloatFormatOf(dtype, op, "dtype"), out.data_ptr()));
+  // The reference writes values one after another: into a dense buffer first when out's rows are
+  // spaced (the first columns of a wider matrix).
+  at::Tensor dense = out.is_contiguous() ? out : at::empty(out.sizes(), out.options());
+  ThrowIfError(op, ref::DequantizeNF4(view, FloatFormatOf(dtype, op, "dtype"), dense.data_ptr()));
+  if (!dense.is_same(out)) out.copy_(dense);
 }
 
 }  // namespace

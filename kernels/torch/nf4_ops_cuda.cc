@@ -86,6 +86,10 @@ kernels::NF4DequantParams ParamsOf(const char* op, const detail::NF4Args& args,
   }
   p.out = out.data_ptr();
   p.format = FloatFormatOf(dtype, op, "dtype");
+  if (!out.is_contiguous()) {  // the first columns of a wider matrix (CheckOut)
+    p.row_length = out.size(1);
+    p.row_stride = out.stride(0);
+  }
   return p;
 }
 

@@ -204,6 +204,46 @@ TEST_F(NF4Cuda, ManyEqualsOneAtATimeAcrossFormatsAndGroups) {
   }
 }
 
+// Rows spaced wider than their length (the first columns of a wider matrix, where the LoRA path
+// puts B beside the frozen weight): every value lands in its row's place and the columns after
+// each row keep what they held. Vector path (rows of whole 32-value chunks, aligned), scalar path
+// (rows of 63 values; an odd spacing), every format, and in one grouped launch with dense outs.
+TEST_F(NF4Cuda, SpacedRowsEqualTheReferenceAndLeaveTheOtherColumns) {
+  struct Case {
+    int64_t rows, cols, pitch;
+    at::ScalarType dtype;
+  };
+  const Case cases[] = {{256, 2048, 2080, at::kBFloat16}, {96, 1024, 1056, at::kHalf},
+                        {64, 512, 544, at::kFloat},       {37, 63, 70, at::kBFloat16},
+                        {40, 128, 131, at::kHalf},        {3, 4096, 4096 + 48, at::kBFloat16}};
+  std::vector<NF4Weight> weights;
+  std::vector<at::Tensor> wide, outs;
+  for (const Case& c : cases) {
+    weights.push_back(QuantizeNF4(RandomWeight({c.rows, c.cols}, at::kFloat, 41 + c.cols).cuda()));
+    wide.push_back(
+        at::full({c.rows, c.pitch}, 5.0, at::TensorOptions().dtype(c.dtype).device(at::kCUDA)));
+    outs.push_back(wide.back().narrow(1, 0, c.cols));
+  }
+  weights.push_back(QuantizeNF4(RandomWeight({1000, 64}, at::kFloat, 40).cuda()));
+  outs.push_back(at::empty({1000, 64}, at::TensorOptions().dtype(at::kHalf).device(at::kCUDA)));
+  std::vector<const NF4Weight*> pointers;
+  for (const NF4Weight& w : weights) pointers.push_back(&w);
+  DequantizeNF4ManyOut(pointers, outs);
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const std::string what = "weight " + std::to_string(i);
+    ExpectBitEqual(outs[i],
+                   DequantizeNF4(weights[i].to(at::Device(at::kCPU)), outs[i].scalar_type()), what);
+    if (i >= wide.size()) continue;
+    const at::Tensor rest = wide[i].narrow(1, cases[i].cols, cases[i].pitch - cases[i].cols);
+    EXPECT_TRUE(rest.eq(5.0).all().item<bool>()) << what << ": the columns after a row changed";
+  }
+  // One at a time (a launch of one) gives the same.
+  at::Tensor alone = at::zeros({256, 2080}, wide[0].options());
+  at::Tensor alone_view = alone.narrow(1, 0, 2048);
+  DequantizeNF4Out(weights[0], alone_view);
+  ExpectBitEqual(alone_view, outs[0].cpu(), "alone");
+}
+
 TEST_F(NF4Cuda, RunsOnTheCurrentStream) {
   const NF4Weight w = QuantizeNF4(RandomWeight({2048, 2048}, at::kHalf, 29).cuda());
   auto stream = c10::cuda::getStreamFromPool();

@@ -106,6 +106,32 @@ def test_many_equals_one_at_a_time_eager_and_compiled():
         torch.testing.assert_close(total, want.float().sum())
 
 
+@pytest.mark.parametrize("rows,cols,pitch,dtype", [
+    (512, 2048, 2080, torch.bfloat16),  # the folded LoRA weight: whole chunks, aligned rows
+    (64, 1024, 1056, torch.float16),
+    (64, 512, 544, torch.float32),
+    (37, 63, 70, torch.bfloat16),  # rows of part chunks: the value-by-value path
+    (40, 128, 131, torch.float16),  # rows not 16-byte aligned: the same
+])
+def test_spaced_rows_equal_the_cpu_reference_and_leave_the_other_columns(rows, cols, pitch, dtype):
+    """The first columns of a wider matrix, alone and in one grouped launch with a dense weight."""
+    q = ops.nf4_quantize(random_weight((rows, cols), dtype, seed=rows), 64, True)
+    q_cpu = [t.cpu() for t in q]
+    want = dequantize(q_cpu, (rows, cols), dtype)
+    wide = torch.full((rows, pitch), 5.0, dtype=dtype, device=DEVICE)
+    ops.nf4_dequantize.out(*q, [rows, cols], 64, dtype, out=wide[:, :cols])
+    assert torch.equal(wide[:, :cols].cpu(), want)
+    assert bool((wide[:, cols:] == 5.0).all())
+
+    dense_q = ops.nf4_quantize(random_weight((96, 64), dtype, seed=7), 64, True)
+    wide.fill_(5.0)
+    outs = [wide[:, :cols], torch.empty((96, 64), dtype=dtype, device=DEVICE)]
+    _many_out([q, dense_q], [64, 64], outs)
+    assert torch.equal(outs[0].cpu(), want)
+    assert torch.equal(outs[1], dequantize(dense_q, (96, 64), dtype))
+    assert bool((wide[:, cols:] == 5.0).all())
+
+
 def test_nan_weight_error_names_the_element():
     w = random_weight((10, 10), torch.float16, seed=5)
     w.view(-1)[37] = float("nan")

@@ -146,6 +146,23 @@ TEST(NF4OpsCpu, OutFormWritesIntoTheGivenBufferAndIsDeterministic) {
   EXPECT_TRUE(at::equal(again.reshape({100, 63}), out));
 }
 
+TEST(NF4OpsCpu, OutFormFillsTheFirstColumnsOfAWiderMatrix) {
+  const NF4Weight q = QuantizeNF4(RandomWeight({100, 63}, at::kFloat, 15));
+  at::Tensor wide = at::full({100, 80}, 7.0, at::kBFloat16);
+  at::Tensor first = wide.narrow(1, 0, 63);
+  DequantizeNF4Out(q, first);
+  EXPECT_TRUE(at::equal(first, DequantizeNF4(q, at::kBFloat16)));
+  EXPECT_TRUE(wide.narrow(1, 63, 17).eq(7.0).all().item<bool>());
+  // The same through the grouped form, beside a dense out.
+  const NF4Weight q2 = QuantizeNF4(RandomWeight({64}, at::kFloat, 16));
+  at::Tensor wide2 = at::full({100, 66}, 7.0, at::kBFloat16);
+  std::vector<at::Tensor> outs = {wide2.narrow(1, 0, 63), at::empty({64}, at::kBFloat16)};
+  DequantizeNF4ManyOut({&q, &q2}, outs);
+  EXPECT_TRUE(at::equal(outs[0], first));
+  EXPECT_TRUE(at::equal(outs[1], DequantizeNF4(q2, at::kBFloat16)));
+  EXPECT_TRUE(wide2.narrow(1, 63, 3).eq(7.0).all().item<bool>());
+}
+
 TEST(NF4OpsCpu, TinyAndOddSizes) {
   for (int64_t n : {1, 2, 63, 64, 65, 257}) {
     const at::Tensor w = RandomWeight({n}, at::kFloat, static_cast<uint64_t>(n));
@@ -218,7 +235,11 @@ TEST(NF4OpsErrors, BadInputsAreNamed) {
   ExpectErrorContaining([&] { DequantizeNF4(q, at::kDouble); },
                         "dtype: expected float32, float16 or bfloat16, got float64");
   at::Tensor out = at::empty({8, 64}, at::kBFloat16).t();
-  ExpectErrorContaining([&] { DequantizeNF4Out(q, out); }, "out: expected a contiguous tensor");
+  ExpectErrorContaining([&] { DequantizeNF4Out(q, out); },
+                        "out: expected a contiguous tensor or the first columns of a wider matrix "
+                        "(2-D, stride(1) == 1), got sizes [64, 8] and strides [1, 64]");
+  out = at::empty({2, 8, 64}, at::kBFloat16).narrow(1, 0, 4);  // spaced, but not 2-D
+  ExpectErrorContaining([&] { DequantizeNF4Out(q, out); }, "got sizes [2, 4, 64]");
   out = at::empty({8, 63}, at::kBFloat16);
   ExpectErrorContaining([&] { DequantizeNF4Out(q, out); }, "out: expected 512 elements, got 504");
 }

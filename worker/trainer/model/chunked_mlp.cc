@@ -30,8 +30,8 @@ struct MlpPlan {
 // it where it is used, for that GEMM alone, so that the block holds no weight the plain path would
 // not.
 at::Tensor WeightForChunks(const MlpPlan& plan, const FusedProjection& projection,
-                           at::ScalarType dtype) {
-  return plan.chunks() > 1 ? projection.StackedWeight(dtype) : at::Tensor();
+                           at::ScalarType dtype, at::TensorList adapters) {
+  return plan.chunks() > 1 ? projection.GemmWeight(dtype, adapters) : at::Tensor();
 }
 
 // Inputs: x, then gate_up's adapters and down's (FusedProjection::Adapters() of each); the kept
@@ -64,8 +64,8 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
     const size_t gate_up_adapters = gate_up->Adapters().size();
     const at::TensorList gu_adapters = adapters.slice(0, gate_up_adapters);
     const at::TensorList down_adapters = adapters.slice(gate_up_adapters);
-    const at::Tensor w_gu = WeightForChunks(plan, *gate_up, x.scalar_type());
-    const at::Tensor w_down = WeightForChunks(plan, *down, x.scalar_type());
+    const at::Tensor w_gu = WeightForChunks(plan, *gate_up, x.scalar_type(), gu_adapters);
+    const at::Tensor w_down = WeightForChunks(plan, *down, x.scalar_type(), down_adapters);
     at::Tensor y;
     for (int64_t first = 0; first < plan.rows; first += chunk_rows) {
       const int64_t n = std::min(chunk_rows, plan.rows - first);
@@ -100,8 +100,8 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
     const at::Tensor x2d = x.reshape({-1, x.size(-1)});
     const at::Tensor dy = grads[0].reshape({-1, down->out_features()});
     const MlpPlan plan{gate_up, down, x2d.size(0), ctx->saved_data["chunk_rows"].toInt()};
-    const at::Tensor w_gu = WeightForChunks(plan, *gate_up, x.scalar_type());
-    const at::Tensor w_down = WeightForChunks(plan, *down, x.scalar_type());
+    const at::Tensor w_gu = WeightForChunks(plan, *gate_up, x.scalar_type(), gu_adapters);
+    const at::Tensor w_down = WeightForChunks(plan, *down, x.scalar_type(), down_adapters);
     const bool want_dx = ctx->needs_input_grad(0);
     at::Tensor dx;
     std::vector<at::Tensor> adapter_grads(adapters.size());

@@ -1,5 +1,7 @@
 #include "worker/trainer/model/fused_projection.h"
 
+#include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "worker/trainer/model/fused_layers.h"
@@ -32,29 +34,71 @@ bool FusedProjection::Applies(const at::Tensor& x) const {
 
 at::Tensor FusedProjection::StackedWeight(at::ScalarType dtype) const {
   if (layers_.size() == 1) return layers_.front()->BaseWeight(dtype);
+  const QLoraLinear& first = layers_.front();
+  const at::Device device =
+      first->nf4_weight() ? first->nf4_weight()->packed.device() : first->dense_weight().device();
+  at::Tensor stacked =
+      at::empty({out_features_, in_features()}, at::TensorOptions().dtype(dtype).device(device));
+  StackedWeightInto(stacked);
+  return stacked;
+}
+
+void FusedProjection::StackedWeightInto(const at::Tensor& out) const {
 #ifdef QLORAD_HAVE_NF4_OPS
   bool all_nf4 = true;
   for (const auto& layer : layers_) all_nf4 = all_nf4 && layer->quantized();
   if (all_nf4) {
-    const auto& first = *layers_.front()->nf4_weight();
-    at::Tensor stacked = at::empty({out_features_, layers_.front()->in_features()},
-                                   at::TensorOptions().dtype(dtype).device(first.packed.device()));
     std::vector<const ops::NF4Weight*> weights;
     std::vector<at::Tensor> rows;
     int64_t offset = 0;
     for (const auto& layer : layers_) {
       weights.push_back(&*layer->nf4_weight());
-      // Rows of a contiguous matrix: each slice is itself contiguous, as the op requires.
-      rows.push_back(stacked.narrow(0, offset, layer->out_features()));
+      // Rows of `out`: contiguous, or spaced rows the op writes in place, as `out` is.
+      rows.push_back(out.narrow(0, offset, layer->out_features()));
       offset += layer->out_features();
     }
     ops::DequantizeNF4ManyOut(weights, rows);
-    return stacked;
+    return;
   }
 #endif
-  std::vector<at::Tensor> weights;
-  for (const auto& layer : layers_) weights.push_back(layer->BaseWeight(dtype));
-  return at::cat(weights);
+  int64_t offset = 0;
+  for (const auto& layer : layers_) {
+    out.narrow(0, offset, layer->out_features()).copy_(layer->BaseWeight(out.scalar_type()));
+    offset += layer->out_features();
+  }
+}
+
+bool FusedProjection::FoldsAdapters() const {
+  static const bool enabled = [] {
+    const char* value = std::getenv("QLORAD_FOLD_LORA");
+    return value == nullptr || std::string_view(value) != "0";
+  }();
+  return enabled && has_lora() && out_features_ >= 2 * in_features();
+}
+
+at::Tensor FusedProjection::GemmWeight(at::ScalarType dtype, at::TensorList adapters) const {
+  if (adapters.empty() || !FoldsAdapters()) return StackedWeight(dtype);
+  const size_t n = layers_.size();
+  const int64_t in = in_features();
+  int64_t r_total = 0;
+  for (size_t i = 0; i < n; ++i) r_total += adapters[i].size(0);
+  at::Tensor weight = at::empty({out_features_, in + r_total}, adapters[n].options().dtype(dtype));
+  StackedWeightInto(weight.narrow(1, 0, in));
+  // Each s_i B_i in its rows and columns, zeros in the other adapters' columns. The scale is
+  // applied before the one rounding to `dtype` (B in its own dtype times s, then cast), as the
+  // unfolded path's GEMM applies it in fp32 to B cast to `dtype`: the same values whenever s is a
+  // power of two (alpha = r, 2r, ...) or B is already in `dtype`.
+  weight.narrow(1, in, r_total).zero_();
+  int64_t out = 0, r = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const at::Tensor& b = adapters[n + i];
+    weight.narrow(0, out, b.size(0))
+        .narrow(1, in + r, b.size(1))
+        .copy_(b * layers_[i]->lora_options().scale);
+    out += b.size(0);
+    r += b.size(1);
+  }
+  return weight;
 }
 
 namespace {
@@ -67,9 +111,11 @@ struct FusedProjectionFunction : torch::autograd::Function<FusedProjectionFuncti
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList adapters,
                             const FusedProjection* projection) {
     SaveBorrowed(ctx, "projection", projection);
-    at::Tensor xa;
-    const at::Tensor y = projection->Forward2d(x.reshape({-1, x.size(-1)}), adapters, &xa);
-    std::vector<at::Tensor> saved = {x, xa};
+    ctx->saved_data["x_sizes"] = x.sizes().vec();
+    at::Tensor xa, x_kept;
+    const at::Tensor y =
+        projection->Forward2d(x.reshape({-1, x.size(-1)}), adapters, &xa, {}, &x_kept);
+    std::vector<at::Tensor> saved = {x_kept, xa};
     saved.insert(saved.end(), adapters.begin(), adapters.end());
     ctx->save_for_backward(saved);
     auto sizes = x.sizes().vec();
@@ -80,13 +126,13 @@ struct FusedProjectionFunction : torch::autograd::Function<FusedProjectionFuncti
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto* projection = LoadBorrowed<const FusedProjection>(ctx, "projection");
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
     const at::TensorList adapters = at::TensorList(saved).slice(2);
     variable_list adapter_grads;
-    const at::Tensor dx = projection->Backward2d(x.reshape({-1, x.size(-1)}), saved[1], adapters,
+    const at::Tensor dx = projection->Backward2d(saved[0], saved[1], adapters,
                                                  grads[0].reshape({-1, projection->out_features()}),
                                                  ctx->needs_input_grad(0), &adapter_grads);
-    variable_list out = {dx.defined() ? dx.view(x.sizes()) : at::Tensor()};
+    variable_list out = {dx.defined() ? dx.view(ctx->saved_data["x_sizes"].toIntVector())
+                                      : at::Tensor()};
     out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
     out.emplace_back();  // the projection pointer
     return out;
@@ -105,14 +151,24 @@ std::vector<at::Tensor> FusedProjection::Adapters() const {
 }
 
 at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adapters,
-                                      at::Tensor* xa, const at::Tensor& weight) const {
+                                      at::Tensor* xa, const at::Tensor& weight,
+                                      at::Tensor* x_kept) const {
   const at::ScalarType dtype = x2d.scalar_type();
-  const at::Tensor w = weight.defined() ? weight : StackedWeight(dtype);
+  const at::Tensor w = weight.defined() ? weight : GemmWeight(dtype, adapters);
+  if (x_kept != nullptr) *x_kept = x2d;
   if (adapters.empty()) {
     *xa = at::Tensor();
     return at::mm(x2d, w.t());
   }
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
+  if (FoldsAdapters()) {
+    const int64_t in = in_features(), r_total = casts.stacked_a.size(0);
+    at::Tensor x_xa = at::empty({x2d.size(0), in + r_total}, x2d.options());
+    x_xa.narrow(1, 0, in).copy_(x2d);
+    *xa = x_xa.narrow(1, in, r_total).addmm_(x2d, casts.stacked_a.t(), /*beta=*/0);
+    if (x_kept != nullptr) *x_kept = x_xa.narrow(1, 0, in);
+    return at::mm(x_xa, w.t());
+  }
   *xa = at::mm(x2d, casts.stacked_a.t());
   // The adapters' update first, each into its columns of the output (the LoRA scale in the GEMM's
   // alpha), then the base GEMM adds itself onto it (beta = 1): the sum costs no pass over the
@@ -151,10 +207,20 @@ at::Tensor FusedProjection::BackwardInput2d(at::ScalarType dtype, at::TensorList
                                             PendingAdapterGrads* pending,
                                             const at::Tensor& weight) const {
   const at::Tensor dy = dy_in.to(dtype);
-  const auto base_weight = [&] { return weight.defined() ? weight : StackedWeight(dtype); };
+  const auto base_weight = [&] { return weight.defined() ? weight : GemmWeight(dtype, adapters); };
   *pending = PendingAdapterGrads{};
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
+  if (FoldsAdapters() && want_dx) {
+    // [dY W | s dY B] in one GEMM, then dX = dY W + (s dY B) A in place in its first columns.
+    // (Without want_dx, s dY B alone below: the folded GEMM would compute dY W for nothing.)
+    const int64_t in = in_features(), r_total = casts.stacked_a.size(0);
+    const at::Tensor both = at::mm(dy, base_weight());
+    at::Tensor dyb = both.narrow(1, in, r_total);
+    at::Tensor dx = both.narrow(1, 0, in).addmm_(dyb, casts.stacked_a);
+    *pending = PendingAdapterGrads{dy, std::move(dyb)};
+    return dx;
+  }
   // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
   // scale in the GEMM's alpha).
   const int64_t r_total = casts.stacked_a.size(0);

@@ -10,6 +10,17 @@
 // dA for every adapter as one GEMM). Saved for backward: x and xa (r columns per adapter); never a
 // dense weight, which backward dequantizes again.
 //
+// Where the outputs are at least twice as wide as the input (gate|up), the adapters ride inside
+// the base GEMM instead (FoldsAdapters): the frozen weight is dequantized into the first columns
+// of W+ = [W | s B] (each s_i B_i in its own rows and columns, zeros elsewhere), x is copied beside
+// xa into one [x | xa] buffer, and
+//   y            = [x | xa] W+^T    one GEMM writes the output once, where the path above writes it
+//                                   for the adapters and then reads and writes it again
+//   [dX' | s dY B] = dY W+          one GEMM reads dY once for both, where the path above reads it
+//                                   in a GEMM of its own for s dY B
+//   dX           = dX' + (s dY B) A  in place, in the first columns of that buffer
+// The copy of x and the extra r columns cost less than the passes over the wide output they save.
+//
 // The layers stay ordinary QLoraLinear modules (their parameters, names and adapters files are
 // unchanged); this is another way to run them, taken when Applies().
 #pragma once
@@ -38,19 +49,31 @@ class FusedProjection {
   at::Tensor forward(const at::Tensor& x) const;
   // The frozen weights stacked [out_features(), in] in `dtype`.
   at::Tensor StackedWeight(at::ScalarType dtype) const;
+  // Whether Forward2d and BackwardInput2d fold the adapters into the base GEMM (the header's
+  // second scheme): with adapters, outputs at least twice as wide as the input, and
+  // QLORAD_FOLD_LORA not "0" (the switch is for side-by-side timings).
+  bool FoldsAdapters() const;
+  // The weight the GEMMs take: W+ = [W | s B] [out_features(), in + sum of r] when FoldsAdapters,
+  // else StackedWeight. `adapters`: Adapters(), as the autograd function holds them.
+  at::Tensor GemmWeight(at::ScalarType dtype, at::TensorList adapters) const;
 
   // The math of forward() and of its backward, for autograd functions that fuse the projection
   // with what computes its input (FusedSwigluDown). `adapters`: Adapters(), as autograd inputs.
   std::vector<at::Tensor> Adapters() const;  // every A, then every B; none without adapters
   // x2d [tokens, in] -> [tokens, out_features()]; *xa = x A^T (undefined without adapters).
-  // `weight`: StackedWeight(x2d's dtype) when the caller has it already (several chunks of rows
+  // `weight`: GemmWeight(x2d's dtype) when the caller has it already (several chunks of rows
   // through one projection dequantize once); undefined: dequantized here, for this call alone.
+  // *x_kept (if given): the x that backward should read, x2d itself or, when the adapters are
+  // folded, its copy beside xa, so that a caller keeping it for backward lets x2d go (both views
+  // of one buffer: keeping the two costs no more than x2d and xa did).
   at::Tensor Forward2d(const at::Tensor& x2d, at::TensorList adapters, at::Tensor* xa,
-                       const at::Tensor& weight = {}) const;
+                       const at::Tensor& weight = {}, at::Tensor* x_kept = nullptr) const;
   // x2d A^T [tokens, sum of r]: the adapters' first GEMM alone, as Forward2d computes it into *xa.
   at::Tensor LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const;
   // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
-  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d.
+  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d. With the adapters
+  // folded, dx is the first columns of a wider buffer (rows in+r apart): view it, don't assume it
+  // is contiguous.
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
                         const at::Tensor& dy, bool want_dx, std::vector<at::Tensor>* adapter_grads,
                         const at::Tensor& weight = {}) const;
@@ -78,6 +101,11 @@ class FusedProjection {
   int64_t adapter_casts() const { return casts_->fills(); }
 
  private:
+  // The stacked frozen weights written into `out` [out_features(), in], contiguous or the first
+  // columns of a wider matrix.
+  void StackedWeightInto(const at::Tensor& out) const;
+  int64_t in_features() const { return layers_.front()->in_features(); }
+
   std::vector<QLoraLinear> layers_;
   int64_t out_features_ = 0;
   // Shared by copies of this projection (they run the same layers).

@@ -13,13 +13,19 @@ at::Generator Gen(uint64_t seed) {
   return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
-// q/k/v-like layers of unequal widths over one input, with adapters whose B is not zero (so the
-// low-rank update shows in every output and gradient).
+// Output widths over an input of 32: q/k/v-like layers of unequal widths (narrower together than
+// twice the input: the adapters run beside the base GEMM), and gate/up-like ones (wider: folded
+// into it).
+const std::vector<int64_t> kQkv = {24, 8, 8};
+const std::vector<int64_t> kGateUp = {40, 40};
+
+// Layers over one input, with adapters whose B is not zero (so the low-rank update shows in every
+// output and gradient).
 std::vector<QLoraLinear> MakeLayers(at::ScalarType dtype, double scale, double dropout = 0.0,
-                                    bool nf4 = false) {
+                                    bool nf4 = false, const std::vector<int64_t>& outs = kQkv) {
   std::vector<QLoraLinear> layers;
   uint64_t seed = 100;
-  for (int64_t out : {24, 8, 8}) {
+  for (int64_t out : outs) {
     layers.push_back(testing::RandomLoraLayer(out, 32, seed, dtype, scale, dropout, nf4));
     seed += 3;
   }
@@ -61,10 +67,14 @@ double MaxRelativeError(const at::Tensor& got, const at::Tensor& want) {
   return ((got.to(at::kDouble) - w).abs().max() / w.abs().max()).item<double>();
 }
 
-void ExpectSameAsLayerByLayer(at::ScalarType dtype, bool nf4, double tolerance) {
-  const auto layers = MakeLayers(dtype, /*scale=*/0.5, 0.0, nf4);
+void ExpectSameAsLayerByLayer(at::ScalarType dtype, bool nf4, double tolerance,
+                              const std::vector<int64_t>& outs = kQkv) {
+  const auto layers = MakeLayers(dtype, /*scale=*/0.5, 0.0, nf4, outs);
+  EXPECT_EQ(FusedProjection(layers).FoldsAdapters(), outs == kGateUp);
+  int64_t width = 0;
+  for (int64_t out : outs) width += out;
   const at::Tensor x = at::randn({3, 5, 32}, Gen(7)).to(dtype);
-  const at::Tensor dy = at::randn({3, 5, 40}, Gen(8)).to(dtype);
+  const at::Tensor dy = at::randn({3, 5, width}, Gen(8)).to(dtype);
   const Result want = Run(layers, x, dy, /*fused=*/false);
   const Result got = Run(layers, x, dy, /*fused=*/true);
   EXPECT_EQ(got.y.sizes(), want.y.sizes());
@@ -105,14 +115,71 @@ TEST(FusedProjectionTest, MatchesLayerByLayerWithNf4Weights) {
   }
 }
 
+// Folded into the base GEMM (the gate/up-like widths): the same sums as layer by layer, to the
+// same tolerances as the unfolded path above (fp32: another order of one dot product; bf16: the
+// folded path rounds s B once where the other rounds the scaled update, a rounding of the same
+// size).
+TEST(FusedProjectionTest, FoldedAdaptersMatchLayerByLayer) {
+  ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/false, 1e-5, kGateUp);
+  ExpectSameAsLayerByLayer(at::kBFloat16, /*nf4=*/false, 3e-2, kGateUp);
+  if (Nf4OpsAvailable(at::kCPU)) ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/true, 1e-5, kGateUp);
+}
+
+// W+ = [W | s B]: the stacked frozen weights first, then each s_i B_i in its own rows and
+// columns, zeros in the other adapter's.
+TEST(FusedProjectionTest, TheFoldedWeightHoldsWThenEachScaledBOnItsOwnRows) {
+  for (bool nf4 : {false, true}) {
+    if (nf4 && !Nf4OpsAvailable(at::kCPU)) continue;
+    const auto layers = MakeLayers(at::kFloat, /*scale=*/0.5, 0.0, nf4, kGateUp);
+    const FusedProjection projection(layers);
+    const std::vector<at::Tensor> adapters = projection.Adapters();
+    const at::Tensor w = projection.GemmWeight(at::kFloat, adapters);
+    ASSERT_EQ(w.sizes(), (std::vector<int64_t>{80, 32 + 2 * layers[0]->lora_options().r}));
+    EXPECT_TRUE(at::equal(w.narrow(1, 0, 32), projection.StackedWeight(at::kFloat)));
+    const int64_t r = layers[0]->lora_options().r;
+    for (int64_t i = 0; i < 2; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        const at::Tensor block = w.narrow(0, 40 * i, 40).narrow(1, 32 + r * j, r);
+        if (i == j) {
+          EXPECT_TRUE(at::equal(block, layers[i]->lora_b() * 0.5)) << nf4 << " block " << i;
+        } else {
+          EXPECT_TRUE(block.eq(0).all().item<bool>()) << nf4 << " block " << i << "," << j;
+        }
+      }
+    }
+  }
+}
+
+// Forward2d hands backward x's copy beside xa, so the caller's x can go: two views of one buffer,
+// holding x and x A^T.
+TEST(FusedProjectionTest, FoldedForwardKeepsXBesideXa) {
+  const auto layers = MakeLayers(at::kFloat, 0.5, 0.0, false, kGateUp);
+  const FusedProjection projection(layers);
+  const at::Tensor x = at::randn({6, 32}, Gen(12));
+  at::Tensor xa, x_kept;
+  projection.Forward2d(x, projection.Adapters(), &xa, {}, &x_kept);
+  EXPECT_TRUE(at::equal(x_kept, x));
+  EXPECT_FALSE(x_kept.is_same(x));
+  EXPECT_TRUE(at::allclose(xa, projection.LoraInput2d(x, projection.Adapters())));
+  EXPECT_EQ(xa.data_ptr<float>(), x_kept.data_ptr<float>() + 32);  // [x | xa], row by row
+  EXPECT_EQ(xa.stride(0), 32 + xa.size(1));
+
+  // Unfolded, backward reads x itself.
+  const FusedProjection qkv(MakeLayers(at::kFloat, 0.5));
+  qkv.Forward2d(x, qkv.Adapters(), &xa, {}, &x_kept);
+  EXPECT_TRUE(x_kept.is_same(x));
+}
+
 TEST(FusedProjectionTest, AGradientOfTheInputIsSkippedWhenNotWanted) {
-  const auto layers = MakeLayers(at::kFloat, 1.0);
-  FusedProjection projection(layers);
-  const at::Tensor x = at::randn({4, 32}, Gen(9));  // no requires_grad: a first layer's input
-  projection.forward(x).sum().backward();
-  for (const auto& layer : layers) {
-    EXPECT_TRUE(layer->lora_a().grad().defined());
-    EXPECT_GT(layer->lora_b().grad().abs().sum().item<double>(), 0);
+  for (const auto& outs : {kQkv, kGateUp}) {
+    const auto layers = MakeLayers(at::kFloat, 1.0, 0.0, false, outs);
+    FusedProjection projection(layers);
+    const at::Tensor x = at::randn({4, 32}, Gen(9));  // no requires_grad: a first layer's input
+    projection.forward(x).sum().backward();
+    for (const auto& layer : layers) {
+      EXPECT_TRUE(layer->lora_a().grad().defined());
+      EXPECT_GT(layer->lora_b().grad().abs().sum().item<double>(), 0);
+    }
   }
 }
 
