@@ -3,10 +3,10 @@
 # GPU time comes in a few calls of at most 10 minutes (and whose machines are often not there):
 #   1. build (bench/e2e/run.sh --build-only: qlorad-train into build-gpu, about 2.5 min fresh);
 #   2. the trainer's GPU tests named in QLORAD_GPU_TESTS (tests/gpu/trainer.sh; default: the
-#      step graph, RoPE/SwiGLU ops, online cross-entropy, activation checkpointing);
+#      training against transformers, the NF4 ops, activation checkpointing);
 #   3. bench/e2e at Llama-3.2-1B 4 x 2048, checkpointing off and on: qlorad, qlorad-offload and
 #      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
-#      QLORAD_CUDA_GRAPH=0: the change under test turned off, for its side-by-side figure);
+#      QLORAD_FOLD_LORA=0: the change under test turned off, for its side-by-side figure);
 #   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine).
@@ -20,8 +20,8 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
 PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
-AB="${QLORAD_CALL_AB:-QLORAD_CUDA_GRAPH=0}"
-TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_rope_swiglu_ops test_ce_online test_activation_checkpointing}"
+AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=0}"
+TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_nf4_ops test_activation_checkpointing}"
 mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
 WORK="$(mktemp -d)"
