@@ -14,13 +14,15 @@
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
-#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, run in that order after the
-#        build; default "tests e2e")
+#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, run in the order given after
+#        the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's --systems),
+#        QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s)
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
 PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
 AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=0}"
+SYSTEMS="${QLORAD_CALL_SYSTEMS:-qlorad,qlorad-offload,unsloth}"
 TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_nf4_ops test_activation_checkpointing}"
 mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
@@ -28,7 +30,6 @@ WORK="$(mktemp -d)"
 say() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$LOG"; }
 # The bench tables' data and ratio lines (their progress lines start with "[").
 table() { grep -E "^(tiny|1b|8b) +[0-9]| vs |UNSTEADY|^ +[0-9]+ qlorad|^ +[0-9]+ unsloth" | grep -v "^\[" | tail -20; }
-wants() { [[ " $PARTS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
 echo "host: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
@@ -36,18 +37,18 @@ say build
 bash "$ROOT/bench/e2e/run.sh" "$WORK/build" --build-only > "$WORK/build.txt" 2>&1 ||
   { tail -40 "$WORK/build.txt" >> "$LOG"; exit 1; }
 
-if wants tests; then
+run_tests() {
   say "GPU tests: $TESTS"
-  QLORAD_GPU_TESTS="$TESTS" timeout 300 bash "$ROOT/tests/gpu/trainer.sh" "$WORK/tests" \
-    > "$WORK/tests.txt" 2>&1
+  QLORAD_GPU_TESTS="$TESTS" timeout "${QLORAD_CALL_TESTS_S:-300}" \
+    bash "$ROOT/tests/gpu/trainer.sh" "$WORK/tests" > "$WORK/tests.txt" 2>&1
   tail -40 "$WORK/tests.txt" >> "$LOG"
   cat "$WORK"/tests/*.log > "$OUT/tests.log" 2>/dev/null
-fi
+}
 
-if wants e2e; then
-  say "e2e 1b, ckpt off and on: qlorad, qlorad-offload, unsloth"
+run_e2e() {
+  say "e2e 1b, ckpt off and on: $SYSTEMS"
   timeout 240 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e" --shapes 1b --ckpt off,on \
-    --systems qlorad,qlorad-offload,unsloth --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
+    --systems "$SYSTEMS" --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
   table < "$WORK/e2e.txt" >> "$LOG"
   cp "$WORK/e2e/e2e_bench.json" "$OUT/e2e-1b.json" 2>/dev/null
   say "e2e 1b, ckpt off and on: qlorad with $AB"
@@ -55,9 +56,9 @@ if wants e2e; then
     --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e0.txt" 2>&1
   table < "$WORK/e2e0.txt" >> "$LOG"
   cp "$WORK/e2e0/e2e_bench.json" "$OUT/e2e-1b-ab.json" 2>/dev/null
-fi
+}
 
-if wants context; then
+run_context() {
   say "context 8b 32K: qlorad, then QLORAD_KEEP_MLP=1"
   timeout 120 bash "$ROOT/bench/context/run.sh" "$WORK/ctx" --contexts 32768 --systems qlorad \
     > "$WORK/ctx.txt" 2>&1
@@ -67,5 +68,15 @@ if wants context; then
     --systems qlorad > "$WORK/ctx1.txt" 2>&1
   table < "$WORK/ctx1.txt" >> "$LOG"
   cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-keep-mlp.json" 2>/dev/null
-fi
+}
+
+# The parts in the order given.
+for part in $PARTS; do
+  case "$part" in
+    tests) run_tests ;;
+    e2e) run_e2e ;;
+    context) run_context ;;
+    *) say "unknown part: $part (expected tests, e2e or context)" ;;
+  esac
+done
 say "done"
