@@ -9,4 +9,9 @@ namespace qlorad::kernels {
 
 enum class FloatFormat { kFloat32, kFloat16, kBFloat16 };
 
+// Bytes of one value.
+inline constexpr int FloatFormatBytes(FloatFormat format) {
+  return format == FloatFormat::kFloat32 ? 4 : 2;
+}
+
 }  // namespace qlorad::kernels

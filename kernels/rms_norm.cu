@@ -135,7 +135,13 @@ Status LaunchRmsNormBackward(const RmsNormBackwardParams& p, cudaStream_t stream
       p.dx == nullptr) {
     return InvalidArgument("rms_norm_backward: dy, x, weight, inv_rms and dx are required");
   }
-  const bool aligned = Aligned16({p.dy, p.x, p.weight, p.dresidual, p.dx});
+  if (p.dy_row_stride != 0 && p.dy_row_stride < p.hidden) {
+    return InvalidArgument("rms_norm_backward: dy_row_stride: expected 0 or >= hidden (" +
+                           std::to_string(p.hidden) + "), got " + std::to_string(p.dy_row_stride));
+  }
+  // Packs need every row of dy to start 16-byte aligned too.
+  const bool aligned = Aligned16({p.dy, p.x, p.weight, p.dresidual, p.dx}) &&
+                       (p.dy_row_stride * FloatFormatBytes(p.format)) % 16 == 0;
   cuda::WithFloatType(
       p.format, [&](auto t) { LaunchRows<BackwardKernels, decltype(t)>(p, aligned, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());

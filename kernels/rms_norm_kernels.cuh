@@ -155,6 +155,8 @@ __device__ __forceinline__ void dBackwardStore(const RmsNormBackwardParams& p, i
 template <typename T, int kVec, int kCached>
 __global__ void __launch_bounds__(kRmsMaxThreads) kRmsNormBackward(RmsNormBackwardParams p) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * p.hidden;
+  const int64_t dy_row =
+      static_cast<int64_t>(blockIdx.x) * (p.dy_row_stride > 0 ? p.dy_row_stride : p.hidden);
   const int64_t stride = static_cast<int64_t>(blockDim.x) * kVec;
   const float inv = p.inv_rms[blockIdx.x];
   float dot = 0.0f;
@@ -164,7 +166,7 @@ __global__ void __launch_bounds__(kRmsMaxThreads) kRmsNormBackward(RmsNormBackwa
     for (int k = 0; k < kCached; ++k) {
       const int64_t col = threadIdx.x * kVec + k * stride;
       if (col < p.hidden) {
-        dy[k] = dLoad<T, kVec>(p.dy, row + col);
+        dy[k] = dLoad<T, kVec>(p.dy, dy_row + col);
         x[k] = dLoad<T, kVec>(p.x, row + col);
         dot += dGradDot<T, kVec>(p, col, dy[k], x[k], inv);
       }
@@ -177,12 +179,12 @@ __global__ void __launch_bounds__(kRmsMaxThreads) kRmsNormBackward(RmsNormBackwa
     }
   } else {
     for (int64_t col = threadIdx.x * kVec; col < p.hidden; col += stride) {
-      dot += dGradDot<T, kVec>(p, col, dLoad<T, kVec>(p.dy, row + col),
+      dot += dGradDot<T, kVec>(p, col, dLoad<T, kVec>(p.dy, dy_row + col),
                                dLoad<T, kVec>(p.x, row + col), inv);
     }
     const float c = dBlockSum(dot) / static_cast<float>(p.hidden);
     for (int64_t col = threadIdx.x * kVec; col < p.hidden; col += stride) {
-      dBackwardStore<T, kVec>(p, row, col, dLoad<T, kVec>(p.dy, row + col),
+      dBackwardStore<T, kVec>(p, row, col, dLoad<T, kVec>(p.dy, dy_row + col),
                               dLoad<T, kVec>(p.x, row + col), inv, c);
     }
   }

@@ -20,7 +20,8 @@
 
 namespace qlorad::kernels {
 
-// Row-major [rows, hidden] tensors of `format` (fp32 inv_rms aside), rows back to back.
+// Row-major [rows, hidden] tensors of `format` (fp32 inv_rms aside), rows back to back (but for
+// backward's dy, whose rows may be spaced wider).
 struct RmsNormForwardParams {
   const void* x = nullptr;
   const void* residual = nullptr;  // optional: normalizes h = x + residual and writes h
@@ -36,6 +37,9 @@ struct RmsNormForwardParams {
 
 struct RmsNormBackwardParams {
   const void* dy = nullptr;
+  // Values from the start of one row of dy to the next; 0: hidden (back to back). A gradient that
+  // is the first columns of a wider matrix (a folded LoRA projection's dX) is read in place.
+  int64_t dy_row_stride = 0;
   const void* x = nullptr;  // the forward's normalized input (h for the fused residual form)
   const void* weight = nullptr;
   const float* inv_rms = nullptr;   // [rows], fp32, from the forward

@@ -46,15 +46,16 @@ void RmsNormBackwardRows(const RmsNormBackwardParams& p, int64_t row_begin, int6
   const int64_t n = p.hidden;
   for (int64_t r = row_begin; r < row_end; ++r) {
     const int64_t row = r * n;
+    const int64_t dy_row = r * (p.dy_row_stride > 0 ? p.dy_row_stride : n);
     const float inv = p.inv_rms[r];
     double dot = 0;
     for (int64_t j = 0; j < n; ++j) {
-      const float g = LoadFloat(p.format, p.dy, row + j) * LoadFloat(p.format, p.weight, j);
+      const float g = LoadFloat(p.format, p.dy, dy_row + j) * LoadFloat(p.format, p.weight, j);
       dot += static_cast<double>(g) * static_cast<double>(LoadFloat(p.format, p.x, row + j) * inv);
     }
     const float c = static_cast<float>(dot) / static_cast<float>(n);
     for (int64_t j = 0; j < n; ++j) {
-      const float g = LoadFloat(p.format, p.dy, row + j) * LoadFloat(p.format, p.weight, j);
+      const float g = LoadFloat(p.format, p.dy, dy_row + j) * LoadFloat(p.format, p.weight, j);
       const float normed = LoadFloat(p.format, p.x, row + j) * inv;
       float dx = inv * (g - normed * c);
       if (p.dresidual != nullptr) dx += LoadFloat(p.format, p.dresidual, row + j);

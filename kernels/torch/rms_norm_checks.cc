@@ -1,7 +1,11 @@
 #include "kernels/torch/rms_norm_checks.h"
 
+#include <ATen/TensorUtils.h>
+
 #include <cmath>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "kernels/torch/float_format.h"
 
@@ -48,6 +52,17 @@ void CheckWeight(const char* op, const at::Tensor& weight, const at::Tensor& x, 
               std::to_string(hidden), "], got ", DimsText(weight.sizes()));
   TORCH_CHECK(weight.device() == x.device(), op, ": weight: expected a tensor on ",
               x.device().str(), " like x, got one on ", weight.device().str());
+}
+
+// Whether t's [rows, hidden] rows are evenly spaced, each contiguous, wider apart than hidden:
+// then that spacing (what a view of t as [rows, hidden] would have as its first stride).
+std::optional<int64_t> SpacedRowStride(const at::Tensor& t, int64_t rows, int64_t hidden) {
+  if (t.is_contiguous() || rows < 2) return std::nullopt;
+  const std::vector<int64_t> shape = {rows, hidden};
+  const std::optional<std::vector<int64_t>> strides =
+      at::detail::computeStride(t.sizes(), t.strides(), at::IntArrayRef(shape));
+  if (!strides || (*strides)[1] != 1 || (*strides)[0] < hidden) return std::nullopt;
+  return (*strides)[0];
 }
 
 at::Tensor Like(const at::Tensor& x) {
@@ -100,8 +115,12 @@ RmsNormBackwardTensors PrepareRmsNormBackward(const at::Tensor& dy, const at::Te
   const bool with_residual = dresidual.has_value() && dresidual->defined();
   if (with_residual) CheckLikeX(op, "dresidual", *dresidual, x);
   // Gradients may come with any strides (autograd hands on expanded or transposed ones): they are
-  // made contiguous rather than refused.
-  t.dy = dy.contiguous();
+  // made contiguous rather than refused, unless their rows are merely spaced wider than hidden (a
+  // folded LoRA projection's dX: the first columns of a wider matrix), which the kernels read in
+  // place.
+  const std::optional<int64_t> row_stride = SpacedRowStride(dy, t.rows, t.hidden);
+  t.dy = row_stride ? dy : dy.contiguous();
+  t.dy_row_stride = row_stride.value_or(0);
   t.x = x.contiguous();
   t.weight = weight.contiguous();
   t.inv_rms = inv_rms.contiguous();
@@ -135,6 +154,7 @@ kernels::RmsNormBackwardParams BackwardParams(const RmsNormBackwardTensors& t) {
   p.dx = t.dx.data_ptr();
   p.rows = t.rows;
   p.hidden = t.hidden;
+  p.dy_row_stride = t.dy_row_stride;
   p.format = FloatFormatOf(t.x.scalar_type(), kBackwardOp, "x");
   return p;
 }

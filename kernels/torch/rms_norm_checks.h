@@ -24,6 +24,7 @@ struct RmsNormBackwardTensors {
   at::Tensor dx;
   int64_t rows = 0;
   int64_t hidden = 0;
+  int64_t dy_row_stride = 0;  // RmsNormBackwardParams::dy_row_stride
 };
 
 // `residual` undefined: qlorad::rms_norm, else qlorad::add_rms_norm. Throws naming op and argument.

@@ -170,6 +170,21 @@ def test_gradients_with_any_strides_are_accepted():
                        ops.rms_norm_backward(dy.contiguous(), x, w, inv_rms, dy.contiguous()))
 
 
+@pytest.mark.parametrize("pitch", [2048 + 32, 2048 + 3])  # packs; rows not 16-byte aligned
+def test_gradient_rows_spaced_wider_are_read_in_place(pitch):
+    """A folded LoRA projection's dX is the first columns of a wider matrix: the same result as
+    its contiguous copy, bit for bit, with and without the residual's gradient."""
+    x = random((2, 64, 2048), torch.bfloat16, 30)
+    w = random_weight(2048, torch.bfloat16, 31)
+    _, inv_rms = ops.rms_norm(x, w, EPS)
+    wide = random((2, 64, pitch), torch.bfloat16, 32)
+    dy = wide[..., :2048]
+    dres = random((2, 64, 2048), torch.bfloat16, 33)
+    for residual in (None, dres):
+        got = ops.rms_norm_backward(dy, x, w, inv_rms, residual)
+        assert torch.equal(got, ops.rms_norm_backward(dy.contiguous(), x, w, inv_rms, residual))
+
+
 def test_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     x = random((2, 16, 256), torch.bfloat16, 19)

@@ -203,6 +203,20 @@ TEST(RmsNormOpsCpu, StridedLeadingDimensionsAndEmptyInputs) {
   EXPECT_TRUE(std::get<0>(RmsNormForward(x, w, kEps))
                   .equal(std::get<0>(RmsNormForward(x.contiguous(), w, kEps))));
 
+  // A gradient whose rows are spaced wider (the first columns of a wider matrix) is read in place
+  // and gives what its contiguous copy gives; so does one whose rows are not evenly spaced
+  // (copied).
+  const auto [y_x, inv_x] = RmsNormForward(x, w, kEps);
+  const at::Tensor dy_wide = Random({2, 2, 80}, at::kBFloat16, 17);
+  const at::Tensor dy = dy_wide.narrow(2, 0, 64).reshape({4, 64});  // a view: rows 80 apart
+  ASSERT_FALSE(dy.is_contiguous());
+  EXPECT_TRUE(RmsNormBackward(dy, x, w, inv_x, at::Tensor())
+                  .equal(RmsNormBackward(dy.contiguous(), x, w, inv_x, at::Tensor())));
+  const at::Tensor x3 = x.contiguous().view({2, 2, 64});
+  const at::Tensor uneven = Random({2, 3, 80}, at::kBFloat16, 18).narrow(1, 0, 2).narrow(2, 0, 64);
+  EXPECT_TRUE(RmsNormBackward(uneven, x3, w, inv_x, at::Tensor())
+                  .equal(RmsNormBackward(uneven.contiguous(), x3, w, inv_x, at::Tensor())));
+
   const auto [y, inv_rms] = RmsNormForward(at::empty({0, 64}, at::kBFloat16), w, kEps);
   EXPECT_EQ(y.sizes(), at::IntArrayRef({0, 64}));
   EXPECT_EQ(inv_rms.sizes(), at::IntArrayRef({0}));
