@@ -9,12 +9,13 @@
 #      QLORAD_FOLD_LORA=0: the change under test turned off, for its side-by-side figure);
 #   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
-#      QLORAD_CALL_PARTS=context, on the warm machine).
+#      QLORAD_CALL_PARTS=context, on the warm machine);
+#   5. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default).
 # Each part has its own time limit and copies its JSON and a summary to OUT the moment it ends, so
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
-#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, run in the order given after
+#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, trace, in the order given after
 #        the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's --systems),
 #        QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s)
 set -uo pipefail
@@ -70,13 +71,26 @@ run_context() {
   cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-keep-mlp.json" 2>/dev/null
 }
 
+# Where an eager step's time goes, op by op (a replayed graph hides its kernels from the profiler).
+run_trace() {
+  say "trace: 1b 4 x 2048 ckpt off, eager, steps 6-8 by op"
+  mkdir -p "$WORK/prof"
+  QLORAD_CUDA_GRAPH=0 QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 120 \
+    bash "$ROOT/bench/e2e/run.sh" "$WORK/tr" --shapes 1b --ckpt off --systems qlorad --steps 8 \
+    --warmup 3 > "$WORK/tr.txt" 2>&1
+  python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op \
+    > "$OUT/trace-off.txt" 2>&1
+  head -3 "$OUT/trace-off.txt" >> "$LOG"
+}
+
 # The parts in the order given.
 for part in $PARTS; do
   case "$part" in
     tests) run_tests ;;
     e2e) run_e2e ;;
     context) run_context ;;
-    *) say "unknown part: $part (expected tests, e2e or context)" ;;
+    trace) run_trace ;;
+    *) say "unknown part: $part (expected tests, e2e, context or trace)" ;;
   esac
 done
 say "done"
