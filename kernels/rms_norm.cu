@@ -121,7 +121,13 @@ Status LaunchRmsNormForward(const RmsNormForwardParams& p, cudaStream_t stream) 
       (p.residual != nullptr && p.h == nullptr)) {
     return InvalidArgument("rms_norm: x, weight, y, inv_rms (and h with a residual) are required");
   }
-  const bool aligned = Aligned16({p.x, p.residual, p.h, p.weight, p.y});
+  if (p.y_row_stride != 0 && p.y_row_stride < p.hidden) {
+    return InvalidArgument("rms_norm: y_row_stride: expected 0 or >= hidden (" +
+                           std::to_string(p.hidden) + "), got " + std::to_string(p.y_row_stride));
+  }
+  // Packs need every row of y to start 16-byte aligned too.
+  const bool aligned = Aligned16({p.x, p.residual, p.h, p.weight, p.y}) &&
+                       (p.y_row_stride * FloatFormatBytes(p.format)) % 16 == 0;
   cuda::WithFloatType(p.format,
                       [&](auto t) { LaunchRows<ForwardKernels, decltype(t)>(p, aligned, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -76,7 +76,7 @@ __device__ __forceinline__ float dInvRms(const RmsNormForwardParams& p, float su
   return inv;
 }
 
-// y = round(w * round(h * inv_rms)) for the pack at column `col` of the row starting at `row`.
+// y = round(w * round(h * inv_rms)) for the pack at column `col` of y's row starting at `row`.
 template <typename T, int kVec>
 __device__ __forceinline__ void dForwardStore(const RmsNormForwardParams& p, int64_t row,
                                               int64_t col, const Pack<T, kVec>& h, float inv) {
@@ -93,6 +93,8 @@ __device__ __forceinline__ void dForwardStore(const RmsNormForwardParams& p, int
 template <typename T, int kVec, int kCached>
 __global__ void __launch_bounds__(kRmsMaxThreads) kRmsNormForward(RmsNormForwardParams p) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * p.hidden;
+  const int64_t y_row =
+      static_cast<int64_t>(blockIdx.x) * (p.y_row_stride > 0 ? p.y_row_stride : p.hidden);
   const int64_t stride = static_cast<int64_t>(blockDim.x) * kVec;
   float sum_squares = 0.0f;
   if constexpr (kCached > 0) {
@@ -106,7 +108,7 @@ __global__ void __launch_bounds__(kRmsMaxThreads) kRmsNormForward(RmsNormForward
 #pragma unroll
     for (int k = 0; k < kCached; ++k) {
       const int64_t col = threadIdx.x * kVec + k * stride;
-      if (col < p.hidden) dForwardStore<T, kVec>(p, row, col, h[k], inv);
+      if (col < p.hidden) dForwardStore<T, kVec>(p, y_row, col, h[k], inv);
     }
   } else {
     for (int64_t col = threadIdx.x * kVec; col < p.hidden; col += stride) {
@@ -115,7 +117,7 @@ __global__ void __launch_bounds__(kRmsMaxThreads) kRmsNormForward(RmsNormForward
     const float inv = dInvRms(p, sum_squares);
     const void* h = p.residual != nullptr ? p.h : p.x;
     for (int64_t col = threadIdx.x * kVec; col < p.hidden; col += stride) {
-      dForwardStore<T, kVec>(p, row, col, dLoad<T, kVec>(h, row + col), inv);
+      dForwardStore<T, kVec>(p, y_row, col, dLoad<T, kVec>(h, row + col), inv);
     }
   }
 }

@@ -21,13 +21,16 @@
 namespace qlorad::kernels {
 
 // Row-major [rows, hidden] tensors of `format` (fp32 inv_rms aside), rows back to back (but for
-// backward's dy, whose rows may be spaced wider).
+// forward's y and backward's dy, whose rows may be spaced wider).
 struct RmsNormForwardParams {
   const void* x = nullptr;
   const void* residual = nullptr;  // optional: normalizes h = x + residual and writes h
   void* h = nullptr;               // written when residual is given, else unused
   const void* weight = nullptr;    // [hidden]
   void* y = nullptr;
+  // Values from the start of one row of y to the next; 0: hidden. Wider rows leave columns after
+  // each row for the consumer (a folded LoRA projection writes x A there: fused_projection.h).
+  int64_t y_row_stride = 0;
   float* inv_rms = nullptr;  // [rows], fp32
   int64_t rows = 0;
   int64_t hidden = 0;

@@ -35,9 +35,10 @@ void RmsNormForwardRows(const RmsNormForwardParams& p, int64_t row_begin, int64_
     }
     const float inv = InvRms(sum_squares, n, p.eps);
     p.inv_rms[r] = inv;
+    const int64_t y_row = r * (p.y_row_stride > 0 ? p.y_row_stride : n);
     for (int64_t j = 0; j < n; ++j) {
       const float normed = RoundTo(p.format, LoadFloat(p.format, h, row + j) * inv);
-      StoreFloat(p.format, p.y, row + j, LoadFloat(p.format, p.weight, j) * normed);
+      StoreFloat(p.format, p.y, y_row + j, LoadFloat(p.format, p.weight, j) * normed);
     }
   }
 }

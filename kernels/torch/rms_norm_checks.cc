@@ -73,13 +73,15 @@ at::Tensor Like(const at::Tensor& x) {
 
 RmsNormForwardTensors PrepareRmsNormForward(const char* op, const at::Tensor& x,
                                             const at::Tensor& residual, const at::Tensor& weight,
-                                            double eps) {
+                                            double eps, int64_t spare_columns) {
   RmsNormForwardTensors t;
   t.hidden = CheckInput(op, x);
   t.rows = x.numel() / t.hidden;
   CheckWeight(op, weight, x, t.hidden);
   TORCH_CHECK(std::isfinite(eps) && eps >= 0, op, ": eps: expected a finite value >= 0, got ",
               std::to_string(eps));
+  TORCH_CHECK(spare_columns >= 0, op, ": spare_columns: expected >= 0, got ",
+              std::to_string(spare_columns));
   if (residual.defined()) {
     CheckLikeX(op, "residual", residual, x);
     CheckLastDimContiguous(op, "residual", residual);
@@ -91,7 +93,12 @@ RmsNormForwardTensors PrepareRmsNormForward(const char* op, const at::Tensor& x,
     t.residual = residual.contiguous();
     t.h = Like(t.x);
   }
-  t.y = Like(t.x);
+  if (spare_columns == 0) {
+    t.y = Like(t.x);
+  } else {
+    t.y_row_stride = t.hidden + spare_columns;
+    t.y = at::empty({t.rows, t.y_row_stride}, x.options()).narrow(1, 0, t.hidden).view(x.sizes());
+  }
   t.inv_rms = at::empty({t.rows}, x.options().dtype(at::kFloat));
   return t;
 }
@@ -136,6 +143,7 @@ kernels::RmsNormForwardParams ForwardParams(const RmsNormForwardTensors& t, doub
   p.h = t.h.defined() ? t.h.data_ptr() : nullptr;
   p.weight = t.weight.const_data_ptr();
   p.y = t.y.data_ptr();
+  p.y_row_stride = t.y_row_stride;
   p.inv_rms = t.inv_rms.data_ptr<float>();
   p.rows = t.rows;
   p.hidden = t.hidden;

@@ -17,6 +17,7 @@ struct RmsNormForwardTensors {
   at::Tensor h, y, inv_rms;        // h undefined for qlorad::rms_norm
   int64_t rows = 0;
   int64_t hidden = 0;
+  int64_t y_row_stride = 0;  // RmsNormForwardParams::y_row_stride
 };
 
 struct RmsNormBackwardTensors {
@@ -30,7 +31,7 @@ struct RmsNormBackwardTensors {
 // `residual` undefined: qlorad::rms_norm, else qlorad::add_rms_norm. Throws naming op and argument.
 RmsNormForwardTensors PrepareRmsNormForward(const char* op, const at::Tensor& x,
                                             const at::Tensor& residual, const at::Tensor& weight,
-                                            double eps);
+                                            double eps, int64_t spare_columns = 0);
 RmsNormBackwardTensors PrepareRmsNormBackward(const at::Tensor& dy, const at::Tensor& x,
                                               const at::Tensor& weight, const at::Tensor& inv_rms,
                                               const std::optional<at::Tensor>& dresidual);

@@ -17,9 +17,9 @@ namespace qlorad::ops::detail {
 template <typename Device>
 struct RmsNormImpl {
   static std::tuple<at::Tensor, at::Tensor> Forward(const at::Tensor& x, const at::Tensor& weight,
-                                                    double eps) {
+                                                    double eps, int64_t spare_columns) {
     const RmsNormForwardTensors t =
-        PrepareRmsNormForward("qlorad::rms_norm", x, at::Tensor(), weight, eps);
+        PrepareRmsNormForward("qlorad::rms_norm", x, at::Tensor(), weight, eps, spare_columns);
     Device::Run(t, eps);
     return {t.y, t.inv_rms};
   }
@@ -27,9 +27,10 @@ struct RmsNormImpl {
   static std::tuple<at::Tensor, at::Tensor, at::Tensor> AddForward(const at::Tensor& x,
                                                                    const at::Tensor& residual,
                                                                    const at::Tensor& weight,
-                                                                   double eps) {
+                                                                   double eps,
+                                                                   int64_t spare_columns) {
     const RmsNormForwardTensors t =
-        PrepareRmsNormForward("qlorad::add_rms_norm", x, residual, weight, eps);
+        PrepareRmsNormForward("qlorad::add_rms_norm", x, residual, weight, eps, spare_columns);
     Device::Run(t, eps);
     return {t.h, t.y, t.inv_rms};
   }

@@ -14,15 +14,18 @@
 
 namespace qlorad::ops {
 
-// y [like x], inv_rms fp32 [rows] (rows = x.numel() / H)
+// y [like x], inv_rms fp32 [rows] (rows = x.numel() / H). spare_columns > 0: y is the first H
+// columns of a [rows, H + spare_columns] buffer (a view, rows that far apart); the other columns
+// are the caller's (uninitialized).
 std::tuple<at::Tensor, at::Tensor> RmsNormForward(const at::Tensor& x, const at::Tensor& weight,
-                                                  double eps);
+                                                  double eps, int64_t spare_columns = 0);
 
 // h = x + residual, then RmsNormForward(h): returns (h, y, inv_rms)
 std::tuple<at::Tensor, at::Tensor, at::Tensor> AddRmsNormForward(const at::Tensor& x,
                                                                  const at::Tensor& residual,
                                                                  const at::Tensor& weight,
-                                                                 double eps);
+                                                                 double eps,
+                                                                 int64_t spare_columns = 0);
 
 // dx in x's dtype; `dresidual` (optional: an undefined tensor = none) is added into dx.
 // x is the forward's normalized input (h of AddRmsNormForward), inv_rms the forward's.

@@ -170,6 +170,23 @@ def test_gradients_with_any_strides_are_accepted():
                        ops.rms_norm_backward(dy.contiguous(), x, w, inv_rms, dy.contiguous()))
 
 
+@pytest.mark.parametrize("spare", [32, 3])  # packs; rows not 16-byte aligned
+def test_spare_columns_leave_room_after_each_row_of_y(spare):
+    """y as the first columns of wider rows (room for the folded LoRA projection's x A): the same
+    values as the dense y, bit for bit; h of the add form stays dense."""
+    x = random((2, 64, 2048), torch.bfloat16, 34)
+    residual = random((2, 64, 2048), torch.bfloat16, 35)
+    w = random_weight(2048, torch.bfloat16, 36)
+    y, inv_rms = ops.rms_norm(x, w, EPS, spare)
+    assert y.stride() == (64 * (2048 + spare), 2048 + spare, 1)
+    dense = ops.rms_norm(x, w, EPS)
+    assert torch.equal(y, dense[0]) and torch.equal(inv_rms, dense[1])
+    h, y2, inv2 = ops.add_rms_norm(x, residual, w, EPS, spare)
+    dense2 = ops.add_rms_norm(x, residual, w, EPS)
+    assert h.is_contiguous()
+    assert all(torch.equal(a, b) for a, b in zip((h, y2, inv2), dense2))
+
+
 @pytest.mark.parametrize("pitch", [2048 + 32, 2048 + 3])  # packs; rows not 16-byte aligned
 def test_gradient_rows_spaced_wider_are_read_in_place(pitch):
     """A folded LoRA projection's dX is the first columns of a wider matrix: the same result as

@@ -217,6 +217,21 @@ TEST(RmsNormOpsCpu, StridedLeadingDimensionsAndEmptyInputs) {
   EXPECT_TRUE(RmsNormBackward(uneven, x3, w, inv_x, at::Tensor())
                   .equal(RmsNormBackward(uneven.contiguous(), x3, w, inv_x, at::Tensor())));
 
+  // Spare columns after each row of y (for the projection it feeds): the same values, in the first
+  // columns of rows that much wider; h of the add form stays dense.
+  for (int64_t spare : {3, 16}) {
+    const auto [y_room, inv_room] = RmsNormForward(x, w, kEps, spare);
+    EXPECT_EQ(y_room.sizes(), x.sizes());
+    EXPECT_EQ(y_room.stride(0), 64 + spare);
+    EXPECT_TRUE(y_room.equal(y_x) && inv_room.equal(inv_x)) << spare;
+    const at::Tensor x3d = Random({2, 3, 64}, at::kBFloat16, 19);
+    const auto [h, y3, inv3] = AddRmsNormForward(x3d, x3d, w, kEps, spare);
+    const auto [h_dense, y3_dense, inv3_dense] = AddRmsNormForward(x3d, x3d, w, kEps);
+    EXPECT_TRUE(h.is_contiguous() && h.equal(h_dense));
+    EXPECT_EQ(y3.strides(), at::IntArrayRef({3 * (64 + spare), 64 + spare, 1}));
+    EXPECT_TRUE(y3.equal(y3_dense) && inv3.equal(inv3_dense)) << spare;
+  }
+
   const auto [y, inv_rms] = RmsNormForward(at::empty({0, 64}, at::kBFloat16), w, kEps);
   EXPECT_EQ(y.sizes(), at::IntArrayRef({0, 64}));
   EXPECT_EQ(inv_rms.sizes(), at::IntArrayRef({0}));
@@ -279,6 +294,8 @@ TEST(RmsNormOpsErrors, NameTheOpAndTheArgument) {
       },
       "qlorad::rms_norm_backward: dresidual: expected shape [4, 2048] like x, "
       "got [2, 4096]");
+  ExpectErrorContaining([&] { RmsNormForward(x, w, kEps, -1); },
+                        "qlorad::rms_norm: spare_columns: expected >= 0, got -1");
 }
 
 }  // namespace

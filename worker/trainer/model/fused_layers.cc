@@ -33,8 +33,9 @@ at::Tensor NormBackwardPlusResidual(AutogradContext* ctx, const at::Tensor& dy,
                                     const at::Tensor& residual) {
   if (!dy.defined()) return residual;
   const variable_list s = ctx->get_saved_variables();
-  return ops::RmsNormBackward(dy.contiguous(), s[0], s[1], s[2],
-                              residual.defined() ? residual.contiguous() : at::Tensor());
+  // The op takes gradients of any strides: rows spaced wider (a folded projection's dX) it reads
+  // in place, anything else it makes contiguous itself.
+  return ops::RmsNormBackward(dy, s[0], s[1], s[2], residual);
 }
 
 struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
@@ -53,27 +54,29 @@ struct RmsNormFunction : torch::autograd::Function<RmsNormFunction> {
 // backward kernel (its residual-gradient input) instead of in an add kernel of autograd's.
 struct RmsNormForkFunction : torch::autograd::Function<RmsNormForkFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                               double eps) {
-    auto [y, inv_rms] = ops::RmsNormForward(x, weight, eps);
+                               double eps, int64_t spare_columns) {
+    auto [y, inv_rms] = ops::RmsNormForward(x, weight, eps, spare_columns);
     ctx->save_for_backward({x, weight, inv_rms});
     return {y, x};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    return {NormBackwardPlusResidual(ctx, grads[0], grads[1]), at::Tensor(), at::Tensor()};
+    return {NormBackwardPlusResidual(ctx, grads[0], grads[1]), at::Tensor(), at::Tensor(),
+            at::Tensor()};
   }
 };
 
 // Outputs h = x + residual and y = norm(h); both inputs get dL/dh + norm's backward of dL/dy.
 struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& residual, const at::Tensor& weight, double eps) {
-    auto [h, y, inv_rms] = ops::AddRmsNormForward(x, residual, weight, eps);
+                               const at::Tensor& residual, const at::Tensor& weight, double eps,
+                               int64_t spare_columns) {
+    auto [h, y, inv_rms] = ops::AddRmsNormForward(x, residual, weight, eps, spare_columns);
     ctx->save_for_backward({h, weight, inv_rms});
     return {h, y};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const at::Tensor d = NormBackwardPlusResidual(ctx, grads[1], grads[0]);
-    return {d, d, at::Tensor(), at::Tensor()};
+    return {d, d, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -183,23 +186,24 @@ at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double ep
 }
 
 std::pair<at::Tensor, at::Tensor> FusedRmsNormFork(const at::Tensor& x, const at::Tensor& weight,
-                                                   double eps) {
+                                                   double eps, int64_t spare_columns) {
 #ifdef QLORAD_HAVE_NF4_OPS
-  auto out = RmsNormForkFunction::apply(x, weight, eps);
+  auto out = RmsNormForkFunction::apply(x, weight, eps, spare_columns);
   return {out[0], out[1]};
 #else
-  (void)x, (void)weight, (void)eps;
+  (void)x, (void)weight, (void)eps, (void)spare_columns;
   NoKernels();
 #endif
 }
 
 std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at::Tensor& residual,
-                                                  const at::Tensor& weight, double eps) {
+                                                  const at::Tensor& weight, double eps,
+                                                  int64_t spare_columns) {
 #ifdef QLORAD_HAVE_NF4_OPS
-  auto out = AddRmsNormFunction::apply(x, residual, weight, eps);
+  auto out = AddRmsNormFunction::apply(x, residual, weight, eps, spare_columns);
   return {out[0], out[1]};
 #else
-  (void)x, (void)residual, (void)weight, (void)eps;
+  (void)x, (void)residual, (void)weight, (void)eps, (void)spare_columns;
   NoKernels();
 #endif
 }

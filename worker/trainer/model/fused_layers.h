@@ -31,11 +31,14 @@ bool FusedLayersAvailable(at::Device device, at::ScalarType dtype);
 at::Tensor FusedRmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps);
 // (weight * norm(x), x): x again as a second output for the residual path, so that backward adds
 // the residual's gradient inside the norm's backward kernel, not in an add kernel of its own.
+// spare_columns: the norm's output is the first columns of rows that much wider, the rest left for
+// the projection it feeds (FusedProjection::InputRoom(): it writes x A there).
 std::pair<at::Tensor, at::Tensor> FusedRmsNormFork(const at::Tensor& x, const at::Tensor& weight,
-                                                   double eps);
-// (h, weight * norm(h)) for h = x + residual.
+                                                   double eps, int64_t spare_columns = 0);
+// (h, weight * norm(h)) for h = x + residual; spare_columns as above.
 std::pair<at::Tensor, at::Tensor> FusedAddRmsNorm(const at::Tensor& x, const at::Tensor& residual,
-                                                  const at::Tensor& weight, double eps);
+                                                  const at::Tensor& weight, double eps,
+                                                  int64_t spare_columns = 0);
 // gate_up [.., 2I] (gate then up) -> silu(gate) * up [.., I].
 at::Tensor FusedSwiglu(const at::Tensor& gate_up);
 // down(silu(gate) * up) [.., down.out_features()], where `down` Applies: SwiGLU's output [.., I],

@@ -68,16 +68,50 @@ void FusedProjection::StackedWeightInto(const at::Tensor& out) const {
   }
 }
 
-bool FusedProjection::FoldsAdapters() const {
+bool FusedProjection::FoldingOn() const {
   static const bool enabled = [] {
     const char* value = std::getenv("QLORAD_FOLD_LORA");
     return value == nullptr || std::string_view(value) != "0";
   }();
-  return enabled && has_lora() && out_features_ >= 2 * in_features();
+  return enabled && has_lora();
+}
+
+bool FusedProjection::FoldsAdapters() const {
+  return FoldingOn() && out_features_ >= 2 * in_features();
+}
+
+bool FusedProjection::FoldsAdaptersFor(const at::Tensor& x2d) const {
+  return FoldsAdapters() || (FoldingOn() && fed_by_norm_ && HasRoom(x2d));
+}
+
+int64_t FusedProjection::LoraColumns() const {
+  int64_t columns = 0;
+  if (has_lora()) {
+    for (const auto& layer : layers_) columns += layer->lora_a().size(0);
+  }
+  return columns;
+}
+
+int64_t FusedProjection::InputRoom() const {
+  return fed_by_norm_ && FoldingOn() ? LoraColumns() : 0;
+}
+
+bool FusedProjection::HasRoom(const at::Tensor& x2d) const {
+  const int64_t room = InputRoom(), in = in_features();
+  if (room == 0 || x2d.dim() != 2 || x2d.size(1) != in || x2d.size(0) == 0) return false;
+  if (x2d.stride(1) != 1 || x2d.stride(0) != in + room) return false;
+  const int64_t last = x2d.storage_offset() + (x2d.size(0) - 1) * (in + room) + in + room;
+  return last * static_cast<int64_t>(x2d.element_size()) <=
+         static_cast<int64_t>(x2d.storage().nbytes());
 }
 
 at::Tensor FusedProjection::GemmWeight(at::ScalarType dtype, at::TensorList adapters) const {
-  if (adapters.empty() || !FoldsAdapters()) return StackedWeight(dtype);
+  return WeightFor(dtype, adapters, FoldsAdapters());
+}
+
+at::Tensor FusedProjection::WeightFor(at::ScalarType dtype, at::TensorList adapters,
+                                      bool fold) const {
+  if (adapters.empty() || !fold) return StackedWeight(dtype);
   const size_t n = layers_.size();
   const int64_t in = in_features();
   int64_t r_total = 0;
@@ -154,19 +188,32 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
                                       at::Tensor* xa, const at::Tensor& weight,
                                       at::Tensor* x_kept) const {
   const at::ScalarType dtype = x2d.scalar_type();
-  const at::Tensor w = weight.defined() ? weight : GemmWeight(dtype, adapters);
+  const bool fold = !adapters.empty() && FoldsAdaptersFor(x2d);
+  const at::Tensor w = weight.defined() ? weight : WeightFor(dtype, adapters, fold);
   if (x_kept != nullptr) *x_kept = x2d;
   if (adapters.empty()) {
     *xa = at::Tensor();
     return at::mm(x2d, w.t());
   }
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
-  if (FoldsAdapters()) {
+  if (fold) {
     const int64_t in = in_features(), r_total = casts.stacked_a.size(0);
-    at::Tensor x_xa = at::empty({x2d.size(0), in + r_total}, x2d.options());
-    x_xa.narrow(1, 0, in).copy_(x2d);
+    TORCH_CHECK(w.size(1) == in + r_total, "FusedProjection: a folded GEMM needs W+ [",
+                out_features_, ", ", in + r_total, "], got a weight of ", w.sizes());
+    at::Tensor x_xa;
+    if (fed_by_norm_ && HasRoom(x2d)) {
+      // x's rows with their spare columns, through a tensor of its own: writing xa there is no
+      // write to x (no version bump that would fail a backward that saved x), and no value of x
+      // or of anything else lives in those columns.
+      x_xa = at::empty({0}, x2d.options());
+      x_xa.set_(x2d.storage(), x2d.storage_offset(), {x2d.size(0), in + r_total},
+                {in + r_total, 1});
+    } else {
+      x_xa = at::empty({x2d.size(0), in + r_total}, x2d.options());
+      x_xa.narrow(1, 0, in).copy_(x2d);
+      if (x_kept != nullptr) *x_kept = x_xa.narrow(1, 0, in);
+    }
     *xa = x_xa.narrow(1, in, r_total).addmm_(x2d, casts.stacked_a.t(), /*beta=*/0);
-    if (x_kept != nullptr) *x_kept = x_xa.narrow(1, 0, in);
     return at::mm(x_xa, w.t());
   }
   *xa = at::mm(x2d, casts.stacked_a.t());
@@ -197,21 +244,32 @@ at::Tensor FusedProjection::Backward2d(const at::Tensor& x2d, const at::Tensor& 
                                        std::vector<at::Tensor>* adapter_grads,
                                        const at::Tensor& weight) const {
   PendingAdapterGrads pending;
-  at::Tensor dx = BackwardInput2d(x2d.scalar_type(), adapters, dy, want_dx, &pending, weight);
+  // x2d is what forward kept (x_kept): folded there exactly when folded here.
+  at::Tensor dx = BackwardInputFor(x2d.scalar_type(), adapters, dy, want_dx, &pending, weight,
+                                   !adapters.empty() && FoldsAdaptersFor(x2d));
   AdapterGrads2d(pending, x2d, xa, adapters, adapter_grads);
   return dx;
 }
 
 at::Tensor FusedProjection::BackwardInput2d(at::ScalarType dtype, at::TensorList adapters,
-                                            const at::Tensor& dy_in, bool want_dx,
+                                            const at::Tensor& dy, bool want_dx,
                                             PendingAdapterGrads* pending,
                                             const at::Tensor& weight) const {
+  return BackwardInputFor(dtype, adapters, dy, want_dx, pending, weight, FoldsAdapters());
+}
+
+at::Tensor FusedProjection::BackwardInputFor(at::ScalarType dtype, at::TensorList adapters,
+                                             const at::Tensor& dy_in, bool want_dx,
+                                             PendingAdapterGrads* pending, const at::Tensor& weight,
+                                             bool fold) const {
   const at::Tensor dy = dy_in.to(dtype);
-  const auto base_weight = [&] { return weight.defined() ? weight : GemmWeight(dtype, adapters); };
+  const auto base_weight = [&] {
+    return weight.defined() ? weight : WeightFor(dtype, adapters, fold);
+  };
   *pending = PendingAdapterGrads{};
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
-  if (FoldsAdapters() && want_dx) {
+  if (fold && want_dx) {
     // [dY W | s dY B] in one GEMM, then dX = dY W + (s dY B) A in place in its first columns.
     // (Without want_dx, s dY B alone below: the folded GEMM would compute dY W for nothing.)
     const int64_t in = in_features(), r_total = casts.stacked_a.size(0);

@@ -20,6 +20,10 @@
 //                                   in a GEMM of its own for s dY B
 //   dX           = dX' + (s dY B) A  in place, in the first columns of that buffer
 // The copy of x and the extra r columns cost less than the passes over the wide output they save.
+// A projection fed by a fused RMSNorm (SetFedByNorm: the decoder layer's q|k|v and gate|up) needs
+// no copy: the norm writes x with InputRoom() spare columns after each row and xa goes there. It
+// then folds whatever its width, and its dX goes back to the norm's backward kernel, which reads it
+// in place.
 //
 // The layers stay ordinary QLoraLinear modules (their parameters, names and adapters files are
 // unchanged); this is another way to run them, taken when Applies().
@@ -49,13 +53,24 @@ class FusedProjection {
   at::Tensor forward(const at::Tensor& x) const;
   // The frozen weights stacked [out_features(), in] in `dtype`.
   at::Tensor StackedWeight(at::ScalarType dtype) const;
-  // Whether Forward2d and BackwardInput2d fold the adapters into the base GEMM (the header's
-  // second scheme): with adapters, outputs at least twice as wide as the input, and
-  // QLORAD_FOLD_LORA not "0" (the switch is for side-by-side timings).
+  // Whether the adapters are folded into the base GEMM (the header's second scheme) whatever the
+  // input: with adapters, outputs at least twice as wide as the input, and QLORAD_FOLD_LORA not
+  // "0" (the switch is for side-by-side timings).
   bool FoldsAdapters() const;
-  // The weight the GEMMs take: W+ = [W | s B] [out_features(), in + sum of r] when FoldsAdapters,
-  // else StackedWeight. `adapters`: Adapters(), as the autograd function holds them.
+  // Whether they are for this input [tokens, in]: FoldsAdapters(), or fed by a norm whose output
+  // x2d has InputRoom() spare columns after each row.
+  bool FoldsAdaptersFor(const at::Tensor& x2d) const;
+  // The weight the GEMMs take: W+ = [W | s B] [out_features(), in + sum of r] when
+  // FoldsAdapters(), else StackedWeight. `adapters`: Adapters(), as the autograd function holds
+  // them.
   at::Tensor GemmWeight(at::ScalarType dtype, at::TensorList adapters) const;
+
+  // Marks the projection as fed by a fused RMSNorm that leaves InputRoom() columns after each row
+  // of its output and reads dX back in its backward kernel (the header says why).
+  void SetFedByNorm(bool fed) { fed_by_norm_ = fed; }
+  // The spare columns its input should carry: the adapters' total rank when it is fed by a norm
+  // and folding is on, else 0.
+  int64_t InputRoom() const;
 
   // The math of forward() and of its backward, for autograd functions that fuse the projection
   // with what computes its input (FusedSwigluDown). `adapters`: Adapters(), as autograd inputs.
@@ -104,10 +119,22 @@ class FusedProjection {
   // The stacked frozen weights written into `out` [out_features(), in], contiguous or the first
   // columns of a wider matrix.
   void StackedWeightInto(const at::Tensor& out) const;
+  // GemmWeight, W+ when `fold`.
+  at::Tensor WeightFor(at::ScalarType dtype, at::TensorList adapters, bool fold) const;
+  // BackwardInput2d, folded when `fold`.
+  at::Tensor BackwardInputFor(at::ScalarType dtype, at::TensorList adapters, const at::Tensor& dy,
+                              bool want_dx, PendingAdapterGrads* pending, const at::Tensor& weight,
+                              bool fold) const;
+  bool FoldingOn() const;
+  // The adapters' total rank (xa's columns); 0 without adapters.
+  int64_t LoraColumns() const;
+  // Whether x2d [tokens, in] is the first columns of rows InputRoom() wider, within its storage.
+  bool HasRoom(const at::Tensor& x2d) const;
   int64_t in_features() const { return layers_.front()->in_features(); }
 
   std::vector<QLoraLinear> layers_;
   int64_t out_features_ = 0;
+  bool fed_by_norm_ = false;
   // Shared by copies of this projection (they run the same layers).
   std::shared_ptr<AdapterCastCache> casts_ = std::make_shared<AdapterCastCache>();
 };

@@ -135,6 +135,7 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, 
       qkv_({q_proj, k_proj, v_proj}),
       o_({o_proj}) {
   RegisterBiases(*this, biases);
+  qkv_.SetFedByNorm(true);  // the decoder layer's input norm (LlamaDecoderLayerImpl::forward)
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
@@ -172,6 +173,7 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
       gate_up_({gate_proj, up_proj}),
       down_({down_proj}) {
   RegisterBiases(*this, biases);
+  gate_up_.SetFedByNorm(true);  // the decoder layer's post-attention norm
 }
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {
@@ -227,12 +229,14 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
   const auto& in_norm = *input_layernorm;
   const auto& post_norm = *post_attention_layernorm;
   // x feeds the norm and the residual add; its two gradients meet in the norm's backward kernel.
-  const auto [in_normed, residual] = FusedRmsNormFork(x, in_norm.weight(), in_norm.eps());
+  // Each norm leaves the columns its projection's adapters fill (fused_projection.h).
+  const auto [in_normed, residual] =
+      FusedRmsNormFork(x, in_norm.weight(), in_norm.eps(), self_attn->InputRoom());
   const at::Tensor attention =
       self_attn->forward(in_normed, cos, sin, positions, attention_mask, cu_seqlens);
   // The residual add and the next norm in one kernel.
   const auto [h, normed] =
-      FusedAddRmsNorm(attention, residual, post_norm.weight(), post_norm.eps());
+      FusedAddRmsNorm(attention, residual, post_norm.weight(), post_norm.eps(), mlp->InputRoom());
   // The MLP's output only joins the residual stream into the layer's output: when no one reads
   // that (a recompute for backward), neither are the MLP's output values read.
   return h + mlp->forward(normed, /*output_unused=*/InGraphOnlyForward());

@@ -58,6 +58,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& positions = {}, const at::Tensor& attention_mask = {},
                      const at::Tensor& cu_seqlens = {});
+  // Spare columns the input norm should leave after each row of x for q|k|v's adapters
+  // (FusedProjection::InputRoom).
+  int64_t InputRoom() const { return qkv_.InputRoom(); }
 
   QLoraLinear q_proj, k_proj, v_proj, o_proj;
   ProjectionBiases biases;
@@ -75,6 +78,8 @@ class LlamaMlpImpl : public torch::nn::Module {
   // output_unused: the caller reads only the graph (graph_only_forward.h); the fused path then
   // leaves the output's values unspecified and computes the block in backward (chunked_mlp.h).
   at::Tensor forward(const at::Tensor& x, bool output_unused = false);
+  // Spare columns the post-attention norm should leave for gate|up's adapters.
+  int64_t InputRoom() const { return gate_up_.InputRoom(); }
 
   QLoraLinear gate_proj, up_proj, down_proj;
   ProjectionBiases biases;

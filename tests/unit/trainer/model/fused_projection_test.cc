@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <vector>
 
 #include "tests/unit/trainer/model/lora_layer_maker.h"
@@ -38,7 +39,7 @@ struct Result {
 };
 
 // Forward with the upstream gradient `dy`, then the gradients of x and every adapter.
-Result Run(const std::vector<QLoraLinear>& layers, const at::Tensor& x_in, const at::Tensor& dy,
+Result RunLayers(const std::vector<QLoraLinear>& layers, const at::Tensor& x_in, const at::Tensor& dy,
            bool fused) {
   for (const auto& layer : layers) {
     layer->lora_a().mutable_grad() = at::Tensor();
@@ -75,8 +76,8 @@ void ExpectSameAsLayerByLayer(at::ScalarType dtype, bool nf4, double tolerance,
   for (int64_t out : outs) width += out;
   const at::Tensor x = at::randn({3, 5, 32}, Gen(7)).to(dtype);
   const at::Tensor dy = at::randn({3, 5, width}, Gen(8)).to(dtype);
-  const Result want = Run(layers, x, dy, /*fused=*/false);
-  const Result got = Run(layers, x, dy, /*fused=*/true);
+  const Result want = RunLayers(layers, x, dy, /*fused=*/false);
+  const Result got = RunLayers(layers, x, dy, /*fused=*/true);
   EXPECT_EQ(got.y.sizes(), want.y.sizes());
   EXPECT_EQ(got.y.scalar_type(), dtype);
   EXPECT_LT(MaxRelativeError(got.y, want.y), tolerance);
@@ -168,6 +169,58 @@ TEST(FusedProjectionTest, FoldedForwardKeepsXBesideXa) {
   const FusedProjection qkv(MakeLayers(at::kFloat, 0.5));
   qkv.Forward2d(x, qkv.Adapters(), &xa, {}, &x_kept);
   EXPECT_TRUE(x_kept.is_same(x));
+}
+
+// Fed by a norm that leaves room (the decoder layer's q|k|v): x A goes into the spare columns
+// after each row of x, so even q|k|v, narrower than twice its input, folds; the sums equal the
+// layers', and x (saved by an autograd function before the projection ran, as ChunkedMlp saves
+// it) is not written (no version bump: its backward still runs). Without room it does not fold.
+TEST(FusedProjectionTest, FedByANormWithRoomFoldsInPlace) {
+  const auto layers = MakeLayers(at::kFloat, 0.5);
+  FusedProjection projection(layers);
+  projection.SetFedByNorm(true);
+  ASSERT_EQ(projection.InputRoom(), 12);  // 3 adapters of rank 4
+  const at::Tensor source = at::randn({15, 32}, Gen(13));
+  at::Tensor buffer = at::full({15, 44}, std::nan(""));
+  const at::Tensor x = buffer.narrow(1, 0, 32).copy_(source);
+  EXPECT_TRUE(projection.FoldsAdaptersFor(x));
+  EXPECT_FALSE(projection.FoldsAdaptersFor(source));
+  // Rows far enough apart, but the storage ends before the last row's room.
+  EXPECT_FALSE(projection.FoldsAdaptersFor(at::empty({15 * 44 - 1}).as_strided({15, 32}, {44, 1})));
+  EXPECT_FALSE(FusedProjection(layers).FoldsAdaptersFor(x));  // not fed by a norm
+
+  const int64_t version = x._version();
+  at::Tensor xa, x_kept;
+  const at::Tensor y = projection.Forward2d(x, projection.Adapters(), &xa, {}, &x_kept);
+  EXPECT_EQ(x._version(), version);
+  EXPECT_TRUE(x_kept.is_same(x));
+  EXPECT_EQ(xa.data_ptr<float>(), x.data_ptr<float>() + 32);
+  EXPECT_TRUE(at::allclose(xa, projection.LoraInput2d(source, projection.Adapters()), 1e-5, 1e-5));
+  std::vector<at::Tensor> outs;
+  for (QLoraLinear layer : layers) outs.push_back(layer->forward(source).detach());
+  EXPECT_LT(MaxRelativeError(y, at::cat(outs, -1)), 1e-5);
+
+  // Backward through the autograd function: the folded dX (the first columns of a wider buffer)
+  // and the adapters' gradients, as layer by layer.
+  const at::Tensor dy = at::randn({15, 40}, Gen(14));
+  const Result want = RunLayers(layers, source, dy, /*fused=*/false);
+  for (const auto& layer : layers) {
+    layer->lora_a().mutable_grad() = at::Tensor();
+    layer->lora_b().mutable_grad() = at::Tensor();
+  }
+  const at::Tensor leaf = source.clone().requires_grad_(true);
+  at::Tensor roomy = at::empty({15, 44});
+  // An identity with room: x's values in the first columns, autograd's gradient flowing back.
+  const at::Tensor x_grad_path = roomy.narrow(1, 0, 32).copy_(leaf);
+  const at::Tensor got_y = projection.forward(x_grad_path);
+  got_y.backward(dy);
+  EXPECT_LT(MaxRelativeError(got_y.detach(), want.y), 1e-5);
+  EXPECT_LT(MaxRelativeError(leaf.grad(), want.dx), 1e-5);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    EXPECT_LT(MaxRelativeError(layers[i]->lora_a().grad(), want.grads[i]), 1e-5) << i;
+    EXPECT_LT(MaxRelativeError(layers[i]->lora_b().grad(), want.grads[layers.size() + i]), 1e-5)
+        << i;
+  }
 }
 
 TEST(FusedProjectionTest, AGradientOfTheInputIsSkippedWhenNotWanted) {
