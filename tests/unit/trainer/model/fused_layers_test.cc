@@ -82,6 +82,28 @@ TEST(FusedRmsNormForkTest, AddsTheResidualGradientInsideTheNormBackward) {
   EXPECT_TRUE(at::allclose(x.grad(), x_ref.grad(), 1e-5, 1e-6));
 }
 
+// The norms' spare columns (room for a folded projection's x A): the same values and the same
+// gradients as without, bit for bit, through the fork and the add form.
+TEST(FusedRmsNormForkTest, SpareColumnsChangeNeitherValuesNorGradients) {
+  if (!FusedLayersAvailable(at::kCPU, at::kFloat)) GTEST_SKIP() << "built without qlorad_ops";
+  const at::Tensor x_in = at::randn({3, 4, 16}, Gen(10));
+  const at::Tensor other = at::randn({3, 4, 16}, Gen(11));
+  const at::Tensor weight = at::randn({16}, Gen(12));
+  const at::Tensor dy = at::randn({3, 4, 16}, Gen(13));
+  std::vector<at::Tensor> grads[2];
+  for (int64_t spare : {0, 8}) {
+    at::Tensor x = x_in.clone().requires_grad_(true);
+    const auto [y, residual] = FusedRmsNormFork(x, weight, 1e-6, spare);
+    const auto [h, y2] = FusedAddRmsNorm(y, residual, weight, 1e-6, spare);
+    EXPECT_EQ(y.stride(1), 16 + spare);
+    EXPECT_EQ(y2.stride(1), 16 + spare);
+    ((y2 * dy).sum() + (h * other).sum()).backward();
+    grads[spare > 0].insert(grads[spare > 0].end(), {y.detach(), y2.detach(), x.grad()});
+  }
+  for (size_t i = 0; i < grads[0].size(); ++i)
+    EXPECT_TRUE(at::equal(grads[0][i], grads[1][i])) << i;
+}
+
 TEST(GraphOnlyForwardTest, NestsAndRestores) {
   EXPECT_FALSE(InGraphOnlyForward());
   {
