@@ -170,27 +170,39 @@ def test_gradients_with_any_strides_are_accepted():
                        ops.rms_norm_backward(dy.contiguous(), x, w, inv_rms, dy.contiguous()))
 
 
+def assert_same_or_single_value_kernel(got, want, aligned):
+    """Bit for bit where both calls took the 16-byte-pack kernel; a row that is not 16-byte aligned
+    sends the whole call to the single-value kernel, which sums each row in another order (see
+    test_unaligned_views_take_the_single_value_kernel): then as close as that allows."""
+    for a, b in zip(got, want):
+        if aligned:
+            assert torch.equal(a, b)
+        elif a.dtype == torch.float32:  # inv_rms
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+        else:
+            assert_rounded_alike(a, b)
+
+
 @pytest.mark.parametrize("spare", [32, 3])  # packs; rows not 16-byte aligned
 def test_spare_columns_leave_room_after_each_row_of_y(spare):
     """y as the first columns of wider rows (room for the folded LoRA projection's x A): the same
-    values as the dense y, bit for bit; h of the add form stays dense."""
+    values as the dense y; h of the add form stays dense."""
     x = random((2, 64, 2048), torch.bfloat16, 34)
     residual = random((2, 64, 2048), torch.bfloat16, 35)
     w = random_weight(2048, torch.bfloat16, 36)
     y, inv_rms = ops.rms_norm(x, w, EPS, spare)
     assert y.stride() == (64 * (2048 + spare), 2048 + spare, 1)
-    dense = ops.rms_norm(x, w, EPS)
-    assert torch.equal(y, dense[0]) and torch.equal(inv_rms, dense[1])
+    assert_same_or_single_value_kernel((y, inv_rms), ops.rms_norm(x, w, EPS), spare % 8 == 0)
     h, y2, inv2 = ops.add_rms_norm(x, residual, w, EPS, spare)
-    dense2 = ops.add_rms_norm(x, residual, w, EPS)
     assert h.is_contiguous()
-    assert all(torch.equal(a, b) for a, b in zip((h, y2, inv2), dense2))
+    assert_same_or_single_value_kernel((h, y2, inv2), ops.add_rms_norm(x, residual, w, EPS),
+                                       spare % 8 == 0)
 
 
 @pytest.mark.parametrize("pitch", [2048 + 32, 2048 + 3])  # packs; rows not 16-byte aligned
 def test_gradient_rows_spaced_wider_are_read_in_place(pitch):
     """A folded LoRA projection's dX is the first columns of a wider matrix: the same result as
-    its contiguous copy, bit for bit, with and without the residual's gradient."""
+    its contiguous copy, with and without the residual's gradient."""
     x = random((2, 64, 2048), torch.bfloat16, 30)
     w = random_weight(2048, torch.bfloat16, 31)
     _, inv_rms = ops.rms_norm(x, w, EPS)
@@ -199,7 +211,8 @@ def test_gradient_rows_spaced_wider_are_read_in_place(pitch):
     dres = random((2, 64, 2048), torch.bfloat16, 33)
     for residual in (None, dres):
         got = ops.rms_norm_backward(dy, x, w, inv_rms, residual)
-        assert torch.equal(got, ops.rms_norm_backward(dy.contiguous(), x, w, inv_rms, residual))
+        want = ops.rms_norm_backward(dy.contiguous(), x, w, inv_rms, residual)
+        assert_same_or_single_value_kernel((got,), (want,), pitch % 8 == 0)
 
 
 def test_compile_fullgraph_matches_eager():

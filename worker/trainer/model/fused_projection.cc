@@ -93,7 +93,9 @@ int64_t FusedProjection::LoraColumns() const {
 }
 
 int64_t FusedProjection::InputRoom() const {
-  return fed_by_norm_ && FoldingOn() ? LoraColumns() : 0;
+  // Rounded up to 8 values (16 bytes in bf16): every row of the norm's output then starts 16-byte
+  // aligned, as its pack kernel needs (else the whole norm takes its single-value kernel).
+  return fed_by_norm_ && FoldingOn() ? (LoraColumns() + 7) / 8 * 8 : 0;
 }
 
 bool FusedProjection::HasRoom(const at::Tensor& x2d) const {
@@ -207,7 +209,7 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
       // or of anything else lives in those columns.
       x_xa = at::empty({0}, x2d.options());
       x_xa.set_(x2d.storage(), x2d.storage_offset(), {x2d.size(0), in + r_total},
-                {in + r_total, 1});
+                {x2d.stride(0), 1});
     } else {
       x_xa = at::empty({x2d.size(0), in + r_total}, x2d.options());
       x_xa.narrow(1, 0, in).copy_(x2d);

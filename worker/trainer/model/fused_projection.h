@@ -68,8 +68,8 @@ class FusedProjection {
   // Marks the projection as fed by a fused RMSNorm that leaves InputRoom() columns after each row
   // of its output and reads dX back in its backward kernel (the header says why).
   void SetFedByNorm(bool fed) { fed_by_norm_ = fed; }
-  // The spare columns its input should carry: the adapters' total rank when it is fed by a norm
-  // and folding is on, else 0.
+  // The spare columns its input should carry: the adapters' total rank (rounded up to 8) when it
+  // is fed by a norm and folding is on, else 0.
   int64_t InputRoom() const;
 
   // The math of forward() and of its backward, for autograd functions that fuse the projection
