@@ -17,6 +17,7 @@
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
 #        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, trace, in the order given after
 #        the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's --systems),
+#        QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on some machines),
 #        QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s)
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,13 +25,17 @@ OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
 PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
 AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=0}"
 SYSTEMS="${QLORAD_CALL_SYSTEMS:-qlorad,qlorad-offload,unsloth}"
+ROUNDS="${QLORAD_CALL_ROUNDS:-2}"
 TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_nf4_ops test_activation_checkpointing}"
 mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
 WORK="$(mktemp -d)"
 say() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$LOG"; }
 # The bench tables' data and ratio lines (their progress lines start with "[").
-table() { grep -E "^(tiny|1b|8b) +[0-9]| vs |UNSTEADY|^ +[0-9]+ qlorad|^ +[0-9]+ unsloth" | grep -v "^\[" | tail -20; }
+table() {
+  grep -E "^(tiny|1b|8b) +[0-9]| vs |UNSTEADY|the median of|^ +[0-9]+ qlorad|^ +[0-9]+ unsloth" |
+    grep -v "^\[" | tail -24
+}
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader | tee -a "$LOG"
 echo "host: $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$LOG"
@@ -47,9 +52,9 @@ run_tests() {
 }
 
 run_e2e() {
-  say "e2e 1b, ckpt off and on: $SYSTEMS"
-  timeout 240 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e" --shapes 1b --ckpt off,on \
-    --systems "$SYSTEMS" --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
+  say "e2e 1b, ckpt off and on: $SYSTEMS, $ROUNDS round(s)"
+  timeout $((120 + 120 * ROUNDS)) bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e" --shapes 1b \
+    --ckpt off,on --systems "$SYSTEMS" --rounds "$ROUNDS" --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
   table < "$WORK/e2e.txt" >> "$LOG"
   cp "$WORK/e2e/e2e_bench.json" "$OUT/e2e-1b.json" 2>/dev/null
   say "e2e 1b, ckpt off and on: qlorad with $AB"

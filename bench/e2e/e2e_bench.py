@@ -35,6 +35,7 @@ causal attention forward and backward; recompute is not counted (flops.py has th
 """
 import argparse
 import datetime
+import itertools
 import json
 import os
 import pathlib
@@ -199,6 +200,19 @@ def unsteady(r):
     return r.get("status") == "ok" and (r.get("spread") or 0) > UNSTEADY_SPREAD
 
 
+def combine(rounds):
+    """One system's runs of several rounds as one record, for its ratios: the round with the median
+    time among its steady rounds (among all, and itself unsteady, when none was steady), with
+    `rounds` saying how many rounds there were and how many were steady. One round: that run."""
+    ok = [r for r in rounds if r["status"] == "ok"]
+    if len(rounds) == 1 or not ok:
+        return rounds[-1]
+    steady = [r for r in ok if not unsteady(r)] or ok
+    median = statistics.median_low(r["ms_per_step"] for r in steady)
+    pick = next(r for r in steady if r["ms_per_step"] == median)
+    return dict(pick, rounds=f"{sum(not unsteady(r) for r in ok)} of {len(rounds)} rounds steady")
+
+
 def summarize(r, tokens_per_step, flops, peak):
     if r["status"] != "ok":
         return r
@@ -280,6 +294,21 @@ def print_curve_gaps(by_system):
               f"(hf's drop {ref[0] - ref[-1]:.4f})")
 
 
+def print_run(r, shape, ckpt, name):
+    """One run's row of the table (`name`: the system, and its round when there are several)."""
+    head = f"{shape:6} {r['batch']:>4} x {r['seq']:<4} {ckpt:>4} {name:14}"
+    if r["status"] != "ok":
+        print(f"{head} FAILED ({r['error']})")
+        return
+    mfu = fmt(r["mfu"] and 100 * r["mfu"], ".1f") + ("%" if r["mfu"] else "")
+    note = f"  WARNING: {r['warning']}" if r.get("warning") else ""
+    if unsteady(r):
+        note += (f"  UNSTEADY: steps spread {100 * r['spread']:.1f}% (interquartile range over "
+                 f"the median; steady runs: under {100 * UNSTEADY_SPREAD:.0f}%)")
+    print(f"{head} {r['ms_per_step']:8.1f} {r['tokens_per_s']:8.0f} {fmt(r['peak_gib'], '8.2f'):>8} {mfu:>6} "
+          f"{r['loss_first']:8.4f} -> {r['loss_last']:.4f}{note}")
+
+
 def print_table(runs, meta):
     for r in runs:
         if r["status"] != "ok":
@@ -294,20 +323,16 @@ def print_table(runs, meta):
           f"{'MFU':>6} {'loss first -> last':>19}")
     groups = {}
     for r in runs:
-        groups.setdefault((r["shape"], r["ckpt"]), {})[r["system"]] = r
-    for (shape, ckpt), by_system in groups.items():
-        for system, r in by_system.items():
-            head = f"{shape:6} {r['batch']:>4} x {r['seq']:<4} {ckpt:>4} {system:14}"
-            if r["status"] != "ok":
-                print(f"{head} FAILED ({r['error']})")
-                continue
-            mfu = fmt(r["mfu"] and 100 * r["mfu"], ".1f") + ("%" if r["mfu"] else "")
-            note = f"  WARNING: {r['warning']}" if r.get("warning") else ""
-            if unsteady(r):
-                note += (f"  UNSTEADY: steps spread {100 * r['spread']:.1f}% (interquartile range over "
-                         f"the median; steady runs: under {100 * UNSTEADY_SPREAD:.0f}%)")
-            print(f"{head} {r['ms_per_step']:8.1f} {r['tokens_per_s']:8.0f} {fmt(r['peak_gib'], '8.2f'):>8} {mfu:>6} "
-                  f"{r['loss_first']:8.4f} -> {r['loss_last']:.4f}{note}")
+        groups.setdefault((r["shape"], r["ckpt"]), {}).setdefault(r["system"], []).append(r)
+    for (shape, ckpt), rounds_by_system in groups.items():
+        for system, rounds in rounds_by_system.items():
+            for r in rounds:
+                name = f"{system} r{r['round']}" if len(rounds) > 1 and "round" in r else system
+                print_run(r, shape, ckpt, name)
+            if len(rounds) > 1 and combine(rounds)["status"] == "ok":
+                c = combine(rounds)
+                print(f"{'':34}{system}: {c['ms_per_step']:.1f} ms/step, the median of {c['rounds']}")
+        by_system = {system: combine(rounds) for system, rounds in rounds_by_system.items()}
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"
@@ -336,6 +361,10 @@ def parse_args():
     ap.add_argument("--no-quant", action="store_true", help="bf16 base weights (a harness check on the CPU)")
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak (default: by its name)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds each system's run may take")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="runs of every system per shape and setting, interleaved (all systems, then all "
+                         "again): a system whose steps were erratic in one round may be steady in another, "
+                         "and the ratios take the median of its steady rounds")
     ap.add_argument("--qlorad-loss-chunk", default="auto",
                     help="qlorad's train.loss_chunk_size: the rows per tile of its online cross-entropy "
                          "(auto: the op's own sizes)")
@@ -408,46 +437,48 @@ def main():
                       docs_per_row=PACKED_DOCS)
         flops = flops_per_token(config, seq, RANK)
         meta["flops_per_token"][shape] = flops
-        for ckpt in args.ckpt:
-            hf_init = None  # the starting adapter hf saved for this shape and setting
-            for system in args.systems:
-                if system == "qlorad-offload" and ckpt == "off":
-                    continue  # offload keeps what checkpointing keeps
-                job = dict(shape=shape, model=str(model), data=str(packed_data if system == "qlorad-packed" else data),
-                           system=system, batch=batch, seq=seq, ckpt=ckpt == "on",
-                           steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
-                           rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)
-                # Real text compares loss curves: every system it can starts from the adapter hf
-                # saved in this run (hf runs first), so the curves differ by numerics, not by LoRA
-                # A's random draw; never from one an earlier call left in --work.
-                if args.data == "text" and system == "hf":
-                    job["save_init"] = str(args.work / f"init-adapter-{shape}-ckpt-{ckpt}")
-                if system.startswith("qlorad") and hf_init:
-                    job["init_from"] = hf_init
-                log(f"{shape} ({batch} x {seq}) ckpt {ckpt} {system}: starting")
-                log_path = args.out / "logs" / f"{shape}-ckpt-{ckpt}-{system}.log"
-                started = time.time()
-                try:
-                    if system.startswith("qlorad"):
-                        r = run_qlorad(job, args, args.work, log_path)
-                    else:
-                        r = run_torch_system(system, job, args.work, log_path, args.timeout)
-                except Exception:  # the harness's own fault with one system: the others still run
-                    r = failure("harness", traceback.format_exc())
-                r = summarize(r, batch * seq, flops, meta["peak_tflops"])
-                r.update(shape=shape, batch=batch, seq=seq, ckpt=ckpt, system=system, wall_s=time.time() - started)
-                meta["versions"].update(r.get("versions", {}))
-                if system == "hf":
-                    hf_init = job.get("save_init") if r["status"] == "ok" else None
-                runs.append(r)
-                save()
-                if r["status"] == "ok":
-                    log(f"{shape} ckpt {ckpt} {system}: {r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:.0f} tok/s, "
-                        f"peak {fmt(r['peak_gib'], '.2f')} GiB, loss {r['loss_first']:.4f} -> {r['loss_last']:.4f} "
-                        f"({r['wall_s']:.0f} s)")
+        for ckpt, round_, system in itertools.product(args.ckpt, range(1, args.rounds + 1), args.systems):
+            if round_ == 1 and system == args.systems[0]:
+                hf_init = None  # the starting adapter hf saved for this shape and setting
+            if system == "qlorad-offload" and ckpt == "off":
+                continue  # offload keeps what checkpointing keeps
+            job = dict(shape=shape, model=str(model), data=str(packed_data if system == "qlorad-packed" else data),
+                       system=system, batch=batch, seq=seq, ckpt=ckpt == "on",
+                       steps=args.steps, warmup=args.warmup, device=device, quant=not args.no_quant,
+                       rank=RANK, alpha=ALPHA, lr=LR, target_modules=PROJECTIONS)
+            # Real text compares loss curves: every system it can starts from the adapter hf
+            # saved in this run (hf runs first), so the curves differ by numerics, not by LoRA
+            # A's random draw; never from one an earlier call left in --work.
+            if args.data == "text" and system == "hf":
+                job["save_init"] = str(args.work / f"init-adapter-{shape}-ckpt-{ckpt}")
+            if system.startswith("qlorad") and hf_init:
+                job["init_from"] = hf_init
+            tag = f" round {round_}" if args.rounds > 1 else ""
+            log(f"{shape} ({batch} x {seq}) ckpt {ckpt} {system}{tag}: starting")
+            log_path = args.out / "logs" / f"{shape}-ckpt-{ckpt}-{system}{tag.replace(' ', '-')}.log"
+            started = time.time()
+            try:
+                if system.startswith("qlorad"):
+                    r = run_qlorad(job, args, args.work, log_path)
                 else:
-                    log(f"{shape} ckpt {ckpt} {system}: FAILED ({r['error']}, {r['wall_s']:.0f} s): "
-                        f"{(r['stderr_tail'] or [''])[-1]}")
+                    r = run_torch_system(system, job, args.work, log_path, args.timeout)
+            except Exception:  # the harness's own fault with one system: the others still run
+                r = failure("harness", traceback.format_exc())
+            r = summarize(r, batch * seq, flops, meta["peak_tflops"])
+            r.update(shape=shape, batch=batch, seq=seq, ckpt=ckpt, system=system, round=round_,
+                     wall_s=time.time() - started)
+            meta["versions"].update(r.get("versions", {}))
+            if system == "hf":
+                hf_init = job.get("save_init") if r["status"] == "ok" else None
+            runs.append(r)
+            save()
+            if r["status"] == "ok":
+                log(f"{shape} ckpt {ckpt} {system}: {r['ms_per_step']:.1f} ms/step, {r['tokens_per_s']:.0f} tok/s, "
+                    f"peak {fmt(r['peak_gib'], '.2f')} GiB, loss {r['loss_first']:.4f} -> {r['loss_last']:.4f} "
+                    f"({r['wall_s']:.0f} s)")
+            else:
+                log(f"{shape} ckpt {ckpt} {system}: FAILED ({r['error']}, {r['wall_s']:.0f} s): "
+                    f"{(r['stderr_tail'] or [''])[-1]}")
     print_table(runs, meta)
     log(f"wrote {args.out / 'e2e_bench.json'}")
 

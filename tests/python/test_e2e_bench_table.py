@@ -48,3 +48,37 @@ def test_steady_runs_are_not_marked(capsys):
     lines = table("2026-12-07-h100-b72cef7-e2e_bench-1b.json", capsys)
     assert not lines_with(lines, "UNSTEADY"), lines
     assert len(lines_with(lines, "vs unsloth: tok/s 1.13x")) == 1, lines
+
+
+def runs_of(name, ckpt="off"):
+    data = json.loads((RESULTS / name).read_text())
+    return {r["system"]: dict(r, spread=e2e_bench.spread(r["step_s"]))
+            for r in data["runs"] if r["ckpt"] == ckpt}, data["meta"]
+
+
+def test_rounds_quote_the_median_of_their_steady_runs(capsys):
+    """Two rounds: Unsloth erratic in the first (c32a380's run), steady in the second (b72cef7's):
+    the ratio takes the steady round alone, and is quotable."""
+    erratic, meta = runs_of("2026-12-07-h100-c32a380-e2e_bench-1b.json")
+    steady, _ = runs_of("2026-12-07-h100-b72cef7-e2e_bench-1b.json")
+    runs = [dict(source[system], round=n) for n, source in ((1, erratic), (2, steady))
+            for system in ("qlorad", "unsloth")]
+    e2e_bench.print_table(runs, meta)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines_with(lines, "unsloth r1", "UNSTEADY")) == 1, lines
+    assert len(lines_with(lines, "unsloth r2")) == 1 and not lines_with(lines, "unsloth r2", "UNSTEADY")
+    assert lines_with(lines, "unsloth: 116.8 ms/step, the median of 1 of 2 rounds steady"), lines
+    # qlorad: both rounds steady (101.9 and 103.0 ms); the lower median of two is the first.
+    assert lines_with(lines, "qlorad: 101.9 ms/step, the median of 2 of 2 rounds steady"), lines
+    ratios = lines_with(lines, "vs unsloth")
+    assert len(ratios) == 1 and "tok/s 1.15x" in ratios[0] and "not to be quoted" not in ratios[0]
+
+
+def test_rounds_all_unsteady_stay_unquotable(capsys):
+    erratic, meta = runs_of("2026-12-07-h100-c32a380-e2e_bench-1b.json")
+    runs = [dict(erratic[system], round=n) for n in (1, 2) for system in ("qlorad", "unsloth")]
+    e2e_bench.print_table(runs, meta)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines_with(lines, "unsloth: 163.1 ms/step, the median of 0 of 2 rounds steady"), lines
+    ratios = lines_with(lines, "vs unsloth")
+    assert len(ratios) == 1 and "not to be quoted" in ratios[0]
