@@ -128,9 +128,11 @@ at::Tensor FusedProjection::WeightFor(at::ScalarType dtype, at::TensorList adapt
   int64_t out = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& b = adapters[n + i];
+    const double scale = layers_[i]->lora_options().scale;
+    // alpha = r (scale 1) is the common case: a copy alone, no product kernel and buffer.
     weight.narrow(0, out, b.size(0))
         .narrow(1, in + r, b.size(1))
-        .copy_(b * layers_[i]->lora_options().scale);
+        .copy_(scale == 1.0 ? b : b * scale);
     out += b.size(0);
     r += b.size(1);
   }

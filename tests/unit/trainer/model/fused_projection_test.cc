@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "tests/unit/trainer/model/lora_layer_maker.h"
@@ -129,9 +130,9 @@ TEST(FusedProjectionTest, FoldedAdaptersMatchLayerByLayer) {
 // W+ = [W | s B]: the stacked frozen weights first, then each s_i B_i in its own rows and
 // columns, zeros in the other adapter's.
 TEST(FusedProjectionTest, TheFoldedWeightHoldsWThenEachScaledBOnItsOwnRows) {
-  for (bool nf4 : {false, true}) {
+  for (const auto& [nf4, scale] : {std::pair{false, 0.5}, {true, 0.5}, {false, 1.0}}) {
     if (nf4 && !Nf4OpsAvailable(at::kCPU)) continue;
-    const auto layers = MakeLayers(at::kFloat, /*scale=*/0.5, 0.0, nf4, kGateUp);
+    const auto layers = MakeLayers(at::kFloat, scale, 0.0, nf4, kGateUp);
     const FusedProjection projection(layers);
     const std::vector<at::Tensor> adapters = projection.Adapters();
     const at::Tensor w = projection.GemmWeight(at::kFloat, adapters);
@@ -142,7 +143,7 @@ TEST(FusedProjectionTest, TheFoldedWeightHoldsWThenEachScaledBOnItsOwnRows) {
       for (int64_t j = 0; j < 2; ++j) {
         const at::Tensor block = w.narrow(0, 40 * i, 40).narrow(1, 32 + r * j, r);
         if (i == j) {
-          EXPECT_TRUE(at::equal(block, layers[i]->lora_b() * 0.5)) << nf4 << " block " << i;
+          EXPECT_TRUE(at::equal(block, layers[i]->lora_b() * scale)) << nf4 << " block " << i;
         } else {
           EXPECT_TRUE(block.eq(0).all().item<bool>()) << nf4 << " block " << i << "," << j;
         }
