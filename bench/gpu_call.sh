@@ -6,7 +6,7 @@
 #      training against transformers, the NF4 ops, activation checkpointing);
 #   3. bench/e2e at Llama-3.2-1B 4 x 2048, checkpointing off and on: qlorad, qlorad-offload and
 #      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
-#      QLORAD_FOLD_LORA=0: the change under test turned off, for its side-by-side figure);
+#      QLORAD_FOLD_LORA=forward: the LoRA folded in forward only, against both ways);
 #   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine);
@@ -23,7 +23,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
 PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
-AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=0}"
+AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=forward}"
 SYSTEMS="${QLORAD_CALL_SYSTEMS:-qlorad,qlorad-offload,unsloth}"
 ROUNDS="${QLORAD_CALL_ROUNDS:-2}"
 TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_nf4_ops test_activation_checkpointing}"

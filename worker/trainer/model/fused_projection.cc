@@ -68,12 +68,20 @@ void FusedProjection::StackedWeightInto(const at::Tensor& out) const {
   }
 }
 
-bool FusedProjection::FoldingOn() const {
-  static const bool enabled = [] {
+LoraFolding LoraFoldingFromEnvironment() {
+  static const LoraFolding folding = [] {
     const char* value = std::getenv("QLORAD_FOLD_LORA");
-    return value == nullptr || std::string_view(value) != "0";
+    if (value == nullptr) return LoraFolding::kBoth;
+    const std::string_view v(value);
+    return v == "0"         ? LoraFolding::kOff
+           : v == "forward" ? LoraFolding::kForward
+                            : LoraFolding::kBoth;
   }();
-  return enabled && has_lora();
+  return folding;
+}
+
+bool FusedProjection::FoldingOn() const {
+  return folding_ != LoraFolding::kOff && has_lora();
 }
 
 bool FusedProjection::FoldsAdapters() const {
@@ -267,13 +275,16 @@ at::Tensor FusedProjection::BackwardInputFor(at::ScalarType dtype, at::TensorLis
                                              PendingAdapterGrads* pending, const at::Tensor& weight,
                                              bool fold) const {
   const at::Tensor dy = dy_in.to(dtype);
+  const bool fold_here = fold && folding_ == LoraFolding::kBoth;
   const auto base_weight = [&] {
-    return weight.defined() ? weight : WeightFor(dtype, adapters, fold);
+    const at::Tensor w = weight.defined() ? weight : WeightFor(dtype, adapters, fold_here);
+    // W+ handed in for an unfolded backward: its first columns are W (rows in + r apart).
+    return fold_here || w.size(1) == in_features() ? w : w.narrow(1, 0, in_features());
   };
   *pending = PendingAdapterGrads{};
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
-  if (fold && want_dx) {
+  if (fold_here && want_dx) {
     // [dY W | s dY B] in one GEMM, then dX = dY W + (s dY B) A in place in its first columns.
     // (Without want_dx, s dY B alone below: the folded GEMM would compute dY W for nothing.)
     const int64_t in = in_features(), r_total = casts.stacked_a.size(0);

@@ -39,6 +39,12 @@
 
 namespace qlorad::trainer {
 
+// How far the adapters are folded into the base GEMMs (the header's second scheme): not at all,
+// in forward only (backward then runs its base GEMM on N = in columns, a whole number of tiles,
+// and s dY B on its own), or both ways. QLORAD_FOLD_LORA=0 / =forward / anything else or unset.
+enum class LoraFolding { kOff, kForward, kBoth };
+LoraFolding LoraFoldingFromEnvironment();
+
 class FusedProjection {
  public:
   FusedProjection() = default;
@@ -54,8 +60,7 @@ class FusedProjection {
   // The frozen weights stacked [out_features(), in] in `dtype`.
   at::Tensor StackedWeight(at::ScalarType dtype) const;
   // Whether the adapters are folded into the base GEMM (the header's second scheme) whatever the
-  // input: with adapters, outputs at least twice as wide as the input, and QLORAD_FOLD_LORA not
-  // "0" (the switch is for side-by-side timings).
+  // input: with adapters, outputs at least twice as wide as the input, and folding not kOff.
   bool FoldsAdapters() const;
   // Whether they are for this input [tokens, in]: FoldsAdapters(), or fed by a norm whose output
   // x2d has InputRoom() spare columns after each row.
@@ -68,6 +73,8 @@ class FusedProjection {
   // Marks the projection as fed by a fused RMSNorm that leaves InputRoom() columns after each row
   // of its output and reads dX back in its backward kernel (the header says why).
   void SetFedByNorm(bool fed) { fed_by_norm_ = fed; }
+  // LoraFoldingFromEnvironment() unless set (tests compare the ways side by side).
+  void set_folding(LoraFolding folding) { folding_ = folding; }
   // The spare columns its input should carry: the adapters' total rank (rounded up to 8) when it
   // is fed by a norm and folding is on, else 0.
   int64_t InputRoom() const;
@@ -121,7 +128,8 @@ class FusedProjection {
   void StackedWeightInto(const at::Tensor& out) const;
   // GemmWeight, W+ when `fold`.
   at::Tensor WeightFor(at::ScalarType dtype, at::TensorList adapters, bool fold) const;
-  // BackwardInput2d, folded when `fold`.
+  // BackwardInput2d for a forward that folded (`fold`: `weight` may be W+): folded too unless
+  // folding is kForward.
   at::Tensor BackwardInputFor(at::ScalarType dtype, at::TensorList adapters, const at::Tensor& dy,
                               bool want_dx, PendingAdapterGrads* pending, const at::Tensor& weight,
                               bool fold) const;
@@ -135,6 +143,7 @@ class FusedProjection {
   std::vector<QLoraLinear> layers_;
   int64_t out_features_ = 0;
   bool fed_by_norm_ = false;
+  LoraFolding folding_ = LoraFoldingFromEnvironment();
   // Shared by copies of this projection (they run the same layers).
   std::shared_ptr<AdapterCastCache> casts_ = std::make_shared<AdapterCastCache>();
 };

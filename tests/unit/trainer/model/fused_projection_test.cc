@@ -41,7 +41,7 @@ struct Result {
 
 // Forward with the upstream gradient `dy`, then the gradients of x and every adapter.
 Result RunLayers(const std::vector<QLoraLinear>& layers, const at::Tensor& x_in,
-                 const at::Tensor& dy, bool fused) {
+                 const at::Tensor& dy, bool fused, LoraFolding folding = LoraFolding::kBoth) {
   for (const auto& layer : layers) {
     layer->lora_a().mutable_grad() = at::Tensor();
     layer->lora_b().mutable_grad() = at::Tensor();
@@ -49,6 +49,7 @@ Result RunLayers(const std::vector<QLoraLinear>& layers, const at::Tensor& x_in,
   at::Tensor x = x_in.detach().clone().requires_grad_(true);
   at::Tensor y;
   FusedProjection projection(layers);  // outlives the graph, which borrows it
+  projection.set_folding(folding);
   if (fused) {
     EXPECT_TRUE(projection.Applies(x));
     y = projection.forward(x);
@@ -70,15 +71,18 @@ double MaxRelativeError(const at::Tensor& got, const at::Tensor& want) {
 }
 
 void ExpectSameAsLayerByLayer(at::ScalarType dtype, bool nf4, double tolerance,
-                              const std::vector<int64_t>& outs = kQkv) {
+                              const std::vector<int64_t>& outs = kQkv,
+                              LoraFolding folding = LoraFolding::kBoth) {
   const auto layers = MakeLayers(dtype, /*scale=*/0.5, 0.0, nf4, outs);
-  EXPECT_EQ(FusedProjection(layers).FoldsAdapters(), outs == kGateUp);
+  FusedProjection probe(layers);
+  probe.set_folding(folding);
+  EXPECT_EQ(probe.FoldsAdapters(), outs == kGateUp && folding != LoraFolding::kOff);
   int64_t width = 0;
   for (int64_t out : outs) width += out;
   const at::Tensor x = at::randn({3, 5, 32}, Gen(7)).to(dtype);
   const at::Tensor dy = at::randn({3, 5, width}, Gen(8)).to(dtype);
   const Result want = RunLayers(layers, x, dy, /*fused=*/false);
-  const Result got = RunLayers(layers, x, dy, /*fused=*/true);
+  const Result got = RunLayers(layers, x, dy, /*fused=*/true, folding);
   EXPECT_EQ(got.y.sizes(), want.y.sizes());
   EXPECT_EQ(got.y.scalar_type(), dtype);
   EXPECT_LT(MaxRelativeError(got.y, want.y), tolerance);
@@ -121,10 +125,35 @@ TEST(FusedProjectionTest, MatchesLayerByLayerWithNf4Weights) {
 // same tolerances as the unfolded path above (fp32: another order of one dot product; bf16: the
 // folded path rounds s B once where the other rounds the scaled update, a rounding of the same
 // size).
+// Folded both ways or in forward only (backward on the plain W, the first columns of a W+ when
+// one is handed in), and not at all.
 TEST(FusedProjectionTest, FoldedAdaptersMatchLayerByLayer) {
-  ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/false, 1e-5, kGateUp);
-  ExpectSameAsLayerByLayer(at::kBFloat16, /*nf4=*/false, 3e-2, kGateUp);
-  if (Nf4OpsAvailable(at::kCPU)) ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/true, 1e-5, kGateUp);
+  for (LoraFolding folding : {LoraFolding::kBoth, LoraFolding::kForward, LoraFolding::kOff}) {
+    ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/false, 1e-5, kGateUp, folding);
+    ExpectSameAsLayerByLayer(at::kBFloat16, /*nf4=*/false, 3e-2, kGateUp, folding);
+    if (Nf4OpsAvailable(at::kCPU)) {
+      ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/true, 1e-5, kGateUp, folding);
+    }
+  }
+  // A backward handed W+ (as ChunkedMlp hands the weight it dequantized once for its chunks)
+  // gives what one dequantizing the plain W gives, in either folding.
+  const auto layers = MakeLayers(at::kFloat, 0.5, 0.0, false, kGateUp);
+  const at::Tensor x = at::randn({6, 32}, Gen(15)), dy = at::randn({6, 80}, Gen(16));
+  std::vector<at::Tensor> dx;
+  for (LoraFolding folding : {LoraFolding::kBoth, LoraFolding::kForward}) {
+    FusedProjection projection(layers);
+    projection.set_folding(folding);
+    const std::vector<at::Tensor> adapters = projection.Adapters();
+    for (bool handed : {false, true}) {
+      const at::Tensor w = handed ? projection.GemmWeight(at::kFloat, adapters) : at::Tensor();
+      at::Tensor xa, x_kept;
+      projection.Forward2d(x, adapters, &xa, w, &x_kept);
+      std::vector<at::Tensor> grads;
+      dx.push_back(projection.Backward2d(x_kept, xa, adapters, dy, true, &grads, w));
+      EXPECT_EQ(dx.back().is_contiguous(), folding == LoraFolding::kForward);
+    }
+  }
+  for (const at::Tensor& d : dx) EXPECT_TRUE(at::allclose(d, dx[1], 1e-5, 1e-5));
 }
 
 // W+ = [W | s B]: the stacked frozen weights first, then each s_i B_i in its own rows and
