@@ -37,6 +37,19 @@ bool Aligned16(std::initializer_list<const void*> pointers) {
   return true;
 }
 
+// A row stride of y or dy: 0 (rows back to back) or at least hidden.
+Status CheckRowStride(const char* what, int64_t stride, int64_t hidden) {
+  if (stride == 0 || stride >= hidden) return Status::Ok();
+  return InvalidArgument(std::string(what) + ": expected 0 or >= hidden (" +
+                         std::to_string(hidden) + "), got " + std::to_string(stride));
+}
+
+// Whether rows that far apart all start 16-byte aligned, as packs need (0: back to back, where
+// the row length decides, as for every other tensor).
+bool RowsAligned16(int64_t stride, FloatFormat format) {
+  return (stride * FloatFormatBytes(format)) % 16 == 0;
+}
+
 int RoundUpToWarps(int64_t threads) {
   return static_cast<int>((threads + 31) / 32 * 32);
 }
@@ -121,13 +134,9 @@ Status LaunchRmsNormForward(const RmsNormForwardParams& p, cudaStream_t stream) 
       (p.residual != nullptr && p.h == nullptr)) {
     return InvalidArgument("rms_norm: x, weight, y, inv_rms (and h with a residual) are required");
   }
-  if (p.y_row_stride != 0 && p.y_row_stride < p.hidden) {
-    return InvalidArgument("rms_norm: y_row_stride: expected 0 or >= hidden (" +
-                           std::to_string(p.hidden) + "), got " + std::to_string(p.y_row_stride));
-  }
-  // Packs need every row of y to start 16-byte aligned too.
-  const bool aligned = Aligned16({p.x, p.residual, p.h, p.weight, p.y}) &&
-                       (p.y_row_stride * FloatFormatBytes(p.format)) % 16 == 0;
+  QLORAD_RETURN_IF_ERROR(CheckRowStride("rms_norm: y_row_stride", p.y_row_stride, p.hidden));
+  const bool aligned =
+      Aligned16({p.x, p.residual, p.h, p.weight, p.y}) && RowsAligned16(p.y_row_stride, p.format);
   cuda::WithFloatType(p.format,
                       [&](auto t) { LaunchRows<ForwardKernels, decltype(t)>(p, aligned, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());
@@ -141,13 +150,10 @@ Status LaunchRmsNormBackward(const RmsNormBackwardParams& p, cudaStream_t stream
       p.dx == nullptr) {
     return InvalidArgument("rms_norm_backward: dy, x, weight, inv_rms and dx are required");
   }
-  if (p.dy_row_stride != 0 && p.dy_row_stride < p.hidden) {
-    return InvalidArgument("rms_norm_backward: dy_row_stride: expected 0 or >= hidden (" +
-                           std::to_string(p.hidden) + "), got " + std::to_string(p.dy_row_stride));
-  }
-  // Packs need every row of dy to start 16-byte aligned too.
+  QLORAD_RETURN_IF_ERROR(
+      CheckRowStride("rms_norm_backward: dy_row_stride", p.dy_row_stride, p.hidden));
   const bool aligned = Aligned16({p.dy, p.x, p.weight, p.dresidual, p.dx}) &&
-                       (p.dy_row_stride * FloatFormatBytes(p.format)) % 16 == 0;
+                       RowsAligned16(p.dy_row_stride, p.format);
   cuda::WithFloatType(
       p.format, [&](auto t) { LaunchRows<BackwardKernels, decltype(t)>(p, aligned, stream); });
   QLORAD_CUDA_RETURN_IF_ERROR(cudaGetLastError());

@@ -325,14 +325,14 @@ def print_table(runs, meta):
     for r in runs:
         groups.setdefault((r["shape"], r["ckpt"]), {}).setdefault(r["system"], []).append(r)
     for (shape, ckpt), rounds_by_system in groups.items():
+        by_system = {system: combine(rounds) for system, rounds in rounds_by_system.items()}
         for system, rounds in rounds_by_system.items():
             for r in rounds:
                 name = f"{system} r{r['round']}" if len(rounds) > 1 and "round" in r else system
                 print_run(r, shape, ckpt, name)
-            if len(rounds) > 1 and combine(rounds)["status"] == "ok":
-                c = combine(rounds)
+            c = by_system[system]
+            if len(rounds) > 1 and c["status"] == "ok":
                 print(f"{'':34}{system}: {c['ms_per_step']:.1f} ms/step, the median of {c['rounds']}")
-        by_system = {system: combine(rounds) for system, rounds in rounds_by_system.items()}
         q = by_system.get("qlorad")
         if q:
             parts = [f"vs {ref}: tok/s {ratio(q, by_system[ref], 'tokens_per_s')}, peak {ratio(q, by_system[ref], 'peak_gib')}"

@@ -89,7 +89,7 @@ bool FusedProjection::FoldsAdapters() const {
 }
 
 bool FusedProjection::FoldsAdaptersFor(const at::Tensor& x2d) const {
-  return FoldsAdapters() || (FoldingOn() && fed_by_norm_ && HasRoom(x2d));
+  return FoldsAdapters() || HasRoom(x2d);  // room only where fed by a norm with folding on
 }
 
 int64_t FusedProjection::LoraColumns() const {
@@ -123,9 +123,7 @@ at::Tensor FusedProjection::WeightFor(at::ScalarType dtype, at::TensorList adapt
                                       bool fold) const {
   if (adapters.empty() || !fold) return StackedWeight(dtype);
   const size_t n = layers_.size();
-  const int64_t in = in_features();
-  int64_t r_total = 0;
-  for (size_t i = 0; i < n; ++i) r_total += adapters[i].size(0);
+  const int64_t in = in_features(), r_total = LoraColumns();
   at::Tensor weight = at::empty({out_features_, in + r_total}, adapters[n].options().dtype(dtype));
   StackedWeightInto(weight.narrow(1, 0, in));
   // Each s_i B_i in its rows and columns, zeros in the other adapters' columns. The scale is
@@ -157,7 +155,6 @@ struct FusedProjectionFunction : torch::autograd::Function<FusedProjectionFuncti
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList adapters,
                             const FusedProjection* projection) {
     SaveBorrowed(ctx, "projection", projection);
-    ctx->saved_data["x_sizes"] = x.sizes().vec();
     at::Tensor xa, x_kept;
     const at::Tensor y =
         projection->Forward2d(x.reshape({-1, x.size(-1)}), adapters, &xa, {}, &x_kept);
@@ -177,8 +174,10 @@ struct FusedProjectionFunction : torch::autograd::Function<FusedProjectionFuncti
     const at::Tensor dx = projection->Backward2d(saved[0], saved[1], adapters,
                                                  grads[0].reshape({-1, projection->out_features()}),
                                                  ctx->needs_input_grad(0), &adapter_grads);
-    variable_list out = {dx.defined() ? dx.view(ctx->saved_data["x_sizes"].toIntVector())
-                                      : at::Tensor()};
+    // x's sizes: the output's, with x's width last (what was saved is x as rows).
+    std::vector<int64_t> x_sizes = grads[0].sizes().vec();
+    x_sizes.back() = saved[0].size(1);
+    variable_list out = {dx.defined() ? dx.view(x_sizes) : at::Tensor()};
     out.insert(out.end(), adapter_grads.begin(), adapter_grads.end());
     out.emplace_back();  // the projection pointer
     return out;
@@ -200,7 +199,8 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
                                       at::Tensor* xa, const at::Tensor& weight,
                                       at::Tensor* x_kept) const {
   const at::ScalarType dtype = x2d.scalar_type();
-  const bool fold = !adapters.empty() && FoldsAdaptersFor(x2d);
+  const bool room = HasRoom(x2d);
+  const bool fold = !adapters.empty() && (FoldsAdapters() || room);
   const at::Tensor w = weight.defined() ? weight : WeightFor(dtype, adapters, fold);
   if (x_kept != nullptr) *x_kept = x2d;
   if (adapters.empty()) {
@@ -213,7 +213,7 @@ at::Tensor FusedProjection::Forward2d(const at::Tensor& x2d, at::TensorList adap
     TORCH_CHECK(w.size(1) == in + r_total, "FusedProjection: a folded GEMM needs W+ [",
                 out_features_, ", ", in + r_total, "], got a weight of ", w.sizes());
     at::Tensor x_xa;
-    if (fed_by_norm_ && HasRoom(x2d)) {
+    if (room) {
       // x's rows with their spare columns, through a tensor of its own: writing xa there is no
       // write to x (no version bump that would fail a backward that saved x), and no value of x
       // or of anything else lives in those columns.
