@@ -6,7 +6,8 @@
 #      training against transformers, the NF4 ops, activation checkpointing);
 #   3. bench/e2e at Llama-3.2-1B 4 x 2048, checkpointing off and on: qlorad, qlorad-offload and
 #      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
-#      QLORAD_FOLD_LORA=forward: the LoRA folded in forward only, against both ways);
+#      QLORAD_FOLD_LORA=forward: the LoRA folded in forward only, against both ways; several
+#      variants separated by spaces, each NAME=VALUE[,NAME=VALUE]);
 #   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine);
@@ -57,11 +58,17 @@ run_e2e() {
     --ckpt off,on --systems "$SYSTEMS" --rounds "$ROUNDS" --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
   table < "$WORK/e2e.txt" >> "$LOG"
   cp "$WORK/e2e/e2e_bench.json" "$OUT/e2e-1b.json" 2>/dev/null
-  say "e2e 1b, ckpt off and on: qlorad with $AB"
-  env "$AB" timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e0" --shapes 1b \
-    --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e0.txt" 2>&1
-  table < "$WORK/e2e0.txt" >> "$LOG"
-  cp "$WORK/e2e0/e2e_bench.json" "$OUT/e2e-1b-ab.json" 2>/dev/null
+  # Each variant of QLORAD_CALL_AB (space-separated; a variant sets several variables with commas).
+  local n=0 variant
+  for variant in $AB; do
+    n=$((n + 1))
+    say "e2e 1b, ckpt off and on: qlorad with $variant"
+    # shellcheck disable=SC2046 # one word per variable
+    env $(tr ',' ' ' <<< "$variant") timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e-ab$n" \
+      --shapes 1b --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e-ab$n.txt" 2>&1
+    table < "$WORK/e2e-ab$n.txt" >> "$LOG"
+    cp "$WORK/e2e-ab$n/e2e_bench.json" "$OUT/e2e-1b-ab$n.json" 2>/dev/null
+  done
 }
 
 run_context() {
@@ -70,7 +77,7 @@ run_context() {
     > "$WORK/ctx.txt" 2>&1
   table < "$WORK/ctx.txt" >> "$LOG"
   cp "$WORK/ctx/context_bench.json" "$OUT/ctx-32k.json" 2>/dev/null
-  QLORAD_KEEP_MLP=1 timeout 90 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" --contexts 32768 \
+  QLORAD_KEEP_MLP=1 timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" --contexts 32768 \
     --systems qlorad > "$WORK/ctx1.txt" 2>&1
   table < "$WORK/ctx1.txt" >> "$LOG"
   cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-keep-mlp.json" 2>/dev/null
