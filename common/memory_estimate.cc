@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "common/memory_refusal.h"
 
@@ -117,11 +118,9 @@ int64_t KeptPerTokenWithoutRecompute(const MemoryJob& job, const Widths& w) {
   return bytes;
 }
 
-// Rows per ChunkedMlp chunk (model/chunked_mlp.h MlpChunkRows): gate|up of a chunk within 256 MiB,
-// at least 1024 rows.
-int64_t MlpChunkRows(const MemoryJob& job) {
-  const int64_t row_bytes = 2 * job.model.intermediate_size * job.activation_bytes;
-  return std::max<int64_t>(1024, (256 * kMiB) / std::max<int64_t>(1, row_bytes));
+// The public rule for this job's model and precision.
+int64_t ChunkRowsOf(const MemoryJob& job) {
+  return MlpChunkRows(job.model.intermediate_size, job.activation_bytes);
 }
 
 // One decoder layer's backward on top of what the step keeps: the larger of its MLP part and its
@@ -147,7 +146,7 @@ int64_t LayerWorkingSet(const MemoryJob& job, const Widths& w, int64_t tokens) {
   // gradient and the input gradient, for every row at once.
   int64_t mlp;
   if (recompute) {
-    const int64_t rows = std::min(tokens, MlpChunkRows(job));
+    const int64_t rows = std::min(tokens, ChunkRowsOf(job));
     const bool chunked = tokens > rows;
     const int64_t weights = chunked ? 3 * w.i * w.h * b : (job.nf4 ? 2 * w.i * w.h * b : 0);
     mlp = rerun_mlp + dy + rows * (6 * w.i + w.h) * b + weights + (chunked ? dy : 0);
@@ -201,6 +200,20 @@ std::string FormatMemory(int64_t bytes) {
     std::snprintf(text, sizeof(text), "%.1f GiB", static_cast<double>(bytes) / (int64_t{1} << 30));
   }
   return text;
+}
+
+int64_t MlpChunkBytes() {
+  static const int64_t bytes = [] {
+    const char* mib = std::getenv("QLORAD_MLP_CHUNK_MIB");
+    const int64_t asked = mib != nullptr ? std::atoll(mib) : 0;
+    return (asked > 0 ? asked : 256) * kMiB;
+  }();
+  return bytes;
+}
+
+int64_t MlpChunkRows(int64_t intermediate, int64_t activation_bytes) {
+  const int64_t row_bytes = 2 * intermediate * activation_bytes;
+  return std::max<int64_t>(1024, MlpChunkBytes() / std::max<int64_t>(1, row_bytes));
 }
 
 MemoryEstimate EstimateMemory(const MemoryJob& job) {

@@ -53,6 +53,14 @@ struct MemoryJob {
   bool cpu_offload = false;  // parallel.cpu_offload (fsdp)
 };
 
+// Rows per chunk of the checkpointed MLP (worker/trainer/model/chunked_mlp.h), the one rule the
+// trainer runs and the estimate counts: as many rows as keep a chunk's gate|up output
+// [rows, 2 x intermediate] within MlpChunkBytes(), at least 1024.
+int64_t MlpChunkRows(int64_t intermediate, int64_t activation_bytes);
+// 256 MiB, or QLORAD_MLP_CHUNK_MIB MiB (read once; for side-by-side timings of the trade between
+// a layer backward's peak and the size of its GEMMs).
+int64_t MlpChunkBytes();
+
 // The peak, in bytes, as the sum of what is allocated at that moment. Each term is commented in
 // memory_estimate.cc with the tensors it counts.
 struct MemoryEstimate {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/memory_estimate.h"
 #include "worker/trainer/model/fused_layers.h"
 #include "worker/trainer/runtime/autograd_context.h"
 
@@ -28,10 +29,14 @@ struct MlpPlan {
 
 // Several chunks through one projection dequantize its weight once; a single chunk dequantizes
 // it where it is used, for that GEMM alone, so that the block holds no weight the plain path would
-// not.
+// not. `backward_only`: the weight serves dX's GEMM alone (down's in backward, which may stack the
+// adapters' A under it).
 at::Tensor WeightForChunks(const MlpPlan& plan, const FusedProjection& projection,
-                           at::ScalarType dtype, at::TensorList adapters) {
-  return plan.chunks() > 1 ? projection.GemmWeight(dtype, adapters) : at::Tensor();
+                           at::ScalarType dtype, at::TensorList adapters,
+                           bool backward_only = false) {
+  if (plan.chunks() <= 1) return at::Tensor();
+  return backward_only ? projection.BackwardWeight(dtype, adapters)
+                       : projection.GemmWeight(dtype, adapters);
 }
 
 // Inputs: x, then gate_up's adapters and down's (FusedProjection::Adapters() of each); the kept
@@ -101,7 +106,8 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
     const at::Tensor dy = grads[0].reshape({-1, down->out_features()});
     const MlpPlan plan{gate_up, down, x2d.size(0), ctx->saved_data["chunk_rows"].toInt()};
     const at::Tensor w_gu = WeightForChunks(plan, *gate_up, x.scalar_type(), gu_adapters);
-    const at::Tensor w_down = WeightForChunks(plan, *down, x.scalar_type(), down_adapters);
+    const at::Tensor w_down =
+        WeightForChunks(plan, *down, x.scalar_type(), down_adapters, /*backward_only=*/true);
     const bool want_dx = ctx->needs_input_grad(0);
     at::Tensor dx;
     std::vector<at::Tensor> adapter_grads(adapters.size());
@@ -152,9 +158,7 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
 }  // namespace
 
 int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype) {
-  constexpr int64_t kChunkBytes = int64_t{256} << 20;
-  const int64_t row_bytes = 2 * intermediate * static_cast<int64_t>(c10::elementSize(dtype));
-  return std::max<int64_t>(1024, kChunkBytes / std::max<int64_t>(1, row_bytes));
+  return ::qlorad::MlpChunkRows(intermediate, static_cast<int64_t>(c10::elementSize(dtype)));
 }
 
 at::Tensor ChunkedMlp(const at::Tensor& x, const FusedProjection& gate_up,

@@ -22,8 +22,8 @@
 
 namespace qlorad::trainer {
 
-// Rows per chunk: as many as keep one chunk's gate|up output [rows, 2I] within 256 MiB (every row
-// of a 4 x 2048 batch of Llama-3.2-1B or Llama-3.1-8B in one chunk), at least 1024.
+// Rows per chunk: common/memory_estimate.h's MlpChunkRows for `dtype`, the rule the memory
+// estimate counts (a chunk's gate|up output within 256 MiB, at least 1024 rows).
 int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype);
 
 // x [.., hidden] -> down(silu(gate(x)) * up(x)) [.., hidden], where gate_up (the gate and up

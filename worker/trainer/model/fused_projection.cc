@@ -80,6 +80,14 @@ LoraFolding LoraFoldingFromEnvironment() {
   return folding;
 }
 
+bool BackwardStackingFromEnvironment() {
+  static const bool stack = [] {
+    const char* value = std::getenv("QLORAD_BACKWARD_STACK");
+    return value == nullptr || std::string_view(value) != "0";
+  }();
+  return stack;
+}
+
 bool FusedProjection::FoldingOn() const {
   return folding_ != LoraFolding::kOff && has_lora();
 }
@@ -90,6 +98,10 @@ bool FusedProjection::FoldsAdapters() const {
 
 bool FusedProjection::FoldsAdaptersFor(const at::Tensor& x2d) const {
   return FoldsAdapters() || HasRoom(x2d);  // room only where fed by a norm with folding on
+}
+
+bool FusedProjection::StacksAdaptersInBackward() const {
+  return FoldingOn() && stack_backward_ && in_features() > out_features_;
 }
 
 int64_t FusedProjection::LoraColumns() const {
@@ -142,6 +154,15 @@ at::Tensor FusedProjection::WeightFor(at::ScalarType dtype, at::TensorList adapt
     out += b.size(0);
     r += b.size(1);
   }
+  return weight;
+}
+
+at::Tensor FusedProjection::BackwardWeight(at::ScalarType dtype, at::TensorList adapters) const {
+  if (adapters.empty() || !StacksAdaptersInBackward()) return GemmWeight(dtype, adapters);
+  const at::Tensor& a = casts_->Get(adapters, dtype).stacked_a;
+  at::Tensor weight = at::empty({out_features_ + a.size(0), in_features()}, a.options());
+  StackedWeightInto(weight.narrow(0, 0, out_features_));
+  weight.narrow(0, out_features_, a.size(0)).copy_(a);
   return weight;
 }
 
@@ -284,28 +305,35 @@ at::Tensor FusedProjection::BackwardInputFor(at::ScalarType dtype, at::TensorLis
   *pending = PendingAdapterGrads{};
   if (adapters.empty()) return want_dx ? at::mm(dy, base_weight()) : at::Tensor();
   const AdapterCastCache::Casts casts = casts_->Get(adapters, dtype);
+  const int64_t r_total = casts.stacked_a.size(0);
   if (fold_here && want_dx) {
     // [dY W | s dY B] in one GEMM, then dX = dY W + (s dY B) A in place in its first columns.
     // (Without want_dx, s dY B alone below: the folded GEMM would compute dY W for nothing.)
-    const int64_t in = in_features(), r_total = casts.stacked_a.size(0);
+    const int64_t in = in_features();
     const at::Tensor both = at::mm(dy, base_weight());
     at::Tensor dyb = both.narrow(1, in, r_total);
     at::Tensor dx = both.narrow(1, 0, in).addmm_(dyb, casts.stacked_a);
     *pending = PendingAdapterGrads{dy, std::move(dyb)};
     return dx;
   }
-  // dyb_i = s_i dY_i B_i: every adapter's slice of dL/d(xa), side by side in one buffer (the
-  // scale in the GEMM's alpha).
-  const int64_t r_total = casts.stacked_a.size(0);
-  at::Tensor dyb = at::empty({dy.size(0), r_total}, dy.options());
-  int64_t offset = 0, r = 0;
-  for (size_t i = 0; i < layers_.size(); ++i) {
-    const int64_t r_i = casts.b[i].size(1), out_i = layers_[i]->out_features();
-    dyb.narrow(1, r, r_i).addmm_(dy.narrow(1, offset, out_i), casts.b[i], /*beta=*/0,
-                                 /*alpha=*/layers_[i]->lora_options().scale);
-    offset += out_i;
-    r += r_i;
+  if (want_dx && StacksAdaptersInBackward()) {
+    // dX = [dY | s dY B] [W ; A]: dY copied beside s dY B, then one GEMM.
+    const int64_t out = out_features_;
+    at::Tensor dy_dyb = at::empty({dy.size(0), out + r_total}, dy.options());
+    dy_dyb.narrow(1, 0, out).copy_(dy);
+    at::Tensor dyb = dy_dyb.narrow(1, out, r_total);
+    ScaledGradTimesB(dy, casts, dyb);
+    const at::Tensor w = weight.defined() ? weight : BackwardWeight(dtype, adapters);
+    TORCH_CHECK(w.size(0) == out + r_total,
+                "FusedProjection: a backward that stacks the adapters "
+                "needs [W ; A] [",
+                out + r_total, ", ", in_features(), "], got a weight of ", w.sizes());
+    at::Tensor dx = at::mm(dy_dyb, w);
+    *pending = PendingAdapterGrads{dy, std::move(dyb)};
+    return dx;
   }
+  at::Tensor dyb = at::empty({dy.size(0), r_total}, dy.options());
+  ScaledGradTimesB(dy, casts, dyb);
   // dX = (s dY B) A + dY W: the adapters' share first, then the base GEMM adds onto it (beta = 1),
   // as in Forward2d.
   at::Tensor dx;
@@ -315,6 +343,18 @@ at::Tensor FusedProjection::BackwardInputFor(at::ScalarType dtype, at::TensorLis
   }
   *pending = PendingAdapterGrads{dy, std::move(dyb)};
   return dx;
+}
+
+void FusedProjection::ScaledGradTimesB(const at::Tensor& dy, const AdapterCastCache::Casts& casts,
+                                       const at::Tensor& dyb) const {
+  int64_t offset = 0, r = 0;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const int64_t r_i = casts.b[i].size(1), out_i = layers_[i]->out_features();
+    dyb.narrow(1, r, r_i).addmm_(dy.narrow(1, offset, out_i), casts.b[i], /*beta=*/0,
+                                 /*alpha=*/layers_[i]->lora_options().scale);
+    offset += out_i;
+    r += r_i;
+  }
 }
 
 void FusedProjection::AdapterGrads2d(const PendingAdapterGrads& pending, const at::Tensor& x2d,

@@ -25,6 +25,13 @@
 // then folds whatever its width, and its dX goes back to the norm's backward kernel, which reads it
 // in place.
 //
+//
+// Where the input is wider than the output (down), backward stacks the adapters' A under W
+// instead (StacksAdaptersInBackward): dY is copied beside s dY B into one [dY | s dY B] buffer and
+//   dX           = [dY | s dY B] [W ; A]   one GEMM, K grown by r (a sliver of a tile), where the
+//                                         scheme above writes (s dY B) A [tokens, in] and the
+//                                         GEMM's epilogue reads it back
+//
 // The layers stay ordinary QLoraLinear modules (their parameters, names and adapters files are
 // unchanged); this is another way to run them, taken when Applies().
 #pragma once
@@ -44,6 +51,9 @@ namespace qlorad::trainer {
 // and s dY B on its own), or both ways. QLORAD_FOLD_LORA=0 / =forward / anything else or unset.
 enum class LoraFolding { kOff, kForward, kBoth };
 LoraFolding LoraFoldingFromEnvironment();
+// Whether backward may stack the adapters' A under W (StacksAdaptersInBackward); off with
+// QLORAD_BACKWARD_STACK=0, for side-by-side timings.
+bool BackwardStackingFromEnvironment();
 
 class FusedProjection {
  public:
@@ -69,12 +79,22 @@ class FusedProjection {
   // FoldsAdapters(), else StackedWeight. `adapters`: Adapters(), as the autograd function holds
   // them.
   at::Tensor GemmWeight(at::ScalarType dtype, at::TensorList adapters) const;
+  // Whether backward computes dX = [dY | s dY B] [W ; A], one GEMM whose K grows by the adapters'
+  // rank, where the input is wider than the output (down): copying dY beside s dY B costs
+  // [tokens, out] twice, where writing (s dY B) A first and adding dY W onto it in the GEMM's
+  // epilogue (beta = 1) costs [tokens, in] twice. Folding must be on.
+  bool StacksAdaptersInBackward() const;
+  // The weight backward's dX GEMM takes: [W ; A] [out_features() + sum of r, in] when
+  // StacksAdaptersInBackward(), else GemmWeight.
+  at::Tensor BackwardWeight(at::ScalarType dtype, at::TensorList adapters) const;
 
   // Marks the projection as fed by a fused RMSNorm that leaves InputRoom() columns after each row
   // of its output and reads dX back in its backward kernel (the header says why).
   void SetFedByNorm(bool fed) { fed_by_norm_ = fed; }
   // LoraFoldingFromEnvironment() unless set (tests compare the ways side by side).
   void set_folding(LoraFolding folding) { folding_ = folding; }
+  // BackwardStackingFromEnvironment() unless set.
+  void set_backward_stacking(bool stack) { stack_backward_ = stack; }
   // The spare columns its input should carry: the adapters' total rank (rounded up to 8) when it
   // is fed by a norm and folding is on, else 0.
   int64_t InputRoom() const;
@@ -93,7 +113,8 @@ class FusedProjection {
   // x2d A^T [tokens, sum of r]: the adapters' first GEMM alone, as Forward2d computes it into *xa.
   at::Tensor LoraInput2d(const at::Tensor& x2d, at::TensorList adapters) const;
   // dy [tokens, out_features()] -> dx (undefined unless want_dx); appends every dA, then every dB
-  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d. With the adapters
+  // (in the adapters' dtype) to *adapter_grads. `weight` as for Forward2d, or BackwardWeight where
+  // the adapters are stacked in backward. With the adapters
   // folded, dx is the first columns of a wider buffer (rows in+r apart): view it, don't assume it
   // is contiguous.
   at::Tensor Backward2d(const at::Tensor& x2d, const at::Tensor& xa, at::TensorList adapters,
@@ -128,6 +149,10 @@ class FusedProjection {
   void StackedWeightInto(const at::Tensor& out) const;
   // GemmWeight, W+ when `fold`.
   at::Tensor WeightFor(at::ScalarType dtype, at::TensorList adapters, bool fold) const;
+  // dyb = s dY B: every adapter's slice of dL/d(xa), side by side in `dyb` [tokens, sum of r]
+  // (the scale in the GEMM's alpha).
+  void ScaledGradTimesB(const at::Tensor& dy, const AdapterCastCache::Casts& casts,
+                        const at::Tensor& dyb) const;
   // BackwardInput2d for a forward that folded (`fold`: `weight` may be W+): folded too unless
   // folding is kForward.
   at::Tensor BackwardInputFor(at::ScalarType dtype, at::TensorList adapters, const at::Tensor& dy,
@@ -144,6 +169,7 @@ class FusedProjection {
   int64_t out_features_ = 0;
   bool fed_by_norm_ = false;
   LoraFolding folding_ = LoraFoldingFromEnvironment();
+  bool stack_backward_ = BackwardStackingFromEnvironment();
   // Shared by copies of this projection (they run the same layers).
   std::shared_ptr<AdapterCastCache> casts_ = std::make_shared<AdapterCastCache>();
 };

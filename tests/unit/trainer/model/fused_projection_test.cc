@@ -20,6 +20,8 @@ at::Generator Gen(uint64_t seed) {
 // into it).
 const std::vector<int64_t> kQkv = {24, 8, 8};
 const std::vector<int64_t> kGateUp = {40, 40};
+// And a down-like one, narrower than its input (backward stacks the adapters' A under W).
+const std::vector<int64_t> kDown = {16};
 
 // Layers over one input, with adapters whose B is not zero (so the low-rank update shows in every
 // output and gradient).
@@ -154,6 +156,63 @@ TEST(FusedProjectionTest, FoldedAdaptersMatchLayerByLayer) {
     }
   }
   for (const at::Tensor& d : dx) EXPECT_TRUE(at::allclose(d, dx[1], 1e-5, 1e-5));
+}
+
+// Narrower than its input (down): backward's dX = [dY | s dY B] [W ; A] in one GEMM, the same sums
+// as layer by layer to the tolerances above; stacked or not, handed [W ; A] or dequantizing it,
+// the same dX and adapter gradients.
+TEST(FusedProjectionTest, StackedBackwardMatchesLayerByLayer) {
+  ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/false, 1e-5, kDown);
+  ExpectSameAsLayerByLayer(at::kBFloat16, /*nf4=*/false, 3e-2, kDown);
+  if (Nf4OpsAvailable(at::kCPU)) ExpectSameAsLayerByLayer(at::kFloat, /*nf4=*/true, 1e-5, kDown);
+
+  const auto layers = MakeLayers(at::kFloat, 0.5, 0.0, false, kDown);
+  at::NoGradGuard no_grad;  // as inside an autograd function
+  const at::Tensor x = at::randn({6, 32}, Gen(17)), dy = at::randn({6, 16}, Gen(18));
+  std::vector<at::Tensor> dx;
+  std::vector<std::vector<at::Tensor>> grads;
+  for (bool stack : {false, true}) {
+    FusedProjection projection(layers);
+    projection.set_backward_stacking(stack);
+    EXPECT_EQ(projection.StacksAdaptersInBackward(), stack);
+    const std::vector<at::Tensor> adapters = projection.Adapters();
+    const at::Tensor w = projection.BackwardWeight(at::kFloat, adapters);
+    // [W ; A]: W's rows, then A's.
+    EXPECT_EQ(w.size(0), stack ? 16 + layers[0]->lora_options().r : 16);
+    EXPECT_TRUE(at::equal(w.narrow(0, 0, 16), projection.StackedWeight(at::kFloat)));
+    if (stack) {
+      EXPECT_TRUE(at::equal(w.narrow(0, 16, w.size(0) - 16), layers[0]->lora_a()));
+    }
+    for (bool handed : {false, true}) {
+      at::Tensor xa;
+      projection.Forward2d(x, adapters, &xa);
+      grads.emplace_back();
+      dx.push_back(projection.Backward2d(x, xa, adapters, dy, true, &grads.back(),
+                                         handed ? w : at::Tensor()));
+    }
+  }
+  for (size_t i = 1; i < dx.size(); ++i) {
+    EXPECT_TRUE(at::allclose(dx[i], dx[0], 1e-5, 1e-5)) << i;
+    for (size_t j = 0; j < grads[0].size(); ++j) {
+      EXPECT_TRUE(at::allclose(grads[i][j], grads[0][j], 1e-5, 1e-5)) << i << " gradient " << j;
+    }
+  }
+
+  // A stacking backward handed the plain W says what it needed.
+  FusedProjection projection(layers);
+  projection.set_backward_stacking(true);
+  const std::vector<at::Tensor> adapters = projection.Adapters();
+  at::Tensor xa;
+  projection.Forward2d(x, adapters, &xa);
+  std::vector<at::Tensor> unused;
+  try {
+    projection.Backward2d(x, xa, adapters, dy, true, &unused, projection.StackedWeight(at::kFloat));
+    ADD_FAILURE() << "a plain W was taken for [W ; A]";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what_without_backtrace()).find("needs [W ; A] [20, 32]"),
+              std::string::npos)
+        << e.what_without_backtrace();
+  }
 }
 
 // W+ = [W | s B]: the stacked frozen weights first, then each s_i B_i in its own rows and
