@@ -8,7 +8,8 @@
 #      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
 #      QLORAD_FOLD_LORA=forward: the LoRA folded in forward only, against both ways; several
 #      variants separated by spaces, each NAME=VALUE[,NAME=VALUE]);
-#   4. bench/context at 32K: qlorad, then with QLORAD_KEEP_MLP=1 (not in the default parts: build,
+#   4. bench/context at 32K: qlorad, then with QLORAD_CALL_CONTEXT_AB (default QLORAD_KEEP_MLP=0;
+#      empty: none) (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine);
 #   5. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default).
@@ -28,6 +29,7 @@ AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=forward}"
 SYSTEMS="${QLORAD_CALL_SYSTEMS:-qlorad,qlorad-offload,unsloth}"
 ROUNDS="${QLORAD_CALL_ROUNDS:-2}"
 TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_nf4_ops test_activation_checkpointing}"
+CONTEXT_AB="${QLORAD_CALL_CONTEXT_AB-QLORAD_KEEP_MLP=0}"
 mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
 WORK="$(mktemp -d)"
@@ -72,15 +74,17 @@ run_e2e() {
 }
 
 run_context() {
-  say "context 8b 32K: qlorad, then QLORAD_KEEP_MLP=1"
-  timeout 120 bash "$ROOT/bench/context/run.sh" "$WORK/ctx" --contexts 32768 --systems qlorad \
+  say "context 8b 32K: qlorad, then ${CONTEXT_AB:-nothing else}"
+  timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx" --contexts 32768 --systems qlorad \
     > "$WORK/ctx.txt" 2>&1
   table < "$WORK/ctx.txt" >> "$LOG"
   cp "$WORK/ctx/context_bench.json" "$OUT/ctx-32k.json" 2>/dev/null
-  QLORAD_KEEP_MLP=1 timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" --contexts 32768 \
-    --systems qlorad > "$WORK/ctx1.txt" 2>&1
+  [[ -n "$CONTEXT_AB" ]] || return 0
+  # shellcheck disable=SC2046 # one word per variable
+  env $(tr ',' ' ' <<< "$CONTEXT_AB") timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" \
+    --contexts 32768 --systems qlorad > "$WORK/ctx1.txt" 2>&1
   table < "$WORK/ctx1.txt" >> "$LOG"
-  cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-keep-mlp.json" 2>/dev/null
+  cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-ab.json" 2>/dev/null
 }
 
 # Where an eager step's time goes, op by op (a replayed graph hides its kernels from the profiler).

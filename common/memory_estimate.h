@@ -25,6 +25,20 @@ namespace qlorad {
 
 enum class MemorySharding { kSingle, kDdp, kFsdp };
 
+// Rows per chunk of the checkpointed MLP over `tokens` rows (worker/trainer/model/chunked_mlp.h),
+// the one rule the trainer runs and the estimate counts. At most `max_rows` rows
+// (MlpChunkMaxRows()) and 256 MiB of a chunk's gate|up output [rows, 2 x intermediate] (at least
+// 1024 rows) give the number of chunks; the rows are then shared evenly among them and rounded up
+// to a multiple of 128, the GEMMs' tile height (a chunk of 4681 rows would run 37 row tiles, the
+// last one 57% full).
+int64_t MlpChunkRows(int64_t intermediate, int64_t activation_bytes, int64_t tokens,
+                     int64_t max_rows);
+// 4096, or QLORAD_MLP_CHUNK_ROWS (read once; for side-by-side timings of the trade between a
+// checkpointed layer's backward peak and the size of its GEMMs). At Llama-3.2-1B 4 x 2048,
+// chunks of 2048 rows took the peak from 2.82 to 2.27 GiB against one chunk of 8192, for 2% of the
+// step (bench/results/2026-12-07-h100-9fca4e2-*); 4096 rows lie between.
+int64_t MlpChunkMaxRows();
+
 // Everything that decides a rank's memory, every choice resolved (no auto).
 struct MemoryJob {
   ModelShape model;
@@ -47,19 +61,12 @@ struct MemoryJob {
   // With checkpointing, each layer's MLP also keeps its gate|up output for its backward, which
   // then skips the gate|up GEMM (ResolveKeepMlp).
   bool keep_mlp = false;
+  int64_t mlp_chunk_max_rows = MlpChunkMaxRows();  // MlpChunkRows's most
   int64_t world_size = 1;
   MemorySharding sharding = MemorySharding::kSingle;
   bool reshard_after_forward = true;
   bool cpu_offload = false;  // parallel.cpu_offload (fsdp)
 };
-
-// Rows per chunk of the checkpointed MLP (worker/trainer/model/chunked_mlp.h), the one rule the
-// trainer runs and the estimate counts: as many rows as keep a chunk's gate|up output
-// [rows, 2 x intermediate] within MlpChunkBytes(), at least 1024.
-int64_t MlpChunkRows(int64_t intermediate, int64_t activation_bytes);
-// 256 MiB, or QLORAD_MLP_CHUNK_MIB MiB (read once; for side-by-side timings of the trade between
-// a layer backward's peak and the size of its GEMMs).
-int64_t MlpChunkBytes();
 
 // The peak, in bytes, as the sum of what is allocated at that moment. Each term is commented in
 // memory_estimate.cc with the tensors it counts.

@@ -38,8 +38,13 @@ checkpoint: {{every_steps: 0, output_dir: {root / name}}}
     return path
 
 
-def estimate(job: Path, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([TRAIN, "estimate", job, *args], capture_output=True, text=True, timeout=60)
+def estimate(job: Path, *args: str, keep_mlp: str | None = None) -> subprocess.CompletedProcess:
+    """`qlorad-train estimate`; keep_mlp: QLORAD_KEEP_MLP for the call (unset by default)."""
+    env = {k: v for k, v in os.environ.items() if k != "QLORAD_KEEP_MLP"}
+    if keep_mlp is not None:
+        env["QLORAD_KEEP_MLP"] = keep_mlp
+    proc = subprocess.run([TRAIN, "estimate", job, *args], capture_output=True, text=True, timeout=60,
+                          env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
@@ -112,24 +117,29 @@ def test_estimate_says_whether_attention_outputs_are_kept_and_pins_them_too(work
     inputs = layers * (tokens * hidden * 2 + MIB)
     kept_too = inputs + layers * (tokens * heads * (head_dim * 2 + 4) + 2 * MIB)
     job = spec(workdir, "keep", 65536, checkpointing="true", offload="true", precision="bf16")
-    on = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", "64").stdout)
+    # QLORAD_KEEP_MLP=0: the attention outputs alone.
+    on = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", "64", keep_mlp="0").stdout)
     assert on["keep_attention"] is True, on["keep_attention_why"]
     assert on["offload_host_bytes"] == kept_too and on["host_fits"] is True
-    text = estimate(job, "--free-gib", "70", "--host-gib", "64").stdout
+    text = estimate(job, "--free-gib", "70", "--host-gib", "64", keep_mlp="0").stdout
     assert "attention outputs kept for the recompute on (offload pins" in text, text
     assert "every layer's input, attention output" in text, text
-    assert on["keep_mlp"] is False and "QLORAD_KEEP_MLP=1" in on["keep_mlp_why"]
-    # Asked for, the MLP's gate|up waits on the host too ([tokens, 2 x intermediate] a layer).
-    mlp = json.loads(subprocess.run([TRAIN, "estimate", job, "--json", "--free-gib", "70", "--host-gib", "64"],
-                                    capture_output=True, text=True, check=True,
-                                    env=dict(os.environ, QLORAD_KEEP_MLP="1")).stdout)
+    assert on["keep_mlp"] is False and on["keep_mlp_why"] == "QLORAD_KEEP_MLP=0"
+    # By default, at this context (at least 32K), the MLP's gate|up waits on the host too
+    # ([tokens, 2 x intermediate] a layer).
+    mlp = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", "64").stdout)
     assert mlp["keep_mlp"] is True, mlp["keep_mlp_why"]
     intermediate = config["intermediate_size"]
     assert mlp["offload_host_bytes"] == kept_too + layers * (tokens * 2 * intermediate * 2 + MIB)
     assert mlp["peak_bytes"] > on["peak_bytes"]
+    # Under 32K the layer's attention is too short to hide the gate|up's copies.
+    short = spec(workdir, "keep-short", 16384, checkpointing="true", offload="true", precision="bf16")
+    short_json = json.loads(estimate(short, "--json", "--free-gib", "70", "--host-gib", "64").stdout)
+    assert short_json["keep_mlp"] is False and "is under 32768" in short_json["keep_mlp_why"]
 
     room_for_inputs = repr((inputs + kept_too) / 2 / 0.9 / 2**30)
-    tight = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", room_for_inputs).stdout)
+    tight = json.loads(estimate(job, "--json", "--free-gib", "70", "--host-gib", room_for_inputs,
+                                keep_mlp="0").stdout)
     assert tight["keep_attention"] is False and tight["offload_host_bytes"] == inputs
     assert tight["host_fits"] is True and "of host memory" in tight["keep_attention_why"]
 

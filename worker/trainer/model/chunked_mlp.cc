@@ -157,8 +157,9 @@ struct ChunkedMlpFunction : torch::autograd::Function<ChunkedMlpFunction> {
 
 }  // namespace
 
-int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype) {
-  return ::qlorad::MlpChunkRows(intermediate, static_cast<int64_t>(c10::elementSize(dtype)));
+int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype, int64_t tokens) {
+  return ::qlorad::MlpChunkRows(intermediate, static_cast<int64_t>(c10::elementSize(dtype)), tokens,
+                                MlpChunkMaxRows());
 }
 
 at::Tensor ChunkedMlp(const at::Tensor& x, const FusedProjection& gate_up,
@@ -166,7 +167,8 @@ at::Tensor ChunkedMlp(const at::Tensor& x, const FusedProjection& gate_up,
                       const at::Tensor& kept_gate_up) {
 #ifdef QLORAD_HAVE_NF4_OPS
   if (chunk_rows <= 0)
-    chunk_rows = MlpChunkRows(down.layers().front()->in_features(), x.scalar_type());
+    chunk_rows = MlpChunkRows(down.layers().front()->in_features(), x.scalar_type(),
+                              x.numel() / std::max<int64_t>(1, x.size(-1)));
   std::vector<at::Tensor> adapters = gate_up.Adapters();
   const std::vector<at::Tensor> down_adapters = down.Adapters();
   adapters.insert(adapters.end(), down_adapters.begin(), down_adapters.end());

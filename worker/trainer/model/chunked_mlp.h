@@ -22,9 +22,10 @@
 
 namespace qlorad::trainer {
 
-// Rows per chunk: common/memory_estimate.h's MlpChunkRows for `dtype`, the rule the memory
-// estimate counts (a chunk's gate|up output within 256 MiB, at least 1024 rows).
-int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype);
+// Rows per chunk over `tokens` rows: common/memory_estimate.h's MlpChunkRows for `dtype`, the rule
+// the memory estimate counts (chunks of at most 4096 rows and 256 MiB of gate|up, shared evenly in
+// multiples of 128 rows).
+int64_t MlpChunkRows(int64_t intermediate, at::ScalarType dtype, int64_t tokens);
 
 // x [.., hidden] -> down(silu(gate(x)) * up(x)) [.., hidden], where gate_up (the gate and up
 // layers side by side) and down Apply to x and hold no biases; both must outlive the graph.

@@ -11,7 +11,8 @@
 //
 // The MLP may keep its gate|up output too (KeptParts::mlp; ChunkedMlp then skips the gate|up GEMM
 // in backward): one [tokens, 2 x intermediate] tensor a layer, so only where the host has room for
-// it, and for now only when asked (QLORAD_KEEP_MLP=1: not yet measured on a GPU).
+// it and the context is long enough for the layer's attention to hide its copies
+// (train/checkpointing_choice.h PlanKeepMlp).
 //
 // The recompute asks for the kept tensors in the order the forward kept them; the same code on
 // the same input does. A mismatch (another count or shape) is a bug and fails loudly.

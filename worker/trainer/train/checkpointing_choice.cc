@@ -70,8 +70,12 @@ KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_byt
                        std::optional<int64_t> host_available_bytes, at::Device device,
                        at::ScalarType dtype) {
   const char* env = std::getenv("QLORAD_KEEP_MLP");
-  if (env == nullptr || std::string(env) != "1") {
-    return {false, "experimental, asked for with QLORAD_KEEP_MLP=1"};
+  const std::string asked = env != nullptr ? env : "";
+  if (asked == "0") return {false, "QLORAD_KEEP_MLP=0"};
+  if (asked != "1" && planned.seq_len < kKeepMlpFromSeqLen) {
+    return {false, "data.max_seq_len " + std::to_string(planned.seq_len) + " is under " +
+                       std::to_string(kKeepMlpFromSeqLen) +
+                       ": a layer's attention is too short to hide its gate|up's trips over PCIe"};
   }
   if (!planned.checkpointing || !planned.offload || !device.is_cuda()) {
     free_bytes.reset();  // ResolveKeepMlp says why it is off

@@ -43,9 +43,14 @@ KeepChoice PlanKeepAttention(const MemoryJob& planned, std::optional<int64_t> fr
                              at::ScalarType dtype);
 
 // Whether each layer's MLP also keeps its gate|up output for its backward (ResolveKeepMlp, beside
-// what `planned` keeps already): for now only when QLORAD_KEEP_MLP=1 asks for it (it moves
-// [tokens, 2 x intermediate] a layer over PCIe each way and is not yet measured on a GPU), with
-// offload on a GPU, on the fused path (bf16/fp16/fp32 with the operator library).
+// what `planned` keeps already), with offload on a GPU, on the fused path (bf16/fp16/fp32 with the
+// operator library), from kKeepMlpFromSeqLen tokens of context. It moves [tokens, 2 x intermediate]
+// a layer over PCIe each way to skip one gate|up GEMM a layer in backward, which pays only where
+// the layer's attention (quadratic in the context) gives the copies time: at Llama-3.1-8B 32K it
+// took the step from 4.23 to 4.01 s (bench/results/2026-12-07-h100-9fca4e2-context_bench-*); at
+// Llama-3.2-1B 4 x 2048 a layer's backward is shorter than its gate|up's copy. QLORAD_KEEP_MLP=0
+// turns it off, =1 considers it at any context (for side-by-side timings).
+inline constexpr int64_t kKeepMlpFromSeqLen = 32768;
 KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_bytes,
                        std::optional<int64_t> host_available_bytes, at::Device device,
                        at::ScalarType dtype);

@@ -104,12 +104,18 @@ TEST_P(ChunkedMlpTest, EveryChunkingGivesTheModulesResultAndGradients) {
 INSTANTIATE_TEST_SUITE_P(BaseWeights, ChunkedMlpTest, ::testing::Bool(),
                          [](const auto& param_info) { return param_info.param ? "Nf4" : "Fp32"; });
 
-TEST(ChunkedMlpTest, ChunksHoldAQuarterGibOfGateUpAtMost) {
-  // Llama-3.2-1B (I = 8192) and Llama-3.1-8B (I = 14336) in bf16: a 4 x 2048 batch in one chunk
-  // for the first, 4681 rows for the second; tiny widths still get 1024 rows.
-  EXPECT_EQ(MlpChunkRows(8192, at::kBFloat16), 8192);
-  EXPECT_EQ(MlpChunkRows(14336, at::kBFloat16), (int64_t{256} << 20) / (2 * 14336 * 2));
-  EXPECT_EQ(MlpChunkRows(1 << 20, at::kFloat), 1024);
+TEST(ChunkedMlpTest, ChunksShareTheRowsEvenlyInWholeTiles) {
+  // Llama-3.2-1B (I = 8192) in bf16, a 4 x 2048 batch: two chunks of 4096 rows.
+  EXPECT_EQ(MlpChunkRows(8192, at::kBFloat16, 8192), 4096);
+  // Llama-3.1-8B (I = 14336): 2048 tokens in one chunk; 32768 in eight of 4096; 10000 in three of
+  // 3456 (whole 128-row tiles; the last chunk is the shorter one).
+  EXPECT_EQ(MlpChunkRows(14336, at::kBFloat16, 2048), 2048);
+  EXPECT_EQ(MlpChunkRows(14336, at::kBFloat16, 32768), 4096);
+  EXPECT_EQ(MlpChunkRows(14336, at::kBFloat16, 10000), 3456);
+  // Wide enough for 256 MiB to bind: 2 x 65536 x 2 bytes a row, 1024 of them.
+  EXPECT_EQ(MlpChunkRows(65536, at::kBFloat16, 8192), 1024);
+  // A few rows: one chunk, rounded up to a tile.
+  EXPECT_EQ(MlpChunkRows(8192, at::kBFloat16, 10), 128);
 }
 
 }  // namespace

@@ -72,24 +72,36 @@ TEST(CheckpointingChoiceTest, KeptAttentionIsOffOnACpuInFp32AndByTheEnvironment)
             "activation offload is off");
 }
 
-// The MLP's gate|up: only when QLORAD_KEEP_MLP=1 asks (not yet measured on a GPU), and then by
-// ResolveKeepMlp's rules; never on a CPU.
-TEST(CheckpointingChoiceTest, KeptGateUpIsAskedForByTheEnvironment) {
+// The MLP's gate|up: from 32K tokens of context by ResolveKeepMlp's rules, at any context when
+// QLORAD_KEEP_MLP=1 asks, never with QLORAD_KEEP_MLP=0 or on a CPU.
+TEST(CheckpointingChoiceTest, KeptGateUpNeedsALongContext) {
   MemoryJob job = MemoryJobOfRun(JobSpec{}, TinyLlamaConfig(), 1, parallel::Strategy::kSingle);
   job.checkpointing = job.offload = true;
   const int64_t plenty = int64_t{1} << 40;
   const at::Device cuda(at::kCUDA, 0);
   unsetenv("QLORAD_KEEP_MLP");
+  job.seq_len = kKeepMlpFromSeqLen - 1024;
   KeepChoice keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
   EXPECT_FALSE(keep.on);
-  EXPECT_EQ(keep.why, "experimental, asked for with QLORAD_KEEP_MLP=1");
-  setenv("QLORAD_KEEP_MLP", "1", 1);
+  EXPECT_EQ(keep.why,
+            "data.max_seq_len 31744 is under 32768: a layer's attention is too short to hide its "
+            "gate|up's trips over PCIe");
+  job.seq_len = kKeepMlpFromSeqLen;
   keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
-  const KeepChoice cpu = PlanKeepMlp(job, plenty, plenty, at::kCPU, at::kBFloat16);
-  unsetenv("QLORAD_KEEP_MLP");
   EXPECT_TRUE(keep.on) << keep.why;
+  const KeepChoice cpu = PlanKeepMlp(job, plenty, plenty, at::kCPU, at::kBFloat16);
   EXPECT_FALSE(cpu.on);
   EXPECT_EQ(cpu.why, "on a CPU");
+
+  setenv("QLORAD_KEEP_MLP", "0", 1);
+  keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
+  EXPECT_FALSE(keep.on);
+  EXPECT_EQ(keep.why, "QLORAD_KEEP_MLP=0");
+  setenv("QLORAD_KEEP_MLP", "1", 1);
+  job.seq_len = 2048;
+  keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
+  unsetenv("QLORAD_KEEP_MLP");
+  EXPECT_TRUE(keep.on) << keep.why;
 }
 
 }  // namespace
