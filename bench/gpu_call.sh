@@ -12,7 +12,8 @@
 #      empty: none) (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine);
-#   5. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default).
+#   5. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
+#      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels).
 # Each part has its own time limit and copies its JSON and a summary to OUT the moment it ends, so
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
@@ -88,10 +89,13 @@ run_context() {
 }
 
 # Where an eager step's time goes, op by op (a replayed graph hides its kernels from the profiler).
+# QLORAD_CALL_TRACE_GRAPH=1 keeps the step graph on: the by-op table then loses the replayed
+# kernels' ops, but the idle time and the largest gaps are those of the timed steps.
 run_trace() {
-  say "trace: 1b 4 x 2048 ckpt off, eager, steps 6-8 by op"
+  local graph="${QLORAD_CALL_TRACE_GRAPH:-0}"
+  say "trace: 1b 4 x 2048 ckpt off, $([[ "$graph" == 1 ]] && echo replayed || echo eager), steps 6-8 by op"
   mkdir -p "$WORK/prof"
-  QLORAD_CUDA_GRAPH=0 QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 120 \
+  QLORAD_CUDA_GRAPH="$graph" QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 120 \
     bash "$ROOT/bench/e2e/run.sh" "$WORK/tr" --shapes 1b --ckpt off --systems qlorad --steps 8 \
     --warmup 3 > "$WORK/tr.txt" 2>&1
   python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op \
