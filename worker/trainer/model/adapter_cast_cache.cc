@@ -34,6 +34,20 @@ bool AdapterCastCache::Matches(at::TensorList adapters, at::ScalarType dtype) co
   return true;
 }
 
+void AdapterCastCache::Remember(at::TensorList adapters, at::ScalarType dtype, Casts casts) {
+  casts_ = std::move(casts);
+  sources_.assign(adapters.begin(), adapters.end());
+  data_.clear();
+  versions_.clear();
+  for (const at::Tensor& t : adapters) {
+    data_.push_back(t.data_ptr());
+    versions_.push_back(t._version());
+  }
+  dtype_ = dtype;
+  step_ = current_step.load();
+  ++fills_;
+}
+
 AdapterCastCache::Casts AdapterCastCache::Get(at::TensorList adapters, at::ScalarType dtype) {
   bool cacheable = true;
   for (const at::Tensor& t : adapters) cacheable = cacheable && t.is_leaf();
@@ -42,19 +56,37 @@ AdapterCastCache::Casts AdapterCastCache::Get(at::TensorList adapters, at::Scala
   if (!Matches(adapters, dtype)) {
     // Cast outside autograd's view: the copies are constants of this step, not graph nodes.
     const at::NoGradGuard no_grad;
-    casts_ = Cast(adapters, dtype);
-    sources_.assign(adapters.begin(), adapters.end());
-    data_.clear();
-    versions_.clear();
-    for (const at::Tensor& t : adapters) {
-      data_.push_back(t.data_ptr());
-      versions_.push_back(t._version());
-    }
-    dtype_ = dtype;
-    step_ = current_step.load();
-    ++fills_;
+    Remember(adapters, dtype, Cast(adapters, dtype));
   }
   return casts_;
+}
+
+void AdapterCastCache::Plan(at::TensorList adapters, at::ScalarType dtype,
+                            std::vector<at::Tensor>* to, std::vector<at::Tensor>* from) {
+  if (adapters.empty()) return;
+  for (const at::Tensor& t : adapters) {
+    if (!t.is_leaf() || t.scalar_type() == dtype) return;  // not cached, or nothing to cast
+  }
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (Matches(adapters, dtype)) return;
+  const at::NoGradGuard no_grad;
+  const size_t n = adapters.size() / 2;
+  int64_t rows = 0;
+  for (size_t i = 0; i < n; ++i) rows += adapters[i].size(0);
+  Casts casts;
+  casts.stacked_a = at::empty({rows, adapters[0].size(1)}, adapters[0].options().dtype(dtype));
+  int64_t row = 0;
+  for (size_t i = 0; i < n; ++i) {
+    to->push_back(casts.stacked_a.narrow(0, row, adapters[i].size(0)));
+    from->push_back(adapters[i]);
+    row += adapters[i].size(0);
+  }
+  for (size_t i = 0; i < n; ++i) {
+    casts.b.push_back(at::empty_like(adapters[n + i], adapters[n + i].options().dtype(dtype)));
+    to->push_back(casts.b.back());
+    from->push_back(adapters[n + i]);
+  }
+  Remember(adapters, dtype, std::move(casts));
 }
 
 int64_t AdapterCastCache::fills() const {

@@ -4,6 +4,9 @@
 // its backward, and again in a recompute, each a tiny kernel of its own (about 30 per decoder
 // layer and step).
 //
+// A model's forward fills every projection's entry at once (Plan, FusedProjection::CastTogether:
+// one multi-tensor copy for all of them), so that a layer finds its casts made.
+//
 // An entry is valid within one optimizer step (NewStep() ends every entry) while each adapter is
 // the same tensor with the same storage and version counter: AdamW's update (FusedAdamWStep bumps
 // the counters its fused kernel does not), a checkpoint's copy_ and any other in-place op bump
@@ -33,6 +36,13 @@ class AdapterCastCache {
   // `adapters`: n A's then n B's (FusedProjection::Adapters()).
   Casts Get(at::TensorList adapters, at::ScalarType dtype);
 
+  // For casting many caches' adapters in one multi-tensor copy (FusedProjection::CastTogether):
+  // when this cache's entry for `adapters` in `dtype` is stale, and every adapter is a leaf of
+  // another dtype, allocates the casts, makes them the entry and appends each (cast, source) pair
+  // to *to and *from. The caller must then copy *from into *to before anything reads the entry.
+  void Plan(at::TensorList adapters, at::ScalarType dtype, std::vector<at::Tensor>* to,
+            std::vector<at::Tensor>* from);
+
   // Ends every cache's entries: the trainer calls it as each optimizer step begins.
   static void NewStep();
 
@@ -42,6 +52,8 @@ class AdapterCastCache {
  private:
   static Casts Cast(at::TensorList adapters, at::ScalarType dtype);
   bool Matches(at::TensorList adapters, at::ScalarType dtype) const;
+  // Makes `casts` the entry for `adapters` in `dtype` (the mutex held).
+  void Remember(at::TensorList adapters, at::ScalarType dtype, Casts casts);
 
   mutable std::mutex mutex_;
   std::vector<at::Tensor> sources_;

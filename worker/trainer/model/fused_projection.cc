@@ -20,16 +20,33 @@ FusedProjection::FusedProjection(std::vector<QLoraLinear> layers) : layers_(std:
 }
 
 bool FusedProjection::Applies(const at::Tensor& x) const {
+  return AppliesTo(x.scalar_type());
+}
+
+bool FusedProjection::AppliesTo(at::ScalarType dtype) const {
   if (!FusedPathsEnabled()) return false;
   const bool lora = has_lora();
   for (const auto& layer : layers_) {
     if (layer->external_weights() || layer->has_lora() != lora) return false;
     if (!lora) continue;
     const LoraOptions& options = layer->lora_options();
-    if (options.compute_dtype != x.scalar_type()) return false;
+    if (options.compute_dtype != dtype) return false;
     if (options.dropout > 0 && layer->is_training()) return false;
   }
   return true;
+}
+
+void FusedProjection::CastTogether(const std::vector<const FusedProjection*>& projections,
+                                   at::ScalarType dtype) {
+  std::vector<at::Tensor> to, from;
+  for (const FusedProjection* projection : projections) {
+    if (projection->has_lora() && projection->AppliesTo(dtype)) {
+      projection->casts_->Plan(projection->Adapters(), dtype, &to, &from);
+    }
+  }
+  if (to.empty()) return;
+  const at::NoGradGuard no_grad;
+  at::_foreach_copy_(to, from);
 }
 
 at::Tensor FusedProjection::StackedWeight(at::ScalarType dtype) const {

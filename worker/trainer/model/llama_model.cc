@@ -270,6 +270,14 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
                                    const at::Tensor& document_offsets) {
   const int64_t seq = input_ids.size(1);
   at::Tensor h = at::embedding(embed_, input_ids);
+  // Every layer's adapters cast to the activations' dtype in one go (once per optimizer step: the
+  // casts are cached), before any layer asks for its own.
+  std::vector<const FusedProjection*> projections;
+  for (const auto& layer : layers_) {
+    layer->self_attn->AddFusedProjections(&projections);
+    layer->mlp->AddFusedProjections(&projections);
+  }
+  FusedProjection::CastTogether(projections, h.scalar_type());
   // Positions never exceed the row length, so a table of seq rows serves packed rows too.
   const auto [cos, sin] = RotaryCosSin(seq, config_, device());
   // Document bounds in the form the attention kernel takes: offsets for flash attention, a dense

@@ -61,6 +61,10 @@ class LlamaAttentionImpl : public torch::nn::Module {
   // Spare columns the input norm should leave after each row of x for q|k|v's adapters
   // (FusedProjection::InputRoom).
   int64_t InputRoom() const { return qkv_.InputRoom(); }
+  // Appends q|k|v's and o's fused projections (FusedProjection::CastTogether).
+  void AddFusedProjections(std::vector<const FusedProjection*>* out) const {
+    out->insert(out->end(), {&qkv_, &o_});
+  }
 
   QLoraLinear q_proj, k_proj, v_proj, o_proj;
   ProjectionBiases biases;
@@ -80,6 +84,10 @@ class LlamaMlpImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, bool output_unused = false);
   // Spare columns the post-attention norm should leave for gate|up's adapters.
   int64_t InputRoom() const { return gate_up_.InputRoom(); }
+  // Appends gate|up's and down's fused projections (FusedProjection::CastTogether).
+  void AddFusedProjections(std::vector<const FusedProjection*>* out) const {
+    out->insert(out->end(), {&gate_up_, &down_});
+  }
 
   QLoraLinear gate_proj, up_proj, down_proj;
   ProjectionBiases biases;

@@ -356,6 +356,37 @@ TEST(FusedProjectionTest, CastsTheAdaptersOnceUntilOneChanges) {
 
 // Adapters that are not leaves (fsdp's gathered ones) may be refilled without any version change,
 // so they are cast at every use.
+// Cast together (a model's forward does it before its layers run): each projection's entry is
+// filled once, holds what its own cast would, and its forward casts nothing more; projections
+// whose adapters already compute in fp32, or that it does not apply to, are left alone.
+TEST(FusedProjectionTest, CastsTogetherWhatEachWouldCastAlone) {
+  const auto qkv_layers = MakeLayers(at::kBFloat16, 0.5);
+  const auto gate_up_layers = MakeLayers(at::kBFloat16, 0.5, 0.0, false, kGateUp);
+  const FusedProjection qkv(qkv_layers), gate_up(gate_up_layers), alone(qkv_layers);
+  const FusedProjection fp32(MakeLayers(at::kFloat, 0.5));
+  FusedProjection::CastTogether({&qkv, &gate_up, &fp32}, at::kBFloat16);
+  EXPECT_EQ(qkv.adapter_casts(), 1);
+  EXPECT_EQ(gate_up.adapter_casts(), 1);
+  EXPECT_EQ(fp32.adapter_casts(), 0);  // computes in fp32: not its dtype
+  FusedProjection::CastTogether({&fp32}, at::kFloat);
+  EXPECT_EQ(fp32.adapter_casts(), 0);  // fp32 adapters in fp32: nothing to cast
+
+  const at::Tensor x = at::randn({4, 32}, Gen(19)).to(at::kBFloat16).requires_grad_(true);
+  const at::Tensor y = qkv.forward(x);
+  EXPECT_TRUE(at::equal(y, alone.forward(x)));  // the same casts, the same bits
+  y.sum().backward();
+  gate_up.forward(x).sum().backward();
+  EXPECT_EQ(qkv.adapter_casts(), 1);
+  EXPECT_EQ(gate_up.adapter_casts(), 1);
+  // Fresh entries are not cast again; a new step casts them all again.
+  FusedProjection::CastTogether({&qkv, &gate_up}, at::kBFloat16);
+  EXPECT_EQ(qkv.adapter_casts(), 1);
+  AdapterCastCache::NewStep();
+  FusedProjection::CastTogether({&qkv, &gate_up}, at::kBFloat16);
+  EXPECT_EQ(qkv.adapter_casts(), 2);
+  EXPECT_EQ(gate_up.adapter_casts(), 2);
+}
+
 TEST(FusedProjectionTest, DoesNotCacheAdaptersThatAreNotLeaves) {
   const auto layers = MakeLayers(at::kBFloat16, 0.5);
   FusedProjection projection(layers);
