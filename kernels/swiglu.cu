@@ -16,6 +16,12 @@ Status CheckParams(const SwigluParams& p, bool backward) {
   }
   if (p.rows * p.cols == 0) return Status::Ok();
   if (!backward && p.h_out != nullptr) return InvalidArgument("swiglu: h_out is for backward only");
+  if (p.out_stride != 0 && (backward || p.out_stride < p.cols)) {
+    return InvalidArgument(backward ? "swiglu backward: out_stride is for forward only"
+                                    : "swiglu: expected out_stride 0 or >= cols " +
+                                          std::to_string(p.cols) + ", got " +
+                                          std::to_string(p.out_stride));
+  }
   if (p.gate == nullptr || p.up == nullptr || p.out == nullptr || (backward && p.dh == nullptr))
     return InvalidArgument(backward ? "swiglu backward: dh, gate, up and out are required"
                                     : "swiglu: gate, up and out are required");
@@ -29,7 +35,7 @@ bool Vectorizable(const SwigluParams& p, bool backward) {
   constexpr size_t kBytes = sizeof(T) * kVec;
   bool ok = p.cols % kVec == 0 && cuda::PackAligned(p.out, kBytes) &&
             cuda::PackAligned(p.gate, kBytes) && cuda::PackAligned(p.up, kBytes) &&
-            p.gate_stride % kVec == 0 && p.up_stride % kVec == 0;
+            p.gate_stride % kVec == 0 && p.up_stride % kVec == 0 && p.out_stride % kVec == 0;
   if (backward) ok = ok && cuda::PackAligned(p.dh, kBytes) && p.dh_stride % kVec == 0;
   if (p.h_out != nullptr) ok = ok && cuda::PackAligned(p.h_out, kBytes);
   return ok;

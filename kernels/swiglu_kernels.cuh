@@ -34,6 +34,7 @@ template <typename T, int kVec>
 __global__ void __launch_bounds__(kSwigluThreads) kSwigluForward(const SwigluParams p) {
   const int64_t c = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * kVec;
   if (c >= p.cols) return;
+  const int64_t out_stride = p.out_stride > 0 ? p.out_stride : p.cols;
   for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
     const Pack<T, kVec> g = dLoadPack<T, kVec>(p.gate, r * p.gate_stride + c);
     const Pack<T, kVec> u = dLoadPack<T, kVec>(p.up, r * p.up_stride + c);
@@ -42,7 +43,7 @@ __global__ void __launch_bounds__(kSwigluThreads) kSwigluForward(const SwigluPar
     for (int e = 0; e < kVec; ++e) {
       h.v[e] = dFromFloat<T>(SwigluOf(dToFloat(g.v[e]), dToFloat(u.v[e]), dRoundTo<T>{}));
     }
-    dStorePack(p.out, r * p.cols + c, h);
+    dStorePack(p.out, r * out_stride + c, h);
   }
 }
 

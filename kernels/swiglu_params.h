@@ -29,7 +29,11 @@ struct SwigluParams {
   int64_t up_stride = 0;
   const void* dh = nullptr;  // backward only: [rows, cols] at row stride dh_stride
   int64_t dh_stride = 0;
-  void* out = nullptr;  // contiguous; forward: h [rows, cols]; backward: dgu [rows, 2 cols]
+  // Forward: h [rows, cols] at row stride out_stride (0: cols; more leaves spare columns after
+  // each row, which the down projection fills with h A^T); backward: dgu [rows, 2 cols],
+  // contiguous.
+  void* out = nullptr;
+  int64_t out_stride = 0;
   // Backward only, optional: h [rows, cols] as forward writes it, from the gate and up values the
   // backward reads anyway. The MLP's backward needs h for down's adapter gradient; writing it here
   // costs one store instead of a forward pass that reads gate and up again.

@@ -53,10 +53,19 @@ void CheckSwigluInputs(const char* op, const at::Tensor& gate, const at::Tensor&
   if (dh != nullptr) CheckLikeGate(op, "dh", *dh, gate);
 }
 
-at::Tensor SwigluOutputFor(const at::Tensor& gate, bool backward) {
+at::Tensor SwigluOutputFor(const char* op, const at::Tensor& gate, bool backward,
+                           int64_t spare_columns) {
+  TORCH_CHECK(spare_columns >= 0, op, ": spare_columns: expected >= 0, got ",
+              std::to_string(spare_columns));
   std::vector<int64_t> sizes = gate.sizes().vec();
   if (backward) sizes.back() *= 2;
-  return at::empty(sizes, gate.options().memory_format(at::MemoryFormat::Contiguous));
+  if (backward || spare_columns == 0 || gate.numel() == 0) {
+    return at::empty(sizes, gate.options().memory_format(at::MemoryFormat::Contiguous));
+  }
+  const int64_t cols = gate.size(-1);
+  return at::empty({gate.numel() / cols, cols + spare_columns}, gate.options())
+      .narrow(1, 0, cols)
+      .view(gate.sizes());
 }
 
 kernels::SwigluParams SwigluParamsOf(const char* op, const at::Tensor& gate, const at::Tensor& up,

@@ -14,8 +14,11 @@ namespace qlorad::ops::detail {
 void CheckSwigluInputs(const char* op, const at::Tensor& gate, const at::Tensor& up,
                        const at::Tensor* dh);
 
-// The new output: h [..., I] (forward) or dgu [..., 2I] (backward), contiguous, like gate.
-at::Tensor SwigluOutputFor(const at::Tensor& gate, bool backward);
+// The new output: h [..., I] (forward) or dgu [..., 2I] (backward), contiguous, like gate;
+// forward with spare_columns > 0: h as the first I columns of a [rows, I + spare_columns] buffer.
+// `op` names the operator in the error for spare_columns < 0.
+at::Tensor SwigluOutputFor(const char* op, const at::Tensor& gate, bool backward,
+                           int64_t spare_columns = 0);
 
 // Checks the inputs, then describes the call to the kernels; the caller sets out (SwigluOutputFor).
 kernels::SwigluParams SwigluParamsOf(const char* op, const at::Tensor& gate, const at::Tensor& up,

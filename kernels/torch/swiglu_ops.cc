@@ -6,7 +6,9 @@
 #include <torch/library.h>
 
 TORCH_LIBRARY_FRAGMENT(qlorad, m) {
-  m.def("swiglu(Tensor gate, Tensor up) -> Tensor");
+  // spare_columns > 0: h is the first I columns of a [rows, I + spare_columns] buffer (its rows
+  // spaced wider), the rest left for the caller (the down projection's x A^T).
+  m.def("swiglu(Tensor gate, Tensor up, int spare_columns=0) -> Tensor");
   // d(gate) and d(up) in one [..., 2I] tensor: one GEMM then gives dX for both projections.
   m.def("swiglu_backward(Tensor dh, Tensor gate, Tensor up) -> Tensor");
   // The same, plus h = swiglu(gate, up) from the values it reads anyway: (dgu, h).
@@ -15,11 +17,11 @@ TORCH_LIBRARY_FRAGMENT(qlorad, m) {
 
 namespace qlorad::ops {
 
-at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up) {
+at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up, int64_t spare_columns) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("qlorad::swiglu", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>();
-  return op.call(gate, up);
+                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>();
+  return op.call(gate, up, spare_columns);
 }
 
 at::Tensor SwigluBackward(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {

@@ -12,8 +12,9 @@ namespace qlorad::ops {
 // h = silu(gate) * up as torch computes it in the tensors' dtype (fp32, fp16 or bf16; silu
 // rounded to the dtype, then the product). gate and up [..., I] share shape and dtype; unit stride
 // along I and one stride between rows (e.g. column slices of one [..., 2I] buffer). Returns a new
-// contiguous h [..., I].
-at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up);
+// h [..., I]: contiguous, or with spare_columns > 0 the first I columns of rows I + spare_columns
+// apart (room the caller fills, as the RMSNorms leave it: kernels/torch/rms_norm_ops.h).
+at::Tensor SwigluForward(const at::Tensor& gate, const at::Tensor& up, int64_t spare_columns = 0);
 
 // Backward of SwigluForward for the gradient dh [..., I] (same rules as gate and up): returns one
 // contiguous dgu [..., 2I], d(gate) in [..., :I] and d(up) in [..., I:], so dX is one GEMM over

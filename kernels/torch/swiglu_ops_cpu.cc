@@ -17,12 +17,13 @@ using RowsFn = void (*)(const kernels::SwigluParams&, int64_t, int64_t);
 // Validates, allocates the output and runs `rows` over all rows in parallel; backward also writes
 // h into *h_out when it is given (allocated here).
 at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh,
-               RowsFn rows, at::Tensor* h_out = nullptr) {
+               RowsFn rows, at::Tensor* h_out = nullptr, int64_t spare_columns = 0) {
   kernels::SwigluParams p = detail::SwigluParamsOf(op, gate, up, dh);
-  at::Tensor out = detail::SwigluOutputFor(gate, /*backward=*/dh != nullptr);
+  at::Tensor out = detail::SwigluOutputFor(op, gate, /*backward=*/dh != nullptr, spare_columns);
   p.out = out.data_ptr();
+  if (spare_columns > 0) p.out_stride = p.cols + spare_columns;
   if (h_out != nullptr) {
-    *h_out = detail::SwigluOutputFor(gate, /*backward=*/false);
+    *h_out = detail::SwigluOutputFor(op, gate, /*backward=*/false);
     p.h_out = h_out->data_ptr();
   }
   const int64_t grain =
@@ -31,8 +32,9 @@ at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, con
   return out;
 }
 
-at::Tensor SwigluCpu(const at::Tensor& gate, const at::Tensor& up) {
-  return Run("qlorad::swiglu", gate, up, nullptr, &kernels::ref::SwigluForwardRows);
+at::Tensor SwigluCpu(const at::Tensor& gate, const at::Tensor& up, int64_t spare_columns) {
+  return Run("qlorad::swiglu", gate, up, nullptr, &kernels::ref::SwigluForwardRows, nullptr,
+             spare_columns);
 }
 
 at::Tensor SwigluBackwardCpu(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {

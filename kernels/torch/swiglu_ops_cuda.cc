@@ -14,13 +14,14 @@ namespace {
 // Validates, allocates the output on gate's device and enqueues the kernel on the current stream;
 // backward also writes h into *h_out when it is given (allocated here).
 at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, const at::Tensor* dh,
-               at::Tensor* h_out = nullptr) {
+               at::Tensor* h_out = nullptr, int64_t spare_columns = 0) {
   kernels::SwigluParams p = detail::SwigluParamsOf(op, gate, up, dh);
   const c10::cuda::CUDAGuard guard(gate.device());
-  at::Tensor out = detail::SwigluOutputFor(gate, /*backward=*/dh != nullptr);
+  at::Tensor out = detail::SwigluOutputFor(op, gate, /*backward=*/dh != nullptr, spare_columns);
   p.out = out.data_ptr();
+  if (spare_columns > 0) p.out_stride = p.cols + spare_columns;
   if (h_out != nullptr) {
-    *h_out = detail::SwigluOutputFor(gate, /*backward=*/false);
+    *h_out = detail::SwigluOutputFor(op, gate, /*backward=*/false);
     p.h_out = h_out->data_ptr();
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
@@ -30,8 +31,8 @@ at::Tensor Run(const char* op, const at::Tensor& gate, const at::Tensor& up, con
   return out;
 }
 
-at::Tensor SwigluCuda(const at::Tensor& gate, const at::Tensor& up) {
-  return Run("qlorad::swiglu", gate, up, nullptr);
+at::Tensor SwigluCuda(const at::Tensor& gate, const at::Tensor& up, int64_t spare_columns) {
+  return Run("qlorad::swiglu", gate, up, nullptr, nullptr, spare_columns);
 }
 
 at::Tensor SwigluBackwardCuda(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {

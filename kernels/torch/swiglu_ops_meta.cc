@@ -8,22 +8,22 @@
 namespace qlorad::ops {
 namespace {
 
-at::Tensor SwigluMeta(const at::Tensor& gate, const at::Tensor& up) {
+at::Tensor SwigluMeta(const at::Tensor& gate, const at::Tensor& up, int64_t spare_columns) {
   detail::CheckSwigluInputs("qlorad::swiglu", gate, up, nullptr);
-  return detail::SwigluOutputFor(gate, /*backward=*/false);
+  return detail::SwigluOutputFor("qlorad::swiglu", gate, /*backward=*/false, spare_columns);
 }
 
 at::Tensor SwigluBackwardMeta(const at::Tensor& dh, const at::Tensor& gate, const at::Tensor& up) {
   detail::CheckSwigluInputs("qlorad::swiglu_backward", gate, up, &dh);
-  return detail::SwigluOutputFor(gate, /*backward=*/true);
+  return detail::SwigluOutputFor("qlorad::swiglu_backward", gate, /*backward=*/true);
 }
 
 std::tuple<at::Tensor, at::Tensor> SwigluBackwardAndHMeta(const at::Tensor& dh,
                                                           const at::Tensor& gate,
                                                           const at::Tensor& up) {
   detail::CheckSwigluInputs("qlorad::swiglu_backward_and_h", gate, up, &dh);
-  return {detail::SwigluOutputFor(gate, /*backward=*/true),
-          detail::SwigluOutputFor(gate, /*backward=*/false)};
+  return {detail::SwigluOutputFor("qlorad::swiglu_backward_and_h", gate, /*backward=*/true),
+          detail::SwigluOutputFor("qlorad::swiglu_backward_and_h", gate, /*backward=*/false)};
 }
 
 }  // namespace

@@ -272,6 +272,19 @@ def test_swiglu_backward_and_h_equals_backward_and_forward(rows, inter, offset):
     assert torch.equal(h, ops.swiglu(gate, up))
 
 
+@needs_cuda
+@pytest.mark.parametrize("rows,inter,spare", [(2048, 8192, 16), (64, 1000, 3)], ids=["llama_1b", "unaligned"])
+def test_swiglu_with_spare_columns_equals_without(rows, inter, spare):
+    """h with room for the down projection's x A^T (the trainer's FusedSwigluDown): the same bits in
+    the first columns of wider rows (the pack kernel where rows stay 16-byte aligned, the
+    single-value one otherwise)."""
+    gate, up = gate_up_views(rows, inter, torch.bfloat16, seed=19, offset=0)
+    h = ops.swiglu(gate, up, spare)
+    assert h.shape == (rows, inter) and h.stride() == (inter + spare, 1)
+    assert torch.equal(h, ops.swiglu(gate, up))
+    assert_within_one_ulp(h[:256], ops.swiglu(gate[:256].cpu(), up[:256].cpu(), spare))
+
+
 def test_schemas():
     assert "Tensor(a!) q, Tensor(b!) k" in str(ops.rope_.default._schema)
     assert "Tensor(a!) q_out, Tensor(b!) k_out" in str(ops.rope_into.default._schema)

@@ -83,6 +83,23 @@ TEST(SwigluOpsCpu, ForwardReadsColumnViewsAndKeepsLeadingDims) {
   ExpectWithinOneUlp(h, at::silu(gate) * up, "views");
 }
 
+// spare_columns: h is the first I columns of rows I + spare apart, the same values as without;
+// the spare columns are left as they were (the down projection writes x A^T there).
+TEST(SwigluOpsCpu, ForwardLeavesSpareColumnsAfterEachRow) {
+  const int64_t inter = 40, spare = 8;
+  const at::Tensor gu = Random({2, 3, 2 * inter}, at::kBFloat16, 12);
+  const at::Tensor gate = gu.narrow(-1, 0, inter), up = gu.narrow(-1, inter, inter);
+  const at::Tensor h = SwigluForward(gate, up, spare);
+  EXPECT_EQ(h.sizes(), (std::vector<int64_t>{2, 3, inter}));
+  EXPECT_EQ(h.strides(), (std::vector<int64_t>{3 * (inter + spare), inter + spare, 1}));
+  EXPECT_EQ(static_cast<int64_t>(h.storage().nbytes()), 6 * (inter + spare) * 2);
+  EXPECT_TRUE(at::equal(h, SwigluForward(gate, up)));
+  // As a [rows, I] view with its room, what FusedProjection::HasRoom looks for.
+  const at::Tensor rows = h.reshape({-1, inter});
+  EXPECT_EQ(rows.stride(0), inter + spare);
+  EXPECT_EQ(rows.data_ptr(), h.data_ptr());
+}
+
 TEST(SwigluOpsCpu, BackwardMatchesAutogradOfSiluTimesUp) {
   for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
     const int64_t inter = 96;
@@ -152,6 +169,9 @@ TEST(SwigluOpsMeta, GiveShapesAndDtypes) {
   EXPECT_EQ(dgu2.sizes(), (std::vector<int64_t>{4, 8, 32}));
   EXPECT_EQ(h2.sizes(), (std::vector<int64_t>{4, 8, 16}));
   EXPECT_TRUE(h2.is_meta());
+  const at::Tensor roomy = SwigluForward(gate, gate, 8);
+  EXPECT_EQ(roomy.sizes(), (std::vector<int64_t>{4, 8, 16}));
+  EXPECT_EQ(roomy.stride(1), 24);
 }
 
 TEST(SwigluOpsErrors, NameTheOpAndTheArgument) {
@@ -174,6 +194,8 @@ TEST(SwigluOpsErrors, NameTheOpAndTheArgument) {
                         "qlorad::swiglu_backward: up: expected a tensor, got None");
   ExpectErrorContaining([&] { SwigluBackwardAndH(g, g, g.narrow(1, 0, 4)); },
                         "qlorad::swiglu_backward_and_h: up: expected shape [4, 8] like gate");
+  ExpectErrorContaining([&] { SwigluForward(g, g, -1); },
+                        "qlorad::swiglu: spare_columns: expected >= 0, got -1");
 }
 
 }  // namespace

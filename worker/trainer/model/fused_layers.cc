@@ -98,10 +98,13 @@ struct SwigluDownFunction : torch::autograd::Function<SwigluDownFunction> {
                             at::TensorList adapters, const FusedProjection* down) {
     SaveBorrowed(ctx, "down", down);
     const auto [gate, up] = GateAndUp(gate_up);
-    const at::Tensor h = ops::SwigluForward(gate, up);
+    // h with room for down's x A^T (InputRoom): down then folds its adapters into its GEMM.
+    const at::Tensor h = ops::SwigluForward(gate, up, down->InputRoom());
     at::Tensor xa;
     const at::Tensor y = down->Forward2d(h.reshape({-1, h.size(-1)}), adapters, &xa);
-    std::vector<at::Tensor> saved = {gate_up, xa};
+    // xa alone, out of h's spare columns: saving that view would keep all of h, which backward
+    // makes again.
+    std::vector<at::Tensor> saved = {gate_up, xa.defined() ? xa.contiguous() : xa};
     saved.insert(saved.end(), adapters.begin(), adapters.end());
     ctx->save_for_backward(saved);
     auto sizes = gate_up.sizes().vec();

@@ -114,7 +114,7 @@ bool FusedProjection::FoldsAdapters() const {
 }
 
 bool FusedProjection::FoldsAdaptersFor(const at::Tensor& x2d) const {
-  return FoldsAdapters() || HasRoom(x2d);  // room only where fed by a norm with folding on
+  return FoldsAdapters() || HasRoom(x2d);  // room only where fed with room, folding on
 }
 
 bool FusedProjection::StacksAdaptersInBackward() const {
@@ -130,9 +130,9 @@ int64_t FusedProjection::LoraColumns() const {
 }
 
 int64_t FusedProjection::InputRoom() const {
-  // Rounded up to 8 values (16 bytes in bf16): every row of the norm's output then starts 16-byte
-  // aligned, as its pack kernel needs (else the whole norm takes its single-value kernel).
-  return fed_by_norm_ && FoldingOn() ? (LoraColumns() + 7) / 8 * 8 : 0;
+  // Rounded up to 8 values (16 bytes in bf16): every row of the producer's output then starts
+  // 16-byte aligned, as its pack kernels need (else they take their single-value kernels).
+  return fed_with_room_ && FoldingOn() ? (LoraColumns() + 7) / 8 * 8 : 0;
 }
 
 bool FusedProjection::HasRoom(const at::Tensor& x2d) const {

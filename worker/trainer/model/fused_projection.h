@@ -20,10 +20,10 @@
 //                                   in a GEMM of its own for s dY B
 //   dX           = dX' + (s dY B) A  in place, in the first columns of that buffer
 // The copy of x and the extra r columns cost less than the passes over the wide output they save.
-// A projection fed by a fused RMSNorm (SetFedByNorm: the decoder layer's q|k|v and gate|up) needs
-// no copy: the norm writes x with InputRoom() spare columns after each row and xa goes there. It
-// then folds whatever its width, and its dX goes back to the norm's backward kernel, which reads it
-// in place.
+// A projection fed by a kernel that leaves room (SetFedWithRoom: the decoder layer's q|k|v and
+// gate|up after the fused RMSNorms, down after the fused SwiGLU) needs no copy: that kernel writes
+// x with InputRoom() spare columns after each row and xa goes there. It then folds whatever its
+// width; a folded dX goes back to the norm's backward kernel, which reads it in place.
 //
 //
 // Where the input is wider than the output (down), backward stacks the adapters' A under W
@@ -79,8 +79,8 @@ class FusedProjection {
   // Whether the adapters are folded into the base GEMM (the header's second scheme) whatever the
   // input: with adapters, outputs at least twice as wide as the input, and folding not kOff.
   bool FoldsAdapters() const;
-  // Whether they are for this input [tokens, in]: FoldsAdapters(), or fed by a norm whose output
-  // x2d has InputRoom() spare columns after each row.
+  // Whether they are for this input [tokens, in]: FoldsAdapters(), or fed with room: x2d has
+  // InputRoom() spare columns after each row.
   bool FoldsAdaptersFor(const at::Tensor& x2d) const;
   // The weight the GEMMs take: W+ = [W | s B] [out_features(), in + sum of r] when
   // FoldsAdapters(), else StackedWeight. `adapters`: Adapters(), as the autograd function holds
@@ -95,15 +95,16 @@ class FusedProjection {
   // StacksAdaptersInBackward(), else GemmWeight.
   at::Tensor BackwardWeight(at::ScalarType dtype, at::TensorList adapters) const;
 
-  // Marks the projection as fed by a fused RMSNorm that leaves InputRoom() columns after each row
-  // of its output and reads dX back in its backward kernel (the header says why).
-  void SetFedByNorm(bool fed) { fed_by_norm_ = fed; }
+  // Marks the projection as fed by a kernel that leaves InputRoom() columns after each row of its
+  // output (the fused RMSNorms and SwiGLU) and reads a dX whose rows are spaced wider (the header
+  // says why).
+  void SetFedWithRoom(bool fed) { fed_with_room_ = fed; }
   // LoraFoldingFromEnvironment() unless set (tests compare the ways side by side).
   void set_folding(LoraFolding folding) { folding_ = folding; }
   // BackwardStackingFromEnvironment() unless set.
   void set_backward_stacking(bool stack) { stack_backward_ = stack; }
   // The spare columns its input should carry: the adapters' total rank (rounded up to 8) when it
-  // is fed by a norm and folding is on, else 0.
+  // is fed with room and folding is on, else 0.
   int64_t InputRoom() const;
 
   // The math of forward() and of its backward, for autograd functions that fuse the projection
@@ -174,7 +175,7 @@ class FusedProjection {
 
   std::vector<QLoraLinear> layers_;
   int64_t out_features_ = 0;
-  bool fed_by_norm_ = false;
+  bool fed_with_room_ = false;
   LoraFolding folding_ = LoraFoldingFromEnvironment();
   bool stack_backward_ = BackwardStackingFromEnvironment();
   // Shared by copies of this projection (they run the same layers).

@@ -135,7 +135,7 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& config, at::Tensor q, 
       qkv_({q_proj, k_proj, v_proj}),
       o_({o_proj}) {
   RegisterBiases(*this, biases);
-  qkv_.SetFedByNorm(true);  // the decoder layer's input norm (LlamaDecoderLayerImpl::forward)
+  qkv_.SetFedWithRoom(true);  // the decoder layer's input norm (LlamaDecoderLayerImpl::forward)
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
@@ -173,7 +173,8 @@ LlamaMlpImpl::LlamaMlpImpl(at::Tensor gate, at::Tensor up, at::Tensor down,
       gate_up_({gate_proj, up_proj}),
       down_({down_proj}) {
   RegisterBiases(*this, biases);
-  gate_up_.SetFedByNorm(true);  // the decoder layer's post-attention norm
+  gate_up_.SetFedWithRoom(true);  // the decoder layer's post-attention norm
+  down_.SetFedWithRoom(true);     // the fused SwiGLU (FusedSwigluDown)
 }
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x, bool output_unused) {

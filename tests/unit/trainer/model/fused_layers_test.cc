@@ -23,12 +23,17 @@ struct Grads {
   at::Tensor y, gate_up, a, b;
 };
 
-// y = down(silu(gate) * up), backward from dy: the fused function, or module by module.
-Grads RunMlpTail(QLoraLinear down, const at::Tensor& gate_up_in, const at::Tensor& dy, bool fused) {
+// y = down(silu(gate) * up), backward from dy: the fused function (`room`: SwiGLU leaves room for
+// down's x A^T, which then folds its adapter into its GEMM), or module by module.
+Grads RunMlpTail(QLoraLinear down, const at::Tensor& gate_up_in, const at::Tensor& dy, bool fused,
+                 bool room = false) {
   down->lora_a().mutable_grad() = at::Tensor();
   down->lora_b().mutable_grad() = at::Tensor();
   at::Tensor gate_up = gate_up_in.detach().clone().requires_grad_(true);
   FusedProjection projection({down});  // outlives the graph, which borrows it
+  projection.set_folding(LoraFolding::kBoth);
+  projection.SetFedWithRoom(room);
+  EXPECT_EQ(projection.InputRoom(), room ? 8 : 0);  // rank 4, rounded up to 8
   at::Tensor y;
   if (fused) {
     EXPECT_TRUE(projection.Applies(gate_up));
@@ -55,6 +60,17 @@ class FusedSwigluDownTest : public ::testing::Test {
 TEST_F(FusedSwigluDownTest, MatchesModuleByModuleInFp32) {
   const Grads want = RunMlpTail(down_, gate_up_, dy_, /*fused=*/false);
   const Grads got = RunMlpTail(down_, gate_up_, dy_, /*fused=*/true);
+  EXPECT_TRUE(at::allclose(got.y, want.y, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(got.gate_up, want.gate_up, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(got.a, want.a, 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(got.b, want.b, 1e-5, 1e-5));
+}
+
+// With room after SwiGLU's rows, down folds its adapter into its GEMM ([h | h A^T] [W | s B]^T):
+// the same sums to fp32 rounding, and the same gradients.
+TEST_F(FusedSwigluDownTest, WithRoomForXaMatchesModuleByModule) {
+  const Grads want = RunMlpTail(down_, gate_up_, dy_, /*fused=*/false);
+  const Grads got = RunMlpTail(down_, gate_up_, dy_, /*fused=*/true, /*room=*/true);
   EXPECT_TRUE(at::allclose(got.y, want.y, 1e-5, 1e-5));
   EXPECT_TRUE(at::allclose(got.gate_up, want.gate_up, 1e-5, 1e-5));
   EXPECT_TRUE(at::allclose(got.a, want.a, 1e-5, 1e-5));

@@ -267,7 +267,7 @@ TEST(FusedProjectionTest, FoldedForwardKeepsXBesideXa) {
 TEST(FusedProjectionTest, FedByANormWithRoomFoldsInPlace) {
   const auto layers = MakeLayers(at::kFloat, 0.5);
   FusedProjection projection(layers);
-  projection.SetFedByNorm(true);
+  projection.SetFedWithRoom(true);
   ASSERT_EQ(projection.InputRoom(), 16);  // 3 adapters of rank 4, rounded up to 8
   const at::Tensor source = at::randn({15, 32}, Gen(13));
   at::Tensor buffer = at::full({15, 48}, std::nan(""));
@@ -276,7 +276,7 @@ TEST(FusedProjectionTest, FedByANormWithRoomFoldsInPlace) {
   EXPECT_FALSE(projection.FoldsAdaptersFor(source));
   // Rows far enough apart, but the storage ends before the last row's room.
   EXPECT_FALSE(projection.FoldsAdaptersFor(at::empty({15 * 48 - 1}).as_strided({15, 32}, {48, 1})));
-  EXPECT_FALSE(FusedProjection(layers).FoldsAdaptersFor(x));  // not fed by a norm
+  EXPECT_FALSE(FusedProjection(layers).FoldsAdaptersFor(x));  // not fed with room
 
   const int64_t version = x._version();
   at::Tensor xa, x_kept;
