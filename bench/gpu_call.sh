@@ -35,6 +35,13 @@ mkdir -p "$OUT"
 LOG="$OUT/summary.txt"
 WORK="$(mktemp -d)"
 say() { echo "== $* ($(date -u +%H:%M:%S))" | tee -a "$LOG"; }
+# Runs the command after the variant's variables (NAME=VALUE[,NAME=VALUE]) are set.
+with_variant() {
+  local variant="$1"
+  shift
+  # shellcheck disable=SC2046 # one word per variable
+  env $(tr ',' ' ' <<< "$variant") "$@"
+}
 # The bench tables' data and ratio lines (their progress lines start with "[").
 table() {
   grep -E "^(tiny|1b|8b) +[0-9]| vs |UNSTEADY|the median of|^ +[0-9]+ qlorad|^ +[0-9]+ unsloth" |
@@ -66,8 +73,7 @@ run_e2e() {
   for variant in $AB; do
     n=$((n + 1))
     say "e2e 1b, ckpt off and on: qlorad with $variant"
-    # shellcheck disable=SC2046 # one word per variable
-    env $(tr ',' ' ' <<< "$variant") timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e-ab$n" \
+    with_variant "$variant" timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e-ab$n" \
       --shapes 1b --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e-ab$n.txt" 2>&1
     table < "$WORK/e2e-ab$n.txt" >> "$LOG"
     cp "$WORK/e2e-ab$n/e2e_bench.json" "$OUT/e2e-1b-ab$n.json" 2>/dev/null
@@ -81,8 +87,7 @@ run_context() {
   table < "$WORK/ctx.txt" >> "$LOG"
   cp "$WORK/ctx/context_bench.json" "$OUT/ctx-32k.json" 2>/dev/null
   [[ -n "$CONTEXT_AB" ]] || return 0
-  # shellcheck disable=SC2046 # one word per variable
-  env $(tr ',' ' ' <<< "$CONTEXT_AB") timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" \
+  with_variant "$CONTEXT_AB" timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" \
     --contexts 32768 --systems qlorad > "$WORK/ctx1.txt" 2>&1
   table < "$WORK/ctx1.txt" >> "$LOG"
   cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-ab.json" 2>/dev/null

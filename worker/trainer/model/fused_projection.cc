@@ -159,7 +159,8 @@ at::Tensor FusedProjection::WeightFor(at::ScalarType dtype, at::TensorList adapt
   // applied before the one rounding to `dtype` (B in its own dtype times s, then cast), as the
   // unfolded path's GEMM applies it in fp32 to B cast to `dtype`: the same values whenever s is a
   // power of two (alpha = r, 2r, ...) or B is already in `dtype`.
-  weight.narrow(1, in, r_total).zero_();
+  // One adapter (down) fills every column of its block: nothing to zero.
+  if (n > 1) weight.narrow(1, in, r_total).zero_();
   int64_t out = 0, r = 0;
   for (size_t i = 0; i < n; ++i) {
     const at::Tensor& b = adapters[n + i];
