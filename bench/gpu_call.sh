@@ -12,13 +12,14 @@
 #      empty: none) (not in the default parts: build,
 #      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
 #      QLORAD_CALL_PARTS=context, on the warm machine);
-#   5. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
+#   5. bench/e2e at Llama-3.1-8B 1 x 2048 against Unsloth (part "e2e8b", not by default);
+#   6. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
 #      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels).
 # Each part has its own time limit and copies its JSON and a summary to OUT the moment it ends, so
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
-#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, context, trace, in the order given after
+#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, e2e8b, context, trace, in the order given after
 #        the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's --systems),
 #        QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on some machines),
 #        QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s)
@@ -80,6 +81,16 @@ run_e2e() {
   done
 }
 
+# The 8B shape at 1 x 2048 against Unsloth, checkpointing off and on, one round (about 4 minutes
+# with the model written).
+run_e2e8b() {
+  say "e2e 8b, ckpt off and on: qlorad, unsloth"
+  timeout 330 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e8b" --shapes 8b --ckpt off,on \
+    --systems qlorad,unsloth --rounds 1 --steps 8 --warmup 3 > "$WORK/e2e8b.txt" 2>&1
+  table < "$WORK/e2e8b.txt" >> "$LOG"
+  cp "$WORK/e2e8b/e2e_bench.json" "$OUT/e2e-8b.json" 2>/dev/null
+}
+
 run_context() {
   say "context 8b 32K: qlorad, then ${CONTEXT_AB:-nothing else}"
   timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx" --contexts 32768 --systems qlorad \
@@ -113,9 +124,10 @@ for part in $PARTS; do
   case "$part" in
     tests) run_tests ;;
     e2e) run_e2e ;;
+    e2e8b) run_e2e8b ;;
     context) run_context ;;
     trace) run_trace ;;
-    *) say "unknown part: $part (expected tests, e2e, context or trace)" ;;
+    *) say "unknown part: $part (expected tests, e2e, e2e8b, context or trace)" ;;
   esac
 done
 say "done"
