@@ -114,7 +114,7 @@ run_trace() {
   QLORAD_CUDA_GRAPH="$graph" QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 120 \
     bash "$ROOT/bench/e2e/run.sh" "$WORK/tr" --shapes 1b --ckpt off --systems qlorad --steps 8 \
     --warmup 3 > "$WORK/tr.txt" 2>&1
-  python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op \
+  python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op --callers \
     > "$OUT/trace-off.txt" 2>&1
   head -3 "$OUT/trace-off.txt" >> "$LOG"
 }

@@ -11,9 +11,11 @@ worker/trainer/runtime/step_profiler.h) into where the GPU's time went, per prof
   - with --by-op, the compute stream's time per CPU op and input shape that launched it (the
     innermost op: Kineto gives a kernel its launching op's "External id"), with TFLOP/s for the
     matrix products. Shapes are in the trace only when it was recorded with
-    QLORAD_PROFILE_SHAPES=1.
+    QLORAD_PROFILE_SHAPES=1. With --callers as well, each row also names the nearest enclosing op
+    that is not an aten:: op (an autograd node's backward, a qlorad op, a Function's forward):
+    which part of the model launched a fill or a copy.
 
-usage: trace_summary.py TRACE.json [--steps N] [--top K] [--by-op]
+usage: trace_summary.py TRACE.json [--steps N] [--top K] [--by-op [--callers]]
 """
 
 from __future__ import annotations
@@ -95,13 +97,40 @@ def matmul_flops(op: str, dims: list) -> float:
     return 0.0
 
 
-def print_by_op(events: list[dict], compute_events: list[dict], per: float, top: int) -> None:
+def callers(events: list[dict]) -> dict:
+    """External id -> the name of the nearest enclosing CPU op or annotation on the same thread
+    whose name does not start with aten:: (nesting read from the intervals)."""
+    by_thread: dict = collections.defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") in ("cpu_op", "user_annotation"):
+            by_thread[(e.get("pid"), e.get("tid"))].append(e)
+    out = {}
+    for evs in by_thread.values():
+        # Outer before inner where two start together: the longer one encloses.
+        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
+        stack: list[dict] = []
+        for e in evs:
+            while stack and stack[-1]["ts"] + stack[-1]["dur"] <= e["ts"]:
+                stack.pop()
+            ext = e.get("args", {}).get("External id")
+            if ext is not None:
+                outer = next((a["name"] for a in reversed(stack) if not a["name"].startswith("aten::")), "")
+                out[ext] = outer.replace("autograd::engine::evaluate_function: ", "bwd ")
+            stack.append(e)
+    return out
+
+
+def print_by_op(events: list[dict], compute_events: list[dict], per: float, top: int,
+                with_callers: bool = False) -> None:
+    caller = callers(events) if with_callers else {}
     ops = {}
     for e in events:
         if e.get("ph") == "X" and e.get("cat") == "cpu_op":
             ext = e.get("args", {}).get("External id")
             if ext is not None:
-                ops[ext] = (e["name"], e.get("args", {}).get("Input Dims", []))
+                dims = e.get("args", {}).get("Input Dims", [])
+                where = caller.get(ext, "")
+                ops[ext] = (f"{e['name']} in {where[:50]}" if where else e["name"], dims)
     time: dict[tuple[str, str], float] = collections.Counter()
     kernels: dict[tuple[str, str], int] = collections.Counter()
     launches: dict[tuple[str, str], set] = collections.defaultdict(set)
@@ -115,7 +144,7 @@ def print_by_op(events: list[dict], compute_events: list[dict], per: float, top:
     print("compute stream by launching op and input shapes (ms/step, kernels/step, TFLOP/s of products):")
     for key, total in sorted(time.items(), key=lambda kv: -kv[1])[:top]:
         # An op's FLOPs once per call, however many kernels (a split-K reduce) it launched.
-        flops = matmul_flops(key[0], json.loads(key[1])) * len(launches[key])
+        flops = matmul_flops(key[0].split(" in ")[0], json.loads(key[1])) * len(launches[key])
         tflops = f"{flops / total / 1e6:7.1f}" if flops > 0 else ""
         print(f"  {total / per:8.2f} {kernels[key] * 1000 / per:6.0f} {tflops:>7}  {key[0]} {key[1][:90]}")
 
@@ -126,6 +155,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps the trace covers")
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--by-op", action="store_true", help="GPU time per launching op and shape")
+    parser.add_argument("--callers", action="store_true",
+                        help="with --by-op: name each op's nearest enclosing non-aten op")
     args = parser.parse_args()
     with open(args.trace) as f:
         events = json.load(f)["traceEvents"]
@@ -182,7 +213,7 @@ def main() -> int:
     for name, durs in sorted(kernels.items(), key=lambda kv: -sum(kv[1]))[: args.top]:
         print(f"  {sum(durs) / per:8.2f} {len(durs) / args.steps:6.0f}  {name[:110]}")
     if args.by_op:
-        print_by_op(events, by_stream[compute], per, 3 * args.top)
+        print_by_op(events, by_stream[compute], per, 3 * args.top, args.callers)
     return 0
 
 

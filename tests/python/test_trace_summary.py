@@ -58,3 +58,28 @@ def test_without_by_op_there_is_no_op_table(tmp_path):
     out = summarize(tmp_path, [op(1, "aten::mm", 0, []), kernel(1, "nvjet", 0, 10)], "--steps", "1")
     assert "matmul 0.01" in out
     assert "by launching op" not in out
+
+
+def test_callers_name_the_nearest_enclosing_op_that_is_not_aten(tmp_path):
+    def span(name, ts, dur, cat="cpu_op"):
+        return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": 2,
+                "args": {}}
+
+    fill = op(1, "aten::fill_", 20, [[4, 8]])
+    fill.update(pid=1, tid=2)
+    copy = op(2, "aten::copy_", 120, [[4, 8], [4, 8]])
+    copy.update(pid=1, tid=2)
+    events = [
+        span("autograd::engine::evaluate_function: RotaryAttentionFunctionBackward", 0, 100),
+        span("aten::zeros", 10, 30),  # an aten op between: skipped for the caller
+        fill,
+        span("FusedProjectionFunction", 110, 50, cat="user_annotation"),
+        copy,
+        kernel(1, "fill kernel", 20, 10),
+        kernel(2, "copy kernel", 130, 10),
+    ]
+    out = summarize(tmp_path, events, "--steps", "1", "--by-op", "--callers")
+    assert "aten::fill_ in bwd RotaryAttentionFunctionBackward [[4, 8]]" in out
+    assert "aten::copy_ in FusedProjectionFunction [[4, 8], [4, 8]]" in out
+    plain = summarize(tmp_path, events, "--steps", "1", "--by-op")
+    assert "aten::fill_ [[4, 8]]" in plain and " in bwd" not in plain
