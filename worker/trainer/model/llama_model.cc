@@ -304,6 +304,12 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
       h = layers_[i]->forward(h, cos, sin, positions, mask->second, cu_seqlens);
     }
   }
+  // The final norm by the layers' fused kernel where there is one: the module's aten ops (six
+  // kernels forward, about ten backward, fp32 temporaries) took about 0.5 ms of a 1B 4 x 2048 step
+  // on an H100 where the kernel takes 0.06 ms.
+  if (FusedLayersAvailable(h.device(), h.scalar_type())) {
+    return FusedRmsNorm(h, norm_->weight(), norm_->eps());
+  }
   return norm_->forward(h);
 }
 
