@@ -169,19 +169,20 @@ TempDir* FsdpWorldOfOneTest::dir_ = nullptr;
 
 TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
   TempDir out;
-  // fsdp's layers take their weights from the shards, so their projections run module by module;
-  // in bf16 the single run's fused projections round the LoRA sum once where modules round it
-  // three times, so both runs take the module path there (QLORAD_FUSED=0). In fp32 the fused
-  // single run agrees with fsdp within this tolerance.
-  const bool bf16_lora = std::get<2>(GetParam()) == "bf16+lora";
-  if (bf16_lora) setenv("QLORAD_FUSED", "0", 1);
+  // fsdp's layers take their weights from the shards, so their projections run module by module,
+  // where the single run's fused projections sum the LoRA path in another order. Adam turns that
+  // rounding into more than any relative tolerance in an element whose gradient is near zero
+  // (an fp32 q_proj A element moved 2e-6 of 0.1 over 4 steps once the final norm was fused), so
+  // both runs take the module path (QLORAD_FUSED=0), where fsdp of one must do the single run's
+  // arithmetic exactly. The fused paths are tested against the modules in fused_projection_test
+  // and fused_layers_test.
+  setenv("QLORAD_FUSED", "0", 1);
   const TrainResult single = Run(out / "single", "single");
   const TrainResult fsdp = Run(out / "fsdp", "fsdp");
-  if (bf16_lora) unsetenv("QLORAD_FUSED");
+  unsetenv("QLORAD_FUSED");
   ASSERT_EQ(single.losses.size(), 4u);
   ASSERT_EQ(fsdp.losses.size(), 4u);
-  for (size_t i = 0; i < 4; ++i)
-    EXPECT_NEAR(fsdp.losses[i], single.losses[i], 1e-5 * single.losses[i]);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(fsdp.losses[i], single.losses[i]) << "step " << i + 1;
   auto a = SafetensorsFile::Open(single.adapter_path + "/adapter_model.safetensors");
   auto b = SafetensorsFile::Open(fsdp.adapter_path + "/adapter_model.safetensors");
   ASSERT_TRUE(a.ok() && b.ok());
@@ -191,7 +192,8 @@ TEST_P(FsdpWorldOfOneTest, TrainsLikeSingle) {
     ASSERT_NE(other, nullptr) << info.name;
     const at::Tensor x = *ReadTensor(*a, info);
     const at::Tensor y = *ReadTensor(*b, *other);
-    EXPECT_TRUE(at::allclose(x, y, 1e-5, 1e-6)) << info.name;
+    EXPECT_TRUE(at::equal(x, y)) << info.name << ": largest difference "
+                                 << (x - y).abs().max().item<double>();
   }
 }
 
