@@ -72,6 +72,9 @@ struct AddRmsNormFunction : torch::autograd::Function<AddRmsNormFunction> {
                                int64_t spare_columns) {
     auto [h, y, inv_rms] = ops::AddRmsNormForward(x, residual, weight, eps, spare_columns);
     ctx->save_for_backward({h, weight, inv_rms});
+    // The model's final norm reads the last layer's two parts and no one reads their sum h: its
+    // gradient stays undefined, where autograd would hand backward a tensor of zeros.
+    ctx->set_materialize_grads(false);
     return {h, y};
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

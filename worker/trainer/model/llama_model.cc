@@ -3,6 +3,8 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #include "worker/trainer/model/attention.h"
 #include "worker/trainer/model/chunked_mlp.h"
@@ -227,12 +229,27 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
                                           attention_mask, cu_seqlens);
     return h + mlp->forward(post_attention_layernorm->forward(h));
   }
+  auto [h, mlp_out] =
+      ForwardParts(x, /*pending=*/{}, cos, sin, positions, attention_mask, cu_seqlens);
+  return h + mlp_out;
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaDecoderLayerImpl::ForwardParts(
+    const at::Tensor& x, const at::Tensor& pending, const at::Tensor& cos, const at::Tensor& sin,
+    const at::Tensor& positions, const at::Tensor& attention_mask, const at::Tensor& cu_seqlens) {
   const auto& in_norm = *input_layernorm;
   const auto& post_norm = *post_attention_layernorm;
-  // x feeds the norm and the residual add; its two gradients meet in the norm's backward kernel.
-  // Each norm leaves the columns its projection's adapters fill (fused_projection.h).
-  const auto [in_normed, residual] =
-      FusedRmsNormFork(x, in_norm.weight(), in_norm.eps(), self_attn->InputRoom());
+  // The layer's input (x, plus the previous MLP's output when that is pending) feeds the norm and
+  // the residual add; its two gradients meet in the norm's backward kernel. Each norm leaves the
+  // columns its projection's adapters fill (fused_projection.h).
+  at::Tensor in_normed, residual;
+  if (pending.defined()) {
+    std::tie(residual, in_normed) =
+        FusedAddRmsNorm(pending, x, in_norm.weight(), in_norm.eps(), self_attn->InputRoom());
+  } else {
+    std::tie(in_normed, residual) =
+        FusedRmsNormFork(x, in_norm.weight(), in_norm.eps(), self_attn->InputRoom());
+  }
   const at::Tensor attention =
       self_attn->forward(in_normed, cos, sin, positions, attention_mask, cu_seqlens);
   // The residual add and the next norm in one kernel.
@@ -240,7 +257,7 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
       FusedAddRmsNorm(attention, residual, post_norm.weight(), post_norm.eps(), mlp->InputRoom());
   // The MLP's output only joins the residual stream into the layer's output: when no one reads
   // that (a recompute for backward), neither are the MLP's output values read.
-  return h + mlp->forward(normed, /*output_unused=*/InGraphOnlyForward());
+  return {h, mlp->forward(normed, /*output_unused=*/InGraphOnlyForward())};
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
@@ -290,6 +307,8 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
     cu_seqlens = document_offsets.defined() ? document_offsets : DocumentOffsets(positions);
   }
   std::map<int64_t, at::Tensor> masks;
+  const bool fused = FusedLayersAvailable(h.device(), h.scalar_type());
+  at::Tensor pending;  // the last layer's MLP output, not yet added to h (ForwardParts)
   for (size_t i = 0; i < layers_.size(); ++i) {
     const int64_t window = layers_[i]->self_attn->sliding_window;
     auto [mask, added] = masks.try_emplace(flash ? 0 : window);
@@ -300,16 +319,22 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
     if (layer_runner_) {
       h = layer_runner_(static_cast<int64_t>(i), *layers_[i], layer_functions_[i], h,
                         {cos, sin, positions, mask->second, cu_seqlens});
+    } else if (fused) {
+      // Each layer's output stays in two parts; the next norm adds them as it reads them.
+      std::tie(h, pending) =
+          layers_[i]->ForwardParts(h, pending, cos, sin, positions, mask->second, cu_seqlens);
     } else {
       h = layers_[i]->forward(h, cos, sin, positions, mask->second, cu_seqlens);
     }
   }
   // The final norm by the layers' fused kernel where there is one: the module's aten ops (six
   // kernels forward, about ten backward, fp32 temporaries) took about 0.5 ms of a 1B 4 x 2048 step
-  // on an H100 where the kernel takes 0.06 ms.
-  if (FusedLayersAvailable(h.device(), h.scalar_type())) {
-    return FusedRmsNorm(h, norm_->weight(), norm_->eps());
+  // on an H100 where the kernel takes 0.06 ms. Without a runner it also adds the last layer's two
+  // parts.
+  if (pending.defined()) {
+    return FusedAddRmsNorm(pending, h, norm_->weight(), norm_->eps(), /*spare_columns=*/0).second;
   }
+  if (fused) return FusedRmsNorm(h, norm_->weight(), norm_->eps());
   return norm_->forward(h);
 }
 

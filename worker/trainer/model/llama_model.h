@@ -106,6 +106,15 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& positions = {}, const at::Tensor& attention_mask = {},
                      const at::Tensor& cu_seqlens = {});
+  // The fused layer's output in two parts whose sum is forward's: {h, the MLP's output}. `pending`
+  // is the previous layer's MLP output, still to be added to x (undefined: x is whole). The sum is
+  // made by the next norm's kernel (FusedAddRmsNorm) as it reads both, not by an add kernel of its
+  // own that writes the residual stream once more. Needs FusedLayersAvailable.
+  std::pair<at::Tensor, at::Tensor> ForwardParts(const at::Tensor& x, const at::Tensor& pending,
+                                                 const at::Tensor& cos, const at::Tensor& sin,
+                                                 const at::Tensor& positions,
+                                                 const at::Tensor& attention_mask,
+                                                 const at::Tensor& cu_seqlens);
 
   LlamaAttention self_attn;
   LlamaMlp mlp;

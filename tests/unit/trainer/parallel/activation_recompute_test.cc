@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "worker/trainer/model/fused_layers.h"
 #include "worker/trainer/model/llama_model.h"
 #include "worker/trainer/model/qlora.h"
 #include "worker/trainer/model/tiny_model.h"
@@ -354,6 +355,34 @@ TEST_P(LlamaCheckpointingTest, LossAndEveryLoraGradientEqualTheUncheckpointedMod
     Loss(model, b).backward();
     EXPECT_GT((LoraParameters(model)[0].grad() - direct.grads[0]).abs().max().item<double>(),
               1e-3 * direct.grads[0].abs().max().item<double>());
+  }
+}
+
+// Without a layer runner the model leaves each fused layer's output in two parts (h and the MLP's
+// output) for the next norm's kernel to add, and the final norm adds the last two; a runner that
+// just calls each layer gets whole layer outputs, summed by an add kernel. The same sums in the
+// same dtype: the loss and every LoRA gradient are equal, not close.
+TEST(LlamaModelTest, LayerOutputsInTwoPartsGiveTheWholeLayersLossAndGradients) {
+  if (!FusedLayersAvailable(at::kCPU, at::kFloat)) GTEST_SKIP() << "built without qlorad_ops";
+  LlamaModel model = TinyModelWithLora(0.0);
+  const Batch b = MakeBatch(false);
+  const Step parts = LossAndGrads(model, b, false);
+  model->SetLayerRunner([](int64_t, const LlamaDecoderLayerImpl&, const LayerFunction& function,
+                           const at::Tensor& x,
+                           at::TensorList extras) { return function(x, extras); });
+  for (at::Tensor& p : LoraParameters(model)) p.mutable_grad() = at::Tensor();
+  at::Tensor loss = Loss(model, b);
+  loss.backward();
+  model->SetLayerRunner({});
+  EXPECT_TRUE(at::equal(loss.detach(), parts.loss))
+      << loss.item<double>() << " " << parts.loss.item<double>();
+  const std::vector<at::Tensor> params = LoraParameters(model);
+  ASSERT_EQ(params.size(), parts.grads.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    ASSERT_TRUE(params[i].grad().defined()) << i;
+    EXPECT_TRUE(at::equal(params[i].grad(), parts.grads[i]))
+        << "parameter " << i << ": largest difference "
+        << (params[i].grad() - parts.grads[i]).abs().max().item<double>();
   }
 }
 
