@@ -14,7 +14,8 @@
 #      QLORAD_CALL_PARTS=context, on the warm machine);
 #   5. bench/e2e at Llama-3.1-8B 1 x 2048 against Unsloth (part "e2e8b", not by default);
 #   6. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
-#      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels).
+#      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels;
+#      QLORAD_CALL_TRACE_SHAPE=8b: of the 8B shape at 1 x 2048).
 # Each part has its own time limit and copies its JSON and a summary to OUT the moment it ends, so
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
@@ -108,12 +109,12 @@ run_context() {
 # QLORAD_CALL_TRACE_GRAPH=1 keeps the step graph on: the by-op table then loses the replayed
 # kernels' ops, but the idle time and the largest gaps are those of the timed steps.
 run_trace() {
-  local graph="${QLORAD_CALL_TRACE_GRAPH:-0}"
-  say "trace: 1b 4 x 2048 ckpt off, $([[ "$graph" == 1 ]] && echo replayed || echo eager), steps 6-8 by op"
+  local graph="${QLORAD_CALL_TRACE_GRAPH:-0}" shape="${QLORAD_CALL_TRACE_SHAPE:-1b}"
+  say "trace: $shape ckpt off, $([[ "$graph" == 1 ]] && echo replayed || echo eager), steps 6-8 by op"
   mkdir -p "$WORK/prof"
-  QLORAD_CUDA_GRAPH="$graph" QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 120 \
-    bash "$ROOT/bench/e2e/run.sh" "$WORK/tr" --shapes 1b --ckpt off --systems qlorad --steps 8 \
-    --warmup 3 > "$WORK/tr.txt" 2>&1
+  QLORAD_CUDA_GRAPH="$graph" QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 240 \
+    bash "$ROOT/bench/e2e/run.sh" "$WORK/tr" --shapes "$shape" --ckpt off --systems qlorad \
+    --steps 8 --warmup 3 > "$WORK/tr.txt" 2>&1
   python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op --callers \
     > "$OUT/trace-off.txt" 2>&1
   head -3 "$OUT/trace-off.txt" >> "$LOG"
