@@ -9,6 +9,7 @@
 
 #include <deque>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -383,6 +384,29 @@ TEST(LlamaModelTest, LayerOutputsInTwoPartsGiveTheWholeLayersLossAndGradients) {
     EXPECT_TRUE(at::equal(params[i].grad(), parts.grads[i]))
         << "parameter " << i << ": largest difference "
         << (params[i].grad() - parts.grads[i]).abs().max().item<double>();
+  }
+}
+
+// A slice in autograd's graph costs its backward a tensor of zeros the size of what was sliced
+// and a copy into it. o_proj is its fused projection's one layer: the attention hands its output
+// whole, not as a slice of all of it.
+TEST(LlamaModelTest, AttentionHandsItsOutputProjectionWhole) {
+  if (!FusedLayersAvailable(at::kCPU, at::kFloat)) GTEST_SKIP() << "built without qlorad_ops";
+  LlamaModel model = TinyModelWithLora(0.0);
+  std::vector<std::string> grad_fns;
+  model->SetLayerRunner([&](int64_t, const LlamaDecoderLayerImpl& layer,
+                            const LayerFunction& function, const at::Tensor& x,
+                            at::TensorList extras) {
+    LlamaAttention attention = layer.self_attn;  // a handle: forward is not const
+    grad_fns.push_back(attention->forward(x, extras[0], extras[1]).grad_fn()->name());
+    return function(x, extras);
+  });
+  Loss(model, MakeBatch(false));
+  model->SetLayerRunner({});
+  ASSERT_EQ(grad_fns.size(), static_cast<size_t>(TinyLlamaConfig().num_hidden_layers));
+  for (const std::string& name : grad_fns) {
+    EXPECT_EQ(name.find("Slice"), std::string::npos) << name;
+    EXPECT_NE(name.find("FusedProjectionFunction"), std::string::npos) << name;
   }
 }
 
