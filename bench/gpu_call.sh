@@ -6,7 +6,7 @@
 #      training against transformers, the NF4 ops, activation checkpointing);
 #   3. bench/e2e at Llama-3.2-1B 4 x 2048, checkpointing off and on: qlorad, qlorad-offload and
 #      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
-#      QLORAD_FOLD_LORA=forward: the LoRA folded in forward only, against both ways; several
+#      QLORAD_FOLD_LORA=both: the LoRA folded in backward too, against forward only; several
 #      variants separated by spaces, each NAME=VALUE[,NAME=VALUE]);
 #   4. bench/context at 32K: qlorad, then with QLORAD_CALL_CONTEXT_AB (default QLORAD_KEEP_MLP=0;
 #      empty: none) (not in the default parts: build,
@@ -28,7 +28,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
 PARTS="${QLORAD_CALL_PARTS:-tests e2e}"
-AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=forward}"
+AB="${QLORAD_CALL_AB:-QLORAD_FOLD_LORA=both}"
 SYSTEMS="${QLORAD_CALL_SYSTEMS:-qlorad,qlorad-offload,unsloth}"
 ROUNDS="${QLORAD_CALL_ROUNDS:-2}"
 TESTS="${QLORAD_GPU_TESTS:-test_train_cuda test_nf4_ops test_activation_checkpointing}"

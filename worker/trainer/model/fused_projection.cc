@@ -88,11 +88,9 @@ void FusedProjection::StackedWeightInto(const at::Tensor& out) const {
 LoraFolding LoraFoldingFromEnvironment() {
   static const LoraFolding folding = [] {
     const char* value = std::getenv("QLORAD_FOLD_LORA");
-    if (value == nullptr) return LoraFolding::kBoth;
+    if (value == nullptr) return LoraFolding::kForward;
     const std::string_view v(value);
-    return v == "0"         ? LoraFolding::kOff
-           : v == "forward" ? LoraFolding::kForward
-                            : LoraFolding::kBoth;
+    return v == "0" ? LoraFolding::kOff : v == "both" ? LoraFolding::kBoth : LoraFolding::kForward;
   }();
   return folding;
 }
