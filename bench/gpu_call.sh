@@ -8,10 +8,10 @@
 #      Unsloth side by side, then qlorad with the switch in QLORAD_CALL_AB (default
 #      QLORAD_FOLD_LORA=both: the LoRA folded in backward too, against forward only; several
 #      variants separated by spaces, each NAME=VALUE[,NAME=VALUE]);
-#   4. bench/context at 32K: qlorad, then with QLORAD_CALL_CONTEXT_AB (default QLORAD_KEEP_MLP=0;
-#      empty: none) (not in the default parts: build,
-#      tests and e2e take about 9 of a call's 10 minutes on a fresh H100; run it in a second call,
-#      QLORAD_CALL_PARTS=context, on the warm machine);
+#   4. bench/context at 32K: qlorad, then with each variant of QLORAD_CALL_CONTEXT_AB (default
+#      QLORAD_KEEP_MLP=0; space-separated as QLORAD_CALL_AB's; empty: none), about 2.5 minutes a
+#      run (not in the default parts: build, tests and e2e take about 9 of a call's 10 minutes on
+#      a fresh H100; run it in a second call, QLORAD_CALL_PARTS=context, on the warm machine);
 #   5. bench/e2e at Llama-3.1-8B 1 x 2048 against Unsloth (part "e2e8b", not by default);
 #   6. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
 #      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels;
@@ -93,16 +93,21 @@ run_e2e8b() {
 }
 
 run_context() {
-  say "context 8b 32K: qlorad, then ${CONTEXT_AB:-nothing else}"
+  say "context 8b 32K: qlorad"
   timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx" --contexts 32768 --systems qlorad \
     > "$WORK/ctx.txt" 2>&1
   table < "$WORK/ctx.txt" >> "$LOG"
   cp "$WORK/ctx/context_bench.json" "$OUT/ctx-32k.json" 2>/dev/null
-  [[ -n "$CONTEXT_AB" ]] || return 0
-  with_variant "$CONTEXT_AB" timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx1" \
-    --contexts 32768 --systems qlorad > "$WORK/ctx1.txt" 2>&1
-  table < "$WORK/ctx1.txt" >> "$LOG"
-  cp "$WORK/ctx1/context_bench.json" "$OUT/ctx-32k-ab.json" 2>/dev/null
+  # Each variant of QLORAD_CALL_CONTEXT_AB (space-separated, as QLORAD_CALL_AB's).
+  local n=0 variant
+  for variant in $CONTEXT_AB; do
+    n=$((n + 1))
+    say "context 8b 32K: qlorad with $variant"
+    with_variant "$variant" timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx-ab$n" \
+      --contexts 32768 --systems qlorad > "$WORK/ctx-ab$n.txt" 2>&1
+    table < "$WORK/ctx-ab$n.txt" >> "$LOG"
+    cp "$WORK/ctx-ab$n/context_bench.json" "$OUT/ctx-32k-ab$n.json" 2>/dev/null
+  done
 }
 
 # Where an eager step's time goes, op by op (a replayed graph hides its kernels from the profiler).

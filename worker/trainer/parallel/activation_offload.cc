@@ -143,10 +143,26 @@ at::Tensor ActivationOffloader::Take(const c10::intrusive_ptr<OffloadedInput>& i
   return back;
 }
 
+void ActivationOffloader::Prefetch(int64_t layer) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (!device_ || layer < 0 || static_cast<size_t>(layer) >= by_layer_.size()) return;
+  const auto& input = by_layer_[layer];
+  if (input && input->pass == pass_ && input->in_host) Fetch(*input, *device_);
+}
+
 ActivationOffloader& LayerOffloaders::Kind(size_t kind) {
   const std::lock_guard<std::mutex> lock(mutex_);
   while (kinds_.size() <= kind) kinds_.emplace_back(min_piece_);
   return kinds_[kind];
+}
+
+void LayerOffloaders::Prefetch(int64_t layer) {
+  std::vector<ActivationOffloader*> kinds;
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    for (ActivationOffloader& kind : kinds_) kinds.push_back(&kind);
+  }
+  for (ActivationOffloader* kind : kinds) kind->Prefetch(layer);
 }
 
 bool LayerOffloaders::Moves(const at::Tensor& kept, const at::Tensor& x) const {

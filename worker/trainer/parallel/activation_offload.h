@@ -72,6 +72,11 @@ class ActivationOffloader {
   // layer's input (of the same forward) started. Each input is taken once.
   at::Tensor Take(const c10::intrusive_ptr<OffloadedInput>& input);
 
+  // Starts the copy back of decoder layer `layer`'s input of the latest forward, if it is off the
+  // device and not yet fetched: for the first offloaded layer below layers that stayed on the
+  // device (ActivationOffloader::Take fetches one layer ahead only from an offloaded layer).
+  void Prefetch(int64_t layer);
+
  private:
   // Queues the copy back of `input` (once).
   void Fetch(OffloadedInput& input, at::Device device);
@@ -96,6 +101,8 @@ class LayerOffloaders {
   LayerOffloaders& operator=(const LayerOffloaders&) = delete;
 
   ActivationOffloader& Kind(size_t kind);
+  // ActivationOffloader::Prefetch(layer) for every kind.
+  void Prefetch(int64_t layer);
   // Whether a kept tensor of `x`'s layer goes to the host: one on x's device of at least one
   // host piece. Smaller ones stay where they are (their copies would cost more than they free).
   bool Moves(const at::Tensor& kept, const at::Tensor& x) const;

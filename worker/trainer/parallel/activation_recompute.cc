@@ -2,6 +2,7 @@
 
 #include <ATen/Context.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -113,6 +114,8 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
     // starts before fn runs, so it overlaps fn's compute.
     LayerOffloaders* offload = options->offload;
     SaveBorrowed(ctx, "offload", offload);
+    SaveBorrowed(ctx, "fetch_previous", options->fetch_previous);
+    ctx->saved_data["layer"] = options->layer;
     if (offload != nullptr) SaveOwned(ctx, "x", offload->Kind(0).Put(options->layer, x));
     std::optional<RecomputeKeep> keep;
     if (options->keep.any()) keep = RecomputeKeep::Recording(options->keep);
@@ -173,6 +176,9 @@ struct RecomputeFunction : torch::autograd::Function<RecomputeFunction> {
     const auto* fn = LoadBorrowed<const LayerFunction>(ctx, "fn");
     const variable_list saved = ctx->get_saved_variables();
     auto* offload = LoadBorrowed<LayerOffloaders>(ctx, "offload");
+    if (auto* previous = LoadBorrowed<LayerOffloaders>(ctx, "fetch_previous")) {
+      previous->Prefetch(ctx->saved_data["layer"].toInt() - 1);
+    }
     const at::Tensor input =
         offload != nullptr ? offload->Kind(0).Take(LoadOwned<OffloadedInput>(ctx, "x")) : saved[0];
     // A leaf of its own, so the inner backward stops here and leaves its gradient in .grad.
@@ -249,22 +255,29 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x, at:
   return RecomputeFunction::apply(x, at::TensorList(defined), undefined_at, anchor, &fn, &options);
 }
 
-void ApplyActivationRecompute(LlamaModel& model, bool offload, KeptParts keep, bool draws_random) {
+void ApplyActivationRecompute(LlamaModel& model, bool offload, KeptParts keep, bool draws_random,
+                              int64_t resident_layers) {
   // Shared by the runner's copies (std::function copies it), alive as long as the runner.
   auto offloaders = offload ? std::make_shared<LayerOffloaders>() : nullptr;
-  model->SetLayerRunner(
-      [offloaders, keep, draws_random](int64_t index, const LlamaDecoderLayerImpl& layer,
-                                       const LayerFunction& function, const at::Tensor& x,
-                                       at::TensorList extras) {
-        if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
-          return RecomputeInBackward(function, x, extras,
-                                     {.offload = offloaders.get(),
-                                      .layer = index,
-                                      .keep = keep,
-                                      .draws_random = draws_random});
-        }
-        return function(x, extras);
-      });
+  const int64_t layers = model->config().num_hidden_layers;
+  const int64_t resident_from =
+      std::max<int64_t>(0, layers - std::max<int64_t>(0, resident_layers));
+  model->SetLayerRunner([offloaders, keep, draws_random, resident_from](
+                            int64_t index, const LlamaDecoderLayerImpl& layer,
+                            const LayerFunction& function, const at::Tensor& x,
+                            at::TensorList extras) {
+    if (at::GradMode::is_enabled() && (x.requires_grad() || HasTrainableParameter(layer))) {
+      const bool resident = index >= resident_from;
+      return RecomputeInBackward(
+          function, x, extras,
+          {.offload = resident ? nullptr : offloaders.get(),
+           .layer = index,
+           .keep = keep,
+           .draws_random = draws_random,
+           .fetch_previous = index == resident_from ? offloaders.get() : nullptr});
+    }
+    return function(x, extras);
+  });
 }
 
 bool InActivationRecompute() {

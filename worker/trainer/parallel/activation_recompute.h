@@ -36,6 +36,10 @@ struct RecomputeOptions {
   // is what lets a CUDA graph record the step (train/step_graph.h): a CUDA generator's state
   // cannot be read while recording.
   bool draws_random = true;
+  // Backward starts the copy back of layer `layer - 1`'s offloaded tensors from these before its
+  // recompute: set for a layer that keeps its own on the device above offloaded ones (the
+  // offloaders fetch one layer ahead only as an offloaded layer's backward takes its tensors).
+  LayerOffloaders* fetch_previous = nullptr;
 };
 at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
                                at::TensorList extras = {}, const RecomputeOptions& options = {});
@@ -45,8 +49,11 @@ at::Tensor RecomputeInBackward(const LayerFunction& fn, const at::Tensor& x,
 // again in backward: one more forward per layer for the memory of its activations. No-grad
 // forwards (eval) are unchanged. `offload`: the kept inputs wait in host memory.
 // `keep`: what each layer also keeps for its recompute (in host memory too with `offload`).
+// `resident_layers`: with `offload`, the last this many layers keep theirs on the device: forward
+// ends without their copies out queued behind the others', and backward starts without waiting
+// for copies back.
 void ApplyActivationRecompute(LlamaModel& model, bool offload = false, KeptParts keep = {},
-                              bool draws_random = true);
+                              bool draws_random = true, int64_t resident_layers = 0);
 
 // Whether this thread is running a recomputed function again for backward. Code that behaves
 // differently in forward and backward (fsdp's gathers) reads it: the recompute is a forward

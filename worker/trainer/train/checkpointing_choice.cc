@@ -1,5 +1,6 @@
 #include "worker/trainer/train/checkpointing_choice.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <tuple>
@@ -83,6 +84,17 @@ KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_byt
     return {false, "the MLP runs module by module here, which keeps nothing"};
   }
   return ResolveKeepMlp(planned, free_bytes, host_available_bytes);
+}
+
+int64_t ResidentLayersFromEnvironment(int64_t layers) {
+  const char* env = std::getenv("QLORAD_RESIDENT_LAYERS");
+  if (env == nullptr) return 0;
+  const std::string value(env);
+  if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos ||
+      value.size() > 9) {
+    return 0;
+  }
+  return std::min<int64_t>(std::stoll(value), std::max<int64_t>(layers, 0));
 }
 
 }  // namespace qlorad::trainer

@@ -203,9 +203,11 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
   // Recompute wraps whole decoder layers whatever holds their weights: fsdp's gathers run inside
   // the layer, so the recompute gathers again (fsdp.h).
   s.offload = checkpointing.on && offload.on;
+  const int64_t resident_layers =
+      s.offload ? ResidentLayersFromEnvironment(config.num_hidden_layers) : 0;
   if (checkpointing.on)
     ApplyActivationRecompute(s.model, offload.on, {.attention = keep.on, .mlp = keep_mlp.on},
-                             /*draws_random=*/spec.lora.dropout > 0);
+                             /*draws_random=*/spec.lora.dropout > 0, resident_layers);
   events.Log("info", checkpointing.on
                          ? "activation checkpointing: on (" + checkpointing.why +
                                "); each decoder layer keeps its input only and runs again in "
@@ -215,6 +217,11 @@ StatusOr<Session> SetUp(const JobSpec& spec, at::Device device,
     events.Log("info", offload.on ? "activation offload: on (" + offload.why +
                                         "); the kept inputs wait in host memory"
                                   : "activation offload: off (" + offload.why + ")");
+    if (resident_layers > 0) {
+      events.Log("info", "the last " + std::to_string(resident_layers) +
+                             " decoder layers keep their checkpointed tensors on the device "
+                             "(QLORAD_RESIDENT_LAYERS)");
+    }
     if (offload.on) {
       events.Log("info", std::string("attention outputs kept for the recompute: ") +
                              (keep.on ? "on (" + keep.why +

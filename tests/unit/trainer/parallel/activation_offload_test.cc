@@ -55,6 +55,26 @@ TEST(ActivationOffloaderTest, AForwardWithoutBackwardIsNotFetchedByTheNextOne) {
   EXPECT_TRUE(offloader.Take(first).equal(at::full({3}, 2.0)));
 }
 
+// Layers above the offloaded ones may keep theirs on the device: nothing fetches the last
+// offloaded layer ahead then but Prefetch, which fetches only an input of the latest forward that
+// is still off the device.
+TEST(ActivationOffloaderTest, PrefetchFetchesALayerOfTheLatestForwardOnce) {
+  LayerOffloaders offloaders;
+  const auto abandoned = offloaders.Kind(0).Put(0, at::ones({3}));
+  const auto input = offloaders.Kind(0).Put(0, at::full({3}, 2.0));
+  const auto kept = offloaders.Kind(1).Put(0, at::full({4}, 5.0));
+  offloaders.Prefetch(1);  // no layer 1: nothing to do
+  EXPECT_FALSE(input->fetched());
+  offloaders.Prefetch(0);
+  EXPECT_TRUE(input->fetched());
+  EXPECT_TRUE(kept->fetched());  // every kind
+  EXPECT_FALSE(abandoned->fetched());
+  EXPECT_TRUE(offloaders.Kind(0).Take(input).equal(at::full({3}, 2.0)));
+  offloaders.Prefetch(0);  // taken already: not fetched again
+  EXPECT_FALSE(input->fetched());
+  EXPECT_TRUE(offloaders.Kind(1).Take(kept).equal(at::full({4}, 5.0)));
+}
+
 TEST(ActivationOffloaderTest, PiecesArePowersOfTwoThatAddUpToTheInput) {
   constexpr int64_t kMiB = int64_t{1} << 20;
   const int64_t layer_input = int64_t{360448} * 4096 * 2;  // 8B shape, 352K tokens: 2.75 GiB

@@ -313,9 +313,10 @@ struct Step {
   std::vector<at::Tensor> grads;
 };
 
-Step LossAndGrads(LlamaModel& model, const Batch& b, bool checkpoint, bool offload = false) {
+Step LossAndGrads(LlamaModel& model, const Batch& b, bool checkpoint, bool offload = false,
+                  int64_t resident_layers = 0) {
   if (checkpoint) {
-    ApplyActivationRecompute(model, offload);
+    ApplyActivationRecompute(model, offload, {}, /*draws_random=*/true, resident_layers);
   } else {
     model->SetLayerRunner({});
   }
@@ -336,12 +337,15 @@ TEST_P(LlamaCheckpointingTest, LossAndEveryLoraGradientEqualTheUncheckpointedMod
   const Batch b = MakeBatch(packed);
   const Step direct = LossAndGrads(model, b, false);
   const Step checkpointed = LossAndGrads(model, b, true);
-  // The inputs kept in "host" memory (on the CPU, copies): the same computation again.
+  // The inputs kept in "host" memory (on the CPU, copies): the same computation again; and with
+  // the last layer's left on the device.
   const Step offloaded = LossAndGrads(model, b, true, /*offload=*/true);
+  const Step resident = LossAndGrads(model, b, true, /*offload=*/true, /*resident_layers=*/1);
   const auto names = model->NamedLinears();
   ASSERT_EQ(direct.grads.size(), 2 * names.size());
   for (const auto& [run, what] :
-       {std::pair{&checkpointed, "checkpointed "}, std::pair{&offloaded, "offloaded "}}) {
+       {std::pair{&checkpointed, "checkpointed "}, std::pair{&offloaded, "offloaded "},
+        std::pair{&resident, "offloaded but the last layer "}}) {
     ExpectClose(run->loss, direct.loss, std::string(what) + "loss");
     for (size_t i = 0; i < direct.grads.size(); ++i) {
       ExpectClose(run->grads[i], direct.grads[i],

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "worker/trainer/model/tiny_model.h"
 #include "worker/trainer/parallel/communicator.h"
@@ -102,6 +105,24 @@ TEST(CheckpointingChoiceTest, KeptGateUpNeedsALongContext) {
   keep = PlanKeepMlp(job, plenty, plenty, cuda, at::kBFloat16);
   unsetenv("QLORAD_KEEP_MLP");
   EXPECT_TRUE(keep.on) << keep.why;
+}
+
+TEST(CheckpointingChoiceTest, ResidentLayersComeFromTheEnvironmentWithinTheModel) {
+  unsetenv("QLORAD_RESIDENT_LAYERS");
+  EXPECT_EQ(ResidentLayersFromEnvironment(32), 0);
+  for (const auto& [value, expected] :
+       std::vector<std::pair<std::string, int64_t>>{{"4", 4},
+                                                    {"32", 32},
+                                                    {"99", 32},
+                                                    {"0", 0},
+                                                    {"-1", 0},
+                                                    {"x", 0},
+                                                    {"", 0},
+                                                    {"99999999999", 0}}) {
+    setenv("QLORAD_RESIDENT_LAYERS", value.c_str(), 1);
+    EXPECT_EQ(ResidentLayersFromEnvironment(32), expected) << "'" << value << "'";
+  }
+  unsetenv("QLORAD_RESIDENT_LAYERS");
 }
 
 }  // namespace
