@@ -12,7 +12,8 @@
 #      QLORAD_KEEP_MLP=0; space-separated as QLORAD_CALL_AB's; empty: none), about 2.5 minutes a
 #      run (not in the default parts: build, tests and e2e take about 9 of a call's 10 minutes on
 #      a fresh H100; run it in a second call, QLORAD_CALL_PARTS=context, on the warm machine);
-#   5. bench/e2e at Llama-3.1-8B 1 x 2048 against Unsloth (part "e2e8b", not by default);
+#   5. bench/e2e at Llama-3.1-8B 1 x 2048 against Unsloth (part "e2e8b", not by default), and 200
+#      steps of real text on the tiny and 1B shapes against Hugging Face (part "text");
 #   6. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
 #      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels;
 #      QLORAD_CALL_TRACE_SHAPE=8b: of the 8B shape at 1 x 2048).
@@ -20,10 +21,11 @@
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
-#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, e2e8b, context, trace, in the order given after
-#        the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's --systems),
-#        QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on some machines),
-#        QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s)
+#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, e2e8b, text, context, trace, in the
+#        order given after the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's
+#        --systems), QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on
+#        some machines), QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s); QLORAD_COMMIT
+#        (the commit the JSONs record: the device's copy of the tree may carry a stale git HEAD)
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
@@ -82,6 +84,17 @@ run_e2e() {
   done
 }
 
+# 200 steps of real text on the tiny and 1B shapes, qlorad against Hugging Face from the same
+# LoRA initialization (hf runs first and saves it), for the loss curves' largest gap (about 2
+# minutes with the model written).
+run_text() {
+  say "e2e text: tiny and 1b, 200 steps, qlorad against hf"
+  timeout 330 bash "$ROOT/bench/e2e/run.sh" "$WORK/text" --shapes tiny,1b --ckpt off \
+    --systems hf,qlorad --data text --steps 199 --warmup 1 > "$WORK/text.txt" 2>&1
+  grep -E "^(tiny|1b) +[0-9]|loss curve|^Gap|^(qlorad|hf) " "$WORK/text.txt" >> "$LOG"
+  cp "$WORK/text/e2e_bench.json" "$OUT/e2e-text.json" 2>/dev/null
+}
+
 # The 8B shape at 1 x 2048 against Unsloth, checkpointing off and on, one round (about 4 minutes
 # with the model written).
 run_e2e8b() {
@@ -131,9 +144,10 @@ for part in $PARTS; do
     tests) run_tests ;;
     e2e) run_e2e ;;
     e2e8b) run_e2e8b ;;
+    text) run_text ;;
     context) run_context ;;
     trace) run_trace ;;
-    *) say "unknown part: $part (expected tests, e2e, e2e8b, context or trace)" ;;
+    *) say "unknown part: $part (expected tests, e2e, e2e8b, text, context or trace)" ;;
   esac
 done
 say "done"
