@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <set>
 
 namespace qlorad::trainer {
@@ -29,6 +30,10 @@ StepProfiler::StepProfiler(int rank, int64_t first_step, at::Device device) : de
   const char* prefix = std::getenv("QLORAD_PROFILE");
   if (prefix == nullptr || *prefix == '\0') return;
   path_ = std::string(prefix) + "-rank" + std::to_string(rank) + ".json";
+  // The trace's folder may not exist yet, and Kineto writes nothing, without a word, where it
+  // cannot open the file.
+  std::error_code ignored;
+  std::filesystem::create_directories(std::filesystem::path(path_).parent_path(), ignored);
   begin_ = first_step + EnvInt("QLORAD_PROFILE_FIRST", 5);
   end_ = begin_ + std::max<int64_t>(1, EnvInt("QLORAD_PROFILE_STEPS", 3));
 }
@@ -48,10 +53,24 @@ void StepProfiler::BeginStep(int64_t step) {
 
 std::string StepProfiler::EndStep(int64_t step) {
   if (!recording_ || step + 1 != end_) return "";
+  return Stop();
+}
+
+std::string StepProfiler::Stop() {
+  if (!recording_) return "";
   if (device_.is_cuda()) at::accelerator::synchronizeDevice(device_.index());
-  torch::autograd::profiler::disableProfiler()->save(path_);
   recording_ = false;
+  torch::autograd::profiler::disableProfiler()->save(path_);
   return path_;
+}
+
+StepProfiler::~StepProfiler() {
+  if (!recording_) return;
+  try {
+    torch::autograd::profiler::disableProfiler();
+  } catch (const std::exception&) {
+    // Nothing to report to from a destructor; the profile is lost either way.
+  }
 }
 
 }  // namespace qlorad::trainer

@@ -538,9 +538,11 @@ class TrainingRun {
         QLORAD_RETURN_IF_ERROR(SaveCheckpoint());
       }
       phases.End("metrics+checkpoint");
-      const std::string trace = profiler.EndStep(step);
-      if (!trace.empty()) events_.Log("info", "Kineto profile written to " + trace);
+      LogTrace(profiler.EndStep(step), "");
     }
+    // A run that ended inside the profiled steps.
+    LogTrace(profiler.Stop(),
+             " (the run ended before the last step QLORAD_PROFILE_STEPS asked for)");
     if (phases.enabled()) events_.Log("info", "phase timing: " + phases.Summary());
     if (graph && graph->recorded()) {
       events_.Log("info", "CUDA graph: " + std::to_string(graph->replays()) + " step(s) replayed");
@@ -573,6 +575,17 @@ class TrainingRun {
  private:
   void Beat(const std::string& doing) {
     if (watchdog_) watchdog_->Beat(doing, state_.step);
+  }
+
+  // Says where StepProfiler wrote its trace (`path`: "" when it wrote none), or that it could
+  // not: Kineto fails to write without a word.
+  void LogTrace(const std::string& path, const std::string& note) {
+    if (path.empty()) return;
+    if (fs::exists(path)) {
+      events_.Log("info", "Kineto profile written to " + path + note);
+    } else {
+      events_.Log("warning", "the Kineto profile could not be written to " + path + note);
+    }
   }
 
   // One folder per service attempt (resume_checkpoint.h says why).
