@@ -97,6 +97,16 @@ def matmul_flops(op: str, dims: list) -> float:
     return 0.0
 
 
+def short_op_name(name: str) -> str:
+    """An enclosing op's name without the namespaces: "bwd X" for autograd's evaluation of node X,
+    a C++ Function's node (torch::autograd::CppNode<ns::(anonymous namespace)::F>) as F."""
+    name = name.replace("autograd::engine::evaluate_function: ", "bwd ")
+    if "CppNode<" in name:
+        inner = name[name.index("CppNode<") + len("CppNode<"):].rstrip(">")
+        name = name[:name.index("torch::autograd::CppNode<")] + inner.split("::")[-1]
+    return name
+
+
 def callers(events: list[dict]) -> dict:
     """External id -> the name of the nearest enclosing CPU op or annotation on the same thread
     whose name does not start with aten:: (nesting read from the intervals)."""
@@ -115,7 +125,7 @@ def callers(events: list[dict]) -> dict:
             ext = e.get("args", {}).get("External id")
             if ext is not None:
                 outer = next((a["name"] for a in reversed(stack) if not a["name"].startswith("aten::")), "")
-                out[ext] = outer.replace("autograd::engine::evaluate_function: ", "bwd ")
+                out[ext] = short_op_name(outer)
             stack.append(e)
     return out
 

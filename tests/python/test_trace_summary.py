@@ -61,6 +61,7 @@ def test_without_by_op_there_is_no_op_table(tmp_path):
 
 
 def test_callers_name_the_nearest_enclosing_op_that_is_not_aten(tmp_path):
+    # Named without namespaces: a C++ autograd Function's node by the Function's name.
     def span(name, ts, dur, cat="cpu_op"):
         return {"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "pid": 1, "tid": 2,
                 "args": {}}
@@ -73,7 +74,8 @@ def test_callers_name_the_nearest_enclosing_op_that_is_not_aten(tmp_path):
         span("autograd::engine::evaluate_function: RotaryAttentionFunctionBackward", 0, 100),
         span("aten::zeros", 10, 30),  # an aten op between: skipped for the caller
         fill,
-        span("FusedProjectionFunction", 110, 50, cat="user_annotation"),
+        span("torch::autograd::CppNode<qlorad::trainer::(anonymous namespace)::"
+             "FusedProjectionFunction>", 110, 50, cat="user_annotation"),
         copy,
         kernel(1, "fill kernel", 20, 10),
         kernel(2, "copy kernel", 130, 10),
