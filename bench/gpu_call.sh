@@ -16,14 +16,15 @@
 #      steps of real text on the tiny and 1B shapes against Hugging Face (part "text");
 #   6. a Kineto trace of an eager 1B step summarized op by op (part "trace", not by default;
 #      QLORAD_CALL_TRACE_GRAPH=1: of the replayed step graph, for the idle time between kernels;
-#      QLORAD_CALL_TRACE_SHAPE=8b: of the 8B shape at 1 x 2048).
+#      QLORAD_CALL_TRACE_SHAPE=8b: of the 8B shape at 1 x 2048); part "trace32k": the 8B 32K
+#      step's trace (one step, about 3 minutes with the model written).
 # Each part has its own time limit and copies its JSON and a summary to OUT the moment it ends, so
 # a call cut at its limit still returns what it measured; at most 8 files land in OUT (a device
 # call returns no more), none deeper than OUT itself.
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
-#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, e2e8b, text, context, trace, in the
-#        order given after the build; default "tests e2e"); QLORAD_CALL_SYSTEMS (bench/e2e's
-#        --systems), QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on
+#        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, e2e8b, text, context, trace,
+#        trace32k, in the order given after the build; default "tests e2e"); QLORAD_CALL_SYSTEMS
+#        (bench/e2e's --systems), QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on
 #        some machines), QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s); QLORAD_COMMIT
 #        (the commit the JSONs record: the device's copy of the tree may carry a stale git HEAD)
 set -uo pipefail
@@ -138,6 +139,20 @@ run_trace() {
   head -3 "$OUT/trace-off.txt" >> "$LOG"
 }
 
+# Where the 8B 32K step's time goes: its second (timed) step traced, by op with callers, and the
+# compute stream's idle time (the offload's copies waited for show as gaps before kernels).
+run_trace32k() {
+  say "trace: 8b 32K, the timed step by op"
+  mkdir -p "$WORK/prof"
+  QLORAD_PROFILE="$WORK/prof/ctx" QLORAD_PROFILE_FIRST=1 QLORAD_PROFILE_STEPS=1 \
+    QLORAD_PROFILE_SHAPES=1 timeout 200 bash "$ROOT/bench/context/run.sh" "$WORK/ctx-tr" \
+    --contexts 32768 --systems qlorad > "$WORK/ctx-tr.txt" 2>&1
+  table < "$WORK/ctx-tr.txt" >> "$LOG"
+  python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/ctx-rank0.json" --steps 1 --top 40 \
+    --by-op --callers > "$OUT/trace-32k.txt" 2>&1
+  head -3 "$OUT/trace-32k.txt" >> "$LOG"
+}
+
 # The parts in the order given.
 for part in $PARTS; do
   case "$part" in
@@ -147,7 +162,8 @@ for part in $PARTS; do
     text) run_text ;;
     context) run_context ;;
     trace) run_trace ;;
-    *) say "unknown part: $part (expected tests, e2e, e2e8b, text, context or trace)" ;;
+    trace32k) run_trace32k ;;
+    *) say "unknown part: $part (expected tests, e2e, e2e8b, text, context, trace or trace32k)" ;;
   esac
 done
 say "done"
