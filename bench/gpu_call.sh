@@ -24,9 +24,10 @@
 # Usage (on the GPU machine, with .whl/debs .whl/icu .whl/e2e carried): bash bench/gpu_call.sh OUT
 #        QLORAD_CALL_PARTS="e2e context" (any of tests, e2e, e2e8b, text, context, trace,
 #        trace32k, in the order given after the build; default "tests e2e"); QLORAD_CALL_SYSTEMS
-#        (bench/e2e's --systems), QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps are erratic on
-#        some machines), QLORAD_CALL_TESTS_S (the tests' time limit, default 300 s); QLORAD_COMMIT
-#        (the commit the JSONs record: the device's copy of the tree may carry a stale git HEAD)
+#        (bench/e2e's --systems), QLORAD_CALL_ROUNDS (its --rounds, default 2: Unsloth's steps
+#        are erratic on some machines), QLORAD_CALL_TESTS_S (the tests' time limit, default
+#        300 s); QLORAD_COMMIT (the commit the JSONs record: the device's copy of the tree may
+#        carry a stale git HEAD)
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 OUT="${1:?usage: bash bench/gpu_call.sh OUT}"
@@ -46,6 +47,21 @@ with_variant() {
   shift
   # shellcheck disable=SC2046 # one word per variable
   env $(tr ',' ' ' <<< "$variant") "$@"
+}
+# One bench run per variant in VARIANTS (space-separated; a variant sets several variables with
+# commas), each in its folder and with its JSON copied to OUT/NAME-abN.json:
+#   run_variants VARIANTS LABEL TIMEOUT_S SCRIPT JSON NAME ARGS...
+run_variants() {
+  local variants="$1" label="$2" limit="$3" script="$4" json="$5" name="$6" n=0 variant
+  shift 6
+  for variant in $variants; do
+    n=$((n + 1))
+    say "$label: qlorad with $variant"
+    with_variant "$variant" timeout "$limit" bash "$ROOT/$script" "$WORK/$name-ab$n" "$@" \
+      > "$WORK/$name-ab$n.txt" 2>&1
+    table < "$WORK/$name-ab$n.txt" >> "$LOG"
+    cp "$WORK/$name-ab$n/$json" "$OUT/$name-ab$n.json" 2>/dev/null
+  done
 }
 # The bench tables' data and ratio lines (their progress lines start with "[").
 table() {
@@ -73,16 +89,8 @@ run_e2e() {
     --ckpt off,on --systems "$SYSTEMS" --rounds "$ROUNDS" --steps 8 --warmup 3 > "$WORK/e2e.txt" 2>&1
   table < "$WORK/e2e.txt" >> "$LOG"
   cp "$WORK/e2e/e2e_bench.json" "$OUT/e2e-1b.json" 2>/dev/null
-  # Each variant of QLORAD_CALL_AB (space-separated; a variant sets several variables with commas).
-  local n=0 variant
-  for variant in $AB; do
-    n=$((n + 1))
-    say "e2e 1b, ckpt off and on: qlorad with $variant"
-    with_variant "$variant" timeout 90 bash "$ROOT/bench/e2e/run.sh" "$WORK/e2e-ab$n" \
-      --shapes 1b --ckpt off,on --systems qlorad --steps 8 --warmup 3 > "$WORK/e2e-ab$n.txt" 2>&1
-    table < "$WORK/e2e-ab$n.txt" >> "$LOG"
-    cp "$WORK/e2e-ab$n/e2e_bench.json" "$OUT/e2e-1b-ab$n.json" 2>/dev/null
-  done
+  run_variants "$AB" "e2e 1b, ckpt off and on" 90 bench/e2e/run.sh e2e_bench.json e2e-1b \
+    --shapes 1b --ckpt off,on --systems qlorad --steps 8 --warmup 3
 }
 
 # 200 steps of real text on the tiny and 1B shapes, qlorad against Hugging Face from the same
@@ -112,16 +120,8 @@ run_context() {
     > "$WORK/ctx.txt" 2>&1
   table < "$WORK/ctx.txt" >> "$LOG"
   cp "$WORK/ctx/context_bench.json" "$OUT/ctx-32k.json" 2>/dev/null
-  # Each variant of QLORAD_CALL_CONTEXT_AB (space-separated, as QLORAD_CALL_AB's).
-  local n=0 variant
-  for variant in $CONTEXT_AB; do
-    n=$((n + 1))
-    say "context 8b 32K: qlorad with $variant"
-    with_variant "$variant" timeout 170 bash "$ROOT/bench/context/run.sh" "$WORK/ctx-ab$n" \
-      --contexts 32768 --systems qlorad > "$WORK/ctx-ab$n.txt" 2>&1
-    table < "$WORK/ctx-ab$n.txt" >> "$LOG"
-    cp "$WORK/ctx-ab$n/context_bench.json" "$OUT/ctx-32k-ab$n.json" 2>/dev/null
-  done
+  run_variants "$CONTEXT_AB" "context 8b 32K" 170 bench/context/run.sh context_bench.json ctx-32k \
+    --contexts 32768 --systems qlorad
 }
 
 # Where an eager step's time goes, op by op (a replayed graph hides its kernels from the profiler).
@@ -129,13 +129,15 @@ run_context() {
 # kernels' ops, but the idle time and the largest gaps are those of the timed steps.
 run_trace() {
   local graph="${QLORAD_CALL_TRACE_GRAPH:-0}" shape="${QLORAD_CALL_TRACE_SHAPE:-1b}"
-  say "trace: $shape ckpt off, $([[ "$graph" == 1 ]] && echo replayed || echo eager), steps 6-8 by op"
+  local how=eager
+  [[ "$graph" == 1 ]] && how=replayed
+  say "trace: $shape ckpt off, $how, steps 6-8 by op"
   mkdir -p "$WORK/prof"
   QLORAD_CUDA_GRAPH="$graph" QLORAD_PROFILE="$WORK/prof/off" QLORAD_PROFILE_SHAPES=1 timeout 240 \
     bash "$ROOT/bench/e2e/run.sh" "$WORK/tr" --shapes "$shape" --ckpt off --systems qlorad \
     --steps 8 --warmup 3 > "$WORK/tr.txt" 2>&1
-  python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op --callers \
-    > "$OUT/trace-off.txt" 2>&1
+  python3 "$ROOT/bench/parallel/trace_summary.py" "$WORK/prof/off-rank0.json" --top 40 --by-op \
+    --callers > "$OUT/trace-off.txt" 2>&1
   head -3 "$OUT/trace-off.txt" >> "$LOG"
 }
 
