@@ -138,25 +138,26 @@ def print_by_op(events: list[dict], compute_events: list[dict], per: float, top:
         if e.get("ph") == "X" and e.get("cat") == "cpu_op":
             ext = e.get("args", {}).get("External id")
             if ext is not None:
-                dims = e.get("args", {}).get("Input Dims", [])
-                where = caller.get(ext, "")
-                ops[ext] = (f"{e['name']} in {where[:50]}" if where else e["name"], dims)
-    time: dict[tuple[str, str], float] = collections.Counter()
-    kernels: dict[tuple[str, str], int] = collections.Counter()
-    launches: dict[tuple[str, str], set] = collections.defaultdict(set)
+                ops[ext] = (e["name"], caller.get(ext, ""), e.get("args", {}).get("Input Dims", []))
+    # Keyed by (op, enclosing op, shapes as JSON).
+    time: dict[tuple[str, str, str], float] = collections.Counter()
+    kernels: dict[tuple[str, str, str], int] = collections.Counter()
+    launches: dict[tuple[str, str, str], set] = collections.defaultdict(set)
     for e in compute_events:
         ext = e.get("args", {}).get("External id")
-        name, dims = ops.get(ext, ("(no op)", []))
-        key = (name, json.dumps(dims))
+        name, where, dims = ops.get(ext, ("(no op)", "", []))
+        key = (name, where, json.dumps(dims))
         time[key] += e["dur"]
         kernels[key] += 1
         launches[key].add(ext)
     print("compute stream by launching op and input shapes (ms/step, kernels/step, TFLOP/s of products):")
     for key, total in sorted(time.items(), key=lambda kv: -kv[1])[:top]:
         # An op's FLOPs once per call, however many kernels (a split-K reduce) it launched.
-        flops = matmul_flops(key[0].split(" in ")[0], json.loads(key[1])) * len(launches[key])
+        name, where, dims = key
+        flops = matmul_flops(name, json.loads(dims)) * len(launches[key])
         tflops = f"{flops / total / 1e6:7.1f}" if flops > 0 else ""
-        print(f"  {total / per:8.2f} {kernels[key] * 1000 / per:6.0f} {tflops:>7}  {key[0]} {key[1][:90]}")
+        label = f"{name} in {where[:50]}" if where else name
+        print(f"  {total / per:8.2f} {kernels[key] * 1000 / per:6.0f} {tflops:>7}  {label} {dims[:90]}")
 
 
 def main() -> int:
