@@ -283,6 +283,10 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, at::Tensor embed,
           return layer->forward(x, extras[0], extras[1], extras[2], extras[3], extras[4]);
         });
   }
+  for (const auto& layer : layers_) {
+    layer->self_attn->AddFusedProjections(&fused_projections_);
+    layer->mlp->AddFusedProjections(&fused_projections_);
+  }
   if (!config_.tie_word_embeddings) register_buffer("lm_head", lm_head_);
   // A submodule, so train()/eval() reach its LoRA dropout; its weight is lm_head_ itself.
   lm_head_linear_ = register_module("lm_head_linear", QLoraLinear(lm_head_));
@@ -294,12 +298,7 @@ at::Tensor LlamaModelImpl::forward(const at::Tensor& input_ids, const at::Tensor
   at::Tensor h = at::embedding(embed_, input_ids);
   // Every layer's adapters cast to the activations' dtype in one go (once per optimizer step: the
   // casts are cached), before any layer asks for its own.
-  std::vector<const FusedProjection*> projections;
-  for (const auto& layer : layers_) {
-    layer->self_attn->AddFusedProjections(&projections);
-    layer->mlp->AddFusedProjections(&projections);
-  }
-  FusedProjection::CastTogether(projections, h.scalar_type());
+  FusedProjection::CastTogether(fused_projections_, h.scalar_type());
   // Positions never exceed the row length, so a table of seq rows serves packed rows too.
   const auto [cos, sin] = RotaryCosSin(seq, config_, device());
   // Document bounds in the form the attention kernel takes: offsets for flash attention, a dense

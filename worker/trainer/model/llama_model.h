@@ -172,6 +172,9 @@ class LlamaModelImpl : public torch::nn::Module {
   at::Tensor embed_;
   std::vector<LlamaDecoderLayer> layers_;
   std::vector<LayerFunction> layer_functions_;  // layers_[i]->forward, for layer_runner_
+  // Every layer's fused projections, for casting their adapters together in forward. The layers'
+  // modules (and the projections inside them) live as long as the model.
+  std::vector<const FusedProjection*> fused_projections_;
   LayerRunner layer_runner_;
   RMSNorm norm_;
   at::Tensor lm_head_;  // the same tensor as embed_ when tied
