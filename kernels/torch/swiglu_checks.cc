@@ -55,8 +55,7 @@ void CheckSwigluInputs(const char* op, const at::Tensor& gate, const at::Tensor&
 
 at::Tensor SwigluOutputFor(const char* op, const at::Tensor& gate, bool backward,
                            int64_t spare_columns) {
-  TORCH_CHECK(spare_columns >= 0, op, ": spare_columns: expected >= 0, got ",
-              std::to_string(spare_columns));
+  TORCH_CHECK(spare_columns >= 0, op, ": spare_columns: expected >= 0, got ", spare_columns);
   std::vector<int64_t> sizes = gate.sizes().vec();
   if (backward) sizes.back() *= 2;
   if (backward || spare_columns == 0 || gate.numel() == 0) {

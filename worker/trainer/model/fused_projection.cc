@@ -341,8 +341,7 @@ at::Tensor FusedProjection::BackwardInputFor(at::ScalarType dtype, at::TensorLis
     ScaledGradTimesB(dy, casts, dyb);
     const at::Tensor w = weight.defined() ? weight : BackwardWeight(dtype, adapters);
     TORCH_CHECK(w.size(0) == out + r_total,
-                "FusedProjection: a backward that stacks the adapters "
-                "needs [W ; A] [",
+                "FusedProjection: a backward that stacks the adapters needs [W ; A] [",
                 out + r_total, ", ", in_features(), "], got a weight of ", w.sizes());
     at::Tensor dx = at::mm(dy_dyb, w);
     *pending = PendingAdapterGrads{dy, std::move(dyb)};

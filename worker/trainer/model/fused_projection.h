@@ -25,7 +25,6 @@
 // x with InputRoom() spare columns after each row and xa goes there. It then folds whatever its
 // width; a folded dX goes back to the norm's backward kernel, which reads it in place.
 //
-//
 // Where the input is wider than the output (down), backward stacks the adapters' A under W
 // instead (StacksAdaptersInBackward): dY is copied beside s dY B into one [dY | s dY B] buffer and
 //   dX           = [dY | s dY B] [W ; A]   one GEMM, K grown by r (a sliver of a tile), where the

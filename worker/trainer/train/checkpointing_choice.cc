@@ -1,8 +1,10 @@
 #include "worker/trainer/train/checkpointing_choice.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "worker/trainer/model/attention.h"
@@ -89,12 +91,11 @@ KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_byt
 int64_t ResidentLayersFromEnvironment(int64_t layers) {
   const char* env = std::getenv("QLORAD_RESIDENT_LAYERS");
   if (env == nullptr) return 0;
-  const std::string value(env);
-  if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos ||
-      value.size() > 9) {
-    return 0;
-  }
-  return std::min<int64_t>(std::stoll(value), std::max<int64_t>(layers, 0));
+  const std::string_view value(env);
+  int64_t resident = 0;
+  const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), resident);
+  if (error != std::errc() || end != value.data() + value.size() || resident < 0) return 0;
+  return std::min<int64_t>(resident, std::max<int64_t>(layers, 0));
 }
 
 }  // namespace qlorad::trainer

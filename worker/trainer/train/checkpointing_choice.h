@@ -57,11 +57,11 @@ KeepChoice PlanKeepMlp(const MemoryJob& planned, std::optional<int64_t> free_byt
 
 // How many of the last decoder layers keep their checkpointed tensors on the device when offload
 // is on (ApplyActivationRecompute's resident_layers), from QLORAD_RESIDENT_LAYERS: 0 (the
-// default, every layer offloaded) to `layers`; a value that is not a whole number means 0. A
-// developer switch for side-by-side timings: at Llama-3.1-8B 32K with gate|up kept, a layer sends
-// about 2.4 GB over PCIe in a forward of about 42 ms, so the copies out may end well after
-// forward and backward's first copies back wait behind them. The memory estimate does not count
-// the resident layers yet.
+// default, every layer offloaded) to `layers` (more means all); a value that is not a whole
+// number within int64 means 0. A developer switch for side-by-side timings: at Llama-3.1-8B 32K
+// with gate|up kept, a layer sends about 2.4 GB over PCIe in a forward of about 42 ms, so the
+// copies out may end well after forward and backward's first copies back wait behind them. The
+// memory estimate does not count the resident layers yet.
 int64_t ResidentLayersFromEnvironment(int64_t layers);
 
 }  // namespace qlorad::trainer

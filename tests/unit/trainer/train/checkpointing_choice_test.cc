@@ -117,8 +117,10 @@ TEST(CheckpointingChoiceTest, ResidentLayersComeFromTheEnvironmentWithinTheModel
                                                     {"0", 0},
                                                     {"-1", 0},
                                                     {"x", 0},
+                                                    {"4x", 0},
                                                     {"", 0},
-                                                    {"99999999999", 0}}) {
+                                                    {"99999999999", 32},
+                                                    {"99999999999999999999", 0}}) {
     setenv("QLORAD_RESIDENT_LAYERS", value.c_str(), 1);
     EXPECT_EQ(ResidentLayersFromEnvironment(32), expected) << "'" << value << "'";
   }
